@@ -1,0 +1,176 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// migration is one step of the schema. Its version is its position in
+// migrations plus one.
+type migration struct {
+	name string
+	sql  string
+}
+
+// migrations is the schema history, oldest first. Append new steps; never
+// edit or reorder released ones, databases in the field have run them.
+var migrations = []migration{
+	{
+		name: "initial schema",
+		sql: `
+CREATE TABLE roots (
+	id           TEXT PRIMARY KEY,
+	trust_domain TEXT NOT NULL,
+	state        TEXT NOT NULL,
+	key_ref      TEXT NOT NULL,
+	chain_pem    BLOB NOT NULL,
+	not_after    TEXT NOT NULL,
+	created_at   TEXT NOT NULL
+);
+CREATE INDEX roots_created_at ON roots (created_at);
+
+CREATE TABLE clusters (
+	name         TEXT PRIMARY KEY,
+	trust_domain TEXT NOT NULL,
+	created_at   TEXT NOT NULL
+);
+
+-- cluster is not a foreign key: issued intermediates stay on record after
+-- their cluster is deleted.
+CREATE TABLE intermediates (
+	serial     TEXT PRIMARY KEY,
+	cluster    TEXT NOT NULL,
+	root_id    TEXT NOT NULL REFERENCES roots (id),
+	not_before TEXT NOT NULL,
+	not_after  TEXT NOT NULL,
+	status     TEXT NOT NULL,
+	cert_pem   BLOB NOT NULL,
+	created_at TEXT NOT NULL
+);
+CREATE INDEX intermediates_cluster ON intermediates (cluster, created_at);
+
+CREATE TABLE audit_log (
+	seq       INTEGER PRIMARY KEY,
+	time      TEXT NOT NULL,
+	actor     TEXT NOT NULL,
+	action    TEXT NOT NULL,
+	target    TEXT NOT NULL,
+	result    TEXT NOT NULL,
+	details   TEXT NOT NULL,
+	prev_hash TEXT NOT NULL,
+	hash      TEXT NOT NULL
+);
+
+CREATE TABLE meta (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+`,
+	},
+	{
+		// A guard rail against accidental edits (for example with the
+		// sqlite3 shell), not a security boundary: whoever can write the
+		// file can drop the triggers. The hash chain detects that.
+		name: "append-only audit log",
+		sql: `
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+	SELECT RAISE(ABORT, 'audit_log is append-only: rows cannot be updated');
+END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN
+	SELECT RAISE(ABORT, 'audit_log is append-only: rows cannot be deleted');
+END;
+`,
+	},
+}
+
+// migrate brings the schema of db up to the last version in migrations,
+// applying each missing step in its own transaction. It fails, changing
+// nothing, when the database has a version newer than migrations knows.
+func migrate(ctx context.Context, db *sql.DB) error {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	version    INTEGER PRIMARY KEY,
+	applied_at TEXT NOT NULL
+)`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	for i, m := range migrations {
+		if err := applyMigration(ctx, db, i+1, m); err != nil {
+			return err
+		}
+	}
+	// Catches a newer database even when every known step was skipped.
+	v, err := schemaVersion(ctx, db)
+	if err != nil {
+		return err
+	}
+	return checkVersion(v)
+}
+
+// applyMigration runs step m as version in one transaction, unless the
+// database is already at version or later. The version is read inside the
+// transaction, so two processes opening the same new database apply each
+// step once.
+func applyMigration(ctx context.Context, db *sql.DB, version int, m migration) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate to schema version %d (%s): begin: %w", version, m.name, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	current, err := schemaVersion(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if err := checkVersion(current); err != nil {
+		return err
+	}
+	if current >= version {
+		return tx.Rollback()
+	}
+	if current != version-1 {
+		return fmt.Errorf("migrate to schema version %d (%s): database is at version %d, expected %d", version, m.name, current, version-1)
+	}
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return fmt.Errorf("migrate to schema version %d (%s): %w", version, m.name, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
+		version, formatTime(time.Now())); err != nil {
+		return fmt.Errorf("migrate to schema version %d (%s): record version: %w", version, m.name, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate to schema version %d (%s): commit: %w", version, m.name, err)
+	}
+	return nil
+}
+
+// schemaVersion returns the highest version recorded in schema_migrations
+// (0 for a new database).
+func schemaVersion(ctx context.Context, q querier) (int, error) {
+	var v sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT MAX(version) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return int(v.Int64), nil
+}
+
+// checkVersion fails when version is newer than the last known migration.
+func checkVersion(version int) error {
+	if version > len(migrations) {
+		return newerSchemaError(version)
+	}
+	return nil
+}
+
+// newerSchemaError returns the error for a database at version, written by
+// a newer meshroot.
+func newerSchemaError(version int) error {
+	return fmt.Errorf("database schema version %d is newer than this meshroot supports (%d): upgrade meshroot",
+		version, len(migrations))
+}

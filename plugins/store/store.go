@@ -1,0 +1,152 @@
+// Package store defines meshroot's persistent state: roots, clusters,
+// intermediates, bundle sequence and the hash-chained audit log.
+//
+// Implementations live in sub-packages (sqlite is the embedded default).
+// Every implementation must pass the conformance suite in storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) when a looked-up record does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrAlreadyExists is returned (wrapped) when a record with the same key exists.
+var ErrAlreadyExists = errors.New("already exists")
+
+// RootState is the lifecycle state of a root of trust.
+type RootState string
+
+// Root states. Roots in StatePrepared, StateActive and StateRetiring are in the
+// trust bundle; exactly one root per trust domain is StateActive and signs.
+const (
+	RootPrepared RootState = "prepared"
+	RootActive   RootState = "active"
+	RootRetiring RootState = "retiring"
+	RootRetired  RootState = "retired"
+	RootRevoked  RootState = "revoked"
+)
+
+// InBundle reports whether a root in state s belongs in the trust bundle.
+func (s RootState) InBundle() bool {
+	return s == RootPrepared || s == RootActive || s == RootRetiring
+}
+
+// Root is a root of trust together with the signing authority under it.
+type Root struct {
+	// ID identifies the trust anchor: the first 16 bytes of the SHA-256 of
+	// the self-signed root certificate's DER, hex encoded.
+	ID          string
+	TrustDomain string
+	State       RootState
+	// KeyRef is the key manager reference of the signing authority's key.
+	KeyRef string
+	// ChainPEM is the signing authority's certificate first, then every CA
+	// above it, ending with the self-signed root (a single certificate when
+	// the root signs itself).
+	ChainPEM  []byte
+	NotAfter  time.Time // NotAfter of the signing authority
+	CreatedAt time.Time
+}
+
+// Cluster is a registered Kubernetes cluster that may request intermediates.
+type Cluster struct {
+	Name        string
+	TrustDomain string
+	CreatedAt   time.Time
+}
+
+// IntermediateStatus is the status of an issued cluster intermediate.
+type IntermediateStatus string
+
+// Intermediate statuses.
+const (
+	IntermediateActive     IntermediateStatus = "active"
+	IntermediateSuperseded IntermediateStatus = "superseded"
+	IntermediateRevoked    IntermediateStatus = "revoked"
+)
+
+// Intermediate is a cluster intermediate CA certificate that was issued.
+type Intermediate struct {
+	Serial    string // lower-case hex, no separators
+	Cluster   string
+	RootID    string
+	NotBefore time.Time
+	NotAfter  time.Time
+	Status    IntermediateStatus
+	CertPEM   []byte
+	CreatedAt time.Time
+}
+
+// AuditEntry is one row of the append-only audit log. Seq, PrevHash and Hash
+// are assigned by AppendAudit.
+type AuditEntry struct {
+	Seq     int64
+	Time    time.Time
+	Actor   string // who: "cli:uid=1000", "cluster:east", ...
+	Action  string // what: "root.init", "intermediate.issue", ...
+	Target  string // on what: a root id, cluster name, serial
+	Result  string // "ok", "denied" or "error"
+	Details string // free-form JSON object, no secrets
+	// PrevHash is the Hash of the row before (empty for the first row).
+	PrevHash string
+	// Hash is ChainHash(PrevHash, entry), hex encoded.
+	Hash string
+}
+
+// Reader holds the read-only queries.
+type Reader interface {
+	GetRoot(ctx context.Context, id string) (Root, error)
+	// ListRoots returns all roots, oldest first.
+	ListRoots(ctx context.Context) ([]Root, error)
+	GetCluster(ctx context.Context, name string) (Cluster, error)
+	// ListClusters returns all clusters ordered by name.
+	ListClusters(ctx context.Context) ([]Cluster, error)
+	GetIntermediate(ctx context.Context, serial string) (Intermediate, error)
+	// ListIntermediates returns the intermediates of cluster (all clusters
+	// when cluster is empty), oldest first.
+	ListIntermediates(ctx context.Context, cluster string) ([]Intermediate, error)
+	// BundleSequence returns the trust bundle's sequence number (0 before
+	// the first change).
+	BundleSequence(ctx context.Context) (uint64, error)
+	// ListAudit returns up to limit entries with Seq > afterSeq in Seq order
+	// (limit <= 0: all).
+	ListAudit(ctx context.Context, afterSeq int64, limit int) ([]AuditEntry, error)
+	// Meta returns a small named setting ("" and no error when unset).
+	Meta(ctx context.Context, key string) (string, error)
+}
+
+// Tx is a read-write transaction.
+type Tx interface {
+	Reader
+	CreateRoot(ctx context.Context, r Root) error
+	UpdateRootState(ctx context.Context, id string, state RootState) error
+	CreateCluster(ctx context.Context, c Cluster) error
+	DeleteCluster(ctx context.Context, name string) error
+	CreateIntermediate(ctx context.Context, in Intermediate) error
+	UpdateIntermediateStatus(ctx context.Context, serial string, status IntermediateStatus) error
+	// IncrementBundleSequence adds one to the bundle sequence and returns it.
+	IncrementBundleSequence(ctx context.Context) (uint64, error)
+	// AppendAudit assigns Seq, PrevHash and Hash and appends e.
+	AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error)
+	SetMeta(ctx context.Context, key, value string) error
+}
+
+// Store is a persistent store.
+type Store interface {
+	Reader
+	// Update runs fn in one transaction: either all its writes land or,
+	// when fn or the commit fails, none do.
+	Update(ctx context.Context, fn func(tx Tx) error) error
+	Close() error
+}
+
+// AuditVerifier is implemented by stores that can check their audit chain.
+type AuditVerifier interface {
+	// VerifyAudit checks the whole audit log with VerifyChain against the
+	// head the store recorded, returning a *ChainError when it is broken.
+	VerifyAudit(ctx context.Context) error
+}
