@@ -1,0 +1,120 @@
+package ca
+
+import (
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"go.step.sm/crypto/x509util"
+)
+
+// clusterNamePattern is a DNS label: what Kubernetes and Istio accept as a
+// cluster name.
+var clusterNamePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// ValidateClusterName reports whether name is usable as a cluster name.
+func ValidateClusterName(name string) error {
+	if !clusterNamePattern.MatchString(name) {
+		return fmt.Errorf("cluster name %q is invalid: use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit", name)
+	}
+	return nil
+}
+
+// IntermediateRequest asks for a cluster intermediate.
+type IntermediateRequest struct {
+	// Cluster names the cluster; it becomes the subject's common name.
+	Cluster string
+	// TrustDomain is the cluster's SPIFFE trust domain.
+	TrustDomain string
+	// CSR carries the intermediate's public key, generated in the cluster.
+	CSR *x509.CertificateRequest
+	// TTL is the requested lifetime; zero takes the policy default.
+	TTL time.Duration
+}
+
+// SignIntermediate signs a cluster intermediate for req under the policy:
+// CA:true, MaxPathLen 0, KeyUsage CertSign|CRLSign|DigitalSignature, SKI and
+// AKI, a random 128-bit serial, NotBefore backdated, and NotAfter the
+// smallest of the requested TTL and the issuer's own NotAfter.
+func (a *Authority) SignIntermediate(req IntermediateRequest) (*x509.Certificate, error) {
+	p := a.policy
+	if err := ValidateClusterName(req.Cluster); err != nil {
+		return nil, err
+	}
+	td, err := ParseTrustDomain(req.TrustDomain)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.checkCSR(req.CSR); err != nil {
+		return nil, err
+	}
+	ttl := req.TTL
+	switch {
+	case ttl == 0:
+		ttl = p.DefaultTTL
+	case ttl < 0:
+		return nil, fmt.Errorf("requested TTL %s is negative", ttl)
+	case ttl > p.MaxTTL:
+		return nil, fmt.Errorf("requested TTL %s exceeds the policy maximum %s: ask for less", ttl, p.MaxTTL)
+	case ttl < p.MinTTL:
+		return nil, fmt.Errorf("requested TTL %s is below the policy minimum %s", ttl, p.MinTTL)
+	}
+	issuer := a.Certificate()
+	now := a.now()
+	notAfter := now.Add(ttl)
+	if issuer.NotAfter.Before(notAfter) {
+		notAfter = issuer.NotAfter
+	}
+	if notAfter.Sub(now) < p.MinTTL {
+		return nil, fmt.Errorf("signing authority %q expires at %s, less than the minimum intermediate lifetime %s from now: rotate the root or import a longer-lived signing CA",
+			issuer.Subject.CommonName, issuer.NotAfter.UTC().Format(time.RFC3339), p.MinTTL)
+	}
+	notBefore := now.Add(-p.Backdate)
+	if notBefore.Before(issuer.NotBefore) {
+		notBefore = issuer.NotBefore
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	ski, err := x509util.GenerateSubjectKeyID(req.CSR.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("subject key id: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject: pkix.Name{
+			Organization:       []string{td.Name()},
+			OrganizationalUnit: []string{"meshroot cluster intermediate"},
+			CommonName:         req.Cluster,
+		},
+		NotBefore:             notBefore.UTC(),
+		NotAfter:              notAfter.UTC(),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLen:            0,
+		MaxPathLenZero:        true,
+		KeyUsage:              grantedKeyUsage,
+		SubjectKeyId:          ski,
+		AuthorityKeyId:        issuer.SubjectKeyId,
+	}
+	if p.TrustDomainConstraint {
+		// Permit the trust domain's own host and exclude its subdomains
+		// (a subdomain is another trust domain): verifiers apply DNS
+		// subtree semantics to URI constraints.
+		tmpl.PermittedURIDomains = []string{td.Name()}
+		tmpl.ExcludedURIDomains = []string{"." + td.Name()}
+		tmpl.PermittedDNSDomainsCritical = true
+	}
+	cert, err := x509util.CreateCertificate(tmpl, issuer, req.CSR.PublicKey, a.signer)
+	if err != nil {
+		return nil, fmt.Errorf("sign intermediate for cluster %s: %w", req.Cluster, err)
+	}
+	if cert.MaxPathLen != 0 || !cert.MaxPathLenZero {
+		return nil, errors.New("internal error: signed intermediate lost its path length 0")
+	}
+	return cert, nil
+}

@@ -1,0 +1,120 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"strconv"
+	"time"
+
+	"github.com/meshroot/meshroot/plugins/store"
+)
+
+// IssueRequest asks the service for a cluster intermediate.
+type IssueRequest struct {
+	Cluster string
+	CSR     *x509.CertificateRequest
+	TTL     time.Duration
+}
+
+// Issued is a signed cluster intermediate with everything a cacerts needs
+// besides the key.
+type Issued struct {
+	Cert *x509.Certificate
+	// Chain is the intermediate, then every CA above it, root last.
+	Chain []*x509.Certificate
+	// Bundle holds every trusted root and the bundle sequence.
+	Bundle TrustBundle
+	RootID string
+}
+
+// CACerts combines the issued certificates with the intermediate's key.
+func (i Issued) CACerts(key crypto.Signer) *CACerts {
+	return &CACerts{Cert: i.Cert, Key: key, Chain: i.Chain, Roots: i.Bundle.Roots}
+}
+
+// IssueIntermediate signs an intermediate for a registered cluster with the
+// active root, records it (superseding the cluster's previous one) and
+// audits, all or nothing. Refusals are audited with their reason.
+func (s *Service) IssueIntermediate(ctx context.Context, actor Actor, req IssueRequest) (Issued, error) {
+	out, err := s.issue(ctx, actor, req)
+	if err != nil {
+		return Issued{}, s.auditRefusal(ctx, actor, "intermediate.issue", req.Cluster, err)
+	}
+	return out, nil
+}
+
+func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Issued, error) {
+	cl, err := s.cluster(ctx, req.Cluster)
+	if err != nil {
+		return Issued{}, err
+	}
+	root, err := s.ActiveRoot(ctx)
+	if err != nil {
+		return Issued{}, err
+	}
+	auth, err := s.Authority(ctx, root)
+	if err != nil {
+		return Issued{}, err
+	}
+	cert, err := auth.SignIntermediate(IntermediateRequest{Cluster: cl.Name, TrustDomain: cl.TrustDomain, CSR: req.CSR, TTL: req.TTL})
+	if err != nil {
+		return Issued{}, refuse(err)
+	}
+	bundle, err := s.TrustBundle(ctx)
+	if err != nil {
+		return Issued{}, err
+	}
+	rec := store.Intermediate{
+		Serial: SerialHex(cert.SerialNumber), Cluster: cl.Name, RootID: root.ID,
+		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, Status: store.IntermediateActive,
+		CertPEM: EncodeCerts([]*x509.Certificate{cert}), CreatedAt: s.now().UTC(),
+	}
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		prev, err := tx.ListIntermediates(ctx, cl.Name)
+		if err != nil {
+			return err
+		}
+		for _, p := range prev {
+			if p.Status == store.IntermediateActive {
+				if err := tx.UpdateIntermediateStatus(ctx, p.Serial, store.IntermediateSuperseded); err != nil {
+					return err
+				}
+			}
+		}
+		if err := tx.CreateIntermediate(ctx, rec); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, actor, "intermediate.issue", cl.Name, "ok", map[string]any{
+			"serial": rec.Serial, "root_id": root.ID, "not_after": cert.NotAfter, "bundle_sequence": bundle.Sequence,
+		})
+	})
+	if err != nil {
+		return Issued{}, err
+	}
+	return Issued{Cert: cert, Chain: append([]*x509.Certificate{cert}, auth.Chain()...), Bundle: bundle, RootID: root.ID}, nil
+}
+
+// ListIntermediates lists issued intermediates of a cluster ("" for all).
+func (s *Service) ListIntermediates(ctx context.Context, cluster string) ([]store.Intermediate, error) {
+	return s.store.ListIntermediates(ctx, cluster)
+}
+
+// Annotations recorded on a cacerts Secret.
+const (
+	AnnotationSerial         = "meshroot.io/serial"
+	AnnotationNotAfter       = "meshroot.io/not-after"
+	AnnotationRootID         = "meshroot.io/root-id"
+	AnnotationBundleSequence = "meshroot.io/bundle-sequence"
+)
+
+// Annotations returns the annotations that describe the issued
+// intermediate on its cacerts Secret.
+func (i Issued) Annotations() map[string]string {
+	return map[string]string{
+		AnnotationSerial:         SerialHex(i.Cert.SerialNumber),
+		AnnotationNotAfter:       i.Cert.NotAfter.UTC().Format(time.RFC3339),
+		AnnotationRootID:         i.RootID,
+		AnnotationBundleSequence: strconv.FormatUint(i.Bundle.Sequence, 10),
+	}
+}

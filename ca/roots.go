@@ -1,0 +1,233 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/plugins/store"
+)
+
+// MetaTrustDomain is the store setting that holds the authority's trust domain.
+const MetaTrustDomain = "trust_domain"
+
+// InitRootRequest asks for a new self-signed root.
+type InitRootRequest struct {
+	TrustDomain string
+	KeyType     keymanager.KeyType
+	TTL         time.Duration
+}
+
+// InitRoot creates the first root of a trust domain: a new key in the key
+// manager and a self-signed certificate, stored as the active root. It
+// refuses when an active root exists (rotation is a separate procedure).
+func (s *Service) InitRoot(ctx context.Context, actor Actor, req InitRootRequest) (store.Root, error) {
+	r, err := s.initRoot(ctx, actor, req)
+	if err != nil {
+		return store.Root{}, s.auditRefusal(ctx, actor, "root.init", req.TrustDomain, err)
+	}
+	return r, nil
+}
+
+func (s *Service) initRoot(ctx context.Context, actor Actor, req InitRootRequest) (store.Root, error) {
+	if _, err := ParseTrustDomain(req.TrustDomain); err != nil {
+		return store.Root{}, refuse(err)
+	}
+	kt := req.KeyType
+	if kt == "" {
+		kt = keymanager.DefaultKeyType
+	}
+	if _, err := keymanager.ParseKeyType(string(kt)); err != nil {
+		return store.Root{}, refuse(err)
+	}
+	if err := s.refuseSecondRoot(ctx, req.TrustDomain); err != nil {
+		return store.Root{}, err
+	}
+	key, err := s.keys.CreateKey(ctx, newKeyName("root", s.now()), kt)
+	if err != nil {
+		return store.Root{}, fmt.Errorf("create root key: %w", err)
+	}
+	signer, err := s.keys.Signer(ctx, key.Ref)
+	if err != nil {
+		return store.Root{}, fmt.Errorf("load new root key %s: %w", key.Ref, err)
+	}
+	cert, err := NewRoot(signer, RootOptions{TrustDomain: req.TrustDomain, TTL: req.TTL, Now: s.now()})
+	if err != nil {
+		return store.Root{}, refuse(err)
+	}
+	root := store.Root{
+		ID: RootID(cert), TrustDomain: req.TrustDomain, State: store.RootActive, KeyRef: key.Ref,
+		ChainPEM: EncodeCerts([]*x509.Certificate{cert}), NotAfter: cert.NotAfter, CreatedAt: s.now().UTC(),
+	}
+	return root, s.saveRoot(ctx, actor, "root.init", root, map[string]any{"key_ref": key.Ref, "key_type": string(kt), "not_after": cert.NotAfter})
+}
+
+// ImportRootRequest brings an existing CA in as the signing authority.
+type ImportRootRequest struct {
+	TrustDomain string
+	// ChainPEM is the signing CA certificate first, then every CA above it,
+	// ending with the self-signed root.
+	ChainPEM []byte
+	// Key is the signing CA's private key; it is stored in the key manager.
+	Key crypto.Signer
+}
+
+// ImportRoot stores an existing CA (a root, or an intermediate under an
+// offline root with its chain) and its key as the active signing authority.
+func (s *Service) ImportRoot(ctx context.Context, actor Actor, req ImportRootRequest) (store.Root, error) {
+	r, err := s.importRoot(ctx, actor, req)
+	if err != nil {
+		return store.Root{}, s.auditRefusal(ctx, actor, "root.import", req.TrustDomain, err)
+	}
+	return r, nil
+}
+
+func (s *Service) importRoot(ctx context.Context, actor Actor, req ImportRootRequest) (store.Root, error) {
+	if _, err := ParseTrustDomain(req.TrustDomain); err != nil {
+		return store.Root{}, refuse(err)
+	}
+	chain, err := ParseCerts(req.ChainPEM)
+	if err != nil {
+		return store.Root{}, refusef("certificate chain: %w", err)
+	}
+	auth, err := NewAuthority(chain, req.Key, s.policy)
+	if err != nil {
+		return store.Root{}, refuse(err)
+	}
+	if _, err := keymanager.KeyTypeOf(req.Key.Public()); err != nil {
+		return store.Root{}, refuse(err)
+	}
+	if err := s.refuseSecondRoot(ctx, req.TrustDomain); err != nil {
+		return store.Root{}, err
+	}
+	imp, ok := s.keys.(keymanager.Importer)
+	if !ok {
+		return store.Root{}, refusef("the configured key manager cannot import keys: create the key in the backend and reference it instead")
+	}
+	key, err := imp.ImportKey(ctx, newKeyName("import", s.now()), req.Key)
+	if err != nil {
+		return store.Root{}, fmt.Errorf("store imported key: %w", err)
+	}
+	root := store.Root{
+		ID: RootID(auth.Root()), TrustDomain: req.TrustDomain, State: store.RootActive, KeyRef: key.Ref,
+		ChainPEM: EncodeCerts(chain), NotAfter: auth.Certificate().NotAfter, CreatedAt: s.now().UTC(),
+	}
+	return root, s.saveRoot(ctx, actor, "root.import", root, map[string]any{"key_ref": key.Ref, "chain_length": len(chain), "signing_subject": auth.Certificate().Subject.String()})
+}
+
+// refuseSecondRoot refuses to create a root while one is active.
+func (s *Service) refuseSecondRoot(ctx context.Context, td string) error {
+	roots, err := s.store.ListRoots(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range roots {
+		if r.State == store.RootActive {
+			return refusef("an active root already exists (%s, trust domain %s): rotate it instead of creating another", r.ID, r.TrustDomain)
+		}
+	}
+	if cur, err := s.store.Meta(ctx, MetaTrustDomain); err != nil {
+		return err
+	} else if cur != "" && cur != td {
+		return refusef("this data dir belongs to trust domain %s, not %s", cur, td)
+	}
+	return nil
+}
+
+// saveRoot stores a new root, bumps the bundle sequence and audits, in one
+// transaction.
+func (s *Service) saveRoot(ctx context.Context, actor Actor, action string, root store.Root, details map[string]any) error {
+	return s.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.CreateRoot(ctx, root); err != nil {
+			return err
+		}
+		if err := tx.SetMeta(ctx, MetaTrustDomain, root.TrustDomain); err != nil {
+			return err
+		}
+		seq, err := tx.IncrementBundleSequence(ctx)
+		if err != nil {
+			return err
+		}
+		details["bundle_sequence"] = seq
+		return s.audit(ctx, tx, actor, action, root.ID, "ok", details)
+	})
+}
+
+// ListRoots returns every root, oldest first.
+func (s *Service) ListRoots(ctx context.Context) ([]store.Root, error) { return s.store.ListRoots(ctx) }
+
+// ActiveRoot returns the root that signs new intermediates.
+func (s *Service) ActiveRoot(ctx context.Context) (store.Root, error) {
+	roots, err := s.store.ListRoots(ctx)
+	if err != nil {
+		return store.Root{}, err
+	}
+	for _, r := range roots {
+		if r.State == store.RootActive {
+			return r, nil
+		}
+	}
+	return store.Root{}, refusef("no active root: run `meshroot root init --trust-domain TD` first")
+}
+
+// Authority loads the signing authority of root r from the key manager.
+func (s *Service) Authority(ctx context.Context, r store.Root) (*Authority, error) {
+	chain, err := ParseCerts(r.ChainPEM)
+	if err != nil {
+		return nil, fmt.Errorf("root %s: stored chain: %w", r.ID, err)
+	}
+	signer, err := s.keys.Signer(ctx, r.KeyRef)
+	if err != nil {
+		return nil, fmt.Errorf("root %s: %w", r.ID, err)
+	}
+	a, err := NewAuthority(chain, signer, s.policy)
+	if err != nil {
+		return nil, fmt.Errorf("root %s: %w", r.ID, err)
+	}
+	a.SetClock(s.now)
+	return a, nil
+}
+
+// TrustBundle returns the roots in the bundle (prepared, active, retiring)
+// and the bundle sequence.
+func (s *Service) TrustBundle(ctx context.Context) (TrustBundle, error) {
+	roots, err := s.store.ListRoots(ctx)
+	if err != nil {
+		return TrustBundle{}, err
+	}
+	seq, err := s.store.BundleSequence(ctx)
+	if err != nil {
+		return TrustBundle{}, err
+	}
+	td, err := s.store.Meta(ctx, MetaTrustDomain)
+	if err != nil {
+		return TrustBundle{}, err
+	}
+	b := TrustBundle{TrustDomain: td, Sequence: seq}
+	for _, r := range roots {
+		if !r.State.InBundle() {
+			continue
+		}
+		chain, err := ParseCerts(r.ChainPEM)
+		if err != nil {
+			return TrustBundle{}, fmt.Errorf("root %s: stored chain: %w", r.ID, err)
+		}
+		b.Roots = append(b.Roots, chain[len(chain)-1])
+	}
+	if len(b.Roots) == 0 {
+		return TrustBundle{}, refusef("the trust bundle is empty: run `meshroot root init --trust-domain TD` first")
+	}
+	return b, nil
+}
+
+// newKeyName makes a unique, sortable key name such as root-20261126-031500-1a2b3c.
+func newKeyName(prefix string, now time.Time) string {
+	var r [3]byte
+	_, _ = rand.Read(r[:])
+	return fmt.Sprintf("%s-%s-%s", prefix, now.UTC().Format("20060102-150405"), hex.EncodeToString(r[:]))
+}

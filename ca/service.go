@@ -1,0 +1,89 @@
+package ca
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/plugins/store"
+)
+
+// Actor names who performs an action, for the audit log: "cli:uid=1000",
+// "cluster:east", "admin:CN=alice".
+type Actor string
+
+// Service is the stateful authority: it keeps roots, clusters and issued
+// intermediates in a store, takes signing keys from a key manager, and
+// writes every change and every refusal to the audit log.
+type Service struct {
+	store  store.Store
+	keys   keymanager.KeyManager
+	policy Policy
+	now    func() time.Time
+}
+
+// NewService returns a Service over st and km that issues under policy.
+func NewService(st store.Store, km keymanager.KeyManager, policy Policy) (*Service, error) {
+	if err := policy.Validate(); err != nil {
+		return nil, err
+	}
+	return &Service{store: st, keys: km, policy: policy, now: time.Now}, nil
+}
+
+// SetClock replaces the service's clock (for tests).
+func (s *Service) SetClock(now func() time.Time) { s.now = now }
+
+// Store returns the service's store, for read-only queries.
+func (s *Service) Store() store.Reader { return s.store }
+
+// audit appends one audit row inside tx.
+func (s *Service) audit(ctx context.Context, tx store.Tx, actor Actor, action, target, result string, details map[string]any) error {
+	d := "{}"
+	if len(details) > 0 {
+		b, err := json.Marshal(details)
+		if err != nil {
+			return fmt.Errorf("audit details: %w", err)
+		}
+		d = string(b)
+	}
+	_, err := tx.AppendAudit(ctx, store.AuditEntry{
+		Time: s.now().UTC(), Actor: string(actor), Action: action, Target: target, Result: result, Details: d,
+	})
+	return err
+}
+
+// auditRefusal records a refused or failed action in its own transaction
+// and returns cause unchanged (joined with an audit failure, if any).
+func (s *Service) auditRefusal(ctx context.Context, actor Actor, action, target string, cause error) error {
+	result := "denied"
+	var pe *PolicyError
+	if !errors.As(cause, &pe) {
+		result = "error"
+	}
+	aerr := s.store.Update(ctx, func(tx store.Tx) error {
+		return s.audit(ctx, tx, actor, action, target, result, map[string]any{"reason": cause.Error()})
+	})
+	if aerr != nil {
+		return errors.Join(cause, fmt.Errorf("audit log: %w", aerr))
+	}
+	return cause
+}
+
+// PolicyError is a request refused by policy or validation (as opposed to
+// an internal failure). Callers map it to "invalid argument" or "denied".
+type PolicyError struct{ Err error }
+
+func (e *PolicyError) Error() string { return e.Err.Error() }
+func (e *PolicyError) Unwrap() error { return e.Err }
+
+func refuse(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PolicyError{Err: err}
+}
+
+func refusef(format string, args ...any) error { return &PolicyError{Err: fmt.Errorf(format, args...)} }

@@ -1,0 +1,162 @@
+package ca_test
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/plugins/keymanager/disk"
+	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/plugins/store/sqlite"
+)
+
+const actor = ca.Actor("test")
+
+// newService opens a service over a real SQLite file and disk key manager.
+func newService(t *testing.T) (*ca.Service, store.Store) {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "meshroot.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	km, err := disk.New(disk.Options{Dir: filepath.Join(dir, "keys"), Passphrase: []byte("test passphrase")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := ca.NewService(st, km, ca.Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc, st
+}
+
+func csrFor(t *testing.T) (*x509.CertificateRequest, keymanager.KeyType) {
+	t.Helper()
+	k, _ := keymanager.ECP256.Generate()
+	der, err := x509.CreateCertificateRequest(nil, &x509.CertificateRequest{}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, _ := x509.ParseCertificateRequest(der)
+	return csr, keymanager.ECP256
+}
+
+func TestServiceIssueFlow(t *testing.T) {
+	ctx := context.Background()
+	svc, _ := newService(t)
+	root, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root.State != store.RootActive || !strings.HasPrefix(root.KeyRef, "disk:") {
+		t.Fatalf("root = %+v", root)
+	}
+	if _, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"}); err == nil {
+		t.Fatal("a second root init was accepted")
+	}
+	if _, err := svc.AddCluster(ctx, actor, "east", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.AddCluster(ctx, actor, "east", ""); err == nil {
+		t.Fatal("duplicate cluster accepted")
+	}
+	csr, _ := csrFor(t)
+	first, err := svc.IssueIntermediate(ctx, actor, ca.IssueRequest{Cluster: "east", CSR: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.RootID != root.ID || len(first.Chain) != 2 || first.Bundle.Sequence != 1 || len(first.Bundle.Roots) != 1 {
+		t.Fatalf("issued = root %s chain %d seq %d roots %d", first.RootID, len(first.Chain), first.Bundle.Sequence, len(first.Bundle.Roots))
+	}
+	second, err := svc.IssueIntermediate(ctx, actor, ca.IssueRequest{Cluster: "east", CSR: csr, TTL: 72 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := svc.ListIntermediates(ctx, "east")
+	if err != nil || len(list) != 2 {
+		t.Fatalf("ListIntermediates = %d, %v", len(list), err)
+	}
+	status := map[string]store.IntermediateStatus{}
+	for _, in := range list {
+		status[in.Serial] = in.Status
+	}
+	if status[ca.SerialHex(first.Cert.SerialNumber)] != store.IntermediateSuperseded || status[ca.SerialHex(second.Cert.SerialNumber)] != store.IntermediateActive {
+		t.Errorf("statuses after re-issue: %v", status)
+	}
+}
+
+func TestServiceRefusalsAreAudited(t *testing.T) {
+	ctx := context.Background()
+	svc, st := newService(t)
+	csr, _ := csrFor(t)
+	_, err := svc.IssueIntermediate(ctx, actor, ca.IssueRequest{Cluster: "east", CSR: csr})
+	var pe *ca.PolicyError
+	if !errors.As(err, &pe) {
+		t.Fatalf("issue before root init: %v, want a PolicyError", err)
+	}
+	if _, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc.IssueIntermediate(ctx, actor, ca.IssueRequest{Cluster: "west", CSR: csr})
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "not registered") {
+		t.Fatalf("issue for unknown cluster: %v", err)
+	}
+	entries, err := st.ListAudit(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var denied int
+	for _, e := range entries {
+		if e.Action == "intermediate.issue" && e.Result == "denied" {
+			denied++
+			var d map[string]string
+			if err := json.Unmarshal([]byte(e.Details), &d); err != nil || d["reason"] == "" {
+				t.Errorf("denied entry without a reason: %s", e.Details)
+			}
+		}
+	}
+	if denied != 2 {
+		t.Errorf("%d denied intermediate.issue entries, want 2", denied)
+	}
+	if err := st.(store.AuditVerifier).VerifyAudit(ctx); err != nil {
+		t.Errorf("audit chain: %v", err)
+	}
+}
+
+func TestServiceImportRoot(t *testing.T) {
+	ctx := context.Background()
+	svc, _ := newService(t)
+	rootKey, _ := keymanager.ECP256.Generate()
+	root, err := ca.NewRoot(rootKey, ca.RootOptions{TrustDomain: "example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Importing with a key that does not match is refused and stores nothing.
+	otherKey, _ := keymanager.ECP256.Generate()
+	if _, err := svc.ImportRoot(ctx, actor, ca.ImportRootRequest{TrustDomain: "example.org", ChainPEM: ca.EncodeCerts([]*x509.Certificate{root}), Key: otherKey}); err == nil {
+		t.Fatal("import with a mismatched key accepted")
+	}
+	if roots, _ := svc.ListRoots(ctx); len(roots) != 0 {
+		t.Fatalf("a refused import left %d roots", len(roots))
+	}
+	r, err := svc.ImportRoot(ctx, actor, ca.ImportRootRequest{TrustDomain: "example.org", ChainPEM: ca.EncodeCerts([]*x509.Certificate{root}), Key: rootKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ID != ca.RootID(root) {
+		t.Errorf("imported root id %s, want %s", r.ID, ca.RootID(root))
+	}
+	tb, err := svc.TrustBundle(ctx)
+	if err != nil || len(tb.Roots) != 1 || !tb.Roots[0].Equal(root) || tb.TrustDomain != "example.org" {
+		t.Fatalf("bundle after import: %+v, %v", tb, err)
+	}
+}
