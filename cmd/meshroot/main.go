@@ -1,0 +1,68 @@
+// Command meshroot is one root of trust for many service meshes: it creates
+// roots, registers clusters and issues their Istio cacerts intermediates.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/meshroot/meshroot/ca"
+)
+
+// Exit codes that scripts can rely on.
+const (
+	exitOK      = 0
+	exitError   = 1 // anything not listed below
+	exitUsage   = 2 // bad flags or arguments
+	exitRefused = 3 // refused by policy or validation (bad CSR, TTL, unknown cluster, ...)
+	exitTamper  = 4 // `audit verify` found a broken chain
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	cmd := newRootCmd()
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(os.Stderr, "meshroot: %s\n", oneLine(err))
+	return exitCode(err)
+}
+
+// usageError marks a bad invocation.
+type usageError struct{ error }
+
+// tamperError marks an audit chain that failed verification.
+type tamperError struct{ error }
+
+func exitCode(err error) int {
+	var ue usageError
+	var te tamperError
+	var pe *ca.PolicyError
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &te):
+		return exitTamper
+	case errors.As(err, &pe):
+		return exitRefused
+	}
+	return exitError
+}
+
+func oneLine(err error) string {
+	s := err.Error()
+	out := make([]rune, 0, len(s))
+	for _, r := range s {
+		if r == '\n' {
+			r = ';'
+		}
+		out = append(out, r)
+	}
+	return string(out)
+}

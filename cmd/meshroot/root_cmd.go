@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// globals are the flags every command shares.
+type globals struct {
+	dataDir           string
+	output            string
+	passphraseFile    string
+	insecurePlaintext bool
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globals{}
+	cmd := &cobra.Command{
+		Use:           "meshroot",
+		Short:         "One root of trust for many service meshes",
+		Long:          "meshroot creates and keeps the root CA of a trust domain and issues each cluster's istiod a pathlen-0 intermediate as the Istio cacerts.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd.Flags())
+		},
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&g.dataDir, "data-dir", defaultDataDir(), "folder that holds the state database and keys (env MESHROOT_DATA_DIR)")
+	pf.StringVarP(&g.output, "output", "o", "", "output format: table (default) or json; some commands take others (env MESHROOT_OUTPUT)")
+	pf.StringVar(&g.passphraseFile, "passphrase-file", "", "file holding the passphrase that encrypts disk keys (or env MESHROOT_PASSPHRASE)")
+	pf.BoolVar(&g.insecurePlaintext, "insecure-plaintext-key", false, "store new disk keys unencrypted: development only")
+
+	cmd.AddCommand(
+		newRootGroupCmd(g),
+		newClusterCmd(g),
+		newIntermediateCmd(g),
+		newBundleCmd(g),
+		newAuditCmd(g),
+		newVersionCmd(g),
+	)
+	return cmd
+}
+
+// applyEnv sets every flag the user did not give from MESHROOT_<FLAG> in the
+// environment (dashes become underscores). MESHROOT_PASSPHRASE is read
+// separately and never becomes a flag.
+func applyEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed {
+			return
+		}
+		name := "MESHROOT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = usageError{fmt.Errorf("environment %s=%q: %v", name, v, serr)}
+			}
+		}
+	})
+	return err
+}
+
+// defaultDataDir is $XDG_DATA_HOME/meshroot, else ~/.local/share/meshroot,
+// else ./meshroot-data.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return d + "/meshroot"
+	}
+	if h, err := os.UserHomeDir(); err == nil && h != "" {
+		return h + "/.local/share/meshroot"
+	}
+	return "./meshroot-data"
+}
+
+// outputFormat validates -o against the formats a command takes; the first
+// is the default.
+func (g *globals) outputFormat(allowed ...string) (string, error) {
+	if g.output == "" {
+		return allowed[0], nil
+	}
+	for _, a := range allowed {
+		if g.output == a {
+			return a, nil
+		}
+	}
+	return "", usageError{fmt.Errorf("output format %q is not supported here: use %s", g.output, strings.Join(allowed, ", "))}
+}

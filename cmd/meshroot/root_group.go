@@ -1,0 +1,175 @@
+package main
+
+import (
+	"crypto"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.step.sm/crypto/pemutil"
+
+	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/plugins/store"
+)
+
+// maxImportFile bounds certificate and key files read by `root import`.
+const maxImportFile = 1 << 20
+
+func newRootGroupCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "root", Short: "Create and inspect roots of trust"}
+	cmd.AddCommand(newRootInitCmd(g), newRootImportCmd(g), newRootListCmd(g))
+	return cmd
+}
+
+// rootView is how a root is printed.
+type rootView struct {
+	ID          string    `json:"id"`
+	TrustDomain string    `json:"trust_domain"`
+	State       string    `json:"state"`
+	KeyRef      string    `json:"key_ref"`
+	Subject     string    `json:"subject"`
+	ChainLength int       `json:"chain_length"`
+	NotAfter    time.Time `json:"not_after"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+func viewRoot(r store.Root) rootView {
+	v := rootView{ID: r.ID, TrustDomain: r.TrustDomain, State: string(r.State), KeyRef: r.KeyRef, NotAfter: r.NotAfter, CreatedAt: r.CreatedAt}
+	if chain, err := ca.ParseCerts(r.ChainPEM); err == nil {
+		v.Subject = chain[0].Subject.String()
+		v.ChainLength = len(chain)
+	}
+	return v
+}
+
+func printRoots(cmd *cobra.Command, g *globals, roots []store.Root) error {
+	format, err := g.outputFormat("table", "json")
+	if err != nil {
+		return err
+	}
+	views := make([]rootView, len(roots))
+	for i, r := range roots {
+		views[i] = viewRoot(r)
+	}
+	if format == "json" {
+		return printJSON(cmd.OutOrStdout(), views)
+	}
+	rows := make([][]string, len(views))
+	for i, v := range views {
+		rows[i] = []string{v.ID, v.TrustDomain, v.State, v.Subject, fmtTime(v.NotAfter), v.KeyRef}
+	}
+	return printTable(cmd.OutOrStdout(), []string{"ID", "TRUST DOMAIN", "STATE", "SUBJECT", "NOT AFTER", "KEY"}, rows)
+}
+
+func newRootInitCmd(g *globals) *cobra.Command {
+	var td, keyType string
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "init --trust-domain TD",
+		Short: "Create the trust domain's first root (key and self-signed certificate)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			kt, err := keymanager.ParseKeyType(keyType)
+			if err != nil {
+				return usageError{err}
+			}
+			svc, closeFn, err := g.openService(cmd.Context(), true)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			r, err := svc.InitRoot(cmd.Context(), localActor(), ca.InitRootRequest{TrustDomain: td, KeyType: kt, TTL: ttl})
+			if err != nil {
+				return err
+			}
+			return printRoots(cmd, g, []store.Root{r})
+		},
+	}
+	cmd.Flags().StringVar(&td, "trust-domain", "", "SPIFFE trust domain the root anchors, e.g. example.org (required)")
+	cmd.Flags().StringVar(&keyType, "key-type", string(keymanager.DefaultKeyType), "root key type: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096")
+	cmd.Flags().DurationVar(&ttl, "ttl", ca.DefaultRootTTL, "root lifetime")
+	return cmd
+}
+
+func newRootImportCmd(g *globals) *cobra.Command {
+	var td, certFile, keyFile, keyPassFile string
+	cmd := &cobra.Command{
+		Use:   "import --trust-domain TD --cert CHAIN.pem --key KEY.pem",
+		Short: "Use an existing CA (a root, or an intermediate with its chain up to the root) as the signing authority",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if certFile == "" || keyFile == "" {
+				return usageError{fmt.Errorf("--cert and --key are required")}
+			}
+			chainPEM, err := readBounded(certFile, maxImportFile)
+			if err != nil {
+				return usageError{err}
+			}
+			keyPEM, err := readBounded(keyFile, maxImportFile)
+			if err != nil {
+				return usageError{err}
+			}
+			var opts []pemutil.Options
+			if keyPassFile != "" {
+				opts = append(opts, pemutil.WithPasswordFile(keyPassFile))
+			}
+			k, err := pemutil.ParseKey(keyPEM, opts...)
+			if err != nil {
+				return usageError{fmt.Errorf("key %s: %v (pass --key-passphrase-file for an encrypted key)", keyFile, err)}
+			}
+			signer, ok := k.(crypto.Signer)
+			if !ok {
+				return usageError{fmt.Errorf("key %s holds a %T, not a private key", keyFile, k)}
+			}
+			svc, closeFn, err := g.openService(cmd.Context(), true)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			r, err := svc.ImportRoot(cmd.Context(), localActor(), ca.ImportRootRequest{TrustDomain: td, ChainPEM: chainPEM, Key: signer})
+			if err != nil {
+				return err
+			}
+			return printRoots(cmd, g, []store.Root{r})
+		},
+	}
+	cmd.Flags().StringVar(&td, "trust-domain", "", "SPIFFE trust domain (required)")
+	cmd.Flags().StringVar(&certFile, "cert", "", "PEM file: the signing CA certificate, then every CA above it, root last")
+	cmd.Flags().StringVar(&keyFile, "key", "", "PEM file with the signing CA's private key")
+	cmd.Flags().StringVar(&keyPassFile, "key-passphrase-file", "", "passphrase of --key, if it is encrypted")
+	return cmd
+}
+
+func newRootListCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List roots and their states",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			svc, closeFn, err := g.openService(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			roots, err := svc.ListRoots(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printRoots(cmd, g, roots)
+		},
+	}
+}
+
+// readBounded reads a file of at most limit bytes.
+func readBounded(path string, limit int64) ([]byte, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if info.Size() > limit {
+		return nil, fmt.Errorf("%s is %d bytes: at most %d are read", path, info.Size(), limit)
+	}
+	return os.ReadFile(path)
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+
+	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/plugins/keymanager/disk"
+	"github.com/meshroot/meshroot/plugins/store/sqlite"
+)
+
+// maxPassphraseFile bounds a passphrase file.
+const maxPassphraseFile = 4 << 10
+
+// openService opens the data dir's store and, when withKeys, its key manager.
+// The caller closes the returned function.
+func (g *globals) openService(ctx context.Context, withKeys bool) (*ca.Service, func(), error) {
+	if g.dataDir == "" {
+		return nil, nil, usageError{errors.New("no data dir: pass --data-dir or set MESHROOT_DATA_DIR")}
+	}
+	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("data dir %s: %w", g.dataDir, err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(g.dataDir, "meshroot.db"))
+	if err != nil {
+		return nil, nil, err
+	}
+	var km keymanager.KeyManager = noKeys{}
+	if withKeys {
+		pass, err := g.passphrase()
+		if err != nil {
+			st.Close()
+			return nil, nil, err
+		}
+		if km, err = disk.New(disk.Options{Dir: filepath.Join(g.dataDir, "keys"), Passphrase: pass, InsecurePlaintext: g.insecurePlaintext}); err != nil {
+			st.Close()
+			return nil, nil, usageError{err}
+		}
+	}
+	svc, err := ca.NewService(st, km, ca.Policy{})
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return svc, func() { st.Close() }, nil
+}
+
+// passphrase reads --passphrase-file, else MESHROOT_PASSPHRASE. A file that
+// others can read is refused.
+func (g *globals) passphrase() ([]byte, error) {
+	if g.passphraseFile != "" {
+		info, err := os.Stat(g.passphraseFile)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("passphrase file: %w", err)}
+		}
+		if info.Mode().Perm()&0o077 != 0 {
+			return nil, usageError{fmt.Errorf("passphrase file %s has mode %04o: make it readable by its owner only (chmod 600 %s)", g.passphraseFile, info.Mode().Perm(), g.passphraseFile)}
+		}
+		if info.Size() > maxPassphraseFile {
+			return nil, usageError{fmt.Errorf("passphrase file %s is larger than %d bytes", g.passphraseFile, maxPassphraseFile)}
+		}
+		b, err := os.ReadFile(g.passphraseFile)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("passphrase file: %w", err)}
+		}
+		return bytes.TrimRight(b, "\r\n"), nil
+	}
+	if v := os.Getenv("MESHROOT_PASSPHRASE"); v != "" {
+		return []byte(v), nil
+	}
+	return nil, nil
+}
+
+// localActor names the local user for the audit log.
+func localActor() ca.Actor {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	return ca.Actor(fmt.Sprintf("cli:uid=%d(%s)", os.Getuid(), name))
+}
+
+// noKeys stands in for the key manager in commands that load no keys.
+type noKeys struct{}
+
+var errNoKeys = errors.New("internal error: this command does not load keys")
+
+func (noKeys) CreateKey(context.Context, string, keymanager.KeyType) (keymanager.Key, error) {
+	return keymanager.Key{}, errNoKeys
+}
+func (noKeys) Signer(context.Context, string) (crypto.Signer, error) { return nil, errNoKeys }
+func (noKeys) ListKeys(context.Context) ([]keymanager.Key, error)    { return nil, errNoKeys }
