@@ -87,6 +87,7 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 		}
 		return s.audit(ctx, tx, actor, "intermediate.issue", cl.Name, "ok", map[string]any{
 			"serial": rec.Serial, "root_id": root.ID, "not_after": cert.NotAfter, "bundle_sequence": bundle.Sequence,
+			"trust_domain_constraint": s.policy.TrustDomainConstraint,
 		})
 	})
 	if err != nil {

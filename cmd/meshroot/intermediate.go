@@ -30,6 +30,7 @@ func newIntermediateCmd(g *globals) *cobra.Command {
 type issueFlags struct {
 	cluster, out, csrFile, format, keyType string
 	ttl                                    time.Duration
+	constrain                              bool
 }
 
 func newIntermediateIssueCmd(g *globals) *cobra.Command {
@@ -52,6 +53,7 @@ Every output is self-checked before anything is written.`,
 	fl.StringVar(&f.csrFile, "csr", "", "PKCS#10 CSR (PEM) made in the cluster; default: generate the key here")
 	fl.DurationVar(&f.ttl, "ttl", ca.DefaultIntermediateTTL, "intermediate lifetime (capped by the signing CA's own expiry)")
 	fl.StringVar(&f.format, "format", string(ca.FormatIstio), "cacerts layout: istio or tls")
+	fl.BoolVar(&f.constrain, "trust-domain-constraint", false, "add a critical URI name constraint: the intermediate may only sign identities in the cluster's trust domain")
 	fl.StringVar(&f.keyType, "key-type", string(keymanager.ECP256), "type of the generated intermediate key (without --csr)")
 	return cmd
 }
@@ -93,6 +95,7 @@ func runIssue(cmd *cobra.Command, g *globals, f *issueFlags) error {
 			return fmt.Errorf("create CSR: %w", err)
 		}
 	}
+	g.policy.TrustDomainConstraint = f.constrain
 	svc, closeFn, err := g.openService(cmd.Context(), true)
 	if err != nil {
 		return err

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meshroot/meshroot/ca"
 	"github.com/spf13/pflag"
 )
 
@@ -15,6 +17,8 @@ type globals struct {
 	output            string
 	passphraseFile    string
 	insecurePlaintext bool
+	// policy is the intermediate policy; commands may tighten it by flag.
+	policy ca.Policy
 }
 
 func newRootCmd() *cobra.Command {

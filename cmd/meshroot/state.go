@@ -44,7 +44,7 @@ func (g *globals) openService(ctx context.Context, withKeys bool) (*ca.Service, 
 			return nil, nil, usageError{err}
 		}
 	}
-	svc, err := ca.NewService(st, km, ca.Policy{})
+	svc, err := ca.NewService(st, km, g.policy)
 	if err != nil {
 		st.Close()
 		return nil, nil, err
