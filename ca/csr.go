@@ -49,6 +49,9 @@ func ParseCSR(data []byte) (*x509.CertificateRequest, error) {
 	}
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
+		if len(der) == 0 || der[0] != 0x30 { // not an ASN.1 SEQUENCE: neither PEM nor DER
+			return nil, errors.New("CSR cannot be parsed: it is neither PEM (CERTIFICATE REQUEST) nor DER")
+		}
 		return nil, fmt.Errorf("CSR cannot be parsed: %v", err)
 	}
 	if err := csr.CheckSignature(); err != nil {

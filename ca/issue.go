@@ -13,7 +13,11 @@ import (
 // IssueRequest asks the service for a cluster intermediate.
 type IssueRequest struct {
 	Cluster string
+	// CSR is the parsed request; when nil, CSRData (PEM or DER, as
+	// received) is parsed by the service so that a malformed CSR is
+	// refused and audited like any other refusal.
 	CSR     *x509.CertificateRequest
+	CSRData []byte
 	TTL     time.Duration
 }
 
@@ -48,6 +52,11 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 	cl, err := s.cluster(ctx, req.Cluster)
 	if err != nil {
 		return Issued{}, err
+	}
+	if req.CSR == nil {
+		if req.CSR, err = ParseCSR(req.CSRData); err != nil {
+			return Issued{}, refuse(err)
+		}
 	}
 	root, err := s.ActiveRoot(ctx)
 	if err != nil {

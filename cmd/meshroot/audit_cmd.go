@@ -40,7 +40,7 @@ func newAuditListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			svc, closeFn, err := g.openService(cmd.Context(), false)
+			svc, closeFn, err := g.openService(cmd.Context(), false, false)
 			if err != nil {
 				return err
 			}
@@ -72,7 +72,7 @@ func newAuditVerifyCmd(g *globals) *cobra.Command {
 		Short: "Check the audit log's hash chain; exit 4 if a row was edited or deleted",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			svc, closeFn, err := g.openService(cmd.Context(), false)
+			svc, closeFn, err := g.openService(cmd.Context(), false, false)
 			if err != nil {
 				return err
 			}

@@ -18,7 +18,7 @@ func newBundleCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			svc, closeFn, err := g.openService(cmd.Context(), false)
+			svc, closeFn, err := g.openService(cmd.Context(), false, false)
 			if err != nil {
 				return err
 			}

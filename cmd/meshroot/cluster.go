@@ -45,7 +45,7 @@ func newClusterAddCmd(g *globals) *cobra.Command {
 		Short: "Register a cluster that may request intermediates",
 		Args:  exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			svc, closeFn, err := g.openService(cmd.Context(), false)
+			svc, closeFn, err := g.openService(cmd.Context(), false, true)
 			if err != nil {
 				return err
 			}
@@ -67,7 +67,10 @@ func newClusterListCmd(g *globals) *cobra.Command {
 		Short: "List registered clusters",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			svc, closeFn, err := g.openService(cmd.Context(), false)
+			if _, err := g.outputFormat("table", "json"); err != nil {
+				return err
+			}
+			svc, closeFn, err := g.openService(cmd.Context(), false, false)
 			if err != nil {
 				return err
 			}

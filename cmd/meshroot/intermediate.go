@@ -74,14 +74,14 @@ func runIssue(cmd *cobra.Command, g *globals, f *issueFlags) error {
 		return usageError{fmt.Errorf("--out is required (or -o yaml to print a Secret)")}
 	}
 	var csr *x509.CertificateRequest
+	var csrData []byte
 	var key crypto.Signer
 	if f.csrFile != "" {
-		data, err := readBounded(f.csrFile, ca.MaxCSRSize)
-		if err != nil {
+		// Read one byte past the limit so the service refuses (and
+		// audits) an oversized CSR; it parses what it gets.
+		var err error
+		if csrData, err = readUpTo(f.csrFile, ca.MaxCSRSize+1); err != nil {
 			return usageError{fmt.Errorf("--csr: %w", err)}
-		}
-		if csr, err = ca.ParseCSR(data); err != nil {
-			return &ca.PolicyError{Err: fmt.Errorf("%s: %w", f.csrFile, err)}
 		}
 	} else {
 		kt, err := keymanager.ParseKeyType(f.keyType)
@@ -96,12 +96,12 @@ func runIssue(cmd *cobra.Command, g *globals, f *issueFlags) error {
 		}
 	}
 	g.policy.TrustDomainConstraint = f.constrain
-	svc, closeFn, err := g.openService(cmd.Context(), true)
+	svc, closeFn, err := g.openService(cmd.Context(), true, false)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	issued, err := svc.IssueIntermediate(cmd.Context(), localActor(), ca.IssueRequest{Cluster: f.cluster, CSR: csr, TTL: f.ttl})
+	issued, err := svc.IssueIntermediate(cmd.Context(), localActor(), ca.IssueRequest{Cluster: f.cluster, CSR: csr, CSRData: csrData, TTL: f.ttl})
 	if err != nil {
 		return err
 	}
@@ -224,7 +224,7 @@ func newIntermediateListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			svc, closeFn, err := g.openService(cmd.Context(), false)
+			svc, closeFn, err := g.openService(cmd.Context(), false, false)
 			if err != nil {
 				return err
 			}

@@ -48,7 +48,27 @@ func newRootCmd() *cobra.Command {
 		newAuditCmd(g),
 		newVersionCmd(g),
 	)
+	refuseUnknownSubcommands(cmd)
 	return cmd
+}
+
+// refuseUnknownSubcommands makes every command group fail with a usage error
+// on an unknown subcommand, where cobra would print help and exit 0 (so a
+// script's `meshroot audit verfy || alert` would never alert).
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	if !cmd.HasSubCommands() {
+		return
+	}
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return c.Help()
+		}
+		return usageError{fmt.Errorf("unknown command %q for %q (see %s --help)", args[0], c.CommandPath(), c.CommandPath())}
+	}
+	for _, sub := range cmd.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
 }
 
 // applyEnv sets every flag the user did not give from MESHROOT_<FLAG> in the

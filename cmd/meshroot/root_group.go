@@ -3,6 +3,7 @@ package main
 import (
 	"crypto"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -75,7 +76,7 @@ func newRootInitCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			svc, closeFn, err := g.openService(cmd.Context(), true)
+			svc, closeFn, err := g.openService(cmd.Context(), true, true)
 			if err != nil {
 				return err
 			}
@@ -123,7 +124,7 @@ func newRootImportCmd(g *globals) *cobra.Command {
 			if !ok {
 				return usageError{fmt.Errorf("key %s holds a %T, not a private key", keyFile, k)}
 			}
-			svc, closeFn, err := g.openService(cmd.Context(), true)
+			svc, closeFn, err := g.openService(cmd.Context(), true, true)
 			if err != nil {
 				return err
 			}
@@ -148,7 +149,10 @@ func newRootListCmd(g *globals) *cobra.Command {
 		Short: "List roots and their states",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			svc, closeFn, err := g.openService(cmd.Context(), false)
+			if _, err := g.outputFormat("table", "json"); err != nil {
+				return err
+			}
+			svc, closeFn, err := g.openService(cmd.Context(), false, false)
 			if err != nil {
 				return err
 			}
@@ -172,4 +176,14 @@ func readBounded(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is %d bytes: at most %d are read", path, info.Size(), limit)
 	}
 	return os.ReadFile(path)
+}
+
+// readUpTo reads at most limit bytes of a file.
+func readUpTo(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit))
 }

@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -19,16 +20,24 @@ import (
 // maxPassphraseFile bounds a passphrase file.
 const maxPassphraseFile = 4 << 10
 
+// dbFile is the state database's name in the data dir.
+const dbFile = "meshroot.db"
+
 // openService opens the data dir's store and, when withKeys, its key manager.
-// The caller closes the returned function.
-func (g *globals) openService(ctx context.Context, withKeys bool) (*ca.Service, func(), error) {
+// Only commands that create state (create) may start a new data dir; the
+// others refuse one without a database, so a mistyped --data-dir is not
+// silently taken for an empty one. The caller calls the returned function.
+func (g *globals) openService(ctx context.Context, withKeys, create bool) (*ca.Service, func(), error) {
 	if g.dataDir == "" {
 		return nil, nil, usageError{errors.New("no data dir: pass --data-dir or set MESHROOT_DATA_DIR")}
+	}
+	if _, err := os.Stat(filepath.Join(g.dataDir, dbFile)); errors.Is(err, fs.ErrNotExist) && !create {
+		return nil, nil, usageError{fmt.Errorf("data dir %s holds no meshroot state: check --data-dir, or run `meshroot root init` first", g.dataDir)}
 	}
 	if err := os.MkdirAll(g.dataDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("data dir %s: %w", g.dataDir, err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(g.dataDir, "meshroot.db"))
+	st, err := sqlite.Open(ctx, filepath.Join(g.dataDir, dbFile))
 	if err != nil {
 		return nil, nil, err
 	}
