@@ -4,7 +4,7 @@ BIN     := bin/meshroot
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build run test test-deps vet unit fuzz bench clean
+.PHONY: all build run test test-deps vet unit fuzz bench generate clean
 
 all: build
 
@@ -39,6 +39,10 @@ fuzz:
 ## bench: intermediate signing vs raw x509.CreateCertificate, with ratios
 bench:
 	test/bench/sign.sh
+
+## generate: regenerate api/meshroot/v1 from its .proto files (installs protoc when missing)
+generate:
+	api/generate.sh
 
 clean:
 	rm -rf bin out
