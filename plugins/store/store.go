@@ -17,6 +17,10 @@ var ErrNotFound = errors.New("not found")
 // ErrAlreadyExists is returned (wrapped) when a record with the same key exists.
 var ErrAlreadyExists = errors.New("already exists")
 
+// ErrConflict is returned (wrapped) when a conditional update finds the
+// record in another state, for example a join token that was already used.
+var ErrConflict = errors.New("conflict")
+
 // RootState is the lifecycle state of a root of trust.
 type RootState string
 
@@ -57,6 +61,56 @@ type Cluster struct {
 	Name        string
 	TrustDomain string
 	CreatedAt   time.Time
+	// Auth says how the cluster's service-account tokens are verified.
+	Auth ClusterAuth
+	// Status is what the cluster's agent last reported.
+	Status ClusterStatus
+}
+
+// ClusterAuth holds what verifies a cluster's Kubernetes service-account
+// tokens. All fields are optional; a cluster without any can still use
+// join tokens.
+type ClusterAuth struct {
+	// Issuer is the cluster's service-account token issuer (the "iss" claim).
+	Issuer string
+	// JWKS is the issuer's JSON Web Key Set, registered by the operator.
+	JWKS []byte
+	// OIDCDiscovery, when set, fetches the JWKS through the issuer's OIDC
+	// discovery document instead.
+	OIDCDiscovery bool
+	// CAPEM is the CA bundle that verifies the issuer's HTTPS endpoints for
+	// OIDC discovery (system roots when empty).
+	CAPEM []byte
+	// Kubeconfig, when set, verifies tokens by TokenReview against the
+	// cluster. It is a credential: stored, never printed.
+	Kubeconfig []byte
+	// ServiceAccounts lists the "namespace/name" service accounts whose
+	// tokens may request this cluster's intermediate. An empty list reads
+	// back as nil.
+	ServiceAccounts []string
+}
+
+// ClusterStatus is what a cluster's agent last reported, and when.
+type ClusterStatus struct {
+	LastContact time.Time
+	// BundleSequence is the trust bundle sequence the cluster has applied.
+	BundleSequence uint64
+	// IntermediateSerial is the serial of the intermediate it runs with.
+	IntermediateSerial string
+}
+
+// JoinToken is a single-use credential that lets one cluster request its
+// intermediate once. Only a hash of the secret part is stored.
+type JoinToken struct {
+	// ID is the public part of the token, used to look it up.
+	ID      string
+	Cluster string
+	// SecretHash is the SHA-256 of the secret part.
+	SecretHash []byte
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	// UsedAt is zero until the token is used.
+	UsedAt time.Time
 }
 
 // IntermediateStatus is the status of an issued cluster intermediate.
@@ -117,6 +171,7 @@ type Reader interface {
 	ListAudit(ctx context.Context, afterSeq int64, limit int) ([]AuditEntry, error)
 	// Meta returns a small named setting ("" and no error when unset).
 	Meta(ctx context.Context, key string) (string, error)
+	GetJoinToken(ctx context.Context, id string) (JoinToken, error)
 }
 
 // Tx is a read-write transaction.
@@ -133,6 +188,17 @@ type Tx interface {
 	// AppendAudit assigns Seq, PrevHash and Hash and appends e.
 	AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error)
 	SetMeta(ctx context.Context, key, value string) error
+	// UpdateClusterStatus records what a cluster's agent reported.
+	UpdateClusterStatus(ctx context.Context, name string, st ClusterStatus) error
+	// CreateJoinToken stores t; ErrNotFound when its cluster is unknown.
+	CreateJoinToken(ctx context.Context, t JoinToken) error
+	// UseJoinToken marks the token used at at. It fails with ErrNotFound
+	// when there is no such token and ErrConflict when it was used before.
+	// It does not check expiry: the caller does.
+	UseJoinToken(ctx context.Context, id string, at time.Time) error
+	// DeleteExpiredJoinTokens removes tokens that expired before now and
+	// returns how many.
+	DeleteExpiredJoinTokens(ctx context.Context, now time.Time) (int, error)
 }
 
 // Store is a persistent store.

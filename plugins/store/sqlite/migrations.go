@@ -85,20 +85,50 @@ BEGIN
 END;
 `,
 	},
+	{
+		// Times added from here on are stored as "" when zero (see
+		// formatOptTime). join_tokens.cluster is a foreign key so that no
+		// token names a cluster that does not exist; DeleteCluster deletes
+		// a cluster's tokens first, in the same transaction.
+		name: "cluster auth and status, join tokens",
+		sql: `
+ALTER TABLE clusters ADD COLUMN k8s_issuer          TEXT    NOT NULL DEFAULT '';
+ALTER TABLE clusters ADD COLUMN k8s_jwks            BLOB    NOT NULL DEFAULT x'';
+ALTER TABLE clusters ADD COLUMN k8s_oidc_discovery  INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE clusters ADD COLUMN k8s_ca              BLOB    NOT NULL DEFAULT x'';
+ALTER TABLE clusters ADD COLUMN k8s_kubeconfig      BLOB    NOT NULL DEFAULT x'';
+ALTER TABLE clusters ADD COLUMN service_accounts    TEXT    NOT NULL DEFAULT '[]';
+ALTER TABLE clusters ADD COLUMN last_contact        TEXT    NOT NULL DEFAULT '';
+ALTER TABLE clusters ADD COLUMN bundle_sequence     INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE clusters ADD COLUMN intermediate_serial TEXT    NOT NULL DEFAULT '';
+
+CREATE TABLE join_tokens (
+	id          TEXT PRIMARY KEY,
+	cluster     TEXT NOT NULL REFERENCES clusters (name),
+	secret_hash BLOB NOT NULL,
+	created_at  TEXT NOT NULL,
+	expires_at  TEXT NOT NULL,
+	used_at     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX join_tokens_expires_at ON join_tokens (expires_at);
+CREATE INDEX join_tokens_cluster ON join_tokens (cluster);
+`,
+	},
 }
 
-// migrate brings the schema of db up to the last version in migrations,
+// migrate brings the schema of db up to the last version in steps (Open
+// passes migrations; tests pass a prefix of it to build an older database),
 // applying each missing step in its own transaction. It fails, changing
-// nothing, when the database has a version newer than migrations knows.
-func migrate(ctx context.Context, db *sql.DB) error {
+// nothing, when the database has a version newer than steps knows.
+func migrate(ctx context.Context, db *sql.DB, steps []migration) error {
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 	version    INTEGER PRIMARY KEY,
 	applied_at TEXT NOT NULL
 )`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	for i, m := range migrations {
-		if err := applyMigration(ctx, db, i+1, m); err != nil {
+	for i, m := range steps {
+		if err := applyMigration(ctx, db, i+1, m, len(steps)); err != nil {
 			return err
 		}
 	}
@@ -107,14 +137,14 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	if err != nil {
 		return err
 	}
-	return checkVersion(v)
+	return checkVersion(v, len(steps))
 }
 
 // applyMigration runs step m as version in one transaction, unless the
-// database is already at version or later. The version is read inside the
-// transaction, so two processes opening the same new database apply each
-// step once.
-func applyMigration(ctx context.Context, db *sql.DB, version int, m migration) (err error) {
+// database is already at version or later; latest is the last version
+// known. The version is read inside the transaction, so two processes
+// opening the same new database apply each step once.
+func applyMigration(ctx context.Context, db *sql.DB, version int, m migration, latest int) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migrate to schema version %d (%s): begin: %w", version, m.name, err)
@@ -128,7 +158,7 @@ func applyMigration(ctx context.Context, db *sql.DB, version int, m migration) (
 	if err != nil {
 		return err
 	}
-	if err := checkVersion(current); err != nil {
+	if err := checkVersion(current, latest); err != nil {
 		return err
 	}
 	if current >= version {
@@ -160,17 +190,18 @@ func schemaVersion(ctx context.Context, q querier) (int, error) {
 	return int(v.Int64), nil
 }
 
-// checkVersion fails when version is newer than the last known migration.
-func checkVersion(version int) error {
-	if version > len(migrations) {
-		return newerSchemaError(version)
+// checkVersion fails when version is newer than latest, the last known
+// migration.
+func checkVersion(version, latest int) error {
+	if version > latest {
+		return newerSchemaError(version, latest)
 	}
 	return nil
 }
 
 // newerSchemaError returns the error for a database at version, written by
-// a newer meshroot.
-func newerSchemaError(version int) error {
+// a newer meshroot that knows more than latest.
+func newerSchemaError(version, latest int) error {
 	return fmt.Errorf("database schema version %d is newer than this meshroot supports (%d): upgrade meshroot",
-		version, len(migrations))
+		version, latest)
 }

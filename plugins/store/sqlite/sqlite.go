@@ -69,7 +69,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.w.Close()
 		return nil, fmt.Errorf("sqlite store %q: %w", abs, err)
 	}
-	if err := migrate(ctx, s.w); err != nil {
+	if err := migrate(ctx, s.w, migrations); err != nil {
 		s.w.Close()
 		return nil, fmt.Errorf("sqlite store %q: %w", abs, err)
 	}

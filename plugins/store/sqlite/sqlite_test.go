@@ -380,3 +380,154 @@ func TestReadsDoNotWaitForWrites(t *testing.T) {
 		t.Errorf("BundleSequence after the Update = %d, %v; want 1", n, err)
 	}
 }
+
+// TestUpgradeFromVersion2 checks that Open upgrades a database created at
+// schema version 2 (before cluster auth, status and join tokens), keeping
+// its clusters and giving them zero values for the new fields.
+func TestUpgradeFromVersion2(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "meshroot.db")
+	abs, err := prepareFiles(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := openPool(ctx, abs, writerParams, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(ctx, db, migrations[:2]); err != nil {
+		t.Fatalf("migrate to version 2: %v", err)
+	}
+	created := time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)
+	for _, name := range []string{"east", "west"} {
+		if _, err := db.ExecContext(ctx, `INSERT INTO clusters (name, trust_domain, created_at) VALUES (?, ?, ?)`,
+			name, name+".example.org", formatTime(created)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := appliedMigrations(t, db)
+	if len(before) != 2 {
+		t.Fatalf("schema_migrations at version 2 has %d rows, want 2", len(before))
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openTest(t, path)
+	after := appliedMigrations(t, s.r)
+	if len(after) != len(migrations) || len(migrations) < 3 || strings.Join(after[:2], " ") != strings.Join(before, " ") {
+		t.Fatalf("schema_migrations after the upgrade = %v, want %v followed by versions 3..%d", after, before, len(migrations))
+	}
+	list, err := s.ListClusters(ctx)
+	if err != nil {
+		t.Fatalf("ListClusters after the upgrade: %v", err)
+	}
+	if len(list) != 2 {
+		t.Fatalf("ListClusters after the upgrade returned %d clusters, want 2", len(list))
+	}
+	for i, name := range []string{"east", "west"} {
+		c := list[i]
+		if c.Name != name || c.TrustDomain != name+".example.org" || !c.CreatedAt.Equal(created) {
+			t.Errorf("cluster %d after the upgrade = %q %q %v, want %q kept", i, c.Name, c.TrustDomain, c.CreatedAt, name)
+		}
+		if c.Auth.Issuer != "" || len(c.Auth.JWKS) != 0 || c.Auth.OIDCDiscovery || len(c.Auth.Kubeconfig) != 0 ||
+			c.Auth.ServiceAccounts != nil || c.Status != (store.ClusterStatus{}) {
+			t.Errorf("cluster %q after the upgrade: Auth %+v Status %+v, want zero values", name, c.Auth, c.Status)
+		}
+	}
+
+	// The new columns and table work on the upgraded database.
+	err = s.Update(ctx, func(tx store.Tx) error {
+		if err := tx.UpdateClusterStatus(ctx, "east", store.ClusterStatus{LastContact: created, BundleSequence: 7}); err != nil {
+			return err
+		}
+		if err := tx.CreateJoinToken(ctx, store.JoinToken{ID: "t1", Cluster: "east", SecretHash: []byte{1}, CreatedAt: created, ExpiresAt: created.Add(time.Hour)}); err != nil {
+			return err
+		}
+		return tx.UseJoinToken(ctx, "t1", created.Add(time.Minute))
+	})
+	if err != nil {
+		t.Fatalf("writing new fields after the upgrade: %v", err)
+	}
+	if c, err := s.GetCluster(ctx, "east"); err != nil || c.Status.BundleSequence != 7 || !c.Status.LastContact.Equal(created) {
+		t.Errorf("GetCluster after UpdateClusterStatus = %+v, %v", c.Status, err)
+	}
+}
+
+// TestZeroTimesStoredEmpty checks the column format: zero times of the
+// columns added in schema version 3 are stored as "".
+func TestZeroTimesStoredEmpty(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "meshroot.db")
+	s := openTest(t, path)
+	err := s.Update(ctx, func(tx store.Tx) error {
+		if err := tx.CreateCluster(ctx, store.Cluster{Name: "east", TrustDomain: "example.org", CreatedAt: time.Now()}); err != nil {
+			return err
+		}
+		return tx.CreateJoinToken(ctx, store.JoinToken{ID: "t1", Cluster: "east"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := rawDB(t, path)
+	var lastContact, accounts, createdAt, expiresAt, usedAt string
+	if err := db.QueryRow(`SELECT last_contact, service_accounts FROM clusters WHERE name = 'east'`).Scan(&lastContact, &accounts); err != nil {
+		t.Fatal(err)
+	}
+	if lastContact != "" || accounts != "[]" {
+		t.Errorf("clusters row: last_contact %q service_accounts %q, want \"\" and \"[]\"", lastContact, accounts)
+	}
+	if err := db.QueryRow(`SELECT created_at, expires_at, used_at FROM join_tokens WHERE id = 't1'`).Scan(&createdAt, &expiresAt, &usedAt); err != nil {
+		t.Fatal(err)
+	}
+	if createdAt != "" || expiresAt != "" || usedAt != "" {
+		t.Errorf("join_tokens row: created_at %q expires_at %q used_at %q, want all \"\"", createdAt, expiresAt, usedAt)
+	}
+}
+
+func TestCreateJoinTokenUnknownCluster(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "meshroot.db"))
+	err := s.Update(t.Context(), func(tx store.Tx) error {
+		return tx.CreateJoinToken(t.Context(), store.JoinToken{ID: "t1", Cluster: "nope", ExpiresAt: time.Now().Add(time.Hour)})
+	})
+	if !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), `cluster "nope"`) {
+		t.Errorf("CreateJoinToken with an unknown cluster: %v, want ErrNotFound naming the cluster", err)
+	}
+}
+
+func TestUseJoinTokenZeroTime(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "meshroot.db"))
+	err := s.Update(t.Context(), func(tx store.Tx) error {
+		if err := tx.CreateCluster(t.Context(), store.Cluster{Name: "east", TrustDomain: "example.org", CreatedAt: time.Now()}); err != nil {
+			return err
+		}
+		if err := tx.CreateJoinToken(t.Context(), store.JoinToken{ID: "t1", Cluster: "east", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+			return err
+		}
+		return tx.UseJoinToken(t.Context(), "t1", time.Time{})
+	})
+	if err == nil || !strings.Contains(err.Error(), `join token "t1": zero time`) {
+		t.Errorf("UseJoinToken with the zero time: %v, want a zero time error naming the token", err)
+	}
+}
+
+func TestBundleSequenceTooLarge(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "meshroot.db"))
+	const tooLarge = uint64(1) << 63
+	err := s.Update(t.Context(), func(tx store.Tx) error {
+		return tx.CreateCluster(t.Context(), store.Cluster{Name: "east", TrustDomain: "example.org", CreatedAt: time.Now(),
+			Status: store.ClusterStatus{BundleSequence: tooLarge}})
+	})
+	if err == nil || !strings.Contains(err.Error(), `cluster "east"`) || !strings.Contains(err.Error(), "largest storable") {
+		t.Errorf("CreateCluster with bundle sequence 2^63: %v, want an error naming the cluster", err)
+	}
+	err = s.Update(t.Context(), func(tx store.Tx) error {
+		if err := tx.CreateCluster(t.Context(), store.Cluster{Name: "east", TrustDomain: "example.org", CreatedAt: time.Now()}); err != nil {
+			return err
+		}
+		return tx.UpdateClusterStatus(t.Context(), "east", store.ClusterStatus{BundleSequence: tooLarge})
+	})
+	if err == nil || !strings.Contains(err.Error(), `cluster "east"`) || !strings.Contains(err.Error(), "largest storable") {
+		t.Errorf("UpdateClusterStatus with bundle sequence 2^63: %v, want an error naming the cluster", err)
+	}
+}

@@ -24,3 +24,21 @@ func parseTime(s string) (time.Time, error) {
 	}
 	return t.UTC(), nil
 }
+
+// formatOptTime is formatTime for columns where the zero time means "not
+// set": it returns "" for the zero time. Since "" sorts before every
+// formatted time, the zero time still compares as the earliest.
+func formatOptTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return formatTime(t)
+}
+
+// parseOptTime parses a time stored by formatOptTime: "" is the zero time.
+func parseOptTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	return parseTime(s)
+}

@@ -13,13 +13,25 @@
 //			return s
 //		})
 //	}
+//
+// Beyond what the doc comments in package store say, the suite holds
+// implementations to these conventions:
+//
+//   - Times round-trip as the same instant (time.Time.Equal), to the
+//     nanosecond; the zero time round-trips as the zero time.
+//   - Byte slices round-trip by content: nil and empty are not told apart.
+//   - A cluster's Auth.ServiceAccounts with no entries, nil or empty, reads
+//     back as nil.
+//   - A join token whose ExpiresAt is zero counts as expired.
 package storetest
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -50,6 +62,14 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListAuditPaging", testListAuditPaging},
 		{"ConcurrentAppendAudit", testConcurrentAppendAudit},
 		{"Meta", testMeta},
+		{"ClusterAuthAndStatus", testClusterAuthAndStatus},
+		{"ClusterNoServiceAccounts", testClusterNoServiceAccounts},
+		{"UpdateClusterStatus", testUpdateClusterStatus},
+		{"JoinTokens", testJoinTokens},
+		{"UseJoinToken", testUseJoinToken},
+		{"ConcurrentUseJoinToken", testConcurrentUseJoinToken},
+		{"DeleteExpiredJoinTokens", testDeleteExpiredJoinTokens},
+		{"DeleteClusterDeletesJoinTokens", testDeleteClusterDeletesJoinTokens},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -230,6 +250,112 @@ func testDeleteCluster(t *testing.T, s store.Store) {
 	})
 }
 
+// sampleCluster returns a cluster with every Auth and Status field set.
+func sampleCluster(name string, createdAt time.Time) store.Cluster {
+	return store.Cluster{
+		Name:        name,
+		TrustDomain: name + ".example.org",
+		CreatedAt:   createdAt,
+		Auth: store.ClusterAuth{
+			Issuer:          "https://kubernetes.default.svc/" + name,
+			JWKS:            []byte(`{"keys":[{"kty":"EC","kid":"` + name + `"}]}`),
+			OIDCDiscovery:   true,
+			CAPEM:           []byte("-----BEGIN CERTIFICATE-----\n" + name + "\n-----END CERTIFICATE-----\n"),
+			Kubeconfig:      []byte("apiVersion: v1\nkind: Config\n# " + name + "\n"),
+			ServiceAccounts: []string{"meshroot/agent", "istio-system/istiod", "ns/with \"quotes\""},
+		},
+		Status: store.ClusterStatus{
+			LastContact:        createdAt.Add(90*time.Minute + time.Nanosecond),
+			BundleSequence:     42,
+			IntermediateSerial: "0a1b2c",
+		},
+	}
+}
+
+func testClusterAuthAndStatus(t *testing.T, s store.Store) {
+	full := sampleCluster("east", base)
+	bare := store.Cluster{Name: "west", TrustDomain: "example.org", CreatedAt: base}
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateCluster(ctx(t), full); err != nil {
+			return err
+		}
+		return tx.CreateCluster(ctx(t), bare)
+	})
+	got, err := s.GetCluster(ctx(t), "east")
+	if err != nil {
+		t.Fatalf("GetCluster: %v", err)
+	}
+	checkCluster(t, got, full)
+	got, err = s.GetCluster(ctx(t), "west")
+	if err != nil {
+		t.Fatalf("GetCluster: %v", err)
+	}
+	checkCluster(t, got, bare)
+	if !got.Status.LastContact.IsZero() {
+		t.Errorf("LastContact of a cluster created without one = %v, want the zero time", got.Status.LastContact)
+	}
+
+	list, err := s.ListClusters(ctx(t))
+	if err != nil {
+		t.Fatalf("ListClusters: %v", err)
+	}
+	if len(list) != 2 {
+		t.Fatalf("ListClusters returned %d clusters, want 2", len(list))
+	}
+	checkCluster(t, list[0], full)
+	checkCluster(t, list[1], bare)
+}
+
+func testClusterNoServiceAccounts(t *testing.T, s store.Store) {
+	// Both read back as nil (see the package documentation).
+	withNil := store.Cluster{Name: "nil", TrustDomain: "example.org", CreatedAt: base}
+	withEmpty := store.Cluster{Name: "empty", TrustDomain: "example.org", CreatedAt: base,
+		Auth: store.ClusterAuth{ServiceAccounts: []string{}}}
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateCluster(ctx(t), withNil); err != nil {
+			return err
+		}
+		return tx.CreateCluster(ctx(t), withEmpty)
+	})
+	for _, name := range []string{"nil", "empty"} {
+		got, err := s.GetCluster(ctx(t), name)
+		if err != nil {
+			t.Fatalf("GetCluster(%q): %v", name, err)
+		}
+		if got.Auth.ServiceAccounts != nil {
+			t.Errorf("cluster %q: ServiceAccounts = %#v, want nil", name, got.Auth.ServiceAccounts)
+		}
+	}
+}
+
+func testUpdateClusterStatus(t *testing.T, s store.Store) {
+	c := sampleCluster("east", base)
+	update(t, s, func(tx store.Tx) error { return tx.CreateCluster(ctx(t), c) })
+
+	for _, st := range []store.ClusterStatus{
+		{LastContact: base.Add(3 * time.Hour), BundleSequence: 43, IntermediateSerial: "0d"},
+		{LastContact: base.Add(4 * time.Hour), BundleSequence: 1<<63 - 1, IntermediateSerial: ""},
+		{}, // back to zero, LastContact included
+	} {
+		update(t, s, func(tx store.Tx) error { return tx.UpdateClusterStatus(ctx(t), "east", st) })
+		got, err := s.GetCluster(ctx(t), "east")
+		if err != nil {
+			t.Fatalf("GetCluster: %v", err)
+		}
+		want := c
+		want.Status = st
+		checkCluster(t, got, want) // Auth and the rest unchanged
+	}
+
+	err := s.Update(ctx(t), func(tx store.Tx) error {
+		return tx.UpdateClusterStatus(ctx(t), "north", store.ClusterStatus{LastContact: base, BundleSequence: 1})
+	})
+	wantErr(t, "UpdateClusterStatus(missing)", err, store.ErrNotFound, "north")
+	if _, err := s.GetCluster(ctx(t), "north"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetCluster after UpdateClusterStatus(missing): %v, want ErrNotFound", err)
+	}
+}
+
 func testIntermediates(t *testing.T, s store.Store) {
 	ins := []store.Intermediate{
 		sampleIntermediate("0a", "east", "r1", base.Add(3*time.Second)),
@@ -330,6 +456,15 @@ func testTxReadsOwnWrites(t *testing.T, s store.Store) {
 		if v, err := tx.Meta(ctx(t), "k"); err != nil || v != "v" {
 			return fmt.Errorf("Meta inside the transaction = %q, %v; want \"v\"", v, err)
 		}
+		if err := tx.CreateJoinToken(ctx(t), sampleJoinToken("t1", "east", base)); err != nil {
+			return err
+		}
+		if err := tx.UseJoinToken(ctx(t), "t1", base); err != nil {
+			return err
+		}
+		if jt, err := tx.GetJoinToken(ctx(t), "t1"); err != nil || !jt.UsedAt.Equal(base) {
+			return fmt.Errorf("GetJoinToken inside the transaction = %+v, %v; want UsedAt %v", jt, err, base)
+		}
 		return nil
 	})
 }
@@ -349,6 +484,9 @@ func writeEverything(t *testing.T, tx store.Tx) error {
 		return err
 	}
 	if _, err := tx.AppendAudit(ctx(t), store.AuditEntry{Time: base, Actor: "test", Action: "x", Result: "ok", Details: "{}"}); err != nil {
+		return err
+	}
+	if err := tx.CreateJoinToken(ctx(t), sampleJoinToken("t1", "east", base)); err != nil {
 		return err
 	}
 	return tx.SetMeta(ctx(t), "k", "v")
@@ -374,6 +512,9 @@ func checkNothingLanded(t *testing.T, s store.Store) {
 	}
 	if v, err := s.Meta(ctx(t), "k"); err != nil || v != "" {
 		t.Errorf("Meta after rollback = %q, %v; want \"\"", v, err)
+	}
+	if _, err := s.GetJoinToken(ctx(t), "t1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetJoinToken after rollback: %v, want ErrNotFound", err)
 	}
 }
 
@@ -666,10 +807,42 @@ func checkRoot(t *testing.T, got, want store.Root) {
 	}
 }
 
+// checkCluster compares every field. A want with no service accounts
+// requires got.Auth.ServiceAccounts to be nil.
 func checkCluster(t *testing.T, got, want store.Cluster) {
 	t.Helper()
-	if got.Name != want.Name || got.TrustDomain != want.TrustDomain || !got.CreatedAt.Equal(want.CreatedAt) {
-		t.Errorf("cluster mismatch:\n got %+v\nwant %+v", got, want)
+	ga, wa := got.Auth, want.Auth
+	if got.Name != want.Name || got.TrustDomain != want.TrustDomain || !got.CreatedAt.Equal(want.CreatedAt) ||
+		ga.Issuer != wa.Issuer || !bytes.Equal(ga.JWKS, wa.JWKS) || ga.OIDCDiscovery != wa.OIDCDiscovery || !bytes.Equal(ga.CAPEM, wa.CAPEM) ||
+		!bytes.Equal(ga.Kubeconfig, wa.Kubeconfig) || !slices.Equal(ga.ServiceAccounts, wa.ServiceAccounts) ||
+		(len(wa.ServiceAccounts) == 0 && ga.ServiceAccounts != nil) {
+		// Auth holds a credential (Kubeconfig): print only what differs.
+		t.Errorf("cluster %q mismatch:\n got name %q trust domain %q created %v auth %s\nwant name %q trust domain %q created %v auth %s",
+			want.Name, got.Name, got.TrustDomain, got.CreatedAt, describeAuth(ga),
+			want.Name, want.TrustDomain, want.CreatedAt, describeAuth(wa))
+	}
+	checkClusterStatus(t, want.Name, got.Status, want.Status)
+}
+
+// describeAuth describes a without printing the kubeconfig.
+func describeAuth(a store.ClusterAuth) string {
+	return fmt.Sprintf("{Issuer:%q JWKS:%q OIDCDiscovery:%v CAPEM:%q Kubeconfig:(%d bytes, sha256 %x) ServiceAccounts:%#v}",
+		a.Issuer, a.JWKS, a.OIDCDiscovery, a.CAPEM, len(a.Kubeconfig), sha256.Sum256(a.Kubeconfig), a.ServiceAccounts)
+}
+
+func checkClusterStatus(t *testing.T, cluster string, got, want store.ClusterStatus) {
+	t.Helper()
+	if !got.LastContact.Equal(want.LastContact) || got.BundleSequence != want.BundleSequence ||
+		got.IntermediateSerial != want.IntermediateSerial {
+		t.Errorf("cluster %q status mismatch:\n got %+v\nwant %+v", cluster, got, want)
+	}
+}
+
+func checkJoinToken(t *testing.T, got, want store.JoinToken) {
+	t.Helper()
+	if got.ID != want.ID || got.Cluster != want.Cluster || !bytes.Equal(got.SecretHash, want.SecretHash) ||
+		!got.CreatedAt.Equal(want.CreatedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) || !got.UsedAt.Equal(want.UsedAt) {
+		t.Errorf("join token mismatch:\n got %+v\nwant %+v", got, want)
 	}
 }
 
