@@ -183,6 +183,9 @@ type Tx interface {
 	DeleteCluster(ctx context.Context, name string) error
 	CreateIntermediate(ctx context.Context, in Intermediate) error
 	UpdateIntermediateStatus(ctx context.Context, serial string, status IntermediateStatus) error
+	// SupersedeIntermediates marks every active intermediate of cluster
+	// superseded and returns how many there were.
+	SupersedeIntermediates(ctx context.Context, cluster string) (int, error)
 	// IncrementBundleSequence adds one to the bundle sequence and returns it.
 	IncrementBundleSequence(ctx context.Context) (uint64, error)
 	// AppendAudit assigns Seq, PrevHash and Hash and appends e.

@@ -73,6 +73,18 @@ func (t *tx) UpdateIntermediateStatus(ctx context.Context, serial string, status
 	return mustAffect(res, "intermediate", serial)
 }
 
+// SupersedeIntermediates marks the active intermediates of cluster
+// superseded in one statement (indexed by cluster and status).
+func (t *tx) SupersedeIntermediates(ctx context.Context, cluster string) (int, error) {
+	res, err := t.q.ExecContext(ctx, `UPDATE intermediates SET status = ? WHERE cluster = ? AND status = ?`,
+		string(store.IntermediateSuperseded), cluster, string(store.IntermediateActive))
+	if err != nil {
+		return 0, fmt.Errorf("supersede intermediates of cluster %q: %w", cluster, err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
 // scanIntermediate reads a row of intermediateColumns.
 func scanIntermediate(s scanner) (store.Intermediate, error) {
 	var (

@@ -112,6 +112,8 @@ CREATE TABLE join_tokens (
 );
 CREATE INDEX join_tokens_expires_at ON join_tokens (expires_at);
 CREATE INDEX join_tokens_cluster ON join_tokens (cluster);
+
+CREATE INDEX intermediates_cluster_status ON intermediates (cluster, status);
 `,
 	},
 }

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
@@ -43,6 +44,11 @@ type Store struct {
 	path string
 	w    *sql.DB // writer pool: one connection, BEGIN IMMEDIATE
 	r    *sql.DB // reader pool: query-only connections
+	// writeMu queues writers before the pool. database/sql hands a freed
+	// connection to a random waiter, which under load gives some writers
+	// very long waits; a sync.Mutex turns FIFO once a waiter has waited
+	// 1 ms, which bounds the tail.
+	writeMu sync.Mutex
 }
 
 var (
@@ -120,6 +126,8 @@ func checkWAL(ctx context.Context, db *sql.DB) error {
 // back when fn returns an error (which Update returns unchanged) or panics
 // (the panic continues after the rollback).
 func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	sqlTx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite store: begin transaction: %w", err)

@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeleteCluster", testDeleteCluster},
 		{"Intermediates", testIntermediates},
 		{"UpdateIntermediateStatus", testUpdateIntermediateStatus},
+		{"SupersedeIntermediates", testSupersedeIntermediates},
 		{"TxReadsOwnWrites", testTxReadsOwnWrites},
 		{"UpdateRollsBackOnError", testUpdateRollsBackOnError},
 		{"UpdateRollsBackOnPanic", testUpdateRollsBackOnPanic},
@@ -434,6 +435,44 @@ func testUpdateIntermediateStatus(t *testing.T, s store.Store) {
 		return tx.UpdateIntermediateStatus(ctx(t), "ff", store.IntermediateRevoked)
 	})
 	wantErr(t, "UpdateIntermediateStatus(missing)", err, store.ErrNotFound, "ff")
+}
+
+func testSupersedeIntermediates(t *testing.T, s store.Store) {
+	a, b, c, d := sampleIntermediate("0a", "east", "r1", base), sampleIntermediate("0b", "east", "r1", base.Add(time.Second)),
+		sampleIntermediate("0c", "west", "r1", base), sampleIntermediate("0d", "east", "r1", base.Add(2*time.Second))
+	d.Status = store.IntermediateRevoked
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateRoot(ctx(t), sampleRoot("r1", base)); err != nil {
+			return err
+		}
+		for _, in := range []store.Intermediate{a, b, c, d} {
+			if err := tx.CreateIntermediate(ctx(t), in); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var n int
+	update(t, s, func(tx store.Tx) error {
+		var err error
+		n, err = tx.SupersedeIntermediates(ctx(t), "east")
+		return err
+	})
+	if n != 2 {
+		t.Errorf("SupersedeIntermediates(east) = %d, want 2 (the active ones)", n)
+	}
+	for serial, want := range map[string]store.IntermediateStatus{
+		"0a": store.IntermediateSuperseded, "0b": store.IntermediateSuperseded,
+		"0c": store.IntermediateActive, "0d": store.IntermediateRevoked,
+	} {
+		got, err := s.GetIntermediate(ctx(t), serial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != want {
+			t.Errorf("%s: status %q, want %q", serial, got.Status, want)
+		}
+	}
 }
 
 func testTxReadsOwnWrites(t *testing.T, s store.Store) {
