@@ -27,6 +27,19 @@ const grantedKeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyU
 // REQUEST") or as DER, and verifies its self-signature. It bounds the input
 // to MaxCSRSize.
 func ParseCSR(data []byte) (*x509.CertificateRequest, error) {
+	csr, err := parseCSR(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("CSR signature is invalid: %v", err)
+	}
+	return csr, nil
+}
+
+// parseCSR is ParseCSR without the signature check, for callers that pass
+// the CSR on to SignIntermediate, which checks it.
+func parseCSR(data []byte) (*x509.CertificateRequest, error) {
 	if len(data) == 0 {
 		return nil, errors.New("CSR is empty")
 	}
@@ -53,9 +66,6 @@ func ParseCSR(data []byte) (*x509.CertificateRequest, error) {
 			return nil, errors.New("CSR cannot be parsed: it is neither PEM (CERTIFICATE REQUEST) nor DER")
 		}
 		return nil, fmt.Errorf("CSR cannot be parsed: %v", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("CSR signature is invalid: %v", err)
 	}
 	return csr, nil
 }

@@ -33,6 +33,9 @@ type IntermediateRequest struct {
 	CSR *x509.CertificateRequest
 	// TTL is the requested lifetime; zero takes the policy default.
 	TTL time.Duration
+	// TrustDomainConstraint asks for the URI name constraint even when the
+	// policy does not require it (a request may tighten, never loosen).
+	TrustDomainConstraint bool
 }
 
 // SignIntermediate signs a cluster intermediate for req under the policy:
@@ -101,7 +104,7 @@ func (a *Authority) SignIntermediate(req IntermediateRequest) (*x509.Certificate
 		SubjectKeyId:          ski,
 		AuthorityKeyId:        issuer.SubjectKeyId,
 	}
-	if p.TrustDomainConstraint {
+	if p.TrustDomainConstraint || req.TrustDomainConstraint {
 		// Permit the trust domain's own host and exclude its subdomains
 		// (a subdomain is another trust domain): verifiers apply DNS
 		// subtree semantics to URI constraints.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"errors"
 	"strconv"
 	"time"
 
@@ -19,6 +20,8 @@ type IssueRequest struct {
 	CSR     *x509.CertificateRequest
 	CSRData []byte
 	TTL     time.Duration
+	// TrustDomainConstraint asks for the URI name constraint.
+	TrustDomainConstraint bool
 }
 
 // Issued is a signed cluster intermediate with everything a cacerts needs
@@ -54,19 +57,16 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 		return Issued{}, err
 	}
 	if req.CSR == nil {
-		if req.CSR, err = ParseCSR(req.CSRData); err != nil {
+		// SignIntermediate checks the signature; parse only here.
+		if req.CSR, err = parseCSR(req.CSRData); err != nil {
 			return Issued{}, refuse(err)
 		}
 	}
-	root, err := s.ActiveRoot(ctx)
+	root, auth, err := s.ActiveAuthority(ctx)
 	if err != nil {
 		return Issued{}, err
 	}
-	auth, err := s.Authority(ctx, root)
-	if err != nil {
-		return Issued{}, err
-	}
-	cert, err := auth.SignIntermediate(IntermediateRequest{Cluster: cl.Name, TrustDomain: cl.TrustDomain, CSR: req.CSR, TTL: req.TTL})
+	cert, err := auth.SignIntermediate(IntermediateRequest{Cluster: cl.Name, TrustDomain: cl.TrustDomain, CSR: req.CSR, TTL: req.TTL, TrustDomainConstraint: req.TrustDomainConstraint})
 	if err != nil {
 		return Issued{}, refuse(err)
 	}
@@ -80,23 +80,26 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 		CertPEM: EncodeCerts([]*x509.Certificate{cert}), CreatedAt: s.now().UTC(),
 	}
 	err = s.store.Update(ctx, func(tx store.Tx) error {
-		prev, err := tx.ListIntermediates(ctx, cl.Name)
-		if err != nil {
+		// The root may have changed state since it was read (rotation).
+		if r, err := tx.GetRoot(ctx, root.ID); err != nil {
+			return err
+		} else if r.State != store.RootActive {
+			return refusef("root %s stopped being active during issuance: retry", root.ID)
+		}
+		if _, err := tx.SupersedeIntermediates(ctx, cl.Name); err != nil {
 			return err
 		}
-		for _, p := range prev {
-			if p.Status == store.IntermediateActive {
-				if err := tx.UpdateIntermediateStatus(ctx, p.Serial, store.IntermediateSuperseded); err != nil {
-					return err
-				}
-			}
+		status := cl.Status
+		status.LastContact, status.IntermediateSerial = rec.CreatedAt, rec.Serial
+		if err := tx.UpdateClusterStatus(ctx, cl.Name, status); err != nil {
+			return err
 		}
 		if err := tx.CreateIntermediate(ctx, rec); err != nil {
 			return err
 		}
 		return s.audit(ctx, tx, actor, "intermediate.issue", cl.Name, "ok", map[string]any{
 			"serial": rec.Serial, "root_id": root.ID, "not_after": cert.NotAfter, "bundle_sequence": bundle.Sequence,
-			"trust_domain_constraint": s.policy.TrustDomainConstraint,
+			"trust_domain_constraint": s.policy.TrustDomainConstraint || req.TrustDomainConstraint,
 		})
 	})
 	if err != nil {
@@ -127,4 +130,27 @@ func (i Issued) Annotations() map[string]string {
 		AnnotationRootID:         i.RootID,
 		AnnotationBundleSequence: strconv.FormatUint(i.Bundle.Sequence, 10),
 	}
+}
+
+// RevokeIntermediate marks an intermediate revoked: it can no longer be
+// used to renew. (Revocation lists for workloads come with rotation.)
+func (s *Service) RevokeIntermediate(ctx context.Context, actor Actor, serial, reason string) (store.Intermediate, error) {
+	in, err := s.store.GetIntermediate(ctx, serial)
+	if errors.Is(err, store.ErrNotFound) {
+		err = refusef("no intermediate with serial %s: see `meshroot intermediate list`", serial)
+	}
+	if err != nil {
+		return store.Intermediate{}, s.auditRefusal(ctx, actor, "intermediate.revoke", serial, err)
+	}
+	if in.Status == store.IntermediateRevoked {
+		return in, nil
+	}
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.UpdateIntermediateStatus(ctx, serial, store.IntermediateRevoked); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, actor, "intermediate.revoke", serial, "ok", map[string]any{"cluster": in.Cluster, "reason": reason})
+	})
+	in.Status = store.IntermediateRevoked
+	return in, err
 }

@@ -175,8 +175,16 @@ func (s *Service) ActiveRoot(ctx context.Context) (store.Root, error) {
 	return store.Root{}, refusef("no active root: run `meshroot root init --trust-domain TD` first")
 }
 
-// Authority loads the signing authority of root r from the key manager.
+// Authority returns the signing authority of root r, loading its key from
+// the key manager the first time and caching it after.
 func (s *Service) Authority(ctx context.Context, r store.Root) (*Authority, error) {
+	cacheKey := r.ID + "|" + r.KeyRef
+	s.mu.Lock()
+	a, ok := s.authorities[cacheKey]
+	s.mu.Unlock()
+	if ok {
+		return a, nil
+	}
 	chain, err := ParseCerts(r.ChainPEM)
 	if err != nil {
 		return nil, fmt.Errorf("root %s: stored chain: %w", r.ID, err)
@@ -185,22 +193,43 @@ func (s *Service) Authority(ctx context.Context, r store.Root) (*Authority, erro
 	if err != nil {
 		return nil, fmt.Errorf("root %s: %w", r.ID, err)
 	}
-	a, err := NewAuthority(chain, signer, s.policy)
+	a, err = NewAuthority(chain, signer, s.policy)
 	if err != nil {
 		return nil, fmt.Errorf("root %s: %w", r.ID, err)
 	}
 	a.SetClock(s.now)
+	s.mu.Lock()
+	s.authorities[cacheKey] = a
+	s.mu.Unlock()
 	return a, nil
+}
+
+// ActiveAuthority returns the active root and its signing authority.
+func (s *Service) ActiveAuthority(ctx context.Context) (store.Root, *Authority, error) {
+	root, err := s.ActiveRoot(ctx)
+	if err != nil {
+		return store.Root{}, nil, err
+	}
+	a, err := s.Authority(ctx, root)
+	return root, a, err
 }
 
 // TrustBundle returns the roots in the bundle (prepared, active, retiring)
 // and the bundle sequence.
 func (s *Service) TrustBundle(ctx context.Context) (TrustBundle, error) {
-	roots, err := s.store.ListRoots(ctx)
+	// Every change of the bundle's roots bumps the sequence, so a bundle
+	// parsed for this sequence is still right.
+	seq, err := s.store.BundleSequence(ctx)
 	if err != nil {
 		return TrustBundle{}, err
 	}
-	seq, err := s.store.BundleSequence(ctx)
+	s.mu.Lock()
+	cached := s.bundle
+	s.mu.Unlock()
+	if cached != nil && cached.Sequence == seq {
+		return *cached, nil
+	}
+	roots, err := s.store.ListRoots(ctx)
 	if err != nil {
 		return TrustBundle{}, err
 	}
@@ -222,6 +251,9 @@ func (s *Service) TrustBundle(ctx context.Context) (TrustBundle, error) {
 	if len(b.Roots) == 0 {
 		return TrustBundle{}, refusef("the trust bundle is empty: run `meshroot root init --trust-domain TD` first")
 	}
+	s.mu.Lock()
+	s.bundle = &b
+	s.mu.Unlock()
 	return b, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/meshroot/meshroot/plugins/keymanager"
@@ -23,6 +24,13 @@ type Service struct {
 	keys   keymanager.KeyManager
 	policy Policy
 	now    func() time.Time
+
+	// authorities caches loaded signing authorities by root id, so that a
+	// key is loaded (and, on disk, decrypted) once, not on every request.
+	mu          sync.Mutex
+	authorities map[string]*Authority
+	// bundle caches the parsed trust bundle of one bundle sequence.
+	bundle *TrustBundle
 }
 
 // NewService returns a Service over st and km that issues under policy.
@@ -30,7 +38,7 @@ func NewService(st store.Store, km keymanager.KeyManager, policy Policy) (*Servi
 	if err := policy.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{store: st, keys: km, policy: policy, now: time.Now}, nil
+	return &Service{store: st, keys: km, policy: policy, now: time.Now, authorities: map[string]*Authority{}}, nil
 }
 
 // SetClock replaces the service's clock (for tests).
@@ -70,6 +78,14 @@ func (s *Service) auditRefusal(ctx context.Context, actor Actor, action, target 
 		return errors.Join(cause, fmt.Errorf("audit log: %w", aerr))
 	}
 	return cause
+}
+
+// AuditRefusal records an action refused before it reached the service (for
+// example by authentication) with its reason.
+func (s *Service) AuditRefusal(ctx context.Context, actor Actor, action, target, reason string) error {
+	return s.store.Update(ctx, func(tx store.Tx) error {
+		return s.audit(ctx, tx, actor, action, target, "denied", map[string]any{"reason": reason})
+	})
 }
 
 // PolicyError is a request refused by policy or validation (as opposed to

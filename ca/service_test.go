@@ -20,7 +20,7 @@ import (
 const actor = ca.Actor("test")
 
 // newService opens a service over a real SQLite file and disk key manager.
-func newService(t *testing.T) (*ca.Service, store.Store) {
+func newService(t testing.TB) (*ca.Service, store.Store) {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "meshroot.db"))
@@ -63,10 +63,10 @@ func TestServiceIssueFlow(t *testing.T) {
 	if _, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"}); err == nil {
 		t.Fatal("a second root init was accepted")
 	}
-	if _, err := svc.AddCluster(ctx, actor, "east", ""); err != nil {
+	if _, err := svc.AddCluster(ctx, actor, ca.AddClusterRequest{Name: "east"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.AddCluster(ctx, actor, "east", ""); err == nil {
+	if _, err := svc.AddCluster(ctx, actor, ca.AddClusterRequest{Name: "east"}); err == nil {
 		t.Fatal("duplicate cluster accepted")
 	}
 	csr, _ := csrFor(t)
