@@ -1,5 +1,5 @@
-// Package issuer will hold meshroot's gRPC services (Issuer for agents, Admin
-// for the CLI), requester authentication, the cluster agent and the cacerts
-// Secret writer. Until then, clusters get their cacerts from
-// `meshroot intermediate issue`.
+// Package issuer serves meshroot over gRPC: the Issuer service that cluster
+// agents call for their intermediates and the trust bundle, and the Admin
+// service behind the CLI. Requesters are authenticated by issuer/authn; the
+// cluster agent lives in issuer/agent.
 package issuer

@@ -266,8 +266,11 @@ type ClusterAuth struct {
 	HasK8SKubeconfig bool   `protobuf:"varint,5,opt,name=has_k8s_kubeconfig,json=hasK8sKubeconfig,proto3" json:"has_k8s_kubeconfig,omitempty"`
 	// ServiceAccounts are "namespace/name" entries allowed to request.
 	ServiceAccounts []string `protobuf:"bytes,6,rep,name=service_accounts,json=serviceAccounts,proto3" json:"service_accounts,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// K8sCA is the PEM CA bundle for the issuer's HTTPS endpoints (OIDC
+	// discovery); system roots when empty.
+	K8SCa         []byte `protobuf:"bytes,7,opt,name=k8s_ca,json=k8sCa,proto3" json:"k8s_ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterAuth) Reset() {
@@ -338,6 +341,13 @@ func (x *ClusterAuth) GetHasK8SKubeconfig() bool {
 func (x *ClusterAuth) GetServiceAccounts() []string {
 	if x != nil {
 		return x.ServiceAccounts
+	}
+	return nil
+}
+
+func (x *ClusterAuth) GetK8SCa() []byte {
+	if x != nil {
+		return x.K8SCa
 	}
 	return nil
 }
@@ -1391,7 +1401,7 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"ttlSeconds\"\x12\n" +
 	"\x10ListRootsRequest\"<\n" +
 	"\x11ListRootsResponse\x12'\n" +
-	"\x05roots\x18\x01 \x03(\v2\x11.meshroot.v1.RootR\x05roots\"\xf5\x01\n" +
+	"\x05roots\x18\x01 \x03(\v2\x11.meshroot.v1.RootR\x05roots\"\x8c\x02\n" +
 	"\vClusterAuth\x12\x1d\n" +
 	"\n" +
 	"k8s_issuer\x18\x01 \x01(\tR\tk8sIssuer\x12\x19\n" +
@@ -1399,7 +1409,8 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x12k8s_oidc_discovery\x18\x03 \x01(\bR\x10k8sOidcDiscovery\x12%\n" +
 	"\x0ek8s_kubeconfig\x18\x04 \x01(\fR\rk8sKubeconfig\x12,\n" +
 	"\x12has_k8s_kubeconfig\x18\x05 \x01(\bR\x10hasK8sKubeconfig\x12)\n" +
-	"\x10service_accounts\x18\x06 \x03(\tR\x0fserviceAccounts\"\xa8\x01\n" +
+	"\x10service_accounts\x18\x06 \x03(\tR\x0fserviceAccounts\x12\x15\n" +
+	"\x06k8s_ca\x18\a \x01(\fR\x05k8sCa\"\xa8\x01\n" +
 	"\rClusterStatus\x12=\n" +
 	"\flast_contact\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12'\n" +
 	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12/\n" +
