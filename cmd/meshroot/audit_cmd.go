@@ -1,14 +1,11 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/meshroot/meshroot/plugins/store"
 )
 
 func newAuditCmd(g *globals) *cobra.Command {
@@ -40,12 +37,12 @@ func newAuditListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			svc, closeFn, err := g.openService(cmd.Context(), false, false)
+			b, err := g.backend(cmd, false, false)
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			entries, err := svc.Store().ListAudit(cmd.Context(), after, limit)
+			defer b.Close()
+			entries, err := b.ListAudit(cmd.Context(), after, limit)
 			if err != nil {
 				return err
 			}
@@ -72,27 +69,16 @@ func newAuditVerifyCmd(g *globals) *cobra.Command {
 		Short: "Check the audit log's hash chain; exit 4 if a row was edited or deleted",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			svc, closeFn, err := g.openService(cmd.Context(), false, false)
+			b, err := g.backend(cmd, false, false)
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			v, ok := svc.Store().(store.AuditVerifier)
-			if !ok {
-				return errors.New("this store cannot verify its audit log")
-			}
-			if err := v.VerifyAudit(cmd.Context()); err != nil {
-				var ce *store.ChainError
-				if errors.As(err, &ce) {
-					return tamperError{err}
-				}
-				return err
-			}
-			entries, err := svc.Store().ListAudit(cmd.Context(), 0, 0)
+			defer b.Close()
+			n, err := b.VerifyAudit(cmd.Context())
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "audit log intact: %d entries, hash chain verified\n", len(entries))
+			fmt.Fprintf(cmd.OutOrStdout(), "audit log intact: %d entries, hash chain verified\n", n)
 			return nil
 		},
 	}

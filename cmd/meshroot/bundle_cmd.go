@@ -18,12 +18,12 @@ func newBundleCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			svc, closeFn, err := g.openService(cmd.Context(), false, false)
+			b, err := g.backend(cmd, false, false)
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			tb, err := svc.TrustBundle(cmd.Context())
+			defer b.Close()
+			tb, err := b.TrustBundle(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -6,12 +6,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/plugins/store"
 )
 
 func newClusterCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Register and list clusters"}
-	cmd.AddCommand(newClusterAddCmd(g), newClusterListCmd(g))
+	cmd.AddCommand(newClusterAddCmd(g), newClusterListCmd(g), newClusterRemoveCmd(g), newClusterInstallCmd(g))
 	return cmd
 }
 
@@ -39,26 +40,77 @@ func printClusters(cmd *cobra.Command, g *globals, cs []store.Cluster) error {
 }
 
 func newClusterAddCmd(g *globals) *cobra.Command {
-	var td string
+	var td, issuer, jwksFile, caFile, kubeconfigFile string
+	var oidc bool
+	var sas []string
 	cmd := &cobra.Command{
 		Use:   "add NAME",
 		Short: "Register a cluster that may request intermediates",
-		Args:  exactArgs(1, "NAME"),
+		Long: `Register a cluster. Its agent may then authenticate with a join token
+(meshroot token create), or with a projected service-account token of
+audience "meshroot", verified by one of:
+  --k8s-issuer URL --k8s-jwks FILE          the issuer's JWKS, registered now
+  --k8s-issuer URL --k8s-oidc-discovery     fetched from the issuer (--k8s-ca FILE to verify it)
+  --k8s-tokenreview-kubeconfig FILE         TokenReview against the cluster
+Only tokens of --service-account (namespace/name, default
+istio-system/meshroot-agent) are accepted.`,
+		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			svc, closeFn, err := g.openService(cmd.Context(), false, true)
+			auth := store.ClusterAuth{Issuer: issuer, OIDCDiscovery: oidc, ServiceAccounts: sas}
+			for _, f := range []struct {
+				flag, path string
+				dst        *[]byte
+			}{{"--k8s-jwks", jwksFile, &auth.JWKS}, {"--k8s-ca", caFile, &auth.CAPEM}, {"--k8s-tokenreview-kubeconfig", kubeconfigFile, &auth.Kubeconfig}} {
+				if f.path == "" {
+					continue
+				}
+				b, err := readBounded(f.path, 256<<10)
+				if err != nil {
+					return usageError{fmt.Errorf("%s: %w", f.flag, err)}
+				}
+				*f.dst = b
+			}
+			b, err := g.backend(cmd, false, true)
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			c, err := svc.AddCluster(cmd.Context(), localActor(), args[0], td)
+			defer b.Close()
+			c, err := b.AddCluster(cmd.Context(), ca.AddClusterRequest{Name: args[0], TrustDomain: td, Auth: auth})
 			if err != nil {
 				return err
 			}
 			return printClusters(cmd, g, []store.Cluster{c})
 		},
 	}
-	cmd.Flags().StringVar(&td, "trust-domain", "", "the cluster's trust domain (default: the root's)")
+	fl := cmd.Flags()
+	fl.StringVar(&td, "trust-domain", "", "the cluster's trust domain (default: the root's)")
+	fl.StringVar(&issuer, "k8s-issuer", "", "the cluster's service-account token issuer (iss claim)")
+	fl.StringVar(&jwksFile, "k8s-jwks", "", "file with the issuer's JWKS (kubectl get --raw /openid/v1/jwks)")
+	fl.BoolVar(&oidc, "k8s-oidc-discovery", false, "fetch the JWKS through the issuer's OIDC discovery document")
+	fl.StringVar(&caFile, "k8s-ca", "", "PEM CA bundle that verifies the issuer's HTTPS endpoints")
+	fl.StringVar(&kubeconfigFile, "k8s-tokenreview-kubeconfig", "", "kubeconfig for TokenReview against the cluster (stored as a credential)")
+	fl.StringSliceVar(&sas, "service-account", []string{"istio-system/meshroot-agent"}, "namespace/name of service accounts allowed to request (repeatable)")
 	return cmd
+}
+
+func newClusterRemoveCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Unregister a cluster: its tokens and intermediate stop working for new requests",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := g.backend(cmd, false, false)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			if err := b.RemoveCluster(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "cluster %s removed\n", args[0])
+			return err
+		},
+	}
 }
 
 func newClusterListCmd(g *globals) *cobra.Command {
@@ -70,12 +122,12 @@ func newClusterListCmd(g *globals) *cobra.Command {
 			if _, err := g.outputFormat("table", "json"); err != nil {
 				return err
 			}
-			svc, closeFn, err := g.openService(cmd.Context(), false, false)
+			b, err := g.backend(cmd, false, false)
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			cs, err := svc.ListClusters(cmd.Context())
+			defer b.Close()
+			cs, err := b.ListClusters(cmd.Context())
 			if err != nil {
 				return err
 			}

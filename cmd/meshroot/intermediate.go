@@ -23,7 +23,7 @@ import (
 
 func newIntermediateCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "intermediate", Short: "Issue and list cluster intermediates"}
-	cmd.AddCommand(newIntermediateIssueCmd(g), newIntermediateListCmd(g))
+	cmd.AddCommand(newIntermediateIssueCmd(g), newIntermediateListCmd(g), newIntermediateRevokeCmd(g))
 	return cmd
 }
 
@@ -95,13 +95,12 @@ func runIssue(cmd *cobra.Command, g *globals, f *issueFlags) error {
 			return fmt.Errorf("create CSR: %w", err)
 		}
 	}
-	g.policy.TrustDomainConstraint = f.constrain
-	svc, closeFn, err := g.openService(cmd.Context(), true, false)
+	b, err := g.backend(cmd, true, false)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
-	issued, err := svc.IssueIntermediate(cmd.Context(), localActor(), ca.IssueRequest{Cluster: f.cluster, CSR: csr, CSRData: csrData, TTL: f.ttl})
+	defer b.Close()
+	issued, err := b.IssueIntermediate(cmd.Context(), ca.IssueRequest{Cluster: f.cluster, CSR: csr, CSRData: csrData, TTL: f.ttl, TrustDomainConstraint: f.constrain})
 	if err != nil {
 		return err
 	}
@@ -224,12 +223,12 @@ func newIntermediateListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			svc, closeFn, err := g.openService(cmd.Context(), false, false)
+			b, err := g.backend(cmd, false, false)
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			list, err := svc.ListIntermediates(cmd.Context(), cluster)
+			defer b.Close()
+			list, err := b.ListIntermediates(cmd.Context(), cluster)
 			if err != nil {
 				return err
 			}
@@ -254,4 +253,34 @@ func sortedKeys(m map[string][]byte) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+func newIntermediateRevokeCmd(g *globals) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "revoke SERIAL [--reason TEXT]",
+		Short: "Revoke an intermediate: it can no longer be used to renew",
+		Args:  exactArgs(1, "SERIAL"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := g.outputFormat("table", "json")
+			if err != nil {
+				return err
+			}
+			b, err := g.backend(cmd, false, false)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			in, err := b.RevokeIntermediate(cmd.Context(), args[0], reason)
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				return printJSON(cmd.OutOrStdout(), viewIntermediate(in))
+			}
+			return printIntermediates(cmd, []intermediateView{viewIntermediate(in)}, false)
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit log")
+	return cmd
 }

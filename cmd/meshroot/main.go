@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"os"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/meshroot/meshroot/ca"
 )
 
@@ -52,11 +55,27 @@ func exitCode(err error) int {
 	case errors.As(err, &pe):
 		return exitRefused
 	}
+	// Errors from the server keep their meaning across the wire.
+	if st, ok := status.FromError(err); ok {
+		switch st.Code() {
+		case codes.InvalidArgument, codes.FailedPrecondition, codes.NotFound, codes.AlreadyExists,
+			codes.PermissionDenied, codes.Unauthenticated:
+			return exitRefused
+		case codes.DataLoss:
+			return exitTamper
+		}
+	}
 	return exitError
 }
 
 func oneLine(err error) string {
 	s := err.Error()
+	if st, ok := status.FromError(err); ok {
+		s = st.Message()
+		if st.Code() == codes.Unavailable {
+			s = "the server is unavailable: " + s
+		}
+	}
 	out := make([]rune, 0, len(s))
 	for _, r := range s {
 		if r == '\n' {

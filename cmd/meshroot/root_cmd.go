@@ -3,11 +3,11 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshroot/meshroot/ca"
 	"github.com/spf13/pflag"
 )
 
@@ -17,8 +17,19 @@ type globals struct {
 	output            string
 	passphraseFile    string
 	insecurePlaintext bool
-	// policy is the intermediate policy; commands may tighten it by flag.
-	policy ca.Policy
+	socket            string
+}
+
+// socketSet reports whether the admin socket was chosen explicitly.
+func (g *globals) socketSet(cmd *cobra.Command) bool {
+	return cmd.Root().PersistentFlags().Changed("socket")
+}
+
+// dataDirSet reports whether a data dir was chosen explicitly (flag or
+// MESHROOT_DATA_DIR): the CLI then works on it directly instead of asking
+// the server.
+func (g *globals) dataDirSet(cmd *cobra.Command) bool {
+	return cmd.Root().PersistentFlags().Changed("data-dir")
 }
 
 func newRootCmd() *cobra.Command {
@@ -39,6 +50,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVarP(&g.output, "output", "o", "", "output format: table (default) or json; some commands take others (env MESHROOT_OUTPUT)")
 	pf.StringVar(&g.passphraseFile, "passphrase-file", "", "file holding the passphrase that encrypts disk keys (or env MESHROOT_PASSPHRASE)")
 	pf.BoolVar(&g.insecurePlaintext, "insecure-plaintext-key", false, "store new disk keys unencrypted: development only")
+	pf.StringVar(&g.socket, "socket", defaultSocket(), "the server's admin socket; the CLI talks to the server through it unless --data-dir is given (env MESHROOT_SOCKET)")
 
 	cmd.AddCommand(
 		newRootGroupCmd(g),
@@ -47,6 +59,9 @@ func newRootCmd() *cobra.Command {
 		newBundleCmd(g),
 		newAuditCmd(g),
 		newVersionCmd(g),
+		newServeCmd(g),
+		newAgentCmd(g),
+		newTokenCmd(g),
 	)
 	refuseUnknownSubcommands(cmd)
 	return cmd
@@ -88,6 +103,15 @@ func applyEnv(fs *pflag.FlagSet) error {
 		}
 	})
 	return err
+}
+
+// defaultSocket is $XDG_RUNTIME_DIR/meshroot/admin.sock, else
+// /tmp/meshroot-<uid>/admin.sock.
+func defaultSocket() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "meshroot", "admin.sock")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("meshroot-%d", os.Getuid()), "admin.sock")
 }
 
 // defaultDataDir is $XDG_DATA_HOME/meshroot, else ~/.local/share/meshroot,

@@ -76,12 +76,12 @@ func newRootInitCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			svc, closeFn, err := g.openService(cmd.Context(), true, true)
+			b, err := g.backend(cmd, true, true)
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			r, err := svc.InitRoot(cmd.Context(), localActor(), ca.InitRootRequest{TrustDomain: td, KeyType: kt, TTL: ttl})
+			defer b.Close()
+			r, err := b.InitRoot(cmd.Context(), ca.InitRootRequest{TrustDomain: td, KeyType: kt, TTL: ttl})
 			if err != nil {
 				return err
 			}
@@ -124,12 +124,12 @@ func newRootImportCmd(g *globals) *cobra.Command {
 			if !ok {
 				return usageError{fmt.Errorf("key %s holds a %T, not a private key", keyFile, k)}
 			}
-			svc, closeFn, err := g.openService(cmd.Context(), true, true)
+			b, err := g.backend(cmd, true, true)
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			r, err := svc.ImportRoot(cmd.Context(), localActor(), ca.ImportRootRequest{TrustDomain: td, ChainPEM: chainPEM, Key: signer})
+			defer b.Close()
+			r, err := b.ImportRoot(cmd.Context(), ca.ImportRootRequest{TrustDomain: td, ChainPEM: chainPEM, Key: signer})
 			if err != nil {
 				return err
 			}
@@ -152,12 +152,12 @@ func newRootListCmd(g *globals) *cobra.Command {
 			if _, err := g.outputFormat("table", "json"); err != nil {
 				return err
 			}
-			svc, closeFn, err := g.openService(cmd.Context(), false, false)
+			b, err := g.backend(cmd, false, false)
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			roots, err := svc.ListRoots(cmd.Context())
+			defer b.Close()
+			roots, err := b.ListRoots(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -53,7 +53,7 @@ func (g *globals) openService(ctx context.Context, withKeys, create bool) (*ca.S
 			return nil, nil, usageError{err}
 		}
 	}
-	svc, err := ca.NewService(st, km, g.policy)
+	svc, err := ca.NewService(st, km, ca.Policy{})
 	if err != nil {
 		st.Close()
 		return nil, nil, err

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/issuer/agent"
+	"github.com/meshroot/meshroot/plugins/keymanager"
+)
+
+type agentFlags struct {
+	server, serverCA, cluster, joinToken, tokenFile string
+	kubeconfig, kubeContext, namespace, secretName  string
+	format, keyType, restart, istiod                string
+	ttl, timeout                                    time.Duration
+	once, adopt                                     bool
+}
+
+func newAgentCmd(g *globals) *cobra.Command {
+	f := &agentFlags{}
+	cmd := &cobra.Command{
+		Use:   "agent --server HOST:PORT --server-ca FILE --cluster NAME (--token-file F | --join-token T)",
+		Short: "Keep this cluster's Istio cacerts Secret issued, renewed and following the trust bundle",
+		Long: `Run in a cluster (a Job with --once for bootstrap, or a Deployment to keep
+renewing). The intermediate key is generated here and never leaves the
+cluster; the server signs a CSR. The cacerts Secret is written in one atomic
+create or update. Renewal happens at 2/3 of the lifetime, presenting the
+current intermediate; trust bundle changes are followed as they happen.
+While the server is unreachable nothing in the cluster changes.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runAgent(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.server, "server", "", "meshroot server's Issuer address, host:port (required)")
+	fl.StringVar(&f.serverCA, "server-ca", "", "PEM file with the trust domain's roots, to verify the server (required)")
+	fl.StringVar(&f.cluster, "cluster", "", "this cluster's registered name (required)")
+	fl.StringVar(&f.joinToken, "join-token", "", "single-use join token (env MESHROOT_JOIN_TOKEN)")
+	fl.StringVar(&f.tokenFile, "token-file", "", "projected service-account token with audience meshroot")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
+	fl.StringVar(&f.kubeContext, "context", "", "kubeconfig context")
+	fl.StringVar(&f.namespace, "namespace", agent.DefaultSecret.Namespace, "namespace of the cacerts Secret and istiod")
+	fl.StringVar(&f.secretName, "secret", agent.DefaultSecret.Name, "name of the cacerts Secret")
+	fl.StringVar(&f.format, "format", string(ca.FormatIstio), "cacerts layout: istio or tls")
+	fl.StringVar(&f.keyType, "key-type", string(keymanager.ECP256), "intermediate key type")
+	fl.StringVar(&f.restart, "restart-istiod", string(agent.RestartAuto), "roll istiod after writing: auto, always or never")
+	fl.StringVar(&f.istiod, "istiod-deployment", "istiod", "istiod's Deployment name")
+	fl.DurationVar(&f.ttl, "ttl", 0, "requested intermediate lifetime (default: the server's)")
+	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "with --once: give up after this long")
+	fl.BoolVar(&f.once, "once", false, "make sure cacerts is current, then exit (for a Job)")
+	fl.BoolVar(&f.adopt, "adopt", false, "replace a cacerts Secret that meshroot did not create")
+	return cmd
+}
+
+func runAgent(cmd *cobra.Command, f *agentFlags) error {
+	for name, v := range map[string]string{"--server": f.server, "--server-ca": f.serverCA, "--cluster": f.cluster} {
+		if v == "" {
+			return usageError{fmt.Errorf("%s is required", name)}
+		}
+	}
+	format, err := ca.ParseFormat(f.format)
+	if err != nil {
+		return usageError{err}
+	}
+	kt, err := keymanager.ParseKeyType(f.keyType)
+	if err != nil {
+		return usageError{err}
+	}
+	restart, err := agent.ParseRestartMode(f.restart)
+	if err != nil {
+		return usageError{err}
+	}
+	caPEM, err := readBounded(f.serverCA, maxImportFile)
+	if err != nil {
+		return usageError{fmt.Errorf("--server-ca: %w", err)}
+	}
+	kube, err := kubeClient(f.kubeconfig, f.kubeContext)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
+	a, err := agent.New(agent.Config{
+		Server: f.server, ServerCA: caPEM, Cluster: f.cluster, JoinToken: f.joinToken, TokenFile: f.tokenFile,
+		Kube: kube, Secret: agent.SecretRef{Namespace: f.namespace, Name: f.secretName}, Format: format, KeyType: kt,
+		TTL: f.ttl, Restart: restart, IstiodDeployment: f.istiod, Adopt: f.adopt, Log: log,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	defer a.Close()
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if f.once {
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		if err := a.RunOnce(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "cacerts %s/%s is current\n", f.namespace, f.secretName)
+		return nil
+	}
+	return a.Run(ctx)
+}
+
+// kubeClient builds a client from a kubeconfig file and context, from the
+// in-cluster config, or from the default kubeconfig locations.
+func kubeClient(kubeconfig, kubeContext string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig == "" && kubeContext == "" {
+		if cfg, err = rest.InClusterConfig(); err == nil {
+			return kubernetes.NewForConfig(cfg)
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if kubeconfig != "" {
+		if _, serr := os.Stat(kubeconfig); serr != nil {
+			return nil, usageError{fmt.Errorf("--kubeconfig: %w", serr)}
+		}
+		rules.ExplicitPath = kubeconfig
+	}
+	cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
+	if err != nil {
+		if errors.Is(err, clientcmd.ErrEmptyConfig) {
+			return nil, usageError{errors.New("no Kubernetes configuration: not in a cluster and no kubeconfig: pass --kubeconfig")}
+		}
+		return nil, usageError{fmt.Errorf("kubeconfig: %w", err)}
+	}
+	return kubernetes.NewForConfig(cfg)
+}

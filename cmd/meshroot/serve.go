@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/fsutil"
+	"github.com/meshroot/meshroot/issuer"
+	"github.com/meshroot/meshroot/issuer/authn"
+	"github.com/meshroot/meshroot/plugins/keymanager/disk"
+	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/plugins/store/sqlite"
+)
+
+// serveConfig is the server's configuration file (YAML). Flags and
+// MESHROOT_* variables override it.
+type serveConfig struct {
+	DataDir              string       `yaml:"dataDir"`
+	TrustDomain          string       `yaml:"trustDomain"`
+	Listen               string       `yaml:"listen"`
+	HTTPListen           string       `yaml:"httpListen"`
+	AdminSocket          string       `yaml:"adminSocket"`
+	ServerSANs           []string     `yaml:"serverSANs"`
+	PassphraseFile       string       `yaml:"passphraseFile"`
+	InsecurePlaintextKey bool         `yaml:"insecurePlaintextKey"`
+	RefreshHint          duration     `yaml:"refreshHint"`
+	LogLevel             string       `yaml:"logLevel"`
+	Policy               policyConfig `yaml:"policy"`
+}
+
+type policyConfig struct {
+	DefaultTTL            duration `yaml:"defaultTTL"`
+	MaxTTL                duration `yaml:"maxTTL"`
+	MinTTL                duration `yaml:"minTTL"`
+	TrustDomainConstraint bool     `yaml:"trustDomainConstraint"`
+}
+
+// duration reads "24h"-style strings in YAML.
+type duration time.Duration
+
+func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 24h", n.Line, n.Value)
+	}
+	*d = duration(v)
+	return nil
+}
+
+// maxConfigFile bounds the configuration file.
+const maxConfigFile = 1 << 20
+
+func loadServeConfig(path string) (serveConfig, error) {
+	var c serveConfig
+	if path == "" {
+		return c, nil
+	}
+	data, err := readBounded(path, maxConfigFile)
+	if err != nil {
+		return c, usageError{fmt.Errorf("config: %w", err)}
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, usageError{fmt.Errorf("config %s: %v", path, err)}
+	}
+	return c, nil
+}
+
+func newServeCmd(g *globals) *cobra.Command {
+	var configFile, listen, httpListen, td string
+	var sans []string
+	var dev bool
+	cmd := &cobra.Command{
+		Use:   "serve [--config FILE] [--dev]",
+		Short: "Run the meshroot server: Issuer API for agents (gRPC/TLS), Admin API on a unix socket, health and metrics",
+		Long: `Run the meshroot server.
+
+--dev starts everything on 127.0.0.1 with a data dir ./meshroot-data, creates
+a root for the trust domain (default cluster.local) and a cluster "dev" on
+first start, and prints a ready-to-paste agent command with a fresh join
+token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadServeConfig(configFile)
+			if err != nil {
+				return err
+			}
+			fl := cmd.Flags()
+			pf := cmd.Root().PersistentFlags()
+			// Precedence: flag or MESHROOT_* variable, then config file, then default.
+			pick := func(changed bool, flagVal, cfgVal, def string) string {
+				switch {
+				case changed:
+					return flagVal
+				case cfgVal != "":
+					return cfgVal
+				}
+				return def
+			}
+			defListen, defHTTP, defDataDir, defTD := ":8443", ":8080", g.dataDir, "cluster.local"
+			if dev {
+				defListen, defHTTP, defDataDir = "127.0.0.1:8443", "127.0.0.1:8080", "./meshroot-data"
+			}
+			cfg.Listen = pick(fl.Changed("listen"), listen, cfg.Listen, defListen)
+			cfg.HTTPListen = pick(fl.Changed("http-listen"), httpListen, cfg.HTTPListen, defHTTP)
+			cfg.DataDir = pick(pf.Changed("data-dir"), g.dataDir, cfg.DataDir, defDataDir)
+			cfg.TrustDomain = pick(fl.Changed("trust-domain"), td, cfg.TrustDomain, defTD)
+			cfg.PassphraseFile = pick(pf.Changed("passphrase-file"), g.passphraseFile, cfg.PassphraseFile, "")
+			cfg.AdminSocket = pick(g.socketSet(cmd), g.socket, cfg.AdminSocket, g.socket)
+			if fl.Changed("san") || len(cfg.ServerSANs) == 0 {
+				cfg.ServerSANs = sans
+			}
+			if len(cfg.ServerSANs) == 0 {
+				cfg.ServerSANs = defaultSANs(cfg.Listen)
+			}
+			cfg.InsecurePlaintextKey = cfg.InsecurePlaintextKey || g.insecurePlaintext
+			return runServe(cmd, g, cfg, dev)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&configFile, "config", "", "YAML configuration file (env MESHROOT_CONFIG)")
+	fl.BoolVar(&dev, "dev", false, "development mode: everything on 127.0.0.1, a root and a cluster created on first start")
+	fl.StringVar(&listen, "listen", ":8443", "Issuer API address (gRPC over TLS)")
+	fl.StringVar(&httpListen, "http-listen", ":8080", "address of /healthz, /readyz and /metrics")
+	fl.StringVar(&td, "trust-domain", "cluster.local", "trust domain of the root created by --dev")
+	fl.StringSliceVar(&sans, "san", nil, "DNS names and IPs in the server certificate (default: localhost, 127.0.0.1 and the host name)")
+	return cmd
+}
+
+func defaultSANs(listen string) []string {
+	sans := []string{"localhost", "127.0.0.1"}
+	if h, err := os.Hostname(); err == nil && h != "" && !strings.HasPrefix(listen, "127.") {
+		sans = append(sans, h)
+	}
+	return sans
+}
+
+func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
+	level := slog.LevelInfo
+	if cfg.LogLevel != "" {
+		if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+			return usageError{fmt.Errorf("logLevel %q: use debug, info, warn or error", cfg.LogLevel)}
+		}
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, dbFile))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	g.passphraseFile = cfg.PassphraseFile
+	pass, err := g.passphrase()
+	if err != nil {
+		return err
+	}
+	km, err := disk.New(disk.Options{Dir: filepath.Join(cfg.DataDir, "keys"), Passphrase: pass, InsecurePlaintext: cfg.InsecurePlaintextKey || (dev && len(pass) == 0)})
+	if err != nil {
+		return usageError{err}
+	}
+	svc, err := ca.NewService(st, km, ca.Policy{
+		DefaultTTL: time.Duration(cfg.Policy.DefaultTTL), MaxTTL: time.Duration(cfg.Policy.MaxTTL),
+		MinTTL: time.Duration(cfg.Policy.MinTTL), TrustDomainConstraint: cfg.Policy.TrustDomainConstraint,
+	})
+	if err != nil {
+		return usageError{fmt.Errorf("policy: %w", err)}
+	}
+	var devToken string
+	if dev {
+		if devToken, err = devBootstrap(ctx, svc, cfg.TrustDomain, filepath.Join(cfg.DataDir, devCAFile)); err != nil {
+			return err
+		}
+	}
+	srv, err := issuer.NewServer(issuer.ServerConfig{
+		Service: svc, Store: st, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, AdminSocket: cfg.AdminSocket,
+		ServerNames: cfg.ServerSANs, RefreshHint: time.Duration(cfg.RefreshHint), Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("meshroot server starting", "version", version, "issuer", srv.Addr(), "http", srv.HTTPAddr(), "admin_socket", cfg.AdminSocket, "data_dir", cfg.DataDir)
+	if dev {
+		go printDevBanner(ctx, cmd, srv, cfg, devToken)
+	}
+	return srv.Run(ctx)
+}
+
+// devCAFile holds, in dev mode, the trust bundle that agents use to verify
+// the server.
+const devCAFile = "server-ca.pem"
+
+// devBootstrap creates, on first start, a root and the cluster "dev",
+// writes the trust bundle to caFile, and returns a fresh join token.
+func devBootstrap(ctx context.Context, svc *ca.Service, td, caFile string) (string, error) {
+	actor := ca.Actor("serve:--dev")
+	if _, err := svc.ActiveRoot(ctx); err != nil {
+		if _, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: td}); err != nil {
+			return "", err
+		}
+	}
+	tb, err := svc.TrustBundle(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err := fsutil.WriteFile(caFile, ca.EncodeCerts(tb.Roots), 0o644); err != nil {
+		return "", err
+	}
+	if _, err := svc.Store().GetCluster(ctx, "dev"); errors.Is(err, store.ErrNotFound) {
+		if _, err := svc.AddCluster(ctx, actor, ca.AddClusterRequest{Name: "dev"}); err != nil {
+			return "", err
+		}
+	}
+	token, rec, err := authn.NewJoinToken("dev", time.Hour, time.Now())
+	if err != nil {
+		return "", err
+	}
+	return token, svc.CreateJoinToken(ctx, actor, rec)
+}
+
+// printDevBanner writes the trust bundle for agents to trust the server and
+// prints where everything is, once the server is ready.
+func printDevBanner(ctx context.Context, cmd *cobra.Command, srv *issuer.Server, cfg serveConfig, token string) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-srv.Ready():
+	}
+	caFile := filepath.Join(cfg.DataDir, devCAFile)
+	abs, _ := filepath.Abs(caFile)
+	out := cmd.ErrOrStderr()
+	fmt.Fprintf(out, `
+meshroot dev server ready
+  Issuer API (gRPC/TLS): %s
+  health, metrics:       http://%s/healthz  /readyz  /metrics
+  admin socket:          %s   (the CLI uses it by default: try 'meshroot cluster list')
+  trust bundle (PEM):    %s
+
+Bootstrap a cluster's cacerts (the join token is single-use, valid 1h):
+  meshroot agent --once --server %s --server-ca %s --cluster dev \
+    --join-token %s --kubeconfig ~/.kube/config
+
+`, srv.Addr(), srv.HTTPAddr(), cfg.AdminSocket, abs, srv.Addr(), abs, token)
+}

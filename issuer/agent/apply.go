@@ -1,0 +1,58 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/meshroot/meshroot/ca"
+)
+
+// ApplyOptions say where and how Apply writes cacerts.
+type ApplyOptions struct {
+	Secret           SecretRef
+	Format           ca.Format
+	Restart          RestartMode
+	IstiodDeployment string
+	Adopt            bool
+	Log              *slog.Logger
+}
+
+// Apply self-checks cacerts, writes it over the Secret read as cur (one
+// create or update with a resourceVersion precondition) and rolls istiod
+// when opts.Restart says so. Nothing is written when the check fails.
+func Apply(ctx context.Context, kube kubernetes.Interface, cur *Current, cacerts *ca.CACerts, annotations map[string]string, opts ApplyOptions, now time.Time) error {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	files, err := cacerts.Files(opts.Format, now)
+	if err != nil {
+		return fmt.Errorf("refusing to write cacerts: %w", err)
+	}
+	var oldRoots []*x509.Certificate
+	if cur.CACerts != nil {
+		oldRoots = cur.CACerts.Roots
+	}
+	if _, err := WriteSecret(ctx, kube, opts.Secret, cur, opts.Format, files, annotations, opts.Adopt); err != nil {
+		return err
+	}
+	opts.Log.Info("cacerts written", "secret", opts.Secret.Namespace+"/"+opts.Secret.Name,
+		"serial", ca.SerialHex(cacerts.Cert.SerialNumber), "not_after", cacerts.Cert.NotAfter.UTC().Format(time.RFC3339), "roots", len(cacerts.Roots))
+	d := istiod{kube: kube, namespace: opts.Secret.Namespace, name: opts.IstiodDeployment}
+	restart, why, err := d.decide(ctx, opts.Restart, compareRoots(oldRoots, cacerts.Roots, cur.Secret == nil))
+	if err != nil {
+		opts.Log.Warn("cannot decide whether to restart istiod", "error", err)
+		return nil
+	}
+	if restart {
+		if err := d.restart(ctx, now); err != nil {
+			return err
+		}
+		opts.Log.Info("istiod restarted", "reason", why)
+	}
+	return nil
+}

@@ -1,0 +1,152 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+
+	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+)
+
+// Metadata keys, as the server reads them.
+const (
+	mdJoinToken     = "x-meshroot-join-token"
+	mdAuthorization = "authorization"
+)
+
+// maxTokenFile bounds a projected service-account token file.
+const maxTokenFile = 16 << 10
+
+// client is the agent's connection to the server. It presents the
+// cluster's current intermediate as TLS client certificate when it has a
+// valid one (renewal), and a service-account or join token in metadata.
+type client struct {
+	conn   *grpc.ClientConn
+	issuer meshrootv1.IssuerClient
+
+	mu   sync.Mutex
+	cert *tls.Certificate
+}
+
+// dial connects to server, verifying its certificate against the roots that
+// roots returns at each handshake: the --server-ca file plus every root of
+// the latest trust bundle, so that the server stays trusted when it moves
+// to a new root during rotation.
+func dial(server string, roots func() *x509.CertPool) (*client, error) {
+	host, _, err := net.SplitHostPort(server)
+	if err != nil {
+		return nil, fmt.Errorf("--server %q: want host:port", server)
+	}
+	c := &client{}
+	tlsCfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ServerName: host,
+		// Verification happens in VerifyConnection, against a pool that
+		// can change between handshakes; Go's own check would pin one pool.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("server %s presented no certificate", server)
+			}
+			inter := x509.NewCertPool()
+			for _, ic := range cs.PeerCertificates[1:] {
+				inter.AddCert(ic)
+			}
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+				DNSName: host, Roots: roots(), Intermediates: inter,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			})
+			if err != nil {
+				return fmt.Errorf("server %s certificate: %w (is --server-ca right?)", server, err)
+			}
+			return nil
+		},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.cert == nil {
+				return &tls.Certificate{}, nil
+			}
+			return c.cert, nil
+		},
+	}
+	conn, err := grpc.NewClient(server, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", server, err)
+	}
+	c.conn, c.issuer = conn, meshrootv1.NewIssuerClient(conn)
+	return c, nil
+}
+
+// setClientCert sets the certificate offered on new connections. A change
+// takes effect on the next handshake, so the connection is reset.
+func (c *client) setClientCert(cert *tls.Certificate) {
+	c.mu.Lock()
+	changed := (c.cert == nil) != (cert == nil) || (cert != nil && c.cert != nil && string(cert.Certificate[0]) != string(c.cert.Certificate[0]))
+	c.cert = cert
+	c.mu.Unlock()
+	if changed {
+		c.conn.ResetConnectBackoff()
+	}
+}
+
+func (c *client) close() error { return c.conn.Close() }
+
+// credentials are the tokens the agent can present.
+type credentialSource struct {
+	joinToken string
+	tokenFile string
+	used      bool // a join token works once
+}
+
+// withToken adds the best available token to ctx: the projected
+// service-account token (re-read each time, it rotates), else the join
+// token if it was not used yet. It reports which it added.
+func (s *credentialSource) withToken(ctx context.Context) (context.Context, string, error) {
+	if s.tokenFile != "" {
+		b, err := readSmall(s.tokenFile, maxTokenFile)
+		if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			return metadata.AppendToOutgoingContext(ctx, mdAuthorization, "Bearer "+strings.TrimSpace(string(b))), "service-account token", nil
+		}
+		if s.joinToken == "" {
+			return ctx, "", fmt.Errorf("service-account token %s: %v", s.tokenFile, errOr(err, "empty file"))
+		}
+	}
+	if s.joinToken != "" && !s.used {
+		return metadata.AppendToOutgoingContext(ctx, mdJoinToken, s.joinToken), "join token", nil
+	}
+	return ctx, "", nil
+}
+
+func errOr(err error, s string) any {
+	if err != nil {
+		return err
+	}
+	return s
+}
+
+func readSmall(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, nil
+}

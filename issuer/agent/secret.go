@@ -1,0 +1,158 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"maps"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/meshroot/meshroot/ca"
+)
+
+// Labels and annotations meshroot puts on the cacerts Secret.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "meshroot"
+)
+
+// SecretRef names the cacerts Secret.
+type SecretRef struct {
+	Namespace string
+	Name      string
+}
+
+// DefaultSecret is where istiod reads plugged-in CA certificates.
+var DefaultSecret = SecretRef{Namespace: "istio-system", Name: "cacerts"}
+
+// Current is the cacerts Secret as found in the cluster.
+type Current struct {
+	// Secret is nil when there is none.
+	Secret *corev1.Secret
+	// CACerts is the parsed content, when the Secret is meshroot's and whole.
+	CACerts *ca.CACerts
+	// Format of the Secret's files.
+	Format ca.Format
+	// Problem says why CACerts is nil although a meshroot Secret exists.
+	Problem error
+}
+
+// ManagedByMeshroot reports whether the Secret carries meshroot's label.
+func (c *Current) ManagedByMeshroot() bool {
+	return c.Secret != nil && c.Secret.Labels[LabelManagedBy] == ManagedBy
+}
+
+// ReadSecret reads and parses the cacerts Secret.
+func ReadSecret(ctx context.Context, kube kubernetes.Interface, ref SecretRef) (*Current, error) {
+	s, err := kube.CoreV1().Secrets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return &Current{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read Secret %s/%s: %w", ref.Namespace, ref.Name, err)
+	}
+	cur := &Current{Secret: s}
+	cur.CACerts, cur.Format, cur.Problem = parseSecret(s.Data)
+	return cur, nil
+}
+
+// parseSecret reads cacerts files in either layout.
+func parseSecret(data map[string][]byte) (*ca.CACerts, ca.Format, error) {
+	format := ca.FormatIstio
+	certFile, keyFile, chainFile, rootFile := ca.CACertFile, ca.CAKeyFile, ca.CertChainFile, ca.RootCertFile
+	if _, ok := data[ca.TLSCertFile]; ok {
+		format = ca.FormatTLS
+		certFile, keyFile, chainFile, rootFile = ca.TLSCertFile, ca.TLSKeyFile, ca.TLSCertFile, ca.TLSCAFile
+	}
+	certs, err := ca.ParseCerts(data[certFile])
+	if err != nil {
+		return nil, format, fmt.Errorf("%s: %w", certFile, err)
+	}
+	key, err := parseKey(data[keyFile])
+	if err != nil {
+		return nil, format, fmt.Errorf("%s: %w", keyFile, err)
+	}
+	chain, err := ca.ParseCerts(data[chainFile])
+	if err != nil {
+		return nil, format, fmt.Errorf("%s: %w", chainFile, err)
+	}
+	roots, err := ca.ParseCerts(data[rootFile])
+	if err != nil {
+		return nil, format, fmt.Errorf("%s: %w", rootFile, err)
+	}
+	if format == ca.FormatTLS {
+		chain = append(chain, roots[0])
+		for _, r := range roots {
+			if err := chain[len(chain)-2].CheckSignatureFrom(r); err == nil {
+				chain[len(chain)-1] = r
+			}
+		}
+	}
+	return &ca.CACerts{Cert: certs[0], Key: key, Chain: chain, Roots: roots}, format, nil
+}
+
+func parseKey(pemData []byte) (crypto.Signer, error) {
+	k, err := parsePrivateKey(pemData)
+	if err != nil {
+		return nil, err
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("not a private key")
+	}
+	return s, nil
+}
+
+// WriteSecret writes files as the cacerts Secret in one create or update.
+// An update carries the resourceVersion that was read (prev), so a
+// concurrent change fails instead of being overwritten; a Secret that
+// meshroot does not manage is never touched unless adopt is set.
+func WriteSecret(ctx context.Context, kube kubernetes.Interface, ref SecretRef, prev *Current, format ca.Format, files map[string][]byte, annotations map[string]string, adopt bool) (*corev1.Secret, error) {
+	secretType := corev1.SecretTypeOpaque
+	if format == ca.FormatTLS {
+		secretType = corev1.SecretTypeTLS
+	}
+	if prev == nil || prev.Secret == nil {
+		s := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: ref.Name, Namespace: ref.Namespace,
+				Labels:      map[string]string{LabelManagedBy: ManagedBy},
+				Annotations: annotations,
+			},
+			Type: secretType,
+			Data: files,
+		}
+		out, err := kube.CoreV1().Secrets(ref.Namespace).Create(ctx, s, metav1.CreateOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("create Secret %s/%s: %w", ref.Namespace, ref.Name, err)
+		}
+		return out, nil
+	}
+	if !prev.ManagedByMeshroot() && !adopt {
+		return nil, fmt.Errorf("Secret %s/%s exists and is not managed by meshroot (no label %s=%s): delete it, or pass --adopt to replace it", ref.Namespace, ref.Name, LabelManagedBy, ManagedBy)
+	}
+	if prev.Secret.Type != "" && prev.Secret.Type != secretType {
+		return nil, fmt.Errorf("Secret %s/%s has type %s, but format %s needs %s: the type cannot change; delete the Secret first", ref.Namespace, ref.Name, prev.Secret.Type, format, secretType)
+	}
+	s := prev.Secret.DeepCopy()
+	if s.Labels == nil {
+		s.Labels = map[string]string{}
+	}
+	s.Labels[LabelManagedBy] = ManagedBy
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	maps.Copy(s.Annotations, annotations)
+	s.Data = files // the whole set, so no file of the old layout lingers
+	s.StringData = nil
+	out, err := kube.CoreV1().Secrets(ref.Namespace).Update(ctx, s, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("update Secret %s/%s: %w", ref.Namespace, ref.Name, err)
+	}
+	return out, nil
+}
