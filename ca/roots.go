@@ -67,6 +67,64 @@ func (s *Service) initRoot(ctx context.Context, actor Actor, req InitRootRequest
 	return root, s.saveRoot(ctx, actor, "root.init", root, map[string]any{"key_ref": key.Ref, "key_type": string(kt), "not_after": cert.NotAfter})
 }
 
+// PrepareRootRequest asks for the next root of the trust domain.
+type PrepareRootRequest struct {
+	KeyType keymanager.KeyType
+	TTL     time.Duration
+}
+
+// PrepareRoot is the first phase of a rotation: a new root is created in
+// the key manager in state prepared and joins the trust bundle (sequence
+// +1), so that every mesh trusts it before anything is signed by it. The
+// active root keeps signing. It refuses while another root is prepared.
+func (s *Service) PrepareRoot(ctx context.Context, actor Actor, req PrepareRootRequest) (store.Root, error) {
+	r, err := s.prepareRoot(ctx, actor, req)
+	if err != nil {
+		return store.Root{}, s.auditRefusal(ctx, actor, "root.prepare", "", err)
+	}
+	return r, nil
+}
+
+func (s *Service) prepareRoot(ctx context.Context, actor Actor, req PrepareRootRequest) (store.Root, error) {
+	active, err := s.ActiveRoot(ctx)
+	if err != nil {
+		return store.Root{}, err
+	}
+	roots, err := s.store.ListRoots(ctx)
+	if err != nil {
+		return store.Root{}, err
+	}
+	for _, r := range roots {
+		if r.State == store.RootPrepared {
+			return store.Root{}, refusef("root %s is already prepared: activate it, or roll it back, before preparing another", r.ID)
+		}
+	}
+	kt := req.KeyType
+	if kt == "" {
+		kt = keymanager.DefaultKeyType
+	}
+	if _, err := keymanager.ParseKeyType(string(kt)); err != nil {
+		return store.Root{}, refuse(err)
+	}
+	key, err := s.keys.CreateKey(ctx, newKeyName("root", s.now()), kt)
+	if err != nil {
+		return store.Root{}, fmt.Errorf("create root key: %w", err)
+	}
+	signer, err := s.keys.Signer(ctx, key.Ref)
+	if err != nil {
+		return store.Root{}, fmt.Errorf("load new root key %s: %w", key.Ref, err)
+	}
+	cert, err := NewRoot(signer, RootOptions{TrustDomain: active.TrustDomain, TTL: req.TTL, Now: s.now()})
+	if err != nil {
+		return store.Root{}, refuse(err)
+	}
+	root := store.Root{
+		ID: RootID(cert), TrustDomain: active.TrustDomain, State: store.RootPrepared, KeyRef: key.Ref,
+		ChainPEM: EncodeCerts([]*x509.Certificate{cert}), NotAfter: cert.NotAfter, CreatedAt: s.now().UTC(),
+	}
+	return root, s.saveRoot(ctx, actor, "root.prepare", root, map[string]any{"key_ref": key.Ref, "key_type": string(kt), "not_after": cert.NotAfter, "active_root": active.ID})
+}
+
 // ImportRootRequest brings an existing CA in as the signing authority.
 type ImportRootRequest struct {
 	TrustDomain string

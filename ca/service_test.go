@@ -39,7 +39,7 @@ func newService(t testing.TB) (*ca.Service, store.Store) {
 	return svc, st
 }
 
-func csrFor(t *testing.T) (*x509.CertificateRequest, keymanager.KeyType) {
+func csrFor(t testing.TB) (*x509.CertificateRequest, keymanager.KeyType) {
 	t.Helper()
 	k, _ := keymanager.ECP256.Generate()
 	der, err := x509.CreateCertificateRequest(nil, &x509.CertificateRequest{}, k)
@@ -158,5 +158,43 @@ func TestServiceImportRoot(t *testing.T) {
 	tb, err := svc.TrustBundle(ctx)
 	if err != nil || len(tb.Roots) != 1 || !tb.Roots[0].Equal(root) || tb.TrustDomain != "example.org" {
 		t.Fatalf("bundle after import: %+v, %v", tb, err)
+	}
+}
+
+func TestServicePrepareRoot(t *testing.T) {
+	ctx := context.Background()
+	svc, _ := newService(t)
+	if _, err := svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{}); err == nil {
+		t.Fatal("prepare without an active root was accepted")
+	}
+	active, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{KeyType: keymanager.ECP384})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.State != store.RootPrepared || next.TrustDomain != "example.org" || next.ID == active.ID {
+		t.Fatalf("prepared root: %+v", next)
+	}
+	tb, err := svc.TrustBundle(ctx)
+	if err != nil || len(tb.Roots) != 2 || tb.Sequence != 2 {
+		t.Fatalf("bundle after prepare: %d roots, seq %d, %v", len(tb.Roots), tb.Sequence, err)
+	}
+	if _, err := svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{}); err == nil || !strings.Contains(err.Error(), "already prepared") {
+		t.Fatalf("second prepare: %v", err)
+	}
+	// The active root keeps signing.
+	if _, err := svc.AddCluster(ctx, actor, ca.AddClusterRequest{Name: "east"}); err != nil {
+		t.Fatal(err)
+	}
+	csr, _ := csrFor(t)
+	out, err := svc.IssueIntermediate(ctx, actor, ca.IssueRequest{Cluster: "east", CSR: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.RootID != active.ID || len(out.Bundle.Roots) != 2 {
+		t.Errorf("issued under %s with %d roots; want the active root %s and both roots", out.RootID, len(out.Bundle.Roots), active.ID)
 	}
 }

@@ -55,6 +55,21 @@ func (s *AdminServer) InitRoot(ctx context.Context, req *meshrootv1.InitRootRequ
 	return m, s.err(ctx, err)
 }
 
+// PrepareRoot creates the next root and adds it to the trust bundle.
+func (s *AdminServer) PrepareRoot(ctx context.Context, req *meshrootv1.PrepareRootRequest) (*meshrootv1.Root, error) {
+	kt, err := keymanager.ParseKeyType(req.GetKeyType())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	r, err := s.svc.PrepareRoot(ctx, s.actor(ctx), ca.PrepareRootRequest{KeyType: kt, TTL: time.Duration(req.GetTtlSeconds()) * time.Second})
+	if err != nil {
+		return nil, s.err(ctx, err)
+	}
+	s.hub.Poke()
+	m, err := RootToProto(r)
+	return m, s.err(ctx, err)
+}
+
 // ListRoots lists every root.
 func (s *AdminServer) ListRoots(ctx context.Context, _ *meshrootv1.ListRootsRequest) (*meshrootv1.ListRootsResponse, error) {
 	roots, err := s.svc.ListRoots(ctx)

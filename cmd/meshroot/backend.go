@@ -23,6 +23,7 @@ import (
 type backend interface {
 	InitRoot(ctx context.Context, req ca.InitRootRequest) (store.Root, error)
 	ImportRoot(ctx context.Context, req ca.ImportRootRequest) (store.Root, error)
+	PrepareRoot(ctx context.Context, req ca.PrepareRootRequest) (store.Root, error)
 	ListRoots(ctx context.Context) ([]store.Root, error)
 	AddCluster(ctx context.Context, req ca.AddClusterRequest) (store.Cluster, error)
 	RemoveCluster(ctx context.Context, name string) error
@@ -61,6 +62,9 @@ func (l *localBackend) InitRoot(ctx context.Context, req ca.InitRootRequest) (st
 }
 func (l *localBackend) ImportRoot(ctx context.Context, req ca.ImportRootRequest) (store.Root, error) {
 	return l.svc.ImportRoot(ctx, localActor(), req)
+}
+func (l *localBackend) PrepareRoot(ctx context.Context, req ca.PrepareRootRequest) (store.Root, error) {
+	return l.svc.PrepareRoot(ctx, localActor(), req)
 }
 func (l *localBackend) ListRoots(ctx context.Context) ([]store.Root, error) {
 	return l.svc.ListRoots(ctx)
@@ -142,6 +146,13 @@ func (r *remoteBackend) InitRoot(ctx context.Context, req ca.InitRootRequest) (s
 }
 func (r *remoteBackend) ImportRoot(context.Context, ca.ImportRootRequest) (store.Root, error) {
 	return store.Root{}, usageError{errors.New("root import sends a private key, so it only works on a data dir: stop the server or pass --data-dir")}
+}
+func (r *remoteBackend) PrepareRoot(ctx context.Context, req ca.PrepareRootRequest) (store.Root, error) {
+	m, err := r.c.PrepareRoot(ctx, &meshrootv1.PrepareRootRequest{KeyType: string(req.KeyType), TtlSeconds: int64(req.TTL / time.Second)})
+	if err != nil {
+		return store.Root{}, err
+	}
+	return issuer.RootFromProto(m)
 }
 func (r *remoteBackend) ListRoots(ctx context.Context) ([]store.Root, error) {
 	resp, err := r.c.ListRoots(ctx, &meshrootv1.ListRootsRequest{})

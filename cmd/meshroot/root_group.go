@@ -20,7 +20,7 @@ const maxImportFile = 1 << 20
 
 func newRootGroupCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "root", Short: "Create and inspect roots of trust"}
-	cmd.AddCommand(newRootInitCmd(g), newRootImportCmd(g), newRootListCmd(g))
+	cmd.AddCommand(newRootInitCmd(g), newRootImportCmd(g), newRootListCmd(g), newRootPrepareCmd(g))
 	return cmd
 }
 
@@ -91,6 +91,41 @@ func newRootInitCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&td, "trust-domain", "", "SPIFFE trust domain the root anchors, e.g. example.org (required)")
 	cmd.Flags().StringVar(&keyType, "key-type", string(keymanager.DefaultKeyType), "root key type: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096")
 	cmd.Flags().DurationVar(&ttl, "ttl", ca.DefaultRootTTL, "root lifetime")
+	return cmd
+}
+
+func newRootPrepareCmd(g *globals) *cobra.Command {
+	var keyType string
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "prepare [--key-type T] [--ttl 87600h]",
+		Short: "Rotation, phase 1: create the next root and add it to the trust bundle everywhere",
+		Long: `Create the next root in the key manager, in state prepared, and add it to
+the trust bundle (its sequence goes up by one). Agents put it into
+root-cert.pem in every cluster; the active root keeps signing.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			kt, err := keymanager.ParseKeyType(keyType)
+			if err != nil {
+				return usageError{err}
+			}
+			if _, err := g.outputFormat("table", "json"); err != nil {
+				return err
+			}
+			b, err := g.backend(cmd, true, false)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			r, err := b.PrepareRoot(cmd.Context(), ca.PrepareRootRequest{KeyType: kt, TTL: ttl})
+			if err != nil {
+				return err
+			}
+			return printRoots(cmd, g, []store.Root{r})
+		},
+	}
+	cmd.Flags().StringVar(&keyType, "key-type", string(keymanager.DefaultKeyType), "key type of the new root")
+	cmd.Flags().DurationVar(&ttl, "ttl", ca.DefaultRootTTL, "lifetime of the new root")
 	return cmd
 }
 

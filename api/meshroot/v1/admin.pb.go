@@ -175,6 +175,58 @@ func (x *InitRootRequest) GetTtlSeconds() int64 {
 	return 0
 }
 
+type PrepareRootRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyType       string                 `protobuf:"bytes,1,opt,name=key_type,json=keyType,proto3" json:"key_type,omitempty"`
+	TtlSeconds    int64                  `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareRootRequest) Reset() {
+	*x = PrepareRootRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareRootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareRootRequest) ProtoMessage() {}
+
+func (x *PrepareRootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareRootRequest.ProtoReflect.Descriptor instead.
+func (*PrepareRootRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PrepareRootRequest) GetKeyType() string {
+	if x != nil {
+		return x.KeyType
+	}
+	return ""
+}
+
+func (x *PrepareRootRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
 type ListRootsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -183,7 +235,7 @@ type ListRootsRequest struct {
 
 func (x *ListRootsRequest) Reset() {
 	*x = ListRootsRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[2]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +247,7 @@ func (x *ListRootsRequest) String() string {
 func (*ListRootsRequest) ProtoMessage() {}
 
 func (x *ListRootsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[2]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +260,7 @@ func (x *ListRootsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRootsRequest.ProtoReflect.Descriptor instead.
 func (*ListRootsRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 type ListRootsResponse struct {
@@ -220,7 +272,7 @@ type ListRootsResponse struct {
 
 func (x *ListRootsResponse) Reset() {
 	*x = ListRootsResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[3]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -232,7 +284,7 @@ func (x *ListRootsResponse) String() string {
 func (*ListRootsResponse) ProtoMessage() {}
 
 func (x *ListRootsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[3]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -245,7 +297,7 @@ func (x *ListRootsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRootsResponse.ProtoReflect.Descriptor instead.
 func (*ListRootsResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListRootsResponse) GetRoots() []*Root {
@@ -275,7 +327,7 @@ type ClusterAuth struct {
 
 func (x *ClusterAuth) Reset() {
 	*x = ClusterAuth{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[4]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +339,7 @@ func (x *ClusterAuth) String() string {
 func (*ClusterAuth) ProtoMessage() {}
 
 func (x *ClusterAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[4]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +352,7 @@ func (x *ClusterAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterAuth.ProtoReflect.Descriptor instead.
 func (*ClusterAuth) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ClusterAuth) GetK8SIssuer() string {
@@ -363,7 +415,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[5]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +427,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[5]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +440,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ClusterStatus) GetLastContact() *timestamppb.Timestamp {
@@ -425,7 +477,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[6]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +489,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[6]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +502,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Cluster) GetName() string {
@@ -499,7 +551,7 @@ type AddClusterRequest struct {
 
 func (x *AddClusterRequest) Reset() {
 	*x = AddClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[7]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +563,7 @@ func (x *AddClusterRequest) String() string {
 func (*AddClusterRequest) ProtoMessage() {}
 
 func (x *AddClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[7]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +576,7 @@ func (x *AddClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddClusterRequest.ProtoReflect.Descriptor instead.
 func (*AddClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AddClusterRequest) GetName() string {
@@ -557,7 +609,7 @@ type RemoveClusterRequest struct {
 
 func (x *RemoveClusterRequest) Reset() {
 	*x = RemoveClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[8]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +621,7 @@ func (x *RemoveClusterRequest) String() string {
 func (*RemoveClusterRequest) ProtoMessage() {}
 
 func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[8]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +634,7 @@ func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClusterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemoveClusterRequest) GetName() string {
@@ -600,7 +652,7 @@ type RemoveClusterResponse struct {
 
 func (x *RemoveClusterResponse) Reset() {
 	*x = RemoveClusterResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[9]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +664,7 @@ func (x *RemoveClusterResponse) String() string {
 func (*RemoveClusterResponse) ProtoMessage() {}
 
 func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[9]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +677,7 @@ func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClusterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveClusterResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 type ListClustersRequest struct {
@@ -636,7 +688,7 @@ type ListClustersRequest struct {
 
 func (x *ListClustersRequest) Reset() {
 	*x = ListClustersRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[10]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +700,7 @@ func (x *ListClustersRequest) String() string {
 func (*ListClustersRequest) ProtoMessage() {}
 
 func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[10]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +713,7 @@ func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListClustersRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 type ListClustersResponse struct {
@@ -673,7 +725,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[11]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +737,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[11]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +750,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListClustersResponse) GetClusters() []*Cluster {
@@ -720,7 +772,7 @@ type IssueIntermediateRequest struct {
 
 func (x *IssueIntermediateRequest) Reset() {
 	*x = IssueIntermediateRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[12]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +784,7 @@ func (x *IssueIntermediateRequest) String() string {
 func (*IssueIntermediateRequest) ProtoMessage() {}
 
 func (x *IssueIntermediateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[12]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +797,7 @@ func (x *IssueIntermediateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueIntermediateRequest.ProtoReflect.Descriptor instead.
 func (*IssueIntermediateRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *IssueIntermediateRequest) GetCluster() string {
@@ -790,7 +842,7 @@ type Intermediate struct {
 
 func (x *Intermediate) Reset() {
 	*x = Intermediate{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[13]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +854,7 @@ func (x *Intermediate) String() string {
 func (*Intermediate) ProtoMessage() {}
 
 func (x *Intermediate) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[13]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +867,7 @@ func (x *Intermediate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Intermediate.ProtoReflect.Descriptor instead.
 func (*Intermediate) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Intermediate) GetSerial() string {
@@ -869,7 +921,7 @@ type ListIntermediatesRequest struct {
 
 func (x *ListIntermediatesRequest) Reset() {
 	*x = ListIntermediatesRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[14]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +933,7 @@ func (x *ListIntermediatesRequest) String() string {
 func (*ListIntermediatesRequest) ProtoMessage() {}
 
 func (x *ListIntermediatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[14]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +946,7 @@ func (x *ListIntermediatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIntermediatesRequest.ProtoReflect.Descriptor instead.
 func (*ListIntermediatesRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListIntermediatesRequest) GetCluster() string {
@@ -913,7 +965,7 @@ type ListIntermediatesResponse struct {
 
 func (x *ListIntermediatesResponse) Reset() {
 	*x = ListIntermediatesResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[15]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +977,7 @@ func (x *ListIntermediatesResponse) String() string {
 func (*ListIntermediatesResponse) ProtoMessage() {}
 
 func (x *ListIntermediatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[15]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +990,7 @@ func (x *ListIntermediatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIntermediatesResponse.ProtoReflect.Descriptor instead.
 func (*ListIntermediatesResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListIntermediatesResponse) GetIntermediates() []*Intermediate {
@@ -958,7 +1010,7 @@ type RevokeIntermediateRequest struct {
 
 func (x *RevokeIntermediateRequest) Reset() {
 	*x = RevokeIntermediateRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[16]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1022,7 @@ func (x *RevokeIntermediateRequest) String() string {
 func (*RevokeIntermediateRequest) ProtoMessage() {}
 
 func (x *RevokeIntermediateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[16]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1035,7 @@ func (x *RevokeIntermediateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeIntermediateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeIntermediateRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RevokeIntermediateRequest) GetSerial() string {
@@ -1016,7 +1068,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1080,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1093,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AuditEntry) GetSeq() int64 {
@@ -1110,7 +1162,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1174,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1187,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListAuditRequest) GetAfterSeq() int64 {
@@ -1161,7 +1213,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1225,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1238,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -1204,7 +1256,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1268,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1281,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type VerifyAuditResponse struct {
@@ -1241,7 +1293,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1305,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1318,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *VerifyAuditResponse) GetEntries() int64 {
@@ -1286,7 +1338,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1350,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1363,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateTokenRequest) GetCluster() string {
@@ -1338,7 +1390,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1402,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1415,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -1398,6 +1450,10 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x19\n" +
 	"\bkey_type\x18\x02 \x01(\tR\akeyType\x12\x1f\n" +
 	"\vttl_seconds\x18\x03 \x01(\x03R\n" +
+	"ttlSeconds\"P\n" +
+	"\x12PrepareRootRequest\x12\x19\n" +
+	"\bkey_type\x18\x01 \x01(\tR\akeyType\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
 	"ttlSeconds\"\x12\n" +
 	"\x10ListRootsRequest\"<\n" +
 	"\x11ListRootsResponse\x12'\n" +
@@ -1478,10 +1534,11 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x13CreateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
-	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\xe1\a\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\xa4\b\n" +
 	"\x05Admin\x12;\n" +
 	"\bInitRoot\x12\x1c.meshroot.v1.InitRootRequest\x1a\x11.meshroot.v1.Root\x12J\n" +
-	"\tListRoots\x12\x1d.meshroot.v1.ListRootsRequest\x1a\x1e.meshroot.v1.ListRootsResponse\x12B\n" +
+	"\tListRoots\x12\x1d.meshroot.v1.ListRootsRequest\x1a\x1e.meshroot.v1.ListRootsResponse\x12A\n" +
+	"\vPrepareRoot\x12\x1f.meshroot.v1.PrepareRootRequest\x1a\x11.meshroot.v1.Root\x12B\n" +
 	"\n" +
 	"AddCluster\x12\x1e.meshroot.v1.AddClusterRequest\x1a\x14.meshroot.v1.Cluster\x12V\n" +
 	"\rRemoveCluster\x12!.meshroot.v1.RemoveClusterRequest\x1a\".meshroot.v1.RemoveClusterResponse\x12S\n" +
@@ -1506,79 +1563,82 @@ func file_meshroot_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_admin_proto_rawDescData
 }
 
-var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*Root)(nil),                      // 0: meshroot.v1.Root
 	(*InitRootRequest)(nil),           // 1: meshroot.v1.InitRootRequest
-	(*ListRootsRequest)(nil),          // 2: meshroot.v1.ListRootsRequest
-	(*ListRootsResponse)(nil),         // 3: meshroot.v1.ListRootsResponse
-	(*ClusterAuth)(nil),               // 4: meshroot.v1.ClusterAuth
-	(*ClusterStatus)(nil),             // 5: meshroot.v1.ClusterStatus
-	(*Cluster)(nil),                   // 6: meshroot.v1.Cluster
-	(*AddClusterRequest)(nil),         // 7: meshroot.v1.AddClusterRequest
-	(*RemoveClusterRequest)(nil),      // 8: meshroot.v1.RemoveClusterRequest
-	(*RemoveClusterResponse)(nil),     // 9: meshroot.v1.RemoveClusterResponse
-	(*ListClustersRequest)(nil),       // 10: meshroot.v1.ListClustersRequest
-	(*ListClustersResponse)(nil),      // 11: meshroot.v1.ListClustersResponse
-	(*IssueIntermediateRequest)(nil),  // 12: meshroot.v1.IssueIntermediateRequest
-	(*Intermediate)(nil),              // 13: meshroot.v1.Intermediate
-	(*ListIntermediatesRequest)(nil),  // 14: meshroot.v1.ListIntermediatesRequest
-	(*ListIntermediatesResponse)(nil), // 15: meshroot.v1.ListIntermediatesResponse
-	(*RevokeIntermediateRequest)(nil), // 16: meshroot.v1.RevokeIntermediateRequest
-	(*AuditEntry)(nil),                // 17: meshroot.v1.AuditEntry
-	(*ListAuditRequest)(nil),          // 18: meshroot.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),         // 19: meshroot.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),        // 20: meshroot.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),       // 21: meshroot.v1.VerifyAuditResponse
-	(*CreateTokenRequest)(nil),        // 22: meshroot.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),       // 23: meshroot.v1.CreateTokenResponse
-	(*timestamppb.Timestamp)(nil),     // 24: google.protobuf.Timestamp
-	(*GetTrustBundleRequest)(nil),     // 25: meshroot.v1.GetTrustBundleRequest
-	(*SignIntermediateResponse)(nil),  // 26: meshroot.v1.SignIntermediateResponse
-	(*TrustBundle)(nil),               // 27: meshroot.v1.TrustBundle
+	(*PrepareRootRequest)(nil),        // 2: meshroot.v1.PrepareRootRequest
+	(*ListRootsRequest)(nil),          // 3: meshroot.v1.ListRootsRequest
+	(*ListRootsResponse)(nil),         // 4: meshroot.v1.ListRootsResponse
+	(*ClusterAuth)(nil),               // 5: meshroot.v1.ClusterAuth
+	(*ClusterStatus)(nil),             // 6: meshroot.v1.ClusterStatus
+	(*Cluster)(nil),                   // 7: meshroot.v1.Cluster
+	(*AddClusterRequest)(nil),         // 8: meshroot.v1.AddClusterRequest
+	(*RemoveClusterRequest)(nil),      // 9: meshroot.v1.RemoveClusterRequest
+	(*RemoveClusterResponse)(nil),     // 10: meshroot.v1.RemoveClusterResponse
+	(*ListClustersRequest)(nil),       // 11: meshroot.v1.ListClustersRequest
+	(*ListClustersResponse)(nil),      // 12: meshroot.v1.ListClustersResponse
+	(*IssueIntermediateRequest)(nil),  // 13: meshroot.v1.IssueIntermediateRequest
+	(*Intermediate)(nil),              // 14: meshroot.v1.Intermediate
+	(*ListIntermediatesRequest)(nil),  // 15: meshroot.v1.ListIntermediatesRequest
+	(*ListIntermediatesResponse)(nil), // 16: meshroot.v1.ListIntermediatesResponse
+	(*RevokeIntermediateRequest)(nil), // 17: meshroot.v1.RevokeIntermediateRequest
+	(*AuditEntry)(nil),                // 18: meshroot.v1.AuditEntry
+	(*ListAuditRequest)(nil),          // 19: meshroot.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),         // 20: meshroot.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),        // 21: meshroot.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),       // 22: meshroot.v1.VerifyAuditResponse
+	(*CreateTokenRequest)(nil),        // 23: meshroot.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),       // 24: meshroot.v1.CreateTokenResponse
+	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
+	(*GetTrustBundleRequest)(nil),     // 26: meshroot.v1.GetTrustBundleRequest
+	(*SignIntermediateResponse)(nil),  // 27: meshroot.v1.SignIntermediateResponse
+	(*TrustBundle)(nil),               // 28: meshroot.v1.TrustBundle
 }
 var file_meshroot_v1_admin_proto_depIdxs = []int32{
-	24, // 0: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
-	24, // 1: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
+	25, // 0: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
+	25, // 1: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
-	24, // 3: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
-	24, // 4: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
-	4,  // 5: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
-	5,  // 6: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
-	4,  // 7: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
-	6,  // 8: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
-	24, // 9: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
-	24, // 10: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
-	13, // 11: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
-	24, // 12: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	17, // 13: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
-	24, // 14: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 3: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
+	25, // 4: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	5,  // 5: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
+	6,  // 6: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
+	5,  // 7: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
+	7,  // 8: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
+	25, // 9: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
+	25, // 10: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
+	14, // 11: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
+	25, // 12: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	18, // 13: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
+	25, // 14: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 15: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
-	2,  // 16: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
-	7,  // 17: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
-	8,  // 18: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
-	10, // 19: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
-	12, // 20: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
-	14, // 21: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
-	16, // 22: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
-	25, // 23: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	18, // 24: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
-	20, // 25: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
-	22, // 26: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
-	0,  // 27: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
-	3,  // 28: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
-	6,  // 29: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
-	9,  // 30: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
-	11, // 31: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
-	26, // 32: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	15, // 33: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
-	13, // 34: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
-	27, // 35: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	19, // 36: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
-	21, // 37: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
-	23, // 38: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
-	27, // [27:39] is the sub-list for method output_type
-	15, // [15:27] is the sub-list for method input_type
+	3,  // 16: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
+	2,  // 17: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
+	8,  // 18: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
+	9,  // 19: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
+	11, // 20: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
+	13, // 21: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
+	15, // 22: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
+	17, // 23: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
+	26, // 24: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	19, // 25: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
+	21, // 26: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
+	23, // 27: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
+	0,  // 28: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
+	4,  // 29: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
+	0,  // 30: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
+	7,  // 31: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
+	10, // 32: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
+	12, // 33: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
+	27, // 34: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	16, // 35: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
+	14, // 36: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
+	28, // 37: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	20, // 38: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
+	22, // 39: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
+	24, // 40: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
+	28, // [28:41] is the sub-list for method output_type
+	15, // [15:28] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -1596,7 +1656,7 @@ func file_meshroot_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_admin_proto_rawDesc), len(file_meshroot_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Admin_InitRoot_FullMethodName           = "/meshroot.v1.Admin/InitRoot"
 	Admin_ListRoots_FullMethodName          = "/meshroot.v1.Admin/ListRoots"
+	Admin_PrepareRoot_FullMethodName        = "/meshroot.v1.Admin/PrepareRoot"
 	Admin_AddCluster_FullMethodName         = "/meshroot.v1.Admin/AddCluster"
 	Admin_RemoveCluster_FullMethodName      = "/meshroot.v1.Admin/RemoveCluster"
 	Admin_ListClusters_FullMethodName       = "/meshroot.v1.Admin/ListClusters"
@@ -45,6 +46,9 @@ const (
 type AdminClient interface {
 	InitRoot(ctx context.Context, in *InitRootRequest, opts ...grpc.CallOption) (*Root, error)
 	ListRoots(ctx context.Context, in *ListRootsRequest, opts ...grpc.CallOption) (*ListRootsResponse, error)
+	// PrepareRoot creates the next root and adds it to the trust bundle
+	// (first phase of a rotation); the active root keeps signing.
+	PrepareRoot(ctx context.Context, in *PrepareRootRequest, opts ...grpc.CallOption) (*Root, error)
 	AddCluster(ctx context.Context, in *AddClusterRequest, opts ...grpc.CallOption) (*Cluster, error)
 	RemoveCluster(ctx context.Context, in *RemoveClusterRequest, opts ...grpc.CallOption) (*RemoveClusterResponse, error)
 	ListClusters(ctx context.Context, in *ListClustersRequest, opts ...grpc.CallOption) (*ListClustersResponse, error)
@@ -83,6 +87,16 @@ func (c *adminClient) ListRoots(ctx context.Context, in *ListRootsRequest, opts 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListRootsResponse)
 	err := c.cc.Invoke(ctx, Admin_ListRoots_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) PrepareRoot(ctx context.Context, in *PrepareRootRequest, opts ...grpc.CallOption) (*Root, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Root)
+	err := c.cc.Invoke(ctx, Admin_PrepareRoot_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -201,6 +215,9 @@ func (c *adminClient) CreateToken(ctx context.Context, in *CreateTokenRequest, o
 type AdminServer interface {
 	InitRoot(context.Context, *InitRootRequest) (*Root, error)
 	ListRoots(context.Context, *ListRootsRequest) (*ListRootsResponse, error)
+	// PrepareRoot creates the next root and adds it to the trust bundle
+	// (first phase of a rotation); the active root keeps signing.
+	PrepareRoot(context.Context, *PrepareRootRequest) (*Root, error)
 	AddCluster(context.Context, *AddClusterRequest) (*Cluster, error)
 	RemoveCluster(context.Context, *RemoveClusterRequest) (*RemoveClusterResponse, error)
 	ListClusters(context.Context, *ListClustersRequest) (*ListClustersResponse, error)
@@ -230,6 +247,9 @@ func (UnimplementedAdminServer) InitRoot(context.Context, *InitRootRequest) (*Ro
 }
 func (UnimplementedAdminServer) ListRoots(context.Context, *ListRootsRequest) (*ListRootsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListRoots not implemented")
+}
+func (UnimplementedAdminServer) PrepareRoot(context.Context, *PrepareRootRequest) (*Root, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PrepareRoot not implemented")
 }
 func (UnimplementedAdminServer) AddCluster(context.Context, *AddClusterRequest) (*Cluster, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method AddCluster not implemented")
@@ -314,6 +334,24 @@ func _Admin_ListRoots_Handler(srv interface{}, ctx context.Context, dec func(int
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServer).ListRoots(ctx, req.(*ListRootsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_PrepareRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrepareRootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).PrepareRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_PrepareRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).PrepareRoot(ctx, req.(*PrepareRootRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -512,6 +550,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRoots",
 			Handler:    _Admin_ListRoots_Handler,
+		},
+		{
+			MethodName: "PrepareRoot",
+			Handler:    _Admin_PrepareRoot_Handler,
 		},
 		{
 			MethodName: "AddCluster",
