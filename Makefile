@@ -4,19 +4,29 @@ BIN     := bin/meshroot
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build run test test-deps vet unit fuzz bench generate clean
+.PHONY: all build run demo test test-deps tools vet unit test-kube fuzz bench bench-grpc generate clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/meshroot
 
-## run: build, then create a root and cacerts for two clusters under ./out
+## run: build, then start a dev server on 127.0.0.1 (data in ./meshroot-data)
 run: build
+	$(BIN) serve --dev
+
+## demo: offline, without a server: a root and cacerts for two clusters under ./out
+demo: build
 	scripts/demo.sh
 
-## test: what CI runs (.ci/run): installs what the tests need, vets, runs every test
-test: test-deps vet unit
+## test: what CI runs (.ci/run): installs and builds what the tests need
+## (cached), vets, runs the unit tests first, then the tests against real
+## kube-apiservers
+test: test-deps tools vet unit test-kube
+
+## tools: build the real components the tests run (cached under ~/.cache/meshroot-test)
+tools:
+	test/tools/build.sh kube-apiserver >/dev/null
 
 # Packages the tests need; installed only when missing.
 test-deps:
@@ -31,6 +41,9 @@ vet:
 unit:
 	$(GO) test -count=1 ./...
 
+test-kube:
+	cd test/kube && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
+
 ## fuzz: run the CSR intake fuzzer for a while (FUZZTIME, default 60s)
 FUZZTIME ?= 60s
 fuzz:
@@ -40,9 +53,13 @@ fuzz:
 bench:
 	test/bench/sign.sh
 
+## bench-grpc: SignIntermediate over gRPC vs in-process, 64 concurrent callers
+bench-grpc:
+	$(GO) run ./test/bench/grpcsign -c 64 -d 10s
+
 ## generate: regenerate api/meshroot/v1 from its .proto files (installs protoc when missing)
 generate:
 	api/generate.sh
 
 clean:
-	rm -rf bin out
+	rm -rf bin out meshroot-data

@@ -25,6 +25,7 @@ type agentFlags struct {
 	kubeconfig, kubeContext, namespace, secretName  string
 	format, keyType, restart, istiod                string
 	ttl, timeout                                    time.Duration
+	renewFraction                                   float64
 	once, adopt                                     bool
 }
 
@@ -46,7 +47,7 @@ While the server is unreachable nothing in the cluster changes.`,
 	fl.StringVar(&f.server, "server", "", "meshroot server's Issuer address, host:port (required)")
 	fl.StringVar(&f.serverCA, "server-ca", "", "PEM file with the trust domain's roots, to verify the server (required)")
 	fl.StringVar(&f.cluster, "cluster", "", "this cluster's registered name (required)")
-	fl.StringVar(&f.joinToken, "join-token", "", "single-use join token (env MESHROOT_JOIN_TOKEN)")
+	fl.StringVar(&f.joinToken, "join-token", "", "single-use join token (env MESHROOT_JOIN_TOKEN; prefer the variable: arguments are visible in ps)")
 	fl.StringVar(&f.tokenFile, "token-file", "", "projected service-account token with audience meshroot")
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
 	fl.StringVar(&f.kubeContext, "context", "", "kubeconfig context")
@@ -58,6 +59,7 @@ While the server is unreachable nothing in the cluster changes.`,
 	fl.StringVar(&f.istiod, "istiod-deployment", "istiod", "istiod's Deployment name")
 	fl.DurationVar(&f.ttl, "ttl", 0, "requested intermediate lifetime (default: the server's)")
 	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "with --once: give up after this long")
+	fl.Float64Var(&f.renewFraction, "renew-fraction", 2.0/3, "renew after this fraction of the intermediate's lifetime (0 < f < 1)")
 	fl.BoolVar(&f.once, "once", false, "make sure cacerts is current, then exit (for a Job)")
 	fl.BoolVar(&f.adopt, "adopt", false, "replace a cacerts Secret that meshroot did not create")
 	return cmd
@@ -81,6 +83,9 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	if err != nil {
 		return usageError{err}
 	}
+	if f.renewFraction <= 0 || f.renewFraction >= 1 {
+		return usageError{fmt.Errorf("--renew-fraction %v: use a number between 0 and 1", f.renewFraction)}
+	}
 	caPEM, err := readBounded(f.serverCA, maxImportFile)
 	if err != nil {
 		return usageError{fmt.Errorf("--server-ca: %w", err)}
@@ -93,7 +98,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	a, err := agent.New(agent.Config{
 		Server: f.server, ServerCA: caPEM, Cluster: f.cluster, JoinToken: f.joinToken, TokenFile: f.tokenFile,
 		Kube: kube, Secret: agent.SecretRef{Namespace: f.namespace, Name: f.secretName}, Format: format, KeyType: kt,
-		TTL: f.ttl, Restart: restart, IstiodDeployment: f.istiod, Adopt: f.adopt, Log: log,
+		TTL: f.ttl, Restart: restart, IstiodDeployment: f.istiod, Adopt: f.adopt, Log: log, RenewFraction: f.renewFraction,
 	})
 	if err != nil {
 		return usageError{err}
