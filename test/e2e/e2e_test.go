@@ -72,6 +72,7 @@ type meshroot struct {
 	dataDir string
 	env     []string // extra KEY=VALUE entries
 	dir     string   // working directory ("" = inherit)
+	socket  string   // when set, talk to the server on this socket instead of the data dir
 }
 
 // result is one finished run.
@@ -103,6 +104,9 @@ func (m *meshroot) run(args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	full := append(slices.Clone(args), "--data-dir="+m.dataDir)
+	if m.socket != "" {
+		full = append(slices.Clone(args), "--socket="+m.socket)
+	}
 	cmd := exec.CommandContext(ctx, meshrootBin, full...)
 	cmd.Dir = m.dir
 	for _, kv := range os.Environ() {
