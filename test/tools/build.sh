@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the heavy test binaries (real components the end-to-end tests run)
 # once per machine into a cache that survives between runs, keyed by version.
-# Usage: test/tools/build.sh [kube-apiserver] ...   (no argument: all known)
+# Usage: test/tools/build.sh [kube-apiserver|spire|vault] ...   (no argument: all)
 # Prints the bin folder on stdout's last line.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,11 +21,38 @@ build_kube() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+build_spire() {
+  local v=v1.13.3
+  local out="$cache/bin/spire-$v"
+  if [ -x "$out/spire-server" ]; then return 0; fi
+  echo "building spire-server $v into $out (cold: ~20 CPU-minutes)" >&2
+  mkdir -p "$out.tmp"
+  (cd "$here/spire" &&
+    { grep -q spire-server go.mod || go get -tool "github.com/spiffe/spire/cmd/spire-server@$v" >&2; } &&
+    GOBIN="$out.tmp" go install github.com/spiffe/spire/cmd/spire-server >&2)
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_vault() {
+  local v=v1.21.1
+  local out="$cache/bin/vault-$v"
+  if [ -x "$out/vault" ]; then return 0; fi
+  echo "building vault $v into $out (cold: ~30 CPU-minutes; test peer only, never shipped)" >&2
+  mkdir -p "$out.tmp"
+  (cd "$here/vault" &&
+    { grep -q "hashicorp/vault v" go.mod || go get "github.com/hashicorp/vault@$v" >&2; } &&
+    go mod tidy >&2 &&
+    go build -ldflags "-s -w" -o "$out.tmp/vault" github.com/hashicorp/vault >&2)
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(kube-apiserver)
+[ ${#targets[@]} -eq 0 ] && targets=(kube-apiserver spire vault)
 for t in "${targets[@]}"; do
   case "$t" in
     kube-apiserver) build_kube ;;
+    spire) build_spire ;;
+    vault) build_vault ;;
     *) echo "unknown tool $t" >&2; exit 2 ;;
   esac
 done
