@@ -151,6 +151,44 @@ type AuditEntry struct {
 	Hash string
 }
 
+// FederationProfile is how a foreign bundle endpoint is authenticated.
+type FederationProfile string
+
+// Bundle endpoint profiles (SPIFFE Trust Domain and Bundle specification).
+const (
+	ProfileHTTPSWeb    FederationProfile = "https_web"
+	ProfileHTTPSSPIFFE FederationProfile = "https_spiffe"
+)
+
+// FederationPeer is a foreign trust domain whose bundle meshroot fetches.
+type FederationPeer struct {
+	TrustDomain string
+	URL         string
+	Profile     FederationProfile
+	// EndpointSPIFFEID is the SPIFFE ID the https_spiffe endpoint presents.
+	EndpointSPIFFEID string
+	CreatedAt        time.Time
+	// Bundle is the last good bundle (SPIFFE bundle JSON); nil before the
+	// first successful fetch unless a bootstrap bundle was given.
+	Bundle []byte
+	// Sequence is Bundle's spiffe_sequence (0 when absent).
+	Sequence uint64
+	// BundleUpdatedAt is when Bundle last changed.
+	BundleUpdatedAt time.Time
+	// Status is the watcher's last outcome.
+	Status FederationStatus
+}
+
+// FederationStatus is what the federation watcher last saw of a peer.
+type FederationStatus struct {
+	LastAttempt time.Time
+	LastSuccess time.Time
+	// LastError is the reason of the last failed fetch ("" after a success).
+	LastError string
+	// NextAttempt is when the watcher will fetch again.
+	NextAttempt time.Time
+}
+
 // Reader holds the read-only queries.
 type Reader interface {
 	GetRoot(ctx context.Context, id string) (Root, error)
@@ -172,6 +210,9 @@ type Reader interface {
 	// Meta returns a small named setting ("" and no error when unset).
 	Meta(ctx context.Context, key string) (string, error)
 	GetJoinToken(ctx context.Context, id string) (JoinToken, error)
+	GetFederationPeer(ctx context.Context, trustDomain string) (FederationPeer, error)
+	// ListFederationPeers returns every peer ordered by trust domain.
+	ListFederationPeers(ctx context.Context) ([]FederationPeer, error)
 }
 
 // Tx is a read-write transaction.
@@ -202,6 +243,13 @@ type Tx interface {
 	// DeleteExpiredJoinTokens removes tokens that expired before now and
 	// returns how many.
 	DeleteExpiredJoinTokens(ctx context.Context, now time.Time) (int, error)
+	// CreateFederationPeer adds p (with its bootstrap bundle, if any).
+	CreateFederationPeer(ctx context.Context, p FederationPeer) error
+	DeleteFederationPeer(ctx context.Context, trustDomain string) error
+	// SetFederatedBundle stores a peer's new bundle and its sequence.
+	SetFederatedBundle(ctx context.Context, trustDomain string, bundle []byte, sequence uint64, at time.Time) error
+	// UpdateFederationStatus records the watcher's last outcome.
+	UpdateFederationStatus(ctx context.Context, trustDomain string, st FederationStatus) error
 }
 
 // Store is a persistent store.

@@ -116,6 +116,27 @@ CREATE INDEX join_tokens_cluster ON join_tokens (cluster);
 CREATE INDEX intermediates_cluster_status ON intermediates (cluster, status);
 `,
 	},
+	{
+		// bundle is NULL until the first bundle is stored (a bootstrap
+		// bundle or the first good fetch); times are "" when zero.
+		name: "federation peers",
+		sql: `
+CREATE TABLE federation_peers (
+	trust_domain       TEXT    PRIMARY KEY,
+	url                TEXT    NOT NULL,
+	profile            TEXT    NOT NULL,
+	endpoint_spiffe_id TEXT    NOT NULL DEFAULT '',
+	created_at         TEXT    NOT NULL,
+	bundle             BLOB,
+	sequence           INTEGER NOT NULL DEFAULT 0,
+	bundle_updated_at  TEXT    NOT NULL DEFAULT '',
+	last_attempt       TEXT    NOT NULL DEFAULT '',
+	last_success       TEXT    NOT NULL DEFAULT '',
+	last_error         TEXT    NOT NULL DEFAULT '',
+	next_attempt       TEXT    NOT NULL DEFAULT ''
+);
+`,
+	},
 }
 
 // migrate brings the schema of db up to the last version in steps (Open

@@ -531,3 +531,193 @@ func TestBundleSequenceTooLarge(t *testing.T) {
 		t.Errorf("UpdateClusterStatus with bundle sequence 2^63: %v, want an error naming the cluster", err)
 	}
 }
+
+// TestUpgradeFromVersion3 checks that Open upgrades a database created at
+// schema version 3 (before federation peers), keeping its data, and that
+// the new table works afterwards.
+func TestUpgradeFromVersion3(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "meshroot.db")
+	abs, err := prepareFiles(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := openPool(ctx, abs, writerParams, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(ctx, db, migrations[:3]); err != nil {
+		t.Fatalf("migrate to version 3: %v", err)
+	}
+	created := time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)
+	for _, q := range []struct {
+		query string
+		args  []any
+	}{
+		{`INSERT INTO roots (id, trust_domain, state, key_ref, chain_pem, not_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			[]any{"r1", "example.org", "active", "k1", []byte("pem"), formatTime(created.Add(time.Hour)), formatTime(created)}},
+		{`INSERT INTO clusters (name, trust_domain, created_at, k8s_issuer, k8s_jwks, service_accounts, last_contact, bundle_sequence, intermediate_serial)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			[]any{"east", "example.org", formatTime(created), "https://issuer", []byte(`{"keys":[]}`), `["ns/sa"]`, formatTime(created), 5, "0a"}},
+		{`INSERT INTO intermediates (serial, cluster, root_id, not_before, not_after, status, cert_pem, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			[]any{"0a", "east", "r1", formatTime(created), formatTime(created.Add(time.Hour)), "active", []byte("cert"), formatTime(created)}},
+		{`INSERT INTO join_tokens (id, cluster, secret_hash, created_at, expires_at, used_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			[]any{"t1", "east", []byte{1, 2}, formatTime(created), formatTime(created.Add(time.Hour)), formatTime(created.Add(time.Minute))}},
+		{`INSERT INTO meta (key, value) VALUES (?, ?)`, []any{"k", "v"}},
+	} {
+		if _, err := db.ExecContext(ctx, q.query, q.args...); err != nil {
+			t.Fatalf("%s: %v", q.query, err)
+		}
+	}
+	var tables int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name = 'federation_peers'`).Scan(&tables); err != nil || tables != 0 {
+		t.Fatalf("federation_peers at version 3: %d tables, %v; want none", tables, err)
+	}
+	before := appliedMigrations(t, db)
+	if len(before) != 3 {
+		t.Fatalf("schema_migrations at version 3 has %d rows, want 3", len(before))
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openTest(t, path)
+	after := appliedMigrations(t, s.r)
+	if len(after) != len(migrations) || len(migrations) < 4 || strings.Join(after[:3], " ") != strings.Join(before, " ") {
+		t.Fatalf("schema_migrations after the upgrade = %v, want %v followed by versions 4..%d", after, before, len(migrations))
+	}
+	if r, err := s.GetRoot(ctx, "r1"); err != nil || r.KeyRef != "k1" || string(r.ChainPEM) != "pem" || !r.CreatedAt.Equal(created) {
+		t.Errorf("GetRoot after the upgrade = %+v, %v", r, err)
+	}
+	c, err := s.GetCluster(ctx, "east")
+	if err != nil {
+		t.Fatalf("GetCluster after the upgrade: %v", err)
+	}
+	if c.Auth.Issuer != "https://issuer" || string(c.Auth.JWKS) != `{"keys":[]}` || len(c.Auth.ServiceAccounts) != 1 || c.Auth.ServiceAccounts[0] != "ns/sa" ||
+		!c.Status.LastContact.Equal(created) || c.Status.BundleSequence != 5 || c.Status.IntermediateSerial != "0a" {
+		t.Errorf("cluster after the upgrade: Auth %+v Status %+v, want the version 3 values kept", c.Auth, c.Status)
+	}
+	if in, err := s.GetIntermediate(ctx, "0a"); err != nil || in.Cluster != "east" || string(in.CertPEM) != "cert" {
+		t.Errorf("GetIntermediate after the upgrade = %+v, %v", in, err)
+	}
+	if jt, err := s.GetJoinToken(ctx, "t1"); err != nil || !jt.UsedAt.Equal(created.Add(time.Minute)) || string(jt.SecretHash) != "\x01\x02" {
+		t.Errorf("GetJoinToken after the upgrade = %+v, %v", jt, err)
+	}
+	if v, err := s.Meta(ctx, "k"); err != nil || v != "v" {
+		t.Errorf("Meta after the upgrade = %q, %v; want v", v, err)
+	}
+	if list, err := s.ListFederationPeers(ctx); err != nil || len(list) != 0 {
+		t.Errorf("ListFederationPeers after the upgrade = %v, %v; want none", list, err)
+	}
+
+	// The new table works on the upgraded database.
+	err = s.Update(ctx, func(tx store.Tx) error {
+		if err := tx.CreateFederationPeer(ctx, store.FederationPeer{TrustDomain: "partner.example", URL: "https://partner.example/bundle",
+			Profile: store.ProfileHTTPSWeb, CreatedAt: created}); err != nil {
+			return err
+		}
+		if err := tx.SetFederatedBundle(ctx, "partner.example", []byte(`{"keys":[]}`), 3, created.Add(time.Minute)); err != nil {
+			return err
+		}
+		return tx.UpdateFederationStatus(ctx, "partner.example", store.FederationStatus{LastAttempt: created.Add(time.Minute), LastSuccess: created.Add(time.Minute)})
+	})
+	if err != nil {
+		t.Fatalf("writing federation peers after the upgrade: %v", err)
+	}
+	if p, err := s.GetFederationPeer(ctx, "partner.example"); err != nil || p.Sequence != 3 || string(p.Bundle) != `{"keys":[]}` ||
+		!p.Status.LastSuccess.Equal(created.Add(time.Minute)) || !p.CreatedAt.Equal(created) {
+		t.Errorf("GetFederationPeer after the upgrade = %+v, %v", p, err)
+	}
+}
+
+// TestFederationPeerColumns checks the column format: a peer without a
+// bundle, at creation or after SetFederatedBundle, has a NULL bundle, zero
+// times are stored as "", and an empty blob written outside the store reads
+// back as a nil Bundle.
+func TestFederationPeerColumns(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "meshroot.db")
+	s := openTest(t, path)
+	err := s.Update(ctx, func(tx store.Tx) error {
+		if err := tx.CreateFederationPeer(ctx, store.FederationPeer{TrustDomain: "nil.example", URL: "https://nil.example", Profile: store.ProfileHTTPSWeb}); err != nil {
+			return err
+		}
+		if err := tx.CreateFederationPeer(ctx, store.FederationPeer{TrustDomain: "empty.example", URL: "https://empty.example", Profile: store.ProfileHTTPSWeb, Bundle: []byte{}}); err != nil {
+			return err
+		}
+		for _, td := range []string{"set.example", "cleared.example"} {
+			if err := tx.CreateFederationPeer(ctx, store.FederationPeer{TrustDomain: td, URL: "https://" + td, Profile: store.ProfileHTTPSWeb, Bundle: []byte("{}")}); err != nil {
+				return err
+			}
+		}
+		return tx.SetFederatedBundle(ctx, "cleared.example", []byte{}, 0, time.Time{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := rawDB(t, path)
+	rows, err := db.Query(`SELECT trust_domain, bundle IS NULL, created_at || bundle_updated_at || last_attempt || last_success || last_error || next_attempt
+		FROM federation_peers ORDER BY trust_domain`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var (
+			td, times string
+			null      bool
+		)
+		if err := rows.Scan(&td, &null, &times); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s null=%v times=%q", td, null, times))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := `cleared.example null=true times=""|empty.example null=true times=""|nil.example null=true times=""|set.example null=false times=""`
+	if strings.Join(got, "|") != want {
+		t.Errorf("federation_peers rows:\n got %s\nwant %s", strings.Join(got, "|"), want)
+	}
+
+	if _, err := db.Exec(`UPDATE federation_peers SET bundle = x'' WHERE trust_domain = 'set.example'`); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.GetFederationPeer(ctx, "set.example"); err != nil || p.Bundle != nil {
+		t.Errorf("GetFederationPeer of a peer with an empty bundle blob: Bundle %#v, %v; want nil", p.Bundle, err)
+	}
+}
+
+func TestFederatedSequenceTooLarge(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "meshroot.db"))
+	const tooLarge = uint64(1) << 63
+	peer := store.FederationPeer{TrustDomain: "partner.example", URL: "https://partner.example", Profile: store.ProfileHTTPSWeb}
+	err := s.Update(t.Context(), func(tx store.Tx) error {
+		p := peer
+		p.Bundle, p.Sequence = []byte("{}"), tooLarge
+		return tx.CreateFederationPeer(t.Context(), p)
+	})
+	if err == nil || !strings.Contains(err.Error(), `"partner.example"`) || !strings.Contains(err.Error(), "largest storable") {
+		t.Errorf("CreateFederationPeer with sequence 2^63: %v, want an error naming the peer", err)
+	}
+	err = s.Update(t.Context(), func(tx store.Tx) error {
+		if err := tx.CreateFederationPeer(t.Context(), peer); err != nil {
+			return err
+		}
+		return tx.SetFederatedBundle(t.Context(), "partner.example", []byte("{}"), tooLarge, time.Now())
+	})
+	if err == nil || !strings.Contains(err.Error(), `"partner.example"`) || !strings.Contains(err.Error(), "largest storable") {
+		t.Errorf("SetFederatedBundle with sequence 2^63: %v, want an error naming the peer", err)
+	}
+}
+
+func TestCreateFederationPeerEmptyTrustDomain(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "meshroot.db"))
+	err := s.Update(t.Context(), func(tx store.Tx) error {
+		return tx.CreateFederationPeer(t.Context(), store.FederationPeer{URL: "https://x.example", Profile: store.ProfileHTTPSWeb})
+	})
+	if err == nil || !strings.Contains(err.Error(), "empty trust domain") {
+		t.Errorf("CreateFederationPeer with an empty trust domain: %v, want an error", err)
+	}
+}

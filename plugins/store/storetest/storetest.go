@@ -23,6 +23,9 @@
 //   - A cluster's Auth.ServiceAccounts with no entries, nil or empty, reads
 //     back as nil.
 //   - A join token whose ExpiresAt is zero counts as expired.
+//   - A federation peer's Bundle with no bytes, nil or empty, reads back as
+//     nil (no bundle yet), whether given to CreateFederationPeer or to
+//     SetFederatedBundle.
 package storetest
 
 import (
@@ -71,6 +74,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentUseJoinToken", testConcurrentUseJoinToken},
 		{"DeleteExpiredJoinTokens", testDeleteExpiredJoinTokens},
 		{"DeleteClusterDeletesJoinTokens", testDeleteClusterDeletesJoinTokens},
+		{"FederationPeers", testFederationPeers},
+		{"FederationPeersOrdered", testFederationPeersOrdered},
+		{"FederationPeerNoBundle", testFederationPeerNoBundle},
+		{"DeleteFederationPeer", testDeleteFederationPeer},
+		{"SetFederatedBundle", testSetFederatedBundle},
+		{"UpdateFederationStatus", testUpdateFederationStatus},
+		{"FederationRollsBack", testFederationRollsBack},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -528,6 +538,9 @@ func writeEverything(t *testing.T, tx store.Tx) error {
 	if err := tx.CreateJoinToken(ctx(t), sampleJoinToken("t1", "east", base)); err != nil {
 		return err
 	}
+	if err := tx.CreateFederationPeer(ctx(t), sampleFederationPeer("partner.example", base)); err != nil {
+		return err
+	}
 	return tx.SetMeta(ctx(t), "k", "v")
 }
 
@@ -554,6 +567,12 @@ func checkNothingLanded(t *testing.T, s store.Store) {
 	}
 	if _, err := s.GetJoinToken(ctx(t), "t1"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("GetJoinToken after rollback: %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetFederationPeer(ctx(t), "partner.example"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetFederationPeer after rollback: %v, want ErrNotFound", err)
+	}
+	if list, err := s.ListFederationPeers(ctx(t)); err != nil || len(list) != 0 {
+		t.Errorf("ListFederationPeers after rollback = %d peers, %v; want none", len(list), err)
 	}
 }
 
