@@ -23,15 +23,16 @@ import (
 // identity.
 type AdminServer struct {
 	meshrootv1.UnimplementedAdminServer
-	svc *ca.Service
-	hub *BundleHub
-	log *slog.Logger
+	svc        *ca.Service
+	hub        *BundleHub
+	log        *slog.Logger
+	federation Refresher // nil when no federation watchers run here
 }
 
 // NewAdminServer returns the Admin service over svc. Changes to roots are
 // pushed to hub so that agents hear of them at once.
-func NewAdminServer(svc *ca.Service, hub *BundleHub, log *slog.Logger) *AdminServer {
-	return &AdminServer{svc: svc, hub: hub, log: log}
+func NewAdminServer(svc *ca.Service, hub *BundleHub, log *slog.Logger, federation Refresher) *AdminServer {
+	return &AdminServer{svc: svc, hub: hub, log: log, federation: federation}
 }
 
 func (s *AdminServer) actor(ctx context.Context) ca.Actor { return ca.Actor(adminActor(ctx)) }

@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"crypto/sha256"
 	"log/slog"
 	"sync"
 	"time"
@@ -9,17 +10,26 @@ import (
 	"github.com/meshroot/meshroot/ca"
 )
 
-// BundleHub holds the current trust bundle and tells watchers when it
-// changes. It polls the store's bundle sequence, which catches changes made
-// by other processes (the offline CLI, other replicas), and can be poked for
-// changes made in this process so that they reach agents at once.
+// Bundles is what the hub holds: the trust domain's own bundle and the
+// last good bundles of the trust domains it federates with.
+type Bundles struct {
+	Local     ca.TrustBundle
+	Federated []ca.FederatedBundle
+	// Version changes whenever Local or Federated does.
+	Version [32]byte
+}
+
+// BundleHub holds the current bundles and tells watchers when they change.
+// It polls the store, which catches changes made by other processes (the
+// offline CLI, other replicas, the federation watchers), and can be poked
+// for changes made in this process so that they reach agents at once.
 type BundleHub struct {
 	svc  *ca.Service
 	log  *slog.Logger
 	poke chan struct{}
 
 	mu      sync.Mutex
-	current ca.TrustBundle
+	current Bundles
 	ok      bool
 	changed chan struct{} // closed and replaced on every change
 }
@@ -29,7 +39,7 @@ func NewBundleHub(svc *ca.Service, log *slog.Logger) *BundleHub {
 	return &BundleHub{svc: svc, log: log, poke: make(chan struct{}, 1), changed: make(chan struct{})}
 }
 
-// Run refreshes the bundle every interval and on every Poke until ctx ends.
+// Run refreshes the bundles every interval and on every Poke until ctx ends.
 func (h *BundleHub) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -52,8 +62,7 @@ func (h *BundleHub) Poke() {
 	}
 }
 
-// Refresh reloads the bundle now and reports whether it is available.
-func (h *BundleHub) refresh(ctx context.Context) bool {
+func (h *BundleHub) refresh(ctx context.Context) {
 	tb, err := h.svc.TrustBundle(ctx)
 	if err != nil {
 		h.mu.Lock()
@@ -62,24 +71,57 @@ func (h *BundleHub) refresh(ctx context.Context) bool {
 		if was {
 			h.log.WarnContext(ctx, "trust bundle unavailable", "error", err)
 		}
-		return false
+		return
 	}
+	fed, err := h.svc.FederatedBundles(ctx)
+	if err != nil {
+		h.log.WarnContext(ctx, "federated bundles unavailable; keeping the last ones", "error", err)
+		h.mu.Lock()
+		fed = h.current.Federated
+		h.mu.Unlock()
+	}
+	b := Bundles{Local: tb, Federated: fed, Version: version(tb, fed)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.ok && tb.Sequence == h.current.Sequence {
-		return true
+	if h.ok && b.Version == h.current.Version {
+		return
 	}
-	h.current, h.ok = tb, true
+	h.current, h.ok = b, true
 	close(h.changed)
 	h.changed = make(chan struct{})
 	bundleSequence.Set(float64(tb.Sequence))
-	return true
 }
 
-// Current returns the bundle, whether there is one yet, and a channel that
-// is closed at the next change.
-func (h *BundleHub) Current() (ca.TrustBundle, bool, <-chan struct{}) {
+// version fingerprints the bundles' content.
+func version(tb ca.TrustBundle, fed []ca.FederatedBundle) [32]byte {
+	h := sha256.New()
+	for _, r := range tb.Roots {
+		h.Write(r.Raw)
+	}
+	h.Write([]byte{0})
+	for _, f := range fed {
+		h.Write([]byte(f.TrustDomain))
+		h.Write([]byte{0})
+		for _, r := range f.Roots {
+			h.Write(r.Raw)
+		}
+		h.Write([]byte{1})
+	}
+	var v [32]byte
+	copy(v[:], h.Sum(nil))
+	return v
+}
+
+// Current returns the bundles, whether there are any yet, and a channel
+// that is closed at the next change.
+func (h *BundleHub) Current() (Bundles, bool, <-chan struct{}) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.current, h.ok, h.changed
+}
+
+// Local returns the trust domain's own bundle, for the bundle endpoint.
+func (h *BundleHub) Local() (ca.TrustBundle, bool) {
+	b, ok, _ := h.Current()
+	return b.Local, ok
 }

@@ -90,11 +90,11 @@ func (s *IssuerServer) refuse(ctx context.Context, cluster string, st error) err
 // GetTrustBundle returns the current trust bundle. Roots are public; no
 // credential is needed.
 func (s *IssuerServer) GetTrustBundle(ctx context.Context, _ *meshrootv1.GetTrustBundleRequest) (*meshrootv1.TrustBundle, error) {
-	tb, ok, _ := s.hub.Current()
+	b, ok, _ := s.hub.Current()
 	if !ok {
 		return nil, status.Error(codes.Unavailable, "no trust bundle yet: the server has no root (run `meshroot root init`)")
 	}
-	return s.bundleMessage(ctx, tb), nil
+	return s.bundleMessage(ctx, b), nil
 }
 
 // WatchTrustBundle sends the current bundle and then every change, until
@@ -103,15 +103,15 @@ func (s *IssuerServer) WatchTrustBundle(_ *meshrootv1.WatchTrustBundleRequest, s
 	ctx := stream.Context()
 	watchers.Inc()
 	defer watchers.Dec()
-	var sent uint64
+	var sent [32]byte
 	first := true
 	for {
-		tb, ok, changed := s.hub.Current()
-		if ok && (first || tb.Sequence != sent) {
-			if err := stream.Send(s.bundleMessage(ctx, tb)); err != nil {
+		b, ok, changed := s.hub.Current()
+		if ok && (first || b.Version != sent) {
+			if err := stream.Send(s.bundleMessage(ctx, b)); err != nil {
 				return err
 			}
-			sent, first = tb.Sequence, false
+			sent, first = b.Version, false
 		}
 		select {
 		case <-ctx.Done():
@@ -123,7 +123,8 @@ func (s *IssuerServer) WatchTrustBundle(_ *meshrootv1.WatchTrustBundleRequest, s
 	}
 }
 
-func (s *IssuerServer) bundleMessage(ctx context.Context, tb ca.TrustBundle) *meshrootv1.TrustBundle {
+func (s *IssuerServer) bundleMessage(ctx context.Context, b Bundles) *meshrootv1.TrustBundle {
+	tb := b.Local
 	msg := &meshrootv1.TrustBundle{
 		TrustDomain:        tb.TrustDomain,
 		Roots:              derList(tb.Roots),
@@ -132,6 +133,9 @@ func (s *IssuerServer) bundleMessage(ctx context.Context, tb ca.TrustBundle) *me
 	}
 	if r, err := s.svc.ActiveRoot(ctx); err == nil {
 		msg.ActiveRootId = r.ID
+	}
+	for _, f := range b.Federated {
+		msg.Federated = append(msg.Federated, &meshrootv1.FederatedBundle{TrustDomain: f.TrustDomain, Roots: derList(f.Roots), Sequence: f.Sequence})
 	}
 	return msg
 }

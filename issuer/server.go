@@ -51,7 +51,13 @@ type ServerConfig struct {
 	BundlePoll time.Duration
 	// Registry receives the server's metrics (default: a new registry).
 	Registry *prometheus.Registry
-	Log      *slog.Logger
+	// Federation, when set, lets `meshroot federation refresh` reach the
+	// federation watchers.
+	Federation Refresher
+	// Hub, when set, is used instead of a new one (so that other servers
+	// in the process, like the bundle endpoint, share it).
+	Hub *BundleHub
+	Log *slog.Logger
 }
 
 // Server runs the Issuer service over TLS, the Admin service on a unix
@@ -100,7 +106,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("server: metrics: %w", err)
 	}
 	s := &Server{cfg: cfg, ready: make(chan struct{})}
-	s.hub = NewBundleHub(cfg.Service, cfg.Log)
+	s.hub = cfg.Hub
+	if s.hub == nil {
+		s.hub = NewBundleHub(cfg.Service, cfg.Log)
+	}
 	s.certs = newServerCerts(cfg.Service, cfg.ServerNames, cfg.ServerCertTTL, cfg.Log)
 	auth := authn.New(cfg.Store, authn.Options{Roots: s.bundleRoots})
 
@@ -138,7 +147,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	healthpb.RegisterHealthServer(s.grpcTLS, s.health)
 
 	s.grpcAdm = grpc.NewServer(grpc.Creds(UnixPeerCredentials()), grpc.ChainUnaryInterceptor(countUnary))
-	meshrootv1.RegisterAdminServer(s.grpcAdm, NewAdminServer(cfg.Service, s.hub, cfg.Log))
+	meshrootv1.RegisterAdminServer(s.grpcAdm, NewAdminServer(cfg.Service, s.hub, cfg.Log, cfg.Federation))
 	healthpb.RegisterHealthServer(s.grpcAdm, s.health)
 
 	mux := http.NewServeMux()
@@ -148,6 +157,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return s, nil
 }
+
+// Hub returns the server's bundle hub.
+func (s *Server) Hub() *BundleHub { return s.hub }
 
 // Addr is the Issuer service's address; HTTPAddr the health endpoint's.
 func (s *Server) Addr() string     { return s.lnTLS.Addr().String() }
@@ -249,7 +261,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 // bundleRoots gives authn the roots that renewal certificates must chain to.
 func (s *Server) bundleRoots(ctx context.Context) ([]*x509.Certificate, error) {
-	tb, ok, _ := s.hub.Current()
+	tb, ok := s.hub.Local()
 	if !ok {
 		return nil, errors.New("no trust bundle yet")
 	}

@@ -26,7 +26,7 @@ type agentFlags struct {
 	format, keyType, restart, istiod                string
 	ttl, timeout                                    time.Duration
 	renewFraction                                   float64
-	once, adopt                                     bool
+	once, adopt, meshConfig                         bool
 }
 
 func newAgentCmd(g *globals) *cobra.Command {
@@ -62,6 +62,7 @@ While the server is unreachable nothing in the cluster changes.`,
 	fl.Float64Var(&f.renewFraction, "renew-fraction", 2.0/3, "renew after this fraction of the intermediate's lifetime (0 < f < 1)")
 	fl.BoolVar(&f.once, "once", false, "make sure cacerts is current, then exit (for a Job)")
 	fl.BoolVar(&f.adopt, "adopt", false, "replace a cacerts Secret that meshroot did not create")
+	fl.BoolVar(&f.meshConfig, "mesh-config", false, "also keep a caCertificates entry per federated trust domain in the istio ConfigMap's mesh config")
 	return cmd
 }
 
@@ -99,6 +100,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		Server: f.server, ServerCA: caPEM, Cluster: f.cluster, JoinToken: f.joinToken, TokenFile: f.tokenFile,
 		Kube: kube, Secret: agent.SecretRef{Namespace: f.namespace, Name: f.secretName}, Format: format, KeyType: kt,
 		TTL: f.ttl, Restart: restart, IstiodDeployment: f.istiod, Adopt: f.adopt, Log: log, RenewFraction: f.renewFraction,
+		MeshConfig: meshConfigName(f.meshConfig),
 	})
 	if err != nil {
 		return usageError{err}
@@ -143,4 +145,12 @@ func kubeClient(kubeconfig, kubeContext string) (kubernetes.Interface, error) {
 		return nil, usageError{fmt.Errorf("kubeconfig: %w", err)}
 	}
 	return kubernetes.NewForConfig(cfg)
+}
+
+// meshConfigName is the ConfigMap istiod reads its mesh config from.
+func meshConfigName(on bool) string {
+	if on {
+		return "istio"
+	}
+	return ""
 }

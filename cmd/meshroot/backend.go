@@ -35,6 +35,10 @@ type backend interface {
 	ListAudit(ctx context.Context, after int64, limit int) ([]store.AuditEntry, error)
 	VerifyAudit(ctx context.Context) (int, error)
 	CreateToken(ctx context.Context, cluster string, ttl time.Duration) (string, time.Time, error)
+	AddFederation(ctx context.Context, req ca.AddFederationRequest) (store.FederationPeer, error)
+	RemoveFederation(ctx context.Context, trustDomain string) error
+	ListFederation(ctx context.Context) ([]store.FederationPeer, error)
+	RefreshFederation(ctx context.Context, trustDomain string) error
 	Close() error
 }
 
@@ -117,6 +121,18 @@ func (l *localBackend) CreateToken(ctx context.Context, cluster string, ttl time
 		return "", time.Time{}, err
 	}
 	return token, rec.ExpiresAt, nil
+}
+func (l *localBackend) AddFederation(ctx context.Context, req ca.AddFederationRequest) (store.FederationPeer, error) {
+	return l.svc.AddFederation(ctx, localActor(), req)
+}
+func (l *localBackend) RemoveFederation(ctx context.Context, td string) error {
+	return l.svc.RemoveFederation(ctx, localActor(), td)
+}
+func (l *localBackend) ListFederation(ctx context.Context) ([]store.FederationPeer, error) {
+	return l.svc.ListFederation(ctx)
+}
+func (l *localBackend) RefreshFederation(context.Context, string) error {
+	return usageError{errors.New("federation refresh asks the running server's watchers: drop --data-dir")}
 }
 func (l *localBackend) Close() error { l.close(); return nil }
 
@@ -253,5 +269,34 @@ func (r *remoteBackend) CreateToken(ctx context.Context, cluster string, ttl tim
 		return "", time.Time{}, err
 	}
 	return resp.GetToken(), resp.GetExpiresAt().AsTime(), nil
+}
+func (r *remoteBackend) AddFederation(ctx context.Context, req ca.AddFederationRequest) (store.FederationPeer, error) {
+	m, err := r.c.AddFederation(ctx, &meshrootv1.AddFederationRequest{
+		TrustDomain: req.TrustDomain, Url: req.URL, Profile: string(req.Profile),
+		EndpointSpiffeId: req.EndpointSPIFFEID, BootstrapBundle: req.BootstrapBundle,
+	})
+	if err != nil {
+		return store.FederationPeer{}, err
+	}
+	return issuer.FederationPeerFromProto(m), nil
+}
+func (r *remoteBackend) RemoveFederation(ctx context.Context, td string) error {
+	_, err := r.c.RemoveFederation(ctx, &meshrootv1.RemoveFederationRequest{TrustDomain: td})
+	return err
+}
+func (r *remoteBackend) ListFederation(ctx context.Context) ([]store.FederationPeer, error) {
+	resp, err := r.c.ListFederation(ctx, &meshrootv1.ListFederationRequest{})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]store.FederationPeer, 0, len(resp.GetPeers()))
+	for _, m := range resp.GetPeers() {
+		out = append(out, issuer.FederationPeerFromProto(m))
+	}
+	return out, nil
+}
+func (r *remoteBackend) RefreshFederation(ctx context.Context, td string) error {
+	_, err := r.c.RefreshFederation(ctx, &meshrootv1.RefreshFederationRequest{TrustDomain: td})
+	return err
 }
 func (r *remoteBackend) Close() error { return r.conn.Close() }

@@ -62,6 +62,7 @@ func newRootCmd() *cobra.Command {
 		newServeCmd(g),
 		newAgentCmd(g),
 		newTokenCmd(g),
+		newFederationCmd(g),
 	)
 	refuseUnknownSubcommands(cmd)
 	return cmd

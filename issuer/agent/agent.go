@@ -57,6 +57,9 @@ type Config struct {
 	IstiodDeployment string
 	// Adopt lets the agent replace a cacerts Secret it did not create.
 	Adopt bool
+	// MeshConfig, when set, names the ConfigMap (in Secret.Namespace) whose
+	// mesh config gets a caCertificates entry per federated trust domain.
+	MeshConfig string
 	// RenewFraction of the lifetime after which to renew (default 2/3).
 	RenewFraction float64
 	// MaxBackoff caps the wait between failed attempts (default 5m).
@@ -259,6 +262,52 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 		return time.Time{}, permanent(fmt.Errorf("Secret %s/%s exists and is not managed by meshroot: delete it, or pass --adopt to replace it", a.cfg.Secret.Namespace, a.cfg.Secret.Name))
 	}
 	bundle := a.latestBundle()
+	if bundle == nil {
+		// No watch yet (or --once): ask once; a failure here is not fatal.
+		if b, err := a.client.issuer.GetTrustBundle(ctx, &meshrootv1.GetTrustBundleRequest{Cluster: a.cfg.Cluster}); err == nil {
+			a.mu.Lock()
+			if a.bundle == nil {
+				a.bundle = b
+			}
+			a.mu.Unlock()
+			bundle = b
+		}
+	}
+	next, err := a.reconcileCACerts(ctx, cur, bundle, now)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if bundle != nil {
+		if err := a.deliverFederated(ctx, bundle); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return next, nil
+}
+
+// deliverFederated writes the federated bundles into the cluster.
+func (a *Agent) deliverFederated(ctx context.Context, bundle *meshrootv1.TrustBundle) error {
+	want, err := federatedPEM(bundle.GetFederated())
+	if err != nil {
+		return err
+	}
+	if wrote, err := writeFederatedConfigMap(ctx, a.cfg.Kube, a.cfg.Secret.Namespace, want); err != nil {
+		return err
+	} else if wrote {
+		a.log.Info("federated bundles written", "configmap", a.cfg.Secret.Namespace+"/"+FederatedConfigMap, "trust_domains", len(want))
+	}
+	if a.cfg.MeshConfig != "" {
+		if wrote, err := writeMeshConfig(ctx, a.cfg.Kube, a.cfg.Secret.Namespace, a.cfg.MeshConfig, want); err != nil {
+			return err
+		} else if wrote {
+			a.log.Info("mesh config caCertificates updated", "configmap", a.cfg.Secret.Namespace+"/"+a.cfg.MeshConfig, "trust_domains", len(want))
+		}
+	}
+	return nil
+}
+
+// reconcileCACerts brings the cacerts Secret up to date.
+func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *meshrootv1.TrustBundle, now time.Time) (time.Time, error) {
 	reason := a.needsIssue(cur, bundle, now)
 	var cacerts *ca.CACerts
 	var annotations map[string]string

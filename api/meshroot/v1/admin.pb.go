@@ -22,6 +22,421 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type FederationPeer struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain      string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	Url              string                 `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	Profile          string                 `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	EndpointSpiffeId string                 `protobuf:"bytes,4,opt,name=endpoint_spiffe_id,json=endpointSpiffeId,proto3" json:"endpoint_spiffe_id,omitempty"`
+	CreatedAt        *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Bundle is the last good SPIFFE bundle document (JSON).
+	Bundle          []byte                 `protobuf:"bytes,6,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	Sequence        uint64                 `protobuf:"varint,7,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	BundleUpdatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=bundle_updated_at,json=bundleUpdatedAt,proto3" json:"bundle_updated_at,omitempty"`
+	LastAttempt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_attempt,json=lastAttempt,proto3" json:"last_attempt,omitempty"`
+	LastSuccess     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_success,json=lastSuccess,proto3" json:"last_success,omitempty"`
+	LastError       string                 `protobuf:"bytes,11,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	NextAttempt     *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=next_attempt,json=nextAttempt,proto3" json:"next_attempt,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FederationPeer) Reset() {
+	*x = FederationPeer{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederationPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederationPeer) ProtoMessage() {}
+
+func (x *FederationPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederationPeer.ProtoReflect.Descriptor instead.
+func (*FederationPeer) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *FederationPeer) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederationPeer) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *FederationPeer) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *FederationPeer) GetEndpointSpiffeId() string {
+	if x != nil {
+		return x.EndpointSpiffeId
+	}
+	return ""
+}
+
+func (x *FederationPeer) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *FederationPeer) GetBundle() []byte {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *FederationPeer) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *FederationPeer) GetBundleUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BundleUpdatedAt
+	}
+	return nil
+}
+
+func (x *FederationPeer) GetLastAttempt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastAttempt
+	}
+	return nil
+}
+
+func (x *FederationPeer) GetLastSuccess() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSuccess
+	}
+	return nil
+}
+
+func (x *FederationPeer) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *FederationPeer) GetNextAttempt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttempt
+	}
+	return nil
+}
+
+type AddFederationRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain      string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	Url              string                 `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	Profile          string                 `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	EndpointSpiffeId string                 `protobuf:"bytes,4,opt,name=endpoint_spiffe_id,json=endpointSpiffeId,proto3" json:"endpoint_spiffe_id,omitempty"`
+	// BootstrapBundle (SPIFFE bundle JSON or PEM) authenticates an
+	// https_spiffe endpoint the first time.
+	BootstrapBundle []byte `protobuf:"bytes,5,opt,name=bootstrap_bundle,json=bootstrapBundle,proto3" json:"bootstrap_bundle,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AddFederationRequest) Reset() {
+	*x = AddFederationRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddFederationRequest) ProtoMessage() {}
+
+func (x *AddFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddFederationRequest.ProtoReflect.Descriptor instead.
+func (*AddFederationRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AddFederationRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *AddFederationRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *AddFederationRequest) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *AddFederationRequest) GetEndpointSpiffeId() string {
+	if x != nil {
+		return x.EndpointSpiffeId
+	}
+	return ""
+}
+
+func (x *AddFederationRequest) GetBootstrapBundle() []byte {
+	if x != nil {
+		return x.BootstrapBundle
+	}
+	return nil
+}
+
+type RemoveFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveFederationRequest) Reset() {
+	*x = RemoveFederationRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveFederationRequest) ProtoMessage() {}
+
+func (x *RemoveFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveFederationRequest.ProtoReflect.Descriptor instead.
+func (*RemoveFederationRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RemoveFederationRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type RemoveFederationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveFederationResponse) Reset() {
+	*x = RemoveFederationResponse{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveFederationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveFederationResponse) ProtoMessage() {}
+
+func (x *RemoveFederationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveFederationResponse.ProtoReflect.Descriptor instead.
+func (*RemoveFederationResponse) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+type ListFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederationRequest) Reset() {
+	*x = ListFederationRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederationRequest) ProtoMessage() {}
+
+func (x *ListFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederationRequest.ProtoReflect.Descriptor instead.
+func (*ListFederationRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+type ListFederationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Peers         []*FederationPeer      `protobuf:"bytes,1,rep,name=peers,proto3" json:"peers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederationResponse) Reset() {
+	*x = ListFederationResponse{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederationResponse) ProtoMessage() {}
+
+func (x *ListFederationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederationResponse.ProtoReflect.Descriptor instead.
+func (*ListFederationResponse) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListFederationResponse) GetPeers() []*FederationPeer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+type RefreshFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshFederationRequest) Reset() {
+	*x = RefreshFederationRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshFederationRequest) ProtoMessage() {}
+
+func (x *RefreshFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshFederationRequest.ProtoReflect.Descriptor instead.
+func (*RefreshFederationRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RefreshFederationRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
 type Root struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -38,7 +453,7 @@ type Root struct {
 
 func (x *Root) Reset() {
 	*x = Root{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[0]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +465,7 @@ func (x *Root) String() string {
 func (*Root) ProtoMessage() {}
 
 func (x *Root) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[0]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +478,7 @@ func (x *Root) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Root.ProtoReflect.Descriptor instead.
 func (*Root) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Root) GetId() string {
@@ -126,7 +541,7 @@ type InitRootRequest struct {
 
 func (x *InitRootRequest) Reset() {
 	*x = InitRootRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[1]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -138,7 +553,7 @@ func (x *InitRootRequest) String() string {
 func (*InitRootRequest) ProtoMessage() {}
 
 func (x *InitRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[1]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -151,7 +566,7 @@ func (x *InitRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRootRequest.ProtoReflect.Descriptor instead.
 func (*InitRootRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InitRootRequest) GetTrustDomain() string {
@@ -185,7 +600,7 @@ type PrepareRootRequest struct {
 
 func (x *PrepareRootRequest) Reset() {
 	*x = PrepareRootRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[2]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +612,7 @@ func (x *PrepareRootRequest) String() string {
 func (*PrepareRootRequest) ProtoMessage() {}
 
 func (x *PrepareRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[2]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +625,7 @@ func (x *PrepareRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRootRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRootRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PrepareRootRequest) GetKeyType() string {
@@ -235,7 +650,7 @@ type ListRootsRequest struct {
 
 func (x *ListRootsRequest) Reset() {
 	*x = ListRootsRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[3]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -247,7 +662,7 @@ func (x *ListRootsRequest) String() string {
 func (*ListRootsRequest) ProtoMessage() {}
 
 func (x *ListRootsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[3]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -260,7 +675,7 @@ func (x *ListRootsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRootsRequest.ProtoReflect.Descriptor instead.
 func (*ListRootsRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 type ListRootsResponse struct {
@@ -272,7 +687,7 @@ type ListRootsResponse struct {
 
 func (x *ListRootsResponse) Reset() {
 	*x = ListRootsResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[4]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +699,7 @@ func (x *ListRootsResponse) String() string {
 func (*ListRootsResponse) ProtoMessage() {}
 
 func (x *ListRootsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[4]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +712,7 @@ func (x *ListRootsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRootsResponse.ProtoReflect.Descriptor instead.
 func (*ListRootsResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListRootsResponse) GetRoots() []*Root {
@@ -327,7 +742,7 @@ type ClusterAuth struct {
 
 func (x *ClusterAuth) Reset() {
 	*x = ClusterAuth{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[5]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +754,7 @@ func (x *ClusterAuth) String() string {
 func (*ClusterAuth) ProtoMessage() {}
 
 func (x *ClusterAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[5]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +767,7 @@ func (x *ClusterAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterAuth.ProtoReflect.Descriptor instead.
 func (*ClusterAuth) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ClusterAuth) GetK8SIssuer() string {
@@ -415,7 +830,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[6]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +842,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[6]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +855,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ClusterStatus) GetLastContact() *timestamppb.Timestamp {
@@ -477,7 +892,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[7]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +904,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[7]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +917,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Cluster) GetName() string {
@@ -551,7 +966,7 @@ type AddClusterRequest struct {
 
 func (x *AddClusterRequest) Reset() {
 	*x = AddClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[8]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +978,7 @@ func (x *AddClusterRequest) String() string {
 func (*AddClusterRequest) ProtoMessage() {}
 
 func (x *AddClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[8]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +991,7 @@ func (x *AddClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddClusterRequest.ProtoReflect.Descriptor instead.
 func (*AddClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AddClusterRequest) GetName() string {
@@ -609,7 +1024,7 @@ type RemoveClusterRequest struct {
 
 func (x *RemoveClusterRequest) Reset() {
 	*x = RemoveClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[9]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +1036,7 @@ func (x *RemoveClusterRequest) String() string {
 func (*RemoveClusterRequest) ProtoMessage() {}
 
 func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[9]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +1049,7 @@ func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClusterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveClusterRequest) GetName() string {
@@ -652,7 +1067,7 @@ type RemoveClusterResponse struct {
 
 func (x *RemoveClusterResponse) Reset() {
 	*x = RemoveClusterResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[10]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +1079,7 @@ func (x *RemoveClusterResponse) String() string {
 func (*RemoveClusterResponse) ProtoMessage() {}
 
 func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[10]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +1092,7 @@ func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClusterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveClusterResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type ListClustersRequest struct {
@@ -688,7 +1103,7 @@ type ListClustersRequest struct {
 
 func (x *ListClustersRequest) Reset() {
 	*x = ListClustersRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[11]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +1115,7 @@ func (x *ListClustersRequest) String() string {
 func (*ListClustersRequest) ProtoMessage() {}
 
 func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[11]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +1128,7 @@ func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListClustersRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 type ListClustersResponse struct {
@@ -725,7 +1140,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[12]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +1152,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[12]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +1165,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListClustersResponse) GetClusters() []*Cluster {
@@ -772,7 +1187,7 @@ type IssueIntermediateRequest struct {
 
 func (x *IssueIntermediateRequest) Reset() {
 	*x = IssueIntermediateRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[13]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +1199,7 @@ func (x *IssueIntermediateRequest) String() string {
 func (*IssueIntermediateRequest) ProtoMessage() {}
 
 func (x *IssueIntermediateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[13]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +1212,7 @@ func (x *IssueIntermediateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueIntermediateRequest.ProtoReflect.Descriptor instead.
 func (*IssueIntermediateRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *IssueIntermediateRequest) GetCluster() string {
@@ -842,7 +1257,7 @@ type Intermediate struct {
 
 func (x *Intermediate) Reset() {
 	*x = Intermediate{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[14]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1269,7 @@ func (x *Intermediate) String() string {
 func (*Intermediate) ProtoMessage() {}
 
 func (x *Intermediate) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[14]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1282,7 @@ func (x *Intermediate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Intermediate.ProtoReflect.Descriptor instead.
 func (*Intermediate) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Intermediate) GetSerial() string {
@@ -921,7 +1336,7 @@ type ListIntermediatesRequest struct {
 
 func (x *ListIntermediatesRequest) Reset() {
 	*x = ListIntermediatesRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[15]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1348,7 @@ func (x *ListIntermediatesRequest) String() string {
 func (*ListIntermediatesRequest) ProtoMessage() {}
 
 func (x *ListIntermediatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[15]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1361,7 @@ func (x *ListIntermediatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIntermediatesRequest.ProtoReflect.Descriptor instead.
 func (*ListIntermediatesRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListIntermediatesRequest) GetCluster() string {
@@ -965,7 +1380,7 @@ type ListIntermediatesResponse struct {
 
 func (x *ListIntermediatesResponse) Reset() {
 	*x = ListIntermediatesResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[16]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1392,7 @@ func (x *ListIntermediatesResponse) String() string {
 func (*ListIntermediatesResponse) ProtoMessage() {}
 
 func (x *ListIntermediatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[16]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1405,7 @@ func (x *ListIntermediatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIntermediatesResponse.ProtoReflect.Descriptor instead.
 func (*ListIntermediatesResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListIntermediatesResponse) GetIntermediates() []*Intermediate {
@@ -1010,7 +1425,7 @@ type RevokeIntermediateRequest struct {
 
 func (x *RevokeIntermediateRequest) Reset() {
 	*x = RevokeIntermediateRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1437,7 @@ func (x *RevokeIntermediateRequest) String() string {
 func (*RevokeIntermediateRequest) ProtoMessage() {}
 
 func (x *RevokeIntermediateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1450,7 @@ func (x *RevokeIntermediateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeIntermediateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeIntermediateRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RevokeIntermediateRequest) GetSerial() string {
@@ -1068,7 +1483,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1495,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1508,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AuditEntry) GetSeq() int64 {
@@ -1162,7 +1577,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1589,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1602,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListAuditRequest) GetAfterSeq() int64 {
@@ -1213,7 +1628,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1640,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1653,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -1256,7 +1671,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1683,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1696,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 type VerifyAuditResponse struct {
@@ -1293,7 +1708,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1720,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1733,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *VerifyAuditResponse) GetEntries() int64 {
@@ -1338,7 +1753,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1765,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1778,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateTokenRequest) GetCluster() string {
@@ -1390,7 +1805,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1817,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1830,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -1436,7 +1851,37 @@ var File_meshroot_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17meshroot/v1/admin.proto\x12\vmeshroot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18meshroot/v1/issuer.proto\"\xf2\x01\n" +
+	"\x17meshroot/v1/admin.proto\x12\vmeshroot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18meshroot/v1/issuer.proto\"\xa0\x04\n" +
+	"\x0eFederationPeer\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12,\n" +
+	"\x12endpoint_spiffe_id\x18\x04 \x01(\tR\x10endpointSpiffeId\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
+	"\x06bundle\x18\x06 \x01(\fR\x06bundle\x12\x1a\n" +
+	"\bsequence\x18\a \x01(\x04R\bsequence\x12F\n" +
+	"\x11bundle_updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0fbundleUpdatedAt\x12=\n" +
+	"\flast_attempt\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vlastAttempt\x12=\n" +
+	"\flast_success\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\vlastSuccess\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\v \x01(\tR\tlastError\x12=\n" +
+	"\fnext_attempt\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vnextAttempt\"\xbe\x01\n" +
+	"\x14AddFederationRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12,\n" +
+	"\x12endpoint_spiffe_id\x18\x04 \x01(\tR\x10endpointSpiffeId\x12)\n" +
+	"\x10bootstrap_bundle\x18\x05 \x01(\fR\x0fbootstrapBundle\"<\n" +
+	"\x17RemoveFederationRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"\x1a\n" +
+	"\x18RemoveFederationResponse\"\x17\n" +
+	"\x15ListFederationRequest\"K\n" +
+	"\x16ListFederationResponse\x121\n" +
+	"\x05peers\x18\x01 \x03(\v2\x1b.meshroot.v1.FederationPeerR\x05peers\"=\n" +
+	"\x18RefreshFederationRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"\xf2\x01\n" +
 	"\x04Root\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\ftrust_domain\x18\x02 \x01(\tR\vtrustDomain\x12\x14\n" +
@@ -1534,7 +1979,7 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x13CreateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
-	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\xa4\b\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\x8a\v\n" +
 	"\x05Admin\x12;\n" +
 	"\bInitRoot\x12\x1c.meshroot.v1.InitRootRequest\x1a\x11.meshroot.v1.Root\x12J\n" +
 	"\tListRoots\x12\x1d.meshroot.v1.ListRootsRequest\x1a\x1e.meshroot.v1.ListRootsResponse\x12A\n" +
@@ -1549,7 +1994,11 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x0eGetTrustBundle\x12\".meshroot.v1.GetTrustBundleRequest\x1a\x18.meshroot.v1.TrustBundle\x12J\n" +
 	"\tListAudit\x12\x1d.meshroot.v1.ListAuditRequest\x1a\x1e.meshroot.v1.ListAuditResponse\x12P\n" +
 	"\vVerifyAudit\x12\x1f.meshroot.v1.VerifyAuditRequest\x1a .meshroot.v1.VerifyAuditResponse\x12P\n" +
-	"\vCreateToken\x12\x1f.meshroot.v1.CreateTokenRequest\x1a .meshroot.v1.CreateTokenResponseB9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
+	"\vCreateToken\x12\x1f.meshroot.v1.CreateTokenRequest\x1a .meshroot.v1.CreateTokenResponse\x12O\n" +
+	"\rAddFederation\x12!.meshroot.v1.AddFederationRequest\x1a\x1b.meshroot.v1.FederationPeer\x12_\n" +
+	"\x10RemoveFederation\x12$.meshroot.v1.RemoveFederationRequest\x1a%.meshroot.v1.RemoveFederationResponse\x12Y\n" +
+	"\x0eListFederation\x12\".meshroot.v1.ListFederationRequest\x1a#.meshroot.v1.ListFederationResponse\x12W\n" +
+	"\x11RefreshFederation\x12%.meshroot.v1.RefreshFederationRequest\x1a\x1b.meshroot.v1.FederationPeerB9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
 
 var (
 	file_meshroot_v1_admin_proto_rawDescOnce sync.Once
@@ -1563,85 +2012,106 @@ func file_meshroot_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_admin_proto_rawDescData
 }
 
-var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_meshroot_v1_admin_proto_goTypes = []any{
-	(*Root)(nil),                      // 0: meshroot.v1.Root
-	(*InitRootRequest)(nil),           // 1: meshroot.v1.InitRootRequest
-	(*PrepareRootRequest)(nil),        // 2: meshroot.v1.PrepareRootRequest
-	(*ListRootsRequest)(nil),          // 3: meshroot.v1.ListRootsRequest
-	(*ListRootsResponse)(nil),         // 4: meshroot.v1.ListRootsResponse
-	(*ClusterAuth)(nil),               // 5: meshroot.v1.ClusterAuth
-	(*ClusterStatus)(nil),             // 6: meshroot.v1.ClusterStatus
-	(*Cluster)(nil),                   // 7: meshroot.v1.Cluster
-	(*AddClusterRequest)(nil),         // 8: meshroot.v1.AddClusterRequest
-	(*RemoveClusterRequest)(nil),      // 9: meshroot.v1.RemoveClusterRequest
-	(*RemoveClusterResponse)(nil),     // 10: meshroot.v1.RemoveClusterResponse
-	(*ListClustersRequest)(nil),       // 11: meshroot.v1.ListClustersRequest
-	(*ListClustersResponse)(nil),      // 12: meshroot.v1.ListClustersResponse
-	(*IssueIntermediateRequest)(nil),  // 13: meshroot.v1.IssueIntermediateRequest
-	(*Intermediate)(nil),              // 14: meshroot.v1.Intermediate
-	(*ListIntermediatesRequest)(nil),  // 15: meshroot.v1.ListIntermediatesRequest
-	(*ListIntermediatesResponse)(nil), // 16: meshroot.v1.ListIntermediatesResponse
-	(*RevokeIntermediateRequest)(nil), // 17: meshroot.v1.RevokeIntermediateRequest
-	(*AuditEntry)(nil),                // 18: meshroot.v1.AuditEntry
-	(*ListAuditRequest)(nil),          // 19: meshroot.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),         // 20: meshroot.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),        // 21: meshroot.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),       // 22: meshroot.v1.VerifyAuditResponse
-	(*CreateTokenRequest)(nil),        // 23: meshroot.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),       // 24: meshroot.v1.CreateTokenResponse
-	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
-	(*GetTrustBundleRequest)(nil),     // 26: meshroot.v1.GetTrustBundleRequest
-	(*SignIntermediateResponse)(nil),  // 27: meshroot.v1.SignIntermediateResponse
-	(*TrustBundle)(nil),               // 28: meshroot.v1.TrustBundle
+	(*FederationPeer)(nil),            // 0: meshroot.v1.FederationPeer
+	(*AddFederationRequest)(nil),      // 1: meshroot.v1.AddFederationRequest
+	(*RemoveFederationRequest)(nil),   // 2: meshroot.v1.RemoveFederationRequest
+	(*RemoveFederationResponse)(nil),  // 3: meshroot.v1.RemoveFederationResponse
+	(*ListFederationRequest)(nil),     // 4: meshroot.v1.ListFederationRequest
+	(*ListFederationResponse)(nil),    // 5: meshroot.v1.ListFederationResponse
+	(*RefreshFederationRequest)(nil),  // 6: meshroot.v1.RefreshFederationRequest
+	(*Root)(nil),                      // 7: meshroot.v1.Root
+	(*InitRootRequest)(nil),           // 8: meshroot.v1.InitRootRequest
+	(*PrepareRootRequest)(nil),        // 9: meshroot.v1.PrepareRootRequest
+	(*ListRootsRequest)(nil),          // 10: meshroot.v1.ListRootsRequest
+	(*ListRootsResponse)(nil),         // 11: meshroot.v1.ListRootsResponse
+	(*ClusterAuth)(nil),               // 12: meshroot.v1.ClusterAuth
+	(*ClusterStatus)(nil),             // 13: meshroot.v1.ClusterStatus
+	(*Cluster)(nil),                   // 14: meshroot.v1.Cluster
+	(*AddClusterRequest)(nil),         // 15: meshroot.v1.AddClusterRequest
+	(*RemoveClusterRequest)(nil),      // 16: meshroot.v1.RemoveClusterRequest
+	(*RemoveClusterResponse)(nil),     // 17: meshroot.v1.RemoveClusterResponse
+	(*ListClustersRequest)(nil),       // 18: meshroot.v1.ListClustersRequest
+	(*ListClustersResponse)(nil),      // 19: meshroot.v1.ListClustersResponse
+	(*IssueIntermediateRequest)(nil),  // 20: meshroot.v1.IssueIntermediateRequest
+	(*Intermediate)(nil),              // 21: meshroot.v1.Intermediate
+	(*ListIntermediatesRequest)(nil),  // 22: meshroot.v1.ListIntermediatesRequest
+	(*ListIntermediatesResponse)(nil), // 23: meshroot.v1.ListIntermediatesResponse
+	(*RevokeIntermediateRequest)(nil), // 24: meshroot.v1.RevokeIntermediateRequest
+	(*AuditEntry)(nil),                // 25: meshroot.v1.AuditEntry
+	(*ListAuditRequest)(nil),          // 26: meshroot.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),         // 27: meshroot.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),        // 28: meshroot.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),       // 29: meshroot.v1.VerifyAuditResponse
+	(*CreateTokenRequest)(nil),        // 30: meshroot.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),       // 31: meshroot.v1.CreateTokenResponse
+	(*timestamppb.Timestamp)(nil),     // 32: google.protobuf.Timestamp
+	(*GetTrustBundleRequest)(nil),     // 33: meshroot.v1.GetTrustBundleRequest
+	(*SignIntermediateResponse)(nil),  // 34: meshroot.v1.SignIntermediateResponse
+	(*TrustBundle)(nil),               // 35: meshroot.v1.TrustBundle
 }
 var file_meshroot_v1_admin_proto_depIdxs = []int32{
-	25, // 0: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
-	25, // 1: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 2: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
-	25, // 3: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
-	25, // 4: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
-	5,  // 5: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
-	6,  // 6: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
-	5,  // 7: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
-	7,  // 8: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
-	25, // 9: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
-	25, // 10: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
-	14, // 11: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
-	25, // 12: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	18, // 13: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
-	25, // 14: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 15: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
-	3,  // 16: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
-	2,  // 17: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
-	8,  // 18: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
-	9,  // 19: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
-	11, // 20: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
-	13, // 21: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
-	15, // 22: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
-	17, // 23: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
-	26, // 24: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	19, // 25: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
-	21, // 26: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
-	23, // 27: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
-	0,  // 28: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
-	4,  // 29: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
-	0,  // 30: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
-	7,  // 31: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
-	10, // 32: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
-	12, // 33: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
-	27, // 34: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	16, // 35: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
-	14, // 36: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
-	28, // 37: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	20, // 38: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
-	22, // 39: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
-	24, // 40: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
-	28, // [28:41] is the sub-list for method output_type
-	15, // [15:28] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	32, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
+	32, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
+	32, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
+	32, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
+	32, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
+	0,  // 5: meshroot.v1.ListFederationResponse.peers:type_name -> meshroot.v1.FederationPeer
+	32, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
+	32, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
+	7,  // 8: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
+	32, // 9: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
+	32, // 10: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	12, // 11: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
+	13, // 12: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
+	12, // 13: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
+	14, // 14: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
+	32, // 15: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
+	32, // 16: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
+	21, // 17: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
+	32, // 18: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	25, // 19: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
+	32, // 20: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	8,  // 21: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
+	10, // 22: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
+	9,  // 23: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
+	15, // 24: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
+	16, // 25: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
+	18, // 26: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
+	20, // 27: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
+	22, // 28: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
+	24, // 29: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
+	33, // 30: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	26, // 31: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
+	28, // 32: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
+	30, // 33: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
+	1,  // 34: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
+	2,  // 35: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
+	4,  // 36: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
+	6,  // 37: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
+	7,  // 38: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
+	11, // 39: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
+	7,  // 40: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
+	14, // 41: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
+	17, // 42: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
+	19, // 43: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
+	34, // 44: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	23, // 45: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
+	21, // 46: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
+	35, // 47: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	27, // 48: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
+	29, // 49: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
+	31, // 50: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
+	0,  // 51: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
+	3,  // 52: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
+	5,  // 53: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
+	0,  // 54: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
+	38, // [38:55] is the sub-list for method output_type
+	21, // [21:38] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_meshroot_v1_admin_proto_init() }
@@ -1656,7 +2126,7 @@ func file_meshroot_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_admin_proto_rawDesc), len(file_meshroot_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,10 @@ const (
 	Admin_ListAudit_FullMethodName          = "/meshroot.v1.Admin/ListAudit"
 	Admin_VerifyAudit_FullMethodName        = "/meshroot.v1.Admin/VerifyAudit"
 	Admin_CreateToken_FullMethodName        = "/meshroot.v1.Admin/CreateToken"
+	Admin_AddFederation_FullMethodName      = "/meshroot.v1.Admin/AddFederation"
+	Admin_RemoveFederation_FullMethodName   = "/meshroot.v1.Admin/RemoveFederation"
+	Admin_ListFederation_FullMethodName     = "/meshroot.v1.Admin/ListFederation"
+	Admin_RefreshFederation_FullMethodName  = "/meshroot.v1.Admin/RefreshFederation"
 )
 
 // AdminClient is the client API for Admin service.
@@ -63,6 +67,11 @@ type AdminClient interface {
 	VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error)
 	// CreateToken makes a single-use join token for one cluster.
 	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
+	// Federation with foreign trust domains.
+	AddFederation(ctx context.Context, in *AddFederationRequest, opts ...grpc.CallOption) (*FederationPeer, error)
+	RemoveFederation(ctx context.Context, in *RemoveFederationRequest, opts ...grpc.CallOption) (*RemoveFederationResponse, error)
+	ListFederation(ctx context.Context, in *ListFederationRequest, opts ...grpc.CallOption) (*ListFederationResponse, error)
+	RefreshFederation(ctx context.Context, in *RefreshFederationRequest, opts ...grpc.CallOption) (*FederationPeer, error)
 }
 
 type adminClient struct {
@@ -203,6 +212,46 @@ func (c *adminClient) CreateToken(ctx context.Context, in *CreateTokenRequest, o
 	return out, nil
 }
 
+func (c *adminClient) AddFederation(ctx context.Context, in *AddFederationRequest, opts ...grpc.CallOption) (*FederationPeer, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FederationPeer)
+	err := c.cc.Invoke(ctx, Admin_AddFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RemoveFederation(ctx context.Context, in *RemoveFederationRequest, opts ...grpc.CallOption) (*RemoveFederationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveFederationResponse)
+	err := c.cc.Invoke(ctx, Admin_RemoveFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListFederation(ctx context.Context, in *ListFederationRequest, opts ...grpc.CallOption) (*ListFederationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFederationResponse)
+	err := c.cc.Invoke(ctx, Admin_ListFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RefreshFederation(ctx context.Context, in *RefreshFederationRequest, opts ...grpc.CallOption) (*FederationPeer, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FederationPeer)
+	err := c.cc.Invoke(ctx, Admin_RefreshFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -232,6 +281,11 @@ type AdminServer interface {
 	VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error)
 	// CreateToken makes a single-use join token for one cluster.
 	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
+	// Federation with foreign trust domains.
+	AddFederation(context.Context, *AddFederationRequest) (*FederationPeer, error)
+	RemoveFederation(context.Context, *RemoveFederationRequest) (*RemoveFederationResponse, error)
+	ListFederation(context.Context, *ListFederationRequest) (*ListFederationResponse, error)
+	RefreshFederation(context.Context, *RefreshFederationRequest) (*FederationPeer, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -280,6 +334,18 @@ func (UnimplementedAdminServer) VerifyAudit(context.Context, *VerifyAuditRequest
 }
 func (UnimplementedAdminServer) CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CreateToken not implemented")
+}
+func (UnimplementedAdminServer) AddFederation(context.Context, *AddFederationRequest) (*FederationPeer, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AddFederation not implemented")
+}
+func (UnimplementedAdminServer) RemoveFederation(context.Context, *RemoveFederationRequest) (*RemoveFederationResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemoveFederation not implemented")
+}
+func (UnimplementedAdminServer) ListFederation(context.Context, *ListFederationRequest) (*ListFederationResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListFederation not implemented")
+}
+func (UnimplementedAdminServer) RefreshFederation(context.Context, *RefreshFederationRequest) (*FederationPeer, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RefreshFederation not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -536,6 +602,78 @@ func _Admin_CreateToken_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_AddFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).AddFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_AddFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).AddFederation(ctx, req.(*AddFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RemoveFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RemoveFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RemoveFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RemoveFederation(ctx, req.(*RemoveFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListFederation(ctx, req.(*ListFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RefreshFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefreshFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RefreshFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RefreshFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RefreshFederation(ctx, req.(*RefreshFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -594,6 +732,22 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateToken",
 			Handler:    _Admin_CreateToken_Handler,
+		},
+		{
+			MethodName: "AddFederation",
+			Handler:    _Admin_AddFederation_Handler,
+		},
+		{
+			MethodName: "RemoveFederation",
+			Handler:    _Admin_RemoveFederation_Handler,
+		},
+		{
+			MethodName: "ListFederation",
+			Handler:    _Admin_ListFederation_Handler,
+		},
+		{
+			MethodName: "RefreshFederation",
+			Handler:    _Admin_RefreshFederation_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

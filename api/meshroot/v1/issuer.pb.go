@@ -272,7 +272,10 @@ type TrustBundle struct {
 	Sequence           uint64 `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	RefreshHintSeconds int64  `protobuf:"varint,4,opt,name=refresh_hint_seconds,json=refreshHintSeconds,proto3" json:"refresh_hint_seconds,omitempty"`
 	// ActiveRootID is the root new intermediates come from.
-	ActiveRootId  string `protobuf:"bytes,5,opt,name=active_root_id,json=activeRootId,proto3" json:"active_root_id,omitempty"`
+	ActiveRootId string `protobuf:"bytes,5,opt,name=active_root_id,json=activeRootId,proto3" json:"active_root_id,omitempty"`
+	// Federated holds the bundles of foreign trust domains this one
+	// federates with, for the meshes' caCertificates.
+	Federated     []*FederatedBundle `protobuf:"bytes,6,rep,name=federated,proto3" json:"federated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -342,6 +345,75 @@ func (x *TrustBundle) GetActiveRootId() string {
 	return ""
 }
 
+func (x *TrustBundle) GetFederated() []*FederatedBundle {
+	if x != nil {
+		return x.Federated
+	}
+	return nil
+}
+
+// FederatedBundle is the last good bundle of a foreign trust domain.
+type FederatedBundle struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	// Roots are its X.509 authorities (DER).
+	Roots         [][]byte `protobuf:"bytes,2,rep,name=roots,proto3" json:"roots,omitempty"`
+	Sequence      uint64   `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FederatedBundle) Reset() {
+	*x = FederatedBundle{}
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederatedBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederatedBundle) ProtoMessage() {}
+
+func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
+func (*FederatedBundle) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *FederatedBundle) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederatedBundle) GetRoots() [][]byte {
+	if x != nil {
+		return x.Roots
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
 var File_meshroot_v1_issuer_proto protoreflect.FileDescriptor
 
 const file_meshroot_v1_issuer_proto_rawDesc = "" +
@@ -363,13 +435,18 @@ const file_meshroot_v1_issuer_proto_rawDesc = "" +
 	"\x15GetTrustBundleRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"3\n" +
 	"\x17WatchTrustBundleRequest\x12\x18\n" +
-	"\acluster\x18\x01 \x01(\tR\acluster\"\xba\x01\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\"\xf6\x01\n" +
 	"\vTrustBundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x14\n" +
 	"\x05roots\x18\x02 \x03(\fR\x05roots\x12\x1a\n" +
 	"\bsequence\x18\x03 \x01(\x04R\bsequence\x120\n" +
 	"\x14refresh_hint_seconds\x18\x04 \x01(\x03R\x12refreshHintSeconds\x12$\n" +
-	"\x0eactive_root_id\x18\x05 \x01(\tR\factiveRootId2\x8f\x02\n" +
+	"\x0eactive_root_id\x18\x05 \x01(\tR\factiveRootId\x12:\n" +
+	"\tfederated\x18\x06 \x03(\v2\x1c.meshroot.v1.FederatedBundleR\tfederated\"f\n" +
+	"\x0fFederatedBundle\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x14\n" +
+	"\x05roots\x18\x02 \x03(\fR\x05roots\x12\x1a\n" +
+	"\bsequence\x18\x03 \x01(\x04R\bsequence2\x8f\x02\n" +
 	"\x06Issuer\x12_\n" +
 	"\x10SignIntermediate\x12$.meshroot.v1.SignIntermediateRequest\x1a%.meshroot.v1.SignIntermediateResponse\x12N\n" +
 	"\x0eGetTrustBundle\x12\".meshroot.v1.GetTrustBundleRequest\x1a\x18.meshroot.v1.TrustBundle\x12T\n" +
@@ -387,28 +464,30 @@ func file_meshroot_v1_issuer_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_issuer_proto_rawDescData
 }
 
-var file_meshroot_v1_issuer_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_meshroot_v1_issuer_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_meshroot_v1_issuer_proto_goTypes = []any{
 	(*SignIntermediateRequest)(nil),  // 0: meshroot.v1.SignIntermediateRequest
 	(*SignIntermediateResponse)(nil), // 1: meshroot.v1.SignIntermediateResponse
 	(*GetTrustBundleRequest)(nil),    // 2: meshroot.v1.GetTrustBundleRequest
 	(*WatchTrustBundleRequest)(nil),  // 3: meshroot.v1.WatchTrustBundleRequest
 	(*TrustBundle)(nil),              // 4: meshroot.v1.TrustBundle
-	(*timestamppb.Timestamp)(nil),    // 5: google.protobuf.Timestamp
+	(*FederatedBundle)(nil),          // 5: meshroot.v1.FederatedBundle
+	(*timestamppb.Timestamp)(nil),    // 6: google.protobuf.Timestamp
 }
 var file_meshroot_v1_issuer_proto_depIdxs = []int32{
-	5, // 0: meshroot.v1.SignIntermediateResponse.not_after:type_name -> google.protobuf.Timestamp
-	0, // 1: meshroot.v1.Issuer.SignIntermediate:input_type -> meshroot.v1.SignIntermediateRequest
-	2, // 2: meshroot.v1.Issuer.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	3, // 3: meshroot.v1.Issuer.WatchTrustBundle:input_type -> meshroot.v1.WatchTrustBundleRequest
-	1, // 4: meshroot.v1.Issuer.SignIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	4, // 5: meshroot.v1.Issuer.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	4, // 6: meshroot.v1.Issuer.WatchTrustBundle:output_type -> meshroot.v1.TrustBundle
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	6, // 0: meshroot.v1.SignIntermediateResponse.not_after:type_name -> google.protobuf.Timestamp
+	5, // 1: meshroot.v1.TrustBundle.federated:type_name -> meshroot.v1.FederatedBundle
+	0, // 2: meshroot.v1.Issuer.SignIntermediate:input_type -> meshroot.v1.SignIntermediateRequest
+	2, // 3: meshroot.v1.Issuer.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	3, // 4: meshroot.v1.Issuer.WatchTrustBundle:input_type -> meshroot.v1.WatchTrustBundleRequest
+	1, // 5: meshroot.v1.Issuer.SignIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	4, // 6: meshroot.v1.Issuer.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	4, // 7: meshroot.v1.Issuer.WatchTrustBundle:output_type -> meshroot.v1.TrustBundle
+	5, // [5:8] is the sub-list for method output_type
+	2, // [2:5] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_meshroot_v1_issuer_proto_init() }
@@ -422,7 +501,7 @@ func file_meshroot_v1_issuer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_issuer_proto_rawDesc), len(file_meshroot_v1_issuer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

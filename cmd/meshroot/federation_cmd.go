@@ -1,0 +1,165 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/plugins/store"
+)
+
+func newFederationCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "federation", Short: "Federate with foreign trust domains (SPIFFE bundle endpoints)"}
+	cmd.AddCommand(newFederationAddCmd(g), newFederationListCmd(g, "list", "List federation peers"),
+		newFederationListCmd(g, "status", "Show each peer's bundle and the watcher's last outcome"),
+		newFederationRemoveCmd(g), newFederationRefreshCmd(g))
+	return cmd
+}
+
+func newFederationAddCmd(g *globals) *cobra.Command {
+	var url, profile, endpointID, bootstrap string
+	cmd := &cobra.Command{
+		Use:   "add TRUST_DOMAIN --url URL --profile https_web|https_spiffe [--endpoint-spiffe-id ID] [--bootstrap-bundle FILE]",
+		Short: "Fetch a foreign trust domain's bundle and deliver it to every mesh",
+		Long: `Register a foreign trust domain. The server's federation watcher fetches
+its bundle from URL, honouring the peer's refresh hint, and keeps the last
+good one. https_web authenticates the endpoint with Web PKI; https_spiffe
+with the bundle held for the peer (--bootstrap-bundle, SPIFFE JSON or PEM,
+the first time) and the SPIFFE ID it must present (--endpoint-spiffe-id).`,
+		Args: exactArgs(1, "TRUST_DOMAIN"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := ca.AddFederationRequest{TrustDomain: args[0], URL: url, Profile: store.FederationProfile(profile), EndpointSPIFFEID: endpointID}
+			if bootstrap != "" {
+				b, err := readBounded(bootstrap, ca.MaxBundleSize)
+				if err != nil {
+					return usageError{fmt.Errorf("--bootstrap-bundle: %w", err)}
+				}
+				req.BootstrapBundle = b
+			}
+			if _, err := g.outputFormat("table", "json"); err != nil {
+				return err
+			}
+			b, err := g.backend(cmd, false, false)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			p, err := b.AddFederation(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return printPeers(cmd, g, []store.FederationPeer{p})
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&url, "url", "", "the peer's bundle endpoint, https://...")
+	fl.StringVar(&profile, "profile", string(store.ProfileHTTPSWeb), "https_web or https_spiffe")
+	fl.StringVar(&endpointID, "endpoint-spiffe-id", "", "https_spiffe: the SPIFFE ID the endpoint presents")
+	fl.StringVar(&bootstrap, "bootstrap-bundle", "", "https_spiffe: the peer's bundle to trust the first time (SPIFFE JSON or PEM)")
+	return cmd
+}
+
+func newFederationListCmd(g *globals, use, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := g.outputFormat("table", "json"); err != nil {
+				return err
+			}
+			b, err := g.backend(cmd, false, false)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			peers, err := b.ListFederation(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printPeers(cmd, g, peers)
+		},
+	}
+}
+
+func newFederationRemoveCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove TRUST_DOMAIN",
+		Short: "Stop federating; the peer's bundle leaves the meshes",
+		Args:  exactArgs(1, "TRUST_DOMAIN"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := g.backend(cmd, false, false)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			if err := b.RemoveFederation(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "no longer federating with %s\n", args[0])
+			return err
+		},
+	}
+}
+
+func newFederationRefreshCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "refresh TRUST_DOMAIN",
+		Short: "Fetch a peer's bundle now",
+		Args:  exactArgs(1, "TRUST_DOMAIN"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := g.backend(cmd, false, false)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			if err := b.RefreshFederation(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "refresh of %s requested: see `meshroot federation status`\n", args[0])
+			return err
+		},
+	}
+}
+
+type peerView struct {
+	TrustDomain      string    `json:"trust_domain"`
+	URL              string    `json:"url"`
+	Profile          string    `json:"profile"`
+	EndpointSPIFFEID string    `json:"endpoint_spiffe_id,omitempty"`
+	HasBundle        bool      `json:"has_bundle"`
+	Sequence         uint64    `json:"sequence"`
+	BundleUpdatedAt  time.Time `json:"bundle_updated_at"`
+	LastAttempt      time.Time `json:"last_attempt"`
+	LastSuccess      time.Time `json:"last_success"`
+	LastError        string    `json:"last_error,omitempty"`
+	NextAttempt      time.Time `json:"next_attempt"`
+}
+
+func printPeers(cmd *cobra.Command, g *globals, peers []store.FederationPeer) error {
+	format, err := g.outputFormat("table", "json")
+	if err != nil {
+		return err
+	}
+	views := make([]peerView, len(peers))
+	rows := make([][]string, len(peers))
+	for i, p := range peers {
+		views[i] = peerView{
+			TrustDomain: p.TrustDomain, URL: p.URL, Profile: string(p.Profile), EndpointSPIFFEID: p.EndpointSPIFFEID,
+			HasBundle: len(p.Bundle) > 0, Sequence: p.Sequence, BundleUpdatedAt: p.BundleUpdatedAt,
+			LastAttempt: p.Status.LastAttempt, LastSuccess: p.Status.LastSuccess, LastError: p.Status.LastError, NextAttempt: p.Status.NextAttempt,
+		}
+		errText := p.Status.LastError
+		if errText == "" {
+			errText = "-"
+		}
+		rows[i] = []string{p.TrustDomain, string(p.Profile), p.URL, strconv.FormatBool(len(p.Bundle) > 0), strconv.FormatUint(p.Sequence, 10), fmtTime(p.Status.LastSuccess), errText}
+	}
+	if format == "json" {
+		return printJSON(cmd.OutOrStdout(), views)
+	}
+	return printTable(cmd.OutOrStdout(), []string{"TRUST DOMAIN", "PROFILE", "URL", "BUNDLE", "SEQ", "LAST SUCCESS", "LAST ERROR"}, rows)
+}
