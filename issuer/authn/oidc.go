@@ -190,7 +190,9 @@ func get(ctx context.Context, client *http.Client, target string) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Accept", "application/json")
+	// kube-apiserver answers 406 to its JWKS path when only
+	// application/json is accepted: it serves application/jwk-set+json.
+	req.Header.Set("Accept", "application/jwk-set+json, application/json")
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
