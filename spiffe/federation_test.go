@@ -1,0 +1,458 @@
+package spiffe
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshroot/meshroot/plugins/store"
+)
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func addPeer(t *testing.T, st store.Store, p store.FederationPeer) {
+	t.Helper()
+	if p.Profile == "" {
+		p.Profile = store.ProfileHTTPSWeb
+	}
+	p.CreatedAt = time.Now()
+	if len(p.Bundle) > 0 {
+		b, err := ParseBundle(spiffeid.RequireTrustDomainFromString(p.TrustDomain), p.Bundle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Sequence, _ = b.SequenceNumber()
+	}
+	if err := st.Update(context.Background(), func(tx store.Tx) error { return tx.CreateFederationPeer(context.Background(), p) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func getPeer(t *testing.T, st store.Store, td string) store.FederationPeer {
+	t.Helper()
+	p, err := st.GetFederationPeer(context.Background(), td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// runFederator runs f until the test ends and checks Run returns promptly.
+func runFederator(t *testing.T, f *Federator) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return within 5s of cancel")
+		}
+	})
+}
+
+func count(td, result string) float64 {
+	return testutil.ToFloat64(fetchTotal.WithLabelValues(td, result))
+}
+
+func TestFederatorHappyPath(t *testing.T) {
+	t.Parallel()
+	const td = "happy.org"
+	st := newStore(t)
+	webCA := newCA(t, "")
+	caA, caB := newCA(t, td), newCA(t, td)
+	var mu sync.Mutex
+	var fetches []time.Time
+	doc := bundleDoc(t, td, 1, time.Second, caA)
+	var docMu sync.Mutex
+	p := newPeer(t, webCA.leaf(t, leafOpts{ip: true}), func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		fetches = append(fetches, time.Now())
+		mu.Unlock()
+		docMu.Lock()
+		d := doc
+		docMu.Unlock()
+		serveDoc(d)(w, r)
+	})
+	addPeer(t, st, store.FederationPeer{TrustDomain: td, URL: p.url})
+	changes := make(chan string, 10)
+	f := NewFederator(st, FederatorOptions{
+		MinRefresh: 500 * time.Millisecond, MaxRefresh: 10 * time.Second, DefaultRefresh: time.Minute, PollPeers: 50 * time.Millisecond,
+		Roots: webCA.pool(), OnChange: func(td string) { changes <- td }, Log: quietLog(t),
+	})
+	runFederator(t, f)
+
+	waitChange := func() {
+		t.Helper()
+		select {
+		case got := <-changes:
+			if got != td {
+				t.Fatalf("OnChange(%q)", got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("OnChange not called")
+		}
+	}
+	waitChange()
+	peer := getPeer(t, st, td)
+	b, err := spiffebundle.Parse(spiffeid.RequireTrustDomainFromString(td), peer.Bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peer.Sequence != 1 || len(b.X509Authorities()) != 1 || !b.X509Authorities()[0].Equal(caA.cert) {
+		t.Fatalf("stored sequence %d, %d authorities", peer.Sequence, len(b.X509Authorities()))
+	}
+	if s := peer.Status; s.LastError != "" || s.LastSuccess.IsZero() || !s.LastAttempt.Equal(s.LastSuccess) || s.NextAttempt.Sub(s.LastAttempt) != time.Second {
+		t.Fatalf("status %+v, want a success with the next attempt 1s (the refresh hint) later", s)
+	}
+	updated := peer.BundleUpdatedAt
+	unchangedBefore := count(td, "unchanged")
+
+	// The hint (1s) is honoured: the next fetch comes about 1s later, finds
+	// the same document, and neither rewrites it nor calls OnChange.
+	waitFor(t, 4*time.Second, "the second fetch", func() bool { return p.requests.Load() >= 2 })
+	mu.Lock()
+	gap := fetches[1].Sub(fetches[0])
+	mu.Unlock()
+	if gap < 900*time.Millisecond || gap > 3*time.Second {
+		t.Fatalf("second fetch %s after the first, want about the 1s refresh hint", gap)
+	}
+	waitFor(t, 2*time.Second, "the unchanged fetch to be counted", func() bool { return count(td, "unchanged") > unchangedBefore })
+	if peer := getPeer(t, st, td); !peer.BundleUpdatedAt.Equal(updated) || peer.Sequence != 1 {
+		t.Fatalf("unchanged document was rewritten: updated %s -> %s", updated, peer.BundleUpdatedAt)
+	}
+	select {
+	case <-changes:
+		t.Fatal("OnChange called for an unchanged document")
+	default:
+	}
+
+	// A new sequence is stored; a huge hint is clamped to MaxRefresh.
+	okBefore := count(td, "ok")
+	docMu.Lock()
+	doc = bundleDoc(t, td, 2, 10*time.Hour, caA, caB)
+	docMu.Unlock()
+	f.Refresh(td)
+	waitChange()
+	peer = getPeer(t, st, td)
+	if peer.Sequence != 2 || !peer.BundleUpdatedAt.After(updated) {
+		t.Fatalf("after the change: sequence %d, updated %s", peer.Sequence, peer.BundleUpdatedAt)
+	}
+	if d := peer.Status.NextAttempt.Sub(peer.Status.LastAttempt); d != 10*time.Second {
+		t.Fatalf("next attempt in %s, want the 10h hint clamped to MaxRefresh 10s", d)
+	}
+	if got := count(td, "ok"); got != okBefore+1 {
+		t.Fatalf("ok count %v, want %v", got, okBefore+1)
+	}
+	if got := testutil.ToFloat64(bundleSequence.WithLabelValues(td)); got != 2 {
+		t.Fatalf("sequence gauge %v, want 2", got)
+	}
+}
+
+func TestFederatorRefusals(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	webCA := newCA(t, "")
+	cert := webCA.leaf(t, leafOpts{ip: true})
+	unknownCA := newCA(t, "")
+	type badPeer struct {
+		td     string
+		reason string
+		msg    string
+		bad    func(p *peer)
+		p      *peer
+		before store.FederationPeer
+	}
+	serve := func(doc []byte) func(p *peer) { return func(p *peer) { p.serve(doc) } }
+	peers := []*badPeer{
+		{td: "wrongtd.org", reason: ReasonWrongTrustDomain, msg: "evil.org", bad: serve(bundleDoc(t, "wrongtd.org", 6, 0, newCA(t, "evil.org")))},
+		{td: "lowerseq.org", reason: ReasonLowerSequence, msg: "sequence 3 is lower than the held 5", bad: serve(bundleDoc(t, "lowerseq.org", 3, 0, newCA(t, "lowerseq.org")))},
+		{td: "garbage.org", reason: ReasonParse, bad: serve([]byte(`{"keys": [garbage`))},
+		{td: "empty.org", reason: ReasonEmpty, bad: serve([]byte(`{"keys":[],"spiffe_sequence":9}`))},
+		{td: "large.org", reason: ReasonTooLarge, msg: "bundle over 1 MiB", bad: func(p *peer) { p.set(bigBody(10<<20, false)) }},
+		{td: "slow.org", reason: ReasonTimeout, bad: func(p *peer) { p.set(trickle) }},
+		{td: "unknownca.org", reason: ReasonTLS, bad: func(p *peer) { p.setCert(unknownCA.leaf(t, leafOpts{ip: true})) }},
+		{td: "status.org", reason: ReasonHTTPStatus, msg: "500", bad: func(p *peer) {
+			p.set(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "down", 500) })
+		}},
+	}
+	for _, bp := range peers {
+		bp.p = newPeer(t, cert, serveDoc(bundleDoc(t, bp.td, 5, 0, newCA(t, bp.td))))
+		addPeer(t, st, store.FederationPeer{TrustDomain: bp.td, URL: bp.p.url})
+	}
+	good := newPeer(t, cert, serveDoc(bundleDoc(t, "good.org", 1, 0, newCA(t, "good.org"))))
+	addPeer(t, st, store.FederationPeer{TrustDomain: "good.org", URL: good.url})
+
+	var logs syncBuffer
+	f := NewFederator(st, FederatorOptions{
+		MinRefresh: 800 * time.Millisecond, MaxRefresh: time.Minute, DefaultRefresh: time.Minute, PollPeers: 50 * time.Millisecond,
+		Roots: webCA.pool(), Log: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	f.fetchTimeout = time.Second
+	runFederator(t, f)
+
+	// Every peer starts good.
+	for _, bp := range peers {
+		waitFor(t, 5*time.Second, bp.td+" stored", func() bool { return getPeer(t, st, bp.td).Sequence == 5 })
+		bp.before = getPeer(t, st, bp.td)
+	}
+	// Then turns bad.
+	before := map[string]float64{}
+	for _, bp := range peers {
+		before[bp.td] = count(bp.td, bp.reason)
+		bp.bad(bp.p)
+		f.Refresh(bp.td)
+	}
+	for _, bp := range peers {
+		t.Run(bp.td, func(t *testing.T) {
+			var now store.FederationPeer
+			waitFor(t, 5*time.Second, bp.reason+" recorded", func() bool {
+				now = getPeer(t, st, bp.td)
+				return strings.HasPrefix(now.Status.LastError, bp.reason+": ")
+			})
+			if !strings.Contains(now.Status.LastError, bp.msg) {
+				t.Errorf("LastError %q does not say %q", now.Status.LastError, bp.msg)
+			}
+			if now.Sequence != 5 || !bytes.Equal(now.Bundle, bp.before.Bundle) || !now.BundleUpdatedAt.Equal(bp.before.BundleUpdatedAt) {
+				t.Errorf("the last good bundle was not kept: sequence %d", now.Sequence)
+			}
+			if !now.Status.LastSuccess.Equal(bp.before.Status.LastSuccess) || !now.Status.NextAttempt.After(now.Status.LastAttempt) {
+				t.Errorf("status %+v", now.Status)
+			}
+			if count(bp.td, bp.reason) <= before[bp.td] {
+				t.Errorf("meshroot_federation_fetch_total{result=%q} did not move", bp.reason)
+			}
+			if l := logs.String(); !strings.Contains(l, "trust_domain="+bp.td) || !strings.Contains(l, "reason="+bp.reason) {
+				t.Errorf("refusal not logged with its trust domain and reason")
+			}
+		})
+	}
+	// The federator still serves the good peer.
+	good.serve(bundleDoc(t, "good.org", 2, 0, newCA(t, "good.org")))
+	f.Refresh("good.org")
+	waitFor(t, 5*time.Second, "good.org sequence 2", func() bool { return getPeer(t, st, "good.org").Sequence == 2 })
+}
+
+func TestFederatorSPIFFE(t *testing.T) {
+	t.Parallel()
+	const td = "spiffe.org"
+	st := newStore(t)
+	ca1, ca2 := newCA(t, td), newCA(t, td)
+	id := "spiffe://spiffe.org/spire/server"
+	p := newPeer(t, ca1.leaf(t, leafOpts{uri: id}), serveDoc(bundleDoc(t, td, 2, 0, ca1, ca2)))
+	// The bootstrap bundle (sequence 1) holds ca1 only.
+	addPeer(t, st, store.FederationPeer{TrustDomain: td, URL: p.url, Profile: store.ProfileHTTPSSPIFFE, EndpointSPIFFEID: id, Bundle: bundleDoc(t, td, 1, 0, ca1)})
+	// No bootstrap bundle: refused before any contact.
+	nobundle := newPeer(t, ca1.leaf(t, leafOpts{uri: "spiffe://nobundle.org/x"}), serveDoc(bundleDoc(t, "nobundle.org", 1, 0, newCA(t, "nobundle.org"))))
+	addPeer(t, st, store.FederationPeer{TrustDomain: "nobundle.org", URL: nobundle.url, Profile: store.ProfileHTTPSSPIFFE, EndpointSPIFFEID: "spiffe://nobundle.org/x"})
+	// A bootstrap bundle that does not hold the endpoint's CA.
+	otherCA := newCA(t, "wrongboot.org")
+	wrongboot := newPeer(t, newCA(t, "wrongboot.org").leaf(t, leafOpts{uri: "spiffe://wrongboot.org/x"}), serveDoc(bundleDoc(t, "wrongboot.org", 2, 0, otherCA)))
+	addPeer(t, st, store.FederationPeer{TrustDomain: "wrongboot.org", URL: wrongboot.url, Profile: store.ProfileHTTPSSPIFFE, EndpointSPIFFEID: "spiffe://wrongboot.org/x", Bundle: bundleDoc(t, "wrongboot.org", 1, 0, otherCA)})
+
+	f := NewFederator(st, FederatorOptions{MinRefresh: 800 * time.Millisecond, MaxRefresh: time.Minute, DefaultRefresh: time.Minute, PollPeers: 50 * time.Millisecond, Log: quietLog(t)})
+	runFederator(t, f)
+
+	waitFor(t, 5*time.Second, "sequence 2 fetched over SPIFFE auth", func() bool { return getPeer(t, st, td).Sequence == 2 })
+	waitFor(t, 5*time.Second, "nobundle.org refused", func() bool {
+		return getPeer(t, st, "nobundle.org").Status.LastError == "no_bundle: no bundle to authenticate the endpoint: give --bootstrap-bundle"
+	})
+	if nobundle.requests.Load() != 0 {
+		t.Error("a https_spiffe peer without a bundle was contacted")
+	}
+	waitFor(t, 5*time.Second, "wrongboot.org refused", func() bool {
+		return strings.HasPrefix(getPeer(t, st, "wrongboot.org").Status.LastError, "tls: ")
+	})
+	if got := getPeer(t, st, "wrongboot.org"); got.Sequence != 1 {
+		t.Errorf("wrongboot.org: sequence %d, want the bootstrap's 1", got.Sequence)
+	}
+
+	// The endpoint moves to an SVID of ca2, known from the fetched bundle
+	// (not the bootstrap one): it is authenticated with the held bundle.
+	p.setCert(ca2.leaf(t, leafOpts{uri: id}))
+	p.serve(bundleDoc(t, td, 3, 0, ca1, ca2))
+	f.Refresh(td)
+	waitFor(t, 5*time.Second, "sequence 3 over an SVID of the new CA", func() bool { return getPeer(t, st, td).Sequence == 3 })
+
+	// An expired SVID, then one with the wrong SPIFFE ID, are refused.
+	p.serve(bundleDoc(t, td, 4, 0, ca1, ca2))
+	for _, c := range []struct {
+		name string
+		cert leafOpts
+		msg  string
+	}{
+		{"expired SVID", leafOpts{uri: id, notBefore: time.Now().Add(-2 * time.Hour), notAfter: time.Now().Add(-time.Minute)}, "expired"},
+		{"wrong SPIFFE ID", leafOpts{uri: "spiffe://spiffe.org/impostor"}, "spiffe://spiffe.org/impostor"},
+		{"SVID of another trust domain", leafOpts{uri: "spiffe://evil.org/spire/server"}, "evil.org"},
+	} {
+		tlsBefore := count(td, ReasonTLS)
+		p.setCert(ca2.leaf(t, c.cert))
+		f.Refresh(td)
+		var got store.FederationPeer
+		waitFor(t, 5*time.Second, c.name+" refused", func() bool {
+			got = getPeer(t, st, td)
+			return strings.HasPrefix(got.Status.LastError, "tls: ") && strings.Contains(got.Status.LastError, c.msg)
+		})
+		if got.Sequence != 3 {
+			t.Errorf("%s: sequence %d, want the last good 3", c.name, got.Sequence)
+		}
+		if count(td, ReasonTLS) <= tlsBefore {
+			t.Errorf("%s: tls count did not move", c.name)
+		}
+	}
+}
+
+func TestFederatorPeerRemoval(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	webCA := newCA(t, "")
+	cert := webCA.leaf(t, leafOpts{ip: true})
+	pa := newPeer(t, cert, serveDoc(bundleDoc(t, "gone.org", 1, 0, newCA(t, "gone.org"))))
+	pb := newPeer(t, cert, serveDoc(bundleDoc(t, "stays.org", 1, 0, newCA(t, "stays.org"))))
+	addPeer(t, st, store.FederationPeer{TrustDomain: "gone.org", URL: pa.url})
+	addPeer(t, st, store.FederationPeer{TrustDomain: "stays.org", URL: pb.url})
+	// A short MaxRefresh makes watchers fetch every 400ms: a watcher left
+	// running would show in the request counts.
+	f := NewFederator(st, FederatorOptions{MinRefresh: 200 * time.Millisecond, MaxRefresh: 400 * time.Millisecond, PollPeers: 50 * time.Millisecond, Roots: webCA.pool(), Log: quietLog(t)})
+	runFederator(t, f)
+	for _, td := range []string{"gone.org", "stays.org"} {
+		waitFor(t, 5*time.Second, td+" fetched", func() bool { return getPeer(t, st, td).Sequence == 1 })
+	}
+	reg := prometheus.NewRegistry()
+	if err := RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := RegisterMetrics(reg); err != nil {
+		t.Fatalf("second registration: %v", err)
+	}
+	if n := seriesOf(t, reg, "gone.org"); n == 0 {
+		t.Fatal("no metrics for gone.org")
+	}
+
+	ctx := context.Background()
+	if err := st.Update(ctx, func(tx store.Tx) error { return tx.DeleteFederationPeer(ctx, "gone.org") }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "gone.org's watcher to stop", func() bool { return !f.running("gone.org") })
+	n := pa.requests.Load()
+	f.Refresh("gone.org") // no watcher: a no-op apart from a store poll
+	time.Sleep(600 * time.Millisecond)
+	if got := pa.requests.Load(); got != n {
+		t.Fatalf("gone.org fetched %d more times after its removal", got-n)
+	}
+	if !f.running("stays.org") || pb.requests.Load() < 2 {
+		t.Fatal("stays.org's watcher stopped too")
+	}
+	if n := seriesOf(t, reg, "gone.org"); n != 0 {
+		t.Fatalf("%d metric series left for the removed peer", n)
+	}
+
+	// A peer added while running gets a watcher.
+	pc := newPeer(t, cert, serveDoc(bundleDoc(t, "new.org", 4, 0, newCA(t, "new.org"))))
+	addPeer(t, st, store.FederationPeer{TrustDomain: "new.org", URL: pc.url})
+	f.Refresh("new.org")
+	waitFor(t, 5*time.Second, "new.org fetched", func() bool { return getPeer(t, st, "new.org").Sequence == 4 })
+
+	// A peer removed and re-added with another URL gets a fresh watcher.
+	pd := newPeer(t, cert, serveDoc(bundleDoc(t, "new.org", 5, 0, newCA(t, "new.org"))))
+	err := st.Update(ctx, func(tx store.Tx) error {
+		if err := tx.DeleteFederationPeer(ctx, "new.org"); err != nil {
+			return err
+		}
+		return tx.CreateFederationPeer(ctx, store.FederationPeer{TrustDomain: "new.org", URL: pd.url, Profile: store.ProfileHTTPSWeb, CreatedAt: time.Now()})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "new.org fetched from its new URL", func() bool { return getPeer(t, st, "new.org").Sequence == 5 })
+}
+
+// seriesOf counts the federation metric series labelled with td.
+func seriesOf(t *testing.T, g prometheus.Gatherer, td string) int {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "trust_domain" && l.GetValue() == td {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
+func TestFederatorIntervals(t *testing.T) {
+	t.Parallel()
+	f := NewFederator(nil, FederatorOptions{MinRefresh: 30 * time.Second, MaxRefresh: time.Hour, DefaultRefresh: 5 * time.Minute})
+	td := spiffeid.RequireTrustDomainFromString("x.org")
+	for _, c := range []struct {
+		hint time.Duration // 0: none
+		want time.Duration
+	}{
+		{0, 5 * time.Minute},
+		{time.Second, 30 * time.Second},
+		{10 * time.Minute, 10 * time.Minute},
+		{48 * time.Hour, time.Hour},
+	} {
+		b := spiffebundle.New(td)
+		if c.hint > 0 {
+			b.SetRefreshHint(c.hint)
+		}
+		if got := f.interval(b); got != c.want {
+			t.Errorf("hint %s: interval %s, want %s", c.hint, got, c.want)
+		}
+	}
+	// Backoff: MinRefresh/8, doubling, capped at MaxRefresh, with up to a
+	// quarter of jitter below.
+	want := 30 * time.Second / 8
+	for n := 1; n <= 20; n++ {
+		for range 20 {
+			got := f.backoff(n)
+			if got > want || got < want*3/4 {
+				t.Fatalf("failure %d: backoff %s outside [%s, %s]", n, got, want*3/4, want)
+			}
+		}
+		want = min(want*2, time.Hour)
+	}
+	d := NewFederator(nil, FederatorOptions{}).opts
+	if d.MinRefresh != 30*time.Second || d.MaxRefresh != time.Hour || d.DefaultRefresh != 5*time.Minute || d.MaxBytes != 1<<20 || d.PollPeers != 5*time.Second {
+		t.Fatalf("defaults %+v", d)
+	}
+}
