@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -10,9 +11,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
@@ -23,6 +27,7 @@ import (
 	"github.com/meshroot/meshroot/plugins/keymanager/disk"
 	"github.com/meshroot/meshroot/plugins/store"
 	"github.com/meshroot/meshroot/plugins/store/sqlite"
+	"github.com/meshroot/meshroot/spiffe"
 )
 
 // serveConfig is the server's configuration file (YAML). Flags and
@@ -39,6 +44,27 @@ type serveConfig struct {
 	RefreshHint          duration     `yaml:"refreshHint"`
 	LogLevel             string       `yaml:"logLevel"`
 	Policy               policyConfig `yaml:"policy"`
+	BundleEndpoint       endpointConf `yaml:"bundleEndpoint"`
+	Federation           fedConf      `yaml:"federation"`
+}
+
+// endpointConf configures the SPIFFE bundle endpoint.
+type endpointConf struct {
+	// Listen is its address; "off" disables it.
+	Listen string `yaml:"listen"`
+	// Profile is https_spiffe (default: an SVID from the authority) or
+	// https_web (certFile and keyFile, reloaded when they change).
+	Profile  string `yaml:"profile"`
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+}
+
+// fedConf bounds the federation watchers' refresh interval.
+type fedConf struct {
+	MinRefresh duration `yaml:"minRefresh"`
+	MaxRefresh duration `yaml:"maxRefresh"`
+	// CAFile adds roots for https_web peers (default: system roots).
+	CAFile string `yaml:"caFile"`
 }
 
 type policyConfig struct {
@@ -81,7 +107,7 @@ func loadServeConfig(path string) (serveConfig, error) {
 }
 
 func newServeCmd(g *globals) *cobra.Command {
-	var configFile, listen, httpListen, td string
+	var configFile, listen, httpListen, td, bundleListen, bundleProfile, bundleCert, bundleKey string
 	var sans []string
 	var dev bool
 	cmd := &cobra.Command{
@@ -128,6 +154,14 @@ token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
 				cfg.ServerSANs = defaultSANs(cfg.Listen)
 			}
 			cfg.InsecurePlaintextKey = cfg.InsecurePlaintextKey || g.insecurePlaintext
+			defBundle := ":8444"
+			if dev {
+				defBundle = "127.0.0.1:8444"
+			}
+			cfg.BundleEndpoint.Listen = pick(fl.Changed("bundle-endpoint-listen"), bundleListen, cfg.BundleEndpoint.Listen, defBundle)
+			cfg.BundleEndpoint.Profile = pick(fl.Changed("bundle-endpoint-profile"), bundleProfile, cfg.BundleEndpoint.Profile, string(spiffe.ProfileSPIFFE))
+			cfg.BundleEndpoint.CertFile = pick(fl.Changed("bundle-endpoint-cert"), bundleCert, cfg.BundleEndpoint.CertFile, "")
+			cfg.BundleEndpoint.KeyFile = pick(fl.Changed("bundle-endpoint-key"), bundleKey, cfg.BundleEndpoint.KeyFile, "")
 			return runServe(cmd, g, cfg, dev)
 		},
 	}
@@ -138,6 +172,10 @@ token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
 	fl.StringVar(&httpListen, "http-listen", ":8080", "address of /healthz, /readyz and /metrics")
 	fl.StringVar(&td, "trust-domain", "cluster.local", "trust domain of the root created by --dev")
 	fl.StringSliceVar(&sans, "san", nil, "DNS names and IPs in the server certificate (default: localhost, 127.0.0.1 and the host name)")
+	fl.StringVar(&bundleListen, "bundle-endpoint-listen", ":8444", "SPIFFE bundle endpoint address, or off")
+	fl.StringVar(&bundleProfile, "bundle-endpoint-profile", string(spiffe.ProfileSPIFFE), "https_spiffe (an SVID from the authority) or https_web (--bundle-endpoint-cert/-key)")
+	fl.StringVar(&bundleCert, "bundle-endpoint-cert", "", "https_web: certificate chain PEM, reloaded when it changes")
+	fl.StringVar(&bundleKey, "bundle-endpoint-key", "", "https_web: private key PEM, reloaded when it changes")
 	return cmd
 }
 
@@ -190,18 +228,109 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 			return err
 		}
 	}
+	refreshHint := time.Duration(cfg.RefreshHint)
+	if refreshHint == 0 {
+		refreshHint = 5 * time.Minute
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := spiffe.RegisterMetrics(reg); err != nil {
+		return err
+	}
+	hub := issuer.NewBundleHub(svc, log)
+	var webRoots *x509.CertPool
+	if cfg.Federation.CAFile != "" {
+		pemData, err := readBounded(cfg.Federation.CAFile, maxImportFile)
+		if err != nil {
+			return usageError{fmt.Errorf("federation.caFile: %w", err)}
+		}
+		if webRoots, err = x509.SystemCertPool(); err != nil || webRoots == nil {
+			webRoots = x509.NewCertPool()
+		}
+		if !webRoots.AppendCertsFromPEM(pemData) {
+			return usageError{fmt.Errorf("federation.caFile %s holds no PEM certificate", cfg.Federation.CAFile)}
+		}
+	}
+	fed := spiffe.NewFederator(st, spiffe.FederatorOptions{
+		MinRefresh: time.Duration(cfg.Federation.MinRefresh), MaxRefresh: time.Duration(cfg.Federation.MaxRefresh),
+		Roots: webRoots, Log: log.With("component", "federation"), OnChange: func(string) { hub.Poke() },
+	})
 	srv, err := issuer.NewServer(issuer.ServerConfig{
 		Service: svc, Store: st, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, AdminSocket: cfg.AdminSocket,
-		ServerNames: cfg.ServerSANs, RefreshHint: time.Duration(cfg.RefreshHint), Log: log,
+		ServerNames: cfg.ServerSANs, RefreshHint: refreshHint, Log: log, Registry: reg, Hub: hub, Federation: fed,
 	})
 	if err != nil {
 		return err
 	}
-	log.Info("meshroot server starting", "version", version, "issuer", srv.Addr(), "http", srv.HTTPAddr(), "admin_socket", cfg.AdminSocket, "data_dir", cfg.DataDir)
+	var endpoint *spiffe.Endpoint
+	var svids *spiffe.SVIDSource
+	if cfg.BundleEndpoint.Listen != "off" {
+		ecfg := spiffe.EndpointConfig{
+			Listen: cfg.BundleEndpoint.Listen, Profile: spiffe.Profile(cfg.BundleEndpoint.Profile),
+			CertFile: cfg.BundleEndpoint.CertFile, KeyFile: cfg.BundleEndpoint.KeyFile,
+			Handler: spiffe.NewHandler(func() (ca.TrustBundle, bool) {
+				tb, ok := hub.Local()
+				tb.RefreshHint = refreshHint
+				return tb, ok
+			}, refreshHint, log),
+			Log: log.With("component", "bundle-endpoint"),
+		}
+		if ecfg.Profile == spiffe.ProfileSPIFFE {
+			svids = spiffe.NewSVIDSource(svc, cfg.TrustDomain, 0, log.With("component", "bundle-endpoint-svid"))
+			ecfg.SVIDs = svids
+		}
+		if endpoint, err = spiffe.NewEndpoint(ecfg); err != nil {
+			return usageError{fmt.Errorf("bundle endpoint: %w", err)}
+		}
+	}
+	log.Info("meshroot server starting", "version", version, "issuer", srv.Addr(), "http", srv.HTTPAddr(),
+		"admin_socket", cfg.AdminSocket, "data_dir", cfg.DataDir, "bundle_endpoint", endpointAddr(endpoint), "bundle_endpoint_profile", cfg.BundleEndpoint.Profile)
 	if dev {
 		go printDevBanner(ctx, cmd, srv, cfg, devToken)
 	}
-	return srv.Run(ctx)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	background := func(f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(runCtx); err != nil && runCtx.Err() == nil {
+				log.Error("background task stopped", "error", err)
+				cancel()
+			}
+		}()
+	}
+	background(func(ctx context.Context) error { fed.Run(ctx); return nil })
+	if svids != nil {
+		background(svids.Run)
+		// A new active root means a new SVID chain.
+		background(func(ctx context.Context) error {
+			for {
+				_, _, changed := hub.Current()
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-changed:
+					svids.Reissue()
+				}
+			}
+		})
+	}
+	if endpoint != nil {
+		background(endpoint.Run)
+	}
+	err = srv.Run(runCtx)
+	cancel()
+	wg.Wait()
+	return err
+}
+
+func endpointAddr(e *spiffe.Endpoint) string {
+	if e == nil {
+		return "off"
+	}
+	return e.Addr()
 }
 
 // devCAFile holds, in dev mode, the trust bundle that agents use to verify
