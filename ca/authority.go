@@ -2,6 +2,7 @@ package ca
 
 import (
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -100,4 +101,43 @@ func verifyChain(chain, roots []*x509.Certificate, now time.Time) ([][]*x509.Cer
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
+}
+
+// CrossSign certifies the key of another root (next, self-signed) with this
+// authority: same subject, key and SubjectKeyId as next, issued by this
+// authority's certificate. A chain through the cross certificate reaches
+// this authority's root, so peers that trust only the old root accept
+// intermediates signed by the new one.
+func (a *Authority) CrossSign(next *x509.Certificate) (*x509.Certificate, error) {
+	if !isSelfSigned(next) || !next.IsCA {
+		return nil, errors.New("cross-sign: the new root is not a self-signed CA")
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	notBefore := a.now().Add(-a.policy.Backdate)
+	if notBefore.Before(a.Certificate().NotBefore) {
+		notBefore = a.Certificate().NotBefore
+	}
+	notAfter := next.NotAfter
+	if a.Certificate().NotAfter.Before(notAfter) {
+		notAfter = a.Certificate().NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               next.Subject,
+		NotBefore:             notBefore.UTC(),
+		NotAfter:              notAfter.UTC(),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		SubjectKeyId:          next.SubjectKeyId,
+		AuthorityKeyId:        a.Certificate().SubjectKeyId,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.Certificate(), next.PublicKey, a.signer)
+	if err != nil {
+		return nil, fmt.Errorf("cross-sign: %w", err)
+	}
+	return x509.ParseCertificate(der)
 }

@@ -64,13 +64,19 @@ func (s *Service) initRoot(ctx context.Context, actor Actor, req InitRootRequest
 		ID: RootID(cert), TrustDomain: req.TrustDomain, State: store.RootActive, KeyRef: key.Ref,
 		ChainPEM: EncodeCerts([]*x509.Certificate{cert}), NotAfter: cert.NotAfter, CreatedAt: s.now().UTC(),
 	}
-	return root, s.saveRoot(ctx, actor, "root.init", root, map[string]any{"key_ref": key.Ref, "key_type": string(kt), "not_after": cert.NotAfter})
+	err = s.saveRoot(ctx, actor, "root.init", &root, map[string]any{"key_ref": key.Ref, "key_type": string(kt), "not_after": cert.NotAfter})
+	return root, err
 }
 
 // PrepareRootRequest asks for the next root of the trust domain.
 type PrepareRootRequest struct {
 	KeyType keymanager.KeyType
 	TTL     time.Duration
+	// CrossSign has the active root certify the new root's key too, so
+	// that peers still trusting only the old root accept new chains.
+	CrossSign bool
+	// DryRun reports what would change and changes nothing.
+	DryRun bool
 }
 
 // PrepareRoot is the first phase of a rotation: a new root is created in
@@ -106,6 +112,9 @@ func (s *Service) prepareRoot(ctx context.Context, actor Actor, req PrepareRootR
 	if _, err := keymanager.ParseKeyType(string(kt)); err != nil {
 		return store.Root{}, refuse(err)
 	}
+	if req.DryRun {
+		return store.Root{TrustDomain: active.TrustDomain, State: store.RootPrepared}, nil
+	}
 	key, err := s.keys.CreateKey(ctx, newKeyName("root", s.now()), kt)
 	if err != nil {
 		return store.Root{}, fmt.Errorf("create root key: %w", err)
@@ -122,7 +131,19 @@ func (s *Service) prepareRoot(ctx context.Context, actor Actor, req PrepareRootR
 		ID: RootID(cert), TrustDomain: active.TrustDomain, State: store.RootPrepared, KeyRef: key.Ref,
 		ChainPEM: EncodeCerts([]*x509.Certificate{cert}), NotAfter: cert.NotAfter, CreatedAt: s.now().UTC(),
 	}
-	return root, s.saveRoot(ctx, actor, "root.prepare", root, map[string]any{"key_ref": key.Ref, "key_type": string(kt), "not_after": cert.NotAfter, "active_root": active.ID})
+	if req.CrossSign {
+		auth, err := s.Authority(ctx, active)
+		if err != nil {
+			return store.Root{}, err
+		}
+		cross, err := auth.CrossSign(cert)
+		if err != nil {
+			return store.Root{}, err
+		}
+		root.CrossPEM = EncodeCerts([]*x509.Certificate{cross})
+	}
+	err = s.saveRoot(ctx, actor, "root.prepare", &root, map[string]any{"key_ref": key.Ref, "key_type": string(kt), "not_after": cert.NotAfter, "active_root": active.ID, "cross_signed": req.CrossSign})
+	return root, err
 }
 
 // ImportRootRequest brings an existing CA in as the signing authority.
@@ -175,7 +196,8 @@ func (s *Service) importRoot(ctx context.Context, actor Actor, req ImportRootReq
 		ID: RootID(auth.Root()), TrustDomain: req.TrustDomain, State: store.RootActive, KeyRef: key.Ref,
 		ChainPEM: EncodeCerts(chain), NotAfter: auth.Certificate().NotAfter, CreatedAt: s.now().UTC(),
 	}
-	return root, s.saveRoot(ctx, actor, "root.import", root, map[string]any{"key_ref": key.Ref, "chain_length": len(chain), "signing_subject": auth.Certificate().Subject.String()})
+	err = s.saveRoot(ctx, actor, "root.import", &root, map[string]any{"key_ref": key.Ref, "chain_length": len(chain), "signing_subject": auth.Certificate().Subject.String()})
+	return root, err
 }
 
 // refuseSecondRoot refuses to create a root while one is active.
@@ -199,16 +221,17 @@ func (s *Service) refuseSecondRoot(ctx context.Context, td string) error {
 
 // saveRoot stores a new root, bumps the bundle sequence and audits, in one
 // transaction.
-func (s *Service) saveRoot(ctx context.Context, actor Actor, action string, root store.Root, details map[string]any) error {
+func (s *Service) saveRoot(ctx context.Context, actor Actor, action string, root *store.Root, details map[string]any) error {
 	return s.store.Update(ctx, func(tx store.Tx) error {
-		if err := tx.CreateRoot(ctx, root); err != nil {
+		seq, err := tx.IncrementBundleSequence(ctx)
+		if err != nil {
+			return err
+		}
+		root.AddedSequence, root.StateChangedAt = seq, root.CreatedAt
+		if err := tx.CreateRoot(ctx, *root); err != nil {
 			return err
 		}
 		if err := tx.SetMeta(ctx, MetaTrustDomain, root.TrustDomain); err != nil {
-			return err
-		}
-		seq, err := tx.IncrementBundleSequence(ctx)
-		if err != nil {
 			return err
 		}
 		details["bundle_sequence"] = seq
@@ -234,18 +257,20 @@ func (s *Service) ActiveRoot(ctx context.Context) (store.Root, error) {
 }
 
 // Authority returns the signing authority of root r, loading its key from
-// the key manager the first time and caching it after.
+// the key manager the first time and caching it after. A root prepared
+// with --cross-sign signs through its cross certificate while the root
+// that cross-signed it is still in the bundle.
 func (s *Service) Authority(ctx context.Context, r store.Root) (*Authority, error) {
-	cacheKey := r.ID + "|" + r.KeyRef
+	chain, mode, err := s.signingChain(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	cacheKey := r.ID + "|" + r.KeyRef + "|" + mode
 	s.mu.Lock()
 	a, ok := s.authorities[cacheKey]
 	s.mu.Unlock()
 	if ok {
 		return a, nil
-	}
-	chain, err := ParseCerts(r.ChainPEM)
-	if err != nil {
-		return nil, fmt.Errorf("root %s: stored chain: %w", r.ID, err)
 	}
 	signer, err := s.keys.Signer(ctx, r.KeyRef)
 	if err != nil {
@@ -260,6 +285,39 @@ func (s *Service) Authority(ctx context.Context, r store.Root) (*Authority, erro
 	s.authorities[cacheKey] = a
 	s.mu.Unlock()
 	return a, nil
+}
+
+// signingChain is r's own chain, or its cross certificate followed by the
+// chain of the root that cross-signed it while that root is in the bundle.
+func (s *Service) signingChain(ctx context.Context, r store.Root) ([]*x509.Certificate, string, error) {
+	own, err := ParseCerts(r.ChainPEM)
+	if err != nil {
+		return nil, "", fmt.Errorf("root %s: stored chain: %w", r.ID, err)
+	}
+	if len(r.CrossPEM) == 0 {
+		return own, "own", nil
+	}
+	cross, err := ParseCerts(r.CrossPEM)
+	if err != nil {
+		return nil, "", fmt.Errorf("root %s: stored cross certificate: %w", r.ID, err)
+	}
+	roots, err := s.store.ListRoots(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	for _, o := range roots {
+		if o.ID == r.ID || !o.State.InBundle() {
+			continue
+		}
+		oc, err := ParseCerts(o.ChainPEM)
+		if err != nil {
+			continue
+		}
+		if cross[0].CheckSignatureFrom(oc[0]) == nil && s.now().Before(cross[0].NotAfter) {
+			return append(cross[:1:1], oc...), "cross:" + o.ID, nil
+		}
+	}
+	return own, "own", nil
 }
 
 // ActiveAuthority returns the active root and its signing authority.

@@ -62,9 +62,14 @@ func (s *AdminServer) PrepareRoot(ctx context.Context, req *meshrootv1.PrepareRo
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	r, err := s.svc.PrepareRoot(ctx, s.actor(ctx), ca.PrepareRootRequest{KeyType: kt, TTL: time.Duration(req.GetTtlSeconds()) * time.Second})
+	r, err := s.svc.PrepareRoot(ctx, s.actor(ctx), ca.PrepareRootRequest{
+		KeyType: kt, TTL: time.Duration(req.GetTtlSeconds()) * time.Second, CrossSign: req.GetCrossSign(), DryRun: req.GetDryRun(),
+	})
 	if err != nil {
 		return nil, s.err(ctx, err)
+	}
+	if req.GetDryRun() {
+		return &meshrootv1.Root{TrustDomain: r.TrustDomain, State: string(r.State)}, nil
 	}
 	s.hub.Poke()
 	m, err := RootToProto(r)

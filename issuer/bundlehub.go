@@ -15,7 +15,9 @@ import (
 type Bundles struct {
 	Local     ca.TrustBundle
 	Federated []ca.FederatedBundle
-	// Version changes whenever Local or Federated does.
+	// ActiveRootID is the root new intermediates come from.
+	ActiveRootID string
+	// Version changes whenever Local, Federated or ActiveRootID does.
 	Version [32]byte
 }
 
@@ -80,7 +82,11 @@ func (h *BundleHub) refresh(ctx context.Context) {
 		fed = h.current.Federated
 		h.mu.Unlock()
 	}
-	b := Bundles{Local: tb, Federated: fed, Version: version(tb, fed)}
+	active := ""
+	if r, err := h.svc.ActiveRoot(ctx); err == nil {
+		active = r.ID
+	}
+	b := Bundles{Local: tb, Federated: fed, ActiveRootID: active, Version: version(tb, fed, active)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.ok && b.Version == h.current.Version {
@@ -93,8 +99,10 @@ func (h *BundleHub) refresh(ctx context.Context) {
 }
 
 // version fingerprints the bundles' content.
-func version(tb ca.TrustBundle, fed []ca.FederatedBundle) [32]byte {
+func version(tb ca.TrustBundle, fed []ca.FederatedBundle, active string) [32]byte {
 	h := sha256.New()
+	h.Write([]byte(active))
+	h.Write([]byte{0})
 	for _, r := range tb.Roots {
 		h.Write(r.Raw)
 	}

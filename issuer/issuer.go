@@ -131,9 +131,7 @@ func (s *IssuerServer) bundleMessage(ctx context.Context, b Bundles) *meshrootv1
 		Sequence:           tb.Sequence,
 		RefreshHintSeconds: int64(s.refreshHint / time.Second),
 	}
-	if r, err := s.svc.ActiveRoot(ctx); err == nil {
-		msg.ActiveRootId = r.ID
-	}
+	msg.ActiveRootId = b.ActiveRootID
 	for _, f := range b.Federated {
 		msg.Federated = append(msg.Federated, &meshrootv1.FederatedBundle{TrustDomain: f.TrustDomain, Roots: derList(f.Roots), Sequence: f.Sequence})
 	}
@@ -146,4 +144,20 @@ func derList(certs []*x509.Certificate) [][]byte {
 		out[i] = c.Raw
 	}
 	return out
+}
+
+// ReportStatus records what the cluster says it applied. The requester is
+// authenticated like SignIntermediate (usually with its intermediate); a
+// join token is not spent on it.
+func (s *IssuerServer) ReportStatus(ctx context.Context, req *meshrootv1.ReportStatusRequest) (*meshrootv1.ReportStatusResponse, error) {
+	cred := credentialFrom(ctx)
+	cred.JoinToken = "" // single-use tokens are for issuance only
+	id, err := s.auth.Authenticate(ctx, req.GetCluster(), cred)
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	if err := s.svc.ReportStatus(ctx, id.Cluster, req.GetBundleSequence(), req.GetIntermediateSerial()); err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	return &meshrootv1.ReportStatusResponse{}, nil
 }

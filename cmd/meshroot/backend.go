@@ -24,6 +24,11 @@ type backend interface {
 	InitRoot(ctx context.Context, req ca.InitRootRequest) (store.Root, error)
 	ImportRoot(ctx context.Context, req ca.ImportRootRequest) (store.Root, error)
 	PrepareRoot(ctx context.Context, req ca.PrepareRootRequest) (store.Root, error)
+	ActivateRoot(ctx context.Context, req ca.PhaseRequest) (ca.PhaseResult, error)
+	RetireRoot(ctx context.Context, req ca.PhaseRequest) (ca.PhaseResult, error)
+	RollbackRoot(ctx context.Context, req ca.PhaseRequest) (ca.PhaseResult, error)
+	RevokeRoot(ctx context.Context, req ca.RevokeRequest) (ca.PhaseResult, error)
+	RotationStatus(ctx context.Context, workloadCertTTL time.Duration) (ca.RotationStatus, error)
 	ListRoots(ctx context.Context) ([]store.Root, error)
 	AddCluster(ctx context.Context, req ca.AddClusterRequest) (store.Cluster, error)
 	RemoveCluster(ctx context.Context, name string) error
@@ -69,6 +74,21 @@ func (l *localBackend) ImportRoot(ctx context.Context, req ca.ImportRootRequest)
 }
 func (l *localBackend) PrepareRoot(ctx context.Context, req ca.PrepareRootRequest) (store.Root, error) {
 	return l.svc.PrepareRoot(ctx, localActor(), req)
+}
+func (l *localBackend) ActivateRoot(ctx context.Context, req ca.PhaseRequest) (ca.PhaseResult, error) {
+	return l.svc.ActivateRoot(ctx, localActor(), req)
+}
+func (l *localBackend) RetireRoot(ctx context.Context, req ca.PhaseRequest) (ca.PhaseResult, error) {
+	return l.svc.RetireRoot(ctx, localActor(), req)
+}
+func (l *localBackend) RollbackRoot(ctx context.Context, req ca.PhaseRequest) (ca.PhaseResult, error) {
+	return l.svc.RollbackPrepared(ctx, localActor(), req)
+}
+func (l *localBackend) RevokeRoot(ctx context.Context, req ca.RevokeRequest) (ca.PhaseResult, error) {
+	return l.svc.RevokeRoot(ctx, localActor(), req)
+}
+func (l *localBackend) RotationStatus(ctx context.Context, ttl time.Duration) (ca.RotationStatus, error) {
+	return l.svc.RotationStatus(ctx, ttl)
 }
 func (l *localBackend) ListRoots(ctx context.Context) ([]store.Root, error) {
 	return l.svc.ListRoots(ctx)
@@ -164,11 +184,44 @@ func (r *remoteBackend) ImportRoot(context.Context, ca.ImportRootRequest) (store
 	return store.Root{}, usageError{errors.New("root import sends a private key, so it only works on a data dir: stop the server or pass --data-dir")}
 }
 func (r *remoteBackend) PrepareRoot(ctx context.Context, req ca.PrepareRootRequest) (store.Root, error) {
-	m, err := r.c.PrepareRoot(ctx, &meshrootv1.PrepareRootRequest{KeyType: string(req.KeyType), TtlSeconds: int64(req.TTL / time.Second)})
+	m, err := r.c.PrepareRoot(ctx, &meshrootv1.PrepareRootRequest{
+		KeyType: string(req.KeyType), TtlSeconds: int64(req.TTL / time.Second), CrossSign: req.CrossSign, DryRun: req.DryRun,
+	})
 	if err != nil {
 		return store.Root{}, err
 	}
+	if req.DryRun {
+		return store.Root{TrustDomain: m.GetTrustDomain(), State: store.RootState(m.GetState())}, nil
+	}
 	return issuer.RootFromProto(m)
+}
+func phaseProto(req ca.PhaseRequest) *meshrootv1.PhaseRequest {
+	return &meshrootv1.PhaseRequest{DryRun: req.DryRun, Force: req.Force, WorkloadCertTtlSeconds: int64(req.WorkloadCertTTL / time.Second)}
+}
+func (r *remoteBackend) phase(m *meshrootv1.PhaseResult, err error) (ca.PhaseResult, error) {
+	if err != nil {
+		return ca.PhaseResult{}, err
+	}
+	return issuer.PhaseResultFromProto(m), nil
+}
+func (r *remoteBackend) ActivateRoot(ctx context.Context, req ca.PhaseRequest) (ca.PhaseResult, error) {
+	return r.phase(r.c.ActivateRoot(ctx, phaseProto(req)))
+}
+func (r *remoteBackend) RetireRoot(ctx context.Context, req ca.PhaseRequest) (ca.PhaseResult, error) {
+	return r.phase(r.c.RetireRoot(ctx, phaseProto(req)))
+}
+func (r *remoteBackend) RollbackRoot(ctx context.Context, req ca.PhaseRequest) (ca.PhaseResult, error) {
+	return r.phase(r.c.RollbackRoot(ctx, phaseProto(req)))
+}
+func (r *remoteBackend) RevokeRoot(ctx context.Context, req ca.RevokeRequest) (ca.PhaseResult, error) {
+	return r.phase(r.c.RevokeRoot(ctx, &meshrootv1.RevokeRootRequest{RootId: req.RootID, Emergency: req.Emergency, KeyType: string(req.KeyType), DryRun: req.DryRun}))
+}
+func (r *remoteBackend) RotationStatus(ctx context.Context, ttl time.Duration) (ca.RotationStatus, error) {
+	m, err := r.c.RotationStatus(ctx, &meshrootv1.RotationStatusRequest{WorkloadCertTtlSeconds: int64(ttl / time.Second)})
+	if err != nil {
+		return ca.RotationStatus{}, err
+	}
+	return issuer.RotationStatusFromProto(m)
 }
 func (r *remoteBackend) ListRoots(ctx context.Context) ([]store.Root, error) {
 	resp, err := r.c.ListRoots(ctx, &meshrootv1.ListRootsRequest{})

@@ -20,7 +20,9 @@ const maxImportFile = 1 << 20
 
 func newRootGroupCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "root", Short: "Create and inspect roots of trust"}
-	cmd.AddCommand(newRootInitCmd(g), newRootImportCmd(g), newRootListCmd(g), newRootPrepareCmd(g))
+	cmd.AddCommand(newRootInitCmd(g), newRootImportCmd(g), newRootListCmd(g), newRootPrepareCmd(g),
+		newRootPhaseCmd(g, "activate"), newRootPhaseCmd(g, "retire"), newRootPhaseCmd(g, "rollback"),
+		newRootRevokeCmd(g), newRootStatusCmd(g))
 	return cmd
 }
 
@@ -97,6 +99,7 @@ func newRootInitCmd(g *globals) *cobra.Command {
 func newRootPrepareCmd(g *globals) *cobra.Command {
 	var keyType string
 	var ttl time.Duration
+	var crossSign, dryRun bool
 	cmd := &cobra.Command{
 		Use:   "prepare [--key-type T] [--ttl 87600h]",
 		Short: "Rotation, phase 1: create the next root and add it to the trust bundle everywhere",
@@ -117,13 +120,20 @@ root-cert.pem in every cluster; the active root keeps signing.`,
 				return err
 			}
 			defer b.Close()
-			r, err := b.PrepareRoot(cmd.Context(), ca.PrepareRootRequest{KeyType: kt, TTL: ttl})
+			r, err := b.PrepareRoot(cmd.Context(), ca.PrepareRootRequest{KeyType: kt, TTL: ttl, CrossSign: crossSign, DryRun: dryRun})
 			if err != nil {
+				return err
+			}
+			if dryRun {
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "dry run: a new %s root for %s would join the trust bundle (sequence +1)%s; the active root keeps signing\n",
+					kt, r.TrustDomain, map[bool]string{true: ", cross-signed by the active root", false: ""}[crossSign])
 				return err
 			}
 			return printRoots(cmd, g, []store.Root{r})
 		},
 	}
+	cmd.Flags().BoolVar(&crossSign, "cross-sign", false, "also have the active root certify the new root, so peers that trust only the old root accept new chains")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
 	cmd.Flags().StringVar(&keyType, "key-type", string(keymanager.DefaultKeyType), "key type of the new root")
 	cmd.Flags().DurationVar(&ttl, "ttl", ca.DefaultRootTTL, "lifetime of the new root")
 	return cmd

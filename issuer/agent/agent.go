@@ -126,7 +126,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg: cfg, log: cfg.Log.With("cluster", cfg.Cluster), serverCA: serverCA,
 		creds: &credentialSource{joinToken: cfg.JoinToken, tokenFile: cfg.TokenFile},
 	}
-	if a.client, err = dial(cfg.Server, a.serverRoots); err != nil {
+	if a.client, err = dial(cfg.Server, a.serverRoots, nil); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -282,7 +282,37 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 			return time.Time{}, err
 		}
 	}
+	a.report(ctx, now)
 	return next, nil
+}
+
+// report tells the server what the cluster now runs with (rotation phases
+// wait for it). It authenticates with the intermediate it just wrote, or a
+// service-account token; a failure is logged and retried next time.
+func (a *Agent) report(ctx context.Context, now time.Time) {
+	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
+	if err != nil || cur.CACerts == nil || cur.Secret == nil {
+		return
+	}
+	req := &meshrootv1.ReportStatusRequest{
+		Cluster: a.cfg.Cluster, BundleSequence: appliedSequence(cur), IntermediateSerial: ca.SerialHex(cur.CACerts.Cert.SerialNumber),
+	}
+	if cert := a.renewalCert(cur, now); cert != nil {
+		err = a.withCert(cert, func(c meshrootv1.IssuerClient) error {
+			_, rerr := c.ReportStatus(ctx, req)
+			return rerr
+		})
+	} else if a.creds.tokenFile != "" {
+		var rctx context.Context
+		if rctx, _, err = a.creds.withToken(ctx); err == nil {
+			_, err = a.client.issuer.ReportStatus(rctx, req)
+		}
+	}
+	if err != nil {
+		a.log.Warn("status report failed; will retry", "error", status.Convert(err).Message())
+		return
+	}
+	a.log.Debug("status reported", "bundle_sequence", req.BundleSequence, "serial", req.IntermediateSerial)
 }
 
 // deliverFederated writes the federated bundles into the cluster.
@@ -361,7 +391,13 @@ func (a *Agent) needsIssue(cur *Current, bundle *meshrootv1.TrustBundle, now tim
 	}
 	if bundle != nil {
 		top := cur.CACerts.Chain[len(cur.CACerts.Chain)-1]
-		if id := bundle.GetActiveRootId(); id != "" && id != ca.RootID(top) {
+		// The root that signed the intermediate: the annotation when the
+		// chain goes through a cross certificate to an older root.
+		signedBy := cur.Secret.Annotations[ca.AnnotationRootID]
+		if signedBy == "" {
+			signedBy = ca.RootID(top)
+		}
+		if id := bundle.GetActiveRootId(); id != "" && id != signedBy {
 			return "the active root changed"
 		}
 		if !containsDER(bundle.GetRoots(), top.Raw) {
@@ -386,9 +422,11 @@ func (a *Agent) issue(ctx context.Context, cur *Current, now time.Time) (ca.Issu
 	req := &meshrootv1.SignIntermediateRequest{Cluster: a.cfg.Cluster, Csr: csr.Raw, TtlSeconds: int64(a.cfg.TTL / time.Second)}
 	var resp *meshrootv1.SignIntermediateResponse
 	if renewal := a.renewalCert(cur, now); renewal != nil {
-		a.client.setClientCert(renewal)
-		resp, err = a.client.issuer.SignIntermediate(ctx, req)
-		a.client.setClientCert(nil)
+		err = a.withCert(renewal, func(c meshrootv1.IssuerClient) error {
+			var cerr error
+			resp, cerr = c.SignIntermediate(ctx, req)
+			return cerr
+		})
 		if err == nil {
 			return a.issued(resp, key)
 		}
@@ -431,6 +469,16 @@ func (a *Agent) issued(resp *meshrootv1.SignIntermediateResponse, key crypto.Sig
 		Cert: chain[0], Chain: chain, RootID: resp.GetRootId(),
 		Bundle: ca.TrustBundle{Roots: roots, Sequence: resp.GetBundleSequence()},
 	}, key, nil
+}
+
+// withCert runs f over a connection that presents cert.
+func (a *Agent) withCert(cert *tls.Certificate, f func(meshrootv1.IssuerClient) error) error {
+	c, err := dial(a.cfg.Server, a.serverRoots, cert)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	return f(c.issuer)
 }
 
 // renewalCert is the current intermediate as a TLS client certificate, when

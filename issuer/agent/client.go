@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -27,22 +26,21 @@ const (
 // maxTokenFile bounds a projected service-account token file.
 const maxTokenFile = 16 << 10
 
-// client is the agent's connection to the server. It presents the
-// cluster's current intermediate as TLS client certificate when it has a
-// valid one (renewal), and a service-account or join token in metadata.
+// client is a connection to the server. A connection either presents a
+// client certificate (the cluster's intermediate, for renewal) or none; the
+// agent keeps one without for the watch and token calls, and opens a short
+// one with the certificate when it renews, because an established HTTP/2
+// connection never presents a certificate it did not start with.
 type client struct {
 	conn   *grpc.ClientConn
 	issuer meshrootv1.IssuerClient
-
-	mu   sync.Mutex
-	cert *tls.Certificate
 }
 
 // dial connects to server, verifying its certificate against the roots that
 // roots returns at each handshake: the --server-ca file plus every root of
 // the latest trust bundle, so that the server stays trusted when it moves
 // to a new root during rotation.
-func dial(server string, roots func() *x509.CertPool) (*client, error) {
+func dial(server string, roots func() *x509.CertPool, cert *tls.Certificate) (*client, error) {
 	host, _, err := net.SplitHostPort(server)
 	if err != nil {
 		return nil, fmt.Errorf("--server %q: want host:port", server)
@@ -72,12 +70,10 @@ func dial(server string, roots func() *x509.CertPool) (*client, error) {
 			return nil
 		},
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			if c.cert == nil {
+			if cert == nil {
 				return &tls.Certificate{}, nil
 			}
-			return c.cert, nil
+			return cert, nil
 		},
 	}
 	conn, err := grpc.NewClient(server, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
@@ -86,18 +82,6 @@ func dial(server string, roots func() *x509.CertPool) (*client, error) {
 	}
 	c.conn, c.issuer = conn, meshrootv1.NewIssuerClient(conn)
 	return c, nil
-}
-
-// setClientCert sets the certificate offered on new connections. A change
-// takes effect on the next handshake, so the connection is reset.
-func (c *client) setClientCert(cert *tls.Certificate) {
-	c.mu.Lock()
-	changed := (c.cert == nil) != (cert == nil) || (cert != nil && c.cert != nil && string(cert.Certificate[0]) != string(c.cert.Certificate[0]))
-	c.cert = cert
-	c.mu.Unlock()
-	if changed {
-		c.conn.ResetConnectBackoff()
-	}
 }
 
 func (c *client) close() error { return c.conn.Close() }

@@ -54,6 +54,15 @@ type Root struct {
 	ChainPEM  []byte
 	NotAfter  time.Time // NotAfter of the signing authority
 	CreatedAt time.Time
+	// CrossPEM, when set, is this root's key certified by the root that was
+	// active when it was prepared, so that peers still trusting only the
+	// old root accept chains from the new one.
+	CrossPEM []byte
+	// AddedSequence is the bundle sequence at which the root joined the
+	// trust bundle.
+	AddedSequence uint64
+	// StateChangedAt is when State last changed (CreatedAt until then).
+	StateChangedAt time.Time
 }
 
 // Cluster is a registered Kubernetes cluster that may request intermediates.
@@ -219,7 +228,8 @@ type Reader interface {
 type Tx interface {
 	Reader
 	CreateRoot(ctx context.Context, r Root) error
-	UpdateRootState(ctx context.Context, id string, state RootState) error
+	// UpdateRootState sets a root's state and StateChangedAt.
+	UpdateRootState(ctx context.Context, id string, state RootState, at time.Time) error
 	CreateCluster(ctx context.Context, c Cluster) error
 	DeleteCluster(ctx context.Context, name string) error
 	CreateIntermediate(ctx context.Context, in Intermediate) error

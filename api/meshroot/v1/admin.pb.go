@@ -594,6 +594,8 @@ type PrepareRootRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	KeyType       string                 `protobuf:"bytes,1,opt,name=key_type,json=keyType,proto3" json:"key_type,omitempty"`
 	TtlSeconds    int64                  `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	CrossSign     bool                   `protobuf:"varint,3,opt,name=cross_sign,json=crossSign,proto3" json:"cross_sign,omitempty"`
+	DryRun        bool                   `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -642,6 +644,504 @@ func (x *PrepareRootRequest) GetTtlSeconds() int64 {
 	return 0
 }
 
+func (x *PrepareRootRequest) GetCrossSign() bool {
+	if x != nil {
+		return x.CrossSign
+	}
+	return false
+}
+
+func (x *PrepareRootRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type PhaseRequest struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	DryRun                 bool                   `protobuf:"varint,1,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	Force                  bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	WorkloadCertTtlSeconds int64                  `protobuf:"varint,3,opt,name=workload_cert_ttl_seconds,json=workloadCertTtlSeconds,proto3" json:"workload_cert_ttl_seconds,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *PhaseRequest) Reset() {
+	*x = PhaseRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PhaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PhaseRequest) ProtoMessage() {}
+
+func (x *PhaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PhaseRequest.ProtoReflect.Descriptor instead.
+func (*PhaseRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PhaseRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *PhaseRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *PhaseRequest) GetWorkloadCertTtlSeconds() int64 {
+	if x != nil {
+		return x.WorkloadCertTtlSeconds
+	}
+	return 0
+}
+
+type Blocker struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Blocker) Reset() {
+	*x = Blocker{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Blocker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Blocker) ProtoMessage() {}
+
+func (x *Blocker) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Blocker.ProtoReflect.Descriptor instead.
+func (*Blocker) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Blocker) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *Blocker) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type PhaseResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Phase         string                 `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	Changes       []string               `protobuf:"bytes,2,rep,name=changes,proto3" json:"changes,omitempty"`
+	Blockers      []*Blocker             `protobuf:"bytes,3,rep,name=blockers,proto3" json:"blockers,omitempty"`
+	LosingTrust   []string               `protobuf:"bytes,4,rep,name=losing_trust,json=losingTrust,proto3" json:"losing_trust,omitempty"`
+	DryRun        bool                   `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	Forced        bool                   `protobuf:"varint,6,opt,name=forced,proto3" json:"forced,omitempty"`
+	Done          bool                   `protobuf:"varint,7,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PhaseResult) Reset() {
+	*x = PhaseResult{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PhaseResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PhaseResult) ProtoMessage() {}
+
+func (x *PhaseResult) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PhaseResult.ProtoReflect.Descriptor instead.
+func (*PhaseResult) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PhaseResult) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *PhaseResult) GetChanges() []string {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *PhaseResult) GetBlockers() []*Blocker {
+	if x != nil {
+		return x.Blockers
+	}
+	return nil
+}
+
+func (x *PhaseResult) GetLosingTrust() []string {
+	if x != nil {
+		return x.LosingTrust
+	}
+	return nil
+}
+
+func (x *PhaseResult) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *PhaseResult) GetForced() bool {
+	if x != nil {
+		return x.Forced
+	}
+	return false
+}
+
+func (x *PhaseResult) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+type RevokeRootRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RootId        string                 `protobuf:"bytes,1,opt,name=root_id,json=rootId,proto3" json:"root_id,omitempty"`
+	Emergency     bool                   `protobuf:"varint,2,opt,name=emergency,proto3" json:"emergency,omitempty"`
+	KeyType       string                 `protobuf:"bytes,3,opt,name=key_type,json=keyType,proto3" json:"key_type,omitempty"`
+	DryRun        bool                   `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeRootRequest) Reset() {
+	*x = RevokeRootRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeRootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeRootRequest) ProtoMessage() {}
+
+func (x *RevokeRootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeRootRequest.ProtoReflect.Descriptor instead.
+func (*RevokeRootRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RevokeRootRequest) GetRootId() string {
+	if x != nil {
+		return x.RootId
+	}
+	return ""
+}
+
+func (x *RevokeRootRequest) GetEmergency() bool {
+	if x != nil {
+		return x.Emergency
+	}
+	return false
+}
+
+func (x *RevokeRootRequest) GetKeyType() string {
+	if x != nil {
+		return x.KeyType
+	}
+	return ""
+}
+
+func (x *RevokeRootRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type RotationStatusRequest struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	WorkloadCertTtlSeconds int64                  `protobuf:"varint,1,opt,name=workload_cert_ttl_seconds,json=workloadCertTtlSeconds,proto3" json:"workload_cert_ttl_seconds,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *RotationStatusRequest) Reset() {
+	*x = RotationStatusRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotationStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotationStatusRequest) ProtoMessage() {}
+
+func (x *RotationStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotationStatusRequest.ProtoReflect.Descriptor instead.
+func (*RotationStatusRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RotationStatusRequest) GetWorkloadCertTtlSeconds() int64 {
+	if x != nil {
+		return x.WorkloadCertTtlSeconds
+	}
+	return 0
+}
+
+type ClusterRotationStatus struct {
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	Cluster               string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	BundleSequenceApplied uint64                 `protobuf:"varint,2,opt,name=bundle_sequence_applied,json=bundleSequenceApplied,proto3" json:"bundle_sequence_applied,omitempty"`
+	IntermediateSerial    string                 `protobuf:"bytes,3,opt,name=intermediate_serial,json=intermediateSerial,proto3" json:"intermediate_serial,omitempty"`
+	IntermediateRoot      string                 `protobuf:"bytes,4,opt,name=intermediate_root,json=intermediateRoot,proto3" json:"intermediate_root,omitempty"`
+	IntermediateNotAfter  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=intermediate_not_after,json=intermediateNotAfter,proto3" json:"intermediate_not_after,omitempty"`
+	LastContact           *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	Blockers              []string               `protobuf:"bytes,7,rep,name=blockers,proto3" json:"blockers,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *ClusterRotationStatus) Reset() {
+	*x = ClusterRotationStatus{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterRotationStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterRotationStatus) ProtoMessage() {}
+
+func (x *ClusterRotationStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterRotationStatus.ProtoReflect.Descriptor instead.
+func (*ClusterRotationStatus) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ClusterRotationStatus) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *ClusterRotationStatus) GetBundleSequenceApplied() uint64 {
+	if x != nil {
+		return x.BundleSequenceApplied
+	}
+	return 0
+}
+
+func (x *ClusterRotationStatus) GetIntermediateSerial() string {
+	if x != nil {
+		return x.IntermediateSerial
+	}
+	return ""
+}
+
+func (x *ClusterRotationStatus) GetIntermediateRoot() string {
+	if x != nil {
+		return x.IntermediateRoot
+	}
+	return ""
+}
+
+func (x *ClusterRotationStatus) GetIntermediateNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IntermediateNotAfter
+	}
+	return nil
+}
+
+func (x *ClusterRotationStatus) GetLastContact() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastContact
+	}
+	return nil
+}
+
+func (x *ClusterRotationStatus) GetBlockers() []string {
+	if x != nil {
+		return x.Blockers
+	}
+	return nil
+}
+
+type RotationStatusResponse struct {
+	state          protoimpl.MessageState   `protogen:"open.v1"`
+	Roots          []*Root                  `protobuf:"bytes,1,rep,name=roots,proto3" json:"roots,omitempty"`
+	BundleSequence uint64                   `protobuf:"varint,2,opt,name=bundle_sequence,json=bundleSequence,proto3" json:"bundle_sequence,omitempty"`
+	NextPhase      string                   `protobuf:"bytes,3,opt,name=next_phase,json=nextPhase,proto3" json:"next_phase,omitempty"`
+	Clusters       []*ClusterRotationStatus `protobuf:"bytes,4,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	Blockers       []*Blocker               `protobuf:"bytes,5,rep,name=blockers,proto3" json:"blockers,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RotationStatusResponse) Reset() {
+	*x = RotationStatusResponse{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotationStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotationStatusResponse) ProtoMessage() {}
+
+func (x *RotationStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotationStatusResponse.ProtoReflect.Descriptor instead.
+func (*RotationStatusResponse) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RotationStatusResponse) GetRoots() []*Root {
+	if x != nil {
+		return x.Roots
+	}
+	return nil
+}
+
+func (x *RotationStatusResponse) GetBundleSequence() uint64 {
+	if x != nil {
+		return x.BundleSequence
+	}
+	return 0
+}
+
+func (x *RotationStatusResponse) GetNextPhase() string {
+	if x != nil {
+		return x.NextPhase
+	}
+	return ""
+}
+
+func (x *RotationStatusResponse) GetClusters() []*ClusterRotationStatus {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+func (x *RotationStatusResponse) GetBlockers() []*Blocker {
+	if x != nil {
+		return x.Blockers
+	}
+	return nil
+}
+
 type ListRootsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -650,7 +1150,7 @@ type ListRootsRequest struct {
 
 func (x *ListRootsRequest) Reset() {
 	*x = ListRootsRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[10]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +1162,7 @@ func (x *ListRootsRequest) String() string {
 func (*ListRootsRequest) ProtoMessage() {}
 
 func (x *ListRootsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[10]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +1175,7 @@ func (x *ListRootsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRootsRequest.ProtoReflect.Descriptor instead.
 func (*ListRootsRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type ListRootsResponse struct {
@@ -687,7 +1187,7 @@ type ListRootsResponse struct {
 
 func (x *ListRootsResponse) Reset() {
 	*x = ListRootsResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[11]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +1199,7 @@ func (x *ListRootsResponse) String() string {
 func (*ListRootsResponse) ProtoMessage() {}
 
 func (x *ListRootsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[11]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +1212,7 @@ func (x *ListRootsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRootsResponse.ProtoReflect.Descriptor instead.
 func (*ListRootsResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListRootsResponse) GetRoots() []*Root {
@@ -742,7 +1242,7 @@ type ClusterAuth struct {
 
 func (x *ClusterAuth) Reset() {
 	*x = ClusterAuth{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[12]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +1254,7 @@ func (x *ClusterAuth) String() string {
 func (*ClusterAuth) ProtoMessage() {}
 
 func (x *ClusterAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[12]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +1267,7 @@ func (x *ClusterAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterAuth.ProtoReflect.Descriptor instead.
 func (*ClusterAuth) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ClusterAuth) GetK8SIssuer() string {
@@ -830,7 +1330,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[13]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +1342,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[13]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +1355,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClusterStatus) GetLastContact() *timestamppb.Timestamp {
@@ -892,7 +1392,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[14]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +1404,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[14]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +1417,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Cluster) GetName() string {
@@ -966,7 +1466,7 @@ type AddClusterRequest struct {
 
 func (x *AddClusterRequest) Reset() {
 	*x = AddClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[15]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1478,7 @@ func (x *AddClusterRequest) String() string {
 func (*AddClusterRequest) ProtoMessage() {}
 
 func (x *AddClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[15]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1491,7 @@ func (x *AddClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddClusterRequest.ProtoReflect.Descriptor instead.
 func (*AddClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AddClusterRequest) GetName() string {
@@ -1024,7 +1524,7 @@ type RemoveClusterRequest struct {
 
 func (x *RemoveClusterRequest) Reset() {
 	*x = RemoveClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[16]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1536,7 @@ func (x *RemoveClusterRequest) String() string {
 func (*RemoveClusterRequest) ProtoMessage() {}
 
 func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[16]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1549,7 @@ func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClusterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveClusterRequest) GetName() string {
@@ -1067,7 +1567,7 @@ type RemoveClusterResponse struct {
 
 func (x *RemoveClusterResponse) Reset() {
 	*x = RemoveClusterResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1579,7 @@ func (x *RemoveClusterResponse) String() string {
 func (*RemoveClusterResponse) ProtoMessage() {}
 
 func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1592,7 @@ func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClusterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveClusterResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 type ListClustersRequest struct {
@@ -1103,7 +1603,7 @@ type ListClustersRequest struct {
 
 func (x *ListClustersRequest) Reset() {
 	*x = ListClustersRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1615,7 @@ func (x *ListClustersRequest) String() string {
 func (*ListClustersRequest) ProtoMessage() {}
 
 func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1628,7 @@ func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListClustersRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type ListClustersResponse struct {
@@ -1140,7 +1640,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1652,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,7 +1665,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListClustersResponse) GetClusters() []*Cluster {
@@ -1187,7 +1687,7 @@ type IssueIntermediateRequest struct {
 
 func (x *IssueIntermediateRequest) Reset() {
 	*x = IssueIntermediateRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1699,7 @@ func (x *IssueIntermediateRequest) String() string {
 func (*IssueIntermediateRequest) ProtoMessage() {}
 
 func (x *IssueIntermediateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1712,7 @@ func (x *IssueIntermediateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueIntermediateRequest.ProtoReflect.Descriptor instead.
 func (*IssueIntermediateRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *IssueIntermediateRequest) GetCluster() string {
@@ -1257,7 +1757,7 @@ type Intermediate struct {
 
 func (x *Intermediate) Reset() {
 	*x = Intermediate{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1769,7 @@ func (x *Intermediate) String() string {
 func (*Intermediate) ProtoMessage() {}
 
 func (x *Intermediate) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1782,7 @@ func (x *Intermediate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Intermediate.ProtoReflect.Descriptor instead.
 func (*Intermediate) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Intermediate) GetSerial() string {
@@ -1336,7 +1836,7 @@ type ListIntermediatesRequest struct {
 
 func (x *ListIntermediatesRequest) Reset() {
 	*x = ListIntermediatesRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1848,7 @@ func (x *ListIntermediatesRequest) String() string {
 func (*ListIntermediatesRequest) ProtoMessage() {}
 
 func (x *ListIntermediatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1861,7 @@ func (x *ListIntermediatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIntermediatesRequest.ProtoReflect.Descriptor instead.
 func (*ListIntermediatesRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListIntermediatesRequest) GetCluster() string {
@@ -1380,7 +1880,7 @@ type ListIntermediatesResponse struct {
 
 func (x *ListIntermediatesResponse) Reset() {
 	*x = ListIntermediatesResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1892,7 @@ func (x *ListIntermediatesResponse) String() string {
 func (*ListIntermediatesResponse) ProtoMessage() {}
 
 func (x *ListIntermediatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1905,7 @@ func (x *ListIntermediatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIntermediatesResponse.ProtoReflect.Descriptor instead.
 func (*ListIntermediatesResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListIntermediatesResponse) GetIntermediates() []*Intermediate {
@@ -1425,7 +1925,7 @@ type RevokeIntermediateRequest struct {
 
 func (x *RevokeIntermediateRequest) Reset() {
 	*x = RevokeIntermediateRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1937,7 @@ func (x *RevokeIntermediateRequest) String() string {
 func (*RevokeIntermediateRequest) ProtoMessage() {}
 
 func (x *RevokeIntermediateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1950,7 @@ func (x *RevokeIntermediateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeIntermediateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeIntermediateRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RevokeIntermediateRequest) GetSerial() string {
@@ -1483,7 +1983,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[25]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1495,7 +1995,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[25]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1508,7 +2008,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AuditEntry) GetSeq() int64 {
@@ -1577,7 +2077,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[26]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1589,7 +2089,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[26]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1602,7 +2102,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListAuditRequest) GetAfterSeq() int64 {
@@ -1628,7 +2128,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[27]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +2140,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[27]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +2153,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -1671,7 +2171,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[28]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +2183,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[28]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +2196,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 type VerifyAuditResponse struct {
@@ -1708,7 +2208,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[29]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +2220,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[29]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +2233,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *VerifyAuditResponse) GetEntries() int64 {
@@ -1753,7 +2253,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[30]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1765,7 +2265,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[30]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1778,7 +2278,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateTokenRequest) GetCluster() string {
@@ -1805,7 +2305,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[31]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +2317,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[31]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +2330,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -1895,11 +2395,51 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x19\n" +
 	"\bkey_type\x18\x02 \x01(\tR\akeyType\x12\x1f\n" +
 	"\vttl_seconds\x18\x03 \x01(\x03R\n" +
-	"ttlSeconds\"P\n" +
+	"ttlSeconds\"\x88\x01\n" +
 	"\x12PrepareRootRequest\x12\x19\n" +
 	"\bkey_type\x18\x01 \x01(\tR\akeyType\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
-	"ttlSeconds\"\x12\n" +
+	"ttlSeconds\x12\x1d\n" +
+	"\n" +
+	"cross_sign\x18\x03 \x01(\bR\tcrossSign\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"x\n" +
+	"\fPhaseRequest\x12\x17\n" +
+	"\adry_run\x18\x01 \x01(\bR\x06dryRun\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x129\n" +
+	"\x19workload_cert_ttl_seconds\x18\x03 \x01(\x03R\x16workloadCertTtlSeconds\";\n" +
+	"\aBlocker\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xd7\x01\n" +
+	"\vPhaseResult\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x18\n" +
+	"\achanges\x18\x02 \x03(\tR\achanges\x120\n" +
+	"\bblockers\x18\x03 \x03(\v2\x14.meshroot.v1.BlockerR\bblockers\x12!\n" +
+	"\flosing_trust\x18\x04 \x03(\tR\vlosingTrust\x12\x17\n" +
+	"\adry_run\x18\x05 \x01(\bR\x06dryRun\x12\x16\n" +
+	"\x06forced\x18\x06 \x01(\bR\x06forced\x12\x12\n" +
+	"\x04done\x18\a \x01(\bR\x04done\"~\n" +
+	"\x11RevokeRootRequest\x12\x17\n" +
+	"\aroot_id\x18\x01 \x01(\tR\x06rootId\x12\x1c\n" +
+	"\temergency\x18\x02 \x01(\bR\temergency\x12\x19\n" +
+	"\bkey_type\x18\x03 \x01(\tR\akeyType\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"R\n" +
+	"\x15RotationStatusRequest\x129\n" +
+	"\x19workload_cert_ttl_seconds\x18\x01 \x01(\x03R\x16workloadCertTtlSeconds\"\xf4\x02\n" +
+	"\x15ClusterRotationStatus\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x126\n" +
+	"\x17bundle_sequence_applied\x18\x02 \x01(\x04R\x15bundleSequenceApplied\x12/\n" +
+	"\x13intermediate_serial\x18\x03 \x01(\tR\x12intermediateSerial\x12+\n" +
+	"\x11intermediate_root\x18\x04 \x01(\tR\x10intermediateRoot\x12P\n" +
+	"\x16intermediate_not_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x14intermediateNotAfter\x12=\n" +
+	"\flast_contact\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12\x1a\n" +
+	"\bblockers\x18\a \x03(\tR\bblockers\"\xfb\x01\n" +
+	"\x16RotationStatusResponse\x12'\n" +
+	"\x05roots\x18\x01 \x03(\v2\x11.meshroot.v1.RootR\x05roots\x12'\n" +
+	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12\x1d\n" +
+	"\n" +
+	"next_phase\x18\x03 \x01(\tR\tnextPhase\x12>\n" +
+	"\bclusters\x18\x04 \x03(\v2\".meshroot.v1.ClusterRotationStatusR\bclusters\x120\n" +
+	"\bblockers\x18\x05 \x03(\v2\x14.meshroot.v1.BlockerR\bblockers\"\x12\n" +
 	"\x10ListRootsRequest\"<\n" +
 	"\x11ListRootsResponse\x12'\n" +
 	"\x05roots\x18\x01 \x03(\v2\x11.meshroot.v1.RootR\x05roots\"\x8c\x02\n" +
@@ -1979,11 +2519,18 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x13CreateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
-	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\x8a\v\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\xfa\r\n" +
 	"\x05Admin\x12;\n" +
 	"\bInitRoot\x12\x1c.meshroot.v1.InitRootRequest\x1a\x11.meshroot.v1.Root\x12J\n" +
 	"\tListRoots\x12\x1d.meshroot.v1.ListRootsRequest\x1a\x1e.meshroot.v1.ListRootsResponse\x12A\n" +
-	"\vPrepareRoot\x12\x1f.meshroot.v1.PrepareRootRequest\x1a\x11.meshroot.v1.Root\x12B\n" +
+	"\vPrepareRoot\x12\x1f.meshroot.v1.PrepareRootRequest\x1a\x11.meshroot.v1.Root\x12C\n" +
+	"\fActivateRoot\x12\x19.meshroot.v1.PhaseRequest\x1a\x18.meshroot.v1.PhaseResult\x12A\n" +
+	"\n" +
+	"RetireRoot\x12\x19.meshroot.v1.PhaseRequest\x1a\x18.meshroot.v1.PhaseResult\x12C\n" +
+	"\fRollbackRoot\x12\x19.meshroot.v1.PhaseRequest\x1a\x18.meshroot.v1.PhaseResult\x12F\n" +
+	"\n" +
+	"RevokeRoot\x12\x1e.meshroot.v1.RevokeRootRequest\x1a\x18.meshroot.v1.PhaseResult\x12Y\n" +
+	"\x0eRotationStatus\x12\".meshroot.v1.RotationStatusRequest\x1a#.meshroot.v1.RotationStatusResponse\x12B\n" +
 	"\n" +
 	"AddCluster\x12\x1e.meshroot.v1.AddClusterRequest\x1a\x14.meshroot.v1.Cluster\x12V\n" +
 	"\rRemoveCluster\x12!.meshroot.v1.RemoveClusterRequest\x1a\".meshroot.v1.RemoveClusterResponse\x12S\n" +
@@ -2012,7 +2559,7 @@ func file_meshroot_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_admin_proto_rawDescData
 }
 
-var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*FederationPeer)(nil),            // 0: meshroot.v1.FederationPeer
 	(*AddFederationRequest)(nil),      // 1: meshroot.v1.AddFederationRequest
@@ -2024,94 +2571,117 @@ var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*Root)(nil),                      // 7: meshroot.v1.Root
 	(*InitRootRequest)(nil),           // 8: meshroot.v1.InitRootRequest
 	(*PrepareRootRequest)(nil),        // 9: meshroot.v1.PrepareRootRequest
-	(*ListRootsRequest)(nil),          // 10: meshroot.v1.ListRootsRequest
-	(*ListRootsResponse)(nil),         // 11: meshroot.v1.ListRootsResponse
-	(*ClusterAuth)(nil),               // 12: meshroot.v1.ClusterAuth
-	(*ClusterStatus)(nil),             // 13: meshroot.v1.ClusterStatus
-	(*Cluster)(nil),                   // 14: meshroot.v1.Cluster
-	(*AddClusterRequest)(nil),         // 15: meshroot.v1.AddClusterRequest
-	(*RemoveClusterRequest)(nil),      // 16: meshroot.v1.RemoveClusterRequest
-	(*RemoveClusterResponse)(nil),     // 17: meshroot.v1.RemoveClusterResponse
-	(*ListClustersRequest)(nil),       // 18: meshroot.v1.ListClustersRequest
-	(*ListClustersResponse)(nil),      // 19: meshroot.v1.ListClustersResponse
-	(*IssueIntermediateRequest)(nil),  // 20: meshroot.v1.IssueIntermediateRequest
-	(*Intermediate)(nil),              // 21: meshroot.v1.Intermediate
-	(*ListIntermediatesRequest)(nil),  // 22: meshroot.v1.ListIntermediatesRequest
-	(*ListIntermediatesResponse)(nil), // 23: meshroot.v1.ListIntermediatesResponse
-	(*RevokeIntermediateRequest)(nil), // 24: meshroot.v1.RevokeIntermediateRequest
-	(*AuditEntry)(nil),                // 25: meshroot.v1.AuditEntry
-	(*ListAuditRequest)(nil),          // 26: meshroot.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),         // 27: meshroot.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),        // 28: meshroot.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),       // 29: meshroot.v1.VerifyAuditResponse
-	(*CreateTokenRequest)(nil),        // 30: meshroot.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),       // 31: meshroot.v1.CreateTokenResponse
-	(*timestamppb.Timestamp)(nil),     // 32: google.protobuf.Timestamp
-	(*GetTrustBundleRequest)(nil),     // 33: meshroot.v1.GetTrustBundleRequest
-	(*SignIntermediateResponse)(nil),  // 34: meshroot.v1.SignIntermediateResponse
-	(*TrustBundle)(nil),               // 35: meshroot.v1.TrustBundle
+	(*PhaseRequest)(nil),              // 10: meshroot.v1.PhaseRequest
+	(*Blocker)(nil),                   // 11: meshroot.v1.Blocker
+	(*PhaseResult)(nil),               // 12: meshroot.v1.PhaseResult
+	(*RevokeRootRequest)(nil),         // 13: meshroot.v1.RevokeRootRequest
+	(*RotationStatusRequest)(nil),     // 14: meshroot.v1.RotationStatusRequest
+	(*ClusterRotationStatus)(nil),     // 15: meshroot.v1.ClusterRotationStatus
+	(*RotationStatusResponse)(nil),    // 16: meshroot.v1.RotationStatusResponse
+	(*ListRootsRequest)(nil),          // 17: meshroot.v1.ListRootsRequest
+	(*ListRootsResponse)(nil),         // 18: meshroot.v1.ListRootsResponse
+	(*ClusterAuth)(nil),               // 19: meshroot.v1.ClusterAuth
+	(*ClusterStatus)(nil),             // 20: meshroot.v1.ClusterStatus
+	(*Cluster)(nil),                   // 21: meshroot.v1.Cluster
+	(*AddClusterRequest)(nil),         // 22: meshroot.v1.AddClusterRequest
+	(*RemoveClusterRequest)(nil),      // 23: meshroot.v1.RemoveClusterRequest
+	(*RemoveClusterResponse)(nil),     // 24: meshroot.v1.RemoveClusterResponse
+	(*ListClustersRequest)(nil),       // 25: meshroot.v1.ListClustersRequest
+	(*ListClustersResponse)(nil),      // 26: meshroot.v1.ListClustersResponse
+	(*IssueIntermediateRequest)(nil),  // 27: meshroot.v1.IssueIntermediateRequest
+	(*Intermediate)(nil),              // 28: meshroot.v1.Intermediate
+	(*ListIntermediatesRequest)(nil),  // 29: meshroot.v1.ListIntermediatesRequest
+	(*ListIntermediatesResponse)(nil), // 30: meshroot.v1.ListIntermediatesResponse
+	(*RevokeIntermediateRequest)(nil), // 31: meshroot.v1.RevokeIntermediateRequest
+	(*AuditEntry)(nil),                // 32: meshroot.v1.AuditEntry
+	(*ListAuditRequest)(nil),          // 33: meshroot.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),         // 34: meshroot.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),        // 35: meshroot.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),       // 36: meshroot.v1.VerifyAuditResponse
+	(*CreateTokenRequest)(nil),        // 37: meshroot.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),       // 38: meshroot.v1.CreateTokenResponse
+	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
+	(*GetTrustBundleRequest)(nil),     // 40: meshroot.v1.GetTrustBundleRequest
+	(*SignIntermediateResponse)(nil),  // 41: meshroot.v1.SignIntermediateResponse
+	(*TrustBundle)(nil),               // 42: meshroot.v1.TrustBundle
 }
 var file_meshroot_v1_admin_proto_depIdxs = []int32{
-	32, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
-	32, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
-	32, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
-	32, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
-	32, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
+	39, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
+	39, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
+	39, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
+	39, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
+	39, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
 	0,  // 5: meshroot.v1.ListFederationResponse.peers:type_name -> meshroot.v1.FederationPeer
-	32, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
-	32, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
-	7,  // 8: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
-	32, // 9: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
-	32, // 10: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
-	12, // 11: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
-	13, // 12: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
-	12, // 13: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
-	14, // 14: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
-	32, // 15: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
-	32, // 16: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
-	21, // 17: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
-	32, // 18: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	25, // 19: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
-	32, // 20: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	8,  // 21: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
-	10, // 22: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
-	9,  // 23: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
-	15, // 24: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
-	16, // 25: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
-	18, // 26: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
-	20, // 27: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
-	22, // 28: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
-	24, // 29: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
-	33, // 30: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	26, // 31: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
-	28, // 32: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
-	30, // 33: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
-	1,  // 34: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
-	2,  // 35: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
-	4,  // 36: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
-	6,  // 37: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
-	7,  // 38: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
-	11, // 39: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
-	7,  // 40: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
-	14, // 41: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
-	17, // 42: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
-	19, // 43: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
-	34, // 44: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	23, // 45: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
-	21, // 46: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
-	35, // 47: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	27, // 48: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
-	29, // 49: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
-	31, // 50: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
-	0,  // 51: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
-	3,  // 52: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
-	5,  // 53: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
-	0,  // 54: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
-	38, // [38:55] is the sub-list for method output_type
-	21, // [21:38] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	39, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
+	39, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
+	11, // 8: meshroot.v1.PhaseResult.blockers:type_name -> meshroot.v1.Blocker
+	39, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	39, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
+	7,  // 11: meshroot.v1.RotationStatusResponse.roots:type_name -> meshroot.v1.Root
+	15, // 12: meshroot.v1.RotationStatusResponse.clusters:type_name -> meshroot.v1.ClusterRotationStatus
+	11, // 13: meshroot.v1.RotationStatusResponse.blockers:type_name -> meshroot.v1.Blocker
+	7,  // 14: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
+	39, // 15: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
+	39, // 16: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	19, // 17: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
+	20, // 18: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
+	19, // 19: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
+	21, // 20: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
+	39, // 21: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
+	39, // 22: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
+	28, // 23: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
+	39, // 24: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	32, // 25: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
+	39, // 26: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	8,  // 27: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
+	17, // 28: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
+	9,  // 29: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
+	10, // 30: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 31: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 32: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
+	13, // 33: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
+	14, // 34: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
+	22, // 35: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
+	23, // 36: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
+	25, // 37: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
+	27, // 38: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
+	29, // 39: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
+	31, // 40: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
+	40, // 41: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	33, // 42: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
+	35, // 43: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
+	37, // 44: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
+	1,  // 45: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
+	2,  // 46: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
+	4,  // 47: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
+	6,  // 48: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
+	7,  // 49: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
+	18, // 50: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
+	7,  // 51: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
+	12, // 52: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 53: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 54: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 55: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
+	16, // 56: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
+	21, // 57: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
+	24, // 58: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
+	26, // 59: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
+	41, // 60: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	30, // 61: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
+	28, // 62: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
+	42, // 63: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	34, // 64: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
+	36, // 65: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
+	38, // 66: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
+	0,  // 67: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
+	3,  // 68: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
+	5,  // 69: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
+	0,  // 70: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
+	49, // [49:71] is the sub-list for method output_type
+	27, // [27:49] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_meshroot_v1_admin_proto_init() }
@@ -2126,7 +2696,7 @@ func file_meshroot_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_admin_proto_rawDesc), len(file_meshroot_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,11 @@ const (
 	Admin_InitRoot_FullMethodName           = "/meshroot.v1.Admin/InitRoot"
 	Admin_ListRoots_FullMethodName          = "/meshroot.v1.Admin/ListRoots"
 	Admin_PrepareRoot_FullMethodName        = "/meshroot.v1.Admin/PrepareRoot"
+	Admin_ActivateRoot_FullMethodName       = "/meshroot.v1.Admin/ActivateRoot"
+	Admin_RetireRoot_FullMethodName         = "/meshroot.v1.Admin/RetireRoot"
+	Admin_RollbackRoot_FullMethodName       = "/meshroot.v1.Admin/RollbackRoot"
+	Admin_RevokeRoot_FullMethodName         = "/meshroot.v1.Admin/RevokeRoot"
+	Admin_RotationStatus_FullMethodName     = "/meshroot.v1.Admin/RotationStatus"
 	Admin_AddCluster_FullMethodName         = "/meshroot.v1.Admin/AddCluster"
 	Admin_RemoveCluster_FullMethodName      = "/meshroot.v1.Admin/RemoveCluster"
 	Admin_ListClusters_FullMethodName       = "/meshroot.v1.Admin/ListClusters"
@@ -53,6 +58,13 @@ type AdminClient interface {
 	// PrepareRoot creates the next root and adds it to the trust bundle
 	// (first phase of a rotation); the active root keeps signing.
 	PrepareRoot(ctx context.Context, in *PrepareRootRequest, opts ...grpc.CallOption) (*Root, error)
+	// ActivateRoot, RetireRoot, RollbackRoot and RevokeRoot are the other
+	// rotation phases; RotationStatus shows what blocks the next one.
+	ActivateRoot(ctx context.Context, in *PhaseRequest, opts ...grpc.CallOption) (*PhaseResult, error)
+	RetireRoot(ctx context.Context, in *PhaseRequest, opts ...grpc.CallOption) (*PhaseResult, error)
+	RollbackRoot(ctx context.Context, in *PhaseRequest, opts ...grpc.CallOption) (*PhaseResult, error)
+	RevokeRoot(ctx context.Context, in *RevokeRootRequest, opts ...grpc.CallOption) (*PhaseResult, error)
+	RotationStatus(ctx context.Context, in *RotationStatusRequest, opts ...grpc.CallOption) (*RotationStatusResponse, error)
 	AddCluster(ctx context.Context, in *AddClusterRequest, opts ...grpc.CallOption) (*Cluster, error)
 	RemoveCluster(ctx context.Context, in *RemoveClusterRequest, opts ...grpc.CallOption) (*RemoveClusterResponse, error)
 	ListClusters(ctx context.Context, in *ListClustersRequest, opts ...grpc.CallOption) (*ListClustersResponse, error)
@@ -106,6 +118,56 @@ func (c *adminClient) PrepareRoot(ctx context.Context, in *PrepareRootRequest, o
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Root)
 	err := c.cc.Invoke(ctx, Admin_PrepareRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ActivateRoot(ctx context.Context, in *PhaseRequest, opts ...grpc.CallOption) (*PhaseResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PhaseResult)
+	err := c.cc.Invoke(ctx, Admin_ActivateRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RetireRoot(ctx context.Context, in *PhaseRequest, opts ...grpc.CallOption) (*PhaseResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PhaseResult)
+	err := c.cc.Invoke(ctx, Admin_RetireRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RollbackRoot(ctx context.Context, in *PhaseRequest, opts ...grpc.CallOption) (*PhaseResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PhaseResult)
+	err := c.cc.Invoke(ctx, Admin_RollbackRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RevokeRoot(ctx context.Context, in *RevokeRootRequest, opts ...grpc.CallOption) (*PhaseResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PhaseResult)
+	err := c.cc.Invoke(ctx, Admin_RevokeRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RotationStatus(ctx context.Context, in *RotationStatusRequest, opts ...grpc.CallOption) (*RotationStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotationStatusResponse)
+	err := c.cc.Invoke(ctx, Admin_RotationStatus_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -267,6 +329,13 @@ type AdminServer interface {
 	// PrepareRoot creates the next root and adds it to the trust bundle
 	// (first phase of a rotation); the active root keeps signing.
 	PrepareRoot(context.Context, *PrepareRootRequest) (*Root, error)
+	// ActivateRoot, RetireRoot, RollbackRoot and RevokeRoot are the other
+	// rotation phases; RotationStatus shows what blocks the next one.
+	ActivateRoot(context.Context, *PhaseRequest) (*PhaseResult, error)
+	RetireRoot(context.Context, *PhaseRequest) (*PhaseResult, error)
+	RollbackRoot(context.Context, *PhaseRequest) (*PhaseResult, error)
+	RevokeRoot(context.Context, *RevokeRootRequest) (*PhaseResult, error)
+	RotationStatus(context.Context, *RotationStatusRequest) (*RotationStatusResponse, error)
 	AddCluster(context.Context, *AddClusterRequest) (*Cluster, error)
 	RemoveCluster(context.Context, *RemoveClusterRequest) (*RemoveClusterResponse, error)
 	ListClusters(context.Context, *ListClustersRequest) (*ListClustersResponse, error)
@@ -304,6 +373,21 @@ func (UnimplementedAdminServer) ListRoots(context.Context, *ListRootsRequest) (*
 }
 func (UnimplementedAdminServer) PrepareRoot(context.Context, *PrepareRootRequest) (*Root, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method PrepareRoot not implemented")
+}
+func (UnimplementedAdminServer) ActivateRoot(context.Context, *PhaseRequest) (*PhaseResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ActivateRoot not implemented")
+}
+func (UnimplementedAdminServer) RetireRoot(context.Context, *PhaseRequest) (*PhaseResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RetireRoot not implemented")
+}
+func (UnimplementedAdminServer) RollbackRoot(context.Context, *PhaseRequest) (*PhaseResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RollbackRoot not implemented")
+}
+func (UnimplementedAdminServer) RevokeRoot(context.Context, *RevokeRootRequest) (*PhaseResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevokeRoot not implemented")
+}
+func (UnimplementedAdminServer) RotationStatus(context.Context, *RotationStatusRequest) (*RotationStatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RotationStatus not implemented")
 }
 func (UnimplementedAdminServer) AddCluster(context.Context, *AddClusterRequest) (*Cluster, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method AddCluster not implemented")
@@ -418,6 +502,96 @@ func _Admin_PrepareRoot_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServer).PrepareRoot(ctx, req.(*PrepareRootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ActivateRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PhaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ActivateRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ActivateRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ActivateRoot(ctx, req.(*PhaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RetireRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PhaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RetireRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RetireRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RetireRoot(ctx, req.(*PhaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RollbackRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PhaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RollbackRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RollbackRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RollbackRoot(ctx, req.(*PhaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RevokeRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeRootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RevokeRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RevokeRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RevokeRoot(ctx, req.(*RevokeRootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RotationStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotationStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RotationStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RotationStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RotationStatus(ctx, req.(*RotationStatusRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -692,6 +866,26 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PrepareRoot",
 			Handler:    _Admin_PrepareRoot_Handler,
+		},
+		{
+			MethodName: "ActivateRoot",
+			Handler:    _Admin_ActivateRoot_Handler,
+		},
+		{
+			MethodName: "RetireRoot",
+			Handler:    _Admin_RetireRoot_Handler,
+		},
+		{
+			MethodName: "RollbackRoot",
+			Handler:    _Admin_RollbackRoot_Handler,
+		},
+		{
+			MethodName: "RevokeRoot",
+			Handler:    _Admin_RevokeRoot_Handler,
+		},
+		{
+			MethodName: "RotationStatus",
+			Handler:    _Admin_RotationStatus_Handler,
 		},
 		{
 			MethodName: "AddCluster",

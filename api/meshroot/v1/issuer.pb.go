@@ -22,6 +22,104 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ReportStatusRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// BundleSequence is the trust bundle now in the cluster's root-cert.pem.
+	BundleSequence uint64 `protobuf:"varint,2,opt,name=bundle_sequence,json=bundleSequence,proto3" json:"bundle_sequence,omitempty"`
+	// IntermediateSerial is the intermediate in the cluster's cacerts.
+	IntermediateSerial string `protobuf:"bytes,3,opt,name=intermediate_serial,json=intermediateSerial,proto3" json:"intermediate_serial,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *ReportStatusRequest) Reset() {
+	*x = ReportStatusRequest{}
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportStatusRequest) ProtoMessage() {}
+
+func (x *ReportStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportStatusRequest.ProtoReflect.Descriptor instead.
+func (*ReportStatusRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReportStatusRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *ReportStatusRequest) GetBundleSequence() uint64 {
+	if x != nil {
+		return x.BundleSequence
+	}
+	return 0
+}
+
+func (x *ReportStatusRequest) GetIntermediateSerial() string {
+	if x != nil {
+		return x.IntermediateSerial
+	}
+	return ""
+}
+
+type ReportStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportStatusResponse) Reset() {
+	*x = ReportStatusResponse{}
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportStatusResponse) ProtoMessage() {}
+
+func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
+func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{1}
+}
+
 type SignIntermediateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Cluster names the registered cluster the intermediate is for.
@@ -36,7 +134,7 @@ type SignIntermediateRequest struct {
 
 func (x *SignIntermediateRequest) Reset() {
 	*x = SignIntermediateRequest{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[0]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +146,7 @@ func (x *SignIntermediateRequest) String() string {
 func (*SignIntermediateRequest) ProtoMessage() {}
 
 func (x *SignIntermediateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[0]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +159,7 @@ func (x *SignIntermediateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignIntermediateRequest.ProtoReflect.Descriptor instead.
 func (*SignIntermediateRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{0}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SignIntermediateRequest) GetCluster() string {
@@ -104,7 +202,7 @@ type SignIntermediateResponse struct {
 
 func (x *SignIntermediateResponse) Reset() {
 	*x = SignIntermediateResponse{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[1]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -116,7 +214,7 @@ func (x *SignIntermediateResponse) String() string {
 func (*SignIntermediateResponse) ProtoMessage() {}
 
 func (x *SignIntermediateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[1]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -129,7 +227,7 @@ func (x *SignIntermediateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignIntermediateResponse.ProtoReflect.Descriptor instead.
 func (*SignIntermediateResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{1}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SignIntermediateResponse) GetCertChain() [][]byte {
@@ -183,7 +281,7 @@ type GetTrustBundleRequest struct {
 
 func (x *GetTrustBundleRequest) Reset() {
 	*x = GetTrustBundleRequest{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[2]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +293,7 @@ func (x *GetTrustBundleRequest) String() string {
 func (*GetTrustBundleRequest) ProtoMessage() {}
 
 func (x *GetTrustBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[2]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +306,7 @@ func (x *GetTrustBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrustBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetTrustBundleRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{2}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetTrustBundleRequest) GetCluster() string {
@@ -227,7 +325,7 @@ type WatchTrustBundleRequest struct {
 
 func (x *WatchTrustBundleRequest) Reset() {
 	*x = WatchTrustBundleRequest{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[3]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +337,7 @@ func (x *WatchTrustBundleRequest) String() string {
 func (*WatchTrustBundleRequest) ProtoMessage() {}
 
 func (x *WatchTrustBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[3]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +350,7 @@ func (x *WatchTrustBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTrustBundleRequest.ProtoReflect.Descriptor instead.
 func (*WatchTrustBundleRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{3}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *WatchTrustBundleRequest) GetCluster() string {
@@ -282,7 +380,7 @@ type TrustBundle struct {
 
 func (x *TrustBundle) Reset() {
 	*x = TrustBundle{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[4]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -294,7 +392,7 @@ func (x *TrustBundle) String() string {
 func (*TrustBundle) ProtoMessage() {}
 
 func (x *TrustBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[4]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -307,7 +405,7 @@ func (x *TrustBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundle.ProtoReflect.Descriptor instead.
 func (*TrustBundle) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{4}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TrustBundle) GetTrustDomain() string {
@@ -365,7 +463,7 @@ type FederatedBundle struct {
 
 func (x *FederatedBundle) Reset() {
 	*x = FederatedBundle{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[5]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +475,7 @@ func (x *FederatedBundle) String() string {
 func (*FederatedBundle) ProtoMessage() {}
 
 func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[5]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +488,7 @@ func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
 func (*FederatedBundle) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{5}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FederatedBundle) GetTrustDomain() string {
@@ -418,7 +516,12 @@ var File_meshroot_v1_issuer_proto protoreflect.FileDescriptor
 
 const file_meshroot_v1_issuer_proto_rawDesc = "" +
 	"\n" +
-	"\x18meshroot/v1/issuer.proto\x12\vmeshroot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n" +
+	"\x18meshroot/v1/issuer.proto\x12\vmeshroot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x01\n" +
+	"\x13ReportStatusRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12'\n" +
+	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12/\n" +
+	"\x13intermediate_serial\x18\x03 \x01(\tR\x12intermediateSerial\"\x16\n" +
+	"\x14ReportStatusResponse\"f\n" +
 	"\x17SignIntermediateRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\x12\x1f\n" +
@@ -446,11 +549,12 @@ const file_meshroot_v1_issuer_proto_rawDesc = "" +
 	"\x0fFederatedBundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x14\n" +
 	"\x05roots\x18\x02 \x03(\fR\x05roots\x12\x1a\n" +
-	"\bsequence\x18\x03 \x01(\x04R\bsequence2\x8f\x02\n" +
+	"\bsequence\x18\x03 \x01(\x04R\bsequence2\xe4\x02\n" +
 	"\x06Issuer\x12_\n" +
 	"\x10SignIntermediate\x12$.meshroot.v1.SignIntermediateRequest\x1a%.meshroot.v1.SignIntermediateResponse\x12N\n" +
 	"\x0eGetTrustBundle\x12\".meshroot.v1.GetTrustBundleRequest\x1a\x18.meshroot.v1.TrustBundle\x12T\n" +
-	"\x10WatchTrustBundle\x12$.meshroot.v1.WatchTrustBundleRequest\x1a\x18.meshroot.v1.TrustBundle0\x01B9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
+	"\x10WatchTrustBundle\x12$.meshroot.v1.WatchTrustBundleRequest\x1a\x18.meshroot.v1.TrustBundle0\x01\x12S\n" +
+	"\fReportStatus\x12 .meshroot.v1.ReportStatusRequest\x1a!.meshroot.v1.ReportStatusResponseB9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
 
 var (
 	file_meshroot_v1_issuer_proto_rawDescOnce sync.Once
@@ -464,27 +568,31 @@ func file_meshroot_v1_issuer_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_issuer_proto_rawDescData
 }
 
-var file_meshroot_v1_issuer_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_meshroot_v1_issuer_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_meshroot_v1_issuer_proto_goTypes = []any{
-	(*SignIntermediateRequest)(nil),  // 0: meshroot.v1.SignIntermediateRequest
-	(*SignIntermediateResponse)(nil), // 1: meshroot.v1.SignIntermediateResponse
-	(*GetTrustBundleRequest)(nil),    // 2: meshroot.v1.GetTrustBundleRequest
-	(*WatchTrustBundleRequest)(nil),  // 3: meshroot.v1.WatchTrustBundleRequest
-	(*TrustBundle)(nil),              // 4: meshroot.v1.TrustBundle
-	(*FederatedBundle)(nil),          // 5: meshroot.v1.FederatedBundle
-	(*timestamppb.Timestamp)(nil),    // 6: google.protobuf.Timestamp
+	(*ReportStatusRequest)(nil),      // 0: meshroot.v1.ReportStatusRequest
+	(*ReportStatusResponse)(nil),     // 1: meshroot.v1.ReportStatusResponse
+	(*SignIntermediateRequest)(nil),  // 2: meshroot.v1.SignIntermediateRequest
+	(*SignIntermediateResponse)(nil), // 3: meshroot.v1.SignIntermediateResponse
+	(*GetTrustBundleRequest)(nil),    // 4: meshroot.v1.GetTrustBundleRequest
+	(*WatchTrustBundleRequest)(nil),  // 5: meshroot.v1.WatchTrustBundleRequest
+	(*TrustBundle)(nil),              // 6: meshroot.v1.TrustBundle
+	(*FederatedBundle)(nil),          // 7: meshroot.v1.FederatedBundle
+	(*timestamppb.Timestamp)(nil),    // 8: google.protobuf.Timestamp
 }
 var file_meshroot_v1_issuer_proto_depIdxs = []int32{
-	6, // 0: meshroot.v1.SignIntermediateResponse.not_after:type_name -> google.protobuf.Timestamp
-	5, // 1: meshroot.v1.TrustBundle.federated:type_name -> meshroot.v1.FederatedBundle
-	0, // 2: meshroot.v1.Issuer.SignIntermediate:input_type -> meshroot.v1.SignIntermediateRequest
-	2, // 3: meshroot.v1.Issuer.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	3, // 4: meshroot.v1.Issuer.WatchTrustBundle:input_type -> meshroot.v1.WatchTrustBundleRequest
-	1, // 5: meshroot.v1.Issuer.SignIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	4, // 6: meshroot.v1.Issuer.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	4, // 7: meshroot.v1.Issuer.WatchTrustBundle:output_type -> meshroot.v1.TrustBundle
-	5, // [5:8] is the sub-list for method output_type
-	2, // [2:5] is the sub-list for method input_type
+	8, // 0: meshroot.v1.SignIntermediateResponse.not_after:type_name -> google.protobuf.Timestamp
+	7, // 1: meshroot.v1.TrustBundle.federated:type_name -> meshroot.v1.FederatedBundle
+	2, // 2: meshroot.v1.Issuer.SignIntermediate:input_type -> meshroot.v1.SignIntermediateRequest
+	4, // 3: meshroot.v1.Issuer.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	5, // 4: meshroot.v1.Issuer.WatchTrustBundle:input_type -> meshroot.v1.WatchTrustBundleRequest
+	0, // 5: meshroot.v1.Issuer.ReportStatus:input_type -> meshroot.v1.ReportStatusRequest
+	3, // 6: meshroot.v1.Issuer.SignIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	6, // 7: meshroot.v1.Issuer.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	6, // 8: meshroot.v1.Issuer.WatchTrustBundle:output_type -> meshroot.v1.TrustBundle
+	1, // 9: meshroot.v1.Issuer.ReportStatus:output_type -> meshroot.v1.ReportStatusResponse
+	6, // [6:10] is the sub-list for method output_type
+	2, // [2:6] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name
 	2, // [2:2] is the sub-list for extension extendee
 	0, // [0:2] is the sub-list for field type_name
@@ -501,7 +609,7 @@ func file_meshroot_v1_issuer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_issuer_proto_rawDesc), len(file_meshroot_v1_issuer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,7 @@ const (
 	Issuer_SignIntermediate_FullMethodName = "/meshroot.v1.Issuer/SignIntermediate"
 	Issuer_GetTrustBundle_FullMethodName   = "/meshroot.v1.Issuer/GetTrustBundle"
 	Issuer_WatchTrustBundle_FullMethodName = "/meshroot.v1.Issuer/WatchTrustBundle"
+	Issuer_ReportStatus_FullMethodName     = "/meshroot.v1.Issuer/ReportStatus"
 )
 
 // IssuerClient is the client API for Issuer service.
@@ -41,6 +42,9 @@ type IssuerClient interface {
 	GetTrustBundle(ctx context.Context, in *GetTrustBundleRequest, opts ...grpc.CallOption) (*TrustBundle, error)
 	// WatchTrustBundle sends the current bundle, then every change at once.
 	WatchTrustBundle(ctx context.Context, in *WatchTrustBundleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TrustBundle], error)
+	// ReportStatus tells the server what the cluster applied: rotation
+	// phases are gated on it.
+	ReportStatus(ctx context.Context, in *ReportStatusRequest, opts ...grpc.CallOption) (*ReportStatusResponse, error)
 }
 
 type issuerClient struct {
@@ -90,6 +94,16 @@ func (c *issuerClient) WatchTrustBundle(ctx context.Context, in *WatchTrustBundl
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Issuer_WatchTrustBundleClient = grpc.ServerStreamingClient[TrustBundle]
 
+func (c *issuerClient) ReportStatus(ctx context.Context, in *ReportStatusRequest, opts ...grpc.CallOption) (*ReportStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportStatusResponse)
+	err := c.cc.Invoke(ctx, Issuer_ReportStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IssuerServer is the server API for Issuer service.
 // All implementations must embed UnimplementedIssuerServer
 // for forward compatibility.
@@ -107,6 +121,9 @@ type IssuerServer interface {
 	GetTrustBundle(context.Context, *GetTrustBundleRequest) (*TrustBundle, error)
 	// WatchTrustBundle sends the current bundle, then every change at once.
 	WatchTrustBundle(*WatchTrustBundleRequest, grpc.ServerStreamingServer[TrustBundle]) error
+	// ReportStatus tells the server what the cluster applied: rotation
+	// phases are gated on it.
+	ReportStatus(context.Context, *ReportStatusRequest) (*ReportStatusResponse, error)
 	mustEmbedUnimplementedIssuerServer()
 }
 
@@ -125,6 +142,9 @@ func (UnimplementedIssuerServer) GetTrustBundle(context.Context, *GetTrustBundle
 }
 func (UnimplementedIssuerServer) WatchTrustBundle(*WatchTrustBundleRequest, grpc.ServerStreamingServer[TrustBundle]) error {
 	return status.Errorf(codes.Unimplemented, "method WatchTrustBundle not implemented")
+}
+func (UnimplementedIssuerServer) ReportStatus(context.Context, *ReportStatusRequest) (*ReportStatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReportStatus not implemented")
 }
 func (UnimplementedIssuerServer) mustEmbedUnimplementedIssuerServer() {}
 func (UnimplementedIssuerServer) testEmbeddedByValue()                {}
@@ -194,6 +214,24 @@ func _Issuer_WatchTrustBundle_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Issuer_WatchTrustBundleServer = grpc.ServerStreamingServer[TrustBundle]
 
+func _Issuer_ReportStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IssuerServer).ReportStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Issuer_ReportStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IssuerServer).ReportStatus(ctx, req.(*ReportStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Issuer_ServiceDesc is the grpc.ServiceDesc for Issuer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -208,6 +246,10 @@ var Issuer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetTrustBundle",
 			Handler:    _Issuer_GetTrustBundle_Handler,
+		},
+		{
+			MethodName: "ReportStatus",
+			Handler:    _Issuer_ReportStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

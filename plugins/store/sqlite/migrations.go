@@ -137,6 +137,14 @@ CREATE TABLE federation_peers (
 );
 `,
 	},
+	{
+		name: "root rotation",
+		sql: `
+ALTER TABLE roots ADD COLUMN cross_pem        BLOB    NOT NULL DEFAULT x'';
+ALTER TABLE roots ADD COLUMN added_sequence   INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE roots ADD COLUMN state_changed_at TEXT    NOT NULL DEFAULT '';
+`,
+	},
 }
 
 // migrate brings the schema of db up to the last version in steps (Open

@@ -5,11 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/meshroot/meshroot/plugins/store"
 )
 
-const rootColumns = `id, trust_domain, state, key_ref, chain_pem, not_after, created_at`
+const rootColumns = `id, trust_domain, state, key_ref, chain_pem, not_after, created_at, cross_pem, added_sequence, state_changed_at`
 
 // GetRoot returns the root with id.
 func (r reader) GetRoot(ctx context.Context, id string) (store.Root, error) {
@@ -38,8 +39,13 @@ func (t *tx) CreateRoot(ctx context.Context, r store.Root) error {
 	if r.ID == "" {
 		return errors.New("create root: empty root id")
 	}
-	_, err := t.q.ExecContext(ctx, `INSERT INTO roots (`+rootColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		r.ID, r.TrustDomain, string(r.State), r.KeyRef, nonNil(r.ChainPEM), formatTime(r.NotAfter), formatTime(r.CreatedAt))
+	seq, err := bundleSequenceColumn(r.AddedSequence)
+	if err != nil {
+		return fmt.Errorf("create root %q: %w", r.ID, err)
+	}
+	_, err = t.q.ExecContext(ctx, `INSERT INTO roots (`+rootColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.ID, r.TrustDomain, string(r.State), r.KeyRef, nonNil(r.ChainPEM), formatTime(r.NotAfter), formatTime(r.CreatedAt),
+		nonNil(r.CrossPEM), seq, formatOptTime(r.StateChangedAt))
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("root %q: %w", r.ID, store.ErrAlreadyExists)
@@ -50,8 +56,8 @@ func (t *tx) CreateRoot(ctx context.Context, r store.Root) error {
 }
 
 // UpdateRootState sets the state of the root with id.
-func (t *tx) UpdateRootState(ctx context.Context, id string, state store.RootState) error {
-	res, err := t.q.ExecContext(ctx, `UPDATE roots SET state = ? WHERE id = ?`, string(state), id)
+func (t *tx) UpdateRootState(ctx context.Context, id string, state store.RootState, at time.Time) error {
+	res, err := t.q.ExecContext(ctx, `UPDATE roots SET state = ?, state_changed_at = ? WHERE id = ?`, string(state), formatOptTime(at), id)
 	if err != nil {
 		return fmt.Errorf("update root %q state: %w", id, err)
 	}
@@ -64,9 +70,22 @@ func scanRoot(s scanner) (store.Root, error) {
 		r                   store.Root
 		state               string
 		notAfter, createdAt string
+		seq                 int64
+		changedAt           string
 	)
-	if err := s.Scan(&r.ID, &r.TrustDomain, &state, &r.KeyRef, &r.ChainPEM, &notAfter, &createdAt); err != nil {
+	if err := s.Scan(&r.ID, &r.TrustDomain, &state, &r.KeyRef, &r.ChainPEM, &notAfter, &createdAt, &r.CrossPEM, &seq, &changedAt); err != nil {
 		return store.Root{}, err
+	}
+	if seq < 0 {
+		return store.Root{}, fmt.Errorf("root %q: negative added_sequence %d", r.ID, seq)
+	}
+	r.AddedSequence = uint64(seq)
+	if len(r.CrossPEM) == 0 {
+		r.CrossPEM = nil
+	}
+	var terr error
+	if r.StateChangedAt, terr = parseOptTime(changedAt); terr != nil {
+		return store.Root{}, fmt.Errorf("root %q state_changed_at: %w", r.ID, terr)
 	}
 	r.State = store.RootState(state)
 	var err error

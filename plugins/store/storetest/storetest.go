@@ -102,6 +102,9 @@ func sampleRoot(id string, createdAt time.Time) store.Root {
 		ChainPEM:    []byte("-----BEGIN CERTIFICATE-----\n" + id + "\n-----END CERTIFICATE-----\n"),
 		NotAfter:    createdAt.Add(365 * 24 * time.Hour),
 		CreatedAt:   createdAt,
+		// Every field set, so that round trips check them all.
+		CrossPEM:      []byte("-----BEGIN CERTIFICATE-----\ncross-" + id + "\n-----END CERTIFICATE-----\n"),
+		AddedSequence: 7,
 	}
 }
 
@@ -188,15 +191,16 @@ func testRootsOldestFirst(t *testing.T, s store.Store) {
 
 func testUpdateRootState(t *testing.T, s store.Store) {
 	update(t, s, func(tx store.Tx) error { return tx.CreateRoot(ctx(t), sampleRoot("r1", base)) })
-	update(t, s, func(tx store.Tx) error { return tx.UpdateRootState(ctx(t), "r1", store.RootRetiring) })
+	at := base.Add(time.Hour + time.Nanosecond)
+	update(t, s, func(tx store.Tx) error { return tx.UpdateRootState(ctx(t), "r1", store.RootRetiring, at) })
 	got, err := s.GetRoot(ctx(t), "r1")
 	if err != nil {
 		t.Fatalf("GetRoot: %v", err)
 	}
-	if got.State != store.RootRetiring {
-		t.Errorf("State = %q, want %q", got.State, store.RootRetiring)
+	if got.State != store.RootRetiring || !got.StateChangedAt.Equal(at) {
+		t.Errorf("State = %q at %v, want %q at %v", got.State, got.StateChangedAt, store.RootRetiring, at)
 	}
-	err = s.Update(ctx(t), func(tx store.Tx) error { return tx.UpdateRootState(ctx(t), "missing", store.RootRevoked) })
+	err = s.Update(ctx(t), func(tx store.Tx) error { return tx.UpdateRootState(ctx(t), "missing", store.RootRevoked, at) })
 	wantErr(t, "UpdateRootState(missing)", err, store.ErrNotFound, "missing")
 }
 
@@ -860,7 +864,8 @@ func checkRoot(t *testing.T, got, want store.Root) {
 	t.Helper()
 	if got.ID != want.ID || got.TrustDomain != want.TrustDomain || got.State != want.State ||
 		got.KeyRef != want.KeyRef || !bytes.Equal(got.ChainPEM, want.ChainPEM) ||
-		!got.NotAfter.Equal(want.NotAfter) || !got.CreatedAt.Equal(want.CreatedAt) {
+		!got.NotAfter.Equal(want.NotAfter) || !got.CreatedAt.Equal(want.CreatedAt) ||
+		!bytes.Equal(got.CrossPEM, want.CrossPEM) || got.AddedSequence != want.AddedSequence || !got.StateChangedAt.Equal(want.StateChangedAt) {
 		t.Errorf("root mismatch:\n got %+v\nwant %+v", got, want)
 	}
 }
