@@ -83,8 +83,14 @@ func (s *Service) auditRefusal(ctx context.Context, actor Actor, action, target 
 // AuditRefusal records an action refused before it reached the service (for
 // example by authentication) with its reason.
 func (s *Service) AuditRefusal(ctx context.Context, actor Actor, action, target, reason string) error {
+	return s.AuditResult(ctx, actor, action, target, "denied", reason)
+}
+
+// AuditResult records an action that did not happen, with its result
+// ("denied" or "error") and reason.
+func (s *Service) AuditResult(ctx context.Context, actor Actor, action, target, result, reason string) error {
 	return s.store.Update(ctx, func(tx store.Tx) error {
-		return s.audit(ctx, tx, actor, action, target, "denied", map[string]any{"reason": reason})
+		return s.audit(ctx, tx, actor, action, target, result, map[string]any{"reason": reason})
 	})
 }
 

@@ -49,7 +49,7 @@ func (s *IssuerServer) SignIntermediate(ctx context.Context, req *meshrootv1.Sig
 	}
 	id, err := s.auth.Authenticate(ctx, req.GetCluster(), credentialFrom(ctx))
 	if err != nil {
-		return nil, s.refuse(ctx, req.GetCluster(), toStatus(ctx, s.log, err))
+		return nil, s.refuse(ctx, req.GetCluster(), toStatus(ctx, s.log, err), err)
 	}
 	if req.GetTtlSeconds() < 0 {
 		return nil, s.refuse(ctx, id.Cluster, status.Error(codes.InvalidArgument, "ttl_seconds is negative"))
@@ -76,11 +76,21 @@ func (s *IssuerServer) SignIntermediate(ctx context.Context, req *meshrootv1.Sig
 }
 
 // refuse audits a request refused before it reached the authority and
-// returns st.
-func (s *IssuerServer) refuse(ctx context.Context, cluster string, st error) error {
+// returns st. Failures on meshroot's side (an unreachable OIDC issuer, say)
+// are audited as "error" with the underlying reason; authn's errors never
+// carry a credential.
+func (s *IssuerServer) refuse(ctx context.Context, cluster string, st error, cause ...error) error {
 	refused.WithLabelValues(status.Code(st).String()).Inc()
 	reason := status.Convert(st).Message()
-	if err := s.svc.AuditRefusal(ctx, ca.Actor("requester:unauthenticated"), "intermediate.issue", cluster, reason); err != nil {
+	result := "denied"
+	switch status.Code(st) {
+	case codes.Internal, codes.Unavailable, codes.Unknown, codes.DeadlineExceeded:
+		result = "error"
+		if len(cause) > 0 && cause[0] != nil {
+			reason = cause[0].Error()
+		}
+	}
+	if err := s.svc.AuditResult(ctx, ca.Actor("requester:unauthenticated"), "intermediate.issue", cluster, result, reason); err != nil {
 		s.log.ErrorContext(ctx, "audit refusal", "error", err)
 	}
 	s.log.WarnContext(ctx, "issuance refused", "cluster", cluster, "code", status.Code(st).String(), "reason", reason)

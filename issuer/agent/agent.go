@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
@@ -259,7 +260,7 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 		return time.Time{}, err
 	}
 	if cur.Secret != nil && !cur.ManagedByMeshroot() && !a.cfg.Adopt {
-		return time.Time{}, permanent(fmt.Errorf("Secret %s/%s exists and is not managed by meshroot: delete it, or pass --adopt to replace it", a.cfg.Secret.Namespace, a.cfg.Secret.Name))
+		return time.Time{}, permanent(&ca.PolicyError{Err: fmt.Errorf("Secret %s/%s exists and is not managed by meshroot: delete it, or pass --adopt to replace it", a.cfg.Secret.Namespace, a.cfg.Secret.Name)})
 	}
 	bundle := a.latestBundle()
 	if bundle == nil {
@@ -350,6 +351,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		}
 		cacerts = issued.CACerts(key)
 		annotations = issued.Annotations()
+		annotations[AnnotationIssuedAt] = now.UTC().Format(time.RFC3339)
 	case bundle != nil && rootsDiffer(cur.CACerts.Roots, bundle.GetRoots()) && bundle.GetSequence() > appliedSequence(cur):
 		roots, err := parseDERs(bundle.GetRoots())
 		if err != nil {
@@ -361,7 +363,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		annotations = map[string]string{ca.AnnotationBundleSequence: strconv.FormatUint(bundle.GetSequence(), 10)}
 		a.log.Info("trust bundle changed; updating root-cert.pem", "sequence", bundle.GetSequence(), "roots", len(roots))
 	default:
-		return a.renewAt(cur.CACerts.Cert), nil
+		return a.renewAt(cur.CACerts.Cert, cur.Secret.Annotations), nil
 	}
 	if err := Apply(ctx, a.cfg.Kube, cur, cacerts, annotations, ApplyOptions{
 		Secret: a.cfg.Secret, Format: a.cfg.Format, Restart: a.cfg.Restart,
@@ -369,7 +371,10 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 	}, now); err != nil {
 		return time.Time{}, err
 	}
-	return a.renewAt(cacerts.Cert), nil
+	if annotations[AnnotationIssuedAt] == "" && cur.Secret != nil {
+		annotations = cur.Secret.Annotations // a roots-only update keeps them
+	}
+	return a.renewAt(cacerts.Cert, annotations), nil
 }
 
 // needsIssue says why a new intermediate is needed, or "" when the current
@@ -386,7 +391,10 @@ func (a *Agent) needsIssue(cur *Current, bundle *meshrootv1.TrustBundle, now tim
 	if err := cur.CACerts.Verify(now); err != nil {
 		return fmt.Sprintf("cacerts fails the self-check: %v", err)
 	}
-	if !now.Before(a.renewAt(cur.CACerts.Cert)) {
+	if cn := cur.CACerts.Cert.Subject.CommonName; cn != a.cfg.Cluster {
+		return fmt.Sprintf("the intermediate is for cluster %q, not %q", cn, a.cfg.Cluster)
+	}
+	if !now.Before(a.renewAt(cur.CACerts.Cert, cur.Secret.Annotations)) {
 		return "intermediate is due for renewal"
 	}
 	if bundle != nil {
@@ -449,7 +457,7 @@ func (a *Agent) issue(ctx context.Context, cur *Current, now time.Time) (ca.Issu
 	if err != nil {
 		st := status.Convert(err)
 		if st.Code() == codes.Unauthenticated || st.Code() == codes.PermissionDenied || st.Code() == codes.InvalidArgument {
-			return ca.Issued{}, nil, permanent(fmt.Errorf("server refused the %s: %s", kind, st.Message()))
+			return ca.Issued{}, nil, permanent(&ca.PolicyError{Err: fmt.Errorf("server refused the %s: %s", kind, st.Message())})
 		}
 		return ca.Issued{}, nil, fmt.Errorf("sign intermediate: %w", err)
 	}
@@ -494,12 +502,26 @@ func (a *Agent) renewalCert(cur *Current, now time.Time) *tls.Certificate {
 	return &tls.Certificate{Certificate: chain, PrivateKey: cur.CACerts.Key, Leaf: cur.CACerts.Cert}
 }
 
+// AnnotationIssuedAt records when the agent received the intermediate.
+const AnnotationIssuedAt = "meshroot.io/issued-at"
+
 // renewAt is when to renew cert: RenewFraction into its lifetime, moved
-// earlier by up to 5% of the lifetime so that clusters do not all come at once.
-func (a *Agent) renewAt(cert *x509.Certificate) time.Time {
-	life := cert.NotAfter.Sub(cert.NotBefore)
-	at := cert.NotBefore.Add(time.Duration(float64(life) * a.cfg.RenewFraction))
-	return at.Add(-time.Duration(rand.Float64() * 0.05 * float64(life)))
+// earlier by up to 5% of the time to renewal so that clusters do not all
+// come at once (the same for every call: it is derived from the serial).
+// The lifetime starts when the agent received the certificate (annotation
+// issued-at), not at NotBefore, which the server backdates for clock skew:
+// counted from NotBefore, a short lifetime could put the renewal in the
+// past at once and make the agent renew in a loop.
+func (a *Agent) renewAt(cert *x509.Certificate, annotations map[string]string) time.Time {
+	start := cert.NotBefore
+	if t, err := time.Parse(time.RFC3339, annotations[AnnotationIssuedAt]); err == nil && t.After(start) && t.Before(cert.NotAfter) {
+		start = t
+	}
+	toRenew := time.Duration(float64(cert.NotAfter.Sub(start)) * a.cfg.RenewFraction)
+	h := fnv.New64a()
+	h.Write(cert.SerialNumber.Bytes())
+	jitter := float64(h.Sum64()%1000) / 1000
+	return start.Add(toRenew - time.Duration(jitter*0.05*float64(toRenew)))
 }
 
 func appliedSequence(cur *Current) uint64 {
