@@ -4,7 +4,7 @@ BIN     := bin/meshroot
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build run demo test test-deps tools vet unit test-kube fuzz bench bench-grpc generate clean
+.PHONY: all build run demo test test-deps tools vet unit test-kube test-spire fuzz bench bench-grpc bench-bundle generate clean
 
 all: build
 
@@ -26,12 +26,15 @@ test: test-deps tools vet unit test-kube
 
 ## tools: build the real components the tests run (cached under ~/.cache/meshroot-test)
 tools:
-	test/tools/build.sh kube-apiserver >/dev/null
+	test/tools/build.sh kube-apiserver spire vault >/dev/null
 
-# Packages the tests need; installed only when missing.
+# Debian packages the tests need; installed only when missing.
 test-deps:
-	@command -v openssl >/dev/null || { echo "installing openssl"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl) >/dev/null; }
+	@missing=""; \
+	  command -v openssl >/dev/null || missing="$$missing openssl"; \
+	  [ -e /usr/lib/softhsm/libsofthsm2.so ] || missing="$$missing softhsm2"; \
+	  if [ -n "$$missing" ]; then echo "installing$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; fi
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -39,7 +42,7 @@ vet:
 	$(GO) vet ./...
 
 unit:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 20m ./...
 
 test-kube:
 	cd test/kube && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
@@ -56,6 +59,10 @@ bench:
 ## bench-grpc: SignIntermediate over gRPC vs in-process, 64 concurrent callers
 bench-grpc:
 	$(GO) run ./test/bench/grpcsign -c 64 -d 10s
+
+## bench-bundle: our SPIFFE bundle endpoint vs SPIRE's, same load (wrk)
+bench-bundle:
+	test/bench/bundle-endpoint.sh
 
 ## generate: regenerate api/meshroot/v1 from its .proto files (installs protoc when missing)
 generate:
