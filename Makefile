@@ -22,7 +22,7 @@ demo: build
 ## test: what CI runs (.ci/run): installs and builds what the tests need
 ## (cached), vets, runs the unit tests first, then the tests against real
 ## kube-apiservers
-test: test-deps tools vet unit test-kube
+test: test-deps tools vet unit test-kube test-spire
 
 ## tools: build the real components the tests run (cached under ~/.cache/meshroot-test)
 tools:
@@ -46,6 +46,9 @@ unit:
 
 test-kube:
 	cd test/kube && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
+
+test-spire:
+	cd test/spire && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
 
 ## fuzz: run the CSR intake fuzzer for a while (FUZZTIME, default 60s)
 FUZZTIME ?= 60s

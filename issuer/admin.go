@@ -27,12 +27,14 @@ type AdminServer struct {
 	hub        *BundleHub
 	log        *slog.Logger
 	federation Refresher // nil when no federation watchers run here
+	// refreshHint is the bundle refresh hint the server advertises.
+	refreshHint time.Duration
 }
 
 // NewAdminServer returns the Admin service over svc. Changes to roots are
 // pushed to hub so that agents hear of them at once.
-func NewAdminServer(svc *ca.Service, hub *BundleHub, log *slog.Logger, federation Refresher) *AdminServer {
-	return &AdminServer{svc: svc, hub: hub, log: log, federation: federation}
+func NewAdminServer(svc *ca.Service, hub *BundleHub, log *slog.Logger, federation Refresher, refreshHint time.Duration) *AdminServer {
+	return &AdminServer{svc: svc, hub: hub, log: log, federation: federation, refreshHint: refreshHint}
 }
 
 func (s *AdminServer) actor(ctx context.Context) ca.Actor { return ca.Actor(adminActor(ctx)) }
@@ -168,7 +170,12 @@ func (s *AdminServer) GetTrustBundle(ctx context.Context, _ *meshrootv1.GetTrust
 	if err != nil {
 		return nil, s.err(ctx, err)
 	}
-	return &meshrootv1.TrustBundle{TrustDomain: tb.TrustDomain, Roots: derList(tb.Roots), Sequence: tb.Sequence}, nil
+	// The refresh hint goes with it: a peer bootstrapped from this document
+	// without one would derive its own from the root's lifetime (months).
+	return &meshrootv1.TrustBundle{
+		TrustDomain: tb.TrustDomain, Roots: derList(tb.Roots), Sequence: tb.Sequence,
+		RefreshHintSeconds: int64(s.refreshHint / time.Second),
+	}, nil
 }
 
 // maxAuditPage bounds one ListAudit answer.

@@ -147,7 +147,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	healthpb.RegisterHealthServer(s.grpcTLS, s.health)
 
 	s.grpcAdm = grpc.NewServer(grpc.Creds(UnixPeerCredentials()), grpc.ChainUnaryInterceptor(countUnary))
-	meshrootv1.RegisterAdminServer(s.grpcAdm, NewAdminServer(cfg.Service, s.hub, cfg.Log, cfg.Federation))
+	meshrootv1.RegisterAdminServer(s.grpcAdm, NewAdminServer(cfg.Service, s.hub, cfg.Log, cfg.Federation, cfg.RefreshHint))
 	healthpb.RegisterHealthServer(s.grpcAdm, s.health)
 
 	mux := http.NewServeMux()

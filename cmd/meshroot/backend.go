@@ -166,7 +166,7 @@ func dialAdmin(socket string) (*remoteBackend, error) {
 	if _, err := os.Stat(socket); err != nil {
 		return nil, fmt.Errorf("no meshroot server at %s: start `meshroot serve`, pass --socket, or pass --data-dir to work on a data dir directly", socket)
 	}
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(issuer.UnixPeerCredentials()))
+	conn, err := grpc.NewClient("unix:"+socket, grpc.WithTransportCredentials(issuer.UnixPeerCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("admin socket %s: %w", socket, err)
 	}
@@ -296,7 +296,7 @@ func (r *remoteBackend) TrustBundle(ctx context.Context) (ca.TrustBundle, error)
 	if err != nil {
 		return ca.TrustBundle{}, err
 	}
-	return issuer.BundleFromProto(m)
+	return issuer.BundleFromProto(m) // carries the server's refresh hint
 }
 func (r *remoteBackend) ListAudit(ctx context.Context, after int64, limit int) ([]store.AuditEntry, error) {
 	resp, err := r.c.ListAudit(ctx, &meshrootv1.ListAuditRequest{AfterSeq: after, Limit: int32(min(limit, 1<<30))})

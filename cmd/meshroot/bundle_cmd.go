@@ -31,6 +31,11 @@ func newBundleCmd(g *globals) *cobra.Command {
 				_, err = cmd.OutOrStdout().Write(ca.EncodeCerts(tb.Roots))
 				return err
 			}
+			if tb.RefreshHint == 0 {
+				// Offline (--data-dir): advertise the server's default, so
+				// that a peer bootstrapped from this document polls often.
+				tb.RefreshHint = spiffe.DefaultRefreshHint
+			}
 			doc, err := spiffe.MarshalBundle(tb)
 			if err != nil {
 				return err

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/plugins/store"
@@ -137,6 +140,10 @@ type peerView struct {
 	LastSuccess      time.Time `json:"last_success"`
 	LastError        string    `json:"last_error,omitempty"`
 	NextAttempt      time.Time `json:"next_attempt"`
+	// Bundle is the SPIFFE bundle document held for the peer.
+	Bundle json.RawMessage `json:"bundle,omitempty"`
+	// Authorities counts its X.509 authorities.
+	Authorities int `json:"x509_authorities"`
 }
 
 func printPeers(cmd *cobra.Command, g *globals, peers []store.FederationPeer) error {
@@ -151,6 +158,14 @@ func printPeers(cmd *cobra.Command, g *globals, peers []store.FederationPeer) er
 			TrustDomain: p.TrustDomain, URL: p.URL, Profile: string(p.Profile), EndpointSPIFFEID: p.EndpointSPIFFEID,
 			HasBundle: len(p.Bundle) > 0, Sequence: p.Sequence, BundleUpdatedAt: p.BundleUpdatedAt,
 			LastAttempt: p.Status.LastAttempt, LastSuccess: p.Status.LastSuccess, LastError: p.Status.LastError, NextAttempt: p.Status.NextAttempt,
+		}
+		if len(p.Bundle) > 0 && json.Valid(p.Bundle) {
+			views[i].Bundle = json.RawMessage(p.Bundle)
+			if td, err := spiffeid.TrustDomainFromString(p.TrustDomain); err == nil {
+				if b, err := spiffebundle.Parse(td, p.Bundle); err == nil {
+					views[i].Authorities = len(b.X509Authorities())
+				}
+			}
 		}
 		errText := p.Status.LastError
 		if errText == "" {

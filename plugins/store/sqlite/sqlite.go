@@ -5,9 +5,10 @@
 //
 // A Store holds two connection pools on the same file, in WAL mode:
 //
-//   - a writer pool with exactly one connection. Every Update runs on it,
-//     so in-process writers queue in database/sql (honouring their context)
-//     instead of failing with SQLITE_BUSY. Transactions begin with BEGIN
+//   - a writer pool with exactly one connection, used by one writer
+//     goroutine that runs Updates in arrival order, batching those that
+//     queue up into one transaction (group commit, see Update), so
+//     in-process writers never fail with SQLITE_BUSY. Transactions begin with BEGIN
 //     IMMEDIATE, so a writer in another process (the CLI next to a running
 //     server) is made to wait by busy_timeout before it reads anything,
 //     never in the middle of a transaction.
@@ -44,11 +45,12 @@ type Store struct {
 	path string
 	w    *sql.DB // writer pool: one connection, BEGIN IMMEDIATE
 	r    *sql.DB // reader pool: query-only connections
-	// writeMu queues writers before the pool. database/sql hands a freed
-	// connection to a random waiter, which under load gives some writers
-	// very long waits; a sync.Mutex turns FIFO once a waiter has waited
-	// 1 ms, which bounds the tail.
-	writeMu sync.Mutex
+	// writes queues Updates, in arrival order, for the one writer goroutine
+	// (database/sql would hand the writer connection to a random waiter).
+	writes     chan *writeReq
+	closing    chan struct{}
+	closeOnce  sync.Once
+	writerDone chan struct{}
 }
 
 var (
@@ -89,6 +91,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, err
 	}
 	s.reader = reader{q: s.r}
+	s.writes, s.closing, s.writerDone = make(chan *writeReq), make(chan struct{}), make(chan struct{})
+	go s.writer()
 	return s, nil
 }
 
@@ -121,39 +125,148 @@ func checkWAL(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// Update runs fn in one BEGIN IMMEDIATE transaction on the writer
-// connection. The transaction is committed when fn returns nil and rolled
-// back when fn returns an error (which Update returns unchanged) or panics
-// (the panic continues after the rollback).
+// maxBatch bounds how many Updates share one transaction.
+const maxBatch = 64
+
+// writeReq is one Update waiting for the writer.
+type writeReq struct {
+	ctx  context.Context
+	fn   func(tx store.Tx) error
+	done chan writeResult
+}
+
+type writeResult struct {
+	err      error
+	panicked bool
+	panicVal any
+}
+
+// errClosed is returned by Update on a closed Store.
+var errClosed = errors.New("sqlite store: closed")
+
+// Update runs fn in a transaction on the writer connection: fn's writes
+// land if it returns nil and are undone if it returns an error (which
+// Update returns unchanged) or panics (the panic continues in the caller).
+//
+// Group commit: Updates that arrive while the writer is busy run together
+// in one BEGIN IMMEDIATE transaction, each inside its own SAVEPOINT so that
+// one failing fn undoes only its own writes, and are committed (and
+// fsync'd) once. Update returns after that commit; if the commit fails,
+// every Update of the batch gets the error.
 func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	sqlTx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite store: begin transaction: %w", err)
+	req := &writeReq{ctx: ctx, fn: fn, done: make(chan writeResult, 1)}
+	select {
+	case s.writes <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closing:
+		return errClosed
 	}
-	finished := false
-	defer func() {
-		if !finished { // fn panicked
-			_ = sqlTx.Rollback()
+	res := <-req.done
+	if res.panicked {
+		panic(res.panicVal)
+	}
+	return res.err
+}
+
+// writer runs batches of Updates, in arrival order, until the store closes.
+func (s *Store) writer() {
+	defer close(s.writerDone)
+	for {
+		var first *writeReq
+		select {
+		case first = <-s.writes:
+		case <-s.closing:
+			return
 		}
-	}()
-	err = fn(&tx{reader: reader{q: sqlTx}})
-	finished = true
+		batch := []*writeReq{first}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-s.writes:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		s.runBatch(batch)
+	}
+}
+
+func (s *Store) runBatch(batch []*writeReq) {
+	results := make([]writeResult, len(batch))
+	finish := func() {
+		for i, r := range batch {
+			r.done <- results[i]
+		}
+	}
+	defer finish()
+	// The transaction outlives any one request's context: a request whose
+	// context ends is skipped or fails on its own statements.
+	sqlTx, err := s.w.BeginTx(context.Background(), nil)
 	if err != nil {
-		if rbErr := sqlTx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
-			return errors.Join(err, fmt.Errorf("sqlite store: roll back: %w", rbErr))
+		for i := range results {
+			results[i].err = fmt.Errorf("sqlite store: begin transaction: %w", err)
 		}
-		return err
+		return
+	}
+	ran := false
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			results[i].err = err
+			continue
+		}
+		if _, err := sqlTx.ExecContext(context.Background(), `SAVEPOINT w`); err != nil {
+			results[i].err = fmt.Errorf("sqlite store: savepoint: %w", err)
+			continue
+		}
+		results[i] = runFn(r, sqlTx)
+		if results[i].err != nil || results[i].panicked {
+			if _, err := sqlTx.ExecContext(context.Background(), `ROLLBACK TO w`); err != nil {
+				// The transaction is in an unknown state: give up on all.
+				_ = sqlTx.Rollback()
+				for j := range results {
+					if results[j].err == nil && !results[j].panicked {
+						results[j].err = fmt.Errorf("sqlite store: roll back to savepoint: %w", err)
+					}
+				}
+				return
+			}
+		}
+		if _, err := sqlTx.ExecContext(context.Background(), `RELEASE w`); err != nil {
+			results[i].err = errors.Join(results[i].err, fmt.Errorf("sqlite store: release savepoint: %w", err))
+		}
+		ran = ran || (results[i].err == nil && !results[i].panicked)
+	}
+	if !ran {
+		_ = sqlTx.Rollback()
+		return
 	}
 	if err := sqlTx.Commit(); err != nil {
-		return fmt.Errorf("sqlite store: commit: %w", err)
+		for i := range results {
+			if results[i].err == nil && !results[i].panicked {
+				results[i].err = fmt.Errorf("sqlite store: commit: %w", err)
+			}
+		}
 	}
-	return nil
+}
+
+// runFn runs one request's fn, catching a panic so that the batch goes on.
+func runFn(r *writeReq, sqlTx *sql.Tx) (res writeResult) {
+	defer func() {
+		if p := recover(); p != nil {
+			res = writeResult{panicked: true, panicVal: p}
+		}
+	}()
+	return writeResult{err: r.fn(&tx{reader: reader{q: sqlTx}})}
 }
 
 // Close closes the database. It waits for queries in progress to finish.
 func (s *Store) Close() error {
+	if s.closing != nil {
+		s.closeOnce.Do(func() { close(s.closing) })
+		<-s.writerDone
+	}
 	var errs []error
 	if s.r != nil {
 		errs = append(errs, s.r.Close())

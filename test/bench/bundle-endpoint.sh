@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# SPIFFE bundle endpoint: meshroot's (https_web) vs SPIRE's (https_web), the
+# same wrk load on each in one run, on 127.0.0.1.
+#
+# Usage: test/bench/bundle-endpoint.sh [duration] [connections] [threads]
+#        (defaults: 10s 32 2, i.e. wrk -t2 -c32 -d10s --latency, keep-alive)
+# Env:   SPIRE_SERVER_BIN  spire-server to use (default: test/tools/build.sh spire)
+#        WARMUP            warm-up per server before measuring (default 2s)
+#
+# Prints requests/s, p50, p99, the server's CPU seconds during the run (from
+# /proc/PID/stat utime+stime), CPU per 1k requests and RSS (/proc/PID/status
+# VmRSS, after the run) for both, and the ratio meshroot/SPIRE against the
+# target (>= 1.5). wrk shares the 2 cores with the server under test: compare
+# the ratio, not the absolute figures. Exits non-zero only when a server
+# fails to start or wrk fails, not when the target is missed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$(pwd)
+duration=${1:-10s}
+conns=${2:-32}
+threads=${3:-2}
+warmup=${WARMUP:-2s}
+target=1.5
+
+pids=()
+work=$(mktemp -d /tmp/mr-bench.XXXXXX)
+cleanup() {
+  local rc=$?
+  for p in "${pids[@]}"; do
+    kill -TERM "$p" 2>/dev/null || true
+  done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  if [ "$rc" -ne 0 ]; then
+    for f in "$work"/*.log; do
+      [ -f "$f" ] || continue
+      echo "---- $(basename "$f") (last 30 lines) ----" >&2
+      tail -n 30 "$f" >&2
+    done
+  fi
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+die() { echo "bundle-endpoint bench: $*" >&2; exit 1; }
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk" >&2
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+  fi
+fi
+for c in wrk openssl curl; do command -v "$c" >/dev/null || die "$c is needed"; done
+
+# free_port prints a loopback port nothing listens on (SPIRE's ports must be
+# known before it starts).
+free_port() {
+  local p
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  die "no free port"
+}
+
+# wait_https URL NAME PID: until URL answers 200 (the CA is not checked here).
+wait_https() {
+  for _ in $(seq 150); do
+    kill -0 "$3" 2>/dev/null || die "$2 exited; see its log above"
+    if [ "$(curl -sk -o /dev/null -w '%{http_code}' "$1" || true)" = 200 ]; then return; fi
+    sleep 0.2
+  done
+  die "$2 does not serve its bundle at $1"
+}
+
+# cpu_ticks PID: utime+stime in clock ticks (fields 14 and 15 of
+# /proc/PID/stat, counted after the parenthesised command name).
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+rss_mib() { awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+
+# to_ms VALUE: wrk latency (850.00us, 1.20ms, 1.01s) in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n *= 1; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
+    printf "%.3f", n
+  }'
+}
+
+# Certificates: a test CA and one server certificate (IP 127.0.0.1) each.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+  -subj "/CN=meshroot bench CA" -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+for n in meshroot spire; do
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$n bundle endpoint" \
+    -keyout "$work/$n.key" -out "$work/$n.csr" 2>/dev/null
+  openssl x509 -req -in "$work/$n.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 1 \
+    -extfile <(printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n') \
+    -out "$work/$n.pem" 2>/dev/null
+done
+
+# SPIRE.
+spire=${SPIRE_SERVER_BIN:-}
+if [ -z "$spire" ]; then
+  spire="$(test/tools/build.sh spire | tail -n 1)/spire-v1.13.3/spire-server"
+fi
+[ -x "$spire" ] || die "no spire-server at $spire"
+
+echo "building meshroot" >&2
+go build -o "$work/meshroot" ./cmd/meshroot
+
+# meshroot: https_web bundle endpoint, a root for meshroot.test.
+sock=$work/mr.sock
+printf 'refreshHint: 5m\n' >"$work/meshroot.yaml"
+"$work/meshroot" serve --data-dir "$work/mr-data" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+  --socket "$sock" --insecure-plaintext-key --trust-domain meshroot.test \
+  --bundle-endpoint-listen 127.0.0.1:0 --bundle-endpoint-profile https_web \
+  --bundle-endpoint-cert "$work/meshroot.pem" --bundle-endpoint-key "$work/meshroot.key" \
+  --config "$work/meshroot.yaml" >"$work/meshroot.log" 2>&1 &
+mr_pid=$!
+pids+=("$mr_pid")
+mr_addr=
+for _ in $(seq 100); do
+  mr_addr=$(sed -n 's/.*"msg":"meshroot server starting".*"bundle_endpoint":"\([^"]*\)".*/\1/p' "$work/meshroot.log")
+  [ -n "$mr_addr" ] && break
+  kill -0 "$mr_pid" 2>/dev/null || die "meshroot serve exited"
+  sleep 0.1
+done
+[ -n "$mr_addr" ] || die "meshroot serve printed no start line"
+"$work/meshroot" --socket "$sock" root init --trust-domain meshroot.test >/dev/null
+mr_url="https://$mr_addr/"
+
+# SPIRE: https_web bundle endpoint with the same kind of certificate.
+sp_port=$(free_port)
+cat >"$work/spire.conf" <<EOF
+server {
+  bind_address = "127.0.0.1"
+  bind_port = "$(free_port)"
+  socket_path = "$work/sp.sock"
+  trust_domain = "spire.test"
+  data_dir = "$work/sp-data"
+  log_level = "WARN"
+  federation {
+    bundle_endpoint {
+      address = "127.0.0.1"
+      port = $sp_port
+      refresh_hint = "5m"
+      profile "https_web" {
+        serving_cert_file {
+          cert_file_path = "$work/spire.pem"
+          key_file_path = "$work/spire.key"
+          file_sync_interval = "1h"
+        }
+      }
+    }
+  }
+}
+plugins {
+  DataStore "sql" {
+    plugin_data {
+      database_type = "sqlite3"
+      connection_string = "$work/sp-data/datastore.sqlite3"
+    }
+  }
+  KeyManager "memory" { plugin_data {} }
+  NodeAttestor "join_token" { plugin_data {} }
+}
+EOF
+"$spire" run -config "$work/spire.conf" >"$work/spire.log" 2>&1 &
+sp_pid=$!
+pids+=("$sp_pid")
+sp_url="https://127.0.0.1:$sp_port/"
+
+wait_https "$mr_url" "meshroot" "$mr_pid"
+wait_https "$sp_url" "spire-server" "$sp_pid"
+# Both must really serve bundles to a client that checks the certificate.
+for u in "$mr_url" "$sp_url"; do
+  curl -sf --cacert "$work/ca.pem" "$u" | grep -q '"x509-svid"' || die "$u does not serve a SPIFFE bundle"
+done
+
+# run_wrk OUT ARGS...: wrk in the background, so that a signal reaches the
+# trap at once and the cleanup stops wrk too.
+run_wrk() {
+  local out=$1 rc=0
+  shift
+  wrk "$@" >"$out" 2>&1 &
+  local wpid=$!
+  pids+=("$wpid")
+  wait "$wpid" || rc=$?
+  unset 'pids[-1]'
+  return "$rc"
+}
+
+# bench NAME PID URL: sets rps p50 p99 cpu rss for the server at PID.
+bench() {
+  local name=$1 pid=$2 url=$3 out=$work/wrk-$1.txt t0 t1
+  run_wrk "$work/warmup-$name.txt" -t"$threads" -c"$conns" -d"$warmup" "$url" || die "wrk warm-up against $name failed"
+  t0=$(cpu_ticks "$pid")
+  run_wrk "$out" -t"$threads" -c"$conns" -d"$duration" --latency "$url" || die "wrk against $name failed: $(cat "$out")"
+  t1=$(cpu_ticks "$pid")
+  if grep -q 'Non-2xx or 3xx responses\|Socket errors' "$out"; then
+    cat "$out" >&2
+    die "$name: wrk saw errors"
+  fi
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+  p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
+  p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+  xfer=$(awk '/^Transfer\/sec:/ {print $2}' "$out")
+  cpu=$(awk -v a="$t0" -v b="$t1" -v t="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / t}')
+  rss=$(rss_mib "$pid")
+}
+
+echo "load: wrk -t$threads -c$conns -d$duration --latency URL (keep-alive; ${warmup} warm-up each), $(nproc) cores" >&2
+bench meshroot "$mr_pid" "$mr_url"
+m_rps=$rps m_p50=$p50 m_p99=$p99 m_cpu=$cpu m_rss=$rss m_xfer=$xfer
+bench spire "$sp_pid" "$sp_url"
+s_rps=$rps s_p50=$p50 s_p99=$p99 s_cpu=$cpu s_rss=$rss s_xfer=$xfer
+
+echo
+printf '%-10s %12s %10s %10s %10s %14s %10s %12s\n' server "requests/s" "p50 ms" "p99 ms" "CPU s" "CPU ms/1k req" "RSS MiB" "transfer/s"
+row() {
+  local secs
+  secs=$(awk -v d="$duration" 'BEGIN {n = d + 0; if (d ~ /m$/) n *= 60; else if (d ~ /h$/) n *= 3600; print n}')
+  printf '%-10s %12.0f %10.3f %10.3f %10.2f %14.1f %10.1f %12s\n' "$1" "$2" "$3" "$4" "$5" \
+    "$(awk -v c="$5" -v r="$2" -v s="$secs" 'BEGIN {print (r > 0 ? 1e6 * c / (r * s) : 0)}')" "$6" "$7"
+}
+row meshroot "$m_rps" "$m_p50" "$m_p99" "$m_cpu" "$m_rss" "$m_xfer"
+row spire "$s_rps" "$s_p50" "$s_p99" "$s_cpu" "$s_rss" "$s_xfer"
+echo
+awk -v m="$m_rps" -v s="$s_rps" -v t="$target" 'BEGIN {
+  r = m / s
+  printf "ratio meshroot/SPIRE requests/s: %.2f (target >= %.1f): %s\n", r, t, (r >= t ? "MET" : "NOT MET")
+}'
+awk -v m="$m_p99" -v s="$s_p99" 'BEGIN { printf "ratio meshroot/SPIRE p99 latency: %.2f (lower is better)\n", m / s }'
