@@ -51,7 +51,7 @@ type svid struct {
 
 // NewSVIDSource returns a source of SVIDs for trustDomain signed through
 // svc, each valid for ttl (<= 0: DefaultSVIDTTL). The trust domain is
-// checked at the first issuance.
+// checked at the first issuance; an empty one is the active root's.
 func NewSVIDSource(svc *ca.Service, trustDomain string, ttl time.Duration, log *slog.Logger) *SVIDSource {
 	if ttl <= 0 {
 		ttl = DefaultSVIDTTL
@@ -159,14 +159,17 @@ func (s *SVIDSource) issue(ctx context.Context) (*svid, error) {
 }
 
 func (s *SVIDSource) issueLocked(ctx context.Context) (*svid, error) {
-	id, err := s.ID()
-	if err != nil {
-		return nil, fmt.Errorf("bundle endpoint SVID: %w", err)
-	}
 	if s.svc == nil {
 		return nil, errors.New("bundle endpoint SVID: no CA service")
 	}
 	root, auth, err := s.svc.ActiveAuthority(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bundle endpoint SVID: %w", err)
+	}
+	if s.td == "" {
+		s.td = root.TrustDomain // under issueMu; ID() reads it after the first issuance
+	}
+	id, err := s.ID()
 	if err != nil {
 		return nil, fmt.Errorf("bundle endpoint SVID: %w", err)
 	}

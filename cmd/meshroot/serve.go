@@ -276,7 +276,8 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 			Log: log.With("component", "bundle-endpoint"),
 		}
 		if ecfg.Profile == spiffe.ProfileSPIFFE {
-			svids = spiffe.NewSVIDSource(svc, cfg.TrustDomain, 0, log.With("component", "bundle-endpoint-svid"))
+			// The data dir's trust domain (set by its first root).
+			svids = spiffe.NewSVIDSource(svc, "", 0, log.With("component", "bundle-endpoint-svid"))
 			ecfg.SVIDs = svids
 		}
 		if endpoint, err = spiffe.NewEndpoint(ecfg); err != nil {

@@ -22,6 +22,7 @@ import (
 	"go.step.sm/crypto/x509util"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"k8s.io/client-go/kubernetes"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
@@ -219,7 +220,9 @@ func (a *Agent) watch(ctx context.Context, changed chan<- struct{}) {
 				}
 				b.reset()
 				a.mu.Lock()
-				newer := a.bundle == nil || msg.GetSequence() != a.bundle.GetSequence()
+				// Any difference counts: federated bundles and the active
+				// root change without the sequence.
+				newer := a.bundle == nil || !proto.Equal(msg, a.bundle)
 				a.bundle = msg
 				a.mu.Unlock()
 				if newer {

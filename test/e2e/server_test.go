@@ -43,7 +43,7 @@ func startServe(t *testing.T, dir string, args ...string) *server {
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	s := &server{socket: filepath.Join(sockDir, "admin.sock"), exited: make(chan error, 1)}
-	full := append([]string{"serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--socket", s.socket}, args...)
+	full := append([]string{"serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--bundle-endpoint-listen", "127.0.0.1:0", "--socket", s.socket}, args...)
 	s.cmd = exec.Command(meshrootBin, full...)
 	s.cmd.Dir = dir
 	for _, kv := range os.Environ() {

@@ -309,7 +309,7 @@ func startServer(t *testing.T, configYAML string) *server {
 func (s *server) start() {
 	s.t.Helper()
 	args := []string{"serve", "--data-dir", s.dataDir, "--listen", s.addr, "--http-listen", s.httpAddr,
-		"--socket", s.socket, "--san", "127.0.0.1", "--insecure-plaintext-key"}
+		"--socket", s.socket, "--san", "127.0.0.1", "--insecure-plaintext-key", "--bundle-endpoint-listen", "127.0.0.1:0"}
 	if s.config != "" {
 		args = append(args, "--config", s.config)
 	}
