@@ -18,6 +18,7 @@ type globals struct {
 	passphraseFile    string
 	insecurePlaintext bool
 	socket            string
+	keys              keysConfig
 }
 
 // socketSet reports whether the admin socket was chosen explicitly.
@@ -50,6 +51,15 @@ func newRootCmd() *cobra.Command {
 	pf.StringVarP(&g.output, "output", "o", "", "output format: table (default) or json; some commands take others (env MESHROOT_OUTPUT)")
 	pf.StringVar(&g.passphraseFile, "passphrase-file", "", "file holding the passphrase that encrypts disk keys (or env MESHROOT_PASSPHRASE)")
 	pf.BoolVar(&g.insecurePlaintext, "insecure-plaintext-key", false, "store new disk keys unencrypted: development only")
+	pf.StringVar(&g.keys.Create, "key", "disk", "where new root keys go: disk, pkcs11:module-path=...;token=...?pin-source=FILE, vault-transit://MOUNT, or a kms URI (softkms:dir=..., awskms:..., cloudkms:..., azurekms:...)")
+	pf.StringVar(&g.keys.Vault.Address, "vault-addr", "", "Vault address, for vault-transit keys and the vault-pki upstream (env MESHROOT_VAULT_ADDR)")
+	pf.StringVar(&g.keys.Vault.CAFile, "vault-ca-file", "", "CA bundle that verifies Vault's TLS certificate")
+	pf.StringVar(&g.keys.Vault.AuthMethod, "vault-auth", "token", "Vault login: token, approle or kubernetes")
+	pf.StringVar(&g.keys.Vault.TokenFile, "vault-token-file", "", "file holding a Vault token (--vault-auth token)")
+	pf.StringVar(&g.keys.Vault.RoleID, "vault-role-id", "", "AppRole role_id (--vault-auth approle)")
+	pf.StringVar(&g.keys.Vault.SecretIDFile, "vault-secret-id-file", "", "file holding the AppRole secret_id")
+	pf.StringVar(&g.keys.Vault.Role, "vault-role", "", "Vault Kubernetes auth role (--vault-auth kubernetes)")
+	pf.StringVar(&g.keys.Vault.JWTFile, "vault-jwt-file", "/var/run/secrets/kubernetes.io/serviceaccount/token", "service-account token for --vault-auth kubernetes")
 	pf.StringVar(&g.socket, "socket", defaultSocket(), "the server's admin socket; the CLI talks to the server through it unless --data-dir is given (env MESHROOT_SOCKET)")
 
 	cmd.AddCommand(

@@ -18,13 +18,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/internal/fsutil"
 	"github.com/meshroot/meshroot/issuer"
 	"github.com/meshroot/meshroot/issuer/authn"
-	"github.com/meshroot/meshroot/plugins/keymanager/disk"
 	"github.com/meshroot/meshroot/plugins/store"
 	"github.com/meshroot/meshroot/plugins/store/sqlite"
 	"github.com/meshroot/meshroot/spiffe"
@@ -45,6 +45,7 @@ type serveConfig struct {
 	LogLevel             string       `yaml:"logLevel"`
 	Policy               policyConfig `yaml:"policy"`
 	BundleEndpoint       endpointConf `yaml:"bundleEndpoint"`
+	Keys                 keysConfig   `yaml:"keys"`
 	Federation           fedConf      `yaml:"federation"`
 }
 
@@ -154,6 +155,7 @@ token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
 				cfg.ServerSANs = defaultSANs(cfg.Listen)
 			}
 			cfg.InsecurePlaintextKey = cfg.InsecurePlaintextKey || g.insecurePlaintext
+			mergeKeys(&cfg.Keys, g.keys, pf)
 			defBundle := ":8444"
 			if dev {
 				defBundle = "127.0.0.1:8444"
@@ -211,10 +213,11 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	if err != nil {
 		return err
 	}
-	km, err := disk.New(disk.Options{Dir: filepath.Join(cfg.DataDir, "keys"), Passphrase: pass, InsecurePlaintext: cfg.InsecurePlaintextKey || (dev && len(pass) == 0)})
+	km, err := keyManager(ctx, cfg.Keys, cfg.DataDir, pass, cfg.InsecurePlaintextKey || (dev && len(pass) == 0))
 	if err != nil {
-		return usageError{err}
+		return err
 	}
+	defer km.Close()
 	svc, err := ca.NewService(st, km, ca.Policy{
 		DefaultTTL: time.Duration(cfg.Policy.DefaultTTL), MaxTTL: time.Duration(cfg.Policy.MaxTTL),
 		MinTTL: time.Duration(cfg.Policy.MinTTL), TrustDomainConstraint: cfg.Policy.TrustDomainConstraint,
@@ -389,4 +392,29 @@ Bootstrap a cluster's cacerts (the join token is single-use, valid 1h):
     --join-token %s --kubeconfig ~/.kube/config
 
 `, srv.Addr(), srv.HTTPAddr(), cfg.AdminSocket, abs, srv.Addr(), abs, token)
+}
+
+// mergeKeys lets key flags (or their MESHROOT_* variables) override the
+// config file's keys block; a setting absent from both takes the flag's
+// default.
+func mergeKeys(cfg *keysConfig, flags keysConfig, pf *pflag.FlagSet) {
+	for _, f := range []struct {
+		flag     string
+		dst      *string
+		value string
+	}{
+		{"key", &cfg.Create, flags.Create},
+		{"vault-addr", &cfg.Vault.Address, flags.Vault.Address},
+		{"vault-ca-file", &cfg.Vault.CAFile, flags.Vault.CAFile},
+		{"vault-auth", &cfg.Vault.AuthMethod, flags.Vault.AuthMethod},
+		{"vault-token-file", &cfg.Vault.TokenFile, flags.Vault.TokenFile},
+		{"vault-role-id", &cfg.Vault.RoleID, flags.Vault.RoleID},
+		{"vault-secret-id-file", &cfg.Vault.SecretIDFile, flags.Vault.SecretIDFile},
+		{"vault-role", &cfg.Vault.Role, flags.Vault.Role},
+		{"vault-jwt-file", &cfg.Vault.JWTFile, flags.Vault.JWTFile},
+	} {
+		if pf.Changed(f.flag) || *f.dst == "" {
+			*f.dst = f.value
+		}
+	}
 }

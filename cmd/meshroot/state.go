@@ -13,7 +13,6 @@ import (
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/plugins/keymanager"
-	"github.com/meshroot/meshroot/plugins/keymanager/disk"
 	"github.com/meshroot/meshroot/plugins/store/sqlite"
 )
 
@@ -42,23 +41,27 @@ func (g *globals) openService(ctx context.Context, withKeys, create bool) (*ca.S
 		return nil, nil, err
 	}
 	var km keymanager.KeyManager = noKeys{}
+	closeKeys := func() {}
 	if withKeys {
 		pass, err := g.passphrase()
 		if err != nil {
 			st.Close()
 			return nil, nil, err
 		}
-		if km, err = disk.New(disk.Options{Dir: filepath.Join(g.dataDir, "keys"), Passphrase: pass, InsecurePlaintext: g.insecurePlaintext}); err != nil {
+		router, err := keyManager(ctx, g.keys, g.dataDir, pass, g.insecurePlaintext)
+		if err != nil {
 			st.Close()
-			return nil, nil, usageError{err}
+			return nil, nil, err
 		}
+		km = router
+		closeKeys = func() { _ = router.Close() }
 	}
 	svc, err := ca.NewService(st, km, ca.Policy{})
 	if err != nil {
 		st.Close()
 		return nil, nil, err
 	}
-	return svc, func() { st.Close() }, nil
+	return svc, func() { closeKeys(); st.Close() }, nil
 }
 
 // passphrase reads --passphrase-file, else MESHROOT_PASSPHRASE. A file that

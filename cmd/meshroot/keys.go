@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/meshroot/meshroot/internal/vaultclient"
+	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/plugins/keymanager/disk"
+	"github.com/meshroot/meshroot/plugins/keymanager/kms"
+	"github.com/meshroot/meshroot/plugins/keymanager/pkcs11"
+	"github.com/meshroot/meshroot/plugins/keymanager/vaulttransit"
+)
+
+// keysConfig says where root keys live. Existing keys are found by their
+// reference's prefix; new ones go to Create.
+type keysConfig struct {
+	// Create is where new root keys go: "disk" (the default: encrypted
+	// files in the data dir), "pkcs11:module-path=...;token=...?pin-source=...",
+	// "vault-transit://MOUNT", or a go.step.sm kms URI ("softkms:dir=...",
+	// "awskms:region=...", "cloudkms:key-ring=...", "azurekms:vault=...").
+	Create string `yaml:"create"`
+	// Vault is the connection for vault-transit keys and the vault-pki upstream.
+	Vault vaultConfig `yaml:"vault"`
+}
+
+// vaultConfig is how meshroot reaches and logs in to Vault.
+type vaultConfig struct {
+	Address      string `yaml:"address"`
+	Namespace    string `yaml:"namespace"`
+	CAFile       string `yaml:"caFile"`
+	ServerName   string `yaml:"serverName"`
+	AuthMethod   string `yaml:"authMethod"` // token (default), approle, kubernetes
+	AuthMount    string `yaml:"authMount"`
+	TokenFile    string `yaml:"tokenFile"`
+	RoleID       string `yaml:"roleID"`
+	SecretIDFile string `yaml:"secretIDFile"`
+	Role         string `yaml:"role"`
+	JWTFile      string `yaml:"jwtFile"`
+}
+
+func (v vaultConfig) client() (vaultclient.TLS, vaultclient.Auth) {
+	method := v.AuthMethod
+	if method == "" {
+		method = "token"
+	}
+	return vaultclient.TLS{CAFile: v.CAFile, ServerName: v.ServerName}, vaultclient.Auth{
+		Method: method, Mount: v.AuthMount, TokenFile: v.TokenFile, RoleID: v.RoleID,
+		SecretIDFile: v.SecretIDFile, Role: v.Role, JWTFile: v.JWTFile,
+	}
+}
+
+// kmsSchemes are the go.step.sm kms URI schemes passed to package kms.
+var kmsSchemes = []string{"softkms:", "awskms:", "cloudkms:", "azurekms:"}
+
+// keyManager builds the router over every backend meshroot knows. disk is
+// the data dir's key folder; backends open on first use, so one that is
+// down or unconfigured fails only the keys that live in it.
+func keyManager(ctx context.Context, cfg keysConfig, dataDir string, pass []byte, plaintext bool) (*keymanager.Router, error) {
+	diskFactory := func(context.Context, string) (keymanager.KeyManager, error) {
+		km, err := disk.New(disk.Options{Dir: filepath.Join(dataDir, "keys"), Passphrase: pass, InsecurePlaintext: plaintext})
+		if err != nil {
+			return nil, usageError{err}
+		}
+		return km, nil
+	}
+	transit := func(ctx context.Context, ref string) (keymanager.KeyManager, error) {
+		if cfg.Vault.Address == "" {
+			return nil, usageError{fmt.Errorf("key %s is in Vault Transit: configure Vault (--vault-addr and --vault-token-file, or keys.vault in the config)", ref)}
+		}
+		mount := "transit"
+		if rest, ok := strings.CutPrefix(ref, "vault-transit://"); ok && rest != "" {
+			mount, _, _ = strings.Cut(rest, "/")
+		}
+		tlsCfg, auth := cfg.Vault.client()
+		return vaulttransit.New(ctx, vaulttransit.Options{Address: cfg.Vault.Address, Namespace: cfg.Vault.Namespace, TLS: tlsCfg, Auth: auth, Mount: mount})
+	}
+	p11 := func(ctx context.Context, ref string) (keymanager.KeyManager, error) {
+		uri := ref
+		if strings.HasPrefix(cfg.Create, "pkcs11:") {
+			uri = cfg.Create
+		}
+		return pkcs11.New(ctx, pkcs11.Options{URI: uri})
+	}
+	kmsFactory := func(ctx context.Context, ref string) (keymanager.KeyManager, error) {
+		uri := ref
+		for _, s := range kmsSchemes {
+			if strings.HasPrefix(ref, s) && strings.HasPrefix(cfg.Create, s) {
+				uri = cfg.Create
+			}
+		}
+		return kms.New(ctx, kms.Options{URI: uri, Passphrase: pass, InsecurePlaintext: plaintext})
+	}
+	factories := map[string]keymanager.Factory{disk.RefPrefix: diskFactory, "vault-transit://": transit, "pkcs11:": p11}
+	for _, s := range kmsSchemes {
+		factories[s] = kmsFactory
+	}
+	var create keymanager.KeyManager
+	var err error
+	switch c := cfg.Create; {
+	case c == "" || c == "disk":
+		create, err = diskFactory(ctx, "")
+	case strings.HasPrefix(c, "vault-transit://"):
+		create, err = transit(ctx, c)
+	case strings.HasPrefix(c, "pkcs11:"):
+		create, err = p11(ctx, c)
+	default:
+		known := false
+		for _, s := range kmsSchemes {
+			known = known || strings.HasPrefix(c, s)
+		}
+		if !known {
+			return nil, usageError{fmt.Errorf("--key %q: use disk, pkcs11:..., vault-transit://MOUNT, softkms:..., awskms:..., cloudkms:... or azurekms:...", c)}
+		}
+		create, err = kmsFactory(ctx, c)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("key manager for new keys (%s): %w", cfg.Create, err)
+	}
+	return keymanager.NewRouter(create, factories), nil
+}
