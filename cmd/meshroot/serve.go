@@ -399,8 +399,8 @@ Bootstrap a cluster's cacerts (the join token is single-use, valid 1h):
 // default.
 func mergeKeys(cfg *keysConfig, flags keysConfig, pf *pflag.FlagSet) {
 	for _, f := range []struct {
-		flag     string
-		dst      *string
+		flag  string
+		dst   *string
 		value string
 	}{
 		{"key", &cfg.Create, flags.Create},

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the heavy test binaries (real components the end-to-end tests run)
 # once per machine into a cache that survives between runs, keyed by version.
-# Usage: test/tools/build.sh [kube-apiserver|spire|vault] ...   (no argument: all)
-# Prints the bin folder on stdout's last line.
+# Usage: test/tools/build.sh [kube-apiserver|spire|vault|istiosigner] ...   (no argument: all)
+# Prints the bin folder on stdout's last line (istiosigner also prints
+# "istiosigner PATH" on a line of its own before it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${MESHROOT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshroot-test}
@@ -46,6 +47,23 @@ build_vault() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+build_istiosigner() {
+  # Istio's CA code as a workload signer (test/tools/istiosigner), keyed by
+  # a hash of its sources and the Istio version it requires.
+  local v=v0.0.0-20260827124520-eed52ebb66ad
+  local src="$here/istiosigner"
+  local key
+  key=$(cd "$src" && cat go.mod go.sum main.go | { cat; echo "istio $v"; } | sha256sum | cut -c1-16)
+  local out="$cache/bin/istiosigner-$key"
+  if [ ! -x "$out/istiosigner" ]; then
+    echo "building istiosigner (istio.io/istio $v) into $out (cold: ~5 CPU-minutes)" >&2
+    mkdir -p "$out.tmp"
+    (cd "$src" && go build -ldflags "-s -w" -o "$out.tmp/istiosigner" . >&2)
+    rm -rf "$out" && mv "$out.tmp" "$out"
+  fi
+  echo "istiosigner $out/istiosigner"
+}
+
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(kube-apiserver spire vault)
 for t in "${targets[@]}"; do
@@ -53,6 +71,7 @@ for t in "${targets[@]}"; do
     kube-apiserver) build_kube ;;
     spire) build_spire ;;
     vault) build_vault ;;
+    istiosigner) build_istiosigner ;;
     *) echo "unknown tool $t" >&2; exit 2 ;;
   esac
 done
