@@ -19,6 +19,9 @@ type Authority struct {
 	signer crypto.Signer
 	policy Policy
 	now    func() time.Time
+	// leafOnly marks an authority that may sign TLS leaves but no CA: a
+	// pathlen-0 CA for meshroot's own certificates under an upstream.
+	leafOnly bool
 }
 
 // NewAuthority checks that chain (the signing certificate first, then every

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.step.sm/crypto/x509util"
 )
 
@@ -21,6 +22,33 @@ func ValidateClusterName(name string) error {
 		return fmt.Errorf("cluster name %q is invalid: use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit", name)
 	}
 	return nil
+}
+
+// checkRequest applies the policy to a request before anything is signed:
+// cluster name, trust domain, CSR, and the TTL (zero takes the default).
+func (p Policy) checkRequest(req IntermediateRequest) (spiffeid.TrustDomain, time.Duration, error) {
+	if err := ValidateClusterName(req.Cluster); err != nil {
+		return spiffeid.TrustDomain{}, 0, err
+	}
+	td, err := ParseTrustDomain(req.TrustDomain)
+	if err != nil {
+		return spiffeid.TrustDomain{}, 0, err
+	}
+	if err := p.checkCSR(req.CSR); err != nil {
+		return spiffeid.TrustDomain{}, 0, err
+	}
+	ttl := req.TTL
+	switch {
+	case ttl == 0:
+		ttl = p.DefaultTTL
+	case ttl < 0:
+		return td, 0, fmt.Errorf("requested TTL %s is negative", ttl)
+	case ttl > p.MaxTTL:
+		return td, 0, fmt.Errorf("requested TTL %s exceeds the policy maximum %s: ask for less", ttl, p.MaxTTL)
+	case ttl < p.MinTTL:
+		return td, 0, fmt.Errorf("requested TTL %s is below the policy minimum %s", ttl, p.MinTTL)
+	}
+	return td, ttl, nil
 }
 
 // IntermediateRequest asks for a cluster intermediate.
@@ -43,27 +71,13 @@ type IntermediateRequest struct {
 // AKI, a random 128-bit serial, NotBefore backdated, and NotAfter the
 // smallest of the requested TTL and the issuer's own NotAfter.
 func (a *Authority) SignIntermediate(req IntermediateRequest) (*x509.Certificate, error) {
-	p := a.policy
-	if err := ValidateClusterName(req.Cluster); err != nil {
-		return nil, err
+	if a.leafOnly {
+		return nil, errors.New("this signing authority issues meshroot's own TLS certificates only; cluster intermediates come from the upstream")
 	}
-	td, err := ParseTrustDomain(req.TrustDomain)
+	p := a.policy
+	td, ttl, err := p.checkRequest(req)
 	if err != nil {
 		return nil, err
-	}
-	if err := p.checkCSR(req.CSR); err != nil {
-		return nil, err
-	}
-	ttl := req.TTL
-	switch {
-	case ttl == 0:
-		ttl = p.DefaultTTL
-	case ttl < 0:
-		return nil, fmt.Errorf("requested TTL %s is negative", ttl)
-	case ttl > p.MaxTTL:
-		return nil, fmt.Errorf("requested TTL %s exceeds the policy maximum %s: ask for less", ttl, p.MaxTTL)
-	case ttl < p.MinTTL:
-		return nil, fmt.Errorf("requested TTL %s is below the policy minimum %s", ttl, p.MinTTL)
 	}
 	issuer := a.Certificate()
 	now := a.now()

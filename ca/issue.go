@@ -62,13 +62,31 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 			return Issued{}, refuse(err)
 		}
 	}
-	root, auth, err := s.ActiveAuthority(ctx)
+	ireq := IntermediateRequest{Cluster: cl.Name, TrustDomain: cl.TrustDomain, CSR: req.CSR, TTL: req.TTL, TrustDomainConstraint: req.TrustDomainConstraint}
+	root, err := s.ActiveRoot(ctx)
 	if err != nil {
 		return Issued{}, err
 	}
-	cert, err := auth.SignIntermediate(IntermediateRequest{Cluster: cl.Name, TrustDomain: cl.TrustDomain, CSR: req.CSR, TTL: req.TTL, TrustDomainConstraint: req.TrustDomainConstraint})
-	if err != nil {
-		return Issued{}, refuse(err)
+	var cert *x509.Certificate
+	var above []*x509.Certificate // every CA above the intermediate
+	if isUpstream(root) {
+		if req.TrustDomainConstraint || s.policy.TrustDomainConstraint {
+			return Issued{}, refusef("the trust-domain name constraint is not available with an upstream signing authority")
+		}
+		chain, err := s.signUpstream(ctx, root, ireq)
+		if err != nil {
+			return Issued{}, err
+		}
+		cert, above = chain[0], chain[1:]
+	} else {
+		auth, err := s.Authority(ctx, root)
+		if err != nil {
+			return Issued{}, err
+		}
+		if cert, err = auth.SignIntermediate(ireq); err != nil {
+			return Issued{}, refuse(err)
+		}
+		above = auth.Chain()
 	}
 	bundle, err := s.TrustBundle(ctx)
 	if err != nil {
@@ -105,7 +123,7 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 	if err != nil {
 		return Issued{}, err
 	}
-	return Issued{Cert: cert, Chain: append([]*x509.Certificate{cert}, auth.Chain()...), Bundle: bundle, RootID: root.ID}, nil
+	return Issued{Cert: cert, Chain: append([]*x509.Certificate{cert}, above...), Bundle: bundle, RootID: root.ID}, nil
 }
 
 // ListIntermediates lists issued intermediates of a cluster ("" for all).

@@ -320,11 +320,16 @@ func (s *Service) signingChain(ctx context.Context, r store.Root) ([]*x509.Certi
 	return own, "own", nil
 }
 
-// ActiveAuthority returns the active root and its signing authority.
+// ActiveAuthority returns the active root and its signing authority. Under
+// an upstream it is an authority for meshroot's own TLS certificates only.
 func (s *Service) ActiveAuthority(ctx context.Context) (store.Root, *Authority, error) {
 	root, err := s.ActiveRoot(ctx)
 	if err != nil {
 		return store.Root{}, nil, err
+	}
+	if isUpstream(root) {
+		a, err := s.upstreamLeafAuthority(ctx, root)
+		return root, a, err
 	}
 	a, err := s.Authority(ctx, root)
 	return root, a, err

@@ -31,6 +31,10 @@ type Service struct {
 	authorities map[string]*Authority
 	// bundle caches the parsed trust bundle of one bundle sequence.
 	bundle *TrustBundle
+	// upstreams opens upstream signing authorities; leafAuth caches the
+	// authorities for meshroot's own TLS certificates under them.
+	upstreams UpstreamOpener
+	leafAuth  map[string]*Authority
 }
 
 // NewService returns a Service over st and km that issues under policy.
@@ -38,7 +42,7 @@ func NewService(st store.Store, km keymanager.KeyManager, policy Policy) (*Servi
 	if err := policy.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{store: st, keys: km, policy: policy, now: time.Now, authorities: map[string]*Authority{}}, nil
+	return &Service{store: st, keys: km, policy: policy, now: time.Now, authorities: map[string]*Authority{}, leafAuth: map[string]*Authority{}}, nil
 }
 
 // SetClock replaces the service's clock (for tests).

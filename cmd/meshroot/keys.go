@@ -3,15 +3,19 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 
+	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/internal/vaultclient"
 	"github.com/meshroot/meshroot/plugins/keymanager"
 	"github.com/meshroot/meshroot/plugins/keymanager/disk"
 	"github.com/meshroot/meshroot/plugins/keymanager/kms"
 	"github.com/meshroot/meshroot/plugins/keymanager/pkcs11"
 	"github.com/meshroot/meshroot/plugins/keymanager/vaulttransit"
+	"github.com/meshroot/meshroot/plugins/upstream/vaultpki"
 )
 
 // keysConfig says where root keys live. Existing keys are found by their
@@ -120,4 +124,35 @@ func keyManager(ctx context.Context, cfg keysConfig, dataDir string, pass []byte
 		return nil, fmt.Errorf("key manager for new keys (%s): %w", cfg.Create, err)
 	}
 	return keymanager.NewRouter(create, factories), nil
+}
+
+// upstreamOpener opens vault-pki://MOUNT[?issuer=NAME] with the Vault
+// connection in cfg.
+func upstreamOpener(cfg keysConfig) ca.UpstreamOpener {
+	var mu sync.Mutex
+	open := map[string]*vaultpki.Upstream{}
+	return func(ctx context.Context, ref string) (ca.Upstream, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if u, ok := open[ref]; ok {
+			return u, nil
+		}
+		if cfg.Vault.Address == "" {
+			return nil, usageError{fmt.Errorf("the signing authority %s is in Vault PKI: configure Vault (--vault-addr and --vault-token-file, or keys.vault in the config)", ref)}
+		}
+		u, err := url.Parse(ref)
+		if err != nil || u.Scheme != "vault-pki" || u.Host == "" {
+			return nil, usageError{fmt.Errorf("upstream %q: want vault-pki://MOUNT[?issuer=NAME]", ref)}
+		}
+		tlsCfg, auth := cfg.Vault.client()
+		up, err := vaultpki.New(ctx, vaultpki.Options{
+			Address: cfg.Vault.Address, Namespace: cfg.Vault.Namespace, TLS: tlsCfg, Auth: auth,
+			Mount: u.Host + u.Path, Issuer: u.Query().Get("issuer"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		open[ref] = up
+		return up, nil
+	}
 }

@@ -67,7 +67,7 @@ func printRoots(cmd *cobra.Command, g *globals, roots []store.Root) error {
 }
 
 func newRootInitCmd(g *globals) *cobra.Command {
-	var td, keyType string
+	var td, keyType, upstream string
 	var ttl time.Duration
 	cmd := &cobra.Command{
 		Use:   "init --trust-domain TD",
@@ -78,11 +78,22 @@ func newRootInitCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			b, err := g.backend(cmd, true, true)
+			b, err := g.backend(cmd, upstream == "", true)
 			if err != nil {
 				return err
 			}
 			defer b.Close()
+			if upstream != "" {
+				lb, ok := b.(*localBackend)
+				if !ok {
+					return usageError{fmt.Errorf("--upstream is set up on the data dir (--data-dir), with the server stopped")}
+				}
+				r, err := lb.svc.InitUpstreamRoot(cmd.Context(), localActor(), td, upstream)
+				if err != nil {
+					return err
+				}
+				return printRoots(cmd, g, []store.Root{r})
+			}
 			r, err := b.InitRoot(cmd.Context(), ca.InitRootRequest{TrustDomain: td, KeyType: kt, TTL: ttl})
 			if err != nil {
 				return err

@@ -225,6 +225,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	if err != nil {
 		return usageError{fmt.Errorf("policy: %w", err)}
 	}
+	svc.SetUpstreams(upstreamOpener(cfg.Keys))
 	var devToken string
 	if dev {
 		if devToken, err = devBootstrap(ctx, svc, cfg.TrustDomain, filepath.Join(cfg.DataDir, devCAFile)); err != nil {

@@ -61,6 +61,7 @@ func (g *globals) openService(ctx context.Context, withKeys, create bool) (*ca.S
 		st.Close()
 		return nil, nil, err
 	}
+	svc.SetUpstreams(upstreamOpener(g.keys))
 	return svc, func() { closeKeys(); st.Close() }, nil
 }
 

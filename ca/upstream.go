@@ -1,0 +1,168 @@
+package ca
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/meshroot/meshroot/plugins/store"
+)
+
+// Upstream is a signing authority outside meshroot (Vault's PKI engine):
+// meshroot applies its own policy to each request first, forwards the CSR,
+// and checks what comes back.
+type Upstream interface {
+	// Chain is the upstream issuer's chain: issuer first, root last.
+	Chain(ctx context.Context) ([]*x509.Certificate, error)
+	// SignIntermediate signs a pathlen-0 CA for cluster from csr and
+	// returns it first, then the chain up to the root.
+	SignIntermediate(ctx context.Context, csr *x509.CertificateRequest, cluster string, ttl time.Duration) ([]*x509.Certificate, error)
+}
+
+// UpstreamOpener opens the upstream that a root's reference names
+// ("vault-pki://MOUNT?issuer=NAME").
+type UpstreamOpener func(ctx context.Context, ref string) (Upstream, error)
+
+// SetUpstreams lets the service use upstream signing authorities.
+func (s *Service) SetUpstreams(open UpstreamOpener) { s.upstreams = open }
+
+// UpstreamScheme starts the references of upstream signing authorities.
+const UpstreamScheme = "vault-pki://"
+
+func isUpstream(r store.Root) bool { return strings.HasPrefix(r.KeyRef, UpstreamScheme) }
+
+func (s *Service) upstream(ctx context.Context, ref string) (Upstream, error) {
+	if s.upstreams == nil {
+		return nil, fmt.Errorf("the signing authority %s is an upstream, and none is configured: configure Vault (--vault-addr)", ref)
+	}
+	return s.upstreams(ctx, ref)
+}
+
+// InitUpstreamRoot makes an upstream (Vault PKI) the active signing
+// authority of trust domain td: its chain's root becomes the trust anchor.
+func (s *Service) InitUpstreamRoot(ctx context.Context, actor Actor, td, ref string) (store.Root, error) {
+	r, err := s.initUpstreamRoot(ctx, actor, td, ref)
+	if err != nil {
+		return store.Root{}, s.auditRefusal(ctx, actor, "root.init", td, err)
+	}
+	return r, nil
+}
+
+func (s *Service) initUpstreamRoot(ctx context.Context, actor Actor, td, ref string) (store.Root, error) {
+	if _, err := ParseTrustDomain(td); err != nil {
+		return store.Root{}, refuse(err)
+	}
+	if !strings.HasPrefix(ref, UpstreamScheme) {
+		return store.Root{}, refusef("upstream %q: want %sMOUNT[?issuer=NAME]", ref, UpstreamScheme)
+	}
+	if err := s.refuseSecondRoot(ctx, td); err != nil {
+		return store.Root{}, err
+	}
+	up, err := s.upstream(ctx, ref)
+	if err != nil {
+		return store.Root{}, err
+	}
+	chain, err := up.Chain(ctx)
+	if err != nil {
+		return store.Root{}, err
+	}
+	if len(chain) == 0 || !isSelfSigned(chain[len(chain)-1]) {
+		return store.Root{}, refusef("upstream %s: its chain does not end at a self-signed root", ref)
+	}
+	if !chain[0].IsCA || chain[0].KeyUsage&x509.KeyUsageCertSign == 0 || (chain[0].MaxPathLen == 0 && chain[0].MaxPathLenZero) {
+		return store.Root{}, refusef("upstream %s: its issuer %q cannot issue cluster intermediates (not a CA with keyCertSign and path length >= 1)", ref, chain[0].Subject)
+	}
+	root := store.Root{
+		ID: RootID(chain[len(chain)-1]), TrustDomain: td, State: store.RootActive, KeyRef: ref,
+		ChainPEM: EncodeCerts(chain), NotAfter: chain[0].NotAfter, CreatedAt: s.now().UTC(),
+	}
+	err = s.saveRoot(ctx, actor, "root.init", &root, map[string]any{"upstream": ref, "chain_length": len(chain), "issuer": chain[0].Subject.String()})
+	return root, err
+}
+
+// signUpstream applies the policy, forwards the CSR, and checks the answer:
+// a pathlen-0 CA with keyCertSign for the CSR's key, chaining to the root.
+func (s *Service) signUpstream(ctx context.Context, root store.Root, req IntermediateRequest) ([]*x509.Certificate, error) {
+	_, ttl, err := s.policy.withDefaults().checkRequest(req)
+	if err != nil {
+		return nil, refuse(err)
+	}
+	up, err := s.upstream(ctx, root.KeyRef)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := up.SignIntermediate(ctx, req.CSR, req.Cluster, ttl)
+	if err != nil {
+		return nil, err
+	}
+	if len(chain) < 2 {
+		return nil, fmt.Errorf("upstream %s returned a chain of %d", root.KeyRef, len(chain))
+	}
+	c := chain[0]
+	pub, _ := c.PublicKey.(interface{ Equal(x any) bool })
+	if !c.IsCA || c.MaxPathLen != 0 || !c.MaxPathLenZero || c.KeyUsage&x509.KeyUsageCertSign == 0 || pub == nil || !pub.Equal(req.CSR.PublicKey) {
+		return nil, fmt.Errorf("upstream %s returned a certificate outside the intermediate profile (CA, pathlen 0, keyCertSign, the CSR's key): refusing it", root.KeyRef)
+	}
+	stored, err := ParseCerts(root.ChainPEM)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(chain[len(chain)-1].Raw, stored[len(stored)-1].Raw) {
+		return nil, fmt.Errorf("upstream %s signed under another root than the one registered (%s)", root.KeyRef, root.ID)
+	}
+	if _, err := verifyChain(chain, stored[len(stored)-1:], s.now()); err != nil {
+		return nil, fmt.Errorf("upstream %s: the returned chain does not verify: %w", root.KeyRef, err)
+	}
+	return chain, nil
+}
+
+// upstreamLeafAuthority is an authority for meshroot's own TLS leaves under
+// an upstream: a pathlen-0 CA the upstream signs for an in-memory key,
+// renewed at half its lifetime. It cannot sign cluster intermediates.
+func (s *Service) upstreamLeafAuthority(ctx context.Context, root store.Root) (*Authority, error) {
+	s.mu.Lock()
+	cached := s.leafAuth[root.ID]
+	s.mu.Unlock()
+	if cached != nil {
+		c := cached.Certificate()
+		if s.now().Before(c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) / 2)) {
+			return cached, nil
+		}
+	}
+	up, err := s.upstream(ctx, root.KeyRef)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "meshroot-server"}}, key)
+	if err != nil {
+		return nil, err
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := up.SignIntermediate(ctx, csr, "meshroot-server", 7*24*time.Hour)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: certificate for meshroot's own TLS: %w", root.KeyRef, err)
+	}
+	a := &Authority{chain: chain, signer: key, policy: s.policy.withDefaults(), now: s.now, leafOnly: true}
+	if len(chain) < 2 || !isSelfSigned(a.Root()) {
+		return nil, errors.New("upstream returned a chain without its root")
+	}
+	s.mu.Lock()
+	s.leafAuth[root.ID] = a
+	s.mu.Unlock()
+	return a, nil
+}
