@@ -80,4 +80,3 @@ func (a *Authority) SignServerCert(req ServerCertRequest) (*x509.Certificate, er
 	return cert, nil
 }
 
-func toSlice(c *x509.Certificate) []*x509.Certificate { return []*x509.Certificate{c} }

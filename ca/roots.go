@@ -48,23 +48,11 @@ func (s *Service) initRoot(ctx context.Context, actor Actor, req InitRootRequest
 	if err := s.refuseSecondRoot(ctx, req.TrustDomain); err != nil {
 		return store.Root{}, err
 	}
-	key, err := s.keys.CreateKey(ctx, newKeyName("root", s.now()), kt)
+	root, cert, err := s.newRootKey(ctx, kt, req.TrustDomain, req.TTL, store.RootActive)
 	if err != nil {
-		return store.Root{}, fmt.Errorf("create root key: %w", err)
+		return store.Root{}, err
 	}
-	signer, err := s.keys.Signer(ctx, key.Ref)
-	if err != nil {
-		return store.Root{}, fmt.Errorf("load new root key %s: %w", key.Ref, err)
-	}
-	cert, err := NewRoot(signer, RootOptions{TrustDomain: req.TrustDomain, TTL: req.TTL, Now: s.now()})
-	if err != nil {
-		return store.Root{}, refuse(err)
-	}
-	root := store.Root{
-		ID: RootID(cert), TrustDomain: req.TrustDomain, State: store.RootActive, KeyRef: key.Ref,
-		ChainPEM: EncodeCerts([]*x509.Certificate{cert}), NotAfter: cert.NotAfter, CreatedAt: s.now().UTC(),
-	}
-	err = s.saveRoot(ctx, actor, "root.init", &root, map[string]any{"key_ref": key.Ref, "key_type": string(kt), "not_after": cert.NotAfter})
+	err = s.saveRoot(ctx, actor, "root.init", &root, map[string]any{"key_ref": root.KeyRef, "key_type": string(kt), "not_after": cert.NotAfter})
 	return root, err
 }
 
@@ -115,21 +103,9 @@ func (s *Service) prepareRoot(ctx context.Context, actor Actor, req PrepareRootR
 	if req.DryRun {
 		return store.Root{TrustDomain: active.TrustDomain, State: store.RootPrepared}, nil
 	}
-	key, err := s.keys.CreateKey(ctx, newKeyName("root", s.now()), kt)
+	root, cert, err := s.newRootKey(ctx, kt, active.TrustDomain, req.TTL, store.RootPrepared)
 	if err != nil {
-		return store.Root{}, fmt.Errorf("create root key: %w", err)
-	}
-	signer, err := s.keys.Signer(ctx, key.Ref)
-	if err != nil {
-		return store.Root{}, fmt.Errorf("load new root key %s: %w", key.Ref, err)
-	}
-	cert, err := NewRoot(signer, RootOptions{TrustDomain: active.TrustDomain, TTL: req.TTL, Now: s.now()})
-	if err != nil {
-		return store.Root{}, refuse(err)
-	}
-	root := store.Root{
-		ID: RootID(cert), TrustDomain: active.TrustDomain, State: store.RootPrepared, KeyRef: key.Ref,
-		ChainPEM: EncodeCerts([]*x509.Certificate{cert}), NotAfter: cert.NotAfter, CreatedAt: s.now().UTC(),
+		return store.Root{}, err
 	}
 	if req.CrossSign {
 		auth, err := s.Authority(ctx, active)
@@ -142,8 +118,29 @@ func (s *Service) prepareRoot(ctx context.Context, actor Actor, req PrepareRootR
 		}
 		root.CrossPEM = EncodeCerts([]*x509.Certificate{cross})
 	}
-	err = s.saveRoot(ctx, actor, "root.prepare", &root, map[string]any{"key_ref": key.Ref, "key_type": string(kt), "not_after": cert.NotAfter, "active_root": active.ID, "cross_signed": req.CrossSign})
+	err = s.saveRoot(ctx, actor, "root.prepare", &root, map[string]any{"key_ref": root.KeyRef, "key_type": string(kt), "not_after": cert.NotAfter, "active_root": active.ID, "cross_signed": req.CrossSign})
 	return root, err
+}
+
+// newRootKey creates a key in the key manager and its self-signed root
+// certificate, as a root record in state (not yet stored).
+func (s *Service) newRootKey(ctx context.Context, kt keymanager.KeyType, td string, ttl time.Duration, state store.RootState) (store.Root, *x509.Certificate, error) {
+	key, err := s.keys.CreateKey(ctx, newKeyName("root", s.now()), kt)
+	if err != nil {
+		return store.Root{}, nil, fmt.Errorf("create root key: %w", err)
+	}
+	signer, err := s.keys.Signer(ctx, key.Ref)
+	if err != nil {
+		return store.Root{}, nil, fmt.Errorf("load new root key %s: %w", key.Ref, err)
+	}
+	cert, err := NewRoot(signer, RootOptions{TrustDomain: td, TTL: ttl, Now: s.now()})
+	if err != nil {
+		return store.Root{}, nil, refuse(err)
+	}
+	return store.Root{
+		ID: RootID(cert), TrustDomain: td, State: state, KeyRef: key.Ref,
+		ChainPEM: EncodeCerts([]*x509.Certificate{cert}), NotAfter: cert.NotAfter, CreatedAt: s.now().UTC(),
+	}, cert, nil
 }
 
 // ImportRootRequest brings an existing CA in as the signing authority.

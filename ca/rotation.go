@@ -373,22 +373,11 @@ func (s *Service) revoke(ctx context.Context, actor Actor, req RevokeRequest) (P
 		if kt == "" {
 			kt = keymanager.DefaultKeyType
 		}
-		key, err := s.keys.CreateKey(ctx, newKeyName("root", s.now()), kt)
+		nr, _, err := s.newRootKey(ctx, kt, r.TrustDomain, 0, store.RootActive)
 		if err != nil {
-			return res, fmt.Errorf("create replacement root key: %w", err)
+			return res, fmt.Errorf("replacement root: %w", err)
 		}
-		signer, err := s.keys.Signer(ctx, key.Ref)
-		if err != nil {
-			return res, err
-		}
-		cert, err := NewRoot(signer, RootOptions{TrustDomain: r.TrustDomain, Now: s.now()})
-		if err != nil {
-			return res, err
-		}
-		newRoot = &store.Root{
-			ID: RootID(cert), TrustDomain: r.TrustDomain, State: store.RootActive, KeyRef: key.Ref,
-			ChainPEM: EncodeCerts(toSlice(cert)), NotAfter: cert.NotAfter, CreatedAt: s.now().UTC(),
-		}
+		newRoot = &nr
 	}
 	now := s.now().UTC()
 	err = s.store.Update(ctx, func(tx store.Tx) error {
