@@ -37,8 +37,8 @@ import (
 
 	"go.step.sm/crypto/pemutil"
 
-	"github.com/meshroot/meshroot/plugins/keymanager"
 	"github.com/meshroot/meshroot/internal/vaultclient"
+	"github.com/meshroot/meshroot/plugins/keymanager"
 )
 
 // Scheme starts every reference: vault-transit://MOUNT/KEY.

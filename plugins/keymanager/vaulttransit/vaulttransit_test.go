@@ -23,8 +23,8 @@ import (
 	"time"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/plugins/keymanager"
 	"github.com/meshroot/meshroot/internal/vaultclient"
+	"github.com/meshroot/meshroot/plugins/keymanager"
 	"github.com/meshroot/meshroot/test/vaultenv"
 )
 
