@@ -79,4 +79,3 @@ func (a *Authority) SignServerCert(req ServerCertRequest) (*x509.Certificate, er
 	}
 	return cert, nil
 }
-
