@@ -72,12 +72,12 @@ type IntermediateRequest struct {
 // smallest of the requested TTL and the issuer's own NotAfter.
 func (a *Authority) SignIntermediate(req IntermediateRequest) (*x509.Certificate, error) {
 	if a.leafOnly {
-		return nil, errors.New("this signing authority issues meshroot's own TLS certificates only; cluster intermediates come from the upstream")
+		return nil, refusef("this signing authority issues meshroot's own TLS certificates only; cluster intermediates come from the upstream")
 	}
 	p := a.policy
 	td, ttl, err := p.checkRequest(req)
 	if err != nil {
-		return nil, err
+		return nil, refuse(err)
 	}
 	issuer := a.Certificate()
 	now := a.now()
@@ -86,7 +86,7 @@ func (a *Authority) SignIntermediate(req IntermediateRequest) (*x509.Certificate
 		notAfter = issuer.NotAfter
 	}
 	if notAfter.Sub(now) < p.MinTTL {
-		return nil, fmt.Errorf("signing authority %q expires at %s, less than the minimum intermediate lifetime %s from now: rotate the root or import a longer-lived signing CA",
+		return nil, refusef("signing authority %q expires at %s, less than the minimum intermediate lifetime %s from now: rotate the root or import a longer-lived signing CA",
 			issuer.Subject.CommonName, issuer.NotAfter.UTC().Format(time.RFC3339), p.MinTTL)
 	}
 	notBefore := now.Add(-p.Backdate)

@@ -84,7 +84,7 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 			return Issued{}, err
 		}
 		if cert, err = auth.SignIntermediate(ireq); err != nil {
-			return Issued{}, refuse(err)
+			return Issued{}, err
 		}
 		above = auth.Chain()
 	}

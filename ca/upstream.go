@@ -3,6 +3,7 @@ package ca
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -107,7 +108,7 @@ func (s *Service) signUpstream(ctx context.Context, root store.Root, req Interme
 		return nil, fmt.Errorf("upstream %s returned a chain of %d", root.KeyRef, len(chain))
 	}
 	c := chain[0]
-	pub, _ := c.PublicKey.(interface{ Equal(x any) bool })
+	pub, _ := c.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	if !c.IsCA || c.MaxPathLen != 0 || !c.MaxPathLenZero || c.KeyUsage&x509.KeyUsageCertSign == 0 || pub == nil || !pub.Equal(req.CSR.PublicKey) {
 		return nil, fmt.Errorf("upstream %s returned a certificate outside the intermediate profile (CA, pathlen 0, keyCertSign, the CSR's key): refusing it", root.KeyRef)
 	}

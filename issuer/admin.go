@@ -39,7 +39,14 @@ func NewAdminServer(svc *ca.Service, hub *BundleHub, log *slog.Logger, federatio
 
 func (s *AdminServer) actor(ctx context.Context) ca.Actor { return ca.Actor(adminActor(ctx)) }
 
-func (s *AdminServer) err(ctx context.Context, err error) error { return toStatus(ctx, s.log, err) }
+func (s *AdminServer) err(ctx context.Context, err error) error {
+	st := toStatus(ctx, s.log, err)
+	// The admin caller owns the server: tell it why, not "internal error".
+	if status.Code(st) == codes.Internal {
+		return status.Error(codes.Internal, err.Error())
+	}
+	return st
+}
 
 // InitRoot creates the trust domain's first root in the server's key manager.
 func (s *AdminServer) InitRoot(ctx context.Context, req *meshrootv1.InitRootRequest) (*meshrootv1.Root, error) {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 
@@ -82,7 +84,7 @@ func keyManager(ctx context.Context, cfg keysConfig, dataDir string, pass []byte
 		return vaulttransit.New(ctx, vaulttransit.Options{Address: cfg.Vault.Address, Namespace: cfg.Vault.Namespace, TLS: tlsCfg, Auth: auth, Mount: mount})
 	}
 	p11 := func(ctx context.Context, ref string) (keymanager.KeyManager, error) {
-		uri := ref
+		uri := p11KeyAttr.ReplaceAllString(ref, "$1")
 		if strings.HasPrefix(cfg.Create, "pkcs11:") {
 			uri = cfg.Create
 		}
@@ -90,6 +92,12 @@ func keyManager(ctx context.Context, cfg keysConfig, dataDir string, pass []byte
 	}
 	kmsFactory := func(ctx context.Context, ref string) (keymanager.KeyManager, error) {
 		uri := ref
+		if p, ok := strings.CutPrefix(ref, "softkms:path="); ok {
+			if up, err := url.PathUnescape(p); err == nil {
+				p = up
+			}
+			uri = "softkms:dir=" + filepath.Dir(p)
+		}
 		for _, s := range kmsSchemes {
 			if strings.HasPrefix(ref, s) && strings.HasPrefix(cfg.Create, s) {
 				uri = cfg.Create
@@ -101,15 +109,14 @@ func keyManager(ctx context.Context, cfg keysConfig, dataDir string, pass []byte
 	for _, s := range kmsSchemes {
 		factories[s] = kmsFactory
 	}
-	var create keymanager.KeyManager
-	var err error
+	var open keymanager.Factory
 	switch c := cfg.Create; {
 	case c == "" || c == "disk":
-		create, err = diskFactory(ctx, "")
+		open = diskFactory
 	case strings.HasPrefix(c, "vault-transit://"):
-		create, err = transit(ctx, c)
+		open = transit
 	case strings.HasPrefix(c, "pkcs11:"):
-		create, err = p11(ctx, c)
+		open = p11
 	default:
 		known := false
 		for _, s := range kmsSchemes {
@@ -118,12 +125,73 @@ func keyManager(ctx context.Context, cfg keysConfig, dataDir string, pass []byte
 		if !known {
 			return nil, usageError{fmt.Errorf("--key %q: use disk, pkcs11:..., vault-transit://MOUNT, softkms:..., awskms:..., cloudkms:... or azurekms:...", c)}
 		}
-		create, err = kmsFactory(ctx, c)
+		open = kmsFactory
 	}
+	return keymanager.NewRouter(&lazyKM{create: cfg.Create, open: open}, factories), nil
+}
+
+var p11KeyAttr = regexp.MustCompile(`;(?:id|object)=[^;?]*`)
+
+// lazyKM opens the key manager for new keys on first use.
+type lazyKM struct {
+	create string
+	open   keymanager.Factory
+	mu     sync.Mutex
+	km     keymanager.KeyManager
+}
+
+func (l *lazyKM) get(ctx context.Context) (keymanager.KeyManager, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.km != nil {
+		return l.km, nil
+	}
+	km, err := l.open(ctx, l.create)
 	if err != nil {
-		return nil, fmt.Errorf("key manager for new keys (%s): %w", cfg.Create, err)
+		return nil, fmt.Errorf("key manager for new keys (%s): %w", l.create, err)
 	}
-	return keymanager.NewRouter(create, factories), nil
+	l.km = km
+	return km, nil
+}
+func (l *lazyKM) CreateKey(ctx context.Context, name string, kt keymanager.KeyType) (keymanager.Key, error) {
+	km, err := l.get(ctx)
+	if err != nil {
+		return keymanager.Key{}, err
+	}
+	return km.CreateKey(ctx, name, kt)
+}
+func (l *lazyKM) Signer(ctx context.Context, ref string) (crypto.Signer, error) {
+	km, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return km.Signer(ctx, ref)
+}
+func (l *lazyKM) ListKeys(ctx context.Context) ([]keymanager.Key, error) {
+	km, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return km.ListKeys(ctx)
+}
+func (l *lazyKM) ImportKey(ctx context.Context, name string, signer crypto.Signer) (keymanager.Key, error) {
+	km, err := l.get(ctx)
+	if err != nil {
+		return keymanager.Key{}, err
+	}
+	imp, ok := km.(keymanager.Importer)
+	if !ok {
+		return keymanager.Key{}, fmt.Errorf("the key manager for new keys (%s) cannot import keys", l.create)
+	}
+	return imp.ImportKey(ctx, name, signer)
+}
+func (l *lazyKM) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c, ok := l.km.(interface{ Close() error }); ok {
+		return c.Close()
+	}
+	return nil
 }
 
 // upstreamOpener opens vault-pki://MOUNT[?issuer=NAME] with the Vault

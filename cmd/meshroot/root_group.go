@@ -104,6 +104,7 @@ func newRootInitCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&td, "trust-domain", "", "SPIFFE trust domain the root anchors, e.g. example.org (required)")
 	cmd.Flags().StringVar(&keyType, "key-type", string(keymanager.DefaultKeyType), "root key type: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096")
 	cmd.Flags().DurationVar(&ttl, "ttl", ca.DefaultRootTTL, "root lifetime")
+	cmd.Flags().StringVar(&upstream, "upstream", "", "make Vault PKI the signing authority instead of a root key: vault-pki://MOUNT[?issuer=NAME]")
 	return cmd
 }
 

@@ -137,21 +137,23 @@ func New(cfg Config) (*Agent, error) {
 // Close releases the connection to the server.
 func (a *Agent) Close() error { return a.client.close() }
 
-// serverRoots trusts the --server-ca roots and every root of the latest
-// trust bundle.
+// serverRoots is what verifies the server: the --server-ca roots until a
+// trust bundle has arrived, then only the bundle's roots, so that a root
+// revoked in an emergency stops being trusted for the server too.
 func (a *Agent) serverRoots() *x509.CertPool {
 	p := x509.NewCertPool()
-	for _, c := range a.serverCA {
-		p.AddCert(c)
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.bundle != nil {
+	if a.bundle != nil && len(a.bundle.GetRoots()) > 0 {
 		for _, der := range a.bundle.GetRoots() {
 			if c, err := x509.ParseCertificate(der); err == nil {
 				p.AddCert(c)
 			}
 		}
+		return p
+	}
+	for _, c := range a.serverCA {
+		p.AddCert(c)
 	}
 	return p
 }
@@ -212,6 +214,10 @@ func (a *Agent) watch(ctx context.Context, changed chan<- struct{}) {
 	for ctx.Err() == nil {
 		stream, err := a.client.issuer.WatchTrustBundle(ctx, &meshrootv1.WatchTrustBundleRequest{Cluster: a.cfg.Cluster})
 		if err == nil {
+			// The first message of every stream triggers a reconcile (and
+			// so a status report): the server may have restarted without
+			// hearing what this cluster applied.
+			first := true
 			for {
 				msg, rerr := stream.Recv()
 				if rerr != nil {
@@ -225,7 +231,8 @@ func (a *Agent) watch(ctx context.Context, changed chan<- struct{}) {
 				newer := a.bundle == nil || !proto.Equal(msg, a.bundle)
 				a.bundle = msg
 				a.mu.Unlock()
-				if newer {
+				if newer || first {
+					first = false
 					a.log.Info("trust bundle received", "sequence", msg.GetSequence(), "roots", len(msg.GetRoots()))
 					select {
 					case changed <- struct{}{}:
@@ -286,17 +293,23 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 			return time.Time{}, err
 		}
 	}
-	a.report(ctx, now)
+	if !a.report(ctx, now) {
+		// The rotation gates wait for this report: try again soon, not
+		// at the next renewal.
+		if retry := now.Add(5 * time.Second); retry.Before(next) {
+			next = retry
+		}
+	}
 	return next, nil
 }
 
 // report tells the server what the cluster now runs with (rotation phases
 // wait for it). It authenticates with the intermediate it just wrote, or a
 // service-account token; a failure is logged and retried next time.
-func (a *Agent) report(ctx context.Context, now time.Time) {
+func (a *Agent) report(ctx context.Context, now time.Time) bool {
 	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
 	if err != nil || cur.CACerts == nil || cur.Secret == nil {
-		return
+		return false
 	}
 	req := &meshrootv1.ReportStatusRequest{
 		Cluster: a.cfg.Cluster, BundleSequence: appliedSequence(cur), IntermediateSerial: ca.SerialHex(cur.CACerts.Cert.SerialNumber),
@@ -314,9 +327,10 @@ func (a *Agent) report(ctx context.Context, now time.Time) {
 	}
 	if err != nil {
 		a.log.Warn("status report failed; will retry", "error", status.Convert(err).Message())
-		return
+		return false
 	}
 	a.log.Debug("status reported", "bundle_sequence", req.BundleSequence, "serial", req.IntermediateSerial)
+	return true
 }
 
 // deliverFederated writes the federated bundles into the cluster.
