@@ -141,6 +141,7 @@ type Authenticator struct {
 	mu       sync.Mutex
 	oidc     map[string]*oidcKeys      // by cluster name
 	reviewer map[string]*tokenReviewer // by cluster name
+	verified map[[32]byte]validity     // chains verified against a root set
 }
 
 // New returns an Authenticator over the clusters, join tokens and

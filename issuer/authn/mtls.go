@@ -3,9 +3,11 @@ package authn
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/plugins/store"
@@ -43,24 +45,31 @@ func (a *Authenticator) authenticateMTLS(ctx context.Context, c store.Cluster, c
 	if err != nil {
 		return Identity{}, fmt.Errorf("authenticate by client certificate: trust bundle: %w", err)
 	}
-	rootPool := x509.NewCertPool()
-	for _, r := range roots {
-		rootPool.AddCert(r)
-	}
-	inter := x509.NewCertPool()
-	for _, cert := range chain[1:] {
-		inter.AddCert(cert)
-	}
 	// The intermediate's validity period, its chain to a root that is in the
 	// trust bundle now, and the chain's constraints are checked here; an
 	// expired intermediate, or one under a root that left the bundle, fails.
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         rootPool,
-		Intermediates: inter,
-		CurrentTime:   a.now(),
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-	}); err != nil {
-		return Identity{}, unauthenticated("client certificate %s does not verify against the trust bundle: %v", serial, err)
+	// A chain that verified against the same roots is remembered until its
+	// first certificate expires: renewals do not pay for the signature checks
+	// again (revocation is checked below on every call).
+	key := verifiedKey(chain, roots)
+	if !a.verifiedBefore(key) {
+		rootPool := x509.NewCertPool()
+		for _, r := range roots {
+			rootPool.AddCert(r)
+		}
+		inter := x509.NewCertPool()
+		for _, cert := range chain[1:] {
+			inter.AddCert(cert)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{
+			Roots:         rootPool,
+			Intermediates: inter,
+			CurrentTime:   a.now(),
+			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+		}); err != nil {
+			return Identity{}, unauthenticated("client certificate %s does not verify against the trust bundle: %v", serial, err)
+		}
+		a.rememberVerified(key, chain)
 	}
 	rec, err := a.st.GetIntermediate(ctx, serial)
 	if errors.Is(err, store.ErrNotFound) {
@@ -96,3 +105,54 @@ func (a *Authenticator) authenticateMTLS(ctx context.Context, c store.Cluster, c
 	}
 	return Identity{Cluster: c.Name, Method: MethodMTLS, Subject: serial}, nil
 }
+
+// maxVerified bounds the cache of verified chains.
+const maxVerified = 4096
+
+// verifiedKey identifies a chain verified against a set of roots.
+func verifiedKey(chain, roots []*x509.Certificate) [32]byte {
+	h := sha256.New()
+	for _, c := range chain {
+		h.Write(c.Raw)
+		h.Write([]byte{0})
+	}
+	h.Write([]byte{1})
+	for _, r := range roots {
+		h.Write(r.Raw)
+		h.Write([]byte{0})
+	}
+	var k [32]byte
+	copy(k[:], h.Sum(nil))
+	return k
+}
+
+// verifiedBefore reports whether the chain verified against these roots and
+// every certificate in it is still within its validity period.
+func (a *Authenticator) verifiedBefore(key [32]byte) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	w, ok := a.verified[key]
+	now := a.now()
+	return ok && !now.Before(w.notBefore) && now.Before(w.notAfter)
+}
+
+func (a *Authenticator) rememberVerified(key [32]byte, chain []*x509.Certificate) {
+	w := validity{notBefore: chain[0].NotBefore, notAfter: chain[0].NotAfter}
+	for _, c := range chain[1:] {
+		if c.NotBefore.After(w.notBefore) {
+			w.notBefore = c.NotBefore
+		}
+		if c.NotAfter.Before(w.notAfter) {
+			w.notAfter = c.NotAfter
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.verified == nil || len(a.verified) >= maxVerified {
+		a.verified = map[[32]byte]validity{}
+	}
+	a.verified[key] = w
+}
+
+// validity is the period in which a verified chain stays valid.
+type validity struct{ notBefore, notAfter time.Time }

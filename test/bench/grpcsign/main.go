@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"syscall"
@@ -34,11 +35,16 @@ import (
 	"github.com/meshroot/meshroot/plugins/store/sqlite"
 )
 
+// profile, when set, receives a CPU profile of the gRPC phase.
+var profile string
+
 func main() {
 	conc := flag.Int("c", 64, "concurrent callers")
 	dur := flag.Duration("d", 10*time.Second, "duration of each measurement")
 	keyType := flag.String("root", "ec-p256", "root key type")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the gRPC phase to this file")
 	flag.Parse()
+	profile = *cpuProfile
 	if err := run(*conc, *dur, keymanager.KeyType(*keyType)); err != nil {
 		log.Fatal(err)
 	}
@@ -198,6 +204,17 @@ func run(conc int, d time.Duration, kt keymanager.KeyType) error {
 		if _, err := clients[i].GetTrustBundle(ctx, &meshrootv1.GetTrustBundleRequest{}); err != nil {
 			return err
 		}
+	}
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	grpcRes := measure("gRPC SignIntermediate (mTLS renewal)", conc, d, func(w int) error {
 		_, err := clients[w].SignIntermediate(ctx, &meshrootv1.SignIntermediateRequest{Cluster: "bench", Csr: csrDER})
