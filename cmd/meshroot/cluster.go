@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -94,20 +96,32 @@ istio-system/meshroot-agent) are accepted.`,
 }
 
 func newClusterRemoveCmd(g *globals) *cobra.Command {
+	return actionCmd(g, "remove NAME", "Unregister a cluster: its tokens and intermediate stop working for new requests",
+		func(ctx context.Context, b backend, name string) (string, error) {
+			return "cluster " + name + " removed", b.RemoveCluster(ctx, name)
+		})
+}
+
+// actionCmd is a command that takes one argument, asks the backend to do
+// something with it, and prints one line when that worked. use is
+// "VERB ARG".
+func actionCmd(g *globals, use, short string, do func(ctx context.Context, b backend, arg string) (string, error)) *cobra.Command {
+	_, argName, _ := strings.Cut(use, " ")
 	return &cobra.Command{
-		Use:   "remove NAME",
-		Short: "Unregister a cluster: its tokens and intermediate stop working for new requests",
-		Args:  exactArgs(1, "NAME"),
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(1, argName),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := g.backend(cmd, false, false)
 			if err != nil {
 				return err
 			}
 			defer b.Close()
-			if err := b.RemoveCluster(cmd.Context(), args[0]); err != nil {
+			msg, err := do(cmd.Context(), b, args[0])
+			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "cluster %s removed\n", args[0])
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), msg)
 			return err
 		},
 	}

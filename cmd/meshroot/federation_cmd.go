@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -89,43 +90,17 @@ func newFederationListCmd(g *globals, use, short string) *cobra.Command {
 }
 
 func newFederationRemoveCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "remove TRUST_DOMAIN",
-		Short: "Stop federating; the peer's bundle leaves the meshes",
-		Args:  exactArgs(1, "TRUST_DOMAIN"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			if err := b.RemoveFederation(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "no longer federating with %s\n", args[0])
-			return err
-		},
-	}
+	return actionCmd(g, "remove TRUST_DOMAIN", "Stop federating; the peer's bundle leaves the meshes",
+		func(ctx context.Context, b backend, td string) (string, error) {
+			return "no longer federating with " + td, b.RemoveFederation(ctx, td)
+		})
 }
 
 func newFederationRefreshCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "refresh TRUST_DOMAIN",
-		Short: "Fetch a peer's bundle now",
-		Args:  exactArgs(1, "TRUST_DOMAIN"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			if err := b.RefreshFederation(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "refresh of %s requested: see `meshroot federation status`\n", args[0])
-			return err
-		},
-	}
+	return actionCmd(g, "refresh TRUST_DOMAIN", "Fetch a peer's bundle now",
+		func(ctx context.Context, b backend, td string) (string, error) {
+			return "refresh of " + td + " requested: see `meshroot federation status`", b.RefreshFederation(ctx, td)
+		})
 }
 
 type peerView struct {
