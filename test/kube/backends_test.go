@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/meshroot/meshroot/test/kube/kubeenv"
 )
 
@@ -75,9 +78,10 @@ func TestAgentWithRootInSoftHSM2(t *testing.T) {
 	agentThrough(t, c, s, "hsm")
 }
 
-// TestAgentWithRootInVaultTransit: the server's root key is a Vault Transit
-// key (a real Vault dev server); an agent bootstraps cacerts through it.
-func TestAgentWithRootInVaultTransit(t *testing.T) {
+// startVault runs a real Vault dev server (root token "root") with the
+// transit engine enabled and returns its address.
+func startVault(t *testing.T) string {
+	t.Helper()
 	vault := filepath.Join(toolBin(t, "vault"), "vault-v1.21.1", "vault")
 	port := freePorts(t, 1)[0]
 	addr := "http://127.0.0.1:" + port
@@ -95,13 +99,31 @@ func TestAgentWithRootInVaultTransit(t *testing.T) {
 		}
 	})
 	eventually(t, 30*time.Second, "vault healthy", func() error { return httpOK(addr + "/v1/sys/health") })
-	req, _ := http.NewRequest(http.MethodPost, addr+"/v1/sys/mounts/transit", bytes.NewBufferString(`{"type":"transit"}`))
+	vaultAPI(t, addr, http.MethodPost, "/v1/sys/mounts/transit", `{"type":"transit"}`)
+	return addr
+}
+
+// vaultAPI calls Vault's HTTP API with the root token and requires success.
+func vaultAPI(t *testing.T, addr, method, path, body string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, addr+path, bytes.NewBufferString(body))
 	req.Header.Set("X-Vault-Token", "root")
 	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode/100 != 2 {
-		t.Fatalf("enable transit: %v %v", resp, err)
+	if err != nil {
+		t.Fatalf("vault %s %s: %v", method, path, err)
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		t.Fatalf("vault %s %s: %s %s", method, path, resp.Status, b.String())
+	}
+}
+
+// TestAgentWithRootInVaultTransit: the server's root key is a Vault Transit
+// key (a real Vault dev server); an agent bootstraps cacerts through it.
+func TestAgentWithRootInVaultTransit(t *testing.T) {
+	addr := startVault(t)
 	dir := t.TempDir()
 	token := writeFile(t, dir, "token", []byte("root"))
 	c := kubeenv.Start(t, "transit")
@@ -113,4 +135,52 @@ func TestAgentWithRootInVaultTransit(t *testing.T) {
 		t.Fatalf("root list: %+v %v", roots, err)
 	}
 	agentThrough(t, c, s, "transit")
+}
+
+// TestVaultKubernetesAuth: meshroot logs in to a real Vault with its own
+// Kubernetes service-account token, which Vault checks by TokenReview
+// against a real kube-apiserver; the Transit root key then signs.
+func TestVaultKubernetesAuth(t *testing.T) {
+	c := kubeenv.Start(t, "vaultauth")
+	addr := startVault(t)
+	ctx := t.Context()
+	// Vault's reviewer account may call TokenReview.
+	c.EnsureServiceAccount(t, "vault", "reviewer")
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "vault-reviewer"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "system:auth-delegator"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "reviewer", Namespace: "vault"}},
+	}
+	if _, err := c.Client.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reviewer := c.ServiceAccountToken(t, "vault", "reviewer", c.Issuer, time.Hour)
+	cfg, _ := json.Marshal(map[string]any{
+		"kubernetes_host": c.Config.Host, "kubernetes_ca_cert": string(c.CAPEM),
+		"token_reviewer_jwt": reviewer, "disable_local_ca_jwt": true,
+	})
+	vaultAPI(t, addr, http.MethodPost, "/v1/sys/auth/kubernetes", `{"type":"kubernetes"}`)
+	vaultAPI(t, addr, http.MethodPost, "/v1/auth/kubernetes/config", string(cfg))
+	vaultAPI(t, addr, http.MethodPut, "/v1/sys/policies/acl/meshroot", `{"policy":"path \"transit/keys/*\" { capabilities = [\"create\", \"read\", \"update\", \"list\"] }\npath \"transit/sign/*\" { capabilities = [\"update\"] }"}`)
+	vaultAPI(t, addr, http.MethodPost, "/v1/auth/kubernetes/role/meshroot",
+		`{"bound_service_account_names":["meshroot"],"bound_service_account_namespaces":["meshroot"],"policies":["meshroot"],"audience":"vault","ttl":"1h"}`)
+
+	jwt := writeFile(t, t.TempDir(), "jwt", []byte(c.ServiceAccountToken(t, "meshroot", "meshroot", "vault", time.Hour)))
+	s := startServer(t, fmt.Sprintf("keys:\n  create: vault-transit://transit\n  vault:\n    address: %s\n    authMethod: kubernetes\n    role: meshroot\n    jwtFile: %s\n", addr, jwt))
+	var roots []struct {
+		KeyRef string `json:"key_ref"`
+	}
+	if err := json.Unmarshal([]byte(s.cli("root", "list", "-o", "json")), &roots); err != nil || len(roots) != 1 || !strings.HasPrefix(roots[0].KeyRef, "vault-transit://transit/") {
+		t.Fatalf("root list: %+v %v", roots, err)
+	}
+	agentThrough(t, c, s, "vaultauth")
+
+	// A token of another service account is refused by Vault's role.
+	other := writeFile(t, t.TempDir(), "jwt", []byte(c.ServiceAccountToken(t, "meshroot", "intruder", "vault", time.Hour)))
+	r := run(t, 30*time.Second, nil, "--data-dir", filepath.Join(t.TempDir(), "d"), "--key", "vault-transit://transit",
+		"--vault-addr", addr, "--vault-auth", "kubernetes", "--vault-role", "meshroot", "--vault-jwt-file", other,
+		"root", "init", "--trust-domain", "example.org")
+	if r.code == 0 || !strings.Contains(strings.ToLower(r.stderr), "vault") {
+		t.Errorf("root init with an unbound service account's token: %s", r)
+	}
 }
