@@ -7,6 +7,8 @@ package keymanager
 import (
 	"context"
 	"crypto"
+	"fmt"
+	"regexp"
 	"time"
 )
 
@@ -38,4 +40,19 @@ type Importer interface {
 	// ImportKey stores signer's private key under name and returns its
 	// reference. It refuses when a key with that name exists.
 	ImportKey(ctx context.Context, name string, signer crypto.Signer) (Key, error)
+}
+
+var keyNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// ValidKeyName reports whether name is usable as a key name in every
+// backend: 1-63 of a-z 0-9 . _ -, starting with a letter or digit (safe as
+// a file name, an HSM label and a Vault path segment).
+func ValidKeyName(name string) bool { return keyNamePattern.MatchString(name) }
+
+// CheckKeyName is ValidKeyName as an error that states the rule.
+func CheckKeyName(name string) error {
+	if !ValidKeyName(name) {
+		return fmt.Errorf("key name %q is invalid: use 1-63 of a-z 0-9 . _ - starting with a letter or digit", name)
+	}
+	return nil
 }

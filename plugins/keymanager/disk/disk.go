@@ -13,7 +13,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -31,8 +30,6 @@ const MinPassphraseLen = 8
 
 // maxKeyFileSize bounds what is read from a key file (an RSA-4096 PEM is ~3.3 KiB).
 const maxKeyFileSize = 64 << 10
-
-var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // Options configure a disk KeyManager.
 type Options struct {
@@ -99,12 +96,7 @@ func (m *KeyManager) ImportKey(_ context.Context, name string, signer crypto.Sig
 	return m.store(name, signer, kt)
 }
 
-func checkName(name string) error {
-	if !namePattern.MatchString(name) {
-		return fmt.Errorf("key name %q is invalid: use 1-63 of a-z 0-9 . _ - starting with a letter or digit", name)
-	}
-	return nil
-}
+func checkName(name string) error { return keymanager.CheckKeyName(name) }
 
 // store writes signer's key (encrypted unless in plaintext mode) and its
 // public half, refusing to overwrite an existing key.
@@ -139,7 +131,7 @@ func (m *KeyManager) store(name string, signer crypto.Signer, kt keymanager.KeyT
 // Signer loads and decrypts the key that ref ("disk:NAME") names.
 func (m *KeyManager) Signer(_ context.Context, ref string) (crypto.Signer, error) {
 	name, ok := strings.CutPrefix(ref, RefPrefix)
-	if !ok || !namePattern.MatchString(name) {
+	if !ok || !keymanager.ValidKeyName(name) {
 		return nil, fmt.Errorf("key reference %q is not a disk key: want disk:NAME", ref)
 	}
 	path := m.keyPath(name)
@@ -184,7 +176,7 @@ func (m *KeyManager) ListKeys(_ context.Context) ([]keymanager.Key, error) {
 	var keys []keymanager.Key
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".key.pem")
-		if !ok || e.IsDir() || !namePattern.MatchString(name) {
+		if !ok || e.IsDir() || !keymanager.ValidKeyName(name) {
 			continue
 		}
 		k := keymanager.Key{Ref: RefPrefix + name}

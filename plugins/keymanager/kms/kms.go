@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
-	"regexp"
 
 	"go.step.sm/crypto/kms/apiv1"
 	"go.step.sm/crypto/kms/uri"
@@ -116,11 +115,9 @@ func (m *KeyManager) ListKeys(ctx context.Context) ([]keymanager.Key, error) {
 // Close releases the KMS client or token.
 func (m *KeyManager) Close() error { return m.b.close() }
 
-var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-
 func checkName(typ, name string) error {
-	if !namePattern.MatchString(name) {
-		return fmt.Errorf("%s key manager: key name %q is invalid: use 1-63 of a-z 0-9 . _ - starting with a letter or digit", typ, name)
+	if err := keymanager.CheckKeyName(name); err != nil {
+		return fmt.Errorf("%s key manager: %w", typ, err)
 	}
 	return nil
 }

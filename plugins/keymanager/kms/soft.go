@@ -186,7 +186,7 @@ func (s *softBackend) listKeys(ctx context.Context) ([]keymanager.Key, error) {
 	var keys []keymanager.Key
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".key.pem")
-		if !ok || e.IsDir() || !namePattern.MatchString(name) {
+		if !ok || e.IsDir() || !keymanager.ValidKeyName(name) {
 			continue
 		}
 		k := keymanager.Key{Ref: softRef(s.keyPath(name))}

@@ -3,7 +3,8 @@ package pkcs11
 import (
 	"errors"
 	"fmt"
-	"regexp"
+
+	"github.com/meshroot/meshroot/plugins/keymanager"
 )
 
 // Scheme starts every URI and reference this key manager takes.
@@ -24,11 +25,9 @@ type Options struct {
 	URI string
 }
 
-var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-
 func checkName(name string) error {
-	if !namePattern.MatchString(name) {
-		return fmt.Errorf("pkcs11 key manager: key name %q is invalid: use 1-63 of a-z 0-9 . _ - starting with a letter or digit", name)
+	if err := keymanager.CheckKeyName(name); err != nil {
+		return fmt.Errorf("pkcs11 key manager: %w", err)
 	}
 	return nil
 }

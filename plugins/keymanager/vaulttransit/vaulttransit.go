@@ -102,7 +102,6 @@ func (m *KeyManager) Close() error {
 }
 
 var (
-	namePattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 	keyPattern   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 	mountPattern = regexp.MustCompile(`^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$`)
 )
@@ -144,7 +143,7 @@ var transitType = map[keymanager.KeyType]string{
 // configured mount: ec-p256, ec-p384 or rsa-4096. It refuses a name that
 // exists.
 func (m *KeyManager) CreateKey(ctx context.Context, name string, kt keymanager.KeyType) (keymanager.Key, error) {
-	if !namePattern.MatchString(name) {
+	if !keymanager.ValidKeyName(name) {
 		return keymanager.Key{}, fmt.Errorf("%s: key name %q is invalid: use 1-63 of a-z 0-9 . _ - starting with a letter or digit", component, name)
 	}
 	typ, ok := transitType[kt]
