@@ -309,15 +309,22 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	background(func(ctx context.Context) error { fed.Run(ctx); return nil })
 	if svids != nil {
 		background(svids.Run)
-		// A new active root means a new SVID chain.
+		// A new active root means a new SVID chain; other bundle changes
+		// (and the hub's first load) do not.
 		background(func(ctx context.Context) error {
+			var active string
 			for {
-				_, _, changed := hub.Current()
+				b, ok, changed := hub.Current()
+				if ok && b.ActiveRootID != active {
+					if active != "" {
+						svids.Reissue()
+					}
+					active = b.ActiveRootID
+				}
 				select {
 				case <-ctx.Done():
 					return nil
 				case <-changed:
-					svids.Reissue()
 				}
 			}
 		})
