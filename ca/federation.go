@@ -169,15 +169,41 @@ func (s *Service) FederatedBundles(ctx context.Context) ([]FederatedBundle, erro
 		if len(p.Bundle) == 0 {
 			continue
 		}
-		td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
+		fb, err := s.parseFederated(p)
 		if err != nil {
-			continue
+			return nil, err
 		}
-		b, err := spiffebundle.Parse(td, p.Bundle)
-		if err != nil {
-			return nil, fmt.Errorf("stored bundle of %s: %w", p.TrustDomain, err)
+		if fb != nil {
+			out = append(out, *fb)
 		}
-		out = append(out, FederatedBundle{TrustDomain: p.TrustDomain, Roots: b.X509Authorities(), Sequence: p.Sequence})
 	}
 	return out, nil
+}
+
+// parseFederated parses a peer's stored bundle, once per stored version:
+// the bundle hub asks for every bundle every few seconds.
+func (s *Service) parseFederated(p store.FederationPeer) (*FederatedBundle, error) {
+	key := p.TrustDomain + "|" + p.BundleUpdatedAt.String() + "|" + fmt.Sprint(p.Sequence, len(p.Bundle))
+	s.mu.Lock()
+	cached, ok := s.federated[key]
+	s.mu.Unlock()
+	if ok {
+		return cached, nil
+	}
+	td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
+	if err != nil {
+		return nil, nil
+	}
+	b, err := spiffebundle.Parse(td, p.Bundle)
+	if err != nil {
+		return nil, fmt.Errorf("stored bundle of %s: %w", p.TrustDomain, err)
+	}
+	fb := &FederatedBundle{TrustDomain: p.TrustDomain, Roots: b.X509Authorities(), Sequence: p.Sequence}
+	s.mu.Lock()
+	if len(s.federated) > 1024 {
+		s.federated = map[string]*FederatedBundle{}
+	}
+	s.federated[key] = fb
+	s.mu.Unlock()
+	return fb, nil
 }

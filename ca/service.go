@@ -35,6 +35,8 @@ type Service struct {
 	// authorities for meshroot's own TLS certificates under them.
 	upstreams UpstreamOpener
 	leafAuth  map[string]*Authority
+	// federated caches parsed federated bundles by stored version.
+	federated map[string]*FederatedBundle
 }
 
 // NewService returns a Service over st and km that issues under policy.
@@ -42,7 +44,7 @@ func NewService(st store.Store, km keymanager.KeyManager, policy Policy) (*Servi
 	if err := policy.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{store: st, keys: km, policy: policy, now: time.Now, authorities: map[string]*Authority{}, leafAuth: map[string]*Authority{}}, nil
+	return &Service{store: st, keys: km, policy: policy, now: time.Now, authorities: map[string]*Authority{}, leafAuth: map[string]*Authority{}, federated: map[string]*FederatedBundle{}}, nil
 }
 
 // SetClock replaces the service's clock (for tests).
