@@ -77,10 +77,7 @@ func (s *Service) auditRefusal(ctx context.Context, actor Actor, action, target 
 	if !errors.As(cause, &pe) {
 		result = "error"
 	}
-	aerr := s.store.Update(ctx, func(tx store.Tx) error {
-		return s.audit(ctx, tx, actor, action, target, result, map[string]any{"reason": cause.Error()})
-	})
-	if aerr != nil {
+	if aerr := s.AuditResult(ctx, actor, action, target, result, cause.Error()); aerr != nil {
 		return errors.Join(cause, fmt.Errorf("audit log: %w", aerr))
 	}
 	return cause
