@@ -275,7 +275,9 @@ func TestSignIntermediateRefusals(t *testing.T) {
 	}
 }
 
-func TestWatchTrustBundleSeesRootInit(t *testing.T) {
+// TestReadyzAndFirstBundle: not ready before a root exists; once it does, a
+// watch starts with the current bundle and /readyz answers 200.
+func TestReadyzAndFirstBundle(t *testing.T) {
 	ts := startServer(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer cancel()
