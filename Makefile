@@ -4,7 +4,7 @@ BIN     := bin/meshroot
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build run demo test test-deps tools vet unit test-kube test-spire fuzz bench bench-grpc bench-bundle generate clean
+.PHONY: no-big-files all build run demo test test-deps tools vet unit test-kube test-spire fuzz bench bench-grpc bench-bundle generate clean
 
 all: build
 
@@ -36,10 +36,15 @@ test-deps:
 	  if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; fi
 
-vet:
+vet: no-big-files
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+## no-big-files: build output never enters git; refuse any tracked file over 2 MB
+no-big-files:
+	@big=$$(git ls-files -z 2>/dev/null | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk '$$1 > 2097152 {print $$2" ("$$1" bytes)"}'); \
+	  if [ -n "$$big" ]; then echo "tracked files over 2 MB (build output does not belong in git; git rm --cached them and ignore them):"; echo "$$big"; exit 1; fi
 
 unit:
 	$(GO) test -count=1 -timeout 20m ./...

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/keys"
 )
 
 func TestNewAuthorityRefusals(t *testing.T) {
-	root, rootKey := testRoot(t, keymanager.ECP256)
+	root, rootKey := testRoot(t, keys.ECP256)
 	otherKey := p256(t)
 	interKey := p256(t)
 	year := time.Now().Add(365 * 24 * time.Hour)
@@ -46,7 +46,7 @@ func TestNewAuthorityRefusals(t *testing.T) {
 }
 
 func TestNewAuthorityAcceptsChain(t *testing.T) {
-	root, rootKey := testRoot(t, keymanager.ECP384)
+	root, rootKey := testRoot(t, keys.ECP384)
 	interKey := p256(t)
 	inter := signCA(t, root, rootKey, interKey.Public(), "inter", 1, x509.KeyUsageCertSign|x509.KeyUsageCRLSign, time.Now().Add(5*365*24*time.Hour))
 	a, err := NewAuthority([]*x509.Certificate{inter, root}, interKey, Policy{})

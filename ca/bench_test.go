@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/keys"
 )
 
 // BenchmarkSignIntermediate measures SignIntermediate (CSR signature check,
@@ -15,7 +15,7 @@ import (
 // ceiling for any CA), and next to that plus the CSR signature check that any
 // CA must do. test/bench/sign.sh prints the ratios.
 func BenchmarkSignIntermediate(b *testing.B) {
-	for _, kt := range []keymanager.KeyType{keymanager.ECP256, keymanager.RSA4096} {
+	for _, kt := range []keys.KeyType{keys.ECP256, keys.RSA4096} {
 		root, rootKey := testRoot(b, kt)
 		a, err := NewAuthority([]*x509.Certificate{root}, rootKey, Policy{})
 		if err != nil {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/keys"
 )
 
 // testCACerts issues a valid cacerts under a fresh root.
@@ -28,7 +28,7 @@ func TestCACertsVerifyRefusals(t *testing.T) {
 	if err := good.Verify(now); err != nil {
 		t.Fatalf("valid cacerts refused: %v", err)
 	}
-	otherRoot, otherRootKey := testRoot(t, keymanager.ECP256)
+	otherRoot, otherRootKey := testRoot(t, keys.ECP256)
 	// SignIntermediate cannot make intermediates with the wrong profile, so
 	// these are signed by hand.
 	interKey := p256(t)

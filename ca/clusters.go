@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/store"
 )
 
 // AddClusterRequest registers a cluster.

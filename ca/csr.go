@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/keys"
 )
 
 // MaxCSRSize bounds a CSR as received, PEM or DER (an RSA-4096 CSR is ~1.7 KiB).
@@ -79,7 +79,7 @@ func (p Policy) checkCSR(csr *x509.CertificateRequest) error {
 	if err := csr.CheckSignature(); err != nil {
 		return fmt.Errorf("CSR signature is invalid: %v", err)
 	}
-	kt, err := keymanager.KeyTypeOf(csr.PublicKey)
+	kt, err := keys.KeyTypeOf(csr.PublicKey)
 	if err != nil {
 		return fmt.Errorf("CSR key: %w", err)
 	}

@@ -6,18 +6,18 @@ import (
 	"time"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/keys"
 )
 
 // A root signs a cluster intermediate from the cluster's CSR, and the result
 // is assembled and self-checked as Istio cacerts.
 func ExampleAuthority_SignIntermediate() {
-	rootKey, _ := keymanager.ECP256.Generate()
+	rootKey, _ := keys.ECP256.Generate()
 	root, _ := ca.NewRoot(rootKey, ca.RootOptions{TrustDomain: "example.org"})
 	authority, _ := ca.NewAuthority([]*x509.Certificate{root}, rootKey, ca.Policy{})
 
 	// In a cluster, the intermediate key is generated there and only the CSR leaves.
-	clusterKey, _ := keymanager.ECP256.Generate()
+	clusterKey, _ := keys.ECP256.Generate()
 	der, _ := x509.CreateCertificateRequest(nil, &x509.CertificateRequest{}, clusterKey)
 	csr, _ := ca.ParseCSR(der)
 

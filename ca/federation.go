@@ -12,7 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/store"
 )
 
 // MaxBundleSize bounds a SPIFFE bundle document meshroot accepts, from a

@@ -11,11 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/keys"
 )
 
 // testRoot makes a self-signed root of key type kt.
-func testRoot(t testing.TB, kt keymanager.KeyType) (*x509.Certificate, crypto.Signer) {
+func testRoot(t testing.TB, kt keys.KeyType) (*x509.Certificate, crypto.Signer) {
 	t.Helper()
 	key, err := kt.Generate()
 	if err != nil {
@@ -31,7 +31,7 @@ func testRoot(t testing.TB, kt keymanager.KeyType) (*x509.Certificate, crypto.Si
 // testAuthority makes an authority over a fresh P-256 root.
 func testAuthority(t testing.TB, p Policy) (*Authority, *x509.Certificate) {
 	t.Helper()
-	root, key := testRoot(t, keymanager.ECP256)
+	root, key := testRoot(t, keys.ECP256)
 	a, err := NewAuthority([]*x509.Certificate{root}, key, p)
 	if err != nil {
 		t.Fatal(err)

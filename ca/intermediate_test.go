@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/keys"
 )
 
 func TestSignIntermediateProfile(t *testing.T) {
@@ -93,7 +93,7 @@ func TestSignIntermediateCappedByIssuer(t *testing.T) {
 }
 
 func TestSignIntermediateRefusals(t *testing.T) {
-	a, _ := testAuthority(t, Policy{AllowedKeyTypes: []keymanager.KeyType{keymanager.ECP256, keymanager.RSA2048}})
+	a, _ := testAuthority(t, Policy{AllowedKeyTypes: []keys.KeyType{keys.ECP256, keys.RSA2048}})
 	good := testCSR(t, p256(t), nil)
 
 	badSig := testCSR(t, p256(t), nil)

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/store"
 )
 
 // IssueRequest asks the service for a cluster intermediate.

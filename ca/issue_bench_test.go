@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/keys"
 )
 
 // BenchmarkIssueIntermediate measures the whole in-process issuance over a
@@ -21,7 +21,7 @@ func BenchmarkIssueIntermediate(b *testing.B) {
 	if _, err := svc.AddCluster(ctx, actor, ca.AddClusterRequest{Name: "east"}); err != nil {
 		b.Fatal(err)
 	}
-	k, _ := keymanager.ECP256.Generate()
+	k, _ := keys.ECP256.Generate()
 	der, _ := x509.CreateCertificateRequest(nil, &x509.CertificateRequest{}, k)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/keys"
 )
 
 // Policy defaults.
@@ -31,7 +31,7 @@ type Policy struct {
 	// (DefaultMinIntermediateTTL).
 	MinTTL time.Duration
 	// AllowedKeyTypes are the key types a CSR may carry (all KeyTypes).
-	AllowedKeyTypes []keymanager.KeyType
+	AllowedKeyTypes []keys.KeyType
 	// TrustDomainConstraint adds a critical name constraint that permits
 	// only URIs in the cluster's trust domain.
 	TrustDomainConstraint bool
@@ -50,7 +50,7 @@ func (p Policy) withDefaults() Policy {
 		p.MinTTL = DefaultMinIntermediateTTL
 	}
 	if len(p.AllowedKeyTypes) == 0 {
-		p.AllowedKeyTypes = keymanager.KeyTypes
+		p.AllowedKeyTypes = keys.KeyTypes
 	}
 	if p.Backdate == 0 {
 		p.Backdate = DefaultBackdate
@@ -70,13 +70,13 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("intermediate policy: default TTL %s is outside [%s, %s]", p.DefaultTTL, p.MinTTL, p.MaxTTL)
 	}
 	for _, kt := range p.AllowedKeyTypes {
-		if _, err := keymanager.ParseKeyType(string(kt)); err != nil {
+		if _, err := keys.ParseKeyType(string(kt)); err != nil {
 			return fmt.Errorf("intermediate policy: %w", err)
 		}
 	}
 	return nil
 }
 
-func (p Policy) allowsKeyType(kt keymanager.KeyType) bool {
+func (p Policy) allowsKeyType(kt keys.KeyType) bool {
 	return slices.Contains(p.AllowedKeyTypes, kt)
 }

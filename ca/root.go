@@ -13,7 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.step.sm/crypto/x509util"
 
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/keys"
 )
 
 // DefaultRootTTL is the lifetime of a new root: ten years.
@@ -38,7 +38,7 @@ func NewRoot(signer crypto.Signer, opts RootOptions) (*x509.Certificate, error) 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := keymanager.KeyTypeOf(signer.Public()); err != nil {
+	if _, err := keys.KeyTypeOf(signer.Public()); err != nil {
 		return nil, fmt.Errorf("root key: %w", err)
 	}
 	ttl := opts.TTL

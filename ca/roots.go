@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/meshroot/meshroot/plugins/keymanager"
-	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/store"
 )
 
 // MetaTrustDomain is the store setting that holds the authority's trust domain.
@@ -19,7 +19,7 @@ const MetaTrustDomain = "trust_domain"
 // InitRootRequest asks for a new self-signed root.
 type InitRootRequest struct {
 	TrustDomain string
-	KeyType     keymanager.KeyType
+	KeyType     keys.KeyType
 	TTL         time.Duration
 }
 
@@ -40,9 +40,9 @@ func (s *Service) initRoot(ctx context.Context, actor Actor, req InitRootRequest
 	}
 	kt := req.KeyType
 	if kt == "" {
-		kt = keymanager.DefaultKeyType
+		kt = keys.DefaultKeyType
 	}
-	if _, err := keymanager.ParseKeyType(string(kt)); err != nil {
+	if _, err := keys.ParseKeyType(string(kt)); err != nil {
 		return store.Root{}, refuse(err)
 	}
 	if err := s.refuseSecondRoot(ctx, req.TrustDomain); err != nil {
@@ -58,7 +58,7 @@ func (s *Service) initRoot(ctx context.Context, actor Actor, req InitRootRequest
 
 // PrepareRootRequest asks for the next root of the trust domain.
 type PrepareRootRequest struct {
-	KeyType keymanager.KeyType
+	KeyType keys.KeyType
 	TTL     time.Duration
 	// CrossSign has the active root certify the new root's key too, so
 	// that peers still trusting only the old root accept new chains.
@@ -95,9 +95,9 @@ func (s *Service) prepareRoot(ctx context.Context, actor Actor, req PrepareRootR
 	}
 	kt := req.KeyType
 	if kt == "" {
-		kt = keymanager.DefaultKeyType
+		kt = keys.DefaultKeyType
 	}
-	if _, err := keymanager.ParseKeyType(string(kt)); err != nil {
+	if _, err := keys.ParseKeyType(string(kt)); err != nil {
 		return store.Root{}, refuse(err)
 	}
 	if req.DryRun {
@@ -124,7 +124,7 @@ func (s *Service) prepareRoot(ctx context.Context, actor Actor, req PrepareRootR
 
 // newRootKey creates a key in the key manager and its self-signed root
 // certificate, as a root record in state (not yet stored).
-func (s *Service) newRootKey(ctx context.Context, kt keymanager.KeyType, td string, ttl time.Duration, state store.RootState) (store.Root, *x509.Certificate, error) {
+func (s *Service) newRootKey(ctx context.Context, kt keys.KeyType, td string, ttl time.Duration, state store.RootState) (store.Root, *x509.Certificate, error) {
 	key, err := s.keys.CreateKey(ctx, newKeyName("root", s.now()), kt)
 	if err != nil {
 		return store.Root{}, nil, fmt.Errorf("create root key: %w", err)
@@ -175,13 +175,13 @@ func (s *Service) importRoot(ctx context.Context, actor Actor, req ImportRootReq
 	if err != nil {
 		return store.Root{}, refuse(err)
 	}
-	if _, err := keymanager.KeyTypeOf(req.Key.Public()); err != nil {
+	if _, err := keys.KeyTypeOf(req.Key.Public()); err != nil {
 		return store.Root{}, refuse(err)
 	}
 	if err := s.refuseSecondRoot(ctx, req.TrustDomain); err != nil {
 		return store.Root{}, err
 	}
-	imp, ok := s.keys.(keymanager.Importer)
+	imp, ok := s.keys.(keys.Importer)
 	if !ok {
 		return store.Root{}, refusef("the configured key manager cannot import keys: create the key in the backend and reference it instead")
 	}

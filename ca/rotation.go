@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshroot/meshroot/plugins/keymanager"
-	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/store"
 )
 
 // DefaultWorkloadCertTTL is how long workload certificates signed under a
@@ -305,7 +305,7 @@ type RevokeRequest struct {
 	RootID string
 	// Emergency must be set: revocation breaks trust at once.
 	Emergency bool
-	KeyType   keymanager.KeyType
+	KeyType   keys.KeyType
 	DryRun    bool
 }
 
@@ -371,7 +371,7 @@ func (s *Service) revoke(ctx context.Context, actor Actor, req RevokeRequest) (P
 	if r.State == store.RootActive {
 		kt := req.KeyType
 		if kt == "" {
-			kt = keymanager.DefaultKeyType
+			kt = keys.DefaultKeyType
 		}
 		nr, _, err := s.newRootKey(ctx, kt, r.TrustDomain, 0, store.RootActive)
 		if err != nil {

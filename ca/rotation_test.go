@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/store"
 )
 
 // rotationFixture is a service with a root and clusters east and west, each

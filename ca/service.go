@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshroot/meshroot/plugins/keymanager"
-	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/store"
 )
 
 // Actor names who performs an action, for the audit log: "cli:uid=1000",
@@ -21,7 +21,7 @@ type Actor string
 // writes every change and every refusal to the audit log.
 type Service struct {
 	store  store.Store
-	keys   keymanager.KeyManager
+	keys   keys.KeyManager
 	policy Policy
 	now    func() time.Time
 
@@ -40,7 +40,7 @@ type Service struct {
 }
 
 // NewService returns a Service over st and km that issues under policy.
-func NewService(st store.Store, km keymanager.KeyManager, policy Policy) (*Service, error) {
+func NewService(st store.Store, km keys.KeyManager, policy Policy) (*Service, error) {
 	if err := policy.Validate(); err != nil {
 		return nil, err
 	}

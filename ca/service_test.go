@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/plugins/keymanager"
-	"github.com/meshroot/meshroot/plugins/keymanager/disk"
-	"github.com/meshroot/meshroot/plugins/store"
-	"github.com/meshroot/meshroot/plugins/store/sqlite"
+	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/keys/disk"
+	"github.com/meshroot/meshroot/store"
+	"github.com/meshroot/meshroot/store/sqlite"
 )
 
 const actor = ca.Actor("test")
@@ -39,15 +39,15 @@ func newService(t testing.TB) (*ca.Service, store.Store) {
 	return svc, st
 }
 
-func csrFor(t testing.TB) (*x509.CertificateRequest, keymanager.KeyType) {
+func csrFor(t testing.TB) (*x509.CertificateRequest, keys.KeyType) {
 	t.Helper()
-	k, _ := keymanager.ECP256.Generate()
+	k, _ := keys.ECP256.Generate()
 	der, err := x509.CreateCertificateRequest(nil, &x509.CertificateRequest{}, k)
 	if err != nil {
 		t.Fatal(err)
 	}
 	csr, _ := x509.ParseCertificateRequest(der)
-	return csr, keymanager.ECP256
+	return csr, keys.ECP256
 }
 
 func TestServiceIssueFlow(t *testing.T) {
@@ -135,13 +135,13 @@ func TestServiceRefusalsAreAudited(t *testing.T) {
 func TestServiceImportRoot(t *testing.T) {
 	ctx := context.Background()
 	svc, _ := newService(t)
-	rootKey, _ := keymanager.ECP256.Generate()
+	rootKey, _ := keys.ECP256.Generate()
 	root, err := ca.NewRoot(rootKey, ca.RootOptions{TrustDomain: "example.org"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Importing with a key that does not match is refused and stores nothing.
-	otherKey, _ := keymanager.ECP256.Generate()
+	otherKey, _ := keys.ECP256.Generate()
 	if _, err := svc.ImportRoot(ctx, actor, ca.ImportRootRequest{TrustDomain: "example.org", ChainPEM: ca.EncodeCerts([]*x509.Certificate{root}), Key: otherKey}); err == nil {
 		t.Fatal("import with a mismatched key accepted")
 	}
@@ -171,7 +171,7 @@ func TestServicePrepareRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next, err := svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{KeyType: keymanager.ECP384})
+	next, err := svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{KeyType: keys.ECP384})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/store"
 )
 
 // Upstream is a signing authority outside meshroot (Vault's PKI engine):

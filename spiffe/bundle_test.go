@@ -9,13 +9,13 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/keys"
 )
 
 func TestMarshalBundleRoundTrip(t *testing.T) {
 	var roots []*x509.Certificate
 	for range 2 {
-		k, _ := keymanager.ECP256.Generate()
+		k, _ := keys.ECP256.Generate()
 		r, err := ca.NewRoot(k, ca.RootOptions{TrustDomain: "example.org"})
 		if err != nil {
 			t.Fatal(err)

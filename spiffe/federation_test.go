@@ -15,7 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/store"
 )
 
 // syncBuffer is a log sink safe for concurrent writers.

@@ -15,12 +15,12 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/keys"
 )
 
 func testRoot(t testing.TB, td string) *x509.Certificate {
 	t.Helper()
-	k, err := keymanager.ECP256.Generate()
+	k, err := keys.ECP256.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}

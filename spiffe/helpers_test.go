@@ -25,9 +25,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/plugins/keymanager/disk"
-	"github.com/meshroot/meshroot/plugins/store"
-	"github.com/meshroot/meshroot/plugins/store/sqlite"
+	"github.com/meshroot/meshroot/keys/disk"
+	"github.com/meshroot/meshroot/store"
+	"github.com/meshroot/meshroot/store/sqlite"
 )
 
 // quietLog discards logs unless the test runs with -v.

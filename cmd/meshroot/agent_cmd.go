@@ -16,8 +16,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/issuer/agent"
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/agent"
+	"github.com/meshroot/meshroot/keys"
 )
 
 type agentFlags struct {
@@ -54,7 +54,7 @@ While the server is unreachable nothing in the cluster changes.`,
 	fl.StringVar(&f.namespace, "namespace", agent.DefaultSecret.Namespace, "namespace of the cacerts Secret and istiod")
 	fl.StringVar(&f.secretName, "secret", agent.DefaultSecret.Name, "name of the cacerts Secret")
 	fl.StringVar(&f.format, "format", string(ca.FormatIstio), "cacerts layout: istio or tls")
-	fl.StringVar(&f.keyType, "key-type", string(keymanager.ECP256), "intermediate key type")
+	fl.StringVar(&f.keyType, "key-type", string(keys.ECP256), "intermediate key type")
 	fl.StringVar(&f.restart, "restart-istiod", string(agent.RestartAuto), "roll istiod after writing: auto, always or never")
 	fl.StringVar(&f.istiod, "istiod-deployment", "istiod", "istiod's Deployment name")
 	fl.DurationVar(&f.ttl, "ttl", 0, "requested intermediate lifetime (default: the server's)")
@@ -76,7 +76,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	if err != nil {
 		return usageError{err}
 	}
-	kt, err := keymanager.ParseKeyType(f.keyType)
+	kt, err := keys.ParseKeyType(f.keyType)
 	if err != nil {
 		return usageError{err}
 	}

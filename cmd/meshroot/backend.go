@@ -12,9 +12,9 @@ import (
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/issuer"
-	"github.com/meshroot/meshroot/issuer/authn"
-	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/server"
+	"github.com/meshroot/meshroot/server/authn"
+	"github.com/meshroot/meshroot/store"
 )
 
 // backend is what the CLI's verbs act on: the running server through its
@@ -166,7 +166,7 @@ func dialAdmin(socket string) (*remoteBackend, error) {
 	if _, err := os.Stat(socket); err != nil {
 		return nil, fmt.Errorf("no meshroot server at %s: start `meshroot serve`, pass --socket, or pass --data-dir to work on a data dir directly", socket)
 	}
-	conn, err := grpc.NewClient("unix:"+socket, grpc.WithTransportCredentials(issuer.UnixPeerCredentials()))
+	conn, err := grpc.NewClient("unix:"+socket, grpc.WithTransportCredentials(server.UnixPeerCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("admin socket %s: %w", socket, err)
 	}
@@ -178,7 +178,7 @@ func (r *remoteBackend) InitRoot(ctx context.Context, req ca.InitRootRequest) (s
 	if err != nil {
 		return store.Root{}, err
 	}
-	return issuer.RootFromProto(m)
+	return server.RootFromProto(m)
 }
 func (r *remoteBackend) ImportRoot(context.Context, ca.ImportRootRequest) (store.Root, error) {
 	return store.Root{}, usageError{errors.New("root import sends a private key, so it only works on a data dir: stop the server or pass --data-dir")}
@@ -193,7 +193,7 @@ func (r *remoteBackend) PrepareRoot(ctx context.Context, req ca.PrepareRootReque
 	if req.DryRun {
 		return store.Root{TrustDomain: m.GetTrustDomain(), State: store.RootState(m.GetState())}, nil
 	}
-	return issuer.RootFromProto(m)
+	return server.RootFromProto(m)
 }
 func phaseProto(req ca.PhaseRequest) *meshrootv1.PhaseRequest {
 	return &meshrootv1.PhaseRequest{DryRun: req.DryRun, Force: req.Force, WorkloadCertTtlSeconds: int64(req.WorkloadCertTTL / time.Second)}
@@ -202,7 +202,7 @@ func (r *remoteBackend) phase(m *meshrootv1.PhaseResult, err error) (ca.PhaseRes
 	if err != nil {
 		return ca.PhaseResult{}, err
 	}
-	return issuer.PhaseResultFromProto(m), nil
+	return server.PhaseResultFromProto(m), nil
 }
 func (r *remoteBackend) ActivateRoot(ctx context.Context, req ca.PhaseRequest) (ca.PhaseResult, error) {
 	return r.phase(r.c.ActivateRoot(ctx, phaseProto(req)))
@@ -221,7 +221,7 @@ func (r *remoteBackend) RotationStatus(ctx context.Context, ttl time.Duration) (
 	if err != nil {
 		return ca.RotationStatus{}, err
 	}
-	return issuer.RotationStatusFromProto(m)
+	return server.RotationStatusFromProto(m)
 }
 func (r *remoteBackend) ListRoots(ctx context.Context) ([]store.Root, error) {
 	resp, err := r.c.ListRoots(ctx, &meshrootv1.ListRootsRequest{})
@@ -230,7 +230,7 @@ func (r *remoteBackend) ListRoots(ctx context.Context) ([]store.Root, error) {
 	}
 	out := make([]store.Root, 0, len(resp.GetRoots()))
 	for _, m := range resp.GetRoots() {
-		root, err := issuer.RootFromProto(m)
+		root, err := server.RootFromProto(m)
 		if err != nil {
 			return nil, err
 		}
@@ -239,11 +239,11 @@ func (r *remoteBackend) ListRoots(ctx context.Context) ([]store.Root, error) {
 	return out, nil
 }
 func (r *remoteBackend) AddCluster(ctx context.Context, req ca.AddClusterRequest) (store.Cluster, error) {
-	m, err := r.c.AddCluster(ctx, &meshrootv1.AddClusterRequest{Name: req.Name, TrustDomain: req.TrustDomain, Auth: issuer.AuthToProto(req.Auth)})
+	m, err := r.c.AddCluster(ctx, &meshrootv1.AddClusterRequest{Name: req.Name, TrustDomain: req.TrustDomain, Auth: server.AuthToProto(req.Auth)})
 	if err != nil {
 		return store.Cluster{}, err
 	}
-	return issuer.ClusterFromProto(m), nil
+	return server.ClusterFromProto(m), nil
 }
 func (r *remoteBackend) RemoveCluster(ctx context.Context, name string) error {
 	_, err := r.c.RemoveCluster(ctx, &meshrootv1.RemoveClusterRequest{Name: name})
@@ -256,7 +256,7 @@ func (r *remoteBackend) ListClusters(ctx context.Context) ([]store.Cluster, erro
 	}
 	out := make([]store.Cluster, 0, len(resp.GetClusters()))
 	for _, m := range resp.GetClusters() {
-		out = append(out, issuer.ClusterFromProto(m))
+		out = append(out, server.ClusterFromProto(m))
 	}
 	return out, nil
 }
@@ -271,7 +271,7 @@ func (r *remoteBackend) IssueIntermediate(ctx context.Context, req ca.IssueReque
 	if err != nil {
 		return ca.Issued{}, err
 	}
-	return issuer.IssuedFromProto(resp, "")
+	return server.IssuedFromProto(resp, "")
 }
 func (r *remoteBackend) ListIntermediates(ctx context.Context, cluster string) ([]store.Intermediate, error) {
 	resp, err := r.c.ListIntermediates(ctx, &meshrootv1.ListIntermediatesRequest{Cluster: cluster})
@@ -280,7 +280,7 @@ func (r *remoteBackend) ListIntermediates(ctx context.Context, cluster string) (
 	}
 	out := make([]store.Intermediate, 0, len(resp.GetIntermediates()))
 	for _, m := range resp.GetIntermediates() {
-		out = append(out, issuer.IntermediateFromProto(m))
+		out = append(out, server.IntermediateFromProto(m))
 	}
 	return out, nil
 }
@@ -289,14 +289,14 @@ func (r *remoteBackend) RevokeIntermediate(ctx context.Context, serial, reason s
 	if err != nil {
 		return store.Intermediate{}, err
 	}
-	return issuer.IntermediateFromProto(m), nil
+	return server.IntermediateFromProto(m), nil
 }
 func (r *remoteBackend) TrustBundle(ctx context.Context) (ca.TrustBundle, error) {
 	m, err := r.c.GetTrustBundle(ctx, &meshrootv1.GetTrustBundleRequest{})
 	if err != nil {
 		return ca.TrustBundle{}, err
 	}
-	return issuer.BundleFromProto(m) // carries the server's refresh hint
+	return server.BundleFromProto(m) // carries the server's refresh hint
 }
 func (r *remoteBackend) ListAudit(ctx context.Context, after int64, limit int) ([]store.AuditEntry, error) {
 	resp, err := r.c.ListAudit(ctx, &meshrootv1.ListAuditRequest{AfterSeq: after, Limit: int32(min(limit, 1<<30))})
@@ -305,7 +305,7 @@ func (r *remoteBackend) ListAudit(ctx context.Context, after int64, limit int) (
 	}
 	out := make([]store.AuditEntry, 0, len(resp.GetEntries()))
 	for _, m := range resp.GetEntries() {
-		out = append(out, issuer.AuditFromProto(m))
+		out = append(out, server.AuditFromProto(m))
 	}
 	return out, nil
 }
@@ -331,7 +331,7 @@ func (r *remoteBackend) AddFederation(ctx context.Context, req ca.AddFederationR
 	if err != nil {
 		return store.FederationPeer{}, err
 	}
-	return issuer.FederationPeerFromProto(m), nil
+	return server.FederationPeerFromProto(m), nil
 }
 func (r *remoteBackend) RemoveFederation(ctx context.Context, td string) error {
 	_, err := r.c.RemoveFederation(ctx, &meshrootv1.RemoveFederationRequest{TrustDomain: td})
@@ -344,7 +344,7 @@ func (r *remoteBackend) ListFederation(ctx context.Context) ([]store.FederationP
 	}
 	out := make([]store.FederationPeer, 0, len(resp.GetPeers()))
 	for _, m := range resp.GetPeers() {
-		out = append(out, issuer.FederationPeerFromProto(m))
+		out = append(out, server.FederationPeerFromProto(m))
 	}
 	return out, nil
 }

@@ -9,8 +9,8 @@ import (
 	"go.step.sm/crypto/x509util"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/issuer/agent"
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/agent"
+	"github.com/meshroot/meshroot/keys"
 )
 
 func newClusterInstallCmd(g *globals) *cobra.Command {
@@ -30,7 +30,7 @@ on disk. Renewal is then up to you: run it again before the NotAfter shown.`,
 			if err != nil {
 				return usageError{err}
 			}
-			kt, err := keymanager.ParseKeyType(f.keyType)
+			kt, err := keys.ParseKeyType(f.keyType)
 			if err != nil {
 				return usageError{err}
 			}
@@ -85,7 +85,7 @@ on disk. Renewal is then up to you: run it again before the NotAfter shown.`,
 	fl.StringVar(&f.namespace, "namespace", agent.DefaultSecret.Namespace, "namespace of the cacerts Secret and istiod")
 	fl.StringVar(&f.secretName, "secret", agent.DefaultSecret.Name, "name of the cacerts Secret")
 	fl.StringVar(&f.format, "format", string(ca.FormatIstio), "cacerts layout: istio or tls")
-	fl.StringVar(&f.keyType, "key-type", string(keymanager.ECP256), "intermediate key type")
+	fl.StringVar(&f.keyType, "key-type", string(keys.ECP256), "intermediate key type")
 	fl.StringVar(&f.restart, "restart-istiod", string(agent.RestartAuto), "roll istiod after writing: auto, always or never")
 	fl.StringVar(&f.istiod, "istiod-deployment", "istiod", "istiod's Deployment name")
 	fl.DurationVar(&f.ttl, "ttl", ca.DefaultIntermediateTTL, "intermediate lifetime")

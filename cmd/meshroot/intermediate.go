@@ -17,8 +17,8 @@ import (
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/internal/fsutil"
-	"github.com/meshroot/meshroot/plugins/keymanager"
-	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/store"
 )
 
 func newIntermediateCmd(g *globals) *cobra.Command {
@@ -54,7 +54,7 @@ Every output is self-checked before anything is written.`,
 	fl.DurationVar(&f.ttl, "ttl", ca.DefaultIntermediateTTL, "intermediate lifetime (capped by the signing CA's own expiry)")
 	fl.StringVar(&f.format, "format", string(ca.FormatIstio), "cacerts layout: istio or tls")
 	fl.BoolVar(&f.constrain, "trust-domain-constraint", false, "add a critical URI name constraint: the intermediate may only sign identities in the cluster's trust domain")
-	fl.StringVar(&f.keyType, "key-type", string(keymanager.ECP256), "type of the generated intermediate key (without --csr)")
+	fl.StringVar(&f.keyType, "key-type", string(keys.ECP256), "type of the generated intermediate key (without --csr)")
 	return cmd
 }
 
@@ -84,7 +84,7 @@ func runIssue(cmd *cobra.Command, g *globals, f *issueFlags) error {
 			return usageError{fmt.Errorf("--csr: %w", err)}
 		}
 	} else {
-		kt, err := keymanager.ParseKeyType(f.keyType)
+		kt, err := keys.ParseKeyType(f.keyType)
 		if err != nil {
 			return usageError{err}
 		}

@@ -12,12 +12,12 @@ import (
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/internal/vaultclient"
-	"github.com/meshroot/meshroot/plugins/keymanager"
-	"github.com/meshroot/meshroot/plugins/keymanager/disk"
-	"github.com/meshroot/meshroot/plugins/keymanager/kms"
-	"github.com/meshroot/meshroot/plugins/keymanager/pkcs11"
-	"github.com/meshroot/meshroot/plugins/keymanager/vaulttransit"
-	"github.com/meshroot/meshroot/plugins/upstream/vaultpki"
+	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/keys/disk"
+	"github.com/meshroot/meshroot/keys/kms"
+	"github.com/meshroot/meshroot/keys/pkcs11"
+	"github.com/meshroot/meshroot/keys/vaulttransit"
+	"github.com/meshroot/meshroot/upstream/vaultpki"
 )
 
 // keysConfig says where root keys live. Existing keys are found by their
@@ -64,15 +64,15 @@ var kmsSchemes = []string{"softkms:", "awskms:", "cloudkms:", "azurekms:"}
 // keyManager builds the router over every backend meshroot knows. disk is
 // the data dir's key folder; backends open on first use, so one that is
 // down or unconfigured fails only the keys that live in it.
-func keyManager(ctx context.Context, cfg keysConfig, dataDir string, pass []byte, plaintext bool) (*keymanager.Router, error) {
-	diskFactory := func(context.Context, string) (keymanager.KeyManager, error) {
+func keyManager(ctx context.Context, cfg keysConfig, dataDir string, pass []byte, plaintext bool) (*keys.Router, error) {
+	diskFactory := func(context.Context, string) (keys.KeyManager, error) {
 		km, err := disk.New(disk.Options{Dir: filepath.Join(dataDir, "keys"), Passphrase: pass, InsecurePlaintext: plaintext})
 		if err != nil {
 			return nil, usageError{err}
 		}
 		return km, nil
 	}
-	transit := func(ctx context.Context, ref string) (keymanager.KeyManager, error) {
+	transit := func(ctx context.Context, ref string) (keys.KeyManager, error) {
 		if cfg.Vault.Address == "" {
 			return nil, usageError{fmt.Errorf("key %s is in Vault Transit: configure Vault (--vault-addr and --vault-token-file, or keys.vault in the config)", ref)}
 		}
@@ -83,14 +83,14 @@ func keyManager(ctx context.Context, cfg keysConfig, dataDir string, pass []byte
 		tlsCfg, auth := cfg.Vault.client()
 		return vaulttransit.New(ctx, vaulttransit.Options{Address: cfg.Vault.Address, Namespace: cfg.Vault.Namespace, TLS: tlsCfg, Auth: auth, Mount: mount})
 	}
-	p11 := func(ctx context.Context, ref string) (keymanager.KeyManager, error) {
+	p11 := func(ctx context.Context, ref string) (keys.KeyManager, error) {
 		uri := p11KeyAttr.ReplaceAllString(ref, "$1")
 		if strings.HasPrefix(cfg.Create, "pkcs11:") {
 			uri = cfg.Create
 		}
 		return pkcs11.New(ctx, pkcs11.Options{URI: uri})
 	}
-	kmsFactory := func(ctx context.Context, ref string) (keymanager.KeyManager, error) {
+	kmsFactory := func(ctx context.Context, ref string) (keys.KeyManager, error) {
 		uri := ref
 		if p, ok := strings.CutPrefix(ref, "softkms:path="); ok {
 			if up, err := url.PathUnescape(p); err == nil {
@@ -105,11 +105,11 @@ func keyManager(ctx context.Context, cfg keysConfig, dataDir string, pass []byte
 		}
 		return kms.New(ctx, kms.Options{URI: uri, Passphrase: pass, InsecurePlaintext: plaintext})
 	}
-	factories := map[string]keymanager.Factory{disk.RefPrefix: diskFactory, "vault-transit://": transit, "pkcs11:": p11}
+	factories := map[string]keys.Factory{disk.RefPrefix: diskFactory, "vault-transit://": transit, "pkcs11:": p11}
 	for _, s := range kmsSchemes {
 		factories[s] = kmsFactory
 	}
-	var open keymanager.Factory
+	var open keys.Factory
 	switch c := cfg.Create; {
 	case c == "" || c == "disk":
 		open = diskFactory
@@ -127,7 +127,7 @@ func keyManager(ctx context.Context, cfg keysConfig, dataDir string, pass []byte
 		}
 		open = kmsFactory
 	}
-	return keymanager.NewRouter(&lazyKM{create: cfg.Create, open: open}, factories), nil
+	return keys.NewRouter(&lazyKM{create: cfg.Create, open: open}, factories), nil
 }
 
 var p11KeyAttr = regexp.MustCompile(`;(?:id|object)=[^;?]*`)
@@ -135,12 +135,12 @@ var p11KeyAttr = regexp.MustCompile(`;(?:id|object)=[^;?]*`)
 // lazyKM opens the key manager for new keys on first use.
 type lazyKM struct {
 	create string
-	open   keymanager.Factory
+	open   keys.Factory
 	mu     sync.Mutex
-	km     keymanager.KeyManager
+	km     keys.KeyManager
 }
 
-func (l *lazyKM) get(ctx context.Context) (keymanager.KeyManager, error) {
+func (l *lazyKM) get(ctx context.Context) (keys.KeyManager, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.km != nil {
@@ -153,10 +153,10 @@ func (l *lazyKM) get(ctx context.Context) (keymanager.KeyManager, error) {
 	l.km = km
 	return km, nil
 }
-func (l *lazyKM) CreateKey(ctx context.Context, name string, kt keymanager.KeyType) (keymanager.Key, error) {
+func (l *lazyKM) CreateKey(ctx context.Context, name string, kt keys.KeyType) (keys.Key, error) {
 	km, err := l.get(ctx)
 	if err != nil {
-		return keymanager.Key{}, err
+		return keys.Key{}, err
 	}
 	return km.CreateKey(ctx, name, kt)
 }
@@ -167,21 +167,21 @@ func (l *lazyKM) Signer(ctx context.Context, ref string) (crypto.Signer, error) 
 	}
 	return km.Signer(ctx, ref)
 }
-func (l *lazyKM) ListKeys(ctx context.Context) ([]keymanager.Key, error) {
+func (l *lazyKM) ListKeys(ctx context.Context) ([]keys.Key, error) {
 	km, err := l.get(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return km.ListKeys(ctx)
 }
-func (l *lazyKM) ImportKey(ctx context.Context, name string, signer crypto.Signer) (keymanager.Key, error) {
+func (l *lazyKM) ImportKey(ctx context.Context, name string, signer crypto.Signer) (keys.Key, error) {
 	km, err := l.get(ctx)
 	if err != nil {
-		return keymanager.Key{}, err
+		return keys.Key{}, err
 	}
-	imp, ok := km.(keymanager.Importer)
+	imp, ok := km.(keys.Importer)
 	if !ok {
-		return keymanager.Key{}, fmt.Errorf("the key manager for new keys (%s) cannot import keys", l.create)
+		return keys.Key{}, fmt.Errorf("the key manager for new keys (%s) cannot import keys", l.create)
 	}
 	return imp.ImportKey(ctx, name, signer)
 }

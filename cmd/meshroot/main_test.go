@@ -85,13 +85,13 @@ func decodeArray(t *testing.T, what, data string, want ...string) []map[string]a
 			}
 		}
 		if len(o) != len(want) {
-			t.Errorf("%s -o json: element %d has fields %v, want exactly %v", what, i, keys(o), want)
+			t.Errorf("%s -o json: element %d has fields %v, want exactly %v", what, i, mapKeys(o), want)
 		}
 	}
 	return out
 }
 
-func keys(m map[string]any) []string {
+func mapKeys(m map[string]any) []string {
 	var ks []string
 	for k := range m {
 		ks = append(ks, k)

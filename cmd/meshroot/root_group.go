@@ -11,8 +11,8 @@ import (
 	"go.step.sm/crypto/pemutil"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/plugins/keymanager"
-	"github.com/meshroot/meshroot/plugins/store"
+	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/store"
 )
 
 // maxImportFile bounds certificate and key files read by `root import`.
@@ -74,7 +74,7 @@ func newRootInitCmd(g *globals) *cobra.Command {
 		Short: "Create the trust domain's first root (key and self-signed certificate)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			kt, err := keymanager.ParseKeyType(keyType)
+			kt, err := keys.ParseKeyType(keyType)
 			if err != nil {
 				return usageError{err}
 			}
@@ -102,7 +102,7 @@ func newRootInitCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&td, "trust-domain", "", "SPIFFE trust domain the root anchors, e.g. example.org (required)")
-	cmd.Flags().StringVar(&keyType, "key-type", string(keymanager.DefaultKeyType), "root key type: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096")
+	cmd.Flags().StringVar(&keyType, "key-type", string(keys.DefaultKeyType), "root key type: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096")
 	cmd.Flags().DurationVar(&ttl, "ttl", ca.DefaultRootTTL, "root lifetime")
 	cmd.Flags().StringVar(&upstream, "upstream", "", "make Vault PKI the signing authority instead of a root key: vault-pki://MOUNT[?issuer=NAME]")
 	return cmd
@@ -120,7 +120,7 @@ the trust bundle (its sequence goes up by one). Agents put it into
 root-cert.pem in every cluster; the active root keeps signing.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			kt, err := keymanager.ParseKeyType(keyType)
+			kt, err := keys.ParseKeyType(keyType)
 			if err != nil {
 				return usageError{err}
 			}
@@ -146,7 +146,7 @@ root-cert.pem in every cluster; the active root keeps signing.`,
 	}
 	cmd.Flags().BoolVar(&crossSign, "cross-sign", false, "also have the active root certify the new root, so peers that trust only the old root accept new chains")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
-	cmd.Flags().StringVar(&keyType, "key-type", string(keymanager.DefaultKeyType), "key type of the new root")
+	cmd.Flags().StringVar(&keyType, "key-type", string(keys.DefaultKeyType), "key type of the new root")
 	cmd.Flags().DurationVar(&ttl, "ttl", ca.DefaultRootTTL, "lifetime of the new root")
 	return cmd
 }

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/plugins/keymanager"
+	"github.com/meshroot/meshroot/keys"
 )
 
 var phaseHelp = map[string][2]string{
@@ -88,7 +88,7 @@ already switched fails. Use --dry-run to see the clusters affected.`,
 			if err != nil {
 				return err
 			}
-			kt, err := keymanager.ParseKeyType(keyType)
+			kt, err := keys.ParseKeyType(keyType)
 			if err != nil {
 				return usageError{err}
 			}
@@ -107,7 +107,7 @@ already switched fails. Use --dry-run to see the clusters affected.`,
 	}
 	cmd.Flags().BoolVar(&req.Emergency, "emergency", false, "confirm: trust in the root ends now")
 	cmd.Flags().BoolVar(&req.DryRun, "dry-run", false, "print what would change, change nothing")
-	cmd.Flags().StringVar(&keyType, "key-type", string(keymanager.DefaultKeyType), "key type of the replacement root")
+	cmd.Flags().StringVar(&keyType, "key-type", string(keys.DefaultKeyType), "key type of the replacement root")
 	return cmd
 }
 

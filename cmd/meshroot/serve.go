@@ -23,10 +23,10 @@ import (
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/internal/fsutil"
-	"github.com/meshroot/meshroot/issuer"
-	"github.com/meshroot/meshroot/issuer/authn"
-	"github.com/meshroot/meshroot/plugins/store"
-	"github.com/meshroot/meshroot/plugins/store/sqlite"
+	"github.com/meshroot/meshroot/server"
+	"github.com/meshroot/meshroot/server/authn"
+	"github.com/meshroot/meshroot/store"
+	"github.com/meshroot/meshroot/store/sqlite"
 	"github.com/meshroot/meshroot/spiffe"
 )
 
@@ -241,7 +241,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	if err := spiffe.RegisterMetrics(reg); err != nil {
 		return err
 	}
-	hub := issuer.NewBundleHub(svc, log)
+	hub := server.NewBundleHub(svc, log)
 	var webRoots *x509.CertPool
 	if cfg.Federation.CAFile != "" {
 		pemData, err := readBounded(cfg.Federation.CAFile, maxImportFile)
@@ -259,7 +259,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		MinRefresh: time.Duration(cfg.Federation.MinRefresh), MaxRefresh: time.Duration(cfg.Federation.MaxRefresh),
 		Roots: webRoots, Log: log.With("component", "federation"), OnChange: func(string) { hub.Poke() },
 	})
-	srv, err := issuer.NewServer(issuer.ServerConfig{
+	srv, err := server.NewServer(server.ServerConfig{
 		Service: svc, Store: st, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, AdminSocket: cfg.AdminSocket,
 		ServerNames: cfg.ServerSANs, RefreshHint: refreshHint, Log: log, Registry: reg, Hub: hub, Federation: fed,
 	})
@@ -379,7 +379,7 @@ func devBootstrap(ctx context.Context, svc *ca.Service, td, caFile string) (stri
 
 // printDevBanner writes the trust bundle for agents to trust the server and
 // prints where everything is, once the server is ready.
-func printDevBanner(ctx context.Context, cmd *cobra.Command, srv *issuer.Server, cfg serveConfig, token string) {
+func printDevBanner(ctx context.Context, cmd *cobra.Command, srv *server.Server, cfg serveConfig, token string) {
 	select {
 	case <-ctx.Done():
 		return

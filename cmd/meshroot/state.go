@@ -12,8 +12,8 @@ import (
 	"path/filepath"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/plugins/keymanager"
-	"github.com/meshroot/meshroot/plugins/store/sqlite"
+	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/store/sqlite"
 )
 
 // maxPassphraseFile bounds a passphrase file.
@@ -40,7 +40,7 @@ func (g *globals) openService(ctx context.Context, withKeys, create bool) (*ca.S
 	if err != nil {
 		return nil, nil, err
 	}
-	var km keymanager.KeyManager = noKeys{}
+	var km keys.KeyManager = noKeys{}
 	closeKeys := func() {}
 	if withKeys {
 		pass, err := g.passphrase()
@@ -105,8 +105,8 @@ type noKeys struct{}
 
 var errNoKeys = errors.New("internal error: this command does not load keys")
 
-func (noKeys) CreateKey(context.Context, string, keymanager.KeyType) (keymanager.Key, error) {
-	return keymanager.Key{}, errNoKeys
+func (noKeys) CreateKey(context.Context, string, keys.KeyType) (keys.Key, error) {
+	return keys.Key{}, errNoKeys
 }
 func (noKeys) Signer(context.Context, string) (crypto.Signer, error) { return nil, errNoKeys }
-func (noKeys) ListKeys(context.Context) ([]keymanager.Key, error)    { return nil, errNoKeys }
+func (noKeys) ListKeys(context.Context) ([]keys.Key, error)    { return nil, errNoKeys }

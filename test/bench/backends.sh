@@ -18,7 +18,7 @@ echo "$out" | awk '
     for (i = 1; i <= n; i++) { k = order[i]; printf "%-16s %16.0f %9.0f%%\n", k, rate[k], 100 * rate[k] / rate["disk"] }
   }'
 echo
-out=$(go test -run '^$' -benchtime "$bt" -bench 'BenchmarkSignIntermediate' ./plugins/upstream/vaultpki/ 2>&1)
+out=$(go test -run '^$' -benchtime "$bt" -bench 'BenchmarkSignIntermediate' ./upstream/vaultpki/ 2>&1)
 echo "$out" | grep -E '^(Benchmark|ok|FAIL)'
 echo "$out" | awk '
   /^BenchmarkSignIntermediate\/meshroot/ { m = 1e9 / $3 }

@@ -23,7 +23,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshroot/meshroot/plugins/keymanager/pkcs11/softhsmtest"
+	"github.com/meshroot/meshroot/keys/pkcs11/softhsmtest"
 	"github.com/meshroot/meshroot/test/vaultenv"
 )
 

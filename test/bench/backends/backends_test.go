@@ -14,18 +14,18 @@ import (
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/internal/vaultclient"
-	"github.com/meshroot/meshroot/plugins/keymanager"
-	"github.com/meshroot/meshroot/plugins/keymanager/disk"
-	"github.com/meshroot/meshroot/plugins/keymanager/pkcs11"
-	"github.com/meshroot/meshroot/plugins/keymanager/pkcs11/softhsmtest"
-	"github.com/meshroot/meshroot/plugins/keymanager/vaulttransit"
-	"github.com/meshroot/meshroot/plugins/upstream/vaultpki"
+	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/keys/disk"
+	"github.com/meshroot/meshroot/keys/pkcs11"
+	"github.com/meshroot/meshroot/keys/pkcs11/softhsmtest"
+	"github.com/meshroot/meshroot/keys/vaulttransit"
+	"github.com/meshroot/meshroot/upstream/vaultpki"
 	"github.com/meshroot/meshroot/test/vaultenv"
 )
 
 func csr(b *testing.B) *x509.CertificateRequest {
 	b.Helper()
-	k, _ := keymanager.ECP256.Generate()
+	k, _ := keys.ECP256.Generate()
 	der, err := x509.CreateCertificateRequest(nil, &x509.CertificateRequest{}, k)
 	if err != nil {
 		b.Fatal(err)
@@ -62,7 +62,7 @@ func benchAuthority(b *testing.B, signer crypto.Signer) {
 // the testing package runs several times).
 func BenchmarkIntermediate(b *testing.B) {
 	ctx := context.Background()
-	mem, _ := keymanager.ECP256.Generate()
+	mem, _ := keys.ECP256.Generate()
 
 	dkm, err := disk.New(disk.Options{Dir: filepath.Join(b.TempDir(), "keys"), Passphrase: []byte("benchmark passphrase")})
 	if err != nil {
@@ -115,10 +115,10 @@ func BenchmarkIntermediate(b *testing.B) {
 }
 
 // newSigner creates a P-256 root key in km and loads it.
-func newSigner(b *testing.B, km keymanager.KeyManager) crypto.Signer {
+func newSigner(b *testing.B, km keys.KeyManager) crypto.Signer {
 	b.Helper()
 	ctx := context.Background()
-	k, err := km.CreateKey(ctx, "root", keymanager.ECP256)
+	k, err := km.CreateKey(ctx, "root", keys.ECP256)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -29,10 +29,10 @@ import (
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/issuer"
-	"github.com/meshroot/meshroot/plugins/keymanager"
-	"github.com/meshroot/meshroot/plugins/keymanager/disk"
-	"github.com/meshroot/meshroot/plugins/store/sqlite"
+	"github.com/meshroot/meshroot/server"
+	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/keys/disk"
+	"github.com/meshroot/meshroot/store/sqlite"
 )
 
 // profile, when set, receives a CPU profile of the gRPC phase.
@@ -45,7 +45,7 @@ func main() {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the gRPC phase to this file")
 	flag.Parse()
 	profile = *cpuProfile
-	if err := run(*conc, *dur, keymanager.KeyType(*keyType)); err != nil {
+	if err := run(*conc, *dur, keys.KeyType(*keyType)); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -116,7 +116,7 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func run(conc int, d time.Duration, kt keymanager.KeyType) error {
+func run(conc int, d time.Duration, kt keys.KeyType) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "meshroot-bench-")
 	if err != nil {
@@ -142,7 +142,7 @@ func run(conc int, d time.Duration, kt keymanager.KeyType) error {
 	if _, err := svc.AddCluster(ctx, "bench", ca.AddClusterRequest{Name: "bench"}); err != nil {
 		return err
 	}
-	key, _ := keymanager.ECP256.Generate()
+	key, _ := keys.ECP256.Generate()
 	csrDER, err := x509.CreateCertificateRequest(nil, &x509.CertificateRequest{}, key)
 	if err != nil {
 		return err
@@ -162,7 +162,7 @@ func run(conc int, d time.Duration, kt keymanager.KeyType) error {
 		return err
 	})
 
-	srv, err := issuer.NewServer(issuer.ServerConfig{
+	srv, err := server.NewServer(server.ServerConfig{
 		Service: svc, Store: st, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
 		AdminSocket: filepath.Join(dir, "admin.sock"), ServerNames: []string{"127.0.0.1"},
 		Log: slog.New(slog.DiscardHandler),

@@ -1,0 +1,158 @@
+package authn
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/store"
+)
+
+// maxPeerChain bounds the client certificate chain that is verified.
+const maxPeerChain = 8
+
+// authenticateMTLS authenticates renewal by a cluster's intermediate,
+// presented as TLS client certificate (chain[0]), for cluster c.
+//
+// This checks the certificate only. Possession of its private key was
+// proved by the TLS handshake, in which the client signed the handshake
+// transcript with that key (CertificateVerify); the transport must pass
+// only a chain that the handshake authenticated, never one taken from
+// request data.
+func (a *Authenticator) authenticateMTLS(ctx context.Context, c store.Cluster, chain []*x509.Certificate) (Identity, error) {
+	if len(chain) > maxPeerChain {
+		return Identity{}, unauthenticated("client certificate chain has %d certificates: at most %d are accepted", len(chain), maxPeerChain)
+	}
+	for i, cert := range chain {
+		if cert == nil {
+			return Identity{}, unauthenticated("client certificate chain: certificate %d is missing", i+1)
+		}
+	}
+	if a.roots == nil {
+		return Identity{}, errors.New("authenticate by client certificate: no trust bundle configured (Options.Roots)")
+	}
+	leaf := chain[0]
+	serial := ca.SerialHex(leaf.SerialNumber)
+	if !leaf.BasicConstraintsValid || !leaf.IsCA {
+		return Identity{}, unauthenticated("client certificate %s is not a cluster intermediate: it is not a CA certificate", serial)
+	}
+	roots, err := a.roots(ctx)
+	if err != nil {
+		return Identity{}, fmt.Errorf("authenticate by client certificate: trust bundle: %w", err)
+	}
+	// The intermediate's validity period, its chain to a root that is in the
+	// trust bundle now, and the chain's constraints are checked here; an
+	// expired intermediate, or one under a root that left the bundle, fails.
+	// A chain that verified against the same roots is remembered until its
+	// first certificate expires: renewals do not pay for the signature checks
+	// again (revocation is checked below on every call).
+	key := verifiedKey(chain, roots)
+	if !a.verifiedBefore(key) {
+		rootPool := x509.NewCertPool()
+		for _, r := range roots {
+			rootPool.AddCert(r)
+		}
+		inter := x509.NewCertPool()
+		for _, cert := range chain[1:] {
+			inter.AddCert(cert)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{
+			Roots:         rootPool,
+			Intermediates: inter,
+			CurrentTime:   a.now(),
+			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+		}); err != nil {
+			return Identity{}, unauthenticated("client certificate %s does not verify against the trust bundle: %v", serial, err)
+		}
+		a.rememberVerified(key, chain)
+	}
+	rec, err := a.st.GetIntermediate(ctx, serial)
+	if errors.Is(err, store.ErrNotFound) {
+		return Identity{}, unauthenticated("certificate was not issued by meshroot (serial %s)", serial)
+	}
+	if err != nil {
+		return Identity{}, fmt.Errorf("look up intermediate %s: %w", serial, err)
+	}
+	// The serial is random, but the recorded certificate itself must be the
+	// one presented: a certificate under the same roots that merely shares
+	// the serial is not ours.
+	recorded, err := ca.ParseCerts(rec.CertPEM)
+	if err != nil {
+		return Identity{}, fmt.Errorf("intermediate %s: recorded certificate: %w", serial, err)
+	}
+	if !bytes.Equal(recorded[0].Raw, leaf.Raw) {
+		return Identity{}, unauthenticated("certificate was not issued by meshroot (serial %s names another certificate)", serial)
+	}
+	if rec.Cluster != c.Name {
+		return Identity{}, permissionDenied("intermediate %s is for cluster %s, not %s", serial, rec.Cluster, c.Name)
+	}
+	switch rec.Status {
+	case store.IntermediateRevoked:
+		return Identity{}, unauthenticated("intermediate %s is revoked", serial)
+	case store.IntermediateActive, store.IntermediateSuperseded:
+		// A superseded intermediate still renews: the agent may have crashed
+		// after meshroot issued its successor but before it wrote the new
+		// cacerts Secret, so the cluster still runs with the old one and
+		// this is its only credential. Revocation is what takes an
+		// intermediate's renewal right away.
+	default:
+		return Identity{}, unauthenticated("intermediate %s has unknown status %q", serial, rec.Status)
+	}
+	return Identity{Cluster: c.Name, Method: MethodMTLS, Subject: serial}, nil
+}
+
+// maxVerified bounds the cache of verified chains.
+const maxVerified = 4096
+
+// verifiedKey identifies a chain verified against a set of roots.
+func verifiedKey(chain, roots []*x509.Certificate) [32]byte {
+	h := sha256.New()
+	for _, c := range chain {
+		h.Write(c.Raw)
+		h.Write([]byte{0})
+	}
+	h.Write([]byte{1})
+	for _, r := range roots {
+		h.Write(r.Raw)
+		h.Write([]byte{0})
+	}
+	var k [32]byte
+	copy(k[:], h.Sum(nil))
+	return k
+}
+
+// verifiedBefore reports whether the chain verified against these roots and
+// every certificate in it is still within its validity period.
+func (a *Authenticator) verifiedBefore(key [32]byte) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	w, ok := a.verified[key]
+	now := a.now()
+	return ok && !now.Before(w.notBefore) && now.Before(w.notAfter)
+}
+
+func (a *Authenticator) rememberVerified(key [32]byte, chain []*x509.Certificate) {
+	w := validity{notBefore: chain[0].NotBefore, notAfter: chain[0].NotAfter}
+	for _, c := range chain[1:] {
+		if c.NotBefore.After(w.notBefore) {
+			w.notBefore = c.NotBefore
+		}
+		if c.NotAfter.Before(w.notAfter) {
+			w.notAfter = c.NotAfter
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.verified == nil || len(a.verified) >= maxVerified {
+		a.verified = map[[32]byte]validity{}
+	}
+	a.verified[key] = w
+}
+
+// validity is the period in which a verified chain stays valid.
+type validity struct{ notBefore, notAfter time.Time }

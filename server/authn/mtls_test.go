@@ -1,0 +1,245 @@
+package authn
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/store"
+)
+
+// testCA is a CA certificate with its key.
+type testCA struct {
+	cert *x509.Certificate
+	key  crypto.Signer
+}
+
+var serialLimit = new(big.Int).Lsh(big.NewInt(1), 128)
+
+// newCert makes a certificate for a fresh P-256 key, signed by parent
+// (self-signed when nil), with tmpl's fields; a zero serial gets a random
+// one and zero times get t0-1h to t0+24h.
+func newCert(t testing.TB, parent *testCA, tmpl x509.Certificate) *testCA {
+	t.Helper()
+	key := ecKey(t)
+	if tmpl.SerialNumber == nil {
+		s, err := rand.Int(rand.Reader, serialLimit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.SerialNumber = s.Add(s, big.NewInt(1))
+	}
+	if tmpl.NotBefore.IsZero() {
+		tmpl.NotBefore = t0.Add(-time.Hour)
+	}
+	if tmpl.NotAfter.IsZero() {
+		tmpl.NotAfter = t0.Add(24 * time.Hour)
+	}
+	signer, issuer := crypto.Signer(key), &tmpl
+	if parent != nil {
+		signer, issuer = parent.key, parent.cert
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, issuer, key.Public(), signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key}
+}
+
+func caTemplate(cn string, maxPathLenZero bool) x509.Certificate {
+	return x509.Certificate{
+		Subject:               pkix.Name{CommonName: cn},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        maxPathLenZero,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+	}
+}
+
+// mtlsFixture is a store with a root, a signing CA under it, and cluster
+// intermediates in every status.
+type mtlsFixture struct {
+	st   store.Store
+	a    *Authenticator
+	clk  *clock
+	root *testCA
+	// signing is the signing authority: an intermediate under root, so
+	// that chains are longer than one.
+	signing *testCA
+	// Intermediates signed by signing, recorded in the store.
+	active, superseded, revoked, expired, west *testCA
+	// unrecorded was signed by signing but is not in the store.
+	unrecorded *testCA
+	// lookalike has active's serial but is another certificate.
+	lookalike *testCA
+	// foreign is recorded for east but chains to another root.
+	foreign *testCA
+	// leaf is a workload certificate under active.
+	leaf *testCA
+}
+
+func newMTLSFixture(t testing.TB) *mtlsFixture {
+	t.Helper()
+	f := &mtlsFixture{st: newStore(t), clk: newClock()}
+	f.root = newCert(t, nil, caTemplate("meshroot root", false))
+	f.signing = newCert(t, f.root, caTemplate("meshroot signing", false))
+	inter := func(cluster string) *testCA { return newCert(t, f.signing, caTemplate(cluster, true)) }
+	f.active = inter("east")
+	f.superseded = inter("east")
+	f.revoked = inter("east")
+	f.west = inter("west")
+	f.unrecorded = inter("east")
+	exp := caTemplate("east", true)
+	exp.NotBefore, exp.NotAfter = t0.Add(-48*time.Hour), t0.Add(-time.Hour)
+	f.expired = newCert(t, f.signing, exp)
+	look := caTemplate("east", true)
+	look.SerialNumber = f.active.cert.SerialNumber
+	f.lookalike = newCert(t, f.signing, look)
+	otherRoot := newCert(t, nil, caTemplate("other root", false))
+	f.foreign = newCert(t, otherRoot, caTemplate("east", true))
+	f.leaf = newCert(t, f.active, x509.Certificate{Subject: pkix.Name{CommonName: "workload"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+
+	addCluster(t, f.st, store.Cluster{Name: "east"})
+	addCluster(t, f.st, store.Cluster{Name: "west"})
+	rootID := ca.RootID(f.root.cert)
+	update(t, f.st, func(ctx context.Context, tx store.Tx) error {
+		if err := tx.CreateRoot(ctx, store.Root{
+			ID: rootID, TrustDomain: "example.org", State: store.RootActive, KeyRef: "test",
+			ChainPEM: ca.EncodeCerts([]*x509.Certificate{f.signing.cert, f.root.cert}), NotAfter: f.signing.cert.NotAfter, CreatedAt: t0,
+		}); err != nil {
+			return err
+		}
+		for _, r := range []struct {
+			c       *testCA
+			cluster string
+			status  store.IntermediateStatus
+		}{
+			{f.active, "east", store.IntermediateActive},
+			{f.superseded, "east", store.IntermediateSuperseded},
+			{f.revoked, "east", store.IntermediateRevoked},
+			{f.expired, "east", store.IntermediateActive},
+			{f.west, "west", store.IntermediateActive},
+			{f.foreign, "east", store.IntermediateActive},
+		} {
+			if err := tx.CreateIntermediate(ctx, store.Intermediate{
+				Serial: ca.SerialHex(r.c.cert.SerialNumber), Cluster: r.cluster, RootID: rootID,
+				NotBefore: r.c.cert.NotBefore, NotAfter: r.c.cert.NotAfter, Status: r.status,
+				CertPEM: ca.EncodeCerts([]*x509.Certificate{r.c.cert}), CreatedAt: t0,
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	f.a = New(f.st, Options{Now: f.clk.Now, Roots: func(context.Context) ([]*x509.Certificate, error) {
+		return []*x509.Certificate{f.root.cert}, nil
+	}})
+	return f
+}
+
+// chain is c's chain as an agent presents it: c, then the signing CA.
+func (f *mtlsFixture) chain(c *testCA) []*x509.Certificate {
+	return []*x509.Certificate{c.cert, f.signing.cert}
+}
+
+func (f *mtlsFixture) auth(cluster string, chain []*x509.Certificate) (Identity, error) {
+	return f.a.Authenticate(context.Background(), cluster, Credential{PeerChain: chain})
+}
+
+func TestMTLS(t *testing.T) {
+	f := newMTLSFixture(t)
+	for name, c := range map[string]*testCA{"active": f.active, "superseded": f.superseded} {
+		t.Run(name, func(t *testing.T) {
+			id, err := f.auth("east", f.chain(c))
+			wantIdentity(t, id, err, Identity{Cluster: "east", Method: MethodMTLS, Subject: ca.SerialHex(c.cert.SerialNumber)})
+		})
+	}
+}
+
+func TestMTLSRefusals(t *testing.T) {
+	f := newMTLSFixture(t)
+	serial := func(c *testCA) string { return ca.SerialHex(c.cert.SerialNumber) }
+	long := make([]*x509.Certificate, 9)
+	for i := range long {
+		long[i] = f.signing.cert
+	}
+	long[0] = f.active.cert
+	for _, tc := range []struct {
+		name    string
+		cluster string
+		chain   []*x509.Certificate
+		code    Code
+		want    []string
+	}{
+		{"chain too long", "east", long, Unauthenticated,
+			[]string{"client certificate chain has 9 certificates: at most 8 are accepted"}},
+		{"nil certificate", "east", []*x509.Certificate{f.active.cert, nil}, Unauthenticated,
+			[]string{"client certificate chain: certificate 2 is missing"}},
+		{"not a CA", "east", []*x509.Certificate{f.leaf.cert, f.active.cert, f.signing.cert}, Unauthenticated,
+			[]string{"client certificate " + serial(f.leaf) + " is not a cluster intermediate: it is not a CA certificate"}},
+		{"other root", "east", []*x509.Certificate{f.foreign.cert}, Unauthenticated,
+			[]string{"client certificate " + serial(f.foreign) + " does not verify against the trust bundle", "unknown authority"}},
+		{"chain missing", "east", []*x509.Certificate{f.active.cert}, Unauthenticated,
+			[]string{"does not verify against the trust bundle"}},
+		{"expired", "east", f.chain(f.expired), Unauthenticated,
+			[]string{"client certificate " + serial(f.expired) + " does not verify against the trust bundle", "expired"}},
+		{"not issued by meshroot", "east", f.chain(f.unrecorded), Unauthenticated,
+			[]string{"certificate was not issued by meshroot (serial " + serial(f.unrecorded) + ")"}},
+		{"same serial, other certificate", "east", f.chain(f.lookalike), Unauthenticated,
+			[]string{"certificate was not issued by meshroot (serial " + serial(f.active) + " names another certificate)"}},
+		{"other cluster", "east", f.chain(f.west), PermissionDenied,
+			[]string{"intermediate " + serial(f.west) + " is for cluster west, not east"}},
+		{"active, presented for another cluster", "west", f.chain(f.active), PermissionDenied,
+			[]string{"intermediate " + serial(f.active) + " is for cluster east, not west"}},
+		{"revoked", "east", f.chain(f.revoked), Unauthenticated,
+			[]string{"intermediate " + serial(f.revoked) + " is revoked"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.auth(tc.cluster, tc.chain)
+			wantRefusal(t, err, tc.code, tc.want...)
+		})
+	}
+}
+
+func TestMTLSExpiresWithClock(t *testing.T) {
+	f := newMTLSFixture(t)
+	if _, err := f.auth("east", f.chain(f.active)); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.Advance(25 * time.Hour) // past NotAfter
+	_, err := f.auth("east", f.chain(f.active))
+	wantRefusal(t, err, Unauthenticated, "does not verify against the trust bundle", "expired")
+}
+
+func TestMTLSRootLeftBundle(t *testing.T) {
+	f := newMTLSFixture(t)
+	other := newCert(t, nil, caTemplate("new root", false))
+	a := New(f.st, Options{Now: f.clk.Now, Roots: func(context.Context) ([]*x509.Certificate, error) {
+		return []*x509.Certificate{other.cert}, nil
+	}})
+	_, err := a.Authenticate(context.Background(), "east", Credential{PeerChain: f.chain(f.active)})
+	wantRefusal(t, err, Unauthenticated, "does not verify against the trust bundle")
+}
+
+func TestMTLSServerErrors(t *testing.T) {
+	f := newMTLSFixture(t)
+	_, err := New(f.st, Options{Now: f.clk.Now}).Authenticate(context.Background(), "east", Credential{PeerChain: f.chain(f.active)})
+	wantInternal(t, err, "no trust bundle configured (Options.Roots)")
+
+	a := New(f.st, Options{Now: f.clk.Now, Roots: func(context.Context) ([]*x509.Certificate, error) {
+		return nil, errors.New("store is closed")
+	}})
+	_, err = a.Authenticate(context.Background(), "east", Credential{PeerChain: f.chain(f.active)})
+	wantInternal(t, err, "trust bundle: store is closed")
+}

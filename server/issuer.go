@@ -1,0 +1,173 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/server/authn"
+)
+
+// IssuerServer implements the Issuer service that cluster agents call.
+type IssuerServer struct {
+	meshrootv1.UnimplementedIssuerServer
+	svc         *ca.Service
+	auth        *authn.Authenticator
+	hub         *BundleHub
+	log         *slog.Logger
+	refreshHint time.Duration
+	// stopping is closed when the server shuts down, so that watch streams
+	// end and a graceful stop does not wait for them.
+	stopping chan struct{}
+	stopOnce sync.Once
+}
+
+// NewIssuerServer returns the Issuer service over svc, authenticating
+// requesters with auth and serving bundles from hub.
+func NewIssuerServer(svc *ca.Service, auth *authn.Authenticator, hub *BundleHub, log *slog.Logger, refreshHint time.Duration) *IssuerServer {
+	return &IssuerServer{svc: svc, auth: auth, hub: hub, log: log, refreshHint: refreshHint, stopping: make(chan struct{})}
+}
+
+// Stop ends every WatchTrustBundle stream; agents reconnect to another
+// replica or when the server is back.
+func (s *IssuerServer) Stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
+
+// SignIntermediate authenticates the requester for the named cluster and
+// signs its intermediate. Refusals are audited with their reason.
+func (s *IssuerServer) SignIntermediate(ctx context.Context, req *meshrootv1.SignIntermediateRequest) (*meshrootv1.SignIntermediateResponse, error) {
+	if err := ca.ValidateClusterName(req.GetCluster()); err != nil {
+		return nil, s.refuse(ctx, req.GetCluster(), status.Error(codes.InvalidArgument, err.Error()))
+	}
+	id, err := s.auth.Authenticate(ctx, req.GetCluster(), credentialFrom(ctx))
+	if err != nil {
+		return nil, s.refuse(ctx, req.GetCluster(), toStatus(ctx, s.log, err), err)
+	}
+	if req.GetTtlSeconds() < 0 {
+		return nil, s.refuse(ctx, id.Cluster, status.Error(codes.InvalidArgument, "ttl_seconds is negative"))
+	}
+	actor := ca.Actor(fmt.Sprintf("cluster:%s/%s:%s", id.Cluster, id.Method, id.Subject))
+	out, err := s.svc.IssueIntermediate(ctx, actor, ca.IssueRequest{
+		Cluster: id.Cluster, CSRData: req.GetCsr(), TTL: time.Duration(req.GetTtlSeconds()) * time.Second,
+	})
+	if err != nil {
+		st := toStatus(ctx, s.log, err)
+		refused.WithLabelValues(status.Code(st).String()).Inc()
+		return nil, st // the service audited the refusal itself
+	}
+	issued.WithLabelValues(id.Cluster, string(id.Method)).Inc()
+	s.log.InfoContext(ctx, "intermediate issued", "cluster", id.Cluster, "method", id.Method, "serial", ca.SerialHex(out.Cert.SerialNumber), "not_after", out.Cert.NotAfter)
+	return &meshrootv1.SignIntermediateResponse{
+		CertChain:      derList(out.Chain),
+		TrustedRoots:   derList(out.Bundle.Roots),
+		BundleSequence: out.Bundle.Sequence,
+		RootId:         out.RootID,
+		Serial:         ca.SerialHex(out.Cert.SerialNumber),
+		NotAfter:       timestamppb.New(out.Cert.NotAfter),
+	}, nil
+}
+
+// refuse audits a request refused before it reached the authority and
+// returns st. Failures on meshroot's side (an unreachable OIDC issuer, say)
+// are audited as "error" with the underlying reason; authn's errors never
+// carry a credential.
+func (s *IssuerServer) refuse(ctx context.Context, cluster string, st error, cause ...error) error {
+	refused.WithLabelValues(status.Code(st).String()).Inc()
+	reason := status.Convert(st).Message()
+	result := "denied"
+	switch status.Code(st) {
+	case codes.Internal, codes.Unavailable, codes.Unknown, codes.DeadlineExceeded:
+		result = "error"
+		if len(cause) > 0 && cause[0] != nil {
+			reason = cause[0].Error()
+		}
+	}
+	if err := s.svc.AuditResult(ctx, ca.Actor("requester:unauthenticated"), "intermediate.issue", cluster, result, reason); err != nil {
+		s.log.ErrorContext(ctx, "audit refusal", "error", err)
+	}
+	s.log.WarnContext(ctx, "issuance refused", "cluster", cluster, "code", status.Code(st).String(), "reason", reason)
+	return st
+}
+
+// GetTrustBundle returns the current trust bundle. Roots are public; no
+// credential is needed.
+func (s *IssuerServer) GetTrustBundle(ctx context.Context, _ *meshrootv1.GetTrustBundleRequest) (*meshrootv1.TrustBundle, error) {
+	b, ok, _ := s.hub.Current()
+	if !ok {
+		return nil, status.Error(codes.Unavailable, "no trust bundle yet: the server has no root (run `meshroot root init`)")
+	}
+	return s.bundleMessage(ctx, b), nil
+}
+
+// WatchTrustBundle sends the current bundle and then every change, until
+// the client goes away or the server stops.
+func (s *IssuerServer) WatchTrustBundle(_ *meshrootv1.WatchTrustBundleRequest, stream meshrootv1.Issuer_WatchTrustBundleServer) error {
+	ctx := stream.Context()
+	watchers.Inc()
+	defer watchers.Dec()
+	var sent [32]byte
+	first := true
+	for {
+		b, ok, changed := s.hub.Current()
+		if ok && (first || b.Version != sent) {
+			if err := stream.Send(s.bundleMessage(ctx, b)); err != nil {
+				return err
+			}
+			sent, first = b.Version, false
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "server shutting down")
+		case <-changed:
+		}
+	}
+}
+
+func (s *IssuerServer) bundleMessage(ctx context.Context, b Bundles) *meshrootv1.TrustBundle {
+	tb := b.Local
+	msg := &meshrootv1.TrustBundle{
+		TrustDomain:        tb.TrustDomain,
+		Roots:              derList(tb.Roots),
+		Sequence:           tb.Sequence,
+		RefreshHintSeconds: int64(s.refreshHint / time.Second),
+	}
+	msg.ActiveRootId = b.ActiveRootID
+	for _, f := range b.Federated {
+		msg.Federated = append(msg.Federated, &meshrootv1.FederatedBundle{TrustDomain: f.TrustDomain, Roots: derList(f.Roots), Sequence: f.Sequence})
+	}
+	return msg
+}
+
+func derList(certs []*x509.Certificate) [][]byte {
+	out := make([][]byte, len(certs))
+	for i, c := range certs {
+		out[i] = c.Raw
+	}
+	return out
+}
+
+// ReportStatus records what the cluster says it applied. The requester is
+// authenticated like SignIntermediate (usually with its intermediate); a
+// join token is not spent on it.
+func (s *IssuerServer) ReportStatus(ctx context.Context, req *meshrootv1.ReportStatusRequest) (*meshrootv1.ReportStatusResponse, error) {
+	cred := credentialFrom(ctx)
+	cred.JoinToken = "" // single-use tokens are for issuance only
+	id, err := s.auth.Authenticate(ctx, req.GetCluster(), cred)
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	if err := s.svc.ReportStatus(ctx, id.Cluster, req.GetBundleSequence(), req.GetIntermediateSerial()); err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	return &meshrootv1.ReportStatusResponse{}, nil
+}

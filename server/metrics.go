@@ -1,0 +1,47 @@
+package server
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	// requests counts gRPC calls by service method and status code.
+	requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshroot", Name: "grpc_requests_total",
+		Help: "gRPC requests handled, by method and status code.",
+	}, []string{"method", "code"})
+	// issued counts intermediates issued, by cluster and authentication method.
+	issued = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshroot", Name: "intermediates_issued_total",
+		Help: "Cluster intermediates issued, by cluster and authentication method.",
+	}, []string{"cluster", "method"})
+	// refused counts refused issuance requests by reason class.
+	refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "meshroot", Name: "requests_refused_total",
+		Help: "Issuer requests refused, by gRPC status code.",
+	}, []string{"code"})
+	bundleSequence = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshroot", Name: "trust_bundle_sequence",
+		Help: "Sequence number of the trust bundle this server serves.",
+	})
+	watchers = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "meshroot", Name: "trust_bundle_watchers",
+		Help: "Agents connected to WatchTrustBundle.",
+	})
+)
+
+// Register adds the issuer's metrics to reg; registering them twice in one
+// registry is not an error.
+func Register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{requests, issued, refused, bundleSequence, watchers} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return err
+			}
+		}
+	}
+	return nil
+}

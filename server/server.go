@@ -1,0 +1,296 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/server/authn"
+	"github.com/meshroot/meshroot/store"
+)
+
+// ServerConfig assembles a meshroot server.
+type ServerConfig struct {
+	Service *ca.Service
+	// Store is the service's store, for authentication (join tokens).
+	Store store.Store
+	// Listen is the gRPC TLS address of the Issuer service ("127.0.0.1:8443").
+	Listen string
+	// HTTPListen serves /healthz, /readyz and /metrics ("127.0.0.1:8080").
+	HTTPListen string
+	// AdminSocket is the unix socket of the Admin service (mode 0600).
+	AdminSocket string
+	// ServerNames are the DNS names and IP addresses in the server's TLS
+	// certificate.
+	ServerNames []string
+	// ServerCertTTL is the lifetime of the server certificate (default 24h);
+	// it is reissued at two thirds of it, and when the active root changes.
+	ServerCertTTL time.Duration
+	// RefreshHint is sent with trust bundles (default 5m).
+	RefreshHint time.Duration
+	// BundlePoll is how often the store's bundle sequence is polled for
+	// changes made by other processes (default 2s).
+	BundlePoll time.Duration
+	// Registry receives the server's metrics (default: a new registry).
+	Registry *prometheus.Registry
+	// Federation, when set, lets `meshroot federation refresh` reach the
+	// federation watchers.
+	Federation Refresher
+	// Hub, when set, is used instead of a new one (so that other servers
+	// in the process, like the bundle endpoint, share it).
+	Hub *BundleHub
+	Log *slog.Logger
+}
+
+// Server runs the Issuer service over TLS, the Admin service on a unix
+// socket, and the health and metrics endpoints.
+type Server struct {
+	cfg     ServerConfig
+	hub     *BundleHub
+	certs   *serverCerts
+	health  *health.Server
+	grpcTLS *grpc.Server
+	grpcAdm *grpc.Server
+	issuer  *IssuerServer
+	http    *http.Server
+
+	lnTLS, lnAdm, lnHTTP net.Listener
+	ready                chan struct{}
+	readyOnce            sync.Once
+}
+
+// maxIssuerMessage bounds a request to the Issuer service: a CSR is at most
+// 16 KiB.
+const maxIssuerMessage = 64 << 10
+
+// NewServer binds the listeners (so that a port in use fails here) and
+// builds the services; Run serves them.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Service == nil || cfg.Store == nil {
+		return nil, errors.New("server: no authority service or store")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.ServerCertTTL == 0 {
+		cfg.ServerCertTTL = 24 * time.Hour
+	}
+	if cfg.RefreshHint == 0 {
+		cfg.RefreshHint = 5 * time.Minute
+	}
+	if cfg.BundlePoll == 0 {
+		cfg.BundlePoll = 2 * time.Second
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if err := Register(cfg.Registry); err != nil {
+		return nil, fmt.Errorf("server: metrics: %w", err)
+	}
+	s := &Server{cfg: cfg, ready: make(chan struct{})}
+	s.hub = cfg.Hub
+	if s.hub == nil {
+		s.hub = NewBundleHub(cfg.Service, cfg.Log)
+	}
+	s.certs = newServerCerts(cfg.Service, cfg.ServerNames, cfg.ServerCertTTL, cfg.Log)
+	auth := authn.New(cfg.Store, authn.Options{Roots: s.bundleRoots})
+
+	var err error
+	if s.lnTLS, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("server: listen %s: %w", cfg.Listen, err)
+	}
+	if s.lnHTTP, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
+		s.lnTLS.Close()
+		return nil, fmt.Errorf("server: listen %s: %w", cfg.HTTPListen, err)
+	}
+	if s.lnAdm, err = listenUnix(cfg.AdminSocket); err != nil {
+		s.lnTLS.Close()
+		s.lnHTTP.Close()
+		return nil, err
+	}
+
+	tlsCfg := &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: s.certs.get,
+		// Agents renewing present their intermediate; authn verifies it
+		// against the trust bundle, so any certificate is requested here.
+		ClientAuth: tls.RequestClientCert,
+	}
+	s.health = health.NewServer()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.grpcTLS = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.MaxRecvMsgSize(maxIssuerMessage),
+		grpc.ChainUnaryInterceptor(countUnary),
+		grpc.ChainStreamInterceptor(countStream),
+	)
+	s.issuer = NewIssuerServer(cfg.Service, auth, s.hub, cfg.Log, cfg.RefreshHint)
+	meshrootv1.RegisterIssuerServer(s.grpcTLS, s.issuer)
+	healthpb.RegisterHealthServer(s.grpcTLS, s.health)
+
+	s.grpcAdm = grpc.NewServer(grpc.Creds(UnixPeerCredentials()), grpc.ChainUnaryInterceptor(countUnary))
+	meshrootv1.RegisterAdminServer(s.grpcAdm, NewAdminServer(cfg.Service, s.hub, cfg.Log, cfg.Federation, cfg.RefreshHint))
+	healthpb.RegisterHealthServer(s.grpcAdm, s.health)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return s, nil
+}
+
+// Hub returns the server's bundle hub.
+func (s *Server) Hub() *BundleHub { return s.hub }
+
+// Addr is the Issuer service's address; HTTPAddr the health endpoint's.
+func (s *Server) Addr() string     { return s.lnTLS.Addr().String() }
+func (s *Server) HTTPAddr() string { return s.lnHTTP.Addr().String() }
+
+// Ready is closed once the server has a trust bundle and a TLS certificate.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Run serves until ctx ends, then stops gracefully: in-flight calls get up
+// to 10 s, watch streams are closed, the socket file is removed.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	serve := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	serve("issuer", func() error { return s.grpcTLS.Serve(s.lnTLS) })
+	serve("admin", func() error { return s.grpcAdm.Serve(s.lnAdm) })
+	serve("http", func() error { return s.http.Serve(s.lnHTTP) })
+	go s.hub.Run(ctx, s.cfg.BundlePoll)
+	go s.certs.run(ctx, s.hub)
+	go s.watchReady(ctx)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.cfg.Log.Info("shutting down")
+	s.health.Shutdown()
+	s.issuer.Stop()
+	stopped := make(chan struct{})
+	go func() {
+		s.grpcTLS.GracefulStop()
+		s.grpcAdm.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		s.grpcTLS.Stop()
+		s.grpcAdm.Stop()
+	}
+	shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer shutCancel()
+	_ = s.http.Shutdown(shutCtx)
+	wg.Wait()
+	_ = os.Remove(s.cfg.AdminSocket)
+	return err
+}
+
+// watchReady marks the server serving once it has a bundle and a cert.
+func (s *Server) watchReady(ctx context.Context) {
+	for {
+		if s.isReady() == nil {
+			s.readyOnce.Do(func() {
+				s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+				close(s.ready)
+			})
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) isReady() error {
+	if _, ok, _ := s.hub.Current(); !ok {
+		return errors.New("no trust bundle: no root yet (run `meshroot root init`)")
+	}
+	if _, err := s.certs.get(nil); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := s.isReady(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if _, err := s.cfg.Service.Store().BundleSequence(r.Context()); err != nil {
+		http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// bundleRoots gives authn the roots that renewal certificates must chain to.
+func (s *Server) bundleRoots(ctx context.Context) ([]*x509.Certificate, error) {
+	tb, ok := s.hub.Local()
+	if !ok {
+		return nil, errors.New("no trust bundle yet")
+	}
+	return tb.Roots, nil
+}
+
+// listenUnix listens on a unix socket readable and writable by the owner
+// only, in a folder only the owner can enter, replacing a stale socket.
+func listenUnix(path string) (net.Listener, error) {
+	if path == "" {
+		return nil, errors.New("server: no admin socket path")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("server: admin socket folder: %w", err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("server: admin socket %s is in use: is another meshroot server running?", path)
+	}
+	_ = os.Remove(path)
+	old := umask(0o177)
+	ln, err := net.Listen("unix", path)
+	umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("server: listen %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
