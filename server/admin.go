@@ -12,8 +12,8 @@ import (
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/server/authn"
 	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/server/authn"
 	"github.com/meshroot/meshroot/store"
 )
 

@@ -15,8 +15,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/agent"
+	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/keys"
 )
 

@@ -8,8 +8,8 @@ import (
 	"github.com/spf13/cobra"
 	"go.step.sm/crypto/x509util"
 
-	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/agent"
+	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/keys"
 )
 

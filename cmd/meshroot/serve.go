@@ -25,9 +25,9 @@ import (
 	"github.com/meshroot/meshroot/internal/fsutil"
 	"github.com/meshroot/meshroot/server"
 	"github.com/meshroot/meshroot/server/authn"
+	"github.com/meshroot/meshroot/spiffe"
 	"github.com/meshroot/meshroot/store"
 	"github.com/meshroot/meshroot/store/sqlite"
-	"github.com/meshroot/meshroot/spiffe"
 )
 
 // serveConfig is the server's configuration file (YAML). Flags and

@@ -109,4 +109,4 @@ func (noKeys) CreateKey(context.Context, string, keys.KeyType) (keys.Key, error)
 	return keys.Key{}, errNoKeys
 }
 func (noKeys) Signer(context.Context, string) (crypto.Signer, error) { return nil, errNoKeys }
-func (noKeys) ListKeys(context.Context) ([]keys.Key, error)    { return nil, errNoKeys }
+func (noKeys) ListKeys(context.Context) ([]keys.Key, error)          { return nil, errNoKeys }

@@ -19,8 +19,8 @@ import (
 	"github.com/meshroot/meshroot/keys/pkcs11"
 	"github.com/meshroot/meshroot/keys/pkcs11/softhsmtest"
 	"github.com/meshroot/meshroot/keys/vaulttransit"
-	"github.com/meshroot/meshroot/upstream/vaultpki"
 	"github.com/meshroot/meshroot/test/vaultenv"
+	"github.com/meshroot/meshroot/upstream/vaultpki"
 )
 
 func csr(b *testing.B) *x509.CertificateRequest {

@@ -29,9 +29,9 @@ import (
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/server"
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/keys/disk"
+	"github.com/meshroot/meshroot/server"
 	"github.com/meshroot/meshroot/store/sqlite"
 )
 
