@@ -80,25 +80,19 @@ func (s *Service) PrepareRoot(ctx context.Context, actor Actor, req PrepareRootR
 }
 
 func (s *Service) prepareRoot(ctx context.Context, actor Actor, req PrepareRootRequest) (store.Root, error) {
-	active, err := s.ActiveRoot(ctx)
-	if err != nil {
-		return store.Root{}, err
-	}
-	roots, err := s.store.ListRoots(ctx)
-	if err != nil {
-		return store.Root{}, err
-	}
-	for _, r := range roots {
-		if r.State == store.RootPrepared {
-			return store.Root{}, refusef("root %s is already prepared: activate it, or roll it back, before preparing another", r.ID)
-		}
-	}
 	kt := req.KeyType
 	if kt == "" {
 		kt = keys.DefaultKeyType
 	}
 	if _, err := keys.ParseKeyType(string(kt)); err != nil {
 		return store.Root{}, refuse(err)
+	}
+	if _, err := planPrepare(ctx, s.store, "", nil); err != nil {
+		return store.Root{}, err
+	}
+	active, err := s.ActiveRoot(ctx)
+	if err != nil {
+		return store.Root{}, err
 	}
 	if req.DryRun {
 		return store.Root{TrustDomain: active.TrustDomain, State: store.RootPrepared}, nil
@@ -118,8 +112,35 @@ func (s *Service) prepareRoot(ctx context.Context, actor Actor, req PrepareRootR
 		}
 		root.CrossPEM = EncodeCerts([]*x509.Certificate{cross})
 	}
-	err = s.saveRoot(ctx, actor, "root.prepare", &root, map[string]any{"key_ref": root.KeyRef, "key_type": string(kt), "not_after": cert.NotAfter, "active_root": active.ID, "cross_signed": req.CrossSign})
+	details := map[string]any{"key_ref": root.KeyRef, "key_type": string(kt), "not_after": cert.NotAfter, "active_root": active.ID, "cross_signed": req.CrossSign}
+	_, err = s.apply(ctx, actor, cmdPrepare, func(ctx context.Context, r store.Reader) (*plan, error) {
+		return planPrepare(ctx, r, active.ID, details)
+	}, false, &root)
 	return root, err
+}
+
+// planPrepare checks, in r, that exactly one root is active (activeID,
+// when given: the one that certified the new root) and none is prepared.
+func planPrepare(ctx context.Context, r store.Reader, activeID string, details map[string]any) (*plan, error) {
+	roots, err := r.ListRoots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p := rootsByState(roots, store.RootPrepared); len(p) > 0 {
+		return nil, refusef("root %s is already prepared: activate it, or roll it back, before preparing another", p[0].ID)
+	}
+	active := rootsByState(roots, store.RootActive)
+	if len(active) == 0 {
+		return nil, errNoActiveRoot
+	}
+	a, err := oneActive(roots)
+	if err != nil {
+		return nil, err
+	}
+	if activeID != "" && a.ID != activeID {
+		return nil, errRootsChanged(cmdPrepare, fmt.Sprintf("the active root is now %s, not %s", a.ID, activeID))
+	}
+	return &plan{create: store.RootPrepared, bump: true, details: details}, nil
 }
 
 // newRootKey creates a key in the key manager and its self-signed root
@@ -197,18 +218,25 @@ func (s *Service) importRoot(ctx context.Context, actor Actor, req ImportRootReq
 	return root, err
 }
 
-// refuseSecondRoot refuses to create a root while one is active.
+// refuseSecondRoot refuses to create a first root while a root is active
+// or prepared, or when the store belongs to another trust domain.
 func (s *Service) refuseSecondRoot(ctx context.Context, td string) error {
-	roots, err := s.store.ListRoots(ctx)
+	return checkFirstRoot(ctx, s.store, td)
+}
+
+// checkFirstRoot is refuseSecondRoot on r (the store, or the transaction
+// that creates the root).
+func checkFirstRoot(ctx context.Context, r store.Reader, td string) error {
+	roots, err := r.ListRoots(ctx)
 	if err != nil {
 		return err
 	}
-	for _, r := range roots {
-		if r.State == store.RootActive {
-			return refusef("an active root already exists (%s, trust domain %s): rotate it instead of creating another", r.ID, r.TrustDomain)
+	for _, rr := range roots {
+		if rr.State == store.RootActive || rr.State == store.RootPrepared {
+			return refusef("root %s of trust domain %s is already %s: rotate it instead of creating another root", rr.ID, rr.TrustDomain, rr.State)
 		}
 	}
-	if cur, err := s.store.Meta(ctx, MetaTrustDomain); err != nil {
+	if cur, err := r.Meta(ctx, MetaTrustDomain); err != nil {
 		return err
 	} else if cur != "" && cur != td {
 		return refusef("this data dir belongs to trust domain %s, not %s", cur, td)
@@ -216,24 +244,16 @@ func (s *Service) refuseSecondRoot(ctx context.Context, td string) error {
 	return nil
 }
 
-// saveRoot stores a new root, bumps the bundle sequence and audits, in one
-// transaction.
+// saveRoot stores a new first root (active), bumps the bundle sequence and
+// audits, in one transaction that re-checks checkFirstRoot.
 func (s *Service) saveRoot(ctx context.Context, actor Actor, action string, root *store.Root, details map[string]any) error {
-	return s.store.Update(ctx, func(tx store.Tx) error {
-		seq, err := tx.IncrementBundleSequence(ctx)
-		if err != nil {
-			return err
+	_, err := s.apply(ctx, actor, command(action), func(ctx context.Context, r store.Reader) (*plan, error) {
+		if err := checkFirstRoot(ctx, r, root.TrustDomain); err != nil {
+			return nil, err
 		}
-		root.AddedSequence, root.StateChangedAt = seq, root.CreatedAt
-		if err := tx.CreateRoot(ctx, *root); err != nil {
-			return err
-		}
-		if err := tx.SetMeta(ctx, MetaTrustDomain, root.TrustDomain); err != nil {
-			return err
-		}
-		details["bundle_sequence"] = seq
-		return s.audit(ctx, tx, actor, action, root.ID, "ok", details)
-	})
+		return &plan{create: root.State, bump: true, details: details}, nil
+	}, false, root)
+	return err
 }
 
 // ListRoots returns every root, oldest first.
@@ -250,8 +270,11 @@ func (s *Service) ActiveRoot(ctx context.Context) (store.Root, error) {
 			return r, nil
 		}
 	}
-	return store.Root{}, refusef("no active root: run `meshroot root init --trust-domain TD` first")
+	return store.Root{}, errNoActiveRoot
 }
+
+// errNoActiveRoot says that the authority has no root yet.
+var errNoActiveRoot = refusef("no active root: run `meshroot root init --trust-domain TD` first")
 
 // Authority returns the signing authority of root r, loading its key from
 // the key manager the first time and caching it after. A root prepared

@@ -2,13 +2,10 @@ package ca
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
-	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/store"
 )
 
@@ -48,16 +45,6 @@ type PhaseResult struct {
 	Done        bool     `json:"done"`
 }
 
-func rootsByState(roots []store.Root, st store.RootState) []store.Root {
-	var out []store.Root
-	for _, r := range roots {
-		if r.State == st {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
 func clusterNames(bs []Blocker) []string {
 	var out []string
 	for _, b := range bs {
@@ -66,26 +53,6 @@ func clusterNames(bs []Blocker) []string {
 		}
 	}
 	return out
-}
-
-// gate turns blockers into a refusal unless forced or a dry run.
-func gate(phase string, res *PhaseResult, req PhaseRequest) error {
-	if len(res.Blockers) == 0 || req.DryRun {
-		return nil
-	}
-	if req.Force {
-		res.Forced = true
-		return nil
-	}
-	var b strings.Builder
-	for _, bl := range res.Blockers {
-		if bl.Cluster != "" {
-			fmt.Fprintf(&b, "; %s: %s", bl.Cluster, bl.Reason)
-		} else {
-			fmt.Fprintf(&b, "; %s", bl.Reason)
-		}
-	}
-	return refusef("%s refused, %d blocker(s)%s (see `meshroot root status`; --force overrides and is audited)", phase, len(res.Blockers), b.String())
 }
 
 // ActivateRoot is phase 2: once every registered cluster has applied a
@@ -101,61 +68,56 @@ func (s *Service) ActivateRoot(ctx context.Context, actor Actor, req PhaseReques
 }
 
 func (s *Service) activate(ctx context.Context, actor Actor, req PhaseRequest) (PhaseResult, error) {
-	res := PhaseResult{Phase: "activate", DryRun: req.DryRun}
-	roots, err := s.store.ListRoots(ctx)
-	if err != nil {
-		return res, err
+	if req.DryRun {
+		return s.dryRun(ctx, "activate", s.planActivate)
 	}
-	prepared, active := rootsByState(roots, store.RootPrepared), rootsByState(roots, store.RootActive)
+	return s.apply(ctx, actor, cmdActivate, s.planActivate, req.Force, nil)
+}
+
+// planActivate is activate's gate and changes, read from r.
+func (s *Service) planActivate(ctx context.Context, r store.Reader) (*plan, error) {
+	p := &plan{res: PhaseResult{Phase: "activate"}, gated: true}
+	roots, err := r.ListRoots(ctx)
+	if err != nil {
+		return p, err
+	}
+	prepared := rootsByState(roots, store.RootPrepared)
 	if len(prepared) == 0 {
 		if len(rootsByState(roots, store.RootRetiring)) > 0 {
-			res.Done = true // already activated: resuming is a no-op
-			res.Changes = []string{"nothing to do: the new root is already active; next: meshroot root retire"}
-			return res, nil
+			p.noop, p.res.Done = true, true // already activated: resuming is a no-op
+			p.res.Changes = []string{"nothing to do: the new root is already active; next: meshroot root retire"}
+			return p, nil
 		}
-		return res, refusef("no prepared root: run `meshroot root prepare` first")
+		return p, refusef("no prepared root: run `meshroot root prepare` first")
 	}
-	if len(active) != 1 {
-		return res, fmt.Errorf("expected one active root, found %d: the store is inconsistent", len(active))
-	}
-	p, a := prepared[0], active[0]
-	clusters, err := s.store.ListClusters(ctx)
+	a, err := oneActive(roots)
 	if err != nil {
-		return res, err
+		return p, err
+	}
+	pr := prepared[0]
+	clusters, err := r.ListClusters(ctx)
+	if err != nil {
+		return p, err
 	}
 	for _, c := range clusters {
-		if c.Status.BundleSequence < p.AddedSequence {
+		if c.Status.BundleSequence < pr.AddedSequence {
 			last := "never"
 			if !c.Status.LastContact.IsZero() {
 				last = c.Status.LastContact.UTC().Format(time.RFC3339)
 			}
-			res.Blockers = append(res.Blockers, Blocker{Cluster: c.Name, Reason: fmt.Sprintf(
-				"has applied trust bundle %d, needs %d (the one with root %s); last contact %s", c.Status.BundleSequence, p.AddedSequence, short(p.ID), last)})
+			p.res.Blockers = append(p.res.Blockers, Blocker{Cluster: c.Name, Reason: fmt.Sprintf(
+				"has applied trust bundle %d, needs %d (the one with root %s); last contact %s", c.Status.BundleSequence, pr.AddedSequence, short(pr.ID), last)})
 		}
 	}
-	res.LosingTrust = clusterNames(res.Blockers)
-	res.Changes = []string{
-		fmt.Sprintf("root %s: prepared -> active (signs new intermediates)", p.ID),
+	p.res.LosingTrust = clusterNames(p.res.Blockers)
+	p.res.Changes = []string{
+		fmt.Sprintf("root %s: prepared -> active (signs new intermediates)", pr.ID),
 		fmt.Sprintf("root %s: active -> retiring (still trusted)", a.ID),
 		fmt.Sprintf("%d cluster(s) re-request their intermediate", len(clusters)),
 	}
-	if err := gate("activate", &res, req); err != nil || req.DryRun {
-		return res, err
-	}
-	now := s.now().UTC()
-	err = s.store.Update(ctx, func(tx store.Tx) error {
-		if err := tx.UpdateRootState(ctx, p.ID, store.RootActive, now); err != nil {
-			return err
-		}
-		if err := tx.UpdateRootState(ctx, a.ID, store.RootRetiring, now); err != nil {
-			return err
-		}
-		return s.audit(ctx, tx, actor, "root.activate", p.ID, "ok", map[string]any{
-			"previous_root": a.ID, "forced": res.Forced, "blockers": res.Blockers,
-		})
-	})
-	res.Done = err == nil
-	return res, err
+	p.moves = []move{{pr.ID, store.RootPrepared, store.RootActive}, {a.ID, store.RootActive, store.RootRetiring}}
+	p.target, p.details = pr.ID, map[string]any{"previous_root": a.ID}
+	return p, nil
 }
 
 // RetireRoot is phase 3: once every cluster's intermediate chains to the
@@ -170,94 +132,84 @@ func (s *Service) RetireRoot(ctx context.Context, actor Actor, req PhaseRequest)
 }
 
 func (s *Service) retire(ctx context.Context, actor Actor, req PhaseRequest) (PhaseResult, error) {
-	res := PhaseResult{Phase: "retire", DryRun: req.DryRun}
 	ttl := req.WorkloadCertTTL
 	if ttl == 0 {
 		ttl = DefaultWorkloadCertTTL
 	}
-	roots, err := s.store.ListRoots(ctx)
-	if err != nil {
-		return res, err
+	fn := func(ctx context.Context, r store.Reader) (*plan, error) { return s.planRetire(ctx, r, ttl) }
+	if req.DryRun {
+		return s.dryRun(ctx, "retire", fn)
 	}
-	retiring, active := rootsByState(roots, store.RootRetiring), rootsByState(roots, store.RootActive)
+	return s.apply(ctx, actor, cmdRetire, fn, req.Force, nil)
+}
+
+// planRetire is retire's gate and changes, read from r.
+func (s *Service) planRetire(ctx context.Context, r store.Reader, ttl time.Duration) (*plan, error) {
+	p := &plan{res: PhaseResult{Phase: "retire"}, gated: true}
+	roots, err := r.ListRoots(ctx)
+	if err != nil {
+		return p, err
+	}
+	retiring := rootsByState(roots, store.RootRetiring)
 	if len(retiring) == 0 {
 		if len(rootsByState(roots, store.RootPrepared)) > 0 {
-			return res, refusef("the new root is still prepared: run `meshroot root activate` first")
+			return p, refusef("the new root is still prepared: run `meshroot root activate` first")
 		}
-		res.Done = true
-		res.Changes = []string{"nothing to do: no retiring root"}
-		return res, nil
+		p.noop, p.res.Done = true, true
+		p.res.Changes = []string{"nothing to do: no retiring root"}
+		return p, nil
 	}
-	if len(active) != 1 {
-		return res, fmt.Errorf("expected one active root, found %d: the store is inconsistent", len(active))
-	}
-	a := active[0]
-	clusters, err := s.store.ListClusters(ctx)
+	a, err := oneActive(roots)
 	if err != nil {
-		return res, err
+		return p, err
+	}
+	clusters, err := r.ListClusters(ctx)
+	if err != nil {
+		return p, err
 	}
 	var lastSwitch time.Time
 	for _, c := range clusters {
 		if c.Status.IntermediateSerial == "" {
-			res.Blockers = append(res.Blockers, Blocker{Cluster: c.Name, Reason: "has no intermediate yet"})
+			p.res.Blockers = append(p.res.Blockers, Blocker{Cluster: c.Name, Reason: "has no intermediate yet"})
 			continue
 		}
-		in, err := s.store.GetIntermediate(ctx, c.Status.IntermediateSerial)
+		in, err := r.GetIntermediate(ctx, c.Status.IntermediateSerial)
 		if err != nil {
-			res.Blockers = append(res.Blockers, Blocker{Cluster: c.Name, Reason: fmt.Sprintf("its intermediate %s is unknown: %v", c.Status.IntermediateSerial, err)})
+			p.res.Blockers = append(p.res.Blockers, Blocker{Cluster: c.Name, Reason: fmt.Sprintf("its intermediate %s is unknown: %v", c.Status.IntermediateSerial, err)})
 			continue
 		}
 		if in.RootID != a.ID {
-			res.Blockers = append(res.Blockers, Blocker{Cluster: c.Name, Reason: fmt.Sprintf("its intermediate %s still chains to root %s", short(in.Serial), short(in.RootID))})
+			p.res.Blockers = append(p.res.Blockers, Blocker{Cluster: c.Name, Reason: fmt.Sprintf("its intermediate %s still chains to root %s", short(in.Serial), short(in.RootID))})
 			continue
 		}
-		first, err := s.firstUnder(ctx, c.Name, a.ID)
+		first, err := firstUnder(ctx, r, c.Name, a.ID)
 		if err != nil {
-			return res, err
+			return p, err
 		}
 		if first.After(lastSwitch) {
 			lastSwitch = first
 		}
 	}
-	res.LosingTrust = clusterNames(res.Blockers)
-	if wait := lastSwitch.Add(ttl).Sub(s.now()); len(res.Blockers) == 0 && wait > 0 {
-		res.Blockers = append(res.Blockers, Blocker{Reason: fmt.Sprintf(
+	p.res.LosingTrust = clusterNames(p.res.Blockers)
+	if wait := lastSwitch.Add(ttl).Sub(s.now()); len(p.res.Blockers) == 0 && wait > 0 {
+		p.res.Blockers = append(p.res.Blockers, Blocker{Reason: fmt.Sprintf(
 			"workload certificates signed before the last cluster switched (%s) may be valid until %s (--workload-cert-ttl %s): wait %s",
 			lastSwitch.UTC().Format(time.RFC3339), lastSwitch.Add(ttl).UTC().Format(time.RFC3339), ttl, wait.Round(time.Second))})
 	}
-	for _, r := range retiring {
-		res.Changes = append(res.Changes, fmt.Sprintf("root %s: retiring -> retired (leaves the trust bundle)", r.ID))
+	ids := make([]string, len(retiring))
+	for i, rr := range retiring {
+		ids[i] = rr.ID
+		p.moves = append(p.moves, move{rr.ID, store.RootRetiring, store.RootRetired})
+		p.res.Changes = append(p.res.Changes, fmt.Sprintf("root %s: retiring -> retired (leaves the trust bundle)", rr.ID))
 	}
-	res.Changes = append(res.Changes, "trust bundle sequence +1; agents drop the old root from root-cert.pem")
-	if err := gate("retire", &res, req); err != nil || req.DryRun {
-		return res, err
-	}
-	now := s.now().UTC()
-	err = s.store.Update(ctx, func(tx store.Tx) error {
-		for _, r := range retiring {
-			if err := tx.UpdateRootState(ctx, r.ID, store.RootRetired, now); err != nil {
-				return err
-			}
-		}
-		seq, err := tx.IncrementBundleSequence(ctx)
-		if err != nil {
-			return err
-		}
-		ids := make([]string, len(retiring))
-		for i, r := range retiring {
-			ids[i] = r.ID
-		}
-		return s.audit(ctx, tx, actor, "root.retire", strings.Join(ids, ","), "ok", map[string]any{
-			"bundle_sequence": seq, "forced": res.Forced, "blockers": res.Blockers, "workload_cert_ttl": ttl.String(),
-		})
-	})
-	res.Done = err == nil
-	return res, err
+	p.res.Changes = append(p.res.Changes, "trust bundle sequence +1; agents drop the old root from root-cert.pem")
+	p.bump, p.target, p.details = true, strings.Join(ids, ","), map[string]any{"workload_cert_ttl": ttl.String()}
+	return p, nil
 }
 
 // firstUnder is when cluster got its first intermediate from root.
-func (s *Service) firstUnder(ctx context.Context, cluster, rootID string) (time.Time, error) {
-	list, err := s.store.ListIntermediates(ctx, cluster)
+func firstUnder(ctx context.Context, r store.Reader, cluster, rootID string) (time.Time, error) {
+	list, err := r.ListIntermediates(ctx, cluster)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -272,139 +224,32 @@ func (s *Service) firstUnder(ctx context.Context, cluster, rootID string) (time.
 // RollbackPrepared undoes `root prepare`: the prepared root leaves the
 // bundle (state retired) before it ever signed anything.
 func (s *Service) RollbackPrepared(ctx context.Context, actor Actor, req PhaseRequest) (PhaseResult, error) {
-	res := PhaseResult{Phase: "rollback", DryRun: req.DryRun}
-	roots, err := s.store.ListRoots(ctx)
-	if err != nil {
-		return res, err
-	}
-	prepared := rootsByState(roots, store.RootPrepared)
-	if len(prepared) == 0 {
-		return res, s.auditRefusal(ctx, actor, "root.rollback", "", refusef("no prepared root to roll back (after activate, rotate forward instead)"))
-	}
-	p := prepared[0]
-	res.Changes = []string{fmt.Sprintf("root %s: prepared -> retired (leaves the trust bundle)", p.ID), "trust bundle sequence +1"}
 	if req.DryRun {
-		return res, nil
+		return s.dryRun(ctx, "rollback", planRollback)
 	}
-	err = s.store.Update(ctx, func(tx store.Tx) error {
-		if err := tx.UpdateRootState(ctx, p.ID, store.RootRetired, s.now().UTC()); err != nil {
-			return err
-		}
-		seq, err := tx.IncrementBundleSequence(ctx)
-		if err != nil {
-			return err
-		}
-		return s.audit(ctx, tx, actor, "root.rollback", p.ID, "ok", map[string]any{"bundle_sequence": seq})
-	})
-	res.Done = err == nil
-	return res, err
-}
-
-// RevokeRequest is the emergency path for a compromised root.
-type RevokeRequest struct {
-	RootID string
-	// Emergency must be set: revocation breaks trust at once.
-	Emergency bool
-	KeyType   keys.KeyType
-	DryRun    bool
-}
-
-// RevokeRoot is the emergency path: the root leaves the bundle at once and
-// every intermediate issued under it is revoked. Revoking the active root
-// creates a new active root in the same transaction, so issuance goes on;
-// every cluster must then re-request, with a service-account or join token
-// (its intermediate no longer renews). Until they do, mTLS between
-// workloads whose chains differ in root fails: that is the blast radius.
-func (s *Service) RevokeRoot(ctx context.Context, actor Actor, req RevokeRequest) (PhaseResult, error) {
-	res, err := s.revoke(ctx, actor, req)
+	res, err := s.apply(ctx, actor, cmdRollback, planRollback, false, nil)
 	if err != nil {
-		return res, s.auditRefusal(ctx, actor, "root.revoke", req.RootID, err)
+		return res, s.auditRefusal(ctx, actor, string(cmdRollback), "", err)
 	}
 	return res, nil
 }
 
-func (s *Service) revoke(ctx context.Context, actor Actor, req RevokeRequest) (PhaseResult, error) {
-	res := PhaseResult{Phase: "revoke", DryRun: req.DryRun}
-	if !req.Emergency {
-		return res, refusef("revoking a root breaks trust at once: pass --emergency to confirm (for a planned change use prepare, activate, retire)")
-	}
-	r, err := s.store.GetRoot(ctx, req.RootID)
-	if errors.Is(err, store.ErrNotFound) {
-		return res, refusef("no root %s: see `meshroot root list`", req.RootID)
-	}
+// planRollback is rollback's gate and changes, read from r.
+func planRollback(ctx context.Context, r store.Reader) (*plan, error) {
+	p := &plan{res: PhaseResult{Phase: "rollback"}}
+	roots, err := r.ListRoots(ctx)
 	if err != nil {
-		return res, err
+		return p, err
 	}
-	if !r.State.InBundle() {
-		return res, refusef("root %s is already %s", r.ID, r.State)
+	prepared := rootsByState(roots, store.RootPrepared)
+	if len(prepared) == 0 {
+		return p, refusef("no prepared root to roll back (after activate, rotate forward instead)")
 	}
-	inters, err := s.store.ListIntermediates(ctx, "")
-	if err != nil {
-		return res, err
-	}
-	var affected []string
-	seen := map[string]bool{}
-	var serials []string
-	for _, in := range inters {
-		if in.RootID == r.ID && in.Status != store.IntermediateRevoked {
-			serials = append(serials, in.Serial)
-			if in.Status == store.IntermediateActive && !seen[in.Cluster] {
-				seen[in.Cluster] = true
-				affected = append(affected, in.Cluster)
-			}
-		}
-	}
-	sort.Strings(affected)
-	res.LosingTrust = affected
-	res.Changes = []string{
-		fmt.Sprintf("root %s: %s -> revoked (leaves the trust bundle now)", r.ID, r.State),
-		fmt.Sprintf("%d intermediate(s) issued under it revoked; clusters that must re-issue: %v", len(serials), affected),
-		"trust bundle sequence +1",
-	}
-	var newRoot *store.Root
-	if r.State == store.RootActive {
-		res.Changes = append(res.Changes, "a new root is created and made active at once")
-	}
-	if req.DryRun {
-		return res, nil
-	}
-	if r.State == store.RootActive {
-		kt := req.KeyType
-		if kt == "" {
-			kt = keys.DefaultKeyType
-		}
-		nr, _, err := s.newRootKey(ctx, kt, r.TrustDomain, 0, store.RootActive)
-		if err != nil {
-			return res, fmt.Errorf("replacement root: %w", err)
-		}
-		newRoot = &nr
-	}
-	now := s.now().UTC()
-	err = s.store.Update(ctx, func(tx store.Tx) error {
-		if err := tx.UpdateRootState(ctx, r.ID, store.RootRevoked, now); err != nil {
-			return err
-		}
-		for _, serial := range serials {
-			if err := tx.UpdateIntermediateStatus(ctx, serial, store.IntermediateRevoked); err != nil {
-				return err
-			}
-		}
-		seq, err := tx.IncrementBundleSequence(ctx)
-		if err != nil {
-			return err
-		}
-		details := map[string]any{"bundle_sequence": seq, "revoked_intermediates": len(serials), "clusters": affected}
-		if newRoot != nil {
-			newRoot.AddedSequence, newRoot.StateChangedAt = seq, now
-			if err := tx.CreateRoot(ctx, *newRoot); err != nil {
-				return err
-			}
-			details["replacement_root"] = newRoot.ID
-		}
-		return s.audit(ctx, tx, actor, "root.revoke", r.ID, "ok", details)
-	})
-	res.Done = err == nil
-	return res, err
+	pr := prepared[0]
+	p.res.Changes = []string{fmt.Sprintf("root %s: prepared -> retired (leaves the trust bundle)", pr.ID), "trust bundle sequence +1"}
+	p.moves = []move{{pr.ID, store.RootPrepared, store.RootRetired}}
+	p.bump, p.target = true, pr.ID
+	return p, nil
 }
 
 // ClusterRotationStatus is one cluster's part in a rotation.

@@ -228,8 +228,11 @@ type Reader interface {
 type Tx interface {
 	Reader
 	CreateRoot(ctx context.Context, r Root) error
-	// UpdateRootState sets a root's state and StateChangedAt.
-	UpdateRootState(ctx context.Context, id string, state RootState, at time.Time) error
+	// UpdateRootState moves the root with id from state from to state to
+	// and sets StateChangedAt to at, in one conditional update. It fails
+	// with ErrNotFound when there is no such root and with ErrConflict when
+	// the root is not in state from (another writer changed it first).
+	UpdateRootState(ctx context.Context, id string, from, to RootState, at time.Time) error
 	CreateCluster(ctx context.Context, c Cluster) error
 	DeleteCluster(ctx context.Context, name string) error
 	CreateIntermediate(ctx context.Context, in Intermediate) error

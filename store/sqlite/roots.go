@@ -55,13 +55,34 @@ func (t *tx) CreateRoot(ctx context.Context, r store.Root) error {
 	return nil
 }
 
-// UpdateRootState sets the state of the root with id.
-func (t *tx) UpdateRootState(ctx context.Context, id string, state store.RootState, at time.Time) error {
-	res, err := t.q.ExecContext(ctx, `UPDATE roots SET state = ?, state_changed_at = ? WHERE id = ?`, string(state), formatOptTime(at), id)
+// UpdateRootState moves the root with id from state from to state to. It
+// is a single conditional UPDATE, so of two writers that read the same
+// state (in this process or another) exactly one moves the root; the other
+// gets store.ErrConflict. A missing root is store.ErrNotFound.
+func (t *tx) UpdateRootState(ctx context.Context, id string, from, to store.RootState, at time.Time) error {
+	res, err := t.q.ExecContext(ctx, `UPDATE roots SET state = ?, state_changed_at = ? WHERE id = ? AND state = ?`,
+		string(to), formatOptTime(at), id, string(from))
 	if err != nil {
 		return fmt.Errorf("update root %q state: %w", id, err)
 	}
-	return mustAffect(res, "root", id)
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("update root %q state: %w", id, err)
+	}
+	if n == 1 {
+		return nil
+	}
+	// Nothing changed: tell a missing root from one in another state. The
+	// UPDATE above decided; this read only picks the error.
+	var cur string
+	err = t.q.QueryRowContext(ctx, `SELECT state FROM roots WHERE id = ?`, id).Scan(&cur)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("root %q: %w", id, store.ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("update root %q state: %w", id, err)
+	}
+	return fmt.Errorf("root %q is %s, not %s: %w", id, cur, from, store.ErrConflict)
 }
 
 // scanRoot reads a row of rootColumns.

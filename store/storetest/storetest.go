@@ -53,6 +53,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Roots", testRoots},
 		{"RootsOldestFirst", testRootsOldestFirst},
 		{"UpdateRootState", testUpdateRootState},
+		{"UpdateRootStateConflict", testUpdateRootStateConflict},
+		{"ConcurrentUpdateRootState", testConcurrentUpdateRootState},
 		{"Clusters", testClusters},
 		{"DeleteCluster", testDeleteCluster},
 		{"Intermediates", testIntermediates},
@@ -187,21 +189,6 @@ func testRootsOldestFirst(t *testing.T, s store.Store) {
 	for i, want := range []store.Root{roots[3], roots[2], roots[1], roots[0]} {
 		checkRoot(t, got[i], want)
 	}
-}
-
-func testUpdateRootState(t *testing.T, s store.Store) {
-	update(t, s, func(tx store.Tx) error { return tx.CreateRoot(ctx(t), sampleRoot("r1", base)) })
-	at := base.Add(time.Hour + time.Nanosecond)
-	update(t, s, func(tx store.Tx) error { return tx.UpdateRootState(ctx(t), "r1", store.RootRetiring, at) })
-	got, err := s.GetRoot(ctx(t), "r1")
-	if err != nil {
-		t.Fatalf("GetRoot: %v", err)
-	}
-	if got.State != store.RootRetiring || !got.StateChangedAt.Equal(at) {
-		t.Errorf("State = %q at %v, want %q at %v", got.State, got.StateChangedAt, store.RootRetiring, at)
-	}
-	err = s.Update(ctx(t), func(tx store.Tx) error { return tx.UpdateRootState(ctx(t), "missing", store.RootRevoked, at) })
-	wantErr(t, "UpdateRootState(missing)", err, store.ErrNotFound, "missing")
 }
 
 func testClusters(t *testing.T, s store.Store) {
