@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -276,13 +275,14 @@ func (s *Server) bundleRoots(ctx context.Context) ([]*x509.Certificate, error) {
 }
 
 // listenUnix listens on a unix socket readable and writable by the owner
-// only, in a folder only the owner can enter, replacing a stale socket.
+// only, in a folder only the owner can enter (created so, or refused when it
+// is not: see CheckSocketDir), replacing a stale socket.
 func listenUnix(path string) (net.Listener, error) {
 	if path == "" {
 		return nil, errors.New("server: no admin socket path")
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("server: admin socket folder: %w", err)
+	if err := prepareSocketDir(path); err != nil {
+		return nil, err
 	}
 	if c, err := net.Dial("unix", path); err == nil {
 		c.Close()

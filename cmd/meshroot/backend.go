@@ -158,6 +158,9 @@ func dialAdmin(socket string) (*remoteBackend, error) {
 	if _, err := os.Stat(socket); err != nil {
 		return nil, fmt.Errorf("no meshroot server at %s: start `meshroot serve`, pass --socket, or pass --data-dir to work on a data dir directly", socket)
 	}
+	if err := server.CheckSocketDir(socket); err != nil {
+		return nil, err
+	}
 	conn, err := grpc.NewClient("unix:"+socket, grpc.WithTransportCredentials(server.UnixPeerCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("admin socket %s: %w", socket, err)
