@@ -18,6 +18,10 @@ var clusterNamePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?
 
 // ValidateClusterName reports whether name is usable as a cluster name.
 func ValidateClusterName(name string) error {
+	if len(name) > 63 {
+		// Not quoted: the name may be a requester's 64 KiB.
+		return fmt.Errorf("cluster name is invalid: %d bytes long; use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit", len(name))
+	}
 	if !clusterNamePattern.MatchString(name) {
 		return fmt.Errorf("cluster name %q is invalid: use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit", name)
 	}

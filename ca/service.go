@@ -90,8 +90,13 @@ func (s *Service) AuditRefusal(ctx context.Context, actor Actor, action, target,
 }
 
 // AuditResult records an action that did not happen, with its result
-// ("denied" or "error") and reason.
+// ("denied" or "error") and reason. A refusal can be caused by anyone, so
+// the target and reason are escaped and cut to MaxAuditTarget and
+// MaxAuditReason bytes (see BoundAuditText); the actor, action and result
+// are meshroot's own words.
 func (s *Service) AuditResult(ctx context.Context, actor Actor, action, target, result, reason string) error {
+	target = BoundAuditText(target, MaxAuditTarget)
+	reason = BoundAuditText(reason, MaxAuditReason)
 	return s.store.Update(ctx, func(tx store.Tx) error {
 		return s.audit(ctx, tx, actor, action, target, result, map[string]any{"reason": reason})
 	})

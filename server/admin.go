@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
@@ -185,44 +186,61 @@ func (s *AdminServer) GetTrustBundle(ctx context.Context, _ *meshrootv1.GetTrust
 	}, nil
 }
 
-// maxAuditPage bounds one ListAudit answer.
-const maxAuditPage = 10000
+// maxAuditPage bounds the entries of one ListAudit answer, and
+// maxAuditPageBytes its encoded size, well under the 4 MiB a gRPC client
+// takes by default. A page holds at least one entry.
+const (
+	maxAuditPage      = 10000
+	maxAuditPageBytes = 1 << 20
+	auditReadChunk    = 256
+)
 
-// ListAudit returns audit entries after a sequence number.
+// ListAudit returns audit entries after a sequence number: at most the
+// limit asked for, and fewer when the page would exceed maxAuditPageBytes.
+// A client reads on after the last entry it got until a page is empty.
 func (s *AdminServer) ListAudit(ctx context.Context, req *meshrootv1.ListAuditRequest) (*meshrootv1.ListAuditResponse, error) {
 	limit := int(req.GetLimit())
 	if limit <= 0 || limit > maxAuditPage {
 		limit = maxAuditPage
 	}
-	entries, err := s.svc.Store().ListAudit(ctx, req.GetAfterSeq(), limit)
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
 	out := &meshrootv1.ListAuditResponse{}
-	for _, e := range entries {
-		out.Entries = append(out.Entries, AuditToProto(e))
+	after, size := req.GetAfterSeq(), 0
+	for len(out.Entries) < limit {
+		entries, err := s.svc.Store().ListAudit(ctx, after, min(auditReadChunk, limit-len(out.Entries)))
+		if err != nil {
+			return nil, s.err(ctx, err)
+		}
+		for _, e := range entries {
+			m := AuditToProto(e)
+			n := proto.Size(m) + 8 // the entry's tag and length
+			if size+n > maxAuditPageBytes && len(out.Entries) > 0 {
+				return out, nil
+			}
+			out.Entries = append(out.Entries, m)
+			size += n
+			after = e.Seq
+		}
+		if len(entries) < auditReadChunk {
+			break
+		}
 	}
 	return out, nil
 }
 
-// VerifyAudit checks the audit hash chain.
+// VerifyAudit checks the audit hash chain, one row at a time.
 func (s *AdminServer) VerifyAudit(ctx context.Context, _ *meshrootv1.VerifyAuditRequest) (*meshrootv1.VerifyAuditResponse, error) {
-	v, ok := s.svc.Store().(store.AuditVerifier)
-	if !ok {
+	if _, ok := s.svc.Store().(store.AuditRowVerifier); !ok {
 		return nil, status.Error(codes.Unimplemented, "this store cannot verify its audit log")
 	}
-	if err := v.VerifyAudit(ctx); err != nil {
+	n, err := store.VerifyAuditLog(ctx, s.svc.Store())
+	if err != nil {
 		var ce *store.ChainError
 		if errors.As(err, &ce) {
 			return nil, status.Error(codes.DataLoss, err.Error())
 		}
 		return nil, s.err(ctx, err)
 	}
-	head, err := s.svc.Store().ListAudit(ctx, 0, 0)
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
-	return &meshrootv1.VerifyAuditResponse{Entries: int64(len(head))}, nil
+	return &meshrootv1.VerifyAuditResponse{Entries: n}, nil
 }
 
 // CreateToken makes a single-use join token for a cluster. The secret is

@@ -29,6 +29,9 @@ type IssuerServer struct {
 	// end and a graceful stop does not wait for them.
 	stopping chan struct{}
 	stopOnce sync.Once
+	// refusals, when set, records refusals bounded and summarised per
+	// peer (NewServer sets it).
+	refusals *refusals
 }
 
 // NewIssuerServer returns the Issuer service over svc, authenticating
@@ -90,7 +93,11 @@ func (s *IssuerServer) refuse(ctx context.Context, cluster string, st error, cau
 			reason = cause[0].Error()
 		}
 	}
-	if err := s.svc.AuditResult(ctx, ca.Actor("requester:unauthenticated"), "intermediate.issue", cluster, result, reason); err != nil {
+	if s.refusals != nil {
+		s.refusals.record(ctx, peerKey(ctx), "intermediate.issue", cluster, result, status.Code(st), reason)
+		return st
+	}
+	if err := s.svc.AuditResult(ctx, unauthenticatedActor, "intermediate.issue", cluster, result, reason); err != nil {
 		s.log.ErrorContext(ctx, "audit refusal", "error", err)
 	}
 	s.log.WarnContext(ctx, "issuance refused", "cluster", cluster, "code", status.Code(st).String(), "reason", reason)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"syscall"
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -25,12 +24,18 @@ func (PeerCredAuthInfo) AuthType() string { return "unix-peercred" }
 
 // UnixPeerCredentials are gRPC transport credentials for a unix socket that
 // record the peer's uid, gid and pid. Access control is the socket file's
-// mode (0600); the uid goes into the audit log.
+// mode (0600) in a folder only its owner can enter (CheckSocketDir); the uid
+// goes into the audit log. As a client they refuse a server that runs as
+// another user than the caller's effective uid (SO_PEERCRED), so a socket
+// put in place by someone else is never talked to.
 func UnixPeerCredentials() credentials.TransportCredentials { return unixPeerCreds{} }
 
 type unixPeerCreds struct{}
 
 func (unixPeerCreds) ClientHandshake(_ context.Context, _ string, c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if err := checkServerUID(c); err != nil {
+		return nil, nil, err
+	}
 	return c, PeerCredAuthInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}, nil
 }
 
@@ -39,19 +44,9 @@ func (unixPeerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo
 	if !ok {
 		return nil, nil, errors.New("admin API: not a unix socket connection")
 	}
-	raw, err := uc.SyscallConn()
+	cred, err := peerCred(uc)
 	if err != nil {
 		return nil, nil, err
-	}
-	var cred *syscall.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil {
-		return nil, nil, err
-	}
-	if credErr != nil {
-		return nil, nil, fmt.Errorf("admin API: peer credentials: %w", credErr)
 	}
 	return c, PeerCredAuthInfo{
 		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},

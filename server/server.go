@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -57,7 +56,10 @@ type ServerConfig struct {
 	// Hub, when set, is used instead of a new one (so that other servers
 	// in the process, like the bundle endpoint, share it).
 	Hub *BundleHub
-	Log *slog.Logger
+	// Limits bounds what unauthenticated Issuer callers can make the
+	// server hold and write (zero: defaults).
+	Limits Limits
+	Log    *slog.Logger
 }
 
 // Server runs the Issuer service over TLS, the Admin service on a unix
@@ -70,16 +72,13 @@ type Server struct {
 	grpcTLS *grpc.Server
 	grpcAdm *grpc.Server
 	issuer  *IssuerServer
+	refused *refusals
 	http    *http.Server
 
 	lnTLS, lnAdm, lnHTTP net.Listener
 	ready                chan struct{}
 	readyOnce            sync.Once
 }
-
-// maxIssuerMessage bounds a request to the Issuer service: a CSR is at most
-// 16 KiB.
-const maxIssuerMessage = 64 << 10
 
 // NewServer binds the listeners (so that a port in use fails here) and
 // builds the services; Run serves them.
@@ -117,6 +116,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if s.lnTLS, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("server: listen %s: %w", cfg.Listen, err)
 	}
+	limits := cfg.Limits.withDefaults()
+	s.lnTLS = newLimitListener(s.lnTLS, limits.MaxConnections)
 	if s.lnHTTP, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 		s.lnTLS.Close()
 		return nil, fmt.Errorf("server: listen %s: %w", cfg.HTTPListen, err)
@@ -136,13 +137,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	s.grpcTLS = grpc.NewServer(
+	s.refused = newRefusals(cfg.Service, cfg.Log, limits)
+	s.grpcTLS = grpc.NewServer(append(limits.issuerServerOptions(),
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
-		grpc.MaxRecvMsgSize(maxIssuerMessage),
-		grpc.ChainUnaryInterceptor(countUnary),
+		grpc.ChainUnaryInterceptor(countUnary, s.refused.unary),
 		grpc.ChainStreamInterceptor(countStream),
-	)
+	)...)
 	s.issuer = NewIssuerServer(cfg.Service, auth, s.hub, cfg.Log, cfg.RefreshHint)
+	s.issuer.refusals = s.refused
 	meshrootv1.RegisterIssuerServer(s.grpcTLS, s.issuer)
 	healthpb.RegisterHealthServer(s.grpcTLS, s.health)
 
@@ -190,6 +192,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go s.hub.Run(ctx, s.cfg.BundlePoll)
 	go s.certs.run(ctx, s.hub)
 	go s.watchReady(ctx)
+	refusalsDone := make(chan struct{})
+	go func() { s.refused.run(ctx); close(refusalsDone) }()
 
 	var err error
 	select {
@@ -215,6 +219,8 @@ func (s *Server) Run(ctx context.Context) error {
 	defer shutCancel()
 	_ = s.http.Shutdown(shutCtx)
 	wg.Wait()
+	cancel()
+	<-refusalsDone // the last refusal summaries are written
 	_ = os.Remove(s.cfg.AdminSocket)
 	return err
 }
@@ -269,13 +275,14 @@ func (s *Server) bundleRoots(ctx context.Context) ([]*x509.Certificate, error) {
 }
 
 // listenUnix listens on a unix socket readable and writable by the owner
-// only, in a folder only the owner can enter, replacing a stale socket.
+// only, in a folder only the owner can enter (created so, or refused when it
+// is not: see CheckSocketDir), replacing a stale socket.
 func listenUnix(path string) (net.Listener, error) {
 	if path == "" {
 		return nil, errors.New("server: no admin socket path")
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("server: admin socket folder: %w", err)
+	if err := prepareSocketDir(path); err != nil {
+		return nil, err
 	}
 	if c, err := net.Dial("unix", path); err == nil {
 		c.Close()

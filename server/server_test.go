@@ -28,6 +28,7 @@ import (
 
 // testServer is a real server on 127.0.0.1 over a real SQLite store.
 type testServer struct {
+	st     *sqlite.Store
 	srv    *server.Server
 	admin  meshrootv1.AdminClient
 	socket string
@@ -35,7 +36,7 @@ type testServer struct {
 	done   chan error
 }
 
-func startServer(t *testing.T) *testServer {
+func startServer(t *testing.T, opts ...func(*server.ServerConfig)) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -52,12 +53,16 @@ func startServer(t *testing.T) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{socket: filepath.Join(dir, "run", "admin.sock"), done: make(chan error, 1)}
-	ts.srv, err = server.NewServer(server.ServerConfig{
+	ts := &testServer{st: st, socket: filepath.Join(dir, "run", "admin.sock"), done: make(chan error, 1)}
+	cfg := server.ServerConfig{
 		Service: svc, Store: st, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", AdminSocket: ts.socket,
 		ServerNames: []string{"localhost", "127.0.0.1"}, BundlePoll: 100 * time.Millisecond,
 		Log: slog.New(slog.DiscardHandler),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	ts.srv, err = server.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"time"
@@ -83,42 +85,84 @@ func (e *ChainError) Error() string {
 // VerifyChain returns nil when the chain is intact and a *ChainError naming
 // the first bad sequence number otherwise. A broken chain means the audit
 // database was modified outside meshroot: keep a copy of the database for
-// investigation before doing anything else with it.
+// investigation before doing anything else with it. To check a log too
+// large to hold in memory, feed its rows to a ChainVerifier.
 func VerifyChain(entries []AuditEntry, head *AuditHead) error {
-	var (
-		prevSeq  int64
-		prevHash string
-	)
+	var v ChainVerifier
 	for _, e := range entries {
-		switch {
-		case e.Seq < 1:
-			return &ChainError{Seq: e.Seq, Reason: "invalid sequence number: sequence numbers start at 1"}
-		case e.Seq > prevSeq+1:
-			return &ChainError{Seq: prevSeq + 1, Reason: fmt.Sprintf("row(s) missing before seq %d: rows were deleted", e.Seq)}
-		case e.Seq <= prevSeq:
-			return &ChainError{Seq: e.Seq, Reason: fmt.Sprintf("seq %d follows seq %d: rows are duplicated or out of order", e.Seq, prevSeq)}
+		if err := v.Add(e); err != nil {
+			return err
 		}
-		if got := ChainHash(e.PrevHash, e); got != e.Hash {
-			return &ChainError{Seq: e.Seq, Reason: "row was edited (hash mismatch)"}
-		}
-		if e.PrevHash != prevHash {
-			if prevSeq == 0 {
-				return &ChainError{Seq: e.Seq, Reason: "first row has a previous hash: the log was truncated or rewritten"}
-			}
-			return &ChainError{Seq: e.Seq, Reason: fmt.Sprintf("previous hash does not match the hash of seq %d: rows were edited, replaced or reordered", prevSeq)}
-		}
-		prevSeq, prevHash = e.Seq, e.Hash
 	}
+	return v.Finish(head)
+}
+
+// ChainVerifier checks an audit log one row at a time, in Seq order, keeping
+// only the last row's seq and hash: the checks of VerifyChain in constant
+// memory. The zero value is ready to use.
+type ChainVerifier struct {
+	prevSeq  int64
+	prevHash string
+}
+
+// Add checks e as the next row of the log, returning a *ChainError when the
+// chain breaks at it.
+func (v *ChainVerifier) Add(e AuditEntry) error {
+	switch {
+	case e.Seq < 1:
+		return &ChainError{Seq: e.Seq, Reason: "invalid sequence number: sequence numbers start at 1"}
+	case e.Seq > v.prevSeq+1:
+		return &ChainError{Seq: v.prevSeq + 1, Reason: fmt.Sprintf("row(s) missing before seq %d: rows were deleted", e.Seq)}
+	case e.Seq <= v.prevSeq:
+		return &ChainError{Seq: e.Seq, Reason: fmt.Sprintf("seq %d follows seq %d: rows are duplicated or out of order", e.Seq, v.prevSeq)}
+	}
+	if got := ChainHash(e.PrevHash, e); got != e.Hash {
+		return &ChainError{Seq: e.Seq, Reason: "row was edited (hash mismatch)"}
+	}
+	if e.PrevHash != v.prevHash {
+		if v.prevSeq == 0 {
+			return &ChainError{Seq: e.Seq, Reason: "first row has a previous hash: the log was truncated or rewritten"}
+		}
+		return &ChainError{Seq: e.Seq, Reason: fmt.Sprintf("previous hash does not match the hash of seq %d: rows were edited, replaced or reordered", v.prevSeq)}
+	}
+	v.prevSeq, v.prevHash = e.Seq, e.Hash
+	return nil
+}
+
+// Rows is how many rows were added and found intact.
+func (v *ChainVerifier) Rows() int64 { return v.prevSeq }
+
+// Finish checks the end of the log: when head is not nil, the last row added
+// must be the row head records (see VerifyChain).
+func (v *ChainVerifier) Finish(head *AuditHead) error {
 	if head == nil {
 		return nil
 	}
 	switch {
-	case prevSeq < head.Seq:
-		return &ChainError{Seq: prevSeq + 1, Reason: fmt.Sprintf("log ends at seq %d but head records seq %d: rows were deleted", prevSeq, head.Seq)}
-	case prevSeq > head.Seq:
-		return &ChainError{Seq: head.Seq + 1, Reason: fmt.Sprintf("log ends at seq %d but head records seq %d: rows were added outside meshroot or the head was moved back", prevSeq, head.Seq)}
-	case prevHash != head.Hash:
-		return &ChainError{Seq: prevSeq, Reason: "last row's hash does not match the hash the head records: the row was replaced"}
+	case v.prevSeq < head.Seq:
+		return &ChainError{Seq: v.prevSeq + 1, Reason: fmt.Sprintf("log ends at seq %d but head records seq %d: rows were deleted", v.prevSeq, head.Seq)}
+	case v.prevSeq > head.Seq:
+		return &ChainError{Seq: head.Seq + 1, Reason: fmt.Sprintf("log ends at seq %d but head records seq %d: rows were added outside meshroot or the head was moved back", v.prevSeq, head.Seq)}
+	case v.prevHash != head.Hash:
+		return &ChainError{Seq: v.prevSeq, Reason: "last row's hash does not match the hash the head records: the row was replaced"}
 	}
 	return nil
+}
+
+// AuditRowVerifier is implemented by stores that check their whole audit
+// log in constant memory and say how many rows they checked.
+type AuditRowVerifier interface {
+	// VerifyAuditRows checks the audit log like AuditVerifier.VerifyAudit
+	// and returns the number of intact rows.
+	VerifyAuditRows(ctx context.Context) (int64, error)
+}
+
+// VerifyAuditLog checks st's audit log and returns how many rows it holds;
+// a broken chain is a *ChainError. It fails when st cannot verify its log.
+func VerifyAuditLog(ctx context.Context, st Reader) (int64, error) {
+	v, ok := st.(AuditRowVerifier)
+	if !ok {
+		return 0, errors.New("this store cannot verify its audit log in constant memory: use the SQLite store")
+	}
+	return v.VerifyAuditRows(ctx)
 }

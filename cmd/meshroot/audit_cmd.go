@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meshroot/meshroot/store"
 )
 
 func newAuditCmd(g *globals) *cobra.Command {
@@ -42,7 +45,7 @@ func newAuditListCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer b.Close()
-			entries, err := b.ListAudit(cmd.Context(), after, limit)
+			entries, err := listAuditPages(cmd.Context(), b, after, limit)
 			if err != nil {
 				return err
 			}
@@ -82,4 +85,30 @@ func newAuditVerifyCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// auditPage is how many entries the CLI asks for at a time; the server may
+// answer with fewer to keep a page under its size limit.
+const auditPage = 1000
+
+// listAuditPages reads the audit log after seq after page by page until it
+// has limit entries (limit <= 0: all) or a page comes back empty.
+func listAuditPages(ctx context.Context, b backend, after int64, limit int) ([]store.AuditEntry, error) {
+	var out []store.AuditEntry
+	for limit <= 0 || len(out) < limit {
+		want := auditPage
+		if limit > 0 {
+			want = min(want, limit-len(out))
+		}
+		page, err := b.ListAudit(ctx, after, want)
+		if err != nil {
+			return nil, err
+		}
+		if len(page) == 0 {
+			break
+		}
+		out = append(out, page...)
+		after = page[len(page)-1].Seq
+	}
+	return out, nil
 }

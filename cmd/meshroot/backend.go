@@ -118,19 +118,11 @@ func (l *localBackend) ListAudit(ctx context.Context, after int64, limit int) ([
 	return l.svc.Store().ListAudit(ctx, after, limit)
 }
 func (l *localBackend) VerifyAudit(ctx context.Context) (int, error) {
-	v, ok := l.svc.Store().(store.AuditVerifier)
-	if !ok {
-		return 0, errors.New("this store cannot verify its audit log")
+	n, err := store.VerifyAuditLog(ctx, l.svc.Store())
+	if ce := (*store.ChainError)(nil); errors.As(err, &ce) {
+		return 0, tamperError{err}
 	}
-	if err := v.VerifyAudit(ctx); err != nil {
-		var ce *store.ChainError
-		if errors.As(err, &ce) {
-			return 0, tamperError{err}
-		}
-		return 0, err
-	}
-	entries, err := l.svc.Store().ListAudit(ctx, 0, 0)
-	return len(entries), err
+	return int(n), err
 }
 func (l *localBackend) CreateToken(ctx context.Context, cluster string, ttl time.Duration) (string, time.Time, error) {
 	token, rec, err := authn.NewJoinToken(cluster, ttl, time.Now())
@@ -165,6 +157,9 @@ type remoteBackend struct {
 func dialAdmin(socket string) (*remoteBackend, error) {
 	if _, err := os.Stat(socket); err != nil {
 		return nil, fmt.Errorf("no meshroot server at %s: start `meshroot serve`, pass --socket, or pass --data-dir to work on a data dir directly", socket)
+	}
+	if err := server.CheckSocketDir(socket); err != nil {
+		return nil, err
 	}
 	conn, err := grpc.NewClient("unix:"+socket, grpc.WithTransportCredentials(server.UnixPeerCredentials()))
 	if err != nil {

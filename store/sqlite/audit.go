@@ -64,26 +64,51 @@ func (s *Store) AuditHead(ctx context.Context) (*store.AuditHead, error) {
 	return head, nil
 }
 
-// VerifyAudit reads the whole audit log and its head from one snapshot and
-// checks them with store.VerifyChain. A broken chain is reported as a
-// *store.ChainError.
+// VerifyAudit checks the audit log and its head with store.VerifyChain's
+// rules (see VerifyAuditRows). A broken chain is a *store.ChainError.
 func (s *Store) VerifyAudit(ctx context.Context) error {
+	_, err := s.VerifyAuditRows(ctx)
+	return err
+}
+
+// VerifyAuditRows reads the audit log and its head from one snapshot and
+// checks them row by row with a store.ChainVerifier, holding one row at a
+// time, and returns the number of rows. A broken chain is reported as a
+// *store.ChainError.
+func (s *Store) VerifyAuditRows(ctx context.Context) (int64, error) {
 	// One read transaction, so that an append in between cannot make the
 	// head and the rows disagree.
 	rtx, err := s.r.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("verify audit log: begin: %w", err)
+		return 0, fmt.Errorf("verify audit log: begin: %w", err)
 	}
 	defer rtx.Rollback()
-	entries, err := listAudit(ctx, rtx, 0, 0)
-	if err != nil {
-		return fmt.Errorf("verify audit log: %w", err)
-	}
 	head, err := auditHead(ctx, rtx)
 	if err != nil {
-		return fmt.Errorf("verify audit log: %w", err)
+		return 0, fmt.Errorf("verify audit log: %w", err)
 	}
-	return store.VerifyChain(entries, head)
+	rows, err := rtx.QueryContext(ctx, `SELECT `+auditColumns+` FROM audit_log ORDER BY seq`)
+	if err != nil {
+		return 0, fmt.Errorf("verify audit log: %w", err)
+	}
+	defer rows.Close()
+	var v store.ChainVerifier
+	for rows.Next() {
+		e, err := scanAudit(rows)
+		if err != nil {
+			return 0, fmt.Errorf("verify audit log: %w", err)
+		}
+		if err := v.Add(e); err != nil {
+			return 0, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("verify audit log: %w", err)
+	}
+	if err := v.Finish(head); err != nil {
+		return 0, err
+	}
+	return v.Rows(), nil
 }
 
 // auditHead reads the audit head from meta.

@@ -837,6 +837,14 @@ func checkVerifier(t *testing.T, s store.Store) {
 			t.Errorf("VerifyAudit: %v", err)
 		}
 	}
+	// A store that verifies row by row counts every row it checked.
+	if _, ok := s.(store.AuditRowVerifier); ok {
+		n, err := store.VerifyAuditLog(ctx(t), s)
+		all, lerr := s.ListAudit(ctx(t), 0, 0)
+		if err != nil || lerr != nil || n != int64(len(all)) {
+			t.Errorf("VerifyAuditLog = %d rows, %v; the log has %d rows (%v)", n, err, len(all), lerr)
+		}
+	}
 }
 
 func rootIDs(roots []store.Root) string {
