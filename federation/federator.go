@@ -1,4 +1,4 @@
-package spiffe
+package federation
 
 import (
 	"context"
