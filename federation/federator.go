@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshroot/meshroot/federation/bundle"
 	"github.com/meshroot/meshroot/store"
 )
 
@@ -81,7 +82,7 @@ func (o FederatorOptions) withDefaults() FederatorOptions {
 // Federator keeps the bundles of the foreign trust domains in the store
 // current: one watcher per federation peer fetches the peer's bundle
 // endpoint, honours its refresh hint, backs off on errors, refuses bad
-// bundles (see ParseBundle, plus a lower spiffe_sequence than the held
+// bundles (see bundle.Parse, plus a lower spiffe_sequence than the held
 // one) and never drops the last good bundle. Run it on one replica only.
 type Federator struct {
 	st   store.Store
@@ -268,8 +269,8 @@ func (f *Federator) attempt(ctx context.Context, td string, failures *int) (time
 		}
 		*failures++
 		wait := f.backoff(*failures)
-		fetchTotal.WithLabelValues(td, ReasonStore).Inc()
-		log.Error("federation: cannot read the peer from the store", "reason", ReasonStore, "error", err, "retry_in", wait)
+		fetchTotal.WithLabelValues(td, bundle.ReasonStore).Inc()
+		log.Error("federation: cannot read the peer from the store", "reason", bundle.ReasonStore, "error", err, "retry_in", wait)
 		return wait, false
 	}
 	b, err := f.fetch(ctx, peer)
@@ -302,7 +303,7 @@ func (f *Federator) attempt(ctx context.Context, td string, failures *int) (time
 	}
 	*failures++
 	wait := f.backoff(*failures)
-	reason := ErrorReason(err)
+	reason := bundle.ReasonOf(err)
 	fetchTotal.WithLabelValues(td, reason).Inc()
 	if len(peer.Bundle) > 0 {
 		bundleSequence.WithLabelValues(td).Set(float64(peer.Sequence))
@@ -327,7 +328,7 @@ func (f *Federator) attempt(ctx context.Context, td string, failures *int) (time
 func (f *Federator) fetch(ctx context.Context, peer store.FederationPeer) (*spiffebundle.Bundle, error) {
 	td, err := spiffeid.TrustDomainFromString(peer.TrustDomain)
 	if err != nil {
-		return nil, fetchErrf(ReasonConfig, "trust domain %q: %v", peer.TrustDomain, err)
+		return nil, bundle.Errorf(bundle.ReasonConfig, "trust domain %q: %v", peer.TrustDomain, err)
 	}
 	var auth FetchAuth
 	switch store.FederationProfile(peer.Profile) {
@@ -336,21 +337,21 @@ func (f *Federator) fetch(ctx context.Context, peer store.FederationPeer) (*spif
 	case store.ProfileHTTPSSPIFFE:
 		id, err := spiffeid.FromString(peer.EndpointSPIFFEID)
 		if err != nil {
-			return nil, fetchErrf(ReasonConfig, "endpoint SPIFFE ID %q: %v", peer.EndpointSPIFFEID, err)
+			return nil, bundle.Errorf(bundle.ReasonConfig, "endpoint SPIFFE ID %q: %v", peer.EndpointSPIFFEID, err)
 		}
 		if len(peer.Bundle) == 0 {
-			return nil, fetchErrf(ReasonNoBundle, "%s", noBundleForSPIFFEAuth)
+			return nil, bundle.Errorf(bundle.ReasonNoBundle, "%s", noBundleForSPIFFEAuth)
 		}
 		held, err := spiffebundle.Parse(td, peer.Bundle)
 		if err != nil || len(held.X509Authorities()) == 0 {
-			return nil, fetchErrf(ReasonNoBundle, "the stored bundle cannot authenticate the endpoint (%v): %s", err, noBundleForSPIFFEAuth)
+			return nil, bundle.Errorf(bundle.ReasonNoBundle, "the stored bundle cannot authenticate the endpoint (%v): %s", err, noBundleForSPIFFEAuth)
 		}
 		// The endpoint's SVID is verified with the peer's held bundle, the
 		// only trust meshroot has for it, even in the rare case of an
 		// endpoint ID in another trust domain than the peer's.
 		auth = SPIFFEAuth(x509bundle.FromX509Authorities(id.TrustDomain(), held.X509Authorities()), id)
 	default:
-		return nil, fetchErrf(ReasonConfig, "profile %q is unknown: use https_web or https_spiffe", peer.Profile)
+		return nil, bundle.Errorf(bundle.ReasonConfig, "profile %q is unknown: use https_web or https_spiffe", peer.Profile)
 	}
 	if f.fetchTimeout > 0 {
 		var cancel context.CancelFunc
@@ -380,7 +381,7 @@ func (f *Federator) accept(ctx context.Context, peer store.FederationPeer, b *sp
 		newSeq, newHas := b.SequenceNumber()
 		if held != nil {
 			if heldSeq, ok := held.SequenceNumber(); ok && newHas && newSeq < heldSeq {
-				return fetchErrf(ReasonLowerSequence, "bundle sequence %d is lower than the held %d: refusing to step back", newSeq, heldSeq)
+				return bundle.Errorf(bundle.ReasonLowerSequence, "bundle sequence %d is lower than the held %d: refusing to step back", newSeq, heldSeq)
 			}
 			changed = !held.Equal(b)
 		} else {
@@ -389,7 +390,7 @@ func (f *Federator) accept(ctx context.Context, peer store.FederationPeer, b *sp
 		if changed {
 			doc, err := b.Marshal()
 			if err != nil {
-				return fetchErrf(ReasonParse, "re-marshal the bundle: %v", err)
+				return bundle.Errorf(bundle.ReasonParse, "re-marshal the bundle: %v", err)
 			}
 			if err := tx.SetFederatedBundle(ctx, p.TrustDomain, doc, newSeq, now); err != nil {
 				return err
@@ -399,8 +400,8 @@ func (f *Federator) accept(ctx context.Context, peer store.FederationPeer, b *sp
 			LastAttempt: now, LastSuccess: now, NextAttempt: now.Add(interval),
 		})
 	})
-	if err != nil && ErrorReason(err) == "error" && !errors.Is(err, store.ErrNotFound) {
-		err = fetchErr(ReasonStore, fmt.Errorf("store the bundle: %w", err))
+	if err != nil && bundle.ReasonOf(err) == "error" && !errors.Is(err, store.ErrNotFound) {
+		err = bundle.NewError(bundle.ReasonStore, fmt.Errorf("store the bundle: %w", err))
 	}
 	return changed, interval, err
 }
@@ -441,7 +442,7 @@ var (
 // RegisterMetrics registers the federation metrics with r; registering them
 // twice is not an error.
 func RegisterMetrics(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{fetchTotal, bundleSequence} {
+	for _, c := range []prometheus.Collector{fetchTotal, bundleSequence, withheldGauge} {
 		if err := r.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshroot/meshroot/federation/bundle"
 	"github.com/meshroot/meshroot/store"
 )
 
@@ -43,7 +44,7 @@ func addPeer(t *testing.T, st store.Store, p store.FederationPeer) {
 	}
 	p.CreatedAt = time.Now()
 	if len(p.Bundle) > 0 {
-		b, err := ParseBundle(spiffeid.RequireTrustDomainFromString(p.TrustDomain), p.Bundle)
+		b, err := bundle.Parse(spiffeid.RequireTrustDomainFromString(p.TrustDomain), p.Bundle, bundle.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -196,14 +197,14 @@ func TestFederatorRefusals(t *testing.T) {
 	}
 	serve := func(doc []byte) func(p *peer) { return func(p *peer) { p.serve(doc) } }
 	peers := []*badPeer{
-		{td: "wrongtd.org", reason: ReasonWrongTrustDomain, msg: "evil.org", bad: serve(bundleDoc(t, "wrongtd.org", 6, 0, newCA(t, "evil.org")))},
-		{td: "lowerseq.org", reason: ReasonLowerSequence, msg: "sequence 3 is lower than the held 5", bad: serve(bundleDoc(t, "lowerseq.org", 3, 0, newCA(t, "lowerseq.org")))},
-		{td: "garbage.org", reason: ReasonParse, bad: serve([]byte(`{"keys": [garbage`))},
-		{td: "empty.org", reason: ReasonEmpty, bad: serve([]byte(`{"keys":[],"spiffe_sequence":9}`))},
-		{td: "large.org", reason: ReasonTooLarge, msg: "bundle over 1 MiB", bad: func(p *peer) { p.set(bigBody(10<<20, false)) }},
-		{td: "slow.org", reason: ReasonTimeout, bad: func(p *peer) { p.set(trickle) }},
-		{td: "unknownca.org", reason: ReasonTLS, bad: func(p *peer) { p.setCert(unknownCA.leaf(t, leafOpts{ip: true})) }},
-		{td: "status.org", reason: ReasonHTTPStatus, msg: "500", bad: func(p *peer) {
+		{td: "wrongtd.org", reason: bundle.ReasonWrongTrustDomain, msg: "evil.org", bad: serve(bundleDoc(t, "wrongtd.org", 6, 0, newCA(t, "evil.org")))},
+		{td: "lowerseq.org", reason: bundle.ReasonLowerSequence, msg: "sequence 3 is lower than the held 5", bad: serve(bundleDoc(t, "lowerseq.org", 3, 0, newCA(t, "lowerseq.org")))},
+		{td: "garbage.org", reason: bundle.ReasonParse, bad: serve([]byte(`{"keys": [garbage`))},
+		{td: "empty.org", reason: bundle.ReasonEmpty, bad: serve([]byte(`{"keys":[],"spiffe_sequence":9}`))},
+		{td: "large.org", reason: bundle.ReasonTooLarge, msg: "bundle over 1 MiB", bad: func(p *peer) { p.set(bigBody(10<<20, false)) }},
+		{td: "slow.org", reason: bundle.ReasonTimeout, bad: func(p *peer) { p.set(trickle) }},
+		{td: "unknownca.org", reason: bundle.ReasonTLS, bad: func(p *peer) { p.setCert(unknownCA.leaf(t, leafOpts{ip: true})) }},
+		{td: "status.org", reason: bundle.ReasonHTTPStatus, msg: "500", bad: func(p *peer) {
 			p.set(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "down", 500) })
 		}},
 	}
@@ -316,7 +317,7 @@ func TestFederatorSPIFFE(t *testing.T) {
 		{"wrong SPIFFE ID", leafOpts{uri: "spiffe://spiffe.org/impostor"}, "spiffe://spiffe.org/impostor"},
 		{"SVID of another trust domain", leafOpts{uri: "spiffe://evil.org/spire/server"}, "evil.org"},
 	} {
-		tlsBefore := count(td, ReasonTLS)
+		tlsBefore := count(td, bundle.ReasonTLS)
 		p.setCert(ca2.leaf(t, c.cert))
 		f.Refresh(td)
 		var got store.FederationPeer
@@ -327,7 +328,7 @@ func TestFederatorSPIFFE(t *testing.T) {
 		if got.Sequence != 3 {
 			t.Errorf("%s: sequence %d, want the last good 3", c.name, got.Sequence)
 		}
-		if count(td, ReasonTLS) <= tlsBefore {
+		if count(td, bundle.ReasonTLS) <= tlsBefore {
 			t.Errorf("%s: tls count did not move", c.name)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshroot/meshroot/ca"
 	mrfed "github.com/meshroot/meshroot/federation"
+	"github.com/meshroot/meshroot/federation/bundle"
 )
 
 func writePair(t *testing.T, certFile, keyFile string, c tls.Certificate) {
@@ -184,8 +185,8 @@ func TestEndpointSPIFFE(t *testing.T) {
 	if !ours.Equal(got) || len(raw) == 0 {
 		t.Fatal("FetchBundle and go-spiffe disagree")
 	}
-	if _, _, err := mrfed.FetchBundle(ctx, td, url, mrfed.SPIFFEAuth(trust, other), 0); mrfed.ErrorReason(err) != mrfed.ReasonTLS {
-		t.Fatalf("wrong expected ID: %v (reason %q), want tls", err, mrfed.ErrorReason(err))
+	if _, _, err := mrfed.FetchBundle(ctx, td, url, mrfed.SPIFFEAuth(trust, other), 0); bundle.ReasonOf(err) != bundle.ReasonTLS {
+		t.Fatalf("wrong expected ID: %v (reason %q), want tls", err, bundle.ReasonOf(err))
 	}
 }
 
@@ -214,8 +215,8 @@ func TestEndpointWebInterop(t *testing.T) {
 	if _, _, err := mrfed.FetchBundle(context.Background(), td, url, mrfed.WebPKIAuth(webCA.pool()), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := mrfed.FetchBundle(context.Background(), td, url, mrfed.WebPKIAuth(newCA(t, "").pool()), 0); mrfed.ErrorReason(err) != mrfed.ReasonTLS {
-		t.Fatalf("unknown CA: %v (reason %q), want tls", err, mrfed.ErrorReason(err))
+	if _, _, err := mrfed.FetchBundle(context.Background(), td, url, mrfed.WebPKIAuth(newCA(t, "").pool()), 0); bundle.ReasonOf(err) != bundle.ReasonTLS {
+		t.Fatalf("unknown CA: %v (reason %q), want tls", err, bundle.ReasonOf(err))
 	}
 }
 
