@@ -43,8 +43,8 @@ func (s *Service) addFederation(ctx context.Context, actor Actor, req AddFederat
 	}
 	if own, err := s.store.Meta(ctx, MetaTrustDomain); err != nil {
 		return store.FederationPeer{}, err
-	} else if own == td.Name() {
-		return store.FederationPeer{}, refusef("%s is this trust domain: federate with foreign ones only", own)
+	} else if err := refuseOwnTrustDomain(td.Name(), own); err != nil {
+		return store.FederationPeer{}, err
 	}
 	u, err := url.Parse(req.URL)
 	if err != nil || u.Scheme != "https" || u.Host == "" || len(req.URL) > 2048 {
@@ -54,16 +54,16 @@ func (s *Service) addFederation(ctx context.Context, actor Actor, req AddFederat
 	switch req.Profile {
 	case store.ProfileHTTPSWeb:
 		if req.EndpointSPIFFEID != "" {
-			return store.FederationPeer{}, refusef("--endpoint-spiffe-id is for the https_spiffe profile only")
+			return store.FederationPeer{}, refusef("an endpoint SPIFFE ID is for the https_spiffe profile only")
 		}
 	case store.ProfileHTTPSSPIFFE:
 		id, err := spiffeid.FromString(req.EndpointSPIFFEID)
 		if err != nil {
-			return store.FederationPeer{}, refusef("https_spiffe needs the endpoint's SPIFFE ID (--endpoint-spiffe-id): %v", err)
+			return store.FederationPeer{}, refusef("https_spiffe needs the endpoint's SPIFFE ID: %v", err)
 		}
 		p.EndpointSPIFFEID = id.String()
 		if len(req.BootstrapBundle) == 0 {
-			return store.FederationPeer{}, refusef("https_spiffe needs a bootstrap bundle (--bootstrap-bundle) to authenticate the endpoint the first time")
+			return store.FederationPeer{}, refusef("https_spiffe needs a bootstrap bundle to authenticate the endpoint the first time")
 		}
 	default:
 		return store.FederationPeer{}, refusef("profile %q is unknown: use https_web or https_spiffe", req.Profile)
@@ -80,6 +80,13 @@ func (s *Service) addFederation(ctx context.Context, actor Actor, req AddFederat
 		p.BundleUpdatedAt = p.CreatedAt
 	}
 	err = s.store.Update(ctx, func(tx store.Tx) error {
+		// Re-checked inside the transaction: a root may have been
+		// created since the check above.
+		if own, err := tx.Meta(ctx, MetaTrustDomain); err != nil {
+			return err
+		} else if err := refuseOwnTrustDomain(p.TrustDomain, own); err != nil {
+			return err
+		}
 		if err := tx.CreateFederationPeer(ctx, p); err != nil {
 			if errors.Is(err, store.ErrAlreadyExists) {
 				return refusef("already federating with %s: remove it first to change it", p.TrustDomain)
@@ -93,13 +100,42 @@ func (s *Service) addFederation(ctx context.Context, actor Actor, req AddFederat
 	return p, err
 }
 
+// refuseOwnTrustDomain refuses a federation peer for trust domain own:
+// a peer may never supply roots for this trust domain. While own is not
+// known yet ("", no root), the peer is allowed; creating the first root
+// checks again (refuseFederatedTrustDomain) and the hub never delivers a
+// peer of its own trust domain.
+func refuseOwnTrustDomain(peer, own string) error {
+	if own != "" && peer == own {
+		return refusef("%s is this trust domain: federate with foreign ones only", own)
+	}
+	return nil
+}
+
+// refuseFederatedTrustDomain refuses to make td this trust domain while a
+// federation peer of that name exists: the peer would supply roots for our
+// own trust domain. Root creation calls it before generating a key (so a
+// refusal leaves no orphan key) and again inside the transaction that
+// stores the root (r is then that transaction).
+func refuseFederatedTrustDomain(ctx context.Context, r store.Reader, td string) error {
+	_, err := r.GetFederationPeer(ctx, td)
+	switch {
+	case err == nil:
+		return refusef("a federation peer for %s exists: a peer may not supply roots for this trust domain; remove the peer first, or choose another trust domain", td)
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	default:
+		return err
+	}
+}
+
 // RemoveFederation stops federating with a trust domain; its bundle leaves
 // the meshes at the agents' next update.
 func (s *Service) RemoveFederation(ctx context.Context, actor Actor, trustDomain string) error {
 	err := s.store.Update(ctx, func(tx store.Tx) error {
 		if err := tx.DeleteFederationPeer(ctx, trustDomain); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
-				return refusef("not federating with %s: see `meshroot federation list`", trustDomain)
+				return refusef("not federating with %s: no such federation peer", trustDomain)
 			}
 			return err
 		}

@@ -213,7 +213,7 @@ func (s *Service) refuseSecondRoot(ctx context.Context, td string) error {
 	} else if cur != "" && cur != td {
 		return refusef("this data dir belongs to trust domain %s, not %s", cur, td)
 	}
-	return nil
+	return refuseFederatedTrustDomain(ctx, s.store, td)
 }
 
 // saveRoot stores a new root, bumps the bundle sequence and audits, in one
@@ -226,6 +226,9 @@ func (s *Service) saveRoot(ctx context.Context, actor Actor, action string, root
 		}
 		root.AddedSequence, root.StateChangedAt = seq, root.CreatedAt
 		if err := tx.CreateRoot(ctx, *root); err != nil {
+			return err
+		}
+		if err := refuseFederatedTrustDomain(ctx, tx, root.TrustDomain); err != nil {
 			return err
 		}
 		if err := tx.SetMeta(ctx, MetaTrustDomain, root.TrustDomain); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/federation/bundle"
 	"github.com/meshroot/meshroot/store"
 )
@@ -329,6 +330,15 @@ func (f *Federator) fetch(ctx context.Context, peer store.FederationPeer) (*spif
 	td, err := spiffeid.TrustDomainFromString(peer.TrustDomain)
 	if err != nil {
 		return nil, bundle.Errorf(bundle.ReasonConfig, "trust domain %q: %v", peer.TrustDomain, err)
+	}
+	// A peer added before the first root could name our own trust domain:
+	// never fetch roots for it (the hub does not deliver them either).
+	if own, err := f.st.Meta(ctx, ca.MetaTrustDomain); err != nil {
+		return nil, bundle.NewError(bundle.ReasonStore, fmt.Errorf("read this trust domain's name: %w", err))
+	} else if own != "" {
+		if err := checkNotOwn(peer.TrustDomain, own); err != nil {
+			return nil, err
+		}
 	}
 	var auth FetchAuth
 	switch store.FederationProfile(peer.Profile) {

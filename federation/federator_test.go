@@ -50,6 +50,16 @@ func addPeer(t *testing.T, st store.Store, p store.FederationPeer) {
 		}
 		p.Sequence, _ = b.SequenceNumber()
 	}
+	addPeerRaw(t, st, p)
+}
+
+// addPeerRaw stores p as given, its bundle unchecked.
+func addPeerRaw(t *testing.T, st store.Store, p store.FederationPeer) {
+	t.Helper()
+	if p.Profile == "" {
+		p.Profile = store.ProfileHTTPSWeb
+	}
+	p.CreatedAt = time.Now()
 	if err := st.Update(context.Background(), func(tx store.Tx) error { return tx.CreateFederationPeer(context.Background(), p) }); err != nil {
 		t.Fatal(err)
 	}
