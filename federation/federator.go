@@ -277,11 +277,11 @@ func (f *Federator) attempt(ctx context.Context, td string, failures *int) (time
 	b, err := f.fetch(ctx, peer)
 	if err == nil {
 		var changed bool
+		var seq uint64
 		var interval time.Duration
-		changed, interval, err = f.accept(ctx, peer, b, now)
+		changed, seq, interval, err = f.accept(ctx, peer, b, now)
 		if err == nil {
 			*failures = 0
-			seq, _ := b.SequenceNumber()
 			bundleSequence.WithLabelValues(td).Set(float64(seq))
 			if changed {
 				fetchTotal.WithLabelValues(td, "ok").Inc()
@@ -373,11 +373,18 @@ func (f *Federator) fetch(ctx context.Context, peer store.FederationPeer) (*spif
 }
 
 // accept stores b for peer unless it is a step back, and records success.
-// It reports whether the stored bundle changed and the wait before the
-// next fetch.
-func (f *Federator) accept(ctx context.Context, peer store.FederationPeer, b *spiffebundle.Bundle, now time.Time) (bool, time.Duration, error) {
+// It reports whether the stored bundle changed, the sequence now held and
+// the wait before the next fetch.
+//
+// Rollback protection lives in the sequence held for the peer (the store's
+// column, never lowered): a bundle with a lower spiffe_sequence is refused;
+// a bundle without one is stored only when its authorities are new, and
+// then under the held sequence, so that a peer (or whoever sits in its
+// place) cannot reset the protection by leaving the member out.
+func (f *Federator) accept(ctx context.Context, peer store.FederationPeer, b *spiffebundle.Bundle, now time.Time) (bool, uint64, time.Duration, error) {
 	interval := f.interval(b)
 	var changed bool
+	var seq uint64
 	err := f.st.Update(ctx, func(tx store.Tx) error {
 		changed = false
 		p, err := tx.GetFederationPeer(ctx, peer.TrustDomain)
@@ -385,24 +392,35 @@ func (f *Federator) accept(ctx context.Context, peer store.FederationPeer, b *sp
 			return err
 		}
 		var held *spiffebundle.Bundle
+		heldSeq := p.Sequence
 		if len(p.Bundle) > 0 {
-			held, _ = spiffebundle.Parse(b.TrustDomain(), p.Bundle) // a bad stored bundle counts as none
+			// A bad stored bundle counts as none; its sequence still holds.
+			held, _ = bundle.Parse(b.TrustDomain(), p.Bundle, bundle.Options{})
 		}
-		newSeq, newHas := b.SequenceNumber()
 		if held != nil {
-			if heldSeq, ok := held.SequenceNumber(); ok && newHas && newSeq < heldSeq {
-				return bundle.Errorf(bundle.ReasonLowerSequence, "bundle sequence %d is lower than the held %d: refusing to step back", newSeq, heldSeq)
+			if s, ok := held.SequenceNumber(); ok && s > heldSeq {
+				heldSeq = s
 			}
-			changed = !held.Equal(b)
-		} else {
-			changed = true
+		}
+		next := b.Clone()
+		newSeq, newHas := next.SequenceNumber()
+		switch {
+		case newHas && newSeq < heldSeq:
+			return bundle.Errorf(bundle.ReasonLowerSequence, "bundle sequence %d is lower than the held %d: refusing to step back", newSeq, heldSeq)
+		case !newHas:
+			seq = heldSeq
+			changed = held == nil || !sameAuthorities(held, next)
+			next.SetSequenceNumber(heldSeq) // kept, never lowered
+		default:
+			seq = newSeq
+			changed = held == nil || !held.Equal(next)
 		}
 		if changed {
-			doc, err := b.Marshal()
+			doc, err := next.Marshal()
 			if err != nil {
 				return bundle.Errorf(bundle.ReasonParse, "re-marshal the bundle: %v", err)
 			}
-			if err := tx.SetFederatedBundle(ctx, p.TrustDomain, doc, newSeq, now); err != nil {
+			if err := tx.SetFederatedBundle(ctx, p.TrustDomain, doc, seq, now); err != nil {
 				return err
 			}
 		}
@@ -413,7 +431,13 @@ func (f *Federator) accept(ctx context.Context, peer store.FederationPeer, b *sp
 	if err != nil && bundle.ReasonOf(err) == "error" && !errors.Is(err, store.ErrNotFound) {
 		err = bundle.NewError(bundle.ReasonStore, fmt.Errorf("store the bundle: %w", err))
 	}
-	return changed, interval, err
+	return changed, seq, interval, err
+}
+
+// sameAuthorities reports whether a and b hold the same X.509 and JWT
+// authorities (sequence and refresh hint aside).
+func sameAuthorities(a, b *spiffebundle.Bundle) bool {
+	return a.X509Bundle().Equal(b.X509Bundle()) && a.JWTBundle().Equal(b.JWTBundle())
 }
 
 // interval is the peer's refresh hint clamped to [MinRefresh, MaxRefresh],

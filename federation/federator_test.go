@@ -3,6 +3,8 @@ package federation
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/base64"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -466,4 +468,81 @@ func TestFederatorIntervals(t *testing.T) {
 	if d.MinRefresh != 30*time.Second || d.MaxRefresh != time.Hour || d.DefaultRefresh != 5*time.Minute || d.MaxBytes != 1<<20 || d.PollPeers != 5*time.Second {
 		t.Fatalf("defaults %+v", d)
 	}
+}
+
+// docWithoutSequence marshals a bundle of td with no spiffe_sequence.
+func docWithoutSequence(t *testing.T, td string, cas ...*testCA) []byte {
+	t.Helper()
+	var certs []*x509.Certificate
+	for _, c := range cas {
+		certs = append(certs, c.cert)
+	}
+	doc, err := spiffebundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString(td), certs).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(doc, []byte("spiffe_sequence")) {
+		t.Fatalf("document has a sequence: %s", doc)
+	}
+	return doc
+}
+
+// TestFederatorKeepsSequenceWithoutOne: a peer bundle without
+// spiffe_sequence must not reset rollback protection. It is stored only
+// when its authorities are new, under the held sequence; a bundle with a
+// lower sequence than the held one is still refused afterwards.
+func TestFederatorKeepsSequenceWithoutOne(t *testing.T) {
+	t.Parallel()
+	const td = "noseq.org"
+	st := newStore(t)
+	webCA := newCA(t, "")
+	caA, caB, caOld := newCA(t, td), newCA(t, td), newCA(t, td)
+	p := newPeer(t, webCA.leaf(t, leafOpts{ip: true}), serveDoc(bundleDoc(t, td, 5, 0, caA)))
+	addPeer(t, st, store.FederationPeer{TrustDomain: td, URL: p.url})
+	f := NewFederator(st, FederatorOptions{MinRefresh: time.Minute, PollPeers: 50 * time.Millisecond, Roots: webCA.pool(), Log: quietLog(t)})
+	runFederator(t, f)
+	waitFor(t, 5*time.Second, "sequence 5 stored", func() bool { return getPeer(t, st, td).Sequence == 5 })
+
+	// Same authorities, no sequence: nothing to store.
+	before := getPeer(t, st, td)
+	attempts := before.Status.LastAttempt
+	p.serve(docWithoutSequence(t, td, caA))
+	f.Refresh(td)
+	waitFor(t, 5*time.Second, "a fetch", func() bool { return getPeer(t, st, td).Status.LastAttempt.After(attempts) })
+	if now := getPeer(t, st, td); !now.BundleUpdatedAt.Equal(before.BundleUpdatedAt) || now.Sequence != 5 {
+		t.Fatalf("an unchanged bundle without a sequence was stored: sequence %d, updated %s", now.Sequence, now.BundleUpdatedAt)
+	}
+
+	// New authorities, no sequence: stored, under the held sequence 5.
+	p.serve(docWithoutSequence(t, td, caB))
+	f.Refresh(td)
+	var now store.FederationPeer
+	waitFor(t, 5*time.Second, "caB stored", func() bool {
+		now = getPeer(t, st, td)
+		return bytes.Contains(now.Bundle, []byte(base64.StdEncoding.EncodeToString(caB.cert.Raw)[:64]))
+	})
+	if now.Sequence != 5 {
+		t.Fatalf("held sequence after a bundle without one: %d, want 5 (kept)", now.Sequence)
+	}
+	held, err := spiffebundle.Parse(spiffeid.RequireTrustDomainFromString(td), now.Bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq, ok := held.SequenceNumber(); !ok || seq != 5 {
+		t.Errorf("stored document's sequence %d (%v), want 5", seq, ok)
+	}
+
+	// Rollback protection still holds: sequence 3 is refused.
+	p.serve(bundleDoc(t, td, 3, 0, caOld))
+	f.Refresh(td)
+	waitFor(t, 5*time.Second, "lower_sequence recorded", func() bool {
+		return strings.HasPrefix(getPeer(t, st, td).Status.LastError, bundle.ReasonLowerSequence+": ")
+	})
+	if got := getPeer(t, st, td); got.Sequence != 5 || !bytes.Equal(got.Bundle, now.Bundle) {
+		t.Fatalf("a lower sequence replaced the held bundle: sequence %d", got.Sequence)
+	}
+	// And a higher one moves on.
+	p.serve(bundleDoc(t, td, 6, 0, caA))
+	f.Refresh(td)
+	waitFor(t, 5*time.Second, "sequence 6 stored", func() bool { return getPeer(t, st, td).Sequence == 6 })
 }
