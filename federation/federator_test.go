@@ -214,6 +214,7 @@ func TestFederatorRefusals(t *testing.T) {
 		{td: "garbage.org", reason: bundle.ReasonParse, bad: serve([]byte(`{"keys": [garbage`))},
 		{td: "empty.org", reason: bundle.ReasonEmpty, bad: serve([]byte(`{"keys":[],"spiffe_sequence":9}`))},
 		{td: "large.org", reason: bundle.ReasonTooLarge, msg: "bundle over 1 MiB", bad: func(p *peer) { p.set(bigBody(10<<20, false)) }},
+		{td: "manyroots.org", reason: bundle.ReasonTooLarge, msg: "as PEM, over the 262144 a mesh may hold", bad: serve(bundleDoc(t, "manyroots.org", 6, 0, overMeshBudget(t, "manyroots.org")...))},
 		{td: "slow.org", reason: bundle.ReasonTimeout, bad: func(p *peer) { p.set(trickle) }},
 		{td: "unknownca.org", reason: bundle.ReasonTLS, bad: func(p *peer) { p.setCert(unknownCA.leaf(t, leafOpts{ip: true})) }},
 		{td: "status.org", reason: bundle.ReasonHTTPStatus, msg: "500", bad: func(p *peer) {
@@ -468,6 +469,20 @@ func TestFederatorIntervals(t *testing.T) {
 	if d.MinRefresh != 30*time.Second || d.MaxRefresh != time.Hour || d.DefaultRefresh != 5*time.Minute || d.MaxBytes != 1<<20 || d.PollPeers != 5*time.Second {
 		t.Fatalf("defaults %+v", d)
 	}
+}
+
+// overMeshBudget returns CAs of td whose PEM is just over what one trust
+// domain may put into a mesh (bundle.MaxRootsPEM), in a document well
+// under the 1 MiB fetch cap.
+func overMeshBudget(t *testing.T, td string) []*testCA {
+	t.Helper()
+	var cas []*testCA
+	var certs []*x509.Certificate
+	for bundle.PEMSize(certs) <= bundle.MaxRootsPEM {
+		cas = append(cas, newCA(t, td))
+		certs = append(certs, cas[len(cas)-1].cert)
+	}
+	return cas
 }
 
 // docWithoutSequence marshals a bundle of td with no spiffe_sequence.

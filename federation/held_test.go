@@ -2,7 +2,6 @@ package federation
 
 import (
 	"context"
-	"crypto/x509"
 	"strings"
 	"testing"
 	"time"
@@ -65,13 +64,7 @@ func TestHeldWithholdsOwnTrustDomain(t *testing.T) {
 // with reason too_large.
 func TestHeldWithholdsOversizedStoredBundle(t *testing.T) {
 	st := newStore(t)
-	var cas []*testCA
-	var certs []*x509.Certificate
-	for bundle.PEMSize(certs) <= bundle.MaxRootsPEM {
-		cas = append(cas, newCA(t, "big.org"))
-		certs = append(certs, cas[len(cas)-1].cert)
-	}
-	addPeerRaw(t, st, store.FederationPeer{TrustDomain: "big.org", URL: "https://127.0.0.1:1/", Bundle: bundleDoc(t, "big.org", 1, 0, cas...), Sequence: 1})
+	addPeerRaw(t, st, store.FederationPeer{TrustDomain: "big.org", URL: "https://127.0.0.1:1/", Bundle: bundleDoc(t, "big.org", 1, 0, overMeshBudget(t, "big.org")...), Sequence: 1})
 	got, err := NewHeld(st, quietLog(t)).Bundles(context.Background(), "mine.org")
 	if err != nil || len(got) != 0 {
 		t.Fatalf("delivered %d bundles (%v), want the oversized one withheld", len(got), err)
