@@ -288,10 +288,11 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
+	// Federated bundles are delivered, but a failure to write them must
+	// not keep the report from the server: it is returned after it.
+	var deliverErr error
 	if bundle != nil {
-		if err := a.deliverFederated(ctx, bundle); err != nil {
-			return time.Time{}, err
-		}
+		deliverErr = a.deliverFederated(ctx, bundle)
 	}
 	if !a.report(ctx, now) {
 		// The rotation gates wait for this report: try again soon, not
@@ -299,6 +300,9 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 		if retry := now.Add(5 * time.Second); retry.Before(next) {
 			next = retry
 		}
+	}
+	if deliverErr != nil {
+		return time.Time{}, deliverErr
 	}
 	return next, nil
 }
@@ -331,27 +335,6 @@ func (a *Agent) report(ctx context.Context, now time.Time) bool {
 	}
 	a.log.Debug("status reported", "bundle_sequence", req.BundleSequence, "serial", req.IntermediateSerial)
 	return true
-}
-
-// deliverFederated writes the federated bundles into the cluster.
-func (a *Agent) deliverFederated(ctx context.Context, bundle *meshrootv1.TrustBundle) error {
-	want, err := federatedPEM(bundle.GetFederated())
-	if err != nil {
-		return err
-	}
-	if wrote, err := writeFederatedConfigMap(ctx, a.cfg.Kube, a.cfg.Secret.Namespace, want); err != nil {
-		return err
-	} else if wrote {
-		a.log.Info("federated bundles written", "configmap", a.cfg.Secret.Namespace+"/"+FederatedConfigMap, "trust_domains", len(want))
-	}
-	if a.cfg.MeshConfig != "" {
-		if wrote, err := writeMeshConfig(ctx, a.cfg.Kube, a.cfg.Secret.Namespace, a.cfg.MeshConfig, want); err != nil {
-			return err
-		} else if wrote {
-			a.log.Info("mesh config caCertificates updated", "configmap", a.cfg.Secret.Namespace+"/"+a.cfg.MeshConfig, "trust_domains", len(want))
-		}
-	}
-	return nil
 }
 
 // reconcileCACerts brings the cacerts Secret up to date.

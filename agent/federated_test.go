@@ -1,10 +1,15 @@
 package agent
 
 import (
+	"encoding/pem"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 )
 
 const meshBefore = `# istiod's mesh config
@@ -123,5 +128,64 @@ func TestCompareRoots(t *testing.T) {
 		if got.changed != tc.changed || got.created != tc.creat || (!tc.created && got.supersetOrSub != tc.superset) {
 			t.Errorf("%s: %+v", name, got)
 		}
+	}
+}
+
+// fedBundle is a federated bundle of td holding root n times.
+func fedBundle(td string, root *x509Cert, n int) *meshrootv1.FederatedBundle {
+	f := &meshrootv1.FederatedBundle{TrustDomain: td}
+	for range n {
+		f.Roots = append(f.Roots, root.Raw)
+	}
+	return f
+}
+
+// TestSelectFederatedRefusesOwnTrustDomain: whatever the server sends, the
+// agent never writes a federated entry for its own trust domain (the
+// bundle's, or the one the mesh config names).
+func TestSelectFederatedRefusesOwnTrustDomain(t *testing.T) {
+	r := testCert(t)
+	set := selectFederated([]string{"example.org", "cluster.local"}, []*meshrootv1.FederatedBundle{
+		fedBundle("example.org", r, 1), fedBundle("cluster.local", r, 1), fedBundle("other.org", r, 1),
+	})
+	if _, ok := set.PEM["example.org"]; ok {
+		t.Error("a federated entry for our own trust domain example.org was selected")
+	}
+	if _, ok := set.PEM["cluster.local"]; ok {
+		t.Error("a federated entry for the mesh's trust domain cluster.local was selected")
+	}
+	if len(set.PEM) != 1 || set.PEM["other.org"] == "" {
+		t.Errorf("selected %v, want other.org only", slices.Collect(maps.Keys(set.PEM)))
+	}
+	if !strings.Contains(set.Skipped["example.org"], "own trust domain") || !strings.Contains(set.skippedAnnotation(), "cluster.local: ") {
+		t.Errorf("skipped %q", set.skippedAnnotation())
+	}
+}
+
+// TestSelectFederatedBudget: the PEM written into the mesh is capped in
+// total; smallest bundles go first, the rest are skipped with the reason.
+func TestSelectFederatedBudget(t *testing.T) {
+	r := testCert(t)
+	per := len(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Raw}))
+	big := MaxFederatedBytes/per/2 + 1 // just over half the budget
+	set := selectFederated([]string{"example.org"}, []*meshrootv1.FederatedBundle{
+		fedBundle("a-big.org", r, big), fedBundle("b-big.org", r, big), fedBundle("small.org", r, 2),
+		fedBundle("bad.org", r, 0), {TrustDomain: "broken.org", Roots: [][]byte{[]byte("not DER")}},
+	})
+	total := 0
+	for _, v := range set.PEM {
+		total += len(v)
+	}
+	if total > MaxFederatedBytes {
+		t.Fatalf("selected %d bytes of PEM, over the %d budget", total, MaxFederatedBytes)
+	}
+	if set.PEM["small.org"] == "" || set.PEM["a-big.org"] == "" || len(set.PEM) != 2 {
+		t.Errorf("selected %v, want small.org and a-big.org (smallest first, then by name)", slices.Collect(maps.Keys(set.PEM)))
+	}
+	if !strings.Contains(set.Skipped["b-big.org"], "budget") || !strings.Contains(set.Skipped["broken.org"], "unreadable") {
+		t.Errorf("skipped %q", set.skippedAnnotation())
+	}
+	if _, ok := set.Skipped["bad.org"]; ok {
+		t.Error("a bundle without roots is not worth a skip note")
 	}
 }

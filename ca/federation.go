@@ -1,30 +1,15 @@
 package ca
 
 import (
-	"bytes"
 	"context"
-	"crypto/x509"
 	"errors"
-	"fmt"
 	"net/url"
-	"strings"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshroot/meshroot/federation/bundle"
 	"github.com/meshroot/meshroot/store"
 )
-
-// MaxBundleSize bounds a SPIFFE bundle document meshroot accepts, from a
-// peer or from an operator.
-const MaxBundleSize = 1 << 20
-
-// FederatedBundle is the last good bundle of a foreign trust domain.
-type FederatedBundle struct {
-	TrustDomain string
-	Roots       []*x509.Certificate
-	Sequence    uint64
-}
 
 // AddFederationRequest registers a foreign trust domain to federate with.
 type AddFederationRequest struct {
@@ -35,7 +20,9 @@ type AddFederationRequest struct {
 	// EndpointSPIFFEID is what an https_spiffe endpoint must present.
 	EndpointSPIFFEID string
 	// BootstrapBundle (SPIFFE bundle JSON, or PEM certificates) is trusted
-	// for the peer until its first fetch; required for https_spiffe.
+	// for the peer until its first fetch; required for https_spiffe. It
+	// goes through bundle.Parse like every fetched bundle (PEM allowed), so
+	// it gets the same trust-domain and size checks.
 	BootstrapBundle []byte
 }
 
@@ -56,8 +43,8 @@ func (s *Service) addFederation(ctx context.Context, actor Actor, req AddFederat
 	}
 	if own, err := s.store.Meta(ctx, MetaTrustDomain); err != nil {
 		return store.FederationPeer{}, err
-	} else if own == td.Name() {
-		return store.FederationPeer{}, refusef("%s is this trust domain: federate with foreign ones only", own)
+	} else if err := refuseOwnTrustDomain(td.Name(), own); err != nil {
+		return store.FederationPeer{}, err
 	}
 	u, err := url.Parse(req.URL)
 	if err != nil || u.Scheme != "https" || u.Host == "" || len(req.URL) > 2048 {
@@ -67,22 +54,22 @@ func (s *Service) addFederation(ctx context.Context, actor Actor, req AddFederat
 	switch req.Profile {
 	case store.ProfileHTTPSWeb:
 		if req.EndpointSPIFFEID != "" {
-			return store.FederationPeer{}, refusef("--endpoint-spiffe-id is for the https_spiffe profile only")
+			return store.FederationPeer{}, refusef("an endpoint SPIFFE ID is for the https_spiffe profile only")
 		}
 	case store.ProfileHTTPSSPIFFE:
 		id, err := spiffeid.FromString(req.EndpointSPIFFEID)
 		if err != nil {
-			return store.FederationPeer{}, refusef("https_spiffe needs the endpoint's SPIFFE ID (--endpoint-spiffe-id): %v", err)
+			return store.FederationPeer{}, refusef("https_spiffe needs the endpoint's SPIFFE ID: %v", err)
 		}
 		p.EndpointSPIFFEID = id.String()
 		if len(req.BootstrapBundle) == 0 {
-			return store.FederationPeer{}, refusef("https_spiffe needs a bootstrap bundle (--bootstrap-bundle) to authenticate the endpoint the first time")
+			return store.FederationPeer{}, refusef("https_spiffe needs a bootstrap bundle to authenticate the endpoint the first time")
 		}
 	default:
 		return store.FederationPeer{}, refusef("profile %q is unknown: use https_web or https_spiffe", req.Profile)
 	}
 	if len(req.BootstrapBundle) > 0 {
-		b, err := ParseBundleDocument(td, req.BootstrapBundle)
+		b, err := bundle.Parse(td, req.BootstrapBundle, bundle.Options{AllowPEM: true})
 		if err != nil {
 			return store.FederationPeer{}, refusef("bootstrap bundle: %w", err)
 		}
@@ -93,6 +80,13 @@ func (s *Service) addFederation(ctx context.Context, actor Actor, req AddFederat
 		p.BundleUpdatedAt = p.CreatedAt
 	}
 	err = s.store.Update(ctx, func(tx store.Tx) error {
+		// Re-checked inside the transaction: a root may have been
+		// created since the check above.
+		if own, err := tx.Meta(ctx, MetaTrustDomain); err != nil {
+			return err
+		} else if err := refuseOwnTrustDomain(p.TrustDomain, own); err != nil {
+			return err
+		}
 		if err := tx.CreateFederationPeer(ctx, p); err != nil {
 			if errors.Is(err, store.ErrAlreadyExists) {
 				return refusef("already federating with %s: remove it first to change it", p.TrustDomain)
@@ -106,30 +100,33 @@ func (s *Service) addFederation(ctx context.Context, actor Actor, req AddFederat
 	return p, err
 }
 
-// ParseBundleDocument reads a bundle for td given as a SPIFFE bundle
-// document (JSON) or as PEM certificates, bounded and non-empty.
-func ParseBundleDocument(td spiffeid.TrustDomain, data []byte) (*spiffebundle.Bundle, error) {
-	if len(data) > MaxBundleSize {
-		return nil, fmt.Errorf("bundle is %d bytes: at most %d", len(data), MaxBundleSize)
+// refuseOwnTrustDomain refuses a federation peer for trust domain own:
+// a peer may never supply roots for this trust domain. While own is not
+// known yet ("", no root), the peer is allowed; creating the first root
+// checks again (refuseFederatedTrustDomain) and the hub never delivers a
+// peer of its own trust domain.
+func refuseOwnTrustDomain(peer, own string) error {
+	if own != "" && peer == own {
+		return refusef("%s is this trust domain: federate with foreign ones only", own)
 	}
-	trimmed := bytes.TrimSpace(data)
-	var b *spiffebundle.Bundle
-	if strings.HasPrefix(string(trimmed), "-----BEGIN") {
-		certs, err := ParseCerts(trimmed)
-		if err != nil {
-			return nil, err
-		}
-		b = spiffebundle.FromX509Authorities(td, certs)
-	} else {
-		var err error
-		if b, err = spiffebundle.Parse(td, trimmed); err != nil {
-			return nil, fmt.Errorf("not a SPIFFE bundle document or PEM: %v", err)
-		}
+	return nil
+}
+
+// refuseFederatedTrustDomain refuses to make td this trust domain while a
+// federation peer of that name exists: the peer would supply roots for our
+// own trust domain. Root creation calls it before generating a key (so a
+// refusal leaves no orphan key) and again inside the transaction that
+// stores the root (r is then that transaction).
+func refuseFederatedTrustDomain(ctx context.Context, r store.Reader, td string) error {
+	_, err := r.GetFederationPeer(ctx, td)
+	switch {
+	case err == nil:
+		return refusef("a federation peer for %s exists: a peer may not supply roots for this trust domain; remove the peer first, or choose another trust domain", td)
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	default:
+		return err
 	}
-	if len(b.X509Authorities()) == 0 {
-		return nil, errors.New("the bundle has no X.509 authorities")
-	}
-	return b, nil
 }
 
 // RemoveFederation stops federating with a trust domain; its bundle leaves
@@ -138,7 +135,7 @@ func (s *Service) RemoveFederation(ctx context.Context, actor Actor, trustDomain
 	err := s.store.Update(ctx, func(tx store.Tx) error {
 		if err := tx.DeleteFederationPeer(ctx, trustDomain); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
-				return refusef("not federating with %s: see `meshroot federation list`", trustDomain)
+				return refusef("not federating with %s: no such federation peer", trustDomain)
 			}
 			return err
 		}
@@ -156,54 +153,4 @@ func (s *Service) RemoveFederation(ctx context.Context, actor Actor, trustDomain
 // ListFederation returns every federation peer with its status.
 func (s *Service) ListFederation(ctx context.Context) ([]store.FederationPeer, error) {
 	return s.store.ListFederationPeers(ctx)
-}
-
-// FederatedBundles returns the last good bundle of every peer that has one.
-func (s *Service) FederatedBundles(ctx context.Context) ([]FederatedBundle, error) {
-	peers, err := s.store.ListFederationPeers(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []FederatedBundle
-	for _, p := range peers {
-		if len(p.Bundle) == 0 {
-			continue
-		}
-		fb, err := s.parseFederated(p)
-		if err != nil {
-			return nil, err
-		}
-		if fb != nil {
-			out = append(out, *fb)
-		}
-	}
-	return out, nil
-}
-
-// parseFederated parses a peer's stored bundle, once per stored version:
-// the bundle hub asks for every bundle every few seconds.
-func (s *Service) parseFederated(p store.FederationPeer) (*FederatedBundle, error) {
-	key := p.TrustDomain + "|" + p.BundleUpdatedAt.String() + "|" + fmt.Sprint(p.Sequence, len(p.Bundle))
-	s.mu.Lock()
-	cached, ok := s.federated[key]
-	s.mu.Unlock()
-	if ok {
-		return cached, nil
-	}
-	td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
-	if err != nil {
-		return nil, nil
-	}
-	b, err := spiffebundle.Parse(td, p.Bundle)
-	if err != nil {
-		return nil, fmt.Errorf("stored bundle of %s: %w", p.TrustDomain, err)
-	}
-	fb := &FederatedBundle{TrustDomain: p.TrustDomain, Roots: b.X509Authorities(), Sequence: p.Sequence}
-	s.mu.Lock()
-	if len(s.federated) > 1024 {
-		s.federated = map[string]*FederatedBundle{}
-	}
-	s.federated[key] = fb
-	s.mu.Unlock()
-	return fb, nil
 }

@@ -241,7 +241,7 @@ func checkFirstRoot(ctx context.Context, r store.Reader, td string) error {
 	} else if cur != "" && cur != td {
 		return refusef("this data dir belongs to trust domain %s, not %s", cur, td)
 	}
-	return nil
+	return refuseFederatedTrustDomain(ctx, r, td)
 }
 
 // saveRoot stores a new first root (active), bumps the bundle sequence and

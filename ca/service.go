@@ -35,8 +35,6 @@ type Service struct {
 	// authorities for meshroot's own TLS certificates under them.
 	upstreams UpstreamOpener
 	leafAuth  map[string]*Authority
-	// federated caches parsed federated bundles by stored version.
-	federated map[string]*FederatedBundle
 }
 
 // NewService returns a Service over st and km that issues under policy.
@@ -44,7 +42,7 @@ func NewService(st store.Store, km keys.KeyManager, policy Policy) (*Service, er
 	if err := policy.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{store: st, keys: km, policy: policy, now: time.Now, authorities: map[string]*Authority{}, leafAuth: map[string]*Authority{}, federated: map[string]*FederatedBundle{}}, nil
+	return &Service{store: st, keys: km, policy: policy, now: time.Now, authorities: map[string]*Authority{}, leafAuth: map[string]*Authority{}}, nil
 }
 
 // SetClock replaces the service's clock (for tests).

@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/federation"
 )
 
 // Bundles is what the hub holds: the trust domain's own bundle and the
 // last good bundles of the trust domains it federates with.
 type Bundles struct {
 	Local     ca.TrustBundle
-	Federated []ca.FederatedBundle
+	Federated []federation.Bundle
 	// ActiveRootID is the root new intermediates come from.
 	ActiveRootID string
 	// Version changes whenever Local, Federated or ActiveRootID does.
@@ -27,6 +28,7 @@ type Bundles struct {
 // for changes made in this process so that they reach agents at once.
 type BundleHub struct {
 	svc  *ca.Service
+	held *federation.Held
 	log  *slog.Logger
 	poke chan struct{}
 
@@ -38,7 +40,7 @@ type BundleHub struct {
 
 // NewBundleHub returns a hub over svc. Call Run to keep it current.
 func NewBundleHub(svc *ca.Service, log *slog.Logger) *BundleHub {
-	return &BundleHub{svc: svc, log: log, poke: make(chan struct{}, 1), changed: make(chan struct{})}
+	return &BundleHub{svc: svc, held: federation.NewHeld(svc.Store(), log), log: log, poke: make(chan struct{}, 1), changed: make(chan struct{})}
 }
 
 // Run refreshes the bundles every interval and on every Poke until ctx ends.
@@ -75,7 +77,9 @@ func (h *BundleHub) refresh(ctx context.Context) {
 		}
 		return
 	}
-	fed, err := h.svc.FederatedBundles(ctx)
+	// Held withholds a peer of our own trust domain: a peer added before
+	// the first root could name it.
+	fed, err := h.held.Bundles(ctx, tb.TrustDomain)
 	if err != nil {
 		h.log.WarnContext(ctx, "federated bundles unavailable; keeping the last ones", "error", err)
 		h.mu.Lock()
@@ -99,7 +103,7 @@ func (h *BundleHub) refresh(ctx context.Context) {
 }
 
 // version fingerprints the bundles' content.
-func version(tb ca.TrustBundle, fed []ca.FederatedBundle, active string) [32]byte {
+func version(tb ca.TrustBundle, fed []federation.Bundle, active string) [32]byte {
 	h := sha256.New()
 	h.Write([]byte(active))
 	h.Write([]byte{0})

@@ -1,5 +1,7 @@
-// Package spiffe turns meshroot's trust bundle into SPIFFE bundle documents
-// (go-spiffe's spiffebundle) and, in time, serves and federates them.
+// Package spiffe serves the trust domain's own SPIFFE bundle: the bundle
+// document (go-spiffe's spiffebundle), the bundle endpoint that serves it
+// and the endpoint's X.509-SVID. Fetching the bundles of other trust
+// domains is package federation's.
 package spiffe
 
 import (

@@ -20,6 +20,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/meshroot/meshroot/ca"
+	mrfed "github.com/meshroot/meshroot/federation"
+	"github.com/meshroot/meshroot/federation/bundle"
 )
 
 func writePair(t *testing.T, certFile, keyFile string, c tls.Certificate) {
@@ -176,15 +178,15 @@ func TestEndpointSPIFFE(t *testing.T) {
 		t.Fatalf("go-spiffe fetched sequence %d, authorities %v", seq, got.X509Authorities())
 	}
 	// So does ours.
-	ours, raw, err := FetchBundle(ctx, td, url, SPIFFEAuth(trust, id), 0)
+	ours, raw, err := mrfed.FetchBundle(ctx, td, url, mrfed.SPIFFEAuth(trust, id), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !ours.Equal(got) || len(raw) == 0 {
 		t.Fatal("FetchBundle and go-spiffe disagree")
 	}
-	if _, _, err := FetchBundle(ctx, td, url, SPIFFEAuth(trust, other), 0); ErrorReason(err) != ReasonTLS {
-		t.Fatalf("wrong expected ID: %v (reason %q), want tls", err, ErrorReason(err))
+	if _, _, err := mrfed.FetchBundle(ctx, td, url, mrfed.SPIFFEAuth(trust, other), 0); bundle.ReasonOf(err) != bundle.ReasonTLS {
+		t.Fatalf("wrong expected ID: %v (reason %q), want tls", err, bundle.ReasonOf(err))
 	}
 }
 
@@ -210,11 +212,11 @@ func TestEndpointWebInterop(t *testing.T) {
 	if seq, _ := got.SequenceNumber(); seq != tb.Sequence || len(got.X509Authorities()) != len(tb.Roots) {
 		t.Fatalf("go-spiffe fetched sequence %d with %d authorities", seq, len(got.X509Authorities()))
 	}
-	if _, _, err := FetchBundle(context.Background(), td, url, WebPKIAuth(webCA.pool()), 0); err != nil {
+	if _, _, err := mrfed.FetchBundle(context.Background(), td, url, mrfed.WebPKIAuth(webCA.pool()), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := FetchBundle(context.Background(), td, url, WebPKIAuth(newCA(t, "").pool()), 0); ErrorReason(err) != ReasonTLS {
-		t.Fatalf("unknown CA: %v (reason %q), want tls", err, ErrorReason(err))
+	if _, _, err := mrfed.FetchBundle(context.Background(), td, url, mrfed.WebPKIAuth(newCA(t, "").pool()), 0); bundle.ReasonOf(err) != bundle.ReasonTLS {
+		t.Fatalf("unknown CA: %v (reason %q), want tls", err, bundle.ReasonOf(err))
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/federation/bundle"
 	"github.com/meshroot/meshroot/store"
 )
 
@@ -37,7 +38,7 @@ the first time) and the SPIFFE ID it must present (--endpoint-spiffe-id).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := ca.AddFederationRequest{TrustDomain: args[0], URL: url, Profile: store.FederationProfile(profile), EndpointSPIFFEID: endpointID}
 			if bootstrap != "" {
-				b, err := readBounded(bootstrap, ca.MaxBundleSize)
+				b, err := readBounded(bootstrap, bundle.MaxSize)
 				if err != nil {
 					return usageError{fmt.Errorf("--bootstrap-bundle: %w", err)}
 				}

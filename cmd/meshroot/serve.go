@@ -22,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/federation"
 	"github.com/meshroot/meshroot/internal/fsutil"
 	"github.com/meshroot/meshroot/server"
 	"github.com/meshroot/meshroot/server/authn"
@@ -238,7 +239,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := spiffe.RegisterMetrics(reg); err != nil {
+	if err := federation.RegisterMetrics(reg); err != nil {
 		return err
 	}
 	hub := server.NewBundleHub(svc, log)
@@ -255,7 +256,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 			return usageError{fmt.Errorf("federation.caFile %s holds no PEM certificate", cfg.Federation.CAFile)}
 		}
 	}
-	fed := spiffe.NewFederator(st, spiffe.FederatorOptions{
+	fed := federation.NewFederator(st, federation.FederatorOptions{
 		MinRefresh: time.Duration(cfg.Federation.MinRefresh), MaxRefresh: time.Duration(cfg.Federation.MaxRefresh),
 		Roots: webRoots, Log: log.With("component", "federation"), OnChange: func(string) { hub.Poke() },
 	})

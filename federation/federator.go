@@ -1,4 +1,4 @@
-package spiffe
+package federation
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/federation/bundle"
 	"github.com/meshroot/meshroot/store"
 )
 
@@ -81,7 +83,7 @@ func (o FederatorOptions) withDefaults() FederatorOptions {
 // Federator keeps the bundles of the foreign trust domains in the store
 // current: one watcher per federation peer fetches the peer's bundle
 // endpoint, honours its refresh hint, backs off on errors, refuses bad
-// bundles (see ParseBundle, plus a lower spiffe_sequence than the held
+// bundles (see bundle.Parse, plus a lower spiffe_sequence than the held
 // one) and never drops the last good bundle. Run it on one replica only.
 type Federator struct {
 	st   store.Store
@@ -268,18 +270,18 @@ func (f *Federator) attempt(ctx context.Context, td string, failures *int) (time
 		}
 		*failures++
 		wait := f.backoff(*failures)
-		fetchTotal.WithLabelValues(td, ReasonStore).Inc()
-		log.Error("federation: cannot read the peer from the store", "reason", ReasonStore, "error", err, "retry_in", wait)
+		fetchTotal.WithLabelValues(td, bundle.ReasonStore).Inc()
+		log.Error("federation: cannot read the peer from the store", "reason", bundle.ReasonStore, "error", err, "retry_in", wait)
 		return wait, false
 	}
 	b, err := f.fetch(ctx, peer)
 	if err == nil {
 		var changed bool
+		var seq uint64
 		var interval time.Duration
-		changed, interval, err = f.accept(ctx, peer, b, now)
+		changed, seq, interval, err = f.accept(ctx, peer, b, now)
 		if err == nil {
 			*failures = 0
-			seq, _ := b.SequenceNumber()
 			bundleSequence.WithLabelValues(td).Set(float64(seq))
 			if changed {
 				fetchTotal.WithLabelValues(td, "ok").Inc()
@@ -302,7 +304,7 @@ func (f *Federator) attempt(ctx context.Context, td string, failures *int) (time
 	}
 	*failures++
 	wait := f.backoff(*failures)
-	reason := ErrorReason(err)
+	reason := bundle.ReasonOf(err)
 	fetchTotal.WithLabelValues(td, reason).Inc()
 	if len(peer.Bundle) > 0 {
 		bundleSequence.WithLabelValues(td).Set(float64(peer.Sequence))
@@ -327,7 +329,16 @@ func (f *Federator) attempt(ctx context.Context, td string, failures *int) (time
 func (f *Federator) fetch(ctx context.Context, peer store.FederationPeer) (*spiffebundle.Bundle, error) {
 	td, err := spiffeid.TrustDomainFromString(peer.TrustDomain)
 	if err != nil {
-		return nil, fetchErrf(ReasonConfig, "trust domain %q: %v", peer.TrustDomain, err)
+		return nil, bundle.Errorf(bundle.ReasonConfig, "trust domain %q: %v", peer.TrustDomain, err)
+	}
+	// A peer added before the first root could name our own trust domain:
+	// never fetch roots for it (the hub does not deliver them either).
+	if own, err := f.st.Meta(ctx, ca.MetaTrustDomain); err != nil {
+		return nil, bundle.NewError(bundle.ReasonStore, fmt.Errorf("read this trust domain's name: %w", err))
+	} else if own != "" {
+		if err := checkNotOwn(peer.TrustDomain, own); err != nil {
+			return nil, err
+		}
 	}
 	var auth FetchAuth
 	switch store.FederationProfile(peer.Profile) {
@@ -336,21 +347,21 @@ func (f *Federator) fetch(ctx context.Context, peer store.FederationPeer) (*spif
 	case store.ProfileHTTPSSPIFFE:
 		id, err := spiffeid.FromString(peer.EndpointSPIFFEID)
 		if err != nil {
-			return nil, fetchErrf(ReasonConfig, "endpoint SPIFFE ID %q: %v", peer.EndpointSPIFFEID, err)
+			return nil, bundle.Errorf(bundle.ReasonConfig, "endpoint SPIFFE ID %q: %v", peer.EndpointSPIFFEID, err)
 		}
 		if len(peer.Bundle) == 0 {
-			return nil, fetchErrf(ReasonNoBundle, "%s", noBundleForSPIFFEAuth)
+			return nil, bundle.Errorf(bundle.ReasonNoBundle, "%s", noBundleForSPIFFEAuth)
 		}
 		held, err := spiffebundle.Parse(td, peer.Bundle)
 		if err != nil || len(held.X509Authorities()) == 0 {
-			return nil, fetchErrf(ReasonNoBundle, "the stored bundle cannot authenticate the endpoint (%v): %s", err, noBundleForSPIFFEAuth)
+			return nil, bundle.Errorf(bundle.ReasonNoBundle, "the stored bundle cannot authenticate the endpoint (%v): %s", err, noBundleForSPIFFEAuth)
 		}
 		// The endpoint's SVID is verified with the peer's held bundle, the
 		// only trust meshroot has for it, even in the rare case of an
 		// endpoint ID in another trust domain than the peer's.
 		auth = SPIFFEAuth(x509bundle.FromX509Authorities(id.TrustDomain(), held.X509Authorities()), id)
 	default:
-		return nil, fetchErrf(ReasonConfig, "profile %q is unknown: use https_web or https_spiffe", peer.Profile)
+		return nil, bundle.Errorf(bundle.ReasonConfig, "profile %q is unknown: use https_web or https_spiffe", peer.Profile)
 	}
 	if f.fetchTimeout > 0 {
 		var cancel context.CancelFunc
@@ -362,11 +373,18 @@ func (f *Federator) fetch(ctx context.Context, peer store.FederationPeer) (*spif
 }
 
 // accept stores b for peer unless it is a step back, and records success.
-// It reports whether the stored bundle changed and the wait before the
-// next fetch.
-func (f *Federator) accept(ctx context.Context, peer store.FederationPeer, b *spiffebundle.Bundle, now time.Time) (bool, time.Duration, error) {
+// It reports whether the stored bundle changed, the sequence now held and
+// the wait before the next fetch.
+//
+// Rollback protection lives in the sequence held for the peer (the store's
+// column, never lowered): a bundle with a lower spiffe_sequence is refused;
+// a bundle without one is stored only when its authorities are new, and
+// then under the held sequence, so that a peer (or whoever sits in its
+// place) cannot reset the protection by leaving the member out.
+func (f *Federator) accept(ctx context.Context, peer store.FederationPeer, b *spiffebundle.Bundle, now time.Time) (bool, uint64, time.Duration, error) {
 	interval := f.interval(b)
 	var changed bool
+	var seq uint64
 	err := f.st.Update(ctx, func(tx store.Tx) error {
 		changed = false
 		p, err := tx.GetFederationPeer(ctx, peer.TrustDomain)
@@ -374,24 +392,35 @@ func (f *Federator) accept(ctx context.Context, peer store.FederationPeer, b *sp
 			return err
 		}
 		var held *spiffebundle.Bundle
+		heldSeq := p.Sequence
 		if len(p.Bundle) > 0 {
-			held, _ = spiffebundle.Parse(b.TrustDomain(), p.Bundle) // a bad stored bundle counts as none
+			// A bad stored bundle counts as none; its sequence still holds.
+			held, _ = bundle.Parse(b.TrustDomain(), p.Bundle, bundle.Options{})
 		}
-		newSeq, newHas := b.SequenceNumber()
 		if held != nil {
-			if heldSeq, ok := held.SequenceNumber(); ok && newHas && newSeq < heldSeq {
-				return fetchErrf(ReasonLowerSequence, "bundle sequence %d is lower than the held %d: refusing to step back", newSeq, heldSeq)
+			if s, ok := held.SequenceNumber(); ok && s > heldSeq {
+				heldSeq = s
 			}
-			changed = !held.Equal(b)
-		} else {
-			changed = true
+		}
+		next := b.Clone()
+		newSeq, newHas := next.SequenceNumber()
+		switch {
+		case newHas && newSeq < heldSeq:
+			return bundle.Errorf(bundle.ReasonLowerSequence, "bundle sequence %d is lower than the held %d: refusing to step back", newSeq, heldSeq)
+		case !newHas:
+			seq = heldSeq
+			changed = held == nil || !sameAuthorities(held, next)
+			next.SetSequenceNumber(heldSeq) // kept, never lowered
+		default:
+			seq = newSeq
+			changed = held == nil || !held.Equal(next)
 		}
 		if changed {
-			doc, err := b.Marshal()
+			doc, err := next.Marshal()
 			if err != nil {
-				return fetchErrf(ReasonParse, "re-marshal the bundle: %v", err)
+				return bundle.Errorf(bundle.ReasonParse, "re-marshal the bundle: %v", err)
 			}
-			if err := tx.SetFederatedBundle(ctx, p.TrustDomain, doc, newSeq, now); err != nil {
+			if err := tx.SetFederatedBundle(ctx, p.TrustDomain, doc, seq, now); err != nil {
 				return err
 			}
 		}
@@ -399,10 +428,16 @@ func (f *Federator) accept(ctx context.Context, peer store.FederationPeer, b *sp
 			LastAttempt: now, LastSuccess: now, NextAttempt: now.Add(interval),
 		})
 	})
-	if err != nil && ErrorReason(err) == "error" && !errors.Is(err, store.ErrNotFound) {
-		err = fetchErr(ReasonStore, fmt.Errorf("store the bundle: %w", err))
+	if err != nil && bundle.ReasonOf(err) == "error" && !errors.Is(err, store.ErrNotFound) {
+		err = bundle.NewError(bundle.ReasonStore, fmt.Errorf("store the bundle: %w", err))
 	}
-	return changed, interval, err
+	return changed, seq, interval, err
+}
+
+// sameAuthorities reports whether a and b hold the same X.509 and JWT
+// authorities (sequence and refresh hint aside).
+func sameAuthorities(a, b *spiffebundle.Bundle) bool {
+	return a.X509Bundle().Equal(b.X509Bundle()) && a.JWTBundle().Equal(b.JWTBundle())
 }
 
 // interval is the peer's refresh hint clamped to [MinRefresh, MaxRefresh],
@@ -441,7 +476,7 @@ var (
 // RegisterMetrics registers the federation metrics with r; registering them
 // twice is not an error.
 func RegisterMetrics(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{fetchTotal, bundleSequence} {
+	for _, c := range []prometheus.Collector{fetchTotal, bundleSequence, withheldGauge} {
 		if err := r.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

@@ -1,8 +1,10 @@
-package spiffe
+package federation
 
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/base64"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshroot/meshroot/federation/bundle"
 	"github.com/meshroot/meshroot/store"
 )
 
@@ -43,12 +46,22 @@ func addPeer(t *testing.T, st store.Store, p store.FederationPeer) {
 	}
 	p.CreatedAt = time.Now()
 	if len(p.Bundle) > 0 {
-		b, err := ParseBundle(spiffeid.RequireTrustDomainFromString(p.TrustDomain), p.Bundle)
+		b, err := bundle.Parse(spiffeid.RequireTrustDomainFromString(p.TrustDomain), p.Bundle, bundle.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.Sequence, _ = b.SequenceNumber()
 	}
+	addPeerRaw(t, st, p)
+}
+
+// addPeerRaw stores p as given, its bundle unchecked.
+func addPeerRaw(t *testing.T, st store.Store, p store.FederationPeer) {
+	t.Helper()
+	if p.Profile == "" {
+		p.Profile = store.ProfileHTTPSWeb
+	}
+	p.CreatedAt = time.Now()
 	if err := st.Update(context.Background(), func(tx store.Tx) error { return tx.CreateFederationPeer(context.Background(), p) }); err != nil {
 		t.Fatal(err)
 	}
@@ -196,14 +209,15 @@ func TestFederatorRefusals(t *testing.T) {
 	}
 	serve := func(doc []byte) func(p *peer) { return func(p *peer) { p.serve(doc) } }
 	peers := []*badPeer{
-		{td: "wrongtd.org", reason: ReasonWrongTrustDomain, msg: "evil.org", bad: serve(bundleDoc(t, "wrongtd.org", 6, 0, newCA(t, "evil.org")))},
-		{td: "lowerseq.org", reason: ReasonLowerSequence, msg: "sequence 3 is lower than the held 5", bad: serve(bundleDoc(t, "lowerseq.org", 3, 0, newCA(t, "lowerseq.org")))},
-		{td: "garbage.org", reason: ReasonParse, bad: serve([]byte(`{"keys": [garbage`))},
-		{td: "empty.org", reason: ReasonEmpty, bad: serve([]byte(`{"keys":[],"spiffe_sequence":9}`))},
-		{td: "large.org", reason: ReasonTooLarge, msg: "bundle over 1 MiB", bad: func(p *peer) { p.set(bigBody(10<<20, false)) }},
-		{td: "slow.org", reason: ReasonTimeout, bad: func(p *peer) { p.set(trickle) }},
-		{td: "unknownca.org", reason: ReasonTLS, bad: func(p *peer) { p.setCert(unknownCA.leaf(t, leafOpts{ip: true})) }},
-		{td: "status.org", reason: ReasonHTTPStatus, msg: "500", bad: func(p *peer) {
+		{td: "wrongtd.org", reason: bundle.ReasonWrongTrustDomain, msg: "evil.org", bad: serve(bundleDoc(t, "wrongtd.org", 6, 0, newCA(t, "evil.org")))},
+		{td: "lowerseq.org", reason: bundle.ReasonLowerSequence, msg: "sequence 3 is lower than the held 5", bad: serve(bundleDoc(t, "lowerseq.org", 3, 0, newCA(t, "lowerseq.org")))},
+		{td: "garbage.org", reason: bundle.ReasonParse, bad: serve([]byte(`{"keys": [garbage`))},
+		{td: "empty.org", reason: bundle.ReasonEmpty, bad: serve([]byte(`{"keys":[],"spiffe_sequence":9}`))},
+		{td: "large.org", reason: bundle.ReasonTooLarge, msg: "bundle over 1 MiB", bad: func(p *peer) { p.set(bigBody(10<<20, false)) }},
+		{td: "manyroots.org", reason: bundle.ReasonTooLarge, msg: "as PEM, over the 262144 a mesh may hold", bad: serve(bundleDoc(t, "manyroots.org", 6, 0, overMeshBudget(t, "manyroots.org")...))},
+		{td: "slow.org", reason: bundle.ReasonTimeout, bad: func(p *peer) { p.set(trickle) }},
+		{td: "unknownca.org", reason: bundle.ReasonTLS, bad: func(p *peer) { p.setCert(unknownCA.leaf(t, leafOpts{ip: true})) }},
+		{td: "status.org", reason: bundle.ReasonHTTPStatus, msg: "500", bad: func(p *peer) {
 			p.set(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "down", 500) })
 		}},
 	}
@@ -316,7 +330,7 @@ func TestFederatorSPIFFE(t *testing.T) {
 		{"wrong SPIFFE ID", leafOpts{uri: "spiffe://spiffe.org/impostor"}, "spiffe://spiffe.org/impostor"},
 		{"SVID of another trust domain", leafOpts{uri: "spiffe://evil.org/spire/server"}, "evil.org"},
 	} {
-		tlsBefore := count(td, ReasonTLS)
+		tlsBefore := count(td, bundle.ReasonTLS)
 		p.setCert(ca2.leaf(t, c.cert))
 		f.Refresh(td)
 		var got store.FederationPeer
@@ -327,7 +341,7 @@ func TestFederatorSPIFFE(t *testing.T) {
 		if got.Sequence != 3 {
 			t.Errorf("%s: sequence %d, want the last good 3", c.name, got.Sequence)
 		}
-		if count(td, ReasonTLS) <= tlsBefore {
+		if count(td, bundle.ReasonTLS) <= tlsBefore {
 			t.Errorf("%s: tls count did not move", c.name)
 		}
 	}
@@ -455,4 +469,95 @@ func TestFederatorIntervals(t *testing.T) {
 	if d.MinRefresh != 30*time.Second || d.MaxRefresh != time.Hour || d.DefaultRefresh != 5*time.Minute || d.MaxBytes != 1<<20 || d.PollPeers != 5*time.Second {
 		t.Fatalf("defaults %+v", d)
 	}
+}
+
+// overMeshBudget returns CAs of td whose PEM is just over what one trust
+// domain may put into a mesh (bundle.MaxRootsPEM), in a document well
+// under the 1 MiB fetch cap.
+func overMeshBudget(t *testing.T, td string) []*testCA {
+	t.Helper()
+	var cas []*testCA
+	var certs []*x509.Certificate
+	for bundle.PEMSize(certs) <= bundle.MaxRootsPEM {
+		cas = append(cas, newCA(t, td))
+		certs = append(certs, cas[len(cas)-1].cert)
+	}
+	return cas
+}
+
+// docWithoutSequence marshals a bundle of td with no spiffe_sequence.
+func docWithoutSequence(t *testing.T, td string, cas ...*testCA) []byte {
+	t.Helper()
+	var certs []*x509.Certificate
+	for _, c := range cas {
+		certs = append(certs, c.cert)
+	}
+	doc, err := spiffebundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString(td), certs).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(doc, []byte("spiffe_sequence")) {
+		t.Fatalf("document has a sequence: %s", doc)
+	}
+	return doc
+}
+
+// TestFederatorKeepsSequenceWithoutOne: a peer bundle without
+// spiffe_sequence must not reset rollback protection. It is stored only
+// when its authorities are new, under the held sequence; a bundle with a
+// lower sequence than the held one is still refused afterwards.
+func TestFederatorKeepsSequenceWithoutOne(t *testing.T) {
+	t.Parallel()
+	const td = "noseq.org"
+	st := newStore(t)
+	webCA := newCA(t, "")
+	caA, caB, caOld := newCA(t, td), newCA(t, td), newCA(t, td)
+	p := newPeer(t, webCA.leaf(t, leafOpts{ip: true}), serveDoc(bundleDoc(t, td, 5, 0, caA)))
+	addPeer(t, st, store.FederationPeer{TrustDomain: td, URL: p.url})
+	f := NewFederator(st, FederatorOptions{MinRefresh: time.Minute, PollPeers: 50 * time.Millisecond, Roots: webCA.pool(), Log: quietLog(t)})
+	runFederator(t, f)
+	waitFor(t, 5*time.Second, "sequence 5 stored", func() bool { return getPeer(t, st, td).Sequence == 5 })
+
+	// Same authorities, no sequence: nothing to store.
+	before := getPeer(t, st, td)
+	attempts := before.Status.LastAttempt
+	p.serve(docWithoutSequence(t, td, caA))
+	f.Refresh(td)
+	waitFor(t, 5*time.Second, "a fetch", func() bool { return getPeer(t, st, td).Status.LastAttempt.After(attempts) })
+	if now := getPeer(t, st, td); !now.BundleUpdatedAt.Equal(before.BundleUpdatedAt) || now.Sequence != 5 {
+		t.Fatalf("an unchanged bundle without a sequence was stored: sequence %d, updated %s", now.Sequence, now.BundleUpdatedAt)
+	}
+
+	// New authorities, no sequence: stored, under the held sequence 5.
+	p.serve(docWithoutSequence(t, td, caB))
+	f.Refresh(td)
+	var now store.FederationPeer
+	waitFor(t, 5*time.Second, "caB stored", func() bool {
+		now = getPeer(t, st, td)
+		return bytes.Contains(now.Bundle, []byte(base64.StdEncoding.EncodeToString(caB.cert.Raw)[:64]))
+	})
+	if now.Sequence != 5 {
+		t.Fatalf("held sequence after a bundle without one: %d, want 5 (kept)", now.Sequence)
+	}
+	held, err := spiffebundle.Parse(spiffeid.RequireTrustDomainFromString(td), now.Bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq, ok := held.SequenceNumber(); !ok || seq != 5 {
+		t.Errorf("stored document's sequence %d (%v), want 5", seq, ok)
+	}
+
+	// Rollback protection still holds: sequence 3 is refused.
+	p.serve(bundleDoc(t, td, 3, 0, caOld))
+	f.Refresh(td)
+	waitFor(t, 5*time.Second, "lower_sequence recorded", func() bool {
+		return strings.HasPrefix(getPeer(t, st, td).Status.LastError, bundle.ReasonLowerSequence+": ")
+	})
+	if got := getPeer(t, st, td); got.Sequence != 5 || !bytes.Equal(got.Bundle, now.Bundle) {
+		t.Fatalf("a lower sequence replaced the held bundle: sequence %d", got.Sequence)
+	}
+	// And a higher one moves on.
+	p.serve(bundleDoc(t, td, 6, 0, caA))
+	f.Refresh(td)
+	waitFor(t, 5*time.Second, "sequence 6 stored", func() bool { return getPeer(t, st, td).Sequence == 6 })
 }
