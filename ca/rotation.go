@@ -92,7 +92,8 @@ func gate(phase string, res *PhaseResult, req PhaseRequest) error {
 // trust bundle that contains the prepared root, the prepared root becomes
 // active (new intermediates come from it; agents re-request at once) and
 // the active one becomes retiring (still trusted).
-func (s *Service) ActivateRoot(ctx context.Context, actor Actor, req PhaseRequest) (PhaseResult, error) {
+func (s *Service) ActivateRoot(ctx context.Context, req PhaseRequest) (PhaseResult, error) {
+	actor := ActorFrom(ctx)
 	res, err := s.activate(ctx, actor, req)
 	if err != nil {
 		return res, s.auditRefusal(ctx, actor, "root.activate", "", err)
@@ -161,7 +162,8 @@ func (s *Service) activate(ctx context.Context, actor Actor, req PhaseRequest) (
 // RetireRoot is phase 3: once every cluster's intermediate chains to the
 // active root and the workload certificate lifetime has passed since the
 // last cluster switched, the retiring root leaves the trust bundle.
-func (s *Service) RetireRoot(ctx context.Context, actor Actor, req PhaseRequest) (PhaseResult, error) {
+func (s *Service) RetireRoot(ctx context.Context, req PhaseRequest) (PhaseResult, error) {
+	actor := ActorFrom(ctx)
 	res, err := s.retire(ctx, actor, req)
 	if err != nil {
 		return res, s.auditRefusal(ctx, actor, "root.retire", "", err)
@@ -271,7 +273,8 @@ func (s *Service) firstUnder(ctx context.Context, cluster, rootID string) (time.
 
 // RollbackPrepared undoes `root prepare`: the prepared root leaves the
 // bundle (state retired) before it ever signed anything.
-func (s *Service) RollbackPrepared(ctx context.Context, actor Actor, req PhaseRequest) (PhaseResult, error) {
+func (s *Service) RollbackPrepared(ctx context.Context, req PhaseRequest) (PhaseResult, error) {
+	actor := ActorFrom(ctx)
 	res := PhaseResult{Phase: "rollback", DryRun: req.DryRun}
 	roots, err := s.store.ListRoots(ctx)
 	if err != nil {
@@ -315,7 +318,8 @@ type RevokeRequest struct {
 // every cluster must then re-request, with a service-account or join token
 // (its intermediate no longer renews). Until they do, mTLS between
 // workloads whose chains differ in root fails: that is the blast radius.
-func (s *Service) RevokeRoot(ctx context.Context, actor Actor, req RevokeRequest) (PhaseResult, error) {
+func (s *Service) RevokeRoot(ctx context.Context, req RevokeRequest) (PhaseResult, error) {
+	actor := ActorFrom(ctx)
 	res, err := s.revoke(ctx, actor, req)
 	if err != nil {
 		return res, s.auditRefusal(ctx, actor, "root.revoke", req.RootID, err)

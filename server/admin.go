@@ -54,9 +54,10 @@ func (s *AdminServer) InitRoot(ctx context.Context, req *meshrootv1.InitRootRequ
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	r, err := s.svc.InitRoot(ctx, s.actor(ctx), ca.InitRootRequest{
+	r, err := s.svc.InitRoot(ca.WithActor(ctx, s.actor(ctx)), ca.InitRootRequest{
 		TrustDomain: req.GetTrustDomain(), KeyType: kt, TTL: time.Duration(req.GetTtlSeconds()) * time.Second,
 	})
+
 	if err != nil {
 		return nil, s.err(ctx, err)
 	}
@@ -71,9 +72,10 @@ func (s *AdminServer) PrepareRoot(ctx context.Context, req *meshrootv1.PrepareRo
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	r, err := s.svc.PrepareRoot(ctx, s.actor(ctx), ca.PrepareRootRequest{
+	r, err := s.svc.PrepareRoot(ca.WithActor(ctx, s.actor(ctx)), ca.PrepareRootRequest{
 		KeyType: kt, TTL: time.Duration(req.GetTtlSeconds()) * time.Second, CrossSign: req.GetCrossSign(), DryRun: req.GetDryRun(),
 	})
+
 	if err != nil {
 		return nil, s.err(ctx, err)
 	}
@@ -104,9 +106,10 @@ func (s *AdminServer) ListRoots(ctx context.Context, _ *meshrootv1.ListRootsRequ
 
 // AddCluster registers a cluster.
 func (s *AdminServer) AddCluster(ctx context.Context, req *meshrootv1.AddClusterRequest) (*meshrootv1.Cluster, error) {
-	c, err := s.svc.AddCluster(ctx, s.actor(ctx), ca.AddClusterRequest{
+	c, err := s.svc.AddCluster(ca.WithActor(ctx, s.actor(ctx)), ca.AddClusterRequest{
 		Name: req.GetName(), TrustDomain: req.GetTrustDomain(), Auth: AuthFromProto(req.GetAuth()),
 	})
+
 	if err != nil {
 		return nil, s.err(ctx, err)
 	}
@@ -115,7 +118,7 @@ func (s *AdminServer) AddCluster(ctx context.Context, req *meshrootv1.AddCluster
 
 // RemoveCluster unregisters a cluster.
 func (s *AdminServer) RemoveCluster(ctx context.Context, req *meshrootv1.RemoveClusterRequest) (*meshrootv1.RemoveClusterResponse, error) {
-	if err := s.svc.RemoveCluster(ctx, s.actor(ctx), req.GetName()); err != nil {
+	if err := s.svc.RemoveCluster(ca.WithActor(ctx, s.actor(ctx)), req.GetName()); err != nil {
 		return nil, s.err(ctx, err)
 	}
 	return &meshrootv1.RemoveClusterResponse{}, nil
@@ -136,10 +139,11 @@ func (s *AdminServer) ListClusters(ctx context.Context, _ *meshrootv1.ListCluste
 
 // IssueIntermediate signs an intermediate from a CSR the CLI made.
 func (s *AdminServer) IssueIntermediate(ctx context.Context, req *meshrootv1.IssueIntermediateRequest) (*meshrootv1.SignIntermediateResponse, error) {
-	out, err := s.svc.IssueIntermediate(ctx, s.actor(ctx), ca.IssueRequest{
+	out, err := s.svc.IssueIntermediate(ca.WithActor(ctx, s.actor(ctx)), ca.IssueRequest{
 		Cluster: req.GetCluster(), CSRData: req.GetCsr(), TTL: time.Duration(req.GetTtlSeconds()) * time.Second,
 		TrustDomainConstraint: req.GetTrustDomainConstraint(),
 	})
+
 	if err != nil {
 		return nil, s.err(ctx, err)
 	}
@@ -164,7 +168,7 @@ func (s *AdminServer) ListIntermediates(ctx context.Context, req *meshrootv1.Lis
 
 // RevokeIntermediate revokes an intermediate.
 func (s *AdminServer) RevokeIntermediate(ctx context.Context, req *meshrootv1.RevokeIntermediateRequest) (*meshrootv1.Intermediate, error) {
-	in, err := s.svc.RevokeIntermediate(ctx, s.actor(ctx), req.GetSerial(), req.GetReason())
+	in, err := s.svc.RevokeIntermediate(ca.WithActor(ctx, s.actor(ctx)), req.GetSerial(), req.GetReason())
 	if err != nil {
 		return nil, s.err(ctx, err)
 	}
@@ -236,7 +240,7 @@ func (s *AdminServer) CreateToken(ctx context.Context, req *meshrootv1.CreateTok
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if err := s.svc.CreateJoinToken(ctx, s.actor(ctx), rec); err != nil {
+	if err := s.svc.CreateJoinToken(ca.WithActor(ctx, s.actor(ctx)), rec); err != nil {
 		return nil, s.err(ctx, err)
 	}
 	return &meshrootv1.CreateTokenResponse{Token: token, ExpiresAt: timestamppb.New(rec.ExpiresAt)}, nil

@@ -41,10 +41,11 @@ func FederationPeerFromProto(m *meshrootv1.FederationPeer) store.FederationPeer 
 
 // AddFederation registers a foreign trust domain.
 func (s *AdminServer) AddFederation(ctx context.Context, req *meshrootv1.AddFederationRequest) (*meshrootv1.FederationPeer, error) {
-	p, err := s.svc.AddFederation(ctx, s.actor(ctx), ca.AddFederationRequest{
+	p, err := s.svc.AddFederation(ca.WithActor(ctx, s.actor(ctx)), ca.AddFederationRequest{
 		TrustDomain: req.GetTrustDomain(), URL: req.GetUrl(), Profile: store.FederationProfile(req.GetProfile()),
 		EndpointSPIFFEID: req.GetEndpointSpiffeId(), BootstrapBundle: req.GetBootstrapBundle(),
 	})
+
 	if err != nil {
 		return nil, s.err(ctx, err)
 	}
@@ -57,7 +58,7 @@ func (s *AdminServer) AddFederation(ctx context.Context, req *meshrootv1.AddFede
 
 // RemoveFederation stops federating with a trust domain.
 func (s *AdminServer) RemoveFederation(ctx context.Context, req *meshrootv1.RemoveFederationRequest) (*meshrootv1.RemoveFederationResponse, error) {
-	if err := s.svc.RemoveFederation(ctx, s.actor(ctx), req.GetTrustDomain()); err != nil {
+	if err := s.svc.RemoveFederation(ca.WithActor(ctx, s.actor(ctx)), req.GetTrustDomain()); err != nil {
 		return nil, s.err(ctx, err)
 	}
 	s.hub.Poke()

@@ -33,27 +33,28 @@ func phaseRequest(m *meshrootv1.PhaseRequest) ca.PhaseRequest {
 
 // ActivateRoot runs rotation phase 2.
 func (s *AdminServer) ActivateRoot(ctx context.Context, req *meshrootv1.PhaseRequest) (*meshrootv1.PhaseResult, error) {
-	r, err := s.svc.ActivateRoot(ctx, s.actor(ctx), phaseRequest(req))
+	r, err := s.svc.ActivateRoot(ca.WithActor(ctx, s.actor(ctx)), phaseRequest(req))
 	return s.phaseDone(ctx, r, err)
 }
 
 // RetireRoot runs rotation phase 3.
 func (s *AdminServer) RetireRoot(ctx context.Context, req *meshrootv1.PhaseRequest) (*meshrootv1.PhaseResult, error) {
-	r, err := s.svc.RetireRoot(ctx, s.actor(ctx), phaseRequest(req))
+	r, err := s.svc.RetireRoot(ca.WithActor(ctx, s.actor(ctx)), phaseRequest(req))
 	return s.phaseDone(ctx, r, err)
 }
 
 // RollbackRoot undoes a prepare.
 func (s *AdminServer) RollbackRoot(ctx context.Context, req *meshrootv1.PhaseRequest) (*meshrootv1.PhaseResult, error) {
-	r, err := s.svc.RollbackPrepared(ctx, s.actor(ctx), phaseRequest(req))
+	r, err := s.svc.RollbackPrepared(ca.WithActor(ctx, s.actor(ctx)), phaseRequest(req))
 	return s.phaseDone(ctx, r, err)
 }
 
 // RevokeRoot is the emergency path.
 func (s *AdminServer) RevokeRoot(ctx context.Context, req *meshrootv1.RevokeRootRequest) (*meshrootv1.PhaseResult, error) {
-	r, err := s.svc.RevokeRoot(ctx, s.actor(ctx), ca.RevokeRequest{
+	r, err := s.svc.RevokeRoot(ca.WithActor(ctx, s.actor(ctx)), ca.RevokeRequest{
 		RootID: req.GetRootId(), Emergency: req.GetEmergency(), KeyType: keys.KeyType(req.GetKeyType()), DryRun: req.GetDryRun(),
 	})
+
 	return s.phaseDone(ctx, r, err)
 }
 

@@ -67,25 +67,25 @@ type localBackend struct {
 }
 
 func (l *localBackend) InitRoot(ctx context.Context, req ca.InitRootRequest) (store.Root, error) {
-	return l.svc.InitRoot(ctx, localActor(), req)
+	return l.svc.InitRoot(ca.WithActor(ctx, localActor()), req)
 }
 func (l *localBackend) ImportRoot(ctx context.Context, req ca.ImportRootRequest) (store.Root, error) {
-	return l.svc.ImportRoot(ctx, localActor(), req)
+	return l.svc.ImportRoot(ca.WithActor(ctx, localActor()), req)
 }
 func (l *localBackend) PrepareRoot(ctx context.Context, req ca.PrepareRootRequest) (store.Root, error) {
-	return l.svc.PrepareRoot(ctx, localActor(), req)
+	return l.svc.PrepareRoot(ca.WithActor(ctx, localActor()), req)
 }
 func (l *localBackend) ActivateRoot(ctx context.Context, req ca.PhaseRequest) (ca.PhaseResult, error) {
-	return l.svc.ActivateRoot(ctx, localActor(), req)
+	return l.svc.ActivateRoot(ca.WithActor(ctx, localActor()), req)
 }
 func (l *localBackend) RetireRoot(ctx context.Context, req ca.PhaseRequest) (ca.PhaseResult, error) {
-	return l.svc.RetireRoot(ctx, localActor(), req)
+	return l.svc.RetireRoot(ca.WithActor(ctx, localActor()), req)
 }
 func (l *localBackend) RollbackRoot(ctx context.Context, req ca.PhaseRequest) (ca.PhaseResult, error) {
-	return l.svc.RollbackPrepared(ctx, localActor(), req)
+	return l.svc.RollbackPrepared(ca.WithActor(ctx, localActor()), req)
 }
 func (l *localBackend) RevokeRoot(ctx context.Context, req ca.RevokeRequest) (ca.PhaseResult, error) {
-	return l.svc.RevokeRoot(ctx, localActor(), req)
+	return l.svc.RevokeRoot(ca.WithActor(ctx, localActor()), req)
 }
 func (l *localBackend) RotationStatus(ctx context.Context, ttl time.Duration) (ca.RotationStatus, error) {
 	return l.svc.RotationStatus(ctx, ttl)
@@ -94,22 +94,22 @@ func (l *localBackend) ListRoots(ctx context.Context) ([]store.Root, error) {
 	return l.svc.ListRoots(ctx)
 }
 func (l *localBackend) AddCluster(ctx context.Context, req ca.AddClusterRequest) (store.Cluster, error) {
-	return l.svc.AddCluster(ctx, localActor(), req)
+	return l.svc.AddCluster(ca.WithActor(ctx, localActor()), req)
 }
 func (l *localBackend) RemoveCluster(ctx context.Context, name string) error {
-	return l.svc.RemoveCluster(ctx, localActor(), name)
+	return l.svc.RemoveCluster(ca.WithActor(ctx, localActor()), name)
 }
 func (l *localBackend) ListClusters(ctx context.Context) ([]store.Cluster, error) {
 	return l.svc.ListClusters(ctx)
 }
 func (l *localBackend) IssueIntermediate(ctx context.Context, req ca.IssueRequest) (ca.Issued, error) {
-	return l.svc.IssueIntermediate(ctx, localActor(), req)
+	return l.svc.IssueIntermediate(ca.WithActor(ctx, localActor()), req)
 }
 func (l *localBackend) ListIntermediates(ctx context.Context, cluster string) ([]store.Intermediate, error) {
 	return l.svc.ListIntermediates(ctx, cluster)
 }
 func (l *localBackend) RevokeIntermediate(ctx context.Context, serial, reason string) (store.Intermediate, error) {
-	return l.svc.RevokeIntermediate(ctx, localActor(), serial, reason)
+	return l.svc.RevokeIntermediate(ca.WithActor(ctx, localActor()), serial, reason)
 }
 func (l *localBackend) TrustBundle(ctx context.Context) (ca.TrustBundle, error) {
 	return l.svc.TrustBundle(ctx)
@@ -137,16 +137,16 @@ func (l *localBackend) CreateToken(ctx context.Context, cluster string, ttl time
 	if err != nil {
 		return "", time.Time{}, usageError{err}
 	}
-	if err := l.svc.CreateJoinToken(ctx, localActor(), rec); err != nil {
+	if err := l.svc.CreateJoinToken(ca.WithActor(ctx, localActor()), rec); err != nil {
 		return "", time.Time{}, err
 	}
 	return token, rec.ExpiresAt, nil
 }
 func (l *localBackend) AddFederation(ctx context.Context, req ca.AddFederationRequest) (store.FederationPeer, error) {
-	return l.svc.AddFederation(ctx, localActor(), req)
+	return l.svc.AddFederation(ca.WithActor(ctx, localActor()), req)
 }
 func (l *localBackend) RemoveFederation(ctx context.Context, td string) error {
-	return l.svc.RemoveFederation(ctx, localActor(), td)
+	return l.svc.RemoveFederation(ca.WithActor(ctx, localActor()), td)
 }
 func (l *localBackend) ListFederation(ctx context.Context) ([]store.FederationPeer, error) {
 	return l.svc.ListFederation(ctx)

@@ -88,7 +88,7 @@ func newRootInitCmd(g *globals) *cobra.Command {
 				if !ok {
 					return usageError{fmt.Errorf("--upstream is set up on the data dir (--data-dir), with the server stopped")}
 				}
-				r, err := lb.svc.InitUpstreamRoot(cmd.Context(), localActor(), td, upstream)
+				r, err := lb.svc.InitUpstreamRoot(ca.WithActor(cmd.Context(), localActor()), td, upstream)
 				if err != nil {
 					return err
 				}

@@ -354,7 +354,7 @@ const devCAFile = "server-ca.pem"
 func devBootstrap(ctx context.Context, svc *ca.Service, td, caFile string) (string, error) {
 	actor := ca.Actor("serve:--dev")
 	if _, err := svc.ActiveRoot(ctx); err != nil {
-		if _, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: td}); err != nil {
+		if _, err := svc.InitRoot(ca.WithActor(ctx, actor), ca.InitRootRequest{TrustDomain: td}); err != nil {
 			return "", err
 		}
 	}
@@ -366,7 +366,7 @@ func devBootstrap(ctx context.Context, svc *ca.Service, td, caFile string) (stri
 		return "", err
 	}
 	if _, err := svc.Store().GetCluster(ctx, "dev"); errors.Is(err, store.ErrNotFound) {
-		if _, err := svc.AddCluster(ctx, actor, ca.AddClusterRequest{Name: "dev"}); err != nil {
+		if _, err := svc.AddCluster(ca.WithActor(ctx, actor), ca.AddClusterRequest{Name: "dev"}); err != nil {
 			return "", err
 		}
 	}
@@ -374,7 +374,7 @@ func devBootstrap(ctx context.Context, svc *ca.Service, td, caFile string) (stri
 	if err != nil {
 		return "", err
 	}
-	return token, svc.CreateJoinToken(ctx, actor, rec)
+	return token, svc.CreateJoinToken(ca.WithActor(ctx, actor), rec)
 }
 
 // printDevBanner writes the trust bundle for agents to trust the server and
