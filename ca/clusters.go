@@ -148,18 +148,3 @@ func (s *Service) RecordContact(ctx context.Context, name string, st store.Clust
 		return tx.UpdateClusterStatus(ctx, name, cur)
 	})
 }
-
-// CreateJoinToken stores a join token made by the caller (only its hash is
-// kept) for a registered cluster, and audits it without the secret.
-func (s *Service) CreateJoinToken(ctx context.Context, t store.JoinToken) error {
-	actor := ActorFrom(ctx)
-	if _, err := s.cluster(ctx, t.Cluster); err != nil {
-		return s.auditRefusal(ctx, actor, "token.create", t.Cluster, err)
-	}
-	return s.store.Update(ctx, func(tx store.Tx) error {
-		if err := tx.CreateJoinToken(ctx, t); err != nil {
-			return err
-		}
-		return s.audit(ctx, tx, actor, "token.create", t.Cluster, "ok", map[string]any{"token_id": t.ID, "expires_at": t.ExpiresAt})
-	})
-}

@@ -37,6 +37,10 @@ type Service struct {
 	leafAuth  map[string]*Authority
 	// federated caches parsed federated bundles by stored version.
 	federated map[string]*FederatedBundle
+	// minter makes join tokens; refresher reaches the federation watchers
+	// (nil outside the server).
+	minter    JoinTokenMinter
+	refresher FederationRefresher
 }
 
 // NewService returns a Service over st and km that issues under policy.

@@ -24,7 +24,6 @@ import (
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/internal/fsutil"
 	"github.com/meshroot/meshroot/server"
-	"github.com/meshroot/meshroot/server/authn"
 	"github.com/meshroot/meshroot/spiffe"
 	"github.com/meshroot/meshroot/store"
 	"github.com/meshroot/meshroot/store/sqlite"
@@ -218,14 +217,13 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		return err
 	}
 	defer km.Close()
-	svc, err := ca.NewService(st, km, ca.Policy{
+	svc, err := newAuthority(st, km, ca.Policy{
 		DefaultTTL: time.Duration(cfg.Policy.DefaultTTL), MaxTTL: time.Duration(cfg.Policy.MaxTTL),
 		MinTTL: time.Duration(cfg.Policy.MinTTL), TrustDomainConstraint: cfg.Policy.TrustDomainConstraint,
-	})
+	}, cfg.Keys)
 	if err != nil {
 		return usageError{fmt.Errorf("policy: %w", err)}
 	}
-	svc.SetUpstreams(upstreamOpener(cfg.Keys))
 	var devToken string
 	if dev {
 		if devToken, err = devBootstrap(ctx, svc, cfg.TrustDomain, filepath.Join(cfg.DataDir, devCAFile)); err != nil {
@@ -352,9 +350,9 @@ const devCAFile = "server-ca.pem"
 // devBootstrap creates, on first start, a root and the cluster "dev",
 // writes the trust bundle to caFile, and returns a fresh join token.
 func devBootstrap(ctx context.Context, svc *ca.Service, td, caFile string) (string, error) {
-	actor := ca.Actor("serve:--dev")
+	ctx = ca.WithActor(ctx, "serve:--dev")
 	if _, err := svc.ActiveRoot(ctx); err != nil {
-		if _, err := svc.InitRoot(ca.WithActor(ctx, actor), ca.InitRootRequest{TrustDomain: td}); err != nil {
+		if _, err := svc.InitRoot(ctx, ca.InitRootRequest{TrustDomain: td}); err != nil {
 			return "", err
 		}
 	}
@@ -366,15 +364,12 @@ func devBootstrap(ctx context.Context, svc *ca.Service, td, caFile string) (stri
 		return "", err
 	}
 	if _, err := svc.Store().GetCluster(ctx, "dev"); errors.Is(err, store.ErrNotFound) {
-		if _, err := svc.AddCluster(ca.WithActor(ctx, actor), ca.AddClusterRequest{Name: "dev"}); err != nil {
+		if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: "dev"}); err != nil {
 			return "", err
 		}
 	}
-	token, rec, err := authn.NewJoinToken("dev", time.Hour, time.Now())
-	if err != nil {
-		return "", err
-	}
-	return token, svc.CreateJoinToken(ca.WithActor(ctx, actor), rec)
+	t, err := svc.CreateJoinToken(ctx, ca.JoinTokenRequest{Cluster: "dev", TTL: time.Hour})
+	return t.Token, err
 }
 
 // printDevBanner writes the trust bundle for agents to trust the server and
