@@ -43,6 +43,7 @@ type ClusterAdmin interface {
 	AddCluster(ctx context.Context, req AddClusterRequest) (store.Cluster, error)
 	RemoveCluster(ctx context.Context, name string) error
 	ListClusters(ctx context.Context) ([]store.Cluster, error)
+	ShowCluster(ctx context.Context, name string) (ClusterDetail, error)
 	CreateJoinToken(ctx context.Context, req JoinTokenRequest) (JoinToken, error)
 	IssueIntermediate(ctx context.Context, req IssueRequest) (Issued, error)
 	ListIntermediates(ctx context.Context, cluster string) ([]store.Intermediate, error)
@@ -131,6 +132,40 @@ func (s *Service) CreateJoinToken(ctx context.Context, req JoinTokenRequest) (Jo
 		return JoinToken{}, err
 	}
 	return JoinToken{Token: token, Cluster: t.Cluster, ExpiresAt: t.ExpiresAt}, nil
+}
+
+// ClusterDetail is one cluster with what meshroot knows of it: its
+// registration, what its agent last reported (Cluster.Status) and its
+// current intermediate.
+type ClusterDetail struct {
+	// Cluster is the registration. Its TokenReview kubeconfig is a
+	// credential and is left out; TokenReview says whether one is set.
+	Cluster     store.Cluster
+	TokenReview bool
+	// Current is the cluster's active intermediate (the newest one issued,
+	// neither superseded nor revoked); nil when it has none.
+	Current *store.Intermediate
+}
+
+// ShowCluster returns one registered cluster with its current intermediate.
+func (s *Service) ShowCluster(ctx context.Context, name string) (ClusterDetail, error) {
+	c, err := s.cluster(ctx, name)
+	if err != nil {
+		return ClusterDetail{}, err
+	}
+	d := ClusterDetail{Cluster: c, TokenReview: len(c.Auth.Kubeconfig) > 0}
+	d.Cluster.Auth.Kubeconfig = nil
+	list, err := s.store.ListIntermediates(ctx, name)
+	if err != nil {
+		return ClusterDetail{}, err
+	}
+	for i := range list {
+		in := list[i]
+		if in.Status == store.IntermediateActive && (d.Current == nil || in.NotBefore.After(d.Current.NotBefore)) {
+			d.Current = &in
+		}
+	}
+	return d, nil
 }
 
 // FederationRefresher fetches a federation peer's bundle now: the running

@@ -29,6 +29,12 @@ func (s *AdminServer) ListClusters(ctx context.Context, _ *meshrootv1.ListCluste
 	}))
 }
 
+// ShowCluster returns one cluster with its current intermediate.
+func (s *AdminServer) ShowCluster(ctx context.Context, req *meshrootv1.ShowClusterRequest) (*meshrootv1.ClusterDetail, error) {
+	d, err := s.svc.ShowCluster(ctx, req.GetName())
+	return reply(ctx, s, d, err, ok(wire.ClusterDetailToProto))
+}
+
 // CreateToken makes a single-use join token for a cluster (one hour when
 // no TTL is asked for). The secret is returned once and stored only as a
 // hash.

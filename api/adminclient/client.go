@@ -121,6 +121,11 @@ func (c *Client) ListClusters(ctx context.Context) ([]store.Cluster, error) {
 	})
 }
 
+// ShowCluster implements ca.ClusterAdmin.
+func (c *Client) ShowCluster(ctx context.Context, name string) (ca.ClusterDetail, error) {
+	return call(ctx, c.c.ShowCluster, &meshrootv1.ShowClusterRequest{Name: name}, ok(wire.ClusterDetailFromProto))
+}
+
 // CreateJoinToken implements ca.ClusterAdmin.
 func (c *Client) CreateJoinToken(ctx context.Context, req ca.JoinTokenRequest) (ca.JoinToken, error) {
 	return call(ctx, c.c.CreateToken, wire.JoinTokenRequestToProto(req), func(m *meshrootv1.CreateTokenResponse) (ca.JoinToken, error) {

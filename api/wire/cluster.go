@@ -59,6 +59,26 @@ func AddClusterRequestFromProto(m *meshrootv1.AddClusterRequest) ca.AddClusterRe
 	return ca.AddClusterRequest{Name: m.GetName(), TrustDomain: m.GetTrustDomain(), Auth: AuthFromProto(m.GetAuth())}
 }
 
+// ClusterDetailToProto converts one cluster's detail.
+func ClusterDetailToProto(d ca.ClusterDetail) *meshrootv1.ClusterDetail {
+	m := &meshrootv1.ClusterDetail{Cluster: ClusterToProto(d.Cluster)}
+	m.Cluster.Auth.HasK8SKubeconfig = d.TokenReview
+	if d.Current != nil {
+		m.Current = IntermediateToProto(*d.Current)
+	}
+	return m
+}
+
+// ClusterDetailFromProto converts a cluster detail message.
+func ClusterDetailFromProto(m *meshrootv1.ClusterDetail) ca.ClusterDetail {
+	d := ca.ClusterDetail{Cluster: ClusterFromProto(m.GetCluster()), TokenReview: m.GetCluster().GetAuth().GetHasK8SKubeconfig()}
+	if c := m.GetCurrent(); c != nil {
+		in := IntermediateFromProto(c)
+		d.Current = &in
+	}
+	return d
+}
+
 // IntermediateToProto converts a stored intermediate.
 func IntermediateToProto(in store.Intermediate) *meshrootv1.Intermediate {
 	return &meshrootv1.Intermediate{

@@ -15,7 +15,7 @@ import (
 
 func newClusterCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Register and list clusters"}
-	cmd.AddCommand(newClusterAddCmd(g), newClusterListCmd(g), newClusterRemoveCmd(g), newClusterInstallCmd(g))
+	cmd.AddCommand(newClusterAddCmd(g), newClusterListCmd(g), newClusterShowCmd(g), newClusterRemoveCmd(g), newClusterInstallCmd(g))
 	return cmd
 }
 
