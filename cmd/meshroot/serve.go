@@ -195,7 +195,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 			return usageError{fmt.Errorf("logLevel %q: use debug, info, warn or error", cfg.LogLevel)}
 		}
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -305,27 +305,12 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		}()
 	}
 	background(func(ctx context.Context) error { fed.Run(ctx); return nil })
+	if _, err := svc.ActiveRoot(ctx); err != nil {
+		log.Info("no root yet: the server waits for one; create it through the admin socket",
+			"run", fmt.Sprintf("meshroot root init --trust-domain TD --socket %s", cfg.AdminSocket))
+	}
 	if svids != nil {
-		background(svids.Run)
-		// A new active root means a new SVID chain; other bundle changes
-		// (and the hub's first load) do not.
-		background(func(ctx context.Context) error {
-			var active string
-			for {
-				b, ok, changed := hub.Current()
-				if ok && b.ActiveRootID != active {
-					if active != "" {
-						svids.Reissue()
-					}
-					active = b.ActiveRootID
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-changed:
-				}
-			}
-		})
+		background(func(ctx context.Context) error { return runSVIDs(ctx, hub, svids) })
 	}
 	if endpoint != nil {
 		background(endpoint.Run)
@@ -334,6 +319,36 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	cancel()
 	wg.Wait()
 	return err
+}
+
+// runSVIDs keeps the bundle endpoint's SVID: it starts issuing once there
+// is an active root (until then there is nothing to sign with, and nothing
+// to complain about), and reissues when the active root changes (a new
+// SVID chain); other bundle changes do not matter to it.
+func runSVIDs(ctx context.Context, hub *server.BundleHub, svids *spiffe.SVIDSource) error {
+	var active string
+	errc := make(chan error, 1)
+	for {
+		b, ok, changed := hub.Current()
+		if ok && b.ActiveRootID != "" && b.ActiveRootID != active {
+			if active == "" {
+				go func() { errc <- svids.Run(ctx) }()
+			} else {
+				svids.Reissue()
+			}
+			active = b.ActiveRootID
+		}
+		select {
+		case <-ctx.Done():
+			if active != "" {
+				return <-errc
+			}
+			return nil
+		case err := <-errc:
+			return err
+		case <-changed:
+		}
+	}
 }
 
 func endpointAddr(e *spiffe.Endpoint) string {
