@@ -20,7 +20,8 @@ type AddClusterRequest struct {
 }
 
 // AddCluster registers a cluster that may request intermediates.
-func (s *Service) AddCluster(ctx context.Context, actor Actor, req AddClusterRequest) (store.Cluster, error) {
+func (s *Service) AddCluster(ctx context.Context, req AddClusterRequest) (store.Cluster, error) {
+	actor := ActorFrom(ctx)
 	c, err := s.addCluster(ctx, actor, req.Name, req.TrustDomain, req.Auth)
 	if err != nil {
 		return store.Cluster{}, s.auditRefusal(ctx, actor, "cluster.add", req.Name, err)
@@ -115,7 +116,8 @@ func validateClusterAuth(a store.ClusterAuth) error {
 // RemoveCluster unregisters a cluster: its credentials stop working at once
 // (join tokens are deleted; service-account tokens and its intermediate no
 // longer match a registered cluster). Issued intermediates stay on record.
-func (s *Service) RemoveCluster(ctx context.Context, actor Actor, name string) error {
+func (s *Service) RemoveCluster(ctx context.Context, name string) error {
+	actor := ActorFrom(ctx)
 	if _, err := s.cluster(ctx, name); err != nil {
 		return s.auditRefusal(ctx, actor, "cluster.remove", name, err)
 	}
@@ -144,19 +146,5 @@ func (s *Service) RecordContact(ctx context.Context, name string, st store.Clust
 			cur.IntermediateSerial = st.IntermediateSerial
 		}
 		return tx.UpdateClusterStatus(ctx, name, cur)
-	})
-}
-
-// CreateJoinToken stores a join token made by the caller (only its hash is
-// kept) for a registered cluster, and audits it without the secret.
-func (s *Service) CreateJoinToken(ctx context.Context, actor Actor, t store.JoinToken) error {
-	if _, err := s.cluster(ctx, t.Cluster); err != nil {
-		return s.auditRefusal(ctx, actor, "token.create", t.Cluster, err)
-	}
-	return s.store.Update(ctx, func(tx store.Tx) error {
-		if err := tx.CreateJoinToken(ctx, t); err != nil {
-			return err
-		}
-		return s.audit(ctx, tx, actor, "token.create", t.Cluster, "ok", map[string]any{"token_id": t.ID, "expires_at": t.ExpiresAt})
 	})
 }

@@ -28,7 +28,8 @@ type AddFederationRequest struct {
 
 // AddFederation registers a federation peer. The federation watcher picks
 // it up and fetches its bundle.
-func (s *Service) AddFederation(ctx context.Context, actor Actor, req AddFederationRequest) (store.FederationPeer, error) {
+func (s *Service) AddFederation(ctx context.Context, req AddFederationRequest) (store.FederationPeer, error) {
+	actor := ActorFrom(ctx)
 	p, err := s.addFederation(ctx, actor, req)
 	if err != nil {
 		return store.FederationPeer{}, s.auditRefusal(ctx, actor, "federation.add", req.TrustDomain, err)
@@ -131,7 +132,8 @@ func refuseFederatedTrustDomain(ctx context.Context, r store.Reader, td string) 
 
 // RemoveFederation stops federating with a trust domain; its bundle leaves
 // the meshes at the agents' next update.
-func (s *Service) RemoveFederation(ctx context.Context, actor Actor, trustDomain string) error {
+func (s *Service) RemoveFederation(ctx context.Context, trustDomain string) error {
+	actor := ActorFrom(ctx)
 	err := s.store.Update(ctx, func(tx store.Tx) error {
 		if err := tx.DeleteFederationPeer(ctx, trustDomain); err != nil {
 			if errors.Is(err, store.ErrNotFound) {

@@ -49,10 +49,10 @@ func webPeer(td string) ca.AddFederationRequest {
 func TestFederationPeerBeforeInitCannotBecomeOwnTrustDomain(t *testing.T) {
 	ctx := context.Background()
 	svc, st := newService(t)
-	if _, err := svc.AddFederation(ctx, actor, webPeer("example.org")); err != nil {
+	if _, err := svc.AddFederation(ca.WithActor(ctx, actor), webPeer("example.org")); err != nil {
 		t.Fatalf("a peer before init (our trust domain is not known yet) was refused: %v", err)
 	}
-	_, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"})
+	_, err := svc.InitRoot(ca.WithActor(ctx, actor), ca.InitRootRequest{TrustDomain: "example.org"})
 	var pe *ca.PolicyError
 	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "federation peer for example.org") {
 		t.Fatalf("root init for the trust domain of a federation peer: %v, want a refusal naming the peer", err)
@@ -63,16 +63,16 @@ func TestFederationPeerBeforeInitCannotBecomeOwnTrustDomain(t *testing.T) {
 	if td, _ := st.Meta(ctx, ca.MetaTrustDomain); td != "" {
 		t.Fatalf("refused init set the trust domain to %q", td)
 	}
-	if err := svc.RemoveFederation(ctx, actor, "example.org"); err != nil {
+	if err := svc.RemoveFederation(ca.WithActor(ctx, actor), "example.org"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
+	if _, err := svc.InitRoot(ca.WithActor(ctx, actor), ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
 		t.Fatalf("init after the peer was removed: %v", err)
 	}
-	if _, err := svc.AddFederation(ctx, actor, webPeer("example.org")); !errors.As(err, &pe) {
+	if _, err := svc.AddFederation(ca.WithActor(ctx, actor), webPeer("example.org")); !errors.As(err, &pe) {
 		t.Fatalf("peer for our own trust domain after init: %v, want a refusal", err)
 	}
-	if _, err := svc.AddFederation(ctx, actor, webPeer("other.org")); err != nil {
+	if _, err := svc.AddFederation(ca.WithActor(ctx, actor), webPeer("other.org")); err != nil {
 		t.Fatalf("a foreign peer: %v", err)
 	}
 }
@@ -82,7 +82,7 @@ func TestFederationPeerBeforeInitCannotBecomeOwnTrustDomain(t *testing.T) {
 func TestFederationBootstrapBundleTrustDomain(t *testing.T) {
 	ctx := context.Background()
 	svc, st := newService(t)
-	if _, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
+	if _, err := svc.InitRoot(ca.WithActor(ctx, actor), ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
 		t.Fatal(err)
 	}
 	spiffePeer := func(td string, bootstrap []byte) ca.AddFederationRequest {
@@ -98,7 +98,7 @@ func TestFederationBootstrapBundleTrustDomain(t *testing.T) {
 		"PEM of other.org and evil.org": append(spiffeCAPEM(t, "other.org"), evil...),
 		"PEM of our own trust domain":   spiffeCAPEM(t, "example.org"),
 	} {
-		_, err := svc.AddFederation(ctx, actor, spiffePeer("other.org", data))
+		_, err := svc.AddFederation(ca.WithActor(ctx, actor), spiffePeer("other.org", data))
 		if !errors.As(err, &pe) || !strings.Contains(err.Error(), "trust domain") {
 			t.Errorf("%s as other.org's bootstrap bundle: %v, want a trust-domain refusal", name, err)
 		}
@@ -106,7 +106,7 @@ func TestFederationBootstrapBundleTrustDomain(t *testing.T) {
 	if _, err := st.GetFederationPeer(ctx, "other.org"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a refused peer was stored: %v", err)
 	}
-	p, err := svc.AddFederation(ctx, actor, spiffePeer("other.org", spiffeCAPEM(t, "other.org")))
+	p, err := svc.AddFederation(ca.WithActor(ctx, actor), spiffePeer("other.org", spiffeCAPEM(t, "other.org")))
 	if err != nil {
 		t.Fatalf("a good PEM bootstrap bundle: %v", err)
 	}

@@ -43,7 +43,8 @@ func (i Issued) CACerts(key crypto.Signer) *CACerts {
 // IssueIntermediate signs an intermediate for a registered cluster with the
 // active root, records it (superseding the cluster's previous one) and
 // audits, all or nothing. Refusals are audited with their reason.
-func (s *Service) IssueIntermediate(ctx context.Context, actor Actor, req IssueRequest) (Issued, error) {
+func (s *Service) IssueIntermediate(ctx context.Context, req IssueRequest) (Issued, error) {
+	actor := ActorFrom(ctx)
 	out, err := s.issue(ctx, actor, req)
 	if err != nil {
 		return Issued{}, s.auditRefusal(ctx, actor, "intermediate.issue", req.Cluster, err)
@@ -152,7 +153,8 @@ func (i Issued) Annotations() map[string]string {
 
 // RevokeIntermediate marks an intermediate revoked: it can no longer be
 // used to renew. (Revocation lists for workloads come with rotation.)
-func (s *Service) RevokeIntermediate(ctx context.Context, actor Actor, serial, reason string) (store.Intermediate, error) {
+func (s *Service) RevokeIntermediate(ctx context.Context, serial, reason string) (store.Intermediate, error) {
+	actor := ActorFrom(ctx)
 	in, err := s.store.GetIntermediate(ctx, serial)
 	if errors.Is(err, store.ErrNotFound) {
 		err = refusef("no intermediate with serial %s: see `meshroot intermediate list`", serial)

@@ -15,17 +15,17 @@ import (
 func BenchmarkIssueIntermediate(b *testing.B) {
 	ctx := context.Background()
 	svc, _ := newService(b)
-	if _, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
+	if _, err := svc.InitRoot(ca.WithActor(ctx, actor), ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := svc.AddCluster(ctx, actor, ca.AddClusterRequest{Name: "east"}); err != nil {
+	if _, err := svc.AddCluster(ca.WithActor(ctx, actor), ca.AddClusterRequest{Name: "east"}); err != nil {
 		b.Fatal(err)
 	}
 	k, _ := keys.ECP256.Generate()
 	der, _ := x509.CreateCertificateRequest(nil, &x509.CertificateRequest{}, k)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := svc.IssueIntermediate(ctx, actor, ca.IssueRequest{Cluster: "east", CSRData: der}); err != nil {
+			if _, err := svc.IssueIntermediate(ca.WithActor(ctx, actor), ca.IssueRequest{Cluster: "east", CSRData: der}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -26,7 +26,8 @@ type InitRootRequest struct {
 // InitRoot creates the first root of a trust domain: a new key in the key
 // manager and a self-signed certificate, stored as the active root. It
 // refuses when an active root exists (rotation is a separate procedure).
-func (s *Service) InitRoot(ctx context.Context, actor Actor, req InitRootRequest) (store.Root, error) {
+func (s *Service) InitRoot(ctx context.Context, req InitRootRequest) (store.Root, error) {
+	actor := ActorFrom(ctx)
 	r, err := s.initRoot(ctx, actor, req)
 	if err != nil {
 		return store.Root{}, s.auditRefusal(ctx, actor, "root.init", req.TrustDomain, err)
@@ -71,7 +72,8 @@ type PrepareRootRequest struct {
 // the key manager in state prepared and joins the trust bundle (sequence
 // +1), so that every mesh trusts it before anything is signed by it. The
 // active root keeps signing. It refuses while another root is prepared.
-func (s *Service) PrepareRoot(ctx context.Context, actor Actor, req PrepareRootRequest) (store.Root, error) {
+func (s *Service) PrepareRoot(ctx context.Context, req PrepareRootRequest) (store.Root, error) {
+	actor := ActorFrom(ctx)
 	r, err := s.prepareRoot(ctx, actor, req)
 	if err != nil {
 		return store.Root{}, s.auditRefusal(ctx, actor, "root.prepare", "", err)
@@ -176,7 +178,8 @@ type ImportRootRequest struct {
 
 // ImportRoot stores an existing CA (a root, or an intermediate under an
 // offline root with its chain) and its key as the active signing authority.
-func (s *Service) ImportRoot(ctx context.Context, actor Actor, req ImportRootRequest) (store.Root, error) {
+func (s *Service) ImportRoot(ctx context.Context, req ImportRootRequest) (store.Root, error) {
+	actor := ActorFrom(ctx)
 	r, err := s.importRoot(ctx, actor, req)
 	if err != nil {
 		return store.Root{}, s.auditRefusal(ctx, actor, "root.import", req.TrustDomain, err)

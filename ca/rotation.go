@@ -59,7 +59,8 @@ func clusterNames(bs []Blocker) []string {
 // trust bundle that contains the prepared root, the prepared root becomes
 // active (new intermediates come from it; agents re-request at once) and
 // the active one becomes retiring (still trusted).
-func (s *Service) ActivateRoot(ctx context.Context, actor Actor, req PhaseRequest) (PhaseResult, error) {
+func (s *Service) ActivateRoot(ctx context.Context, req PhaseRequest) (PhaseResult, error) {
+	actor := ActorFrom(ctx)
 	res, err := s.activate(ctx, actor, req)
 	if err != nil {
 		return res, s.auditRefusal(ctx, actor, "root.activate", "", err)
@@ -123,7 +124,8 @@ func (s *Service) planActivate(ctx context.Context, r store.Reader) (*plan, erro
 // RetireRoot is phase 3: once every cluster's intermediate chains to the
 // active root and the workload certificate lifetime has passed since the
 // last cluster switched, the retiring root leaves the trust bundle.
-func (s *Service) RetireRoot(ctx context.Context, actor Actor, req PhaseRequest) (PhaseResult, error) {
+func (s *Service) RetireRoot(ctx context.Context, req PhaseRequest) (PhaseResult, error) {
+	actor := ActorFrom(ctx)
 	res, err := s.retire(ctx, actor, req)
 	if err != nil {
 		return res, s.auditRefusal(ctx, actor, "root.retire", "", err)
@@ -223,7 +225,8 @@ func firstUnder(ctx context.Context, r store.Reader, cluster, rootID string) (ti
 
 // RollbackPrepared undoes `root prepare`: the prepared root leaves the
 // bundle (state retired) before it ever signed anything.
-func (s *Service) RollbackPrepared(ctx context.Context, actor Actor, req PhaseRequest) (PhaseResult, error) {
+func (s *Service) RollbackPrepared(ctx context.Context, req PhaseRequest) (PhaseResult, error) {
+	actor := ActorFrom(ctx)
 	if req.DryRun {
 		return s.dryRun(ctx, "rollback", planRollback)
 	}

@@ -18,12 +18,12 @@ func rotationFixture(t *testing.T) (*ca.Service, store.Store, store.Root) {
 	t.Helper()
 	ctx := context.Background()
 	svc, st := newService(t)
-	root, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"})
+	root, err := svc.InitRoot(ca.WithActor(ctx, actor), ca.InitRootRequest{TrustDomain: "example.org"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []string{"east", "west"} {
-		if _, err := svc.AddCluster(ctx, actor, ca.AddClusterRequest{Name: c}); err != nil {
+		if _, err := svc.AddCluster(ca.WithActor(ctx, actor), ca.AddClusterRequest{Name: c}); err != nil {
 			t.Fatal(err)
 		}
 		issueAndReport(t, svc, c)
@@ -37,7 +37,7 @@ func issueAndReport(t *testing.T, svc *ca.Service, cluster string) ca.Issued {
 	t.Helper()
 	ctx := context.Background()
 	csr, _ := csrFor(t)
-	out, err := svc.IssueIntermediate(ctx, actor, ca.IssueRequest{Cluster: cluster, CSR: csr})
+	out, err := svc.IssueIntermediate(ca.WithActor(ctx, actor), ca.IssueRequest{Cluster: cluster, CSR: csr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func rootStates(t *testing.T, svc *ca.Service) map[string]store.RootState {
 func TestRotationPhasesAndGates(t *testing.T) {
 	ctx := context.Background()
 	svc, st, old := rotationFixture(t)
-	next, err := svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{})
+	next, err := svc.PrepareRoot(ca.WithActor(ctx, actor), ca.PrepareRootRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,11 +72,11 @@ func TestRotationPhasesAndGates(t *testing.T) {
 	}
 
 	// Activate waits for every cluster to apply bundle 2, and names them.
-	dry, err := svc.ActivateRoot(ctx, actor, ca.PhaseRequest{DryRun: true})
+	dry, err := svc.ActivateRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{DryRun: true})
 	if err != nil || len(dry.Blockers) != 2 || dry.Done {
 		t.Fatalf("dry-run activate: %+v, %v", dry, err)
 	}
-	if _, err := svc.ActivateRoot(ctx, actor, ca.PhaseRequest{}); err == nil || !strings.Contains(err.Error(), "east") || !strings.Contains(err.Error(), "west") {
+	if _, err := svc.ActivateRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{}); err == nil || !strings.Contains(err.Error(), "east") || !strings.Contains(err.Error(), "west") {
 		t.Fatalf("activate before clusters applied the bundle: %v", err)
 	}
 	if rootStates(t, svc)[next.ID] != store.RootPrepared {
@@ -91,7 +91,7 @@ func TestRotationPhasesAndGates(t *testing.T) {
 	if err := svc.ReportStatus(ctx, "east", 99, ""); err == nil {
 		t.Error("a report ahead of the server's sequence was accepted")
 	}
-	res, err := svc.ActivateRoot(ctx, actor, ca.PhaseRequest{})
+	res, err := svc.ActivateRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{})
 	if err != nil || !res.Done {
 		t.Fatalf("activate: %+v, %v", res, err)
 	}
@@ -100,7 +100,7 @@ func TestRotationPhasesAndGates(t *testing.T) {
 		t.Fatalf("after activate: %v", states)
 	}
 	// Resuming an activate that already happened is a no-op.
-	if res, err := svc.ActivateRoot(ctx, actor, ca.PhaseRequest{}); err != nil || !res.Done {
+	if res, err := svc.ActivateRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{}); err != nil || !res.Done {
 		t.Fatalf("second activate: %+v, %v", res, err)
 	}
 
@@ -109,17 +109,17 @@ func TestRotationPhasesAndGates(t *testing.T) {
 	if east.RootID != next.ID || len(east.Bundle.Roots) != 2 {
 		t.Fatalf("after activate, issued under %s with %d roots", east.RootID, len(east.Bundle.Roots))
 	}
-	_, err = svc.RetireRoot(ctx, actor, ca.PhaseRequest{WorkloadCertTTL: time.Nanosecond})
+	_, err = svc.RetireRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{WorkloadCertTTL: time.Nanosecond})
 	if err == nil || !strings.Contains(err.Error(), "west") || strings.Contains(err.Error(), "east:") {
 		t.Fatalf("retire with west still on the old root: %v", err)
 	}
 	issueAndReport(t, svc, "west")
 	// ... and for the workload certificate lifetime after the last switch.
-	_, err = svc.RetireRoot(ctx, actor, ca.PhaseRequest{WorkloadCertTTL: time.Hour})
+	_, err = svc.RetireRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{WorkloadCertTTL: time.Hour})
 	if err == nil || !strings.Contains(err.Error(), "workload certificates") {
 		t.Fatalf("retire within the workload certificate lifetime: %v", err)
 	}
-	res, err = svc.RetireRoot(ctx, actor, ca.PhaseRequest{WorkloadCertTTL: time.Nanosecond})
+	res, err = svc.RetireRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{WorkloadCertTTL: time.Nanosecond})
 	if err != nil || !res.Done {
 		t.Fatalf("retire: %+v, %v", res, err)
 	}
@@ -132,10 +132,10 @@ func TestRotationPhasesAndGates(t *testing.T) {
 func TestRotationForceIsAudited(t *testing.T) {
 	ctx := context.Background()
 	svc, st, _ := rotationFixture(t)
-	if _, err := svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{}); err != nil {
+	if _, err := svc.PrepareRoot(ca.WithActor(ctx, actor), ca.PrepareRootRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	res, err := svc.ActivateRoot(ctx, actor, ca.PhaseRequest{Force: true})
+	res, err := svc.ActivateRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{Force: true})
 	if err != nil || !res.Forced || len(res.LosingTrust) != 2 {
 		t.Fatalf("forced activate: %+v, %v", res, err)
 	}
@@ -153,17 +153,17 @@ func TestRotationForceIsAudited(t *testing.T) {
 func TestRotationRollbackAndDryRun(t *testing.T) {
 	ctx := context.Background()
 	svc, _, old := rotationFixture(t)
-	if _, err := svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{DryRun: true}); err != nil {
+	if _, err := svc.PrepareRoot(ca.WithActor(ctx, actor), ca.PrepareRootRequest{DryRun: true}); err != nil {
 		t.Fatal(err)
 	}
 	if len(rootStates(t, svc)) != 1 {
 		t.Fatal("a dry-run prepare created a root")
 	}
-	next, err := svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{})
+	next, err := svc.PrepareRoot(ca.WithActor(ctx, actor), ca.PrepareRootRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.RollbackPrepared(ctx, actor, ca.PhaseRequest{}); err != nil {
+	if _, err := svc.RollbackPrepared(ca.WithActor(ctx, actor), ca.PhaseRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	states := rootStates(t, svc)
@@ -179,14 +179,14 @@ func TestRotationRollbackAndDryRun(t *testing.T) {
 func TestCrossSignedChains(t *testing.T) {
 	ctx := context.Background()
 	svc, _, old := rotationFixture(t)
-	next, err := svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{CrossSign: true})
+	next, err := svc.PrepareRoot(ca.WithActor(ctx, actor), ca.PrepareRootRequest{CrossSign: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(next.CrossPEM) == 0 {
 		t.Fatal("no cross certificate stored")
 	}
-	if _, err := svc.ActivateRoot(ctx, actor, ca.PhaseRequest{Force: true}); err != nil {
+	if _, err := svc.ActivateRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	out := issueAndReport(t, svc, "east")
@@ -215,7 +215,7 @@ func TestCrossSignedChains(t *testing.T) {
 	}
 	// After retire the chain no longer uses the cross certificate.
 	issueAndReport(t, svc, "west")
-	if _, err := svc.RetireRoot(ctx, actor, ca.PhaseRequest{WorkloadCertTTL: time.Nanosecond}); err != nil {
+	if _, err := svc.RetireRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{WorkloadCertTTL: time.Nanosecond}); err != nil {
 		t.Fatal(err)
 	}
 	out = issueAndReport(t, svc, "east")
@@ -227,14 +227,14 @@ func TestCrossSignedChains(t *testing.T) {
 func TestEmergencyRevoke(t *testing.T) {
 	ctx := context.Background()
 	svc, st, old := rotationFixture(t)
-	if _, err := svc.RevokeRoot(ctx, actor, ca.RevokeRequest{RootID: old.ID}); err == nil || !strings.Contains(err.Error(), "--emergency") {
+	if _, err := svc.RevokeRoot(ca.WithActor(ctx, actor), ca.RevokeRequest{RootID: old.ID}); err == nil || !strings.Contains(err.Error(), "--emergency") {
 		t.Fatalf("revoke without --emergency: %v", err)
 	}
-	dry, err := svc.RevokeRoot(ctx, actor, ca.RevokeRequest{RootID: old.ID, Emergency: true, DryRun: true})
+	dry, err := svc.RevokeRoot(ca.WithActor(ctx, actor), ca.RevokeRequest{RootID: old.ID, Emergency: true, DryRun: true})
 	if err != nil || strings.Join(dry.LosingTrust, ",") != "east,west" {
 		t.Fatalf("dry-run revoke: %+v, %v", dry, err)
 	}
-	if _, err := svc.RevokeRoot(ctx, actor, ca.RevokeRequest{RootID: old.ID, Emergency: true}); err != nil {
+	if _, err := svc.RevokeRoot(ca.WithActor(ctx, actor), ca.RevokeRequest{RootID: old.ID, Emergency: true}); err != nil {
 		t.Fatal(err)
 	}
 	states := rootStates(t, svc)

@@ -35,6 +35,10 @@ type Service struct {
 	// authorities for meshroot's own TLS certificates under them.
 	upstreams UpstreamOpener
 	leafAuth  map[string]*Authority
+	// minter makes join tokens; refresher reaches the federation watchers
+	// (nil outside the server).
+	minter    JoinTokenMinter
+	refresher FederationRefresher
 }
 
 // NewService returns a Service over st and km that issues under policy.
@@ -53,6 +57,9 @@ func (s *Service) Store() store.Reader { return s.store }
 
 // audit appends one audit row inside tx.
 func (s *Service) audit(ctx context.Context, tx store.Tx, actor Actor, action, target, result string, details map[string]any) error {
+	if actor == "" {
+		return errNoActor
+	}
 	d := "{}"
 	if len(details) > 0 {
 		b, err := json.Marshal(details)
@@ -66,6 +73,10 @@ func (s *Service) audit(ctx context.Context, tx store.Tx, actor Actor, action, t
 	})
 	return err
 }
+
+// errNoActor refuses a change nobody would be accountable for: the caller
+// forgot to say who acts.
+var errNoActor = errors.New("internal error: no actor for the audit log (the caller must set one with ca.WithActor)")
 
 // auditRefusal records a refused or failed action in its own transaction
 // and returns cause unchanged (joined with an audit failure, if any).

@@ -53,31 +53,31 @@ func csrFor(t testing.TB) (*x509.CertificateRequest, keys.KeyType) {
 func TestServiceIssueFlow(t *testing.T) {
 	ctx := context.Background()
 	svc, _ := newService(t)
-	root, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"})
+	root, err := svc.InitRoot(ca.WithActor(ctx, actor), ca.InitRootRequest{TrustDomain: "example.org"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if root.State != store.RootActive || !strings.HasPrefix(root.KeyRef, "disk:") {
 		t.Fatalf("root = %+v", root)
 	}
-	if _, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"}); err == nil {
+	if _, err := svc.InitRoot(ca.WithActor(ctx, actor), ca.InitRootRequest{TrustDomain: "example.org"}); err == nil {
 		t.Fatal("a second root init was accepted")
 	}
-	if _, err := svc.AddCluster(ctx, actor, ca.AddClusterRequest{Name: "east"}); err != nil {
+	if _, err := svc.AddCluster(ca.WithActor(ctx, actor), ca.AddClusterRequest{Name: "east"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.AddCluster(ctx, actor, ca.AddClusterRequest{Name: "east"}); err == nil {
+	if _, err := svc.AddCluster(ca.WithActor(ctx, actor), ca.AddClusterRequest{Name: "east"}); err == nil {
 		t.Fatal("duplicate cluster accepted")
 	}
 	csr, _ := csrFor(t)
-	first, err := svc.IssueIntermediate(ctx, actor, ca.IssueRequest{Cluster: "east", CSR: csr})
+	first, err := svc.IssueIntermediate(ca.WithActor(ctx, actor), ca.IssueRequest{Cluster: "east", CSR: csr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if first.RootID != root.ID || len(first.Chain) != 2 || first.Bundle.Sequence != 1 || len(first.Bundle.Roots) != 1 {
 		t.Fatalf("issued = root %s chain %d seq %d roots %d", first.RootID, len(first.Chain), first.Bundle.Sequence, len(first.Bundle.Roots))
 	}
-	second, err := svc.IssueIntermediate(ctx, actor, ca.IssueRequest{Cluster: "east", CSR: csr, TTL: 72 * time.Hour})
+	second, err := svc.IssueIntermediate(ca.WithActor(ctx, actor), ca.IssueRequest{Cluster: "east", CSR: csr, TTL: 72 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,15 +98,15 @@ func TestServiceRefusalsAreAudited(t *testing.T) {
 	ctx := context.Background()
 	svc, st := newService(t)
 	csr, _ := csrFor(t)
-	_, err := svc.IssueIntermediate(ctx, actor, ca.IssueRequest{Cluster: "east", CSR: csr})
+	_, err := svc.IssueIntermediate(ca.WithActor(ctx, actor), ca.IssueRequest{Cluster: "east", CSR: csr})
 	var pe *ca.PolicyError
 	if !errors.As(err, &pe) {
 		t.Fatalf("issue before root init: %v, want a PolicyError", err)
 	}
-	if _, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
+	if _, err := svc.InitRoot(ca.WithActor(ctx, actor), ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = svc.IssueIntermediate(ctx, actor, ca.IssueRequest{Cluster: "west", CSR: csr})
+	_, err = svc.IssueIntermediate(ca.WithActor(ctx, actor), ca.IssueRequest{Cluster: "west", CSR: csr})
 	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "not registered") {
 		t.Fatalf("issue for unknown cluster: %v", err)
 	}
@@ -142,13 +142,13 @@ func TestServiceImportRoot(t *testing.T) {
 	}
 	// Importing with a key that does not match is refused and stores nothing.
 	otherKey, _ := keys.ECP256.Generate()
-	if _, err := svc.ImportRoot(ctx, actor, ca.ImportRootRequest{TrustDomain: "example.org", ChainPEM: ca.EncodeCerts([]*x509.Certificate{root}), Key: otherKey}); err == nil {
+	if _, err := svc.ImportRoot(ca.WithActor(ctx, actor), ca.ImportRootRequest{TrustDomain: "example.org", ChainPEM: ca.EncodeCerts([]*x509.Certificate{root}), Key: otherKey}); err == nil {
 		t.Fatal("import with a mismatched key accepted")
 	}
 	if roots, _ := svc.ListRoots(ctx); len(roots) != 0 {
 		t.Fatalf("a refused import left %d roots", len(roots))
 	}
-	r, err := svc.ImportRoot(ctx, actor, ca.ImportRootRequest{TrustDomain: "example.org", ChainPEM: ca.EncodeCerts([]*x509.Certificate{root}), Key: rootKey})
+	r, err := svc.ImportRoot(ca.WithActor(ctx, actor), ca.ImportRootRequest{TrustDomain: "example.org", ChainPEM: ca.EncodeCerts([]*x509.Certificate{root}), Key: rootKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,14 +164,14 @@ func TestServiceImportRoot(t *testing.T) {
 func TestServicePrepareRoot(t *testing.T) {
 	ctx := context.Background()
 	svc, _ := newService(t)
-	if _, err := svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{}); err == nil {
+	if _, err := svc.PrepareRoot(ca.WithActor(ctx, actor), ca.PrepareRootRequest{}); err == nil {
 		t.Fatal("prepare without an active root was accepted")
 	}
-	active, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"})
+	active, err := svc.InitRoot(ca.WithActor(ctx, actor), ca.InitRootRequest{TrustDomain: "example.org"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	next, err := svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{KeyType: keys.ECP384})
+	next, err := svc.PrepareRoot(ca.WithActor(ctx, actor), ca.PrepareRootRequest{KeyType: keys.ECP384})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,15 +182,15 @@ func TestServicePrepareRoot(t *testing.T) {
 	if err != nil || len(tb.Roots) != 2 || tb.Sequence != 2 {
 		t.Fatalf("bundle after prepare: %d roots, seq %d, %v", len(tb.Roots), tb.Sequence, err)
 	}
-	if _, err := svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{}); err == nil || !strings.Contains(err.Error(), "already prepared") {
+	if _, err := svc.PrepareRoot(ca.WithActor(ctx, actor), ca.PrepareRootRequest{}); err == nil || !strings.Contains(err.Error(), "already prepared") {
 		t.Fatalf("second prepare: %v", err)
 	}
 	// The active root keeps signing.
-	if _, err := svc.AddCluster(ctx, actor, ca.AddClusterRequest{Name: "east"}); err != nil {
+	if _, err := svc.AddCluster(ca.WithActor(ctx, actor), ca.AddClusterRequest{Name: "east"}); err != nil {
 		t.Fatal(err)
 	}
 	csr, _ := csrFor(t)
-	out, err := svc.IssueIntermediate(ctx, actor, ca.IssueRequest{Cluster: "east", CSR: csr})
+	out, err := svc.IssueIntermediate(ca.WithActor(ctx, actor), ca.IssueRequest{Cluster: "east", CSR: csr})
 	if err != nil {
 		t.Fatal(err)
 	}

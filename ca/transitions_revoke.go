@@ -33,7 +33,8 @@ type RevokeRequest struct {
 // transaction, with their intermediates: the cross certificate is public,
 // so whoever holds the revoked key could otherwise still chain to them.
 // The dry run lists them.
-func (s *Service) RevokeRoot(ctx context.Context, actor Actor, req RevokeRequest) (PhaseResult, error) {
+func (s *Service) RevokeRoot(ctx context.Context, req RevokeRequest) (PhaseResult, error) {
+	actor := ActorFrom(ctx)
 	res, err := s.revoke(ctx, actor, req)
 	if err != nil {
 		return res, s.auditRefusal(ctx, actor, string(cmdRevoke), req.RootID, err)

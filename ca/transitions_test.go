@@ -219,11 +219,11 @@ const rounds = 20
 func withRoot(t *testing.T, e *raceEnv) store.Root {
 	t.Helper()
 	ctx := context.Background()
-	root, err := e.svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"})
+	root, err := e.svc.InitRoot(ca.WithActor(ctx, actor), ca.InitRootRequest{TrustDomain: "example.org"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.AddCluster(ctx, actor, ca.AddClusterRequest{Name: "east"}); err != nil {
+	if _, err := e.svc.AddCluster(ca.WithActor(ctx, actor), ca.AddClusterRequest{Name: "east"}); err != nil {
 		t.Fatal(err)
 	}
 	issueAndReport(t, e.svc, "east")
@@ -240,7 +240,7 @@ func TestRaceTwoEmergencyRevokes(t *testing.T) {
 		old := withRoot(t, e)
 		e.arm()
 		req := ca.RevokeRequest{RootID: old.ID, Emergency: true}
-		revoke := func() error { _, err := e.svc.RevokeRoot(ctx, actor, req); return err }
+		revoke := func() error { _, err := e.svc.RevokeRoot(ca.WithActor(ctx, actor), req); return err }
 		errs := race(revoke, revoke)
 		if w := oneWins(t, "two revokes of the same root", errs); w >= 0 && !strings.Contains(errs[1-w].Error(), "already revoked") {
 			t.Errorf("the losing revoke: %v; want it to say the root is already revoked", errs[1-w])
@@ -264,16 +264,16 @@ func TestRaceActivateAndRevoke(t *testing.T) {
 	for range rounds {
 		e := newRaceEnv(t, 0)
 		withRoot(t, e)
-		next, err := e.svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{})
+		next, err := e.svc.PrepareRoot(ca.WithActor(ctx, actor), ca.PrepareRootRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		issueAndReport(t, e.svc, "east")
 		e.arm()
 		errs := race(
-			func() error { _, err := e.svc.ActivateRoot(ctx, actor, ca.PhaseRequest{}); return err },
+			func() error { _, err := e.svc.ActivateRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{}); return err },
 			func() error {
-				_, err := e.svc.RevokeRoot(ctx, actor, ca.RevokeRequest{RootID: next.ID, Emergency: true})
+				_, err := e.svc.RevokeRoot(ca.WithActor(ctx, actor), ca.RevokeRequest{RootID: next.ID, Emergency: true})
 				return err
 			})
 		if w := oneWins(t, "activate and revoke", errs); w >= 0 {
@@ -304,7 +304,7 @@ func TestRaceTwoInits(t *testing.T) {
 		e := newRaceEnv(t, 0)
 		e.arm()
 		initRoot := func() error {
-			_, err := e.svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: "example.org"})
+			_, err := e.svc.InitRoot(ca.WithActor(ctx, actor), ca.InitRootRequest{TrustDomain: "example.org"})
 			return err
 		}
 		oneWins(t, "two inits", race(initRoot, initRoot))
@@ -326,7 +326,7 @@ func TestRaceTwoPrepares(t *testing.T) {
 		withRoot(t, e)
 		e.arm()
 		prepare := func() error {
-			_, err := e.svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{CrossSign: true})
+			_, err := e.svc.PrepareRoot(ca.WithActor(ctx, actor), ca.PrepareRootRequest{CrossSign: true})
 			return err
 		}
 		oneWins(t, "two prepares", race(prepare, prepare))
@@ -347,15 +347,21 @@ func TestRaceTwoActivates(t *testing.T) {
 	for range rounds {
 		e := newRaceEnv(t, 0)
 		withRoot(t, e)
-		if _, err := e.svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{}); err != nil {
+		if _, err := e.svc.PrepareRoot(ca.WithActor(ctx, actor), ca.PrepareRootRequest{}); err != nil {
 			t.Fatal(err)
 		}
 		issueAndReport(t, e.svc, "east")
 		e.arm()
 		var results [2]ca.PhaseResult
 		errs := race(
-			func() (err error) { results[0], err = e.svc.ActivateRoot(ctx, actor, ca.PhaseRequest{}); return err },
-			func() (err error) { results[1], err = e.svc.ActivateRoot(ctx, actor, ca.PhaseRequest{}); return err })
+			func() (err error) {
+				results[0], err = e.svc.ActivateRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{})
+				return err
+			},
+			func() (err error) {
+				results[1], err = e.svc.ActivateRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{})
+				return err
+			})
 		if errs[0] != nil || errs[1] != nil {
 			t.Fatalf("two activates: %v; %v", errs[0], errs[1])
 		}
@@ -416,11 +422,11 @@ func TestRevokeCrossSignedRootDropsItsSigner(t *testing.T) {
 	ctx := context.Background()
 	e := newRaceEnv(t, 0)
 	old := withRoot(t, e)
-	next, err := e.svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{CrossSign: true})
+	next, err := e.svc.PrepareRoot(ca.WithActor(ctx, actor), ca.PrepareRootRequest{CrossSign: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.ActivateRoot(ctx, actor, ca.PhaseRequest{Force: true}); err != nil {
+	if _, err := e.svc.ActivateRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	issued := issueAndReport(t, e.svc, "east")
@@ -456,14 +462,14 @@ func TestRevokeCrossSignedRootDropsItsSigner(t *testing.T) {
 		t.Fatalf("before the revocation, the minted chain must verify against the bundle: %v", err)
 	}
 
-	dry, err := e.svc.RevokeRoot(ctx, actor, ca.RevokeRequest{RootID: next.ID, Emergency: true, DryRun: true})
+	dry, err := e.svc.RevokeRoot(ca.WithActor(ctx, actor), ca.RevokeRequest{RootID: next.ID, Emergency: true, DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s := strings.Join(dry.Changes, "\n"); !strings.Contains(s, old.ID) || !strings.Contains(s, "cross-signed") {
 		t.Errorf("the dry run does not say that the cross-signing root %s leaves the bundle too:\n%s", old.ID, s)
 	}
-	if _, err := e.svc.RevokeRoot(ctx, actor, ca.RevokeRequest{RootID: next.ID, Emergency: true}); err != nil {
+	if _, err := e.svc.RevokeRoot(ca.WithActor(ctx, actor), ca.RevokeRequest{RootID: next.ID, Emergency: true}); err != nil {
 		t.Fatal(err)
 	}
 	states := rootStates(t, e.svc)
@@ -499,11 +505,11 @@ func TestRevokePreparedCrossSignedRoot(t *testing.T) {
 	ctx := context.Background()
 	e := newRaceEnv(t, 0)
 	old := withRoot(t, e)
-	next, err := e.svc.PrepareRoot(ctx, actor, ca.PrepareRootRequest{CrossSign: true})
+	next, err := e.svc.PrepareRoot(ca.WithActor(ctx, actor), ca.PrepareRootRequest{CrossSign: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := e.svc.RevokeRoot(ctx, actor, ca.RevokeRequest{RootID: next.ID, Emergency: true})
+	res, err := e.svc.RevokeRoot(ca.WithActor(ctx, actor), ca.RevokeRequest{RootID: next.ID, Emergency: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,8 @@ func (s *Service) upstream(ctx context.Context, ref string) (Upstream, error) {
 
 // InitUpstreamRoot makes an upstream (Vault PKI) the active signing
 // authority of trust domain td: its chain's root becomes the trust anchor.
-func (s *Service) InitUpstreamRoot(ctx context.Context, actor Actor, td, ref string) (store.Root, error) {
+func (s *Service) InitUpstreamRoot(ctx context.Context, td, ref string) (store.Root, error) {
+	actor := ActorFrom(ctx)
 	r, err := s.initUpstreamRoot(ctx, actor, td, ref)
 	if err != nil {
 		return store.Root{}, s.auditRefusal(ctx, actor, "root.init", td, err)

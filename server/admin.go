@@ -9,19 +9,19 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+	"github.com/meshroot/meshroot/api/wire"
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/server/authn"
 	"github.com/meshroot/meshroot/store"
 )
 
-// AdminServer implements the Admin service behind the CLI. Who may call it
-// is decided by the transport (the unix socket's file mode, or mTLS); every
-// call that changes state is audited by the authority with the caller's
-// identity.
+// AdminServer implements the Admin service behind the CLI over ca.Admin:
+// each method converts the request (api/wire), calls the authority with
+// the caller as actor, and converts the answer. Who may call it is decided
+// by the transport (the unix socket's file mode, or mTLS); every call that
+// changes state is audited by the authority with the caller's identity.
 type AdminServer struct {
 	meshrootv1.UnimplementedAdminServer
 	svc        *ca.Service
@@ -33,14 +33,32 @@ type AdminServer struct {
 }
 
 // NewAdminServer returns the Admin service over svc. Changes to roots are
-// pushed to hub so that agents hear of them at once.
+// pushed to hub so that agents hear of them at once. svc makes join tokens
+// in the format this server's authentication verifies (authn), and
+// federation, when set, becomes its federation refresher, so that
+// `federation refresh` reaches the watchers.
 func NewAdminServer(svc *ca.Service, hub *BundleHub, log *slog.Logger, federation Refresher, refreshHint time.Duration) *AdminServer {
+	svc.SetJoinTokenMinter(authn.NewJoinToken)
+	if federation != nil {
+		svc.SetFederationRefresher(federation)
+	}
 	return &AdminServer{svc: svc, hub: hub, log: log, federation: federation, refreshHint: refreshHint}
 }
 
-func (s *AdminServer) actor(ctx context.Context) ca.Actor { return ca.Actor(adminActor(ctx)) }
+// as returns ctx carrying the caller, identified by the transport, as the
+// actor for the audit log.
+func (s *AdminServer) as(ctx context.Context) context.Context {
+	return ca.WithActor(ctx, ca.Actor(adminActor(ctx)))
+}
 
 func (s *AdminServer) err(ctx context.Context, err error) error {
+	var ce *store.ChainError
+	switch {
+	case errors.As(err, &ce):
+		return status.Error(codes.DataLoss, err.Error())
+	case errors.Is(err, ca.ErrNoFederationWatchers):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
 	st := toStatus(ctx, s.log, err)
 	// The admin caller owns the server: tell it why, not "internal error".
 	if status.Code(st) == codes.Internal {
@@ -49,141 +67,74 @@ func (s *AdminServer) err(ctx context.Context, err error) error {
 	return st
 }
 
+// reply converts what the authority returned into the answer, or its error
+// into a status.
+func reply[T, M any](ctx context.Context, s *AdminServer, v T, err error, conv func(T) (M, error)) (M, error) {
+	var m M
+	if err == nil {
+		m, err = conv(v)
+	}
+	if err != nil {
+		var zero M
+		return zero, s.err(ctx, err)
+	}
+	return m, nil
+}
+
+// ok adapts a conversion that cannot fail.
+func ok[T, M any](f func(T) M) func(T) (M, error) {
+	return func(v T) (M, error) { return f(v), nil }
+}
+
+// poked tells agents at once of a change that succeeded.
+func (s *AdminServer) poked(err error) error {
+	if err == nil {
+		s.hub.Poke()
+	}
+	return err
+}
+
+func badRequest(err error) error { return status.Error(codes.InvalidArgument, err.Error()) }
+
 // InitRoot creates the trust domain's first root in the server's key manager.
-func (s *AdminServer) InitRoot(ctx context.Context, req *meshrootv1.InitRootRequest) (*meshrootv1.Root, error) {
-	kt, err := keys.ParseKeyType(req.GetKeyType())
+func (s *AdminServer) InitRoot(ctx context.Context, m *meshrootv1.InitRootRequest) (*meshrootv1.Root, error) {
+	req, err := wire.InitRootRequestFromProto(m)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, badRequest(err)
 	}
-	r, err := s.svc.InitRoot(ctx, s.actor(ctx), ca.InitRootRequest{
-		TrustDomain: req.GetTrustDomain(), KeyType: kt, TTL: time.Duration(req.GetTtlSeconds()) * time.Second,
-	})
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
-	s.hub.Poke()
-	m, err := RootToProto(r)
-	return m, s.err(ctx, err)
+	r, err := s.svc.InitRoot(s.as(ctx), req)
+	return reply(ctx, s, r, s.poked(err), wire.RootToProto)
 }
 
 // PrepareRoot creates the next root and adds it to the trust bundle.
-func (s *AdminServer) PrepareRoot(ctx context.Context, req *meshrootv1.PrepareRootRequest) (*meshrootv1.Root, error) {
-	kt, err := keys.ParseKeyType(req.GetKeyType())
+func (s *AdminServer) PrepareRoot(ctx context.Context, m *meshrootv1.PrepareRootRequest) (*meshrootv1.Root, error) {
+	req, err := wire.PrepareRootRequestFromProto(m)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, badRequest(err)
 	}
-	r, err := s.svc.PrepareRoot(ctx, s.actor(ctx), ca.PrepareRootRequest{
-		KeyType: kt, TTL: time.Duration(req.GetTtlSeconds()) * time.Second, CrossSign: req.GetCrossSign(), DryRun: req.GetDryRun(),
-	})
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
-	if req.GetDryRun() {
+	r, err := s.svc.PrepareRoot(s.as(ctx), req)
+	if err == nil && req.DryRun {
 		return &meshrootv1.Root{TrustDomain: r.TrustDomain, State: string(r.State)}, nil
 	}
-	s.hub.Poke()
-	m, err := RootToProto(r)
-	return m, s.err(ctx, err)
+	return reply(ctx, s, r, s.poked(err), wire.RootToProto)
 }
 
 // ListRoots lists every root.
 func (s *AdminServer) ListRoots(ctx context.Context, _ *meshrootv1.ListRootsRequest) (*meshrootv1.ListRootsResponse, error) {
 	roots, err := s.svc.ListRoots(ctx)
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
-	out := &meshrootv1.ListRootsResponse{}
-	for _, r := range roots {
-		m, err := RootToProto(r)
-		if err != nil {
-			return nil, s.err(ctx, err)
-		}
-		out.Roots = append(out.Roots, m)
-	}
-	return out, nil
-}
-
-// AddCluster registers a cluster.
-func (s *AdminServer) AddCluster(ctx context.Context, req *meshrootv1.AddClusterRequest) (*meshrootv1.Cluster, error) {
-	c, err := s.svc.AddCluster(ctx, s.actor(ctx), ca.AddClusterRequest{
-		Name: req.GetName(), TrustDomain: req.GetTrustDomain(), Auth: AuthFromProto(req.GetAuth()),
+	return reply(ctx, s, roots, err, func(roots []store.Root) (*meshrootv1.ListRootsResponse, error) {
+		ms, err := wire.RootsToProto(roots)
+		return &meshrootv1.ListRootsResponse{Roots: ms}, err
 	})
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
-	return ClusterToProto(c), nil
-}
-
-// RemoveCluster unregisters a cluster.
-func (s *AdminServer) RemoveCluster(ctx context.Context, req *meshrootv1.RemoveClusterRequest) (*meshrootv1.RemoveClusterResponse, error) {
-	if err := s.svc.RemoveCluster(ctx, s.actor(ctx), req.GetName()); err != nil {
-		return nil, s.err(ctx, err)
-	}
-	return &meshrootv1.RemoveClusterResponse{}, nil
-}
-
-// ListClusters lists registered clusters.
-func (s *AdminServer) ListClusters(ctx context.Context, _ *meshrootv1.ListClustersRequest) (*meshrootv1.ListClustersResponse, error) {
-	cs, err := s.svc.ListClusters(ctx)
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
-	out := &meshrootv1.ListClustersResponse{}
-	for _, c := range cs {
-		out.Clusters = append(out.Clusters, ClusterToProto(c))
-	}
-	return out, nil
-}
-
-// IssueIntermediate signs an intermediate from a CSR the CLI made.
-func (s *AdminServer) IssueIntermediate(ctx context.Context, req *meshrootv1.IssueIntermediateRequest) (*meshrootv1.SignIntermediateResponse, error) {
-	out, err := s.svc.IssueIntermediate(ctx, s.actor(ctx), ca.IssueRequest{
-		Cluster: req.GetCluster(), CSRData: req.GetCsr(), TTL: time.Duration(req.GetTtlSeconds()) * time.Second,
-		TrustDomainConstraint: req.GetTrustDomainConstraint(),
-	})
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
-	return &meshrootv1.SignIntermediateResponse{
-		CertChain: derList(out.Chain), TrustedRoots: derList(out.Bundle.Roots), BundleSequence: out.Bundle.Sequence,
-		RootId: out.RootID, Serial: ca.SerialHex(out.Cert.SerialNumber), NotAfter: timestamppb.New(out.Cert.NotAfter),
-	}, nil
-}
-
-// ListIntermediates lists issued intermediates.
-func (s *AdminServer) ListIntermediates(ctx context.Context, req *meshrootv1.ListIntermediatesRequest) (*meshrootv1.ListIntermediatesResponse, error) {
-	list, err := s.svc.ListIntermediates(ctx, req.GetCluster())
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
-	out := &meshrootv1.ListIntermediatesResponse{}
-	for _, in := range list {
-		out.Intermediates = append(out.Intermediates, IntermediateToProto(in))
-	}
-	return out, nil
-}
-
-// RevokeIntermediate revokes an intermediate.
-func (s *AdminServer) RevokeIntermediate(ctx context.Context, req *meshrootv1.RevokeIntermediateRequest) (*meshrootv1.Intermediate, error) {
-	in, err := s.svc.RevokeIntermediate(ctx, s.actor(ctx), req.GetSerial(), req.GetReason())
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
-	return IntermediateToProto(in), nil
 }
 
 // GetTrustBundle returns the trust bundle.
 func (s *AdminServer) GetTrustBundle(ctx context.Context, _ *meshrootv1.GetTrustBundleRequest) (*meshrootv1.TrustBundle, error) {
 	tb, err := s.svc.TrustBundle(ctx)
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
 	// The refresh hint goes with it: a peer bootstrapped from this document
 	// without one would derive its own from the root's lifetime (months).
-	return &meshrootv1.TrustBundle{
-		TrustDomain: tb.TrustDomain, Roots: derList(tb.Roots), Sequence: tb.Sequence,
-		RefreshHintSeconds: int64(s.refreshHint / time.Second),
-	}, nil
+	tb.RefreshHint = s.refreshHint
+	return reply(ctx, s, tb, err, ok(wire.BundleToProto))
 }
 
 // maxAuditPage bounds the entries of one ListAudit answer, and
@@ -206,12 +157,12 @@ func (s *AdminServer) ListAudit(ctx context.Context, req *meshrootv1.ListAuditRe
 	out := &meshrootv1.ListAuditResponse{}
 	after, size := req.GetAfterSeq(), 0
 	for len(out.Entries) < limit {
-		entries, err := s.svc.Store().ListAudit(ctx, after, min(auditReadChunk, limit-len(out.Entries)))
+		entries, err := s.svc.ListAudit(ctx, after, min(auditReadChunk, limit-len(out.Entries)))
 		if err != nil {
 			return nil, s.err(ctx, err)
 		}
 		for _, e := range entries {
-			m := AuditToProto(e)
+			m := wire.AuditToProto(e)
 			n := proto.Size(m) + 8 // the entry's tag and length
 			if size+n > maxAuditPageBytes && len(out.Entries) > 0 {
 				return out, nil
@@ -227,35 +178,11 @@ func (s *AdminServer) ListAudit(ctx context.Context, req *meshrootv1.ListAuditRe
 	return out, nil
 }
 
-// VerifyAudit checks the audit hash chain, one row at a time.
+// VerifyAudit checks the audit hash chain, one row at a time; a broken
+// chain is DATA_LOSS.
 func (s *AdminServer) VerifyAudit(ctx context.Context, _ *meshrootv1.VerifyAuditRequest) (*meshrootv1.VerifyAuditResponse, error) {
-	if _, ok := s.svc.Store().(store.AuditRowVerifier); !ok {
-		return nil, status.Error(codes.Unimplemented, "this store cannot verify its audit log")
-	}
-	n, err := store.VerifyAuditLog(ctx, s.svc.Store())
-	if err != nil {
-		var ce *store.ChainError
-		if errors.As(err, &ce) {
-			return nil, status.Error(codes.DataLoss, err.Error())
-		}
-		return nil, s.err(ctx, err)
-	}
-	return &meshrootv1.VerifyAuditResponse{Entries: n}, nil
-}
-
-// CreateToken makes a single-use join token for a cluster. The secret is
-// returned once and stored only as a hash.
-func (s *AdminServer) CreateToken(ctx context.Context, req *meshrootv1.CreateTokenRequest) (*meshrootv1.CreateTokenResponse, error) {
-	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
-	if ttl == 0 {
-		ttl = time.Hour
-	}
-	token, rec, err := authn.NewJoinToken(req.GetCluster(), ttl, time.Now())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	if err := s.svc.CreateJoinToken(ctx, s.actor(ctx), rec); err != nil {
-		return nil, s.err(ctx, err)
-	}
-	return &meshrootv1.CreateTokenResponse{Token: token, ExpiresAt: timestamppb.New(rec.ExpiresAt)}, nil
+	n, err := s.svc.VerifyAudit(ctx)
+	return reply(ctx, s, n, err, ok(func(n int) *meshrootv1.VerifyAuditResponse {
+		return &meshrootv1.VerifyAuditResponse{Entries: int64(n)}
+	}))
 }

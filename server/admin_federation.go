@@ -3,11 +3,8 @@ package server
 import (
 	"context"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
-	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/api/wire"
 	"github.com/meshroot/meshroot/store"
 )
 
@@ -16,76 +13,32 @@ type Refresher interface {
 	Refresh(trustDomain string)
 }
 
-// FederationPeerToProto converts a stored federation peer.
-func FederationPeerToProto(p store.FederationPeer) *meshrootv1.FederationPeer {
-	return &meshrootv1.FederationPeer{
-		TrustDomain: p.TrustDomain, Url: p.URL, Profile: string(p.Profile), EndpointSpiffeId: p.EndpointSPIFFEID,
-		CreatedAt: ts(p.CreatedAt), Bundle: p.Bundle, Sequence: p.Sequence, BundleUpdatedAt: ts(p.BundleUpdatedAt),
-		LastAttempt: ts(p.Status.LastAttempt), LastSuccess: ts(p.Status.LastSuccess), LastError: p.Status.LastError,
-		NextAttempt: ts(p.Status.NextAttempt),
-	}
-}
-
-// FederationPeerFromProto converts a federation peer message.
-func FederationPeerFromProto(m *meshrootv1.FederationPeer) store.FederationPeer {
-	return store.FederationPeer{
-		TrustDomain: m.GetTrustDomain(), URL: m.GetUrl(), Profile: store.FederationProfile(m.GetProfile()),
-		EndpointSPIFFEID: m.GetEndpointSpiffeId(), CreatedAt: fromTS(m.GetCreatedAt()), Bundle: m.GetBundle(),
-		Sequence: m.GetSequence(), BundleUpdatedAt: fromTS(m.GetBundleUpdatedAt()),
-		Status: store.FederationStatus{
-			LastAttempt: fromTS(m.GetLastAttempt()), LastSuccess: fromTS(m.GetLastSuccess()),
-			LastError: m.GetLastError(), NextAttempt: fromTS(m.GetNextAttempt()),
-		},
-	}
-}
-
-// AddFederation registers a foreign trust domain.
+// AddFederation registers a foreign trust domain and has its watcher fetch
+// the peer's bundle at once.
 func (s *AdminServer) AddFederation(ctx context.Context, req *meshrootv1.AddFederationRequest) (*meshrootv1.FederationPeer, error) {
-	p, err := s.svc.AddFederation(ctx, s.actor(ctx), ca.AddFederationRequest{
-		TrustDomain: req.GetTrustDomain(), URL: req.GetUrl(), Profile: store.FederationProfile(req.GetProfile()),
-		EndpointSPIFFEID: req.GetEndpointSpiffeId(), BootstrapBundle: req.GetBootstrapBundle(),
-	})
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
-	s.hub.Poke()
-	if s.federation != nil {
+	p, err := s.svc.AddFederation(s.as(ctx), wire.AddFederationRequestFromProto(req))
+	if s.poked(err) == nil && s.federation != nil {
 		s.federation.Refresh(p.TrustDomain)
 	}
-	return FederationPeerToProto(p), nil
+	return reply(ctx, s, p, err, ok(wire.FederationPeerToProto))
 }
 
 // RemoveFederation stops federating with a trust domain.
 func (s *AdminServer) RemoveFederation(ctx context.Context, req *meshrootv1.RemoveFederationRequest) (*meshrootv1.RemoveFederationResponse, error) {
-	if err := s.svc.RemoveFederation(ctx, s.actor(ctx), req.GetTrustDomain()); err != nil {
-		return nil, s.err(ctx, err)
-	}
-	s.hub.Poke()
-	return &meshrootv1.RemoveFederationResponse{}, nil
+	err := s.poked(s.svc.RemoveFederation(s.as(ctx), req.GetTrustDomain()))
+	return reply(ctx, s, struct{}{}, err, ok(func(struct{}) *meshrootv1.RemoveFederationResponse { return &meshrootv1.RemoveFederationResponse{} }))
 }
 
 // ListFederation lists federation peers with their status.
 func (s *AdminServer) ListFederation(ctx context.Context, _ *meshrootv1.ListFederationRequest) (*meshrootv1.ListFederationResponse, error) {
 	peers, err := s.svc.ListFederation(ctx)
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
-	out := &meshrootv1.ListFederationResponse{}
-	for _, p := range peers {
-		out.Peers = append(out.Peers, FederationPeerToProto(p))
-	}
-	return out, nil
+	return reply(ctx, s, peers, err, ok(func(peers []store.FederationPeer) *meshrootv1.ListFederationResponse {
+		return &meshrootv1.ListFederationResponse{Peers: wire.List(peers, wire.FederationPeerToProto)}
+	}))
 }
 
 // RefreshFederation asks the watcher of one peer to fetch now.
 func (s *AdminServer) RefreshFederation(ctx context.Context, req *meshrootv1.RefreshFederationRequest) (*meshrootv1.FederationPeer, error) {
-	p, err := s.svc.Store().GetFederationPeer(ctx, req.GetTrustDomain())
-	if err != nil {
-		return nil, s.err(ctx, err)
-	}
-	if s.federation == nil {
-		return nil, status.Error(codes.FailedPrecondition, "federation watchers are not running on this server")
-	}
-	s.federation.Refresh(p.TrustDomain)
-	return FederationPeerToProto(p), nil
+	p, err := s.svc.RefreshFederation(ctx, req.GetTrustDomain())
+	return reply(ctx, s, p, err, ok(wire.FederationPeerToProto))
 }

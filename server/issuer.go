@@ -58,9 +58,10 @@ func (s *IssuerServer) SignIntermediate(ctx context.Context, req *meshrootv1.Sig
 		return nil, s.refuse(ctx, id.Cluster, status.Error(codes.InvalidArgument, "ttl_seconds is negative"))
 	}
 	actor := ca.Actor(fmt.Sprintf("cluster:%s/%s:%s", id.Cluster, id.Method, id.Subject))
-	out, err := s.svc.IssueIntermediate(ctx, actor, ca.IssueRequest{
+	out, err := s.svc.IssueIntermediate(ca.WithActor(ctx, actor), ca.IssueRequest{
 		Cluster: id.Cluster, CSRData: req.GetCsr(), TTL: time.Duration(req.GetTtlSeconds()) * time.Second,
 	})
+
 	if err != nil {
 		st := toStatus(ctx, s.log, err)
 		refused.WithLabelValues(status.Code(st).String()).Inc()

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+	"github.com/meshroot/meshroot/api/wire"
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/keys/disk"
@@ -175,7 +176,7 @@ func TestSignIntermediateWithJoinTokenThenRenewal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	issued, err := server.IssuedFromProto(resp, "example.org")
+	issued, err := wire.IssuedFromProto(resp, "example.org")
 	if err != nil {
 		t.Fatal(err)
 	}

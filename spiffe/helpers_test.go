@@ -144,7 +144,7 @@ func newStore(t testing.TB) store.Store {
 func newService(t testing.TB, td string) (*ca.Service, store.Store) {
 	t.Helper()
 	svc, st := newBareService(t)
-	if _, err := svc.InitRoot(context.Background(), "test", ca.InitRootRequest{TrustDomain: td}); err != nil {
+	if _, err := svc.InitRoot(ca.WithActor(context.Background(), "test"), ca.InitRootRequest{TrustDomain: td}); err != nil {
 		t.Fatal(err)
 	}
 	return svc, st

@@ -105,7 +105,7 @@ func TestSVIDSourceChainBelowRoot(t *testing.T) {
 	offline := newCA(t, "")
 	inter := offline.intermediate(t)
 	svc2, _ := newBareService(t)
-	if _, err := svc2.ImportRoot(context.Background(), "test", ca.ImportRootRequest{
+	if _, err := svc2.ImportRoot(ca.WithActor(context.Background(), "test"), ca.ImportRootRequest{
 		TrustDomain: "example.org", ChainPEM: ca.EncodeCerts([]*x509.Certificate{inter.cert, offline.cert}), Key: inter.key,
 	}); err != nil {
 		t.Fatal(err)

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/store"
 )
 
@@ -36,34 +38,27 @@ func newAuditListCmd(g *globals) *cobra.Command {
 		Short: "List audit log entries, oldest first",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			format, err := g.outputFormat("table", "json")
-			if err != nil {
-				return err
-			}
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			entries, err := listAuditPages(cmd.Context(), b, after, limit)
-			if err != nil {
-				return err
-			}
-			views := make([]auditView, len(entries))
-			rows := make([][]string, len(entries))
-			for i, e := range entries {
-				views[i] = auditView{e.Seq, e.Time, e.Actor, e.Action, e.Target, e.Result, e.Details, e.Hash}
-				rows[i] = []string{strconv.FormatInt(e.Seq, 10), fmtTime(e.Time), e.Actor, e.Action, e.Target, e.Result, e.Details}
-			}
-			if format == "json" {
-				return printJSON(cmd.OutOrStdout(), views)
-			}
-			return printTable(cmd.OutOrStdout(), []string{"SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "RESULT", "DETAILS"}, rows)
+			return runAdmin(cmd, g, tableJSON, func(a ca.Admin, ctx context.Context) ([]store.AuditEntry, error) {
+				return listAuditPages(ctx, a, after, limit)
+			}, printAudit)
 		},
 	}
 	cmd.Flags().Int64Var(&after, "after", 0, "only entries with a sequence number above this")
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many entries (0: all)")
 	return cmd
+}
+
+func printAudit(w io.Writer, format string, entries []store.AuditEntry) error {
+	views := make([]auditView, len(entries))
+	rows := make([][]string, len(entries))
+	for i, e := range entries {
+		views[i] = auditView{e.Seq, e.Time, e.Actor, e.Action, e.Target, e.Result, e.Details, e.Hash}
+		rows[i] = []string{strconv.FormatInt(e.Seq, 10), fmtTime(e.Time), e.Actor, e.Action, e.Target, e.Result, e.Details}
+	}
+	if format == "json" {
+		return printJSON(w, views)
+	}
+	return printTable(w, []string{"SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "RESULT", "DETAILS"}, rows)
 }
 
 func newAuditVerifyCmd(g *globals) *cobra.Command {
@@ -72,17 +67,10 @@ func newAuditVerifyCmd(g *globals) *cobra.Command {
 		Short: "Check the audit log's hash chain; exit 4 if a row was edited or deleted",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
+			return runAdmin(cmd, g, access{}, ca.Admin.VerifyAudit, func(w io.Writer, _ string, n int) error {
+				_, err := fmt.Fprintf(w, "audit log intact: %d entries, hash chain verified\n", n)
 				return err
-			}
-			defer b.Close()
-			n, err := b.VerifyAudit(cmd.Context())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "audit log intact: %d entries, hash chain verified\n", n)
-			return nil
+			})
 		},
 	}
 }
@@ -91,9 +79,14 @@ func newAuditVerifyCmd(g *globals) *cobra.Command {
 // answer with fewer to keep a page under its size limit.
 const auditPage = 1000
 
+// auditLister is the one admin call listAuditPages needs.
+type auditLister interface {
+	ListAudit(ctx context.Context, afterSeq int64, limit int) ([]store.AuditEntry, error)
+}
+
 // listAuditPages reads the audit log after seq after page by page until it
 // has limit entries (limit <= 0: all) or a page comes back empty.
-func listAuditPages(ctx context.Context, b backend, after int64, limit int) ([]store.AuditEntry, error) {
+func listAuditPages(ctx context.Context, b auditLister, after int64, limit int) ([]store.AuditEntry, error) {
 	var out []store.AuditEntry
 	for limit <= 0 || len(out) < limit {
 		want := auditPage

@@ -10,7 +10,6 @@ import (
 // pagedBackend answers ListAudit with at most pageMax entries, as the
 // server does when a page would exceed its size limit.
 type pagedBackend struct {
-	backend
 	rows, pageMax int
 	calls         int
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 
 func newClusterCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Register and list clusters"}
-	cmd.AddCommand(newClusterAddCmd(g), newClusterListCmd(g), newClusterRemoveCmd(g), newClusterInstallCmd(g))
+	cmd.AddCommand(newClusterAddCmd(g), newClusterListCmd(g), newClusterShowCmd(g), newClusterRemoveCmd(g), newClusterInstallCmd(g))
 	return cmd
 }
 
@@ -24,11 +25,7 @@ type clusterView struct {
 	CreatedAt   time.Time `json:"created_at"`
 }
 
-func printClusters(cmd *cobra.Command, g *globals, cs []store.Cluster) error {
-	format, err := g.outputFormat("table", "json")
-	if err != nil {
-		return err
-	}
+func printClusters(w io.Writer, format string, cs []store.Cluster) error {
 	views := make([]clusterView, len(cs))
 	rows := make([][]string, len(cs))
 	for i, c := range cs {
@@ -36,9 +33,9 @@ func printClusters(cmd *cobra.Command, g *globals, cs []store.Cluster) error {
 		rows[i] = []string{c.Name, c.TrustDomain, fmtTime(c.CreatedAt)}
 	}
 	if format == "json" {
-		return printJSON(cmd.OutOrStdout(), views)
+		return printJSON(w, views)
 	}
-	return printTable(cmd.OutOrStdout(), []string{"NAME", "TRUST DOMAIN", "CREATED"}, rows)
+	return printTable(w, []string{"NAME", "TRUST DOMAIN", "CREATED"}, rows)
 }
 
 func newClusterAddCmd(g *globals) *cobra.Command {
@@ -72,16 +69,11 @@ istio-system/meshroot-agent) are accepted.`,
 				}
 				*f.dst = b
 			}
-			b, err := g.backend(cmd, false, true)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			c, err := b.AddCluster(cmd.Context(), ca.AddClusterRequest{Name: args[0], TrustDomain: td, Auth: auth})
-			if err != nil {
-				return err
-			}
-			return printClusters(cmd, g, []store.Cluster{c})
+			req := ca.AddClusterRequest{Name: args[0], TrustDomain: td, Auth: auth}
+			return runAdmin(cmd, g, access{formats: tableJSON.formats, create: true}, func(a ca.Admin, ctx context.Context) ([]store.Cluster, error) {
+				c, err := a.AddCluster(ctx, req)
+				return []store.Cluster{c}, err
+			}, printClusters)
 		},
 	}
 	fl := cmd.Flags()
@@ -97,32 +89,24 @@ istio-system/meshroot-agent) are accepted.`,
 
 func newClusterRemoveCmd(g *globals) *cobra.Command {
 	return actionCmd(g, "remove NAME", "Unregister a cluster: its tokens and intermediate stop working for new requests",
-		func(ctx context.Context, b backend, name string) (string, error) {
-			return "cluster " + name + " removed", b.RemoveCluster(ctx, name)
+		func(ctx context.Context, a ca.Admin, name string) (string, error) {
+			return "cluster " + name + " removed", a.RemoveCluster(ctx, name)
 		})
 }
 
-// actionCmd is a command that takes one argument, asks the backend to do
-// something with it, and prints one line when that worked. use is
+// actionCmd is a command that takes one argument, asks the authority to
+// do something with it, and prints one line when that worked. use is
 // "VERB ARG".
-func actionCmd(g *globals, use, short string, do func(ctx context.Context, b backend, arg string) (string, error)) *cobra.Command {
+func actionCmd(g *globals, use, short string, do func(ctx context.Context, a ca.Admin, arg string) (string, error)) *cobra.Command {
 	_, argName, _ := strings.Cut(use, " ")
 	return &cobra.Command{
 		Use:   use,
 		Short: short,
 		Args:  exactArgs(1, argName),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			msg, err := do(cmd.Context(), b, args[0])
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), msg)
-			return err
+			return runAdmin(cmd, g, access{}, func(a ca.Admin, ctx context.Context) (string, error) {
+				return do(ctx, a, args[0])
+			}, printLine)
 		},
 	}
 }
@@ -133,19 +117,7 @@ func newClusterListCmd(g *globals) *cobra.Command {
 		Short: "List registered clusters",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := g.outputFormat("table", "json"); err != nil {
-				return err
-			}
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			cs, err := b.ListClusters(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return printClusters(cmd, g, cs)
+			return runAdmin(cmd, g, tableJSON, ca.Admin.ListClusters, printClusters)
 		},
 	}
 }

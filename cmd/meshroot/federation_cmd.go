@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
@@ -44,19 +46,10 @@ the first time) and the SPIFFE ID it must present (--endpoint-spiffe-id).`,
 				}
 				req.BootstrapBundle = b
 			}
-			if _, err := g.outputFormat("table", "json"); err != nil {
-				return err
-			}
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			p, err := b.AddFederation(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return printPeers(cmd, g, []store.FederationPeer{p})
+			return runAdmin(cmd, g, tableJSON, func(a ca.Admin, ctx context.Context) ([]store.FederationPeer, error) {
+				p, err := a.AddFederation(ctx, req)
+				return []store.FederationPeer{p}, err
+			}, printPeers)
 		},
 	}
 	fl := cmd.Flags()
@@ -73,34 +66,26 @@ func newFederationListCmd(g *globals, use, short string) *cobra.Command {
 		Short: short,
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := g.outputFormat("table", "json"); err != nil {
-				return err
-			}
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			peers, err := b.ListFederation(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return printPeers(cmd, g, peers)
+			return runAdmin(cmd, g, tableJSON, ca.Admin.ListFederation, printPeers)
 		},
 	}
 }
 
 func newFederationRemoveCmd(g *globals) *cobra.Command {
 	return actionCmd(g, "remove TRUST_DOMAIN", "Stop federating; the peer's bundle leaves the meshes",
-		func(ctx context.Context, b backend, td string) (string, error) {
-			return "no longer federating with " + td, b.RemoveFederation(ctx, td)
+		func(ctx context.Context, a ca.Admin, td string) (string, error) {
+			return "no longer federating with " + td, a.RemoveFederation(ctx, td)
 		})
 }
 
 func newFederationRefreshCmd(g *globals) *cobra.Command {
 	return actionCmd(g, "refresh TRUST_DOMAIN", "Fetch a peer's bundle now",
-		func(ctx context.Context, b backend, td string) (string, error) {
-			return "refresh of " + td + " requested: see `meshroot federation status`", b.RefreshFederation(ctx, td)
+		func(ctx context.Context, a ca.Admin, td string) (string, error) {
+			_, err := a.RefreshFederation(ctx, td)
+			if errors.Is(err, ca.ErrNoFederationWatchers) {
+				err = usageError{errors.New("federation refresh asks the running server's watchers: drop --data-dir")}
+			}
+			return "refresh of " + td + " requested: see `meshroot federation status`", err
 		})
 }
 
@@ -122,11 +107,7 @@ type peerView struct {
 	Authorities int `json:"x509_authorities"`
 }
 
-func printPeers(cmd *cobra.Command, g *globals, peers []store.FederationPeer) error {
-	format, err := g.outputFormat("table", "json")
-	if err != nil {
-		return err
-	}
+func printPeers(w io.Writer, format string, peers []store.FederationPeer) error {
 	views := make([]peerView, len(peers))
 	rows := make([][]string, len(peers))
 	for i, p := range peers {
@@ -150,7 +131,7 @@ func printPeers(cmd *cobra.Command, g *globals, peers []store.FederationPeer) er
 		rows[i] = []string{p.TrustDomain, string(p.Profile), p.URL, strconv.FormatBool(len(p.Bundle) > 0), strconv.FormatUint(p.Sequence, 10), fmtTime(p.Status.LastSuccess), errText}
 	}
 	if format == "json" {
-		return printJSON(cmd.OutOrStdout(), views)
+		return printJSON(w, views)
 	}
-	return printTable(cmd.OutOrStdout(), []string{"TRUST DOMAIN", "PROFILE", "URL", "BUNDLE", "SEQ", "LAST SUCCESS", "LAST ERROR"}, rows)
+	return printTable(w, []string{"TRUST DOMAIN", "PROFILE", "URL", "BUNDLE", "SEQ", "LAST SUCCESS", "LAST ERROR"}, rows)
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -59,24 +61,21 @@ on disk. Renewal is then up to you: run it again before the NotAfter shown.`,
 			if err != nil {
 				return err
 			}
-			b, err := g.backend(cmd, true, false)
-			if err != nil {
+			req := ca.IssueRequest{Cluster: args[0], CSR: csr, TTL: f.ttl, TrustDomainConstraint: constrain}
+			return runAdmin(cmd, g, access{keys: true}, func(a ca.Admin, ctx context.Context) (ca.Issued, error) {
+				issued, err := a.IssueIntermediate(ctx, req)
+				if err != nil {
+					return issued, err
+				}
+				log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+				return issued, agent.Apply(ctx, kube, cur, issued.CACerts(key), issued.Annotations(), agent.ApplyOptions{
+					Secret: ref, Format: format, Restart: restart, IstiodDeployment: f.istiod, Adopt: f.adopt, Log: log,
+				}, time.Now())
+			}, func(w io.Writer, _ string, issued ca.Issued) error {
+				_, err := fmt.Fprintf(w, "cacerts %s/%s written: serial %s, valid until %s\n", ref.Namespace, ref.Name,
+					ca.SerialHex(issued.Cert.SerialNumber), issued.Cert.NotAfter.UTC().Format(time.RFC3339))
 				return err
-			}
-			defer b.Close()
-			issued, err := b.IssueIntermediate(ctx, ca.IssueRequest{Cluster: args[0], CSR: csr, TTL: f.ttl, TrustDomainConstraint: constrain})
-			if err != nil {
-				return err
-			}
-			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			if err := agent.Apply(ctx, kube, cur, issued.CACerts(key), issued.Annotations(), agent.ApplyOptions{
-				Secret: ref, Format: format, Restart: restart, IstiodDeployment: f.istiod, Adopt: f.adopt, Log: log,
-			}, time.Now()); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "cacerts %s/%s written: serial %s, valid until %s\n", ref.Namespace, ref.Name,
-				ca.SerialHex(issued.Cert.SerialNumber), issued.Cert.NotAfter.UTC().Format(time.RFC3339))
-			return err
+			})
 		},
 	}
 	fl := cmd.Flags()

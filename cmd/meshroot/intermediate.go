@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"crypto"
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -95,35 +97,31 @@ func runIssue(cmd *cobra.Command, g *globals, f *issueFlags) error {
 			return fmt.Errorf("create CSR: %w", err)
 		}
 	}
-	b, err := g.backend(cmd, true, false)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	issued, err := b.IssueIntermediate(cmd.Context(), ca.IssueRequest{Cluster: f.cluster, CSR: csr, CSRData: csrData, TTL: f.ttl, TrustDomainConstraint: f.constrain})
-	if err != nil {
-		return err
-	}
-	files, err := issued.CACerts(key).Files(format, time.Now())
-	if err != nil {
-		return err
-	}
-	if outFmt == "yaml" {
-		return printSecret(cmd, format, files, issued.Annotations())
-	}
-	if err := writeCACerts(f.out, format, files); err != nil {
-		return err
-	}
-	v := viewIntermediate(store.Intermediate{
-		Serial: ca.SerialHex(issued.Cert.SerialNumber), Cluster: f.cluster, RootID: issued.RootID,
-		NotBefore: issued.Cert.NotBefore, NotAfter: issued.Cert.NotAfter, Status: store.IntermediateActive,
+	req := ca.IssueRequest{Cluster: f.cluster, CSR: csr, CSRData: csrData, TTL: f.ttl, TrustDomainConstraint: f.constrain}
+	return runAdmin(cmd, g, access{formats: []string{"table", "json", "yaml"}, keys: true}, func(a ca.Admin, ctx context.Context) (ca.Issued, error) {
+		return a.IssueIntermediate(ctx, req)
+	}, func(w io.Writer, outFmt string, issued ca.Issued) error {
+		files, err := issued.CACerts(key).Files(format, time.Now())
+		if err != nil {
+			return err
+		}
+		if outFmt == "yaml" {
+			return printSecret(w, format, files, issued.Annotations())
+		}
+		if err := writeCACerts(f.out, format, files); err != nil {
+			return err
+		}
+		v := viewIntermediate(store.Intermediate{
+			Serial: ca.SerialHex(issued.Cert.SerialNumber), Cluster: f.cluster, RootID: issued.RootID,
+			NotBefore: issued.Cert.NotBefore, NotAfter: issued.Cert.NotAfter, Status: store.IntermediateActive,
+		})
+		v.Files = sortedKeys(files)
+		v.Out = f.out
+		if outFmt == "json" {
+			return printJSON(w, v)
+		}
+		return printIntermediates(w, []intermediateView{v}, true)
 	})
-	v.Files = sortedKeys(files)
-	v.Out = f.out
-	if outFmt == "json" {
-		return printJSON(cmd.OutOrStdout(), v)
-	}
-	return printIntermediates(cmd, []intermediateView{v}, true)
 }
 
 // writeCACerts writes every file atomically; key files get mode 0600 and
@@ -160,7 +158,7 @@ type secretMeta struct {
 	Annotations map[string]string `yaml:"annotations"`
 }
 
-func printSecret(cmd *cobra.Command, format ca.Format, files map[string][]byte, annotations map[string]string) error {
+func printSecret(w io.Writer, format ca.Format, files map[string][]byte, annotations map[string]string) error {
 	s := secretManifest{
 		APIVersion: "v1", Kind: "Secret", Type: "Opaque",
 		Metadata: secretMeta{
@@ -176,7 +174,7 @@ func printSecret(cmd *cobra.Command, format ca.Format, files map[string][]byte, 
 	for name, b := range files {
 		s.Data[name] = base64.StdEncoding.EncodeToString(b)
 	}
-	enc := yaml.NewEncoder(cmd.OutOrStdout())
+	enc := yaml.NewEncoder(w)
 	enc.SetIndent(2)
 	defer enc.Close()
 	return enc.Encode(s)
@@ -197,7 +195,7 @@ func viewIntermediate(in store.Intermediate) intermediateView {
 	return intermediateView{Serial: in.Serial, Cluster: in.Cluster, RootID: in.RootID, Status: string(in.Status), NotBefore: in.NotBefore, NotAfter: in.NotAfter}
 }
 
-func printIntermediates(cmd *cobra.Command, views []intermediateView, withOut bool) error {
+func printIntermediates(w io.Writer, views []intermediateView, withOut bool) error {
 	header := []string{"SERIAL", "CLUSTER", "ROOT", "STATUS", "NOT AFTER"}
 	if withOut {
 		header = append(header, "OUT")
@@ -209,7 +207,7 @@ func printIntermediates(cmd *cobra.Command, views []intermediateView, withOut bo
 			rows[i] = append(rows[i], v.Out)
 		}
 	}
-	return printTable(cmd.OutOrStdout(), header, rows)
+	return printTable(w, header, rows)
 }
 
 func newIntermediateListCmd(g *globals) *cobra.Command {
@@ -219,31 +217,24 @@ func newIntermediateListCmd(g *globals) *cobra.Command {
 		Short: "List issued intermediates",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			format, err := g.outputFormat("table", "json")
-			if err != nil {
-				return err
-			}
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			list, err := b.ListIntermediates(cmd.Context(), cluster)
-			if err != nil {
-				return err
-			}
-			views := make([]intermediateView, len(list))
-			for i, in := range list {
-				views[i] = viewIntermediate(in)
-			}
-			if format == "json" {
-				return printJSON(cmd.OutOrStdout(), views)
-			}
-			return printIntermediates(cmd, views, false)
+			return runAdmin(cmd, g, tableJSON, func(a ca.Admin, ctx context.Context) ([]store.Intermediate, error) {
+				return a.ListIntermediates(ctx, cluster)
+			}, printIntermediateList)
 		},
 	}
 	cmd.Flags().StringVar(&cluster, "cluster", "", "only this cluster's intermediates")
 	return cmd
+}
+
+func printIntermediateList(w io.Writer, format string, list []store.Intermediate) error {
+	views := make([]intermediateView, len(list))
+	for i, in := range list {
+		views[i] = viewIntermediate(in)
+	}
+	if format == "json" {
+		return printJSON(w, views)
+	}
+	return printIntermediates(w, views, false)
 }
 
 func sortedKeys(m map[string][]byte) []string {
@@ -262,23 +253,14 @@ func newIntermediateRevokeCmd(g *globals) *cobra.Command {
 		Short: "Revoke an intermediate: it can no longer be used to renew",
 		Args:  exactArgs(1, "SERIAL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := g.outputFormat("table", "json")
-			if err != nil {
-				return err
-			}
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			in, err := b.RevokeIntermediate(cmd.Context(), args[0], reason)
-			if err != nil {
-				return err
-			}
-			if format == "json" {
-				return printJSON(cmd.OutOrStdout(), viewIntermediate(in))
-			}
-			return printIntermediates(cmd, []intermediateView{viewIntermediate(in)}, false)
+			return runAdmin(cmd, g, tableJSON, func(a ca.Admin, ctx context.Context) (store.Intermediate, error) {
+				return a.RevokeIntermediate(ctx, args[0], reason)
+			}, func(w io.Writer, format string, in store.Intermediate) error {
+				if format == "json" {
+					return printJSON(w, viewIntermediate(in))
+				}
+				return printIntermediates(w, []intermediateView{viewIntermediate(in)}, false)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit log")

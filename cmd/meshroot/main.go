@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/store"
 )
 
 // Exit codes that scripts can rely on.
@@ -40,17 +41,14 @@ func run(args []string) int {
 // usageError marks a bad invocation.
 type usageError struct{ error }
 
-// tamperError marks an audit chain that failed verification.
-type tamperError struct{ error }
-
 func exitCode(err error) int {
 	var ue usageError
-	var te tamperError
+	var ce *store.ChainError
 	var pe *ca.PolicyError
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
-	case errors.As(err, &te):
+	case errors.As(err, &ce): // `audit verify` on a data dir
 		return exitTamper
 	case errors.As(err, &pe):
 		return exitRefused

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto"
 	"fmt"
 	"io"
@@ -47,23 +48,19 @@ func viewRoot(r store.Root) rootView {
 	return v
 }
 
-func printRoots(cmd *cobra.Command, g *globals, roots []store.Root) error {
-	format, err := g.outputFormat("table", "json")
-	if err != nil {
-		return err
-	}
+func printRoots(w io.Writer, format string, roots []store.Root) error {
 	views := make([]rootView, len(roots))
 	for i, r := range roots {
 		views[i] = viewRoot(r)
 	}
 	if format == "json" {
-		return printJSON(cmd.OutOrStdout(), views)
+		return printJSON(w, views)
 	}
 	rows := make([][]string, len(views))
 	for i, v := range views {
 		rows[i] = []string{v.ID, v.TrustDomain, v.State, v.Subject, fmtTime(v.NotAfter), v.KeyRef}
 	}
-	return printTable(cmd.OutOrStdout(), []string{"ID", "TRUST DOMAIN", "STATE", "SUBJECT", "NOT AFTER", "KEY"}, rows)
+	return printTable(w, []string{"ID", "TRUST DOMAIN", "STATE", "SUBJECT", "NOT AFTER", "KEY"}, rows)
 }
 
 func newRootInitCmd(g *globals) *cobra.Command {
@@ -78,27 +75,14 @@ func newRootInitCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			b, err := g.backend(cmd, upstream == "", true)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
 			if upstream != "" {
-				lb, ok := b.(*localBackend)
-				if !ok {
-					return usageError{fmt.Errorf("--upstream is set up on the data dir (--data-dir), with the server stopped")}
-				}
-				r, err := lb.svc.InitUpstreamRoot(cmd.Context(), localActor(), td, upstream)
-				if err != nil {
-					return err
-				}
-				return printRoots(cmd, g, []store.Root{r})
+				return initUpstream(cmd, g, td, upstream)
 			}
-			r, err := b.InitRoot(cmd.Context(), ca.InitRootRequest{TrustDomain: td, KeyType: kt, TTL: ttl})
-			if err != nil {
-				return err
-			}
-			return printRoots(cmd, g, []store.Root{r})
+			req := ca.InitRootRequest{TrustDomain: td, KeyType: kt, TTL: ttl}
+			return runAdmin(cmd, g, access{formats: tableJSON.formats, keys: true, create: true}, func(a ca.Admin, ctx context.Context) ([]store.Root, error) {
+				r, err := a.InitRoot(ctx, req)
+				return []store.Root{r}, err
+			}, printRoots)
 		},
 	}
 	cmd.Flags().StringVar(&td, "trust-domain", "", "SPIFFE trust domain the root anchors, e.g. example.org (required)")
@@ -124,24 +108,17 @@ root-cert.pem in every cluster; the active root keeps signing.`,
 			if err != nil {
 				return usageError{err}
 			}
-			if _, err := g.outputFormat("table", "json"); err != nil {
-				return err
-			}
-			b, err := g.backend(cmd, true, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			r, err := b.PrepareRoot(cmd.Context(), ca.PrepareRootRequest{KeyType: kt, TTL: ttl, CrossSign: crossSign, DryRun: dryRun})
-			if err != nil {
-				return err
-			}
-			if dryRun {
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "dry run: a new %s root for %s would join the trust bundle (sequence +1)%s; the active root keeps signing\n",
-					kt, r.TrustDomain, map[bool]string{true: ", cross-signed by the active root", false: ""}[crossSign])
-				return err
-			}
-			return printRoots(cmd, g, []store.Root{r})
+			req := ca.PrepareRootRequest{KeyType: kt, TTL: ttl, CrossSign: crossSign, DryRun: dryRun}
+			return runAdmin(cmd, g, access{formats: tableJSON.formats, keys: true}, func(a ca.Admin, ctx context.Context) (store.Root, error) {
+				return a.PrepareRoot(ctx, req)
+			}, func(w io.Writer, format string, r store.Root) error {
+				if dryRun {
+					_, err := fmt.Fprintf(w, "dry run: a new %s root for %s would join the trust bundle (sequence +1)%s; the active root keeps signing\n",
+						kt, r.TrustDomain, map[bool]string{true: ", cross-signed by the active root", false: ""}[crossSign])
+					return err
+				}
+				return printRoots(w, format, []store.Root{r})
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&crossSign, "cross-sign", false, "also have the active root certify the new root, so peers that trust only the old root accept new chains")
@@ -181,16 +158,20 @@ func newRootImportCmd(g *globals) *cobra.Command {
 			if !ok {
 				return usageError{fmt.Errorf("key %s holds a %T, not a private key", keyFile, k)}
 			}
-			b, err := g.backend(cmd, true, true)
+			format, err := g.outputFormat(tableJSON.formats...)
 			if err != nil {
 				return err
 			}
-			defer b.Close()
-			r, err := b.ImportRoot(cmd.Context(), ca.ImportRootRequest{TrustDomain: td, ChainPEM: chainPEM, Key: signer})
+			svc, ctx, closeFn, err := g.local(cmd, true, true, "root import sends a private key, so it only works on a data dir: stop the server or pass --data-dir")
 			if err != nil {
 				return err
 			}
-			return printRoots(cmd, g, []store.Root{r})
+			defer closeFn()
+			r, err := svc.ImportRoot(ctx, ca.ImportRootRequest{TrustDomain: td, ChainPEM: chainPEM, Key: signer})
+			if err != nil {
+				return err
+			}
+			return printRoots(cmd.OutOrStdout(), format, []store.Root{r})
 		},
 	}
 	cmd.Flags().StringVar(&td, "trust-domain", "", "SPIFFE trust domain (required)")
@@ -206,21 +187,28 @@ func newRootListCmd(g *globals) *cobra.Command {
 		Short: "List roots and their states",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := g.outputFormat("table", "json"); err != nil {
-				return err
-			}
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			roots, err := b.ListRoots(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return printRoots(cmd, g, roots)
+			return runAdmin(cmd, g, tableJSON, ca.Admin.ListRoots, printRoots)
 		},
 	}
+}
+
+// initUpstream makes an upstream CA (Vault PKI) the signing authority of a
+// data dir.
+func initUpstream(cmd *cobra.Command, g *globals, td, upstream string) error {
+	format, err := g.outputFormat(tableJSON.formats...)
+	if err != nil {
+		return err
+	}
+	svc, ctx, closeFn, err := g.local(cmd, false, true, "--upstream is set up on the data dir (--data-dir), with the server stopped")
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	r, err := svc.InitUpstreamRoot(ctx, td, upstream)
+	if err != nil {
+		return err
+	}
+	return printRoots(cmd.OutOrStdout(), format, []store.Root{r})
 }
 
 // readBounded reads a file of at most limit bytes.

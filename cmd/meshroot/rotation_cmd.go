@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -34,28 +36,12 @@ func newRootPhaseCmd(g *globals, phase string) *cobra.Command {
 		Long:  phaseHelp[phase][1],
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			format, err := g.outputFormat("table", "json")
-			if err != nil {
-				return err
-			}
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			var res ca.PhaseResult
-			switch phase {
-			case "activate":
-				res, err = b.ActivateRoot(cmd.Context(), req)
-			case "retire":
-				res, err = b.RetireRoot(cmd.Context(), req)
-			default:
-				res, err = b.RollbackRoot(cmd.Context(), req)
-			}
-			if err != nil {
-				return err
-			}
-			return printPhase(cmd, format, res)
+			do := map[string]func(ca.Admin, context.Context, ca.PhaseRequest) (ca.PhaseResult, error){
+				"activate": ca.Admin.ActivateRoot, "retire": ca.Admin.RetireRoot, "rollback": ca.Admin.RollbackPrepared,
+			}[phase]
+			return runAdmin(cmd, g, tableJSON, func(a ca.Admin, ctx context.Context) (ca.PhaseResult, error) {
+				return do(a, ctx, req)
+			}, printPhase)
 		},
 	}
 	fl := cmd.Flags()
@@ -84,8 +70,7 @@ until a cluster has, mTLS between its workloads and those of clusters that
 already switched fails. Use --dry-run to see the clusters affected.`,
 		Args: exactArgs(1, "ROOT_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := g.outputFormat("table", "json")
-			if err != nil {
+			if _, err := g.outputFormat(tableJSON.formats...); err != nil {
 				return err
 			}
 			kt, err := keys.ParseKeyType(keyType)
@@ -93,16 +78,9 @@ already switched fails. Use --dry-run to see the clusters affected.`,
 				return usageError{err}
 			}
 			req.RootID, req.KeyType = args[0], kt
-			b, err := g.backend(cmd, true, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			res, err := b.RevokeRoot(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return printPhase(cmd, format, res)
+			return runAdmin(cmd, g, access{formats: tableJSON.formats, keys: true}, func(a ca.Admin, ctx context.Context) (ca.PhaseResult, error) {
+				return a.RevokeRoot(ctx, req)
+			}, printPhase)
 		},
 	}
 	cmd.Flags().BoolVar(&req.Emergency, "emergency", false, "confirm: trust in the root ends now")
@@ -111,11 +89,10 @@ already switched fails. Use --dry-run to see the clusters affected.`,
 	return cmd
 }
 
-func printPhase(cmd *cobra.Command, format string, res ca.PhaseResult) error {
+func printPhase(w io.Writer, format string, res ca.PhaseResult) error {
 	if format == "json" {
-		return printJSON(cmd.OutOrStdout(), res)
+		return printJSON(w, res)
 	}
-	w := cmd.OutOrStdout()
 	verb := "done"
 	switch {
 	case res.DryRun:
@@ -150,58 +127,50 @@ func newRootStatusCmd(g *globals) *cobra.Command {
 		Short: "Per cluster: bundle applied, root of its intermediate, expiry, last contact, what blocks the next phase",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			format, err := g.outputFormat("table", "json")
-			if err != nil {
-				return err
-			}
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			st, err := b.RotationStatus(cmd.Context(), ttl)
-			if err != nil {
-				return err
-			}
-			if format == "json" {
-				roots := make([]rootView, len(st.Roots))
-				for i, r := range st.Roots {
-					roots[i] = viewRoot(r)
-				}
-				return printJSON(cmd.OutOrStdout(), struct {
-					ca.RotationStatus
-					Roots []rootView `json:"roots"`
-				}{st, roots})
-			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "trust bundle sequence %d; next phase: %s\n\n", st.BundleSequence, st.NextPhase)
-			var rows [][]string
-			for _, r := range st.Roots {
-				rows = append(rows, []string{r.ID, string(r.State), fmt.Sprint(r.AddedSequence), fmtTime(r.NotAfter), fmt.Sprint(len(r.CrossPEM) > 0)})
-			}
-			if err := printTable(w, []string{"ROOT", "STATE", "ADDED AT SEQ", "NOT AFTER", "CROSS-SIGNED"}, rows); err != nil {
-				return err
-			}
-			fmt.Fprintln(w)
-			rows = nil
-			for _, c := range st.Clusters {
-				blk := "-"
-				if len(c.Blockers) > 0 {
-					blk = strings.Join(c.Blockers, "; ")
-				}
-				rows = append(rows, []string{c.Cluster, fmt.Sprint(c.BundleSequence), short12(c.IntermediateRoot), fmtTime(c.IntermediateNotAfter), fmtTime(c.LastContact), blk})
-			}
-			if err := printTable(w, []string{"CLUSTER", "BUNDLE APPLIED", "INTERMEDIATE ROOT", "INTERMEDIATE NOT AFTER", "LAST CONTACT", "BLOCKS NEXT PHASE"}, rows); err != nil {
-				return err
-			}
-			for _, bl := range st.Blockers {
-				fmt.Fprintf(w, "\nblocker: %s\n", bl.Reason)
-			}
-			return nil
+			return runAdmin(cmd, g, tableJSON, func(a ca.Admin, ctx context.Context) (ca.RotationStatus, error) {
+				return a.RotationStatus(ctx, ttl)
+			}, printRotationStatus)
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "workload-cert-ttl", ca.DefaultWorkloadCertTTL, "for the retire gate")
 	return cmd
+}
+
+func printRotationStatus(w io.Writer, format string, st ca.RotationStatus) error {
+	if format == "json" {
+		roots := make([]rootView, len(st.Roots))
+		for i, r := range st.Roots {
+			roots[i] = viewRoot(r)
+		}
+		return printJSON(w, struct {
+			ca.RotationStatus
+			Roots []rootView `json:"roots"`
+		}{st, roots})
+	}
+	fmt.Fprintf(w, "trust bundle sequence %d; next phase: %s\n\n", st.BundleSequence, st.NextPhase)
+	var rows [][]string
+	for _, r := range st.Roots {
+		rows = append(rows, []string{r.ID, string(r.State), fmt.Sprint(r.AddedSequence), fmtTime(r.NotAfter), fmt.Sprint(len(r.CrossPEM) > 0)})
+	}
+	if err := printTable(w, []string{"ROOT", "STATE", "ADDED AT SEQ", "NOT AFTER", "CROSS-SIGNED"}, rows); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	rows = nil
+	for _, c := range st.Clusters {
+		blk := "-"
+		if len(c.Blockers) > 0 {
+			blk = strings.Join(c.Blockers, "; ")
+		}
+		rows = append(rows, []string{c.Cluster, fmt.Sprint(c.BundleSequence), short12(c.IntermediateRoot), fmtTime(c.IntermediateNotAfter), fmtTime(c.LastContact), blk})
+	}
+	if err := printTable(w, []string{"CLUSTER", "BUNDLE APPLIED", "INTERMEDIATE ROOT", "INTERMEDIATE NOT AFTER", "LAST CONTACT", "BLOCKS NEXT PHASE"}, rows); err != nil {
+		return err
+	}
+	for _, bl := range st.Blockers {
+		fmt.Fprintf(w, "\nblocker: %s\n", bl.Reason)
+	}
+	return nil
 }
 
 func short12(s string) string {

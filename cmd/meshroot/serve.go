@@ -25,7 +25,6 @@ import (
 	"github.com/meshroot/meshroot/federation"
 	"github.com/meshroot/meshroot/internal/fsutil"
 	"github.com/meshroot/meshroot/server"
-	"github.com/meshroot/meshroot/server/authn"
 	"github.com/meshroot/meshroot/spiffe"
 	"github.com/meshroot/meshroot/store"
 	"github.com/meshroot/meshroot/store/sqlite"
@@ -197,7 +196,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 			return usageError{fmt.Errorf("logLevel %q: use debug, info, warn or error", cfg.LogLevel)}
 		}
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -219,14 +218,13 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		return err
 	}
 	defer km.Close()
-	svc, err := ca.NewService(st, km, ca.Policy{
+	svc, err := newAuthority(st, km, ca.Policy{
 		DefaultTTL: time.Duration(cfg.Policy.DefaultTTL), MaxTTL: time.Duration(cfg.Policy.MaxTTL),
 		MinTTL: time.Duration(cfg.Policy.MinTTL), TrustDomainConstraint: cfg.Policy.TrustDomainConstraint,
-	})
+	}, cfg.Keys)
 	if err != nil {
 		return usageError{fmt.Errorf("policy: %w", err)}
 	}
-	svc.SetUpstreams(upstreamOpener(cfg.Keys))
 	var devToken string
 	if dev {
 		if devToken, err = devBootstrap(ctx, svc, cfg.TrustDomain, filepath.Join(cfg.DataDir, devCAFile)); err != nil {
@@ -308,27 +306,12 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		}()
 	}
 	background(func(ctx context.Context) error { fed.Run(ctx); return nil })
+	if _, err := svc.ActiveRoot(ctx); err != nil {
+		log.Info("no root yet: the server waits for one; create it through the admin socket",
+			"run", fmt.Sprintf("meshroot root init --trust-domain TD --socket %s", cfg.AdminSocket))
+	}
 	if svids != nil {
-		background(svids.Run)
-		// A new active root means a new SVID chain; other bundle changes
-		// (and the hub's first load) do not.
-		background(func(ctx context.Context) error {
-			var active string
-			for {
-				b, ok, changed := hub.Current()
-				if ok && b.ActiveRootID != active {
-					if active != "" {
-						svids.Reissue()
-					}
-					active = b.ActiveRootID
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-changed:
-				}
-			}
-		})
+		background(func(ctx context.Context) error { return runSVIDs(ctx, hub, svids) })
 	}
 	if endpoint != nil {
 		background(endpoint.Run)
@@ -337,6 +320,36 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	cancel()
 	wg.Wait()
 	return err
+}
+
+// runSVIDs keeps the bundle endpoint's SVID: it starts issuing once there
+// is an active root (until then there is nothing to sign with, and nothing
+// to complain about), and reissues when the active root changes (a new
+// SVID chain); other bundle changes do not matter to it.
+func runSVIDs(ctx context.Context, hub *server.BundleHub, svids *spiffe.SVIDSource) error {
+	var active string
+	errc := make(chan error, 1)
+	for {
+		b, ok, changed := hub.Current()
+		if ok && b.ActiveRootID != "" && b.ActiveRootID != active {
+			if active == "" {
+				go func() { errc <- svids.Run(ctx) }()
+			} else {
+				svids.Reissue()
+			}
+			active = b.ActiveRootID
+		}
+		select {
+		case <-ctx.Done():
+			if active != "" {
+				return <-errc
+			}
+			return nil
+		case err := <-errc:
+			return err
+		case <-changed:
+		}
+	}
 }
 
 func endpointAddr(e *spiffe.Endpoint) string {
@@ -353,9 +366,9 @@ const devCAFile = "server-ca.pem"
 // devBootstrap creates, on first start, a root and the cluster "dev",
 // writes the trust bundle to caFile, and returns a fresh join token.
 func devBootstrap(ctx context.Context, svc *ca.Service, td, caFile string) (string, error) {
-	actor := ca.Actor("serve:--dev")
+	ctx = ca.WithActor(ctx, "serve:--dev")
 	if _, err := svc.ActiveRoot(ctx); err != nil {
-		if _, err := svc.InitRoot(ctx, actor, ca.InitRootRequest{TrustDomain: td}); err != nil {
+		if _, err := svc.InitRoot(ctx, ca.InitRootRequest{TrustDomain: td}); err != nil {
 			return "", err
 		}
 	}
@@ -367,15 +380,12 @@ func devBootstrap(ctx context.Context, svc *ca.Service, td, caFile string) (stri
 		return "", err
 	}
 	if _, err := svc.Store().GetCluster(ctx, "dev"); errors.Is(err, store.ErrNotFound) {
-		if _, err := svc.AddCluster(ctx, actor, ca.AddClusterRequest{Name: "dev"}); err != nil {
+		if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: "dev"}); err != nil {
 			return "", err
 		}
 	}
-	token, rec, err := authn.NewJoinToken("dev", time.Hour, time.Now())
-	if err != nil {
-		return "", err
-	}
-	return token, svc.CreateJoinToken(ctx, actor, rec)
+	t, err := svc.CreateJoinToken(ctx, ca.JoinTokenRequest{Cluster: "dev", TTL: time.Hour})
+	return t.Token, err
 }
 
 // printDevBanner writes the trust bundle for agents to trust the server and

@@ -13,6 +13,8 @@ import (
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/server/authn"
+	"github.com/meshroot/meshroot/store"
 	"github.com/meshroot/meshroot/store/sqlite"
 )
 
@@ -56,13 +58,25 @@ func (g *globals) openService(ctx context.Context, withKeys, create bool) (*ca.S
 		km = router
 		closeKeys = func() { _ = router.Close() }
 	}
-	svc, err := ca.NewService(st, km, ca.Policy{})
+	svc, err := newAuthority(st, km, ca.Policy{}, g.keys)
 	if err != nil {
 		st.Close()
 		return nil, nil, err
 	}
-	svc.SetUpstreams(upstreamOpener(g.keys))
 	return svc, func() { closeKeys(); st.Close() }, nil
+}
+
+// newAuthority is the authority over st and km, as the server and the
+// CLI's local mode both run it: upstream CAs reachable, join tokens made
+// in the format the server's authentication verifies.
+func newAuthority(st store.Store, km keys.KeyManager, policy ca.Policy, kc keysConfig) (*ca.Service, error) {
+	svc, err := ca.NewService(st, km, policy)
+	if err != nil {
+		return nil, err
+	}
+	svc.SetUpstreams(upstreamOpener(kc))
+	svc.SetJoinTokenMinter(authn.NewJoinToken)
+	return svc, nil
 }
 
 // passphrase reads --passphrase-file, else MESHROOT_PASSPHRASE. A file that

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meshroot/meshroot/ca"
 )
 
 func newTokenCmd(g *globals) *cobra.Command {
@@ -21,27 +25,21 @@ MESHROOT_JOIN_TOKEN; prefer service-account tokens for clusters that keep
 running an agent.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			format, err := g.outputFormat("table", "json")
-			if err != nil {
+			if _, err := g.outputFormat(tableJSON.formats...); err != nil {
 				return err
 			}
 			if cluster == "" {
 				return usageError{fmt.Errorf("--cluster is required")}
 			}
-			b, err := g.backend(cmd, false, false)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			token, expires, err := b.CreateToken(cmd.Context(), cluster, ttl)
-			if err != nil {
-				return err
-			}
-			if format == "json" {
-				return printJSON(cmd.OutOrStdout(), map[string]any{"token": token, "cluster": cluster, "expires_at": expires})
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), token)
-			return err
+			req := ca.JoinTokenRequest{Cluster: cluster, TTL: ttl}
+			return runAdmin(cmd, g, tableJSON, func(a ca.Admin, ctx context.Context) (ca.JoinToken, error) {
+				return a.CreateJoinToken(ctx, req)
+			}, func(w io.Writer, format string, t ca.JoinToken) error {
+				if format == "json" {
+					return printJSON(w, t)
+				}
+				return printLine(w, format, t.Token)
+			})
 		},
 	}
 	create.Flags().StringVar(&cluster, "cluster", "", "the cluster the token is for (required)")

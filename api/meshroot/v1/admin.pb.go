@@ -2347,6 +2347,104 @@ func (x *CreateTokenResponse) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type ShowClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShowClusterRequest) Reset() {
+	*x = ShowClusterRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShowClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShowClusterRequest) ProtoMessage() {}
+
+func (x *ShowClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShowClusterRequest.ProtoReflect.Descriptor instead.
+func (*ShowClusterRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ShowClusterRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ClusterDetail struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cluster is the registration and the agent's last report (status).
+	Cluster *Cluster `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// Current is the cluster's active intermediate; unset when it has none.
+	Current       *Intermediate `protobuf:"bytes,2,opt,name=current,proto3" json:"current,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterDetail) Reset() {
+	*x = ClusterDetail{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterDetail) ProtoMessage() {}
+
+func (x *ClusterDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterDetail.ProtoReflect.Descriptor instead.
+func (*ClusterDetail) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ClusterDetail) GetCluster() *Cluster {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
+func (x *ClusterDetail) GetCurrent() *Intermediate {
+	if x != nil {
+		return x.Current
+	}
+	return nil
+}
+
 var File_meshroot_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshroot_v1_admin_proto_rawDesc = "" +
@@ -2519,7 +2617,12 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x13CreateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
-	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\xfa\r\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"(\n" +
+	"\x12ShowClusterRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"t\n" +
+	"\rClusterDetail\x12.\n" +
+	"\acluster\x18\x01 \x01(\v2\x14.meshroot.v1.ClusterR\acluster\x123\n" +
+	"\acurrent\x18\x02 \x01(\v2\x19.meshroot.v1.IntermediateR\acurrent2\xc6\x0e\n" +
 	"\x05Admin\x12;\n" +
 	"\bInitRoot\x12\x1c.meshroot.v1.InitRootRequest\x1a\x11.meshroot.v1.Root\x12J\n" +
 	"\tListRoots\x12\x1d.meshroot.v1.ListRootsRequest\x1a\x1e.meshroot.v1.ListRootsResponse\x12A\n" +
@@ -2545,7 +2648,8 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\rAddFederation\x12!.meshroot.v1.AddFederationRequest\x1a\x1b.meshroot.v1.FederationPeer\x12_\n" +
 	"\x10RemoveFederation\x12$.meshroot.v1.RemoveFederationRequest\x1a%.meshroot.v1.RemoveFederationResponse\x12Y\n" +
 	"\x0eListFederation\x12\".meshroot.v1.ListFederationRequest\x1a#.meshroot.v1.ListFederationResponse\x12W\n" +
-	"\x11RefreshFederation\x12%.meshroot.v1.RefreshFederationRequest\x1a\x1b.meshroot.v1.FederationPeerB9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
+	"\x11RefreshFederation\x12%.meshroot.v1.RefreshFederationRequest\x1a\x1b.meshroot.v1.FederationPeer\x12J\n" +
+	"\vShowCluster\x12\x1f.meshroot.v1.ShowClusterRequest\x1a\x1a.meshroot.v1.ClusterDetailB9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
 
 var (
 	file_meshroot_v1_admin_proto_rawDescOnce sync.Once
@@ -2559,7 +2663,7 @@ func file_meshroot_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_admin_proto_rawDescData
 }
 
-var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*FederationPeer)(nil),            // 0: meshroot.v1.FederationPeer
 	(*AddFederationRequest)(nil),      // 1: meshroot.v1.AddFederationRequest
@@ -2600,88 +2704,94 @@ var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*VerifyAuditResponse)(nil),       // 36: meshroot.v1.VerifyAuditResponse
 	(*CreateTokenRequest)(nil),        // 37: meshroot.v1.CreateTokenRequest
 	(*CreateTokenResponse)(nil),       // 38: meshroot.v1.CreateTokenResponse
-	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
-	(*GetTrustBundleRequest)(nil),     // 40: meshroot.v1.GetTrustBundleRequest
-	(*SignIntermediateResponse)(nil),  // 41: meshroot.v1.SignIntermediateResponse
-	(*TrustBundle)(nil),               // 42: meshroot.v1.TrustBundle
+	(*ShowClusterRequest)(nil),        // 39: meshroot.v1.ShowClusterRequest
+	(*ClusterDetail)(nil),             // 40: meshroot.v1.ClusterDetail
+	(*timestamppb.Timestamp)(nil),     // 41: google.protobuf.Timestamp
+	(*GetTrustBundleRequest)(nil),     // 42: meshroot.v1.GetTrustBundleRequest
+	(*SignIntermediateResponse)(nil),  // 43: meshroot.v1.SignIntermediateResponse
+	(*TrustBundle)(nil),               // 44: meshroot.v1.TrustBundle
 }
 var file_meshroot_v1_admin_proto_depIdxs = []int32{
-	39, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
-	39, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
-	39, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
-	39, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
-	39, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
+	41, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
+	41, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
+	41, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
+	41, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
+	41, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
 	0,  // 5: meshroot.v1.ListFederationResponse.peers:type_name -> meshroot.v1.FederationPeer
-	39, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
-	39, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
+	41, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
+	41, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
 	11, // 8: meshroot.v1.PhaseResult.blockers:type_name -> meshroot.v1.Blocker
-	39, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
-	39, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
+	41, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	41, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
 	7,  // 11: meshroot.v1.RotationStatusResponse.roots:type_name -> meshroot.v1.Root
 	15, // 12: meshroot.v1.RotationStatusResponse.clusters:type_name -> meshroot.v1.ClusterRotationStatus
 	11, // 13: meshroot.v1.RotationStatusResponse.blockers:type_name -> meshroot.v1.Blocker
 	7,  // 14: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
-	39, // 15: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
-	39, // 16: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	41, // 15: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
+	41, // 16: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
 	19, // 17: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
 	20, // 18: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
 	19, // 19: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
 	21, // 20: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
-	39, // 21: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
-	39, // 22: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
+	41, // 21: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
+	41, // 22: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
 	28, // 23: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
-	39, // 24: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	41, // 24: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
 	32, // 25: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
-	39, // 26: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	8,  // 27: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
-	17, // 28: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
-	9,  // 29: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
-	10, // 30: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 31: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 32: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
-	13, // 33: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
-	14, // 34: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
-	22, // 35: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
-	23, // 36: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
-	25, // 37: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
-	27, // 38: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
-	29, // 39: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
-	31, // 40: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
-	40, // 41: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	33, // 42: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
-	35, // 43: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
-	37, // 44: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
-	1,  // 45: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
-	2,  // 46: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
-	4,  // 47: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
-	6,  // 48: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
-	7,  // 49: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
-	18, // 50: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
-	7,  // 51: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
-	12, // 52: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 53: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 54: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 55: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
-	16, // 56: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
-	21, // 57: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
-	24, // 58: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
-	26, // 59: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
-	41, // 60: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	30, // 61: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
-	28, // 62: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
-	42, // 63: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	34, // 64: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
-	36, // 65: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
-	38, // 66: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
-	0,  // 67: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
-	3,  // 68: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
-	5,  // 69: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
-	0,  // 70: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
-	49, // [49:71] is the sub-list for method output_type
-	27, // [27:49] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	41, // 26: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 27: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
+	28, // 28: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
+	8,  // 29: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
+	17, // 30: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
+	9,  // 31: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
+	10, // 32: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 33: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 34: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
+	13, // 35: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
+	14, // 36: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
+	22, // 37: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
+	23, // 38: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
+	25, // 39: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
+	27, // 40: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
+	29, // 41: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
+	31, // 42: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
+	42, // 43: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	33, // 44: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
+	35, // 45: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
+	37, // 46: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
+	1,  // 47: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
+	2,  // 48: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
+	4,  // 49: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
+	6,  // 50: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
+	39, // 51: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
+	7,  // 52: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
+	18, // 53: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
+	7,  // 54: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
+	12, // 55: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 56: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 57: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 58: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
+	16, // 59: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
+	21, // 60: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
+	24, // 61: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
+	26, // 62: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
+	43, // 63: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	30, // 64: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
+	28, // 65: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
+	44, // 66: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	34, // 67: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
+	36, // 68: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
+	38, // 69: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
+	0,  // 70: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
+	3,  // 71: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
+	5,  // 72: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
+	0,  // 73: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
+	40, // 74: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
+	52, // [52:75] is the sub-list for method output_type
+	29, // [29:52] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_meshroot_v1_admin_proto_init() }
@@ -2696,7 +2806,7 @@ func file_meshroot_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_admin_proto_rawDesc), len(file_meshroot_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   39,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,7 @@ const (
 	Admin_RemoveFederation_FullMethodName   = "/meshroot.v1.Admin/RemoveFederation"
 	Admin_ListFederation_FullMethodName     = "/meshroot.v1.Admin/ListFederation"
 	Admin_RefreshFederation_FullMethodName  = "/meshroot.v1.Admin/RefreshFederation"
+	Admin_ShowCluster_FullMethodName        = "/meshroot.v1.Admin/ShowCluster"
 )
 
 // AdminClient is the client API for Admin service.
@@ -84,6 +85,9 @@ type AdminClient interface {
 	RemoveFederation(ctx context.Context, in *RemoveFederationRequest, opts ...grpc.CallOption) (*RemoveFederationResponse, error)
 	ListFederation(ctx context.Context, in *ListFederationRequest, opts ...grpc.CallOption) (*ListFederationResponse, error)
 	RefreshFederation(ctx context.Context, in *RefreshFederationRequest, opts ...grpc.CallOption) (*FederationPeer, error)
+	// ShowCluster returns one cluster with its registration, what its agent
+	// last reported and its current intermediate.
+	ShowCluster(ctx context.Context, in *ShowClusterRequest, opts ...grpc.CallOption) (*ClusterDetail, error)
 }
 
 type adminClient struct {
@@ -314,6 +318,16 @@ func (c *adminClient) RefreshFederation(ctx context.Context, in *RefreshFederati
 	return out, nil
 }
 
+func (c *adminClient) ShowCluster(ctx context.Context, in *ShowClusterRequest, opts ...grpc.CallOption) (*ClusterDetail, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterDetail)
+	err := c.cc.Invoke(ctx, Admin_ShowCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -355,6 +369,9 @@ type AdminServer interface {
 	RemoveFederation(context.Context, *RemoveFederationRequest) (*RemoveFederationResponse, error)
 	ListFederation(context.Context, *ListFederationRequest) (*ListFederationResponse, error)
 	RefreshFederation(context.Context, *RefreshFederationRequest) (*FederationPeer, error)
+	// ShowCluster returns one cluster with its registration, what its agent
+	// last reported and its current intermediate.
+	ShowCluster(context.Context, *ShowClusterRequest) (*ClusterDetail, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -430,6 +447,9 @@ func (UnimplementedAdminServer) ListFederation(context.Context, *ListFederationR
 }
 func (UnimplementedAdminServer) RefreshFederation(context.Context, *RefreshFederationRequest) (*FederationPeer, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RefreshFederation not implemented")
+}
+func (UnimplementedAdminServer) ShowCluster(context.Context, *ShowClusterRequest) (*ClusterDetail, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ShowCluster not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -848,6 +868,24 @@ func _Admin_RefreshFederation_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ShowCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShowClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ShowCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ShowCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ShowCluster(ctx, req.(*ShowClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -942,6 +980,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RefreshFederation",
 			Handler:    _Admin_RefreshFederation_Handler,
+		},
+		{
+			MethodName: "ShowCluster",
+			Handler:    _Admin_ShowCluster_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -136,10 +136,10 @@ func run(conc int, d time.Duration, kt keys.KeyType) error {
 	if err != nil {
 		return err
 	}
-	if _, err := svc.InitRoot(ctx, "bench", ca.InitRootRequest{TrustDomain: "example.org", KeyType: kt}); err != nil {
+	if _, err := svc.InitRoot(ca.WithActor(ctx, "bench"), ca.InitRootRequest{TrustDomain: "example.org", KeyType: kt}); err != nil {
 		return err
 	}
-	if _, err := svc.AddCluster(ctx, "bench", ca.AddClusterRequest{Name: "bench"}); err != nil {
+	if _, err := svc.AddCluster(ca.WithActor(ctx, "bench"), ca.AddClusterRequest{Name: "bench"}); err != nil {
 		return err
 	}
 	key, _ := keys.ECP256.Generate()
@@ -158,7 +158,7 @@ func run(conc int, d time.Duration, kt keys.KeyType) error {
 		return err
 	})
 	service := measure("in-process Service.IssueIntermediate", conc, d, func(int) error {
-		_, err := svc.IssueIntermediate(ctx, "bench", ca.IssueRequest{Cluster: "bench", CSRData: csrDER})
+		_, err := svc.IssueIntermediate(ca.WithActor(ctx, "bench"), ca.IssueRequest{Cluster: "bench", CSRData: csrDER})
 		return err
 	})
 
@@ -177,7 +177,7 @@ func run(conc int, d time.Duration, kt keys.KeyType) error {
 
 	// Each agent renews with the cluster's intermediate (mTLS), on its own
 	// connection, as deployed agents do.
-	issued, err := svc.IssueIntermediate(ctx, "bench", ca.IssueRequest{Cluster: "bench", CSR: csr})
+	issued, err := svc.IssueIntermediate(ca.WithActor(ctx, "bench"), ca.IssueRequest{Cluster: "bench", CSR: csr})
 	if err != nil {
 		return err
 	}
