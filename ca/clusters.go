@@ -100,6 +100,11 @@ func validateClusterAuth(a store.ClusterAuth) error {
 	if a.OIDCDiscovery && !strings.HasPrefix(a.Issuer, "https://") {
 		return fmt.Errorf("OIDC discovery needs an https issuer, not %q", a.Issuer)
 	}
+	if len(a.Kubeconfig) > 0 {
+		if err := CheckKubeconfigFileRefs(a.Kubeconfig); err != nil {
+			return fmt.Errorf("TokenReview: %w", err)
+		}
+	}
 	if len(a.JWKS) > 0 && !json.Valid(a.JWKS) {
 		return errors.New("the JWKS is not valid JSON")
 	}
