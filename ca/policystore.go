@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -35,17 +36,40 @@ func LoadPolicy(ctx context.Context, r store.Reader) (Policy, bool, error) {
 }
 
 func decodePolicy(raw string) (Policy, error) {
-	if len(raw) > maxStoredPolicy {
-		return Policy{}, fmt.Errorf("stored intermediate policy (meta %s) is %d bytes: at most %d", MetaPolicy, len(raw), maxStoredPolicy)
-	}
-	var p Policy
-	if err := json.Unmarshal([]byte(raw), &p); err != nil {
-		return Policy{}, fmt.Errorf("stored intermediate policy (meta %s) is not valid: %w; set it again", MetaPolicy, err)
-	}
-	if err := p.Validate(); err != nil {
+	p, err := ParsePolicyJSON([]byte(raw))
+	if err != nil {
 		return Policy{}, fmt.Errorf("stored intermediate policy (meta %s): %w; set it again", MetaPolicy, err)
 	}
 	return p, nil
+}
+
+// ParsePolicyJSON reads a policy in the form the store keeps (a JSON object
+// of Policy's fields, durations in nanoseconds) and validates it. Unknown
+// fields are refused rather than dropped: a policy written by a newer
+// meshroot may constrain more than this one knows.
+func ParsePolicyJSON(b []byte) (Policy, error) {
+	if len(b) > maxStoredPolicy {
+		return Policy{}, fmt.Errorf("intermediate policy is %d bytes: at most %d", len(b), maxStoredPolicy)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var p Policy
+	if err := dec.Decode(&p); err != nil {
+		return Policy{}, fmt.Errorf("intermediate policy is not valid: %w", err)
+	}
+	if err := p.Validate(); err != nil {
+		return Policy{}, err
+	}
+	return p, nil
+}
+
+// PolicyJSON returns p in the form the store keeps.
+func PolicyJSON(p Policy) ([]byte, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode intermediate policy: %w", err)
+	}
+	return b, nil
 }
 
 // Policy returns the policy the service issues under: the stored one, or,
@@ -68,9 +92,9 @@ func (s *Service) SetPolicy(ctx context.Context, actor Actor, p Policy) (stored 
 		return Policy{}, false, s.auditRefusal(ctx, actor, "policy.set", MetaPolicy, refuse(err))
 	}
 	p = p.withDefaults()
-	b, err := json.Marshal(p)
+	b, err := PolicyJSON(p)
 	if err != nil {
-		return Policy{}, false, fmt.Errorf("encode intermediate policy: %w", err)
+		return Policy{}, false, err
 	}
 	err = s.store.Update(ctx, func(tx store.Tx) error {
 		old, err := tx.Meta(ctx, MetaPolicy)

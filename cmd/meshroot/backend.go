@@ -44,6 +44,9 @@ type backend interface {
 	RemoveFederation(ctx context.Context, trustDomain string) error
 	ListFederation(ctx context.Context) ([]store.FederationPeer, error)
 	RefreshFederation(ctx context.Context, trustDomain string) error
+	AnchorAudit(ctx context.Context) ([]byte, error)
+	Policy(ctx context.Context) (ca.Policy, bool, error)
+	SetPolicy(ctx context.Context, p ca.Policy) (ca.Policy, bool, error)
 	Close() error
 }
 
@@ -153,6 +156,13 @@ func (l *localBackend) ListFederation(ctx context.Context) ([]store.FederationPe
 }
 func (l *localBackend) RefreshFederation(context.Context, string) error {
 	return usageError{errors.New("federation refresh asks the running server's watchers: drop --data-dir")}
+}
+func (l *localBackend) AnchorAudit(ctx context.Context) ([]byte, error) {
+	return l.svc.AnchorAudit(ctx, localActor())
+}
+func (l *localBackend) Policy(ctx context.Context) (ca.Policy, bool, error) { return l.svc.Policy(ctx) }
+func (l *localBackend) SetPolicy(ctx context.Context, p ca.Policy) (ca.Policy, bool, error) {
+	return l.svc.SetPolicy(ctx, localActor(), p)
 }
 func (l *localBackend) Close() error { l.close(); return nil }
 
@@ -351,5 +361,28 @@ func (r *remoteBackend) ListFederation(ctx context.Context) ([]store.FederationP
 func (r *remoteBackend) RefreshFederation(ctx context.Context, td string) error {
 	_, err := r.c.RefreshFederation(ctx, &meshrootv1.RefreshFederationRequest{TrustDomain: td})
 	return err
+}
+func (r *remoteBackend) AnchorAudit(ctx context.Context) ([]byte, error) {
+	resp, err := r.c.AnchorAudit(ctx, &meshrootv1.AnchorAuditRequest{})
+	return resp.GetAnchorPem(), err
+}
+func (r *remoteBackend) Policy(ctx context.Context) (ca.Policy, bool, error) {
+	return policyFromProto(r.c.GetPolicy(ctx, &meshrootv1.GetPolicyRequest{}))
+}
+func (r *remoteBackend) SetPolicy(ctx context.Context, p ca.Policy) (ca.Policy, bool, error) {
+	b, err := ca.PolicyJSON(p)
+	if err != nil {
+		return ca.Policy{}, false, err
+	}
+	resp, err := r.c.SetPolicy(ctx, &meshrootv1.SetPolicyRequest{PolicyJson: b})
+	p, _, err = policyFromProto(resp, err)
+	return p, resp.GetChanged(), err
+}
+func policyFromProto(resp *meshrootv1.PolicyResponse, err error) (ca.Policy, bool, error) {
+	if err != nil {
+		return ca.Policy{}, false, err
+	}
+	p, err := ca.ParsePolicyJSON(resp.GetPolicyJson())
+	return p.Effective(), resp.GetStored(), err
 }
 func (r *remoteBackend) Close() error { return r.conn.Close() }
