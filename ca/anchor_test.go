@@ -64,7 +64,9 @@ func TestAuditAnchor(t *testing.T) {
 		t.Errorf("log without the anchored entry: %v, want an AnchorError naming the rollback", err)
 	}
 	// The entry is there with another hash (rewritten).
-	err = ca.VerifyAuditAnchor(a, tb.Roots, func(int64) (store.AuditEntry, bool, error) { return store.AuditEntry{Seq: a.Seq, Hash: "00"}, true, nil })
+	err = ca.VerifyAuditAnchor(a, tb.Roots, func(int64) (store.AuditEntry, bool, error) {
+		return store.AuditEntry{Seq: a.Seq, Hash: "00"}, true, nil
+	})
 	if !errors.As(err, &ae) || !strings.Contains(err.Error(), "audit log rewritten") {
 		t.Errorf("rewritten entry: %v, want an AnchorError", err)
 	}
