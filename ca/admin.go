@@ -22,6 +22,7 @@ type Admin interface {
 	ClusterAdmin
 	AuditAdmin
 	FederationAdmin
+	PolicyAdmin
 }
 
 // RootAdmin creates roots and moves them through rotation.
@@ -54,6 +55,18 @@ type ClusterAdmin interface {
 type AuditAdmin interface {
 	ListAudit(ctx context.Context, afterSeq int64, limit int) ([]store.AuditEntry, error)
 	VerifyAudit(ctx context.Context) (entries int, err error)
+	// AnchorAudit appends an audit.anchor row and returns a statement of
+	// the log's head signed with the active root's key (PEM).
+	AnchorAudit(ctx context.Context) ([]byte, error)
+}
+
+// PolicyAdmin reads and replaces the intermediate policy kept in the store.
+type PolicyAdmin interface {
+	// Policy returns the policy in force; stored is false when none is
+	// stored and the service's own default applies.
+	Policy(ctx context.Context) (p Policy, stored bool, err error)
+	// SetPolicy stores p and reports whether it changed.
+	SetPolicy(ctx context.Context, p Policy) (stored Policy, changed bool, err error)
 }
 
 // FederationAdmin manages the foreign trust domains meshroot federates with.

@@ -101,6 +101,11 @@ func validateClusterAuth(a store.ClusterAuth) error {
 	if a.OIDCDiscovery && !strings.HasPrefix(a.Issuer, "https://") {
 		return fmt.Errorf("OIDC discovery needs an https issuer, not %q", a.Issuer)
 	}
+	if len(a.Kubeconfig) > 0 {
+		if err := CheckKubeconfigFileRefs(a.Kubeconfig); err != nil {
+			return fmt.Errorf("TokenReview: %w", err)
+		}
+	}
 	if len(a.JWKS) > 0 && !json.Valid(a.JWKS) {
 		return errors.New("the JWKS is not valid JSON")
 	}
@@ -113,21 +118,37 @@ func validateClusterAuth(a store.ClusterAuth) error {
 	return nil
 }
 
-// RemoveCluster unregisters a cluster: its credentials stop working at once
-// (join tokens are deleted; service-account tokens and its intermediate no
-// longer match a registered cluster). Issued intermediates stay on record.
+// RemoveCluster unregisters a cluster: its credentials stop working at once.
+// In one transaction its join tokens are deleted and every intermediate
+// issued to it is revoked, so that none can renew, not even for a cluster
+// registered later under the same name. Issued intermediates stay on record.
 func (s *Service) RemoveCluster(ctx context.Context, name string) error {
 	actor := ActorFrom(ctx)
 	if _, err := s.cluster(ctx, name); err != nil {
 		return s.auditRefusal(ctx, actor, "cluster.remove", name, err)
 	}
 	return s.store.Update(ctx, func(tx store.Tx) error {
-		if err := tx.DeleteCluster(ctx, name); err != nil {
+		if err := tx.DeleteCluster(ctx, name); errors.Is(err, store.ErrNotFound) {
+			return refusef("cluster %s is not registered (it was removed meanwhile)", name)
+		} else if err != nil {
 			return err
 		}
-		return s.audit(ctx, tx, actor, "cluster.remove", name, "ok", nil)
+		serials, err := tx.RevokeClusterIntermediates(ctx, name)
+		if err != nil {
+			return err
+		}
+		details := map[string]any{"revoked_intermediates": len(serials)}
+		if len(serials) > 0 {
+			// The newest ones are those that can still matter; the
+			// count says how many more were revoked.
+			details["revoked_serials"] = serials[max(0, len(serials)-maxAuditedSerials):]
+		}
+		return s.audit(ctx, tx, actor, "cluster.remove", name, "ok", details)
 	})
 }
+
+// maxAuditedSerials bounds the serials a cluster.remove audit row lists.
+const maxAuditedSerials = 100
 
 // RecordContact stores that a cluster's agent was heard from now, with what
 // it reported; zero fields keep their previous value.

@@ -68,13 +68,19 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 	if err != nil {
 		return Issued{}, err
 	}
+	// The stored policy, read on every issuance: whichever process set it
+	// last (server, data-dir CLI), every path issues under it.
+	pol, _, err := s.Policy(ctx)
+	if err != nil {
+		return Issued{}, err
+	}
 	var cert *x509.Certificate
 	var above []*x509.Certificate // every CA above the intermediate
 	if isUpstream(root) {
-		if req.TrustDomainConstraint || s.policy.TrustDomainConstraint {
+		if req.TrustDomainConstraint || pol.TrustDomainConstraint {
 			return Issued{}, refusef("the trust-domain name constraint is not available with an upstream signing authority")
 		}
-		chain, err := s.signUpstream(ctx, root, ireq)
+		chain, err := s.signUpstream(ctx, root, ireq, pol)
 		if err != nil {
 			return Issued{}, err
 		}
@@ -84,7 +90,7 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 		if err != nil {
 			return Issued{}, err
 		}
-		if cert, err = auth.SignIntermediate(ireq); err != nil {
+		if cert, err = auth.withPolicy(pol).SignIntermediate(ireq); err != nil {
 			return Issued{}, err
 		}
 		above = auth.Chain()
@@ -105,7 +111,17 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 		} else if r.State != store.RootActive {
 			return refusef("root %s stopped being active during issuance: retry", root.ID)
 		}
-		if _, err := tx.SupersedeIntermediates(ctx, cl.Name); err != nil {
+		// The cluster may have been removed (and its name registered
+		// again) since it was read: the intermediate belongs to the
+		// registration it was requested for, or to none.
+		if cur, err := tx.GetCluster(ctx, cl.Name); errors.Is(err, store.ErrNotFound) {
+			return refusef("cluster %s was removed during issuance", cl.Name)
+		} else if err != nil {
+			return err
+		} else if !cur.CreatedAt.Equal(cl.CreatedAt) {
+			return refusef("cluster %s was removed and registered again during issuance: retry", cl.Name)
+		}
+		if _, err := tx.SupersedeIntermediates(ctx, cl.Name, rec.CreatedAt); err != nil {
 			return err
 		}
 		status := cl.Status
@@ -118,7 +134,7 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 		}
 		return s.audit(ctx, tx, actor, "intermediate.issue", cl.Name, "ok", map[string]any{
 			"serial": rec.Serial, "root_id": root.ID, "not_after": cert.NotAfter, "bundle_sequence": bundle.Sequence,
-			"trust_domain_constraint": s.policy.TrustDomainConstraint || req.TrustDomainConstraint,
+			"trust_domain_constraint": pol.TrustDomainConstraint || req.TrustDomainConstraint,
 		})
 	})
 	if err != nil {

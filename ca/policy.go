@@ -17,6 +17,11 @@ const (
 	DefaultMinIntermediateTTL = 24 * time.Hour
 	// DefaultBackdate is how far NotBefore is set back for clock skew.
 	DefaultBackdate = 5 * time.Minute
+	// DefaultSupersededRenewalGrace is how long a superseded intermediate
+	// may still renew: long enough for an agent that crashed between
+	// receiving its new intermediate and writing it to retry, short enough
+	// that a replaced (possibly leaked) key soon stops renewing.
+	DefaultSupersededRenewalGrace = 10 * time.Minute
 )
 
 // Policy is what a cluster intermediate may be. The zero value is usable:
@@ -37,6 +42,10 @@ type Policy struct {
 	TrustDomainConstraint bool
 	// Backdate moves NotBefore back for clock skew (DefaultBackdate).
 	Backdate time.Duration
+	// SupersededRenewalGrace is how long after a successor was issued a
+	// superseded intermediate may still renew by mTLS
+	// (DefaultSupersededRenewalGrace).
+	SupersededRenewalGrace time.Duration
 }
 
 func (p Policy) withDefaults() Policy {
@@ -55,14 +64,20 @@ func (p Policy) withDefaults() Policy {
 	if p.Backdate == 0 {
 		p.Backdate = DefaultBackdate
 	}
+	if p.SupersededRenewalGrace == 0 {
+		p.SupersededRenewalGrace = DefaultSupersededRenewalGrace
+	}
 	return p
 }
+
+// Effective returns p with every zero field set to its default.
+func (p Policy) Effective() Policy { return p.withDefaults() }
 
 // Validate reports a policy that contradicts itself.
 func (p Policy) Validate() error {
 	p = p.withDefaults()
 	switch {
-	case p.MinTTL < 0 || p.MaxTTL < 0 || p.DefaultTTL < 0 || p.Backdate < 0:
+	case p.MinTTL < 0 || p.MaxTTL < 0 || p.DefaultTTL < 0 || p.Backdate < 0 || p.SupersededRenewalGrace < 0:
 		return fmt.Errorf("intermediate policy: durations must not be negative")
 	case p.MinTTL > p.MaxTTL:
 		return fmt.Errorf("intermediate policy: minimum TTL %s exceeds maximum TTL %s", p.MinTTL, p.MaxTTL)

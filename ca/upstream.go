@@ -92,8 +92,8 @@ func (s *Service) initUpstreamRoot(ctx context.Context, actor Actor, td, ref str
 
 // signUpstream applies the policy, forwards the CSR, and checks the answer:
 // a pathlen-0 CA with keyCertSign for the CSR's key, chaining to the root.
-func (s *Service) signUpstream(ctx context.Context, root store.Root, req IntermediateRequest) ([]*x509.Certificate, error) {
-	_, ttl, err := s.policy.withDefaults().checkRequest(req)
+func (s *Service) signUpstream(ctx context.Context, root store.Root, req IntermediateRequest, policy Policy) ([]*x509.Certificate, error) {
+	_, ttl, err := policy.withDefaults().checkRequest(req)
 	if err != nil {
 		return nil, refuse(err)
 	}

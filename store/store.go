@@ -142,6 +142,9 @@ type Intermediate struct {
 	Status    IntermediateStatus
 	CertPEM   []byte
 	CreatedAt time.Time
+	// SupersededAt is when a successor superseded it (zero while it is
+	// active, and for intermediates superseded before this was recorded).
+	SupersededAt time.Time
 }
 
 // AuditEntry is one row of the append-only audit log. Seq, PrevHash and Hash
@@ -238,8 +241,11 @@ type Tx interface {
 	CreateIntermediate(ctx context.Context, in Intermediate) error
 	UpdateIntermediateStatus(ctx context.Context, serial string, status IntermediateStatus) error
 	// SupersedeIntermediates marks every active intermediate of cluster
-	// superseded and returns how many there were.
-	SupersedeIntermediates(ctx context.Context, cluster string) (int, error)
+	// superseded at at (SupersededAt) and returns how many there were.
+	SupersedeIntermediates(ctx context.Context, cluster string, at time.Time) (int, error)
+	// RevokeClusterIntermediates marks every intermediate of cluster that is
+	// not revoked yet revoked, and returns their serials, oldest first.
+	RevokeClusterIntermediates(ctx context.Context, cluster string) ([]string, error)
 	// IncrementBundleSequence adds one to the bundle sequence and returns it.
 	IncrementBundleSequence(ctx context.Context) (uint64, error)
 	// AppendAudit assigns Seq, PrevHash and Hash and appends e.

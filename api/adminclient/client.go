@@ -189,3 +189,32 @@ func (c *Client) ListFederation(ctx context.Context) ([]store.FederationPeer, er
 func (c *Client) RefreshFederation(ctx context.Context, trustDomain string) (store.FederationPeer, error) {
 	return call(ctx, c.c.RefreshFederation, &meshrootv1.RefreshFederationRequest{TrustDomain: trustDomain}, ok(wire.FederationPeerFromProto))
 }
+
+// AnchorAudit implements ca.AuditAdmin.
+func (c *Client) AnchorAudit(ctx context.Context) ([]byte, error) {
+	return call(ctx, c.c.AnchorAudit, &meshrootv1.AnchorAuditRequest{}, ok((*meshrootv1.AnchorAuditResponse).GetAnchorPem))
+}
+
+// Policy implements ca.PolicyAdmin.
+func (c *Client) Policy(ctx context.Context) (ca.Policy, bool, error) {
+	resp, err := c.c.GetPolicy(ctx, &meshrootv1.GetPolicyRequest{})
+	if err != nil {
+		return ca.Policy{}, false, err
+	}
+	p, err := ca.ParsePolicyJSON(resp.GetPolicyJson())
+	return p, resp.GetStored(), err
+}
+
+// SetPolicy implements ca.PolicyAdmin.
+func (c *Client) SetPolicy(ctx context.Context, p ca.Policy) (ca.Policy, bool, error) {
+	b, err := ca.PolicyJSON(p)
+	if err != nil {
+		return ca.Policy{}, false, err
+	}
+	resp, err := c.c.SetPolicy(ctx, &meshrootv1.SetPolicyRequest{PolicyJson: b})
+	if err != nil {
+		return ca.Policy{}, false, err
+	}
+	stored, err := ca.ParsePolicyJSON(resp.GetPolicyJson())
+	return stored, resp.GetChanged(), err
+}

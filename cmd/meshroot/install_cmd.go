@@ -87,7 +87,7 @@ on disk. Renewal is then up to you: run it again before the NotAfter shown.`,
 	fl.StringVar(&f.keyType, "key-type", string(keys.ECP256), "intermediate key type")
 	fl.StringVar(&f.restart, "restart-istiod", string(agent.RestartAuto), "roll istiod after writing: auto, always or never")
 	fl.StringVar(&f.istiod, "istiod-deployment", "istiod", "istiod's Deployment name")
-	fl.DurationVar(&f.ttl, "ttl", ca.DefaultIntermediateTTL, "intermediate lifetime")
+	fl.DurationVar(&f.ttl, "ttl", 0, "intermediate lifetime (default: the policy's default TTL, 8760h unless set)")
 	fl.BoolVar(&f.adopt, "adopt", false, "replace a cacerts Secret that meshroot did not create")
 	fl.BoolVar(&constrain, "trust-domain-constraint", false, "add the trust-domain URI name constraint")
 	return cmd

@@ -41,14 +41,19 @@ func run(args []string) int {
 // usageError marks a bad invocation.
 type usageError struct{ error }
 
+// tamperError marks an audit log that failed verification against an anchor
+// (rolled back or rewritten).
+type tamperError struct{ error }
+
 func exitCode(err error) int {
 	var ue usageError
+	var te tamperError
 	var ce *store.ChainError
 	var pe *ca.PolicyError
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
-	case errors.As(err, &ce): // `audit verify` on a data dir
+	case errors.As(err, &ce), errors.As(err, &te): // `audit verify` on a data dir, or against an anchor
 		return exitTamper
 	case errors.As(err, &pe):
 		return exitRefused

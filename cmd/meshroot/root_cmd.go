@@ -73,6 +73,7 @@ func newRootCmd() *cobra.Command {
 		newAgentCmd(g),
 		newTokenCmd(g),
 		newFederationCmd(g),
+		newPolicyCmd(g),
 		newDocsCmd(),
 	)
 	refuseUnknownSubcommands(cmd)

@@ -73,6 +73,9 @@ type policyConfig struct {
 	MaxTTL                duration `yaml:"maxTTL"`
 	MinTTL                duration `yaml:"minTTL"`
 	TrustDomainConstraint bool     `yaml:"trustDomainConstraint"`
+	// SupersededRenewalGrace is how long a superseded intermediate may
+	// still renew (default 10m).
+	SupersededRenewalGrace duration `yaml:"supersededRenewalGrace"`
 }
 
 // duration reads "24h"-style strings in YAML.
@@ -218,12 +221,23 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		return err
 	}
 	defer km.Close()
-	svc, err := newAuthority(st, km, ca.Policy{
+	policy := ca.Policy{
 		DefaultTTL: time.Duration(cfg.Policy.DefaultTTL), MaxTTL: time.Duration(cfg.Policy.MaxTTL),
 		MinTTL: time.Duration(cfg.Policy.MinTTL), TrustDomainConstraint: cfg.Policy.TrustDomainConstraint,
-	}, cfg.Keys)
+		SupersededRenewalGrace: time.Duration(cfg.Policy.SupersededRenewalGrace),
+	}
+	svc, err := newAuthority(st, km, policy, cfg.Keys)
 	if err != nil {
 		return usageError{fmt.Errorf("policy: %w", err)}
+	}
+	// The store holds the one policy every issuing path uses; a policy block
+	// in the configuration file is written there at every start.
+	if cfg.Policy != (policyConfig{}) {
+		if _, changed, err := svc.SetPolicy(ca.WithActor(ctx, "serve:config"), policy); err != nil {
+			return usageError{fmt.Errorf("policy: %w", err)}
+		} else if changed {
+			log.Info("stored the intermediate policy of the configuration file (audited as policy.set)")
+		}
 	}
 	var devToken string
 	if dev {

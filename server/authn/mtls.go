@@ -91,19 +91,49 @@ func (a *Authenticator) authenticateMTLS(ctx context.Context, c store.Cluster, c
 	if rec.Cluster != c.Name {
 		return Identity{}, permissionDenied("intermediate %s is for cluster %s, not %s", serial, rec.Cluster, c.Name)
 	}
+	// The name alone is not the cluster: an intermediate issued before the
+	// current registration was made belongs to a removed registration of
+	// the same name (removal revokes them; this also covers intermediates
+	// left active by versions that did not).
+	if rec.CreatedAt.Before(c.CreatedAt) {
+		return Identity{}, permissionDenied("intermediate %s was issued at %s to an earlier registration of cluster %s, which was removed; the cluster was registered again at %s: join with a join token or service-account token",
+			serial, rec.CreatedAt.UTC().Format(time.RFC3339), c.Name, c.CreatedAt.UTC().Format(time.RFC3339))
+	}
 	switch rec.Status {
 	case store.IntermediateRevoked:
 		return Identity{}, unauthenticated("intermediate %s is revoked", serial)
-	case store.IntermediateActive, store.IntermediateSuperseded:
-		// A superseded intermediate still renews: the agent may have crashed
-		// after meshroot issued its successor but before it wrote the new
-		// cacerts Secret, so the cluster still runs with the old one and
-		// this is its only credential. Revocation is what takes an
-		// intermediate's renewal right away.
+	case store.IntermediateActive:
+	case store.IntermediateSuperseded:
+		// A superseded intermediate still renews for a short grace period:
+		// the agent may have crashed after meshroot issued its successor
+		// but before it wrote the new cacerts Secret, so the cluster still
+		// runs with the old one and this is its only credential. After
+		// that, a replaced (perhaps leaked) key renews no more.
+		if err := a.checkSupersededGrace(ctx, serial, rec); err != nil {
+			return Identity{}, err
+		}
 	default:
 		return Identity{}, unauthenticated("intermediate %s has unknown status %q", serial, rec.Status)
 	}
 	return Identity{Cluster: c.Name, Method: MethodMTLS, Subject: serial}, nil
+}
+
+// checkSupersededGrace refuses a superseded intermediate whose renewal grace
+// period (the stored policy's SupersededRenewalGrace) is over.
+func (a *Authenticator) checkSupersededGrace(ctx context.Context, serial string, rec store.Intermediate) error {
+	if rec.SupersededAt.IsZero() {
+		return unauthenticated("intermediate %s was superseded (at a time not recorded) and can no longer renew: join again with a join token or service-account token", serial)
+	}
+	pol, _, err := ca.LoadPolicy(ctx, a.st)
+	if err != nil {
+		return fmt.Errorf("authenticate by client certificate: %w", err)
+	}
+	grace := pol.SupersededRenewalGrace
+	if since := a.now().Sub(rec.SupersededAt); since > grace {
+		return unauthenticated("intermediate %s was superseded at %s, more than the renewal grace period %s ago, and can no longer renew: the cluster's current intermediate renews; or join again with a join token or service-account token",
+			serial, rec.SupersededAt.UTC().Format(time.RFC3339), grace)
+	}
+	return nil
 }
 
 // maxVerified bounds the cache of verified chains.

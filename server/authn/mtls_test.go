@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"math/big"
 	"testing"
@@ -79,6 +80,9 @@ type mtlsFixture struct {
 	signing *testCA
 	// Intermediates signed by signing, recorded in the store.
 	active, superseded, revoked, expired, west *testCA
+	// staleSuperseded was superseded longer ago than the renewal grace
+	// period; legacySuperseded has no recorded supersession time.
+	staleSuperseded, legacySuperseded *testCA
 	// unrecorded was signed by signing but is not in the store.
 	unrecorded *testCA
 	// lookalike has active's serial but is another certificate.
@@ -97,6 +101,8 @@ func newMTLSFixture(t testing.TB) *mtlsFixture {
 	inter := func(cluster string) *testCA { return newCert(t, f.signing, caTemplate(cluster, true)) }
 	f.active = inter("east")
 	f.superseded = inter("east")
+	f.staleSuperseded = inter("east")
+	f.legacySuperseded = inter("east")
 	f.revoked = inter("east")
 	f.west = inter("west")
 	f.unrecorded = inter("east")
@@ -121,21 +127,24 @@ func newMTLSFixture(t testing.TB) *mtlsFixture {
 			return err
 		}
 		for _, r := range []struct {
-			c       *testCA
-			cluster string
-			status  store.IntermediateStatus
+			c            *testCA
+			cluster      string
+			status       store.IntermediateStatus
+			supersededAt time.Time
 		}{
-			{f.active, "east", store.IntermediateActive},
-			{f.superseded, "east", store.IntermediateSuperseded},
-			{f.revoked, "east", store.IntermediateRevoked},
-			{f.expired, "east", store.IntermediateActive},
-			{f.west, "west", store.IntermediateActive},
-			{f.foreign, "east", store.IntermediateActive},
+			{f.active, "east", store.IntermediateActive, time.Time{}},
+			{f.superseded, "east", store.IntermediateSuperseded, t0.Add(-time.Minute)},
+			{f.staleSuperseded, "east", store.IntermediateSuperseded, t0.Add(-ca.DefaultSupersededRenewalGrace - time.Second)},
+			{f.legacySuperseded, "east", store.IntermediateSuperseded, time.Time{}},
+			{f.revoked, "east", store.IntermediateRevoked, time.Time{}},
+			{f.expired, "east", store.IntermediateActive, time.Time{}},
+			{f.west, "west", store.IntermediateActive, time.Time{}},
+			{f.foreign, "east", store.IntermediateActive, time.Time{}},
 		} {
 			if err := tx.CreateIntermediate(ctx, store.Intermediate{
 				Serial: ca.SerialHex(r.c.cert.SerialNumber), Cluster: r.cluster, RootID: rootID,
 				NotBefore: r.c.cert.NotBefore, NotAfter: r.c.cert.NotAfter, Status: r.status,
-				CertPEM: ca.EncodeCerts([]*x509.Certificate{r.c.cert}), CreatedAt: t0,
+				CertPEM: ca.EncodeCerts([]*x509.Certificate{r.c.cert}), CreatedAt: t0, SupersededAt: r.supersededAt,
 			}); err != nil {
 				return err
 			}
@@ -204,6 +213,10 @@ func TestMTLSRefusals(t *testing.T) {
 			[]string{"intermediate " + serial(f.active) + " is for cluster east, not west"}},
 		{"revoked", "east", f.chain(f.revoked), Unauthenticated,
 			[]string{"intermediate " + serial(f.revoked) + " is revoked"}},
+		{"superseded beyond the grace period", "east", f.chain(f.staleSuperseded), Unauthenticated,
+			[]string{"intermediate " + serial(f.staleSuperseded) + " was superseded at 2026-03-01T11:49:59Z, more than the renewal grace period 10m0s ago, and can no longer renew"}},
+		{"superseded at an unrecorded time", "east", f.chain(f.legacySuperseded), Unauthenticated,
+			[]string{"intermediate " + serial(f.legacySuperseded) + " was superseded (at a time not recorded) and can no longer renew"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := f.auth(tc.cluster, tc.chain)
@@ -242,4 +255,51 @@ func TestMTLSServerErrors(t *testing.T) {
 	}})
 	_, err = a.Authenticate(context.Background(), "east", Credential{PeerChain: f.chain(f.active)})
 	wantInternal(t, err, "trust bundle: store is closed")
+}
+
+// TestMTLSSupersededGrace: a superseded intermediate renews only within the
+// stored policy's grace period after it was superseded (10 minutes by
+// default; here it was superseded at t0-1m).
+func TestMTLSSupersededGrace(t *testing.T) {
+	f := newMTLSFixture(t)
+	if _, err := f.auth("east", f.chain(f.superseded)); err != nil {
+		t.Fatalf("within the grace period: %v", err)
+	}
+	f.clk.Advance(ca.DefaultSupersededRenewalGrace - time.Minute + time.Second)
+	_, err := f.auth("east", f.chain(f.superseded))
+	wantRefusal(t, err, Unauthenticated, "more than the renewal grace period 10m0s ago")
+	if _, err := f.auth("east", f.chain(f.active)); err != nil {
+		t.Fatalf("the active intermediate still renews: %v", err)
+	}
+
+	// The grace period is the stored policy's.
+	b, err := json.Marshal(ca.Policy{SupersededRenewalGrace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	update(t, f.st, func(ctx context.Context, tx store.Tx) error { return tx.SetMeta(ctx, ca.MetaPolicy, string(b)) })
+	if _, err := f.auth("east", f.chain(f.superseded)); err != nil {
+		t.Fatalf("within a stored grace period of 1h: %v", err)
+	}
+	f.clk.Advance(time.Hour)
+	_, err = f.auth("east", f.chain(f.superseded))
+	wantRefusal(t, err, Unauthenticated, "more than the renewal grace period 1h0m0s ago")
+}
+
+// TestMTLSEarlierRegistration: an intermediate issued to a cluster that was
+// removed does not renew for a cluster registered later under the same name,
+// even when it was left active (as versions before removal revoked them did).
+func TestMTLSEarlierRegistration(t *testing.T) {
+	f := newMTLSFixture(t)
+	if _, err := f.auth("east", f.chain(f.active)); err != nil {
+		t.Fatal(err)
+	}
+	update(t, f.st, func(ctx context.Context, tx store.Tx) error {
+		if err := tx.DeleteCluster(ctx, "east"); err != nil {
+			return err
+		}
+		return tx.CreateCluster(ctx, store.Cluster{Name: "east", TrustDomain: "example.org", CreatedAt: t0.Add(time.Minute)})
+	})
+	_, err := f.auth("east", f.chain(f.active))
+	wantRefusal(t, err, PermissionDenied, "intermediate "+ca.SerialHex(f.active.cert.SerialNumber)+" was issued at 2026-03-01T12:00:00Z to an earlier registration of cluster east, which was removed")
 }

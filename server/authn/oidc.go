@@ -38,13 +38,23 @@ type oidcKeys struct {
 	fingerprint [sha256.Size]byte
 	client      *http.Client
 
-	// mu serializes fetches: concurrent requests wait for one fetch
-	// instead of each making their own.
+	// mu guards the fields below. It is never held during a fetch.
 	mu          sync.Mutex
 	keys        *keySet
 	fetchedAt   time.Time // when keys were fetched
-	lastAttempt time.Time // when a fetch was last tried
+	lastAttempt time.Time // when a fetch was last started
 	lastErr     error     // the last fetch's error, nil after a success
+	// fetching is the fetch in flight (nil when none): concurrent requests
+	// wait for it instead of each making their own.
+	fetching *oidcFetch
+}
+
+// oidcFetch is one fetch of an issuer's keys. Its outcome is set before
+// done is closed.
+type oidcFetch struct {
+	done chan struct{}
+	keys *keySet
+	err  error
 }
 
 func oidcFingerprint(auth store.ClusterAuth) [sha256.Size]byte {
@@ -108,30 +118,71 @@ func (a *Authenticator) oidcClient(caPEM []byte) (*http.Client, error) {
 // TTL, or when refresh is set (a token named an unknown key) and the last
 // attempt is at least minRefetchInterval old. Fetch failures are not
 // refusals: they are returned as plain errors.
+//
+// The fetch is detached from the request that started it: it runs with its
+// own timeout (HTTPClientTimeout per request), not under the caller's
+// context, so a caller that gives up (or comes with a 1 ms deadline) stops
+// waiting but cannot fail the fetch for the requests after it. Only the
+// issuer's own failures are remembered for minRefetchInterval.
 func (a *Authenticator) oidcKeySet(ctx context.Context, c store.Cluster, refresh bool) (*keySet, error) {
 	e, err := a.oidcEntry(c)
 	if err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	now := a.now()
 	fresh := e.keys != nil && now.Sub(e.fetchedAt) < a.jwksTTL
 	recent := !e.lastAttempt.IsZero() && now.Sub(e.lastAttempt) < minRefetchInterval
 	switch {
 	case fresh && (!refresh || recent):
-		return e.keys, nil
-	case !fresh && recent && e.lastErr != nil:
-		return nil, e.lastErr
+		keys := e.keys
+		e.mu.Unlock()
+		return keys, nil
+	case !fresh && recent && e.lastErr != nil && e.fetching == nil:
+		err := e.lastErr
+		e.mu.Unlock()
+		return nil, err
 	}
-	e.lastAttempt = now
-	keys, err := fetchOIDCKeys(ctx, e.client, c.Auth.Issuer)
+	f := e.fetching
+	if f == nil {
+		f = &oidcFetch{done: make(chan struct{})}
+		e.fetching, e.lastAttempt = f, now
+		// WithoutCancel keeps the request's values (none are used today)
+		// but not its deadline or cancellation.
+		go a.fetchOIDC(context.WithoutCancel(ctx), e, f, c.Name, c.Auth.Issuer, now)
+	}
+	e.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.keys, f.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("cluster %s: waiting for the service-account token keys: %w (the fetch continues for later requests)", c.Name, ctx.Err())
+	}
+}
+
+// fetchOIDC runs fetch f for entry e and records its outcome. A failure is
+// remembered (and served for minRefetchInterval) only when it is the
+// issuer's: should a context error reach here anyway, it is not kept and
+// the next request fetches again.
+func (a *Authenticator) fetchOIDC(ctx context.Context, e *oidcKeys, f *oidcFetch, cluster, issuer string, started time.Time) {
+	ctx, cancel := context.WithTimeout(ctx, 2*a.httpTimeout+time.Second) // discovery + JWKS
+	defer cancel()
+	keys, err := fetchOIDCKeys(ctx, e.client, issuer)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	defer close(f.done)
+	e.fetching = nil
 	if err != nil {
-		e.lastErr = fmt.Errorf("cluster %s: fetch service-account token keys: %w", c.Name, err)
-		return nil, e.lastErr
+		f.err = fmt.Errorf("cluster %s: fetch service-account token keys: %w", cluster, err)
+		if errors.Is(err, context.Canceled) {
+			e.lastAttempt = time.Time{}
+			return
+		}
+		e.lastErr = f.err
+		return
 	}
-	e.keys, e.fetchedAt, e.lastErr = &keySet{keys: keys}, now, nil
-	return e.keys, nil
+	f.keys = &keySet{keys: keys}
+	e.keys, e.fetchedAt, e.lastErr = f.keys, started, nil
 }
 
 // fetchOIDCKeys fetches issuer's discovery document, checks that it is

@@ -27,9 +27,10 @@ type issuerServer struct {
 	issuer     string // "issuer" of the discovery document; srv.URL unless set
 	jwksURI    string // "jwks_uri"; srv.URL+"/keys" unless set
 	jwks       []byte
-	redirect   string // when set, the discovery document redirects here
-	discovered int    // discovery documents served
-	keysServed int    // JWKS served
+	redirect   string        // when set, the discovery document redirects here
+	delay      time.Duration // how long the discovery document takes
+	discovered int           // discovery documents served
+	keysServed int           // JWKS served
 }
 
 func newIssuerServer(t testing.TB, keys ...signingKey) *issuerServer {
@@ -39,6 +40,14 @@ func newIssuerServer(t testing.TB, keys ...signingKey) *issuerServer {
 	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.discovered++
+		delay := s.delay
+		s.mu.Unlock()
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
+		s.mu.Lock()
 		if s.redirect != "" {
 			to := s.redirect
 			s.mu.Unlock()
@@ -291,4 +300,27 @@ func TestOIDCRegistrationChange(t *testing.T) {
 	})
 	_, err := authBearer(a, token)
 	wantInternal(t, err, "certificate signed by unknown authority")
+}
+
+// TestOIDCFetchDetachedFromCaller: a caller with a 1 ms deadline fails while
+// the issuer is slow, but neither cancels the shared fetch nor leaves its
+// context error for the next caller, who gets the keys from that same fetch.
+func TestOIDCFetchDetachedFromCaller(t *testing.T) {
+	k1 := signingKey{"k1", jose.ES256, ecKey(t)}
+	s := newIssuerServer(t, k1)
+	s.set(func(s *issuerServer) { s.delay = 300 * time.Millisecond })
+	a, clk := oidcSetup(t, s)
+	token := sign(t, k1, goodClaims(s.srv.URL, clk.Now()))
+
+	hurried, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	_, err := a.Authenticate(hurried, "east", Credential{BearerToken: token})
+	wantInternal(t, err, "context deadline exceeded")
+
+	patient, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id, err := a.Authenticate(patient, "east", Credential{BearerToken: token})
+	wantIdentity(t, id, err, Identity{Cluster: "east", Method: MethodServiceAccount, Subject: "system:serviceaccount:" + strings.Replace(agentSA, "/", ":", 1)})
+	// Both callers were served by one fetch.
+	wantCounts(t, s, 1, 1)
 }

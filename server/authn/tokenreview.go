@@ -12,6 +12,7 @@ import (
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/store"
 )
 
@@ -41,17 +42,27 @@ func (a *Authenticator) reviewerFor(c store.Cluster) (*tokenReviewer, error) {
 }
 
 // newTokenReviews makes a TokenReview client from kubeconfig. A kubeconfig
-// whose user runs an exec plugin or an auth provider is refused: the
-// kubeconfig is read from the store, and a store write must not become a
-// command run by the server.
+// that names a file (tokenFile, client certificate or key, CA file) or a
+// program (exec plugin, auth provider) is refused, as it is at
+// registration: the kubeconfig is read from the store, and a store write
+// must become neither a file the server reads and sends to the kubeconfig's
+// server nor a command the server runs.
 func (a *Authenticator) newTokenReviews(kubeconfig []byte) (authnclient.TokenReviewInterface, error) {
+	if err := ca.CheckKubeconfigFileRefs(kubeconfig); err != nil {
+		return nil, fmt.Errorf("registered kubeconfig: %w", err)
+	}
 	raw, err := clientcmd.Load(kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("registered kubeconfig: %w", err)
 	}
 	for name, u := range raw.AuthInfos {
-		if u != nil && (u.Exec != nil || u.AuthProvider != nil) {
-			return nil, fmt.Errorf("registered kubeconfig: user %q uses an exec plugin or auth provider, which meshroot does not run: use a token or client certificate", name)
+		if u != nil && (u.Exec != nil || u.AuthProvider != nil || u.TokenFile != "" || u.ClientCertificate != "" || u.ClientKey != "") {
+			return nil, fmt.Errorf("registered kubeconfig: user %q names a file, an exec plugin or an auth provider, which meshroot does not read or run: register a kubeconfig with the token and client certificate embedded", name)
+		}
+	}
+	for name, c := range raw.Clusters {
+		if c != nil && c.CertificateAuthority != "" {
+			return nil, fmt.Errorf("registered kubeconfig: cluster %q names a CA file, which meshroot does not read: register a kubeconfig with certificate-authority-data", name)
 		}
 	}
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)

@@ -8,6 +8,7 @@ package authn
 // a real cluster in test/kube.
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -15,6 +16,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -238,10 +241,46 @@ func TestTokenReviewServerErrors(t *testing.T) {
 	}
 	for cluster, want := range map[string]string{
 		"wrongcred": "cluster wrongcred: TokenReview: Unauthorized",
-		"exec":      `cluster exec: TokenReview: registered kubeconfig: user "meshroot" uses an exec plugin or auth provider, which meshroot does not run`,
+		"exec":      `cluster exec: TokenReview: registered kubeconfig: the kubeconfig names files or programs (users["meshroot"].user.exec)`,
 		"garbage":   "cluster garbage: TokenReview: registered kubeconfig:",
 	} {
 		_, err := a.Authenticate(context.Background(), cluster, Credential{BearerToken: trAgent})
 		wantInternal(t, err, want)
+	}
+}
+
+// TestTokenReviewRefusesFileReferences: a stored kubeconfig that names a
+// file is refused when used, before any request: the server must not read
+// its own files (here a token file the stand-in API server would accept)
+// and send them to whatever server the kubeconfig names.
+func TestTokenReviewRefusesFileReferences(t *testing.T) {
+	a, f, st := tokenReviewSetup(t)
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(reviewerCredential), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := f.kubeconfig(tokenUser)
+	caData := good[bytes.Index(good, []byte("certificate-authority-data: ")):]
+	caData = caData[:bytes.IndexByte(caData, '\n')]
+	for name, kc := range map[string][]byte{
+		"tokenfile":      f.kubeconfig("    tokenFile: " + tokenFile),
+		"tokenfile-case": f.kubeconfig("    TokenFile: " + tokenFile),
+		"certfile":       f.kubeconfig(tokenUser + "\n    client-certificate: " + filepath.Join(dir, "crt") + "\n    client-key: " + filepath.Join(dir, "key")),
+		"cafile":         bytes.Replace(good, caData, []byte("certificate-authority: "+filepath.Join(dir, "ca.pem")), 1),
+	} {
+		addCluster(t, st, store.Cluster{Name: name, Auth: store.ClusterAuth{Kubeconfig: kc, ServiceAccounts: []string{agentSA}}})
+	}
+	for cluster, want := range map[string]string{
+		"tokenfile":      `(users["meshroot"].user.tokenFile)`,
+		"tokenfile-case": `(users["meshroot"].user.TokenFile)`,
+		"certfile":       `(users["meshroot"].user.client-certificate, users["meshroot"].user.client-key)`,
+		"cafile":         `(clusters["east"].cluster.certificate-authority)`,
+	} {
+		_, err := a.Authenticate(context.Background(), cluster, Credential{BearerToken: trAgent})
+		wantInternal(t, err, "cluster "+cluster+": TokenReview: registered kubeconfig: the kubeconfig names files or programs "+want, "use token, not tokenFile")
+	}
+	if n := f.count(); n != 0 {
+		t.Errorf("the API server named by the kubeconfigs got %d TokenReviews, want none", n)
 	}
 }

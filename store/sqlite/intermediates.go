@@ -5,11 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/meshroot/meshroot/store"
 )
 
-const intermediateColumns = `serial, cluster, root_id, not_before, not_after, status, cert_pem, created_at`
+const intermediateColumns = `serial, cluster, root_id, not_before, not_after, status, cert_pem, created_at, superseded_at`
 
 // GetIntermediate returns the intermediate with serial.
 func (r reader) GetIntermediate(ctx context.Context, serial string) (store.Intermediate, error) {
@@ -50,9 +51,9 @@ func (t *tx) CreateIntermediate(ctx context.Context, in store.Intermediate) erro
 	if in.Serial == "" {
 		return errors.New("create intermediate: empty serial")
 	}
-	_, err := t.q.ExecContext(ctx, `INSERT INTO intermediates (`+intermediateColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.q.ExecContext(ctx, `INSERT INTO intermediates (`+intermediateColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		in.Serial, in.Cluster, in.RootID, formatTime(in.NotBefore), formatTime(in.NotAfter),
-		string(in.Status), nonNil(in.CertPEM), formatTime(in.CreatedAt))
+		string(in.Status), nonNil(in.CertPEM), formatTime(in.CreatedAt), formatOptTime(in.SupersededAt))
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("intermediate %q: %w", in.Serial, store.ErrAlreadyExists)
@@ -74,10 +75,10 @@ func (t *tx) UpdateIntermediateStatus(ctx context.Context, serial string, status
 }
 
 // SupersedeIntermediates marks the active intermediates of cluster
-// superseded in one statement (indexed by cluster and status).
-func (t *tx) SupersedeIntermediates(ctx context.Context, cluster string) (int, error) {
-	res, err := t.q.ExecContext(ctx, `UPDATE intermediates SET status = ? WHERE cluster = ? AND status = ?`,
-		string(store.IntermediateSuperseded), cluster, string(store.IntermediateActive))
+// superseded at at in one statement (indexed by cluster and status).
+func (t *tx) SupersedeIntermediates(ctx context.Context, cluster string, at time.Time) (int, error) {
+	res, err := t.q.ExecContext(ctx, `UPDATE intermediates SET status = ?, superseded_at = ? WHERE cluster = ? AND status = ?`,
+		string(store.IntermediateSuperseded), formatOptTime(at), cluster, string(store.IntermediateActive))
 	if err != nil {
 		return 0, fmt.Errorf("supersede intermediates of cluster %q: %w", cluster, err)
 	}
@@ -85,14 +86,34 @@ func (t *tx) SupersedeIntermediates(ctx context.Context, cluster string) (int, e
 	return int(n), err
 }
 
+// RevokeClusterIntermediates marks every intermediate of cluster that is not
+// revoked yet revoked, and returns their serials, oldest first. The select
+// and the update run in the caller's transaction, so they see the same rows.
+func (t *tx) RevokeClusterIntermediates(ctx context.Context, cluster string) ([]string, error) {
+	serials, err := listRows(ctx, t.q, func(s scanner) (string, error) {
+		var serial string
+		err := s.Scan(&serial)
+		return serial, err
+	}, `SELECT serial FROM intermediates WHERE cluster = ? AND status != ? ORDER BY created_at, rowid`,
+		cluster, string(store.IntermediateRevoked))
+	if err != nil {
+		return nil, fmt.Errorf("revoke intermediates of cluster %q: %w", cluster, err)
+	}
+	if _, err := t.q.ExecContext(ctx, `UPDATE intermediates SET status = ? WHERE cluster = ? AND status != ?`,
+		string(store.IntermediateRevoked), cluster, string(store.IntermediateRevoked)); err != nil {
+		return nil, fmt.Errorf("revoke intermediates of cluster %q: %w", cluster, err)
+	}
+	return serials, nil
+}
+
 // scanIntermediate reads a row of intermediateColumns.
 func scanIntermediate(s scanner) (store.Intermediate, error) {
 	var (
-		in                             store.Intermediate
-		status                         string
-		notBefore, notAfter, createdAt string
+		in                                           store.Intermediate
+		status                                       string
+		notBefore, notAfter, createdAt, supersededAt string
 	)
-	if err := s.Scan(&in.Serial, &in.Cluster, &in.RootID, &notBefore, &notAfter, &status, &in.CertPEM, &createdAt); err != nil {
+	if err := s.Scan(&in.Serial, &in.Cluster, &in.RootID, &notBefore, &notAfter, &status, &in.CertPEM, &createdAt, &supersededAt); err != nil {
 		return store.Intermediate{}, err
 	}
 	in.Status = store.IntermediateStatus(status)
@@ -105,6 +126,9 @@ func scanIntermediate(s scanner) (store.Intermediate, error) {
 	}
 	if in.CreatedAt, err = parseTime(createdAt); err != nil {
 		return store.Intermediate{}, fmt.Errorf("intermediate %q created_at: %w", in.Serial, err)
+	}
+	if in.SupersededAt, err = parseOptTime(supersededAt); err != nil {
+		return store.Intermediate{}, fmt.Errorf("intermediate %q superseded_at: %w", in.Serial, err)
 	}
 	return in, nil
 }

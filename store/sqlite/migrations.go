@@ -145,6 +145,15 @@ ALTER TABLE roots ADD COLUMN added_sequence   INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE roots ADD COLUMN state_changed_at TEXT    NOT NULL DEFAULT '';
 `,
 	},
+	{
+		// superseded_at bounds how long a superseded intermediate may still
+		// renew; "" (rows superseded before this step) means unknown, and
+		// such an intermediate gets no grace period.
+		name: "intermediate superseded_at",
+		sql: `
+ALTER TABLE intermediates ADD COLUMN superseded_at TEXT NOT NULL DEFAULT '';
+`,
+	},
 }
 
 // migrate brings the schema of db up to the last version in steps (Open

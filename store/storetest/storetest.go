@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Intermediates", testIntermediates},
 		{"UpdateIntermediateStatus", testUpdateIntermediateStatus},
 		{"SupersedeIntermediates", testSupersedeIntermediates},
+		{"RevokeClusterIntermediates", testRevokeClusterIntermediates},
 		{"TxReadsOwnWrites", testTxReadsOwnWrites},
 		{"UpdateRollsBackOnError", testUpdateRollsBackOnError},
 		{"UpdateRollsBackOnPanic", testUpdateRollsBackOnPanic},
@@ -456,7 +457,7 @@ func testSupersedeIntermediates(t *testing.T, s store.Store) {
 	var n int
 	update(t, s, func(tx store.Tx) error {
 		var err error
-		n, err = tx.SupersedeIntermediates(ctx(t), "east")
+		n, err = tx.SupersedeIntermediates(ctx(t), "east", base.Add(time.Hour))
 		return err
 	})
 	if n != 2 {
@@ -473,6 +474,55 @@ func testSupersedeIntermediates(t *testing.T, s store.Store) {
 		if got.Status != want {
 			t.Errorf("%s: status %q, want %q", serial, got.Status, want)
 		}
+		if wantAt := want == store.IntermediateSuperseded; wantAt != got.SupersededAt.Equal(base.Add(time.Hour)) || wantAt == got.SupersededAt.IsZero() {
+			t.Errorf("%s: SupersededAt = %v, want %v only when superseded here", serial, got.SupersededAt, base.Add(time.Hour))
+		}
+	}
+}
+
+func testRevokeClusterIntermediates(t *testing.T, s store.Store) {
+	a, b, c, d := sampleIntermediate("0a", "east", "r1", base.Add(2*time.Second)), sampleIntermediate("0b", "east", "r1", base),
+		sampleIntermediate("0c", "west", "r1", base), sampleIntermediate("0d", "east", "r1", base.Add(time.Second))
+	b.Status, d.Status = store.IntermediateSuperseded, store.IntermediateRevoked
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateRoot(ctx(t), sampleRoot("r1", base)); err != nil {
+			return err
+		}
+		for _, in := range []store.Intermediate{a, b, c, d} {
+			if err := tx.CreateIntermediate(ctx(t), in); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var serials []string
+	update(t, s, func(tx store.Tx) error {
+		var err error
+		serials, err = tx.RevokeClusterIntermediates(ctx(t), "east")
+		return err
+	})
+	if !slices.Equal(serials, []string{"0b", "0a"}) {
+		t.Errorf("RevokeClusterIntermediates(east) = %q, want [0b 0a] (not yet revoked, oldest first)", serials)
+	}
+	for serial, want := range map[string]store.IntermediateStatus{
+		"0a": store.IntermediateRevoked, "0b": store.IntermediateRevoked,
+		"0c": store.IntermediateActive, "0d": store.IntermediateRevoked,
+	} {
+		got, err := s.GetIntermediate(ctx(t), serial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != want {
+			t.Errorf("%s: status %q, want %q", serial, got.Status, want)
+		}
+	}
+	update(t, s, func(tx store.Tx) error {
+		var err error
+		serials, err = tx.RevokeClusterIntermediates(ctx(t), "nowhere")
+		return err
+	})
+	if len(serials) != 0 {
+		t.Errorf("RevokeClusterIntermediates(nowhere) = %q, want none", serials)
 	}
 }
 
@@ -908,7 +958,8 @@ func checkIntermediate(t *testing.T, got, want store.Intermediate) {
 	t.Helper()
 	if got.Serial != want.Serial || got.Cluster != want.Cluster || got.RootID != want.RootID ||
 		!got.NotBefore.Equal(want.NotBefore) || !got.NotAfter.Equal(want.NotAfter) ||
-		got.Status != want.Status || !bytes.Equal(got.CertPEM, want.CertPEM) || !got.CreatedAt.Equal(want.CreatedAt) {
+		got.Status != want.Status || !bytes.Equal(got.CertPEM, want.CertPEM) || !got.CreatedAt.Equal(want.CreatedAt) ||
+		!got.SupersededAt.Equal(want.SupersededAt) {
 		t.Errorf("intermediate mismatch:\n got %+v\nwant %+v", got, want)
 	}
 }

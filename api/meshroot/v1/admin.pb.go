@@ -2445,6 +2445,232 @@ func (x *ClusterDetail) GetCurrent() *Intermediate {
 	return nil
 }
 
+type AnchorAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnchorAuditRequest) Reset() {
+	*x = AnchorAuditRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnchorAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnchorAuditRequest) ProtoMessage() {}
+
+func (x *AnchorAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnchorAuditRequest.ProtoReflect.Descriptor instead.
+func (*AnchorAuditRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+type AnchorAuditResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// anchor_pem is the anchor file (PEM): statement, signature, signing chain.
+	AnchorPem     []byte `protobuf:"bytes,1,opt,name=anchor_pem,json=anchorPem,proto3" json:"anchor_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnchorAuditResponse) Reset() {
+	*x = AnchorAuditResponse{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnchorAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnchorAuditResponse) ProtoMessage() {}
+
+func (x *AnchorAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnchorAuditResponse.ProtoReflect.Descriptor instead.
+func (*AnchorAuditResponse) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *AnchorAuditResponse) GetAnchorPem() []byte {
+	if x != nil {
+		return x.AnchorPem
+	}
+	return nil
+}
+
+type GetPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicyRequest) Reset() {
+	*x = GetPolicyRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicyRequest) ProtoMessage() {}
+
+func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
+func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{43}
+}
+
+// The policy travels as the JSON object the store keeps (the fields of
+// ca.Policy, durations in nanoseconds), so that a new policy field needs no
+// new message field.
+type SetPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PolicyJson    []byte                 `protobuf:"bytes,1,opt,name=policy_json,json=policyJson,proto3" json:"policy_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyRequest) Reset() {
+	*x = SetPolicyRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyRequest) ProtoMessage() {}
+
+func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *SetPolicyRequest) GetPolicyJson() []byte {
+	if x != nil {
+		return x.PolicyJson
+	}
+	return nil
+}
+
+type PolicyResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	PolicyJson []byte                 `protobuf:"bytes,1,opt,name=policy_json,json=policyJson,proto3" json:"policy_json,omitempty"`
+	// stored is false when no policy is stored and the server's own applies.
+	Stored bool `protobuf:"varint,2,opt,name=stored,proto3" json:"stored,omitempty"`
+	// changed is set by SetPolicy when the stored policy changed.
+	Changed       bool `protobuf:"varint,3,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyResponse) Reset() {
+	*x = PolicyResponse{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyResponse) ProtoMessage() {}
+
+func (x *PolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyResponse.ProtoReflect.Descriptor instead.
+func (*PolicyResponse) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *PolicyResponse) GetPolicyJson() []byte {
+	if x != nil {
+		return x.PolicyJson
+	}
+	return nil
+}
+
+func (x *PolicyResponse) GetStored() bool {
+	if x != nil {
+		return x.Stored
+	}
+	return false
+}
+
+func (x *PolicyResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
 var File_meshroot_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshroot_v1_admin_proto_rawDesc = "" +
@@ -2622,7 +2848,20 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"t\n" +
 	"\rClusterDetail\x12.\n" +
 	"\acluster\x18\x01 \x01(\v2\x14.meshroot.v1.ClusterR\acluster\x123\n" +
-	"\acurrent\x18\x02 \x01(\v2\x19.meshroot.v1.IntermediateR\acurrent2\xc6\x0e\n" +
+	"\acurrent\x18\x02 \x01(\v2\x19.meshroot.v1.IntermediateR\acurrent\"\x14\n" +
+	"\x12AnchorAuditRequest\"4\n" +
+	"\x13AnchorAuditResponse\x12\x1d\n" +
+	"\n" +
+	"anchor_pem\x18\x01 \x01(\fR\tanchorPem\"\x12\n" +
+	"\x10GetPolicyRequest\"3\n" +
+	"\x10SetPolicyRequest\x12\x1f\n" +
+	"\vpolicy_json\x18\x01 \x01(\fR\n" +
+	"policyJson\"c\n" +
+	"\x0ePolicyResponse\x12\x1f\n" +
+	"\vpolicy_json\x18\x01 \x01(\fR\n" +
+	"policyJson\x12\x16\n" +
+	"\x06stored\x18\x02 \x01(\bR\x06stored\x12\x18\n" +
+	"\achanged\x18\x03 \x01(\bR\achanged2\xaa\x10\n" +
 	"\x05Admin\x12;\n" +
 	"\bInitRoot\x12\x1c.meshroot.v1.InitRootRequest\x1a\x11.meshroot.v1.Root\x12J\n" +
 	"\tListRoots\x12\x1d.meshroot.v1.ListRootsRequest\x1a\x1e.meshroot.v1.ListRootsResponse\x12A\n" +
@@ -2649,7 +2888,10 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x10RemoveFederation\x12$.meshroot.v1.RemoveFederationRequest\x1a%.meshroot.v1.RemoveFederationResponse\x12Y\n" +
 	"\x0eListFederation\x12\".meshroot.v1.ListFederationRequest\x1a#.meshroot.v1.ListFederationResponse\x12W\n" +
 	"\x11RefreshFederation\x12%.meshroot.v1.RefreshFederationRequest\x1a\x1b.meshroot.v1.FederationPeer\x12J\n" +
-	"\vShowCluster\x12\x1f.meshroot.v1.ShowClusterRequest\x1a\x1a.meshroot.v1.ClusterDetailB9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
+	"\vShowCluster\x12\x1f.meshroot.v1.ShowClusterRequest\x1a\x1a.meshroot.v1.ClusterDetail\x12P\n" +
+	"\vAnchorAudit\x12\x1f.meshroot.v1.AnchorAuditRequest\x1a .meshroot.v1.AnchorAuditResponse\x12G\n" +
+	"\tGetPolicy\x12\x1d.meshroot.v1.GetPolicyRequest\x1a\x1b.meshroot.v1.PolicyResponse\x12G\n" +
+	"\tSetPolicy\x12\x1d.meshroot.v1.SetPolicyRequest\x1a\x1b.meshroot.v1.PolicyResponseB9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
 
 var (
 	file_meshroot_v1_admin_proto_rawDescOnce sync.Once
@@ -2663,7 +2905,7 @@ func file_meshroot_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_admin_proto_rawDescData
 }
 
-var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*FederationPeer)(nil),            // 0: meshroot.v1.FederationPeer
 	(*AddFederationRequest)(nil),      // 1: meshroot.v1.AddFederationRequest
@@ -2706,39 +2948,44 @@ var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*CreateTokenResponse)(nil),       // 38: meshroot.v1.CreateTokenResponse
 	(*ShowClusterRequest)(nil),        // 39: meshroot.v1.ShowClusterRequest
 	(*ClusterDetail)(nil),             // 40: meshroot.v1.ClusterDetail
-	(*timestamppb.Timestamp)(nil),     // 41: google.protobuf.Timestamp
-	(*GetTrustBundleRequest)(nil),     // 42: meshroot.v1.GetTrustBundleRequest
-	(*SignIntermediateResponse)(nil),  // 43: meshroot.v1.SignIntermediateResponse
-	(*TrustBundle)(nil),               // 44: meshroot.v1.TrustBundle
+	(*AnchorAuditRequest)(nil),        // 41: meshroot.v1.AnchorAuditRequest
+	(*AnchorAuditResponse)(nil),       // 42: meshroot.v1.AnchorAuditResponse
+	(*GetPolicyRequest)(nil),          // 43: meshroot.v1.GetPolicyRequest
+	(*SetPolicyRequest)(nil),          // 44: meshroot.v1.SetPolicyRequest
+	(*PolicyResponse)(nil),            // 45: meshroot.v1.PolicyResponse
+	(*timestamppb.Timestamp)(nil),     // 46: google.protobuf.Timestamp
+	(*GetTrustBundleRequest)(nil),     // 47: meshroot.v1.GetTrustBundleRequest
+	(*SignIntermediateResponse)(nil),  // 48: meshroot.v1.SignIntermediateResponse
+	(*TrustBundle)(nil),               // 49: meshroot.v1.TrustBundle
 }
 var file_meshroot_v1_admin_proto_depIdxs = []int32{
-	41, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
-	41, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
-	41, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
-	41, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
-	41, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
+	46, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
+	46, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
+	46, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
+	46, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
+	46, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
 	0,  // 5: meshroot.v1.ListFederationResponse.peers:type_name -> meshroot.v1.FederationPeer
-	41, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
-	41, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
+	46, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
+	46, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
 	11, // 8: meshroot.v1.PhaseResult.blockers:type_name -> meshroot.v1.Blocker
-	41, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
-	41, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
+	46, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	46, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
 	7,  // 11: meshroot.v1.RotationStatusResponse.roots:type_name -> meshroot.v1.Root
 	15, // 12: meshroot.v1.RotationStatusResponse.clusters:type_name -> meshroot.v1.ClusterRotationStatus
 	11, // 13: meshroot.v1.RotationStatusResponse.blockers:type_name -> meshroot.v1.Blocker
 	7,  // 14: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
-	41, // 15: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
-	41, // 16: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	46, // 15: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
+	46, // 16: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
 	19, // 17: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
 	20, // 18: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
 	19, // 19: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
 	21, // 20: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
-	41, // 21: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
-	41, // 22: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
+	46, // 21: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
+	46, // 22: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
 	28, // 23: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
-	41, // 24: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	46, // 24: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
 	32, // 25: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
-	41, // 26: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	46, // 26: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	21, // 27: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
 	28, // 28: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
 	8,  // 29: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
@@ -2755,7 +3002,7 @@ var file_meshroot_v1_admin_proto_depIdxs = []int32{
 	27, // 40: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
 	29, // 41: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
 	31, // 42: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
-	42, // 43: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	47, // 43: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
 	33, // 44: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
 	35, // 45: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
 	37, // 46: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
@@ -2764,31 +3011,37 @@ var file_meshroot_v1_admin_proto_depIdxs = []int32{
 	4,  // 49: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
 	6,  // 50: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
 	39, // 51: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
-	7,  // 52: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
-	18, // 53: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
-	7,  // 54: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
-	12, // 55: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 56: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 57: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 58: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
-	16, // 59: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
-	21, // 60: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
-	24, // 61: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
-	26, // 62: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
-	43, // 63: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	30, // 64: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
-	28, // 65: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
-	44, // 66: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	34, // 67: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
-	36, // 68: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
-	38, // 69: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
-	0,  // 70: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
-	3,  // 71: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
-	5,  // 72: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
-	0,  // 73: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
-	40, // 74: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
-	52, // [52:75] is the sub-list for method output_type
-	29, // [29:52] is the sub-list for method input_type
+	41, // 52: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
+	43, // 53: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
+	44, // 54: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
+	7,  // 55: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
+	18, // 56: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
+	7,  // 57: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
+	12, // 58: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 59: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 60: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 61: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
+	16, // 62: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
+	21, // 63: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
+	24, // 64: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
+	26, // 65: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
+	48, // 66: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	30, // 67: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
+	28, // 68: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
+	49, // 69: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	34, // 70: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
+	36, // 71: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
+	38, // 72: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
+	0,  // 73: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
+	3,  // 74: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
+	5,  // 75: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
+	0,  // 76: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
+	40, // 77: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
+	42, // 78: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
+	45, // 79: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
+	45, // 80: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
+	55, // [55:81] is the sub-list for method output_type
+	29, // [29:55] is the sub-list for method input_type
 	29, // [29:29] is the sub-list for extension type_name
 	29, // [29:29] is the sub-list for extension extendee
 	0,  // [0:29] is the sub-list for field type_name
@@ -2806,7 +3059,7 @@ func file_meshroot_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_admin_proto_rawDesc), len(file_meshroot_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

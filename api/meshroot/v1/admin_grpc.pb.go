@@ -42,6 +42,9 @@ const (
 	Admin_ListFederation_FullMethodName     = "/meshroot.v1.Admin/ListFederation"
 	Admin_RefreshFederation_FullMethodName  = "/meshroot.v1.Admin/RefreshFederation"
 	Admin_ShowCluster_FullMethodName        = "/meshroot.v1.Admin/ShowCluster"
+	Admin_AnchorAudit_FullMethodName        = "/meshroot.v1.Admin/AnchorAudit"
+	Admin_GetPolicy_FullMethodName          = "/meshroot.v1.Admin/GetPolicy"
+	Admin_SetPolicy_FullMethodName          = "/meshroot.v1.Admin/SetPolicy"
 )
 
 // AdminClient is the client API for Admin service.
@@ -88,6 +91,12 @@ type AdminClient interface {
 	// ShowCluster returns one cluster with its registration, what its agent
 	// last reported and its current intermediate.
 	ShowCluster(ctx context.Context, in *ShowClusterRequest, opts ...grpc.CallOption) (*ClusterDetail, error)
+	// AnchorAudit appends an audit.anchor row and returns a statement of it
+	// (sequence and hash) signed with the active root's key.
+	AnchorAudit(ctx context.Context, in *AnchorAuditRequest, opts ...grpc.CallOption) (*AnchorAuditResponse, error)
+	// GetPolicy and SetPolicy read and replace the stored intermediate policy.
+	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*PolicyResponse, error)
+	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*PolicyResponse, error)
 }
 
 type adminClient struct {
@@ -328,6 +337,36 @@ func (c *adminClient) ShowCluster(ctx context.Context, in *ShowClusterRequest, o
 	return out, nil
 }
 
+func (c *adminClient) AnchorAudit(ctx context.Context, in *AnchorAuditRequest, opts ...grpc.CallOption) (*AnchorAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AnchorAuditResponse)
+	err := c.cc.Invoke(ctx, Admin_AnchorAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*PolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PolicyResponse)
+	err := c.cc.Invoke(ctx, Admin_GetPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*PolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PolicyResponse)
+	err := c.cc.Invoke(ctx, Admin_SetPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -372,6 +411,12 @@ type AdminServer interface {
 	// ShowCluster returns one cluster with its registration, what its agent
 	// last reported and its current intermediate.
 	ShowCluster(context.Context, *ShowClusterRequest) (*ClusterDetail, error)
+	// AnchorAudit appends an audit.anchor row and returns a statement of it
+	// (sequence and hash) signed with the active root's key.
+	AnchorAudit(context.Context, *AnchorAuditRequest) (*AnchorAuditResponse, error)
+	// GetPolicy and SetPolicy read and replace the stored intermediate policy.
+	GetPolicy(context.Context, *GetPolicyRequest) (*PolicyResponse, error)
+	SetPolicy(context.Context, *SetPolicyRequest) (*PolicyResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -450,6 +495,15 @@ func (UnimplementedAdminServer) RefreshFederation(context.Context, *RefreshFeder
 }
 func (UnimplementedAdminServer) ShowCluster(context.Context, *ShowClusterRequest) (*ClusterDetail, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ShowCluster not implemented")
+}
+func (UnimplementedAdminServer) AnchorAudit(context.Context, *AnchorAuditRequest) (*AnchorAuditResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AnchorAudit not implemented")
+}
+func (UnimplementedAdminServer) GetPolicy(context.Context, *GetPolicyRequest) (*PolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetPolicy not implemented")
+}
+func (UnimplementedAdminServer) SetPolicy(context.Context, *SetPolicyRequest) (*PolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetPolicy not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -886,6 +940,60 @@ func _Admin_ShowCluster_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_AnchorAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AnchorAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).AnchorAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_AnchorAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).AnchorAudit(ctx, req.(*AnchorAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_GetPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetPolicy(ctx, req.(*GetPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SetPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetPolicy(ctx, req.(*SetPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -984,6 +1092,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ShowCluster",
 			Handler:    _Admin_ShowCluster_Handler,
+		},
+		{
+			MethodName: "AnchorAudit",
+			Handler:    _Admin_AnchorAudit_Handler,
+		},
+		{
+			MethodName: "GetPolicy",
+			Handler:    _Admin_GetPolicy_Handler,
+		},
+		{
+			MethodName: "SetPolicy",
+			Handler:    _Admin_SetPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
