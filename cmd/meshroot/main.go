@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/keys"
 )
 
 // Exit codes that scripts can rely on.
@@ -48,7 +49,7 @@ func exitCode(err error) int {
 	var te tamperError
 	var pe *ca.PolicyError
 	switch {
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.Is(err, keys.ErrNotConfigured):
 		return exitUsage
 	case errors.As(err, &te):
 		return exitTamper
