@@ -121,6 +121,15 @@ func (m *KeyManager) checkName(name string) error {
 // store writes signer's key (encrypted unless in plaintext mode) and its
 // public half, refusing to overwrite an existing key.
 func (m *KeyManager) store(name string, signer crypto.Signer, kt keys.KeyType) (keys.Key, error) {
+	path := m.keyPath(name)
+	taken := func() error {
+		return keys.Exists(fmt.Errorf("%s: key %s already exists (%s): choose another name", m.refs.label, name, path))
+	}
+	// A cheap look first spares the key derivation; the exclusive write
+	// below still decides.
+	if _, err := os.Lstat(path); err == nil {
+		return keys.Key{}, taken()
+	}
 	opts := []pemutil.Options{pemutil.WithPKCS8(true)}
 	if !m.plaintext {
 		opts = append(opts, pemutil.WithPassword(m.pass))
@@ -135,10 +144,9 @@ func (m *KeyManager) store(name string, signer crypto.Signer, kt keys.KeyType) (
 	}
 	// The private key goes first and exclusively: it decides whether the
 	// name is taken. The public half is a cache that ListKeys reads.
-	path := m.keyPath(name)
 	if err := fsutil.WriteFileExclusive(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return keys.Key{}, keys.Exists(fmt.Errorf("%s: key %s already exists (%s): choose another name", m.refs.label, name, path))
+			return keys.Key{}, taken()
 		}
 		return keys.Key{}, fmt.Errorf("%s: store key %s: %w", m.refs.label, name, err)
 	}
