@@ -61,7 +61,7 @@ func (v vaultConfig) client() vaultclient.Config {
 // catalog (the blank imports above). disk is the data dir's key folder;
 // backends open on first use, so one that is down or unconfigured fails
 // only the keys that live in it.
-func keyManager(cfg keysConfig, dataDir string, pass []byte, plaintext bool) (*keys.Router, error) {
+func keyManager(_ context.Context, cfg keysConfig, dataDir string, pass []byte, plaintext bool) (*keys.Router, error) {
 	r, err := keys.NewRouter(keys.Config{
 		Create: cfg.Create, Dir: filepath.Join(dataDir, "keys"),
 		Passphrase: pass, InsecurePlaintext: plaintext, Vault: cfg.Vault.client(),

@@ -213,7 +213,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	if err != nil {
 		return err
 	}
-	km, err := keyManager(cfg.Keys, cfg.DataDir, pass, cfg.InsecurePlaintextKey || (dev && len(pass) == 0))
+	km, err := keyManager(ctx, cfg.Keys, cfg.DataDir, pass, cfg.InsecurePlaintextKey || (dev && len(pass) == 0))
 	if err != nil {
 		return err
 	}

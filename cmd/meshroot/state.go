@@ -48,7 +48,7 @@ func (g *globals) openService(ctx context.Context, withKeys, create bool) (*ca.S
 			st.Close()
 			return nil, nil, err
 		}
-		router, err := keyManager(g.keys, g.dataDir, pass, g.insecurePlaintext)
+		router, err := keyManager(ctx, g.keys, g.dataDir, pass, g.insecurePlaintext)
 		if err != nil {
 			st.Close()
 			return nil, nil, err
