@@ -1,7 +1,15 @@
 // Package keys defines where meshroot keeps the private keys of its
-// signing authorities. Implementations live in sub-packages: disk (encrypted
-// PEM files) is the first; HSM, cloud KMS and Vault Transit follow the same
-// interface, so that a root key need never exist in meshroot's memory.
+// signing authorities: the KeyManager interface, the optional capabilities
+// some key managers add (Importer, Deleter), the catalog of backends and
+// the Router that sends each key reference to its backend.
+//
+// Each backend lives in its own sub-package and registers the URI schemes
+// it owns with Register (from an init function): disk ("disk", "softkms"),
+// pkcs11 ("pkcs11"), kms ("awskms", "cloudkms", "azurekms") and
+// vaulttransit ("vault-transit"). The backend alone parses and formats its
+// URIs and references; callers only ask the catalog (Open, NewRouter).
+// A program gets the backends it imports: the in-cluster agent imports
+// none. keystest is the conformance suite every backend passes.
 package keys
 
 import (
@@ -40,6 +48,14 @@ type Importer interface {
 	// ImportKey stores signer's private key under name and returns its
 	// reference. It refuses when a key with that name exists.
 	ImportKey(ctx context.Context, name string, signer crypto.Signer) (Key, error)
+}
+
+// Deleter is implemented by key managers that can destroy a key.
+type Deleter interface {
+	// DeleteKey destroys the key that ref names. It succeeds when the key
+	// is already gone. Certificates signed by the key stay valid, but
+	// nothing can sign for them any more.
+	DeleteKey(ctx context.Context, ref string) error
 }
 
 var keyNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)

@@ -5,118 +5,149 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 )
 
-// Factory opens the key manager for references with a given prefix, on
-// first use. ref is the first reference that needed it (a PKCS#11
-// reference names its module and token, for example).
-type Factory func(ctx context.Context, ref string) (KeyManager, error)
-
-// Router is a KeyManager over several backends: new keys go to one of them
-// (the one chosen for creation), and each reference is sent to the backend
-// its prefix names ("disk:", "pkcs11:", "vault-transit://", "softkms:",
-// "awskms:", ...). Backends are opened on first use, so a backend that is
-// down or not configured only fails the keys that live in it.
+// Router is a KeyManager over every backend of a catalog: new keys go to
+// the key manager that Config.Create names, and each reference goes to the
+// backend that owns its scheme. A reference of Create's scheme is loaded
+// by that configured key manager; any other by the key manager its backend
+// derives from the reference (Backend.ManagerURI), which a backend may
+// refuse when only the configuration may decide (PKCS#11). Key managers
+// are opened on first use, so one that is down or not configured only
+// fails the keys that live in it; one that fails to open is tried again
+// the next time.
 type Router struct {
-	create    KeyManager
-	mu        sync.Mutex
-	factories map[string]Factory
-	open      map[string]KeyManager
+	cat    *Catalog
+	cfg    Config
+	create string
+	mu     sync.Mutex
+	open   map[string]KeyManager // by key manager URI
 }
 
-var _ KeyManager = (*Router)(nil)
+var (
+	_ KeyManager = (*Router)(nil)
+	_ Importer   = (*Router)(nil)
+	_ Deleter    = (*Router)(nil)
+)
 
-// NewRouter returns a router that creates keys in create and resolves
-// references through factories, keyed by reference prefix.
-func NewRouter(create KeyManager, factories map[string]Factory) *Router {
-	return &Router{create: create, factories: factories, open: map[string]KeyManager{}}
+// NewRouter checks that cfg.Create names a registered backend and returns
+// a router over the catalog. Nothing is opened yet.
+func (c *Catalog) NewRouter(cfg Config) (*Router, error) {
+	create := cfg.Create
+	if create == "" {
+		create = DefaultCreate
+	}
+	if _, err := c.backend(create, "key manager for new keys"); err != nil {
+		return nil, err
+	}
+	return &Router{cat: c, cfg: cfg, create: create, open: map[string]KeyManager{}}, nil
 }
 
-// CreateKey creates a key in the backend chosen for creation.
+// creator opens the key manager for new keys. Errors name its scheme, not
+// its URI, which may carry secrets (a PKCS#11 pin-value).
+func (r *Router) creator(ctx context.Context) (KeyManager, error) {
+	km, err := r.manager(ctx, r.create)
+	if err != nil {
+		return nil, fmt.Errorf("key manager for new keys (%s): %w", Scheme(r.create), err)
+	}
+	return km, nil
+}
+
+// manager opens, or returns the already open, key manager for uri.
+func (r *Router) manager(ctx context.Context, uri string) (KeyManager, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if km, ok := r.open[uri]; ok {
+		return km, nil
+	}
+	km, err := r.cat.Open(ctx, uri, r.cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.open[uri] = km
+	return km, nil
+}
+
+// forRef returns the key manager that loads ref.
+func (r *Router) forRef(ctx context.Context, ref string) (KeyManager, error) {
+	b, err := r.cat.backend(ref, "key reference")
+	if err != nil {
+		return nil, err
+	}
+	if Scheme(ref) == Scheme(r.create) {
+		return r.creator(ctx)
+	}
+	uri, err := b.ManagerURI(ref, r.cfg)
+	if err != nil {
+		return nil, err
+	}
+	return r.manager(ctx, uri)
+}
+
+// CreateKey creates a key in the key manager for new keys.
 func (r *Router) CreateKey(ctx context.Context, name string, kt KeyType) (Key, error) {
-	if r.create == nil {
-		return Key{}, errors.New("no key manager is configured for new keys")
+	km, err := r.creator(ctx)
+	if err != nil {
+		return Key{}, err
 	}
-	return r.create.CreateKey(ctx, name, kt)
+	return km.CreateKey(ctx, name, kt)
 }
 
-// ListKeys lists the keys of the backend chosen for creation.
+// ListKeys lists the keys of the key manager for new keys.
 func (r *Router) ListKeys(ctx context.Context) ([]Key, error) {
-	if r.create == nil {
-		return nil, errors.New("no key manager is configured for new keys")
+	km, err := r.creator(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return r.create.ListKeys(ctx)
+	return km.ListKeys(ctx)
 }
 
-// ImportKey imports into the creation backend when it can.
+// ImportKey imports into the key manager for new keys when it can.
 func (r *Router) ImportKey(ctx context.Context, name string, signer crypto.Signer) (Key, error) {
-	imp, ok := r.create.(Importer)
+	km, err := r.creator(ctx)
+	if err != nil {
+		return Key{}, err
+	}
+	imp, ok := km.(Importer)
 	if !ok {
-		return Key{}, errors.New("the key manager for new keys cannot import keys: create the key in the backend and reference it instead")
+		return Key{}, fmt.Errorf("the key manager for new keys (%s) cannot import keys: create the key in it and reference it instead", Scheme(r.create))
 	}
 	return imp.ImportKey(ctx, name, signer)
 }
 
-// Signer loads ref from the backend its prefix names.
+// Signer loads ref from the backend its scheme names.
 func (r *Router) Signer(ctx context.Context, ref string) (crypto.Signer, error) {
-	km, err := r.backend(ctx, ref)
+	km, err := r.forRef(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
 	return km.Signer(ctx, ref)
 }
 
-func (r *Router) backend(ctx context.Context, ref string) (KeyManager, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var prefix string
-	for p := range r.factories {
-		if strings.HasPrefix(ref, p) && len(p) > len(prefix) {
-			prefix = p
-		}
-	}
-	if prefix == "" {
-		known := make([]string, 0, len(r.factories))
-		for p := range r.factories {
-			known = append(known, p)
-		}
-		return nil, fmt.Errorf("key reference %q names no configured key manager (known: %s)", ref, strings.Join(known, " "))
-	}
-	if km, ok := r.open[prefix]; ok {
-		return km, nil
-	}
-	km, err := r.factories[prefix](ctx, ref)
+// DeleteKey destroys the key ref names, in a backend that can.
+func (r *Router) DeleteKey(ctx context.Context, ref string) error {
+	km, err := r.forRef(ctx, ref)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	r.open[prefix] = km
-	return km, nil
+	d, ok := km.(Deleter)
+	if !ok {
+		return fmt.Errorf("the %s key manager cannot delete keys: delete %s in the backend itself", Scheme(ref), ref)
+	}
+	return d.DeleteKey(ctx, ref)
 }
 
-// Close closes every backend that can be closed.
+// Close closes every key manager opened that can be closed.
 func (r *Router) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var errs []error
-	seen := map[KeyManager]bool{}
-	for _, km := range append(mapValues(r.open), r.create) {
-		if km == nil || seen[km] {
-			continue
-		}
-		seen[km] = true
+	for uri, km := range r.open {
 		if c, ok := km.(interface{ Close() error }); ok {
 			errs = append(errs, c.Close())
 		}
+		delete(r.open, uri)
 	}
 	return errors.Join(errs...)
-}
-
-func mapValues(m map[string]KeyManager) []KeyManager {
-	out := make([]KeyManager, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }

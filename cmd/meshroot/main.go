@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/store"
 )
 
@@ -51,7 +52,7 @@ func exitCode(err error) int {
 	var ce *store.ChainError
 	var pe *ca.PolicyError
 	switch {
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.Is(err, keys.ErrNotConfigured):
 		return exitUsage
 	case errors.As(err, &ce), errors.As(err, &te): // `audit verify` on a data dir, or against an anchor
 		return exitTamper

@@ -51,7 +51,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVarP(&g.output, "output", "o", "", "output format: table (default) or json; some commands take others (env MESHROOT_OUTPUT)")
 	pf.StringVar(&g.passphraseFile, "passphrase-file", "", "file holding the passphrase that encrypts disk keys (or env MESHROOT_PASSPHRASE)")
 	pf.BoolVar(&g.insecurePlaintext, "insecure-plaintext-key", false, "store new disk keys unencrypted: development only")
-	pf.StringVar(&g.keys.Create, "key", "disk", "where new root keys go: disk, pkcs11:module-path=...;token=...?pin-source=FILE, vault-transit://MOUNT, or a kms URI (softkms:dir=..., awskms:..., cloudkms:..., azurekms:...)")
+	pf.StringVar(&g.keys.Create, "key", "disk", "where new root keys go: disk, pkcs11:module-path=...;token=...?pin-source=FILE, vault-transit://MOUNT, softkms:dir=..., or a cloud KMS URI (awskms:..., cloudkms:..., azurekms:...); also names the PKCS#11 module and the cloud KMS account used for existing keys, which a stored reference never chooses")
 	pf.StringVar(&g.keys.Vault.Address, "vault-addr", "", "Vault address, for vault-transit keys and the vault-pki upstream (env MESHROOT_VAULT_ADDR)")
 	pf.StringVar(&g.keys.Vault.CAFile, "vault-ca-file", "", "CA bundle that verifies Vault's TLS certificate")
 	pf.StringVar(&g.keys.Vault.AuthMethod, "vault-auth", "token", "Vault login: token, approle or kubernetes")

@@ -15,6 +15,7 @@ import (
 	"go.step.sm/crypto/kms/uri"
 
 	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/keys/internal/stepkms"
 )
 
 // openKMS constructs a step KMS client. Tests replace it so that no cloud
@@ -174,7 +175,7 @@ func (c *cloudBackend) createKey(ctx context.Context, name string, kt keys.KeyTy
 	if err := c.checkName(name); err != nil {
 		return keys.Key{}, err
 	}
-	alg, bits, err := signatureAlgorithm(string(c.typ), kt)
+	alg, bits, err := stepkms.SignatureAlgorithm(c.label(), kt)
 	if err != nil {
 		return keys.Key{}, err
 	}

@@ -7,166 +7,17 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"go.step.sm/crypto/kms/apiv1"
 
-	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/keys/keystest"
 )
-
-const pass = "correct horse battery"
-
-func newSoftKM(t testing.TB, dir string) *KeyManager {
-	t.Helper()
-	km, err := New(context.Background(), Options{URI: "softkms:dir=" + dir, Passphrase: []byte(pass)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { km.Close() })
-	return km
-}
-
-func newCSR(t testing.TB) *x509.CertificateRequest {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "x"}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return csr
-}
-
-// rootAndIntermediate makes a root with s, an authority over it, signs a
-// cluster intermediate and verifies the chain.
-func rootAndIntermediate(t *testing.T, s crypto.Signer) {
-	t.Helper()
-	root, err := ca.NewRoot(s, ca.RootOptions{TrustDomain: "example.org"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := ca.NewAuthority([]*x509.Certificate{root}, s, ca.Policy{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inter, err := auth.SignIntermediate(ca.IntermediateRequest{Cluster: "cluster-a", TrustDomain: "example.org", CSR: newCSR(t), TTL: 48 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(root)
-	if _, err := inter.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		t.Fatalf("chain does not verify: %v", err)
-	}
-	if inter.MaxPathLen != 0 || !inter.MaxPathLenZero {
-		t.Errorf("intermediate path length %d (zero %v)", inter.MaxPathLen, inter.MaxPathLenZero)
-	}
-}
-
-func TestSoftKMSCreateSignChain(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "softkms")
-	km := newSoftKM(t, dir)
-	if km.Type() != SoftKMS {
-		t.Fatalf("Type %s", km.Type())
-	}
-	ctx := context.Background()
-	for _, kt := range []keys.KeyType{keys.ECP256, keys.ECP384, keys.RSA2048} {
-		t.Run(string(kt), func(t *testing.T) {
-			k, err := km.CreateKey(ctx, "root-"+string(kt), kt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := "softkms:path=" + filepath.Join(dir, "root-"+string(kt)+".key.pem")
-			if k.Ref != want || k.Type != kt {
-				t.Errorf("CreateKey = %+v, want ref %s", k, want)
-			}
-			info, err := os.Stat(filepath.Join(dir, "root-"+string(kt)+".key.pem"))
-			if err != nil || info.Mode().Perm() != 0o600 {
-				t.Fatalf("key file: %v %v", info, err)
-			}
-			s, err := km.Signer(ctx, k.Ref)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rootAndIntermediate(t, s)
-		})
-	}
-	list, err := km.ListKeys(ctx)
-	if err != nil || len(list) != 3 {
-		t.Fatalf("ListKeys: %v %v", list, err)
-	}
-	for _, k := range list {
-		if k.Type == "" || k.Public == nil {
-			t.Errorf("listed %+v", k)
-		}
-	}
-	if _, err := km.CreateKey(ctx, "root-ec-p256", keys.ECP256); err == nil || !strings.Contains(err.Error(), "already exists") {
-		t.Errorf("duplicate name: %v", err)
-	}
-}
-
-func TestSoftKMSErrors(t *testing.T) {
-	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "softkms")
-	km := newSoftKM(t, dir)
-	k, err := km.CreateKey(ctx, "root", keys.ECP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wrong, err := New(ctx, Options{URI: "softkms:dir=" + dir, Passphrase: []byte("wrong passphrase")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := wrong.Signer(ctx, k.Ref); err == nil || !strings.Contains(err.Error(), "wrong passphrase") {
-		t.Errorf("wrong passphrase: %v", err)
-	}
-	path := filepath.Join(dir, "root.key.pem")
-	if err := os.Chmod(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := km.Signer(ctx, k.Ref); err == nil || !strings.Contains(err.Error(), "chmod 600") {
-		t.Errorf("readable key file: %v", err)
-	}
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := km.Signer(ctx, k.Ref); err == nil || !strings.Contains(err.Error(), "softkms key manager: no key file") {
-		t.Errorf("deleted key: %v", err)
-	}
-	if _, err := km.Signer(ctx, "awskms:key-id=abc"); err == nil || !strings.Contains(err.Error(), "not a softkms: reference") {
-		t.Errorf("foreign ref: %v", err)
-	}
-	if _, err := New(ctx, Options{URI: "softkms:dir=" + dir}); err == nil || !strings.Contains(err.Error(), "no passphrase") {
-		t.Errorf("no passphrase: %v", err)
-	}
-	plain, err := New(ctx, Options{URI: "softkms:dir=" + dir, InsecurePlaintext: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pk, err := plain.CreateKey(ctx, "plain", keys.ECP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := plain.Signer(ctx, pk.Ref); err != nil {
-		t.Errorf("plaintext key: %v", err)
-	}
-}
 
 // noCloud makes any attempt to build a cloud client fail the test.
 func noCloud(t *testing.T) {
@@ -204,10 +55,7 @@ func TestCloudURIsAreRoutedWithoutDialing(t *testing.T) {
 			if km.Type() != c.typ {
 				t.Errorf("Type %s, want %s", km.Type(), c.typ)
 			}
-			cb, ok := km.b.(*cloudBackend)
-			if !ok {
-				t.Fatalf("backend %T", km.b)
-			}
+			cb := km.b
 			if cb.kms != nil {
 				t.Error("New constructed a client")
 			}
@@ -247,11 +95,11 @@ func TestBadURIs(t *testing.T) {
 		"cloudkms:projects/p/locations/l":  "needs key-ring=projects/PROJECT",
 		"cloudkms:key-ring=projects/p/locations/l/keyRings/r;protection-level=gold": "protection-level",
 		"azurekms:environment=AzurePublicCloud":                                     "needs vault=NAME",
-		"softkms:":                                                                  "names no folder",
-		"softkms:dir=/tmp;path=/x":                                                  "unknown attribute",
+		"softkms:dir=/tmp":                                                          "served by meshroot's own softkms key manager",
+		"pkcs11:token=x":                                                            "served by meshroot's own pkcs11 key manager",
 	}
 	for uri, want := range cases {
-		_, err := New(context.Background(), Options{URI: uri, Passphrase: []byte(pass)})
+		_, err := New(context.Background(), Options{URI: uri})
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("New(%q): %v, want %q", uri, err, want)
 		}
@@ -386,7 +234,7 @@ func TestCloudSignaturesAreVerifiedAndNamesChecked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootAndIntermediate(t, s)
+	keystest.CheckChain(t, s)
 
 	f.signer = badSigner{key}
 	s, err = km.Signer(ctx, k.Ref)
@@ -409,28 +257,28 @@ func TestCloudSignaturesAreVerifiedAndNamesChecked(t *testing.T) {
 	}
 }
 
-// BenchmarkSoftKMSSignP256 is the in-process baseline for the HSM and Vault
-// benchmarks.
-func BenchmarkSoftKMSSignP256(b *testing.B) {
-	km := newSoftKM(b, b.TempDir())
-	ctx := context.Background()
-	k, err := km.CreateKey(ctx, "bench", keys.ECP256)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := km.Signer(ctx, k.Ref)
-	if err != nil {
-		b.Fatal(err)
-	}
-	d := sha256.Sum256([]byte("x"))
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := s.Sign(rand.Reader, d[:], crypto.SHA256); err != nil {
-				b.Error(err)
-				return
-			}
+// TestCloudReferencesNeedTheConfiguration: which account and credentials a
+// cloud key is used with comes from the configuration, not from a stored
+// reference.
+func TestCloudReferencesNeedTheConfiguration(t *testing.T) {
+	noCloud(t)
+	for _, ref := range []string{"awskms:key-id=x", "cloudkms:projects/p/locations/l/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1", "azurekms:name=k;vault=v"} {
+		b, ok := keys.Lookup(keys.Scheme(ref))
+		if !ok {
+			t.Fatalf("scheme of %s is not registered", ref)
 		}
-	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "signs/s")
+		if _, err := b.ManagerURI(ref, keys.Config{}); !errors.Is(err, keys.ErrNotConfigured) {
+			t.Errorf("ManagerURI(%s): %v, want keys.ErrNotConfigured", ref, err)
+		}
+		km, err := keys.Open(context.Background(), keys.Scheme(ref)+":"+map[string]string{
+			"awskms": "region=eu-west-1", "cloudkms": "key-ring=projects/p/locations/l/keyRings/r", "azurekms": "vault=v",
+		}[keys.Scheme(ref)], keys.Config{})
+		if err != nil {
+			t.Errorf("Open a configured %s key manager: %v", keys.Scheme(ref), err)
+			continue
+		}
+		if m, ok := km.(*KeyManager); !ok || m.Type() != keys.Scheme(ref) {
+			t.Errorf("the catalog opened %T for %s", km, ref)
+		}
+	}
 }

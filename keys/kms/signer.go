@@ -2,11 +2,10 @@ package kms
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/rsa"
-	"errors"
 	"fmt"
 	"io"
+
+	"github.com/meshroot/meshroot/keys"
 )
 
 // checkedSigner wraps a remote KMS signer: it names the backend in errors
@@ -35,26 +34,8 @@ func (s *checkedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts)
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	if err := verifySignature(s.pub, digest, sig, opts); err != nil {
+	if err := keys.VerifySignature(s.pub, digest, sig, opts); err != nil {
 		return nil, fmt.Errorf("%s: the KMS returned a signature that does not verify against the key's public key (%v): refusing it", s.what, err)
 	}
 	return sig, nil
-}
-
-// verifySignature checks sig over digest with pub, for ECDSA (ASN.1) and
-// RSA (PKCS #1 v1.5, or PSS when opts is *rsa.PSSOptions).
-func verifySignature(pub crypto.PublicKey, digest, sig []byte, opts crypto.SignerOpts) error {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		if !ecdsa.VerifyASN1(k, digest, sig) {
-			return errors.New("ECDSA verification failed")
-		}
-		return nil
-	case *rsa.PublicKey:
-		if pss, ok := opts.(*rsa.PSSOptions); ok {
-			return rsa.VerifyPSS(k, pss.HashFunc(), digest, sig, &rsa.PSSOptions{SaltLength: pss.SaltLength, Hash: pss.HashFunc()})
-		}
-		return rsa.VerifyPKCS1v15(k, opts.HashFunc(), digest, sig)
-	}
-	return fmt.Errorf("cannot verify signatures of %T keys", pub)
 }

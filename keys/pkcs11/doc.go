@@ -30,4 +30,12 @@
 //
 // A reference made elsewhere (by pkcs11-tool, say) works too, as long as it
 // names the same token and carries id, object or both.
+//
+// The module is pinned to the configuration. A key manager is only opened
+// from a configured URI (--key, keys.create): the package registers the
+// "pkcs11" scheme with the key catalog, and refuses to derive a key manager
+// from a stored reference alone. A reference that names another
+// module-path than the configured one is refused with keys.ErrNotConfigured
+// before anything is loaded, so whoever can edit stored references cannot
+// have meshroot dlopen a library of their choosing.
 package pkcs11

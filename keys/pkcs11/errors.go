@@ -11,6 +11,8 @@ import (
 	"github.com/ThalesGroup/crypto11"
 	p11 "github.com/miekg/pkcs11"
 	"go.step.sm/crypto/kms/apiv1"
+
+	"github.com/meshroot/meshroot/keys"
 )
 
 // crypto11Config is the crypto11 configuration for the token, for the
@@ -70,7 +72,7 @@ func (t token) opError(what string, err error) error {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, apiv1.NotFoundError{}) || strings.Contains(msg, "not found"):
-		return fmt.Errorf("pkcs11 key manager: %s: no such key in %s: it was deleted, or the reference is wrong (list the token's keys with meshroot or pkcs11-tool --list-objects)", what, t)
+		return keys.NotFound(fmt.Errorf("pkcs11 key manager: %s: no such key in %s: it was deleted, or the reference is wrong (list the token's keys with meshroot or pkcs11-tool --list-objects)", what, t))
 	case errors.Is(err, apiv1.AlreadyExistsError{}):
 		return fmt.Errorf("pkcs11 key manager: %s: the key already exists in %s", what, t)
 	case strings.Contains(msg, "context is closed") || strings.Contains(msg, "closed Context"):
@@ -109,11 +111,4 @@ func codeHint(code p11.Error, t token) string {
 		return "the token does not support this key type or mechanism"
 	}
 	return ""
-}
-
-func (t token) moduleName() string {
-	if t.module == "" {
-		return "p11-kit-proxy.so"
-	}
-	return t.module
 }

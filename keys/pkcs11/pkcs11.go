@@ -21,6 +21,7 @@ import (
 	steppkcs11 "go.step.sm/crypto/kms/pkcs11"
 
 	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/keys/internal/stepkms"
 )
 
 // KeyManager keeps keys in one PKCS#11 token. It is safe for concurrent
@@ -35,7 +36,10 @@ type KeyManager struct {
 	closed bool
 }
 
-var _ keys.KeyManager = (*KeyManager)(nil)
+var (
+	_ keys.KeyManager = (*KeyManager)(nil)
+	_ keys.Deleter    = (*KeyManager)(nil)
+)
 
 // New opens the token that opts.URI names and logs in with its PIN. It
 // fails with an error that says what to check when the module cannot be
@@ -114,7 +118,7 @@ func (m *KeyManager) CreateKey(ctx context.Context, name string, kt keys.KeyType
 	if err := checkName(name); err != nil {
 		return keys.Key{}, err
 	}
-	alg, bits, err := signatureAlgorithm(kt)
+	alg, bits, err := stepkms.SignatureAlgorithm("pkcs11 key manager", kt)
 	if err != nil {
 		return keys.Key{}, err
 	}
@@ -128,7 +132,7 @@ func (m *KeyManager) CreateKey(ctx context.Context, name string, kt keys.KeyType
 	_, err = m.kms.GetPublicKey(&apiv1.GetPublicKeyRequest{Name: m.tok.objectURI(nil, name, false)})
 	switch {
 	case err == nil:
-		return keys.Key{}, fmt.Errorf("pkcs11 key manager: %s already holds a key labelled %q: choose another name, or delete the old key first", m.tok, name)
+		return keys.Key{}, keys.Exists(fmt.Errorf("pkcs11 key manager: %s already holds a key labelled %q: choose another name, or delete the old key first", m.tok, name))
 	case !errors.Is(err, apiv1.NotFoundError{}):
 		return keys.Key{}, m.tok.opError(fmt.Sprintf("create key %q", name), err)
 	}
@@ -249,22 +253,6 @@ func (m *KeyManager) enter(ctx context.Context, what string) error {
 		return fmt.Errorf("pkcs11 key manager: %s: the key manager for %s is closed", what, m.tok)
 	}
 	return nil
-}
-
-func signatureAlgorithm(kt keys.KeyType) (apiv1.SignatureAlgorithm, int, error) {
-	switch kt {
-	case keys.ECP256:
-		return apiv1.ECDSAWithSHA256, 0, nil
-	case keys.ECP384:
-		return apiv1.ECDSAWithSHA384, 0, nil
-	case keys.RSA2048:
-		return apiv1.SHA256WithRSA, 2048, nil
-	case keys.RSA3072:
-		return apiv1.SHA256WithRSA, 3072, nil
-	case keys.RSA4096:
-		return apiv1.SHA256WithRSA, 4096, nil
-	}
-	return 0, 0, fmt.Errorf("pkcs11 key manager: key type %q is not supported: use one of %v", kt, keys.KeyTypes)
 }
 
 // signer is a crypto.Signer whose key lives in the token. It turns PKCS#11

@@ -5,14 +5,9 @@ package pkcs11
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/keys/keystest"
 	"github.com/meshroot/meshroot/keys/pkcs11/softhsmtest"
 )
 
@@ -35,6 +30,55 @@ func newKM(t testing.TB, uri string) *KeyManager {
 	return km
 }
 
+// TestConformance runs the key manager suite on a real SoftHSM2 token,
+// opened through the key catalog.
+func TestConformance(t *testing.T) {
+	tok := softhsmtest.NewToken(t)
+	keystest.Run(t, keystest.Backend{
+		Open: func(t *testing.T) keys.KeyManager {
+			km, err := keys.Open(context.Background(), tok.URI(), keys.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return km
+		},
+		KeyTypes:   []keys.KeyType{keys.ECP256, keys.ECP384, keys.RSA2048},
+		RefPrefix:  "pkcs11:module-path=" + softhsmtest.Module + ";token=meshroot;id=",
+		MissingRef: "pkcs11:token=meshroot;object=missing",
+	})
+}
+
+// TestReferencesNameTheTokenNotThePIN checks what a stored reference
+// carries: the module, the token, the key's id and label, the PIN file.
+func TestReferencesNameTheTokenNotThePIN(t *testing.T) {
+	tok := softhsmtest.NewToken(t)
+	km := newKM(t, tok.URI())
+	k, err := km.CreateKey(context.Background(), "root-1", keys.ECP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"pkcs11:module-path=" + softhsmtest.Module, ";token=meshroot;", ";id=", ";object=root-1", "?pin-source=" + tok.PINFile} {
+		if !strings.Contains(k.Ref, want) {
+			t.Errorf("ref %q lacks %q", k.Ref, want)
+		}
+	}
+	if strings.Contains(k.Ref, "pin-value") || strings.Contains(k.Ref, tok.PIN+";") {
+		t.Errorf("ref %q carries the PIN", k.Ref)
+	}
+	if _, err := newKM(t, tok.URIWithPIN(tok.PIN)).CreateKey(context.Background(), "root-2", keys.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	list, err := km.ListKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range list {
+		if strings.Contains(k.Ref, "pin-value") {
+			t.Errorf("listed ref %q carries the PIN", k.Ref)
+		}
+	}
+}
+
 func digestFor(kt keys.KeyType) ([]byte, crypto.Hash) {
 	if kt == keys.ECP384 {
 		d := sha512.Sum384([]byte("meshroot"))
@@ -42,163 +86,6 @@ func digestFor(kt keys.KeyType) ([]byte, crypto.Hash) {
 	}
 	d := sha256.Sum256([]byte("meshroot"))
 	return d[:], crypto.SHA256
-}
-
-func verify(t *testing.T, pub crypto.PublicKey, digest []byte, h crypto.Hash, sig []byte, pss bool) {
-	t.Helper()
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		if !ecdsa.VerifyASN1(k, digest, sig) {
-			t.Fatal("ECDSA signature from the token does not verify")
-		}
-	case *rsa.PublicKey:
-		var err error
-		if pss {
-			err = rsa.VerifyPSS(k, h, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
-		} else {
-			err = rsa.VerifyPKCS1v15(k, h, digest, sig)
-		}
-		if err != nil {
-			t.Fatalf("RSA signature from the token does not verify: %v", err)
-		}
-	default:
-		t.Fatalf("unexpected public key %T", pub)
-	}
-}
-
-func TestCreateSignVerify(t *testing.T) {
-	tok := softhsmtest.NewToken(t)
-	km := newKM(t, tok.URI())
-	ctx := context.Background()
-	for _, kt := range []keys.KeyType{keys.ECP256, keys.ECP384, keys.RSA2048} {
-		t.Run(string(kt), func(t *testing.T) {
-			name := "root-" + string(kt)
-			k, err := km.CreateKey(ctx, name, kt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if k.Type != kt {
-				t.Errorf("key type %s, want %s", k.Type, kt)
-			}
-			for _, want := range []string{"pkcs11:module-path=" + softhsmtest.Module, ";token=meshroot;", ";id=", ";object=" + name, "?pin-source=" + tok.PINFile} {
-				if !strings.Contains(k.Ref, want) {
-					t.Errorf("ref %q lacks %q", k.Ref, want)
-				}
-			}
-			if strings.Contains(k.Ref, "pin-value") || strings.Contains(k.Ref, tok.PIN+";") {
-				t.Errorf("ref %q carries the PIN", k.Ref)
-			}
-			s, err := km.Signer(ctx, k.Ref)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, _ := keys.KeyTypeOf(s.Public()); got != kt {
-				t.Fatalf("signer key type %s, want %s", got, kt)
-			}
-			if !s.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(k.Public) {
-				t.Fatal("signer's public key differs from CreateKey's")
-			}
-			digest, h := digestFor(kt)
-			sig, err := s.Sign(rand.Reader, digest, h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			verify(t, s.Public(), digest, h, sig, false)
-			if _, ok := s.Public().(*rsa.PublicKey); ok {
-				sig, err := s.Sign(rand.Reader, digest, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: h})
-				if err != nil {
-					t.Fatal(err)
-				}
-				verify(t, s.Public(), digest, h, sig, true)
-			}
-		})
-	}
-	keys, err := km.ListKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(keys) != 3 {
-		t.Fatalf("ListKeys: %d keys, want 3: %+v", len(keys), keys)
-	}
-	for _, k := range keys {
-		if k.Type == "" || k.Public == nil || !strings.Contains(k.Ref, "object=root-") {
-			t.Errorf("ListKeys entry %+v", k)
-		}
-		if _, err := km.Signer(ctx, k.Ref); err != nil {
-			t.Errorf("a listed ref does not load: %v", err)
-		}
-	}
-}
-
-func TestCreateKeyRefusesTakenNameAndBadInput(t *testing.T) {
-	tok := softhsmtest.NewToken(t)
-	km := newKM(t, tok.URI())
-	ctx := context.Background()
-	if _, err := km.CreateKey(ctx, "root-1", keys.ECP256); err != nil {
-		t.Fatal(err)
-	}
-	_, err := km.CreateKey(ctx, "root-1", keys.ECP384)
-	if err == nil || !strings.Contains(err.Error(), `already holds a key labelled "root-1"`) {
-		t.Fatalf("second CreateKey of root-1: %v", err)
-	}
-	if _, err := km.CreateKey(ctx, "Root 1", keys.ECP256); err == nil || !strings.Contains(err.Error(), "invalid") {
-		t.Errorf("bad name: %v", err)
-	}
-	if _, err := km.CreateKey(ctx, "ed", "ed25519"); err == nil || !strings.Contains(err.Error(), "not supported") {
-		t.Errorf("ed25519: %v", err)
-	}
-}
-
-func TestRootAndIntermediateChainVerify(t *testing.T) {
-	tok := softhsmtest.NewToken(t)
-	km := newKM(t, tok.URI())
-	ctx := context.Background()
-	k, err := km.CreateKey(ctx, "root", keys.ECP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := km.Signer(ctx, k.Ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := ca.NewRoot(s, ca.RootOptions{TrustDomain: "example.org"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := ca.NewAuthority([]*x509.Certificate{root}, s, ca.Policy{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr := newCSR(t, "cluster-a")
-	inter, err := auth.SignIntermediate(ca.IntermediateRequest{Cluster: "cluster-a", TrustDomain: "example.org", CSR: csr, TTL: 48 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(root)
-	if _, err := inter.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		t.Fatalf("intermediate signed in SoftHSM2 does not verify: %v", err)
-	}
-	if !inter.IsCA || inter.MaxPathLen != 0 || !inter.MaxPathLenZero || inter.Subject.CommonName != "cluster-a" {
-		t.Errorf("intermediate profile: CA %v pathlen %d zero %v CN %q", inter.IsCA, inter.MaxPathLen, inter.MaxPathLenZero, inter.Subject.CommonName)
-	}
-}
-
-func newCSR(t testing.TB, cn string) *x509.CertificateRequest {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return csr
 }
 
 func TestWrongPIN(t *testing.T) {
@@ -370,7 +257,7 @@ func TestRefsOfOtherTokensAreRefused(t *testing.T) {
 	km := newKM(t, tok.URI())
 	ctx := context.Background()
 	cases := map[string]string{
-		"pkcs11:module-path=/other/module.so;token=meshroot;object=x": "is in module /other/module.so",
+		"pkcs11:module-path=/other/module.so;token=meshroot;object=x": "names PKCS#11 module /other/module.so, but the configured module is " + softhsmtest.Module,
 		"pkcs11:token=other;object=x":                                 `token with token "other"`,
 		"pkcs11:token=meshroot":                                       "names no key object",
 		"disk:root-1":                                                 "not a pkcs11: URI",

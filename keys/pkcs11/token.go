@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"go.step.sm/crypto/kms/uri"
+
+	"github.com/meshroot/meshroot/keys"
 )
 
 // maxPINFileSize bounds what is read from a pin-source file.
@@ -130,6 +132,14 @@ func (t token) checkModule() error {
 	return nil
 }
 
+// moduleName is the module file the dynamic loader is asked for.
+func (t token) moduleName() string {
+	if t.module == "" {
+		return "p11-kit-proxy.so"
+	}
+	return t.module
+}
+
 // loginKey identifies the token within the process.
 func (t token) loginKey() string {
 	return filepath.Clean(t.module) + "\x00" + t.selector + "\x00" + t.value
@@ -187,8 +197,11 @@ func (t token) parseRef(ref string) (id, label []byte, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("pkcs11 key manager: key reference %q is not a pkcs11: URI: want pkcs11:...;id=HEX;object=NAME", redact(ref))
 	}
-	if m := u.Get("module-path"); m != "" && t.module != "" && filepath.Clean(m) != filepath.Clean(t.module) {
-		return nil, nil, fmt.Errorf("pkcs11 key manager: key %s is in module %s, but this key manager uses %s: configure a key manager for that module", redact(ref), m, t)
+	// The module is pinned to the configuration: a reference (read back
+	// from the store, which is not trusted to choose code to load) may
+	// only repeat the configured module.
+	if m := u.Get("module-path"); m != "" && (t.module == "" || filepath.Clean(m) != filepath.Clean(t.module)) {
+		return nil, nil, keys.NotConfigured(fmt.Errorf("pkcs11 key manager: key %s names PKCS#11 module %s, but the configured module is %s: meshroot loads only the configured module; if the key really is in %s, configure that module (--key pkcs11:module-path=%s;token=...)", redact(ref), m, t.moduleName(), m, m))
 	}
 	for _, k := range []string{"token", "serial", "slot-id"} {
 		if v := u.Get(k); v != "" && (k != t.selector || v != t.value) {

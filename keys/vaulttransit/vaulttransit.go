@@ -21,14 +21,12 @@ package vaulttransit
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"regexp"
 	"sort"
 	"strconv"
@@ -38,6 +36,7 @@ import (
 	"go.step.sm/crypto/pemutil"
 
 	"github.com/meshroot/meshroot/internal/vaultclient"
+	"github.com/meshroot/meshroot/internal/vaultconf"
 	"github.com/meshroot/meshroot/keys"
 )
 
@@ -51,21 +50,11 @@ const component = "vault-transit key manager"
 
 // Options configure a Transit KeyManager.
 type Options struct {
-	// Address is Vault's URL, for example "https://vault.example.com:8200".
-	Address string
-	// Namespace is the Vault Enterprise namespace; empty for none.
-	Namespace string
-	// TLS configures the connection to Vault.
-	TLS vaultclient.TLS
-	// Auth says how to log in: token, AppRole or Kubernetes.
-	Auth vaultclient.Auth
+	// Vault says where Vault is and how to log in.
+	Vault vaultclient.Config
 	// Mount is the Transit mount where CreateKey makes keys and ListKeys
 	// looks (default "transit").
 	Mount string
-	// Timeout bounds each request to Vault (default 30 s).
-	Timeout time.Duration
-	// Logger receives token renewal events.
-	Logger *slog.Logger
 }
 
 // KeyManager creates Transit keys and signs with them through Vault.
@@ -78,17 +67,11 @@ var _ keys.KeyManager = (*KeyManager)(nil)
 
 // New connects to Vault and logs in.
 func New(ctx context.Context, opts Options) (*KeyManager, error) {
-	mount := strings.Trim(opts.Mount, "/")
-	if mount == "" {
-		mount = DefaultMount
+	mount, err := vaultconf.SecretsMount(component, opts.Mount, DefaultMount)
+	if err != nil {
+		return nil, err
 	}
-	if !mountPattern.MatchString(mount) {
-		return nil, fmt.Errorf("%s: mount path %q is invalid", component, opts.Mount)
-	}
-	c, err := vaultclient.New(ctx, component, vaultclient.Config{
-		Address: opts.Address, Namespace: opts.Namespace, TLS: opts.TLS, Auth: opts.Auth,
-		Timeout: opts.Timeout, Logger: opts.Logger,
-	})
+	c, err := vaultclient.New(ctx, component, opts.Vault)
 	if err != nil {
 		return nil, err
 	}
@@ -101,10 +84,7 @@ func (m *KeyManager) Close() error {
 	return nil
 }
 
-var (
-	keyPattern   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-	mountPattern = regexp.MustCompile(`^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$`)
-)
+var keyPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // Ref returns the reference of key name in mount.
 func Ref(mount, name string) string { return Scheme + "://" + mount + "/" + name }
@@ -126,7 +106,7 @@ func ParseRef(ref string) (mount, name string, version int, err error) {
 		version = n
 	}
 	i := strings.LastIndexByte(rest, '/')
-	if i <= 0 || !mountPattern.MatchString(rest[:i]) || !keyPattern.MatchString(rest[i+1:]) {
+	if i <= 0 || !vaultconf.ValidMount(rest[:i]) || !keyPattern.MatchString(rest[i+1:]) {
 		return "", "", 0, fmt.Errorf("%s: key reference %q is malformed: want %s://MOUNT/KEY", component, ref, Scheme)
 	}
 	return rest[:i], rest[i+1:], version, nil
@@ -143,8 +123,8 @@ var transitType = map[keys.KeyType]string{
 // configured mount: ec-p256, ec-p384 or rsa-4096. It refuses a name that
 // exists.
 func (m *KeyManager) CreateKey(ctx context.Context, name string, kt keys.KeyType) (keys.Key, error) {
-	if !keys.ValidKeyName(name) {
-		return keys.Key{}, fmt.Errorf("%s: key name %q is invalid: use 1-63 of a-z 0-9 . _ - starting with a letter or digit", component, name)
+	if err := keys.CheckKeyName(name); err != nil {
+		return keys.Key{}, fmt.Errorf("%s: %w", component, err)
 	}
 	typ, ok := transitType[kt]
 	if !ok {
@@ -157,7 +137,7 @@ func (m *KeyManager) CreateKey(ctx context.Context, name string, kt keys.KeyType
 		return keys.Key{}, err
 	}
 	if existing != nil {
-		return keys.Key{}, fmt.Errorf("%s: key %s already exists in %s: choose another name", component, name, m.mount)
+		return keys.Key{}, keys.Exists(fmt.Errorf("%s: key %s already exists in %s: choose another name", component, name, m.mount))
 	}
 	if _, err := m.c.Write(ctx, what, path, map[string]any{
 		"type":                   typ,
@@ -243,7 +223,7 @@ func (m *KeyManager) keyInfo(ctx context.Context, mount, name string, version in
 		return keyInfo{}, err
 	}
 	if s == nil {
-		return keyInfo{}, fmt.Errorf("%s: %s: Vault %s: no such key: it was deleted, or the mount or name is wrong", component, what, path)
+		return keyInfo{}, keys.NotFound(fmt.Errorf("%s: %s: Vault %s: no such key: it was deleted, or the mount or name is wrong", component, what, path))
 	}
 	info := keyInfo{}
 	info.typ, _ = s.Data["type"].(string)
@@ -373,7 +353,7 @@ func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s: Vault %s: %v", component, what, path, err)
 	}
-	if err := verify(s.pub, digest, sig, opts); err != nil {
+	if err := keys.VerifySignature(s.pub, digest, sig, opts); err != nil {
 		return nil, fmt.Errorf("%s: %s: Vault %s returned a signature that does not verify against key version %d's public key (%v): refusing it", component, what, path, s.version, err)
 	}
 	return sig, nil
@@ -391,21 +371,4 @@ func parseSignature(v any) ([]byte, error) {
 		return nil, fmt.Errorf("the signature is not base64: %v", err)
 	}
 	return sig, nil
-}
-
-// verify checks sig over digest with pub as opts asks.
-func verify(pub crypto.PublicKey, digest, sig []byte, opts crypto.SignerOpts) error {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		if !ecdsa.VerifyASN1(k, digest, sig) {
-			return errors.New("ECDSA verification failed")
-		}
-		return nil
-	case *rsa.PublicKey:
-		if pss, ok := opts.(*rsa.PSSOptions); ok {
-			return rsa.VerifyPSS(k, opts.HashFunc(), digest, sig, &rsa.PSSOptions{SaltLength: pss.SaltLength, Hash: opts.HashFunc()})
-		}
-		return rsa.VerifyPKCS1v15(k, opts.HashFunc(), digest, sig)
-	}
-	return fmt.Errorf("cannot verify signatures of %T keys", pub)
 }

@@ -9,10 +9,9 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +24,7 @@ import (
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/internal/vaultclient"
 	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/keys/keystest"
 	"github.com/meshroot/meshroot/test/vaultenv"
 )
 
@@ -53,7 +53,7 @@ func newVault(t *testing.T) *vaultenv.Vault {
 
 func newKM(t testing.TB, addr string, auth vaultclient.Auth) *KeyManager {
 	t.Helper()
-	km, err := New(context.Background(), Options{Address: addr, Auth: auth})
+	km, err := New(context.Background(), Options{Vault: vaultclient.Config{Address: addr, Auth: auth}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,117 +63,64 @@ func newKM(t testing.TB, addr string, auth vaultclient.Auth) *KeyManager {
 
 func tokenAuth(tok string) vaultclient.Auth { return vaultclient.Auth{Method: "token", Token: tok} }
 
-func newCSR(t testing.TB) *x509.CertificateRequest {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "x"}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return csr
+// TestConformance runs the key manager suite on a real Vault's Transit
+// engine, opened through the key catalog with a token that may create and
+// use keys but not delete them.
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	v := newVault(t)
+	cfg := keys.Config{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth(v.Token(t, "transit-admin"))}}
+	keystest.Run(t, keystest.Backend{
+		Open: func(t *testing.T) keys.KeyManager {
+			km, err := keys.Open(context.Background(), "vault-transit://transit", cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return km
+		},
+		KeyTypes:   []keys.KeyType{keys.ECP256, keys.ECP384, keys.RSA4096},
+		Refused:    []keys.KeyType{keys.RSA2048, keys.RSA3072},
+		RefPrefix:  "vault-transit://transit/",
+		MissingRef: "vault-transit://transit/missing",
+	})
 }
 
-// chain makes a root with s, signs an intermediate under it with ca's
-// authority, and verifies the chain with Go's verifier.
-func chain(t *testing.T, s crypto.Signer) {
-	t.Helper()
-	root, err := ca.NewRoot(s, ca.RootOptions{TrustDomain: "example.org"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := ca.NewAuthority([]*x509.Certificate{root}, s, ca.Policy{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inter, err := auth.SignIntermediate(ca.IntermediateRequest{Cluster: "cluster-a", TrustDomain: "example.org", CSR: newCSR(t), TTL: 48 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(root)
-	if _, err := inter.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		t.Fatalf("chain under a Transit root does not verify: %v", err)
-	}
-	if !inter.IsCA || inter.MaxPathLen != 0 || !inter.MaxPathLenZero {
-		t.Errorf("intermediate: CA %v pathlen %d zero %v", inter.IsCA, inter.MaxPathLen, inter.MaxPathLenZero)
-	}
-}
-
-func TestKeyTypesSignRootAndIntermediate(t *testing.T) {
+// TestRSASigningOptionsAndOtherKeys: Transit signs RSA with PSS (any salt
+// length) and PKCS #1 v1.5 over SHA-2 digests; symmetric Transit keys are
+// neither listed nor loaded.
+func TestRSASigningOptionsAndOtherKeys(t *testing.T) {
 	t.Parallel()
 	v := newVault(t)
 	km := newKM(t, v.Addr, tokenAuth(v.Token(t, "transit-admin")))
 	ctx := context.Background()
-	for _, kt := range []keys.KeyType{keys.ECP256, keys.ECP384, keys.RSA4096} {
-		t.Run(string(kt), func(t *testing.T) {
-			name := "root-" + string(kt)
-			k, err := km.CreateKey(ctx, name, kt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if k.Ref != "vault-transit://transit/"+name || k.Type != kt || k.Public == nil || k.CreatedAt.IsZero() {
-				t.Errorf("CreateKey = %+v", k)
-			}
-			s, err := km.Signer(ctx, k.Ref)
-			if err != nil {
-				t.Fatal(err)
-			}
-			chain(t, s)
-			if kt == keys.RSA4096 {
-				for _, opts := range []crypto.SignerOpts{
-					&rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256},
-					&rsa.PSSOptions{SaltLength: 20, Hash: crypto.SHA384},
-					&rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto, Hash: crypto.SHA256},
-					crypto.SHA512,
-				} {
-					h := opts.HashFunc().New()
-					h.Write([]byte("meshroot"))
-					if _, err := s.Sign(rand.Reader, h.Sum(nil), opts); err != nil {
-						t.Errorf("RSA sign with %#v: %v", opts, err)
-					}
-				}
-			}
-		})
+	k, err := km.CreateKey(ctx, "root-rsa", keys.RSA4096)
+	if err != nil {
+		t.Fatal(err)
 	}
-	keys, err := km.ListKeys(ctx)
-	if err != nil || len(keys) != 3 {
-		t.Fatalf("ListKeys: %+v %v", keys, err)
+	s, err := km.Signer(ctx, k.Ref)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Other Transit keys (symmetric ones) are not listed.
+	for _, opts := range []crypto.SignerOpts{
+		&rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256},
+		&rsa.PSSOptions{SaltLength: 20, Hash: crypto.SHA384},
+		&rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto, Hash: crypto.SHA256},
+		crypto.SHA512,
+	} {
+		h := opts.HashFunc().New()
+		h.Write([]byte("meshroot"))
+		if _, err := s.Sign(rand.Reader, h.Sum(nil), opts); err != nil {
+			t.Errorf("RSA sign with %#v: %v", opts, err)
+		}
+	}
 	if _, err := v.Client(t).Logical().Write("transit/keys/aes", map[string]any{"type": "aes256-gcm96"}); err != nil {
 		t.Fatal(err)
 	}
-	if keys, err := km.ListKeys(ctx); err != nil || len(keys) != 3 {
-		t.Errorf("ListKeys with an AES key: %d keys, %v", len(keys), err)
+	if list, err := km.ListKeys(ctx); err != nil || len(list) != 1 {
+		t.Errorf("ListKeys with an AES key: %+v, %v", list, err)
 	}
-}
-
-func TestCreateKeyRefusals(t *testing.T) {
-	t.Parallel()
-	v := newVault(t)
-	km := newKM(t, v.Addr, tokenAuth(v.Token(t, "transit-admin")))
-	ctx := context.Background()
-	if _, err := km.CreateKey(ctx, "r", keys.RSA2048); err == nil || !strings.Contains(err.Error(), "use ec-p256, ec-p384 or rsa-4096") {
-		t.Errorf("rsa-2048: %v", err)
-	}
-	if _, err := km.CreateKey(ctx, "root", keys.ECP256); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := km.CreateKey(ctx, "root", keys.ECP256); err == nil || !strings.Contains(err.Error(), "already exists") {
-		t.Errorf("duplicate: %v", err)
-	}
-	if _, err := km.Signer(ctx, "vault-transit://transit/missing"); err == nil || !strings.Contains(err.Error(), "no such key") {
-		t.Errorf("missing key: %v", err)
-	}
-	if _, err := km.Signer(ctx, "vault-transit://transit/aes"); err == nil {
-		t.Error("missing key loaded")
+	if _, err := km.Signer(ctx, "vault-transit://transit/aes"); err == nil || !strings.Contains(err.Error(), "cannot sign certificates") {
+		t.Errorf("Signer of an AES key: %v", err)
 	}
 }
 
@@ -228,8 +175,8 @@ func TestAppRoleAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chain(t, s)
-	_, err = New(ctx, Options{Address: v.Addr, Auth: vaultclient.Auth{Method: "approle", RoleID: roleID, SecretIDFile: vaultenv.WriteFile(t, "bad", "not-the-secret")}})
+	keystest.CheckChain(t, s)
+	_, err = New(ctx, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: vaultclient.Auth{Method: "approle", RoleID: roleID, SecretIDFile: vaultenv.WriteFile(t, "bad", "not-the-secret")}}})
 	if err == nil || !strings.Contains(err.Error(), "vault-transit key manager: log in to Vault with approle: Vault auth/approle/login") {
 		t.Errorf("bad secret_id: %v", err)
 	}
@@ -374,7 +321,7 @@ func TestVaultRestartRecovers(t *testing.T) {
 	if _, err := s.Sign(rand.Reader, d[:], crypto.SHA256); err != nil {
 		t.Fatalf("sign after restart: %v", err)
 	}
-	chain(t, s)
+	keystest.CheckChain(t, s)
 }
 
 // TestMisbehavingVaultCannotYieldABadSignature puts a proxy in front of
@@ -444,7 +391,7 @@ func TestRefs(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	cases := map[string]Options{
+	cases := map[string]vaultclient.Config{
 		"no Vault address given":                 {Auth: tokenAuth("x")},
 		"not an http(s) URL":                     {Address: "127.0.0.1:8200", Auth: tokenAuth("x")},
 		"token auth needs a token":               {Address: "http://127.0.0.1:1"},
@@ -454,7 +401,7 @@ func TestConfigErrors(t *testing.T) {
 		"cannot reach Vault at http://127.0.0.1": {Address: "http://127.0.0.1:1", Auth: tokenAuth("x")},
 	}
 	for want, o := range cases {
-		_, err := New(ctx, o)
+		_, err := New(ctx, Options{Vault: o})
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.HasPrefix(err.Error(), "vault-transit key manager: ") {
 			t.Errorf("%+v: %v, want %q", o, err, want)
 		}
@@ -491,4 +438,26 @@ func BenchmarkSignP256(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "signs/s")
 	b.ReportMetric(float64((v.CPUTime()-server).Microseconds())/float64(b.N), "vault-cpu-us/op")
 	b.ReportMetric(float64((vaultenv.SelfCPU()-client).Microseconds())/float64(b.N), "client-cpu-us/op")
+}
+
+// TestCatalog: the backend owns vault-transit://; the mount of a stored
+// reference is enough to find its key manager, the Vault connection comes
+// from the configuration only.
+func TestCatalog(t *testing.T) {
+	ctx := context.Background()
+	b, ok := keys.Lookup(Scheme)
+	if !ok {
+		t.Fatal("vault-transit is not registered")
+	}
+	if uri, err := b.ManagerURI("vault-transit://ops/transit/root?version=2", keys.Config{}); err != nil || uri != "vault-transit://ops/transit" {
+		t.Errorf("ManagerURI = %q, %v", uri, err)
+	}
+	if _, err := keys.Open(ctx, "vault-transit://transit", keys.Config{}); !errors.Is(err, keys.ErrNotConfigured) || !strings.Contains(err.Error(), "configure Vault") {
+		t.Errorf("Open without Vault: %v, want keys.ErrNotConfigured", err)
+	}
+	for _, bad := range []string{"vault-transit:transit", "vault-transit://transit?x=1", "vault-transit://tr ansit"} {
+		if _, err := keys.Open(ctx, bad, keys.Config{Vault: vaultclient.Config{Address: "http://127.0.0.1:1", Auth: tokenAuth("x")}}); err == nil || !strings.Contains(err.Error(), "vault-transit key manager") {
+			t.Errorf("Open(%s): %v", bad, err)
+		}
+	}
 }

@@ -24,7 +24,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"log/slog"
 	"regexp"
 	"strconv"
 	"strings"
@@ -32,6 +31,7 @@ import (
 	"time"
 
 	"github.com/meshroot/meshroot/internal/vaultclient"
+	"github.com/meshroot/meshroot/internal/vaultconf"
 )
 
 // DefaultMount is where the PKI engine is mounted by default.
@@ -52,23 +52,13 @@ const maxChainLen = 10
 
 // Options configure the Vault PKI upstream.
 type Options struct {
-	// Address is Vault's URL, for example "https://vault.example.com:8200".
-	Address string
-	// Namespace is the Vault Enterprise namespace; empty for none.
-	Namespace string
-	// TLS configures the connection to Vault.
-	TLS vaultclient.TLS
-	// Auth says how to log in: token, AppRole or Kubernetes.
-	Auth vaultclient.Auth
+	// Vault says where Vault is and how to log in.
+	Vault vaultclient.Config
 	// Mount is the PKI mount (default "pki").
 	Mount string
 	// Issuer names the issuer (name or id) on a mount with several; empty
 	// uses the mount's default issuer.
 	Issuer string
-	// Timeout bounds each request to Vault (default 30 s).
-	Timeout time.Duration
-	// Logger receives token renewal events.
-	Logger *slog.Logger
 }
 
 // Upstream signs cluster intermediates with a CA held in Vault PKI.
@@ -83,7 +73,6 @@ type Upstream struct {
 }
 
 var (
-	mountPattern   = regexp.MustCompile(`^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$`)
 	issuerPattern  = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
 	clusterPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 )
@@ -91,20 +80,14 @@ var (
 // New connects to Vault, logs in, and reads the issuer's chain, so that a
 // wrong mount, issuer or permission shows at once.
 func New(ctx context.Context, opts Options) (*Upstream, error) {
-	mount := strings.Trim(opts.Mount, "/")
-	if mount == "" {
-		mount = DefaultMount
-	}
-	if !mountPattern.MatchString(mount) {
-		return nil, fmt.Errorf("%s: mount path %q is invalid", component, opts.Mount)
+	mount, err := vaultconf.SecretsMount(component, opts.Mount, DefaultMount)
+	if err != nil {
+		return nil, err
 	}
 	if opts.Issuer != "" && !issuerPattern.MatchString(opts.Issuer) {
 		return nil, fmt.Errorf("%s: issuer reference %q is invalid: give the issuer's name or id", component, opts.Issuer)
 	}
-	c, err := vaultclient.New(ctx, component, vaultclient.Config{
-		Address: opts.Address, Namespace: opts.Namespace, TLS: opts.TLS, Auth: opts.Auth,
-		Timeout: opts.Timeout, Logger: opts.Logger,
-	})
+	c, err := vaultclient.New(ctx, component, opts.Vault)
 	if err != nil {
 		return nil, err
 	}

@@ -138,7 +138,7 @@ func verifyChain(t *testing.T, chain []*x509.Certificate, key *ecdsa.PrivateKey,
 
 func TestIntermediatesForTwoClusters(t *testing.T) {
 	v, root := newVault(t)
-	u := newUpstream(t, Options{Address: v.Addr, Auth: tokenAuth(v.Token(t, "pki-signer"))})
+	u := newUpstream(t, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth(v.Token(t, "pki-signer"))}})
 	ctx := context.Background()
 	chain, err := u.Chain(ctx)
 	if err != nil || len(chain) != 1 || !chain[0].Equal(root) {
@@ -167,7 +167,7 @@ func TestAppRoleAndPermissionDenied(t *testing.T) {
 	v, root := newVault(t)
 	ctx := context.Background()
 	roleID, secretID := v.AppRole(t, "meshroot", "pki-signer")
-	u := newUpstream(t, Options{Address: v.Addr, Auth: vaultclient.Auth{Method: "approle", RoleID: roleID, SecretIDFile: vaultenv.WriteFile(t, "sid", secretID)}})
+	u := newUpstream(t, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: vaultclient.Auth{Method: "approle", RoleID: roleID, SecretIDFile: vaultenv.WriteFile(t, "sid", secretID)}}})
 	csr, key := newCSR(t)
 	chain, err := u.SignIntermediate(ctx, csr, "cluster-a", 24*time.Hour)
 	if err != nil {
@@ -178,7 +178,7 @@ func TestAppRoleAndPermissionDenied(t *testing.T) {
 	// A role that may read the CA but not sign intermediates.
 	v.PutPolicy(t, "pki-reader", `path "pki/issuer/+/json" { capabilities = ["read"] }`)
 	roleID, secretID = v.AppRole(t, "reader", "pki-reader")
-	ro := newUpstream(t, Options{Address: v.Addr, Auth: vaultclient.Auth{Method: "approle", RoleID: roleID, SecretIDFile: vaultenv.WriteFile(t, "sid2", secretID)}})
+	ro := newUpstream(t, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: vaultclient.Auth{Method: "approle", RoleID: roleID, SecretIDFile: vaultenv.WriteFile(t, "sid2", secretID)}}})
 	_, err = ro.SignIntermediate(ctx, csr, "cluster-a", 24*time.Hour)
 	if err == nil {
 		t.Fatal("a role without sign-intermediate signed")
@@ -190,7 +190,7 @@ func TestAppRoleAndPermissionDenied(t *testing.T) {
 		}
 	}
 	// The same policy, issuer-specific path.
-	ro2 := newUpstream(t, Options{Address: v.Addr, Issuer: "root-1", Auth: vaultclient.Auth{Method: "approle", RoleID: roleID, SecretIDFile: vaultenv.WriteFile(t, "sid3", secretID)}})
+	ro2 := newUpstream(t, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: vaultclient.Auth{Method: "approle", RoleID: roleID, SecretIDFile: vaultenv.WriteFile(t, "sid3", secretID)}}, Issuer: "root-1"})
 	if _, err := ro2.SignIntermediate(ctx, csr, "cluster-a", 24*time.Hour); err == nil || !strings.Contains(err.Error(), `"pki/issuer/root-1/sign-intermediate"`) {
 		t.Errorf("issuer path without permission: %v", err)
 	}
@@ -201,8 +201,8 @@ func TestIssuerSpecificPathOnMultiIssuerMount(t *testing.T) {
 	root2 := v.GenerateRoot(t, "pki", "root-2", "meshroot second root")
 	tok := v.Token(t, "pki-signer")
 	ctx := context.Background()
-	byDefault := newUpstream(t, Options{Address: v.Addr, Auth: tokenAuth(tok)})
-	second := newUpstream(t, Options{Address: v.Addr, Issuer: "root-2", Auth: tokenAuth(tok)})
+	byDefault := newUpstream(t, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth(tok)}})
+	second := newUpstream(t, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth(tok)}, Issuer: "root-2"})
 	for _, c := range []struct {
 		u    *Upstream
 		root *x509.Certificate
@@ -214,7 +214,7 @@ func TestIssuerSpecificPathOnMultiIssuerMount(t *testing.T) {
 		}
 		verifyChain(t, chain, key, "cluster-a", c.root)
 	}
-	_, err := New(ctx, Options{Address: v.Addr, Issuer: "nope", Auth: tokenAuth(tok)})
+	_, err := New(ctx, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth(tok)}, Issuer: "nope"})
 	if err == nil || !strings.Contains(err.Error(), "pki/issuer/nope/json") {
 		t.Errorf("unknown issuer: %v", err)
 	} else {
@@ -252,7 +252,7 @@ func TestVaultIntermediateIssuer(t *testing.T) {
 		}
 	}
 	v.PutPolicy(t, "int-signer", strings.ReplaceAll(signerPolicy, "pki/", "pki_int/"))
-	u := newUpstream(t, Options{Address: v.Addr, Mount: "pki_int", Auth: tokenAuth(v.Token(t, "int-signer"))})
+	u := newUpstream(t, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth(v.Token(t, "int-signer"))}, Mount: "pki_int"})
 	csr, key := newCSR(t)
 	chain, err := u.SignIntermediate(ctx, csr, "cluster-a", 24*time.Hour)
 	if err != nil {
@@ -263,7 +263,7 @@ func TestVaultIntermediateIssuer(t *testing.T) {
 	}
 	verifyChain(t, chain, key, "cluster-a", root)
 
-	_, err = New(ctx, Options{Address: v.Addr, Mount: "pki_int0", Auth: tokenAuth(v.RootToken)})
+	_, err = New(ctx, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth(v.RootToken)}, Mount: "pki_int0"})
 	if err == nil || !strings.Contains(err.Error(), "has path length 0") {
 		t.Errorf("pathlen-0 issuer: %v", err)
 	}
@@ -314,7 +314,7 @@ func TestRefusesWhatItDidNotAskFor(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			u := newUpstream(t, Options{Address: tamper(t, v, c.edit), Auth: tokenAuth(v.RootToken)})
+			u := newUpstream(t, Options{Vault: vaultclient.Config{Address: tamper(t, v, c.edit), Auth: tokenAuth(v.RootToken)}})
 			csr, _ := newCSR(t)
 			_, err := u.SignIntermediate(context.Background(), csr, "cluster-a", 24*time.Hour)
 			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "returned a certificate meshroot refuses") {
@@ -339,7 +339,7 @@ func TestShortLivedIssuerCapsLifetime(t *testing.T) {
 	}
 	block, _ := pem.Decode([]byte(s.Data["certificate"].(string)))
 	root, _ := x509.ParseCertificate(block.Bytes)
-	u := newUpstream(t, Options{Address: v.Addr, Mount: "pki_short", Auth: tokenAuth(v.RootToken)})
+	u := newUpstream(t, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth(v.RootToken)}, Mount: "pki_short"})
 	csr, key := newCSR(t)
 	chain, err := u.SignIntermediate(context.Background(), csr, "cluster-a", 72*time.Hour)
 	if err != nil {
@@ -355,7 +355,7 @@ func TestSealedAndRestartedVault(t *testing.T) {
 	v := vaultenv.StartPersistent(t)
 	root := v.EnablePKI(t, "pki")
 	v.PutPolicy(t, "pki-signer", signerPolicy)
-	u := newUpstream(t, Options{Address: v.Addr, Auth: tokenAuth(v.Token(t, "pki-signer"))})
+	u := newUpstream(t, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth(v.Token(t, "pki-signer"))}})
 	ctx := context.Background()
 	csr, key := newCSR(t)
 	v.Seal(t)
@@ -381,7 +381,7 @@ func TestSealedAndRestartedVault(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	v, _ := newVault(t)
-	u := newUpstream(t, Options{Address: v.Addr, Auth: tokenAuth(v.RootToken)})
+	u := newUpstream(t, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth(v.RootToken)}})
 	csr, _ := newCSR(t)
 	ctx := context.Background()
 	bad := *csr
@@ -393,18 +393,21 @@ func TestBadInput(t *testing.T) {
 		"must be positive": func() error { _, err := u.SignIntermediate(ctx, csr, "a", 0); return err },
 		"CSR signature":    func() error { _, err := u.SignIntermediate(ctx, &bad, "a", time.Hour); return err },
 		"mount path": func() error {
-			_, err := New(ctx, Options{Address: v.Addr, Mount: "a b", Auth: tokenAuth("x")})
+			_, err := New(ctx, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth("x")}, Mount: "a b"})
 			return err
 		},
 		"issuer reference": func() error {
-			_, err := New(ctx, Options{Address: v.Addr, Issuer: "a/b", Auth: tokenAuth("x")})
+			_, err := New(ctx, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth("x")}, Issuer: "a/b"})
 			return err
 		},
 		"no such issuer": func() error {
-			_, err := New(ctx, Options{Address: v.Addr, Mount: "nomount", Auth: tokenAuth(v.RootToken)})
+			_, err := New(ctx, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth(v.RootToken)}, Mount: "nomount"})
 			return err
 		},
-		"look up the Vault token": func() error { _, err := New(ctx, Options{Address: v.Addr, Auth: tokenAuth("bogus")}); return err },
+		"look up the Vault token": func() error {
+			_, err := New(ctx, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth("bogus")}})
+			return err
+		},
 	} {
 		err := call()
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.HasPrefix(err.Error(), "vault-pki upstream: ") {
@@ -428,7 +431,7 @@ func cpuMetrics(b *testing.B, v *vaultenv.Vault) func() {
 // in one run against one dev server, 8 client goroutines each.
 func BenchmarkSignIntermediate(b *testing.B) {
 	v, _ := newVault(b)
-	u := newUpstream(b, Options{Address: v.Addr, Auth: tokenAuth(v.RootToken)})
+	u := newUpstream(b, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth(v.RootToken)}})
 	csr, _ := newCSR(b)
 	ctx := context.Background()
 	b.Run("meshroot", func(b *testing.B) {

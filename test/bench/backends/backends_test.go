@@ -80,8 +80,8 @@ func BenchmarkIntermediate(b *testing.B) {
 
 	v := vaultenv.Start(b)
 	v.EnableTransit(b, "transit")
-	auth := vaultclient.Auth{Method: "token", Token: v.RootToken}
-	transit, err := vaulttransit.New(ctx, vaulttransit.Options{Address: v.Addr, Auth: auth})
+	vc := vaultclient.Config{Address: v.Addr, Auth: vaultclient.Auth{Method: "token", Token: v.RootToken}}
+	transit, err := vaulttransit.New(ctx, vaulttransit.Options{Vault: vc})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func BenchmarkIntermediate(b *testing.B) {
 
 	v.EnablePKI(b, "pki")
 	v.GenerateRoot(b, "pki", "root", "bench root")
-	up, err := vaultpki.New(ctx, vaultpki.Options{Address: v.Addr, Auth: auth, Mount: "pki"})
+	up, err := vaultpki.New(ctx, vaultpki.Options{Vault: vc, Mount: "pki"})
 	if err != nil {
 		b.Fatal(err)
 	}
