@@ -207,7 +207,8 @@ func renewIntermediate(t *testing.T, s *server, c *kubeenv.Cluster, oldSerial st
 	t.Helper()
 	var cur *cacerts
 	eventually(t, 45*time.Second, "a renewed intermediate in "+c.Name, func() error {
-		if r := s.agentOnce(t, c.Name, c.KubeconfigPath, nil, "--restart-istiod", "never", "--renew-fraction", "0.003"); r.code != 0 {
+		env := []string{"MESHROOT_JOIN_TOKEN=" + s.joinToken(c.Name)} // the agent wants a credential; it renews with its intermediate first
+		if r := s.agentOnce(t, c.Name, c.KubeconfigPath, env, "--restart-istiod", "never", "--renew-fraction", "0.003"); r.code != 0 {
 			return errors.New(r.String())
 		}
 		cur = mustCACerts(t, c)

@@ -152,7 +152,7 @@ func Binary(t testing.TB) string {
 	}
 	if fi, err := os.Stat(binPath); err != nil || fi.IsDir() {
 		if os.Getenv("MESHROOT_SKIP_ISTIOD") == "1" {
-			t.Skipf("istiod (pilot-discovery) is not built at %s and MESHROOT_SKIP_ISTIOD=1: skipping; run test/tools/build.sh istiod (~7 min cold) to run this test", binPath)
+			t.Skipf("istiod (pilot-discovery) is not built at %s and MESHROOT_SKIP_ISTIOD=1: skipping; run test/tools/build.sh istiod (~7.5 CPU-minutes cold) to run this test", binPath)
 		}
 		t.Fatalf("istiodenv: build.sh printed %s but there is no binary there", binPath)
 	}
