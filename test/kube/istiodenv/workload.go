@@ -169,7 +169,7 @@ func (w *Workload) Certificate(ctx context.Context, ttl time.Duration) (*Cert, e
 	if err != nil {
 		return nil, err
 	}
-	if !chain[0].PublicKey.(*ecdsa.PublicKey).Equal(&key.PublicKey) {
+	if pub, ok := chain[0].PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(&key.PublicKey) {
 		return nil, errors.New("istiod returned a certificate for another key")
 	}
 	c := &Cert{Chain: chain, Roots: rootBundle}
