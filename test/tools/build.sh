@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the heavy test binaries (real components the end-to-end tests run)
 # once per machine into a cache that survives between runs, keyed by version.
-# Usage: test/tools/build.sh [kube-apiserver|spire|vault|istiosigner] ...   (no argument: all)
-# Prints the bin folder on stdout's last line (istiosigner also prints
-# "istiosigner PATH" on a line of its own before it).
+# Usage: test/tools/build.sh [kube-apiserver|spire|vault|istiosigner|istiod] ...
+# (no argument: kube-apiserver, spire and vault).
+# Prints the bin folder on stdout's last line (istiosigner and istiod also
+# print "istiosigner PATH" / "istiod PATH" on a line of their own before it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${MESHROOT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshroot-test}
@@ -78,6 +79,27 @@ build_istiosigner() {
   echo "istiosigner $out/istiosigner"
 }
 
+build_istiod() {
+  # istiod (pilot-discovery) from test/tools/istiod: a module of its own
+  # requiring the same istio.io/istio as istiosigner, so every module both
+  # use resolves to the same version and the module and build caches are
+  # shared (the CA packages compile once). Keyed like istiosigner.
+  local v=v0.0.0-20260827124520-eed52ebb66ad
+  local src="$here/istiod"
+  local key
+  key=$(cd "$src" && cat go.mod go.sum tools.go | { cat; echo "istio $v"; } | sha256sum | cut -c1-16)
+  local out="$cache/bin/istiod-$key"
+  if [ ! -x "$out/pilot-discovery" ] && [ "${MESHROOT_SKIP_ISTIOD:-}" = 1 ]; then
+    echo "istiod is not built and MESHROOT_SKIP_ISTIOD=1: not building it (tests that need it skip)" >&2
+  elif [ ! -x "$out/pilot-discovery" ]; then
+    echo "building istiod (pilot-discovery, istio.io/istio $v) into $out (cold: ~7.5 CPU-minutes after istiosigner, binary ~130 MB)" >&2
+    mkdir -p "$out.tmp"
+    (cd "$src" && go build -ldflags "-s -w" -o "$out.tmp/pilot-discovery" istio.io/istio/pilot/cmd/pilot-discovery >&2)
+    rm -rf "$out" && mv "$out.tmp" "$out"
+  fi
+  echo "istiod $out/pilot-discovery"
+}
+
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(kube-apiserver spire vault)
 for t in "${targets[@]}"; do
@@ -86,6 +108,7 @@ for t in "${targets[@]}"; do
     spire) locked spire build_spire ;;
     vault) locked vault build_vault ;;
     istiosigner) locked istiosigner build_istiosigner ;;
+    istiod) locked istiod build_istiod ;;
     *) echo "unknown tool $t" >&2; exit 2 ;;
   esac
 done

@@ -659,6 +659,12 @@ func buildTools() (string, error) {
 	return dir, nil
 }
 
+// BuildScript returns the path of test/tools/build.sh, for harnesses of
+// other tools (istiodenv) that build through the same script: from
+// $MESHROOT_BUILD_SH, this source file's location, or upwards from the
+// working directory.
+func BuildScript() (string, error) { return findBuildScript() }
+
 // findBuildScript locates test/tools/build.sh: from this source file (when
 // built without -trimpath), else upwards from the working directory.
 func findBuildScript() (string, error) {
