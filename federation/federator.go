@@ -80,13 +80,22 @@ func (o FederatorOptions) withDefaults() FederatorOptions {
 	return o
 }
 
+// Store is what a Federator reads and writes: the peers, this trust domain
+// (never federated with itself) and, in transactions, what the watchers
+// fetched.
+type Store interface {
+	store.FederationReader
+	store.MetaReader
+	store.Updater
+}
+
 // Federator keeps the bundles of the foreign trust domains in the store
 // current: one watcher per federation peer fetches the peer's bundle
 // endpoint, honours its refresh hint, backs off on errors, refuses bad
 // bundles (see bundle.Parse, plus a lower spiffe_sequence than the held
 // one) and never drops the last good bundle. Run it on one replica only.
 type Federator struct {
-	st   store.Store
+	st   Store
 	opts FederatorOptions
 	// fetchTimeout, when set, bounds a fetch below FetchTimeout (tests).
 	fetchTimeout time.Duration
@@ -105,7 +114,7 @@ type watcher struct {
 }
 
 // NewFederator returns a Federator over st. Start it with Run.
-func NewFederator(st store.Store, opts FederatorOptions) *Federator {
+func NewFederator(st Store, opts FederatorOptions) *Federator {
 	return &Federator{st: st, opts: opts.withDefaults(), resync: make(chan struct{}, 1), watchers: map[string]*watcher{}}
 }
 
