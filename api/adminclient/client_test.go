@@ -199,8 +199,8 @@ func describe(d ca.ClusterDetail) string {
 func TestClientAnswersAsTheAuthority(t *testing.T) {
 	local, _ := newAuthority(t, t.TempDir())
 	local.SetJoinTokenMinter(authn.NewJoinToken)
-	want, localErr := script(t, local)
-	got, remoteErr := script(t, remote(t))
+	want, localErr := script(t, local.Admin())
+	got, remoteErr := script(t, remote(t).Admin())
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("through the admin API:\n%+v\non the authority:\n%+v", got, want)
 	}

@@ -17,6 +17,9 @@
 // Beyond what the doc comments in package store say, the suite holds
 // implementations to these conventions:
 //
+//   - Every concern's interface in the Store, and in the Tx that Update
+//     hands out, is set; the audit log verifies (AuditVerifier).
+//   - Update after Close fails without running its fn.
 //   - Times round-trip as the same instant (time.Time.Equal), to the
 //     nanosecond; the zero time round-trips as the zero time.
 //   - Byte slices round-trip by content: nil and empty are not told apart.
