@@ -80,15 +80,6 @@ func (o FederatorOptions) withDefaults() FederatorOptions {
 	return o
 }
 
-// Store is what a Federator reads and writes: the peers, this trust domain
-// (never federated with itself) and, in transactions, what the watchers
-// fetched.
-type Store interface {
-	store.FederationReader
-	store.MetaReader
-	store.Updater
-}
-
 // Federator keeps the bundles of the foreign trust domains in the store
 // current: one watcher per federation peer fetches the peer's bundle
 // endpoint, honours its refresh hint, backs off on errors, refuses bad
