@@ -9,20 +9,28 @@ import (
 )
 
 // Admin is the authority's administrative surface: everything an operator
-// does to it. *Service implements it (the CLI's local mode, on a data dir),
-// and so does the admin API client in api/adminclient (the CLI's default,
-// through the running server's admin socket), so a command is written once
+// does to it, one interface per concern (a struct, so that no interface
+// grows past ten methods). *Service implements every concern (the CLI's
+// local mode, on a data dir: Service.Admin), and so does the admin API
+// client in api/adminclient (the CLI's default, through the running
+// server's admin socket: Client.Admin), so a command is written once
 // against Admin. The acting party travels in the context (WithActor); over
 // the admin API the server decides it from the caller's credentials.
 //
-// Adding a verb: a method here and on *Service, an rpc with its server
-// method and client method (see api/adminclient), and the CLI command.
-type Admin interface {
+// Adding a verb: a method on its concern's interface here and on *Service,
+// an rpc with its server method and client method (see api/adminclient),
+// and the CLI command.
+type Admin struct {
 	RootAdmin
 	ClusterAdmin
 	AuditAdmin
 	FederationAdmin
 	PolicyAdmin
+}
+
+// Admin returns s as the administrative surface.
+func (s *Service) Admin() Admin {
+	return Admin{RootAdmin: s, ClusterAdmin: s, AuditAdmin: s, FederationAdmin: s, PolicyAdmin: s}
 }
 
 // RootAdmin creates roots and moves them through rotation.
@@ -76,8 +84,6 @@ type FederationAdmin interface {
 	ListFederation(ctx context.Context) ([]store.FederationPeer, error)
 	RefreshFederation(ctx context.Context, trustDomain string) (store.FederationPeer, error)
 }
-
-var _ Admin = (*Service)(nil)
 
 // ListAudit returns up to limit audit entries after afterSeq, oldest first
 // (limit <= 0: all).

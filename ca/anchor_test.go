@@ -14,7 +14,7 @@ import (
 )
 
 // storeLookup finds audit entries in st.
-func storeLookup(st store.Reader) func(int64) (store.AuditEntry, bool, error) {
+func storeLookup(st store.AuditReader) func(int64) (store.AuditEntry, bool, error) {
 	return func(seq int64) (store.AuditEntry, bool, error) {
 		es, err := st.ListAudit(context.Background(), seq-1, 1)
 		if err != nil || len(es) == 0 || es[0].Seq != seq {

@@ -118,7 +118,7 @@ func refuseOwnTrustDomain(peer, own string) error {
 // own trust domain. Root creation calls it before generating a key (so a
 // refusal leaves no orphan key) and again inside the transaction that
 // stores the root (r is then that transaction).
-func refuseFederatedTrustDomain(ctx context.Context, r store.Reader, td string) error {
+func refuseFederatedTrustDomain(ctx context.Context, r rotationReader, td string) error {
 	_, err := r.GetFederationPeer(ctx, td)
 	switch {
 	case err == nil:

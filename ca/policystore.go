@@ -20,7 +20,7 @@ const maxStoredPolicy = 64 << 10
 
 // LoadPolicy returns the policy stored in r, with every zero field set to
 // its default, and whether one was stored (the defaults when not).
-func LoadPolicy(ctx context.Context, r store.Reader) (Policy, bool, error) {
+func LoadPolicy(ctx context.Context, r store.MetaReader) (Policy, bool, error) {
 	raw, err := r.Meta(ctx, MetaPolicy)
 	if err != nil {
 		return Policy{}, false, fmt.Errorf("load intermediate policy: %w", err)

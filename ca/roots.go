@@ -115,7 +115,7 @@ func (s *Service) prepareRoot(ctx context.Context, actor Actor, req PrepareRootR
 		root.CrossPEM = EncodeCerts([]*x509.Certificate{cross})
 	}
 	details := map[string]any{"key_ref": root.KeyRef, "key_type": string(kt), "not_after": cert.NotAfter, "active_root": active.ID, "cross_signed": req.CrossSign}
-	_, err = s.apply(ctx, actor, cmdPrepare, func(ctx context.Context, r store.Reader) (*plan, error) {
+	_, err = s.apply(ctx, actor, cmdPrepare, func(ctx context.Context, r rotationReader) (*plan, error) {
 		return planPrepare(ctx, r, active.ID, details)
 	}, false, &root)
 	return root, err
@@ -123,7 +123,7 @@ func (s *Service) prepareRoot(ctx context.Context, actor Actor, req PrepareRootR
 
 // planPrepare checks, in r, that exactly one root is active (activeID,
 // when given: the one that certified the new root) and none is prepared.
-func planPrepare(ctx context.Context, r store.Reader, activeID string, details map[string]any) (*plan, error) {
+func planPrepare(ctx context.Context, r rotationReader, activeID string, details map[string]any) (*plan, error) {
 	roots, err := r.ListRoots(ctx)
 	if err != nil {
 		return nil, err
@@ -229,7 +229,7 @@ func (s *Service) refuseSecondRoot(ctx context.Context, td string) error {
 
 // checkFirstRoot is refuseSecondRoot on r (the store, or the transaction
 // that creates the root).
-func checkFirstRoot(ctx context.Context, r store.Reader, td string) error {
+func checkFirstRoot(ctx context.Context, r rotationReader, td string) error {
 	roots, err := r.ListRoots(ctx)
 	if err != nil {
 		return err
@@ -250,7 +250,7 @@ func checkFirstRoot(ctx context.Context, r store.Reader, td string) error {
 // saveRoot stores a new first root (active), bumps the bundle sequence and
 // audits, in one transaction that re-checks checkFirstRoot.
 func (s *Service) saveRoot(ctx context.Context, actor Actor, action string, root *store.Root, details map[string]any) error {
-	_, err := s.apply(ctx, actor, command(action), func(ctx context.Context, r store.Reader) (*plan, error) {
+	_, err := s.apply(ctx, actor, command(action), func(ctx context.Context, r rotationReader) (*plan, error) {
 		if err := checkFirstRoot(ctx, r, root.TrustDomain); err != nil {
 			return nil, err
 		}

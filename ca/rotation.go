@@ -76,7 +76,7 @@ func (s *Service) activate(ctx context.Context, actor Actor, req PhaseRequest) (
 }
 
 // planActivate is activate's gate and changes, read from r.
-func (s *Service) planActivate(ctx context.Context, r store.Reader) (*plan, error) {
+func (s *Service) planActivate(ctx context.Context, r rotationReader) (*plan, error) {
 	p := &plan{res: PhaseResult{Phase: "activate"}, gated: true}
 	roots, err := r.ListRoots(ctx)
 	if err != nil {
@@ -138,7 +138,7 @@ func (s *Service) retire(ctx context.Context, actor Actor, req PhaseRequest) (Ph
 	if ttl == 0 {
 		ttl = DefaultWorkloadCertTTL
 	}
-	fn := func(ctx context.Context, r store.Reader) (*plan, error) { return s.planRetire(ctx, r, ttl) }
+	fn := func(ctx context.Context, r rotationReader) (*plan, error) { return s.planRetire(ctx, r, ttl) }
 	if req.DryRun {
 		return s.dryRun(ctx, "retire", fn)
 	}
@@ -146,7 +146,7 @@ func (s *Service) retire(ctx context.Context, actor Actor, req PhaseRequest) (Ph
 }
 
 // planRetire is retire's gate and changes, read from r.
-func (s *Service) planRetire(ctx context.Context, r store.Reader, ttl time.Duration) (*plan, error) {
+func (s *Service) planRetire(ctx context.Context, r rotationReader, ttl time.Duration) (*plan, error) {
 	p := &plan{res: PhaseResult{Phase: "retire"}, gated: true}
 	roots, err := r.ListRoots(ctx)
 	if err != nil {
@@ -210,7 +210,7 @@ func (s *Service) planRetire(ctx context.Context, r store.Reader, ttl time.Durat
 }
 
 // firstUnder is when cluster got its first intermediate from root.
-func firstUnder(ctx context.Context, r store.Reader, cluster, rootID string) (time.Time, error) {
+func firstUnder(ctx context.Context, r store.IntermediateReader, cluster, rootID string) (time.Time, error) {
 	list, err := r.ListIntermediates(ctx, cluster)
 	if err != nil {
 		return time.Time{}, err
@@ -238,7 +238,7 @@ func (s *Service) RollbackPrepared(ctx context.Context, req PhaseRequest) (Phase
 }
 
 // planRollback is rollback's gate and changes, read from r.
-func planRollback(ctx context.Context, r store.Reader) (*plan, error) {
+func planRollback(ctx context.Context, r rotationReader) (*plan, error) {
 	p := &plan{res: PhaseResult{Phase: "rollback"}}
 	roots, err := r.ListRoots(ctx)
 	if err != nil {

@@ -53,10 +53,10 @@ func NewService(st store.Store, km keys.KeyManager, policy Policy) (*Service, er
 func (s *Service) SetClock(now func() time.Time) { s.now = now }
 
 // Store returns the service's store, for read-only queries.
-func (s *Service) Store() store.Reader { return s.store }
+func (s *Service) Store() store.Reader { return s.store.Reader }
 
 // audit appends one audit row inside tx.
-func (s *Service) audit(ctx context.Context, tx store.Tx, actor Actor, action, target, result string, details map[string]any) error {
+func (s *Service) audit(ctx context.Context, tx store.AuditWriter, actor Actor, action, target, result string, details map[string]any) error {
 	if actor == "" {
 		return errNoActor
 	}

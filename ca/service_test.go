@@ -127,7 +127,7 @@ func TestServiceRefusalsAreAudited(t *testing.T) {
 	if denied != 2 {
 		t.Errorf("%d denied intermediate.issue entries, want 2", denied)
 	}
-	if err := st.(store.AuditVerifier).VerifyAudit(ctx); err != nil {
+	if err := st.VerifyAudit(ctx); err != nil {
 		t.Errorf("audit chain: %v", err)
 	}
 }

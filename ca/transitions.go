@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/meshroot/meshroot/store"
 )
@@ -100,8 +101,35 @@ type plan struct {
 	noop bool
 }
 
+// rotationReader is what the root lifecycle's plans read: the roots, the
+// clusters and their intermediates, this trust domain and the federation
+// peers (never to become this trust domain). A plan reads it twice: from
+// the store before the transaction (dry runs, early refusals) and from the
+// transaction, where its gate is checked again.
+type rotationReader interface {
+	GetRoot(ctx context.Context, id string) (store.Root, error)
+	ListRoots(ctx context.Context) ([]store.Root, error)
+	ListClusters(ctx context.Context) ([]store.Cluster, error)
+	GetIntermediate(ctx context.Context, serial string) (store.Intermediate, error)
+	ListIntermediates(ctx context.Context, cluster string) ([]store.Intermediate, error)
+	Meta(ctx context.Context, key string) (string, error)
+	GetFederationPeer(ctx context.Context, trustDomain string) (store.FederationPeer, error)
+}
+
+// rotationWriter is what a root lifecycle command changes, in its
+// transaction: root states, a new root and the trust domain, the bundle
+// sequence, revoked intermediates and the audit row.
+type rotationWriter interface {
+	CreateRoot(ctx context.Context, r store.Root) error
+	UpdateRootState(ctx context.Context, id string, from, to store.RootState, at time.Time) error
+	IncrementBundleSequence(ctx context.Context) (uint64, error)
+	UpdateIntermediateStatus(ctx context.Context, serial string, status store.IntermediateStatus) error
+	SetMeta(ctx context.Context, key, value string) error
+	AppendAudit(ctx context.Context, e store.AuditEntry) (store.AuditEntry, error)
+}
+
 // planFunc computes a command's plan from r.
-type planFunc func(ctx context.Context, r store.Reader) (*plan, error)
+type planFunc func(ctx context.Context, r rotationReader) (*plan, error)
 
 // errRootsChanged is returned when the plan computed inside the
 // transaction no longer matches the work done before it.
@@ -167,7 +195,7 @@ func (s *Service) applyTx(ctx context.Context, tx store.Tx, actor Actor, cmd com
 }
 
 // applyPlan makes p's changes in tx.
-func (s *Service) applyPlan(ctx context.Context, tx store.Tx, actor Actor, cmd command, p *plan, made *store.Root) error {
+func (s *Service) applyPlan(ctx context.Context, tx rotationWriter, actor Actor, cmd command, p *plan, made *store.Root) error {
 	now := s.now().UTC()
 	for _, m := range p.moves {
 		if !allowed(cmd, m.from, m.to) {

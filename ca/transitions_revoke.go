@@ -65,7 +65,7 @@ func (s *Service) revoke(ctx context.Context, actor Actor, req RevokeRequest) (P
 		}
 		made = &nr
 	}
-	return s.apply(ctx, actor, cmdRevoke, func(ctx context.Context, r store.Reader) (*plan, error) {
+	return s.apply(ctx, actor, cmdRevoke, func(ctx context.Context, r rotationReader) (*plan, error) {
 		p, err := s.planRevoke(ctx, r, req.RootID)
 		switch {
 		case err != nil:
@@ -89,7 +89,7 @@ type revokePlan struct {
 
 // planRevoke is the revocation of root id and of every root that
 // certified it through a cross certificate, read from r.
-func (s *Service) planRevoke(ctx context.Context, r store.Reader, id string) (revokePlan, error) {
+func (s *Service) planRevoke(ctx context.Context, r rotationReader, id string) (revokePlan, error) {
 	p := revokePlan{plan: &plan{res: PhaseResult{Phase: "revoke"}, bump: true, target: id}}
 	target, err := r.GetRoot(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {

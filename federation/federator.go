@@ -86,7 +86,7 @@ func (o FederatorOptions) withDefaults() FederatorOptions {
 // bundles (see bundle.Parse, plus a lower spiffe_sequence than the held
 // one) and never drops the last good bundle. Run it on one replica only.
 type Federator struct {
-	st   store.Store
+	st   Store
 	opts FederatorOptions
 	// fetchTimeout, when set, bounds a fetch below FetchTimeout (tests).
 	fetchTimeout time.Duration
@@ -105,7 +105,7 @@ type watcher struct {
 }
 
 // NewFederator returns a Federator over st. Start it with Run.
-func NewFederator(st store.Store, opts FederatorOptions) *Federator {
+func NewFederator(st Store, opts FederatorOptions) *Federator {
 	return &Federator{st: st, opts: opts.withDefaults(), resync: make(chan struct{}, 1), watchers: map[string]*watcher{}}
 }
 

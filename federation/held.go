@@ -32,7 +32,7 @@ const maxHeldCache = 1024
 // again, so that a bundle stored by an older meshroot, or written to the
 // store behind its back, is held to today's checks.
 type Held struct {
-	st  store.Reader
+	st  store.FederationReader
 	log *slog.Logger
 
 	mu    sync.Mutex
@@ -48,7 +48,7 @@ type heldEntry struct {
 }
 
 // NewHeld returns a Held over st (log nil: slog.Default()).
-func NewHeld(st store.Reader, log *slog.Logger) *Held {
+func NewHeld(st store.FederationReader, log *slog.Logger) *Held {
 	if log == nil {
 		log = slog.Default()
 	}

@@ -23,14 +23,13 @@ import (
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/server/authn"
-	"github.com/meshroot/meshroot/store"
 )
 
 // ServerConfig assembles a meshroot server.
 type ServerConfig struct {
 	Service *ca.Service
 	// Store is the service's store, for authentication (join tokens).
-	Store store.Store
+	Store authn.Store
 	// Listen is the gRPC TLS address of the Issuer service ("127.0.0.1:8443").
 	Listen string
 	// HTTPListen serves /healthz, /readyz and /metrics ("127.0.0.1:8080").

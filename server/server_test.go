@@ -24,12 +24,13 @@ import (
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/keys/disk"
 	"github.com/meshroot/meshroot/server"
+	"github.com/meshroot/meshroot/store"
 	"github.com/meshroot/meshroot/store/sqlite"
 )
 
 // testServer is a real server on 127.0.0.1 over a real SQLite store.
 type testServer struct {
-	st     *sqlite.Store
+	st     store.Store
 	srv    *server.Server
 	admin  meshrootv1.AdminClient
 	socket string

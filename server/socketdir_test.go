@@ -18,11 +18,12 @@ import (
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/keys/disk"
 	"github.com/meshroot/meshroot/server"
+	"github.com/meshroot/meshroot/store"
 	"github.com/meshroot/meshroot/store/sqlite"
 )
 
 // newServiceOnly is an authority over a fresh store, without a server.
-func newServiceOnly(t *testing.T) (*ca.Service, *sqlite.Store) {
+func newServiceOnly(t *testing.T) (*ca.Service, store.Store) {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := sqlite.Open(t.Context(), filepath.Join(dir, "meshroot.db"))

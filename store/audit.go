@@ -149,20 +149,11 @@ func (v *ChainVerifier) Finish(head *AuditHead) error {
 	return nil
 }
 
-// AuditRowVerifier is implemented by stores that check their whole audit
-// log in constant memory and say how many rows they checked.
-type AuditRowVerifier interface {
-	// VerifyAuditRows checks the audit log like AuditVerifier.VerifyAudit
-	// and returns the number of intact rows.
-	VerifyAuditRows(ctx context.Context) (int64, error)
-}
-
 // VerifyAuditLog checks st's audit log and returns how many rows it holds;
 // a broken chain is a *ChainError. It fails when st cannot verify its log.
-func VerifyAuditLog(ctx context.Context, st Reader) (int64, error) {
-	v, ok := st.(AuditRowVerifier)
-	if !ok {
+func VerifyAuditLog(ctx context.Context, st Store) (int64, error) {
+	if st.AuditVerifier == nil {
 		return 0, errors.New("this store cannot verify its audit log in constant memory: use the SQLite store")
 	}
-	return v.VerifyAuditRows(ctx)
+	return st.VerifyAuditRows(ctx)
 }

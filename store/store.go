@@ -8,6 +8,7 @@ package store
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 )
 
@@ -201,58 +202,57 @@ type FederationStatus struct {
 	NextAttempt time.Time
 }
 
-// Reader holds the read-only queries.
-type Reader interface {
+// The store's surface is split by concern into small interfaces, one
+// reader and one writer per concern, so that each consumer declares (in its
+// own package) only the methods it uses. Reader, Tx and Store below are
+// structs, not interfaces: they gather one implementation of every concern
+// and are what an implementation hands out (see Store).
+
+// RootReader reads the roots of trust and the trust bundle's sequence.
+type RootReader interface {
 	GetRoot(ctx context.Context, id string) (Root, error)
 	// ListRoots returns all roots, oldest first.
 	ListRoots(ctx context.Context) ([]Root, error)
-	GetCluster(ctx context.Context, name string) (Cluster, error)
-	// ListClusters returns all clusters ordered by name.
-	ListClusters(ctx context.Context) ([]Cluster, error)
-	GetIntermediate(ctx context.Context, serial string) (Intermediate, error)
-	// ListIntermediates returns the intermediates of cluster (all clusters
-	// when cluster is empty), oldest first.
-	ListIntermediates(ctx context.Context, cluster string) ([]Intermediate, error)
 	// BundleSequence returns the trust bundle's sequence number (0 before
 	// the first change).
 	BundleSequence(ctx context.Context) (uint64, error)
-	// ListAudit returns up to limit entries with Seq > afterSeq in Seq order
-	// (limit <= 0: all).
-	ListAudit(ctx context.Context, afterSeq int64, limit int) ([]AuditEntry, error)
-	// Meta returns a small named setting ("" and no error when unset).
-	Meta(ctx context.Context, key string) (string, error)
-	GetJoinToken(ctx context.Context, id string) (JoinToken, error)
-	GetFederationPeer(ctx context.Context, trustDomain string) (FederationPeer, error)
-	// ListFederationPeers returns every peer ordered by trust domain.
-	ListFederationPeers(ctx context.Context) ([]FederationPeer, error)
 }
 
-// Tx is a read-write transaction.
-type Tx interface {
-	Reader
+// RootWriter changes the roots of trust and the trust bundle's sequence
+// (root creation and rotation).
+type RootWriter interface {
 	CreateRoot(ctx context.Context, r Root) error
 	// UpdateRootState moves the root with id from state from to state to
 	// and sets StateChangedAt to at, in one conditional update. It fails
 	// with ErrNotFound when there is no such root and with ErrConflict when
 	// the root is not in state from (another writer changed it first).
 	UpdateRootState(ctx context.Context, id string, from, to RootState, at time.Time) error
-	CreateCluster(ctx context.Context, c Cluster) error
-	DeleteCluster(ctx context.Context, name string) error
-	CreateIntermediate(ctx context.Context, in Intermediate) error
-	UpdateIntermediateStatus(ctx context.Context, serial string, status IntermediateStatus) error
-	// SupersedeIntermediates marks every active intermediate of cluster
-	// superseded at at (SupersededAt) and returns how many there were.
-	SupersedeIntermediates(ctx context.Context, cluster string, at time.Time) (int, error)
-	// RevokeClusterIntermediates marks every intermediate of cluster that is
-	// not revoked yet revoked, and returns their serials, oldest first.
-	RevokeClusterIntermediates(ctx context.Context, cluster string) ([]string, error)
 	// IncrementBundleSequence adds one to the bundle sequence and returns it.
 	IncrementBundleSequence(ctx context.Context) (uint64, error)
-	// AppendAudit assigns Seq, PrevHash and Hash and appends e.
-	AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error)
-	SetMeta(ctx context.Context, key, value string) error
+}
+
+// ClusterReader reads the registered clusters.
+type ClusterReader interface {
+	GetCluster(ctx context.Context, name string) (Cluster, error)
+	// ListClusters returns all clusters ordered by name.
+	ListClusters(ctx context.Context) ([]Cluster, error)
+}
+
+// ClusterWriter registers, removes and updates clusters.
+type ClusterWriter interface {
+	CreateCluster(ctx context.Context, c Cluster) error
+	DeleteCluster(ctx context.Context, name string) error
 	// UpdateClusterStatus records what a cluster's agent reported.
 	UpdateClusterStatus(ctx context.Context, name string, st ClusterStatus) error
+}
+
+// JoinTokenReader reads the clusters' join tokens.
+type JoinTokenReader interface {
+	GetJoinToken(ctx context.Context, id string) (JoinToken, error)
+}
+
+// JoinTokenWriter creates, uses and expires the clusters' join tokens.
+type JoinTokenWriter interface {
 	// CreateJoinToken stores t; ErrNotFound when its cluster is unknown.
 	CreateJoinToken(ctx context.Context, t JoinToken) error
 	// UseJoinToken marks the token used at at. It fails with ErrNotFound
@@ -262,6 +262,38 @@ type Tx interface {
 	// DeleteExpiredJoinTokens removes tokens that expired before now and
 	// returns how many.
 	DeleteExpiredJoinTokens(ctx context.Context, now time.Time) (int, error)
+}
+
+// IntermediateReader reads the issued cluster intermediates.
+type IntermediateReader interface {
+	GetIntermediate(ctx context.Context, serial string) (Intermediate, error)
+	// ListIntermediates returns the intermediates of cluster (all clusters
+	// when cluster is empty), oldest first.
+	ListIntermediates(ctx context.Context, cluster string) ([]Intermediate, error)
+}
+
+// IntermediateWriter records issued intermediates and their status.
+type IntermediateWriter interface {
+	CreateIntermediate(ctx context.Context, in Intermediate) error
+	UpdateIntermediateStatus(ctx context.Context, serial string, status IntermediateStatus) error
+	// SupersedeIntermediates marks every active intermediate of cluster
+	// superseded at at (SupersededAt) and returns how many there were.
+	SupersedeIntermediates(ctx context.Context, cluster string, at time.Time) (int, error)
+	// RevokeClusterIntermediates marks every intermediate of cluster that is
+	// not revoked yet revoked, and returns their serials, oldest first.
+	RevokeClusterIntermediates(ctx context.Context, cluster string) ([]string, error)
+}
+
+// FederationReader reads the federation peers and their held bundles.
+type FederationReader interface {
+	GetFederationPeer(ctx context.Context, trustDomain string) (FederationPeer, error)
+	// ListFederationPeers returns every peer ordered by trust domain.
+	ListFederationPeers(ctx context.Context) ([]FederationPeer, error)
+}
+
+// FederationWriter adds and removes federation peers and records what
+// their watchers fetched.
+type FederationWriter interface {
 	// CreateFederationPeer adds p (with its bootstrap bundle, if any).
 	CreateFederationPeer(ctx context.Context, p FederationPeer) error
 	DeleteFederationPeer(ctx context.Context, trustDomain string) error
@@ -271,18 +303,83 @@ type Tx interface {
 	UpdateFederationStatus(ctx context.Context, trustDomain string, st FederationStatus) error
 }
 
-// Store is a persistent store.
-type Store interface {
-	Reader
+// AuditReader reads the audit log.
+type AuditReader interface {
+	// ListAudit returns up to limit entries with Seq > afterSeq in Seq order
+	// (limit <= 0: all).
+	ListAudit(ctx context.Context, afterSeq int64, limit int) ([]AuditEntry, error)
+}
+
+// AuditWriter appends to the audit log.
+type AuditWriter interface {
+	// AppendAudit assigns Seq, PrevHash and Hash and appends e.
+	AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error)
+}
+
+// MetaReader reads small named settings.
+type MetaReader interface {
+	// Meta returns a small named setting ("" and no error when unset).
+	Meta(ctx context.Context, key string) (string, error)
+}
+
+// MetaWriter sets small named settings.
+type MetaWriter interface {
+	SetMeta(ctx context.Context, key, value string) error
+}
+
+// Updater runs read-write transactions.
+type Updater interface {
 	// Update runs fn in one transaction: either all its writes land or,
 	// when fn or the commit fails, none do.
 	Update(ctx context.Context, fn func(tx Tx) error) error
-	Close() error
 }
 
-// AuditVerifier is implemented by stores that can check their audit chain.
+// Reader holds every read-only query, one interface per concern. Its
+// methods are promoted, so a Reader satisfies any interface made of reader
+// methods. An implementation sets every field (usually to one value).
+type Reader struct {
+	RootReader
+	ClusterReader
+	JoinTokenReader
+	IntermediateReader
+	FederationReader
+	AuditReader
+	MetaReader
+}
+
+// Tx is a read-write transaction, handed to the fn of Update: the reads
+// (which see the transaction's own writes) and one writer per concern. Its
+// methods are promoted, so a Tx satisfies any interface made of store
+// methods; pass it on as the narrowest one that works.
+type Tx struct {
+	Reader
+	RootWriter
+	ClusterWriter
+	JoinTokenWriter
+	IntermediateWriter
+	FederationWriter
+	AuditWriter
+	MetaWriter
+}
+
+// Store is an open store, as an implementation hands it out (sqlite.Open):
+// reads outside any transaction, Update, audit verification and Close.
+// Every field must be set; the conformance suite in storetest checks it.
+// Consumers that need only some of it declare their own small interface,
+// which a Store satisfies.
+type Store struct {
+	Reader
+	Updater
+	AuditVerifier
+	io.Closer
+}
+
+// AuditVerifier checks a store's audit chain.
 type AuditVerifier interface {
 	// VerifyAudit checks the whole audit log with VerifyChain against the
 	// head the store recorded, returning a *ChainError when it is broken.
 	VerifyAudit(ctx context.Context) error
+	// VerifyAuditRows checks the audit log like VerifyAudit, in constant
+	// memory, and returns the number of intact rows.
+	VerifyAuditRows(ctx context.Context) (int64, error)
 }

@@ -1,9 +1,9 @@
 // Package adminclient is the client of meshroot's admin API. Its Client
-// implements ca.Admin, the same interface as the authority itself, so the
-// CLI writes each command once and runs it against the server (through
-// this client) or against a data dir (on a *ca.Service).
+// implements every interface of ca.Admin, as the authority itself does, so
+// the CLI writes each command once and runs it against the server (through
+// Client.Admin) or against a data dir (through ca.Service.Admin).
 //
-// Adding a verb: the method on ca.Admin and *ca.Service, the rpc in
+// Adding a verb: the method on its ca.Admin interface and *ca.Service, the rpc in
 // api/meshroot/v1/admin.proto with its server method (server/admin*.go),
 // the conversion of any new message (api/wire), a method here, and the CLI
 // command. The methods here are one call each: see call.
@@ -29,12 +29,15 @@ type Client struct {
 	c meshrootv1.AdminClient
 }
 
-var _ ca.Admin = (*Client)(nil)
-
 // New returns a client over cc, typically a connection to the server's
 // admin unix socket.
 func New(cc grpc.ClientConnInterface) *Client {
 	return &Client{c: meshrootv1.NewAdminClient(cc)}
+}
+
+// Admin returns c as the authority's administrative surface.
+func (c *Client) Admin() ca.Admin {
+	return ca.Admin{RootAdmin: c, ClusterAdmin: c, AuditAdmin: c, FederationAdmin: c, PolicyAdmin: c}
 }
 
 // call makes one rpc and converts its answer.

@@ -199,8 +199,8 @@ func describe(d ca.ClusterDetail) string {
 func TestClientAnswersAsTheAuthority(t *testing.T) {
 	local, _ := newAuthority(t, t.TempDir())
 	local.SetJoinTokenMinter(authn.NewJoinToken)
-	want, localErr := script(t, local)
-	got, remoteErr := script(t, remote(t))
+	want, localErr := script(t, local.Admin())
+	got, remoteErr := script(t, remote(t).Admin())
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("through the admin API:\n%+v\non the authority:\n%+v", got, want)
 	}
@@ -217,5 +217,17 @@ func TestClientAnswersAsTheAuthority(t *testing.T) {
 	}
 	if status.Code(remoteErr) != codes.FailedPrecondition {
 		t.Errorf("refresh through a server without watchers: %v, want FailedPrecondition", remoteErr)
+	}
+}
+
+// TestClientAdminComplete: the client fills every concern of ca.Admin, so no
+// verb panics on a nil interface through the socket.
+func TestClientAdminComplete(t *testing.T) {
+	a := adminclient.New(nil).Admin()
+	v := reflect.ValueOf(a)
+	for i := range v.NumField() {
+		if v.Field(i).IsNil() {
+			t.Errorf("Client.Admin leaves %s unset", v.Type().Field(i).Name)
+		}
 	}
 }

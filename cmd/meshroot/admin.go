@@ -59,15 +59,15 @@ func (g *globals) admin(cmd *cobra.Command, withKeys, create bool) (ca.Admin, fu
 	if g.dataDirSet(cmd) {
 		svc, closeFn, err := g.openService(cmd.Context(), withKeys, create)
 		if err != nil {
-			return nil, nil, err
+			return ca.Admin{}, nil, err
 		}
-		return svc, closeFn, nil
+		return svc.Admin(), closeFn, nil
 	}
 	conn, err := dialAdmin(g.socket)
 	if err != nil {
-		return nil, nil, err
+		return ca.Admin{}, nil, err
 	}
-	return adminclient.New(conn), func() { _ = conn.Close() }, nil
+	return adminclient.New(conn).Admin(), func() { _ = conn.Close() }, nil
 }
 
 // local opens the data dir's authority for verbs that only work there

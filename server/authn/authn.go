@@ -128,10 +128,23 @@ const (
 	defaultJWKSCacheTTL      = 5 * time.Minute
 )
 
+// Store is what authentication reads and writes in meshroot's state: the
+// registered clusters, the join tokens (used once, in a transaction) and
+// the issued intermediates that mTLS requesters present.
+type Store interface {
+	GetCluster(ctx context.Context, name string) (store.Cluster, error)
+	GetJoinToken(ctx context.Context, id string) (store.JoinToken, error)
+	GetIntermediate(ctx context.Context, serial string) (store.Intermediate, error)
+	// Meta reads the stored policy (the superseded-renewal grace).
+	Meta(ctx context.Context, key string) (string, error)
+	// Update runs UseJoinToken in a transaction.
+	Update(ctx context.Context, fn func(tx store.Tx) error) error
+}
+
 // Authenticator authenticates requesters against the clusters registered in
 // a store. It is safe for concurrent use.
 type Authenticator struct {
-	st    store.Store
+	st    Store
 	now   func() time.Time
 	roots func(ctx context.Context) ([]*x509.Certificate, error)
 
@@ -146,7 +159,7 @@ type Authenticator struct {
 
 // New returns an Authenticator over the clusters, join tokens and
 // intermediates in st.
-func New(st store.Store, opts Options) *Authenticator {
+func New(st Store, opts Options) *Authenticator {
 	a := &Authenticator{
 		st:          st,
 		now:         opts.Now,

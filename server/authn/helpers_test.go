@@ -62,7 +62,7 @@ func addCluster(t testing.TB, st store.Store, c store.Cluster) {
 }
 
 // update runs fn in a transaction and fails the test on error.
-func update(t testing.TB, st store.Store, fn func(ctx context.Context, tx store.Tx) error) {
+func update(t testing.TB, st store.Updater, fn func(ctx context.Context, tx store.Tx) error) {
 	t.Helper()
 	ctx := context.Background()
 	if err := st.Update(ctx, func(tx store.Tx) error { return fn(ctx, tx) }); err != nil {

@@ -3,6 +3,8 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+
+	"github.com/meshroot/meshroot/store"
 )
 
 // querier is what *sql.DB and *sql.Tx have in common, so that the same
@@ -13,14 +15,37 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// reader implements store.Reader on a querier.
+// reader implements every reader interface of package store on a querier.
 type reader struct {
 	q querier
 }
 
-// tx implements store.Tx on a write transaction.
+// tx implements every reader and writer interface of package store on a
+// write transaction.
 type tx struct {
 	reader
+}
+
+// asStore returns s as a store.Store: its readers on the reader pool.
+func (s *Store) asStore() store.Store {
+	return store.Store{Reader: s.reader.readers(), Updater: s, AuditVerifier: s, Closer: s}
+}
+
+// readers returns r as every concern's reader.
+func (r *reader) readers() store.Reader {
+	return store.Reader{
+		RootReader: r, ClusterReader: r, JoinTokenReader: r, IntermediateReader: r,
+		FederationReader: r, AuditReader: r, MetaReader: r,
+	}
+}
+
+// asTx returns t as the store.Tx that Update hands to its fn.
+func (t *tx) asTx() store.Tx {
+	return store.Tx{
+		Reader:     t.reader.readers(),
+		RootWriter: t, ClusterWriter: t, JoinTokenWriter: t, IntermediateWriter: t,
+		FederationWriter: t, AuditWriter: t, MetaWriter: t,
+	}
 }
 
 // scanner is what *sql.Row and *sql.Rows have in common.

@@ -37,8 +37,8 @@ import (
 // driverName is the database/sql driver name modernc.org/sqlite registers.
 const driverName = "sqlite"
 
-// Store is a store.Store backed by a SQLite database file. Create it with
-// Open and release it with Close. It is safe for concurrent use.
+// Store is meshroot's state in a SQLite database file; Open hands it out as
+// a store.Store. Release it with Close. It is safe for concurrent use.
 type Store struct {
 	reader // Reader methods, on the reader pool
 
@@ -53,18 +53,22 @@ type Store struct {
 	writerDone chan struct{}
 }
 
-var (
-	_ store.Store         = (*Store)(nil)
-	_ store.AuditVerifier = (*Store)(nil)
-)
-
 // Open opens the database file at path, creating it (and its parent
 // directory, mode 0700) when missing, and brings its schema up to date.
 // The database file is made mode 0600.
 //
 // Open fails when the database was written by a newer meshroot whose schema
 // this one does not know.
-func Open(ctx context.Context, path string) (*Store, error) {
+func Open(ctx context.Context, path string) (store.Store, error) {
+	s, err := open(ctx, path)
+	if err != nil {
+		return store.Store{}, err
+	}
+	return s.asStore(), nil
+}
+
+// open is Open, returning the SQLite store itself.
+func open(ctx context.Context, path string) (*Store, error) {
 	abs, err := prepareFiles(path)
 	if err != nil {
 		return nil, err
@@ -258,7 +262,7 @@ func runFn(r *writeReq, sqlTx *sql.Tx) (res writeResult) {
 			res = writeResult{panicked: true, panicVal: p}
 		}
 	}()
-	return writeResult{err: r.fn(&tx{reader: reader{q: sqlTx}})}
+	return writeResult{err: r.fn((&tx{reader: reader{q: sqlTx}}).asTx())}
 }
 
 // Close closes the database. It waits for queries in progress to finish.

@@ -18,16 +18,21 @@ import (
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
-		return openTest(t, filepath.Join(t.TempDir(), "meshroot.db"))
+		s, err := Open(t.Context(), filepath.Join(t.TempDir(), "meshroot.db"))
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
 	})
 }
 
 // openTest opens the store at path and closes it at the end of the test.
 func openTest(t *testing.T, path string) *Store {
 	t.Helper()
-	s, err := Open(t.Context(), path)
+	s, err := open(t.Context(), path)
 	if err != nil {
-		t.Fatalf("Open: %v", err)
+		t.Fatalf("open: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
@@ -246,7 +251,7 @@ func appliedMigrations(t *testing.T, q querier) []string {
 func TestReopenKeepsStateAndSchema(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "meshroot.db")
-	s, err := Open(ctx, path)
+	s, err := open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func createFederationPeers(t *testing.T, s store.Store, peers ...store.Federatio
 
 // getFederationPeer returns the peer for trustDomain, failing the test when
 // there is none.
-func getFederationPeer(t *testing.T, r store.Reader, trustDomain string) store.FederationPeer {
+func getFederationPeer(t *testing.T, r store.FederationReader, trustDomain string) store.FederationPeer {
 	t.Helper()
 	p, err := r.GetFederationPeer(ctx(t), trustDomain)
 	if err != nil {

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"sync"
@@ -231,4 +232,12 @@ func testDeleteClusterDeletesJoinTokens(t *testing.T, s store.Store) {
 	// The name and the token ids can be used again.
 	createClusters(t, s, "east")
 	createJoinTokens(t, s, sampleJoinToken("e1", "east", base))
+}
+
+func checkJoinToken(t *testing.T, got, want store.JoinToken) {
+	t.Helper()
+	if got.ID != want.ID || got.Cluster != want.Cluster || !bytes.Equal(got.SecretHash, want.SecretHash) ||
+		!got.CreatedAt.Equal(want.CreatedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) || !got.UsedAt.Equal(want.UsedAt) {
+		t.Errorf("join token mismatch:\n got %+v\nwant %+v", got, want)
+	}
 }

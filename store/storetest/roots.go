@@ -1,7 +1,9 @@
 package storetest
 
 import (
+	"bytes"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,5 +103,121 @@ func testConcurrentUpdateRootState(t *testing.T, s store.Store) {
 		if want := base.Add(time.Duration(winner+1) * time.Second); got.State != to[winner%2] || !got.StateChangedAt.Equal(want) {
 			t.Errorf("root %s = %s at %v, want the winner's (goroutine %d) %s at %v", id, got.State, got.StateChangedAt, winner, to[winner%2], want)
 		}
+	}
+}
+
+func sampleRoot(id string, createdAt time.Time) store.Root {
+	return store.Root{
+		ID:          id,
+		TrustDomain: "example.org",
+		State:       store.RootActive,
+		KeyRef:      "key-" + id,
+		ChainPEM:    []byte("-----BEGIN CERTIFICATE-----\n" + id + "\n-----END CERTIFICATE-----\n"),
+		NotAfter:    createdAt.Add(365 * 24 * time.Hour),
+		CreatedAt:   createdAt,
+		// Every field set, so that round trips check them all.
+		CrossPEM:      []byte("-----BEGIN CERTIFICATE-----\ncross-" + id + "\n-----END CERTIFICATE-----\n"),
+		AddedSequence: 7,
+	}
+}
+
+func testRoots(t *testing.T, s store.Store) {
+	want := sampleRoot("r1", base)
+	update(t, s, func(tx store.Tx) error { return tx.CreateRoot(ctx(t), want) })
+
+	got, err := s.GetRoot(ctx(t), "r1")
+	if err != nil {
+		t.Fatalf("GetRoot: %v", err)
+	}
+	checkRoot(t, got, want)
+
+	_, err = s.GetRoot(ctx(t), "missing")
+	wantErr(t, "GetRoot(missing)", err, store.ErrNotFound, "missing")
+
+	err = s.Update(ctx(t), func(tx store.Tx) error { return tx.CreateRoot(ctx(t), sampleRoot("r1", base)) })
+	wantErr(t, "CreateRoot(duplicate)", err, store.ErrAlreadyExists, "r1")
+}
+
+func testRootsOldestFirst(t *testing.T, s store.Store) {
+	// Inserted newest first. The whole-second time and the times around it
+	// catch implementations that sort times as trimmed RFC 3339 text.
+	whole := base.Truncate(time.Second)
+	roots := []store.Root{
+		sampleRoot("c", whole.Add(2*time.Second)),
+		sampleRoot("b", whole.Add(500*time.Millisecond)),
+		sampleRoot("a", whole),
+		sampleRoot("z", whole.Add(-time.Nanosecond)),
+	}
+	update(t, s, func(tx store.Tx) error {
+		for _, r := range roots {
+			if err := tx.CreateRoot(ctx(t), r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	got, err := s.ListRoots(ctx(t))
+	if err != nil {
+		t.Fatalf("ListRoots: %v", err)
+	}
+	if ids := rootIDs(got); ids != "z,a,b,c" {
+		t.Fatalf("ListRoots order = %s, want z,a,b,c (oldest CreatedAt first)", ids)
+	}
+	for i, want := range []store.Root{roots[3], roots[2], roots[1], roots[0]} {
+		checkRoot(t, got[i], want)
+	}
+}
+
+func testBundleSequence(t *testing.T, s store.Store) {
+	if n, err := s.BundleSequence(ctx(t)); err != nil || n != 0 {
+		t.Fatalf("BundleSequence of a new store = %d, %v; want 0", n, err)
+	}
+	var want uint64
+	for range 3 {
+		want++
+		update(t, s, func(tx store.Tx) error {
+			n, err := tx.IncrementBundleSequence(ctx(t))
+			if err != nil {
+				return err
+			}
+			if n != want {
+				t.Errorf("IncrementBundleSequence = %d, want %d", n, want)
+			}
+			return nil
+		})
+	}
+	update(t, s, func(tx store.Tx) error {
+		for range 2 {
+			want++
+			n, err := tx.IncrementBundleSequence(ctx(t))
+			if err != nil {
+				return err
+			}
+			if n != want {
+				t.Errorf("IncrementBundleSequence (same transaction) = %d, want %d", n, want)
+			}
+		}
+		return nil
+	})
+	if n, err := s.BundleSequence(ctx(t)); err != nil || n != want {
+		t.Errorf("BundleSequence = %d, %v; want %d", n, err, want)
+	}
+}
+
+func rootIDs(roots []store.Root) string {
+	ids := make([]string, len(roots))
+	for i, r := range roots {
+		ids[i] = r.ID
+	}
+	return strings.Join(ids, ",")
+}
+
+func checkRoot(t *testing.T, got, want store.Root) {
+	t.Helper()
+	if got.ID != want.ID || got.TrustDomain != want.TrustDomain || got.State != want.State ||
+		got.KeyRef != want.KeyRef || !bytes.Equal(got.ChainPEM, want.ChainPEM) ||
+		!got.NotAfter.Equal(want.NotAfter) || !got.CreatedAt.Equal(want.CreatedAt) ||
+		!bytes.Equal(got.CrossPEM, want.CrossPEM) || got.AddedSequence != want.AddedSequence || !got.StateChangedAt.Equal(want.StateChangedAt) {
+		t.Errorf("root mismatch:\n got %+v\nwant %+v", got, want)
 	}
 }
