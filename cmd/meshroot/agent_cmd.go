@@ -42,7 +42,9 @@ renewing). The intermediate key is generated here and never leaves the
 cluster; the server signs a CSR. The cacerts Secret is written in one atomic
 create or update. Renewal happens at 2/3 of the lifetime, presenting the
 current intermediate; trust bundle changes are followed as they happen.
-While the server is unreachable nothing in the cluster changes.`,
+It reports its status to the server at least every 10 minutes. While the
+server is unreachable nothing in the cluster changes. --metrics-addr serves
+Prometheus metrics (docs/observability.md).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runAgent(cmd, f) },
 	}
