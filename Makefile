@@ -33,6 +33,8 @@ test-deps:
 	@missing=""; \
 	  command -v openssl >/dev/null || missing="$$missing openssl"; \
 	  [ -e /usr/lib/softhsm/libsofthsm2.so ] || missing="$$missing softhsm2"; \
+	  command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	  command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
 	  if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; fi
 

@@ -66,6 +66,7 @@ type Config struct {
 	RenewFraction float64
 	// MaxBackoff caps the wait between failed attempts (default 5m).
 	MaxBackoff time.Duration
+	Metrics    *Metrics // nil: no metrics
 	Log        *slog.Logger
 	Now        func() time.Time
 }
@@ -195,7 +196,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Warn("reconcile failed; retrying", "error", err, "in", wait.Round(time.Millisecond))
 		default:
 			b.reset()
-			wait = time.Until(next)
+			wait = min(time.Until(next), StatusReportInterval)
 			a.log.Info("cacerts current", "renew_at", next.UTC().Format(time.RFC3339))
 		}
 		select {
@@ -225,6 +226,7 @@ func (a *Agent) watch(ctx context.Context, changed chan<- struct{}) {
 					break
 				}
 				b.reset()
+				a.cfg.Metrics.watching()
 				a.mu.Lock()
 				// Any difference counts: federated bundles and the active
 				// root change without the sequence.
@@ -244,6 +246,7 @@ func (a *Agent) watch(ctx context.Context, changed chan<- struct{}) {
 		if ctx.Err() != nil {
 			return
 		}
+		a.cfg.Metrics.watchLost()
 		wait := b.next()
 		a.log.Warn("trust bundle watch interrupted; reconnecting", "error", err, "in", wait.Round(time.Millisecond))
 		select {
@@ -267,8 +270,10 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 	now := a.cfg.Now()
 	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
 	if err != nil {
+		a.cfg.Metrics.failed(ErrKindSecretRead)
 		return time.Time{}, err
 	}
+	a.observe(cur)
 	if cur.Secret != nil && !cur.ManagedByMeshroot() && !a.cfg.Adopt {
 		return time.Time{}, permanent(&ca.PolicyError{Err: fmt.Errorf("Secret %s/%s exists and is not managed by meshroot: delete it, or pass --adopt to replace it", a.cfg.Secret.Namespace, a.cfg.Secret.Name)})
 	}
@@ -302,6 +307,7 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 		}
 	}
 	if deliverErr != nil {
+		a.cfg.Metrics.failed(ErrKindFederated)
 		return time.Time{}, deliverErr
 	}
 	return next, nil
@@ -315,6 +321,7 @@ func (a *Agent) report(ctx context.Context, now time.Time) bool {
 	if err != nil || cur.CACerts == nil || cur.Secret == nil {
 		return false
 	}
+	a.observe(cur)
 	req := &meshrootv1.ReportStatusRequest{
 		Cluster: a.cfg.Cluster, BundleSequence: appliedSequence(cur), IntermediateSerial: ca.SerialHex(cur.CACerts.Cert.SerialNumber),
 	}
@@ -330,10 +337,12 @@ func (a *Agent) report(ctx context.Context, now time.Time) bool {
 		}
 	}
 	if err != nil {
+		a.cfg.Metrics.failed(ErrKindReport)
 		a.log.Warn("status report failed; will retry", "error", status.Convert(err).Message())
 		return false
 	}
 	a.log.Debug("status reported", "bundle_sequence", req.BundleSequence, "serial", req.IntermediateSerial)
+	a.cfg.Metrics.reported(now)
 	return true
 }
 
@@ -347,6 +356,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		a.log.Info("requesting intermediate", "reason", reason)
 		issued, key, err := a.issue(ctx, cur, now)
 		if err != nil {
+			a.cfg.Metrics.failed(ErrKindIssue)
 			return time.Time{}, err
 		}
 		cacerts = issued.CACerts(key)
@@ -369,8 +379,10 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		Secret: a.cfg.Secret, Format: a.cfg.Format, Restart: a.cfg.Restart,
 		IstiodDeployment: a.cfg.IstiodDeployment, Adopt: a.cfg.Adopt, Log: a.log,
 	}, now); err != nil {
+		a.cfg.Metrics.failed(ErrKindSecretWrite)
 		return time.Time{}, err
 	}
+	a.cfg.Metrics.wrote(now)
 	if annotations[AnnotationIssuedAt] == "" && cur.Secret != nil {
 		annotations = cur.Secret.Annotations // a roots-only update keeps them
 	}

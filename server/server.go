@@ -49,6 +49,9 @@ type ServerConfig struct {
 	BundlePoll time.Duration
 	// Registry receives the server's metrics (default: a new registry).
 	Registry *prometheus.Registry
+	// FleetCacheTTL is how long one reading of the store serves the fleet
+	// metrics (0: DefaultFleetCacheTTL; negative: read at every scrape).
+	FleetCacheTTL time.Duration
 	// Federation, when set, lets `meshroot federation refresh` reach the
 	// federation watchers.
 	Federation Refresher
@@ -102,6 +105,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if err := Register(cfg.Registry); err != nil {
 		return nil, fmt.Errorf("server: metrics: %w", err)
+	}
+	if err := cfg.Registry.Register(NewFleetCollector(cfg.Store, cfg.FleetCacheTTL, cfg.Log)); err != nil {
+		return nil, fmt.Errorf("server: fleet metrics (one server per registry): %w", err)
 	}
 	s := &Server{cfg: cfg, ready: make(chan struct{})}
 	s.hub = cfg.Hub

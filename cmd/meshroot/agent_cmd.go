@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -24,6 +26,7 @@ type agentFlags struct {
 	server, serverCA, cluster, joinToken, tokenFile string
 	kubeconfig, kubeContext, namespace, secretName  string
 	format, keyType, restart, istiod                string
+	metricsAddr                                     string
 	ttl, timeout                                    time.Duration
 	renewFraction                                   float64
 	once, adopt, meshConfig                         bool
@@ -39,7 +42,9 @@ renewing). The intermediate key is generated here and never leaves the
 cluster; the server signs a CSR. The cacerts Secret is written in one atomic
 create or update. Renewal happens at 2/3 of the lifetime, presenting the
 current intermediate; trust bundle changes are followed as they happen.
-While the server is unreachable nothing in the cluster changes.`,
+It reports its status to the server at least every 10 minutes. While the
+server is unreachable nothing in the cluster changes. --metrics-addr serves
+Prometheus metrics (docs/observability.md).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runAgent(cmd, f) },
 	}
@@ -63,6 +68,7 @@ While the server is unreachable nothing in the cluster changes.`,
 	fl.BoolVar(&f.once, "once", false, "make sure cacerts is current, then exit (for a Job)")
 	fl.BoolVar(&f.adopt, "adopt", false, "replace a cacerts Secret that meshroot did not create")
 	fl.BoolVar(&f.meshConfig, "mesh-config", false, "also keep a caCertificates entry per federated trust domain in the istio ConfigMap's mesh config")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. :9090 in a Pod or 127.0.0.1:9090 on a host (default: off)")
 	return cmd
 }
 
@@ -96,18 +102,22 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	metrics, err := serveAgentMetrics(ctx, f.metricsAddr, f.cluster, log)
+	if err != nil {
+		return err
+	}
 	a, err := agent.New(agent.Config{
 		Server: f.server, ServerCA: caPEM, Cluster: f.cluster, JoinToken: f.joinToken, TokenFile: f.tokenFile,
 		Kube: kube, Secret: agent.SecretRef{Namespace: f.namespace, Name: f.secretName}, Format: format, KeyType: kt,
 		TTL: f.ttl, Restart: restart, IstiodDeployment: f.istiod, Adopt: f.adopt, Log: log, RenewFraction: f.renewFraction,
-		MeshConfig: meshConfigName(f.meshConfig),
+		MeshConfig: meshConfigName(f.meshConfig), Metrics: metrics,
 	})
 	if err != nil {
 		return usageError{err}
 	}
 	defer a.Close()
-	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	if f.once {
 		ctx, cancel := context.WithTimeout(ctx, f.timeout)
 		defer cancel()
@@ -153,4 +163,29 @@ func meshConfigName(on bool) string {
 		return "istio"
 	}
 	return ""
+}
+
+// serveAgentMetrics serves the agent's metrics (and the Go runtime's) on
+// addr until ctx ends; with no addr it serves nothing and returns nil.
+func serveAgentMetrics(ctx context.Context, addr, cluster string, log *slog.Logger) (*agent.Metrics, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := agent.NewMetrics(reg, cluster)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := agent.ListenMetrics(addr, reg)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	log.Info("serving metrics", "url", "http://"+srv.Addr()+"/metrics")
+	go func() {
+		if err := srv.Serve(ctx); err != nil {
+			log.Error("metrics endpoint stopped", "error", err)
+		}
+	}()
+	return m, nil
 }

@@ -280,6 +280,12 @@ type server struct {
 // ready, and writes the trust bundle agents use to verify it.
 func startServer(t *testing.T, configYAML string) *server {
 	t.Helper()
+	return startServerInit(t, configYAML)
+}
+
+// startServerInit is startServer with extra `root init` arguments.
+func startServerInit(t *testing.T, configYAML string, initArgs ...string) *server {
+	t.Helper()
 	// A unix socket path must be short (< 108 bytes): t.TempDir's may not be.
 	sockDir, err := os.MkdirTemp("", "mr")
 	if err != nil {
@@ -296,7 +302,7 @@ func startServer(t *testing.T, configYAML string) *server {
 		s.config = writeFile(t, dir, "config.yaml", []byte(configYAML))
 	}
 	s.start()
-	s.cli("root", "init", "--trust-domain", trustDomain)
+	s.cli(append([]string{"root", "init", "--trust-domain", trustDomain}, initArgs...)...)
 	s.waitReady()
 	if err := os.WriteFile(s.caPEM, []byte(s.cli("bundle", "show", "-o", "pem")), 0o644); err != nil {
 		t.Fatal(err)

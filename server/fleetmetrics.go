@@ -1,0 +1,235 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/store"
+)
+
+// Rotation phases exported by meshroot_rotation_phase: where the trust
+// domain is between `meshroot root prepare`, `activate` and `retire`.
+const (
+	// PhaseNone: one active root, no rotation under way (next: prepare).
+	PhaseNone = "none"
+	// PhasePrepared: a new root is in the bundle, not signing yet (next:
+	// activate).
+	PhasePrepared = "prepared"
+	// PhaseActivated: the new root signs, the old one is retiring but
+	// still trusted (next: retire).
+	PhaseActivated = "activated"
+)
+
+// DefaultFleetCacheTTL is how long one reading of the store serves
+// scrapes: several Prometheus servers scraping at once cost one reading.
+const DefaultFleetCacheTTL = 5 * time.Second
+
+// fleetReadTimeout bounds one reading of the store during a scrape.
+const fleetReadTimeout = 10 * time.Second
+
+func fleetDesc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("meshroot_"+name, help, labels, nil)
+}
+
+// The fleet's series: one per cluster, per root in the trust bundle, per
+// federation peer; never one per certificate issued.
+var (
+	descClusterInfo = fleetDesc("cluster_info",
+		"Always 1: a registered cluster, its trust domain and the root of the intermediate it last reported running (root_id empty before the first report).",
+		"cluster", "trust_domain", "root_id")
+	descClusterExpiry = fleetDesc("cluster_intermediate_expiry_timestamp_seconds",
+		"NotAfter of the intermediate the cluster last reported running, in seconds since the epoch (absent before the first report).", "cluster")
+	descClusterSequence = fleetDesc("cluster_bundle_sequence",
+		"Trust bundle sequence the cluster last reported applied.", "cluster")
+	descClusterContact = fleetDesc("cluster_last_contact_timestamp_seconds",
+		"When the cluster's agent last reported its status, in seconds since the epoch (absent if it never did).", "cluster")
+	descClusterRegistered = fleetDesc("cluster_registered_timestamp_seconds",
+		"When the cluster was registered, in seconds since the epoch.", "cluster")
+	descClusterQuarantined = fleetDesc("cluster_quarantined",
+		"1 when the cluster is quarantined (its renewals refused), else 0.", "cluster")
+	descRootExpiry = fleetDesc("root_expiry_timestamp_seconds",
+		"Earliest NotAfter in the chain of a root in the trust bundle (its signing authority and every CA above it), in seconds since the epoch.",
+		"root_id", "trust_domain")
+	descRootState = fleetDesc("root_state",
+		"Always 1: the state of a root in the trust bundle (prepared, active or retiring).", "root_id", "trust_domain", "state")
+	descRootStateChanged = fleetDesc("root_state_changed_timestamp_seconds",
+		"When a root in the trust bundle entered its current state, in seconds since the epoch.", "root_id", "trust_domain")
+	descRotationPhase = fleetDesc("rotation_phase",
+		"Always 1: the root rotation phase (none, prepared or activated).", "phase")
+	descRotationSince = fleetDesc("rotation_phase_started_timestamp_seconds",
+		"When the current rotation phase began, in seconds since the epoch.", "phase")
+	descPeerSuccess = fleetDesc("federation_peer_last_success_timestamp_seconds",
+		"When the peer's bundle endpoint was last fetched successfully, in seconds since the epoch (absent if never).", "trust_domain")
+	descPeerAttempt = fleetDesc("federation_peer_last_attempt_timestamp_seconds",
+		"When the peer's bundle endpoint was last tried, in seconds since the epoch (absent if never).", "trust_domain")
+	descPeerCreated = fleetDesc("federation_peer_created_timestamp_seconds",
+		"When the federation peer was registered, in seconds since the epoch.", "trust_domain")
+	descPeerSequence = fleetDesc("federation_peer_bundle_sequence",
+		"spiffe_sequence of the peer's bundle held in the store (0 when absent or none held).", "trust_domain")
+	descFleetOK = fleetDesc("fleet_collect_success",
+		"1 when the last reading of the store for the fleet metrics succeeded, 0 when it failed (the other fleet series are then missing).")
+)
+
+// FleetCollector exports, read from the store at scrape time, what expires
+// when across the fleet: each cluster's intermediate, each root, the
+// rotation phase, each federation peer's freshness. One reading serves
+// the scrapes of the next cacheTTL.
+type FleetCollector struct {
+	st       store.Reader
+	cacheTTL time.Duration
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu     sync.Mutex
+	at     time.Time
+	cached []prometheus.Metric
+}
+
+// NewFleetCollector returns a collector over st; cacheTTL 0 takes
+// DefaultFleetCacheTTL, a negative one reads the store at every scrape.
+func NewFleetCollector(st store.Reader, cacheTTL time.Duration, log *slog.Logger) *FleetCollector {
+	if cacheTTL == 0 {
+		cacheTTL = DefaultFleetCacheTTL
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &FleetCollector{st: st, cacheTTL: cacheTTL, log: log, now: time.Now}
+}
+
+// Describe sends the descriptors of every fleet series.
+func (c *FleetCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descClusterInfo, descClusterExpiry, descClusterSequence, descClusterContact,
+		descClusterRegistered, descClusterQuarantined, descRootExpiry, descRootState, descRootStateChanged,
+		descRotationPhase, descRotationSince, descPeerSuccess, descPeerAttempt, descPeerCreated, descPeerSequence, descFleetOK} {
+		ch <- d
+	}
+}
+
+// Collect sends the fleet series, reading the store when the cached
+// reading is older than the cache TTL. A failed reading is logged and
+// exported as meshroot_fleet_collect_success 0, so that the rest of the
+// scrape still works.
+func (c *FleetCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := c.now(); c.cached == nil || now.Sub(c.at) >= c.cacheTTL {
+		ctx, cancel := context.WithTimeout(context.Background(), fleetReadTimeout)
+		ms, err := c.read(ctx)
+		cancel()
+		if err != nil {
+			c.log.Warn("fleet metrics: cannot read the store", "error", err)
+			ms = []prometheus.Metric{prometheus.MustNewConstMetric(descFleetOK, prometheus.GaugeValue, 0)}
+		}
+		c.cached, c.at = ms, now
+	}
+	for _, m := range c.cached {
+		ch <- m
+	}
+}
+
+// read builds every fleet series from one pass over the store: one query
+// for clusters, one per cluster for its reported intermediate, one for
+// roots and one for federation peers.
+func (c *FleetCollector) read(ctx context.Context) ([]prometheus.Metric, error) {
+	var out []prometheus.Metric
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...))
+	}
+	stamp := func(d *prometheus.Desc, t time.Time, labels ...string) {
+		if !t.IsZero() {
+			gauge(d, float64(t.UnixMilli())/1000, labels...)
+		}
+	}
+	clusters, err := c.st.ListClusters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, cl := range clusters {
+		rootID := ""
+		if serial := cl.Status.IntermediateSerial; serial != "" {
+			in, err := c.st.GetIntermediate(ctx, serial)
+			if err != nil && ctx.Err() != nil {
+				return nil, err
+			}
+			if err == nil {
+				rootID = in.RootID
+				stamp(descClusterExpiry, in.NotAfter, cl.Name)
+			}
+		}
+		gauge(descClusterInfo, 1, cl.Name, cl.TrustDomain, rootID)
+		gauge(descClusterSequence, float64(cl.Status.BundleSequence), cl.Name)
+		stamp(descClusterContact, cl.Status.LastContact, cl.Name)
+		stamp(descClusterRegistered, cl.CreatedAt, cl.Name)
+		gauge(descClusterQuarantined, 0, cl.Name) // set by quarantine (issue 12)
+	}
+	roots, err := c.st.ListRoots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	phase, since := rotationPhase(roots)
+	gauge(descRotationPhase, 1, phase)
+	stamp(descRotationSince, since, phase)
+	for _, r := range roots {
+		if !r.State.InBundle() {
+			continue
+		}
+		gauge(descRootState, 1, r.ID, r.TrustDomain, string(r.State))
+		stamp(descRootStateChanged, r.StateChangedAt, r.ID, r.TrustDomain)
+		stamp(descRootExpiry, chainExpiry(r), r.ID, r.TrustDomain)
+	}
+	peers, err := c.st.ListFederationPeers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range peers {
+		stamp(descPeerSuccess, p.Status.LastSuccess, p.TrustDomain)
+		stamp(descPeerAttempt, p.Status.LastAttempt, p.TrustDomain)
+		stamp(descPeerCreated, p.CreatedAt, p.TrustDomain)
+		gauge(descPeerSequence, float64(p.Sequence), p.TrustDomain)
+	}
+	gauge(descFleetOK, 1)
+	return out, nil
+}
+
+// rotationPhase says where the rotation is, and since when: a prepared
+// root means waiting for activate, a retiring one waiting for retire.
+func rotationPhase(roots []store.Root) (string, time.Time) {
+	var phase string
+	var since time.Time
+	for _, r := range roots {
+		switch {
+		case r.State == store.RootPrepared:
+			return PhasePrepared, r.StateChangedAt
+		case r.State == store.RootRetiring:
+			phase, since = PhaseActivated, r.StateChangedAt
+		case r.State == store.RootActive && phase == "":
+			since = r.StateChangedAt
+		}
+	}
+	if phase == "" {
+		phase = PhaseNone
+	}
+	return phase, since
+}
+
+// chainExpiry is when the root stops being usable: the earliest NotAfter
+// of its signing authority and every CA above it.
+func chainExpiry(r store.Root) time.Time {
+	t := r.NotAfter
+	certs, err := ca.ParseCerts(r.ChainPEM)
+	if err != nil {
+		return t
+	}
+	for _, c := range certs {
+		if t.IsZero() || c.NotAfter.Before(t) {
+			t = c.NotAfter
+		}
+	}
+	return t
+}
