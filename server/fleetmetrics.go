@@ -80,7 +80,7 @@ var (
 // rotation phase, each federation peer's freshness. One reading serves
 // the scrapes of the next cacheTTL.
 type FleetCollector struct {
-	st       store.Reader
+	st       FleetReader
 	cacheTTL time.Duration
 	log      *slog.Logger
 	now      func() time.Time
@@ -90,9 +90,17 @@ type FleetCollector struct {
 	cached []prometheus.Metric
 }
 
+// FleetReader is what the fleet collector reads at scrape time.
+type FleetReader interface {
+	ListClusters(ctx context.Context) ([]store.Cluster, error)
+	GetIntermediate(ctx context.Context, serial string) (store.Intermediate, error)
+	ListRoots(ctx context.Context) ([]store.Root, error)
+	ListFederationPeers(ctx context.Context) ([]store.FederationPeer, error)
+}
+
 // NewFleetCollector returns a collector over st; cacheTTL 0 takes
 // DefaultFleetCacheTTL, a negative one reads the store at every scrape.
-func NewFleetCollector(st store.Reader, cacheTTL time.Duration, log *slog.Logger) *FleetCollector {
+func NewFleetCollector(st FleetReader, cacheTTL time.Duration, log *slog.Logger) *FleetCollector {
 	if cacheTTL == 0 {
 		cacheTTL = DefaultFleetCacheTTL
 	}
