@@ -32,9 +32,11 @@ type Service struct {
 	// bundle caches the parsed trust bundle of one bundle sequence.
 	bundle *TrustBundle
 	// upstreams opens upstream signing authorities; leafAuth caches the
-	// authorities for meshroot's own TLS certificates under them.
-	upstreams UpstreamOpener
-	leafAuth  map[string]*Authority
+	// server CAs (meshroot's own TLS certificates) by root id, made for
+	// serverNames.
+	upstreams   UpstreamOpener
+	leafAuth    map[string]*Authority
+	serverNames ServerNames
 	// federated caches parsed federated bundles by stored version.
 	federated map[string]*FederatedBundle
 }

@@ -145,6 +145,14 @@ ALTER TABLE roots ADD COLUMN added_sequence   INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE roots ADD COLUMN state_changed_at TEXT    NOT NULL DEFAULT '';
 `,
 	},
+	{
+		// JSON arrays of strings, like service_accounts.
+		name: "cluster name constraints",
+		sql: `
+ALTER TABLE clusters ADD COLUMN permit_dns TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE clusters ADD COLUMN permit_ips TEXT NOT NULL DEFAULT '[]';
+`,
+	},
 }
 
 // migrate brings the schema of db up to the last version in steps (Open
