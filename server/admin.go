@@ -106,6 +106,7 @@ func (s *AdminServer) ListRoots(ctx context.Context, _ *meshrootv1.ListRootsRequ
 func (s *AdminServer) AddCluster(ctx context.Context, req *meshrootv1.AddClusterRequest) (*meshrootv1.Cluster, error) {
 	c, err := s.svc.AddCluster(ctx, s.actor(ctx), ca.AddClusterRequest{
 		Name: req.GetName(), TrustDomain: req.GetTrustDomain(), Auth: AuthFromProto(req.GetAuth()),
+		PermitDNS: req.GetPermitDns(), PermitIPs: req.GetPermitIps(),
 	})
 	if err != nil {
 		return nil, s.err(ctx, err)

@@ -239,7 +239,7 @@ func (r *remoteBackend) ListRoots(ctx context.Context) ([]store.Root, error) {
 	return out, nil
 }
 func (r *remoteBackend) AddCluster(ctx context.Context, req ca.AddClusterRequest) (store.Cluster, error) {
-	m, err := r.c.AddCluster(ctx, &meshrootv1.AddClusterRequest{Name: req.Name, TrustDomain: req.TrustDomain, Auth: server.AuthToProto(req.Auth)})
+	m, err := r.c.AddCluster(ctx, &meshrootv1.AddClusterRequest{Name: req.Name, TrustDomain: req.TrustDomain, Auth: server.AuthToProto(req.Auth), PermitDns: req.PermitDNS, PermitIps: req.PermitIPs})
 	if err != nil {
 		return store.Cluster{}, err
 	}
