@@ -9,20 +9,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${MESHROOT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshroot-test}
 mkdir -p "$cache/bin"
 
-# One build per tool at a time: tests call this script too, and `go test ./...`
-# runs packages in parallel, so two callers may ask for the same tool at once.
-# The second waits for the first and then finds the binary built.
-locked() {
-  local name=$1; shift
-  exec {lockfd}>"$cache/bin/.$name.lock"
-  flock "$lockfd"
-  "$@"
-  local rc=$?
-  flock -u "$lockfd"
-  exec {lockfd}>&-
-  return $rc
-}
-
 build_kube() {
   local v=v1.37.2 etcdv=v3.7.0
   local out="$cache/bin/kube-$v"
@@ -82,10 +68,10 @@ targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(kube-apiserver spire vault)
 for t in "${targets[@]}"; do
   case "$t" in
-    kube-apiserver) locked kube build_kube ;;
-    spire) locked spire build_spire ;;
-    vault) locked vault build_vault ;;
-    istiosigner) locked istiosigner build_istiosigner ;;
+    kube-apiserver) build_kube ;;
+    spire) build_spire ;;
+    vault) build_vault ;;
+    istiosigner) build_istiosigner ;;
     *) echo "unknown tool $t" >&2; exit 2 ;;
   esac
 done
