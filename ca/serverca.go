@@ -146,12 +146,12 @@ func (a *Authority) SignServerCA(pub crypto.PublicKey, td string, names ServerNa
 	return cert, nil
 }
 
-// serverCACSR is the certificate request for a server CA an upstream
+// NewServerCACSR is the certificate request for a server CA an upstream
 // signs: the server CA's subject, and its policy, extended key usage and
 // name constraints as requested extensions, so that an upstream that copies
 // the request's extensions (Vault's use_csr_values) issues the same
 // profile as SignServerCA.
-func serverCACSR(key crypto.Signer, td string, names ServerNames) (*x509.CertificateRequest, error) {
+func NewServerCACSR(key crypto.Signer, td string, names ServerNames) (*x509.CertificateRequest, error) {
 	tmpl := serverCATemplate(td, names)
 	// Encode the extensions the way Go encodes them in a certificate.
 	tmpl.SerialNumber = big.NewInt(1)
@@ -299,7 +299,7 @@ func (s *Service) upstreamServerCA(ctx context.Context, root store.Root, key cry
 	if err != nil {
 		return nil, err
 	}
-	csr, err := serverCACSR(key, root.TrustDomain, names)
+	csr, err := NewServerCACSR(key, root.TrustDomain, names)
 	if err != nil {
 		return nil, err
 	}

@@ -175,7 +175,7 @@ func TestServerCA(t *testing.T) {
 // TestServerCACSRCarriesTheProfile: the CSR an upstream signs requests the
 // policy, the extended key usage and the name constraints.
 func TestServerCACSRCarriesTheProfile(t *testing.T) {
-	csr, err := serverCACSR(p256(t), "example.org", ParseServerNames([]string{"meshroot.example.com"}))
+	csr, err := NewServerCACSR(p256(t), "example.org", ParseServerNames([]string{"meshroot.example.com"}))
 	if err != nil {
 		t.Fatal(err)
 	}
