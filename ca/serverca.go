@@ -21,33 +21,32 @@ import (
 	"github.com/meshroot/meshroot/store"
 )
 
-// ServerCAPolicy is the certificate policy that marks meshroot's server CA,
-// the pathlen-0 CA under the active root that issues meshroot's own TLS
-// certificates (the gRPC server certificate and the bundle endpoint's
-// SVID). It is a UUID-based OID (ITU-T X.667, arc 2.25), which needs no
-// registration. Nothing else meshroot signs carries it, and no cluster can
-// make a certificate that carries it and chains to a root: a cluster
-// intermediate has path length 0, so any CA it signs fails verification.
-// Agents accept the server only through a CA with this policy.
-var ServerCAPolicy = mustOID("2.25.261086685615566796049099512222421798966")
+// ServerCAMarker is the organizational unit (and common name) that marks
+// meshroot's server CA: the pathlen-0 CA under the active root that issues
+// meshroot's own TLS certificates (the gRPC server certificate and the
+// bundle endpoint's SVID). A server CA is a CA of path length 0 whose
+// subject carries this OU and whose extended key usage is serverAuth and
+// nothing else (IsServerCA). Cluster intermediates never match: meshroot
+// writes their subject (OU "meshroot cluster intermediate"; under Vault,
+// the cluster's name only) and gives them no extended key usage, and
+// nothing from a cluster's CSR reaches them. No cluster can make a CA
+// that matches and chains to a root either: a cluster intermediate has
+// path length 0, so any CA it signs fails verification. Agents accept the
+// server only through a server CA.
+//
+// A subject marker rather than a certificate policy OID: meshroot has no
+// registered OID arc, and a UUID-based OID (2.25.N) has an arc too large
+// for parsers that read OIDs into machine integers, Vault's among them
+// (it refuses to sign such a request).
+const ServerCAMarker = "meshroot server CA"
 
-// ServerCACommonName is the subject common name (and organizational unit)
-// of the server CA, for people reading certificates; the policy is what
-// verifiers check.
-const ServerCACommonName = "meshroot server CA"
+// ServerCACommonName is the subject common name of the server CA.
+const ServerCACommonName = ServerCAMarker
 
 // ServerCATTL is the lifetime of the server CA. Its key lives in memory
 // only; a new server CA is made at half its lifetime, on every restart,
 // and whenever the active root changes.
 const ServerCATTL = 7 * 24 * time.Hour
-
-func mustOID(s string) x509.OID {
-	o, err := x509.ParseOID(s)
-	if err != nil {
-		panic(err)
-	}
-	return o
-}
 
 // ServerNames are the names meshroot's own TLS certificates carry. The
 // server CA is name-constrained to them (DNS names and IP addresses) and
@@ -80,19 +79,18 @@ func (s *Service) SetServerNames(names ServerNames) {
 }
 
 // serverCATemplate is the server CA's profile: CA, path length 0,
-// keyCertSign, serverAuth only, the ServerCAPolicy marker, and name
+// keyCertSign, serverAuth only, the ServerCAMarker OU, and name
 // constraints to the server's own names. IP addresses are excluded unless
 // named; DNS names are left unconstrained when none are named.
 func serverCATemplate(td string, names ServerNames) *x509.Certificate {
 	t := &x509.Certificate{
-		Subject:                     pkix.Name{OrganizationalUnit: []string{ServerCACommonName}, CommonName: ServerCACommonName},
+		Subject:                     pkix.Name{OrganizationalUnit: []string{ServerCAMarker}, CommonName: ServerCACommonName},
 		IsCA:                        true,
 		BasicConstraintsValid:       true,
 		MaxPathLen:                  0,
 		MaxPathLenZero:              true,
 		KeyUsage:                    x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		ExtKeyUsage:                 []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		Policies:                    []x509.OID{ServerCAPolicy},
 		PermittedDNSDomainsCritical: true,
 		PermittedDNSDomains:         slices.Clone(names.DNSNames),
 	}
@@ -149,8 +147,8 @@ func (a *Authority) SignServerCA(pub crypto.PublicKey, td string, names ServerNa
 // NewServerCACSR is the certificate request for a server CA an upstream
 // signs: the server CA's subject, and its policy, extended key usage and
 // name constraints as requested extensions, so that an upstream that copies
-// the request's extensions (Vault's use_csr_values) issues the same
-// profile as SignServerCA.
+// the request's subject and extensions (Vault's use_csr_values) issues the
+// same profile as SignServerCA.
 func NewServerCACSR(key crypto.Signer, td string, names ServerNames) (*x509.CertificateRequest, error) {
 	tmpl := serverCATemplate(td, names)
 	// Encode the extensions the way Go encodes them in a certificate.
@@ -166,7 +164,7 @@ func NewServerCACSR(key crypto.Signer, td string, names ServerNames) (*x509.Cert
 	}
 	var exts []pkix.Extension
 	for _, e := range self.Extensions {
-		if e.Id.Equal(oidCertificatePolicies) || e.Id.Equal(oidExtKeyUsage) || e.Id.Equal(oidNameConstraints) {
+		if e.Id.Equal(oidExtKeyUsage) || e.Id.Equal(oidNameConstraints) {
 			exts = append(exts, e)
 		}
 	}
@@ -178,18 +176,19 @@ func NewServerCACSR(key crypto.Signer, td string, names ServerNames) (*x509.Cert
 }
 
 var (
-	oidNameConstraints     = asn1.ObjectIdentifier{2, 5, 29, 30}
-	oidCertificatePolicies = asn1.ObjectIdentifier{2, 5, 29, 32}
-	oidExtKeyUsage         = asn1.ObjectIdentifier{2, 5, 29, 37}
+	oidNameConstraints = asn1.ObjectIdentifier{2, 5, 29, 30}
+	oidExtKeyUsage     = asn1.ObjectIdentifier{2, 5, 29, 37}
 )
 
 // IsServerCA reports whether c is a meshroot server CA: a CA of path
-// length 0 that carries ServerCAPolicy.
+// length 0 whose subject OU includes ServerCAMarker and whose extended key
+// usage is serverAuth alone.
 func IsServerCA(c *x509.Certificate) bool {
 	if c == nil || !c.IsCA || !c.BasicConstraintsValid || c.MaxPathLen != 0 || !c.MaxPathLenZero {
 		return false
 	}
-	return slices.ContainsFunc(c.Policies, ServerCAPolicy.Equal)
+	return slices.Contains(c.Subject.OrganizationalUnit, ServerCAMarker) &&
+		len(c.UnknownExtKeyUsage) == 0 && slices.Equal(c.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})
 }
 
 // ErrNoActiveRoot is returned (wrapped) while there is no active root:
@@ -228,8 +227,8 @@ func VerifyServerChain(certs []*x509.Certificate, roots *x509.CertPool, dnsName 
 		}
 	}
 	issuer := chains[0][min(1, len(chains[0])-1)]
-	return fmt.Errorf("%w: %q (for %v) is signed by %q, which is not a meshroot server CA (it lacks certificate policy %s); whoever holds that CA's key (a cluster's cacerts, or another user of the same root) may be impersonating the server",
-		ErrNotServerCA, certs[0].Subject.CommonName, append(certs[0].DNSNames, ipStrings(certs[0].IPAddresses)...), issuer.Subject.String(), ServerCAPolicy)
+	return fmt.Errorf("%w: %q (for %v) is signed by %q, which is not a meshroot server CA (a path-length-0 CA with OU %q and extended key usage serverAuth only); whoever holds that CA's key (a cluster's cacerts, or another user of the same root) may be impersonating the server",
+		ErrNotServerCA, certs[0].Subject.CommonName, append(certs[0].DNSNames, ipStrings(certs[0].IPAddresses)...), issuer.Subject.String(), ServerCAMarker)
 }
 
 func ipStrings(ips []net.IP) []string {
@@ -241,7 +240,7 @@ func ipStrings(ips []net.IP) []string {
 }
 
 // ServerAuthority returns the active root and the authority that signs
-// meshroot's own TLS certificates: a server CA (see ServerCAPolicy) under
+// meshroot's own TLS certificates: a server CA (see ServerCAMarker) under
 // the active root, with a P-256 key held in memory. Under a local root the
 // root's key signs it; under an upstream the upstream does. It is made
 // again at half its lifetime, and for each new active root.
@@ -308,7 +307,7 @@ func (s *Service) upstreamServerCA(ctx context.Context, root store.Root, key cry
 		return nil, fmt.Errorf("upstream %s: server CA for meshroot's own TLS: %w", root.KeyRef, err)
 	}
 	if len(chain) == 0 || !IsServerCA(chain[0]) {
-		return nil, fmt.Errorf("upstream %s returned a server CA without the certificate policy %s or not of path length 0: agents would refuse the server; the upstream must copy the request's extensions", root.KeyRef, ServerCAPolicy)
+		return nil, fmt.Errorf("upstream %s returned a server CA without OU %q, extended key usage serverAuth alone, or path length 0: agents would refuse the server; the upstream must copy the request's subject and extensions", root.KeyRef, ServerCAMarker)
 	}
 	pub, _ := chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	if pub == nil || !pub.Equal(key.Public()) {

@@ -152,7 +152,7 @@ func TestServerCA(t *testing.T) {
 		t.Fatalf("a server-name leaf from a cluster intermediate: %v, want ErrNotServerCA naming the cluster", err)
 	}
 	// A cluster intermediate cannot make itself a server CA: it has path
-	// length 0, so a CA it signs (even with the policy) fails.
+	// length 0, so a CA it signs (even with the marker) fails.
 	fakeCAKey := p256(t)
 	fakeTmpl := serverCATemplate("example.org", names)
 	fakeTmpl.SerialNumber, fakeTmpl.NotBefore, fakeTmpl.NotAfter = big.NewInt(9), now.Add(-time.Minute), now.Add(time.Hour)
@@ -173,13 +173,13 @@ func TestServerCA(t *testing.T) {
 }
 
 // TestServerCACSRCarriesTheProfile: the CSR an upstream signs requests the
-// policy, the extended key usage and the name constraints.
+// marker subject, the extended key usage and the name constraints.
 func TestServerCACSRCarriesTheProfile(t *testing.T) {
 	csr, err := NewServerCACSR(p256(t), "example.org", ParseServerNames([]string{"meshroot.example.com"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{oidCertificatePolicies.String(): false, oidExtKeyUsage.String(): false, oidNameConstraints.String(): false}
+	want := map[string]bool{oidExtKeyUsage.String(): false, oidNameConstraints.String(): false}
 	for _, e := range csr.Extensions {
 		if _, ok := want[e.Id.String()]; ok {
 			want[e.Id.String()] = true

@@ -232,16 +232,16 @@ func (u *Upstream) SignIntermediate(ctx context.Context, csr *x509.CertificateRe
 
 // SignServerCA has Vault sign meshroot's own server CA from csr, which
 // meshroot made: use_csr_values=true copies its subject and the extensions
-// it requests (the server CA's certificate policy, extended key usage and
-// name constraints). The caller checks that they arrived.
+// it requests (the server CA's marker subject, extended key usage and name
+// constraints). The caller checks that they arrived.
 func (u *Upstream) SignServerCA(ctx context.Context, csr *x509.CertificateRequest, ttl time.Duration) ([]*x509.Certificate, error) {
 	params := map[string]any{"use_csr_values": true, "exclude_cn_from_sans": true}
 	if csr != nil {
 		params["common_name"] = csr.Subject.CommonName
 	}
 	return u.sign(ctx, "sign meshroot's server CA", csr, ttl, params, func(inter *x509.Certificate) error {
-		if len(inter.Policies) == 0 || len(inter.ExtKeyUsage) == 0 {
-			return errors.New("it lacks the certificate policy or extended key usage the request asked for: this Vault does not copy a CSR's extensions with use_csr_values")
+		if len(inter.ExtKeyUsage) == 0 || len(inter.Subject.OrganizationalUnit) == 0 {
+			return errors.New("it lacks the subject or extended key usage the request asked for: this Vault does not copy a CSR's subject and extensions with use_csr_values")
 		}
 		return nil
 	})
