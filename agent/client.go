@@ -4,17 +4,20 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+	"github.com/meshroot/meshroot/ca"
 )
 
 // Metadata keys, as the server reads them.
@@ -39,7 +42,10 @@ type client struct {
 // dial connects to server, verifying its certificate against the roots that
 // roots returns at each handshake: the --server-ca file plus every root of
 // the latest trust bundle, so that the server stays trusted when it moves
-// to a new root during rotation.
+// to a new root during rotation. The server's certificate must come from
+// meshroot's server CA (ca.VerifyServerChain): a certificate for the
+// server's name that a cluster intermediate signed (whoever holds one
+// cluster's cacerts key can make one) is refused.
 func dial(server string, roots func() *x509.CertPool, cert *tls.Certificate) (*client, error) {
 	host, _, err := net.SplitHostPort(server)
 	if err != nil {
@@ -53,21 +59,7 @@ func dial(server string, roots func() *x509.CertPool, cert *tls.Certificate) (*c
 		// can change between handshakes; Go's own check would pin one pool.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return fmt.Errorf("server %s presented no certificate", server)
-			}
-			inter := x509.NewCertPool()
-			for _, ic := range cs.PeerCertificates[1:] {
-				inter.AddCert(ic)
-			}
-			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
-				DNSName: host, Roots: roots(), Intermediates: inter,
-				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			})
-			if err != nil {
-				return fmt.Errorf("server %s certificate: %w (is --server-ca right?)", server, err)
-			}
-			return nil
+			return verifyServer(server, host, cs.PeerCertificates, roots())
 		},
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			if cert == nil {
@@ -85,6 +77,19 @@ func dial(server string, roots func() *x509.CertPool, cert *tls.Certificate) (*c
 }
 
 func (c *client) close() error { return c.conn.Close() }
+
+// verifyServer checks the chain the server at addr presented for host.
+func verifyServer(addr, host string, certs []*x509.Certificate, roots *x509.CertPool) error {
+	err := ca.VerifyServerChain(certs, roots, host, time.Now())
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ca.ErrNotServerCA):
+		return fmt.Errorf("refusing server %s: %w. Either something that is not meshroot answers at --server (check the address and the network path), or the meshroot server predates the server CA and must be upgraded before its agents", addr, err)
+	default:
+		return fmt.Errorf("server %s certificate: %w (is --server-ca right?)", addr, err)
+	}
+}
 
 // credentials are the tokens the agent can present.
 type credentialSource struct {

@@ -17,19 +17,28 @@ type AddClusterRequest struct {
 	TrustDomain string
 	// Auth says how the cluster's service-account tokens are verified.
 	Auth store.ClusterAuth
+	// PermitDNS are DNS domains the cluster's intermediates may certify
+	// besides the policy's (istio-system.svc by default): istiod's custom
+	// hosts, or istiod in another namespace. A domain permits every name
+	// under it.
+	PermitDNS []string
+	// PermitIPs are IP ranges (CIDR, or single addresses) the cluster's
+	// intermediates may certify; without any they certify no IP address.
+	PermitIPs []string
 }
 
 // AddCluster registers a cluster that may request intermediates.
 func (s *Service) AddCluster(ctx context.Context, req AddClusterRequest) (store.Cluster, error) {
 	actor := ActorFrom(ctx)
-	c, err := s.addCluster(ctx, actor, req.Name, req.TrustDomain, req.Auth)
+	c, err := s.addCluster(ctx, actor, req)
 	if err != nil {
 		return store.Cluster{}, s.auditRefusal(ctx, actor, "cluster.add", req.Name, err)
 	}
 	return c, nil
 }
 
-func (s *Service) addCluster(ctx context.Context, actor Actor, name, td string, auth store.ClusterAuth) (store.Cluster, error) {
+func (s *Service) addCluster(ctx context.Context, actor Actor, req AddClusterRequest) (store.Cluster, error) {
+	name, td, auth := req.Name, req.TrustDomain, req.Auth
 	if err := ValidateClusterName(name); err != nil {
 		return store.Cluster{}, refuse(err)
 	}
@@ -48,8 +57,21 @@ func (s *Service) addCluster(ctx context.Context, actor Actor, name, td string, 
 	if err := validateClusterAuth(auth); err != nil {
 		return store.Cluster{}, refuse(err)
 	}
-	c := store.Cluster{Name: name, TrustDomain: td, CreatedAt: s.now().UTC(), Auth: auth}
-	err := s.store.Update(ctx, func(tx store.Tx) error {
+	for _, d := range req.PermitDNS {
+		if err := ValidateDNSDomain(d); err != nil {
+			return store.Cluster{}, refuse(err)
+		}
+	}
+	ips, err := ParsePermittedIPs(req.PermitIPs)
+	if err != nil {
+		return store.Cluster{}, refuse(err)
+	}
+	permitIPs := make([]string, 0, len(ips))
+	for _, n := range ips {
+		permitIPs = append(permitIPs, n.String())
+	}
+	c := store.Cluster{Name: name, TrustDomain: td, CreatedAt: s.now().UTC(), Auth: auth, PermitDNS: req.PermitDNS, PermitIPs: permitIPs}
+	err = s.store.Update(ctx, func(tx store.Tx) error {
 		if err := tx.CreateCluster(ctx, c); err != nil {
 			if errors.Is(err, store.ErrAlreadyExists) {
 				return refusef("cluster %s is already registered", name)
@@ -59,6 +81,7 @@ func (s *Service) addCluster(ctx context.Context, actor Actor, name, td string, 
 		return s.audit(ctx, tx, actor, "cluster.add", name, "ok", map[string]any{
 			"trust_domain": td, "k8s_issuer": auth.Issuer, "k8s_jwks": len(auth.JWKS) > 0, "k8s_oidc_discovery": auth.OIDCDiscovery,
 			"k8s_tokenreview": len(auth.Kubeconfig) > 0, "service_accounts": auth.ServiceAccounts,
+			"permit_dns": c.PermitDNS, "permit_ips": c.PermitIPs,
 		})
 	})
 	return c, err

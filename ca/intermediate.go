@@ -5,6 +5,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"time"
 
@@ -65,15 +66,22 @@ type IntermediateRequest struct {
 	CSR *x509.CertificateRequest
 	// TTL is the requested lifetime; zero takes the policy default.
 	TTL time.Duration
-	// TrustDomainConstraint asks for the URI name constraint even when the
-	// policy does not require it (a request may tighten, never loosen).
+	// TrustDomainConstraint asked for the URI name constraint, which every
+	// intermediate now carries; it is kept so that old callers compile.
 	TrustDomainConstraint bool
+	// PermitDNS are DNS domains registered for the cluster, permitted in
+	// addition to the policy's (istio-system.svc by default).
+	PermitDNS []string
+	// PermitIPs are IP ranges registered for the cluster: the only IP
+	// addresses its intermediate may certify (none when empty).
+	PermitIPs []*net.IPNet
 }
 
 // SignIntermediate signs a cluster intermediate for req under the policy:
 // CA:true, MaxPathLen 0, KeyUsage CertSign|CRLSign|DigitalSignature, SKI and
-// AKI, a random 128-bit serial, NotBefore backdated, and NotAfter the
-// smallest of the requested TTL and the issuer's own NotAfter.
+// AKI, a random 128-bit serial, NotBefore backdated, NotAfter the smallest
+// of the requested TTL and the issuer's own NotAfter, and critical name
+// constraints (see clusterNameConstraints).
 func (a *Authority) SignIntermediate(req IntermediateRequest) (*x509.Certificate, error) {
 	if a.leafOnly {
 		return nil, refusef("this signing authority issues meshroot's own TLS certificates only; cluster intermediates come from the upstream")
@@ -122,14 +130,7 @@ func (a *Authority) SignIntermediate(req IntermediateRequest) (*x509.Certificate
 		SubjectKeyId:          ski,
 		AuthorityKeyId:        issuer.SubjectKeyId,
 	}
-	if p.TrustDomainConstraint || req.TrustDomainConstraint {
-		// Permit the trust domain's own host and exclude its subdomains
-		// (a subdomain is another trust domain): verifiers apply DNS
-		// subtree semantics to URI constraints.
-		tmpl.PermittedURIDomains = []string{td.Name()}
-		tmpl.ExcludedURIDomains = []string{"." + td.Name()}
-		tmpl.PermittedDNSDomainsCritical = true
-	}
+	clusterNameConstraints(tmpl, td.Name(), p.dnsDomains(), req.PermitDNS, req.PermitIPs)
 	cert, err := x509util.CreateCertificate(tmpl, issuer, req.CSR.PublicKey, a.signer)
 	if err != nil {
 		return nil, fmt.Errorf("sign intermediate for cluster %s: %w", req.Cluster, err)
@@ -138,4 +139,29 @@ func (a *Authority) SignIntermediate(req IntermediateRequest) (*x509.Certificate
 		return nil, errors.New("internal error: signed intermediate lost its path length 0")
 	}
 	return cert, nil
+}
+
+// clusterNameConstraints limits what a cluster intermediate can certify, so
+// that whoever holds a cluster's cacerts key can sign workload identities
+// of its trust domain and istiod's own serving certificate, and nothing
+// that other software trusting the same root would take for one of its
+// servers:
+//   - URIs: only in the trust domain (its host permitted, its subdomains,
+//     which are other trust domains, excluded: verifiers apply DNS subtree
+//     rules to URI hosts);
+//   - DNS names: only under dnsDomains (the policy's, istio-system.svc by
+//     default, where istiod's serving names live) and the cluster's own
+//     registered domains;
+//   - IP addresses: only in the cluster's registered ranges; none when it
+//     has none.
+func clusterNameConstraints(tmpl *x509.Certificate, td string, dnsDomains, permitDNS []string, permitIPs []*net.IPNet) {
+	tmpl.PermittedDNSDomainsCritical = true
+	tmpl.PermittedURIDomains = []string{td}
+	tmpl.ExcludedURIDomains = []string{"." + td}
+	tmpl.PermittedDNSDomains = append(append([]string(nil), dnsDomains...), permitDNS...)
+	if len(permitIPs) > 0 {
+		tmpl.PermittedIPRanges = permitIPs
+	} else {
+		tmpl.ExcludedIPRanges = allIPs()
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/asn1"
 	"math/big"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,8 +56,10 @@ func TestSignIntermediateProfile(t *testing.T) {
 	if err := cert.CheckSignatureFrom(root); err != nil {
 		t.Errorf("not signed by the root: %v", err)
 	}
-	if len(cert.PermittedURIDomains) != 0 {
-		t.Error("name constraint present although the policy does not ask for it")
+	if !cert.PermittedDNSDomainsCritical || !slices.Equal(cert.PermittedURIDomains, []string{"example.org"}) ||
+		!slices.Equal(cert.PermittedDNSDomains, []string{"istio-system.svc"}) || len(cert.ExcludedIPRanges) != 2 {
+		t.Errorf("default name constraints: URIs %v, DNS %v, excluded IPs %v, critical %v; want example.org, istio-system.svc, all IPs, critical",
+			cert.PermittedURIDomains, cert.PermittedDNSDomains, cert.ExcludedIPRanges, cert.PermittedDNSDomainsCritical)
 	}
 	// Two intermediates never share a serial.
 	other, err := a.SignIntermediate(IntermediateRequest{Cluster: "east", TrustDomain: "example.org", CSR: testCSR(t, key, nil)})

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -20,7 +21,9 @@ type IssueRequest struct {
 	CSR     *x509.CertificateRequest
 	CSRData []byte
 	TTL     time.Duration
-	// TrustDomainConstraint asks for the URI name constraint.
+	// TrustDomainConstraint asked for the URI name constraint, which every
+	// intermediate signed by a local root now carries (with DNS and IP
+	// constraints); with an upstream it is refused as before.
 	TrustDomainConstraint bool
 }
 
@@ -63,7 +66,12 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 			return Issued{}, refuse(err)
 		}
 	}
-	ireq := IntermediateRequest{Cluster: cl.Name, TrustDomain: cl.TrustDomain, CSR: req.CSR, TTL: req.TTL, TrustDomainConstraint: req.TrustDomainConstraint}
+	permitIPs, err := ParsePermittedIPs(cl.PermitIPs)
+	if err != nil {
+		return Issued{}, fmt.Errorf("cluster %s: stored IP ranges: %w", cl.Name, err)
+	}
+	ireq := IntermediateRequest{Cluster: cl.Name, TrustDomain: cl.TrustDomain, CSR: req.CSR, TTL: req.TTL,
+		TrustDomainConstraint: req.TrustDomainConstraint, PermitDNS: cl.PermitDNS, PermitIPs: permitIPs}
 	root, err := s.ActiveRoot(ctx)
 	if err != nil {
 		return Issued{}, err
@@ -134,7 +142,7 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 		}
 		return s.audit(ctx, tx, actor, "intermediate.issue", cl.Name, "ok", map[string]any{
 			"serial": rec.Serial, "root_id": root.ID, "not_after": cert.NotAfter, "bundle_sequence": bundle.Sequence,
-			"trust_domain_constraint": pol.TrustDomainConstraint || req.TrustDomainConstraint,
+			"trust_domain_constraint": !isUpstream(root),
 		})
 	})
 	if err != nil {

@@ -277,7 +277,7 @@ func (s *Service) ActiveRoot(ctx context.Context) (store.Root, error) {
 }
 
 // errNoActiveRoot says that the authority has no root yet.
-var errNoActiveRoot = refusef("no active root: run `meshroot root init --trust-domain TD` first")
+var errNoActiveRoot = refuse(fmt.Errorf("%w: run `meshroot root init --trust-domain TD` first", ErrNoActiveRoot))
 
 // Authority returns the signing authority of root r, loading its key from
 // the key manager the first time and caching it after. A root prepared
@@ -344,15 +344,15 @@ func (s *Service) signingChain(ctx context.Context, r store.Root) ([]*x509.Certi
 }
 
 // ActiveAuthority returns the active root and its signing authority. Under
-// an upstream it is an authority for meshroot's own TLS certificates only.
+// an upstream it is the server CA (ServerAuthority), which signs meshroot's
+// own TLS certificates only.
 func (s *Service) ActiveAuthority(ctx context.Context) (store.Root, *Authority, error) {
 	root, err := s.ActiveRoot(ctx)
 	if err != nil {
 		return store.Root{}, nil, err
 	}
 	if isUpstream(root) {
-		a, err := s.upstreamLeafAuthority(ctx, root)
-		return root, a, err
+		return s.ServerAuthority(ctx)
 	}
 	a, err := s.Authority(ctx, root)
 	return root, a, err

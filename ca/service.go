@@ -32,9 +32,11 @@ type Service struct {
 	// bundle caches the parsed trust bundle of one bundle sequence.
 	bundle *TrustBundle
 	// upstreams opens upstream signing authorities; leafAuth caches the
-	// authorities for meshroot's own TLS certificates under them.
-	upstreams UpstreamOpener
-	leafAuth  map[string]*Authority
+	// authorities for meshroot's own TLS certificates under them; server
+	// CAs by root id, made for serverNames.
+	upstreams   UpstreamOpener
+	leafAuth    map[string]*Authority
+	serverNames ServerNames
 	// minter makes join tokens; refresher reaches the federation watchers
 	// (nil outside the server).
 	minter    JoinTokenMinter

@@ -4,12 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -26,6 +21,11 @@ type Upstream interface {
 	// SignIntermediate signs a pathlen-0 CA for cluster from csr and
 	// returns it first, then the chain up to the root.
 	SignIntermediate(ctx context.Context, csr *x509.CertificateRequest, cluster string, ttl time.Duration) ([]*x509.Certificate, error)
+	// SignServerCA signs meshroot's server CA from csr: a pathlen-0 CA
+	// that carries the extensions the CSR requests (ServerCAPolicy, the
+	// extended key usage, the name constraints) and its subject. It
+	// returns it first, then the chain up to the root.
+	SignServerCA(ctx context.Context, csr *x509.CertificateRequest, ttl time.Duration) ([]*x509.Certificate, error)
 }
 
 // UpstreamOpener opens the upstream that a root's reference names
@@ -124,47 +124,4 @@ func (s *Service) signUpstream(ctx context.Context, root store.Root, req Interme
 		return nil, fmt.Errorf("upstream %s: the returned chain does not verify: %w", root.KeyRef, err)
 	}
 	return chain, nil
-}
-
-// upstreamLeafAuthority is an authority for meshroot's own TLS leaves under
-// an upstream: a pathlen-0 CA the upstream signs for an in-memory key,
-// renewed at half its lifetime. It cannot sign cluster intermediates.
-func (s *Service) upstreamLeafAuthority(ctx context.Context, root store.Root) (*Authority, error) {
-	s.mu.Lock()
-	cached := s.leafAuth[root.ID]
-	s.mu.Unlock()
-	if cached != nil {
-		c := cached.Certificate()
-		if s.now().Before(c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) / 2)) {
-			return cached, nil
-		}
-	}
-	up, err := s.upstream(ctx, root.KeyRef)
-	if err != nil {
-		return nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "meshroot-server"}}, key)
-	if err != nil {
-		return nil, err
-	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		return nil, err
-	}
-	chain, err := up.SignIntermediate(ctx, csr, "meshroot-server", 7*24*time.Hour)
-	if err != nil {
-		return nil, fmt.Errorf("upstream %s: certificate for meshroot's own TLS: %w", root.KeyRef, err)
-	}
-	a := &Authority{chain: chain, signer: key, policy: s.policy.withDefaults(), now: s.now, leafOnly: true}
-	if len(chain) < 2 || !isSelfSigned(a.Root()) {
-		return nil, errors.New("upstream returned a chain without its root")
-	}
-	s.mu.Lock()
-	s.leafAuth[root.ID] = a
-	s.mu.Unlock()
-	return a, nil
 }

@@ -135,7 +135,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 
 	tlsCfg := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
-		GetCertificate: s.certs.get,
+		GetCertificate: s.certs.GetCertificate,
 		// Agents renewing present their intermediate; authn verifies it
 		// against the trust bundle, so any certificate is requested here.
 		ClientAuth: tls.RequestClientCert,
@@ -252,7 +252,7 @@ func (s *Server) isReady() error {
 	if _, ok, _ := s.hub.Current(); !ok {
 		return errors.New("no trust bundle: no root yet (run `meshroot root init`)")
 	}
-	if _, err := s.certs.get(nil); err != nil {
+	if _, err := s.certs.Current(); err != nil {
 		return err
 	}
 	return nil

@@ -2,92 +2,53 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"errors"
 	"log/slog"
-	"net"
-	"sync"
 	"time"
 
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/certkeeper"
 )
 
-// serverCerts keeps the Issuer endpoint's TLS certificate: a P-256 key made
-// in memory and a leaf from the active root, reissued at two thirds of its
-// lifetime and whenever the trust bundle changes (a new active root).
+// serverCerts keeps the Issuer endpoint's TLS certificate: a leaf for the
+// server's names, for a P-256 key made in memory, signed by meshroot's
+// server CA under the active root (ca.Service.ServerAuthority), so that
+// agents can tell it from anything a cluster intermediate signs. The
+// keeper renews it by certkeeper's rule (half its lifetime), and it is
+// reissued whenever the trust bundle changes (a new active root).
 type serverCerts struct {
-	svc   *ca.Service
-	names []string
-	ttl   time.Duration
-	log   *slog.Logger
-
-	mu   sync.RWMutex
-	cert *tls.Certificate
-	err  error
+	*certkeeper.Keeper
 }
 
 func newServerCerts(svc *ca.Service, names []string, ttl time.Duration, log *slog.Logger) *serverCerts {
-	return &serverCerts{svc: svc, names: names, ttl: ttl, log: log, err: errors.New("no server certificate yet: the server has no active root")}
+	n := ca.ParseServerNames(names)
+	svc.SetServerNames(n)
+	issue := func(ctx context.Context) (*tls.Certificate, error) {
+		_, auth, err := svc.ServerAuthority(ctx)
+		if err != nil {
+			return nil, certkeeper.Waiting(err)
+		}
+		cert, err := certkeeper.Sign(auth, ca.ServerCertRequest{DNSNames: n.DNSNames, IPs: n.IPs, TTL: ttl})
+		if err != nil {
+			return nil, err
+		}
+		log.Info("server certificate issued", "names", names, "serial", ca.SerialHex(cert.Leaf.SerialNumber), "not_after", cert.Leaf.NotAfter)
+		return cert, nil
+	}
+	return &serverCerts{certkeeper.New("server certificate", issue, log)}
 }
 
-// get is tls.Config.GetCertificate.
-func (c *serverCerts) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.cert, c.err
-}
-
-// run issues the certificate and keeps it fresh until ctx ends.
+// run keeps the certificate fresh until ctx ends, reissuing it on every
+// change of the trust bundle.
 func (c *serverCerts) run(ctx context.Context, hub *BundleHub) {
+	go func() { _ = c.Run(ctx) }()
 	for {
-		next := c.issue(ctx)
 		_, _, changed := hub.Current()
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(next):
 		case <-changed:
+			c.Reissue()
 		}
 	}
-}
-
-// issue makes a new certificate and says when to make the next one.
-func (c *serverCerts) issue(ctx context.Context) time.Duration {
-	_, auth, err := c.svc.ActiveAuthority(ctx)
-	if err == nil {
-		var key *ecdsa.PrivateKey
-		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err == nil {
-			req := ca.ServerCertRequest{PublicKey: key.Public(), TTL: c.ttl}
-			for _, n := range c.names {
-				if ip := net.ParseIP(n); ip != nil {
-					req.IPs = append(req.IPs, ip)
-				} else {
-					req.DNSNames = append(req.DNSNames, n)
-				}
-			}
-			leaf, serr := auth.SignServerCert(req)
-			if serr == nil {
-				chain := [][]byte{leaf.Raw}
-				for _, ca := range auth.Chain()[:len(auth.Chain())-1] {
-					chain = append(chain, ca.Raw)
-				}
-				c.mu.Lock()
-				c.cert, c.err = &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
-				c.mu.Unlock()
-				c.log.Info("server certificate issued", "names", c.names, "not_after", leaf.NotAfter)
-				return time.Until(leaf.NotAfter) * 2 / 3
-			}
-			err = serr
-		}
-	}
-	c.mu.Lock()
-	if c.cert == nil {
-		c.err = err
-	}
-	c.mu.Unlock()
-	c.log.Warn("server certificate not issued; retrying", "error", err)
-	return 5 * time.Second
 }

@@ -92,16 +92,17 @@ func TestSVIDSourceChainBelowRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A root that signs itself: the chain is the leaf alone (the root is
-	// in the bundle, never sent).
-	if len(cert.Certificate) != 1 {
-		t.Fatalf("chain of %d certificates, want the leaf only", len(cert.Certificate))
+	// A root that signs itself: the chain is the leaf and the server CA
+	// (the root is in the bundle, never sent).
+	if len(cert.Certificate) != 2 || !isServerCA(t, cert.Certificate[1]) {
+		t.Fatalf("chain of %d certificates, want the leaf and the server CA", len(cert.Certificate))
 	}
 	if d := time.Until(cert.Leaf.NotAfter); d < 59*time.Minute || d > 61*time.Minute {
 		t.Fatalf("default TTL gives %s, want 1h", d)
 	}
 
-	// An imported intermediate under an offline root: leaf, intermediate.
+	// An imported intermediate under an offline root: leaf, server CA,
+	// intermediate.
 	offline := newCA(t, "")
 	inter := offline.intermediate(t)
 	svc2, _ := newBareService(t)
@@ -114,11 +115,20 @@ func TestSVIDSourceChainBelowRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cert.Certificate) != 2 || string(cert.Certificate[1]) != string(inter.cert.Raw) {
-		t.Fatalf("chain of %d certificates, want leaf + intermediate", len(cert.Certificate))
+	if len(cert.Certificate) != 3 || !isServerCA(t, cert.Certificate[1]) || string(cert.Certificate[2]) != string(inter.cert.Raw) {
+		t.Fatalf("chain of %d certificates, want leaf + server CA + intermediate", len(cert.Certificate))
 	}
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	if _, _, err := x509svid.ParseAndVerify(cert.Certificate, x509bundle.FromX509Authorities(td, []*x509.Certificate{offline.cert})); err != nil {
 		t.Fatalf("SVID under an intermediate does not verify against the offline root: %v", err)
 	}
+}
+
+func isServerCA(t *testing.T, der []byte) bool {
+	t.Helper()
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca.IsServerCA(c)
 }

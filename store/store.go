@@ -75,6 +75,12 @@ type Cluster struct {
 	Auth ClusterAuth
 	// Status is what the cluster's agent last reported.
 	Status ClusterStatus
+	// PermitDNS are DNS domains the cluster's intermediates may certify
+	// besides the policy's (istio-system.svc by default).
+	PermitDNS []string
+	// PermitIPs are IP ranges (CIDR) the cluster's intermediates may
+	// certify; without any they may certify no IP address.
+	PermitIPs []string
 }
 
 // ClusterAuth holds what verifies a cluster's Kubernetes service-account

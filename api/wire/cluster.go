@@ -13,6 +13,7 @@ func ClusterToProto(c store.Cluster) *meshrootv1.Cluster {
 	auth.K8SKubeconfig, auth.HasK8SKubeconfig = nil, len(c.Auth.Kubeconfig) > 0
 	return &meshrootv1.Cluster{
 		Name: c.Name, TrustDomain: c.TrustDomain, CreatedAt: TS(c.CreatedAt), Auth: auth,
+		PermitDns: c.PermitDNS, PermitIps: c.PermitIPs,
 		Status: &meshrootv1.ClusterStatus{
 			LastContact: TS(c.Status.LastContact), BundleSequence: c.Status.BundleSequence,
 			IntermediateSerial: c.Status.IntermediateSerial,
@@ -22,7 +23,8 @@ func ClusterToProto(c store.Cluster) *meshrootv1.Cluster {
 
 // ClusterFromProto converts a cluster message.
 func ClusterFromProto(m *meshrootv1.Cluster) store.Cluster {
-	c := store.Cluster{Name: m.GetName(), TrustDomain: m.GetTrustDomain(), CreatedAt: FromTS(m.GetCreatedAt())}
+	c := store.Cluster{Name: m.GetName(), TrustDomain: m.GetTrustDomain(), CreatedAt: FromTS(m.GetCreatedAt()),
+		PermitDNS: m.GetPermitDns(), PermitIPs: m.GetPermitIps()}
 	if a := m.GetAuth(); a != nil {
 		c.Auth = AuthFromProto(a)
 	}
@@ -51,12 +53,12 @@ func AuthToProto(a store.ClusterAuth) *meshrootv1.ClusterAuth {
 
 // AddClusterRequestToProto converts a cluster registration.
 func AddClusterRequestToProto(r ca.AddClusterRequest) *meshrootv1.AddClusterRequest {
-	return &meshrootv1.AddClusterRequest{Name: r.Name, TrustDomain: r.TrustDomain, Auth: AuthToProto(r.Auth)}
+	return &meshrootv1.AddClusterRequest{Name: r.Name, TrustDomain: r.TrustDomain, Auth: AuthToProto(r.Auth), PermitDns: r.PermitDNS, PermitIps: r.PermitIPs}
 }
 
 // AddClusterRequestFromProto converts a cluster registration message.
 func AddClusterRequestFromProto(m *meshrootv1.AddClusterRequest) ca.AddClusterRequest {
-	return ca.AddClusterRequest{Name: m.GetName(), TrustDomain: m.GetTrustDomain(), Auth: AuthFromProto(m.GetAuth())}
+	return ca.AddClusterRequest{Name: m.GetName(), TrustDomain: m.GetTrustDomain(), Auth: AuthFromProto(m.GetAuth()), PermitDNS: m.GetPermitDns(), PermitIPs: m.GetPermitIps()}
 }
 
 // ClusterDetailToProto converts one cluster's detail.

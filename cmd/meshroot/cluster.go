@@ -41,7 +41,7 @@ func printClusters(w io.Writer, format string, cs []store.Cluster) error {
 func newClusterAddCmd(g *globals) *cobra.Command {
 	var td, issuer, jwksFile, caFile, kubeconfigFile string
 	var oidc bool
-	var sas []string
+	var sas, permitDNS, permitIPs []string
 	cmd := &cobra.Command{
 		Use:   "add NAME",
 		Short: "Register a cluster that may request intermediates",
@@ -52,7 +52,12 @@ audience "meshroot", verified by one of:
   --k8s-issuer URL --k8s-oidc-discovery     fetched from the issuer (--k8s-ca FILE to verify it)
   --k8s-tokenreview-kubeconfig FILE         TokenReview against the cluster
 Only tokens of --service-account (namespace/name, default
-istio-system/meshroot-agent) are accepted.`,
+istio-system/meshroot-agent) are accepted.
+
+The cluster's intermediates are name-constrained: SPIFFE IDs of its trust
+domain, DNS names under istio-system.svc (istiod's serving certificate)
+and under each --permit-dns domain, and IP addresses only in --permit-ip
+ranges.`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			auth := store.ClusterAuth{Issuer: issuer, OIDCDiscovery: oidc, ServiceAccounts: sas}
@@ -69,7 +74,7 @@ istio-system/meshroot-agent) are accepted.`,
 				}
 				*f.dst = b
 			}
-			req := ca.AddClusterRequest{Name: args[0], TrustDomain: td, Auth: auth}
+			req := ca.AddClusterRequest{Name: args[0], TrustDomain: td, Auth: auth, PermitDNS: permitDNS, PermitIPs: permitIPs}
 			return runAdmin(cmd, g, access{formats: tableJSON.formats, create: true}, func(a ca.Admin, ctx context.Context) ([]store.Cluster, error) {
 				c, err := a.AddCluster(ctx, req)
 				return []store.Cluster{c}, err
@@ -83,6 +88,8 @@ istio-system/meshroot-agent) are accepted.`,
 	fl.BoolVar(&oidc, "k8s-oidc-discovery", false, "fetch the JWKS through the issuer's OIDC discovery document")
 	fl.StringVar(&caFile, "k8s-ca", "", "PEM CA bundle that verifies the issuer's HTTPS endpoints")
 	fl.StringVar(&kubeconfigFile, "k8s-tokenreview-kubeconfig", "", "kubeconfig for TokenReview against the cluster (stored as a credential)")
+	fl.StringSliceVar(&permitDNS, "permit-dns", nil, "DNS domains the cluster's intermediates may certify besides istio-system.svc, e.g. istiod's custom host (repeatable, comma-separated)")
+	fl.StringSliceVar(&permitIPs, "permit-ip", nil, "IP ranges (CIDR) the cluster's intermediates may certify; none by default (repeatable, comma-separated)")
 	fl.StringSliceVar(&sas, "service-account", []string{"istio-system/meshroot-agent"}, "namespace/name of service accounts allowed to request (repeatable)")
 	return cmd
 }

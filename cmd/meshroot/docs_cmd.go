@@ -137,7 +137,7 @@ var configKeys = map[string]configKey{
 	"policy.defaultTTL":             {"", "intermediate lifetime when the request names none (default `8760h`, at most maxTTL)"},
 	"policy.maxTTL":                 {"", "longest intermediate lifetime issued (default `8760h`)"},
 	"policy.minTTL":                 {"", "shortest intermediate lifetime issued; an issuer expiring sooner is refused (default `24h`)"},
-	"policy.trustDomainConstraint":  {"", "give every intermediate a critical URI name constraint to the cluster's trust domain"},
+	"policy.trustDomainConstraint":  {"", "no effect any more: every intermediate signed by a local root is name-constrained (docs/security.md); kept so old configuration files load"},
 	"policy.supersededRenewalGrace": {"", "how long a superseded intermediate may still renew by mTLS (default `10m`)"},
 	"bundleEndpoint.listen":         {"bundle-endpoint-listen", "SPIFFE bundle endpoint address, or `off` (`127.0.0.1:8444` with `--dev`)"},
 	"bundleEndpoint.profile":        {"bundle-endpoint-profile", "`https_spiffe` (an SVID from the authority, issued once a root exists) or `https_web` (certFile and keyFile)"},

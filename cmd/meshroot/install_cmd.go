@@ -89,6 +89,6 @@ on disk. Renewal is then up to you: run it again before the NotAfter shown.`,
 	fl.StringVar(&f.istiod, "istiod-deployment", "istiod", "istiod's Deployment name")
 	fl.DurationVar(&f.ttl, "ttl", 0, "intermediate lifetime (default: the policy's default TTL, 8760h unless set)")
 	fl.BoolVar(&f.adopt, "adopt", false, "replace a cacerts Secret that meshroot did not create")
-	fl.BoolVar(&constrain, "trust-domain-constraint", false, "add the trust-domain URI name constraint")
+	fl.BoolVar(&constrain, "trust-domain-constraint", false, "no effect: every intermediate signed by a local root carries name constraints (docs/security.md)")
 	return cmd
 }

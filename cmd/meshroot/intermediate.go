@@ -55,7 +55,7 @@ Every output is self-checked before anything is written.`,
 	fl.StringVar(&f.csrFile, "csr", "", "PKCS#10 CSR (PEM) made in the cluster; default: generate the key here")
 	fl.DurationVar(&f.ttl, "ttl", 0, "intermediate lifetime (default: the policy's default TTL, 8760h unless set; capped by the signing CA's own expiry)")
 	fl.StringVar(&f.format, "format", string(ca.FormatIstio), "cacerts layout: istio or tls")
-	fl.BoolVar(&f.constrain, "trust-domain-constraint", false, "add a critical URI name constraint: the intermediate may only sign identities in the cluster's trust domain")
+	fl.BoolVar(&f.constrain, "trust-domain-constraint", false, "no effect: every intermediate signed by a local root carries name constraints (docs/security.md); kept so old command lines work")
 	fl.StringVar(&f.keyType, "key-type", string(keys.ECP256), "type of the generated intermediate key (without --csr)")
 	return cmd
 }

@@ -122,6 +122,6 @@ here lasts only until then: manage the policy in one of the two places.`,
 	fl.DurationVar(&maxTTL, "max-ttl", 0, "longest intermediate lifetime a request may ask for")
 	fl.DurationVar(&minTTL, "min-ttl", 0, "shortest intermediate lifetime issued")
 	fl.DurationVar(&grace, "superseded-renewal-grace", 0, "how long a superseded intermediate may still renew (default 10m)")
-	fl.BoolVar(&constrain, "trust-domain-constraint", false, "add the URI name constraint to every intermediate")
+	fl.BoolVar(&constrain, "trust-domain-constraint", false, "no effect: every intermediate signed by a local root carries name constraints (docs/security.md)")
 	return cmd
 }

@@ -13,7 +13,7 @@ import (
 
 const clusterColumns = `name, trust_domain, created_at,
 	k8s_issuer, k8s_jwks, k8s_oidc_discovery, k8s_ca, k8s_kubeconfig, service_accounts,
-	last_contact, bundle_sequence, intermediate_serial`
+	last_contact, bundle_sequence, intermediate_serial, permit_dns, permit_ips`
 
 // GetCluster returns the cluster called name.
 func (r reader) GetCluster(ctx context.Context, name string) (store.Cluster, error) {
@@ -53,10 +53,18 @@ func (t *tx) CreateCluster(ctx context.Context, c store.Cluster) error {
 	if err != nil {
 		return fmt.Errorf("create cluster %q: %w", c.Name, err)
 	}
-	_, err = t.q.ExecContext(ctx, `INSERT INTO clusters (`+clusterColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	permitDNS, err := encodeServiceAccounts(c.PermitDNS)
+	if err != nil {
+		return fmt.Errorf("create cluster %q: permitted DNS domains: %w", c.Name, err)
+	}
+	permitIPs, err := encodeServiceAccounts(c.PermitIPs)
+	if err != nil {
+		return fmt.Errorf("create cluster %q: permitted IP ranges: %w", c.Name, err)
+	}
+	_, err = t.q.ExecContext(ctx, `INSERT INTO clusters (`+clusterColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.Name, c.TrustDomain, formatTime(c.CreatedAt),
 		c.Auth.Issuer, nonNil(c.Auth.JWKS), c.Auth.OIDCDiscovery, nonNil(c.Auth.CAPEM), nonNil(c.Auth.Kubeconfig), accounts,
-		formatOptTime(c.Status.LastContact), seq, c.Status.IntermediateSerial)
+		formatOptTime(c.Status.LastContact), seq, c.Status.IntermediateSerial, permitDNS, permitIPs)
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("cluster %q: %w", c.Name, store.ErrAlreadyExists)
@@ -102,11 +110,12 @@ func scanCluster(s scanner) (store.Cluster, error) {
 		c                      store.Cluster
 		createdAt, lastContact string
 		accounts               string
+		permitDNS, permitIPs   string
 		seq                    int64
 	)
 	if err := s.Scan(&c.Name, &c.TrustDomain, &createdAt,
 		&c.Auth.Issuer, &c.Auth.JWKS, &c.Auth.OIDCDiscovery, &c.Auth.CAPEM, &c.Auth.Kubeconfig, &accounts,
-		&lastContact, &seq, &c.Status.IntermediateSerial); err != nil {
+		&lastContact, &seq, &c.Status.IntermediateSerial, &permitDNS, &permitIPs); err != nil {
 		return store.Cluster{}, err
 	}
 	var err error
@@ -115,6 +124,12 @@ func scanCluster(s scanner) (store.Cluster, error) {
 	}
 	if c.Auth.ServiceAccounts, err = decodeServiceAccounts(accounts); err != nil {
 		return store.Cluster{}, fmt.Errorf("cluster %q service_accounts: %w", c.Name, err)
+	}
+	if c.PermitDNS, err = decodeServiceAccounts(permitDNS); err != nil {
+		return store.Cluster{}, fmt.Errorf("cluster %q permit_dns: %w", c.Name, err)
+	}
+	if c.PermitIPs, err = decodeServiceAccounts(permitIPs); err != nil {
+		return store.Cluster{}, fmt.Errorf("cluster %q permit_ips: %w", c.Name, err)
 	}
 	if c.Status.LastContact, err = parseOptTime(lastContact); err != nil {
 		return store.Cluster{}, fmt.Errorf("cluster %q last_contact: %w", c.Name, err)
@@ -136,7 +151,8 @@ func bundleSequenceColumn(n uint64) (int64, error) {
 }
 
 // encodeServiceAccounts returns accounts as the JSON array stored in
-// clusters.service_accounts ("[]" when empty, never "null").
+// clusters.service_accounts ("[]" when empty, never "null"); permit_dns and
+// permit_ips are stored the same way.
 func encodeServiceAccounts(accounts []string) (string, error) {
 	if len(accounts) == 0 {
 		return "[]", nil

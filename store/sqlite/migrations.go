@@ -154,6 +154,14 @@ ALTER TABLE roots ADD COLUMN state_changed_at TEXT    NOT NULL DEFAULT '';
 ALTER TABLE intermediates ADD COLUMN superseded_at TEXT NOT NULL DEFAULT '';
 `,
 	},
+	{
+		// JSON arrays of strings, like service_accounts.
+		name: "cluster name constraints",
+		sql: `
+ALTER TABLE clusters ADD COLUMN permit_dns TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE clusters ADD COLUMN permit_ips TEXT NOT NULL DEFAULT '[]';
+`,
+	},
 }
 
 // migrate brings the schema of db up to the last version in steps (Open

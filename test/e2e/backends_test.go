@@ -22,7 +22,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	meshrootca "github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/keys/pkcs11/softhsmtest"
 	"github.com/meshroot/meshroot/test/vaultenv"
 )
@@ -542,6 +544,11 @@ func checkServerCert(t *testing.T, addr string, vaultRoot *x509.Certificate) {
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, DNSName: "127.0.0.1",
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 		t.Errorf("the server's certificate does not verify to Vault's root for 127.0.0.1: %v", err)
+	}
+	// What the agent checks: the CA is meshroot's server CA, not just any
+	// pathlen-0 CA Vault signed (a cluster intermediate is one too).
+	if err := meshrootca.VerifyServerChain(certs, roots, "127.0.0.1", time.Now()); err != nil {
+		t.Errorf("the agent would refuse the server under Vault: %v", err)
 	}
 }
 

@@ -195,10 +195,45 @@ func (u *Upstream) cachedChain(ctx context.Context) ([]*x509.Certificate, error)
 // SignIntermediate has Vault sign csr as cluster's intermediate CA, valid
 // for ttl (or until the issuer expires, if sooner), and checks the result.
 // It returns the intermediate first, then the issuer's chain, root last.
+// The CSR is the cluster's: only its key is used (use_csr_values=false),
+// so no extension a cluster asks for reaches its certificate.
 func (u *Upstream) SignIntermediate(ctx context.Context, csr *x509.CertificateRequest, cluster string, ttl time.Duration) ([]*x509.Certificate, error) {
-	switch {
-	case !clusterPattern.MatchString(cluster):
+	if !clusterPattern.MatchString(cluster) {
 		return nil, fmt.Errorf("%s: cluster name %q is invalid: use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit", component, cluster)
+	}
+	params := map[string]any{"common_name": cluster, "use_csr_values": false, "exclude_cn_from_sans": true}
+	return u.sign(ctx, "sign the intermediate of cluster "+cluster, csr, ttl, params, func(inter *x509.Certificate) error {
+		if inter.Subject.CommonName != cluster {
+			return fmt.Errorf("its common name is %q, not the cluster %q", inter.Subject.CommonName, cluster)
+		}
+		if !extKeyUsageOK(inter.ExtKeyUsage) {
+			return fmt.Errorf("its extended key usages %v would keep workloads' server and client certificates from verifying", inter.ExtKeyUsage)
+		}
+		return nil
+	})
+}
+
+// SignServerCA has Vault sign meshroot's own server CA from csr, which
+// meshroot made: use_csr_values=true copies its subject and the extensions
+// it requests (the server CA's marker subject, extended key usage and name
+// constraints). The caller checks that they arrived.
+func (u *Upstream) SignServerCA(ctx context.Context, csr *x509.CertificateRequest, ttl time.Duration) ([]*x509.Certificate, error) {
+	params := map[string]any{"use_csr_values": true, "exclude_cn_from_sans": true}
+	if csr != nil {
+		params["common_name"] = csr.Subject.CommonName
+	}
+	return u.sign(ctx, "sign meshroot's server CA", csr, ttl, params, func(inter *x509.Certificate) error {
+		if len(inter.ExtKeyUsage) == 0 || len(inter.Subject.OrganizationalUnit) == 0 {
+			return errors.New("it lacks the subject or extended key usage the request asked for: this Vault does not copy a CSR's subject and extensions with use_csr_values")
+		}
+		return nil
+	})
+}
+
+// sign has Vault's sign-intermediate sign csr as a pathlen-0 CA with
+// params added, and checks the result (check, then extra).
+func (u *Upstream) sign(ctx context.Context, what string, csr *x509.CertificateRequest, ttl time.Duration, params map[string]any, extra func(*x509.Certificate) error) ([]*x509.Certificate, error) {
+	switch {
 	case csr == nil:
 		return nil, fmt.Errorf("%s: no CSR given", component)
 	case ttl <= 0:
@@ -214,7 +249,6 @@ func (u *Upstream) SignIntermediate(ctx context.Context, csr *x509.CertificateRe
 	if u.issuer != "" {
 		path = u.mount + "/issuer/" + u.issuer + "/sign-intermediate"
 	}
-	what := "sign the intermediate of cluster " + cluster
 	chain, err := u.cachedChain(ctx)
 	if err != nil {
 		return nil, err
@@ -231,16 +265,17 @@ func (u *Upstream) SignIntermediate(ctx context.Context, csr *x509.CertificateRe
 		}
 		ttl = left
 	}
-	s, err := u.c.Write(ctx, what, path, map[string]any{
-		"csr":                  string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw})),
-		"common_name":          cluster,
-		"ttl":                  strconv.FormatInt(int64(ttl/time.Second), 10) + "s",
-		"max_path_length":      0,
-		"use_csr_values":       false,
-		"format":               "pem_bundle",
-		"exclude_cn_from_sans": true,
-		"not_before_duration":  strconv.FormatInt(int64(max(backdate, 0)/time.Second), 10) + "s",
-	})
+	body := map[string]any{
+		"csr":                 string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw})),
+		"ttl":                 strconv.FormatInt(int64(ttl/time.Second), 10) + "s",
+		"max_path_length":     0,
+		"format":              "pem_bundle",
+		"not_before_duration": strconv.FormatInt(int64(max(backdate, 0)/time.Second), 10) + "s",
+	}
+	for k, v := range params {
+		body[k] = v
+	}
+	s, err := u.c.Write(ctx, what, path, body)
 	if err != nil {
 		return nil, err
 	}
@@ -260,14 +295,15 @@ func (u *Upstream) SignIntermediate(ctx context.Context, csr *x509.CertificateRe
 			return nil, err
 		}
 	}
-	if err := u.check(inter, chain, csr, cluster, start, ttl); err != nil {
+	if err := u.check(inter, chain, csr, start, ttl, extra); err != nil {
 		return nil, fmt.Errorf("%s: %s: Vault %s returned a certificate meshroot refuses: %v", component, what, path, err)
 	}
 	return append([]*x509.Certificate{inter}, chain...), nil
 }
 
-// check verifies that inter is the intermediate meshroot asked for.
-func (u *Upstream) check(inter *x509.Certificate, chain []*x509.Certificate, csr *x509.CertificateRequest, cluster string, start time.Time, ttl time.Duration) error {
+// check verifies that inter is the CA meshroot asked for: the profile
+// every CA meshroot gets from Vault shares, then extra.
+func (u *Upstream) check(inter *x509.Certificate, chain []*x509.Certificate, csr *x509.CertificateRequest, start time.Time, ttl time.Duration, extra func(*x509.Certificate) error) error {
 	pub, ok := inter.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	switch {
 	case !inter.BasicConstraintsValid || !inter.IsCA:
@@ -278,10 +314,9 @@ func (u *Upstream) check(inter *x509.Certificate, chain []*x509.Certificate, csr
 		return errors.New("it lacks the keyCertSign key usage")
 	case !ok || !pub.Equal(csr.PublicKey):
 		return errors.New("its public key is not the CSR's")
-	case inter.Subject.CommonName != cluster:
-		return fmt.Errorf("its common name is %q, not the cluster %q", inter.Subject.CommonName, cluster)
-	case !extKeyUsageOK(inter.ExtKeyUsage):
-		return fmt.Errorf("its extended key usages %v would keep workloads' server and client certificates from verifying", inter.ExtKeyUsage)
+	}
+	if err := extra(inter); err != nil {
+		return err
 	}
 	// One chain verification checks the signature by the issuer and the
 	// issuer's own chain to the root.

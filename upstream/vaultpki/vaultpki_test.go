@@ -24,6 +24,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/internal/vaultclient"
 	"github.com/meshroot/meshroot/test/vaultenv"
 )
@@ -471,4 +472,42 @@ func BenchmarkSignIntermediate(b *testing.B) {
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "signs/s")
 	})
+}
+
+// TestServerCA: Vault signs meshroot's server CA from the request meshroot
+// builds, copying its marker subject, extended key usage and name constraints
+// (use_csr_values), and the result is what agents pin; a cluster's CSR
+// that asks for the same extensions gets none of them.
+func TestServerCA(t *testing.T) {
+	v, root := newVault(t)
+	u := newUpstream(t, Options{Vault: vaultclient.Config{Address: v.Addr, Auth: tokenAuth(v.Token(t, "pki-signer"))}})
+	ctx := context.Background()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, err := ca.NewServerCACSR(key, "example.org", ca.ParseServerNames([]string{"meshroot.example.com", "127.0.0.1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := u.SignServerCA(ctx, csr, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sca := chain[0]
+	if !ca.IsServerCA(sca) || len(sca.ExtKeyUsage) != 1 || sca.ExtKeyUsage[0] != x509.ExtKeyUsageServerAuth ||
+		len(sca.PermittedDNSDomains) != 1 || len(sca.PermittedURIDomains) != 1 || !chain[len(chain)-1].Equal(root) {
+		t.Fatalf("Vault's server CA: IsServerCA %v, EKU %v, DNS %v, URI %v", ca.IsServerCA(sca), sca.ExtKeyUsage, sca.PermittedDNSDomains, sca.PermittedURIDomains)
+	}
+
+	// A cluster's CSR asking for the server CA's extensions.
+	ck, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	evil, err := ca.NewServerCACSR(ck, "example.org", ca.ServerNames{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, err := u.SignIntermediate(ctx, evil, "cluster-a", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca.IsServerCA(inter[0]) || len(inter[0].Subject.OrganizationalUnit) != 0 || len(inter[0].ExtKeyUsage) != 0 {
+		t.Fatalf("a cluster intermediate got the server CA's subject or extensions from its CSR: OU %v EKU %v", inter[0].Subject.OrganizationalUnit, inter[0].ExtKeyUsage)
+	}
 }

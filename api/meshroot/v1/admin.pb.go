@@ -1380,12 +1380,15 @@ func (x *ClusterStatus) GetIntermediateSerial() string {
 }
 
 type Cluster struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	TrustDomain   string                 `protobuf:"bytes,2,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	Auth          *ClusterAuth           `protobuf:"bytes,4,opt,name=auth,proto3" json:"auth,omitempty"`
-	Status        *ClusterStatus         `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	TrustDomain string                 `protobuf:"bytes,2,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	CreatedAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Auth        *ClusterAuth           `protobuf:"bytes,4,opt,name=auth,proto3" json:"auth,omitempty"`
+	Status      *ClusterStatus         `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	// Name constraints registered for the cluster besides istio-system.svc.
+	PermitDns     []string `protobuf:"bytes,6,rep,name=permit_dns,json=permitDns,proto3" json:"permit_dns,omitempty"`
+	PermitIps     []string `protobuf:"bytes,7,rep,name=permit_ips,json=permitIps,proto3" json:"permit_ips,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1455,11 +1458,29 @@ func (x *Cluster) GetStatus() *ClusterStatus {
 	return nil
 }
 
+func (x *Cluster) GetPermitDns() []string {
+	if x != nil {
+		return x.PermitDns
+	}
+	return nil
+}
+
+func (x *Cluster) GetPermitIps() []string {
+	if x != nil {
+		return x.PermitIps
+	}
+	return nil
+}
+
 type AddClusterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	TrustDomain   string                 `protobuf:"bytes,2,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
-	Auth          *ClusterAuth           `protobuf:"bytes,3,opt,name=auth,proto3" json:"auth,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	TrustDomain string                 `protobuf:"bytes,2,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	Auth        *ClusterAuth           `protobuf:"bytes,3,opt,name=auth,proto3" json:"auth,omitempty"`
+	// DNS domains and IP ranges (CIDR) the cluster's intermediates may
+	// certify besides istio-system.svc (name constraints).
+	PermitDns     []string `protobuf:"bytes,4,rep,name=permit_dns,json=permitDns,proto3" json:"permit_dns,omitempty"`
+	PermitIps     []string `protobuf:"bytes,5,rep,name=permit_ips,json=permitIps,proto3" json:"permit_ips,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1511,6 +1532,20 @@ func (x *AddClusterRequest) GetTrustDomain() string {
 func (x *AddClusterRequest) GetAuth() *ClusterAuth {
 	if x != nil {
 		return x.Auth
+	}
+	return nil
+}
+
+func (x *AddClusterRequest) GetPermitDns() []string {
+	if x != nil {
+		return x.PermitDns
+	}
+	return nil
+}
+
+func (x *AddClusterRequest) GetPermitIps() []string {
+	if x != nil {
+		return x.PermitIps
 	}
 	return nil
 }
@@ -2779,18 +2814,26 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\rClusterStatus\x12=\n" +
 	"\flast_contact\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12'\n" +
 	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12/\n" +
-	"\x13intermediate_serial\x18\x03 \x01(\tR\x12intermediateSerial\"\xdd\x01\n" +
+	"\x13intermediate_serial\x18\x03 \x01(\tR\x12intermediateSerial\"\x9b\x02\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\ftrust_domain\x18\x02 \x01(\tR\vtrustDomain\x129\n" +
 	"\n" +
 	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12,\n" +
 	"\x04auth\x18\x04 \x01(\v2\x18.meshroot.v1.ClusterAuthR\x04auth\x122\n" +
-	"\x06status\x18\x05 \x01(\v2\x1a.meshroot.v1.ClusterStatusR\x06status\"x\n" +
+	"\x06status\x18\x05 \x01(\v2\x1a.meshroot.v1.ClusterStatusR\x06status\x12\x1d\n" +
+	"\n" +
+	"permit_dns\x18\x06 \x03(\tR\tpermitDns\x12\x1d\n" +
+	"\n" +
+	"permit_ips\x18\a \x03(\tR\tpermitIps\"\xb6\x01\n" +
 	"\x11AddClusterRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\ftrust_domain\x18\x02 \x01(\tR\vtrustDomain\x12,\n" +
-	"\x04auth\x18\x03 \x01(\v2\x18.meshroot.v1.ClusterAuthR\x04auth\"*\n" +
+	"\x04auth\x18\x03 \x01(\v2\x18.meshroot.v1.ClusterAuthR\x04auth\x12\x1d\n" +
+	"\n" +
+	"permit_dns\x18\x04 \x03(\tR\tpermitDns\x12\x1d\n" +
+	"\n" +
+	"permit_ips\x18\x05 \x03(\tR\tpermitIps\"*\n" +
 	"\x14RemoveClusterRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x17\n" +
 	"\x15RemoveClusterResponse\"\x15\n" +

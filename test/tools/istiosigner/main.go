@@ -13,6 +13,15 @@
 // prints the leaf followed by cert-chain.pem (what istiod hands a workload,
 // less the root, which istiod sends as a separate last element).
 //
+// istiod's own serving certificate (XDS and webhooks):
+//
+//	istiosigner -cacerts DIR -dns-names istiod.istio-system.svc,... [-ttl 5m] [-out FILE]
+//
+// signs it the way istiod does with plugged-in cacerts
+// (pilot/pkg/bootstrap/certcontroller.go: s.CA.GenKeyCert(s.dnsNames, ...),
+// the names from getDNSNames) and prints the leaf followed by
+// cert-chain.pem; the key is discarded.
+//
 // A long-running signer (what the end-to-end tests use):
 //
 //	istiosigner -serve 127.0.0.1:PORT
@@ -57,6 +66,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -80,6 +90,7 @@ func main() {
 	dir := flag.String("cacerts", "", "cacerts folder (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem; or tls.crt, tls.key, ca.crt)")
 	csrFile := flag.String("csr", "", "CSR (PEM) to sign")
 	id := flag.String("id", "", "SPIFFE ID of the workload")
+	dnsNames := flag.String("dns-names", "", "sign istiod's own serving certificate for these comma-separated DNS names instead of a workload CSR")
 	ttl := flag.Duration("ttl", 5*time.Minute, "requested lifetime")
 	out := flag.String("out", "", "output file (default stdout)")
 	flag.Parse()
@@ -89,8 +100,14 @@ func main() {
 		}
 		return
 	}
+	if *dir != "" && *dnsNames != "" {
+		if err := signServing(*dir, strings.Split(*dnsNames, ","), *ttl, *out); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *dir == "" || *csrFile == "" || *id == "" {
-		fmt.Fprintln(os.Stderr, "usage: istiosigner -cacerts DIR -csr FILE -id SPIFFE_ID [-ttl 5m] [-out FILE]  |  istiosigner -serve 127.0.0.1:PORT")
+		fmt.Fprintln(os.Stderr, "usage: istiosigner -cacerts DIR -csr FILE -id SPIFFE_ID [-ttl 5m] [-out FILE]  |  istiosigner -cacerts DIR -dns-names NAMES [-ttl 5m] [-out FILE]  |  istiosigner -serve 127.0.0.1:PORT")
 		os.Exit(2)
 	}
 	csr, err := os.ReadFile(*csrFile)
@@ -115,6 +132,25 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+}
+
+// signServing signs istiod's DNS serving certificate as istiod does with
+// plugged-in certs: IstioCA.GenKeyCert(names, ttl, false) makes a key and
+// signs it with the names as DNS SANs, returning the leaf and the chain.
+func signServing(dir string, names []string, ttl time.Duration, out string) error {
+	c, err := newCA(dir)
+	if err != nil {
+		return err
+	}
+	chain, _, err := c.GenKeyCert(names, ttl, false)
+	if err != nil {
+		return err
+	}
+	if out == "" {
+		_, err = os.Stdout.Write(chain)
+		return err
+	}
+	return os.WriteFile(out, chain, 0o644)
 }
 
 // fileBundle is istiod's detectSigningCABundleAndCRL: the kubernetes.io/tls

@@ -1,0 +1,220 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/status"
+
+	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+	"github.com/meshroot/meshroot/ca"
+)
+
+// Reconcile brings the Secret up to date once and returns when the
+// intermediate should next be renewed.
+func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
+	now := a.cfg.Now()
+	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
+	if err != nil {
+		a.cfg.Metrics.failed(ErrKindSecretRead)
+		return time.Time{}, err
+	}
+	a.observe(cur)
+	if cur.Secret != nil && !cur.ManagedByMeshroot() && !a.cfg.Adopt {
+		return time.Time{}, permanent(&ca.PolicyError{Err: fmt.Errorf("Secret %s/%s exists and is not managed by meshroot: delete it, or pass --adopt to replace it", a.cfg.Secret.Namespace, a.cfg.Secret.Name)})
+	}
+	bundle := a.latestBundle()
+	if bundle == nil {
+		// No watch yet (or --once): ask once; a failure here is not fatal.
+		if b, err := a.client.issuer.GetTrustBundle(ctx, &meshrootv1.GetTrustBundleRequest{Cluster: a.cfg.Cluster}); err == nil {
+			a.mu.Lock()
+			if a.bundle == nil {
+				a.bundle = b
+			}
+			a.mu.Unlock()
+			bundle = b
+		}
+	}
+	next, err := a.reconcileCACerts(ctx, cur, bundle, now)
+	if err != nil {
+		return time.Time{}, err
+	}
+	// Federated bundles are delivered, but a failure to write them must
+	// not keep the report from the server: it is returned after it.
+	var deliverErr error
+	if bundle != nil {
+		deliverErr = a.deliverFederated(ctx, bundle)
+	}
+	if !a.report(ctx, now) {
+		// The rotation gates wait for this report: try again soon, not
+		// at the next renewal.
+		if retry := now.Add(5 * time.Second); retry.Before(next) {
+			next = retry
+		}
+	}
+	if deliverErr != nil {
+		a.cfg.Metrics.failed(ErrKindFederated)
+		return time.Time{}, deliverErr
+	}
+	return next, nil
+}
+
+// report tells the server what the cluster now runs with (rotation phases
+// wait for it). It authenticates with the intermediate it just wrote, or a
+// service-account token; a failure is logged and retried next time.
+func (a *Agent) report(ctx context.Context, now time.Time) bool {
+	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
+	if err != nil || cur.CACerts == nil || cur.Secret == nil {
+		return false
+	}
+	a.observe(cur)
+	req := &meshrootv1.ReportStatusRequest{
+		Cluster: a.cfg.Cluster, BundleSequence: appliedSequence(cur), IntermediateSerial: ca.SerialHex(cur.CACerts.Cert.SerialNumber),
+	}
+	if cert := a.renewalCert(cur, now); cert != nil {
+		err = a.withCert(cert, func(c meshrootv1.IssuerClient) error {
+			_, rerr := c.ReportStatus(ctx, req)
+			return rerr
+		})
+	} else if a.creds.tokenFile != "" {
+		var rctx context.Context
+		if rctx, _, err = a.creds.withToken(ctx); err == nil {
+			_, err = a.client.issuer.ReportStatus(rctx, req)
+		}
+	}
+	if err != nil {
+		a.cfg.Metrics.failed(ErrKindReport)
+		a.log.Warn("status report failed; will retry", "error", status.Convert(err).Message())
+		return false
+	}
+	a.log.Debug("status reported", "bundle_sequence", req.BundleSequence, "serial", req.IntermediateSerial)
+	a.cfg.Metrics.reported(now)
+	return true
+}
+
+// reconcileCACerts brings the cacerts Secret up to date.
+func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *meshrootv1.TrustBundle, now time.Time) (time.Time, error) {
+	reason := a.needsIssue(cur, bundle, now)
+	var cacerts *ca.CACerts
+	var annotations map[string]string
+	switch {
+	case reason != "":
+		a.log.Info("requesting intermediate", "reason", reason)
+		issued, key, err := a.issue(ctx, cur, now)
+		if err != nil {
+			a.cfg.Metrics.failed(ErrKindIssue)
+			return time.Time{}, err
+		}
+		cacerts = issued.CACerts(key)
+		annotations = issued.Annotations()
+		annotations[AnnotationIssuedAt] = now.UTC().Format(time.RFC3339)
+	case bundle != nil && rootsDiffer(cur.CACerts.Roots, bundle.GetRoots()) && bundle.GetSequence() > appliedSequence(cur):
+		roots, err := parseDERs(bundle.GetRoots())
+		if err != nil {
+			return time.Time{}, fmt.Errorf("trust bundle from server: %w", err)
+		}
+		cc := *cur.CACerts
+		cc.Roots = roots
+		cacerts = &cc
+		annotations = map[string]string{ca.AnnotationBundleSequence: strconv.FormatUint(bundle.GetSequence(), 10)}
+		a.log.Info("trust bundle changed; updating root-cert.pem", "sequence", bundle.GetSequence(), "roots", len(roots))
+	default:
+		return a.renewAt(cur.CACerts.Cert, cur.Secret.Annotations), nil
+	}
+	if err := Apply(ctx, a.cfg.Kube, cur, cacerts, annotations, ApplyOptions{
+		Secret: a.cfg.Secret, Format: a.cfg.Format, Restart: a.cfg.Restart,
+		IstiodDeployment: a.cfg.IstiodDeployment, Adopt: a.cfg.Adopt, Log: a.log,
+	}, now); err != nil {
+		a.cfg.Metrics.failed(ErrKindSecretWrite)
+		return time.Time{}, err
+	}
+	a.cfg.Metrics.wrote(now)
+	if annotations[AnnotationIssuedAt] == "" && cur.Secret != nil {
+		annotations = cur.Secret.Annotations // a roots-only update keeps them
+	}
+	return a.renewAt(cacerts.Cert, annotations), nil
+}
+
+// needsIssue says why a new intermediate is needed, or "" when the current
+// one is good.
+func (a *Agent) needsIssue(cur *Current, bundle *meshrootv1.TrustBundle, now time.Time) string {
+	switch {
+	case cur.Secret == nil:
+		return "no cacerts Secret"
+	case cur.CACerts == nil:
+		return fmt.Sprintf("cacerts Secret is unreadable: %v", cur.Problem)
+	case !cur.ManagedByMeshroot():
+		return "adopting a cacerts Secret meshroot did not write"
+	}
+	if err := cur.CACerts.Verify(now); err != nil {
+		return fmt.Sprintf("cacerts fails the self-check: %v", err)
+	}
+	if cn := cur.CACerts.Cert.Subject.CommonName; cn != a.cfg.Cluster {
+		return fmt.Sprintf("the intermediate is for cluster %q, not %q", cn, a.cfg.Cluster)
+	}
+	if !now.Before(a.renewAt(cur.CACerts.Cert, cur.Secret.Annotations)) {
+		return "intermediate is due for renewal"
+	}
+	if bundle != nil {
+		top := cur.CACerts.Chain[len(cur.CACerts.Chain)-1]
+		// The root that signed the intermediate: the annotation when the
+		// chain goes through a cross certificate to an older root.
+		signedBy := cur.Secret.Annotations[ca.AnnotationRootID]
+		if signedBy == "" {
+			signedBy = ca.RootID(top)
+		}
+		if id := bundle.GetActiveRootId(); id != "" && id != signedBy {
+			return "the active root changed"
+		}
+		if !containsDER(bundle.GetRoots(), top.Raw) {
+			return "the intermediate's root left the trust bundle"
+		}
+	}
+	return ""
+}
+
+// issue asks the server for a new intermediate. It offers the current
+func appliedSequence(cur *Current) uint64 {
+	if cur.Secret == nil {
+		return 0
+	}
+	n, _ := strconv.ParseUint(cur.Secret.Annotations[ca.AnnotationBundleSequence], 10, 64)
+	return n
+}
+
+func rootsDiffer(have []*x509.Certificate, want [][]byte) bool {
+	if len(have) != len(want) {
+		return true
+	}
+	for _, c := range have {
+		if !containsDER(want, c.Raw) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsDER(list [][]byte, der []byte) bool {
+	for _, d := range list {
+		if bytes.Equal(d, der) {
+			return true
+		}
+	}
+	return false
+}
+
+func parseDERs(ders [][]byte) ([]*x509.Certificate, error) {
+	out := make([]*x509.Certificate, 0, len(ders))
+	for _, d := range ders {
+		c, err := x509.ParseCertificate(d)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
