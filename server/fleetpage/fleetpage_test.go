@@ -310,4 +310,3 @@ func TestFleetEmpty(t *testing.T) {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 }
-
