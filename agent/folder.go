@@ -405,7 +405,9 @@ type folderApps struct{ appsv1client.AppsV1Interface }
 
 func (folderApps) Deployments(string) appsv1client.DeploymentInterface { return folderDeployments{} }
 
-type folderDeployments struct{ appsv1client.DeploymentInterface }
+type folderDeployments struct {
+	appsv1client.DeploymentInterface
+}
 
 // Get finds no Deployment: there is no istiod to restart next to a folder.
 func (folderDeployments) Get(_ context.Context, name string, _ metav1.GetOptions) (*appsv1.Deployment, error) {
