@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -62,13 +64,18 @@ func TestFleetPageRefusesNonLoopbackListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, addr := range []string{"0.0.0.0:0", ":0"} {
+	for i, addr := range []string{"0.0.0.0:0", ":0"} {
 		srv, err := server.NewServer(server.ServerConfig{
-			Service: svc, Store: st, Listen: "127.0.0.1:0", HTTPListen: addr, AdminSocket: filepath.Join(dir, "run", "admin.sock"),
+			Service: svc, Store: st, Listen: "127.0.0.1:0", HTTPListen: addr, AdminSocket: filepath.Join(dir, "run", fmt.Sprintf("admin%d.sock", i)),
 			Log: slog.New(slog.DiscardHandler), FleetPage: page,
 		})
-		if err == nil || !strings.Contains(err.Error(), "remote access needs admin mTLS") {
-			t.Errorf("HTTP listener %s: server built (%v), error %v", addr, srv != nil, err)
+		if err == nil {
+			t.Errorf("HTTP listener %s: the server was built with the fleet page on it", addr)
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			_ = srv.Run(ctx) // releases its listeners
+		} else if !strings.Contains(err.Error(), "remote access needs admin mTLS") {
+			t.Errorf("HTTP listener %s: %v", addr, err)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/keys/disk"
 	"github.com/meshroot/meshroot/server/fleetpage"
+	"github.com/meshroot/meshroot/store"
 	"github.com/meshroot/meshroot/store/sqlite"
 )
 
@@ -308,5 +309,63 @@ func TestFleetEmpty(t *testing.T) {
 	resp, body := get(t, newPage(t, svc), fleetpage.PathPage)
 	if resp.StatusCode != 200 || !strings.Contains(body, "No cluster registered yet") || !strings.Contains(body, "No root yet") {
 		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+}
+
+// The page's clock moves the states on: six days later "soon" has expired
+// and nobody has been heard from for more than an hour.
+func TestFleetStatesFollowTheClock(t *testing.T) {
+	later := time.Now().Add(6 * 24 * time.Hour)
+	page := newPage(t, fleet(t), func(o *fleetpage.Options) { o.Now = func() time.Time { return later } })
+	_, body := get(t, page, fleetpage.PathJSON)
+	var f fleetpage.Fleet
+	if err := json.Unmarshal([]byte(body), &f); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"healthy": {fleetpage.StateNotSeen},
+		"soon":    {fleetpage.StateExpired, fleetpage.StateNotSeen},
+		"silent":  {fleetpage.StateNotSeen, fleetpage.StateNoIntermediate},
+	}
+	for _, c := range f.Clusters {
+		if strings.Join(c.States, ",") != strings.Join(want[c.Name], ",") {
+			t.Errorf("%s: states %v, want %v", c.Name, c.States, want[c.Name])
+		}
+		if c.Name == "soon" && (c.Level != "crit" || c.DaysLeft == nil || *c.DaysLeft >= 0) {
+			t.Errorf("soon: level %s, days left %v", c.Level, c.DaysLeft)
+		}
+	}
+}
+
+// A federation peer that was never fetched is shown as such, with its
+// bootstrap bundle held.
+func TestFleetFederationPeer(t *testing.T) {
+	svc := fleet(t)
+	other, err := keys.ECP256.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := ca.NewRoot(other, ca.RootOptions{TrustDomain: "peer.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ca.WithActor(t.Context(), "test")
+	if _, err := svc.AddFederation(ctx, ca.AddFederationRequest{
+		TrustDomain: "peer.example", URL: "https://peer.example/bundle", Profile: store.ProfileHTTPSWeb,
+		BootstrapBundle: ca.EncodeCerts([]*x509.Certificate{root}),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, body := get(t, newPage(t, svc), fleetpage.PathJSON)
+	var f fleetpage.Fleet
+	if err := json.Unmarshal([]byte(body), &f); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Federation) != 1 || f.Federation[0].TrustDomain != "peer.example" || f.Federation[0].Health != "bootstrap bundle, not fetched yet" || f.Federation[0].Level != "warn" {
+		t.Fatalf("federation: %+v", f.Federation)
+	}
+	_, html := get(t, newPage(t, svc), fleetpage.PathPage)
+	if !strings.Contains(html, `data-peer="peer.example"`) {
+		t.Error("the page does not list the peer")
 	}
 }
