@@ -4,7 +4,7 @@ BIN     := bin/meshroot
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: no-big-files all build run demo test test-deps tools vet unit test-kube test-spire fuzz bench bench-grpc bench-bundle generate clean
+.PHONY: no-big-files all build run demo test test-deps tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle generate clean
 
 all: build
 
@@ -22,7 +22,7 @@ demo: build
 ## test: what CI runs (.ci/run): installs and builds what the tests need
 ## (cached), vets, runs the unit tests first, then the tests against real
 ## kube-apiservers
-test: test-deps tools vet unit test-kube test-spire
+test: test-deps tools vet unit test-kube test-spire test-browser
 
 ## tools: build the real components the tests run (cached under ~/.cache/meshroot-test)
 tools:
@@ -35,6 +35,7 @@ test-deps:
 	  [ -e /usr/lib/softhsm/libsofthsm2.so ] || missing="$$missing softhsm2"; \
 	  command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	  command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; fi
 
@@ -56,6 +57,12 @@ test-kube:
 
 test-spire:
 	cd test/spire && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
+
+## test-browser: the fleet page in headless Chromium over the DevTools
+## protocol (its own module: meshroot does not depend on chromedp);
+## MESHROOT_BROWSER_OUT=DIR keeps the screenshots
+test-browser:
+	cd test/browser && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
 
 ## fuzz: run the CSR intake fuzzer for a while (FUZZTIME, default 60s)
 FUZZTIME ?= 60s

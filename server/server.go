@@ -23,6 +23,7 @@ import (
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/server/authn"
+	"github.com/meshroot/meshroot/server/fleetpage"
 )
 
 // ServerConfig assembles a meshroot server.
@@ -62,6 +63,10 @@ type ServerConfig struct {
 	// server hold and write (zero: defaults).
 	Limits Limits
 	Log    *slog.Logger
+	// FleetPage, when set, is served on the HTTP listener at /fleet,
+	// /fleet.json and /fleet/ (see package fleetpage). The listener must
+	// then be on a loopback address: remote access needs admin mTLS.
+	FleetPage http.Handler
 }
 
 // Server runs the Issuer service over TLS, the Admin service on a unix
@@ -127,6 +132,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		s.lnTLS.Close()
 		return nil, fmt.Errorf("server: listen %s: %w", cfg.HTTPListen, err)
 	}
+	if cfg.FleetPage != nil {
+		if err := fleetpage.CheckListener(s.lnHTTP.Addr().String()); err != nil {
+			s.lnTLS.Close()
+			s.lnHTTP.Close()
+			return nil, err
+		}
+	}
 	if s.lnAdm, err = listenUnix(cfg.AdminSocket); err != nil {
 		s.lnTLS.Close()
 		s.lnHTTP.Close()
@@ -161,6 +173,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	if cfg.FleetPage != nil {
+		for _, p := range fleetpage.Routes() {
+			mux.Handle("GET "+p, cfg.FleetPage)
+		}
+	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return s, nil
 }

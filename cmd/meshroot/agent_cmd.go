@@ -27,6 +27,7 @@ type agentFlags struct {
 	kubeconfig, kubeContext, namespace, secretName  string
 	format, keyType, restart, istiod                string
 	metricsAddr                                     string
+	out                                             string
 	ttl, timeout                                    time.Duration
 	renewFraction                                   float64
 	once, adopt, meshConfig                         bool
@@ -44,7 +45,12 @@ create or update. Renewal happens at 2/3 of the lifetime, presenting the
 current intermediate; trust bundle changes are followed as they happen.
 It reports its status to the server at least every 10 minutes. While the
 server is unreachable nothing in the cluster changes. --metrics-addr serves
-Prometheus metrics (docs/observability.md).`,
+Prometheus metrics (docs/observability.md).
+
+Without Kubernetes (trying meshroot out, or a VM that mounts the files),
+--out DIR writes the same files into a folder instead of the Secret, the way
+the kubelet updates a mounted Secret: a new hidden folder, then the ..data
+symlink swapped to it in one rename.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runAgent(cmd, f) },
 	}
@@ -54,6 +60,7 @@ Prometheus metrics (docs/observability.md).`,
 	fl.StringVar(&f.cluster, "cluster", "", "this cluster's registered name (required)")
 	fl.StringVar(&f.joinToken, "join-token", "", "single-use join token (env MESHROOT_JOIN_TOKEN; prefer the variable: arguments are visible in ps)")
 	fl.StringVar(&f.tokenFile, "token-file", "", "projected service-account token with audience meshroot")
+	fl.StringVar(&f.out, "out", "", "write cacerts as files into this folder instead of a Secret (no Kubernetes needed; updated atomically, kubelet-style ..data swap)")
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
 	fl.StringVar(&f.kubeContext, "context", "", "kubeconfig context")
 	fl.StringVar(&f.namespace, "namespace", agent.DefaultSecret.Namespace, "namespace of the cacerts Secret and istiod")
@@ -97,7 +104,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--server-ca: %w", err)}
 	}
-	kube, err := kubeClient(f.kubeconfig, f.kubeContext)
+	kube, where, err := agentTarget(cmd, f)
 	if err != nil {
 		return err
 	}
@@ -124,10 +131,27 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		if err := a.RunOnce(ctx); err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "cacerts %s/%s is current\n", f.namespace, f.secretName)
+		fmt.Fprintf(cmd.OutOrStdout(), "cacerts %s is current\n", where)
 		return nil
 	}
 	return a.Run(ctx)
+}
+
+// agentTarget is where the agent writes: a folder (--out) or the cluster's
+// cacerts Secret, and how to name it.
+func agentTarget(cmd *cobra.Command, f *agentFlags) (kubernetes.Interface, string, error) {
+	ref := agent.SecretRef{Namespace: f.namespace, Name: f.secretName}
+	if f.out == "" {
+		kube, err := kubeClient(f.kubeconfig, f.kubeContext)
+		return kube, ref.Namespace + "/" + ref.Name, err
+	}
+	for _, name := range []string{"kubeconfig", "context", "mesh-config"} {
+		if cmd.Flags().Changed(name) {
+			return nil, "", usageError{fmt.Errorf("--out writes files, not to a cluster: drop --%s", name)}
+		}
+	}
+	kube, err := agent.NewFolder(f.out, ref)
+	return kube, "in " + f.out, err
 }
 
 // kubeClient builds a client from a kubeconfig file and context, from the

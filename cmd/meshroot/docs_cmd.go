@@ -158,6 +158,7 @@ var configKeys = map[string]configKey{
 	"federation.minRefresh":         {"", "shortest interval between fetches of a peer's bundle"},
 	"federation.maxRefresh":         {"", "longest interval between fetches of a peer's bundle"},
 	"federation.caFile":             {"", "PEM roots added to the system's for https_web peers"},
+	"fleetPage":                     {"fleet-page", "serve the read-only fleet page at `/fleet` (and `/fleet.json`) on the HTTP listener, which must then be a loopback address (docs/observability.md); on with `--dev`"},
 }
 
 // yamlKeys lists the YAML paths of t's leaves: structs are blocks, other

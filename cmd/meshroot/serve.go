@@ -47,6 +47,7 @@ type serveConfig struct {
 	BundleEndpoint       endpointConf `yaml:"bundleEndpoint"`
 	Keys                 keysConfig   `yaml:"keys"`
 	Federation           fedConf      `yaml:"federation"`
+	FleetPage            bool         `yaml:"fleetPage"`
 }
 
 // endpointConf configures the SPIFFE bundle endpoint.
@@ -113,7 +114,7 @@ func loadServeConfig(path string) (serveConfig, error) {
 func newServeCmd(g *globals) *cobra.Command {
 	var configFile, listen, httpListen, td, bundleListen, bundleProfile, bundleCert, bundleKey string
 	var sans []string
-	var dev bool
+	var dev, fleetPage bool
 	cmd := &cobra.Command{
 		Use:   "serve [--config FILE] [--dev]",
 		Short: "Run the meshroot server: Issuer API for agents (gRPC/TLS), Admin API on a unix socket, health and metrics",
@@ -167,6 +168,11 @@ token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
 			cfg.BundleEndpoint.Profile = pick(fl.Changed("bundle-endpoint-profile"), bundleProfile, cfg.BundleEndpoint.Profile, string(spiffe.ProfileSPIFFE))
 			cfg.BundleEndpoint.CertFile = pick(fl.Changed("bundle-endpoint-cert"), bundleCert, cfg.BundleEndpoint.CertFile, "")
 			cfg.BundleEndpoint.KeyFile = pick(fl.Changed("bundle-endpoint-key"), bundleKey, cfg.BundleEndpoint.KeyFile, "")
+			if fl.Changed("fleet-page") {
+				cfg.FleetPage = fleetPage
+			} else if dev {
+				cfg.FleetPage = true
+			}
 			return runServe(cmd, g, cfg, dev)
 		},
 	}
@@ -175,6 +181,7 @@ token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
 	fl.BoolVar(&dev, "dev", false, "development mode: everything on 127.0.0.1, a root and a cluster created on first start")
 	fl.StringVar(&listen, "listen", ":8443", "Issuer API address (gRPC over TLS)")
 	fl.StringVar(&httpListen, "http-listen", ":8080", "address of /healthz, /readyz and /metrics")
+	fl.BoolVar(&fleetPage, "fleet-page", false, "serve the read-only fleet page at /fleet on the HTTP listener, which must be loopback (on with --dev)")
 	fl.StringVar(&td, "trust-domain", "cluster.local", "trust domain of the root created by --dev")
 	fl.StringSliceVar(&sans, "san", nil, "DNS names and IPs in the server certificate (default: localhost, 127.0.0.1 and the host name)")
 	fl.StringVar(&bundleListen, "bundle-endpoint-listen", ":8444", "SPIFFE bundle endpoint address, or off")
@@ -272,9 +279,14 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		MinRefresh: time.Duration(cfg.Federation.MinRefresh), MaxRefresh: time.Duration(cfg.Federation.MaxRefresh),
 		Roots: webRoots, Log: log.With("component", "federation"), OnChange: func(string) { hub.Poke() },
 	})
+	page, err := newFleetPage(cfg, svc, log)
+	if err != nil {
+		return err
+	}
 	srv, err := server.NewServer(server.ServerConfig{
 		Service: svc, Store: st, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, AdminSocket: cfg.AdminSocket,
 		ServerNames: cfg.ServerSANs, RefreshHint: refreshHint, Log: log, Registry: reg, Hub: hub, Federation: fed,
+		FleetPage: page,
 	})
 	if err != nil {
 		return err
@@ -302,7 +314,8 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		}
 	}
 	log.Info("meshroot server starting", "version", version, "issuer", srv.Addr(), "http", srv.HTTPAddr(),
-		"admin_socket", cfg.AdminSocket, "data_dir", cfg.DataDir, "bundle_endpoint", endpointAddr(endpoint), "bundle_endpoint_profile", cfg.BundleEndpoint.Profile)
+		"admin_socket", cfg.AdminSocket, "data_dir", cfg.DataDir, "bundle_endpoint", endpointAddr(endpoint), "bundle_endpoint_profile", cfg.BundleEndpoint.Profile,
+		"fleet_page", fleetURL(cfg.FleetPage, srv.HTTPAddr()))
 	if dev {
 		go printDevBanner(ctx, cmd, srv, cfg, devToken)
 	}
@@ -413,18 +426,28 @@ func printDevBanner(ctx context.Context, cmd *cobra.Command, srv *server.Server,
 	caFile := filepath.Join(cfg.DataDir, devCAFile)
 	abs, _ := filepath.Abs(caFile)
 	out := cmd.ErrOrStderr()
+	fleet := fleetURL(cfg.FleetPage, srv.HTTPAddr())
+	if cfg.FleetPage {
+		fleet += "   (JSON: " + fleet + ".json)"
+	}
 	fmt.Fprintf(out, `
 meshroot dev server ready
   Issuer API (gRPC/TLS): %s
   health, metrics:       http://%s/healthz  /readyz  /metrics
+  fleet page:            %s
   admin socket:          %s   (the CLI uses it by default: try 'meshroot cluster list')
   trust bundle (PEM):    %s
 
-Bootstrap a cluster's cacerts (the join token is single-use, valid 1h):
+Bootstrap a cluster's cacerts (the join token is single-use, valid 1h: run one of these).
+No Kubernetes at hand? Write them into a folder, and watch cluster "dev" appear on the fleet page:
+  meshroot agent --server %s --server-ca %s --cluster dev \
+    --join-token %s --out ./dev-cacerts
+
+Into a cluster's istio-system/cacerts Secret:
   meshroot agent --once --server %s --server-ca %s --cluster dev \
     --join-token %s --kubeconfig ~/.kube/config
 
-`, srv.Addr(), srv.HTTPAddr(), cfg.AdminSocket, abs, srv.Addr(), abs, token)
+`, srv.Addr(), srv.HTTPAddr(), fleet, cfg.AdminSocket, abs, srv.Addr(), abs, token, srv.Addr(), abs, token)
 }
 
 // mergeKeys lets key flags (or their MESHROOT_* variables) override the
