@@ -53,7 +53,11 @@ type bucket struct {
 	at     time.Time
 }
 
-type refusalKey struct{ peer, action, result, code string }
+// refusalKey is what makes refusals "the same" for summarising: one peer,
+// one action, result and code, and the target when it is a registered
+// cluster (a refusal for a real cluster is a signal of its own; names that
+// are not registered, a flood's junk, share one key per peer).
+type refusalKey struct{ peer, action, result, code, target string }
 
 func newRefusals(svc *ca.Service, log *slog.Logger, lim Limits) *refusals {
 	return &refusals{svc: svc, log: log, lim: lim.withDefaults(), now: time.Now,
@@ -173,10 +177,23 @@ func (r *refusals) charge(p string) {
 	b.tokens = max(b.tokens-1, 0)
 }
 
+// registered reports whether name is a registered cluster. It is asked
+// only for refusals, which the per-peer limit already bounds.
+func (r *refusals) registered(ctx context.Context, name string) bool {
+	if name == "" || len(name) > 63 {
+		return false
+	}
+	_, err := r.svc.Store().GetCluster(ctx, name)
+	return err == nil
+}
+
 // record audits one refusal of peer p, or counts it for the window's
 // summary when p had RefusalRows of its kind in this window already.
 func (r *refusals) record(ctx context.Context, p, action, target, result string, code codes.Code, reason string) {
 	k := refusalKey{peer: p, action: action, result: result, code: code.String()}
+	if r.registered(ctx, target) {
+		k.target = target
+	}
 	r.mu.Lock()
 	summaries, from, to := r.rollLocked(r.now())
 	if _, ok := r.counts[k]; !ok && len(r.counts) >= maxPeers {
@@ -234,7 +251,7 @@ func (r *refusals) writeSummaries(summaries map[refusalKey]int, from, to time.Ti
 	for k, n := range summaries {
 		reason := fmt.Sprintf("peer %s: %d more refusals (code %s) between %s and %s, not written one by one",
 			k.peer, n, k.code, from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339))
-		if err := r.svc.AuditResult(ctx, unauthenticatedActor, k.action, "", k.result, reason); err != nil {
+		if err := r.svc.AuditResult(ctx, unauthenticatedActor, k.action, k.target, k.result, reason); err != nil {
 			r.log.Error("audit refusal summary", "error", err)
 		}
 		r.log.Warn("requests refused", "action", k.action, "peer", k.peer, "code", k.code, "count", n, "from", from, "to", to)

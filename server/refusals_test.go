@@ -132,3 +132,37 @@ func TestConnectionLimit(t *testing.T) {
 		t.Errorf("after one connection closed: %v", err)
 	}
 }
+
+// TestRefusalsForRegisteredClustersKeptApart: refusals for different
+// registered clusters from one peer are rows of their own (each a signal
+// about a real cluster), while names that are not registered, a flood's
+// junk, share one allowance and one summary per peer.
+func TestRefusalsForRegisteredClustersKeptApart(t *testing.T) {
+	ts := startServer(t, func(c *server.ServerConfig) {
+		c.Limits = server.Limits{RefusalBurst: -1, RefusalRows: 1, RefusalWindow: time.Hour}
+	})
+	roots := ts.bootstrap(t) // registers east and west
+	c := ts.issuerClient(t, roots, nil)
+	req, _ := csr(t)
+	for _, cluster := range []string{"east", "west", "nowhere", "elsewhere"} {
+		for range 3 {
+			if _, err := c.SignIntermediate(t.Context(), &meshrootv1.SignIntermediateRequest{Cluster: cluster, Csr: req.Raw}); err == nil {
+				t.Fatalf("%s: issued without a credential", cluster)
+			}
+		}
+	}
+	during := ts.deniedIssues(t)
+	if len(during) != 3 {
+		t.Fatalf("%d denied rows during the window, want 3 (east, west, one for the unregistered names): %q", len(during), during)
+	}
+	ts.stop()
+	after := ts.deniedIssues(t)
+	var summaries []string
+	for _, d := range after[3:] {
+		summaries = append(summaries, d)
+	}
+	joined := strings.Join(summaries, "\n")
+	if len(summaries) != 3 || !strings.Contains(joined, "2 more refusals") || !strings.Contains(joined, "5 more refusals") {
+		t.Fatalf("summaries after the window: %q, want east's and west's 2 more each and the unregistered names' 5 more", summaries)
+	}
+}
