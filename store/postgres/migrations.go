@@ -156,7 +156,7 @@ const migrationLockKey int64 = 0x6d657368726f6f74
 func migrate(ctx context.Context, cc *pgx.ConnConfig, steps []migration) error {
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
-		return fmt.Errorf("connect: %w", markLost(err))
+		return fmt.Errorf("connect: %w", err)
 	}
 	// Closing the session releases the advisory lock, whatever happened.
 	defer conn.Close(context.Background())
