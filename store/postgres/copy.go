@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -35,7 +36,7 @@ const auditPage = 1000
 // store's own meta keys included. Before committing it checks that every
 // table of CopiedTables has as many rows as in src and that the copied
 // audit chain verifies against its head; then, when entry has an Action,
-// it appends entry (with the counts in Details when Details is empty) to
+// it appends entry (its Details, a JSON object, gaining "rows": the counts) to
 // the copied log. On any failure nothing lands. It returns the counts.
 //
 // src must not change during the copy (stop the servers using it): a row
@@ -81,8 +82,8 @@ func (s *Store) CopyFrom(ctx context.Context, src Source, entry store.AuditEntry
 		if entry.Action == "" {
 			return nil
 		}
-		if entry.Details == "" {
-			entry.Details = countsJSON(want)
+		if entry.Details, err = withCounts(entry.Details, want); err != nil {
+			return err
 		}
 		_, err = t.AppendAudit(ctx, entry)
 		return err
@@ -203,11 +204,16 @@ func tableCounts(ctx context.Context, q querier) (map[string]int64, error) {
 	return counts, nil
 }
 
-// countsJSON renders counts as a JSON object, tables in copy order.
-func countsJSON(counts map[string]int64) string {
-	parts := make([]string, 0, len(CopiedTables))
-	for _, table := range CopiedTables {
-		parts = append(parts, fmt.Sprintf("%q:%d", table, counts[table]))
+// withCounts returns details, a JSON object ("" for none), with "rows" set
+// to counts.
+func withCounts(details string, counts map[string]int64) (string, error) {
+	obj := map[string]any{}
+	if details != "" {
+		if err := json.Unmarshal([]byte(details), &obj); err != nil {
+			return "", fmt.Errorf("audit details are not a JSON object: %w", err)
+		}
 	}
-	return `{"rows":{` + strings.Join(parts, ",") + `}}`
+	obj["rows"] = counts
+	b, err := json.Marshal(obj)
+	return string(b), err
 }
