@@ -21,6 +21,7 @@ const (
 	codeCrashShutdown        = "57P02"
 	codeCannotConnectNow     = "57P03"
 	codeTooManyConnections   = "53300"
+	codeLockNotAvailable     = "55P03"
 	classConnectionException = "08"
 )
 
@@ -30,6 +31,13 @@ const (
 func isSerializationFailure(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && (pe.Code == codeSerializationFailure || pe.Code == codeDeadlockDetected)
+}
+
+// isLockTimeout reports whether err is a lock wait that lasted longer
+// than lockTimeout: the transaction was aborted.
+func isLockTimeout(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == codeLockNotAvailable
 }
 
 // isConnectionLoss reports whether err means the connection to the server

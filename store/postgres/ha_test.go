@@ -307,3 +307,26 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A writer that holds the write lock too long (a hung replica) makes the
+// others' writes fail as retryable after lockTimeout, not wait forever.
+func TestWriteLockTimeoutRetryable(t *testing.T) {
+	defer func(old string) { lockTimeout = old }(lockTimeout)
+	lockTimeout = "300ms"
+	dsn := pgtest.NewDatabase(t)
+	s := openTest(t, dsn)
+	hung := rawConn(t, dsn)
+	if _, err := hung.Exec(t.Context(), `BEGIN; LOCK TABLE write_lock IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Update(t.Context(), func(tx store.Tx) error { return tx.SetMeta(t.Context(), "k", "v") })
+	if !errors.Is(err, store.ErrRetryable) {
+		t.Fatalf("Update while another session holds the write lock = %v, want store.ErrRetryable", err)
+	}
+	if _, err := hung.Exec(t.Context(), `ROLLBACK`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(t.Context(), func(tx store.Tx) error { return tx.SetMeta(t.Context(), "k", "v") }); err != nil {
+		t.Fatalf("Update once the lock is free: %v", err)
+	}
+}

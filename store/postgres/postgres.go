@@ -70,9 +70,11 @@ var (
 // replica that stopped mid-transaction cannot hold the lock for long.
 const (
 	maxAttempts     = 8
-	lockTimeout     = "30s"
 	idleInTxTimeout = "60s"
 )
+
+// lockTimeout is a variable for the tests only.
+var lockTimeout = "30s"
 
 // IsDSN reports whether s names a PostgreSQL database (a postgres:// or
 // postgresql:// URL) rather than a SQLite file.
@@ -196,8 +198,12 @@ func (s *Store) attempt(ctx context.Context, fn func(tx store.Tx) error) (err er
 	done = true
 	if ferr != nil {
 		rollback(c)
-		if ctx.Err() == nil && (c.IsClosed() || isConnectionLoss(ferr)) {
+		switch {
+		case ctx.Err() != nil:
+		case c.IsClosed() || isConnectionLoss(ferr):
 			return fmt.Errorf("%w (the connection to the database was lost, nothing of the transaction landed: %w)", ferr, store.ErrRetryable)
+		case isLockTimeout(ferr):
+			return fmt.Errorf("%w (a lock was held longer than %s, nothing of the transaction landed: %w)", ferr, lockTimeout, store.ErrRetryable)
 		}
 		return ferr
 	}
@@ -248,7 +254,7 @@ func (s *Store) commitOutcome(ctx context.Context, xid string, err error) error 
 // lost wraps err from step; errors that mean the connection or the server
 // went away (so the transaction did not land) also wrap store.ErrRetryable.
 func (s *Store) lost(step string, err error) error {
-	if isConnectionLoss(err) || isSerializationFailure(err) {
+	if isConnectionLoss(err) || isSerializationFailure(err) || isLockTimeout(err) {
 		return fmt.Errorf("postgres store %s: %s: %w (nothing of the transaction landed: %w)", s.name, step, err, store.ErrRetryable)
 	}
 	return fmt.Errorf("postgres store %s: %s: %w", s.name, step, err)
