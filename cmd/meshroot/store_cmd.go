@@ -31,7 +31,7 @@ func openStore(ctx context.Context, dsn, dataDir string) (store.Store, error) {
 		return postgres.Open(ctx, dsn)
 	}
 	// Not echoed: it may hold a password.
-	return nil, usageError{errors.New("store: the DSN is not a postgres:// or postgresql:// URL (leave it empty for SQLite in the data dir)")}
+	return store.Store{}, usageError{errors.New("store: the DSN is not a postgres:// or postgresql:// URL (leave it empty for SQLite in the data dir)")}
 }
 
 // storeDSN returns the DSN given directly or, when file is set, read from
@@ -116,12 +116,12 @@ func runStoreMigrate(cmd *cobra.Command, from, dsn string) error {
 	if _, err := os.Stat(filepath.Join(abs, dbFile)); errors.Is(err, fs.ErrNotExist) {
 		return usageError{fmt.Errorf("data dir %s holds no meshroot state (%s): check --from", abs, dbFile)}
 	}
-	src, err := sqlite.Open(ctx, filepath.Join(abs, dbFile))
+	src, err := sqlite.OpenForCopy(ctx, filepath.Join(abs, dbFile))
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	dst, err := postgres.Open(ctx, dsn)
+	dst, err := postgres.OpenForCopy(ctx, dsn)
 	if err != nil {
 		return err
 	}

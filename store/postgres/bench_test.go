@@ -72,7 +72,7 @@ func benchIssuance(b *testing.B, s store.Store) {
 }
 
 func BenchmarkIssuanceTxnPostgres(b *testing.B) {
-	benchIssuance(b, openTest(b, pgtest.NewDatabase(b)))
+	benchIssuance(b, openTest(b, pgtest.NewDatabase(b)).asStore())
 }
 
 func BenchmarkIssuanceTxnSQLite(b *testing.B) {

@@ -19,9 +19,14 @@ import (
 // first; the SQLite store has the same.
 var CopiedTables = []string{"roots", "clusters", "intermediates", "join_tokens", "federation_peers", "meta", "audit_log"}
 
-// Source is a store that can be copied whole: the SQLite store.
+// Source is a store that can be copied whole: the SQLite store (as
+// sqlite.OpenForCopy hands it out). It lists the reads a copy makes.
 type Source interface {
-	store.Reader
+	ListRoots(ctx context.Context) ([]store.Root, error)
+	ListClusters(ctx context.Context) ([]store.Cluster, error)
+	ListIntermediates(ctx context.Context, cluster string) ([]store.Intermediate, error)
+	ListFederationPeers(ctx context.Context) ([]store.FederationPeer, error)
+	ListAudit(ctx context.Context, afterSeq int64, limit int) ([]store.AuditEntry, error)
 	ListJoinTokens(ctx context.Context) ([]store.JoinToken, error)
 	ListMeta(ctx context.Context) (map[string]string, error)
 	TableCounts(ctx context.Context) (map[string]int64, error)
@@ -51,8 +56,7 @@ func (s *Store) CopyFrom(ctx context.Context, src Source, entry store.AuditEntry
 	} else if n != want["audit_log"] {
 		return nil, fmt.Errorf("copy: the source's audit log verified %d rows but holds %d: is a server still writing to it?", n, want["audit_log"])
 	}
-	err = s.Update(ctx, func(stx store.Tx) error {
-		t := stx.(*tx)
+	err = s.update(ctx, func(t *tx) error {
 		got, err := t.counts(ctx)
 		if err != nil {
 			return err

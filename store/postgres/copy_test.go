@@ -20,7 +20,7 @@ import (
 // one copy page, to a new SQLite store.
 func fillSource(t *testing.T, path string) *sqlite.Store {
 	t.Helper()
-	src, err := sqlite.Open(t.Context(), path)
+	src, err := sqlite.OpenForCopy(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +83,20 @@ func fillSource(t *testing.T, path string) *sqlite.Store {
 	return src
 }
 
+// allReader is every reader of package store, as both stores implement
+// them.
+type allReader interface {
+	store.RootReader
+	store.ClusterReader
+	store.JoinTokenReader
+	store.IntermediateReader
+	store.FederationReader
+	store.AuditReader
+	store.MetaReader
+}
+
 // readAll renders everything a reader returns, for comparison.
-func readAll(t *testing.T, r store.Reader, tokens []string) string {
+func readAll(t *testing.T, r allReader, tokens []string) string {
 	t.Helper()
 	ctx := t.Context()
 	var b strings.Builder

@@ -138,7 +138,7 @@ func TestAuditChainLinearAcrossPools(t *testing.T) {
 // backendPID returns the server process of the transaction behind tx.
 func backendPID(t *testing.T, st store.Tx) uint32 {
 	t.Helper()
-	return st.(*tx).q.(*pgx.Conn).PgConn().PID()
+	return st.RootWriter.(*tx).q.(*pgx.Conn).PgConn().PID()
 }
 
 // terminate ends the server process pid from another connection, as an

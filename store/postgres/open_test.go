@@ -39,7 +39,7 @@ func sslOn(t *testing.T, dsn string) bool {
 // offers TLS, and Open fails saying what to do when it does not.
 func TestTLSRequire(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
-	s, err := Open(t.Context(), withParams(dsn, "sslmode=require"))
+	s, err := open(t.Context(), withParams(dsn, "sslmode=require"))
 	if !sslOn(t, dsn) {
 		if err == nil || !strings.Contains(err.Error(), "does not offer it") {
 			t.Fatalf("Open(sslmode=require) against a server without TLS = %v, want a refusal naming sslmode", err)

@@ -48,8 +48,8 @@ import (
 	"github.com/meshroot/meshroot/store"
 )
 
-// Store is a store.Store on a PostgreSQL database. Create it with Open and
-// release it with Close. It is safe for concurrent use, and several Stores
+// Store is meshroot's state in a PostgreSQL database; Open hands it out as
+// a store.Store. Release it with Close. It is safe for concurrent use, and several Stores
 // (in one process or many) may share one database.
 type Store struct {
 	reader // Reader methods, on the pool, in autocommit
@@ -59,9 +59,8 @@ type Store struct {
 }
 
 var (
-	_ store.Store            = (*Store)(nil)
-	_ store.AuditVerifier    = (*Store)(nil)
-	_ store.AuditRowVerifier = (*Store)(nil)
+	_ store.Updater       = (*Store)(nil)
+	_ store.AuditVerifier = (*Store)(nil)
 )
 
 // Tuning. lockTimeout bounds how long a write waits for the write lock (a
@@ -87,7 +86,22 @@ func IsDSN(s string) bool {
 // connect_timeout, ..., and pool_max_conns) and brings its schema up to
 // date under an advisory lock, so that replicas starting at once migrate it
 // once. Open fails when the database was written by a newer meshroot.
-func Open(ctx context.Context, dsn string) (*Store, error) {
+func Open(ctx context.Context, dsn string) (store.Store, error) {
+	s, err := open(ctx, dsn)
+	if err != nil {
+		return store.Store{}, err
+	}
+	return s.asStore(), nil
+}
+
+// OpenForCopy is Open, returning the PostgreSQL store itself: a copy into
+// it needs CopyFrom, which is not part of store.Store.
+func OpenForCopy(ctx context.Context, dsn string) (*Store, error) {
+	return open(ctx, dsn)
+}
+
+// open is Open, returning the PostgreSQL store itself.
+func open(ctx context.Context, dsn string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's message may quote the DSN, password included.
@@ -157,6 +171,11 @@ func (s *Store) Close() error {
 // A serialization failure or deadlock runs fn again, with a short random
 // backoff, up to maxAttempts times.
 func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
+	return s.update(ctx, func(t *tx) error { return fn(t.asTx()) })
+}
+
+// update is Update, handing fn the transaction itself.
+func (s *Store) update(ctx context.Context, fn func(t *tx) error) error {
 	for attempt := 1; ; attempt++ {
 		err := s.attempt(ctx, fn)
 		if err == nil || !isSerializationFailure(err) {
@@ -175,7 +194,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 }
 
 // attempt runs fn once in its own transaction.
-func (s *Store) attempt(ctx context.Context, fn func(tx store.Tx) error) (err error) {
+func (s *Store) attempt(ctx context.Context, fn func(t *tx) error) (err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return s.lost("connect", err)

@@ -10,14 +10,14 @@ import (
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
-		return openTest(t, pgtest.NewDatabase(t))
+		return openTest(t, pgtest.NewDatabase(t)).asStore()
 	})
 }
 
 // openTest opens the store at dsn and closes it at the end of the test.
 func openTest(t testing.TB, dsn string) *Store {
 	t.Helper()
-	s, err := Open(t.Context(), dsn)
+	s, err := open(t.Context(), dsn)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

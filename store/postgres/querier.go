@@ -20,14 +20,38 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// reader implements store.Reader on a querier.
+// reader implements every reader interface of package store on a querier.
 type reader struct {
 	q querier
 }
 
-// tx implements store.Tx on a connection inside a transaction.
+// tx implements every reader and writer interface of package store on a
+// connection inside a transaction.
 type tx struct {
 	reader
+}
+
+// asStore returns s as a store.Store: its readers on the pool, in
+// autocommit.
+func (s *Store) asStore() store.Store {
+	return store.Store{Reader: s.reader.readers(), Updater: s, AuditVerifier: s, Closer: s}
+}
+
+// readers returns r as every concern's reader.
+func (r reader) readers() store.Reader {
+	return store.Reader{
+		RootReader: r, ClusterReader: r, JoinTokenReader: r, IntermediateReader: r,
+		FederationReader: r, AuditReader: r, MetaReader: r,
+	}
+}
+
+// asTx returns t as the store.Tx that Update hands to its fn.
+func (t *tx) asTx() store.Tx {
+	return store.Tx{
+		Reader:     t.reader.readers(),
+		RootWriter: t, ClusterWriter: t, JoinTokenWriter: t, IntermediateWriter: t,
+		FederationWriter: t, AuditWriter: t, MetaWriter: t,
+	}
 }
 
 // scanner is what pgx.Row and pgx.Rows have in common.

@@ -12,6 +12,13 @@ import (
 // copies and counts them; schema_migrations is each store's own.
 var CopiedTables = []string{"roots", "clusters", "intermediates", "join_tokens", "federation_peers", "meta", "audit_log"}
 
+// OpenForCopy is Open, returning the SQLite store itself: a copy of the
+// whole store (`meshroot store migrate`) needs the listings below, which are
+// not part of store.Store.
+func OpenForCopy(ctx context.Context, path string) (*Store, error) {
+	return open(ctx, path)
+}
+
 // ListJoinTokens returns every join token ordered by ID, for a copy of the
 // store.
 func (s *Store) ListJoinTokens(ctx context.Context) ([]store.JoinToken, error) {
