@@ -13,7 +13,7 @@ import (
 
 const clusterColumns = `name, trust_domain, created_at,
 	k8s_issuer, k8s_jwks, k8s_oidc_discovery, k8s_ca, k8s_kubeconfig, service_accounts,
-	last_contact, bundle_sequence, intermediate_serial`
+	last_contact, bundle_sequence, intermediate_serial, permit_dns, permit_ips`
 
 // GetCluster returns the cluster called name.
 func (r reader) GetCluster(ctx context.Context, name string) (store.Cluster, error) {
@@ -38,7 +38,8 @@ func (r reader) ListClusters(ctx context.Context) ([]store.Cluster, error) {
 
 // CreateCluster adds c, with its Auth and Status. It fails with
 // store.ErrAlreadyExists when a cluster with the same name exists.
-// Auth.ServiceAccounts is a text array; an empty list reads back as nil.
+// Auth.ServiceAccounts, PermitDNS and PermitIPs are text arrays; an empty
+// list reads back as nil.
 func (t *tx) CreateCluster(ctx context.Context, c store.Cluster) error {
 	if c.Name == "" {
 		return errors.New("create cluster: empty cluster name")
@@ -47,14 +48,10 @@ func (t *tx) CreateCluster(ctx context.Context, c store.Cluster) error {
 	if err != nil {
 		return fmt.Errorf("create cluster %q: bundle sequence: %w", c.Name, err)
 	}
-	accounts := c.Auth.ServiceAccounts
-	if accounts == nil {
-		accounts = []string{}
-	}
-	tag, err := t.q.Exec(ctx, `INSERT INTO clusters (`+clusterColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`,
+	tag, err := t.q.Exec(ctx, `INSERT INTO clusters (`+clusterColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING`,
 		c.Name, c.TrustDomain, timetext.Format(c.CreatedAt),
-		c.Auth.Issuer, nonNil(c.Auth.JWKS), c.Auth.OIDCDiscovery, nonNil(c.Auth.CAPEM), nonNil(c.Auth.Kubeconfig), accounts,
-		timetext.FormatOpt(c.Status.LastContact), seq, c.Status.IntermediateSerial)
+		c.Auth.Issuer, nonNil(c.Auth.JWKS), c.Auth.OIDCDiscovery, nonNil(c.Auth.CAPEM), nonNil(c.Auth.Kubeconfig), textArray(c.Auth.ServiceAccounts),
+		timetext.FormatOpt(c.Status.LastContact), seq, c.Status.IntermediateSerial, textArray(c.PermitDNS), textArray(c.PermitIPs))
 	switch {
 	case err != nil:
 		return fmt.Errorf("create cluster %q: %w", c.Name, err)
@@ -102,11 +99,13 @@ func scanCluster(s scanner) (store.Cluster, error) {
 	)
 	if err := s.Scan(&c.Name, &c.TrustDomain, &createdAt,
 		&c.Auth.Issuer, &c.Auth.JWKS, &c.Auth.OIDCDiscovery, &c.Auth.CAPEM, &c.Auth.Kubeconfig, &c.Auth.ServiceAccounts,
-		&lastContact, &seq, &c.Status.IntermediateSerial); err != nil {
+		&lastContact, &seq, &c.Status.IntermediateSerial, &c.PermitDNS, &c.PermitIPs); err != nil {
 		return store.Cluster{}, err
 	}
-	if len(c.Auth.ServiceAccounts) == 0 {
-		c.Auth.ServiceAccounts = nil
+	for _, list := range []*[]string{&c.Auth.ServiceAccounts, &c.PermitDNS, &c.PermitIPs} {
+		if len(*list) == 0 {
+			*list = nil
+		}
 	}
 	var err error
 	if c.CreatedAt, err = timetext.Parse(createdAt); err != nil {
@@ -119,4 +118,13 @@ func scanCluster(s scanner) (store.Cluster, error) {
 		return store.Cluster{}, err
 	}
 	return c, nil
+}
+
+// textArray returns list for a NOT NULL text array column: an empty array
+// when list is nil.
+func textArray(list []string) []string {
+	if list == nil {
+		return []string{}
+	}
+	return list
 }

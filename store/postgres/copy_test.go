@@ -35,8 +35,9 @@ func fillSource(t *testing.T, path string) *sqlite.Store {
 			}
 		}
 		if err := tx.CreateCluster(ctx, store.Cluster{Name: "east", TrustDomain: "example.org", CreatedAt: at,
-			Auth:   store.ClusterAuth{Issuer: "https://k8s", JWKS: []byte(`{"keys":[]}`), ServiceAccounts: []string{"istio-system/meshroot-agent"}},
-			Status: store.ClusterStatus{LastContact: at, BundleSequence: 3, IntermediateSerial: "0b"}}); err != nil {
+			Auth:      store.ClusterAuth{Issuer: "https://k8s", JWKS: []byte(`{"keys":[]}`), ServiceAccounts: []string{"istio-system/meshroot-agent"}},
+			Status:    store.ClusterStatus{LastContact: at, BundleSequence: 3, IntermediateSerial: "0b"},
+			PermitDNS: []string{"east.svc.example.org"}, PermitIPs: []string{"10.1.0.0/16"}}); err != nil {
 			return err
 		}
 		if err := tx.CreateCluster(ctx, store.Cluster{Name: "west", TrustDomain: "example.org", CreatedAt: at.Add(time.Second)}); err != nil {

@@ -142,6 +142,13 @@ CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
 	FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
 `,
 	},
+	{
+		name: "cluster permitted DNS domains and IP ranges",
+		sql: `
+ALTER TABLE clusters ADD COLUMN permit_dns TEXT[] NOT NULL DEFAULT '{}';
+ALTER TABLE clusters ADD COLUMN permit_ips TEXT[] NOT NULL DEFAULT '{}';
+`,
+	},
 }
 
 // migrationLockKey is the advisory lock (in the database's own lock space)
