@@ -4,7 +4,7 @@ BIN     := bin/meshroot
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: no-big-files all build run demo test test-deps tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle generate clean
+.PHONY: no-big-files all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle generate clean
 
 all: build
 
@@ -38,6 +38,20 @@ test-deps:
 	  command -v chromium >/dev/null || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; fi
+	@$(MAKE) --no-print-directory test-postgres
+
+## test-postgres: the store/postgres tests (and `store migrate`'s) need a
+## PostgreSQL server, 13 or newer; each test creates and drops its own database
+PG_HOST ?= 127.0.0.1
+PG_PORT ?= 5432
+test-postgres:
+	@if [ -n "$$MESHROOT_TEST_POSTGRES" ]; then exit 0; fi; \
+	  if ! timeout 5 bash -c 'exec 3<>/dev/tcp/$(PG_HOST)/$(PG_PORT)' 2>/dev/null; then \
+	    echo "PostgreSQL is not listening on $(PG_HOST):$(PG_PORT): the store/postgres tests need a PostgreSQL server (13 or newer)"; \
+	    echo "that lets user postgres in without a password (trust authentication) and create databases."; \
+	    echo "On Debian: apt-get install postgresql, then pg_ctlcluster --skip-systemctl-redirect \$$(ls /etc/postgresql) main start;"; \
+	    echo "or set MESHROOT_TEST_POSTGRES to the DSN of another server's maintenance database."; \
+	    exit 1; fi
 
 vet: no-big-files
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

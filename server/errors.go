@@ -31,6 +31,11 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		return status.Error(codes.Unauthenticated, ae.Reason)
 	case errors.As(err, &pe):
 		return status.Error(codes.InvalidArgument, pe.Error())
+	case errors.Is(err, store.ErrRetryable):
+		// Nothing landed (a lost database connection, say): the caller
+		// retries, on this replica or another.
+		log.WarnContext(ctx, "store unavailable, request may be retried", "error", err)
+		return status.Error(codes.Unavailable, "the state store is unavailable for a moment: retry")
 	case errors.Is(err, store.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, store.ErrAlreadyExists):

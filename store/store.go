@@ -22,6 +22,13 @@ var ErrAlreadyExists = errors.New("already exists")
 // record in another state, for example a join token that was already used.
 var ErrConflict = errors.New("conflict")
 
+// ErrRetryable is returned (wrapped) when an operation did not take effect
+// because the store could not finish it: the connection to the database was
+// lost, the database is restarting, or a transaction kept failing on
+// conflicts with concurrent writers. Nothing of the operation landed; the
+// caller may run it again.
+var ErrRetryable = errors.New("retryable: the operation did not take effect")
+
 // RootState is the lifecycle state of a root of trust.
 type RootState string
 

@@ -74,6 +74,7 @@ func newRootCmd() *cobra.Command {
 		newTokenCmd(g),
 		newFederationCmd(g),
 		newPolicyCmd(g),
+		newStoreCmd(g),
 		newDocsCmd(),
 	)
 	refuseUnknownSubcommands(cmd)

@@ -27,13 +27,15 @@ import (
 	"github.com/meshroot/meshroot/server"
 	"github.com/meshroot/meshroot/spiffe"
 	"github.com/meshroot/meshroot/store"
-	"github.com/meshroot/meshroot/store/sqlite"
+	"github.com/meshroot/meshroot/store/postgres"
 )
 
 // serveConfig is the server's configuration file (YAML). Flags and
 // MESHROOT_* variables override it.
 type serveConfig struct {
 	DataDir              string       `yaml:"dataDir"`
+	Store                string       `yaml:"store"`
+	StoreFile            string       `yaml:"storeFile"`
 	TrustDomain          string       `yaml:"trustDomain"`
 	Listen               string       `yaml:"listen"`
 	HTTPListen           string       `yaml:"httpListen"`
@@ -112,7 +114,7 @@ func loadServeConfig(path string) (serveConfig, error) {
 }
 
 func newServeCmd(g *globals) *cobra.Command {
-	var configFile, listen, httpListen, td, bundleListen, bundleProfile, bundleCert, bundleKey string
+	var configFile, listen, httpListen, td, bundleListen, bundleProfile, bundleCert, bundleKey, storeFlag, storeFileFlag string
 	var sans []string
 	var dev, fleetPage bool
 	cmd := &cobra.Command{
@@ -150,6 +152,9 @@ token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
 			cfg.HTTPListen = pick(fl.Changed("http-listen"), httpListen, cfg.HTTPListen, defHTTP)
 			cfg.DataDir = pick(pf.Changed("data-dir"), g.dataDir, cfg.DataDir, defDataDir)
 			cfg.TrustDomain = pick(fl.Changed("trust-domain"), td, cfg.TrustDomain, defTD)
+			if fl.Changed("store") || fl.Changed("store-file") {
+				cfg.Store, cfg.StoreFile = storeFlag, storeFileFlag
+			}
 			cfg.PassphraseFile = pick(pf.Changed("passphrase-file"), g.passphraseFile, cfg.PassphraseFile, "")
 			cfg.AdminSocket = pick(g.socketSet(cmd), g.socket, cfg.AdminSocket, g.socket)
 			if fl.Changed("san") || len(cfg.ServerSANs) == 0 {
@@ -183,6 +188,8 @@ token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
 	fl.StringVar(&httpListen, "http-listen", ":8080", "address of /healthz, /readyz and /metrics")
 	fl.BoolVar(&fleetPage, "fleet-page", false, "serve the read-only fleet page at /fleet on the HTTP listener, which must be loopback (on with --dev)")
 	fl.StringVar(&td, "trust-domain", "cluster.local", "trust domain of the root created by --dev")
+	fl.StringVar(&storeFlag, "store", "", "state store: a postgres:// URL (default: SQLite in the data dir); prefer --store-file, a command line is visible to other users")
+	fl.StringVar(&storeFileFlag, "store-file", "", "file holding the postgres:// URL of the state store (a Kubernetes Secret; not readable by others)")
 	fl.StringSliceVar(&sans, "san", nil, "DNS names and IPs in the server certificate (default: localhost, 127.0.0.1 and the host name)")
 	fl.StringVar(&bundleListen, "bundle-endpoint-listen", ":8444", "SPIFFE bundle endpoint address, or off")
 	fl.StringVar(&bundleProfile, "bundle-endpoint-profile", string(spiffe.ProfileSPIFFE), "https_spiffe (an SVID from the authority) or https_web (--bundle-endpoint-cert/-key)")
@@ -213,11 +220,19 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, dbFile))
+	dsn, err := storeDSN(cfg.Store, cfg.StoreFile)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, dsn, cfg.DataDir)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	storeName := filepath.Join(cfg.DataDir, dbFile)
+	if dsn != "" {
+		storeName = postgres.Redact(dsn)
+	}
 	g.passphraseFile = cfg.PassphraseFile
 	pass, err := g.passphrase()
 	if err != nil {
@@ -314,7 +329,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		}
 	}
 	log.Info("meshroot server starting", "version", version, "issuer", srv.Addr(), "http", srv.HTTPAddr(),
-		"admin_socket", cfg.AdminSocket, "data_dir", cfg.DataDir, "bundle_endpoint", endpointAddr(endpoint), "bundle_endpoint_profile", cfg.BundleEndpoint.Profile,
+		"admin_socket", cfg.AdminSocket, "data_dir", cfg.DataDir, "store", storeName, "bundle_endpoint", endpointAddr(endpoint), "bundle_endpoint_profile", cfg.BundleEndpoint.Profile,
 		"fleet_page", fleetURL(cfg.FleetPage, srv.HTTPAddr()))
 	if dev {
 		go printDevBanner(ctx, cmd, srv, cfg, devToken)

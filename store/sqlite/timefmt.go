@@ -1,44 +1,25 @@
 package sqlite
 
 import (
-	"fmt"
 	"time"
+
+	"github.com/meshroot/meshroot/store/internal/timetext"
 )
 
-// timeLayout is RFC 3339 with a fixed nine-digit fraction. Times are stored
-// in UTC in this layout, so they round-trip at the nanosecond and sort
-// correctly as text (time.RFC3339Nano trims trailing zeros, which breaks
-// text ordering).
-const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+// Times are stored in UTC as text in timetext.Layout, so they round-trip at
+// the nanosecond and sort correctly as text; the PostgreSQL store writes
+// them the same way.
 
 // formatTime returns t as stored in the database.
-func formatTime(t time.Time) string {
-	return t.UTC().Format(timeLayout)
-}
+func formatTime(t time.Time) string { return timetext.Format(t) }
 
 // parseTime parses a time stored by formatTime.
-func parseTime(s string) (time.Time, error) {
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("stored time %q is not RFC 3339: %w", s, err)
-	}
-	return t.UTC(), nil
-}
+func parseTime(s string) (time.Time, error) { return timetext.Parse(s) }
 
 // formatOptTime is formatTime for columns where the zero time means "not
 // set": it returns "" for the zero time. Since "" sorts before every
 // formatted time, the zero time still compares as the earliest.
-func formatOptTime(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return formatTime(t)
-}
+func formatOptTime(t time.Time) string { return timetext.FormatOpt(t) }
 
 // parseOptTime parses a time stored by formatOptTime: "" is the zero time.
-func parseOptTime(s string) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	return parseTime(s)
-}
+func parseOptTime(s string) (time.Time, error) { return timetext.ParseOpt(s) }

@@ -73,7 +73,7 @@ func testDeleteCluster(t *testing.T, s store.Store) {
 	})
 }
 
-// sampleCluster returns a cluster with every Auth and Status field set.
+// sampleCluster returns a cluster with every field set.
 func sampleCluster(name string, createdAt time.Time) store.Cluster {
 	return store.Cluster{
 		Name:        name,
@@ -92,6 +92,8 @@ func sampleCluster(name string, createdAt time.Time) store.Cluster {
 			BundleSequence:     42,
 			IntermediateSerial: "0a1b2c",
 		},
+		PermitDNS: []string{name + ".svc.example.org", "istio-system.svc"},
+		PermitIPs: []string{"10.0.0.0/8", "fd00::/8"},
 	}
 }
 
@@ -180,7 +182,8 @@ func testUpdateClusterStatus(t *testing.T, s store.Store) {
 }
 
 // checkCluster compares every field. A want with no service accounts
-// requires got.Auth.ServiceAccounts to be nil.
+// requires got.Auth.ServiceAccounts to be nil; likewise for the permitted
+// names and ranges.
 func checkCluster(t *testing.T, got, want store.Cluster) {
 	t.Helper()
 	ga, wa := got.Auth, want.Auth
@@ -192,6 +195,11 @@ func checkCluster(t *testing.T, got, want store.Cluster) {
 		t.Errorf("cluster %q mismatch:\n got name %q trust domain %q created %v auth %s\nwant name %q trust domain %q created %v auth %s",
 			want.Name, got.Name, got.TrustDomain, got.CreatedAt, describeAuth(ga),
 			want.Name, want.TrustDomain, want.CreatedAt, describeAuth(wa))
+	}
+	if !slices.Equal(got.PermitDNS, want.PermitDNS) || (len(want.PermitDNS) == 0 && got.PermitDNS != nil) ||
+		!slices.Equal(got.PermitIPs, want.PermitIPs) || (len(want.PermitIPs) == 0 && got.PermitIPs != nil) {
+		t.Errorf("cluster %q permitted names mismatch:\n got DNS %#v IPs %#v\nwant DNS %#v IPs %#v",
+			want.Name, got.PermitDNS, got.PermitIPs, want.PermitDNS, want.PermitIPs)
 	}
 	checkClusterStatus(t, want.Name, got.Status, want.Status)
 }

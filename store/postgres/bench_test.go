@@ -1,0 +1,85 @@
+package postgres
+
+import (
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshroot/meshroot/store"
+	"github.com/meshroot/meshroot/store/postgres/pgtest"
+	"github.com/meshroot/meshroot/store/sqlite"
+)
+
+// benchIssuance measures the transaction of an intermediate's issuance (the
+// reads that re-check its preconditions, supersede, status, insert, audit)
+// with 32 callers per CPU, on s.
+func benchIssuance(b *testing.B, s store.Store) {
+	ctx := b.Context()
+	now := time.Now()
+	const clusters = 64
+	err := s.Update(ctx, func(tx store.Tx) error {
+		if err := tx.CreateRoot(ctx, store.Root{ID: "r1", TrustDomain: "example.org", State: store.RootActive, KeyRef: "k", ChainPEM: []byte("c"), NotAfter: now.Add(time.Hour), CreatedAt: now}); err != nil {
+			return err
+		}
+		for i := range clusters {
+			if err := tx.CreateCluster(ctx, store.Cluster{Name: fmt.Sprint("c", i), TrustDomain: "example.org", CreatedAt: now}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var serial atomic.Int64
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			n := serial.Add(1)
+			cluster := fmt.Sprint("c", n%clusters)
+			err := s.Update(ctx, func(tx store.Tx) error {
+				if _, err := tx.GetRoot(ctx, "r1"); err != nil {
+					return err
+				}
+				cl, err := tx.GetCluster(ctx, cluster)
+				if err != nil {
+					return err
+				}
+				if _, err := tx.SupersedeIntermediates(ctx, cluster, now); err != nil {
+					return err
+				}
+				cl.Status.IntermediateSerial = fmt.Sprintf("%x", n)
+				if err := tx.UpdateClusterStatus(ctx, cluster, cl.Status); err != nil {
+					return err
+				}
+				if err := tx.CreateIntermediate(ctx, store.Intermediate{Serial: fmt.Sprintf("%x", n), Cluster: cluster, RootID: "r1",
+					NotBefore: now, NotAfter: now.Add(time.Hour), Status: store.IntermediateActive, CertPEM: make([]byte, 700), CreatedAt: now}); err != nil {
+					return err
+				}
+				_, err = tx.AppendAudit(ctx, store.AuditEntry{Actor: "cluster:" + cluster, Action: "intermediate.issue", Target: cluster, Result: "ok", Details: `{"serial":"x"}`})
+				return err
+			})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "txn/s")
+}
+
+func BenchmarkIssuanceTxnPostgres(b *testing.B) {
+	benchIssuance(b, openTest(b, pgtest.NewDatabase(b)).asStore())
+}
+
+func BenchmarkIssuanceTxnSQLite(b *testing.B) {
+	s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "meshroot.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	benchIssuance(b, s)
+}

@@ -1,0 +1,130 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meshroot/meshroot/store"
+	"github.com/meshroot/meshroot/store/internal/timetext"
+)
+
+const clusterColumns = `name, trust_domain, created_at,
+	k8s_issuer, k8s_jwks, k8s_oidc_discovery, k8s_ca, k8s_kubeconfig, service_accounts,
+	last_contact, bundle_sequence, intermediate_serial, permit_dns, permit_ips`
+
+// GetCluster returns the cluster called name.
+func (r reader) GetCluster(ctx context.Context, name string) (store.Cluster, error) {
+	c, err := scanCluster(r.q.QueryRow(ctx, `SELECT `+clusterColumns+` FROM clusters WHERE name = $1`, name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Cluster{}, fmt.Errorf("cluster %q: %w", name, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Cluster{}, fmt.Errorf("get cluster %q: %w", name, err)
+	}
+	return c, nil
+}
+
+// ListClusters returns all clusters ordered by name (byte order).
+func (r reader) ListClusters(ctx context.Context) ([]store.Cluster, error) {
+	clusters, err := listRows(ctx, r.q, scanCluster, `SELECT `+clusterColumns+` FROM clusters ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list clusters: %w", err)
+	}
+	return clusters, nil
+}
+
+// CreateCluster adds c, with its Auth and Status. It fails with
+// store.ErrAlreadyExists when a cluster with the same name exists.
+// Auth.ServiceAccounts, PermitDNS and PermitIPs are text arrays; an empty
+// list reads back as nil.
+func (t *tx) CreateCluster(ctx context.Context, c store.Cluster) error {
+	if c.Name == "" {
+		return errors.New("create cluster: empty cluster name")
+	}
+	seq, err := sequenceColumn(c.Status.BundleSequence)
+	if err != nil {
+		return fmt.Errorf("create cluster %q: bundle sequence: %w", c.Name, err)
+	}
+	tag, err := t.q.Exec(ctx, `INSERT INTO clusters (`+clusterColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING`,
+		c.Name, c.TrustDomain, timetext.Format(c.CreatedAt),
+		c.Auth.Issuer, nonNil(c.Auth.JWKS), c.Auth.OIDCDiscovery, nonNil(c.Auth.CAPEM), nonNil(c.Auth.Kubeconfig), textArray(c.Auth.ServiceAccounts),
+		timetext.FormatOpt(c.Status.LastContact), seq, c.Status.IntermediateSerial, textArray(c.PermitDNS), textArray(c.PermitIPs))
+	switch {
+	case err != nil:
+		return fmt.Errorf("create cluster %q: %w", c.Name, err)
+	case tag.RowsAffected() == 0:
+		return fmt.Errorf("cluster %q: %w", c.Name, store.ErrAlreadyExists)
+	}
+	return nil
+}
+
+// UpdateClusterStatus replaces the status of the cluster called name with
+// st. It fails with store.ErrNotFound when there is no such cluster.
+func (t *tx) UpdateClusterStatus(ctx context.Context, name string, st store.ClusterStatus) error {
+	seq, err := sequenceColumn(st.BundleSequence)
+	if err != nil {
+		return fmt.Errorf("update cluster %q status: bundle sequence: %w", name, err)
+	}
+	tag, err := t.q.Exec(ctx,
+		`UPDATE clusters SET last_contact = $1, bundle_sequence = $2, intermediate_serial = $3 WHERE name = $4`,
+		timetext.FormatOpt(st.LastContact), seq, st.IntermediateSerial, name)
+	if err != nil {
+		return fmt.Errorf("update cluster %q status: %w", name, err)
+	}
+	return affected(tag, "cluster", name)
+}
+
+// DeleteCluster removes the cluster called name and, in the same
+// transaction, its join tokens. Intermediates issued to it stay on record.
+func (t *tx) DeleteCluster(ctx context.Context, name string) error {
+	if _, err := t.q.Exec(ctx, `DELETE FROM join_tokens WHERE cluster = $1`, name); err != nil {
+		return fmt.Errorf("delete cluster %q: delete its join tokens: %w", name, err)
+	}
+	tag, err := t.q.Exec(ctx, `DELETE FROM clusters WHERE name = $1`, name)
+	if err != nil {
+		return fmt.Errorf("delete cluster %q: %w", name, err)
+	}
+	return affected(tag, "cluster", name)
+}
+
+// scanCluster reads a row of clusterColumns.
+func scanCluster(s scanner) (store.Cluster, error) {
+	var (
+		c                      store.Cluster
+		createdAt, lastContact string
+		seq                    int64
+	)
+	if err := s.Scan(&c.Name, &c.TrustDomain, &createdAt,
+		&c.Auth.Issuer, &c.Auth.JWKS, &c.Auth.OIDCDiscovery, &c.Auth.CAPEM, &c.Auth.Kubeconfig, &c.Auth.ServiceAccounts,
+		&lastContact, &seq, &c.Status.IntermediateSerial, &c.PermitDNS, &c.PermitIPs); err != nil {
+		return store.Cluster{}, err
+	}
+	for _, list := range []*[]string{&c.Auth.ServiceAccounts, &c.PermitDNS, &c.PermitIPs} {
+		if len(*list) == 0 {
+			*list = nil
+		}
+	}
+	var err error
+	if c.CreatedAt, err = timetext.Parse(createdAt); err != nil {
+		return store.Cluster{}, fmt.Errorf("cluster %q created_at: %w", c.Name, err)
+	}
+	if c.Status.LastContact, err = timetext.ParseOpt(lastContact); err != nil {
+		return store.Cluster{}, fmt.Errorf("cluster %q last_contact: %w", c.Name, err)
+	}
+	if c.Status.BundleSequence, err = sequenceValue("cluster "+c.Name+" bundle_sequence", seq); err != nil {
+		return store.Cluster{}, err
+	}
+	return c, nil
+}
+
+// textArray returns list for a NOT NULL text array column: an empty array
+// when list is nil.
+func textArray(list []string) []string {
+	if list == nil {
+		return []string{}
+	}
+	return list
+}
