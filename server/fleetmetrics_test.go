@@ -218,7 +218,10 @@ func TestFleetMetrics(t *testing.T) {
 		t.Errorf("meshroot_fleet_collect_success = %v, want 1", v)
 	}
 
-	// A renewal replaces east's series; it does not add one.
+	// A renewal replaces east's series; it does not add one. The server's
+	// own certificate, reissued while the clock above stood 50 hours back,
+	// has expired in real time: wait for the keeper to replace it.
+	waitServing(t, ts, roots)
 	east2 := joinCluster(t, ts, roots, "east", 200*time.Hour, clock, 0)
 	fams = scrape(t, ts)
 	wantStamp(t, fams, "meshroot_cluster_intermediate_expiry_timestamp_seconds", "cluster=east", east2.NotAfter)
@@ -250,5 +253,21 @@ func TestFleetMetricsCached(t *testing.T) {
 	}
 	if after := len(series(scrape(t, ts), "meshroot_cluster_info")); after != before || before != 2 {
 		t.Errorf("cluster series %d then %d, want 2 both times (cached)", before, after)
+	}
+}
+
+// waitServing waits until the Issuer API completes a TLS handshake.
+func waitServing(t *testing.T, ts *testServer, roots []*x509.Certificate) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := ts.issuerClient(t, roots, nil).GetTrustBundle(t.Context(), &meshrootv1.GetTrustBundleRequest{})
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Issuer API does not serve 10 s on: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

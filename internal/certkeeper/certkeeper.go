@@ -111,7 +111,10 @@ func (k *Keeper) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 		return e.cert, nil // another handshake just issued one
 	}
 	if !k.lastTry.IsZero() && k.now().Sub(k.lastTry) < minRetry {
-		return nil, k.lastErr
+		if k.lastErr != nil {
+			return nil, k.lastErr
+		}
+		return nil, fmt.Errorf("%s: no certificate valid now; the next attempt is within %s", k.what, minRetry)
 	}
 	e, err := k.issueLocked(ctx)
 	if err != nil {
@@ -182,6 +185,12 @@ func (k *Keeper) issueLocked(ctx context.Context) (*entry, error) {
 	cert, err := k.issue(ctx)
 	if err == nil && (cert == nil || cert.Leaf == nil) {
 		err = errors.New("internal error: issued certificate has no parsed leaf")
+	}
+	if err == nil && (issuedAt.Before(cert.Leaf.NotBefore) || !issuedAt.Before(cert.Leaf.NotAfter)) {
+		// Never keep (and serve) a certificate that is not valid now: the
+		// authority's clock and ours disagree.
+		err = fmt.Errorf("issued certificate is not valid now (valid %s to %s): check the clocks",
+			cert.Leaf.NotBefore.UTC().Format(time.RFC3339), cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if err != nil {
 		k.lastErr = fmt.Errorf("%s: %w", k.what, err)

@@ -91,3 +91,22 @@ func TestWaitingMarksNoRoot(t *testing.T) {
 		t.Fatal("another error was marked as waiting")
 	}
 }
+
+// TestNeverServesACertificateNotValidNow: an issuer whose clock is behind
+// (it signed a certificate that has already expired) is an issuance
+// failure, and a handshake in the retry window gets an error, never a nil
+// certificate without one (which crypto/tls turns into "internal error").
+func TestNeverServesACertificateNotValidNow(t *testing.T) {
+	k := New("test certificate", func(context.Context) (*tls.Certificate, error) {
+		return selfSigned(t, time.Now().Add(-time.Hour)), nil
+	}, nil)
+	for i := range 3 {
+		cert, err := k.GetCertificate(nil)
+		if err == nil || cert != nil {
+			t.Fatalf("handshake %d: certificate %v, error %v; want no certificate and an error", i, cert != nil, err)
+		}
+	}
+	if _, err := k.Current(); err == nil {
+		t.Fatal("Current serves an expired certificate")
+	}
+}
