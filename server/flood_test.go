@@ -41,9 +41,10 @@ func (ts *testServer) dbSize(t *testing.T) int64 {
 
 // heapSampler records the highest heap in use seen while it runs.
 type heapSampler struct {
-	peak atomic.Uint64
-	stop chan struct{}
-	done chan struct{}
+	peak    atomic.Uint64
+	peakRSS atomic.Uint64
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 func sampleHeap() *heapSampler {
@@ -58,6 +59,9 @@ func sampleHeap() *heapSampler {
 			if ms.HeapInuse > h.peak.Load() {
 				h.peak.Store(ms.HeapInuse)
 			}
+			if rss := residentBytes(); rss > h.peakRSS.Load() {
+				h.peakRSS.Store(rss)
+			}
 			select {
 			case <-h.stop:
 				return
@@ -69,6 +73,22 @@ func sampleHeap() *heapSampler {
 }
 
 func (h *heapSampler) Stop() uint64 { close(h.stop); <-h.done; return h.peak.Load() }
+
+// residentBytes is this process's resident set (VmRSS): the server's, as
+// the flood's client runs in a child process.
+func residentBytes() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseUint(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
 
 func heapInuse() uint64 {
 	runtime.GC()
@@ -198,17 +218,22 @@ func TestRefusalFloodIsBounded(t *testing.T) {
 	// before it, by the time the database had grown 5 MB (37 MB over the
 	// whole flood).
 	const maxHeapGrowth = 16 << 20
+	// maxRSSGrowth bounds the server process's resident set above its
+	// level before the flood (heap plus what the runtime has not returned).
+	const maxRSSGrowth = 32 << 20
 	for _, round := range []struct {
 		name    string
 		nameLen int
 	}{{"64KiB-names", 64<<10 - 64}, {"8KiB-names", 8 << 10}} {
 		before := ts.dbSize(t)
 		heapBefore := heapInuse()
+		rssBefore := residentBytes()
 		hs := sampleHeap()
 		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestFloodClient$", "-test.v")
 		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|%s|%s|%d|%d", floodEnv, ts.srv.Addr(), rootFile, db, 10000, round.nameLen))
 		out, err := cmd.CombinedOutput()
 		peak := hs.Stop()
+		peakRSS := hs.peakRSS.Load()
 		growth := ts.dbSize(t) - before
 		line := ""
 		for _, l := range strings.Split(string(out), "\n") {
@@ -219,8 +244,12 @@ func TestRefusalFloodIsBounded(t *testing.T) {
 		if err != nil || line == "" {
 			t.Fatalf("%s: flood client: %v\n%s", round.name, err, out)
 		}
-		t.Logf("%s: %s; database grew %d bytes; server heap in use %d MB before, peak %d MB",
-			round.name, line, growth, heapBefore>>20, peak>>20)
+		t.Logf("%s: %s; database grew %d bytes; server heap in use %d MB before, peak %d MB; RSS %d MB before, peak %d MB",
+			round.name, line, growth, heapBefore>>20, peak>>20, rssBefore>>20, peakRSS>>20)
+		if rssBefore == 0 || peakRSS > rssBefore+maxRSSGrowth {
+			t.Errorf("%s: server RSS peaked at %d MB, %d MB above the %d MB before the flood (limit %d MB)",
+				round.name, peakRSS>>20, (peakRSS-rssBefore)>>20, rssBefore>>20, maxRSSGrowth>>20)
+		}
 		if strings.Contains(line, "aborted=true") || growth > floodMaxGrowth {
 			t.Errorf("%s: database grew by %d bytes (limit %d): refusals are stored unbounded", round.name, growth, floodMaxGrowth)
 		}
