@@ -38,6 +38,7 @@ type serveConfig struct {
 	Listen               string       `yaml:"listen"`
 	HTTPListen           string       `yaml:"httpListen"`
 	AdminSocket          string       `yaml:"adminSocket"`
+	AdminListen          string       `yaml:"adminListen"`
 	ServerSANs           []string     `yaml:"serverSANs"`
 	PassphraseFile       string       `yaml:"passphraseFile"`
 	InsecurePlaintextKey bool         `yaml:"insecurePlaintextKey"`
@@ -111,7 +112,7 @@ func loadServeConfig(path string) (serveConfig, error) {
 }
 
 func newServeCmd(g *globals) *cobra.Command {
-	var configFile, listen, httpListen, td, bundleListen, bundleProfile, bundleCert, bundleKey string
+	var configFile, listen, httpListen, adminListen, td, bundleListen, bundleProfile, bundleCert, bundleKey string
 	var sans []string
 	var dev bool
 	cmd := &cobra.Command{
@@ -151,6 +152,7 @@ token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
 			cfg.TrustDomain = pick(fl.Changed("trust-domain"), td, cfg.TrustDomain, defTD)
 			cfg.PassphraseFile = pick(pf.Changed("passphrase-file"), g.passphraseFile, cfg.PassphraseFile, "")
 			cfg.AdminSocket = pick(g.socketSet(cmd), g.socket, cfg.AdminSocket, g.socket)
+			cfg.AdminListen = pick(fl.Changed("admin-listen"), adminListen, cfg.AdminListen, "")
 			if fl.Changed("san") || len(cfg.ServerSANs) == 0 {
 				cfg.ServerSANs = sans
 			}
@@ -175,6 +177,7 @@ token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
 	fl.BoolVar(&dev, "dev", false, "development mode: everything on 127.0.0.1, a root and a cluster created on first start")
 	fl.StringVar(&listen, "listen", ":8443", "Issuer API address (gRPC over TLS)")
 	fl.StringVar(&httpListen, "http-listen", ":8080", "address of /healthz, /readyz and /metrics")
+	fl.StringVar(&adminListen, "admin-listen", "", "address of the remote admin listener (Admin API over mTLS with admin client certificates; off when empty)")
 	fl.StringVar(&td, "trust-domain", "cluster.local", "trust domain of the root created by --dev")
 	fl.StringSliceVar(&sans, "san", nil, "DNS names and IPs in the server certificate (default: localhost, 127.0.0.1 and the host name)")
 	fl.StringVar(&bundleListen, "bundle-endpoint-listen", ":8444", "SPIFFE bundle endpoint address, or off")
@@ -273,7 +276,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		Roots: webRoots, Log: log.With("component", "federation"), OnChange: func(string) { hub.Poke() },
 	})
 	srv, err := server.NewServer(server.ServerConfig{
-		Service: svc, Store: st, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, AdminSocket: cfg.AdminSocket,
+		Service: svc, Store: st, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, AdminSocket: cfg.AdminSocket, AdminListen: cfg.AdminListen,
 		ServerNames: cfg.ServerSANs, RefreshHint: refreshHint, Log: log, Registry: reg, Hub: hub, Federation: fed,
 	})
 	if err != nil {
@@ -302,7 +305,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		}
 	}
 	log.Info("meshroot server starting", "version", version, "issuer", srv.Addr(), "http", srv.HTTPAddr(),
-		"admin_socket", cfg.AdminSocket, "data_dir", cfg.DataDir, "bundle_endpoint", endpointAddr(endpoint), "bundle_endpoint_profile", cfg.BundleEndpoint.Profile)
+		"admin_socket", cfg.AdminSocket, "admin_listen", srv.AdminAddr(), "data_dir", cfg.DataDir, "bundle_endpoint", endpointAddr(endpoint), "bundle_endpoint_profile", cfg.BundleEndpoint.Profile)
 	if dev {
 		go printDevBanner(ctx, cmd, srv, cfg, devToken)
 	}
