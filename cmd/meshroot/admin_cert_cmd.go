@@ -29,9 +29,27 @@ func newAdminCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// adminCertView is an admin certificate record as -o json prints it.
+type adminCertView struct {
+	Serial    string     `json:"serial"`
+	Name      string     `json:"name"`
+	Role      string     `json:"role"`
+	IssuedAt  time.Time  `json:"issued_at"`
+	NotAfter  time.Time  `json:"not_after"`
+	RevokedAt *time.Time `json:"revoked_at"`
+}
+
+func viewAdminCert(c store.AdminCert) adminCertView {
+	v := adminCertView{Serial: c.Serial, Name: c.Name, Role: c.Role, IssuedAt: c.IssuedAt, NotAfter: c.NotAfter}
+	if !c.RevokedAt.IsZero() {
+		v.RevokedAt = &c.RevokedAt
+	}
+	return v
+}
+
 // adminCertIssued is what `admin cert issue` prints.
 type adminCertIssued struct {
-	store.AdminCert
+	adminCertView
 	Dir string `json:"dir"`
 }
 
@@ -78,7 +96,7 @@ root's. Only the admin socket or an operator certificate can issue.`,
 				if err != nil {
 					return adminCertIssued{}, err
 				}
-				return adminCertIssued{AdminCert: issued.Record, Dir: out}, writeAdminCreds(out, key, issued.Chain, tb.Roots)
+				return adminCertIssued{adminCertView: viewAdminCert(issued.Record), Dir: out}, writeAdminCreds(out, key, issued.Chain, tb.Roots)
 			}, func(w io.Writer, format string, v adminCertIssued) error {
 				if format == "json" {
 					return printJSON(w, v)
@@ -130,7 +148,11 @@ func newAdminCertListCmd(g *globals) *cobra.Command {
 				return a.ListAdminCerts(ctx)
 			}, func(w io.Writer, format string, cs []store.AdminCert) error {
 				if format == "json" {
-					return printJSON(w, cs)
+					views := make([]adminCertView, 0, len(cs))
+					for _, c := range cs {
+						views = append(views, viewAdminCert(c))
+					}
+					return printJSON(w, views)
 				}
 				rows := make([][]string, 0, len(cs))
 				for _, c := range cs {
@@ -152,7 +174,7 @@ func newAdminCertRevokeCmd(g *globals) *cobra.Command {
 				return a.RevokeAdminCert(ctx, args[0])
 			}, func(w io.Writer, format string, c store.AdminCert) error {
 				if format == "json" {
-					return printJSON(w, c)
+					return printJSON(w, viewAdminCert(c))
 				}
 				return printLine(w, format, fmt.Sprintf("revoked admin certificate %s (%s, %s)", c.Serial, c.Name, c.Role))
 			})
