@@ -118,12 +118,13 @@ func (s *Server) AdminTLSConfig() *tls.Config {
 // min: its certificate is recorded, not revoked nor expired, and its role
 // is at least min. It returns the actor for the audit log
 // ("admin-cert:NAME(ROLE)"), or an error with a gRPC status code
-// (Unauthenticated or PermissionDenied) to report.
-func (s *Server) AuthorizeAdmin(ctx context.Context, state *tls.ConnectionState, min ca.AdminRole) (ca.Actor, error) {
+// (Unauthenticated or PermissionDenied) to report. what names the action
+// in refusals and their audit rows ("fleet page").
+func (s *Server) AuthorizeAdmin(ctx context.Context, state *tls.ConnectionState, min ca.AdminRole, what string) (ca.Actor, error) {
 	if s.remoteAdm == nil {
 		return "", status.Error(codes.Unavailable, "remote admin is off (adminListen)")
 	}
-	rec, err := s.remoteAdm.authorize(ctx, state, min, "")
+	rec, err := s.remoteAdm.authorize(ctx, state, min, what)
 	return ca.AdminCertActor(rec), err
 }
 

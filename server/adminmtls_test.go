@@ -301,3 +301,47 @@ func TestEveryAdminRPCIsAuthorized(t *testing.T) {
 		t.Fatalf("only %d Admin rpcs found", len(names))
 	}
 }
+
+// AuthorizeAdmin and AdminTLSConfig are what another listener guarded by
+// admin mTLS (the fleet page) uses: a viewer certificate is accepted for
+// viewer access and refused for operator access, with its actor.
+func TestAuthorizeAdminForOtherListeners(t *testing.T) {
+	rs := startRemoteAdmin(t)
+	viewerCert, _ := rs.issue(t, "vera", "viewer", time.Hour)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", rs.srv.AdminTLSConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	states := make(chan tls.ConnectionState, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		tc := c.(*tls.Conn)
+		if tc.Handshake() == nil {
+			states <- tc.ConnectionState()
+		}
+		close(states)
+	}()
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return viewerCert, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	state, ok := <-states
+	if !ok {
+		t.Fatal("the server side of the handshake failed")
+	}
+	actor, err := rs.srv.AuthorizeAdmin(t.Context(), &state, ca.RoleViewer, "fleet page")
+	if err != nil || actor != "admin-cert:vera(viewer)" {
+		t.Errorf("AuthorizeAdmin(viewer) = %q, %v; want admin-cert:vera(viewer)", actor, err)
+	}
+	_, err = rs.srv.AuthorizeAdmin(t.Context(), &state, ca.RoleOperator, "fleet page")
+	wantCode(t, err, codes.PermissionDenied, "may not call fleet page: it needs operator")
+	_, err = rs.srv.AuthorizeAdmin(t.Context(), &tls.ConnectionState{}, ca.RoleViewer, "fleet page")
+	wantCode(t, err, codes.Unauthenticated, "no verified admin client certificate")
+}

@@ -63,8 +63,8 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.keys.Vault.SecretIDFile, "vault-secret-id-file", "", "file holding the AppRole secret_id")
 	pf.StringVar(&g.keys.Vault.Role, "vault-role", "", "Vault Kubernetes auth role (--vault-auth kubernetes)")
 	pf.StringVar(&g.keys.Vault.JWTFile, "vault-jwt-file", "/var/run/secrets/kubernetes.io/serviceaccount/token", "service-account token for --vault-auth kubernetes")
-	pf.StringVar(&g.remote, "server", "", "HOST:PORT of a server's remote admin listener (adminListen): the CLI talks to it over mTLS with --admin-cert instead of the admin socket (env MESHROOT_SERVER)")
-	pf.StringVar(&g.adminCert, "admin-cert", "", "folder written by `meshroot admin cert issue` (cert.pem, key.pem, trust-bundle.pem), for --server (env MESHROOT_ADMIN_CERT)")
+	pf.StringVar(&g.remote, "server", "", "`HOST:PORT` of a server's remote admin listener (adminListen): the CLI talks to it over mTLS with --admin-cert instead of the admin socket (env MESHROOT_SERVER)")
+	pf.StringVar(&g.adminCert, "admin-cert", "", "the `DIR` that meshroot admin cert issue --out wrote (cert.pem, key.pem, trust-bundle.pem), for --server (env MESHROOT_ADMIN_CERT)")
 	pf.StringVar(&g.socket, "socket", defaultSocket(), "the server's admin socket; the CLI talks to the server through it unless --data-dir is given (env MESHROOT_SOCKET)")
 
 	cmd.AddCommand(
