@@ -56,6 +56,9 @@ func runAdmin[T any](cmd *cobra.Command, g *globals, a access, call func(ca.Admi
 // one was given (flag or MESHROOT_DATA_DIR), else the running server's
 // through its admin socket. The caller calls the returned function.
 func (g *globals) admin(cmd *cobra.Command, withKeys, create bool) (ca.Admin, func(), error) {
+	if g.dataDirSet(cmd) && g.remote != "" {
+		return ca.Admin{}, nil, usageError{errors.New("--data-dir (or MESHROOT_DATA_DIR) and --server (or MESHROOT_SERVER) both name an authority: give one")}
+	}
 	if g.dataDirSet(cmd) {
 		svc, closeFn, err := g.openService(cmd.Context(), withKeys, create)
 		if err != nil {

@@ -98,6 +98,9 @@ func TestRemoteAdminCLI(t *testing.T) {
 	if r := cli(t, "cluster", "list", "--server", addr, "--admin-cert", viewer); r.code != exitRefused || !strings.Contains(r.stderr, "revoked") {
 		t.Errorf("revoked viewer: exit %d, want %d\n%s", r.code, exitRefused, r.stderr)
 	}
+	if r := cli(t, "cluster", "list", "--server", addr, "--admin-cert", operator, "--data-dir", filepath.Join(dir, "data")); r.code != exitUsage {
+		t.Errorf("--server with --data-dir: exit %d, want %d", r.code, exitUsage)
+	}
 	if r := cli(t, "cluster", "list", "--server", addr); r.code != exitUsage {
 		t.Errorf("--server without --admin-cert: exit %d, want %d", r.code, exitUsage)
 	}

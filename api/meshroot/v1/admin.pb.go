@@ -2797,7 +2797,7 @@ type IssueAdminCertRequest struct {
 	// role is viewer or operator.
 	Role       string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
 	TtlSeconds int64  `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
-	// csr is a PKCS#10 request (PEM); only its public key is used.
+	// csr is a PKCS#10 request (PEM or DER); only its public key is used.
 	Csr           []byte `protobuf:"bytes,4,opt,name=csr,proto3" json:"csr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
