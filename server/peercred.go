@@ -62,6 +62,9 @@ func (unixPeerCreds) OverrideServerName(string) error           { return nil }
 
 // adminActor names the caller of an admin call for the audit log.
 func adminActor(ctx context.Context) string {
+	if a := remoteAdminActor(ctx); a != "" {
+		return a
+	}
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return "admin:unknown"

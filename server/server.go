@@ -37,6 +37,9 @@ type ServerConfig struct {
 	HTTPListen string
 	// AdminSocket is the unix socket of the Admin service (mode 0600).
 	AdminSocket string
+	// AdminListen, when set, also serves the Admin service on TCP to
+	// holders of an admin client certificate (see AdminMethodRoles).
+	AdminListen string
 	// ServerNames are the DNS names and IP addresses in the server's TLS
 	// certificate.
 	ServerNames []string
@@ -81,6 +84,8 @@ type Server struct {
 	issuer  *IssuerServer
 	refused *refusals
 	http    *http.Server
+	// remoteAdm is the remote admin listener (nil when off).
+	remoteAdm *remoteAdmin
 
 	lnTLS, lnAdm, lnHTTP net.Listener
 	ready                chan struct{}
@@ -166,7 +171,19 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	healthpb.RegisterHealthServer(s.grpcTLS, s.health)
 
 	s.grpcAdm = grpc.NewServer(grpc.Creds(UnixPeerCredentials()), grpc.ChainUnaryInterceptor(countUnary))
-	meshrootv1.RegisterAdminServer(s.grpcAdm, NewAdminServer(cfg.Service, s.hub, cfg.Log, cfg.Federation, cfg.RefreshHint))
+	adm := NewAdminServer(cfg.Service, s.hub, cfg.Log, cfg.Federation, cfg.RefreshHint)
+	meshrootv1.RegisterAdminServer(s.grpcAdm, adm)
+	if cfg.AdminListen != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), remoteAdminTimeout)
+		s.remoteAdm, err = newRemoteAdmin(ctx, cfg.Service, cfg.AdminListen, s.certs, adm)
+		cancel()
+		if err != nil {
+			s.lnTLS.Close()
+			s.lnHTTP.Close()
+			s.lnAdm.Close()
+			return nil, err
+		}
+	}
 	healthpb.RegisterHealthServer(s.grpcAdm, s.health)
 
 	mux := http.NewServeMux()
@@ -198,7 +215,7 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	serve := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -210,6 +227,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	serve("issuer", func() error { return s.grpcTLS.Serve(s.lnTLS) })
 	serve("admin", func() error { return s.grpcAdm.Serve(s.lnAdm) })
+	if s.remoteAdm != nil {
+		serve("remote admin", s.remoteAdm.serve)
+	}
 	serve("http", func() error { return s.http.Serve(s.lnHTTP) })
 	go s.hub.Run(ctx, s.cfg.BundlePoll)
 	go s.certs.run(ctx, s.hub)
@@ -229,6 +249,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() {
 		s.grpcTLS.GracefulStop()
 		s.grpcAdm.GracefulStop()
+		s.remoteAdm.stop(true)
 		close(stopped)
 	}()
 	select {
@@ -236,6 +257,7 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-time.After(10 * time.Second):
 		s.grpcTLS.Stop()
 		s.grpcAdm.Stop()
+		s.remoteAdm.stop(false)
 	}
 	shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer shutCancel()

@@ -340,6 +340,36 @@ type MetaWriter interface {
 	SetMeta(ctx context.Context, key, value string) error
 }
 
+// AdminCert records a client certificate of the admin CA (remote admin
+// over mTLS): who it names, the role it grants and until when. The
+// certificate itself is not kept; its serial finds the record.
+type AdminCert struct {
+	// Serial is the certificate's serial number, lower-case hex.
+	Serial    string
+	Name      string
+	Role      string
+	IssuedAt  time.Time
+	NotAfter  time.Time
+	RevokedAt time.Time // zero while not revoked
+}
+
+// AdminCertReader reads the admin client certificates issued.
+type AdminCertReader interface {
+	// GetAdminCert returns the record of serial, or ErrNotFound.
+	GetAdminCert(ctx context.Context, serial string) (AdminCert, error)
+	// ListAdminCerts returns every record, oldest issued first.
+	ListAdminCerts(ctx context.Context) ([]AdminCert, error)
+}
+
+// AdminCertWriter records admin client certificates and revokes them.
+type AdminCertWriter interface {
+	// CreateAdminCert adds c; ErrAlreadyExists when its serial exists.
+	CreateAdminCert(ctx context.Context, c AdminCert) error
+	// RevokeAdminCert marks serial revoked at at: ErrNotFound when there
+	// is no such record, ErrConflict when it is already revoked.
+	RevokeAdminCert(ctx context.Context, serial string, at time.Time) error
+}
+
 // Updater runs read-write transactions.
 type Updater interface {
 	// Update runs fn in one transaction: either all its writes land or,
@@ -358,6 +388,7 @@ type Reader struct {
 	FederationReader
 	AuditReader
 	MetaReader
+	AdminCertReader
 }
 
 // Tx is a read-write transaction, handed to the fn of Update: the reads
@@ -373,6 +404,7 @@ type Tx struct {
 	FederationWriter
 	AuditWriter
 	MetaWriter
+	AdminCertWriter
 }
 
 // Store is an open store, as an implementation hands it out (sqlite.Open):

@@ -37,7 +37,7 @@ func New(cc grpc.ClientConnInterface) *Client {
 
 // Admin returns c as the authority's administrative surface.
 func (c *Client) Admin() ca.Admin {
-	return ca.Admin{RootAdmin: c, ClusterAdmin: c, AuditAdmin: c, FederationAdmin: c, PolicyAdmin: c}
+	return ca.Admin{RootAdmin: c, ClusterAdmin: c, AuditAdmin: c, FederationAdmin: c, PolicyAdmin: c, AdminCertAdmin: c}
 }
 
 // call makes one rpc and converts its answer.
@@ -220,4 +220,19 @@ func (c *Client) SetPolicy(ctx context.Context, p ca.Policy) (ca.Policy, bool, e
 	}
 	stored, err := ca.ParsePolicyJSON(resp.GetPolicyJson())
 	return stored, resp.GetChanged(), err
+}
+
+// IssueAdminCert implements ca.AdminCertAdmin.
+func (c *Client) IssueAdminCert(ctx context.Context, req ca.AdminCertRequest) (ca.AdminCertIssued, error) {
+	return call(ctx, c.c.IssueAdminCert, wire.IssueAdminCertRequestToProto(req), wire.AdminCertIssuedFromProto)
+}
+
+// ListAdminCerts implements ca.AdminCertAdmin.
+func (c *Client) ListAdminCerts(ctx context.Context) ([]store.AdminCert, error) {
+	return call(ctx, c.c.ListAdminCerts, &meshrootv1.ListAdminCertsRequest{}, ok(wire.AdminCertsFromProto))
+}
+
+// RevokeAdminCert implements ca.AdminCertAdmin.
+func (c *Client) RevokeAdminCert(ctx context.Context, serial string) (store.AdminCert, error) {
+	return call(ctx, c.c.RevokeAdminCert, &meshrootv1.RevokeAdminCertRequest{Serial: serial}, ok(wire.AdminCertFromProto))
 }

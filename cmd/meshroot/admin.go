@@ -56,6 +56,9 @@ func runAdmin[T any](cmd *cobra.Command, g *globals, a access, call func(ca.Admi
 // one was given (flag or MESHROOT_DATA_DIR), else the running server's
 // through its admin socket. The caller calls the returned function.
 func (g *globals) admin(cmd *cobra.Command, withKeys, create bool) (ca.Admin, func(), error) {
+	if g.dataDirSet(cmd) && g.remote != "" {
+		return ca.Admin{}, nil, usageError{errors.New("--data-dir (or MESHROOT_DATA_DIR) and --server (or MESHROOT_SERVER) both name an authority: give one")}
+	}
 	if g.dataDirSet(cmd) {
 		svc, closeFn, err := g.openService(cmd.Context(), withKeys, create)
 		if err != nil {
@@ -63,7 +66,7 @@ func (g *globals) admin(cmd *cobra.Command, withKeys, create bool) (ca.Admin, fu
 		}
 		return svc.Admin(), closeFn, nil
 	}
-	conn, err := dialAdmin(g.socket)
+	conn, err := dialAdmin(cmd, g)
 	if err != nil {
 		return ca.Admin{}, nil, err
 	}
@@ -84,8 +87,13 @@ func (g *globals) local(cmd *cobra.Command, withKeys, create bool, refusal strin
 	return svc, ca.WithActor(cmd.Context(), localActor()), closeFn, nil
 }
 
-// dialAdmin connects to the server's admin socket.
-func dialAdmin(socket string) (*grpc.ClientConn, error) {
+// dialAdmin connects to the server's admin socket, or, with --server, to
+// its remote admin listener over mTLS (dialRemoteAdmin).
+func dialAdmin(cmd *cobra.Command, g *globals) (*grpc.ClientConn, error) {
+	if g.remote != "" {
+		return dialRemoteAdmin(g.remote, g.adminCert)
+	}
+	socket := g.socket
 	if _, err := os.Stat(socket); err != nil {
 		return nil, fmt.Errorf("no meshroot server at %s: start `meshroot serve`, pass --socket, or pass --data-dir to work on a data dir directly", socket)
 	}

@@ -131,6 +131,7 @@ var configKeys = map[string]configKey{
 	"listen":                        {"listen", "Issuer API address (gRPC over TLS); `127.0.0.1:8443` with `--dev`"},
 	"httpListen":                    {"http-listen", "address of `/healthz`, `/readyz` and `/metrics`"},
 	"adminSocket":                   {"socket", "the Admin API's unix socket (mode 0600, in a 0700 folder)"},
+	"adminListen":                   {"admin-listen", "address of the remote admin listener: the Admin API over mTLS for holders of an admin client certificate (`meshroot admin cert issue`); off when empty. The admin CA is made at start when it is set"},
 	"serverSANs":                    {"san", "DNS names and IP addresses in the server's TLS certificate (default: localhost, 127.0.0.1 and the host name)"},
 	"passphraseFile":                {"passphrase-file", "file holding the passphrase that encrypts disk keys (or `MESHROOT_PASSPHRASE`)"},
 	"insecurePlaintextKey":          {"insecure-plaintext-key", "store new disk keys unencrypted (development only; the default with `--dev` and no passphrase); flag and key are or-ed"},

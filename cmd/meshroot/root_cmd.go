@@ -19,6 +19,9 @@ type globals struct {
 	insecurePlaintext bool
 	socket            string
 	keys              keysConfig
+	// remote and adminCert reach a server's remote admin listener (mTLS)
+	// instead of its admin socket.
+	remote, adminCert string
 }
 
 // socketSet reports whether the admin socket was chosen explicitly.
@@ -60,6 +63,8 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.keys.Vault.SecretIDFile, "vault-secret-id-file", "", "file holding the AppRole secret_id")
 	pf.StringVar(&g.keys.Vault.Role, "vault-role", "", "Vault Kubernetes auth role (--vault-auth kubernetes)")
 	pf.StringVar(&g.keys.Vault.JWTFile, "vault-jwt-file", "/var/run/secrets/kubernetes.io/serviceaccount/token", "service-account token for --vault-auth kubernetes")
+	pf.StringVar(&g.remote, "server", "", "`HOST:PORT` of a server's remote admin listener (adminListen): the CLI talks to it over mTLS with --admin-cert instead of the admin socket (env MESHROOT_SERVER)")
+	pf.StringVar(&g.adminCert, "admin-cert", "", "the `DIR` that meshroot admin cert issue --out wrote (cert.pem, key.pem, trust-bundle.pem), for --server (env MESHROOT_ADMIN_CERT)")
 	pf.StringVar(&g.socket, "socket", defaultSocket(), "the server's admin socket; the CLI talks to the server through it unless --data-dir is given (env MESHROOT_SOCKET)")
 
 	cmd.AddCommand(
@@ -75,6 +80,7 @@ func newRootCmd() *cobra.Command {
 		newFederationCmd(g),
 		newPolicyCmd(g),
 		newStoreCmd(g),
+		newAdminCmd(g),
 		newDocsCmd(),
 	)
 	refuseUnknownSubcommands(cmd)

@@ -40,6 +40,7 @@ type serveConfig struct {
 	Listen               string       `yaml:"listen"`
 	HTTPListen           string       `yaml:"httpListen"`
 	AdminSocket          string       `yaml:"adminSocket"`
+	AdminListen          string       `yaml:"adminListen"`
 	ServerSANs           []string     `yaml:"serverSANs"`
 	PassphraseFile       string       `yaml:"passphraseFile"`
 	InsecurePlaintextKey bool         `yaml:"insecurePlaintextKey"`
@@ -114,7 +115,7 @@ func loadServeConfig(path string) (serveConfig, error) {
 }
 
 func newServeCmd(g *globals) *cobra.Command {
-	var configFile, listen, httpListen, td, bundleListen, bundleProfile, bundleCert, bundleKey, storeFlag, storeFileFlag string
+	var configFile, listen, httpListen, adminListen, td, bundleListen, bundleProfile, bundleCert, bundleKey, storeFlag, storeFileFlag string
 	var sans []string
 	var dev, fleetPage bool
 	cmd := &cobra.Command{
@@ -157,6 +158,7 @@ token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
 			}
 			cfg.PassphraseFile = pick(pf.Changed("passphrase-file"), g.passphraseFile, cfg.PassphraseFile, "")
 			cfg.AdminSocket = pick(g.socketSet(cmd), g.socket, cfg.AdminSocket, g.socket)
+			cfg.AdminListen = pick(fl.Changed("admin-listen"), adminListen, cfg.AdminListen, "")
 			if fl.Changed("san") || len(cfg.ServerSANs) == 0 {
 				cfg.ServerSANs = sans
 			}
@@ -187,6 +189,7 @@ token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
 	fl.StringVar(&listen, "listen", ":8443", "Issuer API address (gRPC over TLS)")
 	fl.StringVar(&httpListen, "http-listen", ":8080", "address of /healthz, /readyz and /metrics")
 	fl.BoolVar(&fleetPage, "fleet-page", false, "serve the read-only fleet page at /fleet on the HTTP listener, which must be loopback (on with --dev)")
+	fl.StringVar(&adminListen, "admin-listen", "", "address of the remote admin listener (Admin API over mTLS with admin client certificates; off when empty)")
 	fl.StringVar(&td, "trust-domain", "cluster.local", "trust domain of the root created by --dev")
 	fl.StringVar(&storeFlag, "store", "", "state store: a postgres:// URL (default: SQLite in the data dir); prefer --store-file, a command line is visible to other users")
 	fl.StringVar(&storeFileFlag, "store-file", "", "file holding the postgres:// URL of the state store (a Kubernetes Secret; not readable by others)")
@@ -299,7 +302,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		return err
 	}
 	srv, err := server.NewServer(server.ServerConfig{
-		Service: svc, Store: st, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, AdminSocket: cfg.AdminSocket,
+		Service: svc, Store: st, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, AdminSocket: cfg.AdminSocket, AdminListen: cfg.AdminListen,
 		ServerNames: cfg.ServerSANs, RefreshHint: refreshHint, Log: log, Registry: reg, Hub: hub, Federation: fed,
 		FleetPage: page,
 	})
@@ -329,7 +332,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		}
 	}
 	log.Info("meshroot server starting", "version", version, "issuer", srv.Addr(), "http", srv.HTTPAddr(),
-		"admin_socket", cfg.AdminSocket, "data_dir", cfg.DataDir, "store", storeName, "bundle_endpoint", endpointAddr(endpoint), "bundle_endpoint_profile", cfg.BundleEndpoint.Profile,
+		"admin_socket", cfg.AdminSocket, "admin_listen", srv.AdminAddr(), "data_dir", cfg.DataDir, "store", storeName, "bundle_endpoint", endpointAddr(endpoint), "bundle_endpoint_profile", cfg.BundleEndpoint.Profile,
 		"fleet_page", fleetURL(cfg.FleetPage, srv.HTTPAddr()))
 	if dev {
 		go printDevBanner(ctx, cmd, srv, cfg, devToken)

@@ -17,7 +17,7 @@ import (
 
 // CopiedTables are the tables a copy writes and counts, referenced tables
 // first; the SQLite store has the same.
-var CopiedTables = []string{"roots", "clusters", "intermediates", "join_tokens", "federation_peers", "meta", "audit_log"}
+var CopiedTables = []string{"roots", "clusters", "intermediates", "join_tokens", "federation_peers", "admin_certs", "meta", "audit_log"}
 
 // Source is a store that can be copied whole: the SQLite store (as
 // sqlite.OpenForCopy hands it out). It lists the reads a copy makes.
@@ -28,6 +28,7 @@ type Source interface {
 	ListFederationPeers(ctx context.Context) ([]store.FederationPeer, error)
 	ListAudit(ctx context.Context, afterSeq int64, limit int) ([]store.AuditEntry, error)
 	ListJoinTokens(ctx context.Context) ([]store.JoinToken, error)
+	ListAdminCerts(ctx context.Context) ([]store.AdminCert, error)
 	ListMeta(ctx context.Context) (map[string]string, error)
 	TableCounts(ctx context.Context) (map[string]int64, error)
 	VerifyAuditRows(ctx context.Context) (int64, error)
@@ -134,6 +135,15 @@ func copyRecords(ctx context.Context, t *tx, src Source) error {
 	}
 	for _, jt := range tokens {
 		if err := t.CreateJoinToken(ctx, jt); err != nil {
+			return err
+		}
+	}
+	admins, err := src.ListAdminCerts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range admins {
+		if err := t.CreateAdminCert(ctx, c); err != nil {
 			return err
 		}
 	}

@@ -61,6 +61,9 @@ func fillSource(t *testing.T, path string) *sqlite.Store {
 				return err
 			}
 		}
+		if err := tx.CreateAdminCert(ctx, store.AdminCert{Serial: "0a", Name: "alice", Role: "operator", IssuedAt: at, NotAfter: at.Add(8 * time.Hour), RevokedAt: at.Add(time.Hour)}); err != nil {
+			return err
+		}
 		if err := tx.CreateFederationPeer(ctx, store.FederationPeer{TrustDomain: "partner.example", URL: "https://partner", Profile: store.ProfileHTTPSWeb,
 			CreatedAt: at, Bundle: []byte(`{"keys":[]}`), Sequence: 9, BundleUpdatedAt: at, Status: store.FederationStatus{LastError: "x", NextAttempt: at}}); err != nil {
 			return err
@@ -94,6 +97,7 @@ type allReader interface {
 	store.FederationReader
 	store.AuditReader
 	store.MetaReader
+	store.AdminCertReader
 }
 
 // readAll renders everything a reader returns, for comparison.
@@ -106,6 +110,7 @@ func readAll(t *testing.T, r allReader, tokens []string) string {
 		func() (any, error) { return r.ListClusters(ctx) },
 		func() (any, error) { return r.ListIntermediates(ctx, "") },
 		func() (any, error) { return r.ListFederationPeers(ctx) },
+		func() (any, error) { return r.ListAdminCerts(ctx) },
 		func() (any, error) { return r.BundleSequence(ctx) },
 		func() (any, error) { return r.Meta(ctx, "policy") },
 		func() (any, error) { return r.ListAudit(ctx, 0, auditPage*2+17) },
@@ -134,7 +139,7 @@ func TestCopyFromSQLite(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CopyFrom: %v", err)
 	}
-	want := map[string]int64{"roots": 2, "clusters": 2, "intermediates": 2, "join_tokens": 2, "federation_peers": 1, "meta": 4, "audit_log": auditPage*2 + 17}
+	want := map[string]int64{"roots": 2, "clusters": 2, "intermediates": 2, "join_tokens": 2, "federation_peers": 1, "admin_certs": 1, "meta": 4, "audit_log": auditPage*2 + 17}
 	if fmt.Sprint(counts) != fmt.Sprint(want) {
 		t.Errorf("CopyFrom counts = %v, want %v", counts, want)
 	}

@@ -149,6 +149,19 @@ ALTER TABLE clusters ADD COLUMN permit_dns TEXT[] NOT NULL DEFAULT '{}';
 ALTER TABLE clusters ADD COLUMN permit_ips TEXT[] NOT NULL DEFAULT '{}';
 `,
 	},
+	{
+		name: "admin client certificates",
+		sql: `
+CREATE TABLE admin_certs (
+	serial     TEXT PRIMARY KEY,
+	name       TEXT NOT NULL,
+	role       TEXT NOT NULL,
+	issued_at  TEXT NOT NULL,
+	not_after  TEXT NOT NULL,
+	revoked_at TEXT NOT NULL DEFAULT ''
+);
+`,
+	},
 }
 
 // migrationLockKey is the advisory lock (in the database's own lock space)

@@ -162,6 +162,20 @@ ALTER TABLE clusters ADD COLUMN permit_dns TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE clusters ADD COLUMN permit_ips TEXT NOT NULL DEFAULT '[]';
 `,
 	},
+	{
+		// Client certificates of the admin CA (remote admin over mTLS).
+		name: "admin client certificates",
+		sql: `
+CREATE TABLE admin_certs (
+	serial     TEXT PRIMARY KEY,
+	name       TEXT NOT NULL,
+	role       TEXT NOT NULL,
+	issued_at  TEXT NOT NULL,
+	not_after  TEXT NOT NULL,
+	revoked_at TEXT NOT NULL DEFAULT ''
+);
+`,
+	},
 }
 
 // migrate brings the schema of db up to the last version in steps (Open

@@ -70,6 +70,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentAppendAudit", testConcurrentAppendAudit},
 		{"VerifyEmptyAudit", testVerifyEmptyAudit},
 		{"Meta", testMeta},
+		{"AdminCerts", testAdminCerts},
 		{"ClusterAuthAndStatus", testClusterAuthAndStatus},
 		{"ClusterNoServiceAccounts", testClusterNoServiceAccounts},
 		{"UpdateClusterStatus", testUpdateClusterStatus},

@@ -512,6 +512,7 @@ func TestChartsServerDryRun(t *testing.T) {
 			"passphrase":  map[string]any{"existingSecret": ""},
 			"persistence": map[string]any{"storageClass": "-", "size": "2Gi"},
 		}},
+		{serverChart, "remote-admin", map[string]any{"config": map[string]any{"adminListen": ":9443"}}},
 		{agentChart, "agent-job", map[string]any{"mode": "job"}},
 		{agentChart, "agent-deploy", map[string]any{"mode": "deployment", "cluster": "east"}},
 	}

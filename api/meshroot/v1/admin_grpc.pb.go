@@ -45,6 +45,9 @@ const (
 	Admin_AnchorAudit_FullMethodName        = "/meshroot.v1.Admin/AnchorAudit"
 	Admin_GetPolicy_FullMethodName          = "/meshroot.v1.Admin/GetPolicy"
 	Admin_SetPolicy_FullMethodName          = "/meshroot.v1.Admin/SetPolicy"
+	Admin_IssueAdminCert_FullMethodName     = "/meshroot.v1.Admin/IssueAdminCert"
+	Admin_ListAdminCerts_FullMethodName     = "/meshroot.v1.Admin/ListAdminCerts"
+	Admin_RevokeAdminCert_FullMethodName    = "/meshroot.v1.Admin/RevokeAdminCert"
 )
 
 // AdminClient is the client API for Admin service.
@@ -97,6 +100,10 @@ type AdminClient interface {
 	// GetPolicy and SetPolicy read and replace the stored intermediate policy.
 	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*PolicyResponse, error)
 	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*PolicyResponse, error)
+	// Admin client certificates of the admin CA (remote admin over mTLS).
+	IssueAdminCert(ctx context.Context, in *IssueAdminCertRequest, opts ...grpc.CallOption) (*IssueAdminCertResponse, error)
+	ListAdminCerts(ctx context.Context, in *ListAdminCertsRequest, opts ...grpc.CallOption) (*ListAdminCertsResponse, error)
+	RevokeAdminCert(ctx context.Context, in *RevokeAdminCertRequest, opts ...grpc.CallOption) (*AdminCert, error)
 }
 
 type adminClient struct {
@@ -367,6 +374,36 @@ func (c *adminClient) SetPolicy(ctx context.Context, in *SetPolicyRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) IssueAdminCert(ctx context.Context, in *IssueAdminCertRequest, opts ...grpc.CallOption) (*IssueAdminCertResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueAdminCertResponse)
+	err := c.cc.Invoke(ctx, Admin_IssueAdminCert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListAdminCerts(ctx context.Context, in *ListAdminCertsRequest, opts ...grpc.CallOption) (*ListAdminCertsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAdminCertsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListAdminCerts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RevokeAdminCert(ctx context.Context, in *RevokeAdminCertRequest, opts ...grpc.CallOption) (*AdminCert, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AdminCert)
+	err := c.cc.Invoke(ctx, Admin_RevokeAdminCert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -417,6 +454,10 @@ type AdminServer interface {
 	// GetPolicy and SetPolicy read and replace the stored intermediate policy.
 	GetPolicy(context.Context, *GetPolicyRequest) (*PolicyResponse, error)
 	SetPolicy(context.Context, *SetPolicyRequest) (*PolicyResponse, error)
+	// Admin client certificates of the admin CA (remote admin over mTLS).
+	IssueAdminCert(context.Context, *IssueAdminCertRequest) (*IssueAdminCertResponse, error)
+	ListAdminCerts(context.Context, *ListAdminCertsRequest) (*ListAdminCertsResponse, error)
+	RevokeAdminCert(context.Context, *RevokeAdminCertRequest) (*AdminCert, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -504,6 +545,15 @@ func (UnimplementedAdminServer) GetPolicy(context.Context, *GetPolicyRequest) (*
 }
 func (UnimplementedAdminServer) SetPolicy(context.Context, *SetPolicyRequest) (*PolicyResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetPolicy not implemented")
+}
+func (UnimplementedAdminServer) IssueAdminCert(context.Context, *IssueAdminCertRequest) (*IssueAdminCertResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method IssueAdminCert not implemented")
+}
+func (UnimplementedAdminServer) ListAdminCerts(context.Context, *ListAdminCertsRequest) (*ListAdminCertsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListAdminCerts not implemented")
+}
+func (UnimplementedAdminServer) RevokeAdminCert(context.Context, *RevokeAdminCertRequest) (*AdminCert, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevokeAdminCert not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -994,6 +1044,60 @@ func _Admin_SetPolicy_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_IssueAdminCert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueAdminCertRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).IssueAdminCert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_IssueAdminCert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).IssueAdminCert(ctx, req.(*IssueAdminCertRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListAdminCerts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAdminCertsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListAdminCerts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListAdminCerts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListAdminCerts(ctx, req.(*ListAdminCertsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RevokeAdminCert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeAdminCertRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RevokeAdminCert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RevokeAdminCert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RevokeAdminCert(ctx, req.(*RevokeAdminCertRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1104,6 +1208,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetPolicy",
 			Handler:    _Admin_SetPolicy_Handler,
+		},
+		{
+			MethodName: "IssueAdminCert",
+			Handler:    _Admin_IssueAdminCert_Handler,
+		},
+		{
+			MethodName: "ListAdminCerts",
+			Handler:    _Admin_ListAdminCerts_Handler,
+		},
+		{
+			MethodName: "RevokeAdminCert",
+			Handler:    _Admin_RevokeAdminCert_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
