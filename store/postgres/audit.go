@@ -124,25 +124,6 @@ func verifyAudit(ctx context.Context, q querier) (int64, error) {
 	return v.Rows(), nil
 }
 
-// auditHead reads the audit head from meta.
-func auditHead(ctx context.Context, q querier) (*store.AuditHead, error) {
-	seq, err := getMeta(ctx, q, keyAuditHeadSeq)
-	if err != nil {
-		return nil, err
-	}
-	hash, err := getMeta(ctx, q, keyAuditHeadHash)
-	if err != nil {
-		return nil, err
-	}
-	head := &store.AuditHead{Hash: hash}
-	if seq != "" {
-		if head.Seq, err = strconv.ParseInt(seq, 10, 64); err != nil {
-			return nil, fmt.Errorf("stored audit head seq %q is not a number: %w", seq, err)
-		}
-	}
-	return head, nil
-}
-
 // scanAudit reads a row of auditColumns.
 func scanAudit(s scanner) (store.AuditEntry, error) {
 	var (

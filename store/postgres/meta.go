@@ -4,20 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/meshroot/meshroot/store"
+	"github.com/meshroot/meshroot/store/internal/metakv"
 )
 
-// Meta keys the store keeps for itself, the same as the SQLite store's (so
-// that `meshroot store migrate` copies them as they are). SetMeta refuses
-// keys with internalKeyPrefix so that callers cannot overwrite them.
+// Meta keys the store keeps for itself (package metakv; the same in every
+// store, so that a copy between stores keeps them as they are).
 const (
-	internalKeyPrefix = "store."
-	keyBundleSequence = internalKeyPrefix + "bundle_sequence"
-	keyAuditHeadSeq   = internalKeyPrefix + "audit_head_seq"
-	keyAuditHeadHash  = internalKeyPrefix + "audit_head_hash"
+	keyAuditHeadSeq  = metakv.KeyAuditHeadSeq
+	keyAuditHeadHash = metakv.KeyAuditHeadHash
 )
 
 // Meta returns the value of key ("" and no error when unset).
@@ -32,11 +30,8 @@ func (r reader) Meta(ctx context.Context, key string) (string, error) {
 // SetMeta sets key to value. Keys starting with "store." are reserved for
 // the store itself.
 func (t *tx) SetMeta(ctx context.Context, key, value string) error {
-	if key == "" {
-		return errors.New("set meta: empty key")
-	}
-	if strings.HasPrefix(key, internalKeyPrefix) {
-		return fmt.Errorf("set meta %q: keys starting with %q are reserved for the store: choose another key", key, internalKeyPrefix)
+	if err := metakv.CheckSetKey(key); err != nil {
+		return err
 	}
 	if err := setMeta(ctx, t.q, key, value); err != nil {
 		return fmt.Errorf("set meta %q: %w", key, err)
@@ -47,7 +42,7 @@ func (t *tx) SetMeta(ctx context.Context, key, value string) error {
 // BundleSequence returns the trust bundle's sequence number (0 before the
 // first change).
 func (r reader) BundleSequence(ctx context.Context) (uint64, error) {
-	n, err := bundleSequence(ctx, r.q)
+	n, err := metakv.BundleSequence(ctx, kv{r.q})
 	if err != nil {
 		return 0, fmt.Errorf("get bundle sequence: %w", err)
 	}
@@ -56,28 +51,18 @@ func (r reader) BundleSequence(ctx context.Context) (uint64, error) {
 
 // IncrementBundleSequence adds one to the bundle sequence and returns it.
 func (t *tx) IncrementBundleSequence(ctx context.Context) (uint64, error) {
-	n, err := bundleSequence(ctx, t.q)
-	if err != nil {
-		return 0, fmt.Errorf("increment bundle sequence: %w", err)
-	}
-	n++
-	if err := setMeta(ctx, t.q, keyBundleSequence, strconv.FormatUint(n, 10)); err != nil {
-		return 0, fmt.Errorf("increment bundle sequence: %w", err)
-	}
-	return n, nil
+	return metakv.IncrementBundleSequence(ctx, kv{t.q})
 }
 
-// bundleSequence reads the bundle sequence from meta.
-func bundleSequence(ctx context.Context, q querier) (uint64, error) {
-	v, err := getMeta(ctx, q, keyBundleSequence)
-	if err != nil || v == "" {
-		return 0, err
-	}
-	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("stored bundle sequence %q is not a number: %w", v, err)
-	}
-	return n, nil
+// kv is the meta table through q, for package metakv.
+type kv struct{ q querier }
+
+func (m kv) Get(ctx context.Context, key string) (string, error) { return getMeta(ctx, m.q, key) }
+func (m kv) Set(ctx context.Context, key, value string) error    { return setMeta(ctx, m.q, key, value) }
+
+// auditHead reads the audit head from meta.
+func auditHead(ctx context.Context, q querier) (*store.AuditHead, error) {
+	return metakv.AuditHead(ctx, kv{q})
 }
 
 // getMeta returns the value of key, "" when unset.
