@@ -351,6 +351,7 @@ type Reader struct {
 	FederationReader
 	AuditReader
 	MetaReader
+	RevocationReader
 }
 
 // Tx is a read-write transaction, handed to the fn of Update: the reads
@@ -366,6 +367,7 @@ type Tx struct {
 	FederationWriter
 	AuditWriter
 	MetaWriter
+	RevocationWriter
 }
 
 // Store is an open store, as an implementation hands it out (sqlite.Open):
