@@ -26,11 +26,12 @@ type Admin struct {
 	AuditAdmin
 	FederationAdmin
 	PolicyAdmin
+	QuarantineAdmin
 }
 
 // Admin returns s as the administrative surface.
 func (s *Service) Admin() Admin {
-	return Admin{RootAdmin: s, ClusterAdmin: s, AuditAdmin: s, FederationAdmin: s, PolicyAdmin: s}
+	return Admin{RootAdmin: s, ClusterAdmin: s, AuditAdmin: s, FederationAdmin: s, PolicyAdmin: s, QuarantineAdmin: s}
 }
 
 // RootAdmin creates roots and moves them through rotation.
