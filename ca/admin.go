@@ -158,6 +158,8 @@ type ClusterDetail struct {
 	// Current is the cluster's active intermediate (the newest one issued,
 	// neither superseded nor revoked); nil when it has none.
 	Current *store.Intermediate
+	// Quarantine is set while the cluster is quarantined.
+	Quarantine *store.Quarantine
 }
 
 // ShowCluster returns one registered cluster with its current intermediate.
@@ -177,6 +179,11 @@ func (s *Service) ShowCluster(ctx context.Context, name string) (ClusterDetail, 
 		if in.Status == store.IntermediateActive && (d.Current == nil || in.NotBefore.After(d.Current.NotBefore)) {
 			d.Current = &in
 		}
+	}
+	if q, err := s.store.GetQuarantine(ctx, name); err == nil {
+		d.Quarantine = &q
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return ClusterDetail{}, err
 	}
 	return d, nil
 }

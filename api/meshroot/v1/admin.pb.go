@@ -2431,7 +2431,9 @@ type ClusterDetail struct {
 	// Cluster is the registration and the agent's last report (status).
 	Cluster *Cluster `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	// Current is the cluster's active intermediate; unset when it has none.
-	Current       *Intermediate `protobuf:"bytes,2,opt,name=current,proto3" json:"current,omitempty"`
+	Current *Intermediate `protobuf:"bytes,2,opt,name=current,proto3" json:"current,omitempty"`
+	// Quarantine is set while the cluster is quarantined.
+	Quarantine    *Quarantine `protobuf:"bytes,3,opt,name=quarantine,proto3" json:"quarantine,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2476,6 +2478,13 @@ func (x *ClusterDetail) GetCluster() *Cluster {
 func (x *ClusterDetail) GetCurrent() *Intermediate {
 	if x != nil {
 		return x.Current
+	}
+	return nil
+}
+
+func (x *ClusterDetail) GetQuarantine() *Quarantine {
+	if x != nil {
+		return x.Quarantine
 	}
 	return nil
 }
@@ -3201,10 +3210,13 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"(\n" +
 	"\x12ShowClusterRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"t\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xad\x01\n" +
 	"\rClusterDetail\x12.\n" +
 	"\acluster\x18\x01 \x01(\v2\x14.meshroot.v1.ClusterR\acluster\x123\n" +
-	"\acurrent\x18\x02 \x01(\v2\x19.meshroot.v1.IntermediateR\acurrent\"\x14\n" +
+	"\acurrent\x18\x02 \x01(\v2\x19.meshroot.v1.IntermediateR\acurrent\x127\n" +
+	"\n" +
+	"quarantine\x18\x03 \x01(\v2\x17.meshroot.v1.QuarantineR\n" +
+	"quarantine\"\x14\n" +
 	"\x12AnchorAuditRequest\"4\n" +
 	"\x13AnchorAuditResponse\x12\x1d\n" +
 	"\n" +
@@ -3374,72 +3386,73 @@ var file_meshroot_v1_admin_proto_depIdxs = []int32{
 	52, // 26: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	21, // 27: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
 	28, // 28: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
-	52, // 29: meshroot.v1.Quarantine.at:type_name -> google.protobuf.Timestamp
-	46, // 30: meshroot.v1.QuarantineClusterResponse.quarantine:type_name -> meshroot.v1.Quarantine
-	46, // 31: meshroot.v1.ListQuarantinesResponse.quarantines:type_name -> meshroot.v1.Quarantine
-	8,  // 32: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
-	17, // 33: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
-	9,  // 34: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
-	10, // 35: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 36: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 37: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
-	13, // 38: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
-	14, // 39: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
-	22, // 40: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
-	23, // 41: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
-	25, // 42: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
-	27, // 43: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
-	29, // 44: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
-	31, // 45: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
-	53, // 46: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	33, // 47: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
-	35, // 48: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
-	37, // 49: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
-	1,  // 50: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
-	2,  // 51: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
-	4,  // 52: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
-	6,  // 53: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
-	39, // 54: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
-	41, // 55: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
-	43, // 56: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
-	44, // 57: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
-	47, // 58: meshroot.v1.Admin.QuarantineCluster:input_type -> meshroot.v1.QuarantineClusterRequest
-	49, // 59: meshroot.v1.Admin.ReleaseCluster:input_type -> meshroot.v1.ReleaseClusterRequest
-	50, // 60: meshroot.v1.Admin.ListQuarantines:input_type -> meshroot.v1.ListQuarantinesRequest
-	7,  // 61: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
-	18, // 62: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
-	7,  // 63: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
-	12, // 64: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 65: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 66: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 67: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
-	16, // 68: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
-	21, // 69: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
-	24, // 70: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
-	26, // 71: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
-	54, // 72: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	30, // 73: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
-	28, // 74: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
-	55, // 75: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	34, // 76: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
-	36, // 77: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
-	38, // 78: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
-	0,  // 79: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
-	3,  // 80: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
-	5,  // 81: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
-	0,  // 82: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
-	40, // 83: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
-	42, // 84: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
-	45, // 85: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
-	45, // 86: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
-	48, // 87: meshroot.v1.Admin.QuarantineCluster:output_type -> meshroot.v1.QuarantineClusterResponse
-	46, // 88: meshroot.v1.Admin.ReleaseCluster:output_type -> meshroot.v1.Quarantine
-	51, // 89: meshroot.v1.Admin.ListQuarantines:output_type -> meshroot.v1.ListQuarantinesResponse
-	61, // [61:90] is the sub-list for method output_type
-	32, // [32:61] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	46, // 29: meshroot.v1.ClusterDetail.quarantine:type_name -> meshroot.v1.Quarantine
+	52, // 30: meshroot.v1.Quarantine.at:type_name -> google.protobuf.Timestamp
+	46, // 31: meshroot.v1.QuarantineClusterResponse.quarantine:type_name -> meshroot.v1.Quarantine
+	46, // 32: meshroot.v1.ListQuarantinesResponse.quarantines:type_name -> meshroot.v1.Quarantine
+	8,  // 33: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
+	17, // 34: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
+	9,  // 35: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
+	10, // 36: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 37: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 38: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
+	13, // 39: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
+	14, // 40: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
+	22, // 41: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
+	23, // 42: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
+	25, // 43: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
+	27, // 44: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
+	29, // 45: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
+	31, // 46: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
+	53, // 47: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	33, // 48: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
+	35, // 49: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
+	37, // 50: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
+	1,  // 51: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
+	2,  // 52: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
+	4,  // 53: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
+	6,  // 54: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
+	39, // 55: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
+	41, // 56: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
+	43, // 57: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
+	44, // 58: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
+	47, // 59: meshroot.v1.Admin.QuarantineCluster:input_type -> meshroot.v1.QuarantineClusterRequest
+	49, // 60: meshroot.v1.Admin.ReleaseCluster:input_type -> meshroot.v1.ReleaseClusterRequest
+	50, // 61: meshroot.v1.Admin.ListQuarantines:input_type -> meshroot.v1.ListQuarantinesRequest
+	7,  // 62: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
+	18, // 63: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
+	7,  // 64: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
+	12, // 65: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 66: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 67: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 68: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
+	16, // 69: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
+	21, // 70: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
+	24, // 71: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
+	26, // 72: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
+	54, // 73: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	30, // 74: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
+	28, // 75: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
+	55, // 76: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	34, // 77: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
+	36, // 78: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
+	38, // 79: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
+	0,  // 80: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
+	3,  // 81: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
+	5,  // 82: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
+	0,  // 83: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
+	40, // 84: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
+	42, // 85: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
+	45, // 86: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
+	45, // 87: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
+	48, // 88: meshroot.v1.Admin.QuarantineCluster:output_type -> meshroot.v1.QuarantineClusterResponse
+	46, // 89: meshroot.v1.Admin.ReleaseCluster:output_type -> meshroot.v1.Quarantine
+	51, // 90: meshroot.v1.Admin.ListQuarantines:output_type -> meshroot.v1.ListQuarantinesResponse
+	62, // [62:91] is the sub-list for method output_type
+	33, // [33:62] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_meshroot_v1_admin_proto_init() }
