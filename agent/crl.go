@@ -89,19 +89,15 @@ func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan 
 	return p
 }
 
-// crlCAs are the CAs that need a current CRL: the bundle's roots, the CAs
-// of the cluster's own chain above its intermediate, and the fleet's
-// current cluster intermediates.
-func crlCAs(cur *Current, bundle *meshrootv1.TrustBundle, set ca.CRLSet) ([]*x509.Certificate, error) {
-	roots, err := parseDERs(bundle.GetRoots())
-	if err != nil {
-		return nil, err
+// CRLCAs are the CAs that need a current CRL before ca-crl.pem is
+// written: the bundle's roots, every CA of the cluster's own chain (its
+// intermediate included) and the fleet's current cluster intermediates.
+func CRLCAs(cc *ca.CACerts, roots []*x509.Certificate, set ca.CRLSet) []*x509.Certificate {
+	cas := append(append([]*x509.Certificate{}, roots...), set.Intermediates...)
+	if cc != nil {
+		cas = append(cas, cc.Chain...)
 	}
-	cas := append(roots, set.Intermediates...)
-	if cur.CACerts != nil && len(cur.CACerts.Chain) > 1 {
-		cas = append(cas, cur.CACerts.Chain[1:]...)
-	}
-	return cas, nil
+	return cas
 }
 
 // reconcileCRL writes ca-crl.pem into the cacerts Secret when every CA has
@@ -120,11 +116,11 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 	if err != nil {
 		return fmt.Errorf("CRL set from server: %w", err)
 	}
-	cas, err := crlCAs(cur, bundle, set)
+	roots, err := parseDERs(bundle.GetRoots())
 	if err != nil {
 		return fmt.Errorf("trust bundle from server: %w", err)
 	}
-	plan := PlanCRLFile(cas, set.CRLs, now)
+	plan := PlanCRLFile(CRLCAs(cur.CACerts, roots, set), set.CRLs, now)
 	a.cfg.Metrics.crlMissing(len(plan.Missing))
 	if plan.PEM == nil {
 		a.log.Warn("not writing "+CRLFile+": a CA of the fleet has no current CRL, and Envoy would refuse its valid chains",
