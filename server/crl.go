@@ -8,9 +8,16 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/store"
 )
+
+// crlMissing counts the CAs of the fleet without a current CRL: while it
+// is above 0, agents leave ca-crl.pem out of cacerts.
+var crlMissing = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "meshroot", Name: "crl_missing_cas",
+	Help: "CAs of the fleet (roots, cluster intermediates) without a current CRL; while above 0 agents leave ca-crl.pem out."})
 
 // fleetCRLs is the fleet's CRL set for the hub, or the last one when the
 // store fails (a CRL stays valid until its nextUpdate).
@@ -22,6 +29,7 @@ func (h *BundleHub) fleetCRLs(ctx context.Context) ca.CRLSet {
 		defer h.mu.Unlock()
 		return h.current.CRLs
 	}
+	crlMissing.Set(float64(len(set.Missing)))
 	if len(set.Missing) > 0 {
 		h.log.DebugContext(ctx, "CAs without a current CRL: agents leave ca-crl.pem out", "missing", set.Missing)
 	}
