@@ -47,6 +47,7 @@ var ErrorKinds = []string{ErrKindSecretRead, ErrKindIssue, ErrKindSecretWrite, E
 type Metrics struct {
 	notAfter, nextRenewal, lastWrite, lastReport, applied *prometheus.GaugeVec
 	watch                                                 prometheus.Gauge
+	crl                                                   *prometheus.GaugeVec // see crl.go
 	errors                                                *prometheus.CounterVec
 }
 
@@ -68,6 +69,8 @@ func NewMetrics(reg prometheus.Registerer, cluster string) (*Metrics, error) {
 			"When this agent process last reported its status to the server successfully, in seconds since the epoch."),
 		applied: gauge("bundle_sequence",
 			"Trust bundle sequence applied in the cacerts Secret."),
+		crl: gauge("crl_missing_cas",
+			"CAs of the fleet without a current CRL; while above 0 the agent leaves ca-crl.pem out of cacerts."),
 		watch: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "meshroot", Subsystem: "agent", Name: "watch_connected",
 			Help: "1 while the trust bundle watch to the server is receiving, else 0.", ConstLabels: labels}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "meshroot", Subsystem: "agent", Name: "errors_total",
@@ -76,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer, cluster string) (*Metrics, error) {
 	for _, k := range ErrorKinds {
 		m.errors.WithLabelValues(k) // every kind starts at 0, so increase() sees the first error
 	}
-	for _, c := range []prometheus.Collector{m.notAfter, m.nextRenewal, m.lastWrite, m.lastReport, m.applied, m.watch, m.errors} {
+	for _, c := range []prometheus.Collector{m.notAfter, m.nextRenewal, m.lastWrite, m.lastReport, m.applied, m.watch, m.errors, m.crl} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent metrics: %w", err)
 		}

@@ -60,6 +60,9 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 		a.cfg.Metrics.failed(ErrKindFederated)
 		return time.Time{}, deliverErr
 	}
+	if err := a.reconcileCRL(ctx, bundle, now); err != nil {
+		return time.Time{}, err
+	}
 	return next, nil
 }
 
@@ -75,6 +78,7 @@ func (a *Agent) report(ctx context.Context, now time.Time) bool {
 	req := &meshrootv1.ReportStatusRequest{
 		Cluster: a.cfg.Cluster, BundleSequence: appliedSequence(cur), IntermediateSerial: ca.SerialHex(cur.CACerts.Cert.SerialNumber),
 	}
+	req.Crl = a.crlForReport(cur, now)
 	if cert := a.renewalCert(cur, now); cert != nil {
 		err = a.withCert(cert, func(c meshrootv1.IssuerClient) error {
 			_, rerr := c.ReportStatus(ctx, req)

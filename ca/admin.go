@@ -27,11 +27,12 @@ type Admin struct {
 	FederationAdmin
 	PolicyAdmin
 	AdminCertAdmin
+	QuarantineAdmin
 }
 
 // Admin returns s as the administrative surface.
 func (s *Service) Admin() Admin {
-	return Admin{RootAdmin: s, ClusterAdmin: s, AuditAdmin: s, FederationAdmin: s, PolicyAdmin: s, AdminCertAdmin: s}
+	return Admin{RootAdmin: s, ClusterAdmin: s, AuditAdmin: s, FederationAdmin: s, PolicyAdmin: s, AdminCertAdmin: s, QuarantineAdmin: s}
 }
 
 // RootAdmin creates roots and moves them through rotation.
@@ -158,6 +159,8 @@ type ClusterDetail struct {
 	// Current is the cluster's active intermediate (the newest one issued,
 	// neither superseded nor revoked); nil when it has none.
 	Current *store.Intermediate
+	// Quarantine is set while the cluster is quarantined.
+	Quarantine *store.Quarantine
 }
 
 // ShowCluster returns one registered cluster with its current intermediate.
@@ -177,6 +180,11 @@ func (s *Service) ShowCluster(ctx context.Context, name string) (ClusterDetail, 
 		if in.Status == store.IntermediateActive && (d.Current == nil || in.NotBefore.After(d.Current.NotBefore)) {
 			d.Current = &in
 		}
+	}
+	if q, err := s.store.GetQuarantine(ctx, name); err == nil {
+		d.Quarantine = &q
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return ClusterDetail{}, err
 	}
 	return d, nil
 }

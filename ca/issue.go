@@ -60,6 +60,9 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 	if err != nil {
 		return Issued{}, err
 	}
+	if err := refuseQuarantined(ctx, s.store, cl.Name); err != nil {
+		return Issued{}, err // checked again in the transaction
+	}
 	if req.CSR == nil {
 		// SignIntermediate checks the signature; parse only here.
 		if req.CSR, err = parseCSR(req.CSRData); err != nil {
@@ -129,6 +132,9 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 		} else if !cur.CreatedAt.Equal(cl.CreatedAt) {
 			return refusef("cluster %s was removed and registered again during issuance: retry", cl.Name)
 		}
+		if err := refuseQuarantined(ctx, tx, cl.Name); err != nil {
+			return err
+		}
 		if _, err := tx.SupersedeIntermediates(ctx, cl.Name, rec.CreatedAt); err != nil {
 			return err
 		}
@@ -176,7 +182,7 @@ func (i Issued) Annotations() map[string]string {
 }
 
 // RevokeIntermediate marks an intermediate revoked: it can no longer be
-// used to renew. (Revocation lists for workloads come with rotation.)
+// used to renew, and its root's CRL lists it (reason: ReasonCode(reason)).
 func (s *Service) RevokeIntermediate(ctx context.Context, serial, reason string) (store.Intermediate, error) {
 	actor := ActorFrom(ctx)
 	in, err := s.store.GetIntermediate(ctx, serial)
@@ -191,6 +197,9 @@ func (s *Service) RevokeIntermediate(ctx context.Context, serial, reason string)
 	}
 	err = s.store.Update(ctx, func(tx store.Tx) error {
 		if err := tx.UpdateIntermediateStatus(ctx, serial, store.IntermediateRevoked); err != nil {
+			return err
+		}
+		if err := tx.RecordRevocation(ctx, store.Revocation{Serial: serial, Reason: ReasonCode(reason), RevokedAt: s.now().UTC()}); err != nil {
 			return err
 		}
 		return s.audit(ctx, tx, actor, "intermediate.revoke", serial, "ok", map[string]any{"cluster": in.Cluster, "reason": reason})

@@ -38,6 +38,7 @@ var AdminMethodRoles = map[string]ca.AdminRole{
 	meshrootv1.Admin_ListFederation_FullMethodName:    ca.RoleViewer,
 	meshrootv1.Admin_GetPolicy_FullMethodName:         ca.RoleViewer,
 	meshrootv1.Admin_ListAdminCerts_FullMethodName:    ca.RoleViewer,
+	meshrootv1.Admin_ListQuarantines_FullMethodName:   ca.RoleViewer,
 
 	meshrootv1.Admin_InitRoot_FullMethodName:           ca.RoleOperator,
 	meshrootv1.Admin_PrepareRoot_FullMethodName:        ca.RoleOperator,
@@ -57,6 +58,8 @@ var AdminMethodRoles = map[string]ca.AdminRole{
 	meshrootv1.Admin_SetPolicy_FullMethodName:          ca.RoleOperator,
 	meshrootv1.Admin_IssueAdminCert_FullMethodName:     ca.RoleOperator,
 	meshrootv1.Admin_RevokeAdminCert_FullMethodName:    ca.RoleOperator,
+	meshrootv1.Admin_QuarantineCluster_FullMethodName:  ca.RoleOperator,
+	meshrootv1.Admin_ReleaseCluster_FullMethodName:     ca.RoleOperator,
 }
 
 // remoteAdmin serves the Admin service on TCP to holders of an admin

@@ -18,7 +18,9 @@ type Bundles struct {
 	Federated []federation.Bundle
 	// ActiveRootID is the root new intermediates come from.
 	ActiveRootID string
-	// Version changes whenever Local, Federated or ActiveRootID does.
+	// CRLs are the fleet's revocation lists (for ca-crl.pem).
+	CRLs ca.CRLSet
+	// Version changes whenever Local, Federated, ActiveRootID or CRLs does.
 	Version [32]byte
 }
 
@@ -90,7 +92,8 @@ func (h *BundleHub) refresh(ctx context.Context) {
 	if r, err := h.svc.ActiveRoot(ctx); err == nil {
 		active = r.ID
 	}
-	b := Bundles{Local: tb, Federated: fed, ActiveRootID: active, Version: version(tb, fed, active)}
+	crls := h.fleetCRLs(ctx)
+	b := Bundles{Local: tb, Federated: fed, ActiveRootID: active, CRLs: crls, Version: withCRLs(version(tb, fed, active), crls)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.ok && b.Version == h.current.Version {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+	"github.com/meshroot/meshroot/api/wire"
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/server/authn"
 )
@@ -150,6 +151,7 @@ func (s *IssuerServer) bundleMessage(ctx context.Context, b Bundles) *meshrootv1
 		RefreshHintSeconds: int64(s.refreshHint / time.Second),
 	}
 	msg.ActiveRootId = b.ActiveRootID
+	msg.Crls = wire.CRLSetToProto(b.CRLs)
 	for _, f := range b.Federated {
 		msg.Federated = append(msg.Federated, &meshrootv1.FederatedBundle{TrustDomain: f.TrustDomain, Roots: derList(f.Roots), Sequence: f.Sequence})
 	}
@@ -176,6 +178,9 @@ func (s *IssuerServer) ReportStatus(ctx context.Context, req *meshrootv1.ReportS
 	}
 	if err := s.svc.ReportStatus(ctx, id.Cluster, req.GetBundleSequence(), req.GetIntermediateSerial()); err != nil {
 		return nil, toStatus(ctx, s.log, err)
+	}
+	if err := s.submitCRL(ctx, id.Cluster, string(id.Method), req.GetCrl()); err != nil {
+		return nil, err
 	}
 	return &meshrootv1.ReportStatusResponse{}, nil
 }

@@ -47,7 +47,7 @@ var (
 // Register adds the issuer's metrics to reg; registering them twice in one
 // registry is not an error.
 func Register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{requests, issued, refused, rateLimited, refusalsSummarised, bundleSequence, watchers} {
+	for _, c := range []prometheus.Collector{requests, issued, refused, rateLimited, refusalsSummarised, bundleSequence, watchers, crlMissing} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

@@ -195,6 +195,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			mux.Handle("GET "+p, cfg.FleetPage)
 		}
 	}
+	mux.HandleFunc("GET /crl/{file}", s.serveCRL)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return s, nil
 }

@@ -389,6 +389,7 @@ type Reader struct {
 	AuditReader
 	MetaReader
 	AdminCertReader
+	RevocationReader
 }
 
 // Tx is a read-write transaction, handed to the fn of Update: the reads
@@ -405,6 +406,7 @@ type Tx struct {
 	AuditWriter
 	MetaWriter
 	AdminCertWriter
+	RevocationWriter
 }
 
 // Store is an open store, as an implementation hands it out (sqlite.Open):

@@ -37,7 +37,7 @@ func New(cc grpc.ClientConnInterface) *Client {
 
 // Admin returns c as the authority's administrative surface.
 func (c *Client) Admin() ca.Admin {
-	return ca.Admin{RootAdmin: c, ClusterAdmin: c, AuditAdmin: c, FederationAdmin: c, PolicyAdmin: c, AdminCertAdmin: c}
+	return ca.Admin{RootAdmin: c, ClusterAdmin: c, AuditAdmin: c, FederationAdmin: c, PolicyAdmin: c, AdminCertAdmin: c, QuarantineAdmin: c}
 }
 
 // call makes one rpc and converts its answer.

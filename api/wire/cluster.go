@@ -68,6 +68,9 @@ func ClusterDetailToProto(d ca.ClusterDetail) *meshrootv1.ClusterDetail {
 	if d.Current != nil {
 		m.Current = IntermediateToProto(*d.Current)
 	}
+	if d.Quarantine != nil {
+		m.Quarantine = QuarantineToProto(*d.Quarantine)
+	}
 	return m
 }
 
@@ -77,6 +80,10 @@ func ClusterDetailFromProto(m *meshrootv1.ClusterDetail) ca.ClusterDetail {
 	if c := m.GetCurrent(); c != nil {
 		in := IntermediateFromProto(c)
 		d.Current = &in
+	}
+	if q := m.GetQuarantine(); q != nil {
+		qq := QuarantineFromProto(q)
+		d.Quarantine = &qq
 	}
 	return d
 }

@@ -15,7 +15,8 @@ import (
 
 func newClusterCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Register and list clusters"}
-	cmd.AddCommand(newClusterAddCmd(g), newClusterListCmd(g), newClusterShowCmd(g), newClusterRemoveCmd(g), newClusterInstallCmd(g))
+	cmd.AddCommand(newClusterAddCmd(g), newClusterListCmd(g), newClusterShowCmd(g), newClusterRemoveCmd(g), newClusterInstallCmd(g),
+		newClusterQuarantineCmd(g), newClusterReleaseCmd(g))
 	return cmd
 }
 
@@ -23,19 +24,25 @@ type clusterView struct {
 	Name        string    `json:"name"`
 	TrustDomain string    `json:"trust_domain"`
 	CreatedAt   time.Time `json:"created_at"`
+	// Quarantine is set while the cluster is quarantined.
+	Quarantine *quarantineView `json:"quarantine,omitempty"`
 }
 
-func printClusters(w io.Writer, format string, cs []store.Cluster) error {
+func printClusters(w io.Writer, format string, l clusterList) error {
+	cs := l.clusters
 	views := make([]clusterView, len(cs))
 	rows := make([][]string, len(cs))
 	for i, c := range cs {
 		views[i] = clusterView{Name: c.Name, TrustDomain: c.TrustDomain, CreatedAt: c.CreatedAt}
-		rows[i] = []string{c.Name, c.TrustDomain, fmtTime(c.CreatedAt)}
+		if q, ok := l.quarantined[c.Name]; ok {
+			views[i].Quarantine = &q
+		}
+		rows[i] = []string{c.Name, c.TrustDomain, fmtTime(c.CreatedAt), views[i].Quarantine.describe()}
 	}
 	if format == "json" {
 		return printJSON(w, views)
 	}
-	return printTable(w, []string{"NAME", "TRUST DOMAIN", "CREATED"}, rows)
+	return printTable(w, []string{"NAME", "TRUST DOMAIN", "CREATED", "QUARANTINED"}, rows)
 }
 
 func newClusterAddCmd(g *globals) *cobra.Command {
@@ -75,9 +82,9 @@ ranges.`,
 				*f.dst = b
 			}
 			req := ca.AddClusterRequest{Name: args[0], TrustDomain: td, Auth: auth, PermitDNS: permitDNS, PermitIPs: permitIPs}
-			return runAdmin(cmd, g, access{formats: tableJSON.formats, create: true}, func(a ca.Admin, ctx context.Context) ([]store.Cluster, error) {
+			return runAdmin(cmd, g, access{formats: tableJSON.formats, create: true}, func(a ca.Admin, ctx context.Context) (clusterList, error) {
 				c, err := a.AddCluster(ctx, req)
-				return []store.Cluster{c}, err
+				return clusterList{clusters: []store.Cluster{c}}, err
 			}, printClusters)
 		},
 	}
@@ -124,7 +131,7 @@ func newClusterListCmd(g *globals) *cobra.Command {
 		Short: "List registered clusters",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runAdmin(cmd, g, tableJSON, ca.Admin.ListClusters, printClusters)
+			return runAdmin(cmd, g, tableJSON, listClusters, printClusters)
 		},
 	}
 }

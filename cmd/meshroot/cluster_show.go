@@ -38,6 +38,8 @@ type clusterDetailView struct {
 	IntermediateReported  string    `json:"intermediate_reported"`
 	// Intermediate is the current (active) intermediate; null when none.
 	Intermediate *intermediateView `json:"intermediate"`
+	// Quarantine is set while the cluster is quarantined.
+	Quarantine *quarantineView `json:"quarantine,omitempty"`
 }
 
 // clusterAuthView says how the cluster's agent may authenticate, without
@@ -68,6 +70,10 @@ func viewClusterDetail(d ca.ClusterDetail) clusterDetailView {
 	if d.Current != nil {
 		in := viewIntermediate(*d.Current)
 		v.Intermediate = &in
+	}
+	if d.Quarantine != nil {
+		q := viewQuarantine(*d.Quarantine)
+		v.Quarantine = &q
 	}
 	return v
 }
@@ -117,6 +123,7 @@ func printClusterDetail(w io.Writer, format string, d ca.ClusterDetail) error {
 		{"BUNDLE APPLIED", fmt.Sprint(v.BundleSequenceApplied)},
 		{"INTERMEDIATE REPORTED", orDash(v.IntermediateReported)},
 		{"CURRENT INTERMEDIATE", current},
+		{"QUARANTINED", v.Quarantine.describe()},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", f[0], f[1])
 	}

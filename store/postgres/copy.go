@@ -17,7 +17,7 @@ import (
 
 // CopiedTables are the tables a copy writes and counts, referenced tables
 // first; the SQLite store has the same.
-var CopiedTables = []string{"roots", "clusters", "intermediates", "join_tokens", "federation_peers", "admin_certs", "meta", "audit_log"}
+var CopiedTables = []string{"roots", "clusters", "intermediates", "join_tokens", "federation_peers", "admin_certs", "crls", "revocations", "quarantines", "meta", "audit_log"}
 
 // Source is a store that can be copied whole: the SQLite store (as
 // sqlite.OpenForCopy hands it out). It lists the reads a copy makes.
@@ -156,6 +156,9 @@ func copyRecords(ctx context.Context, t *tx, src Source) error {
 			return err
 		}
 	}
+	if err := copyRevocations(ctx, t, src); err != nil {
+		return err
+	}
 	meta, err := src.ListMeta(ctx)
 	if err != nil {
 		return err
@@ -163,6 +166,43 @@ func copyRecords(ctx context.Context, t *tx, src Source) error {
 	for _, k := range slices.Sorted(maps.Keys(meta)) {
 		if err := setMeta(ctx, t.q, k, meta[k]); err != nil { // store.* keys too
 			return fmt.Errorf("meta %q: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// copyRevocations copies the CRLs, revocation records and quarantines of a
+// source that has them (every SQLite store does; Source stays small).
+func copyRevocations(ctx context.Context, t *tx, src Source) error {
+	rr, ok := src.(store.RevocationReader)
+	if !ok {
+		return errors.New("the source store cannot list its CRLs, revocations and quarantines")
+	}
+	crls, err := rr.ListCRLs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range crls {
+		if err := t.PutCRL(ctx, c); err != nil {
+			return err
+		}
+	}
+	revs, err := rr.ListRevocations(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range revs {
+		if err := t.RecordRevocation(ctx, r); err != nil {
+			return err
+		}
+	}
+	qs, err := rr.ListQuarantines(ctx)
+	if err != nil {
+		return err
+	}
+	for _, q := range qs {
+		if err := t.SetQuarantine(ctx, q); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -61,6 +61,15 @@ func fillSource(t *testing.T, path string) *sqlite.Store {
 				return err
 			}
 		}
+		if err := tx.PutCRL(ctx, store.CRL{Issuer: "root:r1", Number: 3, DER: []byte{1, 2}, ThisUpdate: at, NextUpdate: at.Add(time.Hour)}); err != nil {
+			return err
+		}
+		if err := tx.RecordRevocation(ctx, store.Revocation{Serial: "0b", Reason: 1, RevokedAt: at}); err != nil {
+			return err
+		}
+		if err := tx.SetQuarantine(ctx, store.Quarantine{Cluster: "west", Reason: "test", At: at, Actor: "cli:test"}); err != nil {
+			return err
+		}
 		if err := tx.CreateAdminCert(ctx, store.AdminCert{Serial: "0a", Name: "alice", Role: "operator", IssuedAt: at, NotAfter: at.Add(8 * time.Hour), RevokedAt: at.Add(time.Hour)}); err != nil {
 			return err
 		}
@@ -98,6 +107,7 @@ type allReader interface {
 	store.AuditReader
 	store.MetaReader
 	store.AdminCertReader
+	store.RevocationReader
 }
 
 // readAll renders everything a reader returns, for comparison.
@@ -111,6 +121,9 @@ func readAll(t *testing.T, r allReader, tokens []string) string {
 		func() (any, error) { return r.ListIntermediates(ctx, "") },
 		func() (any, error) { return r.ListFederationPeers(ctx) },
 		func() (any, error) { return r.ListAdminCerts(ctx) },
+		func() (any, error) { return r.ListCRLs(ctx) },
+		func() (any, error) { return r.ListRevocations(ctx) },
+		func() (any, error) { return r.ListQuarantines(ctx) },
 		func() (any, error) { return r.BundleSequence(ctx) },
 		func() (any, error) { return r.Meta(ctx, "policy") },
 		func() (any, error) { return r.ListAudit(ctx, 0, auditPage*2+17) },
@@ -139,7 +152,7 @@ func TestCopyFromSQLite(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CopyFrom: %v", err)
 	}
-	want := map[string]int64{"roots": 2, "clusters": 2, "intermediates": 2, "join_tokens": 2, "federation_peers": 1, "admin_certs": 1, "meta": 4, "audit_log": auditPage*2 + 17}
+	want := map[string]int64{"roots": 2, "clusters": 2, "intermediates": 2, "join_tokens": 2, "federation_peers": 1, "admin_certs": 1, "crls": 1, "revocations": 1, "quarantines": 1, "meta": 4, "audit_log": auditPage*2 + 17}
 	if fmt.Sprint(counts) != fmt.Sprint(want) {
 		t.Errorf("CopyFrom counts = %v, want %v", counts, want)
 	}

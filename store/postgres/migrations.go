@@ -162,6 +162,29 @@ CREATE TABLE admin_certs (
 );
 `,
 	},
+	{
+		name: "crls, revocations, quarantines",
+		sql: `
+CREATE TABLE crls (
+	issuer      TEXT PRIMARY KEY,
+	number      BIGINT NOT NULL,
+	der         BYTEA NOT NULL,
+	this_update TEXT NOT NULL,
+	next_update TEXT NOT NULL
+);
+CREATE TABLE revocations (
+	serial     TEXT PRIMARY KEY,
+	reason     INTEGER NOT NULL,
+	revoked_at TEXT NOT NULL
+);
+CREATE TABLE quarantines (
+	cluster TEXT PRIMARY KEY,
+	reason  TEXT NOT NULL,
+	at      TEXT NOT NULL,
+	actor   TEXT NOT NULL
+);
+`,
+	},
 }
 
 // migrationLockKey is the advisory lock (in the database's own lock space)

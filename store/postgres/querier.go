@@ -41,7 +41,7 @@ func (s *Store) asStore() store.Store {
 func (r reader) readers() store.Reader {
 	return store.Reader{
 		RootReader: r, ClusterReader: r, JoinTokenReader: r, IntermediateReader: r,
-		FederationReader: r, AuditReader: r, MetaReader: r, AdminCertReader: r,
+		FederationReader: r, AuditReader: r, MetaReader: r, AdminCertReader: r, RevocationReader: r,
 	}
 }
 
@@ -50,7 +50,7 @@ func (t *tx) asTx() store.Tx {
 	return store.Tx{
 		Reader:     t.reader.readers(),
 		RootWriter: t, ClusterWriter: t, JoinTokenWriter: t, IntermediateWriter: t,
-		FederationWriter: t, AuditWriter: t, MetaWriter: t, AdminCertWriter: t,
+		FederationWriter: t, AuditWriter: t, MetaWriter: t, AdminCertWriter: t, RevocationWriter: t,
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 // CopiedTables are the tables that hold the store's state, in the order a
 // copy must write them (referenced tables first). `meshroot store migrate`
 // copies and counts them; schema_migrations is each store's own.
-var CopiedTables = []string{"roots", "clusters", "intermediates", "join_tokens", "federation_peers", "admin_certs", "meta", "audit_log"}
+var CopiedTables = []string{"roots", "clusters", "intermediates", "join_tokens", "federation_peers", "admin_certs", "crls", "revocations", "quarantines", "meta", "audit_log"}
 
 // OpenForCopy is Open, returning the SQLite store itself: a copy of the
 // whole store (`meshroot store migrate`) needs the listings below, which are

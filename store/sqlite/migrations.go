@@ -176,6 +176,30 @@ CREATE TABLE admin_certs (
 );
 `,
 	},
+	{
+		// issue 12: CRLs per CA, revocation reasons, quarantined clusters.
+		name: "crls, revocations, quarantines",
+		sql: `
+CREATE TABLE crls (
+	issuer      TEXT PRIMARY KEY,
+	number      INTEGER NOT NULL,
+	der         BLOB NOT NULL,
+	this_update TEXT NOT NULL,
+	next_update TEXT NOT NULL
+);
+CREATE TABLE revocations (
+	serial     TEXT PRIMARY KEY,
+	reason     INTEGER NOT NULL,
+	revoked_at TEXT NOT NULL
+);
+CREATE TABLE quarantines (
+	cluster TEXT PRIMARY KEY,
+	reason  TEXT NOT NULL,
+	at      TEXT NOT NULL,
+	actor   TEXT NOT NULL
+);
+`,
+	},
 }
 
 // migrate brings the schema of db up to the last version in steps (Open

@@ -86,6 +86,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SetFederatedBundle", testSetFederatedBundle},
 		{"UpdateFederationStatus", testUpdateFederationStatus},
 		{"FederationRollsBack", testFederationRollsBack},
+		{"CRLs", testCRLs},
+		{"Revocations", testRevocations},
+		{"Quarantines", testQuarantines},
 		{"Close", testClose},
 	}
 	for _, tt := range tests {

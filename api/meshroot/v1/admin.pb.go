@@ -2431,7 +2431,9 @@ type ClusterDetail struct {
 	// Cluster is the registration and the agent's last report (status).
 	Cluster *Cluster `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	// Current is the cluster's active intermediate; unset when it has none.
-	Current       *Intermediate `protobuf:"bytes,2,opt,name=current,proto3" json:"current,omitempty"`
+	Current *Intermediate `protobuf:"bytes,2,opt,name=current,proto3" json:"current,omitempty"`
+	// Quarantine is set while the cluster is quarantined.
+	Quarantine    *Quarantine `protobuf:"bytes,3,opt,name=quarantine,proto3" json:"quarantine,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2476,6 +2478,13 @@ func (x *ClusterDetail) GetCluster() *Cluster {
 func (x *ClusterDetail) GetCurrent() *Intermediate {
 	if x != nil {
 		return x.Current
+	}
+	return nil
+}
+
+func (x *ClusterDetail) GetQuarantine() *Quarantine {
+	if x != nil {
+		return x.Quarantine
 	}
 	return nil
 }
@@ -3038,6 +3047,319 @@ func (x *RevokeAdminCertRequest) GetSerial() string {
 	return ""
 }
 
+type Quarantine struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	Actor         string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quarantine) Reset() {
+	*x = Quarantine{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quarantine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quarantine) ProtoMessage() {}
+
+func (x *Quarantine) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quarantine.ProtoReflect.Descriptor instead.
+func (*Quarantine) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *Quarantine) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *Quarantine) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Quarantine) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Quarantine) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+type QuarantineClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	DryRun        bool                   `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuarantineClusterRequest) Reset() {
+	*x = QuarantineClusterRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuarantineClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuarantineClusterRequest) ProtoMessage() {}
+
+func (x *QuarantineClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuarantineClusterRequest.ProtoReflect.Descriptor instead.
+func (*QuarantineClusterRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *QuarantineClusterRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *QuarantineClusterRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *QuarantineClusterRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type QuarantineClusterResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Quarantine *Quarantine            `protobuf:"bytes,1,opt,name=quarantine,proto3" json:"quarantine,omitempty"`
+	// Revoked are the serials of the intermediates revoked.
+	Revoked       []string `protobuf:"bytes,2,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	DryRun        bool     `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuarantineClusterResponse) Reset() {
+	*x = QuarantineClusterResponse{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuarantineClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuarantineClusterResponse) ProtoMessage() {}
+
+func (x *QuarantineClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuarantineClusterResponse.ProtoReflect.Descriptor instead.
+func (*QuarantineClusterResponse) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *QuarantineClusterResponse) GetQuarantine() *Quarantine {
+	if x != nil {
+		return x.Quarantine
+	}
+	return nil
+}
+
+func (x *QuarantineClusterResponse) GetRevoked() []string {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
+func (x *QuarantineClusterResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type ReleaseClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseClusterRequest) Reset() {
+	*x = ReleaseClusterRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseClusterRequest) ProtoMessage() {}
+
+func (x *ReleaseClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseClusterRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseClusterRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ReleaseClusterRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+type ListQuarantinesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQuarantinesRequest) Reset() {
+	*x = ListQuarantinesRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQuarantinesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQuarantinesRequest) ProtoMessage() {}
+
+func (x *ListQuarantinesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQuarantinesRequest.ProtoReflect.Descriptor instead.
+func (*ListQuarantinesRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{56}
+}
+
+type ListQuarantinesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Quarantines   []*Quarantine          `protobuf:"bytes,1,rep,name=quarantines,proto3" json:"quarantines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQuarantinesResponse) Reset() {
+	*x = ListQuarantinesResponse{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQuarantinesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQuarantinesResponse) ProtoMessage() {}
+
+func (x *ListQuarantinesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQuarantinesResponse.ProtoReflect.Descriptor instead.
+func (*ListQuarantinesResponse) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ListQuarantinesResponse) GetQuarantines() []*Quarantine {
+	if x != nil {
+		return x.Quarantines
+	}
+	return nil
+}
+
 var File_meshroot_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshroot_v1_admin_proto_rawDesc = "" +
@@ -3220,10 +3542,13 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"(\n" +
 	"\x12ShowClusterRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"t\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xad\x01\n" +
 	"\rClusterDetail\x12.\n" +
 	"\acluster\x18\x01 \x01(\v2\x14.meshroot.v1.ClusterR\acluster\x123\n" +
-	"\acurrent\x18\x02 \x01(\v2\x19.meshroot.v1.IntermediateR\acurrent\"\x14\n" +
+	"\acurrent\x18\x02 \x01(\v2\x19.meshroot.v1.IntermediateR\acurrent\x127\n" +
+	"\n" +
+	"quarantine\x18\x03 \x01(\v2\x17.meshroot.v1.QuarantineR\n" +
+	"quarantine\"\x14\n" +
 	"\x12AnchorAuditRequest\"4\n" +
 	"\x13AnchorAuditResponse\x12\x1d\n" +
 	"\n" +
@@ -3258,7 +3583,28 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x16ListAdminCertsResponse\x12,\n" +
 	"\x05certs\x18\x01 \x03(\v2\x16.meshroot.v1.AdminCertR\x05certs\"0\n" +
 	"\x16RevokeAdminCertRequest\x12\x16\n" +
-	"\x06serial\x18\x01 \x01(\tR\x06serial2\xb0\x12\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\"\x80\x01\n" +
+	"\n" +
+	"Quarantine\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\"e\n" +
+	"\x18QuarantineClusterRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"\x87\x01\n" +
+	"\x19QuarantineClusterResponse\x127\n" +
+	"\n" +
+	"quarantine\x18\x01 \x01(\v2\x17.meshroot.v1.QuarantineR\n" +
+	"quarantine\x12\x18\n" +
+	"\arevoked\x18\x02 \x03(\tR\arevoked\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"1\n" +
+	"\x15ReleaseClusterRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\"\x18\n" +
+	"\x16ListQuarantinesRequest\"T\n" +
+	"\x17ListQuarantinesResponse\x129\n" +
+	"\vquarantines\x18\x01 \x03(\v2\x17.meshroot.v1.QuarantineR\vquarantines2\xc1\x14\n" +
 	"\x05Admin\x12;\n" +
 	"\bInitRoot\x12\x1c.meshroot.v1.InitRootRequest\x1a\x11.meshroot.v1.Root\x12J\n" +
 	"\tListRoots\x12\x1d.meshroot.v1.ListRootsRequest\x1a\x1e.meshroot.v1.ListRootsResponse\x12A\n" +
@@ -3291,7 +3637,10 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\tSetPolicy\x12\x1d.meshroot.v1.SetPolicyRequest\x1a\x1b.meshroot.v1.PolicyResponse\x12Y\n" +
 	"\x0eIssueAdminCert\x12\".meshroot.v1.IssueAdminCertRequest\x1a#.meshroot.v1.IssueAdminCertResponse\x12Y\n" +
 	"\x0eListAdminCerts\x12\".meshroot.v1.ListAdminCertsRequest\x1a#.meshroot.v1.ListAdminCertsResponse\x12N\n" +
-	"\x0fRevokeAdminCert\x12#.meshroot.v1.RevokeAdminCertRequest\x1a\x16.meshroot.v1.AdminCertB9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
+	"\x0fRevokeAdminCert\x12#.meshroot.v1.RevokeAdminCertRequest\x1a\x16.meshroot.v1.AdminCert\x12b\n" +
+	"\x11QuarantineCluster\x12%.meshroot.v1.QuarantineClusterRequest\x1a&.meshroot.v1.QuarantineClusterResponse\x12M\n" +
+	"\x0eReleaseCluster\x12\".meshroot.v1.ReleaseClusterRequest\x1a\x17.meshroot.v1.Quarantine\x12\\\n" +
+	"\x0fListQuarantines\x12#.meshroot.v1.ListQuarantinesRequest\x1a$.meshroot.v1.ListQuarantinesResponseB9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
 
 var (
 	file_meshroot_v1_admin_proto_rawDescOnce sync.Once
@@ -3305,7 +3654,7 @@ func file_meshroot_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_admin_proto_rawDescData
 }
 
-var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*FederationPeer)(nil),            // 0: meshroot.v1.FederationPeer
 	(*AddFederationRequest)(nil),      // 1: meshroot.v1.AddFederationRequest
@@ -3359,109 +3708,125 @@ var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*ListAdminCertsRequest)(nil),     // 49: meshroot.v1.ListAdminCertsRequest
 	(*ListAdminCertsResponse)(nil),    // 50: meshroot.v1.ListAdminCertsResponse
 	(*RevokeAdminCertRequest)(nil),    // 51: meshroot.v1.RevokeAdminCertRequest
-	(*timestamppb.Timestamp)(nil),     // 52: google.protobuf.Timestamp
-	(*GetTrustBundleRequest)(nil),     // 53: meshroot.v1.GetTrustBundleRequest
-	(*SignIntermediateResponse)(nil),  // 54: meshroot.v1.SignIntermediateResponse
-	(*TrustBundle)(nil),               // 55: meshroot.v1.TrustBundle
+	(*Quarantine)(nil),                // 52: meshroot.v1.Quarantine
+	(*QuarantineClusterRequest)(nil),  // 53: meshroot.v1.QuarantineClusterRequest
+	(*QuarantineClusterResponse)(nil), // 54: meshroot.v1.QuarantineClusterResponse
+	(*ReleaseClusterRequest)(nil),     // 55: meshroot.v1.ReleaseClusterRequest
+	(*ListQuarantinesRequest)(nil),    // 56: meshroot.v1.ListQuarantinesRequest
+	(*ListQuarantinesResponse)(nil),   // 57: meshroot.v1.ListQuarantinesResponse
+	(*timestamppb.Timestamp)(nil),     // 58: google.protobuf.Timestamp
+	(*GetTrustBundleRequest)(nil),     // 59: meshroot.v1.GetTrustBundleRequest
+	(*SignIntermediateResponse)(nil),  // 60: meshroot.v1.SignIntermediateResponse
+	(*TrustBundle)(nil),               // 61: meshroot.v1.TrustBundle
 }
 var file_meshroot_v1_admin_proto_depIdxs = []int32{
-	52, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
-	52, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
-	52, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
-	52, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
-	52, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
+	58, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
+	58, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
+	58, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
+	58, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
+	58, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
 	0,  // 5: meshroot.v1.ListFederationResponse.peers:type_name -> meshroot.v1.FederationPeer
-	52, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
-	52, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
+	58, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
+	58, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
 	11, // 8: meshroot.v1.PhaseResult.blockers:type_name -> meshroot.v1.Blocker
-	52, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
-	52, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
+	58, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	58, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
 	7,  // 11: meshroot.v1.RotationStatusResponse.roots:type_name -> meshroot.v1.Root
 	15, // 12: meshroot.v1.RotationStatusResponse.clusters:type_name -> meshroot.v1.ClusterRotationStatus
 	11, // 13: meshroot.v1.RotationStatusResponse.blockers:type_name -> meshroot.v1.Blocker
 	7,  // 14: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
-	52, // 15: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
-	52, // 16: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	58, // 15: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
+	58, // 16: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
 	19, // 17: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
 	20, // 18: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
 	19, // 19: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
 	21, // 20: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
-	52, // 21: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
-	52, // 22: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
+	58, // 21: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
+	58, // 22: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
 	28, // 23: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
-	52, // 24: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	58, // 24: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
 	32, // 25: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
-	52, // 26: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	58, // 26: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	21, // 27: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
 	28, // 28: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
-	52, // 29: meshroot.v1.AdminCert.issued_at:type_name -> google.protobuf.Timestamp
-	52, // 30: meshroot.v1.AdminCert.not_after:type_name -> google.protobuf.Timestamp
-	52, // 31: meshroot.v1.AdminCert.revoked_at:type_name -> google.protobuf.Timestamp
-	46, // 32: meshroot.v1.IssueAdminCertResponse.cert:type_name -> meshroot.v1.AdminCert
-	46, // 33: meshroot.v1.ListAdminCertsResponse.certs:type_name -> meshroot.v1.AdminCert
-	8,  // 34: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
-	17, // 35: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
-	9,  // 36: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
-	10, // 37: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 38: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 39: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
-	13, // 40: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
-	14, // 41: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
-	22, // 42: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
-	23, // 43: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
-	25, // 44: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
-	27, // 45: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
-	29, // 46: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
-	31, // 47: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
-	53, // 48: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	33, // 49: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
-	35, // 50: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
-	37, // 51: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
-	1,  // 52: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
-	2,  // 53: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
-	4,  // 54: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
-	6,  // 55: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
-	39, // 56: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
-	41, // 57: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
-	43, // 58: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
-	44, // 59: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
-	47, // 60: meshroot.v1.Admin.IssueAdminCert:input_type -> meshroot.v1.IssueAdminCertRequest
-	49, // 61: meshroot.v1.Admin.ListAdminCerts:input_type -> meshroot.v1.ListAdminCertsRequest
-	51, // 62: meshroot.v1.Admin.RevokeAdminCert:input_type -> meshroot.v1.RevokeAdminCertRequest
-	7,  // 63: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
-	18, // 64: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
-	7,  // 65: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
-	12, // 66: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 67: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 68: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 69: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
-	16, // 70: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
-	21, // 71: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
-	24, // 72: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
-	26, // 73: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
-	54, // 74: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	30, // 75: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
-	28, // 76: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
-	55, // 77: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	34, // 78: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
-	36, // 79: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
-	38, // 80: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
-	0,  // 81: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
-	3,  // 82: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
-	5,  // 83: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
-	0,  // 84: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
-	40, // 85: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
-	42, // 86: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
-	45, // 87: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
-	45, // 88: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
-	48, // 89: meshroot.v1.Admin.IssueAdminCert:output_type -> meshroot.v1.IssueAdminCertResponse
-	50, // 90: meshroot.v1.Admin.ListAdminCerts:output_type -> meshroot.v1.ListAdminCertsResponse
-	46, // 91: meshroot.v1.Admin.RevokeAdminCert:output_type -> meshroot.v1.AdminCert
-	63, // [63:92] is the sub-list for method output_type
-	34, // [34:63] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	52, // 29: meshroot.v1.ClusterDetail.quarantine:type_name -> meshroot.v1.Quarantine
+	58, // 30: meshroot.v1.AdminCert.issued_at:type_name -> google.protobuf.Timestamp
+	58, // 31: meshroot.v1.AdminCert.not_after:type_name -> google.protobuf.Timestamp
+	58, // 32: meshroot.v1.AdminCert.revoked_at:type_name -> google.protobuf.Timestamp
+	46, // 33: meshroot.v1.IssueAdminCertResponse.cert:type_name -> meshroot.v1.AdminCert
+	46, // 34: meshroot.v1.ListAdminCertsResponse.certs:type_name -> meshroot.v1.AdminCert
+	58, // 35: meshroot.v1.Quarantine.at:type_name -> google.protobuf.Timestamp
+	52, // 36: meshroot.v1.QuarantineClusterResponse.quarantine:type_name -> meshroot.v1.Quarantine
+	52, // 37: meshroot.v1.ListQuarantinesResponse.quarantines:type_name -> meshroot.v1.Quarantine
+	8,  // 38: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
+	17, // 39: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
+	9,  // 40: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
+	10, // 41: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 42: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 43: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
+	13, // 44: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
+	14, // 45: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
+	22, // 46: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
+	23, // 47: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
+	25, // 48: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
+	27, // 49: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
+	29, // 50: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
+	31, // 51: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
+	59, // 52: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	33, // 53: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
+	35, // 54: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
+	37, // 55: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
+	1,  // 56: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
+	2,  // 57: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
+	4,  // 58: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
+	6,  // 59: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
+	39, // 60: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
+	41, // 61: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
+	43, // 62: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
+	44, // 63: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
+	47, // 64: meshroot.v1.Admin.IssueAdminCert:input_type -> meshroot.v1.IssueAdminCertRequest
+	49, // 65: meshroot.v1.Admin.ListAdminCerts:input_type -> meshroot.v1.ListAdminCertsRequest
+	51, // 66: meshroot.v1.Admin.RevokeAdminCert:input_type -> meshroot.v1.RevokeAdminCertRequest
+	53, // 67: meshroot.v1.Admin.QuarantineCluster:input_type -> meshroot.v1.QuarantineClusterRequest
+	55, // 68: meshroot.v1.Admin.ReleaseCluster:input_type -> meshroot.v1.ReleaseClusterRequest
+	56, // 69: meshroot.v1.Admin.ListQuarantines:input_type -> meshroot.v1.ListQuarantinesRequest
+	7,  // 70: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
+	18, // 71: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
+	7,  // 72: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
+	12, // 73: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 74: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 75: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 76: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
+	16, // 77: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
+	21, // 78: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
+	24, // 79: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
+	26, // 80: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
+	60, // 81: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	30, // 82: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
+	28, // 83: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
+	61, // 84: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	34, // 85: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
+	36, // 86: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
+	38, // 87: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
+	0,  // 88: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
+	3,  // 89: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
+	5,  // 90: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
+	0,  // 91: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
+	40, // 92: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
+	42, // 93: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
+	45, // 94: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
+	45, // 95: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
+	48, // 96: meshroot.v1.Admin.IssueAdminCert:output_type -> meshroot.v1.IssueAdminCertResponse
+	50, // 97: meshroot.v1.Admin.ListAdminCerts:output_type -> meshroot.v1.ListAdminCertsResponse
+	46, // 98: meshroot.v1.Admin.RevokeAdminCert:output_type -> meshroot.v1.AdminCert
+	54, // 99: meshroot.v1.Admin.QuarantineCluster:output_type -> meshroot.v1.QuarantineClusterResponse
+	52, // 100: meshroot.v1.Admin.ReleaseCluster:output_type -> meshroot.v1.Quarantine
+	57, // 101: meshroot.v1.Admin.ListQuarantines:output_type -> meshroot.v1.ListQuarantinesResponse
+	70, // [70:102] is the sub-list for method output_type
+	38, // [38:70] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_meshroot_v1_admin_proto_init() }
@@ -3476,7 +3841,7 @@ func file_meshroot_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_admin_proto_rawDesc), len(file_meshroot_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   52,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

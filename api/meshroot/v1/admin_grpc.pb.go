@@ -48,6 +48,9 @@ const (
 	Admin_IssueAdminCert_FullMethodName     = "/meshroot.v1.Admin/IssueAdminCert"
 	Admin_ListAdminCerts_FullMethodName     = "/meshroot.v1.Admin/ListAdminCerts"
 	Admin_RevokeAdminCert_FullMethodName    = "/meshroot.v1.Admin/RevokeAdminCert"
+	Admin_QuarantineCluster_FullMethodName  = "/meshroot.v1.Admin/QuarantineCluster"
+	Admin_ReleaseCluster_FullMethodName     = "/meshroot.v1.Admin/ReleaseCluster"
+	Admin_ListQuarantines_FullMethodName    = "/meshroot.v1.Admin/ListQuarantines"
 )
 
 // AdminClient is the client API for Admin service.
@@ -104,6 +107,11 @@ type AdminClient interface {
 	IssueAdminCert(ctx context.Context, in *IssueAdminCertRequest, opts ...grpc.CallOption) (*IssueAdminCertResponse, error)
 	ListAdminCerts(ctx context.Context, in *ListAdminCertsRequest, opts ...grpc.CallOption) (*ListAdminCertsResponse, error)
 	RevokeAdminCert(ctx context.Context, in *RevokeAdminCertRequest, opts ...grpc.CallOption) (*AdminCert, error)
+	// QuarantineCluster revokes every intermediate of a cluster and refuses
+	// all issuance for it until ReleaseCluster.
+	QuarantineCluster(ctx context.Context, in *QuarantineClusterRequest, opts ...grpc.CallOption) (*QuarantineClusterResponse, error)
+	ReleaseCluster(ctx context.Context, in *ReleaseClusterRequest, opts ...grpc.CallOption) (*Quarantine, error)
+	ListQuarantines(ctx context.Context, in *ListQuarantinesRequest, opts ...grpc.CallOption) (*ListQuarantinesResponse, error)
 }
 
 type adminClient struct {
@@ -404,6 +412,36 @@ func (c *adminClient) RevokeAdminCert(ctx context.Context, in *RevokeAdminCertRe
 	return out, nil
 }
 
+func (c *adminClient) QuarantineCluster(ctx context.Context, in *QuarantineClusterRequest, opts ...grpc.CallOption) (*QuarantineClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(QuarantineClusterResponse)
+	err := c.cc.Invoke(ctx, Admin_QuarantineCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ReleaseCluster(ctx context.Context, in *ReleaseClusterRequest, opts ...grpc.CallOption) (*Quarantine, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Quarantine)
+	err := c.cc.Invoke(ctx, Admin_ReleaseCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListQuarantines(ctx context.Context, in *ListQuarantinesRequest, opts ...grpc.CallOption) (*ListQuarantinesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListQuarantinesResponse)
+	err := c.cc.Invoke(ctx, Admin_ListQuarantines_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -458,6 +496,11 @@ type AdminServer interface {
 	IssueAdminCert(context.Context, *IssueAdminCertRequest) (*IssueAdminCertResponse, error)
 	ListAdminCerts(context.Context, *ListAdminCertsRequest) (*ListAdminCertsResponse, error)
 	RevokeAdminCert(context.Context, *RevokeAdminCertRequest) (*AdminCert, error)
+	// QuarantineCluster revokes every intermediate of a cluster and refuses
+	// all issuance for it until ReleaseCluster.
+	QuarantineCluster(context.Context, *QuarantineClusterRequest) (*QuarantineClusterResponse, error)
+	ReleaseCluster(context.Context, *ReleaseClusterRequest) (*Quarantine, error)
+	ListQuarantines(context.Context, *ListQuarantinesRequest) (*ListQuarantinesResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -554,6 +597,15 @@ func (UnimplementedAdminServer) ListAdminCerts(context.Context, *ListAdminCertsR
 }
 func (UnimplementedAdminServer) RevokeAdminCert(context.Context, *RevokeAdminCertRequest) (*AdminCert, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RevokeAdminCert not implemented")
+}
+func (UnimplementedAdminServer) QuarantineCluster(context.Context, *QuarantineClusterRequest) (*QuarantineClusterResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method QuarantineCluster not implemented")
+}
+func (UnimplementedAdminServer) ReleaseCluster(context.Context, *ReleaseClusterRequest) (*Quarantine, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReleaseCluster not implemented")
+}
+func (UnimplementedAdminServer) ListQuarantines(context.Context, *ListQuarantinesRequest) (*ListQuarantinesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListQuarantines not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1098,6 +1150,60 @@ func _Admin_RevokeAdminCert_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_QuarantineCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(QuarantineClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).QuarantineCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_QuarantineCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).QuarantineCluster(ctx, req.(*QuarantineClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ReleaseCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ReleaseCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ReleaseCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ReleaseCluster(ctx, req.(*ReleaseClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListQuarantines_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListQuarantinesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListQuarantines(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListQuarantines_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListQuarantines(ctx, req.(*ListQuarantinesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1220,6 +1326,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeAdminCert",
 			Handler:    _Admin_RevokeAdminCert_Handler,
+		},
+		{
+			MethodName: "QuarantineCluster",
+			Handler:    _Admin_QuarantineCluster_Handler,
+		},
+		{
+			MethodName: "ReleaseCluster",
+			Handler:    _Admin_ReleaseCluster_Handler,
+		},
+		{
+			MethodName: "ListQuarantines",
+			Handler:    _Admin_ListQuarantines_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

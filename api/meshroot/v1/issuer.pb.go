@@ -29,8 +29,11 @@ type ReportStatusRequest struct {
 	BundleSequence uint64 `protobuf:"varint,2,opt,name=bundle_sequence,json=bundleSequence,proto3" json:"bundle_sequence,omitempty"`
 	// IntermediateSerial is the intermediate in the cluster's cacerts.
 	IntermediateSerial string `protobuf:"bytes,3,opt,name=intermediate_serial,json=intermediateSerial,proto3" json:"intermediate_serial,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// CRL is a CRL signed with the cluster intermediate's key (DER), for the
+	// fleet's CRL set; empty when unchanged.
+	Crl           []byte `protobuf:"bytes,4,opt,name=crl,proto3" json:"crl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReportStatusRequest) Reset() {
@@ -82,6 +85,13 @@ func (x *ReportStatusRequest) GetIntermediateSerial() string {
 		return x.IntermediateSerial
 	}
 	return ""
+}
+
+func (x *ReportStatusRequest) GetCrl() []byte {
+	if x != nil {
+		return x.Crl
+	}
+	return nil
 }
 
 type ReportStatusResponse struct {
@@ -373,7 +383,9 @@ type TrustBundle struct {
 	ActiveRootId string `protobuf:"bytes,5,opt,name=active_root_id,json=activeRootId,proto3" json:"active_root_id,omitempty"`
 	// Federated holds the bundles of foreign trust domains this one
 	// federates with, for the meshes' caCertificates.
-	Federated     []*FederatedBundle `protobuf:"bytes,6,rep,name=federated,proto3" json:"federated,omitempty"`
+	Federated []*FederatedBundle `protobuf:"bytes,6,rep,name=federated,proto3" json:"federated,omitempty"`
+	// CRLs are the fleet's revocation lists for the meshes' ca-crl.pem.
+	Crls          *CRLSet `protobuf:"bytes,7,opt,name=crls,proto3" json:"crls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -450,6 +462,79 @@ func (x *TrustBundle) GetFederated() []*FederatedBundle {
 	return nil
 }
 
+func (x *TrustBundle) GetCrls() *CRLSet {
+	if x != nil {
+		return x.Crls
+	}
+	return nil
+}
+
+// CRLSet is one CRL per CA of the fleet that may appear in a workload
+// chain: each root's, then each cluster intermediate's.
+type CRLSet struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CRLs are DER encoded X.509 CRLs.
+	Crls [][]byte `protobuf:"bytes,1,rep,name=crls,proto3" json:"crls,omitempty"`
+	// Intermediates are the fleet's current cluster intermediates (DER):
+	// each needs a current CRL in crls before an agent writes ca-crl.pem.
+	Intermediates [][]byte `protobuf:"bytes,2,rep,name=intermediates,proto3" json:"intermediates,omitempty"`
+	// Missing names the CAs the server has no current CRL for.
+	Missing       []string `protobuf:"bytes,3,rep,name=missing,proto3" json:"missing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CRLSet) Reset() {
+	*x = CRLSet{}
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CRLSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CRLSet) ProtoMessage() {}
+
+func (x *CRLSet) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CRLSet.ProtoReflect.Descriptor instead.
+func (*CRLSet) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CRLSet) GetCrls() [][]byte {
+	if x != nil {
+		return x.Crls
+	}
+	return nil
+}
+
+func (x *CRLSet) GetIntermediates() [][]byte {
+	if x != nil {
+		return x.Intermediates
+	}
+	return nil
+}
+
+func (x *CRLSet) GetMissing() []string {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
+}
+
 // FederatedBundle is the last good bundle of a foreign trust domain.
 type FederatedBundle struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -463,7 +548,7 @@ type FederatedBundle struct {
 
 func (x *FederatedBundle) Reset() {
 	*x = FederatedBundle{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[7]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +560,7 @@ func (x *FederatedBundle) String() string {
 func (*FederatedBundle) ProtoMessage() {}
 
 func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[7]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +573,7 @@ func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
 func (*FederatedBundle) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{7}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FederatedBundle) GetTrustDomain() string {
@@ -516,11 +601,12 @@ var File_meshroot_v1_issuer_proto protoreflect.FileDescriptor
 
 const file_meshroot_v1_issuer_proto_rawDesc = "" +
 	"\n" +
-	"\x18meshroot/v1/issuer.proto\x12\vmeshroot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x01\n" +
+	"\x18meshroot/v1/issuer.proto\x12\vmeshroot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n" +
 	"\x13ReportStatusRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12'\n" +
 	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12/\n" +
-	"\x13intermediate_serial\x18\x03 \x01(\tR\x12intermediateSerial\"\x16\n" +
+	"\x13intermediate_serial\x18\x03 \x01(\tR\x12intermediateSerial\x12\x10\n" +
+	"\x03crl\x18\x04 \x01(\fR\x03crl\"\x16\n" +
 	"\x14ReportStatusResponse\"f\n" +
 	"\x17SignIntermediateRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
@@ -538,14 +624,19 @@ const file_meshroot_v1_issuer_proto_rawDesc = "" +
 	"\x15GetTrustBundleRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"3\n" +
 	"\x17WatchTrustBundleRequest\x12\x18\n" +
-	"\acluster\x18\x01 \x01(\tR\acluster\"\xf6\x01\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\"\x9f\x02\n" +
 	"\vTrustBundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x14\n" +
 	"\x05roots\x18\x02 \x03(\fR\x05roots\x12\x1a\n" +
 	"\bsequence\x18\x03 \x01(\x04R\bsequence\x120\n" +
 	"\x14refresh_hint_seconds\x18\x04 \x01(\x03R\x12refreshHintSeconds\x12$\n" +
 	"\x0eactive_root_id\x18\x05 \x01(\tR\factiveRootId\x12:\n" +
-	"\tfederated\x18\x06 \x03(\v2\x1c.meshroot.v1.FederatedBundleR\tfederated\"f\n" +
+	"\tfederated\x18\x06 \x03(\v2\x1c.meshroot.v1.FederatedBundleR\tfederated\x12'\n" +
+	"\x04crls\x18\a \x01(\v2\x13.meshroot.v1.CRLSetR\x04crls\"\\\n" +
+	"\x06CRLSet\x12\x12\n" +
+	"\x04crls\x18\x01 \x03(\fR\x04crls\x12$\n" +
+	"\rintermediates\x18\x02 \x03(\fR\rintermediates\x12\x18\n" +
+	"\amissing\x18\x03 \x03(\tR\amissing\"f\n" +
 	"\x0fFederatedBundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x14\n" +
 	"\x05roots\x18\x02 \x03(\fR\x05roots\x12\x1a\n" +
@@ -568,7 +659,7 @@ func file_meshroot_v1_issuer_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_issuer_proto_rawDescData
 }
 
-var file_meshroot_v1_issuer_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_meshroot_v1_issuer_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_meshroot_v1_issuer_proto_goTypes = []any{
 	(*ReportStatusRequest)(nil),      // 0: meshroot.v1.ReportStatusRequest
 	(*ReportStatusResponse)(nil),     // 1: meshroot.v1.ReportStatusResponse
@@ -577,25 +668,27 @@ var file_meshroot_v1_issuer_proto_goTypes = []any{
 	(*GetTrustBundleRequest)(nil),    // 4: meshroot.v1.GetTrustBundleRequest
 	(*WatchTrustBundleRequest)(nil),  // 5: meshroot.v1.WatchTrustBundleRequest
 	(*TrustBundle)(nil),              // 6: meshroot.v1.TrustBundle
-	(*FederatedBundle)(nil),          // 7: meshroot.v1.FederatedBundle
-	(*timestamppb.Timestamp)(nil),    // 8: google.protobuf.Timestamp
+	(*CRLSet)(nil),                   // 7: meshroot.v1.CRLSet
+	(*FederatedBundle)(nil),          // 8: meshroot.v1.FederatedBundle
+	(*timestamppb.Timestamp)(nil),    // 9: google.protobuf.Timestamp
 }
 var file_meshroot_v1_issuer_proto_depIdxs = []int32{
-	8, // 0: meshroot.v1.SignIntermediateResponse.not_after:type_name -> google.protobuf.Timestamp
-	7, // 1: meshroot.v1.TrustBundle.federated:type_name -> meshroot.v1.FederatedBundle
-	2, // 2: meshroot.v1.Issuer.SignIntermediate:input_type -> meshroot.v1.SignIntermediateRequest
-	4, // 3: meshroot.v1.Issuer.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	5, // 4: meshroot.v1.Issuer.WatchTrustBundle:input_type -> meshroot.v1.WatchTrustBundleRequest
-	0, // 5: meshroot.v1.Issuer.ReportStatus:input_type -> meshroot.v1.ReportStatusRequest
-	3, // 6: meshroot.v1.Issuer.SignIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	6, // 7: meshroot.v1.Issuer.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	6, // 8: meshroot.v1.Issuer.WatchTrustBundle:output_type -> meshroot.v1.TrustBundle
-	1, // 9: meshroot.v1.Issuer.ReportStatus:output_type -> meshroot.v1.ReportStatusResponse
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	9, // 0: meshroot.v1.SignIntermediateResponse.not_after:type_name -> google.protobuf.Timestamp
+	8, // 1: meshroot.v1.TrustBundle.federated:type_name -> meshroot.v1.FederatedBundle
+	7, // 2: meshroot.v1.TrustBundle.crls:type_name -> meshroot.v1.CRLSet
+	2, // 3: meshroot.v1.Issuer.SignIntermediate:input_type -> meshroot.v1.SignIntermediateRequest
+	4, // 4: meshroot.v1.Issuer.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	5, // 5: meshroot.v1.Issuer.WatchTrustBundle:input_type -> meshroot.v1.WatchTrustBundleRequest
+	0, // 6: meshroot.v1.Issuer.ReportStatus:input_type -> meshroot.v1.ReportStatusRequest
+	3, // 7: meshroot.v1.Issuer.SignIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	6, // 8: meshroot.v1.Issuer.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	6, // 9: meshroot.v1.Issuer.WatchTrustBundle:output_type -> meshroot.v1.TrustBundle
+	1, // 10: meshroot.v1.Issuer.ReportStatus:output_type -> meshroot.v1.ReportStatusResponse
+	7, // [7:11] is the sub-list for method output_type
+	3, // [3:7] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_meshroot_v1_issuer_proto_init() }
@@ -609,7 +702,7 @@ func file_meshroot_v1_issuer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_issuer_proto_rawDesc), len(file_meshroot_v1_issuer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,105 @@
+package agent_test
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshroot/meshroot/agent"
+	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/keys"
+)
+
+func newCA(t *testing.T, cn string, parent *x509.Certificate, parentKey crypto.Signer) (*x509.Certificate, crypto.Signer) {
+	t.Helper()
+	k, _ := keys.ECP256.Generate()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(30 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	if parent == nil {
+		parent, parentKey = tmpl, k
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, k.Public(), parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c, k
+}
+
+func crl(t *testing.T, issuer *x509.Certificate, key crypto.Signer, n int64, next time.Duration) []byte {
+	t.Helper()
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(n), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(next)}, issuer, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// TestPlanCRLFileNeverIncomplete: ca-crl.pem is planned only when every
+// CA has a current CRL it signed; a missing, expired, expiring or forged
+// one leaves it out and names the CA.
+func TestPlanCRLFileNeverIncomplete(t *testing.T) {
+	root, rk := newCA(t, "root", nil, nil)
+	east, ek := newCA(t, "east", root, rk)
+	west, wk := newCA(t, "west", root, rk)
+	_, otherKey := newCA(t, "x", nil, nil)
+	cas := []*x509.Certificate{root, east, west}
+	now := time.Now()
+	good := [][]byte{crl(t, root, rk, 1, 48*time.Hour), crl(t, root, rk, 2, 48*time.Hour), crl(t, east, ek, 5, 48*time.Hour), crl(t, west, wk, 7, 48*time.Hour)}
+	p := agent.PlanCRLFile(cas, good, now)
+	if p.PEM == nil || len(p.Missing) != 0 || strings.Count(string(p.PEM), "BEGIN X509 CRL") != 3 {
+		t.Fatalf("complete set: missing %v, %d CRLs", p.Missing, strings.Count(string(p.PEM), "BEGIN X509 CRL"))
+	}
+	if !strings.Contains(string(p.PEM), string(pemOf(good[1]))) || strings.Contains(string(p.PEM), string(pemOf(good[0]))) {
+		t.Error("the root's CRL with the higher number was not the one kept")
+	}
+	forgedWest, _ := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(9), ThisUpdate: now, NextUpdate: now.Add(48 * time.Hour)},
+		&x509.Certificate{RawSubject: west.RawSubject, Subject: west.Subject, KeyUsage: x509.KeyUsageCRLSign, SubjectKeyId: []byte{1}}, otherKey)
+	for name, crls := range map[string][][]byte{
+		"west missing":   good[:3],
+		"west expired":   {good[1], good[2], crl(t, west, wk, 8, -time.Minute)},
+		"west expiring":  {good[1], good[2], crl(t, west, wk, 8, ca.CRLMinRemaining/2)},
+		"west forged":    {good[1], good[2], forgedWest},
+		"root missing":   good[2:],
+		"malformed only": {[]byte("junk")},
+	} {
+		p := agent.PlanCRLFile(cas, crls, now)
+		if p.PEM != nil || len(p.Missing) == 0 {
+			t.Errorf("%s: planned %d bytes of CRLs, missing %v; want nothing written", name, len(p.PEM), p.Missing)
+		}
+	}
+}
+
+func pemOf(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+}
+
+// TestOwnCRL: the agent signs its intermediate's CRL when the fleet's set
+// lacks a current one, and not when it has one.
+func TestOwnCRL(t *testing.T) {
+	root, rk := newCA(t, "root", nil, nil)
+	east, ek := newCA(t, "east", root, rk)
+	cc := &ca.CACerts{Cert: east, Key: ek, Chain: []*x509.Certificate{east, root}, Roots: []*x509.Certificate{root}}
+	now := time.Now()
+	der, err := agent.OwnCRL(cc, nil, now)
+	if err != nil || der == nil {
+		t.Fatalf("OwnCRL with no set: %v", err)
+	}
+	rl, err := x509.ParseRevocationList(der)
+	if err != nil || rl.CheckSignatureFrom(east) != nil || len(rl.RevokedCertificateEntries) != 0 || rl.Number.Int64() != now.UnixNano() {
+		t.Fatalf("own CRL: %v", err)
+	}
+	if again, _ := agent.OwnCRL(cc, [][]byte{der}, now); again != nil {
+		t.Error("re-signed although the set holds a current CRL")
+	}
+	if later, _ := agent.OwnCRL(cc, [][]byte{der}, now.Add(ca.CRLValidity-ca.CRLRefreshBefore+time.Hour)); later == nil {
+		t.Error("not re-signed when less than CRLRefreshBefore is left")
+	}
+}

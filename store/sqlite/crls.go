@@ -1,0 +1,157 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/meshroot/meshroot/store"
+)
+
+const crlColumns = `issuer, number, der, this_update, next_update`
+
+func scanCRL(sc scanner) (store.CRL, error) {
+	var c store.CRL
+	var number int64
+	var this, next string
+	if err := sc.Scan(&c.Issuer, &number, &c.DER, &this, &next); err != nil {
+		return c, err
+	}
+	c.Number = uint64(number)
+	var err error
+	if c.ThisUpdate, err = parseTime(this); err != nil {
+		return c, err
+	}
+	c.NextUpdate, err = parseTime(next)
+	return c, err
+}
+
+// GetCRL returns the last CRL of issuer.
+func (r reader) GetCRL(ctx context.Context, issuer string) (store.CRL, error) {
+	c, err := scanCRL(r.q.QueryRowContext(ctx, `SELECT `+crlColumns+` FROM crls WHERE issuer = ?`, issuer))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.CRL{}, fmt.Errorf("crl of %q: %w", issuer, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.CRL{}, fmt.Errorf("get crl of %q: %w", issuer, err)
+	}
+	return c, nil
+}
+
+// ListCRLs returns every stored CRL ordered by issuer.
+func (r reader) ListCRLs(ctx context.Context) ([]store.CRL, error) {
+	out, err := listRows(ctx, r.q, scanCRL, `SELECT `+crlColumns+` FROM crls ORDER BY issuer`)
+	if err != nil {
+		return nil, fmt.Errorf("list crls: %w", err)
+	}
+	return out, nil
+}
+
+// PutCRL stores c unless the stored CRL of its issuer has a number as high.
+func (t *tx) PutCRL(ctx context.Context, c store.CRL) error {
+	if c.Number > 1<<62 {
+		return fmt.Errorf("put crl of %q: number %d too large", c.Issuer, c.Number)
+	}
+	res, err := t.q.ExecContext(ctx, `INSERT INTO crls (`+crlColumns+`) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (issuer) DO UPDATE SET number = excluded.number, der = excluded.der,
+	this_update = excluded.this_update, next_update = excluded.next_update
+WHERE crls.number < excluded.number`,
+		c.Issuer, int64(c.Number), nonNil(c.DER), formatTime(c.ThisUpdate), formatTime(c.NextUpdate))
+	if err != nil {
+		return fmt.Errorf("put crl of %q: %w", c.Issuer, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("put crl of %q: %w", c.Issuer, err)
+	} else if n == 0 {
+		return fmt.Errorf("put crl of %q: number %d is not above the stored one: %w", c.Issuer, c.Number, store.ErrConflict)
+	}
+	return nil
+}
+
+func scanRevocation(sc scanner) (store.Revocation, error) {
+	var r store.Revocation
+	var at string
+	if err := sc.Scan(&r.Serial, &r.Reason, &at); err != nil {
+		return r, err
+	}
+	var err error
+	r.RevokedAt, err = parseTime(at)
+	return r, err
+}
+
+// ListRevocations returns every revocation record ordered by serial.
+func (r reader) ListRevocations(ctx context.Context) ([]store.Revocation, error) {
+	out, err := listRows(ctx, r.q, scanRevocation, `SELECT serial, reason, revoked_at FROM revocations ORDER BY serial`)
+	if err != nil {
+		return nil, fmt.Errorf("list revocations: %w", err)
+	}
+	return out, nil
+}
+
+// RecordRevocation records rv unless its serial is recorded already.
+func (t *tx) RecordRevocation(ctx context.Context, rv store.Revocation) error {
+	_, err := t.q.ExecContext(ctx, `INSERT INTO revocations (serial, reason, revoked_at) VALUES (?, ?, ?)
+ON CONFLICT (serial) DO NOTHING`, rv.Serial, rv.Reason, formatTime(rv.RevokedAt))
+	if err != nil {
+		return fmt.Errorf("record revocation of %s: %w", rv.Serial, err)
+	}
+	return nil
+}
+
+func scanQuarantine(sc scanner) (store.Quarantine, error) {
+	var q store.Quarantine
+	var at string
+	if err := sc.Scan(&q.Cluster, &q.Reason, &at, &q.Actor); err != nil {
+		return q, err
+	}
+	var err error
+	q.At, err = parseTime(at)
+	return q, err
+}
+
+// GetQuarantine returns cluster's quarantine.
+func (r reader) GetQuarantine(ctx context.Context, cluster string) (store.Quarantine, error) {
+	q, err := scanQuarantine(r.q.QueryRowContext(ctx, `SELECT cluster, reason, at, actor FROM quarantines WHERE cluster = ?`, cluster))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Quarantine{}, fmt.Errorf("quarantine of cluster %q: %w", cluster, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Quarantine{}, fmt.Errorf("get quarantine of cluster %q: %w", cluster, err)
+	}
+	return q, nil
+}
+
+// ListQuarantines returns every quarantine ordered by cluster.
+func (r reader) ListQuarantines(ctx context.Context) ([]store.Quarantine, error) {
+	out, err := listRows(ctx, r.q, scanQuarantine, `SELECT cluster, reason, at, actor FROM quarantines ORDER BY cluster`)
+	if err != nil {
+		return nil, fmt.Errorf("list quarantines: %w", err)
+	}
+	return out, nil
+}
+
+// SetQuarantine records q, replacing an earlier one of the same cluster.
+func (t *tx) SetQuarantine(ctx context.Context, q store.Quarantine) error {
+	_, err := t.q.ExecContext(ctx, `INSERT INTO quarantines (cluster, reason, at, actor) VALUES (?, ?, ?, ?)
+ON CONFLICT (cluster) DO UPDATE SET reason = excluded.reason, at = excluded.at, actor = excluded.actor`,
+		q.Cluster, q.Reason, formatTime(q.At), q.Actor)
+	if err != nil {
+		return fmt.Errorf("quarantine cluster %q: %w", q.Cluster, err)
+	}
+	return nil
+}
+
+// DeleteQuarantine lifts cluster's quarantine.
+func (t *tx) DeleteQuarantine(ctx context.Context, cluster string) error {
+	res, err := t.q.ExecContext(ctx, `DELETE FROM quarantines WHERE cluster = ?`, cluster)
+	if err != nil {
+		return fmt.Errorf("release cluster %q: %w", cluster, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("release cluster %q: %w", cluster, err)
+	} else if n == 0 {
+		return fmt.Errorf("quarantine of cluster %q: %w", cluster, store.ErrNotFound)
+	}
+	return nil
+}
