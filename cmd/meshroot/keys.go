@@ -17,6 +17,7 @@ import (
 	"github.com/meshroot/meshroot/keys/kms"
 	"github.com/meshroot/meshroot/keys/pkcs11"
 	"github.com/meshroot/meshroot/keys/vaulttransit"
+	"github.com/meshroot/meshroot/upstream/stepca"
 	"github.com/meshroot/meshroot/upstream/vaultpki"
 )
 
@@ -30,6 +31,15 @@ type keysConfig struct {
 	Create string `yaml:"create"`
 	// Vault is the connection for vault-transit keys and the vault-pki upstream.
 	Vault vaultConfig `yaml:"vault"`
+	// StepCA is the provisioner key for step-ca upstreams.
+	StepCA stepCAConfig `yaml:"stepCA"`
+}
+
+// stepCAConfig is the JWK provisioner key meshroot signs step-ca's
+// one-time tokens with (the upstream reference names the provisioner).
+type stepCAConfig struct {
+	KeyFile      string `yaml:"keyFile"`
+	PasswordFile string `yaml:"passwordFile"`
 }
 
 // vaultConfig is how meshroot reaches and logs in to Vault.
@@ -195,15 +205,24 @@ func (l *lazyKM) Close() error {
 }
 
 // upstreamOpener opens vault-pki://MOUNT[?issuer=NAME] with the Vault
-// connection in cfg.
+// connection in cfg, and step-ca://HOST:PORT?provisioner=NAME&fingerprint=HEX
+// with the provisioner key in cfg.
 func upstreamOpener(cfg keysConfig) ca.UpstreamOpener {
 	var mu sync.Mutex
-	open := map[string]*vaultpki.Upstream{}
+	open := map[string]ca.Upstream{}
 	return func(ctx context.Context, ref string) (ca.Upstream, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if u, ok := open[ref]; ok {
 			return u, nil
+		}
+		if strings.HasPrefix(ref, ca.StepCAScheme) {
+			up, err := openStepCA(ctx, cfg.StepCA, ref)
+			if err != nil {
+				return nil, err
+			}
+			open[ref] = up
+			return up, nil
 		}
 		if cfg.Vault.Address == "" {
 			return nil, usageError{fmt.Errorf("the signing authority %s is in Vault PKI: configure Vault (--vault-addr and --vault-token-file, or keys.vault in the config)", ref)}
@@ -223,4 +242,34 @@ func upstreamOpener(cfg keysConfig) ca.UpstreamOpener {
 		open[ref] = up
 		return up, nil
 	}
+}
+
+// openStepCA opens step-ca://HOST:PORT?provisioner=NAME&fingerprint=HEX.
+func openStepCA(ctx context.Context, cfg stepCAConfig, ref string) (*stepca.Upstream, error) {
+	const want = "want step-ca://HOST:PORT?provisioner=NAME&fingerprint=HEX (the SHA-256 of step-ca's root)"
+	u, err := url.Parse(ref)
+	if err != nil || u.Scheme != "step-ca" || u.Host == "" || u.Path != "" || u.User != nil {
+		return nil, usageError{fmt.Errorf("upstream %q: %s", ref, want)}
+	}
+	q := u.Query()
+	for k := range q {
+		if k != "provisioner" && k != "fingerprint" {
+			return nil, usageError{fmt.Errorf("upstream %q: unknown parameter %q: %s", ref, k, want)}
+		}
+	}
+	if cfg.KeyFile == "" && cfg.PasswordFile == "" {
+		return nil, usageError{fmt.Errorf("the signing authority %s is step-ca: give its provisioner key (--step-ca-key-file, or keys.stepCA in the config)", ref)}
+	}
+	var password string
+	if cfg.PasswordFile != "" {
+		b, err := readBounded(cfg.PasswordFile, 4096)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("step-ca provisioner password: %w", err)}
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	}
+	return stepca.New(ctx, stepca.Options{
+		URL: "https://" + u.Host, Fingerprint: q.Get("fingerprint"), Provisioner: q.Get("provisioner"),
+		KeyFile: cfg.KeyFile, Password: password,
+	})
 }
