@@ -17,7 +17,6 @@ import (
 	"github.com/meshroot/meshroot/keys/kms"
 	"github.com/meshroot/meshroot/keys/pkcs11"
 	"github.com/meshroot/meshroot/keys/vaulttransit"
-	"github.com/meshroot/meshroot/upstream/stepca"
 	"github.com/meshroot/meshroot/upstream/vaultpki"
 )
 
@@ -242,34 +241,4 @@ func upstreamOpener(cfg keysConfig) ca.UpstreamOpener {
 		open[ref] = up
 		return up, nil
 	}
-}
-
-// openStepCA opens step-ca://HOST:PORT?provisioner=NAME&fingerprint=HEX.
-func openStepCA(ctx context.Context, cfg stepCAConfig, ref string) (*stepca.Upstream, error) {
-	const want = "want step-ca://HOST:PORT?provisioner=NAME&fingerprint=HEX (the SHA-256 of step-ca's root)"
-	u, err := url.Parse(ref)
-	if err != nil || u.Scheme != "step-ca" || u.Host == "" || u.Path != "" || u.User != nil {
-		return nil, usageError{fmt.Errorf("upstream %q: %s", ref, want)}
-	}
-	q := u.Query()
-	for k := range q {
-		if k != "provisioner" && k != "fingerprint" {
-			return nil, usageError{fmt.Errorf("upstream %q: unknown parameter %q: %s", ref, k, want)}
-		}
-	}
-	if cfg.KeyFile == "" && cfg.PasswordFile == "" {
-		return nil, usageError{fmt.Errorf("the signing authority %s is step-ca: give its provisioner key (--step-ca-key-file, or keys.stepCA in the config)", ref)}
-	}
-	var password string
-	if cfg.PasswordFile != "" {
-		b, err := readBounded(cfg.PasswordFile, 4096)
-		if err != nil {
-			return nil, usageError{fmt.Errorf("step-ca provisioner password: %w", err)}
-		}
-		password = strings.TrimRight(string(b), "\r\n")
-	}
-	return stepca.New(ctx, stepca.Options{
-		URL: "https://" + u.Host, Fingerprint: q.Get("fingerprint"), Provisioner: q.Get("provisioner"),
-		KeyFile: cfg.KeyFile, Password: password,
-	})
 }
