@@ -156,3 +156,22 @@ func checkUpstreamServerCert(t *testing.T, addr string, root *x509.Certificate) 
 		t.Errorf("the server's certificate is not under a pathlen-0 CA (%d certificates sent)", len(certs))
 	}
 }
+
+// TestStepCAPasswordFile: with --step-ca-password-file and no key file,
+// meshroot fetches the provisioner's encrypted key from step-ca.
+func TestStepCAPasswordFile(t *testing.T) {
+	requireOpenSSL(t)
+	c := stepcaenv.Start(t, stepcaenv.Options{NoDB: true})
+	pw := writeFile(t, filepath.Join(t.TempDir(), "password"), []byte(stepcaenv.KeyPassword+"\n"))
+	flags := []string{"--step-ca-password-file", pw}
+	m := newMeshroot(t)
+	m.ok(append(flags, "root", "init", "--trust-domain", trustDomain, "--upstream", stepCARef(c, stepcaenv.Intermediate))...)
+	m.ok("cluster", "add", "east")
+	out := filepath.Join(t.TempDir(), "east")
+	m.ok(issueArgs(flags, "east", out)...)
+	checkIntermediate(t, out, "east", c.Root)
+
+	bad := writeFile(t, filepath.Join(t.TempDir(), "bad"), []byte("wrong"))
+	out = filepath.Join(t.TempDir(), "east-bad")
+	failedCleanly(t, m.run(issueArgs([]string{"--step-ca-password-file", bad}, "east", out)...), 1, out, "step-ca")
+}

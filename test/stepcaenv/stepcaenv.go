@@ -82,6 +82,11 @@ const unconstrainedTemplate = `{
 	"basicConstraints": {"isCA": true, "maxPathLen": 0}
 }`
 
+// KeyPassword encrypts each provisioner's private key in ca.json
+// ("encryptedKey", as `step ca init` stores it), for clients that fetch it
+// from step-ca instead of reading a key file.
+const KeyPassword = "stepcaenv provisioner password"
+
 // Options shape the step-ca instance.
 type Options struct {
 	// IssuerPathLenZero gives step-ca's issuing intermediate path length
@@ -257,7 +262,7 @@ func (c *CA) writeConfig(t testing.TB, opts Options) {
 		}
 		jwk.KeyID = b64url(tp)
 		p := map[string]any{
-			"type": "JWK", "name": name, "key": jwk,
+			"type": "JWK", "name": name, "key": jwk, "encryptedKey": encryptKey(t, key, jwk.KeyID),
 			"claims": map[string]any{"maxTLSCertDuration": "9000h", "defaultTLSCertDuration": "24h", "minTLSCertDuration": "1m"},
 		}
 		if tmpl, ok := templates[name]; ok {
@@ -290,6 +295,29 @@ func (c *CA) writeConfig(t testing.TB, opts Options) {
 	if err := os.WriteFile(filepath.Join(c.Dir, "ca.json"), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// encryptKey seals the private JWK with KeyPassword (PBES2, compact JWE).
+func encryptKey(t testing.TB, key *ecdsa.PrivateKey, kid string) string {
+	t.Helper()
+	b, err := jose.JSONWebKey{Key: key, KeyID: kid, Algorithm: "ES256", Use: "sig"}.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := jose.NewEncrypter(jose.A256GCM, jose.Recipient{Algorithm: jose.PBES2_HS256_A128KW, Key: []byte(KeyPassword), PBES2Count: 10000},
+		(&jose.EncrypterOptions{}).WithContentType("jwk+json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := enc.Encrypt(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := obj.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {

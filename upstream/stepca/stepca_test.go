@@ -280,6 +280,26 @@ func TestStepCARefusals(t *testing.T) {
 	})
 }
 
+// TestProvisionerKeyFromStepCA: with a password and no key file, the
+// provisioner's encrypted key is fetched from step-ca and decrypted.
+func TestProvisionerKeyFromStepCA(t *testing.T) {
+	c := stepcaenv.Start(t, stepcaenv.Options{NoDB: true})
+	ctx := context.Background()
+	u, err := New(ctx, Options{URL: c.URL, Fingerprint: c.Fingerprint, Provisioner: stepcaenv.Intermediate, Password: stepcaenv.KeyPassword})
+	if err != nil {
+		t.Fatalf("New with the encrypted key: %v\nstep-ca log:\n%s", err, c.Log())
+	}
+	csr, _ := newCSR(t, "east")
+	if _, err := u.SignIntermediate(ctx, csr, "east", 48*time.Hour); err != nil {
+		t.Fatalf("SignIntermediate with the fetched key: %v", err)
+	}
+	_, err = New(ctx, Options{URL: c.URL, Fingerprint: c.Fingerprint, Provisioner: stepcaenv.Intermediate, Password: "wrong"})
+	if err == nil {
+		t.Fatal("a wrong password decrypted the provisioner key")
+	}
+	t.Logf("wrong password: %v", err)
+}
+
 func TestStepCAIssuerPathLenZero(t *testing.T) {
 	c := stepcaenv.Start(t, stepcaenv.Options{NoDB: true, IssuerPathLenZero: true})
 	_, err := New(context.Background(), Options{URL: c.URL, Fingerprint: c.Fingerprint, Provisioner: stepcaenv.Intermediate, KeyFile: c.ProvisionerKeyFile(stepcaenv.Intermediate)})
@@ -299,6 +319,7 @@ func TestStepCADown(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "is step-ca running") {
 		t.Fatalf("want a clear error with step-ca down, got %v", err)
 	}
+	t.Logf("step-ca down: %v", err)
 	if _, err := New(ctx, Options{URL: c.URL, Fingerprint: c.Fingerprint, Provisioner: stepcaenv.Intermediate, KeyFile: c.ProvisionerKeyFile(stepcaenv.Intermediate)}); err == nil || !strings.Contains(err.Error(), "is step-ca running") {
 		t.Fatalf("New with step-ca down: want a clear error, got %v", err)
 	}
