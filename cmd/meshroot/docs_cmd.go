@@ -155,6 +155,8 @@ var configKeys = map[string]configKey{
 	"keys.vault.secretIDFile":       {"vault-secret-id-file", "file holding the AppRole secret_id"},
 	"keys.vault.role":               {"vault-role", "Vault Kubernetes auth role (authMethod kubernetes)"},
 	"keys.vault.jwtFile":            {"vault-jwt-file", "service-account token for authMethod kubernetes"},
+	"keys.stepCA.keyFile":           {"step-ca-key-file", "step-ca upstream: the JWK provisioner's private key (PEM)"},
+	"keys.stepCA.passwordFile":      {"step-ca-password-file", "step-ca upstream: file holding the password of the provisioner key (without keyFile: of the encrypted key step-ca holds)"},
 	"federation.minRefresh":         {"", "shortest interval between fetches of a peer's bundle"},
 	"federation.maxRefresh":         {"", "longest interval between fetches of a peer's bundle"},
 	"federation.caFile":             {"", "PEM roots added to the system's for https_web peers"},
