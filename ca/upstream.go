@@ -170,4 +170,3 @@ func trustDomainConstrained(c *x509.Certificate, td string) bool {
 	return c.PermittedDNSDomainsCritical && slices.Equal(c.PermittedURIDomains, []string{td}) &&
 		slices.Equal(c.ExcludedURIDomains, []string{"." + td})
 }
-

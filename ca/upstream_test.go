@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"math/big"
 	"strings"
 	"testing"
@@ -79,6 +80,12 @@ func (f *fakeUpstream) sign(csr *x509.CertificateRequest, cluster string, td *st
 
 func (f *fakeUpstream) SignIntermediate(_ context.Context, csr *x509.CertificateRequest, cluster string, _ time.Duration) ([]*x509.Certificate, error) {
 	return f.sign(csr, cluster, nil)
+}
+
+// SignServerCA is not used by these tests (server CAs under an upstream
+// are tested in upstream/...): it refuses.
+func (f *fakeUpstream) SignServerCA(context.Context, *x509.CertificateRequest, time.Duration) ([]*x509.Certificate, error) {
+	return nil, errors.New("fakeUpstream signs no server CA")
 }
 
 // constrainingFake adds SignConstrainedIntermediate.

@@ -156,6 +156,7 @@ var configKeys = map[string]configKey{
 	"keys.vault.role":               {"vault-role", "Vault Kubernetes auth role (authMethod kubernetes)"},
 	"keys.vault.jwtFile":            {"vault-jwt-file", "service-account token for authMethod kubernetes"},
 	"keys.stepCA.keyFile":           {"step-ca-key-file", "step-ca upstream: the JWK provisioner's private key (PEM)"},
+	"keys.stepCA.serverKeyFile":     {"step-ca-server-key-file", "step-ca upstream: the private key (PEM) of the JWK provisioner that signs meshroot's server CA (without it: the encrypted key step-ca holds, decrypted with passwordFile)"},
 	"keys.stepCA.passwordFile":      {"step-ca-password-file", "step-ca upstream: file holding the password of the provisioner key (without keyFile: of the encrypted key step-ca holds)"},
 	"federation.minRefresh":         {"", "shortest interval between fetches of a peer's bundle"},
 	"federation.maxRefresh":         {"", "longest interval between fetches of a peer's bundle"},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/meshroot/meshroot/ca"
@@ -33,11 +34,13 @@ type keysConfig struct {
 	StepCA stepCAConfig `yaml:"stepCA"`
 }
 
-// stepCAConfig is the JWK provisioner key meshroot signs step-ca's
-// one-time tokens with (the upstream reference names the provisioner).
+// stepCAConfig is the JWK provisioner keys meshroot signs step-ca's
+// one-time tokens with (the upstream reference names the provisioners):
+// the cluster intermediates' and the server CA's.
 type stepCAConfig struct {
-	KeyFile      string `yaml:"keyFile"`
-	PasswordFile string `yaml:"passwordFile"`
+	KeyFile       string `yaml:"keyFile"`
+	ServerKeyFile string `yaml:"serverKeyFile"`
+	PasswordFile  string `yaml:"passwordFile"`
 }
 
 // vaultConfig is how meshroot reaches and logs in to Vault.

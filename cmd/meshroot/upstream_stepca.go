@@ -17,16 +17,19 @@ import (
 // RSS, measured in docs/performance.md. Build with -tags nostepca to leave
 // it out.
 
-// openStepCA opens step-ca://HOST:PORT?provisioner=NAME&fingerprint=HEX.
+// openStepCA opens
+// step-ca://HOST:PORT?provisioner=NAME&fingerprint=HEX[&serverProvisioner=NAME].
+// The server provisioner signs meshroot's own server CA; it defaults to
+// the provisioner's name with stepca.DefaultServerSuffix.
 func openStepCA(ctx context.Context, cfg stepCAConfig, ref string) (ca.Upstream, error) {
-	const want = "want step-ca://HOST:PORT?provisioner=NAME&fingerprint=HEX (the SHA-256 of step-ca's root)"
+	const want = "want step-ca://HOST:PORT?provisioner=NAME&fingerprint=HEX[&serverProvisioner=NAME] (HEX: the SHA-256 of step-ca's root)"
 	u, err := url.Parse(ref)
 	if err != nil || u.Scheme != "step-ca" || u.Host == "" || u.Path != "" || u.User != nil {
 		return nil, usageError{fmt.Errorf("upstream %q: %s", ref, want)}
 	}
 	q := u.Query()
 	for k := range q {
-		if k != "provisioner" && k != "fingerprint" {
+		if k != "provisioner" && k != "fingerprint" && k != "serverProvisioner" {
 			return nil, usageError{fmt.Errorf("upstream %q: unknown parameter %q: %s", ref, k, want)}
 		}
 	}
@@ -43,6 +46,7 @@ func openStepCA(ctx context.Context, cfg stepCAConfig, ref string) (ca.Upstream,
 	}
 	up, err := stepca.New(ctx, stepca.Options{
 		URL: "https://" + u.Host, Fingerprint: q.Get("fingerprint"), Provisioner: q.Get("provisioner"),
+		ServerProvisioner: q.Get("serverProvisioner"), ServerKeyFile: cfg.ServerKeyFile,
 		KeyFile: cfg.KeyFile, Password: password,
 	})
 	if err != nil {

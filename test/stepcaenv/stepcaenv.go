@@ -14,6 +14,8 @@
 //     named after the token's subject, with a critical URI name constraint
 //     to the host of a spiffe:// SAN when the token carries one
 //     (IntermediateTemplate);
+//   - Server: its template copies the CSR's subject and extensions into a
+//     pathlen-0 CA, for meshroot's server CA (ServerTemplate);
 //   - Leaf: step-ca's default template (a TLS leaf, not a CA);
 //   - Unconstrained: a pathlen-0 CA template that ignores SANs, so never
 //     writes the name constraint.
@@ -56,6 +58,7 @@ const Version = "v0.30.2"
 // Provisioner names.
 const (
 	Intermediate  = "meshroot"
+	Server        = "meshroot-server"
 	Leaf          = "leaf"
 	Unconstrained = "unconstrained"
 )
@@ -73,6 +76,16 @@ const IntermediateTemplate = `{
 		"excludedURIDomains": [{{ toJson (printf ".%s" (urlParse .Value).host) }}]},
 {{- end }}{{ end }}
 	"keyUsage": ["certSign", "crlSign", "digitalSignature"],
+	"basicConstraints": {"isCA": true, "maxPathLen": 0}
+}`
+
+// ServerTemplate is the X.509 template of the Server provisioner
+// (upstream/stepca.ServerTemplate and docs/keys.md show the same): a CA
+// with path length 0 carrying the CSR's subject and extensions.
+const ServerTemplate = `{
+	"subject": {{ toJson .Insecure.CR.Subject }},
+	"extensions": {{ toJson .Insecure.CR.Extensions }},
+	"keyUsage": ["certSign", "crlSign"],
 	"basicConstraints": {"isCA": true, "maxPathLen": 0}
 }`
 
@@ -249,9 +262,9 @@ func (c *CA) writeConfig(t testing.TB, opts Options) {
 	writePEM(t, filepath.Join(c.Dir, "root_ca.crt"), "CERTIFICATE", c.Root.Raw)
 	writePEM(t, filepath.Join(c.Dir, "intermediate_ca.crt"), "CERTIFICATE", c.Issuer.Raw)
 	writePEM(t, filepath.Join(c.Dir, "intermediate_ca_key"), "PRIVATE KEY", pkcs8(t, issKey))
-	templates := map[string]string{Intermediate: IntermediateTemplate, Unconstrained: unconstrainedTemplate}
+	templates := map[string]string{Intermediate: IntermediateTemplate, Server: ServerTemplate, Unconstrained: unconstrainedTemplate}
 	var provs []map[string]any
-	for _, name := range []string{Intermediate, Leaf, Unconstrained} {
+	for _, name := range []string{Intermediate, Server, Leaf, Unconstrained} {
 		key := newKey(t)
 		c.keys[name] = key
 		writePEM(t, c.ProvisionerKeyFile(name), "PRIVATE KEY", pkcs8(t, key))

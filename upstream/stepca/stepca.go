@@ -80,6 +80,15 @@ type Options struct {
 	KeyFile string
 	// Password decrypts the provisioner key; required when KeyFile is empty.
 	Password string
+	// ServerProvisioner is the name of the JWK provisioner whose template
+	// makes meshroot's server CA (ServerTemplate in docs/keys.md); empty
+	// is Provisioner + DefaultServerSuffix. It is used, and its key loaded,
+	// on the first SignServerCA.
+	ServerProvisioner string
+	// ServerKeyFile is the server provisioner's private key (PEM,
+	// encrypted with Password or not). Empty fetches its encrypted key
+	// from step-ca and decrypts it with Password.
+	ServerKeyFile string
 	// Timeout bounds each request to step-ca (DefaultTimeout).
 	Timeout time.Duration
 }
@@ -91,9 +100,11 @@ type Upstream struct {
 	fp      string
 	timeout time.Duration
 	now     func() time.Time
+	opts    Options
 
-	mu    sync.Mutex
-	chain []*x509.Certificate // issuer first, root last
+	mu        sync.Mutex
+	chain     []*x509.Certificate // issuer first, root last
+	serverCAS *stepcas.StepCAS    // opened on the first SignServerCA
 }
 
 var (
@@ -122,18 +133,11 @@ func New(ctx context.Context, opts Options) (*Upstream, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	up := &Upstream{url: u, fp: strings.ToLower(opts.Fingerprint), timeout: timeout, now: time.Now}
-	casOpts := apiv1.Options{
-		Type:                            string(apiv1.StepCAS),
-		CertificateAuthority:            "https://" + u.Host,
-		CertificateAuthorityFingerprint: up.fp,
-		CertificateIssuer: &apiv1.CertificateIssuer{
-			Type: "jwk", Provisioner: opts.Provisioner, Key: opts.KeyFile, Password: opts.Password,
-		},
+	if opts.ServerProvisioner == "" {
+		opts.ServerProvisioner = opts.Provisioner + DefaultServerSuffix
 	}
-	cas, err := call(ctx, up, "connect and load provisioner "+opts.Provisioner, func() (*stepcas.StepCAS, error) {
-		return stepcas.New(ctx, casOpts)
-	})
+	up := &Upstream{url: u, fp: strings.ToLower(opts.Fingerprint), timeout: timeout, now: time.Now, opts: opts}
+	cas, err := up.open(ctx, opts.Provisioner, opts.KeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +146,23 @@ func New(ctx context.Context, opts Options) (*Upstream, error) {
 		return nil, err
 	}
 	return up, nil
+}
+
+// open connects a CAS client that signs with the JWK provisioner prov,
+// its key from keyFile or, when that is empty, fetched from step-ca and
+// decrypted with the password.
+func (u *Upstream) open(ctx context.Context, prov, keyFile string) (*stepcas.StepCAS, error) {
+	casOpts := apiv1.Options{
+		Type:                            string(apiv1.StepCAS),
+		CertificateAuthority:            "https://" + u.url.Host,
+		CertificateAuthorityFingerprint: u.fp,
+		CertificateIssuer: &apiv1.CertificateIssuer{
+			Type: "jwk", Provisioner: prov, Key: keyFile, Password: u.opts.Password,
+		},
+	}
+	return call(ctx, u, "connect and load provisioner "+prov, func() (*stepcas.StepCAS, error) {
+		return stepcas.New(ctx, casOpts)
+	})
 }
 
 // call runs f under the upstream's timeout and ctx: the CAS interface takes
@@ -311,52 +332,26 @@ func (u *Upstream) sign(ctx context.Context, csr *x509.CertificateRequest, clust
 	case csr.Subject.CommonName != "" && csr.Subject.CommonName != cluster:
 		return nil, fmt.Errorf("%s: the CSR's common name is %q: step-ca's JWK provisioner signs a CSR only with no common name or the cluster's (%q): make the CSR again", component, csr.Subject.CommonName, cluster)
 	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("%s: CSR signature is invalid: %v", component, err)
-	}
-	u.mu.Lock()
-	chain := u.chain
-	u.mu.Unlock()
-	start := u.now()
-	if left := chain[0].NotAfter.Sub(start).Truncate(time.Second); left < ttl {
-		if left <= 0 {
-			return nil, fmt.Errorf("%s: step-ca's issuer %q expired at %s: renew it in step-ca", component, chain[0].Subject, chain[0].NotAfter.UTC().Format(time.RFC3339))
-		}
-		ttl = left
-	}
 	tmpl := &x509.Certificate{}
 	tmpl.Subject.CommonName = cluster
 	if td != "" {
 		tmpl.URIs = []*url.URL{{Scheme: "spiffe", Host: td}}
 	}
 	what := "sign the intermediate of cluster " + cluster
-	resp, err := call(ctx, u, what, func() (*apiv1.CreateCertificateResponse, error) {
-		return u.cas.CreateCertificate(&apiv1.CreateCertificateRequest{Template: tmpl, CSR: csr, Lifetime: ttl})
+	inter, chain, err := u.create(ctx, u.cas, what, tmpl, csr, ttl, func(inter *x509.Certificate) error {
+		return checkIntermediate(inter, cluster, td)
 	})
 	if err != nil {
 		return nil, err
 	}
-	inter := resp.Certificate
-	if inter == nil {
-		return nil, fmt.Errorf("%s: %s: step-ca returned no certificate", component, what)
-	}
-	if len(resp.CertificateChain) == 0 || !bytes.Equal(resp.CertificateChain[0].Raw, chain[0].Raw) {
-		// step-ca's issuer may have changed: read the chain again.
-		if chain, err = u.Chain(ctx); err != nil {
-			return nil, err
-		}
-	}
-	if err := u.check(inter, chain, cluster, td, start, ttl); err != nil {
-		return nil, fmt.Errorf("%s: %s: step-ca returned a certificate meshroot refuses: %v", component, what, err)
-	}
 	return append([]*x509.Certificate{inter}, chain...), nil
 }
 
-// check verifies what the provisioner's template decides: the common name,
-// the name constraint, the lifetime and the signature chain. (The ca
-// package checks the intermediate profile: CA, path length 0, keyCertSign,
-// the CSR's key.)
-func (u *Upstream) check(inter *x509.Certificate, chain []*x509.Certificate, cluster, td string, start time.Time, ttl time.Duration) error {
+// checkIntermediate checks what the intermediate provisioner's template
+// decides: CA with path length 0, the common name, no SANs, the name
+// constraint. (The ca package checks the intermediate profile once more:
+// keyCertSign, the CSR's key.)
+func checkIntermediate(inter *x509.Certificate, cluster, td string) error {
 	switch {
 	case !inter.BasicConstraintsValid || !inter.IsCA:
 		return errors.New("it is not a CA certificate (basicConstraints CA:true missing): give the provisioner the intermediate template (docs/keys.md)")
@@ -374,6 +369,12 @@ func (u *Upstream) check(inter *x509.Certificate, chain []*x509.Certificate, clu
 				inter.PermittedDNSDomainsCritical, inter.PermittedURIDomains, inter.ExcludedURIDomains, td, td)
 		}
 	}
+	return nil
+}
+
+// checkIssued checks what meshroot asked step-ca for and step-ca may
+// change: the signature chain up to the configured root and the lifetime.
+func (u *Upstream) checkIssued(inter *x509.Certificate, chain []*x509.Certificate, start time.Time, ttl time.Duration) error {
 	roots := x509.NewCertPool()
 	roots.AddCert(chain[len(chain)-1])
 	mids := x509.NewCertPool()
@@ -392,4 +393,48 @@ func (u *Upstream) check(inter *x509.Certificate, chain []*x509.Certificate, clu
 		return fmt.Errorf("its NotAfter %s is later than asked for (%s)", inter.NotAfter.UTC().Format(time.RFC3339), want.UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// create has step-ca sign csr through cas with tmpl (its subject and SANs
+// go into the one-time token), valid for ttl capped at the issuer's
+// expiry, then checks the result with profile and checkIssued. It returns
+// the certificate and the issuer's chain, root last.
+func (u *Upstream) create(ctx context.Context, cas *stepcas.StepCAS, what string, tmpl *x509.Certificate, csr *x509.CertificateRequest, ttl time.Duration, profile func(*x509.Certificate) error) (*x509.Certificate, []*x509.Certificate, error) {
+	if err := csr.CheckSignature(); err != nil {
+		return nil, nil, fmt.Errorf("%s: CSR signature is invalid: %v", component, err)
+	}
+	u.mu.Lock()
+	chain := u.chain
+	u.mu.Unlock()
+	start := u.now()
+	if left := chain[0].NotAfter.Sub(start).Truncate(time.Second); left < ttl {
+		if left <= 0 {
+			return nil, nil, fmt.Errorf("%s: step-ca's issuer %q expired at %s: renew it in step-ca", component, chain[0].Subject, chain[0].NotAfter.UTC().Format(time.RFC3339))
+		}
+		ttl = left
+	}
+	resp, err := call(ctx, u, what, func() (*apiv1.CreateCertificateResponse, error) {
+		return cas.CreateCertificate(&apiv1.CreateCertificateRequest{Template: tmpl, CSR: csr, Lifetime: ttl})
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	cert := resp.Certificate
+	if cert == nil {
+		return nil, nil, fmt.Errorf("%s: %s: step-ca returned no certificate", component, what)
+	}
+	if len(resp.CertificateChain) == 0 || !bytes.Equal(resp.CertificateChain[0].Raw, chain[0].Raw) {
+		// step-ca's issuer may have changed: read the chain again.
+		if chain, err = u.Chain(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	err = profile(cert)
+	if err == nil {
+		err = u.checkIssued(cert, chain, start, ttl)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %s: step-ca returned a certificate meshroot refuses: %v", component, what, err)
+	}
+	return cert, chain, nil
 }
