@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/test/stepcaenv"
 )
 
@@ -71,9 +73,11 @@ func TestRootInStepCA(t *testing.T) {
 		m.ok("policy", "set", "--trust-domain-constraint=false")
 	})
 
-	// Through the server: its own TLS certificate comes from a pathlen-0
-	// CA step-ca signs, and the admin API issues.
-	serveArgs := append([]string{"--data-dir", m.dataDir, "--san", "127.0.0.1"}, flags...)
+	// Through the server: its own TLS certificate comes from a server CA
+	// step-ca signs through the server provisioner (default name
+	// "meshroot-server"), and the admin API issues.
+	serveArgs := append([]string{"--data-dir", m.dataDir, "--san", "127.0.0.1",
+		"--step-ca-server-key-file", c.ProvisionerKeyFile(stepcaenv.Server)}, flags...)
 	srv := startServe(t, t.TempDir(), serveArgs...)
 	srv.waitReady(t)
 	checkUpstreamServerCert(t, srv.issuerAddr, c.Root)
@@ -152,8 +156,8 @@ func checkUpstreamServerCert(t *testing.T, addr string, root *x509.Certificate) 
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 		t.Errorf("the server's certificate does not verify to step-ca's root for 127.0.0.1: %v", err)
 	}
-	if len(certs) < 2 || !certs[1].IsCA || certs[1].MaxPathLen != 0 || !certs[1].MaxPathLenZero {
-		t.Errorf("the server's certificate is not under a pathlen-0 CA (%d certificates sent)", len(certs))
+	if err := ca.VerifyServerChain(certs, roots, "127.0.0.1", time.Now()); err != nil {
+		t.Errorf("agents would refuse the server: %v", err)
 	}
 }
 
