@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +90,21 @@ func TestRootInStepCA(t *testing.T) {
 		t.Error("intermediate issued through the server is not signed by step-ca")
 	}
 	srv.stop(t)
+
+	t.Run("server provisioner key missing", func(t *testing.T) {
+		// No server provisioner key and no password: the server says
+		// which provisioner it needs for its server CA.
+		srv := startServe(t, t.TempDir(), append([]string{"--data-dir", m.dataDir, "--san", "127.0.0.1"}, flags...)...)
+		want := "server provisioner " + stepcaenv.Server
+		deadline := time.Now().Add(15 * time.Second)
+		for !strings.Contains(srv.logs(), want) && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !strings.Contains(srv.logs(), want) {
+			t.Errorf("the server's log does not name %q:\n%s", want, srv.logs())
+		}
+		srv.stop(t)
+	})
 
 	t.Run("step-ca down", func(t *testing.T) {
 		c.Stop()
