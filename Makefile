@@ -26,7 +26,7 @@ test: test-deps tools vet unit test-kube test-spire test-browser
 
 ## tools: build the real components the tests run (cached under ~/.cache/meshroot-test)
 tools:
-	test/tools/build.sh kube-apiserver spire vault istiosigner istiod >/dev/null
+	test/tools/build.sh kube-apiserver spire vault istiosigner istiod step-ca >/dev/null
 
 # Debian packages the tests need; installed only when missing.
 test-deps:

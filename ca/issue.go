@@ -88,9 +88,6 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 	var cert *x509.Certificate
 	var above []*x509.Certificate // every CA above the intermediate
 	if isUpstream(root) {
-		if req.TrustDomainConstraint || pol.TrustDomainConstraint {
-			return Issued{}, refusef("the trust-domain name constraint is not available with an upstream signing authority")
-		}
 		chain, err := s.signUpstream(ctx, root, ireq, pol)
 		if err != nil {
 			return Issued{}, err

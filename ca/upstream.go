@@ -6,13 +6,15 @@ import (
 	"crypto"
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/meshroot/meshroot/store"
 )
 
-// Upstream is a signing authority outside meshroot (Vault's PKI engine):
+// Upstream is a signing authority outside meshroot (Vault's PKI engine,
+// step-ca):
 // meshroot applies its own policy to each request first, forwards the CSR,
 // and checks what comes back.
 type Upstream interface {
@@ -28,17 +30,34 @@ type Upstream interface {
 	SignServerCA(ctx context.Context, csr *x509.CertificateRequest, ttl time.Duration) ([]*x509.Certificate, error)
 }
 
+// ConstrainingUpstream is an Upstream that can also sign an intermediate
+// with the trust-domain name constraint (policy.trustDomainConstraint).
+// Upstreams without it refuse constrained requests.
+type ConstrainingUpstream interface {
+	Upstream
+	// SignConstrainedIntermediate is SignIntermediate with a critical URI
+	// name constraint permitting trustDomain and excluding its subdomains.
+	SignConstrainedIntermediate(ctx context.Context, csr *x509.CertificateRequest, cluster, trustDomain string, ttl time.Duration) ([]*x509.Certificate, error)
+}
+
 // UpstreamOpener opens the upstream that a root's reference names
-// ("vault-pki://MOUNT?issuer=NAME").
+// ("vault-pki://MOUNT?issuer=NAME", "step-ca://HOST:PORT?provisioner=NAME&fingerprint=HEX").
 type UpstreamOpener func(ctx context.Context, ref string) (Upstream, error)
 
 // SetUpstreams lets the service use upstream signing authorities.
 func (s *Service) SetUpstreams(open UpstreamOpener) { s.upstreams = open }
 
-// UpstreamScheme starts the references of upstream signing authorities.
+// UpstreamScheme starts the references of Vault PKI upstreams.
 const UpstreamScheme = "vault-pki://"
 
-func isUpstream(r store.Root) bool { return strings.HasPrefix(r.KeyRef, UpstreamScheme) }
+// StepCAScheme starts the references of step-ca upstreams.
+const StepCAScheme = "step-ca://"
+
+func isUpstream(r store.Root) bool { return isUpstreamRef(r.KeyRef) }
+
+func isUpstreamRef(ref string) bool {
+	return strings.HasPrefix(ref, UpstreamScheme) || strings.HasPrefix(ref, StepCAScheme)
+}
 
 func (s *Service) upstream(ctx context.Context, ref string) (Upstream, error) {
 	if s.upstreams == nil {
@@ -47,7 +66,7 @@ func (s *Service) upstream(ctx context.Context, ref string) (Upstream, error) {
 	return s.upstreams(ctx, ref)
 }
 
-// InitUpstreamRoot makes an upstream (Vault PKI) the active signing
+// InitUpstreamRoot makes an upstream (Vault PKI, step-ca) the active signing
 // authority of trust domain td: its chain's root becomes the trust anchor.
 func (s *Service) InitUpstreamRoot(ctx context.Context, td, ref string) (store.Root, error) {
 	actor := ActorFrom(ctx)
@@ -62,8 +81,8 @@ func (s *Service) initUpstreamRoot(ctx context.Context, actor Actor, td, ref str
 	if _, err := ParseTrustDomain(td); err != nil {
 		return store.Root{}, refuse(err)
 	}
-	if !strings.HasPrefix(ref, UpstreamScheme) {
-		return store.Root{}, refusef("upstream %q: want %sMOUNT[?issuer=NAME]", ref, UpstreamScheme)
+	if !isUpstreamRef(ref) {
+		return store.Root{}, refusef("upstream %q: want %sMOUNT[?issuer=NAME] or %sHOST:PORT?provisioner=NAME&fingerprint=HEX", ref, UpstreamScheme, StepCAScheme)
 	}
 	if err := s.refuseSecondRoot(ctx, td); err != nil {
 		return store.Root{}, err
@@ -81,6 +100,14 @@ func (s *Service) initUpstreamRoot(ctx context.Context, actor Actor, td, ref str
 	}
 	if !chain[0].IsCA || chain[0].KeyUsage&x509.KeyUsageCertSign == 0 || (chain[0].MaxPathLen == 0 && chain[0].MaxPathLenZero) {
 		return store.Root{}, refusef("upstream %s: its issuer %q cannot issue cluster intermediates (not a CA with keyCertSign and path length >= 1)", ref, chain[0].Subject)
+	}
+	// Every CA above the issuer needs room for the CAs below it, the
+	// cluster intermediate included: a root with path length 1 over an
+	// issuing intermediate (as `step ca init` makes them) has none.
+	for i, c := range chain[1:] {
+		if c.MaxPathLen >= 0 && (c.MaxPathLen > 0 || c.MaxPathLenZero) && c.MaxPathLen < i+2 {
+			return store.Root{}, refusef("upstream %s: %q has path length %d, but %d CAs would be below it with a cluster intermediate: its chain cannot hold cluster intermediates", ref, c.Subject, c.MaxPathLen, i+2)
+		}
 	}
 	root := store.Root{
 		ID: RootID(chain[len(chain)-1]), TrustDomain: td, State: store.RootActive, KeyRef: ref,
@@ -101,7 +128,15 @@ func (s *Service) signUpstream(ctx context.Context, root store.Root, req Interme
 	if err != nil {
 		return nil, err
 	}
-	chain, err := up.SignIntermediate(ctx, req.CSR, req.Cluster, ttl)
+	constrain := req.TrustDomainConstraint || policy.TrustDomainConstraint
+	var chain []*x509.Certificate
+	if cu, ok := up.(ConstrainingUpstream); ok && constrain {
+		chain, err = cu.SignConstrainedIntermediate(ctx, req.CSR, req.Cluster, req.TrustDomain, ttl)
+	} else if constrain {
+		return nil, refusef("the trust-domain name constraint is not available with the upstream %s", root.KeyRef)
+	} else {
+		chain, err = up.SignIntermediate(ctx, req.CSR, req.Cluster, ttl)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +147,9 @@ func (s *Service) signUpstream(ctx context.Context, root store.Root, req Interme
 	pub, _ := c.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	if !c.IsCA || c.MaxPathLen != 0 || !c.MaxPathLenZero || c.KeyUsage&x509.KeyUsageCertSign == 0 || pub == nil || !pub.Equal(req.CSR.PublicKey) {
 		return nil, fmt.Errorf("upstream %s returned a certificate outside the intermediate profile (CA, pathlen 0, keyCertSign, the CSR's key): refusing it", root.KeyRef)
+	}
+	if constrain && !trustDomainConstrained(c, req.TrustDomain) {
+		return nil, fmt.Errorf("upstream %s returned an intermediate without the trust-domain name constraint asked for (critical, permitting %s and excluding .%s): refusing it", root.KeyRef, req.TrustDomain, req.TrustDomain)
 	}
 	stored, err := ParseCerts(root.ChainPEM)
 	if err != nil {
@@ -124,4 +162,11 @@ func (s *Service) signUpstream(ctx context.Context, root store.Root, req Interme
 		return nil, fmt.Errorf("upstream %s: the returned chain does not verify: %w", root.KeyRef, err)
 	}
 	return chain, nil
+}
+
+// trustDomainConstrained reports whether c carries exactly the name
+// constraint SignIntermediate writes for trust domain td.
+func trustDomainConstrained(c *x509.Certificate, td string) bool {
+	return c.PermittedDNSDomainsCritical && slices.Equal(c.PermittedURIDomains, []string{td}) &&
+		slices.Equal(c.ExcludedURIDomains, []string{"." + td})
 }

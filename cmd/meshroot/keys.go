@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/meshroot/meshroot/ca"
@@ -29,6 +30,17 @@ type keysConfig struct {
 	Create string `yaml:"create"`
 	// Vault is the connection for vault-transit keys and the vault-pki upstream.
 	Vault vaultConfig `yaml:"vault"`
+	// StepCA is the provisioner key for step-ca upstreams.
+	StepCA stepCAConfig `yaml:"stepCA"`
+}
+
+// stepCAConfig is the JWK provisioner keys meshroot signs step-ca's
+// one-time tokens with (the upstream reference names the provisioners):
+// the cluster intermediates' and the server CA's.
+type stepCAConfig struct {
+	KeyFile       string `yaml:"keyFile"`
+	ServerKeyFile string `yaml:"serverKeyFile"`
+	PasswordFile  string `yaml:"passwordFile"`
 }
 
 // vaultConfig is how meshroot reaches and logs in to Vault.
@@ -73,15 +85,24 @@ func keyManager(_ context.Context, cfg keysConfig, dataDir string, pass []byte, 
 }
 
 // upstreamOpener opens vault-pki://MOUNT[?issuer=NAME] with the Vault
-// connection in cfg.
+// connection in cfg, and step-ca://HOST:PORT?provisioner=NAME&fingerprint=HEX
+// with the provisioner key in cfg.
 func upstreamOpener(cfg keysConfig) ca.UpstreamOpener {
 	var mu sync.Mutex
-	open := map[string]*vaultpki.Upstream{}
+	open := map[string]ca.Upstream{}
 	return func(ctx context.Context, ref string) (ca.Upstream, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if u, ok := open[ref]; ok {
 			return u, nil
+		}
+		if strings.HasPrefix(ref, ca.StepCAScheme) {
+			up, err := openStepCA(ctx, cfg.StepCA, ref)
+			if err != nil {
+				return nil, err
+			}
+			open[ref] = up
+			return up, nil
 		}
 		if cfg.Vault.Address == "" {
 			return nil, usageError{fmt.Errorf("the signing authority %s is in Vault PKI: configure Vault (--vault-addr and --vault-token-file, or keys.vault in the config)", ref)}

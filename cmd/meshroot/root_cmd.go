@@ -65,6 +65,9 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.keys.Vault.JWTFile, "vault-jwt-file", "/var/run/secrets/kubernetes.io/serviceaccount/token", "service-account token for --vault-auth kubernetes")
 	pf.StringVar(&g.remote, "server", "", "`HOST:PORT` of a server's remote admin listener (adminListen): the CLI talks to it over mTLS with --admin-cert instead of the admin socket (env MESHROOT_SERVER)")
 	pf.StringVar(&g.adminCert, "admin-cert", "", "the `DIR` that meshroot admin cert issue --out wrote (cert.pem, key.pem, trust-bundle.pem), for --server (env MESHROOT_ADMIN_CERT)")
+	pf.StringVar(&g.keys.StepCA.KeyFile, "step-ca-key-file", "", "step-ca upstream: the JWK provisioner's private key (PEM)")
+	pf.StringVar(&g.keys.StepCA.ServerKeyFile, "step-ca-server-key-file", "", "step-ca upstream: the server CA provisioner's private key (PEM)")
+	pf.StringVar(&g.keys.StepCA.PasswordFile, "step-ca-password-file", "", "step-ca upstream: file holding the password of the provisioner key")
 	pf.StringVar(&g.socket, "socket", defaultSocket(), "the server's admin socket; the CLI talks to the server through it unless --data-dir is given (env MESHROOT_SOCKET)")
 
 	cmd.AddCommand(

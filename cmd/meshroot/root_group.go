@@ -88,7 +88,7 @@ func newRootInitCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&td, "trust-domain", "", "SPIFFE trust domain the root anchors, e.g. example.org (required)")
 	cmd.Flags().StringVar(&keyType, "key-type", string(keys.DefaultKeyType), "root key type: ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096")
 	cmd.Flags().DurationVar(&ttl, "ttl", ca.DefaultRootTTL, "root lifetime")
-	cmd.Flags().StringVar(&upstream, "upstream", "", "make Vault PKI the signing authority instead of a root key: vault-pki://MOUNT[?issuer=NAME]")
+	cmd.Flags().StringVar(&upstream, "upstream", "", "make Vault PKI or step-ca the signing authority instead of a root key: vault-pki://MOUNT[?issuer=NAME] or step-ca://HOST:PORT?provisioner=NAME&fingerprint=HEX")
 	return cmd
 }
 
@@ -192,7 +192,7 @@ func newRootListCmd(g *globals) *cobra.Command {
 	}
 }
 
-// initUpstream makes an upstream CA (Vault PKI) the signing authority of a
+// initUpstream makes an upstream CA (Vault PKI, step-ca) the signing authority of a
 // data dir.
 func initUpstream(cmd *cobra.Command, g *globals, td, upstream string) error {
 	format, err := g.outputFormat(tableJSON.formats...)

@@ -486,6 +486,9 @@ func mergeKeys(cfg *keysConfig, flags keysConfig, pf *pflag.FlagSet) {
 		{"vault-secret-id-file", &cfg.Vault.SecretIDFile, flags.Vault.SecretIDFile},
 		{"vault-role", &cfg.Vault.Role, flags.Vault.Role},
 		{"vault-jwt-file", &cfg.Vault.JWTFile, flags.Vault.JWTFile},
+		{"step-ca-key-file", &cfg.StepCA.KeyFile, flags.StepCA.KeyFile},
+		{"step-ca-server-key-file", &cfg.StepCA.ServerKeyFile, flags.StepCA.ServerKeyFile},
+		{"step-ca-password-file", &cfg.StepCA.PasswordFile, flags.StepCA.PasswordFile},
 	} {
 		if pf.Changed(f.flag) || *f.dst == "" {
 			*f.dst = f.value

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the heavy test binaries (real components the end-to-end tests run)
 # once per machine into a cache that survives between runs, keyed by version.
-# Usage: test/tools/build.sh [kube-apiserver|spire|vault|istiosigner|istiod] ...
+# Usage: test/tools/build.sh [kube-apiserver|spire|vault|istiosigner|istiod|step-ca] ...
 # (no argument: kube-apiserver, spire and vault).
 # Prints the bin folder on stdout's last line (istiosigner and istiod also
 # print "istiosigner PATH" / "istiod PATH" on a line of their own before it).
@@ -100,6 +100,21 @@ build_istiod() {
   echo "istiod $out/pilot-discovery"
 }
 
+build_stepca() {
+  # smallstep's step-ca, a peer for signing comparisons and the step-ca
+  # upstream's test server. Without cgo: with it, step-ca needs libpcsclite.
+  # Its setup (ca.json, certificates, JWK provisioner) is written by the
+  # tests themselves, so the step CLI is not built.
+  local v=v0.30.2
+  local out="$cache/bin/step-ca-$v"
+  if [ -x "$out/step-ca" ]; then return 0; fi
+  echo "building step-ca $v into $out (cold: see docs/performance.md)" >&2
+  mkdir -p "$out.tmp"
+  (cd "$here/stepca" &&
+    CGO_ENABLED=0 go build -ldflags "-s -w" -o "$out.tmp/step-ca" github.com/smallstep/certificates/cmd/step-ca >&2)
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(kube-apiserver spire vault)
 for t in "${targets[@]}"; do
@@ -109,6 +124,7 @@ for t in "${targets[@]}"; do
     vault) locked vault build_vault ;;
     istiosigner) locked istiosigner build_istiosigner ;;
     istiod) locked istiod build_istiod ;;
+    step-ca) locked step-ca build_stepca ;;
     *) echo "unknown tool $t" >&2; exit 2 ;;
   esac
 done

@@ -2,7 +2,9 @@
 // authentication, N concurrent agents each on its own connection) against
 // the in-process rate of the same operation (ca.Service.IssueIntermediate:
 // CSR check, policy, signing, the store write and audit row) and the bare
-// signature (ca.Authority.SignIntermediate), all in one run on this machine.
+// signature (ca.Authority.SignIntermediate), and against a real step-ca
+// signing the same CSR (JWK one-time tokens minted by the load generator,
+// TLS), all in one run on this machine.
 //
 //	go run ./test/bench/grpcsign -c 64 -d 10s
 package main
@@ -38,11 +40,15 @@ import (
 // profile, when set, receives a CPU profile of the gRPC phase.
 var profile string
 
+// withStepCA adds the step-ca row.
+var withStepCA bool
+
 func main() {
 	conc := flag.Int("c", 64, "concurrent callers")
 	dur := flag.Duration("d", 10*time.Second, "duration of each measurement")
 	keyType := flag.String("root", "ec-p256", "root key type")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the gRPC phase to this file")
+	flag.BoolVar(&withStepCA, "stepca", true, "add the step-ca row (builds step-ca into the tool cache when missing)")
 	flag.Parse()
 	profile = *cpuProfile
 	if err := run(*conc, *dur, keys.KeyType(*keyType)); err != nil {
@@ -221,14 +227,29 @@ func run(conc int, d time.Duration, kt keys.KeyType) error {
 		return err
 	})
 
+	pprof.StopCPUProfile()
+	rows := []result{sign, service, grpcRes}
+	var step result
+	if withStepCA {
+		if step, err = measureStepCA(conc, d, csrDER); err != nil {
+			return fmt.Errorf("step-ca row: %w", err)
+		}
+		rows = append(rows, step)
+	}
+
 	fmt.Printf("root %s, %d concurrent callers, %s each, GOMAXPROCS=%d\n\n", kt, conc, d, runtimeProcs())
 	fmt.Printf("%-40s %10s %9s %9s %10s %7s\n", "path", "calls/s", "p50", "p99", "CPU/call", "errors")
-	for _, r := range []result{sign, service, grpcRes} {
+	for _, r := range rows {
 		fmt.Printf("%-40s %10.0f %9s %9s %10s %7d\n", r.name, r.rate(), r.pct(0.50).Round(10*time.Microsecond),
 			r.pct(0.99).Round(10*time.Microsecond), r.cpuPerOp.Round(time.Microsecond), r.errors)
 	}
 	fmt.Printf("\ngRPC vs in-process service: %.0f%%   (target >= 70%%)\n", 100*grpcRes.rate()/service.rate())
 	fmt.Printf("gRPC vs bare signing:       %.0f%%\n", 100*grpcRes.rate()/sign.rate())
 	fmt.Printf("gRPC p99 at %d concurrent:  %s   (target < 50ms)\n", conc, grpcRes.pct(0.99).Round(10*time.Microsecond))
+	if withStepCA && step.calls > 0 {
+		fmt.Printf("gRPC vs step-ca:            %.2fx  (target >= 5x; p99 %s vs %s; CPU/call %s vs %s)\n", grpcRes.rate()/step.rate(),
+			grpcRes.pct(0.99).Round(10*time.Microsecond), step.pct(0.99).Round(10*time.Microsecond),
+			grpcRes.cpuPerOp.Round(time.Microsecond), step.cpuPerOp.Round(time.Microsecond))
+	}
 	return nil
 }
