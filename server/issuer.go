@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+	"github.com/meshroot/meshroot/api/wire"
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/server/authn"
 )
@@ -174,7 +175,7 @@ func (s *IssuerServer) ReportStatus(ctx context.Context, req *meshrootv1.ReportS
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
-	if err := s.svc.ReportStatus(ctx, id.Cluster, req.GetBundleSequence(), req.GetIntermediateSerial()); err != nil {
+	if err := s.svc.ReportIstiod(ctx, id.Cluster, req.GetBundleSequence(), req.GetIntermediateSerial(), wire.IstiodFromReport(req)); err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
 	return &meshrootv1.ReportStatusResponse{}, nil

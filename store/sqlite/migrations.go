@@ -162,6 +162,15 @@ ALTER TABLE clusters ADD COLUMN permit_dns TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE clusters ADD COLUMN permit_ips TEXT NOT NULL DEFAULT '[]';
 `,
 	},
+	{
+		// istiod_status: store.IstiodStatus as JSON ('' when never
+		// reported); gate: the operator's rotation gate ('' = default).
+		name: "cluster istiod confirmation and gate",
+		sql: `
+ALTER TABLE clusters ADD COLUMN istiod_status TEXT NOT NULL DEFAULT '';
+ALTER TABLE clusters ADD COLUMN gate TEXT NOT NULL DEFAULT '';
+`,
+	},
 }
 
 // migrate brings the schema of db up to the last version in steps (Open

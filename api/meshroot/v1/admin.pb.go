@@ -2706,6 +2706,95 @@ func (x *PolicyResponse) GetChanged() bool {
 	return false
 }
 
+type SetClusterGateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Gate is secret, istiod, or "" for the default.
+	Gate          string `protobuf:"bytes,2,opt,name=gate,proto3" json:"gate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterGateRequest) Reset() {
+	*x = SetClusterGateRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterGateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterGateRequest) ProtoMessage() {}
+
+func (x *SetClusterGateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterGateRequest.ProtoReflect.Descriptor instead.
+func (*SetClusterGateRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *SetClusterGateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetClusterGateRequest) GetGate() string {
+	if x != nil {
+		return x.Gate
+	}
+	return ""
+}
+
+type SetClusterGateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterGateResponse) Reset() {
+	*x = SetClusterGateResponse{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterGateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterGateResponse) ProtoMessage() {}
+
+func (x *SetClusterGateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterGateResponse.ProtoReflect.Descriptor instead.
+func (*SetClusterGateResponse) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
 var File_meshroot_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshroot_v1_admin_proto_rawDesc = "" +
@@ -2904,7 +2993,11 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\vpolicy_json\x18\x01 \x01(\fR\n" +
 	"policyJson\x12\x16\n" +
 	"\x06stored\x18\x02 \x01(\bR\x06stored\x12\x18\n" +
-	"\achanged\x18\x03 \x01(\bR\achanged2\xaa\x10\n" +
+	"\achanged\x18\x03 \x01(\bR\achanged\"?\n" +
+	"\x15SetClusterGateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04gate\x18\x02 \x01(\tR\x04gate\"\x18\n" +
+	"\x16SetClusterGateResponse2\x85\x11\n" +
 	"\x05Admin\x12;\n" +
 	"\bInitRoot\x12\x1c.meshroot.v1.InitRootRequest\x1a\x11.meshroot.v1.Root\x12J\n" +
 	"\tListRoots\x12\x1d.meshroot.v1.ListRootsRequest\x1a\x1e.meshroot.v1.ListRootsResponse\x12A\n" +
@@ -2934,7 +3027,8 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\vShowCluster\x12\x1f.meshroot.v1.ShowClusterRequest\x1a\x1a.meshroot.v1.ClusterDetail\x12P\n" +
 	"\vAnchorAudit\x12\x1f.meshroot.v1.AnchorAuditRequest\x1a .meshroot.v1.AnchorAuditResponse\x12G\n" +
 	"\tGetPolicy\x12\x1d.meshroot.v1.GetPolicyRequest\x1a\x1b.meshroot.v1.PolicyResponse\x12G\n" +
-	"\tSetPolicy\x12\x1d.meshroot.v1.SetPolicyRequest\x1a\x1b.meshroot.v1.PolicyResponseB9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
+	"\tSetPolicy\x12\x1d.meshroot.v1.SetPolicyRequest\x1a\x1b.meshroot.v1.PolicyResponse\x12Y\n" +
+	"\x0eSetClusterGate\x12\".meshroot.v1.SetClusterGateRequest\x1a#.meshroot.v1.SetClusterGateResponseB9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
 
 var (
 	file_meshroot_v1_admin_proto_rawDescOnce sync.Once
@@ -2948,7 +3042,7 @@ func file_meshroot_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_admin_proto_rawDescData
 }
 
-var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*FederationPeer)(nil),            // 0: meshroot.v1.FederationPeer
 	(*AddFederationRequest)(nil),      // 1: meshroot.v1.AddFederationRequest
@@ -2996,39 +3090,41 @@ var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*GetPolicyRequest)(nil),          // 43: meshroot.v1.GetPolicyRequest
 	(*SetPolicyRequest)(nil),          // 44: meshroot.v1.SetPolicyRequest
 	(*PolicyResponse)(nil),            // 45: meshroot.v1.PolicyResponse
-	(*timestamppb.Timestamp)(nil),     // 46: google.protobuf.Timestamp
-	(*GetTrustBundleRequest)(nil),     // 47: meshroot.v1.GetTrustBundleRequest
-	(*SignIntermediateResponse)(nil),  // 48: meshroot.v1.SignIntermediateResponse
-	(*TrustBundle)(nil),               // 49: meshroot.v1.TrustBundle
+	(*SetClusterGateRequest)(nil),     // 46: meshroot.v1.SetClusterGateRequest
+	(*SetClusterGateResponse)(nil),    // 47: meshroot.v1.SetClusterGateResponse
+	(*timestamppb.Timestamp)(nil),     // 48: google.protobuf.Timestamp
+	(*GetTrustBundleRequest)(nil),     // 49: meshroot.v1.GetTrustBundleRequest
+	(*SignIntermediateResponse)(nil),  // 50: meshroot.v1.SignIntermediateResponse
+	(*TrustBundle)(nil),               // 51: meshroot.v1.TrustBundle
 }
 var file_meshroot_v1_admin_proto_depIdxs = []int32{
-	46, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
-	46, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
-	46, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
-	46, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
-	46, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
+	48, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
+	48, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
+	48, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
+	48, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
+	48, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
 	0,  // 5: meshroot.v1.ListFederationResponse.peers:type_name -> meshroot.v1.FederationPeer
-	46, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
-	46, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
+	48, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
+	48, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
 	11, // 8: meshroot.v1.PhaseResult.blockers:type_name -> meshroot.v1.Blocker
-	46, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
-	46, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
+	48, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	48, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
 	7,  // 11: meshroot.v1.RotationStatusResponse.roots:type_name -> meshroot.v1.Root
 	15, // 12: meshroot.v1.RotationStatusResponse.clusters:type_name -> meshroot.v1.ClusterRotationStatus
 	11, // 13: meshroot.v1.RotationStatusResponse.blockers:type_name -> meshroot.v1.Blocker
 	7,  // 14: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
-	46, // 15: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
-	46, // 16: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	48, // 15: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
+	48, // 16: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
 	19, // 17: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
 	20, // 18: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
 	19, // 19: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
 	21, // 20: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
-	46, // 21: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
-	46, // 22: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
+	48, // 21: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
+	48, // 22: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
 	28, // 23: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
-	46, // 24: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	48, // 24: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
 	32, // 25: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
-	46, // 26: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	48, // 26: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	21, // 27: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
 	28, // 28: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
 	8,  // 29: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
@@ -3045,7 +3141,7 @@ var file_meshroot_v1_admin_proto_depIdxs = []int32{
 	27, // 40: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
 	29, // 41: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
 	31, // 42: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
-	47, // 43: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	49, // 43: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
 	33, // 44: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
 	35, // 45: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
 	37, // 46: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
@@ -3057,34 +3153,36 @@ var file_meshroot_v1_admin_proto_depIdxs = []int32{
 	41, // 52: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
 	43, // 53: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
 	44, // 54: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
-	7,  // 55: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
-	18, // 56: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
-	7,  // 57: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
-	12, // 58: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 59: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 60: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 61: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
-	16, // 62: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
-	21, // 63: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
-	24, // 64: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
-	26, // 65: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
-	48, // 66: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	30, // 67: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
-	28, // 68: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
-	49, // 69: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	34, // 70: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
-	36, // 71: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
-	38, // 72: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
-	0,  // 73: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
-	3,  // 74: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
-	5,  // 75: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
-	0,  // 76: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
-	40, // 77: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
-	42, // 78: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
-	45, // 79: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
-	45, // 80: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
-	55, // [55:81] is the sub-list for method output_type
-	29, // [29:55] is the sub-list for method input_type
+	46, // 55: meshroot.v1.Admin.SetClusterGate:input_type -> meshroot.v1.SetClusterGateRequest
+	7,  // 56: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
+	18, // 57: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
+	7,  // 58: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
+	12, // 59: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 60: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 61: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 62: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
+	16, // 63: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
+	21, // 64: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
+	24, // 65: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
+	26, // 66: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
+	50, // 67: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	30, // 68: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
+	28, // 69: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
+	51, // 70: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	34, // 71: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
+	36, // 72: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
+	38, // 73: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
+	0,  // 74: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
+	3,  // 75: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
+	5,  // 76: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
+	0,  // 77: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
+	40, // 78: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
+	42, // 79: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
+	45, // 80: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
+	45, // 81: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
+	47, // 82: meshroot.v1.Admin.SetClusterGate:output_type -> meshroot.v1.SetClusterGateResponse
+	56, // [56:83] is the sub-list for method output_type
+	29, // [29:56] is the sub-list for method input_type
 	29, // [29:29] is the sub-list for extension type_name
 	29, // [29:29] is the sub-list for extension extendee
 	0,  // [0:29] is the sub-list for field type_name
@@ -3102,7 +3200,7 @@ func file_meshroot_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_admin_proto_rawDesc), len(file_meshroot_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   46,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,6 +45,7 @@ const (
 	Admin_AnchorAudit_FullMethodName        = "/meshroot.v1.Admin/AnchorAudit"
 	Admin_GetPolicy_FullMethodName          = "/meshroot.v1.Admin/GetPolicy"
 	Admin_SetPolicy_FullMethodName          = "/meshroot.v1.Admin/SetPolicy"
+	Admin_SetClusterGate_FullMethodName     = "/meshroot.v1.Admin/SetClusterGate"
 )
 
 // AdminClient is the client API for Admin service.
@@ -97,6 +98,8 @@ type AdminClient interface {
 	// GetPolicy and SetPolicy read and replace the stored intermediate policy.
 	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*PolicyResponse, error)
 	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*PolicyResponse, error)
+	// SetClusterGate marks what makes a cluster ready for a rotation phase.
+	SetClusterGate(ctx context.Context, in *SetClusterGateRequest, opts ...grpc.CallOption) (*SetClusterGateResponse, error)
 }
 
 type adminClient struct {
@@ -367,6 +370,16 @@ func (c *adminClient) SetPolicy(ctx context.Context, in *SetPolicyRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) SetClusterGate(ctx context.Context, in *SetClusterGateRequest, opts ...grpc.CallOption) (*SetClusterGateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetClusterGateResponse)
+	err := c.cc.Invoke(ctx, Admin_SetClusterGate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -417,6 +430,8 @@ type AdminServer interface {
 	// GetPolicy and SetPolicy read and replace the stored intermediate policy.
 	GetPolicy(context.Context, *GetPolicyRequest) (*PolicyResponse, error)
 	SetPolicy(context.Context, *SetPolicyRequest) (*PolicyResponse, error)
+	// SetClusterGate marks what makes a cluster ready for a rotation phase.
+	SetClusterGate(context.Context, *SetClusterGateRequest) (*SetClusterGateResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -504,6 +519,9 @@ func (UnimplementedAdminServer) GetPolicy(context.Context, *GetPolicyRequest) (*
 }
 func (UnimplementedAdminServer) SetPolicy(context.Context, *SetPolicyRequest) (*PolicyResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetPolicy not implemented")
+}
+func (UnimplementedAdminServer) SetClusterGate(context.Context, *SetClusterGateRequest) (*SetClusterGateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetClusterGate not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -994,6 +1012,24 @@ func _Admin_SetPolicy_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_SetClusterGate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetClusterGateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetClusterGate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetClusterGate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetClusterGate(ctx, req.(*SetClusterGateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1104,6 +1140,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetPolicy",
 			Handler:    _Admin_SetPolicy_Handler,
+		},
+		{
+			MethodName: "SetClusterGate",
+			Handler:    _Admin_SetClusterGate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
