@@ -983,8 +983,19 @@ type ClusterRotationStatus struct {
 	IntermediateNotAfter  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=intermediate_not_after,json=intermediateNotAfter,proto3" json:"intermediate_not_after,omitempty"`
 	LastContact           *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
 	Blockers              []string               `protobuf:"bytes,7,rep,name=blockers,proto3" json:"blockers,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Gate in force (secret or istiod) and what istiod was confirmed to
+	// serve (see ReportStatusRequest's istiod fields).
+	Gate                 string                 `protobuf:"bytes,8,opt,name=gate,proto3" json:"gate,omitempty"`
+	IstiodState          string                 `protobuf:"bytes,9,opt,name=istiod_state,json=istiodState,proto3" json:"istiod_state,omitempty"`
+	IstiodBundleSequence uint64                 `protobuf:"varint,10,opt,name=istiod_bundle_sequence,json=istiodBundleSequence,proto3" json:"istiod_bundle_sequence,omitempty"`
+	IstiodSerial         string                 `protobuf:"bytes,11,opt,name=istiod_serial,json=istiodSerial,proto3" json:"istiod_serial,omitempty"`
+	IstiodProbed         bool                   `protobuf:"varint,12,opt,name=istiod_probed,json=istiodProbed,proto3" json:"istiod_probed,omitempty"`
+	IstiodRoots          []string               `protobuf:"bytes,13,rep,name=istiod_roots,json=istiodRoots,proto3" json:"istiod_roots,omitempty"`
+	IstiodSince          *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=istiod_since,json=istiodSince,proto3" json:"istiod_since,omitempty"`
+	IstiodStaleSince     *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=istiod_stale_since,json=istiodStaleSince,proto3" json:"istiod_stale_since,omitempty"`
+	IstiodDetail         string                 `protobuf:"bytes,16,opt,name=istiod_detail,json=istiodDetail,proto3" json:"istiod_detail,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ClusterRotationStatus) Reset() {
@@ -1064,6 +1075,69 @@ func (x *ClusterRotationStatus) GetBlockers() []string {
 		return x.Blockers
 	}
 	return nil
+}
+
+func (x *ClusterRotationStatus) GetGate() string {
+	if x != nil {
+		return x.Gate
+	}
+	return ""
+}
+
+func (x *ClusterRotationStatus) GetIstiodState() string {
+	if x != nil {
+		return x.IstiodState
+	}
+	return ""
+}
+
+func (x *ClusterRotationStatus) GetIstiodBundleSequence() uint64 {
+	if x != nil {
+		return x.IstiodBundleSequence
+	}
+	return 0
+}
+
+func (x *ClusterRotationStatus) GetIstiodSerial() string {
+	if x != nil {
+		return x.IstiodSerial
+	}
+	return ""
+}
+
+func (x *ClusterRotationStatus) GetIstiodProbed() bool {
+	if x != nil {
+		return x.IstiodProbed
+	}
+	return false
+}
+
+func (x *ClusterRotationStatus) GetIstiodRoots() []string {
+	if x != nil {
+		return x.IstiodRoots
+	}
+	return nil
+}
+
+func (x *ClusterRotationStatus) GetIstiodSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IstiodSince
+	}
+	return nil
+}
+
+func (x *ClusterRotationStatus) GetIstiodStaleSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IstiodStaleSince
+	}
+	return nil
+}
+
+func (x *ClusterRotationStatus) GetIstiodDetail() string {
+	if x != nil {
+		return x.IstiodDetail
+	}
+	return ""
 }
 
 type RotationStatusResponse struct {
@@ -2872,7 +2946,7 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\bkey_type\x18\x03 \x01(\tR\akeyType\x12\x17\n" +
 	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"R\n" +
 	"\x15RotationStatusRequest\x129\n" +
-	"\x19workload_cert_ttl_seconds\x18\x01 \x01(\x03R\x16workloadCertTtlSeconds\"\xf4\x02\n" +
+	"\x19workload_cert_ttl_seconds\x18\x01 \x01(\x03R\x16workloadCertTtlSeconds\"\xfc\x05\n" +
 	"\x15ClusterRotationStatus\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x126\n" +
 	"\x17bundle_sequence_applied\x18\x02 \x01(\x04R\x15bundleSequenceApplied\x12/\n" +
@@ -2880,7 +2954,17 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x11intermediate_root\x18\x04 \x01(\tR\x10intermediateRoot\x12P\n" +
 	"\x16intermediate_not_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x14intermediateNotAfter\x12=\n" +
 	"\flast_contact\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12\x1a\n" +
-	"\bblockers\x18\a \x03(\tR\bblockers\"\xfb\x01\n" +
+	"\bblockers\x18\a \x03(\tR\bblockers\x12\x12\n" +
+	"\x04gate\x18\b \x01(\tR\x04gate\x12!\n" +
+	"\fistiod_state\x18\t \x01(\tR\vistiodState\x124\n" +
+	"\x16istiod_bundle_sequence\x18\n" +
+	" \x01(\x04R\x14istiodBundleSequence\x12#\n" +
+	"\ristiod_serial\x18\v \x01(\tR\fistiodSerial\x12#\n" +
+	"\ristiod_probed\x18\f \x01(\bR\fistiodProbed\x12!\n" +
+	"\fistiod_roots\x18\r \x03(\tR\vistiodRoots\x12=\n" +
+	"\fistiod_since\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vistiodSince\x12H\n" +
+	"\x12istiod_stale_since\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x10istiodStaleSince\x12#\n" +
+	"\ristiod_detail\x18\x10 \x01(\tR\fistiodDetail\"\xfb\x01\n" +
 	"\x16RotationStatusResponse\x12'\n" +
 	"\x05roots\x18\x01 \x03(\v2\x11.meshroot.v1.RootR\x05roots\x12'\n" +
 	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12\x1d\n" +
@@ -3109,83 +3193,85 @@ var file_meshroot_v1_admin_proto_depIdxs = []int32{
 	11, // 8: meshroot.v1.PhaseResult.blockers:type_name -> meshroot.v1.Blocker
 	48, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
 	48, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
-	7,  // 11: meshroot.v1.RotationStatusResponse.roots:type_name -> meshroot.v1.Root
-	15, // 12: meshroot.v1.RotationStatusResponse.clusters:type_name -> meshroot.v1.ClusterRotationStatus
-	11, // 13: meshroot.v1.RotationStatusResponse.blockers:type_name -> meshroot.v1.Blocker
-	7,  // 14: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
-	48, // 15: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
-	48, // 16: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
-	19, // 17: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
-	20, // 18: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
-	19, // 19: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
-	21, // 20: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
-	48, // 21: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
-	48, // 22: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
-	28, // 23: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
-	48, // 24: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	32, // 25: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
-	48, // 26: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 27: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
-	28, // 28: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
-	8,  // 29: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
-	17, // 30: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
-	9,  // 31: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
-	10, // 32: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 33: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 34: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
-	13, // 35: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
-	14, // 36: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
-	22, // 37: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
-	23, // 38: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
-	25, // 39: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
-	27, // 40: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
-	29, // 41: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
-	31, // 42: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
-	49, // 43: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	33, // 44: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
-	35, // 45: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
-	37, // 46: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
-	1,  // 47: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
-	2,  // 48: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
-	4,  // 49: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
-	6,  // 50: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
-	39, // 51: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
-	41, // 52: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
-	43, // 53: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
-	44, // 54: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
-	46, // 55: meshroot.v1.Admin.SetClusterGate:input_type -> meshroot.v1.SetClusterGateRequest
-	7,  // 56: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
-	18, // 57: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
-	7,  // 58: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
-	12, // 59: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 60: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 61: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 62: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
-	16, // 63: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
-	21, // 64: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
-	24, // 65: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
-	26, // 66: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
-	50, // 67: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	30, // 68: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
-	28, // 69: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
-	51, // 70: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	34, // 71: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
-	36, // 72: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
-	38, // 73: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
-	0,  // 74: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
-	3,  // 75: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
-	5,  // 76: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
-	0,  // 77: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
-	40, // 78: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
-	42, // 79: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
-	45, // 80: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
-	45, // 81: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
-	47, // 82: meshroot.v1.Admin.SetClusterGate:output_type -> meshroot.v1.SetClusterGateResponse
-	56, // [56:83] is the sub-list for method output_type
-	29, // [29:56] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	48, // 11: meshroot.v1.ClusterRotationStatus.istiod_since:type_name -> google.protobuf.Timestamp
+	48, // 12: meshroot.v1.ClusterRotationStatus.istiod_stale_since:type_name -> google.protobuf.Timestamp
+	7,  // 13: meshroot.v1.RotationStatusResponse.roots:type_name -> meshroot.v1.Root
+	15, // 14: meshroot.v1.RotationStatusResponse.clusters:type_name -> meshroot.v1.ClusterRotationStatus
+	11, // 15: meshroot.v1.RotationStatusResponse.blockers:type_name -> meshroot.v1.Blocker
+	7,  // 16: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
+	48, // 17: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
+	48, // 18: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	19, // 19: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
+	20, // 20: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
+	19, // 21: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
+	21, // 22: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
+	48, // 23: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
+	48, // 24: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
+	28, // 25: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
+	48, // 26: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	32, // 27: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
+	48, // 28: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 29: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
+	28, // 30: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
+	8,  // 31: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
+	17, // 32: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
+	9,  // 33: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
+	10, // 34: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 35: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 36: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
+	13, // 37: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
+	14, // 38: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
+	22, // 39: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
+	23, // 40: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
+	25, // 41: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
+	27, // 42: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
+	29, // 43: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
+	31, // 44: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
+	49, // 45: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	33, // 46: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
+	35, // 47: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
+	37, // 48: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
+	1,  // 49: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
+	2,  // 50: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
+	4,  // 51: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
+	6,  // 52: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
+	39, // 53: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
+	41, // 54: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
+	43, // 55: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
+	44, // 56: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
+	46, // 57: meshroot.v1.Admin.SetClusterGate:input_type -> meshroot.v1.SetClusterGateRequest
+	7,  // 58: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
+	18, // 59: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
+	7,  // 60: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
+	12, // 61: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 62: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 63: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 64: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
+	16, // 65: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
+	21, // 66: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
+	24, // 67: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
+	26, // 68: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
+	50, // 69: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	30, // 70: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
+	28, // 71: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
+	51, // 72: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	34, // 73: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
+	36, // 74: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
+	38, // 75: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
+	0,  // 76: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
+	3,  // 77: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
+	5,  // 78: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
+	0,  // 79: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
+	40, // 80: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
+	42, // 81: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
+	45, // 82: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
+	45, // 83: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
+	47, // 84: meshroot.v1.Admin.SetClusterGate:output_type -> meshroot.v1.SetClusterGateResponse
+	58, // [58:85] is the sub-list for method output_type
+	31, // [31:58] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_meshroot_v1_admin_proto_init() }
