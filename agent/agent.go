@@ -50,6 +50,9 @@ type Config struct {
 	// IstiodStaleAfter is how long istiod may take to serve a new cacerts
 	// before the agent reports it stale (DefaultIstiodStaleAfter when 0).
 	IstiodStaleAfter time.Duration
+	// Probe, when its Addr is set, confirms the intermediate istiod signs
+	// with by a probe CSR (probe.go).
+	Probe IstiodProbe
 	// Adopt lets the agent replace a cacerts Secret it did not create.
 	Adopt bool
 	// MeshConfig, when set, names the ConfigMap (in Secret.Namespace) whose

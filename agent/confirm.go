@@ -72,6 +72,8 @@ func (a *Agent) confirmIstiod(ctx context.Context, cur *Current, now time.Time) 
 	switch {
 	case err != nil:
 		st.State, st.Detail = store.IstiodUnconfirmed, err.Error()
+	case slices.Equal(seen, want) && a.cfg.Probe.Addr != "":
+		st = a.probed(ctx, cur, c, st, seen, seq, serial, now)
 	case slices.Equal(seen, want):
 		st = store.IstiodStatus{State: store.IstiodLoaded, BundleSequence: seq, Serial: serial, Roots: seen,
 			Detail: fmt.Sprintf("%s/%s holds the %d root(s) of the Secret", a.cfg.Secret.Namespace, RootCertConfigMap, len(seen))}
@@ -95,6 +97,29 @@ func (a *Agent) confirmIstiod(ctx context.Context, cur *Current, now time.Time) 
 	}
 	c.st = st
 	a.cfg.Metrics.istiodState(st)
+	return st
+}
+
+// probed completes a roots match with the probe CSR: loaded only when
+// istiod signs with the Secret's intermediate.
+func (a *Agent) probed(ctx context.Context, cur *Current, c *confirmState, st store.IstiodStatus, seen []string, seq uint64, serial string, now time.Time) store.IstiodStatus {
+	got, err := a.probeIstiod(ctx, cur)
+	if err == nil && got == serial {
+		st = store.IstiodStatus{State: store.IstiodLoaded, BundleSequence: seq, Serial: serial, Roots: seen, Probed: true,
+			Detail: fmt.Sprintf("istiod publishes the Secret's %d root(s) and signs with intermediate %s", len(seen), serial)}
+		c.lastLoaded = st
+		return st
+	}
+	st.State, st.Roots, st.Probed = store.IstiodPending, seen, true
+	if err != nil {
+		st.Detail = err.Error()
+	} else {
+		st.Detail = fmt.Sprintf("istiod signs with intermediate %s, the Secret holds %s", got, serial)
+	}
+	if stale := c.changedAt.Add(a.staleAfter()); !now.Before(stale) {
+		st.State, st.StaleSince = store.IstiodStale, stale
+		st.Detail += a.rollStale(ctx, c, now)
+	}
 	return st
 }
 

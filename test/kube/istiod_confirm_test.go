@@ -38,6 +38,7 @@ type istiodView struct {
 		BundleSequence uint64    `json:"bundle_sequence"`
 		Serial         string    `json:"serial"`
 		Roots          []string  `json:"roots"`
+		Probed         bool      `json:"probed"`
 		Since          time.Time `json:"since"`
 		StaleSince     time.Time `json:"stale_since"`
 		Detail         string    `json:"detail"`

@@ -168,14 +168,18 @@ func runIstiodRotation(t *testing.T, westLag time.Duration) {
 		s.mustAgentOnce(t, name, c.KubeconfigPath, []string{"MESHROOT_JOIN_TOKEN=" + s.joinToken(name)}, "--restart-istiod", "never")
 		d := istiodenv.Start(t, c, istiodenv.WithTrustDomain(trustDomain), istiodenv.WithMultiRoot())
 		createIstiodDeployment(t, c)
-		s.startAgent(t, name, c.KubeconfigPath, []string{"MESHROOT_JOIN_TOKEN=" + s.joinToken(name)}, "--restart-istiod", "auto")
+		c.EnsureServiceAccount(t, meshNS, agentSA) // the probe's token is for the agent's own service account
+		s.startAgent(t, name, c.KubeconfigPath, []string{"MESHROOT_JOIN_TOKEN=" + s.joinToken(name)}, "--restart-istiod", "auto",
+			"--istiod-probe", d.SecureGRPCAddr, "--istiod-probe-server-name", istiodenv.ServerName)
 		istiods[name], clusters[name], ws[name] = d, c, d.Workload(t, name, "app")
 	}
 	if westLag > 0 {
 		istiods["west"].SetSyncLag(westLag)
 	}
 	for name, c := range clusters {
-		waitIstiodLoaded(t, s, c, 1, 30*time.Second)
+		if v := waitIstiodLoaded(t, s, c, 1, 30*time.Second); !v.Istiod.Probed {
+			t.Errorf("%s: istiod confirmed without the probe: %+v", name, v.Istiod)
+		}
 		ws[name].WaitRoots(t, 30*time.Second)
 	}
 	oldID := certIDs(mustCACerts(t, clusters["east"]).roots)[0]
