@@ -33,8 +33,11 @@ const (
 	// cacerts before the agent reports it stale.
 	DefaultIstiodStaleAfter = 2 * time.Minute
 	// istiodRecheck is how soon the agent looks again while istiod has not
-	// confirmed.
-	istiodRecheck = 2 * time.Second
+	// caught up (pending or stale); unconfirmedRecheck while it cannot
+	// tell (no istiod, or no access): rarely, that is not going to change
+	// by itself soon.
+	istiodRecheck      = 2 * time.Second
+	unconfirmedRecheck = 30 * time.Second
 	// maxRootCertConfigMap bounds the root-cert.pem the agent parses.
 	maxRootCertConfigMap = 1 << 20
 )
@@ -190,10 +193,14 @@ func (a *Agent) staleAfter() time.Duration {
 func (a *Agent) istiodNext(next, now time.Time) time.Time {
 	a.istiodConf.mu.Lock()
 	defer a.istiodConf.mu.Unlock()
-	if s := a.istiodConf.st.State; s == store.IstiodLoaded || s == "" {
+	wait := istiodRecheck
+	switch a.istiodConf.st.State {
+	case store.IstiodLoaded, "":
 		return next
+	case store.IstiodUnconfirmed:
+		wait = unconfirmedRecheck
 	}
-	if retry := now.Add(istiodRecheck); retry.Before(next) {
+	if retry := now.Add(wait); retry.Before(next) {
 		return retry
 	}
 	return next
