@@ -47,6 +47,12 @@ type Config struct {
 	// Restart says when to roll istiod; IstiodDeployment names it (istiod).
 	Restart          RestartMode
 	IstiodDeployment string
+	// IstiodStaleAfter is how long istiod may take to serve a new cacerts
+	// before the agent reports it stale (DefaultIstiodStaleAfter when 0).
+	IstiodStaleAfter time.Duration
+	// Probe, when its Addr is set, confirms the intermediate istiod signs
+	// with by a probe CSR (probe.go).
+	Probe IstiodProbe
 	// Adopt lets the agent replace a cacerts Secret it did not create.
 	Adopt bool
 	// MeshConfig, when set, names the ConfigMap (in Secret.Namespace) whose
@@ -71,6 +77,8 @@ type Agent struct {
 	mu       sync.Mutex
 	bundle   *meshrootv1.TrustBundle // latest from WatchTrustBundle
 	serverCA []*x509.Certificate
+
+	istiodConf confirmState // what istiod serves (confirm.go)
 }
 
 // New checks cfg and connects (lazily) to the server.

@@ -49,6 +49,7 @@ type Metrics struct {
 	watch                                                 prometheus.Gauge
 	crl                                                   *prometheus.GaugeVec // see crl.go
 	errors                                                *prometheus.CounterVec
+	istiod                                                istiodMetrics
 }
 
 // NewMetrics creates the agent's metrics for cluster and registers them
@@ -76,10 +77,11 @@ func NewMetrics(reg prometheus.Registerer, cluster string) (*Metrics, error) {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "meshroot", Subsystem: "agent", Name: "errors_total",
 			Help: "Agent failures by kind: secret_read, issue, secret_write, report, watch, federated.", ConstLabels: labels}, []string{"kind"}),
 	}
+	m.istiod = newIstiodMetrics(labels)
 	for _, k := range ErrorKinds {
 		m.errors.WithLabelValues(k) // every kind starts at 0, so increase() sees the first error
 	}
-	for _, c := range []prometheus.Collector{m.notAfter, m.nextRenewal, m.lastWrite, m.lastReport, m.applied, m.watch, m.errors, m.crl} {
+	for _, c := range []prometheus.Collector{m.notAfter, m.nextRenewal, m.lastWrite, m.lastReport, m.applied, m.watch, m.errors, m.crl, m.istiod.state, m.istiod.staleSince} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent metrics: %w", err)
 		}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+	"github.com/meshroot/meshroot/api/wire"
 	"github.com/meshroot/meshroot/ca"
 )
 
@@ -56,6 +57,7 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 			next = retry
 		}
 	}
+	next = a.istiodNext(next, now)
 	if deliverErr != nil {
 		a.cfg.Metrics.failed(ErrKindFederated)
 		return time.Time{}, deliverErr
@@ -79,6 +81,7 @@ func (a *Agent) report(ctx context.Context, now time.Time) bool {
 		Cluster: a.cfg.Cluster, BundleSequence: appliedSequence(cur), IntermediateSerial: ca.SerialHex(cur.CACerts.Cert.SerialNumber),
 	}
 	req.Crl = a.crlForReport(cur, now)
+	wire.SetIstiod(req, a.confirmIstiod(ctx, cur, now))
 	if cert := a.renewalCert(cur, now); cert != nil {
 		err = a.withCert(cert, func(c meshrootv1.IssuerClient) error {
 			_, rerr := c.ReportStatus(ctx, req)

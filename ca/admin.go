@@ -59,6 +59,9 @@ type ClusterAdmin interface {
 	IssueIntermediate(ctx context.Context, req IssueRequest) (Issued, error)
 	ListIntermediates(ctx context.Context, cluster string) ([]store.Intermediate, error)
 	RevokeIntermediate(ctx context.Context, serial, reason string) (store.Intermediate, error)
+	// SetClusterGate marks what makes a cluster ready for a rotation
+	// phase: secret, istiod, or "" for the default.
+	SetClusterGate(ctx context.Context, name, gate string) error
 }
 
 // AuditAdmin reads and verifies the audit log.

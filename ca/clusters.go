@@ -189,6 +189,9 @@ func (s *Service) RecordContact(ctx context.Context, name string, st store.Clust
 		if st.IntermediateSerial != "" {
 			cur.IntermediateSerial = st.IntermediateSerial
 		}
+		if st.Istiod.State != "" {
+			cur.Istiod = st.Istiod
+		}
 		return tx.UpdateClusterStatus(ctx, name, cur)
 	})
 }

@@ -108,6 +108,8 @@ func (s *Service) planActivate(ctx context.Context, r rotationReader) (*plan, er
 			}
 			p.res.Blockers = append(p.res.Blockers, Blocker{Cluster: c.Name, Reason: fmt.Sprintf(
 				"has applied trust bundle %d, needs %d (the one with root %s); last contact %s", c.Status.BundleSequence, pr.AddedSequence, short(pr.ID), last)})
+		} else if why := istiodBlocker(c, pr.AddedSequence, ""); why != "" {
+			p.res.Blockers = append(p.res.Blockers, Blocker{Cluster: c.Name, Reason: why})
 		}
 	}
 	p.res.LosingTrust = clusterNames(p.res.Blockers)
@@ -182,6 +184,10 @@ func (s *Service) planRetire(ctx context.Context, r rotationReader, ttl time.Dur
 		}
 		if in.RootID != a.ID {
 			p.res.Blockers = append(p.res.Blockers, Blocker{Cluster: c.Name, Reason: fmt.Sprintf("its intermediate %s still chains to root %s", short(in.Serial), short(in.RootID))})
+			continue
+		}
+		if why := istiodBlocker(c, 0, in.Serial); why != "" {
+			p.res.Blockers = append(p.res.Blockers, Blocker{Cluster: c.Name, Reason: why})
 			continue
 		}
 		first, err := firstUnder(ctx, r, c.Name, a.ID)
@@ -263,7 +269,11 @@ type ClusterRotationStatus struct {
 	IntermediateRoot     string    `json:"intermediate_root,omitempty"`
 	IntermediateNotAfter time.Time `json:"intermediate_not_after"`
 	LastContact          time.Time `json:"last_contact"`
-	Blockers             []string  `json:"blockers,omitempty"`
+	// Gate is the gate in force (secret or istiod); Istiod what the agent
+	// last confirmed istiod serves.
+	Gate     string             `json:"gate"`
+	Istiod   store.IstiodStatus `json:"istiod"`
+	Blockers []string           `json:"blockers,omitempty"`
 }
 
 // RotationStatus is the state of every root and every cluster, with what
@@ -318,7 +328,7 @@ func (s *Service) RotationStatus(ctx context.Context, workloadCertTTL time.Durat
 	for _, c := range clusters {
 		cs := ClusterRotationStatus{
 			Cluster: c.Name, BundleSequence: c.Status.BundleSequence, IntermediateSerial: c.Status.IntermediateSerial,
-			LastContact: c.Status.LastContact, Blockers: byCluster[c.Name],
+			LastContact: c.Status.LastContact, Blockers: byCluster[c.Name], Gate: EffectiveGate(c), Istiod: c.Status.Istiod,
 		}
 		if c.Status.IntermediateSerial != "" {
 			if in, err := s.store.GetIntermediate(ctx, c.Status.IntermediateSerial); err == nil {
@@ -334,20 +344,7 @@ func (s *Service) RotationStatus(ctx context.Context, workloadCertTTL time.Durat
 // bundle sequence (at most the current one) and the serial of the
 // intermediate it runs with (which must be that cluster's).
 func (s *Service) ReportStatus(ctx context.Context, cluster string, bundleSequence uint64, serial string) error {
-	cur, err := s.store.BundleSequence(ctx)
-	if err != nil {
-		return err
-	}
-	if bundleSequence > cur {
-		return refusef("reported bundle sequence %d is ahead of the server's %d", bundleSequence, cur)
-	}
-	if serial != "" {
-		in, err := s.store.GetIntermediate(ctx, serial)
-		if err != nil || in.Cluster != cluster {
-			return refusef("intermediate %s is not one issued to cluster %s", serial, cluster)
-		}
-	}
-	return s.RecordContact(ctx, cluster, store.ClusterStatus{BundleSequence: bundleSequence, IntermediateSerial: serial})
+	return s.ReportIstiod(ctx, cluster, bundleSequence, serial, store.IstiodStatus{})
 }
 
 func short(id string) string {

@@ -66,3 +66,9 @@ func (s *AdminServer) RevokeIntermediate(ctx context.Context, req *meshrootv1.Re
 	in, err := s.svc.RevokeIntermediate(s.as(ctx), req.GetSerial(), req.GetReason())
 	return reply(ctx, s, in, err, ok(wire.IntermediateToProto))
 }
+
+// SetClusterGate marks what makes a cluster ready for a rotation phase.
+func (s *AdminServer) SetClusterGate(ctx context.Context, req *meshrootv1.SetClusterGateRequest) (*meshrootv1.SetClusterGateResponse, error) {
+	err := s.svc.SetClusterGate(s.as(ctx), req.GetName(), req.GetGate())
+	return reply(ctx, s, struct{}{}, err, ok(func(struct{}) *meshrootv1.SetClusterGateResponse { return &meshrootv1.SetClusterGateResponse{} }))
+}

@@ -60,6 +60,7 @@ var AdminMethodRoles = map[string]ca.AdminRole{
 	meshrootv1.Admin_RevokeAdminCert_FullMethodName:    ca.RoleOperator,
 	meshrootv1.Admin_QuarantineCluster_FullMethodName:  ca.RoleOperator,
 	meshrootv1.Admin_ReleaseCluster_FullMethodName:     ca.RoleOperator,
+	meshrootv1.Admin_SetClusterGate_FullMethodName:     ca.RoleOperator,
 }
 
 // remoteAdmin serves the Admin service on TCP to holders of an admin

@@ -120,6 +120,60 @@ type ClusterStatus struct {
 	BundleSequence uint64
 	// IntermediateSerial is the serial of the intermediate it runs with.
 	IntermediateSerial string
+	// Istiod is what the agent last confirmed istiod serves; zero when
+	// the agent never reported it (an agent without the confirmation).
+	Istiod IstiodStatus
+	// Gate is the operator's choice of what makes the cluster ready for
+	// a rotation phase: GateSecret, GateIstiod, or "" (the default: istiod
+	// when the agent reports confirmation, else secret). The agent never
+	// sets it; RecordContact keeps it.
+	Gate string
+}
+
+// Rotation gates a cluster can be marked with (ClusterStatus.Gate).
+const (
+	// GateSecret: the cacerts Secret applied is enough.
+	GateSecret = "secret"
+	// GateIstiod: istiod must have confirmed what the Secret holds.
+	GateIstiod = "istiod"
+)
+
+// Istiod confirmation states an agent reports (IstiodStatus.State).
+const (
+	// IstiodLoaded: istiod serves the roots (and, probed, the
+	// intermediate) of the cacerts Secret.
+	IstiodLoaded = "loaded"
+	// IstiodPending: the Secret changed and istiod has not caught up
+	// yet, within the agent's bound.
+	IstiodPending = "pending"
+	// IstiodStale: istiod still served something else after the bound.
+	IstiodStale = "stale"
+	// IstiodUnconfirmed: the agent cannot tell (no istio-ca-root-cert).
+	IstiodUnconfirmed = "unconfirmed"
+)
+
+// IstiodStatus is what an agent saw istiod serve, compared with the
+// cacerts Secret it applied.
+type IstiodStatus struct {
+	// State is IstiodLoaded, IstiodPending, IstiodStale or
+	// IstiodUnconfirmed; "" when never reported.
+	State string `json:"state,omitempty"`
+	// BundleSequence and Serial are the Secret's trust bundle sequence
+	// and intermediate serial istiod was confirmed to serve (State
+	// loaded), or last served before (other states).
+	BundleSequence uint64 `json:"bundle_sequence,omitempty"`
+	Serial         string `json:"serial,omitempty"`
+	// Probed says the serial was confirmed by a probe CSR to istiod, not
+	// only the roots by istio-ca-root-cert.
+	Probed bool `json:"probed,omitempty"`
+	// Roots are the IDs of the roots istiod publishes.
+	Roots []string `json:"roots,omitempty"`
+	// Since is when istiod was first seen in State for this Secret
+	// content; StaleSince when it became stale (zero unless stale).
+	Since      time.Time `json:"since,omitempty"`
+	StaleSince time.Time `json:"stale_since,omitempty"`
+	// Detail says what the agent saw, for an operator.
+	Detail string `json:"detail,omitempty"`
 }
 
 // JoinToken is a single-use credential that lets one cluster request its

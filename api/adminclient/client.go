@@ -111,6 +111,12 @@ func (c *Client) AddCluster(ctx context.Context, req ca.AddClusterRequest) (stor
 	return call(ctx, c.c.AddCluster, wire.AddClusterRequestToProto(req), ok(wire.ClusterFromProto))
 }
 
+// SetClusterGate implements ca.ClusterAdmin.
+func (c *Client) SetClusterGate(ctx context.Context, name, gate string) error {
+	_, err := call(ctx, c.c.SetClusterGate, &meshrootv1.SetClusterGateRequest{Name: name, Gate: gate}, none)
+	return err
+}
+
 // RemoveCluster implements ca.ClusterAdmin.
 func (c *Client) RemoveCluster(ctx context.Context, name string) error {
 	_, err := call(ctx, c.c.RemoveCluster, &meshrootv1.RemoveClusterRequest{Name: name}, none)

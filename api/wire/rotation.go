@@ -4,6 +4,7 @@ import (
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/keys"
+	"github.com/meshroot/meshroot/store"
 )
 
 // PhaseRequestToProto converts a rotation phase request.
@@ -66,10 +67,13 @@ func RotationStatusToProto(st ca.RotationStatus) (*meshrootv1.RotationStatusResp
 	}
 	out := &meshrootv1.RotationStatusResponse{BundleSequence: st.BundleSequence, NextPhase: st.NextPhase, Roots: roots, Blockers: blockersToProto(st.Blockers)}
 	for _, c := range st.Clusters {
+		ist := c.Istiod
 		out.Clusters = append(out.Clusters, &meshrootv1.ClusterRotationStatus{
 			Cluster: c.Cluster, BundleSequenceApplied: c.BundleSequence, IntermediateSerial: c.IntermediateSerial,
 			IntermediateRoot: c.IntermediateRoot, IntermediateNotAfter: TS(c.IntermediateNotAfter), LastContact: TS(c.LastContact),
-			Blockers: c.Blockers,
+			Blockers: c.Blockers, Gate: c.Gate,
+			IstiodState: ist.State, IstiodBundleSequence: ist.BundleSequence, IstiodSerial: ist.Serial, IstiodProbed: ist.Probed,
+			IstiodRoots: ist.Roots, IstiodSince: TS(ist.Since), IstiodStaleSince: TS(ist.StaleSince), IstiodDetail: ist.Detail,
 		})
 	}
 	return out, nil
@@ -86,7 +90,10 @@ func RotationStatusFromProto(m *meshrootv1.RotationStatusResponse) (ca.RotationS
 		st.Clusters = append(st.Clusters, ca.ClusterRotationStatus{
 			Cluster: c.GetCluster(), BundleSequence: c.GetBundleSequenceApplied(), IntermediateSerial: c.GetIntermediateSerial(),
 			IntermediateRoot: c.GetIntermediateRoot(), IntermediateNotAfter: FromTS(c.GetIntermediateNotAfter()),
-			LastContact: FromTS(c.GetLastContact()), Blockers: c.GetBlockers(),
+			LastContact: FromTS(c.GetLastContact()), Blockers: c.GetBlockers(), Gate: c.GetGate(),
+			Istiod: store.IstiodStatus{State: c.GetIstiodState(), BundleSequence: c.GetIstiodBundleSequence(), Serial: c.GetIstiodSerial(),
+				Probed: c.GetIstiodProbed(), Roots: c.GetIstiodRoots(), Since: FromTS(c.GetIstiodSince()),
+				StaleSince: FromTS(c.GetIstiodStaleSince()), Detail: c.GetIstiodDetail()},
 		})
 	}
 	return st, nil

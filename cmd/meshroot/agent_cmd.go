@@ -28,8 +28,9 @@ type agentFlags struct {
 	format, keyType, restart, istiod                string
 	metricsAddr                                     string
 	out                                             string
-	ttl, timeout                                    time.Duration
+	ttl, timeout, istiodStaleAfter                  time.Duration
 	renewFraction                                   float64
+	probe                                           agent.IstiodProbe
 	once, adopt, meshConfig                         bool
 }
 
@@ -69,6 +70,10 @@ symlink swapped to it in one rename.`,
 	fl.StringVar(&f.keyType, "key-type", string(keys.ECP256), "intermediate key type")
 	fl.StringVar(&f.restart, "restart-istiod", string(agent.RestartAuto), "roll istiod after writing: auto, always or never")
 	fl.StringVar(&f.istiod, "istiod-deployment", "istiod", "istiod's Deployment name")
+	fl.StringVar(&f.probe.Addr, "istiod-probe", "", "confirm the intermediate istiod signs with by a probe CSR to its CA service at HOST:PORT (15012), with a TokenRequest token (audience istio-ca) for --istiod-probe-service-account (default: off, roots only)")
+	fl.StringVar(&f.probe.ServiceAccount, "istiod-probe-service-account", "meshroot-agent", "the agent's own service account in --namespace, for the probe's token")
+	fl.StringVar(&f.probe.ServerName, "istiod-probe-server-name", "", "name in istiod's serving certificate (default istiod.NAMESPACE.svc)")
+	fl.DurationVar(&f.istiodStaleAfter, "istiod-stale-after", agent.DefaultIstiodStaleAfter, "report istiod stale when its istio-ca-root-cert still differs from the Secret this long after a write (with --restart-istiod auto, roll it once)")
 	fl.DurationVar(&f.ttl, "ttl", 0, "requested intermediate lifetime (default: the server's)")
 	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "with --once: give up after this long")
 	fl.Float64Var(&f.renewFraction, "renew-fraction", 2.0/3, "renew after this fraction of the intermediate's lifetime (0 < f < 1)")
@@ -119,7 +124,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		Server: f.server, ServerCA: caPEM, Cluster: f.cluster, JoinToken: f.joinToken, TokenFile: f.tokenFile,
 		Kube: kube, Secret: agent.SecretRef{Namespace: f.namespace, Name: f.secretName}, Format: format, KeyType: kt,
 		TTL: f.ttl, Restart: restart, IstiodDeployment: f.istiod, Adopt: f.adopt, Log: log, RenewFraction: f.renewFraction,
-		MeshConfig: meshConfigName(f.meshConfig), Metrics: metrics,
+		MeshConfig: meshConfigName(f.meshConfig), Metrics: metrics, IstiodStaleAfter: f.istiodStaleAfter, Probe: f.probe,
 	})
 	if err != nil {
 		return usageError{err}

@@ -16,7 +16,7 @@ import (
 func newClusterCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Register and list clusters"}
 	cmd.AddCommand(newClusterAddCmd(g), newClusterListCmd(g), newClusterShowCmd(g), newClusterRemoveCmd(g), newClusterInstallCmd(g),
-		newClusterQuarantineCmd(g), newClusterReleaseCmd(g))
+		newClusterQuarantineCmd(g), newClusterReleaseCmd(g), newClusterGateCmd(g))
 	return cmd
 }
 
@@ -106,6 +106,28 @@ func newClusterRemoveCmd(g *globals) *cobra.Command {
 		func(ctx context.Context, a ca.Admin, name string) (string, error) {
 			return "cluster " + name + " removed", a.RemoveCluster(ctx, name)
 		})
+}
+
+func newClusterGateCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "gate NAME secret|istiod|default",
+		Short: "Choose what makes a cluster ready for root activate and retire: its cacerts Secret applied, or istiod confirmed serving it",
+		Long: `Rotation phases wait, per cluster, for istiod to confirm it serves the new
+trust bundle and intermediate (reported by the agent). A cluster whose agent
+cannot confirm (no istio-ca-root-cert it can read) shows as unconfirmed and
+blocks; mark it "secret" to let the applied Secret count. "default" is istiod
+when the agent reports confirmation, else secret. The change is audited.`,
+		Args: exactArgs(2, "NAME and a gate"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			gate := args[1]
+			if gate == "default" {
+				gate = ""
+			}
+			return runAdmin(cmd, g, access{}, func(a ca.Admin, ctx context.Context) (string, error) {
+				return "cluster " + args[0] + " gate: " + args[1], a.SetClusterGate(ctx, args[0], gate)
+			}, printLine)
+		},
+	}
 }
 
 // actionCmd is a command that takes one argument, asks the authority to

@@ -162,9 +162,18 @@ func printRotationStatus(w io.Writer, format string, st ca.RotationStatus) error
 		if len(c.Blockers) > 0 {
 			blk = strings.Join(c.Blockers, "; ")
 		}
-		rows = append(rows, []string{c.Cluster, fmt.Sprint(c.BundleSequence), short12(c.IntermediateRoot), fmtTime(c.IntermediateNotAfter), fmtTime(c.LastContact), blk})
+		ist := c.Istiod.State
+		if ist == "" {
+			ist = "unconfirmed"
+		}
+		if c.Istiod.BundleSequence != 0 {
+			ist += fmt.Sprintf(" (bundle %d, %s)", c.Istiod.BundleSequence, short12(c.Istiod.Serial))
+		}
+		rows = append(rows, []string{c.Cluster, fmt.Sprint(c.BundleSequence), short12(c.IntermediateRoot), fmtTime(c.IntermediateNotAfter), fmtTime(c.LastContact),
+			c.Gate, ist, fmtTime(c.Istiod.Since), fmtTime(c.Istiod.StaleSince), blk})
 	}
-	if err := printTable(w, []string{"CLUSTER", "BUNDLE APPLIED", "INTERMEDIATE ROOT", "INTERMEDIATE NOT AFTER", "LAST CONTACT", "BLOCKS NEXT PHASE"}, rows); err != nil {
+	if err := printTable(w, []string{"CLUSTER", "BUNDLE APPLIED", "INTERMEDIATE ROOT", "INTERMEDIATE NOT AFTER", "LAST CONTACT",
+		"GATE", "ISTIOD", "ISTIOD SINCE", "STALE SINCE", "BLOCKS NEXT PHASE"}, rows); err != nil {
 		return err
 	}
 	for _, bl := range st.Blockers {

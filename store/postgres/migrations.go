@@ -185,6 +185,13 @@ CREATE TABLE quarantines (
 );
 `,
 	},
+	{
+		name: "cluster istiod confirmation and gate",
+		sql: `
+ALTER TABLE clusters ADD COLUMN istiod_status TEXT NOT NULL DEFAULT '';
+ALTER TABLE clusters ADD COLUMN gate TEXT NOT NULL DEFAULT '';
+`,
+	},
 }
 
 // migrationLockKey is the advisory lock (in the database's own lock space)

@@ -200,6 +200,15 @@ CREATE TABLE quarantines (
 );
 `,
 	},
+	{
+		// istiod_status: store.IstiodStatus as JSON ('' when never
+		// reported); gate: the operator's rotation gate ('' = default).
+		name: "cluster istiod confirmation and gate",
+		sql: `
+ALTER TABLE clusters ADD COLUMN istiod_status TEXT NOT NULL DEFAULT '';
+ALTER TABLE clusters ADD COLUMN gate TEXT NOT NULL DEFAULT '';
+`,
+	},
 }
 
 // migrate brings the schema of db up to the last version in steps (Open

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -436,7 +437,7 @@ func TestUpgradeFromVersion2(t *testing.T) {
 			t.Errorf("cluster %d after the upgrade = %q %q %v, want %q kept", i, c.Name, c.TrustDomain, c.CreatedAt, name)
 		}
 		if c.Auth.Issuer != "" || len(c.Auth.JWKS) != 0 || c.Auth.OIDCDiscovery || len(c.Auth.Kubeconfig) != 0 ||
-			c.Auth.ServiceAccounts != nil || c.Status != (store.ClusterStatus{}) {
+			c.Auth.ServiceAccounts != nil || !reflect.DeepEqual(c.Status, store.ClusterStatus{}) {
 			t.Errorf("cluster %q after the upgrade: Auth %+v Status %+v, want zero values", name, c.Auth, c.Status)
 		}
 	}

@@ -160,6 +160,11 @@ func testUpdateClusterStatus(t *testing.T, s store.Store) {
 	for _, st := range []store.ClusterStatus{
 		{LastContact: base.Add(3 * time.Hour), BundleSequence: 43, IntermediateSerial: "0d"},
 		{LastContact: base.Add(4 * time.Hour), BundleSequence: 1<<63 - 1, IntermediateSerial: ""},
+		{LastContact: base.Add(5 * time.Hour), BundleSequence: 44, IntermediateSerial: "0e", Gate: store.GateSecret,
+			Istiod: store.IstiodStatus{State: store.IstiodStale, BundleSequence: 43, Serial: "0d", Probed: true, Roots: []string{"r1", "r2"},
+				Since: base.Add(90 * time.Minute), StaleSince: base.Add(2 * time.Hour), Detail: "istiod serves 1 root"}},
+		{LastContact: base.Add(6 * time.Hour), BundleSequence: 44, Gate: store.GateIstiod,
+			Istiod: store.IstiodStatus{State: store.IstiodLoaded, BundleSequence: 44, Since: base.Add(6 * time.Hour)}},
 		{}, // back to zero, LastContact included
 	} {
 		update(t, s, func(tx store.Tx) error { return tx.UpdateClusterStatus(ctx(t), "east", st) })
@@ -212,8 +217,11 @@ func describeAuth(a store.ClusterAuth) string {
 
 func checkClusterStatus(t *testing.T, cluster string, got, want store.ClusterStatus) {
 	t.Helper()
+	gi, wi := got.Istiod, want.Istiod
 	if !got.LastContact.Equal(want.LastContact) || got.BundleSequence != want.BundleSequence ||
-		got.IntermediateSerial != want.IntermediateSerial {
+		got.IntermediateSerial != want.IntermediateSerial || got.Gate != want.Gate ||
+		gi.State != wi.State || gi.BundleSequence != wi.BundleSequence || gi.Serial != wi.Serial || gi.Probed != wi.Probed ||
+		!slices.Equal(gi.Roots, wi.Roots) || !gi.Since.Equal(wi.Since) || !gi.StaleSince.Equal(wi.StaleSince) || gi.Detail != wi.Detail {
 		t.Errorf("cluster %q status mismatch:\n got %+v\nwant %+v", cluster, got, want)
 	}
 }

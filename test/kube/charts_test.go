@@ -441,7 +441,7 @@ func checkRules(t *testing.T, rules []rbacv1.PolicyRule) {
 		{"", "secrets", "create"}:        nil,
 		{"apps", "deployments", "get"}:   {"istiod"},
 		{"apps", "deployments", "patch"}: {"istiod"},
-		{"", "configmaps", "get"}:        {"istio", "meshroot-federated-bundles"},
+		{"", "configmaps", "get"}:        {"istio", "istio-ca-root-cert", "meshroot-federated-bundles"},
 		{"", "configmaps", "update"}:     {"istio", "meshroot-federated-bundles"},
 		{"", "configmaps", "patch"}:      {"istio", "meshroot-federated-bundles"},
 		{"", "configmaps", "create"}:     nil,

@@ -88,6 +88,9 @@ func newRotEnv(t *testing.T, serviceAccounts bool) *rotEnv {
 			e.s.cli("cluster", "add", c.Name)
 			env = []string{"MESHROOT_JOIN_TOKEN=" + e.s.joinToken(c.Name)}
 		}
+		// No istiod runs, so the agent reports it unconfirmed: the
+		// Secret applied is the gate here (issue 11: explicit, audited).
+		e.s.cli("cluster", "gate", c.Name, "secret")
 		e.agents[c.Name] = e.s.startAgent(t, c.Name, c.KubeconfigPath, env, args...)
 	}
 	// A test that fails while the agents are paused must not leave them

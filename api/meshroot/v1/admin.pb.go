@@ -983,8 +983,19 @@ type ClusterRotationStatus struct {
 	IntermediateNotAfter  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=intermediate_not_after,json=intermediateNotAfter,proto3" json:"intermediate_not_after,omitempty"`
 	LastContact           *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
 	Blockers              []string               `protobuf:"bytes,7,rep,name=blockers,proto3" json:"blockers,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Gate in force (secret or istiod) and what istiod was confirmed to
+	// serve (see ReportStatusRequest's istiod fields).
+	Gate                 string                 `protobuf:"bytes,8,opt,name=gate,proto3" json:"gate,omitempty"`
+	IstiodState          string                 `protobuf:"bytes,9,opt,name=istiod_state,json=istiodState,proto3" json:"istiod_state,omitempty"`
+	IstiodBundleSequence uint64                 `protobuf:"varint,10,opt,name=istiod_bundle_sequence,json=istiodBundleSequence,proto3" json:"istiod_bundle_sequence,omitempty"`
+	IstiodSerial         string                 `protobuf:"bytes,11,opt,name=istiod_serial,json=istiodSerial,proto3" json:"istiod_serial,omitempty"`
+	IstiodProbed         bool                   `protobuf:"varint,12,opt,name=istiod_probed,json=istiodProbed,proto3" json:"istiod_probed,omitempty"`
+	IstiodRoots          []string               `protobuf:"bytes,13,rep,name=istiod_roots,json=istiodRoots,proto3" json:"istiod_roots,omitempty"`
+	IstiodSince          *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=istiod_since,json=istiodSince,proto3" json:"istiod_since,omitempty"`
+	IstiodStaleSince     *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=istiod_stale_since,json=istiodStaleSince,proto3" json:"istiod_stale_since,omitempty"`
+	IstiodDetail         string                 `protobuf:"bytes,16,opt,name=istiod_detail,json=istiodDetail,proto3" json:"istiod_detail,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ClusterRotationStatus) Reset() {
@@ -1064,6 +1075,69 @@ func (x *ClusterRotationStatus) GetBlockers() []string {
 		return x.Blockers
 	}
 	return nil
+}
+
+func (x *ClusterRotationStatus) GetGate() string {
+	if x != nil {
+		return x.Gate
+	}
+	return ""
+}
+
+func (x *ClusterRotationStatus) GetIstiodState() string {
+	if x != nil {
+		return x.IstiodState
+	}
+	return ""
+}
+
+func (x *ClusterRotationStatus) GetIstiodBundleSequence() uint64 {
+	if x != nil {
+		return x.IstiodBundleSequence
+	}
+	return 0
+}
+
+func (x *ClusterRotationStatus) GetIstiodSerial() string {
+	if x != nil {
+		return x.IstiodSerial
+	}
+	return ""
+}
+
+func (x *ClusterRotationStatus) GetIstiodProbed() bool {
+	if x != nil {
+		return x.IstiodProbed
+	}
+	return false
+}
+
+func (x *ClusterRotationStatus) GetIstiodRoots() []string {
+	if x != nil {
+		return x.IstiodRoots
+	}
+	return nil
+}
+
+func (x *ClusterRotationStatus) GetIstiodSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IstiodSince
+	}
+	return nil
+}
+
+func (x *ClusterRotationStatus) GetIstiodStaleSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IstiodStaleSince
+	}
+	return nil
+}
+
+func (x *ClusterRotationStatus) GetIstiodDetail() string {
+	if x != nil {
+		return x.IstiodDetail
+	}
+	return ""
 }
 
 type RotationStatusResponse struct {
@@ -3360,6 +3434,95 @@ func (x *ListQuarantinesResponse) GetQuarantines() []*Quarantine {
 	return nil
 }
 
+type SetClusterGateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Gate is secret, istiod, or "" for the default.
+	Gate          string `protobuf:"bytes,2,opt,name=gate,proto3" json:"gate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterGateRequest) Reset() {
+	*x = SetClusterGateRequest{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterGateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterGateRequest) ProtoMessage() {}
+
+func (x *SetClusterGateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterGateRequest.ProtoReflect.Descriptor instead.
+func (*SetClusterGateRequest) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *SetClusterGateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetClusterGateRequest) GetGate() string {
+	if x != nil {
+		return x.Gate
+	}
+	return ""
+}
+
+type SetClusterGateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterGateResponse) Reset() {
+	*x = SetClusterGateResponse{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterGateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterGateResponse) ProtoMessage() {}
+
+func (x *SetClusterGateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterGateResponse.ProtoReflect.Descriptor instead.
+func (*SetClusterGateResponse) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{59}
+}
+
 var File_meshroot_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshroot_v1_admin_proto_rawDesc = "" +
@@ -3437,7 +3600,7 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\bkey_type\x18\x03 \x01(\tR\akeyType\x12\x17\n" +
 	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"R\n" +
 	"\x15RotationStatusRequest\x129\n" +
-	"\x19workload_cert_ttl_seconds\x18\x01 \x01(\x03R\x16workloadCertTtlSeconds\"\xf4\x02\n" +
+	"\x19workload_cert_ttl_seconds\x18\x01 \x01(\x03R\x16workloadCertTtlSeconds\"\xfc\x05\n" +
 	"\x15ClusterRotationStatus\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x126\n" +
 	"\x17bundle_sequence_applied\x18\x02 \x01(\x04R\x15bundleSequenceApplied\x12/\n" +
@@ -3445,7 +3608,17 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x11intermediate_root\x18\x04 \x01(\tR\x10intermediateRoot\x12P\n" +
 	"\x16intermediate_not_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x14intermediateNotAfter\x12=\n" +
 	"\flast_contact\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12\x1a\n" +
-	"\bblockers\x18\a \x03(\tR\bblockers\"\xfb\x01\n" +
+	"\bblockers\x18\a \x03(\tR\bblockers\x12\x12\n" +
+	"\x04gate\x18\b \x01(\tR\x04gate\x12!\n" +
+	"\fistiod_state\x18\t \x01(\tR\vistiodState\x124\n" +
+	"\x16istiod_bundle_sequence\x18\n" +
+	" \x01(\x04R\x14istiodBundleSequence\x12#\n" +
+	"\ristiod_serial\x18\v \x01(\tR\fistiodSerial\x12#\n" +
+	"\ristiod_probed\x18\f \x01(\bR\fistiodProbed\x12!\n" +
+	"\fistiod_roots\x18\r \x03(\tR\vistiodRoots\x12=\n" +
+	"\fistiod_since\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vistiodSince\x12H\n" +
+	"\x12istiod_stale_since\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x10istiodStaleSince\x12#\n" +
+	"\ristiod_detail\x18\x10 \x01(\tR\fistiodDetail\"\xfb\x01\n" +
 	"\x16RotationStatusResponse\x12'\n" +
 	"\x05roots\x18\x01 \x03(\v2\x11.meshroot.v1.RootR\x05roots\x12'\n" +
 	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12\x1d\n" +
@@ -3604,7 +3777,11 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"\x18\n" +
 	"\x16ListQuarantinesRequest\"T\n" +
 	"\x17ListQuarantinesResponse\x129\n" +
-	"\vquarantines\x18\x01 \x03(\v2\x17.meshroot.v1.QuarantineR\vquarantines2\xc1\x14\n" +
+	"\vquarantines\x18\x01 \x03(\v2\x17.meshroot.v1.QuarantineR\vquarantines\"?\n" +
+	"\x15SetClusterGateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04gate\x18\x02 \x01(\tR\x04gate\"\x18\n" +
+	"\x16SetClusterGateResponse2\x9c\x15\n" +
 	"\x05Admin\x12;\n" +
 	"\bInitRoot\x12\x1c.meshroot.v1.InitRootRequest\x1a\x11.meshroot.v1.Root\x12J\n" +
 	"\tListRoots\x12\x1d.meshroot.v1.ListRootsRequest\x1a\x1e.meshroot.v1.ListRootsResponse\x12A\n" +
@@ -3640,7 +3817,8 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x0fRevokeAdminCert\x12#.meshroot.v1.RevokeAdminCertRequest\x1a\x16.meshroot.v1.AdminCert\x12b\n" +
 	"\x11QuarantineCluster\x12%.meshroot.v1.QuarantineClusterRequest\x1a&.meshroot.v1.QuarantineClusterResponse\x12M\n" +
 	"\x0eReleaseCluster\x12\".meshroot.v1.ReleaseClusterRequest\x1a\x17.meshroot.v1.Quarantine\x12\\\n" +
-	"\x0fListQuarantines\x12#.meshroot.v1.ListQuarantinesRequest\x1a$.meshroot.v1.ListQuarantinesResponseB9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
+	"\x0fListQuarantines\x12#.meshroot.v1.ListQuarantinesRequest\x1a$.meshroot.v1.ListQuarantinesResponse\x12Y\n" +
+	"\x0eSetClusterGate\x12\".meshroot.v1.SetClusterGateRequest\x1a#.meshroot.v1.SetClusterGateResponseB9Z7github.com/meshroot/meshroot/api/meshroot/v1;meshrootv1b\x06proto3"
 
 var (
 	file_meshroot_v1_admin_proto_rawDescOnce sync.Once
@@ -3654,7 +3832,7 @@ func file_meshroot_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_admin_proto_rawDescData
 }
 
-var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*FederationPeer)(nil),            // 0: meshroot.v1.FederationPeer
 	(*AddFederationRequest)(nil),      // 1: meshroot.v1.AddFederationRequest
@@ -3714,119 +3892,125 @@ var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*ReleaseClusterRequest)(nil),     // 55: meshroot.v1.ReleaseClusterRequest
 	(*ListQuarantinesRequest)(nil),    // 56: meshroot.v1.ListQuarantinesRequest
 	(*ListQuarantinesResponse)(nil),   // 57: meshroot.v1.ListQuarantinesResponse
-	(*timestamppb.Timestamp)(nil),     // 58: google.protobuf.Timestamp
-	(*GetTrustBundleRequest)(nil),     // 59: meshroot.v1.GetTrustBundleRequest
-	(*SignIntermediateResponse)(nil),  // 60: meshroot.v1.SignIntermediateResponse
-	(*TrustBundle)(nil),               // 61: meshroot.v1.TrustBundle
+	(*SetClusterGateRequest)(nil),     // 58: meshroot.v1.SetClusterGateRequest
+	(*SetClusterGateResponse)(nil),    // 59: meshroot.v1.SetClusterGateResponse
+	(*timestamppb.Timestamp)(nil),     // 60: google.protobuf.Timestamp
+	(*GetTrustBundleRequest)(nil),     // 61: meshroot.v1.GetTrustBundleRequest
+	(*SignIntermediateResponse)(nil),  // 62: meshroot.v1.SignIntermediateResponse
+	(*TrustBundle)(nil),               // 63: meshroot.v1.TrustBundle
 }
 var file_meshroot_v1_admin_proto_depIdxs = []int32{
-	58, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
-	58, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
-	58, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
-	58, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
-	58, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
+	60, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
+	60, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
+	60, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
+	60, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
+	60, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
 	0,  // 5: meshroot.v1.ListFederationResponse.peers:type_name -> meshroot.v1.FederationPeer
-	58, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
-	58, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
+	60, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
+	60, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
 	11, // 8: meshroot.v1.PhaseResult.blockers:type_name -> meshroot.v1.Blocker
-	58, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
-	58, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
-	7,  // 11: meshroot.v1.RotationStatusResponse.roots:type_name -> meshroot.v1.Root
-	15, // 12: meshroot.v1.RotationStatusResponse.clusters:type_name -> meshroot.v1.ClusterRotationStatus
-	11, // 13: meshroot.v1.RotationStatusResponse.blockers:type_name -> meshroot.v1.Blocker
-	7,  // 14: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
-	58, // 15: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
-	58, // 16: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
-	19, // 17: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
-	20, // 18: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
-	19, // 19: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
-	21, // 20: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
-	58, // 21: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
-	58, // 22: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
-	28, // 23: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
-	58, // 24: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	32, // 25: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
-	58, // 26: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 27: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
-	28, // 28: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
-	52, // 29: meshroot.v1.ClusterDetail.quarantine:type_name -> meshroot.v1.Quarantine
-	58, // 30: meshroot.v1.AdminCert.issued_at:type_name -> google.protobuf.Timestamp
-	58, // 31: meshroot.v1.AdminCert.not_after:type_name -> google.protobuf.Timestamp
-	58, // 32: meshroot.v1.AdminCert.revoked_at:type_name -> google.protobuf.Timestamp
-	46, // 33: meshroot.v1.IssueAdminCertResponse.cert:type_name -> meshroot.v1.AdminCert
-	46, // 34: meshroot.v1.ListAdminCertsResponse.certs:type_name -> meshroot.v1.AdminCert
-	58, // 35: meshroot.v1.Quarantine.at:type_name -> google.protobuf.Timestamp
-	52, // 36: meshroot.v1.QuarantineClusterResponse.quarantine:type_name -> meshroot.v1.Quarantine
-	52, // 37: meshroot.v1.ListQuarantinesResponse.quarantines:type_name -> meshroot.v1.Quarantine
-	8,  // 38: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
-	17, // 39: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
-	9,  // 40: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
-	10, // 41: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 42: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 43: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
-	13, // 44: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
-	14, // 45: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
-	22, // 46: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
-	23, // 47: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
-	25, // 48: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
-	27, // 49: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
-	29, // 50: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
-	31, // 51: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
-	59, // 52: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	33, // 53: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
-	35, // 54: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
-	37, // 55: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
-	1,  // 56: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
-	2,  // 57: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
-	4,  // 58: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
-	6,  // 59: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
-	39, // 60: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
-	41, // 61: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
-	43, // 62: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
-	44, // 63: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
-	47, // 64: meshroot.v1.Admin.IssueAdminCert:input_type -> meshroot.v1.IssueAdminCertRequest
-	49, // 65: meshroot.v1.Admin.ListAdminCerts:input_type -> meshroot.v1.ListAdminCertsRequest
-	51, // 66: meshroot.v1.Admin.RevokeAdminCert:input_type -> meshroot.v1.RevokeAdminCertRequest
-	53, // 67: meshroot.v1.Admin.QuarantineCluster:input_type -> meshroot.v1.QuarantineClusterRequest
-	55, // 68: meshroot.v1.Admin.ReleaseCluster:input_type -> meshroot.v1.ReleaseClusterRequest
-	56, // 69: meshroot.v1.Admin.ListQuarantines:input_type -> meshroot.v1.ListQuarantinesRequest
-	7,  // 70: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
-	18, // 71: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
-	7,  // 72: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
-	12, // 73: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 74: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 75: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 76: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
-	16, // 77: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
-	21, // 78: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
-	24, // 79: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
-	26, // 80: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
-	60, // 81: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	30, // 82: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
-	28, // 83: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
-	61, // 84: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	34, // 85: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
-	36, // 86: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
-	38, // 87: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
-	0,  // 88: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
-	3,  // 89: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
-	5,  // 90: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
-	0,  // 91: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
-	40, // 92: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
-	42, // 93: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
-	45, // 94: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
-	45, // 95: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
-	48, // 96: meshroot.v1.Admin.IssueAdminCert:output_type -> meshroot.v1.IssueAdminCertResponse
-	50, // 97: meshroot.v1.Admin.ListAdminCerts:output_type -> meshroot.v1.ListAdminCertsResponse
-	46, // 98: meshroot.v1.Admin.RevokeAdminCert:output_type -> meshroot.v1.AdminCert
-	54, // 99: meshroot.v1.Admin.QuarantineCluster:output_type -> meshroot.v1.QuarantineClusterResponse
-	52, // 100: meshroot.v1.Admin.ReleaseCluster:output_type -> meshroot.v1.Quarantine
-	57, // 101: meshroot.v1.Admin.ListQuarantines:output_type -> meshroot.v1.ListQuarantinesResponse
-	70, // [70:102] is the sub-list for method output_type
-	38, // [38:70] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	60, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	60, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
+	60, // 11: meshroot.v1.ClusterRotationStatus.istiod_since:type_name -> google.protobuf.Timestamp
+	60, // 12: meshroot.v1.ClusterRotationStatus.istiod_stale_since:type_name -> google.protobuf.Timestamp
+	7,  // 13: meshroot.v1.RotationStatusResponse.roots:type_name -> meshroot.v1.Root
+	15, // 14: meshroot.v1.RotationStatusResponse.clusters:type_name -> meshroot.v1.ClusterRotationStatus
+	11, // 15: meshroot.v1.RotationStatusResponse.blockers:type_name -> meshroot.v1.Blocker
+	7,  // 16: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
+	60, // 17: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
+	60, // 18: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	19, // 19: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
+	20, // 20: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
+	19, // 21: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
+	21, // 22: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
+	60, // 23: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
+	60, // 24: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
+	28, // 25: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
+	60, // 26: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	32, // 27: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
+	60, // 28: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 29: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
+	28, // 30: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
+	52, // 31: meshroot.v1.ClusterDetail.quarantine:type_name -> meshroot.v1.Quarantine
+	60, // 32: meshroot.v1.AdminCert.issued_at:type_name -> google.protobuf.Timestamp
+	60, // 33: meshroot.v1.AdminCert.not_after:type_name -> google.protobuf.Timestamp
+	60, // 34: meshroot.v1.AdminCert.revoked_at:type_name -> google.protobuf.Timestamp
+	46, // 35: meshroot.v1.IssueAdminCertResponse.cert:type_name -> meshroot.v1.AdminCert
+	46, // 36: meshroot.v1.ListAdminCertsResponse.certs:type_name -> meshroot.v1.AdminCert
+	60, // 37: meshroot.v1.Quarantine.at:type_name -> google.protobuf.Timestamp
+	52, // 38: meshroot.v1.QuarantineClusterResponse.quarantine:type_name -> meshroot.v1.Quarantine
+	52, // 39: meshroot.v1.ListQuarantinesResponse.quarantines:type_name -> meshroot.v1.Quarantine
+	8,  // 40: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
+	17, // 41: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
+	9,  // 42: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
+	10, // 43: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 44: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 45: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
+	13, // 46: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
+	14, // 47: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
+	22, // 48: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
+	23, // 49: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
+	25, // 50: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
+	27, // 51: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
+	29, // 52: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
+	31, // 53: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
+	61, // 54: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	33, // 55: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
+	35, // 56: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
+	37, // 57: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
+	1,  // 58: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
+	2,  // 59: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
+	4,  // 60: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
+	6,  // 61: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
+	39, // 62: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
+	41, // 63: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
+	43, // 64: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
+	44, // 65: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
+	47, // 66: meshroot.v1.Admin.IssueAdminCert:input_type -> meshroot.v1.IssueAdminCertRequest
+	49, // 67: meshroot.v1.Admin.ListAdminCerts:input_type -> meshroot.v1.ListAdminCertsRequest
+	51, // 68: meshroot.v1.Admin.RevokeAdminCert:input_type -> meshroot.v1.RevokeAdminCertRequest
+	53, // 69: meshroot.v1.Admin.QuarantineCluster:input_type -> meshroot.v1.QuarantineClusterRequest
+	55, // 70: meshroot.v1.Admin.ReleaseCluster:input_type -> meshroot.v1.ReleaseClusterRequest
+	56, // 71: meshroot.v1.Admin.ListQuarantines:input_type -> meshroot.v1.ListQuarantinesRequest
+	58, // 72: meshroot.v1.Admin.SetClusterGate:input_type -> meshroot.v1.SetClusterGateRequest
+	7,  // 73: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
+	18, // 74: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
+	7,  // 75: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
+	12, // 76: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 77: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 78: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 79: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
+	16, // 80: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
+	21, // 81: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
+	24, // 82: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
+	26, // 83: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
+	62, // 84: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	30, // 85: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
+	28, // 86: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
+	63, // 87: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	34, // 88: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
+	36, // 89: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
+	38, // 90: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
+	0,  // 91: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
+	3,  // 92: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
+	5,  // 93: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
+	0,  // 94: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
+	40, // 95: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
+	42, // 96: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
+	45, // 97: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
+	45, // 98: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
+	48, // 99: meshroot.v1.Admin.IssueAdminCert:output_type -> meshroot.v1.IssueAdminCertResponse
+	50, // 100: meshroot.v1.Admin.ListAdminCerts:output_type -> meshroot.v1.ListAdminCertsResponse
+	46, // 101: meshroot.v1.Admin.RevokeAdminCert:output_type -> meshroot.v1.AdminCert
+	54, // 102: meshroot.v1.Admin.QuarantineCluster:output_type -> meshroot.v1.QuarantineClusterResponse
+	52, // 103: meshroot.v1.Admin.ReleaseCluster:output_type -> meshroot.v1.Quarantine
+	57, // 104: meshroot.v1.Admin.ListQuarantines:output_type -> meshroot.v1.ListQuarantinesResponse
+	59, // 105: meshroot.v1.Admin.SetClusterGate:output_type -> meshroot.v1.SetClusterGateResponse
+	73, // [73:106] is the sub-list for method output_type
+	40, // [40:73] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_meshroot_v1_admin_proto_init() }
@@ -3841,7 +4025,7 @@ func file_meshroot_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_admin_proto_rawDesc), len(file_meshroot_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   58,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

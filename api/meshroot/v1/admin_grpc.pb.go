@@ -51,6 +51,7 @@ const (
 	Admin_QuarantineCluster_FullMethodName  = "/meshroot.v1.Admin/QuarantineCluster"
 	Admin_ReleaseCluster_FullMethodName     = "/meshroot.v1.Admin/ReleaseCluster"
 	Admin_ListQuarantines_FullMethodName    = "/meshroot.v1.Admin/ListQuarantines"
+	Admin_SetClusterGate_FullMethodName     = "/meshroot.v1.Admin/SetClusterGate"
 )
 
 // AdminClient is the client API for Admin service.
@@ -112,6 +113,8 @@ type AdminClient interface {
 	QuarantineCluster(ctx context.Context, in *QuarantineClusterRequest, opts ...grpc.CallOption) (*QuarantineClusterResponse, error)
 	ReleaseCluster(ctx context.Context, in *ReleaseClusterRequest, opts ...grpc.CallOption) (*Quarantine, error)
 	ListQuarantines(ctx context.Context, in *ListQuarantinesRequest, opts ...grpc.CallOption) (*ListQuarantinesResponse, error)
+	// SetClusterGate marks what makes a cluster ready for a rotation phase.
+	SetClusterGate(ctx context.Context, in *SetClusterGateRequest, opts ...grpc.CallOption) (*SetClusterGateResponse, error)
 }
 
 type adminClient struct {
@@ -442,6 +445,16 @@ func (c *adminClient) ListQuarantines(ctx context.Context, in *ListQuarantinesRe
 	return out, nil
 }
 
+func (c *adminClient) SetClusterGate(ctx context.Context, in *SetClusterGateRequest, opts ...grpc.CallOption) (*SetClusterGateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetClusterGateResponse)
+	err := c.cc.Invoke(ctx, Admin_SetClusterGate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -501,6 +514,8 @@ type AdminServer interface {
 	QuarantineCluster(context.Context, *QuarantineClusterRequest) (*QuarantineClusterResponse, error)
 	ReleaseCluster(context.Context, *ReleaseClusterRequest) (*Quarantine, error)
 	ListQuarantines(context.Context, *ListQuarantinesRequest) (*ListQuarantinesResponse, error)
+	// SetClusterGate marks what makes a cluster ready for a rotation phase.
+	SetClusterGate(context.Context, *SetClusterGateRequest) (*SetClusterGateResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -606,6 +621,9 @@ func (UnimplementedAdminServer) ReleaseCluster(context.Context, *ReleaseClusterR
 }
 func (UnimplementedAdminServer) ListQuarantines(context.Context, *ListQuarantinesRequest) (*ListQuarantinesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListQuarantines not implemented")
+}
+func (UnimplementedAdminServer) SetClusterGate(context.Context, *SetClusterGateRequest) (*SetClusterGateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetClusterGate not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1204,6 +1222,24 @@ func _Admin_ListQuarantines_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_SetClusterGate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetClusterGateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetClusterGate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetClusterGate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetClusterGate(ctx, req.(*SetClusterGateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1338,6 +1374,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListQuarantines",
 			Handler:    _Admin_ListQuarantines_Handler,
+		},
+		{
+			MethodName: "SetClusterGate",
+			Handler:    _Admin_SetClusterGate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

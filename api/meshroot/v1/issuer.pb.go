@@ -31,7 +31,25 @@ type ReportStatusRequest struct {
 	IntermediateSerial string `protobuf:"bytes,3,opt,name=intermediate_serial,json=intermediateSerial,proto3" json:"intermediate_serial,omitempty"`
 	// CRL is a CRL signed with the cluster intermediate's key (DER), for the
 	// fleet's CRL set; empty when unchanged.
-	Crl           []byte `protobuf:"bytes,4,opt,name=crl,proto3" json:"crl,omitempty"`
+	Crl []byte `protobuf:"bytes,4,opt,name=crl,proto3" json:"crl,omitempty"`
+	// IstiodState is what the agent confirmed istiod serves, compared with
+	// the Secret: loaded, pending, stale or unconfirmed ("" from agents
+	// that do not confirm).
+	IstiodState string `protobuf:"bytes,5,opt,name=istiod_state,json=istiodState,proto3" json:"istiod_state,omitempty"`
+	// IstiodBundleSequence and IstiodSerial are the Secret's bundle sequence
+	// and intermediate istiod was confirmed to serve (or last served).
+	IstiodBundleSequence uint64 `protobuf:"varint,6,opt,name=istiod_bundle_sequence,json=istiodBundleSequence,proto3" json:"istiod_bundle_sequence,omitempty"`
+	IstiodSerial         string `protobuf:"bytes,7,opt,name=istiod_serial,json=istiodSerial,proto3" json:"istiod_serial,omitempty"`
+	// IstiodProbed says a probe CSR to istiod confirmed the intermediate.
+	IstiodProbed bool `protobuf:"varint,8,opt,name=istiod_probed,json=istiodProbed,proto3" json:"istiod_probed,omitempty"`
+	// IstiodRoots are the IDs of the roots istiod publishes.
+	IstiodRoots []string `protobuf:"bytes,9,rep,name=istiod_roots,json=istiodRoots,proto3" json:"istiod_roots,omitempty"`
+	// IstiodSince is when istiod entered IstiodState for this Secret content;
+	// IstiodStaleSince when it became stale (Unix seconds; 0: not).
+	IstiodSince      int64 `protobuf:"varint,10,opt,name=istiod_since,json=istiodSince,proto3" json:"istiod_since,omitempty"`
+	IstiodStaleSince int64 `protobuf:"varint,11,opt,name=istiod_stale_since,json=istiodStaleSince,proto3" json:"istiod_stale_since,omitempty"`
+	// IstiodDetail says what the agent saw.
+	IstiodDetail  string `protobuf:"bytes,12,opt,name=istiod_detail,json=istiodDetail,proto3" json:"istiod_detail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -92,6 +110,62 @@ func (x *ReportStatusRequest) GetCrl() []byte {
 		return x.Crl
 	}
 	return nil
+}
+
+func (x *ReportStatusRequest) GetIstiodState() string {
+	if x != nil {
+		return x.IstiodState
+	}
+	return ""
+}
+
+func (x *ReportStatusRequest) GetIstiodBundleSequence() uint64 {
+	if x != nil {
+		return x.IstiodBundleSequence
+	}
+	return 0
+}
+
+func (x *ReportStatusRequest) GetIstiodSerial() string {
+	if x != nil {
+		return x.IstiodSerial
+	}
+	return ""
+}
+
+func (x *ReportStatusRequest) GetIstiodProbed() bool {
+	if x != nil {
+		return x.IstiodProbed
+	}
+	return false
+}
+
+func (x *ReportStatusRequest) GetIstiodRoots() []string {
+	if x != nil {
+		return x.IstiodRoots
+	}
+	return nil
+}
+
+func (x *ReportStatusRequest) GetIstiodSince() int64 {
+	if x != nil {
+		return x.IstiodSince
+	}
+	return 0
+}
+
+func (x *ReportStatusRequest) GetIstiodStaleSince() int64 {
+	if x != nil {
+		return x.IstiodStaleSince
+	}
+	return 0
+}
+
+func (x *ReportStatusRequest) GetIstiodDetail() string {
+	if x != nil {
+		return x.IstiodDetail
+	}
+	return ""
 }
 
 type ReportStatusResponse struct {
@@ -601,12 +675,21 @@ var File_meshroot_v1_issuer_proto protoreflect.FileDescriptor
 
 const file_meshroot_v1_issuer_proto_rawDesc = "" +
 	"\n" +
-	"\x18meshroot/v1/issuer.proto\x12\vmeshroot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n" +
+	"\x18meshroot/v1/issuer.proto\x12\vmeshroot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x03\n" +
 	"\x13ReportStatusRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12'\n" +
 	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12/\n" +
 	"\x13intermediate_serial\x18\x03 \x01(\tR\x12intermediateSerial\x12\x10\n" +
-	"\x03crl\x18\x04 \x01(\fR\x03crl\"\x16\n" +
+	"\x03crl\x18\x04 \x01(\fR\x03crl\x12!\n" +
+	"\fistiod_state\x18\x05 \x01(\tR\vistiodState\x124\n" +
+	"\x16istiod_bundle_sequence\x18\x06 \x01(\x04R\x14istiodBundleSequence\x12#\n" +
+	"\ristiod_serial\x18\a \x01(\tR\fistiodSerial\x12#\n" +
+	"\ristiod_probed\x18\b \x01(\bR\fistiodProbed\x12!\n" +
+	"\fistiod_roots\x18\t \x03(\tR\vistiodRoots\x12!\n" +
+	"\fistiod_since\x18\n" +
+	" \x01(\x03R\vistiodSince\x12,\n" +
+	"\x12istiod_stale_since\x18\v \x01(\x03R\x10istiodStaleSince\x12#\n" +
+	"\ristiod_detail\x18\f \x01(\tR\fistiodDetail\"\x16\n" +
 	"\x14ReportStatusResponse\"f\n" +
 	"\x17SignIntermediateRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +

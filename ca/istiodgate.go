@@ -1,0 +1,135 @@
+package ca
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/meshroot/meshroot/store"
+)
+
+// Bounds on what an agent may report about istiod.
+const (
+	maxIstiodDetail = 1024
+	maxIstiodRoots  = 16
+	maxSerialLen    = 64
+)
+
+// ReportIstiod records what a cluster's agent applied (as ReportStatus)
+// together with what it confirmed istiod serves. ist.State "" records
+// nothing about istiod (an agent that does not confirm).
+func (s *Service) ReportIstiod(ctx context.Context, cluster string, bundleSequence uint64, serial string, ist store.IstiodStatus) error {
+	switch ist.State {
+	case "", store.IstiodLoaded, store.IstiodPending, store.IstiodStale, store.IstiodUnconfirmed:
+	default:
+		return refusef("unknown istiod state %q: want loaded, pending, stale or unconfirmed", ist.State)
+	}
+	if len(ist.Detail) > maxIstiodDetail || len(ist.Roots) > maxIstiodRoots || len(ist.Serial) > maxSerialLen {
+		return refusef("istiod report too large: detail at most %d bytes, at most %d roots", maxIstiodDetail, maxIstiodRoots)
+	}
+	for _, r := range ist.Roots {
+		if len(r) > 128 {
+			return refusef("istiod report: root ID longer than 128 bytes")
+		}
+	}
+	if ist.BundleSequence > bundleSequence || (ist.State == store.IstiodLoaded && ist.BundleSequence != bundleSequence) {
+		return refusef("istiod bundle sequence %d does not match the applied %d", ist.BundleSequence, bundleSequence)
+	}
+	cur, err := s.store.BundleSequence(ctx)
+	if err != nil {
+		return err
+	}
+	if bundleSequence > cur {
+		return refusef("reported bundle sequence %d is ahead of the server's %d", bundleSequence, cur)
+	}
+	if serial != "" {
+		in, err := s.store.GetIntermediate(ctx, serial)
+		if err != nil || in.Cluster != cluster {
+			return refusef("intermediate %s is not one issued to cluster %s", serial, cluster)
+		}
+	}
+	return s.RecordContact(ctx, cluster, store.ClusterStatus{BundleSequence: bundleSequence, IntermediateSerial: serial, Istiod: ist})
+}
+
+// SetClusterGate marks what makes cluster ready for a rotation phase:
+// store.GateSecret (the Secret applied is enough: for clusters whose agent
+// cannot confirm istiod), store.GateIstiod (istiod must confirm), or ""
+// (the default). It is audited as cluster.gate.
+func (s *Service) SetClusterGate(ctx context.Context, name, gate string) error {
+	actor := ActorFrom(ctx)
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		switch gate {
+		case "", store.GateSecret, store.GateIstiod:
+		default:
+			return refusef("unknown gate %q: use secret or istiod", gate)
+		}
+		c, err := tx.GetCluster(ctx, name)
+		if errors.Is(err, store.ErrNotFound) {
+			return refusef("cluster %s is not registered", name)
+		} else if err != nil {
+			return err
+		}
+		prev := c.Status.Gate
+		c.Status.Gate = gate
+		if err := tx.UpdateClusterStatus(ctx, name, c.Status); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, actor, "cluster.gate", name, "ok", map[string]any{"gate": gateName(gate), "previous": gateName(prev)})
+	})
+	if err != nil {
+		return s.auditRefusal(ctx, actor, "cluster.gate", name, err)
+	}
+	return nil
+}
+
+func gateName(g string) string {
+	if g == "" {
+		return "default"
+	}
+	return g
+}
+
+// EffectiveGate is the gate that applies to c: the operator's, else
+// istiod when its agent has ever reported istiod confirmation, else
+// secret (agents from before the confirmation keep working as they did).
+func EffectiveGate(c store.Cluster) string {
+	switch {
+	case c.Status.Gate != "":
+		return c.Status.Gate
+	case c.Status.Istiod.State != "":
+		return store.GateIstiod
+	}
+	return store.GateSecret
+}
+
+// istiodBlocker says why istiod in cluster c has not confirmed the trust
+// bundle needSeq (and, when needSerial is set, the intermediate the
+// cluster reported), or "" when it has or the cluster's gate is secret.
+func istiodBlocker(c store.Cluster, needSeq uint64, needSerial string) string {
+	if EffectiveGate(c) != store.GateIstiod {
+		return ""
+	}
+	ist := c.Status.Istiod
+	if ist.State == store.IstiodLoaded && ist.BundleSequence >= needSeq && (needSerial == "" || ist.Serial == needSerial) {
+		return ""
+	}
+	what := fmt.Sprintf("trust bundle %d", needSeq)
+	if needSerial != "" {
+		what += " and intermediate " + short(needSerial)
+	}
+	switch ist.State {
+	case "", store.IstiodUnconfirmed:
+		return fmt.Sprintf("unconfirmed: its agent cannot tell whether istiod serves %s (%s); if this cluster runs no istiod the agent can see, mark it with `meshroot cluster gate %s secret`", what, orNone(ist.Detail), c.Name)
+	case store.IstiodStale:
+		return fmt.Sprintf("istiod stale since %s: it does not serve %s (%s)", ist.StaleSince.UTC().Format(time.RFC3339), what, orNone(ist.Detail))
+	}
+	return fmt.Sprintf("istiod has not confirmed %s yet: %s since %s (%s)", what, ist.State, ist.Since.UTC().Format(time.RFC3339), orNone(ist.Detail))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no detail"
+	}
+	return s
+}
