@@ -1,6 +1,7 @@
 # meshroot: `make run` for the demo, `make test` for everything CI runs.
 GO      ?= go
 BIN     := bin/meshroot
+AGENT   := bin/meshroot-agent
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
@@ -8,8 +9,10 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 
 all: build
 
+## build: bin/meshroot (server, CLI, agent) and bin/meshroot-agent (the lean agent)
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/meshroot
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(AGENT) ./cmd/meshroot-agent
 
 ## run: build, then start a dev server on 127.0.0.1 (data in ./meshroot-data)
 run: build
@@ -35,6 +38,7 @@ test-deps:
 	  [ -e /usr/lib/softhsm/libsofthsm2.so ] || missing="$$missing softhsm2"; \
 	  command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	  command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
+	  command -v tinyproxy >/dev/null || missing="$$missing tinyproxy"; \
 	  if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; fi
 
