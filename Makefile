@@ -1,6 +1,7 @@
 # meshroot: `make run` for the demo, `make test` for everything CI runs.
 GO      ?= go
 BIN     := bin/meshroot
+AGENT   := bin/meshroot-agent
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
@@ -8,8 +9,10 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 
 all: build
 
+## build: bin/meshroot (server, CLI, agent) and bin/meshroot-agent (the lean agent)
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/meshroot
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(AGENT) ./cmd/meshroot-agent
 
 ## run: build, then start a dev server on 127.0.0.1 (data in ./meshroot-data)
 run: build

@@ -182,6 +182,7 @@ func (a *Agent) RunOnce(ctx context.Context) error {
 func (a *Agent) Run(ctx context.Context) error {
 	changed := make(chan struct{}, 1)
 	go a.watch(ctx, changed)
+	go a.pollBundle(ctx, changed) // poll.go: the refresh hint, should a push not arrive
 	b := a.newBackoff()
 	for {
 		next, err := a.Reconcile(ctx)

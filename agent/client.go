@@ -68,7 +68,7 @@ func dial(server string, roots func() *x509.CertPool, cert *tls.Certificate) (*c
 			return cert, nil
 		},
 	}
-	conn, err := grpc.NewClient(server, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	conn, err := grpc.NewClient(server, append(dialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))...)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", server, err)
 	}

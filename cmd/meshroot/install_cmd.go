@@ -12,11 +12,20 @@ import (
 
 	"github.com/meshroot/meshroot/agent"
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/cmd/internal/agentcmd"
 	"github.com/meshroot/meshroot/keys"
 )
 
+// installFlags are the agent's flags that `cluster install` shares.
+type installFlags struct {
+	kubeconfig, kubeContext, namespace, secretName string
+	format, keyType, restart, istiod               string
+	ttl                                            time.Duration
+	adopt                                          bool
+}
+
 func newClusterInstallCmd(g *globals) *cobra.Command {
-	f := &agentFlags{}
+	f := &installFlags{}
 	var constrain bool
 	cmd := &cobra.Command{
 		Use:   "install NAME --kubeconfig FILE [--context C]",
@@ -40,7 +49,7 @@ on disk. Renewal is then up to you: run it again before the NotAfter shown.`,
 			if err != nil {
 				return usageError{err}
 			}
-			kube, err := kubeClient(f.kubeconfig, f.kubeContext)
+			kube, err := agentcmd.KubeClient(f.kubeconfig, f.kubeContext)
 			if err != nil {
 				return err
 			}

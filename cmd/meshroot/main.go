@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/cmd/internal/agentcmd"
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/store"
 )
@@ -39,7 +40,7 @@ func run(args []string) int {
 	return exitCode(err)
 }
 
-// usageError marks a bad invocation.
+// usageError marks a bad invocation (as does agentcmd.UsageError).
 type usageError struct{ error }
 
 // tamperError marks an audit log that failed verification against an anchor
@@ -48,11 +49,12 @@ type tamperError struct{ error }
 
 func exitCode(err error) int {
 	var ue usageError
+	var aue agentcmd.UsageError
 	var te tamperError
 	var ce *store.ChainError
 	var pe *ca.PolicyError
 	switch {
-	case errors.As(err, &ue), errors.Is(err, keys.ErrNotConfigured):
+	case errors.As(err, &ue), errors.As(err, &aue), errors.Is(err, keys.ErrNotConfigured):
 		return exitUsage
 	case errors.As(err, &ce), errors.As(err, &te): // `audit verify` on a data dir, or against an anchor
 		return exitTamper

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/spf13/pflag"
+	"github.com/meshroot/meshroot/cmd/internal/agentcmd"
 )
 
 // globals are the flags every command shares.
@@ -78,7 +78,7 @@ func newRootCmd() *cobra.Command {
 		newAuditCmd(g),
 		newVersionCmd(g),
 		newServeCmd(g),
-		newAgentCmd(g),
+		agentcmd.New("agent"),
 		newTokenCmd(g),
 		newFederationCmd(g),
 		newPolicyCmd(g),
@@ -112,21 +112,7 @@ func refuseUnknownSubcommands(cmd *cobra.Command) {
 // applyEnv sets every flag the user did not give from MESHROOT_<FLAG> in the
 // environment (dashes become underscores). MESHROOT_PASSPHRASE is read
 // separately and never becomes a flag.
-func applyEnv(fs *pflag.FlagSet) error {
-	var err error
-	fs.VisitAll(func(f *pflag.Flag) {
-		if err != nil || f.Changed {
-			return
-		}
-		name := "MESHROOT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok {
-			if serr := fs.Set(f.Name, v); serr != nil {
-				err = usageError{fmt.Errorf("environment %s=%q: %v", name, v, serr)}
-			}
-		}
-	})
-	return err
-}
+var applyEnv = agentcmd.ApplyEnv
 
 // defaultSocket is $XDG_RUNTIME_DIR/meshroot/admin.sock, else
 // /tmp/meshroot-<uid>/admin.sock.

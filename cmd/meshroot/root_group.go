@@ -12,6 +12,7 @@ import (
 	"go.step.sm/crypto/pemutil"
 
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/cmd/internal/agentcmd"
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/store"
 )
@@ -212,16 +213,7 @@ func initUpstream(cmd *cobra.Command, g *globals, td, upstream string) error {
 }
 
 // readBounded reads a file of at most limit bytes.
-func readBounded(path string, limit int64) ([]byte, error) {
-	info, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if info.Size() > limit {
-		return nil, fmt.Errorf("%s is %d bytes: at most %d are read", path, info.Size(), limit)
-	}
-	return os.ReadFile(path)
-}
+var readBounded = agentcmd.ReadBounded
 
 // readUpTo reads at most limit bytes of a file.
 func readUpTo(path string, limit int64) ([]byte, error) {

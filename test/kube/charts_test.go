@@ -352,7 +352,7 @@ func TestAgentChart(t *testing.T) {
 			if mode != "" {
 				cluster = "east"
 			}
-			wantArgs := []string{"agent", "--server", "meshroot.meshroot.svc:8443",
+			wantArgs := []string{"--server", "meshroot.meshroot.svc:8443",
 				"--server-ca", "/etc/meshroot-agent/server-ca/ca.crt", "--cluster", cluster,
 				"--token-file", "/var/run/secrets/meshroot/token", "--namespace", "istio-system",
 				"--restart-istiod", "auto"}
@@ -360,6 +360,10 @@ func TestAgentChart(t *testing.T) {
 				wantArgs = append(wantArgs, "--once")
 			}
 			c := pod.Containers[0]
+			// The lean agent image and binary, not the server's.
+			if !slices.Equal(c.Command, []string{"/meshroot-agent"}) || !strings.HasPrefix(c.Image, "ghcr.io/meshroot/meshroot-agent:") {
+				t.Errorf("container runs %q from %q, want /meshroot-agent from ghcr.io/meshroot/meshroot-agent", c.Command, c.Image)
+			}
 			if !slices.Equal(c.Args, wantArgs) {
 				t.Errorf("args = %q\nwant   %q", c.Args, wantArgs)
 			}

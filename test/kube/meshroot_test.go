@@ -80,7 +80,10 @@ func meshrootBin(t testing.TB) string {
 	return binPath
 }
 
-func buildMeshroot() (string, error) {
+func buildMeshroot() (string, error) { return buildBinary("meshroot") }
+
+// buildBinary builds cmd/NAME of this checkout into the cache folder.
+func buildBinary(name string) (string, error) {
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		return "", err
@@ -98,14 +101,14 @@ func buildMeshroot() (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	tmp := filepath.Join(dir, fmt.Sprintf(".meshroot-%d", os.Getpid()))
-	cmd := exec.Command("go", "build", "-o", tmp, "github.com/meshroot/meshroot/cmd/meshroot")
+	tmp := filepath.Join(dir, fmt.Sprintf(".%s-%d", name, os.Getpid()))
+	cmd := exec.Command("go", "build", "-o", tmp, "github.com/meshroot/meshroot/cmd/"+name)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		_ = os.Remove(tmp)
 		return "", fmt.Errorf("go build in %s: %v\n%s", root, err, out)
 	}
-	final := filepath.Join(dir, "meshroot")
+	final := filepath.Join(dir, name)
 	if err := os.Rename(tmp, final); err != nil {
 		_ = os.Remove(tmp)
 		return "", err
@@ -188,12 +191,18 @@ type proc struct {
 
 func startProc(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
+	return startBin(t, meshrootBin(t), name, env, args...)
+}
+
+// startBin is startProc for another binary, bin.
+func startBin(t *testing.T, bin, name string, env []string, args ...string) *proc {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(meshrootBin(t), args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = childEnv(env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
@@ -286,6 +295,13 @@ func startServer(t *testing.T, configYAML string) *server {
 // startServerInit is startServer with extra `root init` arguments.
 func startServerInit(t *testing.T, configYAML string, initArgs ...string) *server {
 	t.Helper()
+	return startServerOn(t, "127.0.0.1", configYAML, initArgs...)
+}
+
+// startServerOn is startServerInit with the gRPC port on host (an address
+// of this machine), which the server's certificate names.
+func startServerOn(t *testing.T, host, configYAML string, initArgs ...string) *server {
+	t.Helper()
 	// A unix socket path must be short (< 108 bytes): t.TempDir's may not be.
 	sockDir, err := os.MkdirTemp("", "mr")
 	if err != nil {
@@ -296,7 +312,7 @@ func startServerInit(t *testing.T, configYAML string, initArgs ...string) *serve
 	ports := freePorts(t, 2)
 	s := &server{
 		t: t, dataDir: filepath.Join(dir, "data"), socket: filepath.Join(sockDir, "admin.sock"),
-		addr: "127.0.0.1:" + ports[0], httpAddr: "127.0.0.1:" + ports[1], caPEM: filepath.Join(dir, "server-ca.pem"),
+		addr: net.JoinHostPort(host, ports[0]), httpAddr: "127.0.0.1:" + ports[1], caPEM: filepath.Join(dir, "server-ca.pem"),
 	}
 	if configYAML != "" {
 		s.config = writeFile(t, dir, "config.yaml", []byte(configYAML))
@@ -315,7 +331,7 @@ func startServerInit(t *testing.T, configYAML string, initArgs ...string) *serve
 func (s *server) start() {
 	s.t.Helper()
 	args := []string{"serve", "--data-dir", s.dataDir, "--listen", s.addr, "--http-listen", s.httpAddr,
-		"--socket", s.socket, "--san", "127.0.0.1", "--insecure-plaintext-key", "--bundle-endpoint-listen", "127.0.0.1:0"}
+		"--socket", s.socket, "--san", s.host(), "--insecure-plaintext-key", "--bundle-endpoint-listen", "127.0.0.1:0"}
 	if s.config != "" {
 		args = append(args, "--config", s.config)
 	}
@@ -340,6 +356,12 @@ func (s *server) waitReady() {
 		s.proc.alive(s.t)
 		return httpOK("http://" + s.httpAddr + "/readyz")
 	})
+}
+
+// host is the host part of the server's gRPC address.
+func (s *server) host() string {
+	h, _, _ := net.SplitHostPort(s.addr)
+	return h
 }
 
 // stop stops the server with SIGTERM and returns its exit code.

@@ -77,8 +77,11 @@ containers:
   - name: agent
     image: {{ printf "%s:%s" $.Values.image.repository (default $.Chart.AppVersion $.Values.image.tag) | quote }}
     imagePullPolicy: {{ $.Values.image.pullPolicy }}
+    # The lean agent binary (cmd/meshroot-agent): `meshroot agent` without
+    # the CA's key backends, stores and cloud SDKs.
+    command:
+      - /meshroot-agent
     args:
-      - agent
       - --server
       - {{ $.Values.server | quote }}
       - --server-ca

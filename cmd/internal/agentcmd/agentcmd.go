@@ -1,4 +1,8 @@
-package main
+// Package agentcmd builds the agent command, shared by `meshroot agent` and
+// the lean meshroot-agent binary: one set of flags, one behaviour. It must
+// not import the CA's key backends, stores or cloud SDKs (a test in
+// cmd/meshroot-agent checks the lean binary's dependencies).
+package agentcmd
 
 import (
 	"context"
@@ -7,12 +11,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -21,6 +27,18 @@ import (
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/keys"
 )
+
+// UsageError marks a bad invocation (exit code 2).
+type UsageError struct{ Err error }
+
+// Error is the wrapped error's message.
+func (e UsageError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the wrapped error.
+func (e UsageError) Unwrap() error { return e.Err }
+
+// maxServerCAFile bounds the --server-ca file.
+const maxServerCAFile = 1 << 20
 
 type agentFlags struct {
 	server, serverCA, cluster, joinToken, tokenFile string
@@ -34,10 +52,13 @@ type agentFlags struct {
 	once, adopt, meshConfig                         bool
 }
 
-func newAgentCmd(g *globals) *cobra.Command {
+// New returns the agent command; name is how it is invoked ("agent" under
+// meshroot, "meshroot-agent" as its own binary). Its flags can also come
+// from MESHROOT_<FLAG> variables (ApplyEnv).
+func New(name string) *cobra.Command {
 	f := &agentFlags{}
 	cmd := &cobra.Command{
-		Use:   "agent --server HOST:PORT --server-ca FILE --cluster NAME (--token-file F | --join-token T)",
+		Use:   name + " --server HOST:PORT --server-ca FILE --cluster NAME (--token-file F | --join-token T)",
 		Short: "Keep this cluster's Istio cacerts Secret issued, renewed and following the trust bundle",
 		Long: `Run in a cluster (a Job with --once for bootstrap, or a Deployment to keep
 renewing). The intermediate key is generated here and never leaves the
@@ -52,7 +73,12 @@ Without Kubernetes (trying meshroot out, or a VM that mounts the files),
 --out DIR writes the same files into a folder instead of the Secret, the way
 the kubelet updates a mounted Secret: a new hidden folder, then the ..data
 symlink swapped to it in one rename.`,
-		Args: noArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 0 {
+				return UsageError{fmt.Errorf("%s takes no arguments (got %d arguments)", cmd.CommandPath(), len(args))}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error { return runAgent(cmd, f) },
 	}
 	fl := cmd.Flags()
@@ -87,27 +113,27 @@ symlink swapped to it in one rename.`,
 func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	for name, v := range map[string]string{"--server": f.server, "--server-ca": f.serverCA, "--cluster": f.cluster} {
 		if v == "" {
-			return usageError{fmt.Errorf("%s is required", name)}
+			return UsageError{fmt.Errorf("%s is required", name)}
 		}
 	}
 	format, err := ca.ParseFormat(f.format)
 	if err != nil {
-		return usageError{err}
+		return UsageError{err}
 	}
 	kt, err := keys.ParseKeyType(f.keyType)
 	if err != nil {
-		return usageError{err}
+		return UsageError{err}
 	}
 	restart, err := agent.ParseRestartMode(f.restart)
 	if err != nil {
-		return usageError{err}
+		return UsageError{err}
 	}
 	if f.renewFraction <= 0 || f.renewFraction >= 1 {
-		return usageError{fmt.Errorf("--renew-fraction %v: use a number between 0 and 1", f.renewFraction)}
+		return UsageError{fmt.Errorf("--renew-fraction %v: use a number between 0 and 1", f.renewFraction)}
 	}
-	caPEM, err := readBounded(f.serverCA, maxImportFile)
+	caPEM, err := ReadBounded(f.serverCA, maxServerCAFile)
 	if err != nil {
-		return usageError{fmt.Errorf("--server-ca: %w", err)}
+		return UsageError{fmt.Errorf("--server-ca: %w", err)}
 	}
 	kube, where, err := agentTarget(cmd, f)
 	if err != nil {
@@ -127,7 +153,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		MeshConfig: meshConfigName(f.meshConfig), Metrics: metrics, IstiodStaleAfter: f.istiodStaleAfter, Probe: f.probe,
 	})
 	if err != nil {
-		return usageError{err}
+		return UsageError{err}
 	}
 	defer a.Close()
 	if f.once {
@@ -147,21 +173,21 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 func agentTarget(cmd *cobra.Command, f *agentFlags) (kubernetes.Interface, string, error) {
 	ref := agent.SecretRef{Namespace: f.namespace, Name: f.secretName}
 	if f.out == "" {
-		kube, err := kubeClient(f.kubeconfig, f.kubeContext)
+		kube, err := KubeClient(f.kubeconfig, f.kubeContext)
 		return kube, ref.Namespace + "/" + ref.Name, err
 	}
 	for _, name := range []string{"kubeconfig", "context", "mesh-config"} {
 		if cmd.Flags().Changed(name) {
-			return nil, "", usageError{fmt.Errorf("--out writes files, not to a cluster: drop --%s", name)}
+			return nil, "", UsageError{fmt.Errorf("--out writes files, not to a cluster: drop --%s", name)}
 		}
 	}
 	kube, err := agent.NewFolder(f.out, ref)
 	return kube, "in " + f.out, err
 }
 
-// kubeClient builds a client from a kubeconfig file and context, from the
+// KubeClient builds a client from a kubeconfig file and context, from the
 // in-cluster config, or from the default kubeconfig locations.
-func kubeClient(kubeconfig, kubeContext string) (kubernetes.Interface, error) {
+func KubeClient(kubeconfig, kubeContext string) (kubernetes.Interface, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig == "" && kubeContext == "" {
@@ -172,16 +198,16 @@ func kubeClient(kubeconfig, kubeContext string) (kubernetes.Interface, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if kubeconfig != "" {
 		if _, serr := os.Stat(kubeconfig); serr != nil {
-			return nil, usageError{fmt.Errorf("--kubeconfig: %w", serr)}
+			return nil, UsageError{fmt.Errorf("--kubeconfig: %w", serr)}
 		}
 		rules.ExplicitPath = kubeconfig
 	}
 	cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
 	if err != nil {
 		if errors.Is(err, clientcmd.ErrEmptyConfig) {
-			return nil, usageError{errors.New("no Kubernetes configuration: not in a cluster and no kubeconfig: pass --kubeconfig")}
+			return nil, UsageError{errors.New("no Kubernetes configuration: not in a cluster and no kubeconfig: pass --kubeconfig")}
 		}
-		return nil, usageError{fmt.Errorf("kubeconfig: %w", err)}
+		return nil, UsageError{fmt.Errorf("kubeconfig: %w", err)}
 	}
 	return kubernetes.NewForConfig(cfg)
 }
@@ -208,7 +234,7 @@ func serveAgentMetrics(ctx context.Context, addr, cluster string, log *slog.Logg
 	}
 	srv, err := agent.ListenMetrics(addr, reg)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, UsageError{err}
 	}
 	log.Info("serving metrics", "url", "http://"+srv.Addr()+"/metrics")
 	go func() {
@@ -217,4 +243,34 @@ func serveAgentMetrics(ctx context.Context, addr, cluster string, log *slog.Logg
 		}
 	}()
 	return m, nil
+}
+
+// ReadBounded reads a file of at most limit bytes.
+func ReadBounded(path string, limit int64) ([]byte, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if info.Size() > limit {
+		return nil, fmt.Errorf("%s is %d bytes: at most %d are read", path, info.Size(), limit)
+	}
+	return os.ReadFile(path)
+}
+
+// ApplyEnv sets every flag the user did not give from MESHROOT_<FLAG> in the
+// environment (dashes become underscores).
+func ApplyEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed {
+			return
+		}
+		name := "MESHROOT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = UsageError{fmt.Errorf("environment %s=%q: %v", name, v, serr)}
+			}
+		}
+	})
+	return err
 }

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// forbidden are packages the lean agent must not link: the CA's key
+// backends, its stores, the Vault client and the cloud and HSM SDKs.
+var forbidden = regexp.MustCompile(`^github\.com/meshroot/meshroot/(keys/[^/]+|store/sqlite|store/postgres|internal/vaultclient|upstream|server)(/|$)|` +
+	`hashicorp|aws|cloud\.google\.com|google\.golang\.org/api|/azure|Azure/|crypto11|pkcs11|sqlite|jackc/pgx|lib/pq`)
+
+// TestLeanDependencies lists what the meshroot-agent binary links and
+// fails on any CA key backend, store, Vault client or cloud SDK.
+func TestLeanDependencies(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	pkgs := strings.Fields(string(out))
+	if len(pkgs) < 50 || !contains(pkgs, "github.com/meshroot/meshroot/agent") {
+		t.Fatalf("go list -deps listed %d packages without the agent: %.300s", len(pkgs), out)
+	}
+	for _, p := range pkgs {
+		if forbidden.MatchString(p) {
+			t.Errorf("meshroot-agent links %s", p)
+		}
+	}
+	// The check itself can fail: meshroot's own binary links them.
+	full, err := exec.Command("go", "list", "-deps", "../meshroot").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps ../meshroot: %v\n%s", err, full)
+	}
+	var hits int
+	for _, p := range strings.Fields(string(full)) {
+		if forbidden.MatchString(p) {
+			hits++
+		}
+	}
+	if hits == 0 {
+		t.Errorf("the pattern matches nothing meshroot links: it checks nothing")
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
