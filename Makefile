@@ -5,7 +5,7 @@ AGENT   := bin/meshroot-agent
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: no-big-files all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle generate clean
+.PHONY: no-big-files no-merge-markers all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle generate clean
 
 all: build
 
@@ -56,10 +56,14 @@ test-postgres:
 	    echo "or set MESHROOT_TEST_POSTGRES to the DSN of another server's maintenance database."; \
 	    exit 1; fi
 
-vet: no-big-files
+vet: no-big-files no-merge-markers
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+## no-merge-markers: a merge's conflict markers never land
+no-merge-markers:
+	@if git grep -n -E '^(<<<<<<<|>>>>>>>) ' -- . 2>/dev/null; then echo "merge conflict markers in tracked files: resolve them"; exit 1; fi
 
 ## no-big-files: build output never enters git; refuse any tracked file over 2 MB
 no-big-files:
