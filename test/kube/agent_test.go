@@ -381,6 +381,16 @@ func TestAgentFollowsBundle(t *testing.T) {
 // afterwards the agent's bundle watch reconnects and follows a new root.
 func TestAgentSurvivesServerRestart(t *testing.T) {
 	c, s, a, first := startFollower(t, "restart")
+	// The agent's steady state: once its own CRL has reached the server it
+	// completes ca-crl.pem (a CA without a current CRL keeps it out), one
+	// write after the first. Take the Secret from there.
+	var settled *corev1.Secret
+	eventually(t, 15*time.Second, "the agent writes ca-crl.pem once every CA has a CRL", func() error {
+		if settled = getSecret(t, c, meshNS, cacertsName); settled == nil || len(settled.Data["ca-crl.pem"]) == 0 {
+			return fmt.Errorf("no ca-crl.pem in cacerts yet")
+		}
+		return nil
+	})
 	mark := len(a.output())
 	if code := s.stop(); code != 0 {
 		t.Errorf("server exited %d on SIGTERM with an agent watching, want 0", code)
@@ -394,7 +404,7 @@ func TestAgentSurvivesServerRestart(t *testing.T) {
 		}
 		return nil
 	})
-	if sec := getSecret(t, c, meshNS, cacertsName); sec == nil || sec.ResourceVersion != first.secret.ResourceVersion {
+	if sec := getSecret(t, c, meshNS, cacertsName); sec == nil || sec.ResourceVersion != settled.ResourceVersion {
 		t.Errorf("cacerts changed while the server was down")
 	}
 
