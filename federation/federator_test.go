@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/base64"
+	"github.com/meshroot/meshroot/internal/testca"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -109,7 +110,7 @@ func TestFederatorHappyPath(t *testing.T) {
 	var fetches []time.Time
 	doc := bundleDoc(t, td, 1, time.Second, caA)
 	var docMu sync.Mutex
-	p := newPeer(t, webCA.leaf(t, leafOpts{ip: true}), func(w http.ResponseWriter, r *http.Request) {
+	p := newPeer(t, webCA.Leaf(t, testca.LeafOpts{IP: true}), func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		fetches = append(fetches, time.Now())
 		mu.Unlock()
@@ -122,7 +123,7 @@ func TestFederatorHappyPath(t *testing.T) {
 	changes := make(chan string, 10)
 	f := NewFederator(st, FederatorOptions{
 		MinRefresh: 500 * time.Millisecond, MaxRefresh: 10 * time.Second, DefaultRefresh: time.Minute, PollPeers: 50 * time.Millisecond,
-		Roots: webCA.pool(), OnChange: func(td string) { changes <- td }, Log: quietLog(t),
+		Roots: webCA.Pool(), OnChange: func(td string) { changes <- td }, Log: quietLog(t),
 	})
 	runFederator(t, f)
 
@@ -143,7 +144,7 @@ func TestFederatorHappyPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if peer.Sequence != 1 || len(b.X509Authorities()) != 1 || !b.X509Authorities()[0].Equal(caA.cert) {
+	if peer.Sequence != 1 || len(b.X509Authorities()) != 1 || !b.X509Authorities()[0].Equal(caA.Cert) {
 		t.Fatalf("stored sequence %d, %d authorities", peer.Sequence, len(b.X509Authorities()))
 	}
 	if s := peer.Status; s.LastError != "" || s.LastSuccess.IsZero() || !s.LastAttempt.Equal(s.LastSuccess) || s.NextAttempt.Sub(s.LastAttempt) != time.Second {
@@ -197,7 +198,7 @@ func TestFederatorRefusals(t *testing.T) {
 	t.Parallel()
 	st := newStore(t)
 	webCA := newCA(t, "")
-	cert := webCA.leaf(t, leafOpts{ip: true})
+	cert := webCA.Leaf(t, testca.LeafOpts{IP: true})
 	unknownCA := newCA(t, "")
 	type badPeer struct {
 		td     string
@@ -216,7 +217,7 @@ func TestFederatorRefusals(t *testing.T) {
 		{td: "large.org", reason: bundle.ReasonTooLarge, msg: "bundle over 1 MiB", bad: func(p *peer) { p.set(bigBody(10<<20, false)) }},
 		{td: "manyroots.org", reason: bundle.ReasonTooLarge, msg: "as PEM, over the 262144 a mesh may hold", bad: serve(bundleDoc(t, "manyroots.org", 6, 0, overMeshBudget(t, "manyroots.org")...))},
 		{td: "slow.org", reason: bundle.ReasonTimeout, bad: func(p *peer) { p.set(trickle) }},
-		{td: "unknownca.org", reason: bundle.ReasonTLS, bad: func(p *peer) { p.setCert(unknownCA.leaf(t, leafOpts{ip: true})) }},
+		{td: "unknownca.org", reason: bundle.ReasonTLS, bad: func(p *peer) { p.setCert(unknownCA.Leaf(t, testca.LeafOpts{IP: true})) }},
 		{td: "status.org", reason: bundle.ReasonHTTPStatus, msg: "500", bad: func(p *peer) {
 			p.set(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "down", 500) })
 		}},
@@ -231,7 +232,7 @@ func TestFederatorRefusals(t *testing.T) {
 	var logs syncBuffer
 	f := NewFederator(st, FederatorOptions{
 		MinRefresh: 800 * time.Millisecond, MaxRefresh: time.Minute, DefaultRefresh: time.Minute, PollPeers: 50 * time.Millisecond,
-		Roots: webCA.pool(), Log: slog.New(slog.NewTextHandler(&logs, nil)),
+		Roots: webCA.Pool(), Log: slog.New(slog.NewTextHandler(&logs, nil)),
 	})
 	f.fetchTimeout = time.Second
 	runFederator(t, f)
@@ -284,15 +285,15 @@ func TestFederatorSPIFFE(t *testing.T) {
 	st := newStore(t)
 	ca1, ca2 := newCA(t, td), newCA(t, td)
 	id := "spiffe://spiffe.org/spire/server"
-	p := newPeer(t, ca1.leaf(t, leafOpts{uri: id}), serveDoc(bundleDoc(t, td, 2, 0, ca1, ca2)))
+	p := newPeer(t, ca1.Leaf(t, testca.LeafOpts{URI: id}), serveDoc(bundleDoc(t, td, 2, 0, ca1, ca2)))
 	// The bootstrap bundle (sequence 1) holds ca1 only.
 	addPeer(t, st, store.FederationPeer{TrustDomain: td, URL: p.url, Profile: store.ProfileHTTPSSPIFFE, EndpointSPIFFEID: id, Bundle: bundleDoc(t, td, 1, 0, ca1)})
 	// No bootstrap bundle: refused before any contact.
-	nobundle := newPeer(t, ca1.leaf(t, leafOpts{uri: "spiffe://nobundle.org/x"}), serveDoc(bundleDoc(t, "nobundle.org", 1, 0, newCA(t, "nobundle.org"))))
+	nobundle := newPeer(t, ca1.Leaf(t, testca.LeafOpts{URI: "spiffe://nobundle.org/x"}), serveDoc(bundleDoc(t, "nobundle.org", 1, 0, newCA(t, "nobundle.org"))))
 	addPeer(t, st, store.FederationPeer{TrustDomain: "nobundle.org", URL: nobundle.url, Profile: store.ProfileHTTPSSPIFFE, EndpointSPIFFEID: "spiffe://nobundle.org/x"})
 	// A bootstrap bundle that does not hold the endpoint's CA.
 	otherCA := newCA(t, "wrongboot.org")
-	wrongboot := newPeer(t, newCA(t, "wrongboot.org").leaf(t, leafOpts{uri: "spiffe://wrongboot.org/x"}), serveDoc(bundleDoc(t, "wrongboot.org", 2, 0, otherCA)))
+	wrongboot := newPeer(t, newCA(t, "wrongboot.org").Leaf(t, testca.LeafOpts{URI: "spiffe://wrongboot.org/x"}), serveDoc(bundleDoc(t, "wrongboot.org", 2, 0, otherCA)))
 	addPeer(t, st, store.FederationPeer{TrustDomain: "wrongboot.org", URL: wrongboot.url, Profile: store.ProfileHTTPSSPIFFE, EndpointSPIFFEID: "spiffe://wrongboot.org/x", Bundle: bundleDoc(t, "wrongboot.org", 1, 0, otherCA)})
 
 	f := NewFederator(st, FederatorOptions{MinRefresh: 800 * time.Millisecond, MaxRefresh: time.Minute, DefaultRefresh: time.Minute, PollPeers: 50 * time.Millisecond, Log: quietLog(t)})
@@ -314,7 +315,7 @@ func TestFederatorSPIFFE(t *testing.T) {
 
 	// The endpoint moves to an SVID of ca2, known from the fetched bundle
 	// (not the bootstrap one): it is authenticated with the held bundle.
-	p.setCert(ca2.leaf(t, leafOpts{uri: id}))
+	p.setCert(ca2.Leaf(t, testca.LeafOpts{URI: id}))
 	p.serve(bundleDoc(t, td, 3, 0, ca1, ca2))
 	f.Refresh(td)
 	waitFor(t, 5*time.Second, "sequence 3 over an SVID of the new CA", func() bool { return getPeer(t, st, td).Sequence == 3 })
@@ -323,15 +324,15 @@ func TestFederatorSPIFFE(t *testing.T) {
 	p.serve(bundleDoc(t, td, 4, 0, ca1, ca2))
 	for _, c := range []struct {
 		name string
-		cert leafOpts
+		cert testca.LeafOpts
 		msg  string
 	}{
-		{"expired SVID", leafOpts{uri: id, notBefore: time.Now().Add(-2 * time.Hour), notAfter: time.Now().Add(-time.Minute)}, "expired"},
-		{"wrong SPIFFE ID", leafOpts{uri: "spiffe://spiffe.org/impostor"}, "spiffe://spiffe.org/impostor"},
-		{"SVID of another trust domain", leafOpts{uri: "spiffe://evil.org/spire/server"}, "evil.org"},
+		{"expired SVID", testca.LeafOpts{URI: id, NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Minute)}, "expired"},
+		{"wrong SPIFFE ID", testca.LeafOpts{URI: "spiffe://spiffe.org/impostor"}, "spiffe://spiffe.org/impostor"},
+		{"SVID of another trust domain", testca.LeafOpts{URI: "spiffe://evil.org/spire/server"}, "evil.org"},
 	} {
 		tlsBefore := count(td, bundle.ReasonTLS)
-		p.setCert(ca2.leaf(t, c.cert))
+		p.setCert(ca2.Leaf(t, c.cert))
 		f.Refresh(td)
 		var got store.FederationPeer
 		waitFor(t, 5*time.Second, c.name+" refused", func() bool {
@@ -351,14 +352,14 @@ func TestFederatorPeerRemoval(t *testing.T) {
 	t.Parallel()
 	st := newStore(t)
 	webCA := newCA(t, "")
-	cert := webCA.leaf(t, leafOpts{ip: true})
+	cert := webCA.Leaf(t, testca.LeafOpts{IP: true})
 	pa := newPeer(t, cert, serveDoc(bundleDoc(t, "gone.org", 1, 0, newCA(t, "gone.org"))))
 	pb := newPeer(t, cert, serveDoc(bundleDoc(t, "stays.org", 1, 0, newCA(t, "stays.org"))))
 	addPeer(t, st, store.FederationPeer{TrustDomain: "gone.org", URL: pa.url})
 	addPeer(t, st, store.FederationPeer{TrustDomain: "stays.org", URL: pb.url})
 	// A short MaxRefresh makes watchers fetch every 400ms: a watcher left
 	// running would show in the request counts.
-	f := NewFederator(st, FederatorOptions{MinRefresh: 200 * time.Millisecond, MaxRefresh: 400 * time.Millisecond, PollPeers: 50 * time.Millisecond, Roots: webCA.pool(), Log: quietLog(t)})
+	f := NewFederator(st, FederatorOptions{MinRefresh: 200 * time.Millisecond, MaxRefresh: 400 * time.Millisecond, PollPeers: 50 * time.Millisecond, Roots: webCA.Pool(), Log: quietLog(t)})
 	runFederator(t, f)
 	for _, td := range []string{"gone.org", "stays.org"} {
 		waitFor(t, 5*time.Second, td+" fetched", func() bool { return getPeer(t, st, td).Sequence == 1 })
@@ -480,7 +481,7 @@ func overMeshBudget(t *testing.T, td string) []*testCA {
 	var certs []*x509.Certificate
 	for bundle.PEMSize(certs) <= bundle.MaxRootsPEM {
 		cas = append(cas, newCA(t, td))
-		certs = append(certs, cas[len(cas)-1].cert)
+		certs = append(certs, cas[len(cas)-1].Cert)
 	}
 	return cas
 }
@@ -490,7 +491,7 @@ func docWithoutSequence(t *testing.T, td string, cas ...*testCA) []byte {
 	t.Helper()
 	var certs []*x509.Certificate
 	for _, c := range cas {
-		certs = append(certs, c.cert)
+		certs = append(certs, c.Cert)
 	}
 	doc, err := spiffebundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString(td), certs).Marshal()
 	if err != nil {
@@ -512,9 +513,9 @@ func TestFederatorKeepsSequenceWithoutOne(t *testing.T) {
 	st := newStore(t)
 	webCA := newCA(t, "")
 	caA, caB, caOld := newCA(t, td), newCA(t, td), newCA(t, td)
-	p := newPeer(t, webCA.leaf(t, leafOpts{ip: true}), serveDoc(bundleDoc(t, td, 5, 0, caA)))
+	p := newPeer(t, webCA.Leaf(t, testca.LeafOpts{IP: true}), serveDoc(bundleDoc(t, td, 5, 0, caA)))
 	addPeer(t, st, store.FederationPeer{TrustDomain: td, URL: p.url})
-	f := NewFederator(st, FederatorOptions{MinRefresh: time.Minute, PollPeers: 50 * time.Millisecond, Roots: webCA.pool(), Log: quietLog(t)})
+	f := NewFederator(st, FederatorOptions{MinRefresh: time.Minute, PollPeers: 50 * time.Millisecond, Roots: webCA.Pool(), Log: quietLog(t)})
 	runFederator(t, f)
 	waitFor(t, 5*time.Second, "sequence 5 stored", func() bool { return getPeer(t, st, td).Sequence == 5 })
 
@@ -534,7 +535,7 @@ func TestFederatorKeepsSequenceWithoutOne(t *testing.T) {
 	var now store.FederationPeer
 	waitFor(t, 5*time.Second, "caB stored", func() bool {
 		now = getPeer(t, st, td)
-		return bytes.Contains(now.Bundle, []byte(base64.StdEncoding.EncodeToString(caB.cert.Raw)[:64]))
+		return bytes.Contains(now.Bundle, []byte(base64.StdEncoding.EncodeToString(caB.Cert.Raw)[:64]))
 	})
 	if now.Sequence != 5 {
 		t.Fatalf("held sequence after a bundle without one: %d, want 5 (kept)", now.Sequence)

@@ -3,6 +3,7 @@ package federation
 import (
 	"bytes"
 	"context"
+	"github.com/meshroot/meshroot/internal/testca"
 	"net"
 	"net/http"
 	"strconv"
@@ -57,9 +58,9 @@ func TestFetchBundleReasons(t *testing.T) {
 	t.Parallel()
 	td := spiffeid.RequireTrustDomainFromString("peer.org")
 	webCA := newCA(t, "")
-	cert := webCA.leaf(t, leafOpts{ip: true})
+	cert := webCA.Leaf(t, testca.LeafOpts{IP: true})
 	good := bundleDoc(t, "peer.org", 5, 0, newCA(t, "peer.org"))
-	auth := WebPKIAuth(webCA.pool())
+	auth := WebPKIAuth(webCA.Pool())
 
 	// A closed port, for "network".
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -102,7 +103,7 @@ func TestFetchBundleReasons(t *testing.T) {
 			case <-time.After(5 * time.Second):
 			}
 		}, timeout: 300 * time.Millisecond, reason: bundle.ReasonTimeout},
-		{name: "unknown CA", h: serveDoc(good), auth: ptr(WebPKIAuth(newCA(t, "").pool())), reason: bundle.ReasonTLS},
+		{name: "unknown CA", h: serveDoc(good), auth: ptr(WebPKIAuth(newCA(t, "").Pool())), reason: bundle.ReasonTLS},
 		{name: "system roots", h: serveDoc(good), auth: ptr(FetchAuth{}), reason: bundle.ReasonTLS},
 		{name: "SPIFFE auth without a bundle", h: serveDoc(good), auth: ptr(SPIFFEAuth(nil, spiffeid.RequireFromString("spiffe://peer.org/x"))), reason: bundle.ReasonNoBundle},
 		{name: "closed port", url: closed, reason: bundle.ReasonNetwork},
@@ -159,10 +160,10 @@ func jwtOnly(t testing.TB) []byte {
 func TestFetchBundleCanceled(t *testing.T) {
 	t.Parallel()
 	webCA := newCA(t, "")
-	p := newPeer(t, webCA.leaf(t, leafOpts{ip: true}), trickle)
+	p := newPeer(t, webCA.Leaf(t, testca.LeafOpts{IP: true}), trickle)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel)
-	_, _, err := FetchBundle(ctx, spiffeid.RequireTrustDomainFromString("peer.org"), p.url, WebPKIAuth(webCA.pool()), 0)
+	_, _, err := FetchBundle(ctx, spiffeid.RequireTrustDomainFromString("peer.org"), p.url, WebPKIAuth(webCA.Pool()), 0)
 	if bundle.ReasonOf(err) != bundle.ReasonCanceled {
 		t.Fatalf("reason %q (%v), want canceled", bundle.ReasonOf(err), err)
 	}

@@ -2,6 +2,7 @@ package federation
 
 import (
 	"context"
+	"github.com/meshroot/meshroot/internal/testca"
 	"strings"
 	"testing"
 	"time"
@@ -80,10 +81,10 @@ func TestFederatorRefusesOwnTrustDomain(t *testing.T) {
 	t.Parallel()
 	st := newStore(t)
 	webCA := newCA(t, "")
-	p := newPeer(t, webCA.leaf(t, leafOpts{ip: true}), serveDoc(bundleDoc(t, "self.org", 9, 0, newCA(t, "self.org"))))
+	p := newPeer(t, webCA.Leaf(t, testca.LeafOpts{IP: true}), serveDoc(bundleDoc(t, "self.org", 9, 0, newCA(t, "self.org"))))
 	addPeer(t, st, store.FederationPeer{TrustDomain: "self.org", URL: p.url})
 	setOwnTrustDomain(t, st, "self.org")
-	f := NewFederator(st, FederatorOptions{MinRefresh: time.Second, PollPeers: 50 * time.Millisecond, Roots: webCA.pool(), Log: quietLog(t)})
+	f := NewFederator(st, FederatorOptions{MinRefresh: time.Second, PollPeers: 50 * time.Millisecond, Roots: webCA.Pool(), Log: quietLog(t)})
 	runFederator(t, f)
 	var now store.FederationPeer
 	waitFor(t, 5*time.Second, "own_trust_domain recorded", func() bool {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"github.com/meshroot/meshroot/internal/testca"
 	"io"
 	"net"
 	"net/http"
@@ -93,7 +94,7 @@ func TestEndpointWebReload(t *testing.T) {
 	svc, _ := newService(t, "example.org")
 	_, source := fixedBundle(t, svc)
 	webCA := newCA(t, "")
-	first, second := webCA.leaf(t, leafOpts{ip: true}), webCA.leaf(t, leafOpts{ip: true})
+	first, second := webCA.Leaf(t, testca.LeafOpts{IP: true}), webCA.Leaf(t, testca.LeafOpts{IP: true})
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	writePair(t, certFile, keyFile, first)
@@ -103,7 +104,7 @@ func TestEndpointWebReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	startEndpoint(t, ep)
-	pool := webCA.pool()
+	pool := webCA.Pool()
 	if got := serverSerial(t, ep.Addr(), pool); got != first.Leaf.SerialNumber.String() {
 		t.Fatalf("serves serial %s, want the first certificate's", got)
 	}
@@ -197,7 +198,7 @@ func TestEndpointWebInterop(t *testing.T) {
 	webCA := newCA(t, "")
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	writePair(t, certFile, keyFile, webCA.leaf(t, leafOpts{ip: true}))
+	writePair(t, certFile, keyFile, webCA.Leaf(t, testca.LeafOpts{IP: true}))
 	ep, err := NewEndpoint(EndpointConfig{Listen: "127.0.0.1:0", Profile: ProfileWeb, CertFile: certFile, KeyFile: keyFile, Handler: NewHandler(source, 0, nil), Log: quietLog(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -205,17 +206,17 @@ func TestEndpointWebInterop(t *testing.T) {
 	startEndpoint(t, ep)
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	url := "https://" + ep.Addr() + "/"
-	got, err := federation.FetchBundle(context.Background(), td, url, federation.WithWebPKIRoots(webCA.pool()))
+	got, err := federation.FetchBundle(context.Background(), td, url, federation.WithWebPKIRoots(webCA.Pool()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if seq, _ := got.SequenceNumber(); seq != tb.Sequence || len(got.X509Authorities()) != len(tb.Roots) {
 		t.Fatalf("go-spiffe fetched sequence %d with %d authorities", seq, len(got.X509Authorities()))
 	}
-	if _, _, err := mrfed.FetchBundle(context.Background(), td, url, mrfed.WebPKIAuth(webCA.pool()), 0); err != nil {
+	if _, _, err := mrfed.FetchBundle(context.Background(), td, url, mrfed.WebPKIAuth(webCA.Pool()), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := mrfed.FetchBundle(context.Background(), td, url, mrfed.WebPKIAuth(newCA(t, "").pool()), 0); bundle.ReasonOf(err) != bundle.ReasonTLS {
+	if _, _, err := mrfed.FetchBundle(context.Background(), td, url, mrfed.WebPKIAuth(newCA(t, "").Pool()), 0); bundle.ReasonOf(err) != bundle.ReasonTLS {
 		t.Fatalf("unknown CA: %v (reason %q), want tls", err, bundle.ReasonOf(err))
 	}
 }
@@ -227,7 +228,7 @@ func TestEndpointSlowLoris(t *testing.T) {
 	webCA := newCA(t, "")
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	writePair(t, certFile, keyFile, webCA.leaf(t, leafOpts{ip: true}))
+	writePair(t, certFile, keyFile, webCA.Leaf(t, testca.LeafOpts{IP: true}))
 	ep, err := NewEndpoint(EndpointConfig{Listen: "127.0.0.1:0", Profile: ProfileWeb, CertFile: certFile, KeyFile: keyFile, Handler: NewHandler(source, 0, nil), Log: quietLog(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +257,7 @@ func TestEndpointSlowLoris(t *testing.T) {
 		return out
 	}
 	// 1: headers, one byte a second.
-	headers, err := tls.Dial("tcp", ep.Addr(), &tls.Config{RootCAs: webCA.pool()})
+	headers, err := tls.Dial("tcp", ep.Addr(), &tls.Config{RootCAs: webCA.Pool()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +283,7 @@ func TestEndpointSlowLoris(t *testing.T) {
 	rawClosed := closedAfter(raw)
 
 	// A normal client is served meanwhile.
-	if got := serverSerial(t, ep.Addr(), webCA.pool()); got == "" {
+	if got := serverSerial(t, ep.Addr(), webCA.Pool()); got == "" {
 		t.Fatal("no answer")
 	}
 	for name, ch := range map[string]<-chan time.Duration{"trickled headers": headersClosed, "silent handshake": rawClosed} {
@@ -293,7 +294,7 @@ func TestEndpointSlowLoris(t *testing.T) {
 			t.Errorf("%s: the connection is still open after 5s", name)
 		}
 	}
-	if got := serverSerial(t, ep.Addr(), webCA.pool()); got == "" {
+	if got := serverSerial(t, ep.Addr(), webCA.Pool()); got == "" {
 		t.Fatal("no answer after the slow clients")
 	}
 }
@@ -304,7 +305,7 @@ func TestNewEndpointRefuses(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	webCA := newCA(t, "")
-	writePair(t, certFile, keyFile, webCA.leaf(t, leafOpts{ip: true}))
+	writePair(t, certFile, keyFile, webCA.Leaf(t, testca.LeafOpts{IP: true}))
 	garbage := filepath.Join(dir, "garbage")
 	_ = os.WriteFile(garbage, []byte("nope"), 0o600)
 	svids := NewSVIDSource(nil, "example.org", 0, nil)

@@ -104,10 +104,10 @@ func TestSVIDSourceChainBelowRoot(t *testing.T) {
 	// An imported intermediate under an offline root: leaf, server CA,
 	// intermediate.
 	offline := newCA(t, "")
-	inter := offline.intermediate(t)
+	inter := offline.Intermediate(t)
 	svc2, _ := newBareService(t)
 	if _, err := svc2.ImportRoot(ca.WithActor(context.Background(), "test"), ca.ImportRootRequest{
-		TrustDomain: "example.org", ChainPEM: ca.EncodeCerts([]*x509.Certificate{inter.cert, offline.cert}), Key: inter.key,
+		TrustDomain: "example.org", ChainPEM: ca.EncodeCerts([]*x509.Certificate{inter.Cert, offline.Cert}), Key: inter.Key,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -115,11 +115,11 @@ func TestSVIDSourceChainBelowRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cert.Certificate) != 3 || !isServerCA(t, cert.Certificate[1]) || string(cert.Certificate[2]) != string(inter.cert.Raw) {
+	if len(cert.Certificate) != 3 || !isServerCA(t, cert.Certificate[1]) || string(cert.Certificate[2]) != string(inter.Cert.Raw) {
 		t.Fatalf("chain of %d certificates, want leaf + server CA + intermediate", len(cert.Certificate))
 	}
 	td := spiffeid.RequireTrustDomainFromString("example.org")
-	if _, _, err := x509svid.ParseAndVerify(cert.Certificate, x509bundle.FromX509Authorities(td, []*x509.Certificate{offline.cert})); err != nil {
+	if _, _, err := x509svid.ParseAndVerify(cert.Certificate, x509bundle.FromX509Authorities(td, []*x509.Certificate{offline.Cert})); err != nil {
 		t.Fatalf("SVID under an intermediate does not verify against the offline root: %v", err)
 	}
 }
