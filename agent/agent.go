@@ -77,8 +77,8 @@ type Agent struct {
 	cfg     Config
 	servers []string // Server and Servers, parsed
 	client  *client
-	creds  *credentialSource
-	log    *slog.Logger
+	creds   *credentialSource
+	log     *slog.Logger
 
 	mu       sync.Mutex
 	bundle   *meshrootv1.TrustBundle // latest from WatchTrustBundle

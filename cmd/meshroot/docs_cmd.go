@@ -147,6 +147,7 @@ var configKeys = map[string]configKey{
 	"bundleEndpoint.certFile":       {"bundle-endpoint-cert", "https_web: certificate chain (PEM), reloaded when it changes"},
 	"bundleEndpoint.keyFile":        {"bundle-endpoint-key", "https_web: private key (PEM), reloaded when it changes"},
 	"keys.create":                   {"key", "where new root keys go: `disk`, `pkcs11:...`, `vault-transit://MOUNT` or a kms URI (docs/keys.md); existing keys are found by their reference"},
+	"keys.dir":                      {"", "folder of disk keys (default `DATA_DIR/keys`); with PostgreSQL (HA mode) a Secret mounted on every replica, outside the data dir (docs/ha.md)"},
 	"keys.vault.address":            {"vault-addr", "Vault address, for vault-transit keys and the vault-pki upstream"},
 	"keys.vault.namespace":          {"", "Vault Enterprise namespace"},
 	"keys.vault.caFile":             {"vault-ca-file", "CA bundle that verifies Vault's TLS certificate"},

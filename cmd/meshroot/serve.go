@@ -241,11 +241,26 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	if err != nil {
 		return err
 	}
+	ha := haKeySetup{DataDir: cfg.DataDir, DiskDir: diskKeyDir(cfg.Keys, cfg.DataDir), Create: cfg.Keys.Create, Passphrase: len(pass) > 0}
+	if dsn != "" {
+		if err := checkHAKeyConfig(ha); err != nil {
+			return err
+		}
+	}
 	km, err := keyManager(ctx, cfg.Keys, cfg.DataDir, pass, cfg.InsecurePlaintextKey || (dev && len(pass) == 0))
 	if err != nil {
 		return err
 	}
 	defer km.Close()
+	if dsn != "" {
+		roots, err := st.ListRoots(ctx)
+		if err != nil {
+			return fmt.Errorf("HA key check: list roots: %w", err)
+		}
+		if err := checkHARootKeys(ctx, ha, roots, km, log); err != nil {
+			return err
+		}
+	}
 	policy := ca.Policy{
 		DefaultTTL: time.Duration(cfg.Policy.DefaultTTL), MaxTTL: time.Duration(cfg.Policy.MaxTTL),
 		MinTTL: time.Duration(cfg.Policy.MinTTL), TrustDomainConstraint: cfg.Policy.TrustDomainConstraint,

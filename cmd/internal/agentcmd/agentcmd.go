@@ -44,13 +44,13 @@ type agentFlags struct {
 	serverCA, cluster, joinToken, tokenFile        string
 	kubeconfig, kubeContext, namespace, secretName string
 	servers                                        []string
-	format, keyType, restart, istiod                string
-	metricsAddr                                     string
-	out                                             string
-	ttl, timeout, istiodStaleAfter                  time.Duration
-	renewFraction                                   float64
-	probe                                           agent.IstiodProbe
-	once, adopt, meshConfig                         bool
+	format, keyType, restart, istiod               string
+	metricsAddr                                    string
+	out                                            string
+	ttl, timeout, istiodStaleAfter                 time.Duration
+	renewFraction                                  float64
+	probe                                          agent.IstiodProbe
+	once, adopt, meshConfig                        bool
 }
 
 // New returns the agent command; name is how it is invoked ("agent" under
