@@ -110,7 +110,7 @@ func checkHAKeyFile(s haKeySetup, r store.Root, path string) error {
 	if disk.Within(path, s.DataDir) {
 		return usageError{fmt.Errorf("%w: the key of root %s (%s) is %s, inside this replica's data dir %s, so only this replica holds it: %s", errHAKeys, r.ID, r.KeyRef, path, s.DataDir, haKeyFix)}
 	}
-	enc, err := disk.Encrypted(path)
+	enc, err := disk.Encrypted(path, true)
 	if err != nil {
 		return usageError{fmt.Errorf("%w: the key of root %s (%s): %v: every replica must see the same key file: %s", errHAKeys, r.ID, r.KeyRef, err, haKeyFix)}
 	}

@@ -77,12 +77,17 @@ func TestHAReplicaWithAnotherKeyRefused(t *testing.T) {
 
 	a := startReplica(t, dir, "a", dsnFile, pf, "--config", conf(shared))
 	cliOK(t, "root", "init", "--trust-domain", testTD, "--socket", a)
-	startReplica(t, dir, "b", dsnFile, pf, "--config", conf(shared))
-
 	files, err := filepath.Glob(filepath.Join(shared, "*.key.pem"))
 	if err != nil || len(files) != 1 {
 		t.Fatalf("shared key folder: %v %v, want one key", files, err)
 	}
+	// As a Secret mounted with the pod's fsGroup shows them: group-readable.
+	for _, f := range append(files, passFile) {
+		if err := os.Chmod(f, 0o440); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startReplica(t, dir, "b", dsnFile, pf, "--config", conf(shared))
 	name := strings.TrimSuffix(filepath.Base(files[0]), ".key.pem")
 	km, err := keyManager(t.Context(), keysConfig{Dir: other}, dir, pass, false)
 	if err != nil {

@@ -31,6 +31,9 @@ type keysConfig struct {
 	// Dir is the disk key manager's folder (default DATA_DIR/keys). In
 	// HA mode it is a Secret mounted on every replica (docs/ha.md).
 	Dir string `yaml:"dir"`
+	// groupReadable accepts key files their group may read (HA mode: a
+	// Secret mounted with the pod's fsGroup); not configurable.
+	groupReadable bool
 	// Vault is the connection for vault-transit keys and the vault-pki upstream.
 	Vault vaultConfig `yaml:"vault"`
 	// StepCA is the provisioner key for step-ca upstreams.
@@ -78,7 +81,7 @@ func (v vaultConfig) client() vaultclient.Config {
 // only the keys that live in it.
 func keyManager(_ context.Context, cfg keysConfig, dataDir string, pass []byte, plaintext bool) (*keys.Router, error) {
 	r, err := keys.NewRouter(keys.Config{
-		Create: cfg.Create, Dir: diskKeyDir(cfg, dataDir),
+		Create: cfg.Create, Dir: diskKeyDir(cfg, dataDir), GroupReadable: cfg.groupReadable,
 		Passphrase: pass, InsecurePlaintext: plaintext, Vault: cfg.Vault.client(),
 	})
 	if err != nil {

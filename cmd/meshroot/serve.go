@@ -241,6 +241,9 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	if err != nil {
 		return err
 	}
+	// In HA mode key files come from a Secret every replica mounts, which
+	// Kubernetes makes readable by the pod's group; they must be encrypted.
+	cfg.Keys.groupReadable = dsn != ""
 	ha := haKeySetup{DataDir: cfg.DataDir, DiskDir: diskKeyDir(cfg.Keys, cfg.DataDir), Create: cfg.Keys.Create, Passphrase: len(pass) > 0}
 	if dsn != "" {
 		if err := checkHAKeyConfig(ha); err != nil {

@@ -40,9 +40,10 @@ func ManagerDir(uri, diskDir string) (dir string, ok bool, err error) {
 }
 
 // Encrypted reports whether the key file at path is encrypted (PKCS#8
-// encrypted, or a legacy encrypted PEM).
-func Encrypted(path string) (bool, error) {
-	data, err := readPrivate(path)
+// encrypted, or a legacy encrypted PEM). groupRead is as for
+// Options.GroupReadable.
+func Encrypted(path string, groupRead bool) (bool, error) {
+	data, err := readPrivate(path, groupRead)
 	if err != nil {
 		return false, err
 	}
