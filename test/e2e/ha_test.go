@@ -181,6 +181,7 @@ func TestAgentFailsOverBetweenReplicas(t *testing.T) {
 	eventually(t, 30*time.Second, "the agent applied the prepared root after failing over", func() bool {
 		return len(folderCerts(out, "root-cert.pem")) == 2
 	})
+	t.Logf("failover: the prepared root reached the agent's folder %s after the kill", time.Since(killedAt).Round(time.Millisecond))
 	if w := survivor.watchers(t); w != 1 {
 		t.Errorf("surviving replica has %d watchers, want the agent's 1", w)
 	}
@@ -188,7 +189,7 @@ func TestAgentFailsOverBetweenReplicas(t *testing.T) {
 		c := folderCerts(out, "ca-cert.pem")
 		return len(c) == 1 && c[0].SerialNumber.Cmp(serial) != 0
 	})
-	t.Logf("failover: bundle change and renewal applied %s after the kill", time.Since(killedAt).Round(time.Millisecond))
+	t.Logf("failover: renewed through the surviving replica %s after the kill", time.Since(killedAt).Round(time.Millisecond))
 
 	// A new cluster's agent given both addresses, one of them dead, is
 	// issued by the surviving one.
