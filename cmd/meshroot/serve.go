@@ -447,13 +447,7 @@ func printDevBanner(ctx context.Context, cmd *cobra.Command, srv *server.Server,
 	caFile := filepath.Join(cfg.DataDir, devCAFile)
 	abs, _ := filepath.Abs(caFile)
 	out := cmd.ErrOrStderr()
-	fleet := fleetURL(cfg, srv)
-	if fleet != "off" {
-		fleet += "   (JSON: " + fleet + ".json)"
-	}
-	if cfg.FleetPageListen != "" {
-		fleet += "\n                         admin mTLS: a client certificate from 'meshroot admin cert issue NAME --role viewer --out DIR'"
-	}
+	fleet := fleetBanner(cfg, srv)
 	fmt.Fprintf(out, `
 meshroot dev server ready
   Issuer API (gRPC/TLS): %s

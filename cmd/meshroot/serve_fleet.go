@@ -42,3 +42,16 @@ func fleetURL(cfg serveConfig, srv *server.Server) string {
 	}
 	return "off"
 }
+
+// fleetBanner is the dev banner's fleet page line: its address, the JSON's,
+// and with admin mTLS how to get in.
+func fleetBanner(cfg serveConfig, srv *server.Server) string {
+	fleet := fleetURL(cfg, srv)
+	if fleet != "off" {
+		fleet += "   (JSON: " + fleet + ".json)"
+	}
+	if cfg.FleetPageListen != "" {
+		fleet += "\n                         admin mTLS: a client certificate from 'meshroot admin cert issue NAME --role viewer --out DIR'"
+	}
+	return fleet
+}
