@@ -267,8 +267,9 @@ func run(conc int, d time.Duration, kt keys.KeyType) error {
 			grpcRes.cpuPerOp.Round(time.Microsecond), step.cpuPerOp.Round(time.Microsecond))
 		// On a machine loaded by others, calls/s follows the CPU share
 		// each row gets: the step-ca row runs two processes (server and
-		// load generator), the gRPC row one, so the scheduler gives it
-		// about half as much. CPU per call does not depend on the share:
+		// load generator), the gRPC row one, and the scheduler gave the
+		// step-ca row 1.1-1.5x the CPU of the gRPC row in the runs
+		// docs/performance.md records. CPU per call does not depend on the share:
 		// its ratio is the calls/s ratio the same cores give wherever the
 		// CPU, not a wait, is what limits both.
 		if grpcRes.cpuPerOp > 0 {
