@@ -156,6 +156,14 @@ func (s *Store) runBatch(batch []*writeReq) []writeResult {
 	// succeeded; rolling back to it keeps it.
 	if _, err := c.Exec(ctx, beginWrite()+`; SAVEPOINT w`); err != nil {
 		rollback(c)
+		if isLockTimeout(err) {
+			// Another writer held the lock for lockTimeout: each of
+			// these would wait as long again on its own.
+			for i := range results {
+				results[i].err = s.lost("begin transaction", err)
+			}
+			return results
+		}
 		return abandon()
 	}
 	q := batchQuerier{c: c, ctx: ctx}

@@ -168,3 +168,81 @@ func TestGroupCommitConnectionLoss(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestGroupCommitLockTimeout: while another session holds the write lock
+// too long, queued Updates fail as retryable, none of their functions
+// having run, and once it is free they land.
+func TestGroupCommitLockTimeout(t *testing.T) {
+	defer func(old string) { lockTimeout = old }(lockTimeout)
+	lockTimeout = "300ms"
+	dsn := pgtest.NewDatabase(t)
+	s := openTest(t, dsn)
+	ctx := t.Context()
+	hung := rawConn(t, dsn)
+	if _, err := hung.Exec(ctx, `BEGIN; LOCK TABLE write_lock IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	var ran atomic.Int32
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Update(ctx, func(tx store.Tx) error {
+				ran.Add(1)
+				return tx.SetMeta(ctx, fmt.Sprintf("k%d", i), "v")
+			})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, store.ErrRetryable) {
+			t.Errorf("%d: Update while another session holds the write lock = %v, want store.ErrRetryable", i, err)
+		}
+	}
+	if r := ran.Load(); r != 0 {
+		t.Errorf("%d functions ran without the write lock", r)
+	}
+	if _, err := hung.Exec(ctx, `ROLLBACK`); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = burst(s, n, func(i int, tx store.Tx) error { return tx.SetMeta(ctx, fmt.Sprintf("k%d", i), "v") })
+	for i := range n {
+		if v, err := s.Meta(ctx, fmt.Sprintf("k%d", i)); err != nil || v != "v" {
+			t.Errorf("k%d = %q, %v once the lock is free; want v", i, v, err)
+		}
+	}
+}
+
+// TestGroupCommitIgnoredStatementError: a function that ignores a failed
+// statement and returns nil gets an error, its writes are undone, and the
+// others of its batch land.
+func TestGroupCommitIgnoredStatementError(t *testing.T) {
+	s := openTest(t, pgtest.NewDatabase(t))
+	ctx := t.Context()
+	const n, bad = 10, 5
+	errs, panics := burst(s, n, func(i int, st store.Tx) error {
+		if err := st.SetMeta(ctx, fmt.Sprintf("k%d", i), "v"); err != nil {
+			return err
+		}
+		if i == bad {
+			_, _ = st.RootWriter.(*tx).q.Exec(ctx, `SELECT 1/0`) // error ignored
+		}
+		return nil
+	})
+	for i := range n {
+		v, err := s.Meta(ctx, fmt.Sprintf("k%d", i))
+		if err != nil || panics[i] != nil {
+			t.Fatal(err, panics[i])
+		}
+		if i == bad {
+			if errs[i] == nil || v != "" {
+				t.Errorf("%d: Update = %v, key = %q; want an error and no key", i, errs[i], v)
+			}
+		} else if errs[i] != nil || v != "v" {
+			t.Errorf("%d: Update = %v, key = %q; want nil and the key", i, errs[i], v)
+		}
+	}
+}
