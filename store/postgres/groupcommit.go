@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -46,6 +47,14 @@ var errClosed = errors.New("postgres store: closed")
 // the transaction failed (fn ignored a statement's error).
 const codeInFailedTransaction = "25P02"
 
+// groupCommit is a Store's queue of Updates for its writer goroutine.
+type groupCommit struct {
+	writes     chan *writeReq
+	closing    chan struct{}
+	closeOnce  sync.Once
+	writerDone chan struct{}
+}
+
 // writeReq is one Update waiting for the writer.
 type writeReq struct {
 	ctx  context.Context
@@ -63,27 +72,27 @@ type writeResult struct {
 
 // startWriter starts the writer goroutine; Close stops it.
 func (s *Store) startWriter() {
-	s.writes, s.closing, s.writerDone = make(chan *writeReq), make(chan struct{}), make(chan struct{})
+	s.gc.writes, s.gc.closing, s.gc.writerDone = make(chan *writeReq), make(chan struct{}), make(chan struct{})
 	go s.writer()
 }
 
 // stopWriter stops the writer after the batch in progress.
 func (s *Store) stopWriter() {
-	if s.closing == nil {
+	if s.gc.closing == nil {
 		return
 	}
-	s.closeOnce.Do(func() { close(s.closing) })
-	<-s.writerDone
+	s.gc.closeOnce.Do(func() { close(s.gc.closing) })
+	<-s.gc.writerDone
 }
 
 // grouped queues fn for the writer and returns its result.
 func (s *Store) grouped(ctx context.Context, fn func(t *tx) error) error {
 	req := &writeReq{ctx: ctx, fn: fn, done: make(chan writeResult, 1)}
 	select {
-	case s.writes <- req:
+	case s.gc.writes <- req:
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-s.closing:
+	case <-s.gc.closing:
 		return errClosed
 	}
 	res := <-req.done
@@ -98,19 +107,19 @@ func (s *Store) grouped(ctx context.Context, fn func(t *tx) error) error {
 
 // writer runs batches of Updates, in arrival order, until the store closes.
 func (s *Store) writer() {
-	defer close(s.writerDone)
+	defer close(s.gc.writerDone)
 	for {
 		var first *writeReq
 		select {
-		case first = <-s.writes:
-		case <-s.closing:
+		case first = <-s.gc.writes:
+		case <-s.gc.closing:
 			return
 		}
 		batch := []*writeReq{first}
 	drain:
 		for len(batch) < maxBatch {
 			select {
-			case r := <-s.writes:
+			case r := <-s.gc.writes:
 				batch = append(batch, r)
 			default:
 				break drain

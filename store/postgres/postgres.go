@@ -40,7 +40,6 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -54,16 +53,10 @@ import (
 // (in one process or many) may share one database.
 type Store struct {
 	reader // Reader methods, on the pool, in autocommit
+	gc     groupCommit
 
 	pool *pgxpool.Pool
 	name string // host:port/database, for messages; never the password
-
-	// writes queues Updates for the writer goroutine (group commit: see
-	// groupcommit.go).
-	writes     chan *writeReq
-	closing    chan struct{}
-	closeOnce  sync.Once
-	writerDone chan struct{}
 }
 
 var (
