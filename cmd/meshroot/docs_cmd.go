@@ -165,7 +165,8 @@ var configKeys = map[string]configKey{
 	"federation.minRefresh":         {"", "shortest interval between fetches of a peer's bundle"},
 	"federation.maxRefresh":         {"", "longest interval between fetches of a peer's bundle"},
 	"federation.caFile":             {"", "PEM roots added to the system's for https_web peers"},
-	"fleetPage":                     {"fleet-page", "serve the read-only fleet page at `/fleet` (and `/fleet.json`) on the HTTP listener, which must then be a loopback address (docs/observability.md); on with `--dev`"},
+	"fleetPage":                     {"fleet-page", "serve the read-only fleet page at `/fleet` (and `/fleet.json`) on the HTTP listener, without credentials, which must then be a loopback address (docs/observability.md); on with `--dev`"},
+	"fleetPageListen":               {"fleet-page-listen", "serve the fleet page at this address instead, over HTTPS to holders of an admin client certificate (viewer or operator role, checked on every request; refusals logged and audited): the way to reach it from other hosts; needs `adminListen` (docs/observability.md)"},
 }
 
 // yamlKeys lists the YAML paths of t's leaves: structs are blocks, other

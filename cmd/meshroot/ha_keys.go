@@ -23,6 +23,44 @@ import (
 // replica alone, so in HA mode the server refuses to start with one
 // (docs/ha.md, "Keys").
 
+// rootLister lists the roots, for the HA key checks.
+type rootLister interface {
+	ListRoots(ctx context.Context) ([]store.Root, error)
+}
+
+// serveKeyManager opens the server's key manager. In HA mode it first
+// refuses a key configuration only this replica could use, and then checks
+// every root's key; key files from a Secret every replica mounts are
+// readable by the pod's group, which HA mode accepts (they must be
+// encrypted).
+func serveKeyManager(ctx context.Context, cfg *serveConfig, st rootLister, pass []byte, plaintext, haMode bool, log *slog.Logger) (*keys.Router, error) {
+	cfg.Keys.groupReadable = haMode
+	ha := haKeySetup{DataDir: cfg.DataDir, DiskDir: diskKeyDir(cfg.Keys, cfg.DataDir), Create: cfg.Keys.Create, Passphrase: len(pass) > 0}
+	if haMode {
+		if err := checkHAKeyConfig(ha); err != nil {
+			return nil, err
+		}
+	}
+	km, err := keyManager(ctx, cfg.Keys, cfg.DataDir, pass, plaintext)
+	if err != nil {
+		return nil, err
+	}
+	if !haMode {
+		return km, nil
+	}
+	roots, err := st.ListRoots(ctx)
+	if err == nil {
+		err = checkHARootKeys(ctx, ha, roots, km, log)
+	} else {
+		err = fmt.Errorf("HA key check: list roots: %w", err)
+	}
+	if err != nil {
+		_ = km.Close()
+		return nil, err
+	}
+	return km, nil
+}
+
 // haKeySetup is what the HA key checks look at.
 type haKeySetup struct {
 	// DataDir is this replica's data dir (never shared).
