@@ -22,7 +22,7 @@ func TestFolderSecretLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	secrets := kube.CoreV1().Secrets("istio-system")
+	secrets := kube.Secrets("istio-system")
 	if _, err := secrets.Get(ctx, "cacerts", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("empty folder: %v, want NotFound", err)
 	}
@@ -84,7 +84,7 @@ func TestFolderSecretLifecycle(t *testing.T) {
 	}
 
 	// The federated ConfigMap goes to a subfolder; the Secret's files stay.
-	cms := kube.CoreV1().ConfigMaps("istio-system")
+	cms := kube.ConfigMaps("istio-system")
 	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: FederatedConfigMap}, Data: map[string]string{"peer.example": "PEM"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestFolderSecretLifecycle(t *testing.T) {
 		t.Errorf("federated ConfigMap file: %q %v", b, err)
 	}
 	checkFile("ca-cert.pem", "cert2")
-	if _, err := kube.AppsV1().Deployments("istio-system").Get(ctx, "istiod", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := kube.Deployments("istio-system").Get(ctx, "istiod", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("istiod next to a folder: %v, want NotFound", err)
 	}
 	bad := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cacerts"}, Data: map[string][]byte{"../escape": nil}}

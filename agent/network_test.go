@@ -116,7 +116,7 @@ func newTestAgent(t *testing.T, server string, rootPEM []byte) (*Agent, *fake.Cl
 	t.Helper()
 	kube := fake.NewClientset()
 	a, err := New(Config{
-		Server: server, ServerCA: rootPEM, Cluster: "east", JoinToken: "mrt.test", Kube: kube,
+		Server: server, ServerCA: rootPEM, Cluster: "east", JoinToken: "mrt.test", Kube: clientsetKube{kube},
 		Restart: RestartNever, MaxBackoff: 2 * time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -128,7 +128,7 @@ func newTestAgent(t *testing.T, server string, rootPEM []byte) (*Agent, *fake.Cl
 
 // secretRoots is how many roots root-cert.pem of the cacerts Secret holds.
 func secretRoots(kube *fake.Clientset) int {
-	cur, err := ReadSecret(context.Background(), kube, DefaultSecret)
+	cur, err := ReadSecret(context.Background(), clientsetKube{kube}, DefaultSecret)
 	if err != nil || cur.CACerts == nil {
 		return 0
 	}
