@@ -132,6 +132,7 @@ fi
 echo "building meshroot (as make build does)" >&2
 go build -trimpath -ldflags "-s -w" -o "$work/meshroot" ./cmd/meshroot
 # Start both from a cold page cache (see above).
+sync "$work/meshroot"
 for b in "$work/meshroot" "$spire"; do dd if="$b" iflag=nocache count=0 status=none; done
 
 # meshroot: https_web bundle endpoint, a root for meshroot.test.
