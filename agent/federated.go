@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -190,7 +189,7 @@ func writeFederatedConfigMap(ctx context.Context, kube kubeclient.Interface, nam
 		if len(want) == 0 && skipped == "" {
 			return false, nil
 		}
-		cm := &corev1.ConfigMap{
+		cm := &kubeclient.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: FederatedConfigMap, Namespace: namespace, Labels: map[string]string{LabelManagedBy: ManagedBy}},
 			Data:       want,
 		}
@@ -271,7 +270,7 @@ func writeMeshConfig(ctx context.Context, kube kubeclient.Interface, namespace, 
 }
 
 // dataSize is the size of a ConfigMap's data, as Kubernetes counts it.
-func dataSize(cm *corev1.ConfigMap) int {
+func dataSize(cm *kubeclient.ConfigMap) int {
 	n := 0
 	for k, v := range cm.Data {
 		n += len(k) + len(v)

@@ -14,9 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	authnv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -321,23 +319,23 @@ func (k *folderKube) Deployments(string) kubeclient.DeploymentInterface { return
 
 type folderSecrets struct{ f *folder }
 
-func (s folderSecrets) Get(_ context.Context, name string, _ metav1.GetOptions) (*corev1.Secret, error) {
+func (s folderSecrets) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.Secret, error) {
 	st, err := s.f.get("secret", name)
 	if err != nil {
 		return nil, err
 	}
-	return &corev1.Secret{ObjectMeta: st.Meta, Type: corev1.SecretType(st.Type), Data: st.Files}, nil
+	return &kubeclient.Secret{ObjectMeta: st.Meta, Type: st.Type, Data: st.Files}, nil
 }
 
-func (s folderSecrets) Create(_ context.Context, sec *corev1.Secret, _ metav1.CreateOptions) (*corev1.Secret, error) {
+func (s folderSecrets) Create(_ context.Context, sec *kubeclient.Secret, _ metav1.CreateOptions) (*kubeclient.Secret, error) {
 	return s.put(sec, true)
 }
 
-func (s folderSecrets) Update(_ context.Context, sec *corev1.Secret, _ metav1.UpdateOptions) (*corev1.Secret, error) {
+func (s folderSecrets) Update(_ context.Context, sec *kubeclient.Secret, _ metav1.UpdateOptions) (*kubeclient.Secret, error) {
 	return s.put(sec, false)
 }
 
-func (s folderSecrets) put(sec *corev1.Secret, create bool) (*corev1.Secret, error) {
+func (s folderSecrets) put(sec *kubeclient.Secret, create bool) (*kubeclient.Secret, error) {
 	files := map[string][]byte{}
 	for k, v := range sec.Data {
 		files[k] = v
@@ -349,12 +347,12 @@ func (s folderSecrets) put(sec *corev1.Secret, create bool) (*corev1.Secret, err
 	if err != nil {
 		return nil, err
 	}
-	return &corev1.Secret{ObjectMeta: st.Meta, Type: sec.Type, Data: files}, nil
+	return &kubeclient.Secret{ObjectMeta: st.Meta, Type: sec.Type, Data: files}, nil
 }
 
 type folderConfigMaps struct{ f *folder }
 
-func (c folderConfigMaps) Get(_ context.Context, name string, _ metav1.GetOptions) (*corev1.ConfigMap, error) {
+func (c folderConfigMaps) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.ConfigMap, error) {
 	st, err := c.f.get("configmap", name)
 	if err != nil {
 		return nil, err
@@ -363,18 +361,18 @@ func (c folderConfigMaps) Get(_ context.Context, name string, _ metav1.GetOption
 	for k, v := range st.Files {
 		data[k] = string(v)
 	}
-	return &corev1.ConfigMap{ObjectMeta: st.Meta, Data: data}, nil
+	return &kubeclient.ConfigMap{ObjectMeta: st.Meta, Data: data}, nil
 }
 
-func (c folderConfigMaps) Create(_ context.Context, cm *corev1.ConfigMap, _ metav1.CreateOptions) (*corev1.ConfigMap, error) {
+func (c folderConfigMaps) Create(_ context.Context, cm *kubeclient.ConfigMap, _ metav1.CreateOptions) (*kubeclient.ConfigMap, error) {
 	return c.put(cm, true)
 }
 
-func (c folderConfigMaps) Update(_ context.Context, cm *corev1.ConfigMap, _ metav1.UpdateOptions) (*corev1.ConfigMap, error) {
+func (c folderConfigMaps) Update(_ context.Context, cm *kubeclient.ConfigMap, _ metav1.UpdateOptions) (*kubeclient.ConfigMap, error) {
 	return c.put(cm, false)
 }
 
-func (c folderConfigMaps) put(cm *corev1.ConfigMap, create bool) (*corev1.ConfigMap, error) {
+func (c folderConfigMaps) put(cm *kubeclient.ConfigMap, create bool) (*kubeclient.ConfigMap, error) {
 	files := map[string][]byte{}
 	for k, v := range cm.Data {
 		files[k] = []byte(v)
@@ -391,12 +389,12 @@ func (c folderConfigMaps) put(cm *corev1.ConfigMap, create bool) (*corev1.Config
 type folderDeployments struct{}
 
 // Get finds no Deployment: there is no istiod to restart next to a folder.
-func (folderDeployments) Get(_ context.Context, name string, _ metav1.GetOptions) (*appsv1.Deployment, error) {
+func (folderDeployments) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.Deployment, error) {
 	return nil, apierrors.NewNotFound(schema.GroupResource{Group: "apps", Resource: "deployments"}, name)
 }
 
 // Patch is never reached (Get finds no istiod to restart); it refuses.
-func (folderDeployments) Patch(_ context.Context, name string, _ types.PatchType, _ []byte, _ metav1.PatchOptions, _ ...string) (*appsv1.Deployment, error) {
+func (folderDeployments) Patch(_ context.Context, name string, _ types.PatchType, _ []byte, _ metav1.PatchOptions, _ ...string) (*kubeclient.Deployment, error) {
 	return nil, fmt.Errorf("deployment %s: there is no cluster next to an output folder", name)
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -33,7 +32,7 @@ var DefaultSecret = SecretRef{Namespace: "istio-system", Name: "cacerts"}
 // Current is the cacerts Secret as found in the cluster.
 type Current struct {
 	// Secret is nil when there is none.
-	Secret *corev1.Secret
+	Secret *kubeclient.Secret
 	// CACerts is the parsed content, when the Secret is meshroot's and whole.
 	CACerts *ca.CACerts
 	// Format of the Secret's files.
@@ -112,13 +111,13 @@ func parseKey(pemData []byte) (crypto.Signer, error) {
 // An update carries the resourceVersion that was read (prev), so a
 // concurrent change fails instead of being overwritten; a Secret that
 // meshroot does not manage is never touched unless adopt is set.
-func WriteSecret(ctx context.Context, kube kubeclient.Interface, ref SecretRef, prev *Current, format ca.Format, files map[string][]byte, annotations map[string]string, adopt bool) (*corev1.Secret, error) {
-	secretType := corev1.SecretTypeOpaque
+func WriteSecret(ctx context.Context, kube kubeclient.Interface, ref SecretRef, prev *Current, format ca.Format, files map[string][]byte, annotations map[string]string, adopt bool) (*kubeclient.Secret, error) {
+	secretType := kubeclient.SecretTypeOpaque
 	if format == ca.FormatTLS {
-		secretType = corev1.SecretTypeTLS
+		secretType = kubeclient.SecretTypeTLS
 	}
 	if prev == nil || prev.Secret == nil {
-		s := &corev1.Secret{
+		s := &kubeclient.Secret{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: ref.Name, Namespace: ref.Namespace,
 				Labels:      map[string]string{LabelManagedBy: ManagedBy},

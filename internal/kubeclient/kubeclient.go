@@ -6,17 +6,15 @@
 // some 270 packages and several MB of code that the agent and the server
 // never call, and they cost memory at idle (docs/performance.md).
 //
-// The interfaces have the method sets of client-go's typed clients, so a
-// kubernetes.Interface's CoreV1().Secrets(ns) and the like satisfy them
-// (tests use fake clientsets that way); New builds the small REST client.
+// The interfaces have the method names and options of client-go's typed
+// clients, with the small object types of types.go; New builds the REST
+// client, which sends the requests client-go's typed clients send.
 package kubeclient
 
 import (
 	"context"
 
-	appsv1 "k8s.io/api/apps/v1"
 	authnv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -35,16 +33,16 @@ type Interface interface {
 
 // SecretInterface reads and writes Secrets of one namespace.
 type SecretInterface interface {
-	Get(ctx context.Context, name string, opts metav1.GetOptions) (*corev1.Secret, error)
-	Create(ctx context.Context, s *corev1.Secret, opts metav1.CreateOptions) (*corev1.Secret, error)
-	Update(ctx context.Context, s *corev1.Secret, opts metav1.UpdateOptions) (*corev1.Secret, error)
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*Secret, error)
+	Create(ctx context.Context, s *Secret, opts metav1.CreateOptions) (*Secret, error)
+	Update(ctx context.Context, s *Secret, opts metav1.UpdateOptions) (*Secret, error)
 }
 
 // ConfigMapInterface reads and writes ConfigMaps of one namespace.
 type ConfigMapInterface interface {
-	Get(ctx context.Context, name string, opts metav1.GetOptions) (*corev1.ConfigMap, error)
-	Create(ctx context.Context, cm *corev1.ConfigMap, opts metav1.CreateOptions) (*corev1.ConfigMap, error)
-	Update(ctx context.Context, cm *corev1.ConfigMap, opts metav1.UpdateOptions) (*corev1.ConfigMap, error)
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*ConfigMap, error)
+	Create(ctx context.Context, cm *ConfigMap, opts metav1.CreateOptions) (*ConfigMap, error)
+	Update(ctx context.Context, cm *ConfigMap, opts metav1.UpdateOptions) (*ConfigMap, error)
 }
 
 // ServiceAccountInterface requests tokens for service accounts of one
@@ -55,8 +53,8 @@ type ServiceAccountInterface interface {
 
 // DeploymentInterface reads and patches Deployments of one namespace.
 type DeploymentInterface interface {
-	Get(ctx context.Context, name string, opts metav1.GetOptions) (*appsv1.Deployment, error)
-	Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (*appsv1.Deployment, error)
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*Deployment, error)
+	Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (*Deployment, error)
 }
 
 // TokenReviewInterface asks the API server whether a token is valid.
