@@ -5,7 +5,7 @@ AGENT   := bin/meshroot-agent
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: no-big-files no-merge-markers all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle generate clean
+.PHONY: no-big-files no-merge-markers all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle bench-idle generate clean
 
 all: build
 
@@ -100,9 +100,13 @@ bench:
 bench-grpc:
 	$(GO) run ./test/bench/grpcsign -c 64 -d 10s
 
-## bench-bundle: our SPIFFE bundle endpoint vs SPIRE's, same load (wrk)
+## bench-bundle: our SPIFFE bundle endpoint vs SPIRE's, same load (wrk): requests/s, CPU, RSS idle and under load
 bench-bundle:
 	test/bench/bundle-endpoint.sh
+
+## bench-idle: idle RSS of serve --dev, serve --config, meshroot agent and meshroot-agent
+bench-idle:
+	test/bench/idle-rss.sh
 
 ## generate: regenerate api/meshroot/v1 from its .proto files (installs protoc when missing)
 generate:
