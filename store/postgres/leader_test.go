@@ -14,7 +14,9 @@ import (
 func fastElection(t *testing.T) {
 	t.Helper()
 	old := [4]time.Duration{HeartbeatEvery, HeartbeatTimeout, TakeoverDelay, CampaignRetry}
-	t.Cleanup(func() { HeartbeatEvery, HeartbeatTimeout, TakeoverDelay, CampaignRetry = old[0], old[1], old[2], old[3] })
+	t.Cleanup(func() {
+		HeartbeatEvery, HeartbeatTimeout, TakeoverDelay, CampaignRetry = old[0], old[1], old[2], old[3]
+	})
 	HeartbeatEvery, HeartbeatTimeout, TakeoverDelay, CampaignRetry = 200*time.Millisecond, 300*time.Millisecond, 700*time.Millisecond, 100*time.Millisecond
 }
 
