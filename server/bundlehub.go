@@ -33,6 +33,7 @@ type BundleHub struct {
 	held *federation.Held
 	log  *slog.Logger
 	poke chan struct{}
+	feed <-chan struct{} // changes committed by other replicas (nil: none)
 
 	mu      sync.Mutex
 	current Bundles
@@ -56,6 +57,10 @@ func (h *BundleHub) Run(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		case <-h.poke:
+		case _, ok := <-h.feed:
+			if !ok {
+				h.feed = nil
+			}
 		}
 	}
 }

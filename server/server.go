@@ -70,6 +70,9 @@ type ServerConfig struct {
 	// /fleet.json and /fleet/ (see package fleetpage). The listener must
 	// then be on a loopback address: remote access needs admin mTLS.
 	FleetPage http.Handler
+	// Leadership, when set, says whether this server leads the replicas
+	// sharing its store (shown by /readyz); nil: it always leads.
+	Leadership *Leadership
 }
 
 // Server runs the Issuer service over TLS, the Admin service on a unix
@@ -307,7 +310,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "store unavailable", http.StatusServiceUnavailable)
 		return
 	}
-	fmt.Fprintln(w, "ready")
+	fmt.Fprintf(w, "ready (%s)\n", s.cfg.Leadership.Role())
 }
 
 // bundleRoots gives authn the roots that renewal certificates must chain to.
