@@ -79,8 +79,12 @@ func (l *Leadership) set(leader bool) {
 	}
 }
 
-// campaignRetry is the wait after a failed campaign before the next.
-var campaignRetry = 2 * time.Second
+// campaignRetry is the wait after a failed campaign before the next;
+// rejoinDelay the wait after losing leadership before campaigning again.
+var (
+	campaignRetry = 2 * time.Second
+	rejoinDelay   = 3 * time.Second
+)
 
 // Run runs work while this server leads, until ctx ends: it campaigns,
 // then runs every work function with a context that ends as soon as
@@ -122,10 +126,17 @@ func (l *Leadership) Run(ctx context.Context, work ...func(context.Context)) {
 		runAll(wctx, work)
 		cancel()
 		<-stopped
-		if err := lease.Err(); err != nil && ctx.Err() == nil {
-			l.log.Warn("this server lost leadership; its singleton work stopped", "replica", l.replica, "reason", err)
-		}
+		lost := lease.Err() // before Release, which ends it too
 		lease.Release()
+		if err := lost; err != nil && ctx.Err() == nil {
+			// Let a replica whose session is healthy take over rather
+			// than campaign again at once from a session that just failed.
+			l.log.Warn("this server lost leadership; its singleton work stopped", "replica", l.replica, "reason", err, "campaigns_again_in", rejoinDelay)
+			select {
+			case <-ctx.Done():
+			case <-time.After(rejoinDelay):
+			}
+		}
 	}
 	l.set(false)
 }

@@ -30,9 +30,9 @@ const changeChannel = "meshroot_changes"
 
 var _ store.ChangeFeed = (*Store)(nil)
 
-// listenRetry is the wait before the listener reconnects after its session
+// ListenRetry is the wait before the listener reconnects after its session
 // failed (a variable for the tests).
-var listenRetry = time.Second
+var ListenRetry = time.Second
 
 // sessionKeepAlive makes a dedicated session (listener, leader election)
 // notice a peer that vanished without closing the connection within
@@ -47,7 +47,7 @@ type feedState struct {
 }
 
 // Changes implements store.ChangeFeed with LISTEN on a dedicated session,
-// reconnecting after listenRetry when it fails, until ctx ends.
+// reconnecting after ListenRetry when it fails, until ctx ends.
 func (s *Store) Changes(ctx context.Context) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	go func() {
@@ -57,7 +57,7 @@ func (s *Store) Changes(ctx context.Context) <-chan struct{} {
 			s.feed.listening.Store(false)
 			select {
 			case <-ctx.Done():
-			case <-time.After(listenRetry):
+			case <-time.After(ListenRetry):
 			}
 		}
 	}()

@@ -76,8 +76,8 @@ func TestChangeFeedAcrossStores(t *testing.T) {
 // reconnects and signals once it listens again, because changes made in
 // between were not delivered.
 func TestChangeFeedReconnects(t *testing.T) {
-	defer func(old time.Duration) { listenRetry = old }(listenRetry)
-	listenRetry = 100 * time.Millisecond
+	defer func(old time.Duration) { ListenRetry = old }(ListenRetry)
+	ListenRetry = 100 * time.Millisecond
 	dsn := pgtest.NewDatabase(t)
 	a, b := openTest(t, dsn), openTest(t, dsn)
 	ctx, cancel := context.WithCancel(t.Context())
