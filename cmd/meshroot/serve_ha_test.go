@@ -144,6 +144,14 @@ func leaders(t *testing.T, reps []*haReplica) []*haReplica {
 	return out
 }
 
+// waitReady waits until every replica's /readyz answers 200.
+func waitReady(t *testing.T, reps []*haReplica) {
+	t.Helper()
+	for _, r := range reps {
+		testca.WaitFor(t, 20*time.Second, "replica "+r.id+" ready", func() bool { code, _ := r.readyz(t); return code == http.StatusOK })
+	}
+}
+
 // waitOneLeader waits until exactly one replica leads and returns it.
 func waitOneLeader(t *testing.T, reps []*haReplica) *haReplica {
 	t.Helper()
@@ -214,9 +222,7 @@ func TestHAReplicasFanOutAndFailover(t *testing.T) {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(rc)
-	for _, r := range reps {
-		testca.WaitFor(t, 20*time.Second, "replica "+r.id+" ready", func() bool { code, _ := r.readyz(t); return code == http.StatusOK })
-	}
+	waitReady(t, reps)
 
 	// Fan-out: committed through a, seen by b's watcher.
 	seq, stream := b.watch(t, roots)
@@ -372,6 +378,7 @@ func TestHAFederationWatcherOnLeaderOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	cliOK(t, "federation", "add", "peer.example", "--url", ep.URL+"/bundle", "--profile", "https_web", "--socket", reps[1].socket)
+	waitReady(t, reps)
 	first := waitOneLeader(t, reps)
 	agentOf := func(r *haReplica) string { return "meshroot-federation (replica " + r.id + ")" }
 	testca.WaitFor(t, 20*time.Second, "the leader fetching the peer's bundle", func() bool {

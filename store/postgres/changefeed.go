@@ -34,10 +34,16 @@ var _ store.ChangeFeed = (*Store)(nil)
 // failed (a variable for the tests).
 var ListenRetry = time.Second
 
-// sessionKeepAlive makes a dedicated session (listener, leader election)
-// notice a peer that vanished without closing the connection within
-// about 10 s + 3 × 3 s, even while it only waits for the server.
+// sessionKeepAlive makes both ends of a dedicated session (listener,
+// leader election) notice a peer that vanished without closing the
+// connection within about 10 s + 3 × 3 s, even while it only waits: this
+// process by its socket options, the server by the session's
+// tcp_keepalives_* settings (sessionKeepAliveParams). Without them the
+// server would keep a partitioned leader's session, and its lock, for the
+// operating system's default of two hours.
 var sessionKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 10 * time.Second, Interval: 3 * time.Second, Count: 3}
+
+var sessionKeepAliveParams = map[string]string{"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "3", "tcp_keepalives_count": "3"}
 
 // feedState is what the listener reports about itself, for tests.
 type feedState struct {
@@ -99,6 +105,9 @@ func (s *Store) listenOnce(ctx context.Context, out chan<- struct{}) error {
 func (s *Store) dedicatedSession(ctx context.Context, app string) (*pgx.Conn, error) {
 	cc := s.pool.Config().ConnConfig.Copy()
 	cc.RuntimeParams["application_name"] = app
+	for k, v := range sessionKeepAliveParams {
+		cc.RuntimeParams[k] = v
+	}
 	d := &net.Dialer{KeepAliveConfig: sessionKeepAlive}
 	cc.DialFunc = d.DialContext
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
