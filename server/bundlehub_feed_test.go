@@ -44,18 +44,29 @@ type listener interface{ Listening() (bool, uint32) }
 // polls every poll.
 func followingHub(t testing.TB, svc *ca.Service, st store.Store, poll time.Duration) (*server.BundleHub, listener) {
 	t.Helper()
+	return startHub(t, svc, st, poll, true)
+}
+
+// startHub starts a hub on svc polling every poll and, with follow,
+// following st's change feed.
+func startHub(t testing.TB, svc *ca.Service, st store.Store, poll time.Duration, follow bool) (*server.BundleHub, listener) {
+	t.Helper()
 	feed, ok := store.ChangeFeedOf(st)
 	if !ok {
 		t.Fatal("the PostgreSQL store has no change feed")
 	}
 	hub := server.NewBundleHub(svc, testca.QuietLog(t))
 	ctx, cancel := context.WithCancel(context.Background())
-	hub.Follow(feed.Changes(ctx))
+	if follow {
+		hub.Follow(feed.Changes(ctx))
+	}
 	done := make(chan struct{})
 	go func() { hub.Run(ctx, poll); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	l := feed.(listener)
-	testca.WaitFor(t, 10*time.Second, "the change feed listening", func() bool { ok, _ := l.Listening(); return ok })
+	if follow {
+		testca.WaitFor(t, 10*time.Second, "the change feed listening", func() bool { ok, _ := l.Listening(); return ok })
+	}
 	return hub, l
 }
 
