@@ -55,7 +55,17 @@ func newLeadership(ctx context.Context, cfg serveConfig, st store.Store, svc *ca
 	return lead, nil
 }
 
-// userAgent names this server in its federation fetches.
+// leaderFederation is the federation watchers as `federation refresh`
+// reaches them: running on the leader only.
+type leaderFederation struct {
+	*federation.Federator
+	lead *server.Leadership
+}
+
+// Leading implements ca.LeaderOnly.
+func (f leaderFederation) Leading() bool { return f.lead.IsLeader() }
+
+// federationUserAgent names this server in its federation fetches.
 func federationUserAgent(lead *server.Leadership) string {
 	return "meshroot-federation (replica " + lead.Replica() + ")"
 }

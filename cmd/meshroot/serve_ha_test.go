@@ -421,4 +421,17 @@ func TestHAFederationWatcherOnLeaderOnly(t *testing.T) {
 			t.Errorf("fetch by %q, not a replica", a)
 		}
 	}
+
+	// `federation refresh` reaches the watchers on the leader; a follower
+	// says it is not the leader rather than pretend.
+	now := waitOneLeader(t, reps)
+	cliOK(t, "federation", "refresh", "peer.example", "--socket", now.socket)
+	for _, r := range reps {
+		if r == now {
+			continue
+		}
+		if res := cli(t, "federation", "refresh", "peer.example", "--socket", r.socket); res.code == exitOK || !strings.Contains(res.stderr, "not the leader") {
+			t.Errorf("federation refresh on follower %s: exit %d %q, want a refusal saying it is not the leader", r.id, res.code, res.stderr)
+		}
+	}
 }

@@ -17,7 +17,7 @@ func fastElection(t *testing.T) {
 	t.Cleanup(func() {
 		HeartbeatEvery, HeartbeatTimeout, TakeoverDelay, CampaignRetry = old[0], old[1], old[2], old[3]
 	})
-	HeartbeatEvery, HeartbeatTimeout, TakeoverDelay, CampaignRetry = 200*time.Millisecond, 300*time.Millisecond, 700*time.Millisecond, 100*time.Millisecond
+	HeartbeatEvery, HeartbeatTimeout, TakeoverDelay, CampaignRetry = 300*time.Millisecond, time.Second, 1600*time.Millisecond, 100*time.Millisecond
 }
 
 // leaderPID returns the backend PID of the session holding the leadership
