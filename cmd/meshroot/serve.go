@@ -354,7 +354,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 			}
 		}()
 	}
-	background(func(ctx context.Context) error { runSingletons(ctx, lead, fed, hub, st, log); return nil })
+	background(func(ctx context.Context) error { runSingletons(ctx, lead, fed, hub, svc, log); return nil })
 	if _, err := svc.ActiveRoot(ctx); err != nil {
 		log.Info("no root yet: the server waits for one; create it through the admin socket",
 			"run", fmt.Sprintf("meshroot root init --trust-domain TD --socket %s", cfg.AdminSocket))

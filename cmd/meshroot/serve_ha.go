@@ -73,23 +73,26 @@ func federationUserAgent(lead *server.Leadership) string {
 // runSingletons runs, on the leader only, the federation watchers, the
 // CRL re-signing (the hub's refresh on the leader signs what is due; a
 // new leader refreshes at once) and the housekeeping, until ctx ends.
-func runSingletons(ctx context.Context, lead *server.Leadership, fed *federation.Federator, hub *server.BundleHub, st store.Updater, log *slog.Logger) {
+func runSingletons(ctx context.Context, lead *server.Leadership, fed *federation.Federator, hub *server.BundleHub, svc *ca.Service, log *slog.Logger) {
 	lead.Run(ctx,
 		func(ctx context.Context) { _ = fed.Run(ctx) },
 		func(ctx context.Context) { hub.Poke(); <-ctx.Done() },
-		func(ctx context.Context) { housekeeping(ctx, st, log.With("component", "housekeeping")) },
+		func(ctx context.Context) {
+			housekeeping(ctx, svc, lead.Replica(), log.With("component", "housekeeping"))
+		},
 	)
 }
 
 // Housekeeping: join tokens that expired more than expiredTokensKept ago
-// are deleted every housekeepingEvery.
+// are deleted (and the deletion audited) every housekeepingEvery.
 var (
 	housekeepingEvery = 10 * time.Minute
 	expiredTokensKept = 24 * time.Hour
 )
 
 // housekeeping deletes long-expired join tokens until ctx ends.
-func housekeeping(ctx context.Context, st store.Updater, log *slog.Logger) {
+func housekeeping(ctx context.Context, svc *ca.Service, replica string, log *slog.Logger) {
+	ctx = ca.WithActor(ctx, ca.Actor("server:"+replica))
 	t := time.NewTicker(housekeepingEvery)
 	defer t.Stop()
 	for {
@@ -98,17 +101,13 @@ func housekeeping(ctx context.Context, st store.Updater, log *slog.Logger) {
 			return
 		case <-t.C:
 		}
-		var n int
-		err := st.Update(ctx, func(tx store.Tx) error {
-			var err error
-			n, err = tx.DeleteExpiredJoinTokens(ctx, time.Now().Add(-expiredTokensKept))
-			return err
-		})
+		before := time.Now().Add(-expiredTokensKept)
+		n, err := svc.DeleteExpiredJoinTokens(ctx, before)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.Warn("housekeeping: deleting expired join tokens failed; trying again later", "error", err)
 		case n > 0:
-			log.Info("housekeeping: deleted expired join tokens", "count", n, "expired_before", time.Now().Add(-expiredTokensKept).UTC().Format(time.RFC3339))
+			log.Info("housekeeping: deleted expired join tokens (audited as token.expire)", "count", n, "expired_before", before.UTC().Format(time.RFC3339))
 		}
 	}
 }
