@@ -34,6 +34,8 @@ type BundleHub struct {
 	log  *slog.Logger
 	poke chan struct{}
 	feed <-chan struct{} // changes committed by other replicas (nil: none)
+	// lastRefresh is when Run last started a refresh.
+	lastRefresh time.Time
 
 	mu      sync.Mutex
 	current Bundles
@@ -51,6 +53,7 @@ func (h *BundleHub) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
+		h.lastRefresh = time.Now()
 		h.refresh(ctx)
 		select {
 		case <-ctx.Done():
@@ -61,6 +64,7 @@ func (h *BundleHub) Run(ctx context.Context, interval time.Duration) {
 			if !ok {
 				h.feed = nil
 			}
+			h.spaceFeedRefresh(ctx)
 		}
 	}
 }

@@ -12,8 +12,9 @@ import (
 )
 
 // The change feed. Triggers on the tables that make up what agents watch
-// (roots, intermediates, federated bundles, CRLs, revocations, meta: see
-// the migration "change notifications and replicas") run pg_notify inside
+// (roots, intermediates, federated bundles, CRLs, revocations, meta but
+// the audit head, which every audited write moves: see the migration
+// "change notifications and replicas") run pg_notify inside
 // the writing transaction, so PostgreSQL delivers the notification when,
 // and only if, that transaction commits; several in one transaction are
 // delivered once. Each Store's listener holds one dedicated session that

@@ -211,7 +211,10 @@ CREATE TRIGGER crls_notify AFTER INSERT OR UPDATE OR DELETE ON crls
 	FOR EACH STATEMENT EXECUTE FUNCTION meshroot_notify_change();
 CREATE TRIGGER revocations_notify AFTER INSERT OR UPDATE OR DELETE ON revocations
 	FOR EACH STATEMENT EXECUTE FUNCTION meshroot_notify_change();
-CREATE TRIGGER meta_notify AFTER INSERT OR UPDATE OR DELETE ON meta
+CREATE TRIGGER meta_notify AFTER INSERT OR UPDATE ON meta
+	FOR EACH ROW WHEN (NEW.key NOT IN ('` + keyAuditHeadSeq + `', '` + keyAuditHeadHash + `'))
+	EXECUTE FUNCTION meshroot_notify_change();
+CREATE TRIGGER meta_delete_notify AFTER DELETE ON meta
 	FOR EACH STATEMENT EXECUTE FUNCTION meshroot_notify_change();
 
 CREATE TABLE replicas (
