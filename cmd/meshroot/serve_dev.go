@@ -55,10 +55,7 @@ func printDevBanner(ctx context.Context, cmd *cobra.Command, srv *server.Server,
 	caFile := filepath.Join(cfg.DataDir, devCAFile)
 	abs, _ := filepath.Abs(caFile)
 	out := cmd.ErrOrStderr()
-	fleet := fleetURL(cfg.FleetPage, srv.HTTPAddr())
-	if cfg.FleetPage {
-		fleet += "   (JSON: " + fleet + ".json)"
-	}
+	fleet := fleetBanner(cfg, srv)
 	fmt.Fprintf(out, `
 meshroot dev server ready
   Issuer API (gRPC/TLS): %s

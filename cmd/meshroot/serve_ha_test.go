@@ -43,10 +43,10 @@ type haReplica struct {
 	adminConnClose func()
 }
 
-// startReplica runs `meshroot serve` as replica id on the database dsn,
+// startHAReplica runs `meshroot serve` as replica id on the database dsn,
 // with keys in dataDir (shared by the replicas) and config (YAML) added
 // to its configuration file.
-func startReplica(t *testing.T, dsn, dataDir, id, config string) *haReplica {
+func startHAReplica(t *testing.T, dsn, dataDir, id, config string) *haReplica {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "mr") // short: unix socket paths are bounded
 	if err != nil {
@@ -205,7 +205,7 @@ func TestHAReplicasFanOutAndFailover(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	var reps []*haReplica
 	for _, id := range []string{"ra", "rb", "rc"} {
-		reps = append(reps, startReplica(t, dsn, data, id, ""))
+		reps = append(reps, startHAReplica(t, dsn, data, id, ""))
 	}
 	a, b := reps[0], reps[1]
 	ctx := t.Context()
@@ -394,7 +394,7 @@ func TestHAFederationWatcherOnLeaderOnly(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	var reps []*haReplica
 	for _, id := range []string{"fa", "fb", "fc"} {
-		reps = append(reps, startReplica(t, dsn, data, id, config))
+		reps = append(reps, startHAReplica(t, dsn, data, id, config))
 	}
 	ctx := t.Context()
 	if _, err := reps[0].admin.InitRoot(ctx, &meshrootv1.InitRootRequest{TrustDomain: testTD}); err != nil {
