@@ -43,10 +43,22 @@ type haReplica struct {
 	adminConnClose func()
 }
 
+// haKeys returns a key folder and a passphrase file that replicas share
+// (in Kubernetes: Secrets every replica mounts), as HA mode requires.
+func haKeys(t *testing.T) (keyDir, passFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	passFile = filepath.Join(dir, "pass")
+	if err := os.WriteFile(passFile, []byte("correct horse battery\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "keys"), passFile
+}
+
 // startHAReplica runs `meshroot serve` as replica id on the database dsn,
-// with keys in dataDir (shared by the replicas) and config (YAML) added
-// to its configuration file.
-func startHAReplica(t *testing.T, dsn, dataDir, id, config string) *haReplica {
+// with its own data dir, the shared keys of haKeys, and config (YAML)
+// added to its configuration file.
+func startHAReplica(t *testing.T, dsn, keyDir, passFile, id, config string) *haReplica {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "mr") // short: unix socket paths are bounded
 	if err != nil {
@@ -54,13 +66,13 @@ func startHAReplica(t *testing.T, dsn, dataDir, id, config string) *haReplica {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	cfgFile := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgFile, []byte("replicaID: "+id+"\n"+config), 0o600); err != nil {
+	if err := os.WriteFile(cfgFile, []byte("replicaID: "+id+"\nkeys:\n  dir: "+keyDir+"\n"+config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r := &haReplica{id: id, socket: filepath.Join(dir, "admin.sock"), logs: &syncBuffer{}, done: make(chan error, 1)}
 	cmd := newRootCmd()
-	cmd.SetArgs([]string{"serve", "--config", cfgFile, "--store", dsn, "--data-dir", dataDir, "--socket", r.socket,
-		"--insecure-plaintext-key", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--bundle-endpoint-listen", "off"})
+	cmd.SetArgs([]string{"serve", "--config", cfgFile, "--store", dsn, "--data-dir", filepath.Join(dir, "data"), "--socket", r.socket,
+		"--passphrase-file", passFile, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--bundle-endpoint-listen", "off"})
 	cmd.SetErr(r.logs)
 	cmd.SetOut(r.logs)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -202,10 +214,10 @@ func leaderSession(t *testing.T, admin *pgx.Conn) int32 {
 func TestHAReplicasFanOutAndFailover(t *testing.T) {
 	clearEnv(t)
 	dsn := pgtest.NewDatabase(t)
-	data := filepath.Join(t.TempDir(), "data")
+	keyDir, passFile := haKeys(t)
 	var reps []*haReplica
 	for _, id := range []string{"ra", "rb", "rc"} {
-		reps = append(reps, startHAReplica(t, dsn, data, id, ""))
+		reps = append(reps, startHAReplica(t, dsn, keyDir, passFile, id, ""))
 	}
 	a, b := reps[0], reps[1]
 	ctx := t.Context()
@@ -391,10 +403,10 @@ func TestHAFederationWatcherOnLeaderOnly(t *testing.T) {
 	config := "federation:\n  minRefresh: 50ms\n  maxRefresh: 100ms\n  caFile: " + caFile + "\n"
 
 	dsn := pgtest.NewDatabase(t)
-	data := filepath.Join(t.TempDir(), "data")
+	keyDir, passFile := haKeys(t)
 	var reps []*haReplica
 	for _, id := range []string{"fa", "fb", "fc"} {
-		reps = append(reps, startHAReplica(t, dsn, data, id, config))
+		reps = append(reps, startHAReplica(t, dsn, keyDir, passFile, id, config))
 	}
 	ctx := t.Context()
 	if _, err := reps[0].admin.InitRoot(ctx, &meshrootv1.InitRootRequest{TrustDomain: testTD}); err != nil {
