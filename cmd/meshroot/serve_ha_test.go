@@ -196,12 +196,14 @@ func (r *haReplica) watch(t *testing.T, roots *x509.CertPool) (uint64, meshrootv
 }
 
 // leaderSession returns the backend PID of the session holding the
-// leadership lock, found as an administrator would.
+// leadership lock in admin's database (pg_locks spans the server's
+// databases, other tests' included), found as an administrator would.
 func leaderSession(t *testing.T, admin *pgx.Conn) int32 {
 	t.Helper()
 	var pid int32
 	if err := admin.QueryRow(t.Context(), `SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-		WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'meshroot leader election'`).Scan(&pid); err != nil {
+		WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'meshroot leader election'
+		AND a.datname = current_database()`).Scan(&pid); err != nil {
 		t.Fatalf("find the leader's session: %v", err)
 	}
 	return pid

@@ -25,7 +25,9 @@ func fastElection(t *testing.T) {
 func leaderPID(t *testing.T, dsn string) uint32 {
 	t.Helper()
 	var pid int32
+	// pg_locks spans the server's databases, other tests' included.
 	err := rawConn(t, dsn).QueryRow(t.Context(), `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 		AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $1`, leaderLockKey).Scan(&pid)
 	if err != nil {
 		t.Fatalf("find the leader's session: %v", err)
