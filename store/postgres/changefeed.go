@@ -57,6 +57,7 @@ type feedState struct {
 // reconnecting after ListenRetry when it fails, until ctx ends.
 func (s *Store) Changes(ctx context.Context) <-chan struct{} {
 	out := make(chan struct{}, 1)
+	retry := ListenRetry
 	go func() {
 		defer close(out)
 		for ctx.Err() == nil {
@@ -64,7 +65,7 @@ func (s *Store) Changes(ctx context.Context) <-chan struct{} {
 			s.feed.listening.Store(false)
 			select {
 			case <-ctx.Done():
-			case <-time.After(ListenRetry):
+			case <-time.After(retry):
 			}
 		}
 	}()
