@@ -45,7 +45,8 @@ test-deps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; fi
 	@$(MAKE) --no-print-directory test-postgres
 
-## test-postgres: the store/postgres tests (and `store migrate`'s) need a
+## test-postgres: the store/postgres tests (and `store migrate`'s, and the
+## HA tests in server and cmd/meshroot: replicas on one database) need a
 ## PostgreSQL server, 13 or newer; each test creates and drops its own database
 PG_HOST ?= 127.0.0.1
 PG_PORT ?= 5432

@@ -106,6 +106,9 @@ func (s *Service) RootCRL(ctx context.Context, id string) (store.CRL, error) {
 	if err == nil && old.NextUpdate.Sub(now) > CRLRefreshBefore && sameSerials(old.DER, entries) {
 		return old, nil
 	}
+	if s.mayResignCRL != nil && !s.mayResignCRL() {
+		return followerCRL(id, old, err, now)
+	}
 	auth, err := s.Authority(ctx, r)
 	if err != nil {
 		return store.CRL{}, err

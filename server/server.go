@@ -75,6 +75,9 @@ type ServerConfig struct {
 	// listener's TLS configuration (AdminListen must be set) and, on every
 	// request, AuthorizeAdmin for the viewer role. Any address may be used.
 	FleetPageListen string
+	// Leadership, when set, says whether this server leads the replicas
+	// sharing its store (shown by /readyz); nil: it always leads.
+	Leadership *Leadership
 }
 
 // Server runs the Issuer service over TLS, the Admin service on a unix
@@ -330,7 +333,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "store unavailable", http.StatusServiceUnavailable)
 		return
 	}
-	fmt.Fprintln(w, "ready")
+	fmt.Fprintf(w, "ready (%s)\n", s.cfg.Leadership.Role())
 }
 
 // bundleRoots gives authn the roots that renewal certificates must chain to.
