@@ -65,7 +65,8 @@ func RotationStatusToProto(st ca.RotationStatus) (*meshrootv1.RotationStatusResp
 	if err != nil {
 		return nil, err
 	}
-	out := &meshrootv1.RotationStatusResponse{BundleSequence: st.BundleSequence, NextPhase: st.NextPhase, Roots: roots, Blockers: blockersToProto(st.Blockers)}
+	out := &meshrootv1.RotationStatusResponse{BundleSequence: st.BundleSequence, NextPhase: st.NextPhase, Roots: roots, Blockers: blockersToProto(st.Blockers),
+		Quarantines: quarantinesToProto(st.Quarantines)}
 	for _, c := range st.Clusters {
 		ist := c.Istiod
 		out.Clusters = append(out.Clusters, &meshrootv1.ClusterRotationStatus{
@@ -85,7 +86,8 @@ func RotationStatusFromProto(m *meshrootv1.RotationStatusResponse) (ca.RotationS
 	if err != nil {
 		return ca.RotationStatus{}, err
 	}
-	st := ca.RotationStatus{BundleSequence: m.GetBundleSequence(), NextPhase: m.GetNextPhase(), Roots: roots, Blockers: blockersFromProto(m.GetBlockers())}
+	st := ca.RotationStatus{BundleSequence: m.GetBundleSequence(), NextPhase: m.GetNextPhase(), Roots: roots, Blockers: blockersFromProto(m.GetBlockers()),
+		Quarantines: quarantinesFromProto(m.GetQuarantines())}
 	for _, c := range m.GetClusters() {
 		st.Clusters = append(st.Clusters, ca.ClusterRotationStatus{
 			Cluster: c.GetCluster(), BundleSequence: c.GetBundleSequenceApplied(), IntermediateSerial: c.GetIntermediateSerial(),

@@ -1147,8 +1147,10 @@ type RotationStatusResponse struct {
 	NextPhase      string                   `protobuf:"bytes,3,opt,name=next_phase,json=nextPhase,proto3" json:"next_phase,omitempty"`
 	Clusters       []*ClusterRotationStatus `protobuf:"bytes,4,rep,name=clusters,proto3" json:"clusters,omitempty"`
 	Blockers       []*Blocker               `protobuf:"bytes,5,rep,name=blockers,proto3" json:"blockers,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Quarantines are the quarantined clusters with their enforcement.
+	Quarantines   []*Quarantine `protobuf:"bytes,6,rep,name=quarantines,proto3" json:"quarantines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RotationStatusResponse) Reset() {
@@ -1212,6 +1214,13 @@ func (x *RotationStatusResponse) GetClusters() []*ClusterRotationStatus {
 func (x *RotationStatusResponse) GetBlockers() []*Blocker {
 	if x != nil {
 		return x.Blockers
+	}
+	return nil
+}
+
+func (x *RotationStatusResponse) GetQuarantines() []*Quarantine {
+	if x != nil {
+		return x.Quarantines
 	}
 	return nil
 }
@@ -3122,11 +3131,16 @@ func (x *RevokeAdminCertRequest) GetSerial() string {
 }
 
 type Quarantine struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
-	Actor         string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Reason  string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	At      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	Actor   string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Listed says the roots' CRLs list all its revoked intermediates
+	// (ListQuarantines and RotationStatus only).
+	Listed bool `protobuf:"varint,5,opt,name=listed,proto3" json:"listed,omitempty"`
+	// Enforcement is, per other cluster, whether it applied those CRLs.
+	Enforcement   []*QuarantineEnforcement `protobuf:"bytes,6,rep,name=enforcement,proto3" json:"enforcement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3189,6 +3203,91 @@ func (x *Quarantine) GetActor() string {
 	return ""
 }
 
+func (x *Quarantine) GetListed() bool {
+	if x != nil {
+		return x.Listed
+	}
+	return false
+}
+
+func (x *Quarantine) GetEnforcement() []*QuarantineEnforcement {
+	if x != nil {
+		return x.Enforcement
+	}
+	return nil
+}
+
+// QuarantineEnforcement says whether a cluster has applied the CRLs that
+// list a quarantined cluster's intermediates.
+type QuarantineEnforcement struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Cluster     string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Applied     bool                   `protobuf:"varint,2,opt,name=applied,proto3" json:"applied,omitempty"`
+	LastContact *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	// Detail says what is missing while not applied.
+	Detail        string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuarantineEnforcement) Reset() {
+	*x = QuarantineEnforcement{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuarantineEnforcement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuarantineEnforcement) ProtoMessage() {}
+
+func (x *QuarantineEnforcement) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuarantineEnforcement.ProtoReflect.Descriptor instead.
+func (*QuarantineEnforcement) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *QuarantineEnforcement) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *QuarantineEnforcement) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *QuarantineEnforcement) GetLastContact() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastContact
+	}
+	return nil
+}
+
+func (x *QuarantineEnforcement) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 type QuarantineClusterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
@@ -3200,7 +3299,7 @@ type QuarantineClusterRequest struct {
 
 func (x *QuarantineClusterRequest) Reset() {
 	*x = QuarantineClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[53]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3212,7 +3311,7 @@ func (x *QuarantineClusterRequest) String() string {
 func (*QuarantineClusterRequest) ProtoMessage() {}
 
 func (x *QuarantineClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[53]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3225,7 +3324,7 @@ func (x *QuarantineClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuarantineClusterRequest.ProtoReflect.Descriptor instead.
 func (*QuarantineClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *QuarantineClusterRequest) GetCluster() string {
@@ -3261,7 +3360,7 @@ type QuarantineClusterResponse struct {
 
 func (x *QuarantineClusterResponse) Reset() {
 	*x = QuarantineClusterResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3273,7 +3372,7 @@ func (x *QuarantineClusterResponse) String() string {
 func (*QuarantineClusterResponse) ProtoMessage() {}
 
 func (x *QuarantineClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3286,7 +3385,7 @@ func (x *QuarantineClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuarantineClusterResponse.ProtoReflect.Descriptor instead.
 func (*QuarantineClusterResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *QuarantineClusterResponse) GetQuarantine() *Quarantine {
@@ -3319,7 +3418,7 @@ type ReleaseClusterRequest struct {
 
 func (x *ReleaseClusterRequest) Reset() {
 	*x = ReleaseClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3331,7 +3430,7 @@ func (x *ReleaseClusterRequest) String() string {
 func (*ReleaseClusterRequest) ProtoMessage() {}
 
 func (x *ReleaseClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3344,7 +3443,7 @@ func (x *ReleaseClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseClusterRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ReleaseClusterRequest) GetCluster() string {
@@ -3362,7 +3461,7 @@ type ListQuarantinesRequest struct {
 
 func (x *ListQuarantinesRequest) Reset() {
 	*x = ListQuarantinesRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3374,7 +3473,7 @@ func (x *ListQuarantinesRequest) String() string {
 func (*ListQuarantinesRequest) ProtoMessage() {}
 
 func (x *ListQuarantinesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3387,7 +3486,7 @@ func (x *ListQuarantinesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuarantinesRequest.ProtoReflect.Descriptor instead.
 func (*ListQuarantinesRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 type ListQuarantinesResponse struct {
@@ -3399,7 +3498,7 @@ type ListQuarantinesResponse struct {
 
 func (x *ListQuarantinesResponse) Reset() {
 	*x = ListQuarantinesResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +3510,7 @@ func (x *ListQuarantinesResponse) String() string {
 func (*ListQuarantinesResponse) ProtoMessage() {}
 
 func (x *ListQuarantinesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +3523,7 @@ func (x *ListQuarantinesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuarantinesResponse.ProtoReflect.Descriptor instead.
 func (*ListQuarantinesResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListQuarantinesResponse) GetQuarantines() []*Quarantine {
@@ -3445,7 +3544,7 @@ type SetClusterGateRequest struct {
 
 func (x *SetClusterGateRequest) Reset() {
 	*x = SetClusterGateRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3457,7 +3556,7 @@ func (x *SetClusterGateRequest) String() string {
 func (*SetClusterGateRequest) ProtoMessage() {}
 
 func (x *SetClusterGateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3470,7 +3569,7 @@ func (x *SetClusterGateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterGateRequest.ProtoReflect.Descriptor instead.
 func (*SetClusterGateRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *SetClusterGateRequest) GetName() string {
@@ -3495,7 +3594,7 @@ type SetClusterGateResponse struct {
 
 func (x *SetClusterGateResponse) Reset() {
 	*x = SetClusterGateResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3507,7 +3606,7 @@ func (x *SetClusterGateResponse) String() string {
 func (*SetClusterGateResponse) ProtoMessage() {}
 
 func (x *SetClusterGateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3520,7 +3619,7 @@ func (x *SetClusterGateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterGateResponse.ProtoReflect.Descriptor instead.
 func (*SetClusterGateResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 var File_meshroot_v1_admin_proto protoreflect.FileDescriptor
@@ -3618,14 +3717,15 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\fistiod_roots\x18\r \x03(\tR\vistiodRoots\x12=\n" +
 	"\fistiod_since\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vistiodSince\x12H\n" +
 	"\x12istiod_stale_since\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x10istiodStaleSince\x12#\n" +
-	"\ristiod_detail\x18\x10 \x01(\tR\fistiodDetail\"\xfb\x01\n" +
+	"\ristiod_detail\x18\x10 \x01(\tR\fistiodDetail\"\xb6\x02\n" +
 	"\x16RotationStatusResponse\x12'\n" +
 	"\x05roots\x18\x01 \x03(\v2\x11.meshroot.v1.RootR\x05roots\x12'\n" +
 	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12\x1d\n" +
 	"\n" +
 	"next_phase\x18\x03 \x01(\tR\tnextPhase\x12>\n" +
 	"\bclusters\x18\x04 \x03(\v2\".meshroot.v1.ClusterRotationStatusR\bclusters\x120\n" +
-	"\bblockers\x18\x05 \x03(\v2\x14.meshroot.v1.BlockerR\bblockers\"\x12\n" +
+	"\bblockers\x18\x05 \x03(\v2\x14.meshroot.v1.BlockerR\bblockers\x129\n" +
+	"\vquarantines\x18\x06 \x03(\v2\x17.meshroot.v1.QuarantineR\vquarantines\"\x12\n" +
 	"\x10ListRootsRequest\"<\n" +
 	"\x11ListRootsResponse\x12'\n" +
 	"\x05roots\x18\x01 \x03(\v2\x11.meshroot.v1.RootR\x05roots\"\x8c\x02\n" +
@@ -3756,13 +3856,20 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x16ListAdminCertsResponse\x12,\n" +
 	"\x05certs\x18\x01 \x03(\v2\x16.meshroot.v1.AdminCertR\x05certs\"0\n" +
 	"\x16RevokeAdminCertRequest\x12\x16\n" +
-	"\x06serial\x18\x01 \x01(\tR\x06serial\"\x80\x01\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\"\xde\x01\n" +
 	"\n" +
 	"Quarantine\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12*\n" +
 	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x14\n" +
-	"\x05actor\x18\x04 \x01(\tR\x05actor\"e\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06listed\x18\x05 \x01(\bR\x06listed\x12D\n" +
+	"\venforcement\x18\x06 \x03(\v2\".meshroot.v1.QuarantineEnforcementR\venforcement\"\xa2\x01\n" +
+	"\x15QuarantineEnforcement\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
+	"\aapplied\x18\x02 \x01(\bR\aapplied\x12=\n" +
+	"\flast_contact\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"e\n" +
 	"\x18QuarantineClusterRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x17\n" +
@@ -3832,7 +3939,7 @@ func file_meshroot_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_admin_proto_rawDescData
 }
 
-var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*FederationPeer)(nil),            // 0: meshroot.v1.FederationPeer
 	(*AddFederationRequest)(nil),      // 1: meshroot.v1.AddFederationRequest
@@ -3887,130 +3994,134 @@ var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*ListAdminCertsResponse)(nil),    // 50: meshroot.v1.ListAdminCertsResponse
 	(*RevokeAdminCertRequest)(nil),    // 51: meshroot.v1.RevokeAdminCertRequest
 	(*Quarantine)(nil),                // 52: meshroot.v1.Quarantine
-	(*QuarantineClusterRequest)(nil),  // 53: meshroot.v1.QuarantineClusterRequest
-	(*QuarantineClusterResponse)(nil), // 54: meshroot.v1.QuarantineClusterResponse
-	(*ReleaseClusterRequest)(nil),     // 55: meshroot.v1.ReleaseClusterRequest
-	(*ListQuarantinesRequest)(nil),    // 56: meshroot.v1.ListQuarantinesRequest
-	(*ListQuarantinesResponse)(nil),   // 57: meshroot.v1.ListQuarantinesResponse
-	(*SetClusterGateRequest)(nil),     // 58: meshroot.v1.SetClusterGateRequest
-	(*SetClusterGateResponse)(nil),    // 59: meshroot.v1.SetClusterGateResponse
-	(*timestamppb.Timestamp)(nil),     // 60: google.protobuf.Timestamp
-	(*GetTrustBundleRequest)(nil),     // 61: meshroot.v1.GetTrustBundleRequest
-	(*SignIntermediateResponse)(nil),  // 62: meshroot.v1.SignIntermediateResponse
-	(*TrustBundle)(nil),               // 63: meshroot.v1.TrustBundle
+	(*QuarantineEnforcement)(nil),     // 53: meshroot.v1.QuarantineEnforcement
+	(*QuarantineClusterRequest)(nil),  // 54: meshroot.v1.QuarantineClusterRequest
+	(*QuarantineClusterResponse)(nil), // 55: meshroot.v1.QuarantineClusterResponse
+	(*ReleaseClusterRequest)(nil),     // 56: meshroot.v1.ReleaseClusterRequest
+	(*ListQuarantinesRequest)(nil),    // 57: meshroot.v1.ListQuarantinesRequest
+	(*ListQuarantinesResponse)(nil),   // 58: meshroot.v1.ListQuarantinesResponse
+	(*SetClusterGateRequest)(nil),     // 59: meshroot.v1.SetClusterGateRequest
+	(*SetClusterGateResponse)(nil),    // 60: meshroot.v1.SetClusterGateResponse
+	(*timestamppb.Timestamp)(nil),     // 61: google.protobuf.Timestamp
+	(*GetTrustBundleRequest)(nil),     // 62: meshroot.v1.GetTrustBundleRequest
+	(*SignIntermediateResponse)(nil),  // 63: meshroot.v1.SignIntermediateResponse
+	(*TrustBundle)(nil),               // 64: meshroot.v1.TrustBundle
 }
 var file_meshroot_v1_admin_proto_depIdxs = []int32{
-	60, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
-	60, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
-	60, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
-	60, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
-	60, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
+	61, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
+	61, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
+	61, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
+	61, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
+	61, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
 	0,  // 5: meshroot.v1.ListFederationResponse.peers:type_name -> meshroot.v1.FederationPeer
-	60, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
-	60, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
+	61, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
+	61, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
 	11, // 8: meshroot.v1.PhaseResult.blockers:type_name -> meshroot.v1.Blocker
-	60, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
-	60, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
-	60, // 11: meshroot.v1.ClusterRotationStatus.istiod_since:type_name -> google.protobuf.Timestamp
-	60, // 12: meshroot.v1.ClusterRotationStatus.istiod_stale_since:type_name -> google.protobuf.Timestamp
+	61, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	61, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
+	61, // 11: meshroot.v1.ClusterRotationStatus.istiod_since:type_name -> google.protobuf.Timestamp
+	61, // 12: meshroot.v1.ClusterRotationStatus.istiod_stale_since:type_name -> google.protobuf.Timestamp
 	7,  // 13: meshroot.v1.RotationStatusResponse.roots:type_name -> meshroot.v1.Root
 	15, // 14: meshroot.v1.RotationStatusResponse.clusters:type_name -> meshroot.v1.ClusterRotationStatus
 	11, // 15: meshroot.v1.RotationStatusResponse.blockers:type_name -> meshroot.v1.Blocker
-	7,  // 16: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
-	60, // 17: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
-	60, // 18: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
-	19, // 19: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
-	20, // 20: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
-	19, // 21: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
-	21, // 22: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
-	60, // 23: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
-	60, // 24: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
-	28, // 25: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
-	60, // 26: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	32, // 27: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
-	60, // 28: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 29: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
-	28, // 30: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
-	52, // 31: meshroot.v1.ClusterDetail.quarantine:type_name -> meshroot.v1.Quarantine
-	60, // 32: meshroot.v1.AdminCert.issued_at:type_name -> google.protobuf.Timestamp
-	60, // 33: meshroot.v1.AdminCert.not_after:type_name -> google.protobuf.Timestamp
-	60, // 34: meshroot.v1.AdminCert.revoked_at:type_name -> google.protobuf.Timestamp
-	46, // 35: meshroot.v1.IssueAdminCertResponse.cert:type_name -> meshroot.v1.AdminCert
-	46, // 36: meshroot.v1.ListAdminCertsResponse.certs:type_name -> meshroot.v1.AdminCert
-	60, // 37: meshroot.v1.Quarantine.at:type_name -> google.protobuf.Timestamp
-	52, // 38: meshroot.v1.QuarantineClusterResponse.quarantine:type_name -> meshroot.v1.Quarantine
-	52, // 39: meshroot.v1.ListQuarantinesResponse.quarantines:type_name -> meshroot.v1.Quarantine
-	8,  // 40: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
-	17, // 41: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
-	9,  // 42: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
-	10, // 43: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 44: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 45: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
-	13, // 46: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
-	14, // 47: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
-	22, // 48: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
-	23, // 49: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
-	25, // 50: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
-	27, // 51: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
-	29, // 52: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
-	31, // 53: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
-	61, // 54: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	33, // 55: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
-	35, // 56: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
-	37, // 57: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
-	1,  // 58: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
-	2,  // 59: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
-	4,  // 60: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
-	6,  // 61: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
-	39, // 62: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
-	41, // 63: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
-	43, // 64: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
-	44, // 65: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
-	47, // 66: meshroot.v1.Admin.IssueAdminCert:input_type -> meshroot.v1.IssueAdminCertRequest
-	49, // 67: meshroot.v1.Admin.ListAdminCerts:input_type -> meshroot.v1.ListAdminCertsRequest
-	51, // 68: meshroot.v1.Admin.RevokeAdminCert:input_type -> meshroot.v1.RevokeAdminCertRequest
-	53, // 69: meshroot.v1.Admin.QuarantineCluster:input_type -> meshroot.v1.QuarantineClusterRequest
-	55, // 70: meshroot.v1.Admin.ReleaseCluster:input_type -> meshroot.v1.ReleaseClusterRequest
-	56, // 71: meshroot.v1.Admin.ListQuarantines:input_type -> meshroot.v1.ListQuarantinesRequest
-	58, // 72: meshroot.v1.Admin.SetClusterGate:input_type -> meshroot.v1.SetClusterGateRequest
-	7,  // 73: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
-	18, // 74: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
-	7,  // 75: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
-	12, // 76: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 77: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 78: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 79: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
-	16, // 80: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
-	21, // 81: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
-	24, // 82: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
-	26, // 83: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
-	62, // 84: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	30, // 85: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
-	28, // 86: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
-	63, // 87: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	34, // 88: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
-	36, // 89: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
-	38, // 90: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
-	0,  // 91: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
-	3,  // 92: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
-	5,  // 93: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
-	0,  // 94: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
-	40, // 95: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
-	42, // 96: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
-	45, // 97: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
-	45, // 98: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
-	48, // 99: meshroot.v1.Admin.IssueAdminCert:output_type -> meshroot.v1.IssueAdminCertResponse
-	50, // 100: meshroot.v1.Admin.ListAdminCerts:output_type -> meshroot.v1.ListAdminCertsResponse
-	46, // 101: meshroot.v1.Admin.RevokeAdminCert:output_type -> meshroot.v1.AdminCert
-	54, // 102: meshroot.v1.Admin.QuarantineCluster:output_type -> meshroot.v1.QuarantineClusterResponse
-	52, // 103: meshroot.v1.Admin.ReleaseCluster:output_type -> meshroot.v1.Quarantine
-	57, // 104: meshroot.v1.Admin.ListQuarantines:output_type -> meshroot.v1.ListQuarantinesResponse
-	59, // 105: meshroot.v1.Admin.SetClusterGate:output_type -> meshroot.v1.SetClusterGateResponse
-	73, // [73:106] is the sub-list for method output_type
-	40, // [40:73] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	52, // 16: meshroot.v1.RotationStatusResponse.quarantines:type_name -> meshroot.v1.Quarantine
+	7,  // 17: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
+	61, // 18: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
+	61, // 19: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	19, // 20: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
+	20, // 21: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
+	19, // 22: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
+	21, // 23: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
+	61, // 24: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
+	61, // 25: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
+	28, // 26: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
+	61, // 27: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	32, // 28: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
+	61, // 29: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 30: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
+	28, // 31: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
+	52, // 32: meshroot.v1.ClusterDetail.quarantine:type_name -> meshroot.v1.Quarantine
+	61, // 33: meshroot.v1.AdminCert.issued_at:type_name -> google.protobuf.Timestamp
+	61, // 34: meshroot.v1.AdminCert.not_after:type_name -> google.protobuf.Timestamp
+	61, // 35: meshroot.v1.AdminCert.revoked_at:type_name -> google.protobuf.Timestamp
+	46, // 36: meshroot.v1.IssueAdminCertResponse.cert:type_name -> meshroot.v1.AdminCert
+	46, // 37: meshroot.v1.ListAdminCertsResponse.certs:type_name -> meshroot.v1.AdminCert
+	61, // 38: meshroot.v1.Quarantine.at:type_name -> google.protobuf.Timestamp
+	53, // 39: meshroot.v1.Quarantine.enforcement:type_name -> meshroot.v1.QuarantineEnforcement
+	61, // 40: meshroot.v1.QuarantineEnforcement.last_contact:type_name -> google.protobuf.Timestamp
+	52, // 41: meshroot.v1.QuarantineClusterResponse.quarantine:type_name -> meshroot.v1.Quarantine
+	52, // 42: meshroot.v1.ListQuarantinesResponse.quarantines:type_name -> meshroot.v1.Quarantine
+	8,  // 43: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
+	17, // 44: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
+	9,  // 45: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
+	10, // 46: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 47: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 48: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
+	13, // 49: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
+	14, // 50: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
+	22, // 51: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
+	23, // 52: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
+	25, // 53: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
+	27, // 54: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
+	29, // 55: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
+	31, // 56: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
+	62, // 57: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	33, // 58: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
+	35, // 59: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
+	37, // 60: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
+	1,  // 61: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
+	2,  // 62: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
+	4,  // 63: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
+	6,  // 64: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
+	39, // 65: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
+	41, // 66: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
+	43, // 67: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
+	44, // 68: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
+	47, // 69: meshroot.v1.Admin.IssueAdminCert:input_type -> meshroot.v1.IssueAdminCertRequest
+	49, // 70: meshroot.v1.Admin.ListAdminCerts:input_type -> meshroot.v1.ListAdminCertsRequest
+	51, // 71: meshroot.v1.Admin.RevokeAdminCert:input_type -> meshroot.v1.RevokeAdminCertRequest
+	54, // 72: meshroot.v1.Admin.QuarantineCluster:input_type -> meshroot.v1.QuarantineClusterRequest
+	56, // 73: meshroot.v1.Admin.ReleaseCluster:input_type -> meshroot.v1.ReleaseClusterRequest
+	57, // 74: meshroot.v1.Admin.ListQuarantines:input_type -> meshroot.v1.ListQuarantinesRequest
+	59, // 75: meshroot.v1.Admin.SetClusterGate:input_type -> meshroot.v1.SetClusterGateRequest
+	7,  // 76: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
+	18, // 77: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
+	7,  // 78: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
+	12, // 79: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 80: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 81: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 82: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
+	16, // 83: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
+	21, // 84: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
+	24, // 85: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
+	26, // 86: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
+	63, // 87: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	30, // 88: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
+	28, // 89: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
+	64, // 90: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	34, // 91: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
+	36, // 92: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
+	38, // 93: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
+	0,  // 94: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
+	3,  // 95: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
+	5,  // 96: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
+	0,  // 97: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
+	40, // 98: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
+	42, // 99: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
+	45, // 100: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
+	45, // 101: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
+	48, // 102: meshroot.v1.Admin.IssueAdminCert:output_type -> meshroot.v1.IssueAdminCertResponse
+	50, // 103: meshroot.v1.Admin.ListAdminCerts:output_type -> meshroot.v1.ListAdminCertsResponse
+	46, // 104: meshroot.v1.Admin.RevokeAdminCert:output_type -> meshroot.v1.AdminCert
+	55, // 105: meshroot.v1.Admin.QuarantineCluster:output_type -> meshroot.v1.QuarantineClusterResponse
+	52, // 106: meshroot.v1.Admin.ReleaseCluster:output_type -> meshroot.v1.Quarantine
+	58, // 107: meshroot.v1.Admin.ListQuarantines:output_type -> meshroot.v1.ListQuarantinesResponse
+	60, // 108: meshroot.v1.Admin.SetClusterGate:output_type -> meshroot.v1.SetClusterGateResponse
+	76, // [76:109] is the sub-list for method output_type
+	43, // [43:76] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_meshroot_v1_admin_proto_init() }
@@ -4025,7 +4136,7 @@ func file_meshroot_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_admin_proto_rawDesc), len(file_meshroot_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   60,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
