@@ -100,25 +100,46 @@ func CRLCAs(cc *ca.CACerts, roots []*x509.Certificate, set ca.CRLSet) []*x509.Ce
 	return cas
 }
 
+// MaxSecretBytes is Kubernetes' limit on a Secret's data (the sum of its
+// values): a bigger write is refused by the API server.
+const MaxSecretBytes = 1 << 20
+
+// CheckCRLFits refuses a ca-crl.pem file that would push the Secret with
+// data (its current ca-crl.pem replaced) over MaxSecretBytes.
+func CheckCRLFits(data map[string][]byte, file []byte) error {
+	total := len(file)
+	for k, v := range data {
+		if k != CRLFile {
+			total += len(v)
+		}
+	}
+	if total > MaxSecretBytes {
+		return fmt.Errorf("with a %d-byte %s the cacerts Secret would hold %d bytes, over Kubernetes' limit of %d", len(file), CRLFile, total, MaxSecretBytes)
+	}
+	return nil
+}
+
 // reconcileCRL writes ca-crl.pem into the cacerts Secret when every CA has
 // a current CRL, and otherwise takes it out (never a CRL file that would
 // make Envoy refuse valid chains), logging why and exposing it as a
-// metric.
-func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle, now time.Time) error {
+// metric. It also takes it out, with an error, when it would push the
+// Secret over Kubernetes' size limit. It says whether it changed the
+// Secret.
+func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle, now time.Time) (bool, error) {
 	if bundle == nil || bundle.GetCrls() == nil {
-		return nil // a server without CRLs: leave the Secret as it is
+		return false, nil // a server without CRLs: leave the Secret as it is
 	}
 	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
 	if err != nil || cur.Secret == nil || !cur.ManagedByMeshroot() {
-		return err
+		return false, err
 	}
 	set, err := wire.CRLSetFromProto(bundle.GetCrls())
 	if err != nil {
-		return fmt.Errorf("CRL set from server: %w", err)
+		return false, fmt.Errorf("CRL set from server: %w", err)
 	}
 	roots, err := parseDERs(bundle.GetRoots())
 	if err != nil {
-		return fmt.Errorf("trust bundle from server: %w", err)
+		return false, fmt.Errorf("trust bundle from server: %w", err)
 	}
 	plan := PlanCRLFile(CRLCAs(cur.CACerts, roots, set), set.CRLs, now)
 	a.cfg.Metrics.crlMissing(len(plan.Missing))
@@ -127,8 +148,16 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 			"missing", strings.Join(plan.Missing, "; "), "server_missing", strings.Join(set.Missing, "; "))
 	}
 	have, had := cur.Secret.Data[CRLFile]
+	if plan.PEM != nil {
+		if err := CheckCRLFits(cur.Secret.Data, plan.PEM); err != nil {
+			a.cfg.Metrics.failed(ErrKindCRLTooLarge)
+			a.log.Error("not writing "+CRLFile+", so revocation is not enforced in this mesh: "+err.Error()+
+				"; fewer revoked unexpired intermediates per root (shorter intermediate lifetimes) or fewer roots in the bundle bring it under (docs/quarantine.md)")
+			plan.PEM = nil
+		}
+	}
 	if bytes.Equal(have, plan.PEM) && had == (plan.PEM != nil) {
-		return nil
+		return false, nil
 	}
 	s := cur.Secret.DeepCopy()
 	if plan.PEM == nil {
@@ -141,10 +170,37 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 	}
 	if _, err := a.cfg.Kube.CoreV1().Secrets(s.Namespace).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
-		return fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
+		return false, fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
 	}
 	a.log.Info(CRLFile+" updated", "written", plan.PEM != nil, "bytes", len(plan.PEM), "next_update", plan.MinNextUpdate)
-	return nil
+	return true, nil
+}
+
+// AppliedRootCRLs returns, per root of roots (by ID), the highest number of
+// its CRLs in a ca-crl.pem file: what the cluster enforces of each root's
+// revocations. It is empty (not nil) without a file.
+func AppliedRootCRLs(file []byte, roots []*x509.Certificate) map[string]uint64 {
+	out := map[string]uint64{}
+	for len(file) > 0 {
+		var b *pem.Block
+		if b, file = pem.Decode(file); b == nil {
+			break
+		}
+		if b.Type != "X509 CRL" {
+			continue
+		}
+		rl, err := x509.ParseRevocationList(b.Bytes)
+		if err != nil || rl.Number == nil || !rl.Number.IsUint64() {
+			continue
+		}
+		for _, r := range roots {
+			if bytes.Equal(rl.RawIssuer, r.RawSubject) && rl.CheckSignatureFrom(r) == nil {
+				id := ca.RootID(r)
+				out[id] = max(out[id], rl.Number.Uint64())
+			}
+		}
+	}
+	return out
 }
 
 // OwnCRL returns a new CRL signed with the cluster intermediate's key

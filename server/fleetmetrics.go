@@ -52,6 +52,8 @@ var (
 		"When the cluster was registered, in seconds since the epoch.", "cluster")
 	descClusterQuarantined = fleetDesc("cluster_quarantined",
 		"1 when the cluster is quarantined (its renewals refused), else 0.", "cluster")
+	descQuarantinePending = fleetDesc("quarantine_pending_clusters",
+		"Per quarantined cluster: how many other clusters have not yet applied the CRLs that list its intermediates (0: enforced everywhere).", "cluster")
 	descRootExpiry = fleetDesc("root_expiry_timestamp_seconds",
 		"Earliest NotAfter in the chain of a root in the trust bundle (its signing authority and every CA above it), in seconds since the epoch.",
 		"root_id", "trust_domain")
@@ -85,9 +87,19 @@ type FleetCollector struct {
 	log      *slog.Logger
 	now      func() time.Time
 
+	quarantines func(context.Context) ([]ca.QuarantineStatus, error)
+
 	mu     sync.Mutex
 	at     time.Time
 	cached []prometheus.Metric
+}
+
+// WithQuarantines makes the collector export which clusters are
+// quarantined and how many others do not enforce it yet, from list
+// (ca.Service.ListQuarantines).
+func (c *FleetCollector) WithQuarantines(list func(context.Context) ([]ca.QuarantineStatus, error)) *FleetCollector {
+	c.quarantines = list
+	return c
 }
 
 // FleetReader is what the fleet collector reads at scrape time.
@@ -113,7 +125,7 @@ func NewFleetCollector(st FleetReader, cacheTTL time.Duration, log *slog.Logger)
 // Describe sends the descriptors of every fleet series.
 func (c *FleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClusterInfo, descClusterExpiry, descClusterSequence, descClusterContact,
-		descClusterRegistered, descClusterQuarantined, descRootExpiry, descRootState, descRootStateChanged,
+		descClusterRegistered, descClusterQuarantined, descQuarantinePending, descRootExpiry, descRootState, descRootStateChanged,
 		descRotationPhase, descRotationSince, descPeerSuccess, descPeerAttempt, descPeerCreated, descPeerSequence, descFleetOK} {
 		ch <- d
 	}
@@ -158,6 +170,17 @@ func (c *FleetCollector) read(ctx context.Context) ([]prometheus.Metric, error) 
 	if err != nil {
 		return nil, err
 	}
+	quarantined := map[string]bool{}
+	if c.quarantines != nil {
+		qs, err := c.quarantines(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, q := range qs {
+			quarantined[q.Cluster] = true
+			gauge(descQuarantinePending, float64(len(q.Pending())), q.Cluster)
+		}
+	}
 	for _, cl := range clusters {
 		rootID := ""
 		if serial := cl.Status.IntermediateSerial; serial != "" {
@@ -174,7 +197,7 @@ func (c *FleetCollector) read(ctx context.Context) ([]prometheus.Metric, error) 
 		gauge(descClusterSequence, float64(cl.Status.BundleSequence), cl.Name)
 		stamp(descClusterContact, cl.Status.LastContact, cl.Name)
 		stamp(descClusterRegistered, cl.CreatedAt, cl.Name)
-		gauge(descClusterQuarantined, 0, cl.Name) // set by quarantine (issue 12)
+		gauge(descClusterQuarantined, boolGauge(quarantined[cl.Name]), cl.Name)
 	}
 	roots, err := c.st.ListRoots(ctx)
 	if err != nil {
@@ -203,6 +226,13 @@ func (c *FleetCollector) read(ctx context.Context) ([]prometheus.Metric, error) 
 	}
 	gauge(descFleetOK, 1)
 	return out, nil
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // rotationPhase says where the rotation is, and since when: a prepared
