@@ -151,7 +151,7 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 	if plan.PEM != nil {
 		if err := CheckCRLFits(cur.Secret.Data, plan.PEM); err != nil {
 			a.cfg.Metrics.failed(ErrKindCRLTooLarge)
-			a.log.Error("not writing "+CRLFile+", so revocation is not enforced in this mesh: "+err.Error()+
+			a.log.Error("not writing " + CRLFile + ", so revocation is not enforced in this mesh: " + err.Error() +
 				"; fewer revoked unexpired intermediates per root (shorter intermediate lifetimes) or fewer roots in the bundle bring it under (docs/quarantine.md)")
 			plan.PEM = nil
 		}
