@@ -44,16 +44,22 @@ type CRLPlan struct {
 // named in Missing and PEM is nil. CRLs of other issuers (superseded
 // intermediates) ride along when current.
 func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
+	return planCRLFile(nil, cas, crls, now)
+}
+
+func planCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
 	type best struct {
 		rl  *x509.RevocationList
 		der []byte
 	}
 	byIssuer := map[string]best{}
-	for _, der := range crls {
-		rl, err := x509.ParseRevocationList(der)
+	parsed := make([]*x509.RevocationList, len(crls))
+	for i, der := range crls {
+		rl, err := cache.parse(der)
 		if err != nil || !rl.NextUpdate.After(now.Add(ca.CRLMinRemaining)) || rl.Number == nil {
 			continue
 		}
+		parsed[i] = rl
 		k := string(rl.RawIssuer)
 		if b, ok := byIssuer[k]; !ok || rl.Number.Cmp(b.rl.Number) > 0 {
 			byIssuer[k] = best{rl, der}
@@ -75,9 +81,9 @@ func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan 
 		return p
 	}
 	var buf bytes.Buffer
-	for _, der := range crls {
-		rl, err := x509.ParseRevocationList(der)
-		if err != nil || !bytes.Equal(byIssuer[string(rl.RawIssuer)].der, der) {
+	for i, der := range crls {
+		rl := parsed[i]
+		if rl == nil || !bytes.Equal(byIssuer[string(rl.RawIssuer)].der, der) {
 			continue
 		}
 		_ = pem.Encode(&buf, &pem.Block{Type: "X509 CRL", Bytes: der})
@@ -141,7 +147,7 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 	if err != nil {
 		return false, fmt.Errorf("trust bundle from server: %w", err)
 	}
-	plan := PlanCRLFile(CRLCAs(cur.CACerts, roots, set), set.CRLs, now)
+	plan := planCRLFile(&a.crls, CRLCAs(cur.CACerts, roots, set), set.CRLs, now)
 	a.cfg.Metrics.crlMissing(len(plan.Missing))
 	if plan.PEM == nil {
 		a.log.Warn("not writing "+CRLFile+": a CA of the fleet has no current CRL, and Envoy would refuse its valid chains",
@@ -180,6 +186,10 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 // its CRLs in a ca-crl.pem file: what the cluster enforces of each root's
 // revocations. It is empty (not nil) without a file.
 func AppliedRootCRLs(file []byte, roots []*x509.Certificate) map[string]uint64 {
+	return appliedRootCRLs(nil, file, roots)
+}
+
+func appliedRootCRLs(cache *crlCache, file []byte, roots []*x509.Certificate) map[string]uint64 {
 	out := map[string]uint64{}
 	for len(file) > 0 {
 		var b *pem.Block
@@ -189,7 +199,7 @@ func AppliedRootCRLs(file []byte, roots []*x509.Certificate) map[string]uint64 {
 		if b.Type != "X509 CRL" {
 			continue
 		}
-		rl, err := x509.ParseRevocationList(b.Bytes)
+		rl, err := cache.parse(b.Bytes)
 		if err != nil || rl.Number == nil || !rl.Number.IsUint64() {
 			continue
 		}
@@ -209,12 +219,16 @@ func AppliedRootCRLs(file []byte, roots []*x509.Certificate) map[string]uint64 {
 // else nil. Its number is the time in nanoseconds, so it increases
 // across restarts; its nextUpdate stops at the intermediate's expiry.
 func OwnCRL(cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
+	return ownCRL(nil, cc, crls, now)
+}
+
+func ownCRL(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
 	if cc == nil || cc.Key == nil {
 		return nil, nil
 	}
 	cert := cc.Cert
 	for _, der := range crls {
-		rl, err := x509.ParseRevocationList(der)
+		rl, err := cache.parse(der)
 		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && rl.CheckSignatureFrom(cert) == nil &&
 			rl.NextUpdate.After(now.Add(min(ca.CRLRefreshBefore, cert.NotAfter.Sub(now)/2))) {
 			return nil, nil
@@ -235,7 +249,7 @@ func (a *Agent) crlForReport(cur *Current, now time.Time) []byte {
 	if b == nil || b.GetCrls() == nil {
 		return nil
 	}
-	der, err := OwnCRL(cur.CACerts, b.GetCrls().GetCrls(), now)
+	der, err := ownCRL(&a.crls, cur.CACerts, b.GetCrls().GetCrls(), now)
 	if err != nil {
 		a.log.Warn("cannot sign the cluster's CRL", "error", err)
 	}

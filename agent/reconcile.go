@@ -86,7 +86,7 @@ func (a *Agent) report(ctx context.Context, now time.Time) bool {
 		Cluster: a.cfg.Cluster, BundleSequence: appliedSequence(cur), IntermediateSerial: ca.SerialHex(cur.CACerts.Cert.SerialNumber),
 	}
 	req.Crl = a.crlForReport(cur, now)
-	wire.SetAppliedCRLs(req, AppliedRootCRLs(cur.Secret.Data[CRLFile], cur.CACerts.Roots))
+	wire.SetAppliedCRLs(req, appliedRootCRLs(&a.crls, cur.Secret.Data[CRLFile], cur.CACerts.Roots))
 	wire.SetIstiod(req, a.confirmIstiod(ctx, cur, now))
 	if cert := a.renewalCert(cur, now); cert != nil {
 		err = a.withCert(cert, func(c meshrootv1.IssuerClient) error {

@@ -168,11 +168,15 @@ func run(nRevoked, nClusters, nSigns int, kt keys.KeyType, cpuProfile string) er
 	// the last entry.
 	t0 := time.Now()
 	now := time.Now().UTC()
+	// Each record carries a certificate PEM of an intermediate's size
+	// (the root's: never parsed for a revoked one), so that listing them
+	// reads what a real store reads.
+	certPEM := root.ChainPEM
 	revoke := func(tx store.Tx, i int) error {
 		serial := fmt.Sprintf("7%031x", i)
 		if err := tx.CreateIntermediate(ctx, store.Intermediate{Serial: serial, Cluster: "retired", RootID: root.ID,
 			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(365 * 24 * time.Hour), Status: store.IntermediateRevoked,
-			CertPEM: []byte("-"), CreatedAt: now.Add(-time.Hour)}); err != nil {
+			CertPEM: certPEM, CreatedAt: now.Add(-time.Hour)}); err != nil {
 			return err
 		}
 		return tx.RecordRevocation(ctx, store.Revocation{Serial: serial, Reason: ca.ReasonKeyCompromise, RevokedAt: now.Add(-time.Hour)})
