@@ -73,7 +73,7 @@ func planCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, now ti
 		}
 		seen[string(c.Raw)] = true
 		b, ok := byIssuer[string(c.RawSubject)]
-		if !ok || b.rl.CheckSignatureFrom(c) != nil {
+		if !ok || cache.checkSignature(b.rl, c) != nil {
 			p.Missing = append(p.Missing, fmt.Sprintf("%s (serial %s)", c.Subject, ca.SerialHex(c.SerialNumber)))
 		}
 	}
@@ -204,7 +204,7 @@ func appliedRootCRLs(cache *crlCache, file []byte, roots []*x509.Certificate) ma
 			continue
 		}
 		for _, r := range roots {
-			if bytes.Equal(rl.RawIssuer, r.RawSubject) && rl.CheckSignatureFrom(r) == nil {
+			if bytes.Equal(rl.RawIssuer, r.RawSubject) && cache.checkSignature(rl, r) == nil {
 				id := ca.RootID(r)
 				out[id] = max(out[id], rl.Number.Uint64())
 			}
@@ -229,7 +229,7 @@ func ownCRL(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) ([]by
 	cert := cc.Cert
 	for _, der := range crls {
 		rl, err := cache.parse(der)
-		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && rl.CheckSignatureFrom(cert) == nil &&
+		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && cache.checkSignature(rl, cert) == nil &&
 			rl.NextUpdate.After(now.Add(min(ca.CRLRefreshBefore, cert.NotAfter.Sub(now)/2))) {
 			return nil, nil
 		}

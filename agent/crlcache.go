@@ -19,6 +19,42 @@ const maxCachedCRLs = 1024
 type crlCache struct {
 	mu sync.Mutex
 	m  map[[sha256.Size]byte]*x509.RevocationList
+	// verified holds the (CRL, issuer) pairs whose signature checked out:
+	// hashing a 500 KB CRL and an ECDSA verification on every reconcile
+	// cost more than parsing once.
+	verified map[verifiedKey]bool
+}
+
+type verifiedKey struct {
+	rl     *x509.RevocationList
+	issuer string
+}
+
+// checkSignature is rl.CheckSignatureFrom(issuer), remembered when it
+// succeeds for a CRL from this cache.
+func (c *crlCache) checkSignature(rl *x509.RevocationList, issuer *x509.Certificate) error {
+	if c == nil {
+		return rl.CheckSignatureFrom(issuer)
+	}
+	k := verifiedKey{rl, string(issuer.Raw)}
+	c.mu.Lock()
+	ok := c.verified[k]
+	c.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := rl.CheckSignatureFrom(issuer); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m[sha256.Sum256(rl.Raw)] == rl { // only CRLs the cache holds: their pointers stay unique
+		if c.verified == nil {
+			c.verified = map[verifiedKey]bool{}
+		}
+		c.verified[k] = true
+	}
+	return nil
 }
 
 // parse returns der parsed, from the cache when it was parsed before.
@@ -42,6 +78,7 @@ func (c *crlCache) parse(der []byte) (*x509.RevocationList, error) {
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxCachedCRLs {
 		c.m = map[[sha256.Size]byte]*x509.RevocationList{} // a new fleet set: start over
+		c.verified = nil
 	}
 	c.m[k] = rl
 	return rl, nil
