@@ -39,6 +39,8 @@ test-deps:
 	  command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	  command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
 	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  command -v tinyproxy >/dev/null || missing="$$missing tinyproxy"; \
+	  [ -x /usr/sbin/ip ] || missing="$$missing iproute2"; \
 	  if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; fi
 	@$(MAKE) --no-print-directory test-postgres

@@ -22,8 +22,13 @@ import (
 
 // Config configures an agent.
 type Config struct {
-	// Server is the meshroot server's Issuer address, host:port.
+	// Server is the meshroot server's Issuer address, host:port: one
+	// replica, or a DNS name that resolves to every replica.
 	Server string
+	// Servers are more Issuer addresses of the same service (its
+	// replicas), used besides Server: calls go to the replicas that
+	// answer, and a broken watch resumes on another one.
+	Servers []string
 	// ServerCA verifies the server (the trust domain's roots, PEM).
 	ServerCA []byte
 	// Cluster is this cluster's registered name.
@@ -69,10 +74,11 @@ type Config struct {
 
 // Agent keeps one cluster's cacerts Secret current.
 type Agent struct {
-	cfg    Config
-	client *client
-	creds  *credentialSource
-	log    *slog.Logger
+	cfg     Config
+	servers []string // Server and Servers, parsed
+	client  *client
+	creds   *credentialSource
+	log     *slog.Logger
 
 	mu       sync.Mutex
 	bundle   *meshrootv1.TrustBundle // latest from WatchTrustBundle
@@ -128,7 +134,10 @@ func New(cfg Config) (*Agent, error) {
 		cfg: cfg, log: cfg.Log.With("cluster", cfg.Cluster), serverCA: serverCA,
 		creds: &credentialSource{joinToken: cfg.JoinToken, tokenFile: cfg.TokenFile},
 	}
-	if a.client, err = dial(cfg.Server, a.serverRoots, nil); err != nil {
+	if a.servers, err = ParseServers(append([]string{cfg.Server}, cfg.Servers...)); err != nil {
+		return nil, err
+	}
+	if a.client, err = dial(a.servers, a.serverRoots, nil); err != nil {
 		return nil, err
 	}
 	return a, nil

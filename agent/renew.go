@@ -83,7 +83,7 @@ func (a *Agent) issued(resp *meshrootv1.SignIntermediateResponse, key crypto.Sig
 
 // withCert runs f over a connection that presents cert.
 func (a *Agent) withCert(cert *tls.Certificate, f func(meshrootv1.IssuerClient) error) error {
-	c, err := dial(a.cfg.Server, a.serverRoots, cert)
+	c, err := dial(a.servers, a.serverRoots, cert)
 	if err != nil {
 		return err
 	}

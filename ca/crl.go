@@ -143,7 +143,7 @@ func (s *Service) RootCRL(ctx context.Context, id string) (store.CRL, error) {
 // root id as CRL entries, with their recorded reason and time, and the
 // recorded serials among them that no CRL listed yet.
 func (s *Service) revokedUnder(ctx context.Context, id string) ([]x509.RevocationListEntry, []string, error) {
-	inters, err := s.store.ListIntermediates(ctx, "")
+	inters, err := s.store.ListIntermediatesByStatus(ctx, store.IntermediateRevoked)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -217,7 +217,9 @@ func (s *Service) FleetCRLs(ctx context.Context) (CRLSet, error) {
 		}
 		set.CRLs = append(set.CRLs, c.DER)
 	}
-	inters, err := s.store.ListIntermediates(ctx, "")
+	// The bundle hub calls this every poll: read the active intermediates
+	// only, not the superseded history.
+	inters, err := s.store.ListIntermediatesByStatus(ctx, store.IntermediateActive)
 	if err != nil {
 		return set, err
 	}

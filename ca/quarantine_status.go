@@ -55,7 +55,7 @@ func (s *Service) ListQuarantines(ctx context.Context) ([]QuarantineStatus, erro
 	if err != nil || len(qs) == 0 {
 		return nil, err
 	}
-	inters, err := s.store.ListIntermediates(ctx, "")
+	inters, err := s.store.ListIntermediatesByStatus(ctx, store.IntermediateRevoked)
 	if err != nil {
 		return nil, err
 	}

@@ -216,7 +216,9 @@ func (s *Service) planRetire(ctx context.Context, r rotationReader, ttl time.Dur
 }
 
 // firstUnder is when cluster got its first intermediate from root.
-func firstUnder(ctx context.Context, r store.IntermediateReader, cluster, rootID string) (time.Time, error) {
+func firstUnder(ctx context.Context, r interface {
+	ListIntermediates(ctx context.Context, cluster string) ([]store.Intermediate, error)
+}, cluster, rootID string) (time.Time, error) {
 	list, err := r.ListIntermediates(ctx, cluster)
 	if err != nil {
 		return time.Time{}, err

@@ -51,6 +51,7 @@ type serveConfig struct {
 	Keys                 keysConfig   `yaml:"keys"`
 	Federation           fedConf      `yaml:"federation"`
 	FleetPage            bool         `yaml:"fleetPage"`
+	FleetPageListen      string       `yaml:"fleetPageListen"`
 }
 
 // endpointConf configures the SPIFFE bundle endpoint.
@@ -115,7 +116,7 @@ func loadServeConfig(path string) (serveConfig, error) {
 }
 
 func newServeCmd(g *globals) *cobra.Command {
-	var configFile, listen, httpListen, adminListen, td, bundleListen, bundleProfile, bundleCert, bundleKey, storeFlag, storeFileFlag string
+	var configFile, listen, httpListen, adminListen, fleetListen, td, bundleListen, bundleProfile, bundleCert, bundleKey, storeFlag, storeFileFlag string
 	var sans []string
 	var dev, fleetPage bool
 	cmd := &cobra.Command{
@@ -175,6 +176,7 @@ token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
 			cfg.BundleEndpoint.Profile = pick(fl.Changed("bundle-endpoint-profile"), bundleProfile, cfg.BundleEndpoint.Profile, string(spiffe.ProfileSPIFFE))
 			cfg.BundleEndpoint.CertFile = pick(fl.Changed("bundle-endpoint-cert"), bundleCert, cfg.BundleEndpoint.CertFile, "")
 			cfg.BundleEndpoint.KeyFile = pick(fl.Changed("bundle-endpoint-key"), bundleKey, cfg.BundleEndpoint.KeyFile, "")
+			cfg.FleetPageListen = pick(fl.Changed("fleet-page-listen"), fleetListen, cfg.FleetPageListen, "")
 			if fl.Changed("fleet-page") {
 				cfg.FleetPage = fleetPage
 			} else if dev {
@@ -189,6 +191,7 @@ token. Keys are stored unencrypted in dev mode unless a passphrase is given.`,
 	fl.StringVar(&listen, "listen", ":8443", "Issuer API address (gRPC over TLS)")
 	fl.StringVar(&httpListen, "http-listen", ":8080", "address of /healthz, /readyz and /metrics")
 	fl.BoolVar(&fleetPage, "fleet-page", false, "serve the read-only fleet page at /fleet on the HTTP listener, which must be loopback (on with --dev)")
+	fl.StringVar(&fleetListen, "fleet-page-listen", "", "serve the fleet page there instead, over HTTPS to holders of an admin client certificate (viewer or operator; needs --admin-listen)")
 	fl.StringVar(&adminListen, "admin-listen", "", "address of the remote admin listener (Admin API over mTLS with admin client certificates; off when empty)")
 	fl.StringVar(&td, "trust-domain", "cluster.local", "trust domain of the root created by --dev")
 	fl.StringVar(&storeFlag, "store", "", "state store: a postgres:// URL (default: SQLite in the data dir); prefer --store-file, a command line is visible to other users")
@@ -241,7 +244,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	if err != nil {
 		return err
 	}
-	km, err := keyManager(ctx, cfg.Keys, cfg.DataDir, pass, cfg.InsecurePlaintextKey || (dev && len(pass) == 0))
+	km, err := serveKeyManager(ctx, &cfg, st, pass, cfg.InsecurePlaintextKey || (dev && len(pass) == 0), dsn != "", log)
 	if err != nil {
 		return err
 	}
@@ -304,7 +307,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	srv, err := server.NewServer(server.ServerConfig{
 		Service: svc, Store: st, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, AdminSocket: cfg.AdminSocket, AdminListen: cfg.AdminListen,
 		ServerNames: cfg.ServerSANs, RefreshHint: refreshHint, Log: log, Registry: reg, Hub: hub, Federation: fed,
-		FleetPage: page,
+		FleetPage: page, FleetPageListen: cfg.FleetPageListen,
 	})
 	if err != nil {
 		return err
@@ -333,7 +336,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	}
 	log.Info("meshroot server starting", "version", version, "issuer", srv.Addr(), "http", srv.HTTPAddr(),
 		"admin_socket", cfg.AdminSocket, "admin_listen", srv.AdminAddr(), "data_dir", cfg.DataDir, "store", storeName, "bundle_endpoint", endpointAddr(endpoint), "bundle_endpoint_profile", cfg.BundleEndpoint.Profile,
-		"fleet_page", fleetURL(cfg.FleetPage, srv.HTTPAddr()))
+		"fleet_page", fleetURL(cfg, srv))
 	if dev {
 		go printDevBanner(ctx, cmd, srv, cfg, devToken)
 	}
@@ -444,10 +447,7 @@ func printDevBanner(ctx context.Context, cmd *cobra.Command, srv *server.Server,
 	caFile := filepath.Join(cfg.DataDir, devCAFile)
 	abs, _ := filepath.Abs(caFile)
 	out := cmd.ErrOrStderr()
-	fleet := fleetURL(cfg.FleetPage, srv.HTTPAddr())
-	if cfg.FleetPage {
-		fleet += "   (JSON: " + fleet + ".json)"
-	}
+	fleet := fleetBanner(cfg, srv)
 	fmt.Fprintf(out, `
 meshroot dev server ready
   Issuer API (gRPC/TLS): %s

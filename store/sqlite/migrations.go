@@ -210,6 +210,15 @@ ALTER TABLE clusters ADD COLUMN gate TEXT NOT NULL DEFAULT '';
 `,
 	},
 	{
+		// The bundle hub reads the active and the revoked intermediates
+		// on every poll (ListIntermediatesByStatus): without this index
+		// that read scanned every superseded one ever issued.
+		name: "intermediates by status",
+		sql: `
+CREATE INDEX intermediates_status ON intermediates (status, created_at);
+`,
+	},
+	{
 		// applied_crls: root ID -> CRL number in the cluster's ca-crl.pem
 		// as JSON ('' never reported); crl_number: the first root CRL that
 		// listed the revoked serial (0: none yet).
