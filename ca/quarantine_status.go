@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -71,6 +72,21 @@ func (s *Service) ListQuarantines(ctx context.Context) ([]QuarantineStatus, erro
 	for _, r := range recs {
 		listedIn[r.Serial] = r.ListedIn
 	}
+	// An intermediate revoked without a revocation record (before
+	// records were kept) is on its root's CRL without a number: require
+	// the root's current CRL, a conservative stand-in.
+	current := map[string]uint64{}
+	currentCRL := func(rootID string) (uint64, error) {
+		if n, ok := current[rootID]; ok {
+			return n, nil
+		}
+		c, err := s.store.GetCRL(ctx, RootCRLIssuer(rootID))
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return 0, err
+		}
+		current[rootID] = c.Number
+		return c.Number, nil
+	}
 	quarantined := map[string]bool{}
 	for _, q := range qs {
 		quarantined[q.Cluster] = true
@@ -83,7 +99,12 @@ func (s *Service) ListQuarantines(ctx context.Context) ([]QuarantineStatus, erro
 			if in.Cluster != q.Cluster || in.Status != store.IntermediateRevoked || !in.NotAfter.After(now) {
 				continue
 			}
-			n := listedIn[in.Serial]
+			n, recorded := listedIn[in.Serial]
+			if !recorded {
+				if n, err = currentCRL(in.RootID); err != nil {
+					return nil, err
+				}
+			}
 			if n == 0 {
 				st.Listed = false
 			}

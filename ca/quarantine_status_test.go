@@ -115,3 +115,38 @@ func TestQuarantineEnforcementPerCluster(t *testing.T) {
 		t.Errorf("after release: %+v, %v", qs, err)
 	}
 }
+
+// TestQuarantineEnforcementUnrecordedRevocation: an intermediate revoked
+// without a revocation record (an older database) counts as listed by its
+// root's current CRL, so the status does not stay "not listed" forever.
+func TestQuarantineEnforcementUnrecordedRevocation(t *testing.T) {
+	f := newCRLFleet(t)
+	ctx := ca.WithActor(context.Background(), actor)
+	if err := f.st.Update(ctx, func(tx store.Tx) error {
+		_, err := tx.RevokeClusterIntermediates(ctx, "west")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.QuarantineCluster(ctx, ca.QuarantineRequest{Cluster: "west", Reason: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	qs, err := f.svc.ListQuarantines(ctx)
+	if err != nil || len(qs) != 1 || qs[0].Listed {
+		t.Fatalf("before any root CRL: %+v, %v; want not listed", qs, err)
+	}
+	c, err := f.svc.RootCRL(ctx, f.root.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs, _ = f.svc.ListQuarantines(ctx)
+	if !qs[0].Listed || qs[0].Required[f.root.ID] != c.Number {
+		t.Fatalf("after the root CRL: listed %v, required %v; want %d", qs[0].Listed, qs[0].Required, c.Number)
+	}
+	if err := f.svc.ReportIstiod(ctx, "east", 0, "", store.IstiodStatus{}, map[string]uint64{f.root.ID: c.Number}); err != nil {
+		t.Fatal(err)
+	}
+	if qs, _ = f.svc.ListQuarantines(ctx); len(qs[0].Pending()) != 0 {
+		t.Errorf("east reported the current CRL, still pending: %+v", qs[0].Pending())
+	}
+}
