@@ -84,6 +84,7 @@ type Agent struct {
 	serverCA []*x509.Certificate
 
 	istiodConf confirmState // what istiod serves (confirm.go)
+	crls       crlCache     // parsed CRLs of the fleet (crlcache.go)
 }
 
 // New checks cfg and connects (lazily) to the server.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/internal/kubeclient"
+	"github.com/meshroot/meshroot/internal/kubeclient/kubefake"
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/store"
 )
@@ -109,12 +110,12 @@ func serveFakeCA(t *testing.T, f *fakeCAService, issuer *x509.Certificate, key c
 type confirmFixture struct {
 	t    *testing.T
 	a    *Agent
-	kube *memKube
+	kube *kubefake.Clientset
 }
 
 func newConfirmFixture(t *testing.T, restart RestartMode, probeAddr string) *confirmFixture {
 	t.Helper()
-	kube := newMemKube("probe-token", &kubeclient.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "istiod"}})
+	kube := kubefake.New("probe-token", &kubeclient.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "istiod"}})
 	a := &Agent{
 		cfg: Config{Kube: kube, Secret: DefaultSecret, Restart: restart, IstiodDeployment: "istiod", IstiodStaleAfter: time.Minute,
 			Probe: IstiodProbe{Addr: probeAddr, ServerName: "localhost"}},

@@ -44,16 +44,22 @@ type CRLPlan struct {
 // named in Missing and PEM is nil. CRLs of other issuers (superseded
 // intermediates) ride along when current.
 func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
+	return planCRLFile(nil, cas, crls, now)
+}
+
+func planCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
 	type best struct {
 		rl  *x509.RevocationList
 		der []byte
 	}
 	byIssuer := map[string]best{}
-	for _, der := range crls {
-		rl, err := x509.ParseRevocationList(der)
+	parsed := make([]*x509.RevocationList, len(crls))
+	for i, der := range crls {
+		rl, err := cache.parse(der)
 		if err != nil || !rl.NextUpdate.After(now.Add(ca.CRLMinRemaining)) || rl.Number == nil {
 			continue
 		}
+		parsed[i] = rl
 		k := string(rl.RawIssuer)
 		if b, ok := byIssuer[k]; !ok || rl.Number.Cmp(b.rl.Number) > 0 {
 			byIssuer[k] = best{rl, der}
@@ -67,7 +73,7 @@ func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan 
 		}
 		seen[string(c.Raw)] = true
 		b, ok := byIssuer[string(c.RawSubject)]
-		if !ok || b.rl.CheckSignatureFrom(c) != nil {
+		if !ok || cache.checkSignature(b.rl, c) != nil {
 			p.Missing = append(p.Missing, fmt.Sprintf("%s (serial %s)", c.Subject, ca.SerialHex(c.SerialNumber)))
 		}
 	}
@@ -75,9 +81,9 @@ func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan 
 		return p
 	}
 	var buf bytes.Buffer
-	for _, der := range crls {
-		rl, err := x509.ParseRevocationList(der)
-		if err != nil || !bytes.Equal(byIssuer[string(rl.RawIssuer)].der, der) {
+	for i, der := range crls {
+		rl := parsed[i]
+		if rl == nil || !bytes.Equal(byIssuer[string(rl.RawIssuer)].der, der) {
 			continue
 		}
 		_ = pem.Encode(&buf, &pem.Block{Type: "X509 CRL", Bytes: der})
@@ -100,35 +106,64 @@ func CRLCAs(cc *ca.CACerts, roots []*x509.Certificate, set ca.CRLSet) []*x509.Ce
 	return cas
 }
 
+// MaxSecretBytes is Kubernetes' limit on a Secret's data (the sum of its
+// values): a bigger write is refused by the API server.
+const MaxSecretBytes = 1 << 20
+
+// CheckCRLFits refuses a ca-crl.pem file that would push the Secret with
+// data (its current ca-crl.pem replaced) over MaxSecretBytes.
+func CheckCRLFits(data map[string][]byte, file []byte) error {
+	total := len(file)
+	for k, v := range data {
+		if k != CRLFile {
+			total += len(v)
+		}
+	}
+	if total > MaxSecretBytes {
+		return fmt.Errorf("with a %d-byte %s the cacerts Secret would hold %d bytes, over Kubernetes' limit of %d", len(file), CRLFile, total, MaxSecretBytes)
+	}
+	return nil
+}
+
 // reconcileCRL writes ca-crl.pem into the cacerts Secret when every CA has
 // a current CRL, and otherwise takes it out (never a CRL file that would
 // make Envoy refuse valid chains), logging why and exposing it as a
-// metric.
-func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle, now time.Time) error {
+// metric. It also takes it out, with an error, when it would push the
+// Secret over Kubernetes' size limit. It says whether it changed the
+// Secret.
+func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle, now time.Time) (bool, error) {
 	if bundle == nil || bundle.GetCrls() == nil {
-		return nil // a server without CRLs: leave the Secret as it is
+		return false, nil // a server without CRLs: leave the Secret as it is
 	}
 	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
 	if err != nil || cur.Secret == nil || !cur.ManagedByMeshroot() {
-		return err
+		return false, err
 	}
 	set, err := wire.CRLSetFromProto(bundle.GetCrls())
 	if err != nil {
-		return fmt.Errorf("CRL set from server: %w", err)
+		return false, fmt.Errorf("CRL set from server: %w", err)
 	}
 	roots, err := parseDERs(bundle.GetRoots())
 	if err != nil {
-		return fmt.Errorf("trust bundle from server: %w", err)
+		return false, fmt.Errorf("trust bundle from server: %w", err)
 	}
-	plan := PlanCRLFile(CRLCAs(cur.CACerts, roots, set), set.CRLs, now)
+	plan := planCRLFile(&a.crls, CRLCAs(cur.CACerts, roots, set), set.CRLs, now)
 	a.cfg.Metrics.crlMissing(len(plan.Missing))
 	if plan.PEM == nil {
 		a.log.Warn("not writing "+CRLFile+": a CA of the fleet has no current CRL, and Envoy would refuse its valid chains",
 			"missing", strings.Join(plan.Missing, "; "), "server_missing", strings.Join(set.Missing, "; "))
 	}
 	have, had := cur.Secret.Data[CRLFile]
+	if plan.PEM != nil {
+		if err := CheckCRLFits(cur.Secret.Data, plan.PEM); err != nil {
+			a.cfg.Metrics.failed(ErrKindCRLTooLarge)
+			a.log.Error("not writing " + CRLFile + ", so revocation is not enforced in this mesh: " + err.Error() +
+				"; fewer revoked unexpired intermediates per root (shorter intermediate lifetimes) or fewer roots in the bundle bring it under (docs/quarantine.md)")
+			plan.PEM = nil
+		}
+	}
 	if bytes.Equal(have, plan.PEM) && had == (plan.PEM != nil) {
-		return nil
+		return false, nil
 	}
 	s := cur.Secret.DeepCopy()
 	if plan.PEM == nil {
@@ -141,10 +176,41 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 	}
 	if _, err := a.cfg.Kube.Secrets(s.Namespace).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
-		return fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
+		return false, fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
 	}
 	a.log.Info(CRLFile+" updated", "written", plan.PEM != nil, "bytes", len(plan.PEM), "next_update", plan.MinNextUpdate)
-	return nil
+	return true, nil
+}
+
+// AppliedRootCRLs returns, per root of roots (by ID), the highest number of
+// its CRLs in a ca-crl.pem file: what the cluster enforces of each root's
+// revocations. It is empty (not nil) without a file.
+func AppliedRootCRLs(file []byte, roots []*x509.Certificate) map[string]uint64 {
+	return appliedRootCRLs(nil, file, roots)
+}
+
+func appliedRootCRLs(cache *crlCache, file []byte, roots []*x509.Certificate) map[string]uint64 {
+	out := map[string]uint64{}
+	for len(file) > 0 {
+		var b *pem.Block
+		if b, file = pem.Decode(file); b == nil {
+			break
+		}
+		if b.Type != "X509 CRL" {
+			continue
+		}
+		rl, err := cache.parse(b.Bytes)
+		if err != nil || rl.Number == nil || !rl.Number.IsUint64() {
+			continue
+		}
+		for _, r := range roots {
+			if bytes.Equal(rl.RawIssuer, r.RawSubject) && cache.checkSignature(rl, r) == nil {
+				id := ca.RootID(r)
+				out[id] = max(out[id], rl.Number.Uint64())
+			}
+		}
+	}
+	return out
 }
 
 // OwnCRL returns a new CRL signed with the cluster intermediate's key
@@ -153,13 +219,17 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 // else nil. Its number is the time in nanoseconds, so it increases
 // across restarts; its nextUpdate stops at the intermediate's expiry.
 func OwnCRL(cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
+	return ownCRL(nil, cc, crls, now)
+}
+
+func ownCRL(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
 	if cc == nil || cc.Key == nil {
 		return nil, nil
 	}
 	cert := cc.Cert
 	for _, der := range crls {
-		rl, err := x509.ParseRevocationList(der)
-		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && rl.CheckSignatureFrom(cert) == nil &&
+		rl, err := cache.parse(der)
+		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && cache.checkSignature(rl, cert) == nil &&
 			rl.NextUpdate.After(now.Add(min(ca.CRLRefreshBefore, cert.NotAfter.Sub(now)/2))) {
 			return nil, nil
 		}
@@ -179,7 +249,7 @@ func (a *Agent) crlForReport(cur *Current, now time.Time) []byte {
 	if b == nil || b.GetCrls() == nil {
 		return nil
 	}
-	der, err := OwnCRL(cur.CACerts, b.GetCrls().GetCrls(), now)
+	der, err := ownCRL(&a.crls, cur.CACerts, b.GetCrls().GetCrls(), now)
 	if err != nil {
 		a.log.Warn("cannot sign the cluster's CRL", "error", err)
 	}

@@ -126,7 +126,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err := Register(cfg.Registry); err != nil {
 		return nil, fmt.Errorf("server: metrics: %w", err)
 	}
-	if err := cfg.Registry.Register(NewFleetCollector(cfg.Service.Store(), cfg.FleetCacheTTL, cfg.Log)); err != nil {
+	if err := cfg.Registry.Register(NewFleetCollector(cfg.Service.Store(), cfg.FleetCacheTTL, cfg.Log).WithQuarantines(cfg.Service.ListQuarantines)); err != nil {
 		return nil, fmt.Errorf("server: fleet metrics (one server per registry): %w", err)
 	}
 	s := &Server{cfg: cfg, ready: make(chan struct{})}

@@ -67,7 +67,8 @@ func RotationStatusToProto(st ca.RotationStatus) (*meshrootv1.RotationStatusResp
 	if err != nil {
 		return nil, err
 	}
-	out := &meshrootv1.RotationStatusResponse{BundleSequence: st.BundleSequence, NextPhase: st.NextPhase, Roots: roots, Blockers: blockersToProto(st.Blockers)}
+	out := &meshrootv1.RotationStatusResponse{BundleSequence: st.BundleSequence, NextPhase: st.NextPhase, Roots: roots, Blockers: blockersToProto(st.Blockers),
+		Quarantines: quarantinesToProto(st.Quarantines)}
 	for _, r := range st.Replicas {
 		out.Replicas = append(out.Replicas, &meshrootv1.ReplicaStatus{Id: r.ID, Leader: r.Leader, StartedAt: TS(r.StartedAt), HeartbeatAgeMillis: r.HeartbeatAge.Milliseconds()})
 	}
@@ -90,7 +91,8 @@ func RotationStatusFromProto(m *meshrootv1.RotationStatusResponse) (ca.RotationS
 	if err != nil {
 		return ca.RotationStatus{}, err
 	}
-	st := ca.RotationStatus{BundleSequence: m.GetBundleSequence(), NextPhase: m.GetNextPhase(), Roots: roots, Blockers: blockersFromProto(m.GetBlockers())}
+	st := ca.RotationStatus{BundleSequence: m.GetBundleSequence(), NextPhase: m.GetNextPhase(), Roots: roots, Blockers: blockersFromProto(m.GetBlockers()),
+		Quarantines: quarantinesFromProto(m.GetQuarantines())}
 	for _, r := range m.GetReplicas() {
 		st.Replicas = append(st.Replicas, ca.ReplicaStatus{ID: r.GetId(), Leader: r.GetLeader(), StartedAt: FromTS(r.GetStartedAt()),
 			HeartbeatAge: time.Duration(r.GetHeartbeatAgeMillis()) * time.Millisecond})

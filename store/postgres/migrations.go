@@ -225,6 +225,16 @@ CREATE TABLE replicas (
 );
 `,
 	},
+	{
+		// applied_crls: root ID -> CRL number in the cluster's ca-crl.pem
+		// as JSON ('' never reported); crl_number: the first root CRL that
+		// listed the revoked serial (0: none yet).
+		name: "applied CRLs and listing CRL numbers",
+		sql: `
+ALTER TABLE clusters ADD COLUMN applied_crls TEXT NOT NULL DEFAULT '';
+ALTER TABLE revocations ADD COLUMN crl_number BIGINT NOT NULL DEFAULT 0;
+`,
+	},
 }
 
 // migrationLockKey is the advisory lock (in the database's own lock space)

@@ -2,9 +2,11 @@ package kube
 
 import (
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -72,4 +74,36 @@ func TestAgentWritesCRLOnlyWhenComplete(t *testing.T) {
 		}
 		return fmt.Errorf("no CRL lists other's intermediate")
 	})
+	// The quarantine shows as applied by this cluster once its agent
+	// reported the ca-crl.pem that lists other's intermediate (until then
+	// pending: the file was withheld when other was quarantined).
+	eventually(t, 30*time.Second, "cluster list: other's quarantine applied by crl", func() error {
+		var list []struct {
+			Name       string `json:"name"`
+			Quarantine *struct {
+				Enforcement struct {
+					AppliedBy []string `json:"applied_by"`
+					Pending   []struct {
+						Cluster string `json:"cluster"`
+						Detail  string `json:"detail"`
+					} `json:"pending"`
+				} `json:"enforcement"`
+			} `json:"quarantine"`
+		}
+		if err := json.Unmarshal([]byte(s.cli("cluster", "list", "-o", "json")), &list); err != nil {
+			return err
+		}
+		for _, c := range list {
+			if c.Name == "other" && c.Quarantine != nil {
+				if e := c.Quarantine.Enforcement; len(e.AppliedBy) != 1 || e.AppliedBy[0] != "crl" || len(e.Pending) != 0 {
+					return fmt.Errorf("applied by %v, pending %+v", e.AppliedBy, e.Pending)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("other is not listed as quarantined")
+	})
+	if st := s.cli("root", "status"); !strings.Contains(st, "quarantined other since") || !strings.Contains(st, "applied by crl\n") {
+		t.Errorf("root status:\n%s", st)
+	}
 }

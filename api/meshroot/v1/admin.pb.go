@@ -1149,7 +1149,9 @@ type RotationStatusResponse struct {
 	Blockers       []*Blocker               `protobuf:"bytes,5,rep,name=blockers,proto3" json:"blockers,omitempty"`
 	// The servers sharing the store (PostgreSQL) and which one leads;
 	// empty with a store only one server uses (SQLite).
-	Replicas      []*ReplicaStatus `protobuf:"bytes,6,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	Replicas []*ReplicaStatus `protobuf:"bytes,6,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// Quarantines are the quarantined clusters with their enforcement.
+	Quarantines   []*Quarantine `protobuf:"bytes,7,rep,name=quarantines,proto3" json:"quarantines,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1222,6 +1224,13 @@ func (x *RotationStatusResponse) GetBlockers() []*Blocker {
 func (x *RotationStatusResponse) GetReplicas() []*ReplicaStatus {
 	if x != nil {
 		return x.Replicas
+	}
+	return nil
+}
+
+func (x *RotationStatusResponse) GetQuarantines() []*Quarantine {
+	if x != nil {
+		return x.Quarantines
 	}
 	return nil
 }
@@ -3202,11 +3211,16 @@ func (x *RevokeAdminCertRequest) GetSerial() string {
 }
 
 type Quarantine struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
-	Actor         string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Reason  string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	At      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	Actor   string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Listed says the roots' CRLs list all its revoked intermediates
+	// (ListQuarantines and RotationStatus only).
+	Listed bool `protobuf:"varint,5,opt,name=listed,proto3" json:"listed,omitempty"`
+	// Enforcement is, per other cluster, whether it applied those CRLs.
+	Enforcement   []*QuarantineEnforcement `protobuf:"bytes,6,rep,name=enforcement,proto3" json:"enforcement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3269,6 +3283,91 @@ func (x *Quarantine) GetActor() string {
 	return ""
 }
 
+func (x *Quarantine) GetListed() bool {
+	if x != nil {
+		return x.Listed
+	}
+	return false
+}
+
+func (x *Quarantine) GetEnforcement() []*QuarantineEnforcement {
+	if x != nil {
+		return x.Enforcement
+	}
+	return nil
+}
+
+// QuarantineEnforcement says whether a cluster has applied the CRLs that
+// list a quarantined cluster's intermediates.
+type QuarantineEnforcement struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Cluster     string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Applied     bool                   `protobuf:"varint,2,opt,name=applied,proto3" json:"applied,omitempty"`
+	LastContact *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	// Detail says what is missing while not applied.
+	Detail        string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuarantineEnforcement) Reset() {
+	*x = QuarantineEnforcement{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuarantineEnforcement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuarantineEnforcement) ProtoMessage() {}
+
+func (x *QuarantineEnforcement) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuarantineEnforcement.ProtoReflect.Descriptor instead.
+func (*QuarantineEnforcement) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *QuarantineEnforcement) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *QuarantineEnforcement) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *QuarantineEnforcement) GetLastContact() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastContact
+	}
+	return nil
+}
+
+func (x *QuarantineEnforcement) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 type QuarantineClusterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
@@ -3280,7 +3379,7 @@ type QuarantineClusterRequest struct {
 
 func (x *QuarantineClusterRequest) Reset() {
 	*x = QuarantineClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3292,7 +3391,7 @@ func (x *QuarantineClusterRequest) String() string {
 func (*QuarantineClusterRequest) ProtoMessage() {}
 
 func (x *QuarantineClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3305,7 +3404,7 @@ func (x *QuarantineClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuarantineClusterRequest.ProtoReflect.Descriptor instead.
 func (*QuarantineClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *QuarantineClusterRequest) GetCluster() string {
@@ -3341,7 +3440,7 @@ type QuarantineClusterResponse struct {
 
 func (x *QuarantineClusterResponse) Reset() {
 	*x = QuarantineClusterResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3353,7 +3452,7 @@ func (x *QuarantineClusterResponse) String() string {
 func (*QuarantineClusterResponse) ProtoMessage() {}
 
 func (x *QuarantineClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3366,7 +3465,7 @@ func (x *QuarantineClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuarantineClusterResponse.ProtoReflect.Descriptor instead.
 func (*QuarantineClusterResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *QuarantineClusterResponse) GetQuarantine() *Quarantine {
@@ -3399,7 +3498,7 @@ type ReleaseClusterRequest struct {
 
 func (x *ReleaseClusterRequest) Reset() {
 	*x = ReleaseClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +3510,7 @@ func (x *ReleaseClusterRequest) String() string {
 func (*ReleaseClusterRequest) ProtoMessage() {}
 
 func (x *ReleaseClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +3523,7 @@ func (x *ReleaseClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseClusterRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ReleaseClusterRequest) GetCluster() string {
@@ -3442,7 +3541,7 @@ type ListQuarantinesRequest struct {
 
 func (x *ListQuarantinesRequest) Reset() {
 	*x = ListQuarantinesRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3454,7 +3553,7 @@ func (x *ListQuarantinesRequest) String() string {
 func (*ListQuarantinesRequest) ProtoMessage() {}
 
 func (x *ListQuarantinesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3467,7 +3566,7 @@ func (x *ListQuarantinesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuarantinesRequest.ProtoReflect.Descriptor instead.
 func (*ListQuarantinesRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 type ListQuarantinesResponse struct {
@@ -3479,7 +3578,7 @@ type ListQuarantinesResponse struct {
 
 func (x *ListQuarantinesResponse) Reset() {
 	*x = ListQuarantinesResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3491,7 +3590,7 @@ func (x *ListQuarantinesResponse) String() string {
 func (*ListQuarantinesResponse) ProtoMessage() {}
 
 func (x *ListQuarantinesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3504,7 +3603,7 @@ func (x *ListQuarantinesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuarantinesResponse.ProtoReflect.Descriptor instead.
 func (*ListQuarantinesResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListQuarantinesResponse) GetQuarantines() []*Quarantine {
@@ -3525,7 +3624,7 @@ type SetClusterGateRequest struct {
 
 func (x *SetClusterGateRequest) Reset() {
 	*x = SetClusterGateRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3537,7 +3636,7 @@ func (x *SetClusterGateRequest) String() string {
 func (*SetClusterGateRequest) ProtoMessage() {}
 
 func (x *SetClusterGateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3550,7 +3649,7 @@ func (x *SetClusterGateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterGateRequest.ProtoReflect.Descriptor instead.
 func (*SetClusterGateRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *SetClusterGateRequest) GetName() string {
@@ -3575,7 +3674,7 @@ type SetClusterGateResponse struct {
 
 func (x *SetClusterGateResponse) Reset() {
 	*x = SetClusterGateResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[60]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3587,7 +3686,7 @@ func (x *SetClusterGateResponse) String() string {
 func (*SetClusterGateResponse) ProtoMessage() {}
 
 func (x *SetClusterGateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[60]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3600,7 +3699,7 @@ func (x *SetClusterGateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterGateResponse.ProtoReflect.Descriptor instead.
 func (*SetClusterGateResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 var File_meshroot_v1_admin_proto protoreflect.FileDescriptor
@@ -3698,7 +3797,7 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\fistiod_roots\x18\r \x03(\tR\vistiodRoots\x12=\n" +
 	"\fistiod_since\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vistiodSince\x12H\n" +
 	"\x12istiod_stale_since\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x10istiodStaleSince\x12#\n" +
-	"\ristiod_detail\x18\x10 \x01(\tR\fistiodDetail\"\xb3\x02\n" +
+	"\ristiod_detail\x18\x10 \x01(\tR\fistiodDetail\"\xee\x02\n" +
 	"\x16RotationStatusResponse\x12'\n" +
 	"\x05roots\x18\x01 \x03(\v2\x11.meshroot.v1.RootR\x05roots\x12'\n" +
 	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12\x1d\n" +
@@ -3706,7 +3805,8 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"next_phase\x18\x03 \x01(\tR\tnextPhase\x12>\n" +
 	"\bclusters\x18\x04 \x03(\v2\".meshroot.v1.ClusterRotationStatusR\bclusters\x120\n" +
 	"\bblockers\x18\x05 \x03(\v2\x14.meshroot.v1.BlockerR\bblockers\x126\n" +
-	"\breplicas\x18\x06 \x03(\v2\x1a.meshroot.v1.ReplicaStatusR\breplicas\"\xa4\x01\n" +
+	"\breplicas\x18\x06 \x03(\v2\x1a.meshroot.v1.ReplicaStatusR\breplicas\x129\n" +
+	"\vquarantines\x18\a \x03(\v2\x17.meshroot.v1.QuarantineR\vquarantines\"\xa4\x01\n" +
 	"\rReplicaStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\bR\x06leader\x129\n" +
@@ -3843,13 +3943,20 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x16ListAdminCertsResponse\x12,\n" +
 	"\x05certs\x18\x01 \x03(\v2\x16.meshroot.v1.AdminCertR\x05certs\"0\n" +
 	"\x16RevokeAdminCertRequest\x12\x16\n" +
-	"\x06serial\x18\x01 \x01(\tR\x06serial\"\x80\x01\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\"\xde\x01\n" +
 	"\n" +
 	"Quarantine\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12*\n" +
 	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x14\n" +
-	"\x05actor\x18\x04 \x01(\tR\x05actor\"e\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06listed\x18\x05 \x01(\bR\x06listed\x12D\n" +
+	"\venforcement\x18\x06 \x03(\v2\".meshroot.v1.QuarantineEnforcementR\venforcement\"\xa2\x01\n" +
+	"\x15QuarantineEnforcement\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
+	"\aapplied\x18\x02 \x01(\bR\aapplied\x12=\n" +
+	"\flast_contact\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"e\n" +
 	"\x18QuarantineClusterRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x17\n" +
@@ -3919,7 +4026,7 @@ func file_meshroot_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_admin_proto_rawDescData
 }
 
-var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*FederationPeer)(nil),            // 0: meshroot.v1.FederationPeer
 	(*AddFederationRequest)(nil),      // 1: meshroot.v1.AddFederationRequest
@@ -3975,132 +4082,136 @@ var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*ListAdminCertsResponse)(nil),    // 51: meshroot.v1.ListAdminCertsResponse
 	(*RevokeAdminCertRequest)(nil),    // 52: meshroot.v1.RevokeAdminCertRequest
 	(*Quarantine)(nil),                // 53: meshroot.v1.Quarantine
-	(*QuarantineClusterRequest)(nil),  // 54: meshroot.v1.QuarantineClusterRequest
-	(*QuarantineClusterResponse)(nil), // 55: meshroot.v1.QuarantineClusterResponse
-	(*ReleaseClusterRequest)(nil),     // 56: meshroot.v1.ReleaseClusterRequest
-	(*ListQuarantinesRequest)(nil),    // 57: meshroot.v1.ListQuarantinesRequest
-	(*ListQuarantinesResponse)(nil),   // 58: meshroot.v1.ListQuarantinesResponse
-	(*SetClusterGateRequest)(nil),     // 59: meshroot.v1.SetClusterGateRequest
-	(*SetClusterGateResponse)(nil),    // 60: meshroot.v1.SetClusterGateResponse
-	(*timestamppb.Timestamp)(nil),     // 61: google.protobuf.Timestamp
-	(*GetTrustBundleRequest)(nil),     // 62: meshroot.v1.GetTrustBundleRequest
-	(*SignIntermediateResponse)(nil),  // 63: meshroot.v1.SignIntermediateResponse
-	(*TrustBundle)(nil),               // 64: meshroot.v1.TrustBundle
+	(*QuarantineEnforcement)(nil),     // 54: meshroot.v1.QuarantineEnforcement
+	(*QuarantineClusterRequest)(nil),  // 55: meshroot.v1.QuarantineClusterRequest
+	(*QuarantineClusterResponse)(nil), // 56: meshroot.v1.QuarantineClusterResponse
+	(*ReleaseClusterRequest)(nil),     // 57: meshroot.v1.ReleaseClusterRequest
+	(*ListQuarantinesRequest)(nil),    // 58: meshroot.v1.ListQuarantinesRequest
+	(*ListQuarantinesResponse)(nil),   // 59: meshroot.v1.ListQuarantinesResponse
+	(*SetClusterGateRequest)(nil),     // 60: meshroot.v1.SetClusterGateRequest
+	(*SetClusterGateResponse)(nil),    // 61: meshroot.v1.SetClusterGateResponse
+	(*timestamppb.Timestamp)(nil),     // 62: google.protobuf.Timestamp
+	(*GetTrustBundleRequest)(nil),     // 63: meshroot.v1.GetTrustBundleRequest
+	(*SignIntermediateResponse)(nil),  // 64: meshroot.v1.SignIntermediateResponse
+	(*TrustBundle)(nil),               // 65: meshroot.v1.TrustBundle
 }
 var file_meshroot_v1_admin_proto_depIdxs = []int32{
-	61, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
-	61, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
-	61, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
-	61, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
-	61, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
+	62, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
+	62, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
+	62, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
+	62, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
+	62, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
 	0,  // 5: meshroot.v1.ListFederationResponse.peers:type_name -> meshroot.v1.FederationPeer
-	61, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
-	61, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
+	62, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
+	62, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
 	11, // 8: meshroot.v1.PhaseResult.blockers:type_name -> meshroot.v1.Blocker
-	61, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
-	61, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
-	61, // 11: meshroot.v1.ClusterRotationStatus.istiod_since:type_name -> google.protobuf.Timestamp
-	61, // 12: meshroot.v1.ClusterRotationStatus.istiod_stale_since:type_name -> google.protobuf.Timestamp
+	62, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	62, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
+	62, // 11: meshroot.v1.ClusterRotationStatus.istiod_since:type_name -> google.protobuf.Timestamp
+	62, // 12: meshroot.v1.ClusterRotationStatus.istiod_stale_since:type_name -> google.protobuf.Timestamp
 	7,  // 13: meshroot.v1.RotationStatusResponse.roots:type_name -> meshroot.v1.Root
 	15, // 14: meshroot.v1.RotationStatusResponse.clusters:type_name -> meshroot.v1.ClusterRotationStatus
 	11, // 15: meshroot.v1.RotationStatusResponse.blockers:type_name -> meshroot.v1.Blocker
 	17, // 16: meshroot.v1.RotationStatusResponse.replicas:type_name -> meshroot.v1.ReplicaStatus
-	61, // 17: meshroot.v1.ReplicaStatus.started_at:type_name -> google.protobuf.Timestamp
-	7,  // 18: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
-	61, // 19: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
-	61, // 20: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
-	20, // 21: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
-	21, // 22: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
-	20, // 23: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
-	22, // 24: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
-	61, // 25: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
-	61, // 26: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
-	29, // 27: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
-	61, // 28: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	33, // 29: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
-	61, // 30: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	22, // 31: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
-	29, // 32: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
-	53, // 33: meshroot.v1.ClusterDetail.quarantine:type_name -> meshroot.v1.Quarantine
-	61, // 34: meshroot.v1.AdminCert.issued_at:type_name -> google.protobuf.Timestamp
-	61, // 35: meshroot.v1.AdminCert.not_after:type_name -> google.protobuf.Timestamp
-	61, // 36: meshroot.v1.AdminCert.revoked_at:type_name -> google.protobuf.Timestamp
-	47, // 37: meshroot.v1.IssueAdminCertResponse.cert:type_name -> meshroot.v1.AdminCert
-	47, // 38: meshroot.v1.ListAdminCertsResponse.certs:type_name -> meshroot.v1.AdminCert
-	61, // 39: meshroot.v1.Quarantine.at:type_name -> google.protobuf.Timestamp
-	53, // 40: meshroot.v1.QuarantineClusterResponse.quarantine:type_name -> meshroot.v1.Quarantine
-	53, // 41: meshroot.v1.ListQuarantinesResponse.quarantines:type_name -> meshroot.v1.Quarantine
-	8,  // 42: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
-	18, // 43: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
-	9,  // 44: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
-	10, // 45: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 46: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 47: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
-	13, // 48: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
-	14, // 49: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
-	23, // 50: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
-	24, // 51: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
-	26, // 52: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
-	28, // 53: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
-	30, // 54: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
-	32, // 55: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
-	62, // 56: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	34, // 57: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
-	36, // 58: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
-	38, // 59: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
-	1,  // 60: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
-	2,  // 61: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
-	4,  // 62: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
-	6,  // 63: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
-	40, // 64: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
-	42, // 65: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
-	44, // 66: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
-	45, // 67: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
-	48, // 68: meshroot.v1.Admin.IssueAdminCert:input_type -> meshroot.v1.IssueAdminCertRequest
-	50, // 69: meshroot.v1.Admin.ListAdminCerts:input_type -> meshroot.v1.ListAdminCertsRequest
-	52, // 70: meshroot.v1.Admin.RevokeAdminCert:input_type -> meshroot.v1.RevokeAdminCertRequest
-	54, // 71: meshroot.v1.Admin.QuarantineCluster:input_type -> meshroot.v1.QuarantineClusterRequest
-	56, // 72: meshroot.v1.Admin.ReleaseCluster:input_type -> meshroot.v1.ReleaseClusterRequest
-	57, // 73: meshroot.v1.Admin.ListQuarantines:input_type -> meshroot.v1.ListQuarantinesRequest
-	59, // 74: meshroot.v1.Admin.SetClusterGate:input_type -> meshroot.v1.SetClusterGateRequest
-	7,  // 75: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
-	19, // 76: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
-	7,  // 77: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
-	12, // 78: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 79: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 80: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 81: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
-	16, // 82: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
-	22, // 83: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
-	25, // 84: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
-	27, // 85: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
-	63, // 86: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	31, // 87: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
-	29, // 88: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
-	64, // 89: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	35, // 90: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
-	37, // 91: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
-	39, // 92: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
-	0,  // 93: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
-	3,  // 94: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
-	5,  // 95: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
-	0,  // 96: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
-	41, // 97: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
-	43, // 98: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
-	46, // 99: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
-	46, // 100: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
-	49, // 101: meshroot.v1.Admin.IssueAdminCert:output_type -> meshroot.v1.IssueAdminCertResponse
-	51, // 102: meshroot.v1.Admin.ListAdminCerts:output_type -> meshroot.v1.ListAdminCertsResponse
-	47, // 103: meshroot.v1.Admin.RevokeAdminCert:output_type -> meshroot.v1.AdminCert
-	55, // 104: meshroot.v1.Admin.QuarantineCluster:output_type -> meshroot.v1.QuarantineClusterResponse
-	53, // 105: meshroot.v1.Admin.ReleaseCluster:output_type -> meshroot.v1.Quarantine
-	58, // 106: meshroot.v1.Admin.ListQuarantines:output_type -> meshroot.v1.ListQuarantinesResponse
-	60, // 107: meshroot.v1.Admin.SetClusterGate:output_type -> meshroot.v1.SetClusterGateResponse
-	75, // [75:108] is the sub-list for method output_type
-	42, // [42:75] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	53, // 17: meshroot.v1.RotationStatusResponse.quarantines:type_name -> meshroot.v1.Quarantine
+	62, // 18: meshroot.v1.ReplicaStatus.started_at:type_name -> google.protobuf.Timestamp
+	7,  // 19: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
+	62, // 20: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
+	62, // 21: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	20, // 22: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
+	21, // 23: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
+	20, // 24: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
+	22, // 25: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
+	62, // 26: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
+	62, // 27: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
+	29, // 28: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
+	62, // 29: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	33, // 30: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
+	62, // 31: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 32: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
+	29, // 33: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
+	53, // 34: meshroot.v1.ClusterDetail.quarantine:type_name -> meshroot.v1.Quarantine
+	62, // 35: meshroot.v1.AdminCert.issued_at:type_name -> google.protobuf.Timestamp
+	62, // 36: meshroot.v1.AdminCert.not_after:type_name -> google.protobuf.Timestamp
+	62, // 37: meshroot.v1.AdminCert.revoked_at:type_name -> google.protobuf.Timestamp
+	47, // 38: meshroot.v1.IssueAdminCertResponse.cert:type_name -> meshroot.v1.AdminCert
+	47, // 39: meshroot.v1.ListAdminCertsResponse.certs:type_name -> meshroot.v1.AdminCert
+	62, // 40: meshroot.v1.Quarantine.at:type_name -> google.protobuf.Timestamp
+	54, // 41: meshroot.v1.Quarantine.enforcement:type_name -> meshroot.v1.QuarantineEnforcement
+	62, // 42: meshroot.v1.QuarantineEnforcement.last_contact:type_name -> google.protobuf.Timestamp
+	53, // 43: meshroot.v1.QuarantineClusterResponse.quarantine:type_name -> meshroot.v1.Quarantine
+	53, // 44: meshroot.v1.ListQuarantinesResponse.quarantines:type_name -> meshroot.v1.Quarantine
+	8,  // 45: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
+	18, // 46: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
+	9,  // 47: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
+	10, // 48: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 49: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 50: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
+	13, // 51: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
+	14, // 52: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
+	23, // 53: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
+	24, // 54: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
+	26, // 55: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
+	28, // 56: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
+	30, // 57: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
+	32, // 58: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
+	63, // 59: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	34, // 60: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
+	36, // 61: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
+	38, // 62: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
+	1,  // 63: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
+	2,  // 64: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
+	4,  // 65: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
+	6,  // 66: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
+	40, // 67: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
+	42, // 68: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
+	44, // 69: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
+	45, // 70: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
+	48, // 71: meshroot.v1.Admin.IssueAdminCert:input_type -> meshroot.v1.IssueAdminCertRequest
+	50, // 72: meshroot.v1.Admin.ListAdminCerts:input_type -> meshroot.v1.ListAdminCertsRequest
+	52, // 73: meshroot.v1.Admin.RevokeAdminCert:input_type -> meshroot.v1.RevokeAdminCertRequest
+	55, // 74: meshroot.v1.Admin.QuarantineCluster:input_type -> meshroot.v1.QuarantineClusterRequest
+	57, // 75: meshroot.v1.Admin.ReleaseCluster:input_type -> meshroot.v1.ReleaseClusterRequest
+	58, // 76: meshroot.v1.Admin.ListQuarantines:input_type -> meshroot.v1.ListQuarantinesRequest
+	60, // 77: meshroot.v1.Admin.SetClusterGate:input_type -> meshroot.v1.SetClusterGateRequest
+	7,  // 78: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
+	19, // 79: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
+	7,  // 80: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
+	12, // 81: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 82: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 83: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 84: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
+	16, // 85: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
+	22, // 86: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
+	25, // 87: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
+	27, // 88: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
+	64, // 89: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	31, // 90: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
+	29, // 91: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
+	65, // 92: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	35, // 93: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
+	37, // 94: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
+	39, // 95: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
+	0,  // 96: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
+	3,  // 97: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
+	5,  // 98: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
+	0,  // 99: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
+	41, // 100: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
+	43, // 101: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
+	46, // 102: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
+	46, // 103: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
+	49, // 104: meshroot.v1.Admin.IssueAdminCert:output_type -> meshroot.v1.IssueAdminCertResponse
+	51, // 105: meshroot.v1.Admin.ListAdminCerts:output_type -> meshroot.v1.ListAdminCertsResponse
+	47, // 106: meshroot.v1.Admin.RevokeAdminCert:output_type -> meshroot.v1.AdminCert
+	56, // 107: meshroot.v1.Admin.QuarantineCluster:output_type -> meshroot.v1.QuarantineClusterResponse
+	53, // 108: meshroot.v1.Admin.ReleaseCluster:output_type -> meshroot.v1.Quarantine
+	59, // 109: meshroot.v1.Admin.ListQuarantines:output_type -> meshroot.v1.ListQuarantinesResponse
+	61, // 110: meshroot.v1.Admin.SetClusterGate:output_type -> meshroot.v1.SetClusterGateResponse
+	78, // [78:111] is the sub-list for method output_type
+	45, // [45:78] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_meshroot_v1_admin_proto_init() }
@@ -4115,7 +4226,7 @@ func file_meshroot_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_admin_proto_rawDesc), len(file_meshroot_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   61,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

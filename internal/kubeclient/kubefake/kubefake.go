@@ -1,4 +1,9 @@
-package agent
+// Package kubefake is an in-memory kubeclient.Interface for tests of
+// pure logic and for benchmarks that run many agents in one process:
+// ConfigMaps and Secrets by namespace and name, Deployments (Get, and a
+// Patch that merges pod template annotations, counted) and service account
+// tokens. Tests against Kubernetes itself use a real kube-apiserver.
+package kubefake
 
 import (
 	"context"
@@ -15,21 +20,24 @@ import (
 	"github.com/meshroot/meshroot/internal/kubeclient"
 )
 
-// memKube is an in-memory kubeclient.Interface for unit tests of pure
-// logic: ConfigMaps and Secrets by namespace/name, istiod's Deployment
-// (Get, and Patch merging pod template annotations, counted), and service
-// account tokens answered with token.
-type memKube struct {
+// Clientset is the in-memory cluster. Its zero value is not usable: call
+// New.
+type Clientset struct {
 	mu      sync.Mutex
 	cms     map[string]*kubeclient.ConfigMap
 	secrets map[string]*kubeclient.Secret
 	deps    map[string]*kubeclient.Deployment
 	patches int
 	token   string
+	// OnSecretWrite, when set before use, is called with every Secret
+	// created or updated (a copy), under the client's lock.
+	OnSecretWrite func(namespace string, s *kubeclient.Secret)
 }
 
-func newMemKube(token string, deps ...*kubeclient.Deployment) *memKube {
-	k := &memKube{cms: map[string]*kubeclient.ConfigMap{}, secrets: map[string]*kubeclient.Secret{}, deps: map[string]*kubeclient.Deployment{}, token: token}
+// New returns an empty cluster holding deps, whose token requests are
+// answered with token.
+func New(token string, deps ...*kubeclient.Deployment) *Clientset {
+	k := &Clientset{cms: map[string]*kubeclient.ConfigMap{}, secrets: map[string]*kubeclient.Secret{}, deps: map[string]*kubeclient.Deployment{}, token: token}
 	for _, d := range deps {
 		k.deps[d.Namespace+"/"+d.Name] = d
 	}
@@ -37,10 +45,10 @@ func newMemKube(token string, deps ...*kubeclient.Deployment) *memKube {
 }
 
 // Patches is how many Deployment patches the client received.
-func (k *memKube) Patches() int { k.mu.Lock(); defer k.mu.Unlock(); return k.patches }
+func (k *Clientset) Patches() int { k.mu.Lock(); defer k.mu.Unlock(); return k.patches }
 
 // DeleteConfigMap removes a ConfigMap (not part of kubeclient.Interface).
-func (k *memKube) DeleteConfigMap(ns, name string) error {
+func (k *Clientset) DeleteConfigMap(ns, name string) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if _, ok := k.cms[ns+"/"+name]; !ok {
@@ -54,15 +62,24 @@ func notFound(res, name string) error {
 	return apierrors.NewNotFound(schema.GroupResource{Resource: res}, name)
 }
 
-func (k *memKube) Secrets(ns string) kubeclient.SecretInterface       { return memSecrets{k, ns} }
-func (k *memKube) ConfigMaps(ns string) kubeclient.ConfigMapInterface { return memConfigMaps{k, ns} }
-func (k *memKube) ServiceAccounts(string) kubeclient.ServiceAccountInterface {
+// Secrets implements kubeclient.Interface.
+func (k *Clientset) Secrets(ns string) kubeclient.SecretInterface { return memSecrets{k, ns} }
+
+// ConfigMaps implements kubeclient.Interface.
+func (k *Clientset) ConfigMaps(ns string) kubeclient.ConfigMapInterface { return memConfigMaps{k, ns} }
+
+// ServiceAccounts implements kubeclient.Interface.
+func (k *Clientset) ServiceAccounts(string) kubeclient.ServiceAccountInterface {
 	return memServiceAccounts{k}
 }
-func (k *memKube) Deployments(ns string) kubeclient.DeploymentInterface { return memDeployments{k, ns} }
+
+// Deployments implements kubeclient.Interface.
+func (k *Clientset) Deployments(ns string) kubeclient.DeploymentInterface {
+	return memDeployments{k, ns}
+}
 
 type memSecrets struct {
-	k  *memKube
+	k  *Clientset
 	ns string
 }
 
@@ -84,6 +101,10 @@ func (s memSecrets) Create(_ context.Context, v *kubeclient.Secret, _ metav1.Cre
 	}
 	c := *v
 	s.k.secrets[s.ns+"/"+v.Name] = &c
+	if s.k.OnSecretWrite != nil {
+		w := c
+		s.k.OnSecretWrite(s.ns, &w)
+	}
 	return v, nil
 }
 
@@ -95,11 +116,15 @@ func (s memSecrets) Update(_ context.Context, v *kubeclient.Secret, _ metav1.Upd
 	}
 	c := *v
 	s.k.secrets[s.ns+"/"+v.Name] = &c
+	if s.k.OnSecretWrite != nil {
+		w := c
+		s.k.OnSecretWrite(s.ns, &w)
+	}
 	return v, nil
 }
 
 type memConfigMaps struct {
-	k  *memKube
+	k  *Clientset
 	ns string
 }
 
@@ -135,7 +160,7 @@ func (s memConfigMaps) Update(_ context.Context, v *kubeclient.ConfigMap, _ meta
 	return v, nil
 }
 
-type memServiceAccounts struct{ k *memKube }
+type memServiceAccounts struct{ k *Clientset }
 
 func (s memServiceAccounts) CreateToken(_ context.Context, sa string, tr *authnv1.TokenRequest, _ metav1.CreateOptions) (*authnv1.TokenRequest, error) {
 	out := tr.DeepCopy()
@@ -144,7 +169,7 @@ func (s memServiceAccounts) CreateToken(_ context.Context, sa string, tr *authnv
 }
 
 type memDeployments struct {
-	k  *memKube
+	k  *Clientset
 	ns string
 }
 
@@ -177,7 +202,7 @@ func (s memDeployments) Patch(_ context.Context, name string, _ types.PatchType,
 		} `json:"spec"`
 	}
 	if err := json.Unmarshal(data, &p); err != nil {
-		return nil, fmt.Errorf("memKube: patch: %w", err)
+		return nil, fmt.Errorf("kubefake: patch: %w", err)
 	}
 	if d.Spec.Template.Annotations == nil {
 		d.Spec.Template.Annotations = map[string]string{}
