@@ -79,6 +79,7 @@ type Agent struct {
 	serverCA []*x509.Certificate
 
 	istiodConf confirmState // what istiod serves (confirm.go)
+	crlSigs    crlSigCache  // CRL signatures already verified (crlcache.go)
 }
 
 // New checks cfg and connects (lazily) to the server.

@@ -44,6 +44,12 @@ type CRLPlan struct {
 // named in Missing and PEM is nil. CRLs of other issuers (superseded
 // intermediates) ride along when current.
 func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
+	return planCRLFile(cas, crls, now, nil)
+}
+
+// planCRLFile is PlanCRLFile with the signature checks answered from sigs
+// when it already verified them (nil: check each).
+func planCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time, sigs *crlSigCache) CRLPlan {
 	type best struct {
 		rl  *x509.RevocationList
 		der []byte
@@ -67,7 +73,7 @@ func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan 
 		}
 		seen[string(c.Raw)] = true
 		b, ok := byIssuer[string(c.RawSubject)]
-		if !ok || b.rl.CheckSignatureFrom(c) != nil {
+		if !ok || sigs.checkFrom(b.rl, c) != nil {
 			p.Missing = append(p.Missing, fmt.Sprintf("%s (serial %s)", c.Subject, ca.SerialHex(c.SerialNumber)))
 		}
 	}
@@ -120,7 +126,7 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 	if err != nil {
 		return fmt.Errorf("trust bundle from server: %w", err)
 	}
-	plan := PlanCRLFile(CRLCAs(cur.CACerts, roots, set), set.CRLs, now)
+	plan := planCRLFile(CRLCAs(cur.CACerts, roots, set), set.CRLs, now, &a.crlSigs)
 	a.cfg.Metrics.crlMissing(len(plan.Missing))
 	if plan.PEM == nil {
 		a.log.Warn("not writing "+CRLFile+": a CA of the fleet has no current CRL, and Envoy would refuse its valid chains",
