@@ -5,7 +5,7 @@ AGENT   := bin/meshroot-agent
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: no-big-files no-merge-markers all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle generate clean
+.PHONY: no-big-files no-merge-markers all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle bench-fleet generate clean
 
 all: build
 
@@ -101,6 +101,11 @@ bench-grpc:
 ## bench-bundle: our SPIFFE bundle endpoint vs SPIRE's, same load (wrk)
 bench-bundle:
 	test/bench/bundle-endpoint.sh
+
+## bench-fleet: one `meshroot serve`, 100 then 1,000 in-process agents:
+## bundle fan-out, a 100-cluster rotation, server and lean agent RSS
+bench-fleet: build
+	$(GO) run ./test/bench/fleet -meshroot $(BIN) -agent $(AGENT)
 
 ## generate: regenerate api/meshroot/v1 from its .proto files (installs protoc when missing)
 generate:

@@ -117,20 +117,28 @@ func run(o options) error {
 		return err
 	}
 	r.setupSmall = time.Since(t)
+	progress("%d agents bootstrapped in %s", o.small, r.setupSmall.Round(time.Millisecond))
 	if r.fanSmall, err = fanout(ctx, f, srv, o.rounds); err != nil {
 		return fmt.Errorf("fan-out to %d: %w", o.small, err)
 	}
+	progress("fan-out to %d: p50 %s p99 %s max %s", o.small, ms(pct(r.fanSmall.lat, .5)), ms(pct(r.fanSmall.lat, .99)), ms(maxDur(r.fanSmall.lat)))
 	if r.rotation, err = rotate(ctx, f, srv); err != nil {
 		return fmt.Errorf("rotation of %d clusters: %w", o.small, err)
 	}
+	progress("rotation of %d clusters: %s", o.small, ms(r.rotation.total()))
 	if r.serverAfterRotation, err = settledMem(ctx, srv.pid(), o.settle); err != nil {
 		return err
 	}
 	t = time.Now()
-	if err := f.grow(ctx, o.large); err != nil {
-		return err
+	for n := o.small; n < o.large; {
+		n = min(n+o.small, o.large) // in waves, to show progress
+		if err := f.grow(ctx, n); err != nil {
+			return err
+		}
+		progress("  %d agents running", n)
 	}
 	r.setupLarge = time.Since(t)
+	progress("%d agents bootstrapped in %s", o.large, r.setupLarge.Round(time.Millisecond))
 	if r.serverWatchers, err = settledMem(ctx, srv.pid(), o.settle); err != nil {
 		return err
 	}
@@ -141,6 +149,7 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("fan-out to %d: %w", o.large, err)
 	}
+	progress("fan-out to %d: p50 %s p99 %s max %s", o.large, ms(pct(r.fanLarge.lat, .5)), ms(pct(r.fanLarge.lat, .99)), ms(maxDur(r.fanLarge.lat)))
 	if r.serverAfterFanout, err = readMem(srv.pid()); err != nil {
 		return err
 	}
@@ -161,6 +170,12 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+// progress reports a finished step on stderr, so that a long run shows
+// where it is.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  "+format+"\n", append([]any{time.Now().UTC().Format("15:04:05")}, args...)...)
 }
 
 func binName(p string) string { return filepath.Base(p) }
