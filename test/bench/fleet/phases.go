@@ -20,6 +20,7 @@ type fanoutResult struct {
 	calls   []time.Duration // the admin calls themselves
 	cpu     time.Duration   // server CPU time over the whole measurement
 	selfCPU time.Duration   // this process's (the agents') CPU time
+	bundle  bundleShape     // the message each watcher got, after the last change
 	wall    time.Duration
 }
 
@@ -61,6 +62,11 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutRe
 	res.wall = time.Since(t)
 	res.cpu = cpuTime(srv.pid()) - cpu0
 	res.selfCPU = cpuTime(os.Getpid()) - self0
+	if b, err := measureBundle(ctx, srv.issuerAddr, f.serverCA); err == nil {
+		res.bundle = b
+	} else {
+		fmt.Fprintf(os.Stderr, "sizing the bundle message: %v\n", err)
+	}
 	return res, nil
 }
 

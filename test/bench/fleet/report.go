@@ -71,6 +71,9 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "%-8d %8d %10s %10s %10s %14s %14s %18s %18s\n", f.agents, len(f.lat), ms(pct(f.lat, .5)), ms(pct(f.lat, .99)),
 			ms(maxDur(f.lat)), ms(pct(f.worst, 1)), ms(pct(f.calls, .5)), ms(f.cpu/n), ms(f.selfCPU/n))
 	}
+	for _, f := range []fanoutResult{r.fanSmall, r.fanLarge} {
+		fmt.Fprintf(w, "bundle message at %d clusters: %s\n", f.agents, f.bundle)
+	}
 	if r.fanSmall.agents > 0 && len(r.fanSmall.lat) > 0 {
 		fmt.Fprintf(w, "p99 at %d vs at %d agents: %.2fx for %.0fx the agents\n\n", r.fanLarge.agents, r.fanSmall.agents,
 			float64(pct(r.fanLarge.lat, .99))/float64(pct(r.fanSmall.lat, .99)), float64(r.fanLarge.agents)/float64(r.fanSmall.agents))
