@@ -157,6 +157,7 @@ func run(o options) error {
 		return fmt.Errorf("lean agent: %w", err)
 	}
 	r.warnings, r.firstWarnings = warn.snapshot()
+	r.serverCerts = srv.certsIssued.Load()
 	r.elapsed = time.Since(start)
 	r.load0, r.load1 = load0, loadavg()
 	r.print(os.Stdout)

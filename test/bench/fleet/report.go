@@ -28,6 +28,7 @@ type report struct {
 	fanSmall, fanLarge     fanoutResult
 	rotation               rotationResult
 	warnings               int
+	serverCerts            int64
 	firstWarnings          []string
 	elapsed                time.Duration
 	load0, load1           string
@@ -113,7 +114,8 @@ func (r *report) print(w io.Writer) {
 		float64(r.serverIdle.rss)/goalServerIdle, met(float64(r.serverIdle.rss) < goalServerIdle))
 	fmt.Fprintf(w, "  agent idle RSS               %7.1f MB   goal < 25 MB    %.2fx of the goal   %s\n", mb(r.agentIdle.rss),
 		float64(r.agentIdle.rss)/goalAgentIdle, met(float64(r.agentIdle.rss) < goalAgentIdle))
-	fmt.Fprintf(w, "\nagent warnings and errors logged: %d\n", r.warnings)
+	fmt.Fprintf(w, "\nserver certificates the server issued itself over the run: %d\n", r.serverCerts)
+	fmt.Fprintf(w, "agent warnings and errors logged: %d\n", r.warnings)
 	for _, s := range r.firstWarnings {
 		fmt.Fprintf(w, "  %s\n", s)
 	}

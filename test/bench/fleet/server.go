@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,12 +26,13 @@ import (
 // serveProc is `meshroot serve` running as its own process, so that its
 // RSS is its own and not the in-process agents'.
 type serveProc struct {
-	cmd        *exec.Cmd
-	socket     string
-	issuerAddr string
-	exited     chan error
-	conn       *grpc.ClientConn
-	admin      ca.Admin
+	certsIssued atomic.Int64 // "server certificate issued" lines in its log
+	cmd         *exec.Cmd
+	socket      string
+	issuerAddr  string
+	exited      chan error
+	conn        *grpc.ClientConn
+	admin       ca.Admin
 }
 
 // startServe runs bin at dir with a fresh data dir, on loopback ports, and
@@ -67,7 +69,10 @@ func startServe(bin, dir string, env []string, extra ...string) (*serveProc, err
 			line := sc.Bytes()
 			logf.Write(append(line, '\n'))
 			var rec map[string]any
-			if json.Unmarshal(line, &rec) == nil && rec["msg"] == "meshroot server starting" {
+			if json.Unmarshal(line, &rec) == nil && rec["msg"] == "server certificate issued" {
+				s.certsIssued.Add(1)
+			}
+			if rec["msg"] == "meshroot server starting" {
 				addr, _ := rec["issuer"].(string)
 				once.Do(func() { started <- addr })
 			}
