@@ -104,8 +104,11 @@ bench-bundle:
 
 ## bench-fleet: one `meshroot serve`, 100 then 1,000 in-process agents:
 ## bundle fan-out, a 100-cluster rotation, server and lean agent RSS
+## (FLEET_FLAGS="-large 400" for fewer; docs/performance.md: 1,000 needs
+## many GB of memory today)
+FLEET_FLAGS ?=
 bench-fleet: build
-	$(GO) run ./test/bench/fleet -meshroot $(BIN) -agent $(AGENT)
+	$(GO) run ./test/bench/fleet -meshroot $(BIN) -agent $(AGENT) $(FLEET_FLAGS)
 
 ## generate: regenerate api/meshroot/v1 from its .proto files (installs protoc when missing)
 generate:
