@@ -5,7 +5,7 @@ AGENT   := bin/meshroot-agent
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: no-big-files no-merge-markers all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle bench-fleet generate clean
+.PHONY: no-big-files no-merge-markers all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle bench-idle bench-fleet generate clean
 
 all: build
 
@@ -39,11 +39,14 @@ test-deps:
 	  command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	  command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
 	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  command -v tinyproxy >/dev/null || missing="$$missing tinyproxy"; \
+	  [ -x /usr/sbin/ip ] || missing="$$missing iproute2"; \
 	  if [ -n "$$missing" ]; then echo "installing$$missing"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; fi
 	@$(MAKE) --no-print-directory test-postgres
 
-## test-postgres: the store/postgres tests (and `store migrate`'s) need a
+## test-postgres: the store/postgres tests (and `store migrate`'s, and the
+## HA tests in server and cmd/meshroot: replicas on one database) need a
 ## PostgreSQL server, 13 or newer; each test creates and drops its own database
 PG_HOST ?= 127.0.0.1
 PG_PORT ?= 5432
@@ -98,7 +101,7 @@ bench:
 bench-grpc:
 	$(GO) run ./test/bench/grpcsign -c 64 -d 10s
 
-## bench-bundle: our SPIFFE bundle endpoint vs SPIRE's, same load (wrk)
+## bench-bundle: our SPIFFE bundle endpoint vs SPIRE's, same load (wrk): requests/s, CPU, RSS idle and under load
 bench-bundle:
 	test/bench/bundle-endpoint.sh
 
@@ -109,6 +112,10 @@ bench-bundle:
 FLEET_FLAGS ?=
 bench-fleet: build
 	$(GO) run ./test/bench/fleet -meshroot $(BIN) -agent $(AGENT) $(FLEET_FLAGS)
+
+## bench-idle: idle RSS of serve --dev, serve --config, meshroot agent and meshroot-agent
+bench-idle:
+	test/bench/idle-rss.sh
 
 ## generate: regenerate api/meshroot/v1 from its .proto files (installs protoc when missing)
 generate:

@@ -13,17 +13,21 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/kubeclient"
 	"github.com/meshroot/meshroot/keys"
 )
 
 // Config configures an agent.
 type Config struct {
-	// Server is the meshroot server's Issuer address, host:port.
+	// Server is the meshroot server's Issuer address, host:port: one
+	// replica, or a DNS name that resolves to every replica.
 	Server string
+	// Servers are more Issuer addresses of the same service (its
+	// replicas), used besides Server: calls go to the replicas that
+	// answer, and a broken watch resumes on another one.
+	Servers []string
 	// ServerCA verifies the server (the trust domain's roots, PEM).
 	ServerCA []byte
 	// Cluster is this cluster's registered name.
@@ -35,7 +39,7 @@ type Config struct {
 	// re-read at every use.
 	TokenFile string
 	// Kube is the cluster's API.
-	Kube kubernetes.Interface
+	Kube kubeclient.Interface
 	// Secret is where cacerts goes (default istio-system/cacerts).
 	Secret SecretRef
 	// Format is the cacerts layout (default istio).
@@ -69,10 +73,11 @@ type Config struct {
 
 // Agent keeps one cluster's cacerts Secret current.
 type Agent struct {
-	cfg    Config
-	client *client
-	creds  *credentialSource
-	log    *slog.Logger
+	cfg     Config
+	servers []string // Server and Servers, parsed
+	client  *client
+	creds   *credentialSource
+	log     *slog.Logger
 
 	mu       sync.Mutex
 	bundle   *meshrootv1.TrustBundle // latest from WatchTrustBundle
@@ -128,7 +133,10 @@ func New(cfg Config) (*Agent, error) {
 		cfg: cfg, log: cfg.Log.With("cluster", cfg.Cluster), serverCA: serverCA,
 		creds: &credentialSource{joinToken: cfg.JoinToken, tokenFile: cfg.TokenFile},
 	}
-	if a.client, err = dial(cfg.Server, a.serverRoots, nil); err != nil {
+	if a.servers, err = ParseServers(append([]string{cfg.Server}, cfg.Servers...)); err != nil {
+		return nil, err
+	}
+	if a.client, err = dial(a.servers, a.serverRoots, nil); err != nil {
 		return nil, err
 	}
 	return a, nil

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
@@ -39,38 +38,43 @@ type client struct {
 	issuer meshrootv1.IssuerClient
 }
 
-// dial connects to server, verifying its certificate against the roots that
-// roots returns at each handshake: the --server-ca file plus every root of
-// the latest trust bundle, so that the server stays trusted when it moves
-// to a new root during rotation. The server's certificate must come from
+// dial connects to servers (the replicas of one meshroot service, see
+// target), verifying each one's certificate against the roots that roots
+// returns at each handshake: the --server-ca file plus every root of the
+// latest trust bundle, so that the server stays trusted when it moves to a
+// new root during rotation. The server's certificate must come from
 // meshroot's server CA (ca.VerifyServerChain): a certificate for the
 // server's name that a cluster intermediate signed (whoever holds one
 // cluster's cacerts key can make one) is refused.
-func dial(server string, roots func() *x509.CertPool, cert *tls.Certificate) (*client, error) {
-	host, _, err := net.SplitHostPort(server)
-	if err != nil {
-		return nil, fmt.Errorf("--server %q: want host:port", server)
+func dial(servers []string, roots func() *x509.CertPool, cert *tls.Certificate) (*client, error) {
+	for _, s := range servers {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return nil, fmt.Errorf("--server %q: want host:port", s)
+		}
 	}
 	c := &client{}
-	tlsCfg := &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		ServerName: host,
-		// Verification happens in VerifyConnection, against a pool that
-		// can change between handshakes; Go's own check would pin one pool.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyServer(server, host, cs.PeerCertificates, roots())
-		},
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if cert == nil {
-				return &tls.Certificate{}, nil
-			}
-			return cert, nil
-		},
+	tlsFor := func(host string) *tls.Config {
+		return &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			ServerName: host,
+			// Verification happens in VerifyConnection, against a pool that
+			// can change between handshakes; Go's own check would pin one pool.
+			InsecureSkipVerify: true,
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				return verifyServer(host, cs.PeerCertificates, roots())
+			},
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if cert == nil {
+					return &tls.Certificate{}, nil
+				}
+				return cert, nil
+			},
+		}
 	}
-	conn, err := grpc.NewClient(server, append(dialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))...)
+	tgt, opts := target(servers)
+	conn, err := grpc.NewClient(tgt, append(append(dialOptions(), opts...), grpc.WithTransportCredentials(newHostCreds(tlsFor)))...)
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", server, err)
+		return nil, fmt.Errorf("connect %s: %w", strings.Join(servers, ","), err)
 	}
 	c.conn, c.issuer = conn, meshrootv1.NewIssuerClient(conn)
 	return c, nil
@@ -78,16 +82,16 @@ func dial(server string, roots func() *x509.CertPool, cert *tls.Certificate) (*c
 
 func (c *client) close() error { return c.conn.Close() }
 
-// verifyServer checks the chain the server at addr presented for host.
-func verifyServer(addr, host string, certs []*x509.Certificate, roots *x509.CertPool) error {
+// verifyServer checks the chain the server at host presented.
+func verifyServer(host string, certs []*x509.Certificate, roots *x509.CertPool) error {
 	err := ca.VerifyServerChain(certs, roots, host, time.Now())
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, ca.ErrNotServerCA):
-		return fmt.Errorf("refusing server %s: %w. Either something that is not meshroot answers at --server (check the address and the network path), or the meshroot server predates the server CA and must be upgraded before its agents", addr, err)
+		return fmt.Errorf("refusing server %s: %w. Either something that is not meshroot answers at --server (check the address and the network path), or the meshroot server predates the server CA and must be upgraded before its agents", host, err)
 	default:
-		return fmt.Errorf("server %s certificate: %w (is --server-ca right?)", addr, err)
+		return fmt.Errorf("server %s certificate: %w (is --server-ca right?)", host, err)
 	}
 }
 

@@ -103,7 +103,7 @@ func serveTLS(t *testing.T, cert tls.Certificate) string {
 // call dials addr as the agent does, trusting root, and makes one call.
 func call(t *testing.T, addr string, root *x509.Certificate) error {
 	t.Helper()
-	c, err := dial(addr, func() *x509.CertPool { p := x509.NewCertPool(); p.AddCert(root); return p }, nil)
+	c, err := dial([]string{addr}, func() *x509.CertPool { p := x509.NewCertPool(); p.AddCert(root); return p }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,11 +10,15 @@ import (
 )
 
 // watch follows WatchTrustBundle, reconnecting with backoff, and signals
-// changed on every new bundle.
+// changed on every new bundle. A reconnect may land on another replica
+// (round robin over the servers that answer); it says which sequence the
+// agent holds, and a replica that has not seen that one yet catches up
+// from the store before it answers, so the agent never steps back.
 func (a *Agent) watch(ctx context.Context, changed chan<- struct{}) {
 	b := a.newBackoff()
 	for ctx.Err() == nil {
-		stream, err := a.client.issuer.WatchTrustBundle(ctx, &meshrootv1.WatchTrustBundleRequest{Cluster: a.cfg.Cluster})
+		req := &meshrootv1.WatchTrustBundleRequest{Cluster: a.cfg.Cluster, HaveSequence: a.latestBundle().GetSequence()}
+		stream, err := a.client.issuer.WatchTrustBundle(ctx, req)
 		if err == nil {
 			// The first message of every stream triggers a reconcile (and
 			// so a status report): the server may have restarted without

@@ -106,6 +106,9 @@ func (s *Service) RootCRL(ctx context.Context, id string) (store.CRL, error) {
 	if err == nil && old.NextUpdate.Sub(now) > CRLRefreshBefore && sameSerials(old.DER, entries) {
 		return old, nil
 	}
+	if s.mayResignCRL != nil && !s.mayResignCRL() {
+		return followerCRL(id, old, err, now)
+	}
 	auth, err := s.Authority(ctx, r)
 	if err != nil {
 		return store.CRL{}, err
@@ -130,7 +133,7 @@ func (s *Service) RootCRL(ctx context.Context, id string) (store.CRL, error) {
 // revokedUnder lists the revoked, unexpired intermediates issued under
 // root id as CRL entries, with their recorded reason and time.
 func (s *Service) revokedUnder(ctx context.Context, id string) ([]x509.RevocationListEntry, error) {
-	inters, err := s.store.ListIntermediates(ctx, "")
+	inters, err := s.store.ListIntermediatesByStatus(ctx, store.IntermediateRevoked)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +204,9 @@ func (s *Service) FleetCRLs(ctx context.Context) (CRLSet, error) {
 		}
 		set.CRLs = append(set.CRLs, c.DER)
 	}
-	inters, err := s.store.ListIntermediates(ctx, "")
+	// The bundle hub calls this every poll: read the active intermediates
+	// only, not the superseded history.
+	inters, err := s.store.ListIntermediatesByStatus(ctx, store.IntermediateActive)
 	if err != nil {
 		return set, err
 	}

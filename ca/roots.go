@@ -284,11 +284,26 @@ var errNoActiveRoot = refuse(fmt.Errorf("%w: run `meshroot root init --trust-dom
 // with --cross-sign signs through its cross certificate while the root
 // that cross-signed it is still in the bundle.
 func (s *Service) Authority(ctx context.Context, r store.Root) (*Authority, error) {
+	// A root without a cross certificate signs with its own stored chain:
+	// an authority cached for that chain is returned without parsing it
+	// again (every issuance asks).
+	ownKey := r.ID + "|" + r.KeyRef + "|own|" + string(r.ChainPEM)
+	if len(r.CrossPEM) == 0 {
+		s.mu.Lock()
+		a, ok := s.authorities[ownKey]
+		s.mu.Unlock()
+		if ok {
+			return a, nil
+		}
+	}
 	chain, mode, err := s.signingChain(ctx, r)
 	if err != nil {
 		return nil, err
 	}
 	cacheKey := r.ID + "|" + r.KeyRef + "|" + mode
+	if mode == "own" {
+		cacheKey = ownKey
+	}
 	s.mu.Lock()
 	a, ok := s.authorities[cacheKey]
 	s.mu.Unlock()

@@ -216,7 +216,9 @@ func (s *Service) planRetire(ctx context.Context, r rotationReader, ttl time.Dur
 }
 
 // firstUnder is when cluster got its first intermediate from root.
-func firstUnder(ctx context.Context, r store.IntermediateReader, cluster, rootID string) (time.Time, error) {
+func firstUnder(ctx context.Context, r interface {
+	ListIntermediates(ctx context.Context, cluster string) ([]store.Intermediate, error)
+}, cluster, rootID string) (time.Time, error) {
 	list, err := r.ListIntermediates(ctx, cluster)
 	if err != nil {
 		return time.Time{}, err
@@ -284,6 +286,9 @@ type RotationStatus struct {
 	NextPhase      string                  `json:"next_phase"`
 	Clusters       []ClusterRotationStatus `json:"clusters"`
 	Blockers       []Blocker               `json:"blockers,omitempty"`
+	// Replicas are the servers sharing the store and which one leads
+	// (empty with a store one server uses).
+	Replicas []ReplicaStatus `json:"replicas,omitempty"`
 }
 
 // RotationStatus reports, per cluster, the bundle applied, the root of its
@@ -297,6 +302,9 @@ func (s *Service) RotationStatus(ctx context.Context, workloadCertTTL time.Durat
 	}
 	st.Roots = roots
 	if st.BundleSequence, err = s.store.BundleSequence(ctx); err != nil {
+		return st, err
+	}
+	if st.Replicas, err = s.replicas(ctx); err != nil {
 		return st, err
 	}
 	var res PhaseResult

@@ -42,6 +42,12 @@ type Config struct {
 	// InsecurePlaintext lets file backends write unencrypted keys when no
 	// passphrase is given. For development only.
 	InsecurePlaintext bool
+	// GroupReadable lets file backends read key files that their group
+	// may read: a Kubernetes Secret mounted for a non-root pod is owned by
+	// root with the pod's fsGroup and mode 0440 at least. Set in HA mode,
+	// where key files must be encrypted; a file others may read is always
+	// refused.
+	GroupReadable bool
 	// Vault is how to reach and log in to Vault (vault-transit).
 	Vault vaultconf.Config
 	// Logger receives backend events such as Vault token renewal.

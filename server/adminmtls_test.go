@@ -36,7 +36,7 @@ type remoteAdminServer struct {
 	open  func(now func() time.Time) *ca.Service
 }
 
-func startRemoteAdmin(t *testing.T) *remoteAdminServer {
+func startRemoteAdmin(t *testing.T, opts ...func(*server.ServerConfig)) *remoteAdminServer {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := sqlite.Open(t.Context(), filepath.Join(dir, "meshroot.db"))
@@ -61,6 +61,9 @@ func startRemoteAdmin(t *testing.T) *remoteAdminServer {
 	ts := startServer(t, func(c *server.ServerConfig) {
 		c.Service, c.Store, c.AdminListen = open(nil), st, "127.0.0.1:0"
 		c.Log = slog.New(slog.DiscardHandler)
+		for _, o := range opts {
+			o(c)
+		}
 	})
 	return &remoteAdminServer{testServer: ts, roots: ts.bootstrap(t), open: open}
 }

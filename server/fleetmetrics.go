@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -71,6 +72,12 @@ var (
 		"When the federation peer was registered, in seconds since the epoch.", "trust_domain")
 	descPeerSequence = fleetDesc("federation_peer_bundle_sequence",
 		"spiffe_sequence of the peer's bundle held in the store (0 when absent or none held).", "trust_domain")
+	descClusterIstiod = fleetDesc("cluster_istiod_confirmed",
+		"1 when the cluster's agent last confirmed istiod serves what the cacerts Secret holds (state loaded), 0 when it reported pending, stale or unconfirmed; absent when it never reported istiod's state.", "cluster")
+	descClusterCRLNext = fleetDesc("cluster_crl_next_update_timestamp_seconds",
+		"nextUpdate of the CRL the cluster's agent last sent for the intermediate it runs with, in seconds since the epoch (absent before the first).", "cluster")
+	descCRLNext = fleetDesc("crl_next_update_timestamp_seconds",
+		"nextUpdate of the current CRL of a root in the trust bundle, in seconds since the epoch (absent when meshroot signs none: an upstream root).", "root_id", "trust_domain")
 	descFleetOK = fleetDesc("fleet_collect_success",
 		"1 when the last reading of the store for the fleet metrics succeeded, 0 when it failed (the other fleet series are then missing).")
 )
@@ -96,6 +103,8 @@ type FleetReader interface {
 	GetIntermediate(ctx context.Context, serial string) (store.Intermediate, error)
 	ListRoots(ctx context.Context) ([]store.Root, error)
 	ListFederationPeers(ctx context.Context) ([]store.FederationPeer, error)
+	ListQuarantines(ctx context.Context) ([]store.Quarantine, error)
+	GetCRL(ctx context.Context, issuer string) (store.CRL, error)
 }
 
 // NewFleetCollector returns a collector over st; cacheTTL 0 takes
@@ -114,7 +123,8 @@ func NewFleetCollector(st FleetReader, cacheTTL time.Duration, log *slog.Logger)
 func (c *FleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClusterInfo, descClusterExpiry, descClusterSequence, descClusterContact,
 		descClusterRegistered, descClusterQuarantined, descRootExpiry, descRootState, descRootStateChanged,
-		descRotationPhase, descRotationSince, descPeerSuccess, descPeerAttempt, descPeerCreated, descPeerSequence, descFleetOK} {
+		descRotationPhase, descRotationSince, descPeerSuccess, descPeerAttempt, descPeerCreated, descPeerSequence,
+		descClusterIstiod, descClusterCRLNext, descCRLNext, descFleetOK} {
 		ch <- d
 	}
 }
@@ -142,8 +152,9 @@ func (c *FleetCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // read builds every fleet series from one pass over the store: one query
-// for clusters, one per cluster for its reported intermediate, one for
-// roots and one for federation peers.
+// for clusters, one for quarantines, two per cluster (its reported
+// intermediate and that intermediate's CRL), one for roots, one per root
+// in the bundle for its CRL, and one for federation peers.
 func (c *FleetCollector) read(ctx context.Context) ([]prometheus.Metric, error) {
 	var out []prometheus.Metric
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
@@ -158,6 +169,14 @@ func (c *FleetCollector) read(ctx context.Context) ([]prometheus.Metric, error) 
 	if err != nil {
 		return nil, err
 	}
+	qs, err := c.st.ListQuarantines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	quarantined := make(map[string]bool, len(qs))
+	for _, q := range qs {
+		quarantined[q.Cluster] = true
+	}
 	for _, cl := range clusters {
 		rootID := ""
 		if serial := cl.Status.IntermediateSerial; serial != "" {
@@ -169,12 +188,20 @@ func (c *FleetCollector) read(ctx context.Context) ([]prometheus.Metric, error) 
 				rootID = in.RootID
 				stamp(descClusterExpiry, in.NotAfter, cl.Name)
 			}
+			crl, err := c.st.GetCRL(ctx, ca.ClusterCRLIssuer(cl.Name, serial))
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return nil, err
+			}
+			stamp(descClusterCRLNext, crl.NextUpdate, cl.Name)
 		}
 		gauge(descClusterInfo, 1, cl.Name, cl.TrustDomain, rootID)
 		gauge(descClusterSequence, float64(cl.Status.BundleSequence), cl.Name)
 		stamp(descClusterContact, cl.Status.LastContact, cl.Name)
 		stamp(descClusterRegistered, cl.CreatedAt, cl.Name)
-		gauge(descClusterQuarantined, 0, cl.Name) // set by quarantine (issue 12)
+		gauge(descClusterQuarantined, boolGauge(quarantined[cl.Name]), cl.Name)
+		if st := cl.Status.Istiod.State; st != "" {
+			gauge(descClusterIstiod, boolGauge(st == store.IstiodLoaded), cl.Name)
+		}
 	}
 	roots, err := c.st.ListRoots(ctx)
 	if err != nil {
@@ -190,6 +217,11 @@ func (c *FleetCollector) read(ctx context.Context) ([]prometheus.Metric, error) 
 		gauge(descRootState, 1, r.ID, r.TrustDomain, string(r.State))
 		stamp(descRootStateChanged, r.StateChangedAt, r.ID, r.TrustDomain)
 		stamp(descRootExpiry, chainExpiry(r), r.ID, r.TrustDomain)
+		crl, err := c.st.GetCRL(ctx, ca.RootCRLIssuer(r.ID))
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+		stamp(descCRLNext, crl.NextUpdate, r.ID, r.TrustDomain)
 	}
 	peers, err := c.st.ListFederationPeers(ctx)
 	if err != nil {
@@ -203,6 +235,14 @@ func (c *FleetCollector) read(ctx context.Context) ([]prometheus.Metric, error) 
 	}
 	gauge(descFleetOK, 1)
 	return out, nil
+}
+
+// boolGauge is 1 for true, 0 for false.
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // rotationPhase says where the rotation is, and since when: a prepared

@@ -117,11 +117,21 @@ func (s *IssuerServer) GetTrustBundle(ctx context.Context, _ *meshrootv1.GetTrus
 }
 
 // WatchTrustBundle sends the current bundle and then every change, until
-// the client goes away or the server stops.
-func (s *IssuerServer) WatchTrustBundle(_ *meshrootv1.WatchTrustBundleRequest, stream meshrootv1.Issuer_WatchTrustBundleServer) error {
+// the client goes away or the server stops. Each message is the whole
+// state, so a watch resumed on any replica misses nothing; an agent that
+// already holds a newer sequence than this replica's hub (it heard it from
+// another replica) first waits for the hub to catch up from the store, so
+// that it is never sent an older bundle.
+func (s *IssuerServer) WatchTrustBundle(req *meshrootv1.WatchTrustBundleRequest, stream meshrootv1.Issuer_WatchTrustBundleServer) error {
 	ctx := stream.Context()
 	watchers.Inc()
 	defer watchers.Dec()
+	if have := req.GetHaveSequence(); have > 0 && !s.hub.CatchUp(ctx, have, catchUpWait) && ctx.Err() == nil {
+		// The store itself is older (restored from a backup): it is the
+		// truth, send it.
+		b, _, _ := s.hub.Current()
+		s.log.WarnContext(ctx, "an agent holds a newer trust bundle than the store", "agent_sequence", have, "store_sequence", b.Local.Sequence)
+	}
 	var sent [32]byte
 	first := true
 	for {

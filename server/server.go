@@ -66,10 +66,18 @@ type ServerConfig struct {
 	// server hold and write (zero: defaults).
 	Limits Limits
 	Log    *slog.Logger
-	// FleetPage, when set, is served on the HTTP listener at /fleet,
-	// /fleet.json and /fleet/ (see package fleetpage). The listener must
-	// then be on a loopback address: remote access needs admin mTLS.
-	FleetPage http.Handler
+	// FleetPage, when set, is served at /fleet, /fleet.json and /fleet/
+	// (see package fleetpage): on the HTTP listener, which must then be on
+	// a loopback address, unless FleetPageListen is set.
+	FleetPage *fleetpage.Page
+	// FleetPageListen, when set, serves FleetPage there over HTTPS with
+	// admin mTLS instead of on the HTTP listener: the remote admin
+	// listener's TLS configuration (AdminListen must be set) and, on every
+	// request, AuthorizeAdmin for the viewer role. Any address may be used.
+	FleetPageListen string
+	// Leadership, when set, says whether this server leads the replicas
+	// sharing its store (shown by /readyz); nil: it always leads.
+	Leadership *Leadership
 }
 
 // Server runs the Issuer service over TLS, the Admin service on a unix
@@ -86,6 +94,8 @@ type Server struct {
 	http    *http.Server
 	// remoteAdm is the remote admin listener (nil when off).
 	remoteAdm *remoteAdmin
+	// fleetTLS serves the fleet page over admin mTLS (nil when off).
+	fleetTLS *fleetTLS
 
 	lnTLS, lnAdm, lnHTTP net.Listener
 	ready                chan struct{}
@@ -127,6 +137,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.certs = newServerCerts(cfg.Service, cfg.ServerNames, cfg.ServerCertTTL, cfg.Log)
 	auth := authn.New(cfg.Store, authn.Options{Roots: s.bundleRoots})
 
+	if cfg.FleetPageListen != "" && (cfg.FleetPage == nil || cfg.AdminListen == "") {
+		return nil, errors.New("server: the fleet page over admin mTLS (fleetPageListen) needs the page and the remote admin listener: set adminListen too")
+	}
+	if cfg.FleetPage != nil && cfg.FleetPageListen == "" {
+		// Checked before binding: the page without credentials never
+		// listens where other hosts reach it, even for a moment.
+		if err := fleetpage.CheckListener(cfg.HTTPListen); err != nil {
+			return nil, err
+		}
+	}
 	var err error
 	if s.lnTLS, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("server: listen %s: %w", cfg.Listen, err)
@@ -136,13 +156,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if s.lnHTTP, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 		s.lnTLS.Close()
 		return nil, fmt.Errorf("server: listen %s: %w", cfg.HTTPListen, err)
-	}
-	if cfg.FleetPage != nil {
-		if err := fleetpage.CheckListener(s.lnHTTP.Addr().String()); err != nil {
-			s.lnTLS.Close()
-			s.lnHTTP.Close()
-			return nil, err
-		}
 	}
 	if s.lnAdm, err = listenUnix(cfg.AdminSocket); err != nil {
 		s.lnTLS.Close()
@@ -183,6 +196,15 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			s.lnAdm.Close()
 			return nil, err
 		}
+		if cfg.FleetPageListen != "" {
+			if s.fleetTLS, err = s.newFleetTLS(cfg.FleetPageListen, cfg.FleetPage); err != nil {
+				s.lnTLS.Close()
+				s.lnHTTP.Close()
+				s.lnAdm.Close()
+				s.remoteAdm.ln.Close()
+				return nil, err
+			}
+		}
 	}
 	healthpb.RegisterHealthServer(s.grpcAdm, s.health)
 
@@ -190,7 +212,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
-	if cfg.FleetPage != nil {
+	if cfg.FleetPage != nil && cfg.FleetPageListen == "" {
 		for _, p := range fleetpage.Routes() {
 			mux.Handle("GET "+p, cfg.FleetPage)
 		}
@@ -216,7 +238,7 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	serve := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -230,6 +252,9 @@ func (s *Server) Run(ctx context.Context) error {
 	serve("admin", func() error { return s.grpcAdm.Serve(s.lnAdm) })
 	if s.remoteAdm != nil {
 		serve("remote admin", s.remoteAdm.serve)
+	}
+	if s.fleetTLS != nil {
+		serve("fleet page", s.fleetTLS.serve)
 	}
 	serve("http", func() error { return s.http.Serve(s.lnHTTP) })
 	go s.hub.Run(ctx, s.cfg.BundlePoll)
@@ -263,6 +288,7 @@ func (s *Server) Run(ctx context.Context) error {
 	shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer shutCancel()
 	_ = s.http.Shutdown(shutCtx)
+	s.fleetTLS.shutdown(shutCtx)
 	wg.Wait()
 	cancel()
 	<-refusalsDone // the last refusal summaries are written
@@ -307,7 +333,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "store unavailable", http.StatusServiceUnavailable)
 		return
 	}
-	fmt.Fprintln(w, "ready")
+	fmt.Fprintf(w, "ready (%s)\n", s.cfg.Leadership.Role())
 }
 
 // bundleRoots gives authn the roots that renewal certificates must chain to.

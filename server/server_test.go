@@ -24,6 +24,7 @@ import (
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/keys/disk"
 	"github.com/meshroot/meshroot/server"
+	"github.com/meshroot/meshroot/server/authn"
 	"github.com/meshroot/meshroot/store"
 	"github.com/meshroot/meshroot/store/sqlite"
 )
@@ -341,5 +342,53 @@ func TestGracefulStop(t *testing.T) {
 	}
 	if _, err := ts.admin.ListRoots(t.Context(), &meshrootv1.ListRootsRequest{}); status.Code(err) != codes.Unavailable {
 		t.Errorf("admin socket after stop: %v, want Unavailable", err)
+	}
+}
+
+// TestWatchCatchesUpWithAgent: two replicas over one store, the second
+// polling it rarely. A bundle change made through the first is not yet in
+// the second's hub; an agent that heard of it from the first and resumes
+// its watch on the second (saying which sequence it holds) gets that
+// sequence, not the older bundle the second still holds.
+func TestWatchCatchesUpWithAgent(t *testing.T) {
+	var svc *ca.Service
+	var st authn.Store
+	a := startServer(t, func(c *server.ServerConfig) { svc, st = c.Service, c.Store })
+	roots := a.bootstrap(t)
+	b := startServer(t, func(c *server.ServerConfig) { c.Service, c.Store, c.BundlePoll = svc, st, time.Hour })
+	select {
+	case <-b.srv.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("second replica not ready")
+	}
+	if _, err := a.admin.PrepareRoot(t.Context(), &meshrootv1.PrepareRootRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	ia := a.issuerClient(t, roots, nil)
+	first := func(c meshrootv1.IssuerClient, have uint64) *meshrootv1.TrustBundle {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		stream, err := c.WatchTrustBundle(ctx, &meshrootv1.WatchTrustBundleRequest{Cluster: "east", HaveSequence: have})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+	onA := first(ia, 2) // the store holds 2 once PrepareRoot returned
+	if onA.GetSequence() != 2 || len(onA.GetRoots()) != 2 {
+		t.Fatalf("replica that made the change: sequence %d, %d roots; want 2, 2", onA.GetSequence(), len(onA.GetRoots()))
+	}
+	cb := b.issuerClient(t, roots, nil)
+	// The precondition: the second replica's hub is behind.
+	if stale := first(cb, 0); stale.GetSequence() != 1 {
+		t.Fatalf("second replica without a held sequence sent %d: the test needs its hub to be behind (1)", stale.GetSequence())
+	}
+	if got := first(cb, onA.GetSequence()); got.GetSequence() != 2 || len(got.GetRoots()) != 2 {
+		t.Fatalf("resumed watch on the second replica: sequence %d, %d roots; want 2, 2", got.GetSequence(), len(got.GetRoots()))
 	}
 }

@@ -337,6 +337,10 @@ type IntermediateReader interface {
 	// ListIntermediates returns the intermediates of cluster (all clusters
 	// when cluster is empty), oldest first.
 	ListIntermediates(ctx context.Context, cluster string) ([]Intermediate, error)
+	// ListIntermediatesByStatus returns the intermediates of every cluster
+	// in status, oldest first: the active or revoked few, without reading
+	// the superseded history that grows with every renewal.
+	ListIntermediatesByStatus(ctx context.Context, status IntermediateStatus) ([]Intermediate, error)
 }
 
 // IntermediateWriter records issued intermediates and their status.

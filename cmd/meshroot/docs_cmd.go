@@ -126,6 +126,7 @@ type configKey struct {
 var configKeys = map[string]configKey{
 	"dataDir":                       {"data-dir", "folder of the state database (`meshroot.db`) and disk keys (`keys/`); `./meshroot-data` with `--dev`"},
 	"store":                         {"store", "state store: a `postgres://` URL (libpq parameters: `sslmode`, `sslrootcert`, `pool_max_conns`, ...; docs/ha.md); empty: SQLite in the data dir"},
+	"replicaID":                     {"", "this server's name among the servers sharing a PostgreSQL store, shown by `root status` and in federation fetches (default: host name and process id; docs/ha.md)"},
 	"storeFile":                     {"store-file", "file holding the store's `postgres://` URL, for a Kubernetes Secret; refused when others may read it"},
 	"trustDomain":                   {"trust-domain", "trust domain of the root that `--dev` creates on first start"},
 	"listen":                        {"listen", "Issuer API address (gRPC over TLS); `127.0.0.1:8443` with `--dev`"},
@@ -147,6 +148,7 @@ var configKeys = map[string]configKey{
 	"bundleEndpoint.certFile":       {"bundle-endpoint-cert", "https_web: certificate chain (PEM), reloaded when it changes"},
 	"bundleEndpoint.keyFile":        {"bundle-endpoint-key", "https_web: private key (PEM), reloaded when it changes"},
 	"keys.create":                   {"key", "where new root keys go: `disk`, `pkcs11:...`, `vault-transit://MOUNT` or a kms URI (docs/keys.md); existing keys are found by their reference"},
+	"keys.dir":                      {"", "folder of disk keys (default `DATA_DIR/keys`); with PostgreSQL (HA mode) a Secret mounted on every replica, outside the data dir (docs/ha.md)"},
 	"keys.vault.address":            {"vault-addr", "Vault address, for vault-transit keys and the vault-pki upstream"},
 	"keys.vault.namespace":          {"", "Vault Enterprise namespace"},
 	"keys.vault.caFile":             {"vault-ca-file", "CA bundle that verifies Vault's TLS certificate"},
@@ -164,7 +166,8 @@ var configKeys = map[string]configKey{
 	"federation.minRefresh":         {"", "shortest interval between fetches of a peer's bundle"},
 	"federation.maxRefresh":         {"", "longest interval between fetches of a peer's bundle"},
 	"federation.caFile":             {"", "PEM roots added to the system's for https_web peers"},
-	"fleetPage":                     {"fleet-page", "serve the read-only fleet page at `/fleet` (and `/fleet.json`) on the HTTP listener, which must then be a loopback address (docs/observability.md); on with `--dev`"},
+	"fleetPage":                     {"fleet-page", "serve the read-only fleet page at `/fleet` (and `/fleet.json`) on the HTTP listener, without credentials, which must then be a loopback address (docs/observability.md); on with `--dev`"},
+	"fleetPageListen":               {"fleet-page-listen", "serve the fleet page at this address instead, over HTTPS to holders of an admin client certificate (viewer or operator role, checked on every request; refusals logged and audited): the way to reach it from other hosts; needs `adminListen` (docs/observability.md)"},
 }
 
 // yamlKeys lists the YAML paths of t's leaves: structs are blocks, other

@@ -28,6 +28,12 @@ type keysConfig struct {
 	// default: encrypted files in the data dir) or a URI of any registered
 	// backend (docs/keys.md lists them).
 	Create string `yaml:"create"`
+	// Dir is the disk key manager's folder (default DATA_DIR/keys). In
+	// HA mode it is a Secret mounted on every replica (docs/ha.md).
+	Dir string `yaml:"dir"`
+	// groupReadable accepts key files their group may read (HA mode: a
+	// Secret mounted with the pod's fsGroup); not configurable.
+	groupReadable bool
 	// Vault is the connection for vault-transit keys and the vault-pki upstream.
 	Vault vaultConfig `yaml:"vault"`
 	// StepCA is the provisioner key for step-ca upstreams.
@@ -75,13 +81,22 @@ func (v vaultConfig) client() vaultclient.Config {
 // only the keys that live in it.
 func keyManager(_ context.Context, cfg keysConfig, dataDir string, pass []byte, plaintext bool) (*keys.Router, error) {
 	r, err := keys.NewRouter(keys.Config{
-		Create: cfg.Create, Dir: filepath.Join(dataDir, "keys"),
+		Create: cfg.Create, Dir: diskKeyDir(cfg, dataDir), GroupReadable: cfg.groupReadable,
 		Passphrase: pass, InsecurePlaintext: plaintext, Vault: cfg.Vault.client(),
 	})
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--key: %w", err)}
 	}
 	return r, nil
+}
+
+// diskKeyDir is the disk key manager's folder: keys.dir, else the data
+// dir's keys/.
+func diskKeyDir(cfg keysConfig, dataDir string) string {
+	if cfg.Dir != "" {
+		return cfg.Dir
+	}
+	return filepath.Join(dataDir, "keys")
 }
 
 // upstreamOpener opens vault-pki://MOUNT[?issuer=NAME] with the Vault

@@ -179,7 +179,7 @@ func printRotationStatus(w io.Writer, format string, st ca.RotationStatus) error
 	for _, bl := range st.Blockers {
 		fmt.Fprintf(w, "\nblocker: %s\n", bl.Reason)
 	}
-	return nil
+	return printReplicas(w, st.Replicas)
 }
 
 func short12(s string) string {

@@ -14,8 +14,10 @@ import (
 	"github.com/meshroot/meshroot/server/fleetpage"
 )
 
-// Until admin mTLS guards it, the fleet page is never served on an address
-// other hosts reach: serve refuses to start, by flag or by config key.
+// Without credentials the fleet page is never served on an address other
+// hosts reach: serve refuses to start, by flag or by config key, and says
+// how to serve it over admin mTLS; the page over admin mTLS without the
+// remote admin listener is refused too.
 func TestServeFleetPageRefusesNonLoopback(t *testing.T) {
 	clearEnv(t)
 	dir, err := os.MkdirTemp("", "mr")
@@ -35,7 +37,16 @@ func TestServeFleetPageRefusesNonLoopback(t *testing.T) {
 		{"--config", cfg},
 	} {
 		r := cli(t, append(base, args...)...)
-		if r.code != exitUsage || !strings.Contains(r.stderr, "remote access needs admin mTLS") {
+		if r.code != exitUsage || !strings.Contains(r.stderr, "remote access needs admin mTLS") || !strings.Contains(r.stderr, "fleetPageListen/--fleet-page-listen with adminListen/--admin-listen") {
+			t.Errorf("serve %v: exit %d, %s", args, r.code, r.stderr)
+		}
+	}
+	for _, args := range [][]string{
+		{"--fleet-page-listen", "127.0.0.1:0"},
+		{"--dev", "--fleet-page-listen", "0.0.0.0:0"},
+	} {
+		r := cli(t, append(base, args...)...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, "set adminListen/--admin-listen too") {
 			t.Errorf("serve %v: exit %d, %s", args, r.code, r.stderr)
 		}
 	}

@@ -87,8 +87,10 @@ func (g *globals) passphrase() ([]byte, error) {
 		if err != nil {
 			return nil, usageError{fmt.Errorf("passphrase file: %w", err)}
 		}
-		if info.Mode().Perm()&0o077 != 0 {
-			return nil, usageError{fmt.Errorf("passphrase file %s has mode %04o: make it readable by its owner only (chmod 600 %s)", g.passphraseFile, info.Mode().Perm(), g.passphraseFile)}
+		// Group read is allowed, as for the store file: a Secret mounted for
+		// a non-root pod is root-owned with the pod's fsGroup, mode 0440.
+		if info.Mode().Perm()&0o037 != 0 {
+			return nil, usageError{fmt.Errorf("passphrase file %s has mode %04o: make it readable by its owner (and group) only (chmod 600 %s, or defaultMode: 0440 for a Secret)", g.passphraseFile, info.Mode().Perm(), g.passphraseFile)}
 		}
 		if info.Size() > maxPassphraseFile {
 			return nil, usageError{fmt.Errorf("passphrase file %s is larger than %d bytes", g.passphraseFile, maxPassphraseFile)}

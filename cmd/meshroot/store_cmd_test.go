@@ -23,7 +23,12 @@ func TestStoreMigrateThenServe(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	data := filepath.Join(dir, "data")
 	dd := "--data-dir=" + data
-	cliOK(t, "root", "init", "--trust-domain", testTD, "--insecure-plaintext-key", dd)
+	passFile := filepath.Join(dir, "pass")
+	if err := os.WriteFile(passFile, []byte("correct horse battery\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pf := "--passphrase-file=" + passFile
+	cliOK(t, "root", "init", "--trust-domain", testTD, pf, dd)
 	cliOK(t, "cluster", "add", "east", dd)
 
 	dsnFile := filepath.Join(dir, "dsn")
@@ -45,10 +50,25 @@ func TestStoreMigrateThenServe(t *testing.T) {
 	}
 
 	socket := filepath.Join(dir, "admin.sock")
+	serveArgs := []string{"serve", dd, "--store-file", dsnFile, "--socket", socket, pf,
+		"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--bundle-endpoint-listen", "off"}
+	// On PostgreSQL (HA mode) the root key left in the data dir is refused:
+	// only this replica would hold it.
+	if r := cli(t, serveArgs...); r.code != exitUsage || !strings.Contains(r.stderr, "inside this replica's data dir") {
+		t.Fatalf("serve on PostgreSQL with the root key in the data dir: exit %d, %s; want a usage error", r.code, r.stderr)
+	}
+	// Moved to a folder every replica mounts (a Secret), it is accepted.
+	shared := filepath.Join(dir, "shared-keys")
+	if err := os.Rename(filepath.Join(data, "keys"), shared); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "serve.yaml")
+	if err := os.WriteFile(conf, []byte("keys:\n  dir: "+shared+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var logs syncBuffer
 	cmd := newRootCmd()
-	cmd.SetArgs([]string{"serve", dd, "--store-file", dsnFile, "--socket", socket, "--insecure-plaintext-key",
-		"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--bundle-endpoint-listen", "off"})
+	cmd.SetArgs(append(serveArgs, "--config", conf))
 	cmd.SetErr(&logs)
 	cmd.SetOut(&logs)
 	ctx, cancel := context.WithCancel(context.Background())

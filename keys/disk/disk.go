@@ -48,6 +48,9 @@ type Options struct {
 	// InsecurePlaintext allows creating keys without a passphrase. For
 	// development only: anyone who can read the file has the key.
 	InsecurePlaintext bool
+	// GroupReadable accepts key files their group may read (a mounted
+	// Kubernetes Secret, see keys.Config.GroupReadable).
+	GroupReadable bool
 }
 
 // KeyManager keeps keys in files under one folder.
@@ -55,6 +58,7 @@ type KeyManager struct {
 	dir       string
 	pass      []byte
 	plaintext bool
+	groupRead bool
 	refs      syntax
 }
 
@@ -81,7 +85,7 @@ func newManager(opts Options, refs syntax) (*KeyManager, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("%s: create key folder: %w", refs.label, err)
 	}
-	return &KeyManager{dir: opts.Dir, pass: opts.Passphrase, plaintext: len(opts.Passphrase) == 0, refs: refs}, nil
+	return &KeyManager{dir: opts.Dir, pass: opts.Passphrase, plaintext: len(opts.Passphrase) == 0, groupRead: opts.GroupReadable, refs: refs}, nil
 }
 
 // Dir is the folder that holds the key files.
@@ -172,7 +176,7 @@ func (m *KeyManager) Signer(ctx context.Context, ref string) (crypto.Signer, err
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%s: key %s: %s", m.refs.label, ref, fmt.Sprintf(format, args...))
 	}
-	data, err := readPrivate(path)
+	data, err := readPrivate(path, m.groupRead)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, keys.NotFound(fail("no key file %s: it was deleted, or the reference is wrong", path))
 	}
@@ -259,10 +263,10 @@ func (m *KeyManager) ListKeys(ctx context.Context) ([]keys.Key, error) {
 func (m *KeyManager) keyPath(name string) string { return filepath.Join(m.dir, name+".key.pem") }
 func (m *KeyManager) pubPath(name string) string { return filepath.Join(m.dir, name+".pub.pem") }
 
-// readPrivate reads a private key file, refusing one that group or others
-// can read and one larger than maxKeyFileSize. A missing file gives an
-// error wrapping fs.ErrNotExist.
-func readPrivate(path string) ([]byte, error) {
+// readPrivate reads a private key file, refusing one that others can read
+// (or its group, unless groupRead) and one larger than maxKeyFileSize. A
+// missing file gives an error wrapping fs.ErrNotExist.
+func readPrivate(path string, groupRead bool) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -272,7 +276,11 @@ func readPrivate(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+	mask := fs.FileMode(0o077)
+	if groupRead {
+		mask = 0o037 // group read only: a Secret mounted with the pod's fsGroup
+	}
+	if perm := info.Mode().Perm(); perm&mask != 0 {
 		return nil, fmt.Errorf("%s has mode %04o: a private key must not be readable by others (chmod 600 %s)", path, perm, path)
 	}
 	if !info.Mode().IsRegular() {

@@ -98,7 +98,7 @@ func (backend) Schemes() []string { return []string{Scheme, SoftKMSScheme} }
 
 // Open opens "disk" over cfg.Dir, or softkms:dir=DIR.
 func (backend) Open(_ context.Context, rawURI string, cfg keys.Config) (keys.KeyManager, error) {
-	opts := Options{Dir: cfg.Dir, Passphrase: cfg.Passphrase, InsecurePlaintext: cfg.InsecurePlaintext}
+	opts := Options{Dir: cfg.Dir, Passphrase: cfg.Passphrase, InsecurePlaintext: cfg.InsecurePlaintext, GroupReadable: cfg.GroupReadable}
 	switch keys.Scheme(rawURI) {
 	case SoftKMSScheme:
 		return NewSoftKMS(rawURI, opts)

@@ -59,8 +59,9 @@ type Options struct {
 	AuditTail int
 	// RefreshSeconds makes the browser reload the page (15; negative: never).
 	RefreshSeconds int
-	// Authorize wraps every route: the place for an authorization check.
-	// When nil, LoopbackOnly guards the page.
+	// Authorize wraps every route of ServeHTTP: the place for an
+	// authorization check. When nil, LoopbackOnly guards the page. A server
+	// that serves the page over admin mTLS uses Guarded instead.
 	Authorize func(http.Handler) http.Handler
 	Log       *slog.Logger
 }
@@ -71,6 +72,8 @@ type Page struct {
 	tmpl    *template.Template
 	css     []byte
 	handler http.Handler
+	// routes is the page without its guard.
+	routes http.Handler
 }
 
 // New checks opts and parses the embedded templates.
@@ -109,12 +112,22 @@ func New(opts Options) (*Page, error) {
 	mux.HandleFunc("GET "+PathPage, p.page)
 	mux.HandleFunc("GET "+PathJSON, p.json)
 	mux.HandleFunc("GET "+PathAsset+"fleet.css", p.stylesheet)
-	p.handler = opts.Authorize(secureHeaders(mux))
+	p.routes = secureHeaders(mux)
+	p.handler = opts.Authorize(p.routes)
 	return p, nil
 }
 
-// ServeHTTP serves /fleet, /fleet.json and /fleet/fleet.css.
+// ServeHTTP serves /fleet, /fleet.json and /fleet/fleet.css behind
+// Options.Authorize (LoopbackOnly by default).
 func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handler.ServeHTTP(w, r) }
+
+// Guarded serves the page behind authorize instead of Options.Authorize:
+// the server's admin mTLS listener for the page uses it with a check of
+// the client's admin certificate on every request. authorize must refuse
+// whoever may not read the fleet; it must not be nil.
+func (p *Page) Guarded(authorize func(http.Handler) http.Handler) http.Handler {
+	return authorize(p.routes)
+}
 
 // Routes are the patterns to mount the page under on a mux.
 func Routes() []string { return []string{PathPage, PathJSON, PathAsset} }
@@ -179,14 +192,15 @@ func secureHeaders(h http.Handler) http.Handler {
 	})
 }
 
-// LoopbackOnly is the page's guard until admin mTLS exists: it serves only
-// peers on a loopback address that asked for a loopback host name (so a
-// web page elsewhere cannot reach it through DNS rebinding).
+// LoopbackOnly is the page's guard without credentials (on the plain HTTP
+// listener): it serves only peers on a loopback address that asked for a
+// loopback host name (so a web page elsewhere cannot reach it through DNS
+// rebinding). Other hosts reach the page over admin mTLS instead.
 func LoopbackOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		if err != nil || !isLoopbackHost(host) {
-			http.Error(w, "the fleet page answers only on loopback: remote access needs admin mTLS, coming", http.StatusForbidden)
+			http.Error(w, "the fleet page answers only on loopback here: remote access needs admin mTLS (the server's fleetPageListen with adminListen)", http.StatusForbidden)
 			return
 		}
 		if !isLoopbackHost(hostOnly(r.Host)) {
@@ -197,16 +211,16 @@ func LoopbackOnly(h http.Handler) http.Handler {
 	})
 }
 
-// CheckListener refuses to serve the page on addr ("host:port") unless
-// host is a loopback address or localhost: remote access needs admin mTLS,
-// which is not there yet.
+// CheckListener refuses to serve the page without credentials on addr
+// ("host:port") unless host is a loopback address or localhost: other
+// hosts reach the page only over admin mTLS.
 func CheckListener(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("fleet page: listener %q: %w", addr, err)
 	}
 	if !isLoopbackHost(host) {
-		return fmt.Errorf("fleet page: the HTTP listener %s is not a loopback address: remote access needs admin mTLS, coming; listen on 127.0.0.1 or turn the fleet page off", addr)
+		return fmt.Errorf("fleet page: the HTTP listener %s is not a loopback address, and the page is served there without credentials: remote access needs admin mTLS (serve it with fleetPageListen and adminListen), or listen on 127.0.0.1, or turn the fleet page off", addr)
 	}
 	return nil
 }

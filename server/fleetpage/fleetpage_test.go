@@ -278,6 +278,47 @@ func TestFleetPageAuthorizeHook(t *testing.T) {
 	}
 }
 
+// Guarded serves the same routes behind another guard (the server's admin
+// mTLS check) and leaves the page's own guard in place on ServeHTTP.
+func TestFleetPageGuarded(t *testing.T) {
+	page := newPage(t, fleet(t))
+	var seen []string
+	h := page.Guarded(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seen = append(seen, r.URL.Path)
+			if r.Header.Get("X-Test-Role") != "viewer" {
+				http.Error(w, "no", http.StatusForbidden)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	for _, path := range []string{"/fleet", "/fleet.json", "/fleet/fleet.css"} {
+		req := httptest.NewRequest("GET", "https://meshroot.example:9444"+path, nil)
+		req.RemoteAddr = "192.0.2.7:4242" // off loopback: the guard decides
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusForbidden || strings.Contains(rec.Body.String(), "east") {
+			t.Errorf("GET %s without the role: %d %q", path, rec.Code, rec.Body.String())
+		}
+		req.Header.Set("X-Test-Role", "viewer")
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK || rec.Header().Get("Content-Security-Policy") == "" {
+			t.Errorf("GET %s with the role: %d, CSP %q", path, rec.Code, rec.Header().Get("Content-Security-Policy"))
+		}
+		// The same request through ServeHTTP still meets LoopbackOnly.
+		rec = httptest.NewRecorder()
+		page.ServeHTTP(rec, req)
+		if rec.Code != http.StatusForbidden {
+			t.Errorf("ServeHTTP %s from 192.0.2.7: %d, want 403 (loopback only)", path, rec.Code)
+		}
+	}
+	if len(seen) != 6 {
+		t.Errorf("the guard saw %d requests, want 6", len(seen))
+	}
+}
+
 func TestCheckListener(t *testing.T) {
 	for addr, ok := range map[string]bool{
 		"127.0.0.1:8080": true, "localhost:0": true, "[::1]:8080": true, "127.0.0.2:1": true,

@@ -26,6 +26,17 @@ func (r reader) GetIntermediate(ctx context.Context, serial string) (store.Inter
 	return in, nil
 }
 
+// ListIntermediatesByStatus returns the intermediates of every cluster in
+// status, oldest first.
+func (r reader) ListIntermediatesByStatus(ctx context.Context, status store.IntermediateStatus) ([]store.Intermediate, error) {
+	list, err := listRows(ctx, r.q, scanIntermediate,
+		`SELECT `+intermediateColumns+` FROM intermediates WHERE status = $1 ORDER BY created_at, ord`, string(status))
+	if err != nil {
+		return nil, fmt.Errorf("list %s intermediates: %w", status, err)
+	}
+	return list, nil
+}
+
 // ListIntermediates returns the intermediates of cluster (all clusters when
 // cluster is empty), oldest first.
 func (r reader) ListIntermediates(ctx context.Context, cluster string) ([]store.Intermediate, error) {

@@ -53,9 +53,11 @@ import (
 // (in one process or many) may share one database.
 type Store struct {
 	reader // Reader methods, on the pool, in autocommit
+	gc     groupCommit
 
 	pool *pgxpool.Pool
 	name string // host:port/database, for messages; never the password
+	feed feedState
 }
 
 var (
@@ -126,6 +128,7 @@ func open(ctx context.Context, dsn string) (*Store, error) {
 	}
 	s := &Store{pool: pool, name: name}
 	s.reader = reader{q: poolQuerier{pool}}
+	s.startWriter()
 	return s, nil
 }
 
@@ -160,6 +163,7 @@ func Redact(dsn string) string {
 
 // Close closes the pool. It waits for connections in use to be released.
 func (s *Store) Close() error {
+	s.stopWriter()
 	s.pool.Close()
 	return nil
 }
@@ -169,9 +173,10 @@ func (s *Store) Close() error {
 // (which Update returns, wrapping store.ErrRetryable too when the
 // connection was lost) or panics (the panic continues in the caller).
 // A serialization failure or deadlock runs fn again, with a short random
-// backoff, up to maxAttempts times.
+// backoff, up to maxAttempts times. Updates that queue up while another is
+// running share one transaction (group commit, see groupcommit.go).
 func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
-	return s.update(ctx, func(t *tx) error { return fn(t.asTx()) })
+	return s.grouped(ctx, func(t *tx) error { return fn(t.asTx()) })
 }
 
 // update is Update, handing fn the transaction itself.
@@ -193,6 +198,11 @@ func (s *Store) update(ctx context.Context, fn func(t *tx) error) error {
 	}
 }
 
+// beginWrite starts a write transaction and takes the write lock.
+func beginWrite() string {
+	return `BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL lock_timeout = '` + lockTimeout + `'; LOCK TABLE write_lock IN EXCLUSIVE MODE`
+}
+
 // attempt runs fn once in its own transaction.
 func (s *Store) attempt(ctx context.Context, fn func(t *tx) error) (err error) {
 	conn, err := s.pool.Acquire(ctx)
@@ -203,7 +213,7 @@ func (s *Store) attempt(ctx context.Context, fn func(t *tx) error) (err error) {
 	// transaction, so a failed rollback cannot leak a transaction.
 	defer conn.Release()
 	c := conn.Conn()
-	if _, err := c.Exec(ctx, `BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL lock_timeout = '`+lockTimeout+`'; LOCK TABLE write_lock IN EXCLUSIVE MODE`); err != nil {
+	if _, err := c.Exec(ctx, beginWrite()); err != nil {
 		rollback(c)
 		return s.lost("begin transaction", err)
 	}

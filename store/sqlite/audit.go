@@ -45,10 +45,10 @@ func (t *tx) AppendAudit(ctx context.Context, e store.AuditEntry) (store.AuditEn
 	case err != nil:
 		return store.AuditEntry{}, fmt.Errorf("append audit entry: %w", err)
 	}
-	if err := setMeta(ctx, t.q, keyAuditHeadSeq, strconv.FormatInt(e.Seq, 10)); err != nil {
-		return store.AuditEntry{}, fmt.Errorf("append audit entry: move head: %w", err)
-	}
-	if err := setMeta(ctx, t.q, keyAuditHeadHash, e.Hash); err != nil {
+	// Both halves of the head in one statement (one per audit row).
+	if _, err := t.q.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?), (?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+		keyAuditHeadSeq, strconv.FormatInt(e.Seq, 10), keyAuditHeadHash, e.Hash); err != nil {
 		return store.AuditEntry{}, fmt.Errorf("append audit entry: move head: %w", err)
 	}
 	return e, nil

@@ -209,6 +209,15 @@ ALTER TABLE clusters ADD COLUMN istiod_status TEXT NOT NULL DEFAULT '';
 ALTER TABLE clusters ADD COLUMN gate TEXT NOT NULL DEFAULT '';
 `,
 	},
+	{
+		// The bundle hub reads the active and the revoked intermediates
+		// on every poll (ListIntermediatesByStatus): without this index
+		// that read scanned every superseded one ever issued.
+		name: "intermediates by status",
+		sql: `
+CREATE INDEX intermediates_status ON intermediates (status, created_at);
+`,
+	},
 }
 
 // migrate brings the schema of db up to the last version in steps (Open

@@ -45,6 +45,8 @@ type Store struct {
 	path string
 	w    *sql.DB // writer pool: one connection, BEGIN IMMEDIATE
 	r    *sql.DB // reader pool: query-only connections
+	// wc and rc hold the prepared statements of w and r.
+	wc, rc *stmtCache
 	// writes queues Updates, in arrival order, for the one writer goroutine
 	// (database/sql would hand the writer connection to a random waiter).
 	writes     chan *writeReq
@@ -94,7 +96,8 @@ func open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	s.reader = reader{q: s.r}
+	s.wc, s.rc = newStmtCache(s.w, true), newStmtCache(s.r, false)
+	s.reader = reader{q: cachedDB{db: s.r, cache: s.rc}}
 	s.writes, s.closing, s.writerDone = make(chan *writeReq), make(chan struct{}), make(chan struct{})
 	go s.writer()
 	return s, nil
@@ -183,6 +186,9 @@ func (s *Store) writer() {
 		case <-s.closing:
 			return
 		}
+		// Statements first asked for by the last batch are prepared while
+		// the connection is free (see stmtCache.deferred).
+		s.wc.preparePending(context.Background())
 		batch := []*writeReq{first}
 	drain:
 		for len(batch) < maxBatch {
@@ -214,19 +220,20 @@ func (s *Store) runBatch(batch []*writeReq) {
 		}
 		return
 	}
+	q := cachedTx{tx: sqlTx, cache: s.wc}
 	ran := false
 	for i, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			results[i].err = err
 			continue
 		}
-		if _, err := sqlTx.ExecContext(context.Background(), `SAVEPOINT w`); err != nil {
+		if _, err := q.ExecContext(context.Background(), `SAVEPOINT w`); err != nil {
 			results[i].err = fmt.Errorf("sqlite store: savepoint: %w", err)
 			continue
 		}
-		results[i] = runFn(r, sqlTx)
+		results[i] = runFn(r, q)
 		if results[i].err != nil || results[i].panicked {
-			if _, err := sqlTx.ExecContext(context.Background(), `ROLLBACK TO w`); err != nil {
+			if _, err := q.ExecContext(context.Background(), `ROLLBACK TO w`); err != nil {
 				// The transaction is in an unknown state: give up on all.
 				_ = sqlTx.Rollback()
 				for j := range results {
@@ -237,7 +244,7 @@ func (s *Store) runBatch(batch []*writeReq) {
 				return
 			}
 		}
-		if _, err := sqlTx.ExecContext(context.Background(), `RELEASE w`); err != nil {
+		if _, err := q.ExecContext(context.Background(), `RELEASE w`); err != nil {
 			results[i].err = errors.Join(results[i].err, fmt.Errorf("sqlite store: release savepoint: %w", err))
 		}
 		ran = ran || (results[i].err == nil && !results[i].panicked)
@@ -256,13 +263,13 @@ func (s *Store) runBatch(batch []*writeReq) {
 }
 
 // runFn runs one request's fn, catching a panic so that the batch goes on.
-func runFn(r *writeReq, sqlTx *sql.Tx) (res writeResult) {
+func runFn(r *writeReq, q querier) (res writeResult) {
 	defer func() {
 		if p := recover(); p != nil {
 			res = writeResult{panicked: true, panicVal: p}
 		}
 	}()
-	return writeResult{err: r.fn((&tx{reader: reader{q: sqlTx}}).asTx())}
+	return writeResult{err: r.fn((&tx{reader: reader{q: q}}).asTx())}
 }
 
 // Close closes the database. It waits for queries in progress to finish.
@@ -272,6 +279,10 @@ func (s *Store) Close() error {
 		<-s.writerDone
 	}
 	var errs []error
+	if s.rc != nil {
+		s.rc.close()
+		s.wc.close()
+	}
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}

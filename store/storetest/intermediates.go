@@ -72,6 +72,31 @@ func testIntermediates(t *testing.T, s store.Store) {
 		}
 	}
 
+	update(t, s, func(tx store.Tx) error { return tx.UpdateIntermediateStatus(ctx(t), "0b", store.IntermediateRevoked) })
+	for _, tc := range []struct {
+		status store.IntermediateStatus
+		want   []store.Intermediate
+	}{
+		{store.IntermediateActive, []store.Intermediate{ins[2], ins[0]}},
+		{store.IntermediateRevoked, []store.Intermediate{ins[1]}},
+		{store.IntermediateSuperseded, nil},
+	} {
+		list, err := s.ListIntermediatesByStatus(ctx(t), tc.status)
+		if err != nil {
+			t.Fatalf("ListIntermediatesByStatus(%q): %v", tc.status, err)
+		}
+		if len(list) != len(tc.want) {
+			t.Fatalf("ListIntermediatesByStatus(%q) returned %d, want %d", tc.status, len(list), len(tc.want))
+		}
+		for i := range list {
+			want := tc.want[i]
+			if want.Serial == "0b" {
+				want.Status = store.IntermediateRevoked
+			}
+			checkIntermediate(t, list[i], want)
+		}
+	}
+
 	_, err = s.GetIntermediate(ctx(t), "ff")
 	wantErr(t, "GetIntermediate(missing)", err, store.ErrNotFound, "ff")
 

@@ -207,13 +207,14 @@ func call[P, R any](t *testing.T, ctx context.Context, cmd cdp.Command[P, R], pa
 	return v
 }
 
-// TestFleetPageRefusedOffLoopback: until admin mTLS guards it, serve
-// refuses to put the page on a listener other hosts reach.
+// TestFleetPageRefusedOffLoopback: without admin mTLS, serve refuses to
+// put the page on a listener other hosts reach, and says how to serve it
+// over admin mTLS.
 func TestFleetPageRefusedOffLoopback(t *testing.T) {
 	dir := shortDir(t)
 	_, errOut, code := cli(t, "serve", "--fleet-page", "--data-dir", filepath.Join(dir, "data"), "--socket", filepath.Join(dir, "a.sock"),
 		"--insecure-plaintext-key", "--listen", "127.0.0.1:0", "--http-listen", "0.0.0.0:0", "--bundle-endpoint-listen", "off")
-	if code != 2 || !strings.Contains(errOut, "remote access needs admin mTLS") {
+	if code != 2 || !strings.Contains(errOut, "remote access needs admin mTLS") || !strings.Contains(errOut, "fleetPageListen/--fleet-page-listen") {
 		t.Fatalf("serve --fleet-page --http-listen 0.0.0.0:0: exit %d\n%s", code, errOut)
 	}
 }

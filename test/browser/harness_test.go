@@ -127,15 +127,15 @@ type devServer struct {
 	log                                bytes.Buffer
 }
 
-var bannerRE = regexp.MustCompile(`fleet page: +(http://\S+/fleet)[\s\S]*?\n  meshroot (agent --server (\S+) --server-ca (\S+) [^\n]*\\\n[^\n]*--out \S+)`)
+var bannerRE = regexp.MustCompile(`fleet page: +(https?://\S+/fleet)[\s\S]*?\n  meshroot (agent --server (\S+) --server-ca (\S+) [^\n]*\\\n[^\n]*--out \S+)`)
 
-// startDev runs `meshroot serve --dev` on free loopback ports and waits
-// for its ready banner.
-func startDev(t *testing.T, dir string) *devServer {
+// startDev runs `meshroot serve --dev` on free loopback ports, with extra
+// flags, and waits for its ready banner.
+func startDev(t *testing.T, dir string, extra ...string) *devServer {
 	t.Helper()
 	s := &devServer{socket: filepath.Join(dir, "admin.sock")}
-	cmd := exec.Command(meshrootBin, "serve", "--dev", "--data-dir", filepath.Join(dir, "data"), "--socket", s.socket,
-		"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--bundle-endpoint-listen", "off")
+	cmd := exec.Command(meshrootBin, append([]string{"serve", "--dev", "--data-dir", filepath.Join(dir, "data"), "--socket", s.socket,
+		"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--bundle-endpoint-listen", "off"}, extra...)...)
 	cmd.Env = cleanEnv()
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
@@ -178,4 +178,11 @@ func startDev(t *testing.T, dir string) *devServer {
 		t.Fatal("meshroot serve --dev printed no ready banner within 60 s")
 	}
 	return s
+}
+
+// logText is what the server has logged so far.
+func (s *devServer) logText() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.log.String()
 }

@@ -37,6 +37,13 @@ func (s *server) logs() string {
 // socket in a short temporary folder, and waits for its start line.
 func startServe(t *testing.T, dir string, args ...string) *server {
 	t.Helper()
+	return startServeIn(t, "", dir, args...)
+}
+
+// startServeIn is startServe inside the network namespace netns ("" is
+// the test's own), through `ip netns exec`.
+func startServeIn(t *testing.T, netns, dir string, args ...string) *server {
+	t.Helper()
 	sockDir, err := os.MkdirTemp("", "mr")
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +52,9 @@ func startServe(t *testing.T, dir string, args ...string) *server {
 	s := &server{socket: filepath.Join(sockDir, "admin.sock"), exited: make(chan error, 1)}
 	full := append([]string{"serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--bundle-endpoint-listen", "127.0.0.1:0", "--socket", s.socket}, args...)
 	s.cmd = exec.Command(meshrootBin, full...)
+	if netns != "" {
+		s.cmd = exec.Command(ipBin, append([]string{"netns", "exec", netns, meshrootBin}, full...)...)
+	}
 	s.cmd.Dir = dir
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "MESHROOT_") {

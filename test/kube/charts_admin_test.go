@@ -55,3 +55,56 @@ func TestServerChartRemoteAdmin(t *testing.T) {
 		}
 	}
 }
+
+// The fleet page over admin mTLS is off by default; config.fleetPageListen
+// (with config.adminListen) turns it on in the configuration, the
+// container, the Service and the NOTES, which say how to open it with a
+// viewer certificate; without adminListen the chart refuses to render.
+func TestServerChartFleetPage(t *testing.T) {
+	off := render(t, serverChart, "meshroot", map[string]any{"config": map[string]any{"adminListen": ":9443"}})
+	if conf := one[corev1.ConfigMap](t, off, "ConfigMap").Data["config.yaml"]; strings.Contains(conf, "fleetPage") {
+		t.Errorf("the fleet page is configured by default:\n%s", conf)
+	}
+	for _, p := range one[corev1.Service](t, off, "Service").Spec.Ports {
+		if p.Name == "fleet" {
+			t.Errorf("the Service exposes the fleet page by default")
+		}
+	}
+	if strings.Contains(off.notes, "Fleet page") {
+		t.Errorf("NOTES describe the fleet page while it is off:\n%s", off.notes)
+	}
+
+	on := render(t, serverChart, "meshroot", map[string]any{"config": map[string]any{"adminListen": ":9443", "fleetPageListen": ":9444"}})
+	if conf := one[corev1.ConfigMap](t, on, "ConfigMap").Data["config.yaml"]; !strings.Contains(conf, `fleetPageListen: ":9444"`) || strings.Contains(conf, "fleetPage:") {
+		t.Errorf("config.yaml: want fleetPageListen and no fleetPage on the HTTP listener:\n%s", conf)
+	}
+	var container int32
+	for _, p := range one[appsv1.Deployment](t, on, "Deployment").Spec.Template.Spec.Containers[0].Ports {
+		if p.Name == "fleet" {
+			container = p.ContainerPort
+		}
+	}
+	var svc int32
+	for _, p := range one[corev1.Service](t, on, "Service").Spec.Ports {
+		if p.Name == "fleet" && p.TargetPort.String() == "fleet" {
+			svc = p.Port
+		}
+	}
+	if container != 9444 || svc != 9444 {
+		t.Errorf("fleet container port %d, Service port %d; want 9444 and 9444", container, svc)
+	}
+	for _, want := range []string{
+		"https://meshroot.meshroot.svc:9444/fleet",
+		"--role viewer",
+		"port-forward svc/meshroot 9444",
+		"--cert ./admin-$USER/cert.pem --key ./admin-$USER/key.pem https://localhost:9444/fleet.json",
+	} {
+		if !strings.Contains(on.notes, want) {
+			t.Errorf("NOTES lack %q:\n%s", want, on.notes)
+		}
+	}
+
+	if _, err := renderErr(serverChart, "meshroot", map[string]any{"config": map[string]any{"fleetPageListen": ":9444"}}); err == nil || !strings.Contains(err.Error(), "set config.adminListen too") {
+		t.Errorf("fleetPageListen without adminListen rendered: %v", err)
+	}
+}

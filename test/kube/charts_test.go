@@ -517,6 +517,7 @@ func TestChartsServerDryRun(t *testing.T) {
 			"persistence": map[string]any{"storageClass": "-", "size": "2Gi"},
 		}},
 		{serverChart, "remote-admin", map[string]any{"config": map[string]any{"adminListen": ":9443"}}},
+		{serverChart, "ha", haValues(map[string]any{"podAntiAffinity": "hard"})},
 		{agentChart, "agent-job", map[string]any{"mode": "job"}},
 		{agentChart, "agent-deploy", map[string]any{"mode": "deployment", "cluster": "east"}},
 	}

@@ -1,8 +1,8 @@
 // Hostile networks (issue 15 item 5): the agent notices a watch stream that
-// a NAT silently dropped. The agent is the lean meshroot-agent binary. (A
+// a NAT silently dropped. The agent is the lean meshroot-agent binary. (The
 // test through a real HTTP CONNECT proxy needs a server address Go would
-// proxy, i.e. not loopback; traffic here stays on loopback, so there is
-// none: see docs/security.md.)
+// proxy, i.e. not loopback: it is test/e2e/proxy_test.go, in network
+// namespaces of its own.)
 
 package kube
 

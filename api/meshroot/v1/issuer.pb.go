@@ -401,8 +401,13 @@ func (x *GetTrustBundleRequest) GetCluster() string {
 }
 
 type WatchTrustBundleRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// HaveSequence is the sequence of the newest bundle the agent holds (0
+	// for none). A replica whose own view is older catches up from the
+	// store before it sends its first bundle, so that an agent failing over
+	// from a replica that already told it of a change never goes back.
+	HaveSequence  uint64 `protobuf:"varint,2,opt,name=have_sequence,json=haveSequence,proto3" json:"have_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -442,6 +447,13 @@ func (x *WatchTrustBundleRequest) GetCluster() string {
 		return x.Cluster
 	}
 	return ""
+}
+
+func (x *WatchTrustBundleRequest) GetHaveSequence() uint64 {
+	if x != nil {
+		return x.HaveSequence
+	}
+	return 0
 }
 
 // TrustBundle is the set of roots the trust domain trusts.
@@ -705,9 +717,10 @@ const file_meshroot_v1_issuer_proto_rawDesc = "" +
 	"\x06serial\x18\x05 \x01(\tR\x06serial\x127\n" +
 	"\tnot_after\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"1\n" +
 	"\x15GetTrustBundleRequest\x12\x18\n" +
-	"\acluster\x18\x01 \x01(\tR\acluster\"3\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\"X\n" +
 	"\x17WatchTrustBundleRequest\x12\x18\n" +
-	"\acluster\x18\x01 \x01(\tR\acluster\"\x9f\x02\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12#\n" +
+	"\rhave_sequence\x18\x02 \x01(\x04R\fhaveSequence\"\x9f\x02\n" +
 	"\vTrustBundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x14\n" +
 	"\x05roots\x18\x02 \x03(\fR\x05roots\x12\x1a\n" +

@@ -19,12 +19,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/meshroot/meshroot/agent"
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/kubeclient"
 	"github.com/meshroot/meshroot/keys"
 )
 
@@ -41,15 +41,16 @@ func (e UsageError) Unwrap() error { return e.Err }
 const maxServerCAFile = 1 << 20
 
 type agentFlags struct {
-	server, serverCA, cluster, joinToken, tokenFile string
-	kubeconfig, kubeContext, namespace, secretName  string
-	format, keyType, restart, istiod                string
-	metricsAddr                                     string
-	out                                             string
-	ttl, timeout, istiodStaleAfter                  time.Duration
-	renewFraction                                   float64
-	probe                                           agent.IstiodProbe
-	once, adopt, meshConfig                         bool
+	serverCA, cluster, joinToken, tokenFile        string
+	kubeconfig, kubeContext, namespace, secretName string
+	servers                                        []string
+	format, keyType, restart, istiod               string
+	metricsAddr                                    string
+	out                                            string
+	ttl, timeout, istiodStaleAfter                 time.Duration
+	renewFraction                                  float64
+	probe                                          agent.IstiodProbe
+	once, adopt, meshConfig                        bool
 }
 
 // New returns the agent command; name is how it is invoked ("agent" under
@@ -58,7 +59,7 @@ type agentFlags struct {
 func New(name string) *cobra.Command {
 	f := &agentFlags{}
 	cmd := &cobra.Command{
-		Use:   name + " --server HOST:PORT --server-ca FILE --cluster NAME (--token-file F | --join-token T)",
+		Use:   name + " --server HOST:PORT[,HOST:PORT...] --server-ca FILE --cluster NAME (--token-file F | --join-token T)",
 		Short: "Keep this cluster's Istio cacerts Secret issued, renewed and following the trust bundle",
 		Long: `Run in a cluster (a Job with --once for bootstrap, or a Deployment to keep
 renewing). The intermediate key is generated here and never leaves the
@@ -66,7 +67,12 @@ cluster; the server signs a CSR. The cacerts Secret is written in one atomic
 create or update. Renewal happens at 2/3 of the lifetime, presenting the
 current intermediate; trust bundle changes are followed as they happen.
 It reports its status to the server at least every 10 minutes. While the
-server is unreachable nothing in the cluster changes. --metrics-addr serves
+server is unreachable nothing in the cluster changes.
+
+With several server replicas (PostgreSQL, docs/ha.md), give each address
+(repeat --server or separate them with commas), or one DNS name that
+resolves to all of them (a headless Service): calls are spread over the
+replicas that answer, and a broken trust bundle watch resumes on another. --metrics-addr serves
 Prometheus metrics (docs/observability.md).
 
 Without Kubernetes (trying meshroot out, or a VM that mounts the files),
@@ -82,7 +88,7 @@ symlink swapped to it in one rename.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runAgent(cmd, f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.server, "server", "", "meshroot server's Issuer address, host:port (required)")
+	fl.StringSliceVar(&f.servers, "server", nil, "meshroot server's Issuer address, host:port (required); repeat it or separate with commas for several replicas, or give one DNS name that resolves to all of them")
 	fl.StringVar(&f.serverCA, "server-ca", "", "PEM file with the trust domain's roots, to verify the server (required)")
 	fl.StringVar(&f.cluster, "cluster", "", "this cluster's registered name (required)")
 	fl.StringVar(&f.joinToken, "join-token", "", "single-use join token (env MESHROOT_JOIN_TOKEN; prefer the variable: arguments are visible in ps)")
@@ -111,10 +117,17 @@ symlink swapped to it in one rename.`,
 }
 
 func runAgent(cmd *cobra.Command, f *agentFlags) error {
-	for name, v := range map[string]string{"--server": f.server, "--server-ca": f.serverCA, "--cluster": f.cluster} {
+	for name, v := range map[string]string{"--server-ca": f.serverCA, "--cluster": f.cluster} {
 		if v == "" {
 			return UsageError{fmt.Errorf("%s is required", name)}
 		}
+	}
+	if len(f.servers) == 0 {
+		return UsageError{fmt.Errorf("--server is required")}
+	}
+	servers, err := agent.ParseServers(f.servers)
+	if err != nil {
+		return UsageError{fmt.Errorf("--server: %w", err)}
 	}
 	format, err := ca.ParseFormat(f.format)
 	if err != nil {
@@ -147,7 +160,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		return err
 	}
 	a, err := agent.New(agent.Config{
-		Server: f.server, ServerCA: caPEM, Cluster: f.cluster, JoinToken: f.joinToken, TokenFile: f.tokenFile,
+		Server: servers[0], Servers: servers[1:], ServerCA: caPEM, Cluster: f.cluster, JoinToken: f.joinToken, TokenFile: f.tokenFile,
 		Kube: kube, Secret: agent.SecretRef{Namespace: f.namespace, Name: f.secretName}, Format: format, KeyType: kt,
 		TTL: f.ttl, Restart: restart, IstiodDeployment: f.istiod, Adopt: f.adopt, Log: log, RenewFraction: f.renewFraction,
 		MeshConfig: meshConfigName(f.meshConfig), Metrics: metrics, IstiodStaleAfter: f.istiodStaleAfter, Probe: f.probe,
@@ -170,7 +183,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 
 // agentTarget is where the agent writes: a folder (--out) or the cluster's
 // cacerts Secret, and how to name it.
-func agentTarget(cmd *cobra.Command, f *agentFlags) (kubernetes.Interface, string, error) {
+func agentTarget(cmd *cobra.Command, f *agentFlags) (kubeclient.Interface, string, error) {
 	ref := agent.SecretRef{Namespace: f.namespace, Name: f.secretName}
 	if f.out == "" {
 		kube, err := KubeClient(f.kubeconfig, f.kubeContext)
@@ -187,12 +200,12 @@ func agentTarget(cmd *cobra.Command, f *agentFlags) (kubernetes.Interface, strin
 
 // KubeClient builds a client from a kubeconfig file and context, from the
 // in-cluster config, or from the default kubeconfig locations.
-func KubeClient(kubeconfig, kubeContext string) (kubernetes.Interface, error) {
+func KubeClient(kubeconfig, kubeContext string) (kubeclient.Interface, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig == "" && kubeContext == "" {
 		if cfg, err = rest.InClusterConfig(); err == nil {
-			return kubernetes.NewForConfig(cfg)
+			return newKube(cfg)
 		}
 	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
@@ -209,7 +222,17 @@ func KubeClient(kubeconfig, kubeContext string) (kubernetes.Interface, error) {
 		}
 		return nil, UsageError{fmt.Errorf("kubeconfig: %w", err)}
 	}
-	return kubernetes.NewForConfig(cfg)
+	return newKube(cfg)
+}
+
+// newKube is the agent's small Kubernetes client (not client-go's full
+// clientset: see internal/kubeclient).
+func newKube(cfg *rest.Config) (kubeclient.Interface, error) {
+	c, err := kubeclient.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return c, nil
 }
 
 // meshConfigName is the ConfigMap istiod reads its mesh config from.

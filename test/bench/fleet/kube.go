@@ -2,23 +2,25 @@ package main
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
+	authnv1 "k8s.io/api/authentication/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/fake"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/meshroot/meshroot/agent"
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/kubeclient"
 )
 
-// Each in-process agent writes to its own client-go fake clientset (an
-// in-memory object tracker, no API server): with 1,000 clusters one real
+// Each in-process agent writes to its own in-memory kubeclient.Interface
+// (Secrets and ConfigMaps in maps, resourceVersion checked on update; no
+// API server): with 1,000 clusters one real
 // kube-apiserver per cluster is out of reach on this machine, and the
 // Secret write path against a real one is covered by test/kube. The
 // wrapper below records, after every successful write of the cacerts
@@ -45,7 +47,7 @@ type recorder struct {
 	notify func() // called after every write (wakes the waiters)
 }
 
-func (r *recorder) add(s *corev1.Secret) {
+func (r *recorder) add(s *kubeclient.Secret) {
 	seq, _ := strconv.ParseUint(s.Annotations[ca.AnnotationBundleSequence], 10, 64)
 	roots, _ := ca.ParseCerts(s.Data["root-cert.pem"])
 	ev := applied{at: time.Now(), sequence: seq, rootID: s.Annotations[ca.AnnotationRootID], roots: len(roots)}
@@ -81,66 +83,157 @@ func (r *recorder) last() (applied, bool) {
 	return r.events[len(r.events)-1], true
 }
 
-// recordingKube is a fake clientset whose cacerts writes are recorded.
-type recordingKube struct {
-	*fake.Clientset
-	rec *recorder
-	ref agent.SecretRef
+// memKube is one cluster's API in memory: the agent's Secrets and
+// ConfigMaps, no Deployments (so no istiod is rolled) and no tokens. The
+// cacerts Secret's writes are recorded, then played to istiod.
+type memKube struct {
+	mu      sync.Mutex
+	secrets map[string]*kubeclient.Secret
+	cms     map[string]*kubeclient.ConfigMap
+	rv      int
+	rec     *recorder
+	ref     agent.SecretRef
 }
 
-func newRecordingKube(rec *recorder) kubernetes.Interface {
-	// The simple tracker: NewClientset's managed-fields tracker builds a
-	// REST mapper on every update, which cost the bench more CPU than the
-	// agents' own work.
-	return &recordingKube{Clientset: fake.NewSimpleClientset(), rec: rec, ref: agent.DefaultSecret} //nolint:staticcheck // see above
+func newRecordingKube(rec *recorder) kubeclient.Interface {
+	return &memKube{secrets: map[string]*kubeclient.Secret{}, cms: map[string]*kubeclient.ConfigMap{}, rec: rec, ref: agent.DefaultSecret}
 }
 
-// CoreV1 returns the fake's core client with recording Secrets.
-func (k *recordingKube) CoreV1() corev1client.CoreV1Interface {
-	return recordingCore{CoreV1Interface: k.Clientset.CoreV1(), k: k}
+func (k *memKube) Secrets(ns string) kubeclient.SecretInterface       { return memSecrets{k, ns} }
+func (k *memKube) ConfigMaps(ns string) kubeclient.ConfigMapInterface { return memConfigMaps{k, ns} }
+func (k *memKube) ServiceAccounts(string) kubeclient.ServiceAccountInterface {
+	return memTokens{}
+}
+func (k *memKube) Deployments(string) kubeclient.DeploymentInterface { return memDeployments{} }
+
+// put stores an object under key after checking its resourceVersion as
+// the API server does (create: none there; update: the one read).
+func put[T any](k *memKube, m map[string]*T, key string, meta *metav1.ObjectMeta, v *T, create bool, res string) error {
+	cur, ok := m[key]
+	switch {
+	case create && ok:
+		return apierrors.NewAlreadyExists(schema.GroupResource{Resource: res}, meta.Name)
+	case !create && !ok:
+		return apierrors.NewNotFound(schema.GroupResource{Resource: res}, meta.Name)
+	case !create && cur != nil && meta.ResourceVersion != "" && meta.ResourceVersion != metaOf(cur).ResourceVersion:
+		return apierrors.NewConflict(schema.GroupResource{Resource: res}, meta.Name, errors.New("changed since read"))
+	}
+	k.rv++
+	meta.ResourceVersion = strconv.Itoa(k.rv)
+	m[key] = v
+	return nil
 }
 
-type recordingCore struct {
-	corev1client.CoreV1Interface
-	k *recordingKube
+func metaOf(v any) *metav1.ObjectMeta {
+	switch o := v.(type) {
+	case *kubeclient.Secret:
+		return &o.ObjectMeta
+	case *kubeclient.ConfigMap:
+		return &o.ObjectMeta
+	}
+	return &metav1.ObjectMeta{}
 }
 
-func (c recordingCore) Secrets(ns string) corev1client.SecretInterface {
-	return recordingSecrets{SecretInterface: c.CoreV1Interface.Secrets(ns), k: c.k, ns: ns}
-}
-
-type recordingSecrets struct {
-	corev1client.SecretInterface
-	k  *recordingKube
+type memSecrets struct {
+	k  *memKube
 	ns string
 }
 
-func (s recordingSecrets) Create(ctx context.Context, sec *corev1.Secret, o metav1.CreateOptions) (*corev1.Secret, error) {
-	out, err := s.SecretInterface.Create(ctx, sec, o)
-	s.written(ctx, out, err)
-	return out, err
+func (s memSecrets) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.Secret, error) {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if v, ok := s.k.secrets[s.ns+"/"+name]; ok {
+		return v.DeepCopy(), nil
+	}
+	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, name)
 }
 
-func (s recordingSecrets) Update(ctx context.Context, sec *corev1.Secret, o metav1.UpdateOptions) (*corev1.Secret, error) {
-	out, err := s.SecretInterface.Update(ctx, sec, o)
-	s.written(ctx, out, err)
-	return out, err
+func (s memSecrets) Create(ctx context.Context, v *kubeclient.Secret, _ metav1.CreateOptions) (*kubeclient.Secret, error) {
+	return s.put(ctx, v, true)
 }
 
-// written records a successful cacerts write, then plays istiod.
-func (s recordingSecrets) written(ctx context.Context, out *corev1.Secret, err error) {
-	if err != nil || out == nil || s.ns != s.k.ref.Namespace || out.Name != s.k.ref.Name {
-		return
+func (s memSecrets) Update(ctx context.Context, v *kubeclient.Secret, _ metav1.UpdateOptions) (*kubeclient.Secret, error) {
+	return s.put(ctx, v, false)
+}
+
+// put writes the Secret; a write of cacerts is recorded and then played
+// to istiod: root-cert.pem copied into istio-ca-root-cert.
+func (s memSecrets) put(ctx context.Context, v *kubeclient.Secret, create bool) (*kubeclient.Secret, error) {
+	c := v.DeepCopy()
+	for k, d := range c.StringData {
+		if c.Data == nil {
+			c.Data = map[string][]byte{}
+		}
+		c.Data[k] = []byte(d)
 	}
-	s.k.rec.add(out)
-	cms := s.k.Clientset.CoreV1().ConfigMaps(s.ns)
-	data := map[string]string{"root-cert.pem": string(out.Data["root-cert.pem"])}
-	cm, gerr := cms.Get(ctx, agent.RootCertConfigMap, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(gerr):
-		_, _ = cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: agent.RootCertConfigMap, Namespace: s.ns}, Data: data}, metav1.CreateOptions{})
-	case gerr == nil:
-		cm.Data = data
-		_, _ = cms.Update(ctx, cm, metav1.UpdateOptions{})
+	c.StringData = nil
+	s.k.mu.Lock()
+	err := put(s.k, s.k.secrets, s.ns+"/"+c.Name, &c.ObjectMeta, c, create, "secrets")
+	s.k.mu.Unlock()
+	if err != nil {
+		return nil, err
 	}
+	out := c.DeepCopy()
+	if s.ns == s.k.ref.Namespace && c.Name == s.k.ref.Name {
+		s.k.rec.add(out)
+		cms := memConfigMaps{s.k, s.ns}
+		data := map[string]string{"root-cert.pem": string(out.Data["root-cert.pem"])}
+		if cm, err := cms.Get(ctx, agent.RootCertConfigMap, metav1.GetOptions{}); err == nil {
+			cm.Data = data
+			_, _ = cms.Update(ctx, cm, metav1.UpdateOptions{})
+		} else {
+			_, _ = cms.Create(ctx, &kubeclient.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: agent.RootCertConfigMap, Namespace: s.ns}, Data: data}, metav1.CreateOptions{})
+		}
+	}
+	return out, nil
+}
+
+type memConfigMaps struct {
+	k  *memKube
+	ns string
+}
+
+func (c memConfigMaps) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.ConfigMap, error) {
+	c.k.mu.Lock()
+	defer c.k.mu.Unlock()
+	if v, ok := c.k.cms[c.ns+"/"+name]; ok {
+		return v.DeepCopy(), nil
+	}
+	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "configmaps"}, name)
+}
+
+func (c memConfigMaps) Create(_ context.Context, v *kubeclient.ConfigMap, _ metav1.CreateOptions) (*kubeclient.ConfigMap, error) {
+	return c.put(v, true)
+}
+
+func (c memConfigMaps) Update(_ context.Context, v *kubeclient.ConfigMap, _ metav1.UpdateOptions) (*kubeclient.ConfigMap, error) {
+	return c.put(v, false)
+}
+
+func (c memConfigMaps) put(v *kubeclient.ConfigMap, create bool) (*kubeclient.ConfigMap, error) {
+	cp := v.DeepCopy()
+	c.k.mu.Lock()
+	defer c.k.mu.Unlock()
+	if err := put(c.k, c.k.cms, c.ns+"/"+cp.Name, &cp.ObjectMeta, cp, create, "configmaps"); err != nil {
+		return nil, err
+	}
+	return cp.DeepCopy(), nil
+}
+
+// memTokens issues no tokens (the bench runs no istiod probe).
+type memTokens struct{}
+
+func (memTokens) CreateToken(context.Context, string, *authnv1.TokenRequest, metav1.CreateOptions) (*authnv1.TokenRequest, error) {
+	return nil, errors.New("no service-account tokens in the bench")
+}
+
+// memDeployments finds no istiod, so none is rolled.
+type memDeployments struct{}
+
+func (memDeployments) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.Deployment, error) {
+	return nil, apierrors.NewNotFound(schema.GroupResource{Group: "apps", Resource: "deployments"}, name)
+}
+
+func (memDeployments) Patch(_ context.Context, name string, _ types.PatchType, _ []byte, _ metav1.PatchOptions, _ ...string) (*kubeclient.Deployment, error) {
+	return nil, apierrors.NewNotFound(schema.GroupResource{Group: "apps", Resource: "deployments"}, name)
 }
