@@ -47,19 +47,20 @@ func (t *tx) AppendAudit(ctx context.Context, e store.AuditEntry) (store.AuditEn
 	e.Seq = head.Seq + 1
 	e.PrevHash = head.Hash
 	e.Hash = store.ChainHash(e.PrevHash, e)
-	tag, err := t.q.Exec(ctx, `INSERT INTO audit_log (`+auditColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
-		e.Seq, timetext.Format(e.Time), e.Actor, e.Action, e.Target, e.Result, e.Details, e.PrevHash, e.Hash)
+	// The row and the head that points at it, in one statement (one
+	// round trip): the head moves only if the row went in.
+	tag, err := t.q.Exec(ctx, `WITH ins AS (
+			INSERT INTO audit_log (`+auditColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING seq)
+		INSERT INTO meta (key, value) SELECT h.k, h.v FROM ins, (VALUES ($10::text, $11::text), ($12::text, $13::text)) AS h(k, v)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+		e.Seq, timetext.Format(e.Time), e.Actor, e.Action, e.Target, e.Result, e.Details, e.PrevHash, e.Hash,
+		keyAuditHeadSeq, strconv.FormatInt(e.Seq, 10), keyAuditHeadHash, e.Hash)
 	switch {
 	case err != nil:
 		return store.AuditEntry{}, fmt.Errorf("append audit entry: %w", err)
 	case tag.RowsAffected() == 0:
 		return store.AuditEntry{}, fmt.Errorf("append audit entry: seq %d is already in the log although the head records seq %d: the audit log was modified outside meshroot, run an audit verification: %w",
 			e.Seq, head.Seq, store.ErrAlreadyExists)
-	}
-	if _, err := t.q.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2), ($3, $4)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
-		keyAuditHeadSeq, strconv.FormatInt(e.Seq, 10), keyAuditHeadHash, e.Hash); err != nil {
-		return store.AuditEntry{}, fmt.Errorf("append audit entry: move head: %w", err)
 	}
 	return e, nil
 }
