@@ -36,7 +36,7 @@ func (r reader) ListAudit(ctx context.Context, afterSeq int64, limit int) ([]sto
 // stays linear across replicas. A zero e.Time is set to the current time;
 // the time is stored, hashed and returned in UTC.
 func (t *tx) AppendAudit(ctx context.Context, e store.AuditEntry) (store.AuditEntry, error) {
-	head, err := auditHead(ctx, t.q)
+	head, err := t.auditHead(ctx)
 	if err != nil {
 		return store.AuditEntry{}, fmt.Errorf("append audit entry: %w", err)
 	}
@@ -62,7 +62,24 @@ func (t *tx) AppendAudit(ctx context.Context, e store.AuditEntry) (store.AuditEn
 		return store.AuditEntry{}, fmt.Errorf("append audit entry: seq %d is already in the log although the head records seq %d: the audit log was modified outside meshroot, run an audit verification: %w",
 			e.Seq, head.Seq, store.ErrAlreadyExists)
 	}
+	if t.head != nil {
+		t.head.cur = &store.AuditHead{Seq: e.Seq, Hash: e.Hash}
+	}
 	return e, nil
+}
+
+// auditHead is the head as this transaction sees it: cached when an
+// earlier append of the transaction moved it, read otherwise.
+func (t *tx) auditHead(ctx context.Context) (*store.AuditHead, error) {
+	if t.head != nil && t.head.cur != nil {
+		h := *t.head.cur
+		return &h, nil
+	}
+	head, err := auditHead(ctx, t.q)
+	if err == nil && t.head != nil {
+		t.head.cur = head
+	}
+	return head, err
 }
 
 // AuditHead returns the seq and hash of the last audit row as recorded

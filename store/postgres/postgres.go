@@ -223,7 +223,7 @@ func (s *Store) attempt(ctx context.Context, fn func(t *tx) error) (err error) {
 			rollback(c)
 		}
 	}()
-	ferr := fn(&tx{reader{q: c}})
+	ferr := fn(&tx{reader: reader{q: c}, head: &headCache{}})
 	done = true
 	if ferr != nil {
 		rollback(c)
