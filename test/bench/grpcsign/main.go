@@ -41,6 +41,9 @@ var profile, profileRow string
 // sqliteRow names the gRPC row on SQLite.
 const sqliteRow = "gRPC SignIntermediate (mTLS renewal)"
 
+// rounds is how many turns the gRPC rows take.
+var rounds int
+
 // pgOpts configures the PostgreSQL rows (adminDSN "": left out).
 var pgOpts pgOptions
 
@@ -56,6 +59,7 @@ func main() {
 	withPG := flag.Bool("postgres", true, "add the PostgreSQL rows (1 replica, -replicas replicas, watch fan-out), each in a database created on -pg and dropped")
 	pgDSN := flag.String("pg", pgtest.AdminDSN(), "maintenance database of the PostgreSQL server for the PostgreSQL rows (default from $"+pgtest.EnvDSN+")")
 	flag.IntVar(&pgOpts.replicas, "replicas", 3, "replicas of the several-replica PostgreSQL row")
+	flag.IntVar(&rounds, "rounds", 5, "rounds the gRPC rows take turns in (d/rounds each per round)")
 	flag.IntVar(&pgOpts.changes, "changes", 50, "changes committed for the watch fan-out latency")
 	flag.BoolVar(&withStepCA, "stepca", true, "add the step-ca row (builds step-ca into the tool cache when missing)")
 	flag.Parse()
@@ -77,7 +81,22 @@ type result struct {
 	errors   int
 	elapsed  time.Duration
 	lat      []time.Duration
+	cpu      time.Duration
 	cpuPerOp time.Duration
+}
+
+// add merges more calls of the same row into r.
+func (r *result) add(o result) {
+	r.name = o.name
+	r.calls += o.calls
+	r.errors += o.errors
+	r.elapsed += o.elapsed
+	r.lat = append(r.lat, o.lat...)
+	slices.Sort(r.lat)
+	r.cpu += o.cpu
+	if r.calls > 0 {
+		r.cpuPerOp = r.cpu / time.Duration(r.calls)
+	}
 }
 
 func (r result) rate() float64 { return float64(r.calls) / r.elapsed.Seconds() }
@@ -124,8 +143,9 @@ func measure(name string, conc int, d time.Duration, fn func(worker int) error) 
 	wg.Wait()
 	res.elapsed = time.Since(start)
 	res.calls = len(res.lat)
+	res.cpu = cpuTime() - cpu0
 	if res.calls > 0 {
-		res.cpuPerOp = (cpuTime() - cpu0) / time.Duration(res.calls)
+		res.cpuPerOp = res.cpu / time.Duration(res.calls)
 	}
 	slices.Sort(res.lat)
 	return res
@@ -212,23 +232,41 @@ func run(conc int, d time.Duration, kt keys.KeyType) error {
 		rep.shutdown()
 		return err
 	}
-	stopProfile := startProfile(sqliteRow)
-	grpcRes := ag.measureSign(ctx, sqliteRow, d, csrDER)
-	stopProfile()
-	// The server stops before the next rows: its background work (the
-	// bundle hub's poll) would otherwise count as theirs.
+	// Every gRPC row's deployment is up at once and the rows take turns,
+	// -rounds times d/rounds each, so that the load others put on the
+	// machine weighs on every row alike and their ratios hold.
+	grpcRows := []*grpcRow{{name: sqliteRow, agents: ag}}
+	var pg *pgDeployments
+	if pgOpts.adminDSN != "" {
+		pg, err = startPostgresRows(ctx, pgOpts, conc, kt, key.(crypto.Signer), csr)
+		if err != nil {
+			ag.close()
+			rep.shutdown()
+			return err
+		}
+		grpcRows = append(grpcRows, pg.rows...)
+	}
+	measureRounds(ctx, grpcRows, d, csrDER)
+	grpcRes := grpcRows[0].res
+	var pgRes pgResults
+	if pg != nil {
+		pgRes.one, pgRes.many = pg.rows[0].res, pg.rows[1].res
+		pgRes.fan, err = measureFanOut(ctx, pg.many.replicas, pg.rows[1].agents, pgOpts.changes)
+		pg.close()
+		if err != nil {
+			ag.close()
+			rep.shutdown()
+			return fmt.Errorf("watch fan-out: %w", err)
+		}
+	}
+	// The server stops before the step-ca row: its background work (the
+	// bundle hub's poll) would otherwise count as the load generator's.
 	ag.close()
 	rep.shutdown()
 
-	var pg pgResults
-	if pgOpts.adminDSN != "" {
-		if pg, err = measurePostgres(ctx, pgOpts, conc, d, kt, key.(crypto.Signer), csr, csrDER); err != nil {
-			return err
-		}
-	}
 	rows := []result{sign, service, grpcRes}
-	if pgOpts.adminDSN != "" {
-		rows = append(rows, pg.one, pg.many)
+	if pg != nil {
+		rows = append(rows, pgRes.one, pgRes.many)
 	}
 	var step result
 	if withStepCA {
@@ -238,7 +276,7 @@ func run(conc int, d time.Duration, kt keys.KeyType) error {
 		rows = append(rows, step)
 	}
 
-	fmt.Printf("root %s, %d concurrent callers, %s each, GOMAXPROCS=%d\n\n", kt, conc, d, runtimeProcs())
+	fmt.Printf("root %s, %d concurrent callers, %s each (the gRPC rows in %d alternating rounds), GOMAXPROCS=%d\n\n", kt, conc, d, rounds, runtimeProcs())
 	fmt.Printf("%-40s %10s %9s %9s %10s %7s\n", "path", "calls/s", "p50", "p99", "CPU/call", "errors")
 	for _, r := range rows {
 		fmt.Printf("%-40s %10.0f %9s %9s %10s %7d\n", r.name, r.rate(), r.pct(0.50).Round(10*time.Microsecond),
@@ -247,8 +285,8 @@ func run(conc int, d time.Duration, kt keys.KeyType) error {
 	fmt.Printf("\ngRPC vs in-process service: %.0f%%   (target >= 70%%)\n", 100*grpcRes.rate()/service.rate())
 	fmt.Printf("gRPC vs bare signing:       %.0f%%\n", 100*grpcRes.rate()/sign.rate())
 	fmt.Printf("gRPC p99 at %d concurrent:  %s   (target < 50ms)\n", conc, grpcRes.pct(0.99).Round(10*time.Microsecond))
-	if pgOpts.adminDSN != "" {
-		printPostgres(pg, grpcRes, pgOpts, conc)
+	if pg != nil {
+		printPostgres(pgRes, grpcRes, pgOpts, conc)
 	}
 	if withStepCA && step.calls > 0 {
 		fmt.Printf("gRPC vs step-ca:            %.2fx  (target >= 5x; p99 %s vs %s; CPU/call %s vs %s)\n", grpcRes.rate()/step.rate(),

@@ -1,9 +1,10 @@
 package main
 
 // The PostgreSQL rows (issue 13): the same gRPC renewal load against one
-// replica, then three replicas sharing one database (caller w on replica
-// w mod 3), each row in a database of its own created on the server and
-// dropped at the end; then, on the three replicas, the watch fan-out: a
+// replica, and against three replicas sharing one database (caller w on
+// replica w mod 3), each row in a database of its own created on the
+// server and dropped at the end, taking turns with the SQLite row (see
+// measureRounds); then, on the three replicas, the watch fan-out: a
 // change committed through replica A (a federated bundle, as the
 // federation watcher on the leader stores it, the change
 // BenchmarkFanOutAcrossReplicas in server/ measures up to the hub) and the
@@ -164,42 +165,51 @@ func initAuthority(ctx context.Context, st store.Store, km keys.KeyManager, kt k
 	return err
 }
 
-// measurePostgres measures the one-replica row, then the n-replica row and
-// the fan-out across its replicas.
-func measurePostgres(ctx context.Context, opts pgOptions, conc int, d time.Duration, kt keys.KeyType, key crypto.Signer, csr *x509.CertificateRequest, csrDER []byte) (pgResults, error) {
-	var res pgResults
-	row := func(n int, name string, then func(*pgDeployment, *agents) error) (result, error) {
+// pgDeployments are the deployments of the PostgreSQL rows, each with its
+// agents: one replica, and pgOptions.replicas replicas.
+type pgDeployments struct {
+	one, many *pgDeployment
+	rows      []*grpcRow // the one-replica row, then the several-replica row
+}
+
+// startPostgresRows starts both deployments and connects conc agents to
+// each.
+func startPostgresRows(ctx context.Context, opts pgOptions, conc int, kt keys.KeyType, key crypto.Signer, csr *x509.CertificateRequest) (*pgDeployments, error) {
+	p := &pgDeployments{}
+	for _, n := range []int{1, opts.replicas} {
 		dep, err := startPostgres(ctx, opts.adminDSN, n, kt)
 		if err != nil {
-			return result{}, err
+			p.close()
+			return nil, fmt.Errorf("PostgreSQL, %d replicas: %w", n, err)
 		}
-		defer dep.drop()
 		ag, err := dialAgents(ctx, dep.replicas[0].svc, key, csr, dep.replicas, conc)
 		if err != nil {
-			return result{}, err
+			dep.drop()
+			p.close()
+			return nil, fmt.Errorf("PostgreSQL, %d replicas: %w", n, err)
 		}
-		defer ag.close()
-		stopProfile := startProfile(name)
-		r := ag.measureSign(ctx, name, d, csrDER)
-		stopProfile()
-		if then != nil {
-			err = then(dep, ag)
+		name := "gRPC PostgreSQL, 1 replica"
+		if p.one == nil {
+			p.one = dep
+		} else {
+			p.many, name = dep, fmt.Sprintf("gRPC PostgreSQL, %d replicas", n)
 		}
-		return r, err
+		p.rows = append(p.rows, &grpcRow{name: name, agents: ag})
 	}
-	var err error
-	if res.one, err = row(1, "gRPC PostgreSQL, 1 replica", nil); err != nil {
-		return res, fmt.Errorf("PostgreSQL 1 replica: %w", err)
+	return p, nil
+}
+
+// close disconnects the agents, stops the replicas and drops the
+// databases.
+func (p *pgDeployments) close() {
+	for _, r := range p.rows {
+		r.agents.close()
 	}
-	name := fmt.Sprintf("gRPC PostgreSQL, %d replicas", opts.replicas)
-	res.many, err = row(opts.replicas, name, func(dep *pgDeployment, ag *agents) error {
-		res.fan, err = measureFanOut(ctx, dep.replicas, ag, opts.changes)
-		return err
-	})
-	if err != nil {
-		return res, fmt.Errorf("PostgreSQL %d replicas: %w", opts.replicas, err)
+	for _, d := range []*pgDeployment{p.one, p.many} {
+		if d != nil {
+			d.drop()
+		}
 	}
-	return res, nil
 }
 
 // fanOut is the latency from a commit on replica A until the watchers on

@@ -127,3 +127,26 @@ func (a *agents) measureSign(ctx context.Context, name string, d time.Duration, 
 		return err
 	})
 }
+
+// grpcRow is a gRPC row: its agents and what they measured.
+type grpcRow struct {
+	name   string
+	agents *agents
+	res    result
+}
+
+// measureRounds lets the rows take turns, rounds times d/rounds each; the
+// CPU profile (-cpuprofile) covers the first turn of its row.
+func measureRounds(ctx context.Context, rows []*grpcRow, d time.Duration, csrDER []byte) {
+	turn := d / time.Duration(max(rounds, 1))
+	for i := range max(rounds, 1) {
+		for _, r := range rows {
+			stop := func() {}
+			if i == 0 {
+				stop = startProfile(r.name)
+			}
+			r.res.add(r.agents.measureSign(ctx, r.name, turn, csrDER))
+			stop()
+		}
+	}
+}
