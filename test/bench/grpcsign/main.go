@@ -83,6 +83,18 @@ type result struct {
 	lat      []time.Duration
 	cpu      time.Duration
 	cpuPerOp time.Duration
+	// db is the database server's CPU for the calls, when dbKnown (a
+	// PostgreSQL row on this machine).
+	db      time.Duration
+	dbKnown bool
+}
+
+// dbPerOp is the database server's CPU per call ("-": not known).
+func (r result) dbPerOp() string {
+	if !r.dbKnown || r.calls == 0 {
+		return "-"
+	}
+	return (r.db / time.Duration(r.calls)).Round(time.Microsecond).String()
 }
 
 // add merges more calls of the same row into r.
@@ -94,6 +106,8 @@ func (r *result) add(o result) {
 	r.lat = append(r.lat, o.lat...)
 	slices.Sort(r.lat)
 	r.cpu += o.cpu
+	r.db += o.db
+	r.dbKnown = o.dbKnown && (r.dbKnown || r.calls == o.calls)
 	if r.calls > 0 {
 		r.cpuPerOp = r.cpu / time.Duration(r.calls)
 	}
@@ -277,11 +291,12 @@ func run(conc int, d time.Duration, kt keys.KeyType) error {
 	}
 
 	fmt.Printf("root %s, %d concurrent callers, %s each (the gRPC rows in %d alternating rounds), GOMAXPROCS=%d\n\n", kt, conc, d, rounds, runtimeProcs())
-	fmt.Printf("%-40s %10s %9s %9s %10s %7s\n", "path", "calls/s", "p50", "p99", "CPU/call", "errors")
+	fmt.Printf("%-40s %10s %9s %9s %10s %12s %7s\n", "path", "calls/s", "p50", "p99", "CPU/call", "DB CPU/call", "errors")
 	for _, r := range rows {
-		fmt.Printf("%-40s %10.0f %9s %9s %10s %7d\n", r.name, r.rate(), r.pct(0.50).Round(10*time.Microsecond),
-			r.pct(0.99).Round(10*time.Microsecond), r.cpuPerOp.Round(time.Microsecond), r.errors)
+		fmt.Printf("%-40s %10.0f %9s %9s %10s %12s %7d\n", r.name, r.rate(), r.pct(0.50).Round(10*time.Microsecond),
+			r.pct(0.99).Round(10*time.Microsecond), r.cpuPerOp.Round(time.Microsecond), r.dbPerOp(), r.errors)
 	}
+	fmt.Printf("(CPU/call: this process, SQLite included; DB CPU/call: the PostgreSQL backends serving the row's database, when the server runs here)\n")
 	fmt.Printf("\ngRPC vs in-process service: %.0f%%   (target >= 70%%)\n", 100*grpcRes.rate()/service.rate())
 	fmt.Printf("gRPC vs bare signing:       %.0f%%\n", 100*grpcRes.rate()/sign.rate())
 	fmt.Printf("gRPC p99 at %d concurrent:  %s   (target < 50ms)\n", conc, grpcRes.pct(0.99).Round(10*time.Microsecond))

@@ -64,18 +64,18 @@ func checkPostgres(ctx context.Context, adminDSN string) error {
 }
 
 // createDatabase creates an empty database on the server and returns its
-// DSN and the function that drops it.
-func createDatabase(ctx context.Context, adminDSN string) (string, func(), error) {
+// DSN, its name and the function that drops it.
+func createDatabase(ctx context.Context, adminDSN string) (string, string, func(), error) {
 	conn, err := pgx.Connect(ctx, adminDSN)
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
 	defer conn.Close(ctx)
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	name := "meshroot_bench_" + hex.EncodeToString(b[:])
 	if _, err := conn.Exec(ctx, `CREATE DATABASE `+name); err != nil {
-		return "", nil, fmt.Errorf("create database %s: %w (the user must be allowed to create databases)", name, err)
+		return "", "", nil, fmt.Errorf("create database %s: %w (the user must be allowed to create databases)", name, err)
 	}
 	drop := func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -92,20 +92,21 @@ func createDatabase(ctx context.Context, adminDSN string) (string, func(), error
 	dsn, err := pgtest.WithDatabase(adminDSN, name)
 	if err != nil {
 		drop()
-		return "", nil, err
+		return "", "", nil, err
 	}
-	return dsn, drop, nil
+	return dsn, name, drop, nil
 }
 
 // pgDeployment is n replicas on one fresh database with a root and the
 // cluster "bench", sharing one key folder as HA requires.
 type pgDeployment struct {
 	replicas []*replica
+	database string
 	drop     func()
 }
 
 func startPostgres(ctx context.Context, adminDSN string, n int, kt keys.KeyType) (*pgDeployment, error) {
-	dsn, drop, err := createDatabase(ctx, adminDSN)
+	dsn, database, drop, err := createDatabase(ctx, adminDSN)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +115,7 @@ func startPostgres(ctx context.Context, adminDSN string, n int, kt keys.KeyType)
 		drop()
 		return nil, err
 	}
-	dep := &pgDeployment{}
+	dep := &pgDeployment{database: database}
 	dep.drop = func() {
 		for _, r := range dep.replicas {
 			r.shutdown()
@@ -194,7 +195,9 @@ func startPostgresRows(ctx context.Context, opts pgOptions, conc int, kt keys.Ke
 		} else {
 			p.many, name = dep, fmt.Sprintf("gRPC PostgreSQL, %d replicas", n)
 		}
-		p.rows = append(p.rows, &grpcRow{name: name, agents: ag})
+		p.rows = append(p.rows, &grpcRow{name: name, agents: ag, dbCPU: func() (time.Duration, bool) {
+			return backendCPU(ctx, opts.adminDSN, dep.database)
+		}})
 	}
 	return p, nil
 }

@@ -133,6 +133,9 @@ type grpcRow struct {
 	name   string
 	agents *agents
 	res    result
+	// dbCPU, when set, reads the CPU the database server spent for the
+	// row so far (see backendCPU).
+	dbCPU func() (time.Duration, bool)
 }
 
 // measureRounds lets the rows take turns, rounds times d/rounds each; the
@@ -145,8 +148,18 @@ func measureRounds(ctx context.Context, rows []*grpcRow, d time.Duration, csrDER
 			if i == 0 {
 				stop = startProfile(r.name)
 			}
-			r.res.add(r.agents.measureSign(ctx, r.name, turn, csrDER))
+			var db0 time.Duration
+			dbOK := r.dbCPU != nil
+			if dbOK {
+				db0, dbOK = r.dbCPU()
+			}
+			res := r.agents.measureSign(ctx, r.name, turn, csrDER)
 			stop()
+			if dbOK {
+				db1, ok := r.dbCPU()
+				res.db, res.dbKnown = max(db1-db0, 0), ok
+			}
+			r.res.add(res)
 		}
 	}
 }
