@@ -97,7 +97,7 @@ fuzz:
 bench:
 	test/bench/sign.sh
 
-## bench-grpc: SignIntermediate over gRPC vs in-process, 64 concurrent callers
+## bench-grpc: SignIntermediate over gRPC vs in-process, SQLite vs PostgreSQL 1 and 3 replicas (+ watch fan-out), 64 concurrent callers (-postgres=false: no PostgreSQL)
 bench-grpc:
 	$(GO) run ./test/bench/grpcsign -c 64 -d 10s
 
