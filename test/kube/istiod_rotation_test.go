@@ -1,12 +1,16 @@
 // The rotation no-outage proof with real istiods (issue 11 items 5 and
 // 6a): workloads renew their certificates from their cluster's istiod and
 // handshake east<->west continuously through prepare -> activate ->
-// retire, with the gates waiting for both istiods to serve the new state.
+// retire, with the gates waiting for both istiods to serve the new state;
+// then once more with `root prepare --cross-sign` on the same istiods.
 
 package kube
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -154,13 +158,24 @@ func gateUntil(t *testing.T, s *server, phase []string, timeout time.Duration, s
 	}
 }
 
-func runIstiodRotation(t *testing.T, westLag time.Duration) {
+// istiodRotationEnv is one server and two clusters, east and west, each
+// with an agent daemon (probe on, --restart-istiod auto), a real istiod
+// with ISTIO_MULTIROOT_MESH=true and a workload; rotations run one after
+// another on it.
+type istiodRotationEnv struct {
+	s        *server
+	westLag  time.Duration
+	istiods  map[string]*istiodenv.Istiod
+	clusters map[string]*kubeenv.Cluster
+	ws       map[string]*istiodenv.Workload
+}
+
+func startIstiodRotationEnv(t *testing.T, westLag time.Duration) *istiodRotationEnv {
 	istiodenv.Binary(t)
 	start := time.Now()
-	s := startServer(t, rotationConfig)
-	istiods := map[string]*istiodenv.Istiod{}
-	clusters := map[string]*kubeenv.Cluster{}
-	ws := map[string]*istiodenv.Workload{}
+	e := &istiodRotationEnv{s: startServer(t, rotationConfig), westLag: westLag,
+		istiods: map[string]*istiodenv.Istiod{}, clusters: map[string]*kubeenv.Cluster{}, ws: map[string]*istiodenv.Workload{}}
+	s := e.s
 	for _, name := range []string{"east", "west"} {
 		c := kubeenv.Start(t, name)
 		c.EnsureNamespace(t, meshNS)
@@ -171,30 +186,62 @@ func runIstiodRotation(t *testing.T, westLag time.Duration) {
 		c.EnsureServiceAccount(t, meshNS, agentSA) // the probe's token is for the agent's own service account
 		s.startAgent(t, name, c.KubeconfigPath, []string{"MESHROOT_JOIN_TOKEN=" + s.joinToken(name)}, "--restart-istiod", "auto",
 			"--istiod-probe", d.SecureGRPCAddr, "--istiod-probe-server-name", istiodenv.ServerName)
-		istiods[name], clusters[name], ws[name] = d, c, d.Workload(t, name, "app")
+		e.istiods[name], e.clusters[name], e.ws[name] = d, c, d.Workload(t, name, "app")
 	}
 	if westLag > 0 {
-		istiods["west"].SetSyncLag(westLag)
+		e.istiods["west"].SetSyncLag(westLag)
 	}
-	for name, c := range clusters {
+	for name, c := range e.clusters {
 		if v := waitIstiodLoaded(t, s, c, 1, 30*time.Second); !v.Istiod.Probed {
 			t.Errorf("%s: istiod confirmed without the probe: %+v", name, v.Istiod)
 		}
-		ws[name].WaitRoots(t, 30*time.Second)
+		e.ws[name].WaitRoots(t, 30*time.Second)
 	}
-	oldID := certIDs(mustCACerts(t, clusters["east"]).roots)[0]
-	tr, stop := startIstiodTraffic(ws)
-	defer stop()
 	t.Logf("set up in %s; west's volume lags %s", time.Since(start).Round(100*time.Millisecond), westLag)
+	return e
+}
+
+// both checks that both istiods publish exactly wantRoots and, when
+// wantRoot is set, sign under root wantRoot.
+func (e *istiodRotationEnv) both(wantRoots []string, wantRoot string) func() error {
+	return func() error {
+		for name, w := range e.ws {
+			if err := istiodServes(context.Background(), w, wantRoots, wantRoot); err != nil {
+				return fmt.Errorf("%s: %v", name, err)
+			}
+		}
+		return nil
+	}
+}
+
+// rotate runs prepare (with --cross-sign if crossSign) -> activate ->
+// retire with traffic throughout: zero failed handshakes, each gate
+// passing only while both istiods serve the new state. Between activate
+// and retire it checks what --cross-sign is for, on istiod's own chains:
+// with it a peer trusting only the old root accepts east's workload
+// certificate (the chain carries the cross certificate), without it that
+// peer refuses it.
+func (e *istiodRotationEnv) rotate(t *testing.T, crossSign bool) {
+	s, westLag := e.s, e.westLag
+	oldRoots := mustCACerts(t, e.clusters["east"]).roots
+	if len(oldRoots) != 1 {
+		t.Fatalf("east's Secret holds %d roots before the rotation, want 1", len(oldRoots))
+	}
+	oldRoot, oldID := oldRoots[0], rootID(oldRoots[0])
+	tr, stop := startIstiodTraffic(e.ws)
+	defer stop()
 	time.Sleep(3 * time.Second)
-	ctx := context.Background()
 
 	prepared := time.Now()
-	s.cli("root", "prepare")
+	if crossSign {
+		s.cli("root", "prepare", "--cross-sign")
+	} else {
+		s.cli("root", "prepare")
+	}
 	tr.setPhase("prepared")
 	var newID string
 	eventually(t, 30*time.Second, "the prepared root in east's Secret", func() error {
-		ids := certIDs(mustCACerts(t, clusters["east"]).roots)
+		ids := certIDs(mustCACerts(t, e.clusters["east"]).roots)
 		for _, id := range ids {
 			if id != oldID {
 				newID = id
@@ -205,36 +252,31 @@ func runIstiodRotation(t *testing.T, westLag time.Duration) {
 		}
 		return nil
 	})
-	both := func(wantRoots []string, wantRoot string) func() error {
-		return func() error {
-			for name, w := range ws {
-				if err := istiodServes(ctx, w, wantRoots, wantRoot); err != nil {
-					return fmt.Errorf("%s: %v", name, err)
-				}
-			}
-			return nil
-		}
-	}
 	// The gate is tried at once and every second: it must refuse while an
 	// istiod does not serve the new root, and pass only when both do.
-	at, refused := gateUntil(t, s, []string{"root", "activate"}, westLag+60*time.Second, both([]string{oldID, newID}, ""))
+	at, refused := gateUntil(t, s, []string{"root", "activate"}, westLag+60*time.Second, e.both([]string{oldID, newID}, ""))
 	tr.setPhase("activated")
 	t.Logf("root activate passed %s after prepare (%d refusals)", at.Sub(prepared).Round(100*time.Millisecond), refused)
 	// The gate opens only once the server has both istiods confirmed at
-	// bundle 2: this is the time from prepare to both confirmed (+ up to
-	// the 1 s between tries).
+	// the new bundle: this is the time from prepare to both confirmed (+
+	// up to the 1 s between tries).
 	if westLag > 0 && (at.Sub(prepared) < westLag || refused == 0) {
 		t.Errorf("activate passed %s after prepare after %d refusals: before west's volume (lag %s) could have the new root", at.Sub(prepared), refused, westLag)
 	}
-	time.Sleep(3 * time.Second)
 	activated := at
-	at, refused = gateUntil(t, s, []string{"root", "retire", "--workload-cert-ttl", "4s"}, westLag+90*time.Second, both([]string{oldID, newID}, newID))
+	if crossSign {
+		// Checked before retire: while the old root is retiring.
+		eventually(t, westLag+60*time.Second, "both istiods signing under the new root", e.both([]string{oldID, newID}, newID))
+	}
+	e.checkOldRootOnlyPeer(t, oldRoot, newID, crossSign)
+	time.Sleep(3 * time.Second)
+	at, refused = gateUntil(t, s, []string{"root", "retire", "--workload-cert-ttl", "4s"}, westLag+90*time.Second, e.both([]string{oldID, newID}, newID))
 	tr.setPhase("retired")
 	t.Logf("root retire passed %s after activate (%d refusals)", at.Sub(activated).Round(100*time.Millisecond), refused)
 	if westLag > 0 && at.Sub(activated) < westLag {
 		t.Errorf("retire passed %s after activate: before west's volume (lag %s) could have the new intermediate", at.Sub(activated), westLag)
 	}
-	eventually(t, westLag+60*time.Second, "both istiods serving only the new root", both([]string{newID}, newID))
+	eventually(t, westLag+60*time.Second, "both istiods serving only the new root", e.both([]string{newID}, newID))
 	time.Sleep(3 * time.Second)
 	stop()
 	t.Logf("handshakes (east<->west, both ways, certificates renewed from istiod every round):\n%s", tr.summary())
@@ -248,11 +290,64 @@ func runIstiodRotation(t *testing.T, westLag time.Duration) {
 	}
 }
 
+// checkOldRootOnlyPeer gets a certificate for east's workload from its
+// istiod once that istiod signs under the new root, and verifies it as a
+// peer that trusts only the old root would (a mesh or VM meshroot does not
+// update): accepted through the cross certificate in istiod's chain when
+// cross-signed, refused as unknown authority otherwise.
+func (e *istiodRotationEnv) checkOldRootOnlyPeer(t *testing.T, oldRoot *x509.Certificate, newID string, crossSigned bool) {
+	t.Helper()
+	var cert *istiodenv.Cert
+	var newRoot *x509.Certificate
+	eventually(t, e.westLag+60*time.Second, "east's istiod signing under the new root", func() error {
+		var err error
+		if cert, err = e.ws["east"].Certificate(context.Background(), 10*time.Minute); err != nil {
+			return err
+		}
+		for _, r := range cert.Roots {
+			if rootID(r) == newID && cert.Intermediate().CheckSignatureFrom(r) == nil {
+				newRoot = r
+				return nil
+			}
+		}
+		return fmt.Errorf("signed by intermediate %x, not under the new root", cert.Intermediate().SerialNumber)
+	})
+	hasCross := false
+	inter := x509.NewCertPool()
+	for _, c := range cert.Chain[1:] {
+		inter.AddCert(c)
+		// The cross certificate: the new root's subject (and key), signed by the old root.
+		hasCross = hasCross || (rootID(c) != newID && bytes.Equal(c.RawSubject, newRoot.RawSubject) && c.CheckSignatureFrom(oldRoot) == nil)
+	}
+	oldOnly := x509.NewCertPool()
+	oldOnly.AddCert(oldRoot)
+	_, err := cert.Leaf().Verify(x509.VerifyOptions{Roots: oldOnly, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	switch {
+	case crossSigned && !hasCross:
+		t.Errorf("cross-signed: istiod's chain %s has no cross certificate (the new root certified by the old)", describeChain(cert.Chain))
+	case crossSigned && err != nil:
+		t.Errorf("cross-signed: a peer trusting only the old root refuses istiod's certificate from the new intermediate: %v", err)
+	case !crossSigned && hasCross:
+		t.Errorf("not cross-signed, yet istiod's chain %s carries a cross certificate", describeChain(cert.Chain))
+	case !crossSigned && !errors.As(err, new(x509.UnknownAuthorityError)):
+		t.Errorf("not cross-signed: a peer trusting only the old root must refuse the new chain as unknown authority, got %v", err)
+	default:
+		t.Logf("istiod's chain for east's workload %s: a peer trusting only the old root: %v", describeChain(cert.Chain), err)
+	}
+}
+
 // TestIstiodRotationNoOutage (issue 11 item 5): prepare -> activate ->
 // retire with two real istiods, workloads renewing from them and
 // handshaking continuously: zero failures, each gate opening only once
-// both istiods serve the new state.
-func TestIstiodRotationNoOutage(t *testing.T) { runIstiodRotation(t, 0) }
+// both istiods serve the new state. Then, on the same clusters and
+// istiods, the same rotation again with `root prepare --cross-sign`.
+func TestIstiodRotationNoOutage(t *testing.T) {
+	e := startIstiodRotationEnv(t, 0)
+	if !t.Run("prepare", func(t *testing.T) { e.rotate(t, false) }) {
+		return
+	}
+	t.Run("cross-sign", func(t *testing.T) { e.rotate(t, true) })
+}
 
 // TestIstiodRotationLaggingSync (issue 11 item 6a): west's volume lags its
 // Secret by 60 s; the gates wait for west's istiod, zero failures.
@@ -260,5 +355,5 @@ func TestIstiodRotationLaggingSync(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 60 s kubelet lag: several minutes")
 	}
-	runIstiodRotation(t, 60*time.Second)
+	startIstiodRotationEnv(t, 60*time.Second).rotate(t, false)
 }
