@@ -50,8 +50,8 @@ type burstLog struct {
 }
 
 func (h burstLog) Enabled(context.Context, slog.Level) bool { return true }
-func (h burstLog) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h burstLog) WithGroup(string) slog.Handler           { return h }
+func (h burstLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h burstLog) WithGroup(string) slog.Handler            { return h }
 func (h burstLog) Handle(_ context.Context, r slog.Record) error {
 	b := h.b
 	b.mu.Lock()
