@@ -302,6 +302,15 @@ func (r *haRig) checkBurst(t *testing.T, b *burst, live *server) (retries int) {
 		t.Errorf("agents received %d intermediates in all, want at least %d", total, burstAgents*burstRounds)
 	}
 	m.ok("audit", "verify")
+	kinds := map[string]int{}
+	for _, w := range b.warnings {
+		if _, msg, ok := strings.Cut(w, ": cacerts not written; retrying: "); ok {
+			kinds[msg]++
+		}
+	}
+	for msg, n := range kinds {
+		t.Logf("agent retries (%d): %s", n, msg)
+	}
 	t.Logf("burst: %d intermediates received, %d rows in the database, %d agent retries", total, len(serialCluster), retries)
 	return retries
 }
