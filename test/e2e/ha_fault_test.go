@@ -35,6 +35,8 @@ func TestHALeaderKilledMidBurst(t *testing.T) {
 	b := r.startBurst(t)
 	b.waitMidBurst(t, midBurst)
 
+	// Whoever leads now (another test's fault may have moved leadership).
+	li = r.leader(t, 20*time.Second, nil)
 	leader := r.reps[li]
 	if err := leader.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
