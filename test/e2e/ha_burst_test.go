@@ -296,7 +296,7 @@ func (r *haRig) checkBurst(t *testing.T, b *burst, live *server) (retries int) {
 		}
 	}
 	if len(audited) != len(serialCluster) {
-		t.Errorf("%d intermediate.issue audit entries name %d serials; %d intermediates in the database", len(audited), len(audited), len(serialCluster))
+		t.Errorf("intermediate.issue audit entries name %d serials; %d intermediates in the database", len(audited), len(serialCluster))
 	}
 	if total < burstAgents*burstRounds {
 		t.Errorf("agents received %d intermediates in all, want at least %d", total, burstAgents*burstRounds)
