@@ -57,30 +57,36 @@ func TestHALeaderKilledMidBurst(t *testing.T) {
 
 // TestHAPostgresRestartMidBurst: as TestHALeaderKilledMidBurst, but the
 // fault is the database: a private PostgreSQL server (test/pgenv) is
-// restarted with pg_ctl -m immediate (a crash: sessions cut, recovery from
-// the WAL) mid-burst. The same invariants hold, and after the database is
+// restarted mid-burst, with pg_ctl -m immediate (a crash: sessions cut,
+// recovery from the WAL) and with -m fast (sessions ended by the server,
+// a clean shutdown). The same invariants hold, and after the database is
 // back a replica leads and fetches the federation peer's bundle within
 // 15 s.
 func TestHAPostgresRestartMidBurst(t *testing.T) {
 	t.Parallel()
-	pg := pgenv.Start(t)
-	r := startHARig(t, pg.NewDatabase(t, "meshroot_fault"))
-	r.leader(t, 20*time.Second, nil)
-	b := r.startBurst(t)
-	b.waitMidBurst(t, midBurst)
+	for _, mode := range []string{"immediate", "fast"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			pg := pgenv.Start(t)
+			r := startHARig(t, pg.NewDatabase(t, "meshroot_fault"))
+			r.leader(t, 20*time.Second, nil)
+			b := r.startBurst(t)
+			b.waitMidBurst(t, midBurst)
 
-	stopAt := time.Now()
-	pg.Restart(t, "immediate")
-	backAt := time.Now()
-	received, _ := b.counts()
-	t.Logf("PostgreSQL restarted (down %s) after %d intermediates received", backAt.Sub(stopAt).Round(10*time.Millisecond), received)
+			stopAt := time.Now()
+			pg.Restart(t, mode)
+			backAt := time.Now()
+			received, _ := b.counts()
+			t.Logf("PostgreSQL restarted -m %s (down %s) after %d intermediates received", mode, backAt.Sub(stopAt).Round(10*time.Millisecond), received)
 
-	li, seen := r.newLeaderAfter(t, federationResumeBound, nil)
-	fed := r.waitFederationFetch(t, backAt, federationResumeBound, nil)
-	took := b.wait(t)
-	retries := r.checkBurst(t, b, r.reps[li])
-	t.Logf("database restart: leader %s seen %s after the database was back; federation fetched %s after; burst of %d issuances took %s; %d agent retries",
-		r.ids[li], seen.Sub(backAt).Round(10*time.Millisecond), fed.Round(10*time.Millisecond), burstAgents*burstRounds, took.Round(100*time.Millisecond), retries)
+			li, seen := r.newLeaderAfter(t, federationResumeBound, nil)
+			fed := r.waitFederationFetch(t, backAt, federationResumeBound, nil)
+			took := b.wait(t)
+			retries := r.checkBurst(t, b, r.reps[li])
+			t.Logf("database restart (-m %s): leader %s seen %s after the database was back; federation fetched %s after; burst of %d issuances took %s; %d agent retries",
+				mode, r.ids[li], seen.Sub(backAt).Round(10*time.Millisecond), fed.Round(10*time.Millisecond), burstAgents*burstRounds, took.Round(100*time.Millisecond), retries)
+		})
+	}
 }
 
 // TestHAConcurrentActivate: `root activate` sent to two replicas at the
