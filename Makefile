@@ -46,11 +46,18 @@ test-deps:
 	@$(MAKE) --no-print-directory test-postgres
 
 ## test-postgres: the store/postgres tests (and `store migrate`'s, and the
-## HA tests in server and cmd/meshroot: replicas on one database) need a
-## PostgreSQL server, 13 or newer; each test creates and drops its own database
+## HA tests in server, cmd/meshroot and test/e2e: replicas on one database) need a
+## PostgreSQL server, 13 or newer; each test creates and drops its own database.
+## The fault test that restarts the database runs a private server (test/pgenv)
+## from the local PostgreSQL binaries.
 PG_HOST ?= 127.0.0.1
 PG_PORT ?= 5432
 test-postgres:
+	@if [ -z "$$MESHROOT_TEST_PG_BIN" ] && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	    echo "The HA fault tests (test/e2e, through test/pgenv) start a private PostgreSQL server: they need its binaries"; \
+	    echo "(initdb, pg_ctl) in /usr/lib/postgresql/*/bin (apt-get install postgresql), or MESHROOT_TEST_PG_BIN naming their folder;"; \
+	    echo "run as root, they run the server as user postgres through runuser."; \
+	    exit 1; fi
 	@if [ -n "$$MESHROOT_TEST_POSTGRES" ]; then exit 0; fi; \
 	  if ! timeout 5 bash -c 'exec 3<>/dev/tcp/$(PG_HOST)/$(PG_PORT)' 2>/dev/null; then \
 	    echo "PostgreSQL is not listening on $(PG_HOST):$(PG_PORT): the store/postgres tests need a PostgreSQL server (13 or newer)"; \

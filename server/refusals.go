@@ -29,7 +29,8 @@ const overflowPeer = "*"
 //   - each peer (remote IP address; IPv6 by /64) has an allowance of
 //     refusals (a token bucket, Limits.RefusalBurst refilled at
 //     RefusalRate); a peer that used it up is refused at once, before any
-//     authentication work, until it refills. Successful calls cost nothing.
+//     authentication work, until it refills. Successful calls cost nothing,
+//     nor do calls that fail on the server's side (callersFault).
 //   - the audit log gets the first Limits.RefusalRows refusals of each
 //     (peer, action, result, code) in a window one by one, and the rest as
 //     one summary row with their count when the window ends; the metric
@@ -91,10 +92,24 @@ func (r *refusals) unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 		return nil, st
 	}
 	resp, err := handler(ctx, req)
-	if err != nil {
+	if err != nil && callersFault(err) {
 		r.charge(p)
 	}
 	return resp, err
+}
+
+// callersFault says whether a failed call counts against its peer's
+// allowance: a refusal of what the caller sent does; a failure of the
+// server's own (the database restarting: Unavailable; a call cut short)
+// does not. Otherwise an outage would use up the allowance of every agent
+// behind one address (a NAT), which would then be refused for a while
+// after the outage ends, when they all retry.
+func callersFault(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted:
+		return false
+	}
+	return true
 }
 
 // refillTime is how long one refusal takes to refill.
