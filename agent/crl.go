@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"strings"
@@ -22,72 +21,12 @@ import (
 // the proxies (PILOT_ENABLE_CA_CRL).
 const CRLFile = "ca-crl.pem"
 
-// CRLs for Envoy: once any CRL is configured, Envoy checks every CA of a
-// presented chain and refuses chains with a CA that has no current CRL.
-// So the agent writes ca-crl.pem only when every CA that may appear in a
-// fleet workload chain has one: each root of the bundle, each CA in its
-// own chain, each current cluster intermediate of the fleet.
-
-// CRLPlan is what the agent would write as ca-crl.pem, or why not.
-type CRLPlan struct {
-	// PEM is the file's content; nil when it must not be written.
-	PEM []byte
-	// Missing names the CAs without a current CRL.
-	Missing []string
-	// MinNextUpdate is the earliest nextUpdate of the CRLs in PEM.
-	MinNextUpdate time.Time
-}
-
-// PlanCRLFile picks, for each CA in cas, the current CRL with the highest
-// number among crls that it signed, and returns them PEM-concatenated; a
-// CA without one (nextUpdate less than ca.CRLMinRemaining ahead) is
-// named in Missing and PEM is nil. CRLs of other issuers (superseded
-// intermediates) ride along when current.
-func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
-	type best struct {
-		rl  *x509.RevocationList
-		der []byte
-	}
-	byIssuer := map[string]best{}
-	for _, der := range crls {
-		rl, err := x509.ParseRevocationList(der)
-		if err != nil || !rl.NextUpdate.After(now.Add(ca.CRLMinRemaining)) || rl.Number == nil {
-			continue
-		}
-		k := string(rl.RawIssuer)
-		if b, ok := byIssuer[k]; !ok || rl.Number.Cmp(b.rl.Number) > 0 {
-			byIssuer[k] = best{rl, der}
-		}
-	}
-	var p CRLPlan
-	seen := map[string]bool{}
-	for _, c := range cas {
-		if seen[string(c.Raw)] {
-			continue
-		}
-		seen[string(c.Raw)] = true
-		b, ok := byIssuer[string(c.RawSubject)]
-		if !ok || b.rl.CheckSignatureFrom(c) != nil {
-			p.Missing = append(p.Missing, fmt.Sprintf("%s (serial %s)", c.Subject, ca.SerialHex(c.SerialNumber)))
-		}
-	}
-	if len(p.Missing) > 0 {
-		return p
-	}
-	var buf bytes.Buffer
-	for _, der := range crls {
-		rl, err := x509.ParseRevocationList(der)
-		if err != nil || !bytes.Equal(byIssuer[string(rl.RawIssuer)].der, der) {
-			continue
-		}
-		_ = pem.Encode(&buf, &pem.Block{Type: "X509 CRL", Bytes: der})
-		if p.MinNextUpdate.IsZero() || rl.NextUpdate.Before(p.MinNextUpdate) {
-			p.MinNextUpdate = rl.NextUpdate
-		}
-	}
-	p.PEM = buf.Bytes()
-	return p
-}
+// AnnotationCRLWritten marks a cacerts Secret the agent once wrote
+// ca-crl.pem into (RFC 3339 time of the first write): istiod may have
+// published it, and it never retracts a published CRL, so from then on
+// the file is kept and kept current (PlanPublishedCRLFile), even if the
+// key was lost from the Secret.
+const AnnotationCRLWritten = "meshroot.io/crl-written"
 
 // CRLCAs are the CAs that need a current CRL before ca-crl.pem is
 // written: the bundle's roots, every CA of the cluster's own chain (its
@@ -100,50 +39,106 @@ func CRLCAs(cc *ca.CACerts, roots []*x509.Certificate, set ca.CRLSet) []*x509.Ce
 	return cas
 }
 
-// reconcileCRL writes ca-crl.pem into the cacerts Secret when every CA has
-// a current CRL, and otherwise takes it out (never a CRL file that would
-// make Envoy refuse valid chains), logging why and exposing it as a
-// metric.
+// crlPublished reports whether cur holds ca-crl.pem, or once did.
+func crlPublished(cur *Current) bool {
+	if cur == nil || cur.Secret == nil {
+		return false
+	}
+	_, had := cur.Secret.Data[CRLFile]
+	return had || cur.Secret.Annotations[AnnotationCRLWritten] != ""
+}
+
+// planCRL is the ca-crl.pem for cacerts cc (what the Secret read as cur
+// holds, or is about to) and the bundle's CRL set: the rule before the
+// first write (PlanCRLFile) or after it (PlanPublishedCRLFile). The
+// cluster's own intermediate gets a CRL signed here when the set and the
+// Secret hold no current one, so a new intermediate is covered in the
+// same write. ok is false when the bundle carries no CRL set (a server
+// without CRLs): then the Secret's file is kept as it is.
+func (a *Agent) planCRL(cur *Current, cc *ca.CACerts, bundle *meshrootv1.TrustBundle, now time.Time) (plan CRLPlan, published, ok bool, err error) {
+	published = crlPublished(cur)
+	var held []byte
+	if cur != nil && cur.Secret != nil {
+		held = cur.Secret.Data[CRLFile]
+	}
+	if bundle == nil || bundle.GetCrls() == nil {
+		return CRLPlan{PEM: held}, published, false, nil
+	}
+	set, err := wire.CRLSetFromProto(bundle.GetCrls())
+	if err != nil {
+		return CRLPlan{PEM: held}, published, false, fmt.Errorf("CRL set from server: %w", err)
+	}
+	roots, err := parseDERs(bundle.GetRoots())
+	if err != nil {
+		return CRLPlan{PEM: held}, published, false, fmt.Errorf("trust bundle from server: %w", err)
+	}
+	crls := set.CRLs
+	if own, err := OwnCRL(cc, append(append([][]byte{}, crls...), pemCRLs(held)...), now); err != nil {
+		a.log.Warn("cannot sign the cluster's CRL", "error", err)
+	} else if own != nil {
+		crls = append(crls, own)
+	}
+	cas := CRLCAs(cc, roots, set)
+	if published {
+		return PlanPublishedCRLFile(cas, crls, held, now), true, true, nil
+	}
+	return PlanCRLFile(cas, crls, now), false, true, nil
+}
+
+// noteCRLPlan exposes plan as metrics and logs the CAs it misses.
+func (a *Agent) noteCRLPlan(plan CRLPlan, published bool, serverMissing []string) {
+	a.cfg.Metrics.crlState(len(plan.Missing), published && plan.PEM != nil)
+	if len(plan.Missing) == 0 {
+		return
+	}
+	if published {
+		a.log.Error(CRLFile+" is incomplete: istiod already publishes CRLs and never retracts them, so proxies refuse chains through these CAs until each has a current CRL",
+			"missing", strings.Join(plan.Missing, "; "), "server_missing", strings.Join(serverMissing, "; "))
+		return
+	}
+	a.log.Warn("not writing "+CRLFile+": a CA of the fleet has no current CRL, and Envoy would refuse its valid chains",
+		"missing", strings.Join(plan.Missing, "; "), "server_missing", strings.Join(serverMissing, "; "))
+}
+
+// reconcileCRL keeps ca-crl.pem in the cacerts Secret current: before the
+// first write only a complete set is written; once written it is never
+// taken out, and holds the freshest CRL of every CA that has one (see
+// crl_plan.go). A CA without a current CRL is logged and counted in
+// meshroot_agent_crl_missing_cas.
 func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle, now time.Time) error {
 	if bundle == nil || bundle.GetCrls() == nil {
 		return nil // a server without CRLs: leave the Secret as it is
 	}
 	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
-	if err != nil || cur.Secret == nil || !cur.ManagedByMeshroot() {
+	if err != nil || cur.Secret == nil || cur.CACerts == nil || !cur.ManagedByMeshroot() {
 		return err
 	}
-	set, err := wire.CRLSetFromProto(bundle.GetCrls())
+	plan, published, _, err := a.planCRL(cur, cur.CACerts, bundle, now)
 	if err != nil {
-		return fmt.Errorf("CRL set from server: %w", err)
+		return err
 	}
-	roots, err := parseDERs(bundle.GetRoots())
-	if err != nil {
-		return fmt.Errorf("trust bundle from server: %w", err)
-	}
-	plan := PlanCRLFile(CRLCAs(cur.CACerts, roots, set), set.CRLs, now)
-	a.cfg.Metrics.crlMissing(len(plan.Missing))
-	if plan.PEM == nil {
-		a.log.Warn("not writing "+CRLFile+": a CA of the fleet has no current CRL, and Envoy would refuse its valid chains",
-			"missing", strings.Join(plan.Missing, "; "), "server_missing", strings.Join(set.Missing, "; "))
-	}
+	set, _ := wire.CRLSetFromProto(bundle.GetCrls())
+	a.noteCRLPlan(plan, published, set.Missing)
 	have, had := cur.Secret.Data[CRLFile]
-	if bytes.Equal(have, plan.PEM) && had == (plan.PEM != nil) {
-		return nil
+	if plan.PEM == nil || (had && bytes.Equal(have, plan.PEM)) {
+		return nil // never taken out: nothing to write, or nothing new
 	}
 	s := cur.Secret.DeepCopy()
-	if plan.PEM == nil {
-		delete(s.Data, CRLFile)
-	} else {
-		if s.Data == nil {
-			s.Data = map[string][]byte{}
-		}
-		s.Data[CRLFile] = plan.PEM
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	s.Data[CRLFile] = plan.PEM
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	if s.Annotations[AnnotationCRLWritten] == "" {
+		s.Annotations[AnnotationCRLWritten] = now.UTC().Format(time.RFC3339)
 	}
 	if _, err := a.cfg.Kube.CoreV1().Secrets(s.Namespace).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
 		return fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
 	}
-	a.log.Info(CRLFile+" updated", "written", plan.PEM != nil, "bytes", len(plan.PEM), "next_update", plan.MinNextUpdate)
+	a.log.Info(CRLFile+" updated", "bytes", len(plan.PEM), "next_update", plan.MinNextUpdate, "missing", len(plan.Missing))
 	return nil
 }
 
@@ -186,9 +181,15 @@ func (a *Agent) crlForReport(cur *Current, now time.Time) []byte {
 	return der
 }
 
-// crlMissing records how many CAs lack a current CRL.
-func (m *Metrics) crlMissing(n int) {
+// crlState records how many CAs lack a current CRL and whether cacerts
+// holds a ca-crl.pem istiod may have published.
+func (m *Metrics) crlState(missing int, published bool) {
 	if m != nil {
-		m.crl.WithLabelValues().Set(float64(n))
+		m.crl.WithLabelValues().Set(float64(missing))
+		p := 0.0
+		if published {
+			p = 1
+		}
+		m.crlPublished.WithLabelValues().Set(p)
 	}
 }
