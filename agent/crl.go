@@ -151,14 +151,10 @@ func OwnCRL(cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
 	if cc == nil || cc.Key == nil {
 		return nil, nil
 	}
-	cert := cc.Cert
-	for _, der := range crls {
-		rl, err := x509.ParseRevocationList(der)
-		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && rl.CheckSignatureFrom(cert) == nil &&
-			rl.NextUpdate.After(now.Add(min(ca.CRLRefreshBefore, cert.NotAfter.Sub(now)/2))) {
-			return nil, nil
-		}
+	if ownCurrent(cc, crls, now) != nil {
+		return nil, nil
 	}
+	cert := cc.Cert
 	next := now.Add(ca.CRLValidity)
 	if cert.NotAfter.Before(next) {
 		next = cert.NotAfter
@@ -168,11 +164,41 @@ func OwnCRL(cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
 	}, cert, cc.Key)
 }
 
-// crlForReport is the cluster's own CRL to send with its status, if due.
+// ownCurrent returns the CRL among crls that cc's intermediate signed
+// and that has at least ca.CRLRefreshBefore (or half the intermediate's
+// remaining life) left, or nil.
+func ownCurrent(cc *ca.CACerts, crls [][]byte, now time.Time) []byte {
+	if cc == nil || cc.Cert == nil {
+		return nil
+	}
+	cert := cc.Cert
+	for _, der := range crls {
+		rl, err := x509.ParseRevocationList(der)
+		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && rl.CheckSignatureFrom(cert) == nil &&
+			rl.NextUpdate.After(now.Add(min(ca.CRLRefreshBefore, cert.NotAfter.Sub(now)/2))) {
+			return der
+		}
+	}
+	return nil
+}
+
+// crlForReport is the cluster's own CRL to send with its status, if the
+// server's set lacks a current one: the one already in ca-crl.pem when
+// it is current (signed into the write that brought a new intermediate),
+// so that the server's copy does not change the file again, else a new
+// one.
 func (a *Agent) crlForReport(cur *Current, now time.Time) []byte {
 	b := a.latestBundle()
 	if b == nil || b.GetCrls() == nil {
 		return nil
+	}
+	if ownCurrent(cur.CACerts, b.GetCrls().GetCrls(), now) != nil {
+		return nil
+	}
+	if cur.Secret != nil {
+		if der := ownCurrent(cur.CACerts, pemCRLs(cur.Secret.Data[CRLFile]), now); der != nil {
+			return der
+		}
 	}
 	der, err := OwnCRL(cur.CACerts, b.GetCrls().GetCrls(), now)
 	if err != nil {
