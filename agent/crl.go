@@ -138,6 +138,7 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
 		return fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
 	}
+	a.cfg.Metrics.crlState(len(plan.Missing), true)
 	a.log.Info(CRLFile+" updated", "bytes", len(plan.PEM), "next_update", plan.MinNextUpdate, "missing", len(plan.Missing))
 	return nil
 }
