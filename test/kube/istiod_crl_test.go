@@ -71,7 +71,8 @@ func parseCRLs(t testing.TB, data []byte) []*x509.RevocationList {
 // a new root is prepared, and the update that brings it into
 // root-cert.pem brings its CRL too; the other cluster is quarantined, and
 // ca-crl.pem lists its intermediate. istio-ca-crl follows each step, never
-// with a stale CRL or a lower CRL number.
+// with a stale CRL or a lower CRL number. Last, with the agent stopped,
+// ca-crl.pem is removed by hand: istiod keeps istio-ca-crl as it was.
 func TestIstiodCRLConfigMap(t *testing.T) {
 	istiodenv.Binary(t)
 	start := time.Now()
@@ -253,6 +254,22 @@ func TestIstiodCRLConfigMap(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Why the agent never takes the file out: with the agent stopped and
+	// ca-crl.pem removed from cacerts, istiod reloads the folder and keeps
+	// istio-ca-crl as it was (istio's KeyCertBundle.setAllFromPem and
+	// Watcher.SetAndNotifyCACRL ignore an empty CRL).
+	a.stop(t)
+	sec := getSecret(t, c, meshNS, cacertsName)
+	delete(sec.Data, crlKey)
+	if _, err := c.Client.CoreV1().Secrets(meshNS).Update(context.Background(), sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d.WaitSynced(t, 30*time.Second)
+	time.Sleep(2 * time.Second) // istiod's reload of the folder takes ~0.1 s
+	if got := mustConfigMapCRL(t, c, w.Namespace); got != string(listed) {
+		t.Errorf("with ca-crl.pem gone from its folder istiod changed istio-ca-crl (%d CRLs): istiod now retracts CRLs; agent/crl_plan.go and docs/quarantine.md say it does not", len(parseCRLs(t, []byte(got))))
+	}
 }
 
 // checkCRLs fails unless data holds exactly one CRL of each CA in cas,
