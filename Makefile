@@ -5,7 +5,7 @@ AGENT   := bin/meshroot-agent
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: no-big-files no-merge-markers all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle generate clean
+.PHONY: no-big-files no-merge-markers all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle bench-idle bench-crl generate clean
 
 all: build
 
@@ -45,7 +45,8 @@ test-deps:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; fi
 	@$(MAKE) --no-print-directory test-postgres
 
-## test-postgres: the store/postgres tests (and `store migrate`'s) need a
+## test-postgres: the store/postgres tests (and `store migrate`'s, and the
+## HA tests in server and cmd/meshroot: replicas on one database) need a
 ## PostgreSQL server, 13 or newer; each test creates and drops its own database
 PG_HOST ?= 127.0.0.1
 PG_PORT ?= 5432
@@ -100,9 +101,17 @@ bench:
 bench-grpc:
 	$(GO) run ./test/bench/grpcsign -c 64 -d 10s
 
-## bench-bundle: our SPIFFE bundle endpoint vs SPIRE's, same load (wrk)
+## bench-crl: CRL of 10,000 revoked intermediates to 100 in-process agents: Secret bytes, signing vs raw, quarantine to applied
+bench-crl:
+	$(GO) run ./test/bench/crl -revoked 10000 -clusters 100
+
+## bench-bundle: our SPIFFE bundle endpoint vs SPIRE's, same load (wrk): requests/s, CPU, RSS idle and under load
 bench-bundle:
 	test/bench/bundle-endpoint.sh
+
+## bench-idle: idle RSS of serve --dev, serve --config, meshroot agent and meshroot-agent
+bench-idle:
+	test/bench/idle-rss.sh
 
 ## generate: regenerate api/meshroot/v1 from its .proto files (installs protoc when missing)
 generate:

@@ -13,10 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/kubeclient"
 	"github.com/meshroot/meshroot/keys"
 )
 
@@ -40,7 +39,7 @@ type Config struct {
 	// re-read at every use.
 	TokenFile string
 	// Kube is the cluster's API.
-	Kube kubernetes.Interface
+	Kube kubeclient.Interface
 	// Secret is where cacerts goes (default istio-system/cacerts).
 	Secret SecretRef
 	// Format is the cacerts layout (default istio).
@@ -85,6 +84,7 @@ type Agent struct {
 	serverCA []*x509.Certificate
 
 	istiodConf confirmState // what istiod serves (confirm.go)
+	crls       crlCache     // parsed CRLs of the fleet (crlcache.go)
 }
 
 // New checks cfg and connects (lazily) to the server.

@@ -7,9 +7,8 @@ import (
 	"log/slog"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/kubeclient"
 )
 
 // ApplyOptions say where and how Apply writes cacerts.
@@ -29,7 +28,7 @@ type ApplyOptions struct {
 // Apply self-checks cacerts, writes it over the Secret read as cur (one
 // create or update with a resourceVersion precondition) and rolls istiod
 // when opts.Restart says so. Nothing is written when the check fails.
-func Apply(ctx context.Context, kube kubernetes.Interface, cur *Current, cacerts *ca.CACerts, annotations map[string]string, opts ApplyOptions, now time.Time) error {
+func Apply(ctx context.Context, kube kubeclient.Interface, cur *Current, cacerts *ca.CACerts, annotations map[string]string, opts ApplyOptions, now time.Time) error {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}

@@ -148,7 +148,7 @@ func (a *Agent) rollStale(ctx context.Context, c *confirmState, now time.Time) s
 // istiodRoots reads the IDs of the roots istiod publishes, sorted.
 func (a *Agent) istiodRoots(ctx context.Context) ([]string, error) {
 	ns := a.cfg.Secret.Namespace
-	cm, err := a.cfg.Kube.CoreV1().ConfigMaps(ns).Get(ctx, RootCertConfigMap, metav1.GetOptions{})
+	cm, err := a.cfg.Kube.ConfigMaps(ns).Get(ctx, RootCertConfigMap, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("no ConfigMap %s/%s: istiod has not published roots (is it running in %s?)", ns, RootCertConfigMap, ns)
 	}

@@ -21,15 +21,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/encoding/protowire"
-	appsv1 "k8s.io/api/apps/v1"
-	authv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/kubeclient"
+	"github.com/meshroot/meshroot/internal/kubeclient/kubefake"
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/store"
 )
@@ -114,18 +110,12 @@ func serveFakeCA(t *testing.T, f *fakeCAService, issuer *x509.Certificate, key c
 type confirmFixture struct {
 	t    *testing.T
 	a    *Agent
-	kube *fake.Clientset
+	kube *kubefake.Clientset
 }
 
 func newConfirmFixture(t *testing.T, restart RestartMode, probeAddr string) *confirmFixture {
 	t.Helper()
-	kube := fake.NewClientset(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "istiod"}})
-	kube.PrependReactor("create", "serviceaccounts", func(action k8stesting.Action) (bool, runtime.Object, error) {
-		if action.GetSubresource() != "token" {
-			return false, nil, nil
-		}
-		return true, &authv1.TokenRequest{Status: authv1.TokenRequestStatus{Token: "probe-token"}}, nil
-	})
+	kube := kubefake.New("probe-token", &kubeclient.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: "istiod"}})
 	a := &Agent{
 		cfg: Config{Kube: kube, Secret: DefaultSecret, Restart: restart, IstiodDeployment: "istiod", IstiodStaleAfter: time.Minute,
 			Probe: IstiodProbe{Addr: probeAddr, ServerName: "localhost"}},
@@ -137,11 +127,11 @@ func newConfirmFixture(t *testing.T, restart RestartMode, probeAddr string) *con
 // publish makes istio-ca-root-cert in istio-system hold roots.
 func (f *confirmFixture) publish(roots ...*x509.Certificate) {
 	f.t.Helper()
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: RootCertConfigMap},
+	cm := &kubeclient.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: RootCertConfigMap},
 		Data: map[string]string{"root-cert.pem": string(ca.EncodeCerts(roots))}}
 	ctx := context.Background()
-	if _, err := f.kube.CoreV1().ConfigMaps("istio-system").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
-		if _, err := f.kube.CoreV1().ConfigMaps("istio-system").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+	if _, err := f.kube.ConfigMaps("istio-system").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		if _, err := f.kube.ConfigMaps("istio-system").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 			f.t.Fatal(err)
 		}
 	}
@@ -149,20 +139,14 @@ func (f *confirmFixture) publish(roots ...*x509.Certificate) {
 
 // restarts counts the agent's patches of istiod's Deployment.
 func (f *confirmFixture) restarts() int {
-	n := 0
-	for _, a := range f.kube.Actions() {
-		if a.GetVerb() == "patch" && a.GetResource().Resource == "deployments" {
-			n++
-		}
-	}
-	return n
+	return f.kube.Patches()
 }
 
 // secret is the cacerts Secret as read: intermediate inter under roots,
 // at bundle sequence seq.
 func secret(seq uint64, inter *x509.Certificate, roots ...*x509.Certificate) *Current {
 	return &Current{
-		Secret:  &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{ca.AnnotationBundleSequence: strconv.FormatUint(seq, 10)}}},
+		Secret:  &kubeclient.Secret{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{ca.AnnotationBundleSequence: strconv.FormatUint(seq, 10)}}},
 		CACerts: &ca.CACerts{Cert: inter, Chain: []*x509.Certificate{inter, roots[0]}, Roots: roots},
 	}
 }
@@ -230,7 +214,7 @@ func TestConfirmIstiodRoots(t *testing.T) {
 	}
 
 	// No ConfigMap (no istiod): unconfirmed, and it says why.
-	if err := f.kube.CoreV1().ConfigMaps("istio-system").Delete(ctx, RootCertConfigMap, metav1.DeleteOptions{}); err != nil {
+	if err := f.kube.DeleteConfigMap("istio-system", RootCertConfigMap); err != nil {
 		t.Fatal(err)
 	}
 	st = f.a.confirmIstiod(ctx, prepared, t2.Add(time.Second))
@@ -309,7 +293,7 @@ func TestConfirmIstiodRestartOnce(t *testing.T) {
 	if st.State != store.IstiodStale || f.restarts() != 1 || !strings.Contains(st.Detail, "rolled Deployment istiod") {
 		t.Fatalf("stale: %+v, %d restarts; want one restart, said in the detail", st, f.restarts())
 	}
-	dep, err := f.kube.AppsV1().Deployments("istio-system").Get(ctx, "istiod", metav1.GetOptions{})
+	dep, err := f.kube.Deployments("istio-system").Get(ctx, "istiod", metav1.GetOptions{})
 	if err != nil || dep.Spec.Template.Annotations[AnnotationRestartedAt] == "" {
 		t.Fatalf("istiod's pod template has no %s annotation (%v)", AnnotationRestartedAt, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"strings"
@@ -39,6 +40,25 @@ func CRLCAs(cc *ca.CACerts, roots []*x509.Certificate, set ca.CRLSet) []*x509.Ce
 	return cas
 }
 
+// MaxSecretBytes is Kubernetes' limit on a Secret's data (the sum of its
+// values): a bigger write is refused by the API server.
+const MaxSecretBytes = 1 << 20
+
+// CheckCRLFits refuses a ca-crl.pem file that would push the Secret with
+// data (its current ca-crl.pem replaced) over MaxSecretBytes.
+func CheckCRLFits(data map[string][]byte, file []byte) error {
+	total := len(file)
+	for k, v := range data {
+		if k != CRLFile {
+			total += len(v)
+		}
+	}
+	if total > MaxSecretBytes {
+		return fmt.Errorf("with a %d-byte %s the cacerts Secret would hold %d bytes, over Kubernetes' limit of %d", len(file), CRLFile, total, MaxSecretBytes)
+	}
+	return nil
+}
+
 // crlPublished reports whether cur holds ca-crl.pem, or once did.
 func crlPublished(cur *Current) bool {
 	if cur == nil || cur.Secret == nil {
@@ -54,12 +74,15 @@ func crlPublished(cur *Current) bool {
 // cluster's own intermediate gets a CRL signed here when the set and the
 // Secret hold no current one, so a new intermediate is covered in the
 // same write. ok is false when the bundle carries no CRL set (a server
-// without CRLs): then the Secret's file is kept as it is.
+// without CRLs): then the Secret's file is kept as it is. A file that
+// would push the Secret over Kubernetes' size limit is not planned: the
+// Secret's file stays (nil before the first), with an error logged.
 func (a *Agent) planCRL(cur *Current, cc *ca.CACerts, bundle *meshrootv1.TrustBundle, now time.Time) (plan CRLPlan, published, ok bool, err error) {
 	published = crlPublished(cur)
 	var held []byte
+	var data map[string][]byte
 	if cur != nil && cur.Secret != nil {
-		held = cur.Secret.Data[CRLFile]
+		held, data = cur.Secret.Data[CRLFile], cur.Secret.Data
 	}
 	if bundle == nil || bundle.GetCrls() == nil {
 		return CRLPlan{PEM: held}, published, false, nil
@@ -73,16 +96,27 @@ func (a *Agent) planCRL(cur *Current, cc *ca.CACerts, bundle *meshrootv1.TrustBu
 		return CRLPlan{PEM: held}, published, false, fmt.Errorf("trust bundle from server: %w", err)
 	}
 	crls := set.CRLs
-	if own, err := OwnCRL(cc, append(append([][]byte{}, crls...), pemCRLs(held)...), now); err != nil {
+	if own, err := ownCRL(&a.crls, cc, append(append([][]byte{}, crls...), pemCRLs(held)...), now); err != nil {
 		a.log.Warn("cannot sign the cluster's CRL", "error", err)
 	} else if own != nil {
 		crls = append(crls, own)
 	}
 	cas := CRLCAs(cc, roots, set)
 	if published {
-		return PlanPublishedCRLFile(cas, crls, held, now), true, true, nil
+		plan = planPublishedCRLFile(&a.crls, cas, crls, held, now)
+	} else {
+		plan = planCRLFile(&a.crls, cas, crls, now)
 	}
-	return PlanCRLFile(cas, crls, now), false, true, nil
+	if plan.PEM != nil {
+		if err := CheckCRLFits(data, plan.PEM); err != nil {
+			a.cfg.Metrics.failed(ErrKindCRLTooLarge)
+			a.log.Error("not writing this "+CRLFile+": "+err.Error()+
+				"; fewer revoked unexpired intermediates per root (shorter intermediate lifetimes) or fewer roots in the bundle bring it under (docs/quarantine.md)",
+				"kept", len(held))
+			plan.PEM = held
+		}
+	}
+	return plan, published, true, nil
 }
 
 // noteCRLPlan exposes plan as metrics and logs the CAs it misses.
@@ -104,24 +138,24 @@ func (a *Agent) noteCRLPlan(plan CRLPlan, published bool, serverMissing []string
 // first write only a complete set is written; once written it is never
 // taken out, and holds the freshest CRL of every CA that has one (see
 // crl_plan.go). A CA without a current CRL is logged and counted in
-// meshroot_agent_crl_missing_cas.
-func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle, now time.Time) error {
+// meshroot_agent_crl_missing_cas. It says whether it changed the Secret.
+func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle, now time.Time) (bool, error) {
 	if bundle == nil || bundle.GetCrls() == nil {
-		return nil // a server without CRLs: leave the Secret as it is
+		return false, nil // a server without CRLs: leave the Secret as it is
 	}
 	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
 	if err != nil || cur.Secret == nil || cur.CACerts == nil || !cur.ManagedByMeshroot() {
-		return err
+		return false, err
 	}
 	plan, published, _, err := a.planCRL(cur, cur.CACerts, bundle, now)
 	if err != nil {
-		return err
+		return false, err
 	}
 	set, _ := wire.CRLSetFromProto(bundle.GetCrls())
 	a.noteCRLPlan(plan, published, set.Missing)
 	have, had := cur.Secret.Data[CRLFile]
 	if plan.PEM == nil || (had && bytes.Equal(have, plan.PEM)) {
-		return nil // never taken out: nothing to write, or nothing new
+		return false, nil // never taken out: nothing to write, or nothing new
 	}
 	s := cur.Secret.DeepCopy()
 	if s.Data == nil {
@@ -134,13 +168,44 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 	if s.Annotations[AnnotationCRLWritten] == "" {
 		s.Annotations[AnnotationCRLWritten] = now.UTC().Format(time.RFC3339)
 	}
-	if _, err := a.cfg.Kube.CoreV1().Secrets(s.Namespace).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+	if _, err := a.cfg.Kube.Secrets(s.Namespace).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
-		return fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
+		return false, fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
 	}
 	a.cfg.Metrics.crlState(len(plan.Missing), true)
 	a.log.Info(CRLFile+" updated", "bytes", len(plan.PEM), "next_update", plan.MinNextUpdate, "missing", len(plan.Missing))
-	return nil
+	return true, nil
+}
+
+// AppliedRootCRLs returns, per root of roots (by ID), the highest number of
+// its CRLs in a ca-crl.pem file: what the cluster enforces of each root's
+// revocations. It is empty (not nil) without a file.
+func AppliedRootCRLs(file []byte, roots []*x509.Certificate) map[string]uint64 {
+	return appliedRootCRLs(nil, file, roots)
+}
+
+func appliedRootCRLs(cache *crlCache, file []byte, roots []*x509.Certificate) map[string]uint64 {
+	out := map[string]uint64{}
+	for len(file) > 0 {
+		var b *pem.Block
+		if b, file = pem.Decode(file); b == nil {
+			break
+		}
+		if b.Type != "X509 CRL" {
+			continue
+		}
+		rl, err := cache.parse(b.Bytes)
+		if err != nil || rl.Number == nil || !rl.Number.IsUint64() {
+			continue
+		}
+		for _, r := range roots {
+			if bytes.Equal(rl.RawIssuer, r.RawSubject) && cache.checkSignature(rl, r) == nil {
+				id := ca.RootID(r)
+				out[id] = max(out[id], rl.Number.Uint64())
+			}
+		}
+	}
+	return out
 }
 
 // OwnCRL returns a new CRL signed with the cluster intermediate's key
@@ -149,10 +214,14 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 // else nil. Its number is the time in nanoseconds, so it increases
 // across restarts; its nextUpdate stops at the intermediate's expiry.
 func OwnCRL(cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
+	return ownCRL(nil, cc, crls, now)
+}
+
+func ownCRL(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
 	if cc == nil || cc.Key == nil {
 		return nil, nil
 	}
-	if ownCurrent(cc, crls, now) != nil {
+	if ownCurrent(cache, cc, crls, now) != nil {
 		return nil, nil
 	}
 	cert := cc.Cert
@@ -168,14 +237,14 @@ func OwnCRL(cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
 // ownCurrent returns the CRL among crls that cc's intermediate signed
 // and that has at least ca.CRLRefreshBefore (or half the intermediate's
 // remaining life) left, or nil.
-func ownCurrent(cc *ca.CACerts, crls [][]byte, now time.Time) []byte {
+func ownCurrent(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) []byte {
 	if cc == nil || cc.Cert == nil {
 		return nil
 	}
 	cert := cc.Cert
 	for _, der := range crls {
-		rl, err := x509.ParseRevocationList(der)
-		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && rl.CheckSignatureFrom(cert) == nil &&
+		rl, err := cache.parse(der)
+		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && cache.checkSignature(rl, cert) == nil &&
 			rl.NextUpdate.After(now.Add(min(ca.CRLRefreshBefore, cert.NotAfter.Sub(now)/2))) {
 			return der
 		}
@@ -193,15 +262,15 @@ func (a *Agent) crlForReport(cur *Current, now time.Time) []byte {
 	if b == nil || b.GetCrls() == nil {
 		return nil
 	}
-	if ownCurrent(cur.CACerts, b.GetCrls().GetCrls(), now) != nil {
+	if ownCurrent(&a.crls, cur.CACerts, b.GetCrls().GetCrls(), now) != nil {
 		return nil
 	}
 	if cur.Secret != nil {
-		if der := ownCurrent(cur.CACerts, pemCRLs(cur.Secret.Data[CRLFile]), now); der != nil {
+		if der := ownCurrent(&a.crls, cur.CACerts, pemCRLs(cur.Secret.Data[CRLFile]), now); der != nil {
 			return der
 		}
 	}
-	der, err := OwnCRL(cur.CACerts, b.GetCrls().GetCrls(), now)
+	der, err := ownCRL(&a.crls, cur.CACerts, b.GetCrls().GetCrls(), now)
 	if err != nil {
 		a.log.Warn("cannot sign the cluster's CRL", "error", err)
 	}

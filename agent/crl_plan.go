@@ -58,9 +58,9 @@ func (c crlCandidate) better(o crlCandidate) bool {
 	return c.rl.NextUpdate.After(o.rl.NextUpdate)
 }
 
-// parseCandidates parses ders (malformed ones and CRLs without a number
-// are skipped), dropping exact duplicates.
-func parseCandidates(ders [][]byte, now time.Time) []crlCandidate {
+// parseCandidates parses ders through cache (malformed ones and CRLs
+// without a number are skipped), dropping exact duplicates.
+func parseCandidates(cache *crlCache, ders [][]byte, now time.Time) []crlCandidate {
 	var out []crlCandidate
 	seen := map[string]bool{}
 	for _, der := range ders {
@@ -68,7 +68,7 @@ func parseCandidates(ders [][]byte, now time.Time) []crlCandidate {
 			continue
 		}
 		seen[string(der)] = true
-		rl, err := x509.ParseRevocationList(der)
+		rl, err := cache.parse(der)
 		if err != nil || rl.Number == nil {
 			continue
 		}
@@ -93,7 +93,7 @@ func issuerKey(name, keyID []byte) string { return string(name) + "\x00" + strin
 // (CRLs of superseded intermediates ride along while current). It returns
 // the chosen CRLs in the candidates' order and the CAs without a current
 // CRL.
-func pickCRLs(cas []*x509.Certificate, cands []crlCandidate, minTier int) (chosen []crlCandidate, missing []string) {
+func pickCRLs(cache *crlCache, cas []*x509.Certificate, cands []crlCandidate, minTier int) (chosen []crlCandidate, missing []string) {
 	best := map[string]int{} // issuer key -> index in cands
 	required := map[string]bool{}
 	seen := map[string]bool{}
@@ -106,7 +106,7 @@ func pickCRLs(cas []*x509.Certificate, cands []crlCandidate, minTier int) (chose
 		required[k] = true
 		pick := -1
 		for i, cand := range cands {
-			if cand.tier < minTier || !bytes.Equal(cand.rl.RawIssuer, c.RawSubject) || cand.rl.CheckSignatureFrom(c) != nil {
+			if cand.tier < minTier || !bytes.Equal(cand.rl.RawIssuer, c.RawSubject) || cache.checkSignature(cand.rl, c) != nil {
 				continue
 			}
 			if pick < 0 || cand.better(cands[pick]) {
@@ -159,8 +159,12 @@ func encodePlan(p *CRLPlan, chosen []crlCandidate) {
 // ca.CRLMinRemaining ahead) is named in Missing and PEM is nil. CRLs of
 // other issuers (superseded intermediates) ride along when current.
 func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
+	return planCRLFile(nil, cas, crls, now)
+}
+
+func planCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
 	var p CRLPlan
-	chosen, missing := pickCRLs(cas, parseCandidates(crls, now), 2)
+	chosen, missing := pickCRLs(cache, cas, parseCandidates(cache, crls, now), 2)
 	if p.Missing = missing; len(missing) > 0 {
 		return p
 	}
@@ -178,9 +182,13 @@ func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan 
 // in Missing, but PEM is written anyway. PEM is never empty: with nothing
 // to choose it is held unchanged (nil when held is empty too).
 func PlanPublishedCRLFile(cas []*x509.Certificate, crls [][]byte, held []byte, now time.Time) CRLPlan {
+	return planPublishedCRLFile(nil, cas, crls, held, now)
+}
+
+func planPublishedCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, held []byte, now time.Time) CRLPlan {
 	all := append(append([][]byte{}, crls...), pemCRLs(held)...)
 	var p CRLPlan
-	chosen, missing := pickCRLs(cas, parseCandidates(all, now), 0)
+	chosen, missing := pickCRLs(cache, cas, parseCandidates(cache, all, now), 0)
 	p.Missing = missing
 	if len(chosen) == 0 {
 		if len(held) > 0 {

@@ -103,3 +103,39 @@ func TestOwnCRL(t *testing.T) {
 		t.Error("not re-signed when less than CRLRefreshBefore is left")
 	}
 }
+
+// TestAppliedRootCRLs: the report names each root by ID with the highest
+// number of its CRLs in ca-crl.pem; CRLs of intermediates, forged ones and
+// junk are not counted; no file is an empty (not nil) map.
+func TestAppliedRootCRLs(t *testing.T) {
+	root, rk := newCA(t, "root", nil, nil)
+	other, ok := newCA(t, "other", nil, nil)
+	east, ek := newCA(t, "east", root, rk)
+	_, forger := newCA(t, "root", nil, nil) // same subject, another key
+	var file []byte
+	for _, der := range [][]byte{crl(t, root, rk, 3, time.Hour), crl(t, root, rk, 9, time.Hour), crl(t, root, forger, 99, time.Hour),
+		crl(t, east, ek, 50, time.Hour), crl(t, other, ok, 4, time.Hour)} {
+		file = append(file, pemOf(der)...)
+	}
+	file = append(file, "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"...)
+	got := agent.AppliedRootCRLs(file, []*x509.Certificate{root, other})
+	if len(got) != 2 || got[ca.RootID(root)] != 9 || got[ca.RootID(other)] != 4 {
+		t.Errorf("AppliedRootCRLs = %v, want %s: 9, %s: 4", got, ca.RootID(root), ca.RootID(other))
+	}
+	if got := agent.AppliedRootCRLs(nil, []*x509.Certificate{root}); got == nil || len(got) != 0 {
+		t.Errorf("without a file: %#v, want an empty map", got)
+	}
+}
+
+// TestCheckCRLFits: a ca-crl.pem that would take the Secret over 1 MiB is
+// refused, naming the sizes; the ca-crl.pem it replaces does not count.
+func TestCheckCRLFits(t *testing.T) {
+	data := map[string][]byte{"ca-cert.pem": make([]byte, 600<<10), agent.CRLFile: make([]byte, 400<<10)}
+	if err := agent.CheckCRLFits(data, make([]byte, 400<<10)); err != nil {
+		t.Errorf("a same-sized replacement refused: %v", err)
+	}
+	err := agent.CheckCRLFits(data, make([]byte, 500<<10))
+	if err == nil || !strings.Contains(err.Error(), "1048576") || !strings.Contains(err.Error(), "1126400") {
+		t.Errorf("an oversized ca-crl.pem: %v", err)
+	}
+}

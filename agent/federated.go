@@ -12,13 +12,12 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/kubernetes"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+	"github.com/meshroot/meshroot/internal/kubeclient"
 )
 
 // FederatedConfigMap holds, one key per foreign trust domain, the PEM roots
@@ -159,8 +158,8 @@ func (a *Agent) deliverFederated(ctx context.Context, bundle *meshrootv1.TrustBu
 
 // meshTrustDomain returns the trust domain the istio ConfigMap's mesh
 // config names (Istio's default when it names none or does not exist).
-func meshTrustDomain(ctx context.Context, kube kubernetes.Interface, namespace, name string) (string, error) {
-	cm, err := kube.CoreV1().ConfigMaps(namespace).Get(ctx, name, metav1.GetOptions{})
+func meshTrustDomain(ctx context.Context, kube kubeclient.Interface, namespace, name string) (string, error) {
+	cm, err := kube.ConfigMaps(namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return defaultMeshTrustDomain, nil
 	}
@@ -182,15 +181,15 @@ func meshTrustDomain(ctx context.Context, kube kubernetes.Interface, namespace, 
 // writeFederatedConfigMap makes the ConfigMap hold exactly set.PEM (keys of
 // trust domains no longer federated are removed) and list set.Skipped, in
 // one create or update. It reports whether it wrote.
-func writeFederatedConfigMap(ctx context.Context, kube kubernetes.Interface, namespace string, set federatedSet) (bool, error) {
+func writeFederatedConfigMap(ctx context.Context, kube kubeclient.Interface, namespace string, set federatedSet) (bool, error) {
 	want, skipped := set.PEM, set.skippedAnnotation()
-	cms := kube.CoreV1().ConfigMaps(namespace)
+	cms := kube.ConfigMaps(namespace)
 	cur, err := cms.Get(ctx, FederatedConfigMap, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		if len(want) == 0 && skipped == "" {
 			return false, nil
 		}
-		cm := &corev1.ConfigMap{
+		cm := &kubeclient.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: FederatedConfigMap, Namespace: namespace, Labels: map[string]string{LabelManagedBy: ManagedBy}},
 			Data:       want,
 		}
@@ -229,8 +228,8 @@ func writeFederatedConfigMap(ctx context.Context, kube kubernetes.Interface, nam
 // federated trust domain. Entries meshroot did not write, and everything
 // else in the mesh config, stay as they are. A missing istio ConfigMap is
 // not an error (Istio is not installed yet): it reports false.
-func writeMeshConfig(ctx context.Context, kube kubernetes.Interface, namespace, name string, want map[string]string) (bool, error) {
-	cms := kube.CoreV1().ConfigMaps(namespace)
+func writeMeshConfig(ctx context.Context, kube kubeclient.Interface, namespace, name string, want map[string]string) (bool, error) {
+	cms := kube.ConfigMaps(namespace)
 	cur, err := cms.Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return false, nil
@@ -271,7 +270,7 @@ func writeMeshConfig(ctx context.Context, kube kubernetes.Interface, namespace, 
 }
 
 // dataSize is the size of a ConfigMap's data, as Kubernetes counts it.
-func dataSize(cm *corev1.ConfigMap) int {
+func dataSize(cm *kubeclient.ConfigMap) int {
 	n := 0
 	for k, v := range cm.Data {
 		n += len(k) + len(v)

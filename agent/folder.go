@@ -14,14 +14,13 @@ import (
 	"syscall"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
+	authnv1 "k8s.io/api/authentication/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/kubernetes"
-	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/meshroot/meshroot/internal/kubeclient"
 )
 
 // NewFolder returns a stand-in for a cluster's API that keeps what the
@@ -41,8 +40,8 @@ import (
 //
 // It implements only the calls the agent makes: Secrets and ConfigMaps
 // Get, Create and Update, and a Deployments Get that finds no istiod (so
-// none is restarted). Anything else panics.
-func NewFolder(dir string, secret SecretRef) (kubernetes.Interface, error) {
+// none is restarted). Patching a Deployment and requesting a token fail.
+func NewFolder(dir string, secret SecretRef) (kubeclient.Interface, error) {
 	if dir == "" {
 		return nil, errors.New("agent: no output folder")
 	}
@@ -53,7 +52,7 @@ func NewFolder(dir string, secret SecretRef) (kubernetes.Interface, error) {
 		secret = DefaultSecret
 	}
 	f := &folder{dir: dir, secret: secret.Name}
-	return &folderKube{core: folderCore{f: f}, apps: folderApps{}}, nil
+	return &folderKube{f: f}, nil
 }
 
 // folder maps objects to subfolders of dir.
@@ -305,49 +304,38 @@ func (f *folder) put(kind string, s *stored, create bool) (*stored, error) {
 	return s, nil
 }
 
-// The client: just enough of kubernetes.Interface for the agent.
+// The client: kubeclient.Interface over the folder.
 
-type folderKube struct {
-	kubernetes.Interface // nil: the agent calls nothing else
-	core                 folderCore
-	apps                 folderApps
+type folderKube struct{ f *folder }
+
+func (k *folderKube) Secrets(string) kubeclient.SecretInterface { return folderSecrets{f: k.f} }
+func (k *folderKube) ConfigMaps(string) kubeclient.ConfigMapInterface {
+	return folderConfigMaps{f: k.f}
 }
-
-func (k *folderKube) CoreV1() corev1client.CoreV1Interface { return k.core }
-func (k *folderKube) AppsV1() appsv1client.AppsV1Interface { return k.apps }
-
-type folderCore struct {
-	corev1client.CoreV1Interface
-	f *folder
+func (k *folderKube) ServiceAccounts(string) kubeclient.ServiceAccountInterface {
+	return folderServiceAccounts{}
 }
+func (k *folderKube) Deployments(string) kubeclient.DeploymentInterface { return folderDeployments{} }
 
-func (c folderCore) Secrets(string) corev1client.SecretInterface { return folderSecrets{f: c.f} }
-func (c folderCore) ConfigMaps(string) corev1client.ConfigMapInterface {
-	return folderConfigMaps{f: c.f}
-}
+type folderSecrets struct{ f *folder }
 
-type folderSecrets struct {
-	corev1client.SecretInterface
-	f *folder
-}
-
-func (s folderSecrets) Get(_ context.Context, name string, _ metav1.GetOptions) (*corev1.Secret, error) {
+func (s folderSecrets) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.Secret, error) {
 	st, err := s.f.get("secret", name)
 	if err != nil {
 		return nil, err
 	}
-	return &corev1.Secret{ObjectMeta: st.Meta, Type: corev1.SecretType(st.Type), Data: st.Files}, nil
+	return &kubeclient.Secret{ObjectMeta: st.Meta, Type: st.Type, Data: st.Files}, nil
 }
 
-func (s folderSecrets) Create(_ context.Context, sec *corev1.Secret, _ metav1.CreateOptions) (*corev1.Secret, error) {
+func (s folderSecrets) Create(_ context.Context, sec *kubeclient.Secret, _ metav1.CreateOptions) (*kubeclient.Secret, error) {
 	return s.put(sec, true)
 }
 
-func (s folderSecrets) Update(_ context.Context, sec *corev1.Secret, _ metav1.UpdateOptions) (*corev1.Secret, error) {
+func (s folderSecrets) Update(_ context.Context, sec *kubeclient.Secret, _ metav1.UpdateOptions) (*kubeclient.Secret, error) {
 	return s.put(sec, false)
 }
 
-func (s folderSecrets) put(sec *corev1.Secret, create bool) (*corev1.Secret, error) {
+func (s folderSecrets) put(sec *kubeclient.Secret, create bool) (*kubeclient.Secret, error) {
 	files := map[string][]byte{}
 	for k, v := range sec.Data {
 		files[k] = v
@@ -359,15 +347,12 @@ func (s folderSecrets) put(sec *corev1.Secret, create bool) (*corev1.Secret, err
 	if err != nil {
 		return nil, err
 	}
-	return &corev1.Secret{ObjectMeta: st.Meta, Type: sec.Type, Data: files}, nil
+	return &kubeclient.Secret{ObjectMeta: st.Meta, Type: sec.Type, Data: files}, nil
 }
 
-type folderConfigMaps struct {
-	corev1client.ConfigMapInterface
-	f *folder
-}
+type folderConfigMaps struct{ f *folder }
 
-func (c folderConfigMaps) Get(_ context.Context, name string, _ metav1.GetOptions) (*corev1.ConfigMap, error) {
+func (c folderConfigMaps) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.ConfigMap, error) {
 	st, err := c.f.get("configmap", name)
 	if err != nil {
 		return nil, err
@@ -376,18 +361,18 @@ func (c folderConfigMaps) Get(_ context.Context, name string, _ metav1.GetOption
 	for k, v := range st.Files {
 		data[k] = string(v)
 	}
-	return &corev1.ConfigMap{ObjectMeta: st.Meta, Data: data}, nil
+	return &kubeclient.ConfigMap{ObjectMeta: st.Meta, Data: data}, nil
 }
 
-func (c folderConfigMaps) Create(_ context.Context, cm *corev1.ConfigMap, _ metav1.CreateOptions) (*corev1.ConfigMap, error) {
+func (c folderConfigMaps) Create(_ context.Context, cm *kubeclient.ConfigMap, _ metav1.CreateOptions) (*kubeclient.ConfigMap, error) {
 	return c.put(cm, true)
 }
 
-func (c folderConfigMaps) Update(_ context.Context, cm *corev1.ConfigMap, _ metav1.UpdateOptions) (*corev1.ConfigMap, error) {
+func (c folderConfigMaps) Update(_ context.Context, cm *kubeclient.ConfigMap, _ metav1.UpdateOptions) (*kubeclient.ConfigMap, error) {
 	return c.put(cm, false)
 }
 
-func (c folderConfigMaps) put(cm *corev1.ConfigMap, create bool) (*corev1.ConfigMap, error) {
+func (c folderConfigMaps) put(cm *kubeclient.ConfigMap, create bool) (*kubeclient.ConfigMap, error) {
 	files := map[string][]byte{}
 	for k, v := range cm.Data {
 		files[k] = []byte(v)
@@ -401,15 +386,22 @@ func (c folderConfigMaps) put(cm *corev1.ConfigMap, create bool) (*corev1.Config
 	return out, nil
 }
 
-type folderApps struct{ appsv1client.AppsV1Interface }
-
-func (folderApps) Deployments(string) appsv1client.DeploymentInterface { return folderDeployments{} }
-
-type folderDeployments struct {
-	appsv1client.DeploymentInterface
-}
+type folderDeployments struct{}
 
 // Get finds no Deployment: there is no istiod to restart next to a folder.
-func (folderDeployments) Get(_ context.Context, name string, _ metav1.GetOptions) (*appsv1.Deployment, error) {
+func (folderDeployments) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.Deployment, error) {
 	return nil, apierrors.NewNotFound(schema.GroupResource{Group: "apps", Resource: "deployments"}, name)
+}
+
+// Patch is never reached (Get finds no istiod to restart); it refuses.
+func (folderDeployments) Patch(_ context.Context, name string, _ types.PatchType, _ []byte, _ metav1.PatchOptions, _ ...string) (*kubeclient.Deployment, error) {
+	return nil, fmt.Errorf("deployment %s: there is no cluster next to an output folder", name)
+}
+
+type folderServiceAccounts struct{}
+
+// CreateToken refuses: an output folder has no service accounts (the
+// istiod probe needs a cluster).
+func (folderServiceAccounts) CreateToken(_ context.Context, sa string, _ *authnv1.TokenRequest, _ metav1.CreateOptions) (*authnv1.TokenRequest, error) {
+	return nil, fmt.Errorf("service account %s: there is no cluster next to an output folder", sa)
 }

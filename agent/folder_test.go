@@ -5,9 +5,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshroot/meshroot/internal/kubeclient"
 )
 
 // TestFolderSecretLifecycle: the cacerts Secret written to a folder reads
@@ -22,7 +23,7 @@ func TestFolderSecretLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	secrets := kube.CoreV1().Secrets("istio-system")
+	secrets := kube.Secrets("istio-system")
 	if _, err := secrets.Get(ctx, "cacerts", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("empty folder: %v, want NotFound", err)
 	}
@@ -30,7 +31,7 @@ func TestFolderSecretLifecycle(t *testing.T) {
 	if err != nil || cur.Secret != nil {
 		t.Fatalf("ReadSecret on an empty folder: %+v %v", cur, err)
 	}
-	s := &corev1.Secret{
+	s := &kubeclient.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "cacerts", Namespace: "istio-system", Labels: map[string]string{LabelManagedBy: ManagedBy}, Annotations: map[string]string{"a": "1"}},
 		Data:       map[string][]byte{"ca-cert.pem": []byte("cert1"), "ca-key.pem": []byte("key1"), "old.pem": []byte("x")},
 	}
@@ -84,18 +85,18 @@ func TestFolderSecretLifecycle(t *testing.T) {
 	}
 
 	// The federated ConfigMap goes to a subfolder; the Secret's files stay.
-	cms := kube.CoreV1().ConfigMaps("istio-system")
-	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: FederatedConfigMap}, Data: map[string]string{"peer.example": "PEM"}}, metav1.CreateOptions{}); err != nil {
+	cms := kube.ConfigMaps("istio-system")
+	if _, err := cms.Create(ctx, &kubeclient.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: FederatedConfigMap}, Data: map[string]string{"peer.example": "PEM"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, FederatedConfigMap, "peer.example")); err != nil || string(b) != "PEM" {
 		t.Errorf("federated ConfigMap file: %q %v", b, err)
 	}
 	checkFile("ca-cert.pem", "cert2")
-	if _, err := kube.AppsV1().Deployments("istio-system").Get(ctx, "istiod", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := kube.Deployments("istio-system").Get(ctx, "istiod", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("istiod next to a folder: %v, want NotFound", err)
 	}
-	bad := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cacerts"}, Data: map[string][]byte{"../escape": nil}}
+	bad := &kubeclient.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cacerts"}, Data: map[string][]byte{"../escape": nil}}
 	bad.ResourceVersion = "2"
 	if _, err := secrets.Update(ctx, bad, metav1.UpdateOptions{}); err == nil {
 		t.Error("a key that is a path was written")

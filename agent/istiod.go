@@ -10,7 +10,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/meshroot/meshroot/internal/kubeclient"
 )
 
 // RestartMode says when the agent rolls istiod after writing cacerts.
@@ -75,7 +76,7 @@ func compareRoots(old, new []*x509.Certificate, created bool) rootChange {
 
 // istiod is the Deployment the agent may roll.
 type istiod struct {
-	kube      kubernetes.Interface
+	kube      kubeclient.Interface
 	namespace string
 	name      string
 }
@@ -83,7 +84,7 @@ type istiod struct {
 // multiRoot reports whether istiod runs with ISTIO_MULTIROOT_MESH=true, and
 // whether the Deployment exists.
 func (d istiod) multiRoot(ctx context.Context) (multi, exists bool, err error) {
-	dep, err := d.kube.AppsV1().Deployments(d.namespace).Get(ctx, d.name, metav1.GetOptions{})
+	dep, err := d.kube.Deployments(d.namespace).Get(ctx, d.name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return false, false, nil
 	}
@@ -125,7 +126,7 @@ func (d istiod) decide(ctx context.Context, mode RestartMode, ch rootChange) (bo
 // restart rolls istiod by stamping its pod template.
 func (d istiod) restart(ctx context.Context, now time.Time) error {
 	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, AnnotationRestartedAt, now.UTC().Format(time.RFC3339))
-	_, err := d.kube.AppsV1().Deployments(d.namespace).Patch(ctx, d.name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+	_, err := d.kube.Deployments(d.namespace).Patch(ctx, d.name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
 	if err != nil {
 		return fmt.Errorf("restart Deployment %s/%s: %w", d.namespace, d.name, err)
 	}

@@ -34,10 +34,13 @@ const (
 	ErrKindWatch = "watch"
 	// ErrKindFederated: writing the federated bundles into the mesh failed.
 	ErrKindFederated = "federated"
+	// ErrKindCRLTooLarge: ca-crl.pem would push the cacerts Secret over
+	// Kubernetes' 1 MiB limit, so it was left out.
+	ErrKindCRLTooLarge = "crl_too_large"
 )
 
 // ErrorKinds lists every kind of meshroot_agent_errors_total.
-var ErrorKinds = []string{ErrKindSecretRead, ErrKindIssue, ErrKindSecretWrite, ErrKindReport, ErrKindWatch, ErrKindFederated}
+var ErrorKinds = []string{ErrKindSecretRead, ErrKindIssue, ErrKindSecretWrite, ErrKindReport, ErrKindWatch, ErrKindFederated, ErrKindCRLTooLarge}
 
 // Metrics are an agent's Prometheus metrics. Every series carries the
 // cluster's name as label "cluster". Timestamps the agent does not know

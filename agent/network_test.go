@@ -20,16 +20,16 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"k8s.io/client-go/kubernetes/fake"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/kubeclient"
 )
 
 // stubIssuer is an Issuer whose watch stream sends the bundle once and
 // then never again: only polling can notice a later change. It signs with
-// a real ca.Authority; the cluster's Kubernetes is client-go's fake
-// clientset (what is tested here is the agent's connection, not the
+// a real ca.Authority; the cluster's Kubernetes is an output
+// folder (what is tested here is the agent's connection, not the
 // Secret write, which test/kube tests against a real kube-apiserver).
 type stubIssuer struct {
 	meshrootv1.UnimplementedIssuerServer
@@ -110,11 +110,14 @@ func startStub(t *testing.T, refreshHint time.Duration, hang bool) (*stubIssuer,
 	return s, ln.Addr().String(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw})
 }
 
-// newTestAgent is an agent for cluster east against server, writing to a
-// fake clientset.
-func newTestAgent(t *testing.T, server string, rootPEM []byte) (*Agent, *fake.Clientset) {
+// newTestAgent is an agent for cluster east against server, writing to an
+// output folder.
+func newTestAgent(t *testing.T, server string, rootPEM []byte) (*Agent, kubeclient.Interface) {
 	t.Helper()
-	kube := fake.NewClientset()
+	kube, err := NewFolder(t.TempDir(), DefaultSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
 	a, err := New(Config{
 		Server: server, ServerCA: rootPEM, Cluster: "east", JoinToken: "mrt.test", Kube: kube,
 		Restart: RestartNever, MaxBackoff: 2 * time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -127,7 +130,7 @@ func newTestAgent(t *testing.T, server string, rootPEM []byte) (*Agent, *fake.Cl
 }
 
 // secretRoots is how many roots root-cert.pem of the cacerts Secret holds.
-func secretRoots(kube *fake.Clientset) int {
+func secretRoots(kube kubeclient.Interface) int {
 	cur, err := ReadSecret(context.Background(), kube, DefaultSecret)
 	if err != nil || cur.CACerts == nil {
 		return 0

@@ -62,7 +62,7 @@ func (a *Agent) probeIstiod(ctx context.Context, cur *Current) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	exp := int64(600)
-	tr, err := a.cfg.Kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authv1.TokenRequest{
+	tr, err := a.cfg.Kube.ServiceAccounts(ns).CreateToken(ctx, sa, &authv1.TokenRequest{
 		Spec: authv1.TokenRequestSpec{Audiences: []string{probeAudience}, ExpirationSeconds: &exp},
 	}, metav1.CreateOptions{})
 	if err != nil {

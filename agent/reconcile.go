@@ -62,8 +62,13 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 		a.cfg.Metrics.failed(ErrKindFederated)
 		return time.Time{}, deliverErr
 	}
-	if err := a.reconcileCRL(ctx, bundle, now); err != nil {
+	changed, err := a.reconcileCRL(ctx, bundle, now)
+	if err != nil {
 		return time.Time{}, err
+	}
+	if changed {
+		// The server shows quarantines as enforced from this report.
+		a.report(ctx, now)
 	}
 	return next, nil
 }
@@ -81,6 +86,7 @@ func (a *Agent) report(ctx context.Context, now time.Time) bool {
 		Cluster: a.cfg.Cluster, BundleSequence: appliedSequence(cur), IntermediateSerial: ca.SerialHex(cur.CACerts.Cert.SerialNumber),
 	}
 	req.Crl = a.crlForReport(cur, now)
+	wire.SetAppliedCRLs(req, appliedRootCRLs(&a.crls, cur.Secret.Data[CRLFile], cur.CACerts.Roots))
 	wire.SetIstiod(req, a.confirmIstiod(ctx, cur, now))
 	if cert := a.renewalCert(cur, now); cert != nil {
 		err = a.withCert(cert, func(c meshrootv1.IssuerClient) error {

@@ -10,7 +10,6 @@ import (
 	"hash/fnv"
 	"time"
 
-	"go.step.sm/crypto/x509util"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -25,9 +24,9 @@ func (a *Agent) issue(ctx context.Context, cur *Current, now time.Time) (ca.Issu
 	if err != nil {
 		return ca.Issued{}, nil, err
 	}
-	csr, err := x509util.CreateCertificateRequest(a.cfg.Cluster, nil, key)
+	csr, err := newCSR(a.cfg.Cluster, key)
 	if err != nil {
-		return ca.Issued{}, nil, fmt.Errorf("create CSR: %w", err)
+		return ca.Issued{}, nil, err
 	}
 	req := &meshrootv1.SignIntermediateRequest{Cluster: a.cfg.Cluster, Csr: csr.Raw, TtlSeconds: int64(a.cfg.TTL / time.Second)}
 	var resp *meshrootv1.SignIntermediateResponse

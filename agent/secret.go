@@ -7,12 +7,11 @@ import (
 	"fmt"
 	"maps"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/kubeclient"
 )
 
 // Labels and annotations meshroot puts on the cacerts Secret.
@@ -33,7 +32,7 @@ var DefaultSecret = SecretRef{Namespace: "istio-system", Name: "cacerts"}
 // Current is the cacerts Secret as found in the cluster.
 type Current struct {
 	// Secret is nil when there is none.
-	Secret *corev1.Secret
+	Secret *kubeclient.Secret
 	// CACerts is the parsed content, when the Secret is meshroot's and whole.
 	CACerts *ca.CACerts
 	// Format of the Secret's files.
@@ -48,8 +47,8 @@ func (c *Current) ManagedByMeshroot() bool {
 }
 
 // ReadSecret reads and parses the cacerts Secret.
-func ReadSecret(ctx context.Context, kube kubernetes.Interface, ref SecretRef) (*Current, error) {
-	s, err := kube.CoreV1().Secrets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+func ReadSecret(ctx context.Context, kube kubeclient.Interface, ref SecretRef) (*Current, error) {
+	s, err := kube.Secrets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return &Current{}, nil
 	}
@@ -112,13 +111,13 @@ func parseKey(pemData []byte) (crypto.Signer, error) {
 // An update carries the resourceVersion that was read (prev), so a
 // concurrent change fails instead of being overwritten; a Secret that
 // meshroot does not manage is never touched unless adopt is set.
-func WriteSecret(ctx context.Context, kube kubernetes.Interface, ref SecretRef, prev *Current, format ca.Format, files map[string][]byte, annotations map[string]string, adopt bool) (*corev1.Secret, error) {
-	secretType := corev1.SecretTypeOpaque
+func WriteSecret(ctx context.Context, kube kubeclient.Interface, ref SecretRef, prev *Current, format ca.Format, files map[string][]byte, annotations map[string]string, adopt bool) (*kubeclient.Secret, error) {
+	secretType := kubeclient.SecretTypeOpaque
 	if format == ca.FormatTLS {
-		secretType = corev1.SecretTypeTLS
+		secretType = kubeclient.SecretTypeTLS
 	}
 	if prev == nil || prev.Secret == nil {
-		s := &corev1.Secret{
+		s := &kubeclient.Secret{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: ref.Name, Namespace: ref.Namespace,
 				Labels:      map[string]string{LabelManagedBy: ManagedBy},
@@ -127,7 +126,7 @@ func WriteSecret(ctx context.Context, kube kubernetes.Interface, ref SecretRef, 
 			Type: secretType,
 			Data: files,
 		}
-		out, err := kube.CoreV1().Secrets(ref.Namespace).Create(ctx, s, metav1.CreateOptions{})
+		out, err := kube.Secrets(ref.Namespace).Create(ctx, s, metav1.CreateOptions{})
 		if err != nil {
 			return nil, fmt.Errorf("create Secret %s/%s: %w", ref.Namespace, ref.Name, err)
 		}
@@ -150,7 +149,7 @@ func WriteSecret(ctx context.Context, kube kubernetes.Interface, ref SecretRef, 
 	maps.Copy(s.Annotations, annotations)
 	s.Data = files // the whole set, so no file of the old layout lingers
 	s.StringData = nil
-	out, err := kube.CoreV1().Secrets(ref.Namespace).Update(ctx, s, metav1.UpdateOptions{})
+	out, err := kube.Secrets(ref.Namespace).Update(ctx, s, metav1.UpdateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("update Secret %s/%s: %w", ref.Namespace, ref.Name, err)
 	}

@@ -216,6 +216,15 @@ func (s *Service) RefreshFederation(ctx context.Context, trustDomain string) (st
 	if err != nil {
 		return p, err
 	}
+	if f, ok := s.refresher.(LeaderOnly); ok && !f.Leading() {
+		return p, refusef("this server is not the leader: only the leader runs the federation watchers; send the refresh to the leader (`meshroot root status` names it), or wait for its next fetch")
+	}
 	s.refresher.Refresh(p.TrustDomain)
 	return p, nil
+}
+
+// LeaderOnly is optional for a FederationRefresher whose watchers run only
+// while this server leads the servers sharing the store.
+type LeaderOnly interface {
+	Leading() bool
 }

@@ -11,8 +11,6 @@ import (
 	"slices"
 	"time"
 
-	"go.step.sm/crypto/x509util"
-
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/store"
 )
@@ -166,10 +164,10 @@ func (s *Service) createAdminCA(ctx context.Context) (*x509.Certificate, string,
 		KeyUsage:    x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	if tmpl.SubjectKeyId, err = x509util.GenerateSubjectKeyID(signer.Public()); err != nil {
+	if tmpl.SubjectKeyId, err = subjectKeyID(signer.Public()); err != nil {
 		return nil, "", err
 	}
-	cert, err := x509util.CreateCertificate(tmpl, tmpl, signer.Public(), signer)
+	cert, err := createCertificate(tmpl, tmpl, signer.Public(), signer)
 	if err != nil {
 		return nil, "", fmt.Errorf("sign the admin CA: %w", err)
 	}
@@ -239,7 +237,7 @@ func (s *Service) IssueAdminCert(ctx context.Context, req AdminCertRequest) (Adm
 		ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		AuthorityKeyId: caCert.SubjectKeyId,
 	}
-	cert, err := x509util.CreateCertificate(tmpl, caCert, csr.PublicKey, signer)
+	cert, err := createCertificate(tmpl, caCert, csr.PublicKey, signer)
 	if err != nil {
 		return AdminCertIssued{}, fmt.Errorf("sign the admin certificate: %w", err)
 	}

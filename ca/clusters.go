@@ -192,6 +192,9 @@ func (s *Service) RecordContact(ctx context.Context, name string, st store.Clust
 		if st.Istiod.State != "" {
 			cur.Istiod = st.Istiod
 		}
+		if st.AppliedCRLs != nil {
+			cur.AppliedCRLs = st.AppliedCRLs
+		}
 		return tx.UpdateClusterStatus(ctx, name, cur)
 	})
 }

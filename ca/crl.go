@@ -93,7 +93,7 @@ func (s *Service) RootCRL(ctx context.Context, id string) (store.CRL, error) {
 	if isUpstream(r) {
 		return store.CRL{}, refuse(fmt.Errorf("root %s: %w", id, ErrUpstreamCRL))
 	}
-	entries, err := s.revokedUnder(ctx, id)
+	entries, unlisted, err := s.revokedUnder(ctx, id)
 	if err != nil {
 		return store.CRL{}, err
 	}
@@ -104,7 +104,15 @@ func (s *Service) RootCRL(ctx context.Context, id string) (store.CRL, error) {
 	}
 	now := s.now()
 	if err == nil && old.NextUpdate.Sub(now) > CRLRefreshBefore && sameSerials(old.DER, entries) {
-		return old, nil
+		if len(unlisted) > 0 {
+			// Listed before their CRL numbers were recorded (an older
+			// database): the current CRL lists them.
+			err = s.store.Update(ctx, func(tx store.Tx) error { return tx.MarkRevocationsListed(ctx, unlisted, old.Number) })
+		}
+		return old, err
+	}
+	if s.mayResignCRL != nil && !s.mayResignCRL() {
+		return followerCRL(id, old, err, now)
 	}
 	auth, err := s.Authority(ctx, r)
 	if err != nil {
@@ -119,7 +127,14 @@ func (s *Service) RootCRL(ctx context.Context, id string) (store.CRL, error) {
 		return store.CRL{}, fmt.Errorf("root %s: sign CRL: %w", id, err)
 	}
 	c := store.CRL{Issuer: issuer, Number: old.Number + 1, DER: der, ThisUpdate: tmpl.ThisUpdate, NextUpdate: tmpl.NextUpdate}
-	err = s.store.Update(ctx, func(tx store.Tx) error { return tx.PutCRL(ctx, c) })
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.PutCRL(ctx, c); err != nil {
+			return err
+		}
+		// The quarantine status compares agents' applied CRL numbers
+		// with the first number that listed each serial.
+		return tx.MarkRevocationsListed(ctx, unlisted, c.Number)
+	})
 	if errors.Is(err, store.ErrConflict) {
 		// Another process signed this number first: theirs stands.
 		return s.store.GetCRL(ctx, issuer)
@@ -128,15 +143,16 @@ func (s *Service) RootCRL(ctx context.Context, id string) (store.CRL, error) {
 }
 
 // revokedUnder lists the revoked, unexpired intermediates issued under
-// root id as CRL entries, with their recorded reason and time.
-func (s *Service) revokedUnder(ctx context.Context, id string) ([]x509.RevocationListEntry, error) {
+// root id as CRL entries, with their recorded reason and time, and the
+// recorded serials among them that no CRL listed yet.
+func (s *Service) revokedUnder(ctx context.Context, id string) ([]x509.RevocationListEntry, []string, error) {
 	inters, err := s.store.ListIntermediatesByStatus(ctx, store.IntermediateRevoked)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	recs, err := s.store.ListRevocations(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	bySerial := map[string]store.Revocation{}
 	for _, r := range recs {
@@ -144,21 +160,24 @@ func (s *Service) revokedUnder(ctx context.Context, id string) ([]x509.Revocatio
 	}
 	now := s.now()
 	var out []x509.RevocationListEntry
+	var unlisted []string
 	for _, in := range inters {
 		if in.RootID != id || in.Status != store.IntermediateRevoked || !in.NotAfter.After(now) {
 			continue
 		}
 		sn, ok := new(big.Int).SetString(in.Serial, 16)
 		if !ok {
-			return nil, fmt.Errorf("intermediate serial %q is not hex", in.Serial)
+			return nil, nil, fmt.Errorf("intermediate serial %q is not hex", in.Serial)
 		}
 		rec, ok := bySerial[in.Serial]
 		if !ok {
 			rec = store.Revocation{RevokedAt: in.CreatedAt}
+		} else if rec.ListedIn == 0 {
+			unlisted = append(unlisted, in.Serial)
 		}
 		out = append(out, x509.RevocationListEntry{SerialNumber: sn, RevocationTime: rec.RevokedAt.UTC(), ReasonCode: rec.Reason})
 	}
-	return out, nil
+	return out, unlisted, nil
 }
 
 // sameSerials reports whether the CRL der lists exactly the serials of

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"go.step.sm/crypto/x509util"
 )
 
 // clusterNamePattern is a DNS label: what Kubernetes and Istio accept as a
@@ -109,7 +108,7 @@ func (a *Authority) SignIntermediate(req IntermediateRequest) (*x509.Certificate
 	if err != nil {
 		return nil, err
 	}
-	ski, err := x509util.GenerateSubjectKeyID(req.CSR.PublicKey)
+	ski, err := subjectKeyID(req.CSR.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("subject key id: %w", err)
 	}
@@ -131,7 +130,7 @@ func (a *Authority) SignIntermediate(req IntermediateRequest) (*x509.Certificate
 		AuthorityKeyId:        issuer.SubjectKeyId,
 	}
 	clusterNameConstraints(tmpl, td.Name(), p.dnsDomains(), req.PermitDNS, req.PermitIPs)
-	cert, err := x509util.CreateCertificate(tmpl, issuer, req.CSR.PublicKey, a.signer)
+	cert, err := createCertificate(tmpl, issuer, req.CSR.PublicKey, a.signer)
 	if err != nil {
 		return nil, fmt.Errorf("sign intermediate for cluster %s: %w", req.Cluster, err)
 	}

@@ -18,8 +18,13 @@ const (
 
 // ReportIstiod records what a cluster's agent applied (as ReportStatus)
 // together with what it confirmed istiod serves. ist.State "" records
-// nothing about istiod (an agent that does not confirm).
-func (s *Service) ReportIstiod(ctx context.Context, cluster string, bundleSequence uint64, serial string, ist store.IstiodStatus) error {
+// nothing about istiod (an agent that does not confirm). appliedCRLs are
+// the root CRL numbers in the cluster's ca-crl.pem (nil: not reported,
+// empty: no ca-crl.pem), for the quarantine enforcement status.
+func (s *Service) ReportIstiod(ctx context.Context, cluster string, bundleSequence uint64, serial string, ist store.IstiodStatus, appliedCRLs map[string]uint64) error {
+	if err := checkAppliedCRLs(appliedCRLs); err != nil {
+		return err
+	}
 	switch ist.State {
 	case "", store.IstiodLoaded, store.IstiodPending, store.IstiodStale, store.IstiodUnconfirmed:
 	default:
@@ -49,7 +54,7 @@ func (s *Service) ReportIstiod(ctx context.Context, cluster string, bundleSequen
 			return refusef("intermediate %s is not one issued to cluster %s", serial, cluster)
 		}
 	}
-	return s.RecordContact(ctx, cluster, store.ClusterStatus{BundleSequence: bundleSequence, IntermediateSerial: serial, Istiod: ist})
+	return s.RecordContact(ctx, cluster, store.ClusterStatus{BundleSequence: bundleSequence, IntermediateSerial: serial, Istiod: ist, AppliedCRLs: appliedCRLs})
 }
 
 // SetClusterGate marks what makes cluster ready for a rotation phase:

@@ -21,7 +21,7 @@ func reportIstiod(t *testing.T, svc *ca.Service, st store.Store, cluster string,
 	}
 	ist := store.IstiodStatus{State: state, BundleSequence: istiodSeq, Serial: istiodSerial, Detail: "saw " + state,
 		Since: time.Now(), StaleSince: time.Now()}
-	if err := svc.ReportIstiod(ctx, cluster, seq, cl.Status.IntermediateSerial, ist); err != nil {
+	if err := svc.ReportIstiod(ctx, cluster, seq, cl.Status.IntermediateSerial, ist, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -47,13 +47,13 @@ func TestActivateGatesOnIstiod(t *testing.T) {
 	}
 	// A report of "loaded" for another sequence than the Secret's is refused.
 	cl, _ := st.GetCluster(ctx, "east")
-	if err := svc.ReportIstiod(ctx, "east", 2, cl.Status.IntermediateSerial, store.IstiodStatus{State: store.IstiodLoaded, BundleSequence: 1}); err == nil {
+	if err := svc.ReportIstiod(ctx, "east", 2, cl.Status.IntermediateSerial, store.IstiodStatus{State: store.IstiodLoaded, BundleSequence: 1}, nil); err == nil {
 		t.Error("loaded at sequence 1 with the Secret at 2 was accepted")
 	}
-	if err := svc.ReportIstiod(ctx, "east", 2, "", store.IstiodStatus{State: "bogus"}); err == nil {
+	if err := svc.ReportIstiod(ctx, "east", 2, "", store.IstiodStatus{State: "bogus"}, nil); err == nil {
 		t.Error("an unknown istiod state was accepted")
 	}
-	if err := svc.ReportIstiod(ctx, "east", 2, "", store.IstiodStatus{State: store.IstiodPending, Detail: strings.Repeat("x", 2000)}); err == nil {
+	if err := svc.ReportIstiod(ctx, "east", 2, "", store.IstiodStatus{State: store.IstiodPending, Detail: strings.Repeat("x", 2000)}, nil); err == nil {
 		t.Error("an oversized istiod detail was accepted")
 	}
 

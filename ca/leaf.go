@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/url"
 	"time"
-
-	"go.step.sm/crypto/x509util"
 )
 
 // ServerCertRequest asks for a TLS server certificate for meshroot's own
@@ -73,7 +71,7 @@ func (a *Authority) SignServerCert(req ServerCertRequest) (*x509.Certificate, er
 		URIs:           req.URIs,
 		AuthorityKeyId: issuer.SubjectKeyId,
 	}
-	cert, err := x509util.CreateCertificate(tmpl, issuer, req.PublicKey, a.signer)
+	cert, err := createCertificate(tmpl, issuer, req.PublicKey, a.signer)
 	if err != nil {
 		return nil, fmt.Errorf("sign server certificate: %w", err)
 	}

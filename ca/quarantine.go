@@ -15,7 +15,7 @@ const MaxQuarantineReason = 512
 type QuarantineAdmin interface {
 	QuarantineCluster(ctx context.Context, req QuarantineRequest) (QuarantineResult, error)
 	ReleaseCluster(ctx context.Context, name string) (store.Quarantine, error)
-	ListQuarantines(ctx context.Context) ([]store.Quarantine, error)
+	ListQuarantines(ctx context.Context) ([]QuarantineStatus, error)
 }
 
 // QuarantineRequest asks to quarantine a cluster.
@@ -114,11 +114,6 @@ func (s *Service) ReleaseCluster(ctx context.Context, name string) (store.Quaran
 		return q, s.auditRefusal(ctx, actor, "cluster.release", name, err)
 	}
 	return q, nil
-}
-
-// ListQuarantines lists the quarantined clusters.
-func (s *Service) ListQuarantines(ctx context.Context) ([]store.Quarantine, error) {
-	return s.store.ListQuarantines(ctx)
 }
 
 // refuseQuarantined refuses issuance for a quarantined cluster, with the

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"go.step.sm/crypto/x509util"
 
 	"github.com/meshroot/meshroot/keys"
 )
@@ -73,7 +72,7 @@ func NewRoot(signer crypto.Signer, opts RootOptions) (*x509.Certificate, error) 
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
-	cert, err := x509util.CreateCertificate(tmpl, tmpl, signer.Public(), signer)
+	cert, err := createCertificate(tmpl, tmpl, signer.Public(), signer)
 	if err != nil {
 		return nil, fmt.Errorf("create root certificate: %w", err)
 	}

@@ -286,6 +286,12 @@ type RotationStatus struct {
 	NextPhase      string                  `json:"next_phase"`
 	Clusters       []ClusterRotationStatus `json:"clusters"`
 	Blockers       []Blocker               `json:"blockers,omitempty"`
+	// Replicas are the servers sharing the store and which one leads
+	// (empty with a store one server uses).
+	Replicas []ReplicaStatus `json:"replicas,omitempty"`
+	// Quarantines are the quarantined clusters and, per other cluster,
+	// whether it has applied the CRLs that list them.
+	Quarantines []QuarantineStatus `json:"-"`
 }
 
 // RotationStatus reports, per cluster, the bundle applied, the root of its
@@ -299,6 +305,12 @@ func (s *Service) RotationStatus(ctx context.Context, workloadCertTTL time.Durat
 	}
 	st.Roots = roots
 	if st.BundleSequence, err = s.store.BundleSequence(ctx); err != nil {
+		return st, err
+	}
+	if st.Replicas, err = s.replicas(ctx); err != nil {
+		return st, err
+	}
+	if st.Quarantines, err = s.ListQuarantines(ctx); err != nil {
 		return st, err
 	}
 	var res PhaseResult
@@ -346,7 +358,7 @@ func (s *Service) RotationStatus(ctx context.Context, workloadCertTTL time.Durat
 // bundle sequence (at most the current one) and the serial of the
 // intermediate it runs with (which must be that cluster's).
 func (s *Service) ReportStatus(ctx context.Context, cluster string, bundleSequence uint64, serial string) error {
-	return s.ReportIstiod(ctx, cluster, bundleSequence, serial, store.IstiodStatus{})
+	return s.ReportIstiod(ctx, cluster, bundleSequence, serial, store.IstiodStatus{}, nil)
 }
 
 func short(id string) string {

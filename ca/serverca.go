@@ -16,8 +16,6 @@ import (
 	"slices"
 	"time"
 
-	"go.step.sm/crypto/x509util"
-
 	"github.com/meshroot/meshroot/store"
 )
 
@@ -133,11 +131,11 @@ func (a *Authority) SignServerCA(pub crypto.PublicKey, td string, names ServerNa
 		return nil, err
 	}
 	tmpl.SerialNumber = serial
-	if tmpl.SubjectKeyId, err = x509util.GenerateSubjectKeyID(pub); err != nil {
+	if tmpl.SubjectKeyId, err = subjectKeyID(pub); err != nil {
 		return nil, fmt.Errorf("server CA subject key id: %w", err)
 	}
 	tmpl.AuthorityKeyId = issuer.SubjectKeyId
-	cert, err := x509util.CreateCertificate(tmpl, issuer, pub, a.signer)
+	cert, err := createCertificate(tmpl, issuer, pub, a.signer)
 	if err != nil {
 		return nil, fmt.Errorf("sign the server CA: %w", err)
 	}

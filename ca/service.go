@@ -41,6 +41,9 @@ type Service struct {
 	// (nil outside the server).
 	minter    JoinTokenMinter
 	refresher FederationRefresher
+	// mayResignCRL, when set, says whether this process may sign root
+	// CRLs (see SetCRLSigning).
+	mayResignCRL func() bool
 }
 
 // NewService returns a Service over st and km that issues under policy.

@@ -50,6 +50,9 @@ type FederatorOptions struct {
 	OnChange func(trustDomain string)
 	// Roots verify https_web peers (nil: the system roots).
 	Roots *x509.CertPool
+	// UserAgent is sent with every fetch (default meshroot-federation);
+	// a server among several names itself in it, for the peers' logs.
+	UserAgent string
 }
 
 func (o FederatorOptions) withDefaults() FederatorOptions {
@@ -368,7 +371,7 @@ func (f *Federator) fetch(ctx context.Context, peer store.FederationPeer) (*spif
 		ctx, cancel = context.WithTimeout(ctx, f.fetchTimeout)
 		defer cancel()
 	}
-	b, _, err := FetchBundle(ctx, td, peer.URL, auth, f.opts.MaxBytes)
+	b, _, err := FetchBundle(WithUserAgent(ctx, f.opts.UserAgent), td, peer.URL, auth, f.opts.MaxBytes)
 	return b, err
 }
 

@@ -114,7 +114,7 @@ func FetchBundle(ctx context.Context, td spiffeid.TrustDomain, url string, auth 
 		return nil, nil, bundle.Errorf(bundle.ReasonConfig, "bundle endpoint URL %q: %v", url, err)
 	}
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "meshroot-federation")
+	req.Header.Set("User-Agent", userAgent(ctx))
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, nil, classify(ctx, "GET "+url, err)

@@ -33,6 +33,9 @@ type BundleHub struct {
 	held *federation.Held
 	log  *slog.Logger
 	poke chan struct{}
+	feed <-chan struct{} // changes committed by other replicas (nil: none)
+	// lastRefresh is when Run last started a refresh.
+	lastRefresh time.Time
 
 	mu      sync.Mutex
 	current Bundles
@@ -50,12 +53,18 @@ func (h *BundleHub) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
+		h.lastRefresh = time.Now()
 		h.refresh(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-h.poke:
+		case _, ok := <-h.feed:
+			if !ok {
+				h.feed = nil
+			}
+			h.spaceFeedRefresh(ctx)
 		}
 	}
 }

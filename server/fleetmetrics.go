@@ -53,6 +53,8 @@ var (
 		"When the cluster was registered, in seconds since the epoch.", "cluster")
 	descClusterQuarantined = fleetDesc("cluster_quarantined",
 		"1 when the cluster is quarantined (its renewals refused), else 0.", "cluster")
+	descQuarantinePending = fleetDesc("quarantine_pending_clusters",
+		"Per quarantined cluster: how many other clusters have not yet applied the CRLs that list its intermediates (0: enforced everywhere).", "cluster")
 	descRootExpiry = fleetDesc("root_expiry_timestamp_seconds",
 		"Earliest NotAfter in the chain of a root in the trust bundle (its signing authority and every CA above it), in seconds since the epoch.",
 		"root_id", "trust_domain")
@@ -92,9 +94,19 @@ type FleetCollector struct {
 	log      *slog.Logger
 	now      func() time.Time
 
+	quarantines func(context.Context) ([]ca.QuarantineStatus, error)
+
 	mu     sync.Mutex
 	at     time.Time
 	cached []prometheus.Metric
+}
+
+// WithQuarantines makes the collector export which clusters are
+// quarantined and how many others do not enforce it yet, from list
+// (ca.Service.ListQuarantines).
+func (c *FleetCollector) WithQuarantines(list func(context.Context) ([]ca.QuarantineStatus, error)) *FleetCollector {
+	c.quarantines = list
+	return c
 }
 
 // FleetReader is what the fleet collector reads at scrape time.
@@ -122,7 +134,7 @@ func NewFleetCollector(st FleetReader, cacheTTL time.Duration, log *slog.Logger)
 // Describe sends the descriptors of every fleet series.
 func (c *FleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClusterInfo, descClusterExpiry, descClusterSequence, descClusterContact,
-		descClusterRegistered, descClusterQuarantined, descRootExpiry, descRootState, descRootStateChanged,
+		descClusterRegistered, descClusterQuarantined, descQuarantinePending, descRootExpiry, descRootState, descRootStateChanged,
 		descRotationPhase, descRotationSince, descPeerSuccess, descPeerAttempt, descPeerCreated, descPeerSequence,
 		descClusterIstiod, descClusterCRLNext, descCRLNext, descFleetOK} {
 		ch <- d
@@ -176,6 +188,15 @@ func (c *FleetCollector) read(ctx context.Context) ([]prometheus.Metric, error) 
 	quarantined := make(map[string]bool, len(qs))
 	for _, q := range qs {
 		quarantined[q.Cluster] = true
+	}
+	if c.quarantines != nil {
+		qs, err := c.quarantines(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, q := range qs {
+			gauge(descQuarantinePending, float64(len(q.Pending())), q.Cluster)
+		}
 	}
 	for _, cl := range clusters {
 		rootID := ""

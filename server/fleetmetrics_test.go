@@ -240,6 +240,22 @@ func TestFleetMetrics(t *testing.T) {
 	if st := series(fams, "meshroot_root_state"); st[stateLabels(active, "retiring")] != 1 {
 		t.Errorf("after activate: root states %v", st)
 	}
+	if p := series(fams, "meshroot_quarantine_pending_clusters"); len(p) != 0 {
+		t.Errorf("pending quarantine series without a quarantine: %v", p)
+	}
+
+	// A quarantine: lost is 1, and both other clusters (no agent wrote a
+	// ca-crl.pem) are pending.
+	if _, err := ts.admin.QuarantineCluster(ctx, &meshrootv1.QuarantineClusterRequest{Cluster: "lost", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	fams = scrape(t, ts)
+	if q := series(fams, "meshroot_cluster_quarantined"); len(q) != 3 || q["cluster=lost"] != 1 || q["cluster=east"] != 0 {
+		t.Errorf("quarantined after quarantining lost: %v", q)
+	}
+	if p := series(fams, "meshroot_quarantine_pending_clusters"); len(p) != 1 || p["cluster=lost"] != 2 {
+		t.Errorf("pending clusters for lost: %v, want 2", p)
+	}
 }
 
 // TestFleetMetricsCached: within the cache TTL a scrape does not read the

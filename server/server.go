@@ -75,6 +75,9 @@ type ServerConfig struct {
 	// listener's TLS configuration (AdminListen must be set) and, on every
 	// request, AuthorizeAdmin for the viewer role. Any address may be used.
 	FleetPageListen string
+	// Leadership, when set, says whether this server leads the replicas
+	// sharing its store (shown by /readyz); nil: it always leads.
+	Leadership *Leadership
 }
 
 // Server runs the Issuer service over TLS, the Admin service on a unix
@@ -123,7 +126,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err := Register(cfg.Registry); err != nil {
 		return nil, fmt.Errorf("server: metrics: %w", err)
 	}
-	if err := cfg.Registry.Register(NewFleetCollector(cfg.Service.Store(), cfg.FleetCacheTTL, cfg.Log)); err != nil {
+	if err := cfg.Registry.Register(NewFleetCollector(cfg.Service.Store(), cfg.FleetCacheTTL, cfg.Log).WithQuarantines(cfg.Service.ListQuarantines)); err != nil {
 		return nil, fmt.Errorf("server: fleet metrics (one server per registry): %w", err)
 	}
 	s := &Server{cfg: cfg, ready: make(chan struct{})}
@@ -330,7 +333,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "store unavailable", http.StatusServiceUnavailable)
 		return
 	}
-	fmt.Fprintln(w, "ready")
+	fmt.Fprintf(w, "ready (%s)\n", s.cfg.Leadership.Role())
 }
 
 // bundleRoots gives authn the roots that renewal certificates must chain to.

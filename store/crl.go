@@ -27,6 +27,10 @@ type Revocation struct {
 	// keyCompromise, 2 cACompromise, 4 superseded, 5 cessationOfOperation).
 	Reason    int
 	RevokedAt time.Time
+	// ListedIn is the CRL number of the first CRL of the issuing root
+	// that listed the serial (0: on no CRL yet). A cluster whose cacerts
+	// holds that root's CRL with at least this number enforces it.
+	ListedIn uint64
 }
 
 // Quarantine is a cluster cut out of the trust domain: every intermediate
@@ -61,6 +65,9 @@ type RevocationWriter interface {
 	// RecordRevocation records r; a serial already recorded keeps its first
 	// record.
 	RecordRevocation(ctx context.Context, r Revocation) error
+	// MarkRevocationsListed sets ListedIn to number for each recorded
+	// serial that is on no CRL yet (ListedIn 0); others keep theirs.
+	MarkRevocationsListed(ctx context.Context, serials []string, number uint64) error
 	// SetQuarantine records q, replacing an earlier quarantine of the
 	// same cluster.
 	SetQuarantine(ctx context.Context, q Quarantine) error

@@ -128,6 +128,10 @@ type ClusterStatus struct {
 	// when the agent reports confirmation, else secret). The agent never
 	// sets it; RecordContact keeps it.
 	Gate string
+	// AppliedCRLs maps a root ID to the CRL number of that root's CRL in
+	// the cluster's ca-crl.pem, as its agent last reported; empty when it
+	// wrote no ca-crl.pem, nil when the agent never reported it.
+	AppliedCRLs map[string]uint64
 }
 
 // Rotation gates a cluster can be marked with (ClusterStatus.Gate).

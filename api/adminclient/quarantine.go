@@ -20,6 +20,6 @@ func (c *Client) ReleaseCluster(ctx context.Context, name string) (store.Quarant
 }
 
 // ListQuarantines implements ca.QuarantineAdmin.
-func (c *Client) ListQuarantines(ctx context.Context) ([]store.Quarantine, error) {
+func (c *Client) ListQuarantines(ctx context.Context) ([]ca.QuarantineStatus, error) {
 	return call(ctx, c.c.ListQuarantines, &meshrootv1.ListQuarantinesRequest{}, ok(wire.QuarantinesFromProto))
 }

@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"time"
+
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/keys"
@@ -65,7 +67,11 @@ func RotationStatusToProto(st ca.RotationStatus) (*meshrootv1.RotationStatusResp
 	if err != nil {
 		return nil, err
 	}
-	out := &meshrootv1.RotationStatusResponse{BundleSequence: st.BundleSequence, NextPhase: st.NextPhase, Roots: roots, Blockers: blockersToProto(st.Blockers)}
+	out := &meshrootv1.RotationStatusResponse{BundleSequence: st.BundleSequence, NextPhase: st.NextPhase, Roots: roots, Blockers: blockersToProto(st.Blockers),
+		Quarantines: quarantinesToProto(st.Quarantines)}
+	for _, r := range st.Replicas {
+		out.Replicas = append(out.Replicas, &meshrootv1.ReplicaStatus{Id: r.ID, Leader: r.Leader, StartedAt: TS(r.StartedAt), HeartbeatAgeMillis: r.HeartbeatAge.Milliseconds()})
+	}
 	for _, c := range st.Clusters {
 		ist := c.Istiod
 		out.Clusters = append(out.Clusters, &meshrootv1.ClusterRotationStatus{
@@ -85,7 +91,12 @@ func RotationStatusFromProto(m *meshrootv1.RotationStatusResponse) (ca.RotationS
 	if err != nil {
 		return ca.RotationStatus{}, err
 	}
-	st := ca.RotationStatus{BundleSequence: m.GetBundleSequence(), NextPhase: m.GetNextPhase(), Roots: roots, Blockers: blockersFromProto(m.GetBlockers())}
+	st := ca.RotationStatus{BundleSequence: m.GetBundleSequence(), NextPhase: m.GetNextPhase(), Roots: roots, Blockers: blockersFromProto(m.GetBlockers()),
+		Quarantines: quarantinesFromProto(m.GetQuarantines())}
+	for _, r := range m.GetReplicas() {
+		st.Replicas = append(st.Replicas, ca.ReplicaStatus{ID: r.GetId(), Leader: r.GetLeader(), StartedAt: FromTS(r.GetStartedAt()),
+			HeartbeatAge: time.Duration(r.GetHeartbeatAgeMillis()) * time.Millisecond})
+	}
 	for _, c := range m.GetClusters() {
 		st.Clusters = append(st.Clusters, ca.ClusterRotationStatus{
 			Cluster: c.GetCluster(), BundleSequence: c.GetBundleSequenceApplied(), IntermediateSerial: c.GetIntermediateSerial(),

@@ -44,6 +44,45 @@ func TestLeanDependencies(t *testing.T) {
 	}
 }
 
+// clientset is client-go's full clientset and its scheme, whose package
+// init registers every built-in API group, and the API groups' packages
+// themselves, whose code for every kind is linked with any one kind: many
+// MB of code and heap that neither binary needs (internal/kubeclient is
+// the small client; only authentication/v1, for TokenReview and
+// TokenRequest, is allowed).
+var clientset = regexp.MustCompile(`^k8s\.io/client-go/(kubernetes|applyconfigurations)(/|$)|^k8s\.io/api/(core|apps|admission|batch|networking|policy|rbac|storage|resource)/`)
+
+// TestNoClientset fails if meshroot-agent or meshroot links client-go's
+// clientset, its scheme, or the core/v1, apps/v1 or other API groups'
+// packages.
+func TestNoClientset(t *testing.T) {
+	for _, pkg := range []string{".", "../meshroot"} {
+		out, err := exec.Command("go", "list", "-deps", pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
+		}
+		for _, p := range strings.Fields(string(out)) {
+			if clientset.MatchString(p) {
+				t.Errorf("%s links %s: use internal/kubeclient", pkg, p)
+			}
+		}
+	}
+	// The check itself can fail: the clientset links what it names.
+	out, err := exec.Command("go", "list", "-deps", "k8s.io/client-go/kubernetes").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps k8s.io/client-go/kubernetes: %v\n%s", err, out)
+	}
+	var hits int
+	for _, p := range strings.Fields(string(out)) {
+		if clientset.MatchString(p) {
+			hits++
+		}
+	}
+	if hits < 100 {
+		t.Errorf("the pattern matches %d of the clientset's packages: it checks nothing", hits)
+	}
+}
+
 func contains(list []string, s string) bool {
 	for _, v := range list {
 		if v == s {

@@ -18,6 +18,9 @@ type quarantineView struct {
 	Reason string    `json:"reason"`
 	At     time.Time `json:"at"`
 	Actor  string    `json:"actor"`
+	// Enforcement is which other clusters applied the CRLs listing it
+	// (cluster list and root status).
+	Enforcement *enforcementView `json:"enforcement,omitempty"`
 }
 
 func viewQuarantine(q store.Quarantine) quarantineView {
@@ -29,7 +32,11 @@ func (q *quarantineView) describe() string {
 	if q == nil {
 		return "-"
 	}
-	return fmt.Sprintf("since %s: %s", fmtTime(q.At), q.Reason)
+	s := fmt.Sprintf("since %s: %s", fmtTime(q.At), q.Reason)
+	if q.Enforcement != nil {
+		s += "; " + q.Enforcement.describe(time.Now())
+	}
+	return s
 }
 
 // clusterList is what `cluster list` prints: the clusters and which are
@@ -50,7 +57,7 @@ func listClusters(a ca.Admin, ctx context.Context) (clusterList, error) {
 	}
 	l := clusterList{clusters: cs, quarantined: map[string]quarantineView{}}
 	for _, q := range qs {
-		l.quarantined[q.Cluster] = viewQuarantine(q)
+		l.quarantined[q.Cluster] = viewQuarantineStatus(q)
 	}
 	return l, nil
 }

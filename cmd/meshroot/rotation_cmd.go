@@ -142,10 +142,19 @@ func printRotationStatus(w io.Writer, format string, st ca.RotationStatus) error
 		for i, r := range st.Roots {
 			roots[i] = viewRoot(r)
 		}
+		type quarantined struct {
+			Cluster string `json:"cluster"`
+			quarantineView
+		}
+		qs := make([]quarantined, len(st.Quarantines))
+		for i, q := range st.Quarantines {
+			qs[i] = quarantined{q.Cluster, viewQuarantineStatus(q)}
+		}
 		return printJSON(w, struct {
 			ca.RotationStatus
-			Roots []rootView `json:"roots"`
-		}{st, roots})
+			Roots       []rootView    `json:"roots"`
+			Quarantines []quarantined `json:"quarantines"`
+		}{st, roots, qs})
 	}
 	fmt.Fprintf(w, "trust bundle sequence %d; next phase: %s\n\n", st.BundleSequence, st.NextPhase)
 	var rows [][]string
@@ -179,7 +188,8 @@ func printRotationStatus(w io.Writer, format string, st ca.RotationStatus) error
 	for _, bl := range st.Blockers {
 		fmt.Fprintf(w, "\nblocker: %s\n", bl.Reason)
 	}
-	return nil
+	printQuarantineStatuses(w, st.Quarantines, time.Now())
+	return printReplicas(w, st.Replicas)
 }
 
 func short12(s string) string {

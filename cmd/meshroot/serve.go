@@ -23,10 +23,8 @@ import (
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/federation"
-	"github.com/meshroot/meshroot/internal/fsutil"
 	"github.com/meshroot/meshroot/server"
 	"github.com/meshroot/meshroot/spiffe"
-	"github.com/meshroot/meshroot/store"
 	"github.com/meshroot/meshroot/store/postgres"
 )
 
@@ -52,6 +50,7 @@ type serveConfig struct {
 	Federation           fedConf      `yaml:"federation"`
 	FleetPage            bool         `yaml:"fleetPage"`
 	FleetPageListen      string       `yaml:"fleetPageListen"`
+	ReplicaID            string       `yaml:"replicaID"`
 }
 
 // endpointConf configures the SPIFFE bundle endpoint.
@@ -283,6 +282,10 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		return err
 	}
 	hub := server.NewBundleHub(svc, log)
+	lead, err := newLeadership(ctx, cfg, st, svc, hub, reg, log)
+	if err != nil {
+		return err
+	}
 	var webRoots *x509.CertPool
 	if cfg.Federation.CAFile != "" {
 		pemData, err := readBounded(cfg.Federation.CAFile, maxImportFile)
@@ -299,6 +302,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	fed := federation.NewFederator(st, federation.FederatorOptions{
 		MinRefresh: time.Duration(cfg.Federation.MinRefresh), MaxRefresh: time.Duration(cfg.Federation.MaxRefresh),
 		Roots: webRoots, Log: log.With("component", "federation"), OnChange: func(string) { hub.Poke() },
+		UserAgent: federationUserAgent(lead),
 	})
 	page, err := newFleetPage(cfg, svc, log)
 	if err != nil {
@@ -306,8 +310,8 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	}
 	srv, err := server.NewServer(server.ServerConfig{
 		Service: svc, Store: st, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, AdminSocket: cfg.AdminSocket, AdminListen: cfg.AdminListen,
-		ServerNames: cfg.ServerSANs, RefreshHint: refreshHint, Log: log, Registry: reg, Hub: hub, Federation: fed,
-		FleetPage: page, FleetPageListen: cfg.FleetPageListen,
+		ServerNames: cfg.ServerSANs, RefreshHint: refreshHint, Log: log, Registry: reg, Hub: hub, Federation: leaderFederation{fed, lead},
+		FleetPage: page, FleetPageListen: cfg.FleetPageListen, Leadership: lead,
 	})
 	if err != nil {
 		return err
@@ -336,7 +340,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 	}
 	log.Info("meshroot server starting", "version", version, "issuer", srv.Addr(), "http", srv.HTTPAddr(),
 		"admin_socket", cfg.AdminSocket, "admin_listen", srv.AdminAddr(), "data_dir", cfg.DataDir, "store", storeName, "bundle_endpoint", endpointAddr(endpoint), "bundle_endpoint_profile", cfg.BundleEndpoint.Profile,
-		"fleet_page", fleetURL(cfg, srv))
+		"fleet_page", fleetURL(cfg, srv), "replica", lead.Replica())
 	if dev {
 		go printDevBanner(ctx, cmd, srv, cfg, devToken)
 	}
@@ -353,7 +357,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 			}
 		}()
 	}
-	background(func(ctx context.Context) error { fed.Run(ctx); return nil })
+	background(func(ctx context.Context) error { runSingletons(ctx, lead, fed, hub, svc, log); return nil })
 	if _, err := svc.ActiveRoot(ctx); err != nil {
 		log.Info("no root yet: the server waits for one; create it through the admin socket",
 			"run", fmt.Sprintf("meshroot root init --trust-domain TD --socket %s", cfg.AdminSocket))
@@ -405,67 +409,6 @@ func endpointAddr(e *spiffe.Endpoint) string {
 		return "off"
 	}
 	return e.Addr()
-}
-
-// devCAFile holds, in dev mode, the trust bundle that agents use to verify
-// the server.
-const devCAFile = "server-ca.pem"
-
-// devBootstrap creates, on first start, a root and the cluster "dev",
-// writes the trust bundle to caFile, and returns a fresh join token.
-func devBootstrap(ctx context.Context, svc *ca.Service, td, caFile string) (string, error) {
-	ctx = ca.WithActor(ctx, "serve:--dev")
-	if _, err := svc.ActiveRoot(ctx); err != nil {
-		if _, err := svc.InitRoot(ctx, ca.InitRootRequest{TrustDomain: td}); err != nil {
-			return "", err
-		}
-	}
-	tb, err := svc.TrustBundle(ctx)
-	if err != nil {
-		return "", err
-	}
-	if err := fsutil.WriteFile(caFile, ca.EncodeCerts(tb.Roots), 0o644); err != nil {
-		return "", err
-	}
-	if _, err := svc.Store().GetCluster(ctx, "dev"); errors.Is(err, store.ErrNotFound) {
-		if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: "dev"}); err != nil {
-			return "", err
-		}
-	}
-	t, err := svc.CreateJoinToken(ctx, ca.JoinTokenRequest{Cluster: "dev", TTL: time.Hour})
-	return t.Token, err
-}
-
-// printDevBanner writes the trust bundle for agents to trust the server and
-// prints where everything is, once the server is ready.
-func printDevBanner(ctx context.Context, cmd *cobra.Command, srv *server.Server, cfg serveConfig, token string) {
-	select {
-	case <-ctx.Done():
-		return
-	case <-srv.Ready():
-	}
-	caFile := filepath.Join(cfg.DataDir, devCAFile)
-	abs, _ := filepath.Abs(caFile)
-	out := cmd.ErrOrStderr()
-	fleet := fleetBanner(cfg, srv)
-	fmt.Fprintf(out, `
-meshroot dev server ready
-  Issuer API (gRPC/TLS): %s
-  health, metrics:       http://%s/healthz  /readyz  /metrics
-  fleet page:            %s
-  admin socket:          %s   (the CLI uses it by default: try 'meshroot cluster list')
-  trust bundle (PEM):    %s
-
-Bootstrap a cluster's cacerts (the join token is single-use, valid 1h: run one of these).
-No Kubernetes at hand? Write them into a folder, and watch cluster "dev" appear on the fleet page:
-  meshroot agent --server %s --server-ca %s --cluster dev \
-    --join-token %s --out ./dev-cacerts
-
-Into a cluster's istio-system/cacerts Secret:
-  meshroot agent --once --server %s --server-ca %s --cluster dev \
-    --join-token %s --kubeconfig ~/.kube/config
-
-`, srv.Addr(), srv.HTTPAddr(), fleet, cfg.AdminSocket, abs, srv.Addr(), abs, token, srv.Addr(), abs, token)
 }
 
 // mergeKeys lets key flags (or their MESHROOT_* variables) override the

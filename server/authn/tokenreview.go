@@ -9,10 +9,10 @@ import (
 
 	authnv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/kubeclient"
 	"github.com/meshroot/meshroot/store"
 )
 
@@ -21,7 +21,7 @@ type tokenReviewer struct {
 	// fingerprint is the SHA-256 of the kubeconfig the client was made
 	// from; a changed registration gets a new client.
 	fingerprint [sha256.Size]byte
-	reviews     authnclient.TokenReviewInterface
+	reviews     kubeclient.TokenReviewInterface
 }
 
 // reviewerFor returns the TokenReview client for cluster c's kubeconfig.
@@ -47,7 +47,7 @@ func (a *Authenticator) reviewerFor(c store.Cluster) (*tokenReviewer, error) {
 // registration: the kubeconfig is read from the store, and a store write
 // must become neither a file the server reads and sends to the kubeconfig's
 // server nor a command the server runs.
-func (a *Authenticator) newTokenReviews(kubeconfig []byte) (authnclient.TokenReviewInterface, error) {
+func (a *Authenticator) newTokenReviews(kubeconfig []byte) (kubeclient.TokenReviewInterface, error) {
 	if err := ca.CheckKubeconfigFileRefs(kubeconfig); err != nil {
 		return nil, fmt.Errorf("registered kubeconfig: %w", err)
 	}
@@ -71,7 +71,7 @@ func (a *Authenticator) newTokenReviews(kubeconfig []byte) (authnclient.TokenRev
 	}
 	cfg.Timeout = a.httpTimeout
 	cfg.UserAgent = "meshroot"
-	client, err := authnclient.NewForConfig(cfg)
+	client, err := kubeclient.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("registered kubeconfig: %w", err)
 	}

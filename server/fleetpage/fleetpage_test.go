@@ -410,3 +410,30 @@ func TestFleetFederationPeer(t *testing.T) {
 		t.Error("the page does not list the peer")
 	}
 }
+
+// TestFleetShowsQuarantineEnforcement: a quarantined cluster's row says
+// so, with how many of the others applied the CRLs that list it (none
+// here: no agent wrote a ca-crl.pem) and which are pending.
+func TestFleetShowsQuarantineEnforcement(t *testing.T) {
+	svc := fleet(t)
+	if _, err := svc.QuarantineCluster(ca.WithActor(t.Context(), "test"), ca.QuarantineRequest{Cluster: "soon", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	page := newPage(t, svc)
+	_, body := get(t, page, fleetpage.PathJSON)
+	var f fleetpage.Fleet
+	if err := json.Unmarshal([]byte(body), &f); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range f.Clusters {
+		switch {
+		case c.Name == "soon" && (!c.Quarantined || c.Enforcement != "applied by 0 of 2; pending: healthy, silent"):
+			t.Errorf("soon: quarantined %v, enforcement %q", c.Quarantined, c.Enforcement)
+		case c.Name != "soon" && (c.Quarantined || c.Enforcement != ""):
+			t.Errorf("%s: quarantined %v, enforcement %q", c.Name, c.Quarantined, c.Enforcement)
+		}
+	}
+	if _, html := get(t, page, fleetpage.PathPage); !strings.Contains(html, "yes: applied by 0 of 2; pending: healthy, silent") {
+		t.Error("the page does not show soon's quarantine enforcement")
+	}
+}

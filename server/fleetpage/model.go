@@ -80,8 +80,11 @@ type Cluster struct {
 	BundleCurrent         bool      `json:"bundle_current"`
 	// Istiod is the istiod-confirmed state: "unknown" until agents report it.
 	Istiod string `json:"istiod"`
-	// Quarantined is always false until clusters can be quarantined.
+	// Quarantined is true while the cluster is quarantined;
+	// Enforcement then says which other clusters applied the CRLs that
+	// list it and which are pending.
 	Quarantined bool     `json:"quarantined"`
+	Enforcement string   `json:"enforcement,omitempty"`
 	Blockers    []string `json:"blockers,omitempty"`
 }
 
@@ -220,6 +223,10 @@ func (f *Fleet) addClusters(ctx context.Context, r Reader, st ca.RotationStatus,
 	for _, c := range st.Clusters {
 		reported[c.Cluster] = c
 	}
+	quarantined := map[string]ca.QuarantineStatus{}
+	for _, q := range st.Quarantines {
+		quarantined[q.Cluster] = q
+	}
 	clusters, err := r.ListClusters(ctx)
 	if err != nil {
 		return fmt.Errorf("clusters: %w", err)
@@ -228,6 +235,9 @@ func (f *Fleet) addClusters(ctx context.Context, r Reader, st ca.RotationStatus,
 		row := Cluster{
 			Name: c.Name, LastContact: c.Status.LastContact, BundleApplied: c.Status.BundleSequence,
 			BundleCurrent: c.Status.BundleSequence == st.BundleSequence, Istiod: "unknown",
+		}
+		if q, ok := quarantined[c.Name]; ok {
+			row.Quarantined, row.Enforcement = true, enforcement(q)
 		}
 		rs := reported[c.Name]
 		row.Blockers = rs.Blockers
@@ -390,4 +400,19 @@ func since(t, now time.Time) string {
 		return fmt.Sprintf("%dh ago", int(d.Hours()))
 	}
 	return fmt.Sprintf("%dd ago", days(d))
+}
+
+// enforcement says in a few words who enforces quarantine q: "applied by
+// 2 of 3; pending: south".
+func enforcement(q ca.QuarantineStatus) string {
+	pending := q.Pending()
+	s := fmt.Sprintf("applied by %d of %d", len(q.Enforcement)-len(pending), len(q.Enforcement))
+	for i, p := range pending {
+		if i == 0 {
+			s += "; pending: " + p.Cluster
+		} else {
+			s += ", " + p.Cluster
+		}
+	}
+	return s
 }

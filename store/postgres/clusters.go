@@ -8,13 +8,14 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/meshroot/meshroot/store"
+	"github.com/meshroot/meshroot/store/internal/crljson"
 	"github.com/meshroot/meshroot/store/internal/istiodjson"
 	"github.com/meshroot/meshroot/store/internal/timetext"
 )
 
 const clusterColumns = `name, trust_domain, created_at,
 	k8s_issuer, k8s_jwks, k8s_oidc_discovery, k8s_ca, k8s_kubeconfig, service_accounts,
-	last_contact, bundle_sequence, intermediate_serial, permit_dns, permit_ips, istiod_status, gate`
+	last_contact, bundle_sequence, intermediate_serial, permit_dns, permit_ips, istiod_status, gate, applied_crls`
 
 // GetCluster returns the cluster called name.
 func (r reader) GetCluster(ctx context.Context, name string) (store.Cluster, error) {
@@ -53,10 +54,14 @@ func (t *tx) CreateCluster(ctx context.Context, c store.Cluster) error {
 	if err != nil {
 		return fmt.Errorf("create cluster %q: %w", c.Name, err)
 	}
-	tag, err := t.q.Exec(ctx, `INSERT INTO clusters (`+clusterColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING`,
+	applied, err := crljson.Encode(c.Status.AppliedCRLs)
+	if err != nil {
+		return fmt.Errorf("create cluster %q: %w", c.Name, err)
+	}
+	tag, err := t.q.Exec(ctx, `INSERT INTO clusters (`+clusterColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT DO NOTHING`,
 		c.Name, c.TrustDomain, timetext.Format(c.CreatedAt),
 		c.Auth.Issuer, nonNil(c.Auth.JWKS), c.Auth.OIDCDiscovery, nonNil(c.Auth.CAPEM), nonNil(c.Auth.Kubeconfig), textArray(c.Auth.ServiceAccounts),
-		timetext.FormatOpt(c.Status.LastContact), seq, c.Status.IntermediateSerial, textArray(c.PermitDNS), textArray(c.PermitIPs), istiod, c.Status.Gate)
+		timetext.FormatOpt(c.Status.LastContact), seq, c.Status.IntermediateSerial, textArray(c.PermitDNS), textArray(c.PermitIPs), istiod, c.Status.Gate, applied)
 	switch {
 	case err != nil:
 		return fmt.Errorf("create cluster %q: %w", c.Name, err)
@@ -77,9 +82,13 @@ func (t *tx) UpdateClusterStatus(ctx context.Context, name string, st store.Clus
 	if err != nil {
 		return fmt.Errorf("update cluster %q status: %w", name, err)
 	}
+	applied, err := crljson.Encode(st.AppliedCRLs)
+	if err != nil {
+		return fmt.Errorf("update cluster %q status: %w", name, err)
+	}
 	tag, err := t.q.Exec(ctx,
-		`UPDATE clusters SET last_contact = $1, bundle_sequence = $2, intermediate_serial = $3, istiod_status = $4, gate = $5 WHERE name = $6`,
-		timetext.FormatOpt(st.LastContact), seq, st.IntermediateSerial, istiod, st.Gate, name)
+		`UPDATE clusters SET last_contact = $1, bundle_sequence = $2, intermediate_serial = $3, istiod_status = $4, gate = $5, applied_crls = $6 WHERE name = $7`,
+		timetext.FormatOpt(st.LastContact), seq, st.IntermediateSerial, istiod, st.Gate, applied, name)
 	if err != nil {
 		return fmt.Errorf("update cluster %q status: %w", name, err)
 	}
@@ -104,17 +113,20 @@ func scanCluster(s scanner) (store.Cluster, error) {
 	var (
 		c                      store.Cluster
 		createdAt, lastContact string
-		istiod                 string
+		istiod, applied        string
 		seq                    int64
 	)
 	if err := s.Scan(&c.Name, &c.TrustDomain, &createdAt,
 		&c.Auth.Issuer, &c.Auth.JWKS, &c.Auth.OIDCDiscovery, &c.Auth.CAPEM, &c.Auth.Kubeconfig, &c.Auth.ServiceAccounts,
-		&lastContact, &seq, &c.Status.IntermediateSerial, &c.PermitDNS, &c.PermitIPs, &istiod, &c.Status.Gate); err != nil {
+		&lastContact, &seq, &c.Status.IntermediateSerial, &c.PermitDNS, &c.PermitIPs, &istiod, &c.Status.Gate, &applied); err != nil {
 		return store.Cluster{}, err
 	}
 	var err error
 	if c.Status.Istiod, err = istiodjson.Decode(istiod); err != nil {
 		return store.Cluster{}, fmt.Errorf("cluster %q istiod_status: %w", c.Name, err)
+	}
+	if c.Status.AppliedCRLs, err = crljson.Decode(applied); err != nil {
+		return store.Cluster{}, fmt.Errorf("cluster %q applied_crls: %w", c.Name, err)
 	}
 	for _, list := range []*[]string{&c.Auth.ServiceAccounts, &c.PermitDNS, &c.PermitIPs} {
 		if len(*list) == 0 {

@@ -72,9 +72,11 @@ WHERE crls.number < excluded.number`,
 func scanRevocation(sc scanner) (store.Revocation, error) {
 	var r store.Revocation
 	var at string
-	if err := sc.Scan(&r.Serial, &r.Reason, &at); err != nil {
+	var listed int64
+	if err := sc.Scan(&r.Serial, &r.Reason, &at, &listed); err != nil {
 		return r, err
 	}
+	r.ListedIn = uint64(max(listed, 0))
 	var err error
 	r.RevokedAt, err = timetext.Parse(at)
 	return r, err
@@ -82,7 +84,7 @@ func scanRevocation(sc scanner) (store.Revocation, error) {
 
 // ListRevocations returns every revocation record ordered by serial.
 func (r reader) ListRevocations(ctx context.Context) ([]store.Revocation, error) {
-	out, err := listRows(ctx, r.q, scanRevocation, `SELECT serial, reason, revoked_at FROM revocations ORDER BY serial`)
+	out, err := listRows(ctx, r.q, scanRevocation, `SELECT serial, reason, revoked_at, crl_number FROM revocations ORDER BY serial`)
 	if err != nil {
 		return nil, fmt.Errorf("list revocations: %w", err)
 	}
@@ -91,8 +93,8 @@ func (r reader) ListRevocations(ctx context.Context) ([]store.Revocation, error)
 
 // RecordRevocation records rv unless its serial is recorded already.
 func (t *tx) RecordRevocation(ctx context.Context, rv store.Revocation) error {
-	_, err := t.q.Exec(ctx, `INSERT INTO revocations (serial, reason, revoked_at) VALUES ($1, $2, $3)
-ON CONFLICT (serial) DO NOTHING`, rv.Serial, rv.Reason, timetext.Format(rv.RevokedAt))
+	_, err := t.q.Exec(ctx, `INSERT INTO revocations (serial, reason, revoked_at, crl_number) VALUES ($1, $2, $3, $4)
+ON CONFLICT (serial) DO NOTHING`, rv.Serial, rv.Reason, timetext.Format(rv.RevokedAt), int64(rv.ListedIn))
 	if err != nil {
 		return fmt.Errorf("record revocation of %s: %w", rv.Serial, err)
 	}
@@ -150,6 +152,17 @@ func (t *tx) DeleteQuarantine(ctx context.Context, cluster string) error {
 	}
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("quarantine of cluster %q: %w", cluster, store.ErrNotFound)
+	}
+	return nil
+}
+
+// MarkRevocationsListed sets crl_number for the serials on no CRL yet.
+func (t *tx) MarkRevocationsListed(ctx context.Context, serials []string, number uint64) error {
+	if len(serials) == 0 {
+		return nil
+	}
+	if _, err := t.q.Exec(ctx, `UPDATE revocations SET crl_number = $1 WHERE crl_number = 0 AND serial = ANY($2)`, int64(number), serials); err != nil {
+		return fmt.Errorf("mark revocations listed in CRL %d: %w", number, err)
 	}
 	return nil
 }

@@ -192,6 +192,49 @@ ALTER TABLE clusters ADD COLUMN istiod_status TEXT NOT NULL DEFAULT '';
 ALTER TABLE clusters ADD COLUMN gate TEXT NOT NULL DEFAULT '';
 `,
 	},
+	{
+		// See changefeed.go and leader.go.
+		name: "change notifications and replicas",
+		sql: `
+CREATE FUNCTION meshroot_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_notify('` + changeChannel + `', TG_TABLE_NAME);
+	RETURN NULL;
+END $$;
+CREATE TRIGGER roots_notify AFTER INSERT OR UPDATE OR DELETE ON roots
+	FOR EACH STATEMENT EXECUTE FUNCTION meshroot_notify_change();
+CREATE TRIGGER intermediates_notify AFTER INSERT OR UPDATE OR DELETE ON intermediates
+	FOR EACH STATEMENT EXECUTE FUNCTION meshroot_notify_change();
+CREATE TRIGGER federation_peers_notify AFTER INSERT OR DELETE OR UPDATE OF url, profile, endpoint_spiffe_id, bundle, sequence ON federation_peers
+	FOR EACH STATEMENT EXECUTE FUNCTION meshroot_notify_change();
+CREATE TRIGGER crls_notify AFTER INSERT OR UPDATE OR DELETE ON crls
+	FOR EACH STATEMENT EXECUTE FUNCTION meshroot_notify_change();
+CREATE TRIGGER revocations_notify AFTER INSERT OR UPDATE OR DELETE ON revocations
+	FOR EACH STATEMENT EXECUTE FUNCTION meshroot_notify_change();
+CREATE TRIGGER meta_notify AFTER INSERT OR UPDATE ON meta
+	FOR EACH ROW WHEN (NEW.key NOT IN ('` + keyAuditHeadSeq + `', '` + keyAuditHeadHash + `'))
+	EXECUTE FUNCTION meshroot_notify_change();
+CREATE TRIGGER meta_delete_notify AFTER DELETE ON meta
+	FOR EACH STATEMENT EXECUTE FUNCTION meshroot_notify_change();
+
+CREATE TABLE replicas (
+	id           TEXT COLLATE "C" PRIMARY KEY,
+	started_at   TIMESTAMPTZ NOT NULL,
+	heartbeat_at TIMESTAMPTZ NOT NULL,
+	leader       BOOLEAN NOT NULL DEFAULT false
+);
+`,
+	},
+	{
+		// applied_crls: root ID -> CRL number in the cluster's ca-crl.pem
+		// as JSON ('' never reported); crl_number: the first root CRL that
+		// listed the revoked serial (0: none yet).
+		name: "applied CRLs and listing CRL numbers",
+		sql: `
+ALTER TABLE clusters ADD COLUMN applied_crls TEXT NOT NULL DEFAULT '';
+ALTER TABLE revocations ADD COLUMN crl_number BIGINT NOT NULL DEFAULT 0;
+`,
+	},
 }
 
 // migrationLockKey is the advisory lock (in the database's own lock space)

@@ -57,6 +57,7 @@ type Store struct {
 
 	pool *pgxpool.Pool
 	name string // host:port/database, for messages; never the password
+	feed feedState
 }
 
 var (

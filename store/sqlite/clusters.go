@@ -9,12 +9,13 @@ import (
 	"math"
 
 	"github.com/meshroot/meshroot/store"
+	"github.com/meshroot/meshroot/store/internal/crljson"
 	"github.com/meshroot/meshroot/store/internal/istiodjson"
 )
 
 const clusterColumns = `name, trust_domain, created_at,
 	k8s_issuer, k8s_jwks, k8s_oidc_discovery, k8s_ca, k8s_kubeconfig, service_accounts,
-	last_contact, bundle_sequence, intermediate_serial, permit_dns, permit_ips, istiod_status, gate`
+	last_contact, bundle_sequence, intermediate_serial, permit_dns, permit_ips, istiod_status, gate, applied_crls`
 
 // GetCluster returns the cluster called name.
 func (r reader) GetCluster(ctx context.Context, name string) (store.Cluster, error) {
@@ -66,10 +67,14 @@ func (t *tx) CreateCluster(ctx context.Context, c store.Cluster) error {
 	if err != nil {
 		return fmt.Errorf("create cluster %q: %w", c.Name, err)
 	}
-	_, err = t.q.ExecContext(ctx, `INSERT INTO clusters (`+clusterColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	applied, err := crljson.Encode(c.Status.AppliedCRLs)
+	if err != nil {
+		return fmt.Errorf("create cluster %q: %w", c.Name, err)
+	}
+	_, err = t.q.ExecContext(ctx, `INSERT INTO clusters (`+clusterColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.Name, c.TrustDomain, formatTime(c.CreatedAt),
 		c.Auth.Issuer, nonNil(c.Auth.JWKS), c.Auth.OIDCDiscovery, nonNil(c.Auth.CAPEM), nonNil(c.Auth.Kubeconfig), accounts,
-		formatOptTime(c.Status.LastContact), seq, c.Status.IntermediateSerial, permitDNS, permitIPs, istiod, c.Status.Gate)
+		formatOptTime(c.Status.LastContact), seq, c.Status.IntermediateSerial, permitDNS, permitIPs, istiod, c.Status.Gate, applied)
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("cluster %q: %w", c.Name, store.ErrAlreadyExists)
@@ -90,9 +95,13 @@ func (t *tx) UpdateClusterStatus(ctx context.Context, name string, st store.Clus
 	if err != nil {
 		return fmt.Errorf("update cluster %q status: %w", name, err)
 	}
+	applied, err := crljson.Encode(st.AppliedCRLs)
+	if err != nil {
+		return fmt.Errorf("update cluster %q status: %w", name, err)
+	}
 	res, err := t.q.ExecContext(ctx,
-		`UPDATE clusters SET last_contact = ?, bundle_sequence = ?, intermediate_serial = ?, istiod_status = ?, gate = ? WHERE name = ?`,
-		formatOptTime(st.LastContact), seq, st.IntermediateSerial, istiod, st.Gate, name)
+		`UPDATE clusters SET last_contact = ?, bundle_sequence = ?, intermediate_serial = ?, istiod_status = ?, gate = ?, applied_crls = ? WHERE name = ?`,
+		formatOptTime(st.LastContact), seq, st.IntermediateSerial, istiod, st.Gate, applied, name)
 	if err != nil {
 		return fmt.Errorf("update cluster %q status: %w", name, err)
 	}
@@ -120,12 +129,12 @@ func scanCluster(s scanner) (store.Cluster, error) {
 		createdAt, lastContact string
 		accounts               string
 		permitDNS, permitIPs   string
-		istiod                 string
+		istiod, applied        string
 		seq                    int64
 	)
 	if err := s.Scan(&c.Name, &c.TrustDomain, &createdAt,
 		&c.Auth.Issuer, &c.Auth.JWKS, &c.Auth.OIDCDiscovery, &c.Auth.CAPEM, &c.Auth.Kubeconfig, &accounts,
-		&lastContact, &seq, &c.Status.IntermediateSerial, &permitDNS, &permitIPs, &istiod, &c.Status.Gate); err != nil {
+		&lastContact, &seq, &c.Status.IntermediateSerial, &permitDNS, &permitIPs, &istiod, &c.Status.Gate, &applied); err != nil {
 		return store.Cluster{}, err
 	}
 	var err error
@@ -143,6 +152,9 @@ func scanCluster(s scanner) (store.Cluster, error) {
 	}
 	if c.Status.Istiod, err = istiodjson.Decode(istiod); err != nil {
 		return store.Cluster{}, fmt.Errorf("cluster %q istiod_status: %w", c.Name, err)
+	}
+	if c.Status.AppliedCRLs, err = crljson.Decode(applied); err != nil {
+		return store.Cluster{}, fmt.Errorf("cluster %q applied_crls: %w", c.Name, err)
 	}
 	if c.Status.LastContact, err = parseOptTime(lastContact); err != nil {
 		return store.Cluster{}, fmt.Errorf("cluster %q last_contact: %w", c.Name, err)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/meshroot/meshroot/store"
 )
@@ -72,9 +73,11 @@ WHERE crls.number < excluded.number`,
 func scanRevocation(sc scanner) (store.Revocation, error) {
 	var r store.Revocation
 	var at string
-	if err := sc.Scan(&r.Serial, &r.Reason, &at); err != nil {
+	var listed int64
+	if err := sc.Scan(&r.Serial, &r.Reason, &at, &listed); err != nil {
 		return r, err
 	}
+	r.ListedIn = uint64(max(listed, 0))
 	var err error
 	r.RevokedAt, err = parseTime(at)
 	return r, err
@@ -82,7 +85,7 @@ func scanRevocation(sc scanner) (store.Revocation, error) {
 
 // ListRevocations returns every revocation record ordered by serial.
 func (r reader) ListRevocations(ctx context.Context) ([]store.Revocation, error) {
-	out, err := listRows(ctx, r.q, scanRevocation, `SELECT serial, reason, revoked_at FROM revocations ORDER BY serial`)
+	out, err := listRows(ctx, r.q, scanRevocation, `SELECT serial, reason, revoked_at, crl_number FROM revocations ORDER BY serial`)
 	if err != nil {
 		return nil, fmt.Errorf("list revocations: %w", err)
 	}
@@ -91,8 +94,8 @@ func (r reader) ListRevocations(ctx context.Context) ([]store.Revocation, error)
 
 // RecordRevocation records rv unless its serial is recorded already.
 func (t *tx) RecordRevocation(ctx context.Context, rv store.Revocation) error {
-	_, err := t.q.ExecContext(ctx, `INSERT INTO revocations (serial, reason, revoked_at) VALUES (?, ?, ?)
-ON CONFLICT (serial) DO NOTHING`, rv.Serial, rv.Reason, formatTime(rv.RevokedAt))
+	_, err := t.q.ExecContext(ctx, `INSERT INTO revocations (serial, reason, revoked_at, crl_number) VALUES (?, ?, ?, ?)
+ON CONFLICT (serial) DO NOTHING`, rv.Serial, rv.Reason, formatTime(rv.RevokedAt), int64(rv.ListedIn))
 	if err != nil {
 		return fmt.Errorf("record revocation of %s: %w", rv.Serial, err)
 	}
@@ -152,6 +155,25 @@ func (t *tx) DeleteQuarantine(ctx context.Context, cluster string) error {
 		return fmt.Errorf("release cluster %q: %w", cluster, err)
 	} else if n == 0 {
 		return fmt.Errorf("quarantine of cluster %q: %w", cluster, store.ErrNotFound)
+	}
+	return nil
+}
+
+// MarkRevocationsListed sets crl_number for the serials on no CRL yet, in
+// batches that stay under SQLite's parameter limit.
+func (t *tx) MarkRevocationsListed(ctx context.Context, serials []string, number uint64) error {
+	for len(serials) > 0 {
+		n := min(len(serials), 500)
+		args := make([]any, 0, n+1)
+		args = append(args, int64(number))
+		for _, s := range serials[:n] {
+			args = append(args, s)
+		}
+		q := `UPDATE revocations SET crl_number = ? WHERE crl_number = 0 AND serial IN (?` + strings.Repeat(", ?", n-1) + `)`
+		if _, err := t.q.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("mark revocations listed in CRL %d: %w", number, err)
+		}
+		serials = serials[n:]
 	}
 	return nil
 }

@@ -218,6 +218,16 @@ ALTER TABLE clusters ADD COLUMN gate TEXT NOT NULL DEFAULT '';
 CREATE INDEX intermediates_status ON intermediates (status, created_at);
 `,
 	},
+	{
+		// applied_crls: root ID -> CRL number in the cluster's ca-crl.pem
+		// as JSON ('' never reported); crl_number: the first root CRL that
+		// listed the revoked serial (0: none yet).
+		name: "applied CRLs and listing CRL numbers",
+		sql: `
+ALTER TABLE clusters ADD COLUMN applied_crls TEXT NOT NULL DEFAULT '';
+ALTER TABLE revocations ADD COLUMN crl_number INTEGER NOT NULL DEFAULT 0;
+`,
+	},
 }
 
 // migrate brings the schema of db up to the last version in steps (Open

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -164,7 +165,10 @@ func testUpdateClusterStatus(t *testing.T, s store.Store) {
 			Istiod: store.IstiodStatus{State: store.IstiodStale, BundleSequence: 43, Serial: "0d", Probed: true, Roots: []string{"r1", "r2"},
 				Since: base.Add(90 * time.Minute), StaleSince: base.Add(2 * time.Hour), Detail: "istiod serves 1 root"}},
 		{LastContact: base.Add(6 * time.Hour), BundleSequence: 44, Gate: store.GateIstiod,
-			Istiod: store.IstiodStatus{State: store.IstiodLoaded, BundleSequence: 44, Since: base.Add(6 * time.Hour)}},
+			Istiod:      store.IstiodStatus{State: store.IstiodLoaded, BundleSequence: 44, Since: base.Add(6 * time.Hour)},
+			AppliedCRLs: map[string]uint64{"r1": 3, "r2": 1<<63 + 5}},
+		// An agent that wrote no ca-crl.pem: empty, not nil.
+		{LastContact: base.Add(7 * time.Hour), BundleSequence: 44, AppliedCRLs: map[string]uint64{}},
 		{}, // back to zero, LastContact included
 	} {
 		update(t, s, func(tx store.Tx) error { return tx.UpdateClusterStatus(ctx(t), "east", st) })
@@ -221,7 +225,8 @@ func checkClusterStatus(t *testing.T, cluster string, got, want store.ClusterSta
 	if !got.LastContact.Equal(want.LastContact) || got.BundleSequence != want.BundleSequence ||
 		got.IntermediateSerial != want.IntermediateSerial || got.Gate != want.Gate ||
 		gi.State != wi.State || gi.BundleSequence != wi.BundleSequence || gi.Serial != wi.Serial || gi.Probed != wi.Probed ||
-		!slices.Equal(gi.Roots, wi.Roots) || !gi.Since.Equal(wi.Since) || !gi.StaleSince.Equal(wi.StaleSince) || gi.Detail != wi.Detail {
+		!slices.Equal(gi.Roots, wi.Roots) || !gi.Since.Equal(wi.Since) || !gi.StaleSince.Equal(wi.StaleSince) || gi.Detail != wi.Detail ||
+		!maps.Equal(got.AppliedCRLs, want.AppliedCRLs) || (got.AppliedCRLs == nil) != (want.AppliedCRLs == nil) {
 		t.Errorf("cluster %q status mismatch:\n got %+v\nwant %+v", cluster, got, want)
 	}
 }

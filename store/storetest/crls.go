@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -53,8 +54,41 @@ func testRevocations(t *testing.T, s store.Store) {
 		return tx.RecordRevocation(ctx(t), store.Revocation{Serial: "0b", Reason: 4, RevokedAt: base.Add(time.Hour)})
 	})
 	got, err := s.ListRevocations(ctx(t))
-	if err != nil || len(got) != 2 || got[0].Serial != "0a" || got[1].Reason != 1 || !got[1].RevokedAt.Equal(base) {
+	if err != nil || len(got) != 2 || got[0].Serial != "0a" || got[1].Reason != 1 || !got[1].RevokedAt.Equal(base) || got[0].ListedIn != 0 {
 		t.Fatalf("ListRevocations = %+v, %v", got, err)
+	}
+	// The first CRL that listed a serial stays its ListedIn; unknown
+	// serials are ignored; a recorded ListedIn is kept (a store copy).
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.MarkRevocationsListed(ctx(t), []string{"0a", "0c"}, 7); err != nil {
+			return err
+		}
+		if err := tx.MarkRevocationsListed(ctx(t), nil, 8); err != nil {
+			return err
+		}
+		return tx.RecordRevocation(ctx(t), store.Revocation{Serial: "0d", Reason: 2, RevokedAt: base, ListedIn: 5})
+	})
+	update(t, s, func(tx store.Tx) error {
+		return tx.MarkRevocationsListed(ctx(t), []string{"0a", "0b", "0d"}, 9)
+	})
+	got, err = s.ListRevocations(ctx(t))
+	if err != nil || len(got) != 3 || got[0].ListedIn != 7 || got[1].ListedIn != 9 || got[2].ListedIn != 5 {
+		t.Fatalf("ListRevocations after MarkRevocationsListed = %+v, %v; want ListedIn 7, 9, 5", got, err)
+	}
+	// Many serials at once (more than one batch of parameters).
+	many := make([]string, 1200)
+	update(t, s, func(tx store.Tx) error {
+		for i := range many {
+			many[i] = fmt.Sprintf("1%04x", i)
+			if err := tx.RecordRevocation(ctx(t), store.Revocation{Serial: many[i], Reason: 2, RevokedAt: base}); err != nil {
+				return err
+			}
+		}
+		return tx.MarkRevocationsListed(ctx(t), many, 11)
+	})
+	got, err = s.ListRevocations(ctx(t))
+	if err != nil || len(got) != 1203 || got[1202].ListedIn != 11 || got[3].ListedIn != 11 {
+		t.Fatalf("ListRevocations after marking 1200: %d records, %v", len(got), err)
 	}
 }
 

@@ -5,13 +5,16 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +116,54 @@ func (c *crlCluster) writeCRLFile(t *testing.T) agent.CRLPlan {
 		writeFile(t, path, p.PEM)
 	}
 	return p
+}
+
+// reportApplied does what the agent does in its status report after it
+// wrote ca-crl.pem: tell the server which root CRLs the folder now holds
+// (agent.AppliedRootCRLs over the file).
+func (c *crlCluster) reportApplied(t *testing.T) {
+	t.Helper()
+	file, err := os.ReadFile(filepath.Join(c.cc.dir, agent.CRLFile))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	req := &meshrootv1.ReportStatusRequest{Cluster: c.name, IntermediateSerial: ca.SerialHex(c.cc.cert.SerialNumber)}
+	wire.SetAppliedCRLs(req, agent.AppliedRootCRLs(file, c.cc.roots))
+	if _, err := c.api.ReportStatus(t.Context(), req); err != nil {
+		t.Fatalf("%s: ReportStatus with its applied CRLs: %v", c.name, err)
+	}
+}
+
+// enforcement returns, from `meshroot cluster list -o json`, the
+// clusters that applied the quarantine of cluster and those pending.
+func enforcement(t *testing.T, m *meshroot, cluster string) (applied, pending []string, listed bool) {
+	t.Helper()
+	var list []struct {
+		Name       string `json:"name"`
+		Quarantine *struct {
+			Enforcement struct {
+				Listed    bool     `json:"listed"`
+				AppliedBy []string `json:"applied_by"`
+				Pending   []struct {
+					Cluster string `json:"cluster"`
+				} `json:"pending"`
+			} `json:"enforcement"`
+		} `json:"quarantine"`
+	}
+	out := m.ok("cluster", "list", "-o", "json").stdout
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("cluster list -o json: %v\n%s", err, out)
+	}
+	for _, c := range list {
+		if c.Name == cluster && c.Quarantine != nil {
+			for _, p := range c.Quarantine.Enforcement.Pending {
+				pending = append(pending, p.Cluster)
+			}
+			return c.Quarantine.Enforcement.AppliedBy, pending, c.Quarantine.Enforcement.Listed
+		}
+	}
+	t.Fatalf("cluster list shows %s not quarantined:\n%s", cluster, out)
+	return nil, nil, false
 }
 
 // opensslCRLVerify runs `openssl verify -crl_check_all` on chain (leaf
@@ -290,6 +341,9 @@ func TestQuarantineEnforcedByCRLs(t *testing.T) {
 		}
 	}
 	waitCRLs(func(p agent.CRLPlan) bool { return p.PEM != nil }, "a complete ca-crl.pem")
+	for _, n := range names {
+		cl[n].reportApplied(t)
+	}
 	chains := map[string][]*x509.Certificate{}
 	for _, n := range names {
 		w := signWorkload(t, cl[n].cc, spiffeID(n))
@@ -312,17 +366,48 @@ func TestQuarantineEnforcedByCRLs(t *testing.T) {
 		t.Errorf("quarantine output does not list west's intermediate:\n%s", out)
 	}
 	westSerial := cl["west"].cc.cert.SerialNumber
-	waitCRLs(func(p agent.CRLPlan) bool {
-		for _, der := range pemBlocks(p.PEM) {
-			rl, _ := x509.ParseRevocationList(der)
-			for _, e := range rl.RevokedCertificateEntries {
-				if e.SerialNumber.Cmp(westSerial) == 0 {
-					return true
-				}
+	// Enforcement progress: pending for east and north (their ca-crl.pem
+	// holds the root CRL from before) until each writes the CRL that
+	// lists west and reports it; then applied, one by one.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		applied, pending, listed := enforcement(t, m, "west")
+		if listed {
+			if len(applied) != 0 || strings.Join(pending, ",") != "east,north" {
+				t.Fatalf("right after the quarantine: applied by %v, pending %v; want none, east and north", applied, pending)
 			}
+			break
 		}
-		return false
-	}, "a ca-crl.pem listing west's intermediate")
+		if time.Now().After(deadline) {
+			t.Fatal("the roots' CRLs never listed west's intermediate")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st := m.ok("root", "status").stdout; !strings.Contains(st, "quarantined west since") || !strings.Contains(st, "applied by none; pending: east (last seen") {
+		t.Errorf("root status does not show west's quarantine pending in east and north:\n%s", st)
+	}
+	for i, n := range []string{"east", "north"} {
+		deadline := time.Now().Add(15 * time.Second)
+		for !listsSerial(cl[n].writeCRLFile(t), westSerial) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no ca-crl.pem listing west", n)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		applied, pending, _ := enforcement(t, m, "west")
+		if len(applied) != i {
+			t.Fatalf("%s wrote ca-crl.pem but has not reported it: applied by %v", n, applied)
+		}
+		cl[n].reportApplied(t)
+		applied, pending, _ = enforcement(t, m, "west")
+		if !slices.Contains(applied, n) || slices.Contains(pending, n) || len(applied) != i+1 {
+			t.Fatalf("after %s reported its ca-crl.pem: applied by %v, pending %v", n, applied, pending)
+		}
+	}
+	if st := m.ok("root", "status").stdout; !strings.Contains(st, "applied by east, north\n") {
+		t.Errorf("root status after both applied:\n%s", st)
+	}
+	waitCRLs(func(p agent.CRLPlan) bool { return listsSerial(p, westSerial) }, "a ca-crl.pem listing west's intermediate")
 	t.Logf("quarantine to CRLs applied by all three folders: %v", time.Since(start))
 
 	for _, verifier := range []string{"east", "north"} {
@@ -388,6 +473,19 @@ func TestQuarantineEnforcedByCRLs(t *testing.T) {
 			t.Errorf("%s refuses south's chain once its CRL is in: %v", verifier, err)
 		}
 	}
+}
+
+// listsSerial says a planned ca-crl.pem lists serial.
+func listsSerial(p agent.CRLPlan, serial *big.Int) bool {
+	for _, der := range pemBlocks(p.PEM) {
+		rl, _ := x509.ParseRevocationList(der)
+		for _, e := range rl.RevokedCertificateEntries {
+			if e.SerialNumber.Cmp(serial) == 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func decodePEM(data []byte) []byte {

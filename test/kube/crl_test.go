@@ -2,6 +2,7 @@ package kube
 
 import (
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -100,6 +101,37 @@ func TestAgentCRLFileRules(t *testing.T) {
 		return fmt.Errorf("no CRL in ca-crl.pem lists other's intermediate")
 	})
 	checkCRLs(t, "ca-crl.pem", written, map[string]*x509.Certificate{"root": first.roots[0], "crl": first.cert})
+	// The quarantine shows as applied by this cluster once its agent
+	// reported the ca-crl.pem that lists other's intermediate.
+	eventually(t, 30*time.Second, "cluster list: other's quarantine applied by crl", func() error {
+		var list []struct {
+			Name       string `json:"name"`
+			Quarantine *struct {
+				Enforcement struct {
+					AppliedBy []string `json:"applied_by"`
+					Pending   []struct {
+						Cluster string `json:"cluster"`
+						Detail  string `json:"detail"`
+					} `json:"pending"`
+				} `json:"enforcement"`
+			} `json:"quarantine"`
+		}
+		if err := json.Unmarshal([]byte(s.cli("cluster", "list", "-o", "json")), &list); err != nil {
+			return err
+		}
+		for _, c := range list {
+			if c.Name == "other" && c.Quarantine != nil {
+				if e := c.Quarantine.Enforcement; len(e.AppliedBy) != 1 || e.AppliedBy[0] != "crl" || len(e.Pending) != 0 {
+					return fmt.Errorf("applied by %v, pending %+v", e.AppliedBy, e.Pending)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("other is not listed as quarantined")
+	})
+	if st := s.cli("root", "status"); !strings.Contains(st, "quarantined other since") || !strings.Contains(st, "applied by crl\n") {
+		t.Errorf("root status:\n%s", st)
+	}
 	eventually(t, 15*time.Second, "metrics of a complete, written set", func() error {
 		if m, p := metric("meshroot_agent_crl_missing_cas"), metric("meshroot_agent_crl_published"); m != "0" || p != "1" {
 			return fmt.Errorf("missing %q, published %q", m, p)

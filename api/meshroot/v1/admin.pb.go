@@ -1147,8 +1147,13 @@ type RotationStatusResponse struct {
 	NextPhase      string                   `protobuf:"bytes,3,opt,name=next_phase,json=nextPhase,proto3" json:"next_phase,omitempty"`
 	Clusters       []*ClusterRotationStatus `protobuf:"bytes,4,rep,name=clusters,proto3" json:"clusters,omitempty"`
 	Blockers       []*Blocker               `protobuf:"bytes,5,rep,name=blockers,proto3" json:"blockers,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The servers sharing the store (PostgreSQL) and which one leads;
+	// empty with a store only one server uses (SQLite).
+	Replicas []*ReplicaStatus `protobuf:"bytes,6,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// Quarantines are the quarantined clusters with their enforcement.
+	Quarantines   []*Quarantine `protobuf:"bytes,7,rep,name=quarantines,proto3" json:"quarantines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RotationStatusResponse) Reset() {
@@ -1216,6 +1221,90 @@ func (x *RotationStatusResponse) GetBlockers() []*Blocker {
 	return nil
 }
 
+func (x *RotationStatusResponse) GetReplicas() []*ReplicaStatus {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *RotationStatusResponse) GetQuarantines() []*Quarantine {
+	if x != nil {
+		return x.Quarantines
+	}
+	return nil
+}
+
+// ReplicaStatus is a server sharing the store, as it last recorded itself.
+type ReplicaStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Leader    bool                   `protobuf:"varint,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// Milliseconds since its last heartbeat, on the database's clock.
+	HeartbeatAgeMillis int64 `protobuf:"varint,4,opt,name=heartbeat_age_millis,json=heartbeatAgeMillis,proto3" json:"heartbeat_age_millis,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *ReplicaStatus) Reset() {
+	*x = ReplicaStatus{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaStatus) ProtoMessage() {}
+
+func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaStatus.ProtoReflect.Descriptor instead.
+func (*ReplicaStatus) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ReplicaStatus) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReplicaStatus) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+func (x *ReplicaStatus) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *ReplicaStatus) GetHeartbeatAgeMillis() int64 {
+	if x != nil {
+		return x.HeartbeatAgeMillis
+	}
+	return 0
+}
+
 type ListRootsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1224,7 +1313,7 @@ type ListRootsRequest struct {
 
 func (x *ListRootsRequest) Reset() {
 	*x = ListRootsRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1325,7 @@ func (x *ListRootsRequest) String() string {
 func (*ListRootsRequest) ProtoMessage() {}
 
 func (x *ListRootsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[17]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1338,7 @@ func (x *ListRootsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRootsRequest.ProtoReflect.Descriptor instead.
 func (*ListRootsRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 type ListRootsResponse struct {
@@ -1261,7 +1350,7 @@ type ListRootsResponse struct {
 
 func (x *ListRootsResponse) Reset() {
 	*x = ListRootsResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1362,7 @@ func (x *ListRootsResponse) String() string {
 func (*ListRootsResponse) ProtoMessage() {}
 
 func (x *ListRootsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[18]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1375,7 @@ func (x *ListRootsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRootsResponse.ProtoReflect.Descriptor instead.
 func (*ListRootsResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListRootsResponse) GetRoots() []*Root {
@@ -1316,7 +1405,7 @@ type ClusterAuth struct {
 
 func (x *ClusterAuth) Reset() {
 	*x = ClusterAuth{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1417,7 @@ func (x *ClusterAuth) String() string {
 func (*ClusterAuth) ProtoMessage() {}
 
 func (x *ClusterAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[19]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1430,7 @@ func (x *ClusterAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterAuth.ProtoReflect.Descriptor instead.
 func (*ClusterAuth) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClusterAuth) GetK8SIssuer() string {
@@ -1404,7 +1493,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1505,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[20]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1518,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ClusterStatus) GetLastContact() *timestamppb.Timestamp {
@@ -1469,7 +1558,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1570,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[21]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1583,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Cluster) GetName() string {
@@ -1561,7 +1650,7 @@ type AddClusterRequest struct {
 
 func (x *AddClusterRequest) Reset() {
 	*x = AddClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +1662,7 @@ func (x *AddClusterRequest) String() string {
 func (*AddClusterRequest) ProtoMessage() {}
 
 func (x *AddClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[22]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +1675,7 @@ func (x *AddClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddClusterRequest.ProtoReflect.Descriptor instead.
 func (*AddClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddClusterRequest) GetName() string {
@@ -1633,7 +1722,7 @@ type RemoveClusterRequest struct {
 
 func (x *RemoveClusterRequest) Reset() {
 	*x = RemoveClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +1734,7 @@ func (x *RemoveClusterRequest) String() string {
 func (*RemoveClusterRequest) ProtoMessage() {}
 
 func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[23]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +1747,7 @@ func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClusterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RemoveClusterRequest) GetName() string {
@@ -1676,7 +1765,7 @@ type RemoveClusterResponse struct {
 
 func (x *RemoveClusterResponse) Reset() {
 	*x = RemoveClusterResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1777,7 @@ func (x *RemoveClusterResponse) String() string {
 func (*RemoveClusterResponse) ProtoMessage() {}
 
 func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[24]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1790,7 @@ func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClusterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveClusterResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type ListClustersRequest struct {
@@ -1712,7 +1801,7 @@ type ListClustersRequest struct {
 
 func (x *ListClustersRequest) Reset() {
 	*x = ListClustersRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[25]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1724,7 +1813,7 @@ func (x *ListClustersRequest) String() string {
 func (*ListClustersRequest) ProtoMessage() {}
 
 func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[25]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1737,7 +1826,7 @@ func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListClustersRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 type ListClustersResponse struct {
@@ -1749,7 +1838,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[26]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +1850,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[26]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +1863,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListClustersResponse) GetClusters() []*Cluster {
@@ -1796,7 +1885,7 @@ type IssueIntermediateRequest struct {
 
 func (x *IssueIntermediateRequest) Reset() {
 	*x = IssueIntermediateRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[27]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +1897,7 @@ func (x *IssueIntermediateRequest) String() string {
 func (*IssueIntermediateRequest) ProtoMessage() {}
 
 func (x *IssueIntermediateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[27]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +1910,7 @@ func (x *IssueIntermediateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueIntermediateRequest.ProtoReflect.Descriptor instead.
 func (*IssueIntermediateRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *IssueIntermediateRequest) GetCluster() string {
@@ -1866,7 +1955,7 @@ type Intermediate struct {
 
 func (x *Intermediate) Reset() {
 	*x = Intermediate{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[28]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +1967,7 @@ func (x *Intermediate) String() string {
 func (*Intermediate) ProtoMessage() {}
 
 func (x *Intermediate) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[28]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +1980,7 @@ func (x *Intermediate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Intermediate.ProtoReflect.Descriptor instead.
 func (*Intermediate) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Intermediate) GetSerial() string {
@@ -1945,7 +2034,7 @@ type ListIntermediatesRequest struct {
 
 func (x *ListIntermediatesRequest) Reset() {
 	*x = ListIntermediatesRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[29]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2046,7 @@ func (x *ListIntermediatesRequest) String() string {
 func (*ListIntermediatesRequest) ProtoMessage() {}
 
 func (x *ListIntermediatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[29]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2059,7 @@ func (x *ListIntermediatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIntermediatesRequest.ProtoReflect.Descriptor instead.
 func (*ListIntermediatesRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListIntermediatesRequest) GetCluster() string {
@@ -1989,7 +2078,7 @@ type ListIntermediatesResponse struct {
 
 func (x *ListIntermediatesResponse) Reset() {
 	*x = ListIntermediatesResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[30]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2090,7 @@ func (x *ListIntermediatesResponse) String() string {
 func (*ListIntermediatesResponse) ProtoMessage() {}
 
 func (x *ListIntermediatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[30]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2103,7 @@ func (x *ListIntermediatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIntermediatesResponse.ProtoReflect.Descriptor instead.
 func (*ListIntermediatesResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListIntermediatesResponse) GetIntermediates() []*Intermediate {
@@ -2034,7 +2123,7 @@ type RevokeIntermediateRequest struct {
 
 func (x *RevokeIntermediateRequest) Reset() {
 	*x = RevokeIntermediateRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[31]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2046,7 +2135,7 @@ func (x *RevokeIntermediateRequest) String() string {
 func (*RevokeIntermediateRequest) ProtoMessage() {}
 
 func (x *RevokeIntermediateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[31]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2059,7 +2148,7 @@ func (x *RevokeIntermediateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeIntermediateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeIntermediateRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RevokeIntermediateRequest) GetSerial() string {
@@ -2092,7 +2181,7 @@ type AuditEntry struct {
 
 func (x *AuditEntry) Reset() {
 	*x = AuditEntry{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[32]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2104,7 +2193,7 @@ func (x *AuditEntry) String() string {
 func (*AuditEntry) ProtoMessage() {}
 
 func (x *AuditEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[32]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2117,7 +2206,7 @@ func (x *AuditEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
 func (*AuditEntry) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AuditEntry) GetSeq() int64 {
@@ -2186,7 +2275,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[33]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2287,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[33]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2300,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListAuditRequest) GetAfterSeq() int64 {
@@ -2237,7 +2326,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[34]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2338,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[34]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2351,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListAuditResponse) GetEntries() []*AuditEntry {
@@ -2280,7 +2369,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[35]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2292,7 +2381,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[35]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2305,7 +2394,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 type VerifyAuditResponse struct {
@@ -2317,7 +2406,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[36]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2329,7 +2418,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[36]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2342,7 +2431,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *VerifyAuditResponse) GetEntries() int64 {
@@ -2362,7 +2451,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[37]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2463,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[37]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2476,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateTokenRequest) GetCluster() string {
@@ -2414,7 +2503,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[38]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2426,7 +2515,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[38]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2439,7 +2528,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -2465,7 +2554,7 @@ type ShowClusterRequest struct {
 
 func (x *ShowClusterRequest) Reset() {
 	*x = ShowClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[39]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2566,7 @@ func (x *ShowClusterRequest) String() string {
 func (*ShowClusterRequest) ProtoMessage() {}
 
 func (x *ShowClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[39]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2579,7 @@ func (x *ShowClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShowClusterRequest.ProtoReflect.Descriptor instead.
 func (*ShowClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ShowClusterRequest) GetName() string {
@@ -2514,7 +2603,7 @@ type ClusterDetail struct {
 
 func (x *ClusterDetail) Reset() {
 	*x = ClusterDetail{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[40]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2615,7 @@ func (x *ClusterDetail) String() string {
 func (*ClusterDetail) ProtoMessage() {}
 
 func (x *ClusterDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[40]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2628,7 @@ func (x *ClusterDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterDetail.ProtoReflect.Descriptor instead.
 func (*ClusterDetail) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ClusterDetail) GetCluster() *Cluster {
@@ -2571,7 +2660,7 @@ type AnchorAuditRequest struct {
 
 func (x *AnchorAuditRequest) Reset() {
 	*x = AnchorAuditRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[41]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2583,7 +2672,7 @@ func (x *AnchorAuditRequest) String() string {
 func (*AnchorAuditRequest) ProtoMessage() {}
 
 func (x *AnchorAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[41]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2596,7 +2685,7 @@ func (x *AnchorAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnchorAuditRequest.ProtoReflect.Descriptor instead.
 func (*AnchorAuditRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 type AnchorAuditResponse struct {
@@ -2609,7 +2698,7 @@ type AnchorAuditResponse struct {
 
 func (x *AnchorAuditResponse) Reset() {
 	*x = AnchorAuditResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[42]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2621,7 +2710,7 @@ func (x *AnchorAuditResponse) String() string {
 func (*AnchorAuditResponse) ProtoMessage() {}
 
 func (x *AnchorAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[42]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2634,7 +2723,7 @@ func (x *AnchorAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnchorAuditResponse.ProtoReflect.Descriptor instead.
 func (*AnchorAuditResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AnchorAuditResponse) GetAnchorPem() []byte {
@@ -2652,7 +2741,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[43]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2664,7 +2753,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[43]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2677,7 +2766,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 // The policy travels as the JSON object the store keeps (the fields of
@@ -2692,7 +2781,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[44]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +2793,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[44]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +2806,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SetPolicyRequest) GetPolicyJson() []byte {
@@ -2740,7 +2829,7 @@ type PolicyResponse struct {
 
 func (x *PolicyResponse) Reset() {
 	*x = PolicyResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[45]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2752,7 +2841,7 @@ func (x *PolicyResponse) String() string {
 func (*PolicyResponse) ProtoMessage() {}
 
 func (x *PolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[45]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2765,7 +2854,7 @@ func (x *PolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyResponse.ProtoReflect.Descriptor instead.
 func (*PolicyResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *PolicyResponse) GetPolicyJson() []byte {
@@ -2804,7 +2893,7 @@ type AdminCert struct {
 
 func (x *AdminCert) Reset() {
 	*x = AdminCert{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[46]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2816,7 +2905,7 @@ func (x *AdminCert) String() string {
 func (*AdminCert) ProtoMessage() {}
 
 func (x *AdminCert) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[46]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2829,7 +2918,7 @@ func (x *AdminCert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminCert.ProtoReflect.Descriptor instead.
 func (*AdminCert) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *AdminCert) GetSerial() string {
@@ -2888,7 +2977,7 @@ type IssueAdminCertRequest struct {
 
 func (x *IssueAdminCertRequest) Reset() {
 	*x = IssueAdminCertRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[47]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2900,7 +2989,7 @@ func (x *IssueAdminCertRequest) String() string {
 func (*IssueAdminCertRequest) ProtoMessage() {}
 
 func (x *IssueAdminCertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[47]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2913,7 +3002,7 @@ func (x *IssueAdminCertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertRequest.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *IssueAdminCertRequest) GetName() string {
@@ -2955,7 +3044,7 @@ type IssueAdminCertResponse struct {
 
 func (x *IssueAdminCertResponse) Reset() {
 	*x = IssueAdminCertResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[48]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2967,7 +3056,7 @@ func (x *IssueAdminCertResponse) String() string {
 func (*IssueAdminCertResponse) ProtoMessage() {}
 
 func (x *IssueAdminCertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[48]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2980,7 +3069,7 @@ func (x *IssueAdminCertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCertResponse.ProtoReflect.Descriptor instead.
 func (*IssueAdminCertResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *IssueAdminCertResponse) GetCert() *AdminCert {
@@ -3005,7 +3094,7 @@ type ListAdminCertsRequest struct {
 
 func (x *ListAdminCertsRequest) Reset() {
 	*x = ListAdminCertsRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[49]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3017,7 +3106,7 @@ func (x *ListAdminCertsRequest) String() string {
 func (*ListAdminCertsRequest) ProtoMessage() {}
 
 func (x *ListAdminCertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[49]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3030,7 +3119,7 @@ func (x *ListAdminCertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminCertsRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminCertsRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 type ListAdminCertsResponse struct {
@@ -3042,7 +3131,7 @@ type ListAdminCertsResponse struct {
 
 func (x *ListAdminCertsResponse) Reset() {
 	*x = ListAdminCertsResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[50]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3143,7 @@ func (x *ListAdminCertsResponse) String() string {
 func (*ListAdminCertsResponse) ProtoMessage() {}
 
 func (x *ListAdminCertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[50]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3156,7 @@ func (x *ListAdminCertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminCertsResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminCertsResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListAdminCertsResponse) GetCerts() []*AdminCert {
@@ -3086,7 +3175,7 @@ type RevokeAdminCertRequest struct {
 
 func (x *RevokeAdminCertRequest) Reset() {
 	*x = RevokeAdminCertRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[51]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3098,7 +3187,7 @@ func (x *RevokeAdminCertRequest) String() string {
 func (*RevokeAdminCertRequest) ProtoMessage() {}
 
 func (x *RevokeAdminCertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[51]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3111,7 +3200,7 @@ func (x *RevokeAdminCertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminCertRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminCertRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RevokeAdminCertRequest) GetSerial() string {
@@ -3122,18 +3211,23 @@ func (x *RevokeAdminCertRequest) GetSerial() string {
 }
 
 type Quarantine struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
-	Actor         string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Reason  string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	At      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	Actor   string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Listed says the roots' CRLs list all its revoked intermediates
+	// (ListQuarantines and RotationStatus only).
+	Listed bool `protobuf:"varint,5,opt,name=listed,proto3" json:"listed,omitempty"`
+	// Enforcement is, per other cluster, whether it applied those CRLs.
+	Enforcement   []*QuarantineEnforcement `protobuf:"bytes,6,rep,name=enforcement,proto3" json:"enforcement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Quarantine) Reset() {
 	*x = Quarantine{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[52]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3145,7 +3239,7 @@ func (x *Quarantine) String() string {
 func (*Quarantine) ProtoMessage() {}
 
 func (x *Quarantine) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[52]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3158,7 +3252,7 @@ func (x *Quarantine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quarantine.ProtoReflect.Descriptor instead.
 func (*Quarantine) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Quarantine) GetCluster() string {
@@ -3189,6 +3283,91 @@ func (x *Quarantine) GetActor() string {
 	return ""
 }
 
+func (x *Quarantine) GetListed() bool {
+	if x != nil {
+		return x.Listed
+	}
+	return false
+}
+
+func (x *Quarantine) GetEnforcement() []*QuarantineEnforcement {
+	if x != nil {
+		return x.Enforcement
+	}
+	return nil
+}
+
+// QuarantineEnforcement says whether a cluster has applied the CRLs that
+// list a quarantined cluster's intermediates.
+type QuarantineEnforcement struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Cluster     string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Applied     bool                   `protobuf:"varint,2,opt,name=applied,proto3" json:"applied,omitempty"`
+	LastContact *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	// Detail says what is missing while not applied.
+	Detail        string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuarantineEnforcement) Reset() {
+	*x = QuarantineEnforcement{}
+	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuarantineEnforcement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuarantineEnforcement) ProtoMessage() {}
+
+func (x *QuarantineEnforcement) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuarantineEnforcement.ProtoReflect.Descriptor instead.
+func (*QuarantineEnforcement) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *QuarantineEnforcement) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *QuarantineEnforcement) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *QuarantineEnforcement) GetLastContact() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastContact
+	}
+	return nil
+}
+
+func (x *QuarantineEnforcement) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 type QuarantineClusterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
@@ -3200,7 +3379,7 @@ type QuarantineClusterRequest struct {
 
 func (x *QuarantineClusterRequest) Reset() {
 	*x = QuarantineClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[53]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3212,7 +3391,7 @@ func (x *QuarantineClusterRequest) String() string {
 func (*QuarantineClusterRequest) ProtoMessage() {}
 
 func (x *QuarantineClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[53]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3225,7 +3404,7 @@ func (x *QuarantineClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuarantineClusterRequest.ProtoReflect.Descriptor instead.
 func (*QuarantineClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *QuarantineClusterRequest) GetCluster() string {
@@ -3261,7 +3440,7 @@ type QuarantineClusterResponse struct {
 
 func (x *QuarantineClusterResponse) Reset() {
 	*x = QuarantineClusterResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3273,7 +3452,7 @@ func (x *QuarantineClusterResponse) String() string {
 func (*QuarantineClusterResponse) ProtoMessage() {}
 
 func (x *QuarantineClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[54]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3286,7 +3465,7 @@ func (x *QuarantineClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuarantineClusterResponse.ProtoReflect.Descriptor instead.
 func (*QuarantineClusterResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *QuarantineClusterResponse) GetQuarantine() *Quarantine {
@@ -3319,7 +3498,7 @@ type ReleaseClusterRequest struct {
 
 func (x *ReleaseClusterRequest) Reset() {
 	*x = ReleaseClusterRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3331,7 +3510,7 @@ func (x *ReleaseClusterRequest) String() string {
 func (*ReleaseClusterRequest) ProtoMessage() {}
 
 func (x *ReleaseClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[55]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3344,7 +3523,7 @@ func (x *ReleaseClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseClusterRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseClusterRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ReleaseClusterRequest) GetCluster() string {
@@ -3362,7 +3541,7 @@ type ListQuarantinesRequest struct {
 
 func (x *ListQuarantinesRequest) Reset() {
 	*x = ListQuarantinesRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3374,7 +3553,7 @@ func (x *ListQuarantinesRequest) String() string {
 func (*ListQuarantinesRequest) ProtoMessage() {}
 
 func (x *ListQuarantinesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[56]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3387,7 +3566,7 @@ func (x *ListQuarantinesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuarantinesRequest.ProtoReflect.Descriptor instead.
 func (*ListQuarantinesRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 type ListQuarantinesResponse struct {
@@ -3399,7 +3578,7 @@ type ListQuarantinesResponse struct {
 
 func (x *ListQuarantinesResponse) Reset() {
 	*x = ListQuarantinesResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +3590,7 @@ func (x *ListQuarantinesResponse) String() string {
 func (*ListQuarantinesResponse) ProtoMessage() {}
 
 func (x *ListQuarantinesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[57]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +3603,7 @@ func (x *ListQuarantinesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuarantinesResponse.ProtoReflect.Descriptor instead.
 func (*ListQuarantinesResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListQuarantinesResponse) GetQuarantines() []*Quarantine {
@@ -3445,7 +3624,7 @@ type SetClusterGateRequest struct {
 
 func (x *SetClusterGateRequest) Reset() {
 	*x = SetClusterGateRequest{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3457,7 +3636,7 @@ func (x *SetClusterGateRequest) String() string {
 func (*SetClusterGateRequest) ProtoMessage() {}
 
 func (x *SetClusterGateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[58]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3470,7 +3649,7 @@ func (x *SetClusterGateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterGateRequest.ProtoReflect.Descriptor instead.
 func (*SetClusterGateRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *SetClusterGateRequest) GetName() string {
@@ -3495,7 +3674,7 @@ type SetClusterGateResponse struct {
 
 func (x *SetClusterGateResponse) Reset() {
 	*x = SetClusterGateResponse{}
-	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3507,7 +3686,7 @@ func (x *SetClusterGateResponse) String() string {
 func (*SetClusterGateResponse) ProtoMessage() {}
 
 func (x *SetClusterGateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_admin_proto_msgTypes[59]
+	mi := &file_meshroot_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3520,7 +3699,7 @@ func (x *SetClusterGateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterGateResponse.ProtoReflect.Descriptor instead.
 func (*SetClusterGateResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_meshroot_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 var File_meshroot_v1_admin_proto protoreflect.FileDescriptor
@@ -3618,14 +3797,22 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\fistiod_roots\x18\r \x03(\tR\vistiodRoots\x12=\n" +
 	"\fistiod_since\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vistiodSince\x12H\n" +
 	"\x12istiod_stale_since\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x10istiodStaleSince\x12#\n" +
-	"\ristiod_detail\x18\x10 \x01(\tR\fistiodDetail\"\xfb\x01\n" +
+	"\ristiod_detail\x18\x10 \x01(\tR\fistiodDetail\"\xee\x02\n" +
 	"\x16RotationStatusResponse\x12'\n" +
 	"\x05roots\x18\x01 \x03(\v2\x11.meshroot.v1.RootR\x05roots\x12'\n" +
 	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12\x1d\n" +
 	"\n" +
 	"next_phase\x18\x03 \x01(\tR\tnextPhase\x12>\n" +
 	"\bclusters\x18\x04 \x03(\v2\".meshroot.v1.ClusterRotationStatusR\bclusters\x120\n" +
-	"\bblockers\x18\x05 \x03(\v2\x14.meshroot.v1.BlockerR\bblockers\"\x12\n" +
+	"\bblockers\x18\x05 \x03(\v2\x14.meshroot.v1.BlockerR\bblockers\x126\n" +
+	"\breplicas\x18\x06 \x03(\v2\x1a.meshroot.v1.ReplicaStatusR\breplicas\x129\n" +
+	"\vquarantines\x18\a \x03(\v2\x17.meshroot.v1.QuarantineR\vquarantines\"\xa4\x01\n" +
+	"\rReplicaStatus\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06leader\x18\x02 \x01(\bR\x06leader\x129\n" +
+	"\n" +
+	"started_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x120\n" +
+	"\x14heartbeat_age_millis\x18\x04 \x01(\x03R\x12heartbeatAgeMillis\"\x12\n" +
 	"\x10ListRootsRequest\"<\n" +
 	"\x11ListRootsResponse\x12'\n" +
 	"\x05roots\x18\x01 \x03(\v2\x11.meshroot.v1.RootR\x05roots\"\x8c\x02\n" +
@@ -3756,13 +3943,20 @@ const file_meshroot_v1_admin_proto_rawDesc = "" +
 	"\x16ListAdminCertsResponse\x12,\n" +
 	"\x05certs\x18\x01 \x03(\v2\x16.meshroot.v1.AdminCertR\x05certs\"0\n" +
 	"\x16RevokeAdminCertRequest\x12\x16\n" +
-	"\x06serial\x18\x01 \x01(\tR\x06serial\"\x80\x01\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\"\xde\x01\n" +
 	"\n" +
 	"Quarantine\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12*\n" +
 	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x14\n" +
-	"\x05actor\x18\x04 \x01(\tR\x05actor\"e\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06listed\x18\x05 \x01(\bR\x06listed\x12D\n" +
+	"\venforcement\x18\x06 \x03(\v2\".meshroot.v1.QuarantineEnforcementR\venforcement\"\xa2\x01\n" +
+	"\x15QuarantineEnforcement\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
+	"\aapplied\x18\x02 \x01(\bR\aapplied\x12=\n" +
+	"\flast_contact\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"e\n" +
 	"\x18QuarantineClusterRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x17\n" +
@@ -3832,7 +4026,7 @@ func file_meshroot_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_admin_proto_rawDescData
 }
 
-var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_meshroot_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*FederationPeer)(nil),            // 0: meshroot.v1.FederationPeer
 	(*AddFederationRequest)(nil),      // 1: meshroot.v1.AddFederationRequest
@@ -3851,166 +4045,173 @@ var file_meshroot_v1_admin_proto_goTypes = []any{
 	(*RotationStatusRequest)(nil),     // 14: meshroot.v1.RotationStatusRequest
 	(*ClusterRotationStatus)(nil),     // 15: meshroot.v1.ClusterRotationStatus
 	(*RotationStatusResponse)(nil),    // 16: meshroot.v1.RotationStatusResponse
-	(*ListRootsRequest)(nil),          // 17: meshroot.v1.ListRootsRequest
-	(*ListRootsResponse)(nil),         // 18: meshroot.v1.ListRootsResponse
-	(*ClusterAuth)(nil),               // 19: meshroot.v1.ClusterAuth
-	(*ClusterStatus)(nil),             // 20: meshroot.v1.ClusterStatus
-	(*Cluster)(nil),                   // 21: meshroot.v1.Cluster
-	(*AddClusterRequest)(nil),         // 22: meshroot.v1.AddClusterRequest
-	(*RemoveClusterRequest)(nil),      // 23: meshroot.v1.RemoveClusterRequest
-	(*RemoveClusterResponse)(nil),     // 24: meshroot.v1.RemoveClusterResponse
-	(*ListClustersRequest)(nil),       // 25: meshroot.v1.ListClustersRequest
-	(*ListClustersResponse)(nil),      // 26: meshroot.v1.ListClustersResponse
-	(*IssueIntermediateRequest)(nil),  // 27: meshroot.v1.IssueIntermediateRequest
-	(*Intermediate)(nil),              // 28: meshroot.v1.Intermediate
-	(*ListIntermediatesRequest)(nil),  // 29: meshroot.v1.ListIntermediatesRequest
-	(*ListIntermediatesResponse)(nil), // 30: meshroot.v1.ListIntermediatesResponse
-	(*RevokeIntermediateRequest)(nil), // 31: meshroot.v1.RevokeIntermediateRequest
-	(*AuditEntry)(nil),                // 32: meshroot.v1.AuditEntry
-	(*ListAuditRequest)(nil),          // 33: meshroot.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),         // 34: meshroot.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),        // 35: meshroot.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),       // 36: meshroot.v1.VerifyAuditResponse
-	(*CreateTokenRequest)(nil),        // 37: meshroot.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),       // 38: meshroot.v1.CreateTokenResponse
-	(*ShowClusterRequest)(nil),        // 39: meshroot.v1.ShowClusterRequest
-	(*ClusterDetail)(nil),             // 40: meshroot.v1.ClusterDetail
-	(*AnchorAuditRequest)(nil),        // 41: meshroot.v1.AnchorAuditRequest
-	(*AnchorAuditResponse)(nil),       // 42: meshroot.v1.AnchorAuditResponse
-	(*GetPolicyRequest)(nil),          // 43: meshroot.v1.GetPolicyRequest
-	(*SetPolicyRequest)(nil),          // 44: meshroot.v1.SetPolicyRequest
-	(*PolicyResponse)(nil),            // 45: meshroot.v1.PolicyResponse
-	(*AdminCert)(nil),                 // 46: meshroot.v1.AdminCert
-	(*IssueAdminCertRequest)(nil),     // 47: meshroot.v1.IssueAdminCertRequest
-	(*IssueAdminCertResponse)(nil),    // 48: meshroot.v1.IssueAdminCertResponse
-	(*ListAdminCertsRequest)(nil),     // 49: meshroot.v1.ListAdminCertsRequest
-	(*ListAdminCertsResponse)(nil),    // 50: meshroot.v1.ListAdminCertsResponse
-	(*RevokeAdminCertRequest)(nil),    // 51: meshroot.v1.RevokeAdminCertRequest
-	(*Quarantine)(nil),                // 52: meshroot.v1.Quarantine
-	(*QuarantineClusterRequest)(nil),  // 53: meshroot.v1.QuarantineClusterRequest
-	(*QuarantineClusterResponse)(nil), // 54: meshroot.v1.QuarantineClusterResponse
-	(*ReleaseClusterRequest)(nil),     // 55: meshroot.v1.ReleaseClusterRequest
-	(*ListQuarantinesRequest)(nil),    // 56: meshroot.v1.ListQuarantinesRequest
-	(*ListQuarantinesResponse)(nil),   // 57: meshroot.v1.ListQuarantinesResponse
-	(*SetClusterGateRequest)(nil),     // 58: meshroot.v1.SetClusterGateRequest
-	(*SetClusterGateResponse)(nil),    // 59: meshroot.v1.SetClusterGateResponse
-	(*timestamppb.Timestamp)(nil),     // 60: google.protobuf.Timestamp
-	(*GetTrustBundleRequest)(nil),     // 61: meshroot.v1.GetTrustBundleRequest
-	(*SignIntermediateResponse)(nil),  // 62: meshroot.v1.SignIntermediateResponse
-	(*TrustBundle)(nil),               // 63: meshroot.v1.TrustBundle
+	(*ReplicaStatus)(nil),             // 17: meshroot.v1.ReplicaStatus
+	(*ListRootsRequest)(nil),          // 18: meshroot.v1.ListRootsRequest
+	(*ListRootsResponse)(nil),         // 19: meshroot.v1.ListRootsResponse
+	(*ClusterAuth)(nil),               // 20: meshroot.v1.ClusterAuth
+	(*ClusterStatus)(nil),             // 21: meshroot.v1.ClusterStatus
+	(*Cluster)(nil),                   // 22: meshroot.v1.Cluster
+	(*AddClusterRequest)(nil),         // 23: meshroot.v1.AddClusterRequest
+	(*RemoveClusterRequest)(nil),      // 24: meshroot.v1.RemoveClusterRequest
+	(*RemoveClusterResponse)(nil),     // 25: meshroot.v1.RemoveClusterResponse
+	(*ListClustersRequest)(nil),       // 26: meshroot.v1.ListClustersRequest
+	(*ListClustersResponse)(nil),      // 27: meshroot.v1.ListClustersResponse
+	(*IssueIntermediateRequest)(nil),  // 28: meshroot.v1.IssueIntermediateRequest
+	(*Intermediate)(nil),              // 29: meshroot.v1.Intermediate
+	(*ListIntermediatesRequest)(nil),  // 30: meshroot.v1.ListIntermediatesRequest
+	(*ListIntermediatesResponse)(nil), // 31: meshroot.v1.ListIntermediatesResponse
+	(*RevokeIntermediateRequest)(nil), // 32: meshroot.v1.RevokeIntermediateRequest
+	(*AuditEntry)(nil),                // 33: meshroot.v1.AuditEntry
+	(*ListAuditRequest)(nil),          // 34: meshroot.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),         // 35: meshroot.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),        // 36: meshroot.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),       // 37: meshroot.v1.VerifyAuditResponse
+	(*CreateTokenRequest)(nil),        // 38: meshroot.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),       // 39: meshroot.v1.CreateTokenResponse
+	(*ShowClusterRequest)(nil),        // 40: meshroot.v1.ShowClusterRequest
+	(*ClusterDetail)(nil),             // 41: meshroot.v1.ClusterDetail
+	(*AnchorAuditRequest)(nil),        // 42: meshroot.v1.AnchorAuditRequest
+	(*AnchorAuditResponse)(nil),       // 43: meshroot.v1.AnchorAuditResponse
+	(*GetPolicyRequest)(nil),          // 44: meshroot.v1.GetPolicyRequest
+	(*SetPolicyRequest)(nil),          // 45: meshroot.v1.SetPolicyRequest
+	(*PolicyResponse)(nil),            // 46: meshroot.v1.PolicyResponse
+	(*AdminCert)(nil),                 // 47: meshroot.v1.AdminCert
+	(*IssueAdminCertRequest)(nil),     // 48: meshroot.v1.IssueAdminCertRequest
+	(*IssueAdminCertResponse)(nil),    // 49: meshroot.v1.IssueAdminCertResponse
+	(*ListAdminCertsRequest)(nil),     // 50: meshroot.v1.ListAdminCertsRequest
+	(*ListAdminCertsResponse)(nil),    // 51: meshroot.v1.ListAdminCertsResponse
+	(*RevokeAdminCertRequest)(nil),    // 52: meshroot.v1.RevokeAdminCertRequest
+	(*Quarantine)(nil),                // 53: meshroot.v1.Quarantine
+	(*QuarantineEnforcement)(nil),     // 54: meshroot.v1.QuarantineEnforcement
+	(*QuarantineClusterRequest)(nil),  // 55: meshroot.v1.QuarantineClusterRequest
+	(*QuarantineClusterResponse)(nil), // 56: meshroot.v1.QuarantineClusterResponse
+	(*ReleaseClusterRequest)(nil),     // 57: meshroot.v1.ReleaseClusterRequest
+	(*ListQuarantinesRequest)(nil),    // 58: meshroot.v1.ListQuarantinesRequest
+	(*ListQuarantinesResponse)(nil),   // 59: meshroot.v1.ListQuarantinesResponse
+	(*SetClusterGateRequest)(nil),     // 60: meshroot.v1.SetClusterGateRequest
+	(*SetClusterGateResponse)(nil),    // 61: meshroot.v1.SetClusterGateResponse
+	(*timestamppb.Timestamp)(nil),     // 62: google.protobuf.Timestamp
+	(*GetTrustBundleRequest)(nil),     // 63: meshroot.v1.GetTrustBundleRequest
+	(*SignIntermediateResponse)(nil),  // 64: meshroot.v1.SignIntermediateResponse
+	(*TrustBundle)(nil),               // 65: meshroot.v1.TrustBundle
 }
 var file_meshroot_v1_admin_proto_depIdxs = []int32{
-	60, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
-	60, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
-	60, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
-	60, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
-	60, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
+	62, // 0: meshroot.v1.FederationPeer.created_at:type_name -> google.protobuf.Timestamp
+	62, // 1: meshroot.v1.FederationPeer.bundle_updated_at:type_name -> google.protobuf.Timestamp
+	62, // 2: meshroot.v1.FederationPeer.last_attempt:type_name -> google.protobuf.Timestamp
+	62, // 3: meshroot.v1.FederationPeer.last_success:type_name -> google.protobuf.Timestamp
+	62, // 4: meshroot.v1.FederationPeer.next_attempt:type_name -> google.protobuf.Timestamp
 	0,  // 5: meshroot.v1.ListFederationResponse.peers:type_name -> meshroot.v1.FederationPeer
-	60, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
-	60, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
+	62, // 6: meshroot.v1.Root.not_after:type_name -> google.protobuf.Timestamp
+	62, // 7: meshroot.v1.Root.created_at:type_name -> google.protobuf.Timestamp
 	11, // 8: meshroot.v1.PhaseResult.blockers:type_name -> meshroot.v1.Blocker
-	60, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
-	60, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
-	60, // 11: meshroot.v1.ClusterRotationStatus.istiod_since:type_name -> google.protobuf.Timestamp
-	60, // 12: meshroot.v1.ClusterRotationStatus.istiod_stale_since:type_name -> google.protobuf.Timestamp
+	62, // 9: meshroot.v1.ClusterRotationStatus.intermediate_not_after:type_name -> google.protobuf.Timestamp
+	62, // 10: meshroot.v1.ClusterRotationStatus.last_contact:type_name -> google.protobuf.Timestamp
+	62, // 11: meshroot.v1.ClusterRotationStatus.istiod_since:type_name -> google.protobuf.Timestamp
+	62, // 12: meshroot.v1.ClusterRotationStatus.istiod_stale_since:type_name -> google.protobuf.Timestamp
 	7,  // 13: meshroot.v1.RotationStatusResponse.roots:type_name -> meshroot.v1.Root
 	15, // 14: meshroot.v1.RotationStatusResponse.clusters:type_name -> meshroot.v1.ClusterRotationStatus
 	11, // 15: meshroot.v1.RotationStatusResponse.blockers:type_name -> meshroot.v1.Blocker
-	7,  // 16: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
-	60, // 17: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
-	60, // 18: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
-	19, // 19: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
-	20, // 20: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
-	19, // 21: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
-	21, // 22: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
-	60, // 23: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
-	60, // 24: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
-	28, // 25: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
-	60, // 26: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	32, // 27: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
-	60, // 28: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 29: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
-	28, // 30: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
-	52, // 31: meshroot.v1.ClusterDetail.quarantine:type_name -> meshroot.v1.Quarantine
-	60, // 32: meshroot.v1.AdminCert.issued_at:type_name -> google.protobuf.Timestamp
-	60, // 33: meshroot.v1.AdminCert.not_after:type_name -> google.protobuf.Timestamp
-	60, // 34: meshroot.v1.AdminCert.revoked_at:type_name -> google.protobuf.Timestamp
-	46, // 35: meshroot.v1.IssueAdminCertResponse.cert:type_name -> meshroot.v1.AdminCert
-	46, // 36: meshroot.v1.ListAdminCertsResponse.certs:type_name -> meshroot.v1.AdminCert
-	60, // 37: meshroot.v1.Quarantine.at:type_name -> google.protobuf.Timestamp
-	52, // 38: meshroot.v1.QuarantineClusterResponse.quarantine:type_name -> meshroot.v1.Quarantine
-	52, // 39: meshroot.v1.ListQuarantinesResponse.quarantines:type_name -> meshroot.v1.Quarantine
-	8,  // 40: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
-	17, // 41: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
-	9,  // 42: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
-	10, // 43: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 44: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
-	10, // 45: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
-	13, // 46: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
-	14, // 47: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
-	22, // 48: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
-	23, // 49: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
-	25, // 50: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
-	27, // 51: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
-	29, // 52: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
-	31, // 53: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
-	61, // 54: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	33, // 55: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
-	35, // 56: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
-	37, // 57: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
-	1,  // 58: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
-	2,  // 59: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
-	4,  // 60: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
-	6,  // 61: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
-	39, // 62: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
-	41, // 63: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
-	43, // 64: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
-	44, // 65: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
-	47, // 66: meshroot.v1.Admin.IssueAdminCert:input_type -> meshroot.v1.IssueAdminCertRequest
-	49, // 67: meshroot.v1.Admin.ListAdminCerts:input_type -> meshroot.v1.ListAdminCertsRequest
-	51, // 68: meshroot.v1.Admin.RevokeAdminCert:input_type -> meshroot.v1.RevokeAdminCertRequest
-	53, // 69: meshroot.v1.Admin.QuarantineCluster:input_type -> meshroot.v1.QuarantineClusterRequest
-	55, // 70: meshroot.v1.Admin.ReleaseCluster:input_type -> meshroot.v1.ReleaseClusterRequest
-	56, // 71: meshroot.v1.Admin.ListQuarantines:input_type -> meshroot.v1.ListQuarantinesRequest
-	58, // 72: meshroot.v1.Admin.SetClusterGate:input_type -> meshroot.v1.SetClusterGateRequest
-	7,  // 73: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
-	18, // 74: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
-	7,  // 75: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
-	12, // 76: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 77: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 78: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
-	12, // 79: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
-	16, // 80: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
-	21, // 81: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
-	24, // 82: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
-	26, // 83: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
-	62, // 84: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	30, // 85: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
-	28, // 86: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
-	63, // 87: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	34, // 88: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
-	36, // 89: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
-	38, // 90: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
-	0,  // 91: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
-	3,  // 92: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
-	5,  // 93: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
-	0,  // 94: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
-	40, // 95: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
-	42, // 96: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
-	45, // 97: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
-	45, // 98: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
-	48, // 99: meshroot.v1.Admin.IssueAdminCert:output_type -> meshroot.v1.IssueAdminCertResponse
-	50, // 100: meshroot.v1.Admin.ListAdminCerts:output_type -> meshroot.v1.ListAdminCertsResponse
-	46, // 101: meshroot.v1.Admin.RevokeAdminCert:output_type -> meshroot.v1.AdminCert
-	54, // 102: meshroot.v1.Admin.QuarantineCluster:output_type -> meshroot.v1.QuarantineClusterResponse
-	52, // 103: meshroot.v1.Admin.ReleaseCluster:output_type -> meshroot.v1.Quarantine
-	57, // 104: meshroot.v1.Admin.ListQuarantines:output_type -> meshroot.v1.ListQuarantinesResponse
-	59, // 105: meshroot.v1.Admin.SetClusterGate:output_type -> meshroot.v1.SetClusterGateResponse
-	73, // [73:106] is the sub-list for method output_type
-	40, // [40:73] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	17, // 16: meshroot.v1.RotationStatusResponse.replicas:type_name -> meshroot.v1.ReplicaStatus
+	53, // 17: meshroot.v1.RotationStatusResponse.quarantines:type_name -> meshroot.v1.Quarantine
+	62, // 18: meshroot.v1.ReplicaStatus.started_at:type_name -> google.protobuf.Timestamp
+	7,  // 19: meshroot.v1.ListRootsResponse.roots:type_name -> meshroot.v1.Root
+	62, // 20: meshroot.v1.ClusterStatus.last_contact:type_name -> google.protobuf.Timestamp
+	62, // 21: meshroot.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	20, // 22: meshroot.v1.Cluster.auth:type_name -> meshroot.v1.ClusterAuth
+	21, // 23: meshroot.v1.Cluster.status:type_name -> meshroot.v1.ClusterStatus
+	20, // 24: meshroot.v1.AddClusterRequest.auth:type_name -> meshroot.v1.ClusterAuth
+	22, // 25: meshroot.v1.ListClustersResponse.clusters:type_name -> meshroot.v1.Cluster
+	62, // 26: meshroot.v1.Intermediate.not_before:type_name -> google.protobuf.Timestamp
+	62, // 27: meshroot.v1.Intermediate.not_after:type_name -> google.protobuf.Timestamp
+	29, // 28: meshroot.v1.ListIntermediatesResponse.intermediates:type_name -> meshroot.v1.Intermediate
+	62, // 29: meshroot.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	33, // 30: meshroot.v1.ListAuditResponse.entries:type_name -> meshroot.v1.AuditEntry
+	62, // 31: meshroot.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 32: meshroot.v1.ClusterDetail.cluster:type_name -> meshroot.v1.Cluster
+	29, // 33: meshroot.v1.ClusterDetail.current:type_name -> meshroot.v1.Intermediate
+	53, // 34: meshroot.v1.ClusterDetail.quarantine:type_name -> meshroot.v1.Quarantine
+	62, // 35: meshroot.v1.AdminCert.issued_at:type_name -> google.protobuf.Timestamp
+	62, // 36: meshroot.v1.AdminCert.not_after:type_name -> google.protobuf.Timestamp
+	62, // 37: meshroot.v1.AdminCert.revoked_at:type_name -> google.protobuf.Timestamp
+	47, // 38: meshroot.v1.IssueAdminCertResponse.cert:type_name -> meshroot.v1.AdminCert
+	47, // 39: meshroot.v1.ListAdminCertsResponse.certs:type_name -> meshroot.v1.AdminCert
+	62, // 40: meshroot.v1.Quarantine.at:type_name -> google.protobuf.Timestamp
+	54, // 41: meshroot.v1.Quarantine.enforcement:type_name -> meshroot.v1.QuarantineEnforcement
+	62, // 42: meshroot.v1.QuarantineEnforcement.last_contact:type_name -> google.protobuf.Timestamp
+	53, // 43: meshroot.v1.QuarantineClusterResponse.quarantine:type_name -> meshroot.v1.Quarantine
+	53, // 44: meshroot.v1.ListQuarantinesResponse.quarantines:type_name -> meshroot.v1.Quarantine
+	8,  // 45: meshroot.v1.Admin.InitRoot:input_type -> meshroot.v1.InitRootRequest
+	18, // 46: meshroot.v1.Admin.ListRoots:input_type -> meshroot.v1.ListRootsRequest
+	9,  // 47: meshroot.v1.Admin.PrepareRoot:input_type -> meshroot.v1.PrepareRootRequest
+	10, // 48: meshroot.v1.Admin.ActivateRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 49: meshroot.v1.Admin.RetireRoot:input_type -> meshroot.v1.PhaseRequest
+	10, // 50: meshroot.v1.Admin.RollbackRoot:input_type -> meshroot.v1.PhaseRequest
+	13, // 51: meshroot.v1.Admin.RevokeRoot:input_type -> meshroot.v1.RevokeRootRequest
+	14, // 52: meshroot.v1.Admin.RotationStatus:input_type -> meshroot.v1.RotationStatusRequest
+	23, // 53: meshroot.v1.Admin.AddCluster:input_type -> meshroot.v1.AddClusterRequest
+	24, // 54: meshroot.v1.Admin.RemoveCluster:input_type -> meshroot.v1.RemoveClusterRequest
+	26, // 55: meshroot.v1.Admin.ListClusters:input_type -> meshroot.v1.ListClustersRequest
+	28, // 56: meshroot.v1.Admin.IssueIntermediate:input_type -> meshroot.v1.IssueIntermediateRequest
+	30, // 57: meshroot.v1.Admin.ListIntermediates:input_type -> meshroot.v1.ListIntermediatesRequest
+	32, // 58: meshroot.v1.Admin.RevokeIntermediate:input_type -> meshroot.v1.RevokeIntermediateRequest
+	63, // 59: meshroot.v1.Admin.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	34, // 60: meshroot.v1.Admin.ListAudit:input_type -> meshroot.v1.ListAuditRequest
+	36, // 61: meshroot.v1.Admin.VerifyAudit:input_type -> meshroot.v1.VerifyAuditRequest
+	38, // 62: meshroot.v1.Admin.CreateToken:input_type -> meshroot.v1.CreateTokenRequest
+	1,  // 63: meshroot.v1.Admin.AddFederation:input_type -> meshroot.v1.AddFederationRequest
+	2,  // 64: meshroot.v1.Admin.RemoveFederation:input_type -> meshroot.v1.RemoveFederationRequest
+	4,  // 65: meshroot.v1.Admin.ListFederation:input_type -> meshroot.v1.ListFederationRequest
+	6,  // 66: meshroot.v1.Admin.RefreshFederation:input_type -> meshroot.v1.RefreshFederationRequest
+	40, // 67: meshroot.v1.Admin.ShowCluster:input_type -> meshroot.v1.ShowClusterRequest
+	42, // 68: meshroot.v1.Admin.AnchorAudit:input_type -> meshroot.v1.AnchorAuditRequest
+	44, // 69: meshroot.v1.Admin.GetPolicy:input_type -> meshroot.v1.GetPolicyRequest
+	45, // 70: meshroot.v1.Admin.SetPolicy:input_type -> meshroot.v1.SetPolicyRequest
+	48, // 71: meshroot.v1.Admin.IssueAdminCert:input_type -> meshroot.v1.IssueAdminCertRequest
+	50, // 72: meshroot.v1.Admin.ListAdminCerts:input_type -> meshroot.v1.ListAdminCertsRequest
+	52, // 73: meshroot.v1.Admin.RevokeAdminCert:input_type -> meshroot.v1.RevokeAdminCertRequest
+	55, // 74: meshroot.v1.Admin.QuarantineCluster:input_type -> meshroot.v1.QuarantineClusterRequest
+	57, // 75: meshroot.v1.Admin.ReleaseCluster:input_type -> meshroot.v1.ReleaseClusterRequest
+	58, // 76: meshroot.v1.Admin.ListQuarantines:input_type -> meshroot.v1.ListQuarantinesRequest
+	60, // 77: meshroot.v1.Admin.SetClusterGate:input_type -> meshroot.v1.SetClusterGateRequest
+	7,  // 78: meshroot.v1.Admin.InitRoot:output_type -> meshroot.v1.Root
+	19, // 79: meshroot.v1.Admin.ListRoots:output_type -> meshroot.v1.ListRootsResponse
+	7,  // 80: meshroot.v1.Admin.PrepareRoot:output_type -> meshroot.v1.Root
+	12, // 81: meshroot.v1.Admin.ActivateRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 82: meshroot.v1.Admin.RetireRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 83: meshroot.v1.Admin.RollbackRoot:output_type -> meshroot.v1.PhaseResult
+	12, // 84: meshroot.v1.Admin.RevokeRoot:output_type -> meshroot.v1.PhaseResult
+	16, // 85: meshroot.v1.Admin.RotationStatus:output_type -> meshroot.v1.RotationStatusResponse
+	22, // 86: meshroot.v1.Admin.AddCluster:output_type -> meshroot.v1.Cluster
+	25, // 87: meshroot.v1.Admin.RemoveCluster:output_type -> meshroot.v1.RemoveClusterResponse
+	27, // 88: meshroot.v1.Admin.ListClusters:output_type -> meshroot.v1.ListClustersResponse
+	64, // 89: meshroot.v1.Admin.IssueIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	31, // 90: meshroot.v1.Admin.ListIntermediates:output_type -> meshroot.v1.ListIntermediatesResponse
+	29, // 91: meshroot.v1.Admin.RevokeIntermediate:output_type -> meshroot.v1.Intermediate
+	65, // 92: meshroot.v1.Admin.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	35, // 93: meshroot.v1.Admin.ListAudit:output_type -> meshroot.v1.ListAuditResponse
+	37, // 94: meshroot.v1.Admin.VerifyAudit:output_type -> meshroot.v1.VerifyAuditResponse
+	39, // 95: meshroot.v1.Admin.CreateToken:output_type -> meshroot.v1.CreateTokenResponse
+	0,  // 96: meshroot.v1.Admin.AddFederation:output_type -> meshroot.v1.FederationPeer
+	3,  // 97: meshroot.v1.Admin.RemoveFederation:output_type -> meshroot.v1.RemoveFederationResponse
+	5,  // 98: meshroot.v1.Admin.ListFederation:output_type -> meshroot.v1.ListFederationResponse
+	0,  // 99: meshroot.v1.Admin.RefreshFederation:output_type -> meshroot.v1.FederationPeer
+	41, // 100: meshroot.v1.Admin.ShowCluster:output_type -> meshroot.v1.ClusterDetail
+	43, // 101: meshroot.v1.Admin.AnchorAudit:output_type -> meshroot.v1.AnchorAuditResponse
+	46, // 102: meshroot.v1.Admin.GetPolicy:output_type -> meshroot.v1.PolicyResponse
+	46, // 103: meshroot.v1.Admin.SetPolicy:output_type -> meshroot.v1.PolicyResponse
+	49, // 104: meshroot.v1.Admin.IssueAdminCert:output_type -> meshroot.v1.IssueAdminCertResponse
+	51, // 105: meshroot.v1.Admin.ListAdminCerts:output_type -> meshroot.v1.ListAdminCertsResponse
+	47, // 106: meshroot.v1.Admin.RevokeAdminCert:output_type -> meshroot.v1.AdminCert
+	56, // 107: meshroot.v1.Admin.QuarantineCluster:output_type -> meshroot.v1.QuarantineClusterResponse
+	53, // 108: meshroot.v1.Admin.ReleaseCluster:output_type -> meshroot.v1.Quarantine
+	59, // 109: meshroot.v1.Admin.ListQuarantines:output_type -> meshroot.v1.ListQuarantinesResponse
+	61, // 110: meshroot.v1.Admin.SetClusterGate:output_type -> meshroot.v1.SetClusterGateResponse
+	78, // [78:111] is the sub-list for method output_type
+	45, // [45:78] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_meshroot_v1_admin_proto_init() }
@@ -4025,7 +4226,7 @@ func file_meshroot_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_admin_proto_rawDesc), len(file_meshroot_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   60,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

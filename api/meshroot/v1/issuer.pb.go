@@ -49,7 +49,13 @@ type ReportStatusRequest struct {
 	IstiodSince      int64 `protobuf:"varint,10,opt,name=istiod_since,json=istiodSince,proto3" json:"istiod_since,omitempty"`
 	IstiodStaleSince int64 `protobuf:"varint,11,opt,name=istiod_stale_since,json=istiodStaleSince,proto3" json:"istiod_stale_since,omitempty"`
 	// IstiodDetail says what the agent saw.
-	IstiodDetail  string `protobuf:"bytes,12,opt,name=istiod_detail,json=istiodDetail,proto3" json:"istiod_detail,omitempty"`
+	IstiodDetail string `protobuf:"bytes,12,opt,name=istiod_detail,json=istiodDetail,proto3" json:"istiod_detail,omitempty"`
+	// AppliedCrls are the roots' CRLs in the cluster's ca-crl.pem (root
+	// ID, CRL number), for the quarantine enforcement status; with
+	// crls_reported and none, the cacerts Secret has no ca-crl.pem.
+	AppliedCrls []*AppliedCRL `protobuf:"bytes,13,rep,name=applied_crls,json=appliedCrls,proto3" json:"applied_crls,omitempty"`
+	// CrlsReported says applied_crls is set (false from older agents).
+	CrlsReported  bool `protobuf:"varint,14,opt,name=crls_reported,json=crlsReported,proto3" json:"crls_reported,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -168,6 +174,73 @@ func (x *ReportStatusRequest) GetIstiodDetail() string {
 	return ""
 }
 
+func (x *ReportStatusRequest) GetAppliedCrls() []*AppliedCRL {
+	if x != nil {
+		return x.AppliedCrls
+	}
+	return nil
+}
+
+func (x *ReportStatusRequest) GetCrlsReported() bool {
+	if x != nil {
+		return x.CrlsReported
+	}
+	return false
+}
+
+// AppliedCRL is one root's CRL a cluster wrote into its ca-crl.pem.
+type AppliedCRL struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RootId        string                 `protobuf:"bytes,1,opt,name=root_id,json=rootId,proto3" json:"root_id,omitempty"`
+	Number        uint64                 `protobuf:"varint,2,opt,name=number,proto3" json:"number,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppliedCRL) Reset() {
+	*x = AppliedCRL{}
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppliedCRL) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppliedCRL) ProtoMessage() {}
+
+func (x *AppliedCRL) ProtoReflect() protoreflect.Message {
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppliedCRL.ProtoReflect.Descriptor instead.
+func (*AppliedCRL) Descriptor() ([]byte, []int) {
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AppliedCRL) GetRootId() string {
+	if x != nil {
+		return x.RootId
+	}
+	return ""
+}
+
+func (x *AppliedCRL) GetNumber() uint64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
 type ReportStatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -176,7 +249,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[1]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -188,7 +261,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[1]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -201,7 +274,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{1}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{2}
 }
 
 type SignIntermediateRequest struct {
@@ -218,7 +291,7 @@ type SignIntermediateRequest struct {
 
 func (x *SignIntermediateRequest) Reset() {
 	*x = SignIntermediateRequest{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[2]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -230,7 +303,7 @@ func (x *SignIntermediateRequest) String() string {
 func (*SignIntermediateRequest) ProtoMessage() {}
 
 func (x *SignIntermediateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[2]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -243,7 +316,7 @@ func (x *SignIntermediateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignIntermediateRequest.ProtoReflect.Descriptor instead.
 func (*SignIntermediateRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{2}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SignIntermediateRequest) GetCluster() string {
@@ -286,7 +359,7 @@ type SignIntermediateResponse struct {
 
 func (x *SignIntermediateResponse) Reset() {
 	*x = SignIntermediateResponse{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[3]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -298,7 +371,7 @@ func (x *SignIntermediateResponse) String() string {
 func (*SignIntermediateResponse) ProtoMessage() {}
 
 func (x *SignIntermediateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[3]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -311,7 +384,7 @@ func (x *SignIntermediateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignIntermediateResponse.ProtoReflect.Descriptor instead.
 func (*SignIntermediateResponse) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{3}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SignIntermediateResponse) GetCertChain() [][]byte {
@@ -365,7 +438,7 @@ type GetTrustBundleRequest struct {
 
 func (x *GetTrustBundleRequest) Reset() {
 	*x = GetTrustBundleRequest{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[4]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +450,7 @@ func (x *GetTrustBundleRequest) String() string {
 func (*GetTrustBundleRequest) ProtoMessage() {}
 
 func (x *GetTrustBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[4]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +463,7 @@ func (x *GetTrustBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrustBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetTrustBundleRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{4}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetTrustBundleRequest) GetCluster() string {
@@ -414,7 +487,7 @@ type WatchTrustBundleRequest struct {
 
 func (x *WatchTrustBundleRequest) Reset() {
 	*x = WatchTrustBundleRequest{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[5]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +499,7 @@ func (x *WatchTrustBundleRequest) String() string {
 func (*WatchTrustBundleRequest) ProtoMessage() {}
 
 func (x *WatchTrustBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[5]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +512,7 @@ func (x *WatchTrustBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchTrustBundleRequest.ProtoReflect.Descriptor instead.
 func (*WatchTrustBundleRequest) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{5}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WatchTrustBundleRequest) GetCluster() string {
@@ -478,7 +551,7 @@ type TrustBundle struct {
 
 func (x *TrustBundle) Reset() {
 	*x = TrustBundle{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[6]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +563,7 @@ func (x *TrustBundle) String() string {
 func (*TrustBundle) ProtoMessage() {}
 
 func (x *TrustBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[6]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +576,7 @@ func (x *TrustBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundle.ProtoReflect.Descriptor instead.
 func (*TrustBundle) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{6}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TrustBundle) GetTrustDomain() string {
@@ -572,7 +645,7 @@ type CRLSet struct {
 
 func (x *CRLSet) Reset() {
 	*x = CRLSet{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[7]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +657,7 @@ func (x *CRLSet) String() string {
 func (*CRLSet) ProtoMessage() {}
 
 func (x *CRLSet) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[7]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +670,7 @@ func (x *CRLSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRLSet.ProtoReflect.Descriptor instead.
 func (*CRLSet) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{7}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CRLSet) GetCrls() [][]byte {
@@ -634,7 +707,7 @@ type FederatedBundle struct {
 
 func (x *FederatedBundle) Reset() {
 	*x = FederatedBundle{}
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[8]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +719,7 @@ func (x *FederatedBundle) String() string {
 func (*FederatedBundle) ProtoMessage() {}
 
 func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_meshroot_v1_issuer_proto_msgTypes[8]
+	mi := &file_meshroot_v1_issuer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +732,7 @@ func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
 func (*FederatedBundle) Descriptor() ([]byte, []int) {
-	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{8}
+	return file_meshroot_v1_issuer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FederatedBundle) GetTrustDomain() string {
@@ -687,7 +760,7 @@ var File_meshroot_v1_issuer_proto protoreflect.FileDescriptor
 
 const file_meshroot_v1_issuer_proto_rawDesc = "" +
 	"\n" +
-	"\x18meshroot/v1/issuer.proto\x12\vmeshroot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x03\n" +
+	"\x18meshroot/v1/issuer.proto\x12\vmeshroot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x04\n" +
 	"\x13ReportStatusRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12'\n" +
 	"\x0fbundle_sequence\x18\x02 \x01(\x04R\x0ebundleSequence\x12/\n" +
@@ -701,7 +774,13 @@ const file_meshroot_v1_issuer_proto_rawDesc = "" +
 	"\fistiod_since\x18\n" +
 	" \x01(\x03R\vistiodSince\x12,\n" +
 	"\x12istiod_stale_since\x18\v \x01(\x03R\x10istiodStaleSince\x12#\n" +
-	"\ristiod_detail\x18\f \x01(\tR\fistiodDetail\"\x16\n" +
+	"\ristiod_detail\x18\f \x01(\tR\fistiodDetail\x12:\n" +
+	"\fapplied_crls\x18\r \x03(\v2\x17.meshroot.v1.AppliedCRLR\vappliedCrls\x12#\n" +
+	"\rcrls_reported\x18\x0e \x01(\bR\fcrlsReported\"=\n" +
+	"\n" +
+	"AppliedCRL\x12\x17\n" +
+	"\aroot_id\x18\x01 \x01(\tR\x06rootId\x12\x16\n" +
+	"\x06number\x18\x02 \x01(\x04R\x06number\"\x16\n" +
 	"\x14ReportStatusResponse\"f\n" +
 	"\x17SignIntermediateRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
@@ -755,36 +834,38 @@ func file_meshroot_v1_issuer_proto_rawDescGZIP() []byte {
 	return file_meshroot_v1_issuer_proto_rawDescData
 }
 
-var file_meshroot_v1_issuer_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_meshroot_v1_issuer_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_meshroot_v1_issuer_proto_goTypes = []any{
 	(*ReportStatusRequest)(nil),      // 0: meshroot.v1.ReportStatusRequest
-	(*ReportStatusResponse)(nil),     // 1: meshroot.v1.ReportStatusResponse
-	(*SignIntermediateRequest)(nil),  // 2: meshroot.v1.SignIntermediateRequest
-	(*SignIntermediateResponse)(nil), // 3: meshroot.v1.SignIntermediateResponse
-	(*GetTrustBundleRequest)(nil),    // 4: meshroot.v1.GetTrustBundleRequest
-	(*WatchTrustBundleRequest)(nil),  // 5: meshroot.v1.WatchTrustBundleRequest
-	(*TrustBundle)(nil),              // 6: meshroot.v1.TrustBundle
-	(*CRLSet)(nil),                   // 7: meshroot.v1.CRLSet
-	(*FederatedBundle)(nil),          // 8: meshroot.v1.FederatedBundle
-	(*timestamppb.Timestamp)(nil),    // 9: google.protobuf.Timestamp
+	(*AppliedCRL)(nil),               // 1: meshroot.v1.AppliedCRL
+	(*ReportStatusResponse)(nil),     // 2: meshroot.v1.ReportStatusResponse
+	(*SignIntermediateRequest)(nil),  // 3: meshroot.v1.SignIntermediateRequest
+	(*SignIntermediateResponse)(nil), // 4: meshroot.v1.SignIntermediateResponse
+	(*GetTrustBundleRequest)(nil),    // 5: meshroot.v1.GetTrustBundleRequest
+	(*WatchTrustBundleRequest)(nil),  // 6: meshroot.v1.WatchTrustBundleRequest
+	(*TrustBundle)(nil),              // 7: meshroot.v1.TrustBundle
+	(*CRLSet)(nil),                   // 8: meshroot.v1.CRLSet
+	(*FederatedBundle)(nil),          // 9: meshroot.v1.FederatedBundle
+	(*timestamppb.Timestamp)(nil),    // 10: google.protobuf.Timestamp
 }
 var file_meshroot_v1_issuer_proto_depIdxs = []int32{
-	9, // 0: meshroot.v1.SignIntermediateResponse.not_after:type_name -> google.protobuf.Timestamp
-	8, // 1: meshroot.v1.TrustBundle.federated:type_name -> meshroot.v1.FederatedBundle
-	7, // 2: meshroot.v1.TrustBundle.crls:type_name -> meshroot.v1.CRLSet
-	2, // 3: meshroot.v1.Issuer.SignIntermediate:input_type -> meshroot.v1.SignIntermediateRequest
-	4, // 4: meshroot.v1.Issuer.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
-	5, // 5: meshroot.v1.Issuer.WatchTrustBundle:input_type -> meshroot.v1.WatchTrustBundleRequest
-	0, // 6: meshroot.v1.Issuer.ReportStatus:input_type -> meshroot.v1.ReportStatusRequest
-	3, // 7: meshroot.v1.Issuer.SignIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
-	6, // 8: meshroot.v1.Issuer.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
-	6, // 9: meshroot.v1.Issuer.WatchTrustBundle:output_type -> meshroot.v1.TrustBundle
-	1, // 10: meshroot.v1.Issuer.ReportStatus:output_type -> meshroot.v1.ReportStatusResponse
-	7, // [7:11] is the sub-list for method output_type
-	3, // [3:7] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	1,  // 0: meshroot.v1.ReportStatusRequest.applied_crls:type_name -> meshroot.v1.AppliedCRL
+	10, // 1: meshroot.v1.SignIntermediateResponse.not_after:type_name -> google.protobuf.Timestamp
+	9,  // 2: meshroot.v1.TrustBundle.federated:type_name -> meshroot.v1.FederatedBundle
+	8,  // 3: meshroot.v1.TrustBundle.crls:type_name -> meshroot.v1.CRLSet
+	3,  // 4: meshroot.v1.Issuer.SignIntermediate:input_type -> meshroot.v1.SignIntermediateRequest
+	5,  // 5: meshroot.v1.Issuer.GetTrustBundle:input_type -> meshroot.v1.GetTrustBundleRequest
+	6,  // 6: meshroot.v1.Issuer.WatchTrustBundle:input_type -> meshroot.v1.WatchTrustBundleRequest
+	0,  // 7: meshroot.v1.Issuer.ReportStatus:input_type -> meshroot.v1.ReportStatusRequest
+	4,  // 8: meshroot.v1.Issuer.SignIntermediate:output_type -> meshroot.v1.SignIntermediateResponse
+	7,  // 9: meshroot.v1.Issuer.GetTrustBundle:output_type -> meshroot.v1.TrustBundle
+	7,  // 10: meshroot.v1.Issuer.WatchTrustBundle:output_type -> meshroot.v1.TrustBundle
+	2,  // 11: meshroot.v1.Issuer.ReportStatus:output_type -> meshroot.v1.ReportStatusResponse
+	8,  // [8:12] is the sub-list for method output_type
+	4,  // [4:8] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_meshroot_v1_issuer_proto_init() }
@@ -798,7 +879,7 @@ func file_meshroot_v1_issuer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshroot_v1_issuer_proto_rawDesc), len(file_meshroot_v1_issuer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,12 +19,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/meshroot/meshroot/agent"
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/kubeclient"
 	"github.com/meshroot/meshroot/keys"
 )
 
@@ -183,7 +183,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 
 // agentTarget is where the agent writes: a folder (--out) or the cluster's
 // cacerts Secret, and how to name it.
-func agentTarget(cmd *cobra.Command, f *agentFlags) (kubernetes.Interface, string, error) {
+func agentTarget(cmd *cobra.Command, f *agentFlags) (kubeclient.Interface, string, error) {
 	ref := agent.SecretRef{Namespace: f.namespace, Name: f.secretName}
 	if f.out == "" {
 		kube, err := KubeClient(f.kubeconfig, f.kubeContext)
@@ -200,12 +200,12 @@ func agentTarget(cmd *cobra.Command, f *agentFlags) (kubernetes.Interface, strin
 
 // KubeClient builds a client from a kubeconfig file and context, from the
 // in-cluster config, or from the default kubeconfig locations.
-func KubeClient(kubeconfig, kubeContext string) (kubernetes.Interface, error) {
+func KubeClient(kubeconfig, kubeContext string) (kubeclient.Interface, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig == "" && kubeContext == "" {
 		if cfg, err = rest.InClusterConfig(); err == nil {
-			return kubernetes.NewForConfig(cfg)
+			return newKube(cfg)
 		}
 	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
@@ -222,7 +222,17 @@ func KubeClient(kubeconfig, kubeContext string) (kubernetes.Interface, error) {
 		}
 		return nil, UsageError{fmt.Errorf("kubeconfig: %w", err)}
 	}
-	return kubernetes.NewForConfig(cfg)
+	return newKube(cfg)
+}
+
+// newKube is the agent's small Kubernetes client (not client-go's full
+// clientset: see internal/kubeclient).
+func newKube(cfg *rest.Config) (kubeclient.Interface, error) {
+	c, err := kubeclient.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return c, nil
 }
 
 // meshConfigName is the ConfigMap istiod reads its mesh config from.

@@ -1,0 +1,85 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"sync"
+)
+
+// maxCachedCRLs bounds the parsed CRLs an agent keeps: the fleet's set
+// (one per root, one per cluster intermediate) and the next one.
+const maxCachedCRLs = 1024
+
+// crlCache keeps parsed CRLs by the SHA-256 of their DER. Every reconcile
+// looks at the fleet's whole CRL set several times (planning ca-crl.pem,
+// finding the cluster's own CRL, reporting what the file holds) and nearly
+// all of it is unchanged from the last one; a root CRL with 10,000 entries
+// takes tens of milliseconds to parse and one hash to find again. A nil
+// cache parses every time.
+type crlCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]*x509.RevocationList
+	// verified holds the (CRL, issuer) pairs whose signature checked out:
+	// hashing a 500 KB CRL and an ECDSA verification on every reconcile
+	// cost more than parsing once.
+	verified map[verifiedKey]bool
+}
+
+type verifiedKey struct {
+	rl     *x509.RevocationList
+	issuer string
+}
+
+// checkSignature is rl.CheckSignatureFrom(issuer), remembered when it
+// succeeds for a CRL from this cache.
+func (c *crlCache) checkSignature(rl *x509.RevocationList, issuer *x509.Certificate) error {
+	if c == nil {
+		return rl.CheckSignatureFrom(issuer)
+	}
+	k := verifiedKey{rl, string(issuer.Raw)}
+	c.mu.Lock()
+	ok := c.verified[k]
+	c.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := rl.CheckSignatureFrom(issuer); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m[sha256.Sum256(rl.Raw)] == rl { // only CRLs the cache holds: their pointers stay unique
+		if c.verified == nil {
+			c.verified = map[verifiedKey]bool{}
+		}
+		c.verified[k] = true
+	}
+	return nil
+}
+
+// parse returns der parsed, from the cache when it was parsed before.
+// The result is shared: callers must not change it.
+func (c *crlCache) parse(der []byte) (*x509.RevocationList, error) {
+	if c == nil {
+		return x509.ParseRevocationList(der)
+	}
+	k := sha256.Sum256(der)
+	c.mu.Lock()
+	rl, ok := c.m[k]
+	c.mu.Unlock()
+	if ok {
+		return rl, nil
+	}
+	rl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedCRLs {
+		c.m = map[[sha256.Size]byte]*x509.RevocationList{} // a new fleet set: start over
+		c.verified = nil
+	}
+	c.m[k] = rl
+	return rl, nil
+}

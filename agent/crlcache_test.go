@@ -1,0 +1,66 @@
+package agent
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"testing"
+	"time"
+)
+
+// TestCRLCacheParsesOnce: the same DER is parsed once and found again;
+// another DER is parsed; junk is an error and not kept; a nil cache
+// parses every time.
+func TestCRLCacheParsesOnce(t *testing.T) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "issuer"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer, _ := x509.ParseCertificate(der)
+	mk := func(n int64) []byte {
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(n), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)},
+			issuer, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	a, b := mk(1), mk(2)
+	var c crlCache
+	r1, err := c.parse(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2, _ := c.parse(append([]byte(nil), a...)); r2 != r1 {
+		t.Error("the same CRL was parsed again")
+	}
+	if r3, _ := c.parse(b); r3 == r1 || r3.Number.Int64() != 2 {
+		t.Errorf("another CRL: %v", r3.Number)
+	}
+	if _, err := c.parse([]byte{1, 2, 3}); err == nil || len(c.m) != 2 {
+		t.Errorf("junk: %v, %d cached", err, len(c.m))
+	}
+	// Signatures: a success is remembered, a wrong issuer fails each time.
+	if err := c.checkSignature(r1, issuer); err != nil || !c.verified[verifiedKey{r1, string(issuer.Raw)}] {
+		t.Errorf("checkSignature by its issuer: %v, remembered %v", err, c.verified)
+	}
+	other := testCert(t)
+	for range 2 {
+		if err := c.checkSignature(r1, other); err == nil {
+			t.Error("a CRL checked out against another certificate")
+		}
+	}
+	if len(c.verified) != 1 {
+		t.Errorf("%d verifications remembered, want 1", len(c.verified))
+	}
+	var none *crlCache
+	if r, err := none.parse(a); err != nil || r == r1 {
+		t.Errorf("nil cache: %v, shared %v", err, r == r1)
+	}
+}
