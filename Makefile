@@ -5,7 +5,7 @@ AGENT   := bin/meshroot-agent
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: no-big-files no-merge-markers all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle bench-idle bench-crl generate clean
+.PHONY: no-big-files no-merge-markers all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle bench-idle bench-crl bench-fleet generate clean
 
 all: build
 
@@ -97,7 +97,7 @@ fuzz:
 bench:
 	test/bench/sign.sh
 
-## bench-grpc: SignIntermediate over gRPC vs in-process, 64 concurrent callers
+## bench-grpc: SignIntermediate over gRPC vs in-process, SQLite vs PostgreSQL 1 and 3 replicas (+ watch fan-out), 64 concurrent callers (-postgres=false: no PostgreSQL)
 bench-grpc:
 	$(GO) run ./test/bench/grpcsign -c 64 -d 10s
 
@@ -108,6 +108,14 @@ bench-crl:
 ## bench-bundle: our SPIFFE bundle endpoint vs SPIRE's, same load (wrk): requests/s, CPU, RSS idle and under load
 bench-bundle:
 	test/bench/bundle-endpoint.sh
+
+## bench-fleet: one `meshroot serve`, 100 then 1,000 in-process agents:
+## bundle fan-out, a 100-cluster rotation, server and lean agent RSS
+## (FLEET_FLAGS="-large 400" for fewer; docs/performance.md: 1,000 needs
+## many GB of memory today)
+FLEET_FLAGS ?=
+bench-fleet: build
+	$(GO) run ./test/bench/fleet -meshroot $(BIN) -agent $(AGENT) $(FLEET_FLAGS)
 
 ## bench-idle: idle RSS of serve --dev, serve --config, meshroot agent and meshroot-agent
 bench-idle:

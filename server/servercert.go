@@ -15,7 +15,7 @@ import (
 // server CA under the active root (ca.Service.ServerAuthority), so that
 // agents can tell it from anything a cluster intermediate signs. The
 // keeper renews it by certkeeper's rule (half its lifetime), and it is
-// reissued whenever the trust bundle changes (a new active root).
+// reissued when the active root changes.
 type serverCerts struct {
 	*certkeeper.Keeper
 }
@@ -38,17 +38,34 @@ func newServerCerts(svc *ca.Service, names []string, ttl time.Duration, log *slo
 	return &serverCerts{certkeeper.New("server certificate", issue, log)}
 }
 
-// run keeps the certificate fresh until ctx ends, reissuing it on every
-// change of the trust bundle.
+// run keeps the certificate fresh until ctx ends, reissuing it when the
+// active root changes (the server CA hangs under it). Other bundle changes
+// (a prepared or retired root, every CRL an agent sends, federated
+// bundles) leave the certificate valid and trusted: reissuing on each of
+// them signed a new certificate for every cluster that joined or renewed.
 func (c *serverCerts) run(ctx context.Context, hub *BundleHub) {
 	go func() { _ = c.Run(ctx) }()
+	var active string
 	for {
-		_, _, changed := hub.Current()
+		b, ok, changed := hub.Current()
+		var again bool
+		if active, again = reissueFor(active, b, ok); again {
+			c.Reissue()
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
-			c.Reissue()
 		}
 	}
+}
+
+// reissueFor says whether bundles b (ok: there are any) call for a new
+// server certificate when the last one was made under active, and
+// returns the active root to remember.
+func reissueFor(active string, b Bundles, ok bool) (string, bool) {
+	if !ok || b.ActiveRootID == active {
+		return active, false
+	}
+	return b.ActiveRootID, true
 }

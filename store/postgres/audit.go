@@ -36,7 +36,7 @@ func (r reader) ListAudit(ctx context.Context, afterSeq int64, limit int) ([]sto
 // stays linear across replicas. A zero e.Time is set to the current time;
 // the time is stored, hashed and returned in UTC.
 func (t *tx) AppendAudit(ctx context.Context, e store.AuditEntry) (store.AuditEntry, error) {
-	head, err := auditHead(ctx, t.q)
+	head, err := t.auditHead(ctx)
 	if err != nil {
 		return store.AuditEntry{}, fmt.Errorf("append audit entry: %w", err)
 	}
@@ -47,8 +47,14 @@ func (t *tx) AppendAudit(ctx context.Context, e store.AuditEntry) (store.AuditEn
 	e.Seq = head.Seq + 1
 	e.PrevHash = head.Hash
 	e.Hash = store.ChainHash(e.PrevHash, e)
-	tag, err := t.q.Exec(ctx, `INSERT INTO audit_log (`+auditColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
-		e.Seq, timetext.Format(e.Time), e.Actor, e.Action, e.Target, e.Result, e.Details, e.PrevHash, e.Hash)
+	// The row and the head that points at it, in one statement (one
+	// round trip): the head moves only if the row went in.
+	tag, err := t.q.Exec(ctx, `WITH ins AS (
+			INSERT INTO audit_log (`+auditColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING seq)
+		INSERT INTO meta (key, value) SELECT h.k, h.v FROM ins, (VALUES ($10::text, $11::text), ($12::text, $13::text)) AS h(k, v)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+		e.Seq, timetext.Format(e.Time), e.Actor, e.Action, e.Target, e.Result, e.Details, e.PrevHash, e.Hash,
+		keyAuditHeadSeq, strconv.FormatInt(e.Seq, 10), keyAuditHeadHash, e.Hash)
 	switch {
 	case err != nil:
 		return store.AuditEntry{}, fmt.Errorf("append audit entry: %w", err)
@@ -56,12 +62,24 @@ func (t *tx) AppendAudit(ctx context.Context, e store.AuditEntry) (store.AuditEn
 		return store.AuditEntry{}, fmt.Errorf("append audit entry: seq %d is already in the log although the head records seq %d: the audit log was modified outside meshroot, run an audit verification: %w",
 			e.Seq, head.Seq, store.ErrAlreadyExists)
 	}
-	if _, err := t.q.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2), ($3, $4)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
-		keyAuditHeadSeq, strconv.FormatInt(e.Seq, 10), keyAuditHeadHash, e.Hash); err != nil {
-		return store.AuditEntry{}, fmt.Errorf("append audit entry: move head: %w", err)
+	if t.head != nil {
+		t.head.cur = &store.AuditHead{Seq: e.Seq, Hash: e.Hash}
 	}
 	return e, nil
+}
+
+// auditHead is the head as this transaction sees it: cached when an
+// earlier append of the transaction moved it, read otherwise.
+func (t *tx) auditHead(ctx context.Context) (*store.AuditHead, error) {
+	if t.head != nil && t.head.cur != nil {
+		h := *t.head.cur
+		return &h, nil
+	}
+	head, err := auditHead(ctx, t.q)
+	if err == nil && t.head != nil {
+		t.head.cur = head
+	}
+	return head, err
 }
 
 // AuditHead returns the seq and hash of the last audit row as recorded

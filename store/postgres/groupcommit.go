@@ -176,17 +176,19 @@ func (s *Store) runBatch(batch []*writeReq) []writeResult {
 		return abandon()
 	}
 	q := batchQuerier{c: c, ctx: ctx}
+	head := &headCache{}
 	ran := false
 	for i, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			results[i].err = err
 			continue
 		}
-		results[i] = catchPanic(func() error { return r.fn(&tx{reader{q: q}}) })
+		results[i] = catchPanic(func() error { return r.fn(&tx{reader: reader{q: q}, head: head}) })
 		if results[i].err == nil && !results[i].panicked {
 			_, err := c.Exec(ctx, `RELEASE SAVEPOINT w; SAVEPOINT w`)
 			if err == nil {
 				ran = true
+				head.release()
 				continue
 			}
 			if !hasCode(err, codeInFailedTransaction) {
@@ -204,6 +206,7 @@ func (s *Store) runBatch(batch []*writeReq) []writeResult {
 			rollback(c)
 			return abandon()
 		}
+		head.rollback()
 	}
 	if !ran {
 		rollback(c)

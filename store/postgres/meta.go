@@ -60,9 +60,27 @@ type kv struct{ q querier }
 func (m kv) Get(ctx context.Context, key string) (string, error) { return getMeta(ctx, m.q, key) }
 func (m kv) Set(ctx context.Context, key, value string) error    { return setMeta(ctx, m.q, key, value) }
 
-// auditHead reads the audit head from meta.
+// auditHead reads the audit head from meta, both keys in one query (one
+// round trip: an issuance's transaction holds the write lock through it).
 func auditHead(ctx context.Context, q querier) (*store.AuditHead, error) {
-	return metakv.AuditHead(ctx, kv{q})
+	rows, err := q.Query(ctx, `SELECT key, value FROM meta WHERE key IN ($1, $2)`, keyAuditHeadSeq, keyAuditHeadHash)
+	if err != nil {
+		return nil, err
+	}
+	vals := readKV{}
+	var k, v string
+	if _, err := pgx.ForEachRow(rows, []any{&k, &v}, func() error { vals[k] = v; return nil }); err != nil {
+		return nil, err
+	}
+	return metakv.AuditHead(ctx, vals)
+}
+
+// readKV is meta rows already read, for package metakv's readers.
+type readKV map[string]string
+
+func (m readKV) Get(_ context.Context, key string) (string, error) { return m[key], nil }
+func (m readKV) Set(context.Context, string, string) error {
+	return errors.New("postgres store: meta rows read for a reader cannot be set")
 }
 
 // getMeta returns the value of key, "" when unset.

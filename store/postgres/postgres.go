@@ -102,6 +102,10 @@ func OpenForCopy(ctx context.Context, dsn string) (*Store, error) {
 	return open(ctx, dsn)
 }
 
+// testTracer, set only by this package's benchmarks, sees every statement
+// of the stores opened after it is set (it counts round trips).
+var testTracer pgx.QueryTracer
+
 // open is Open, returning the PostgreSQL store itself.
 func open(ctx context.Context, dsn string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
@@ -121,6 +125,9 @@ func open(ctx context.Context, dsn string) (*Store, error) {
 	}
 	if err := migrate(ctx, cc, migrations); err != nil {
 		return nil, fmt.Errorf("postgres store %s: %w", name, connectHint(err))
+	}
+	if testTracer != nil {
+		cc.Tracer = testTracer
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -223,7 +230,7 @@ func (s *Store) attempt(ctx context.Context, fn func(t *tx) error) (err error) {
 			rollback(c)
 		}
 	}()
-	ferr := fn(&tx{reader{q: c}})
+	ferr := fn(&tx{reader: reader{q: c}, head: &headCache{}})
 	done = true
 	if ferr != nil {
 		rollback(c)

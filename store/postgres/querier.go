@@ -29,7 +29,25 @@ type reader struct {
 // connection inside a transaction.
 type tx struct {
 	reader
+	// head, when set, caches the audit head for the transaction.
+	head *headCache
 }
+
+// headCache is the audit head as a write transaction left it: the write
+// lock it holds keeps every other writer from moving the head until it
+// ends, so appends after the first need not read it again (one round trip
+// less per issuance under the lock). In a group commit batch, saved is
+// the head as of the last savepoint and cur the head including the running
+// fn's appends; nil means unknown (read it).
+type headCache struct {
+	saved, cur *store.AuditHead
+}
+
+// release keeps the running fn's appends (its savepoint was released).
+func (h *headCache) release() { h.saved = h.cur }
+
+// rollback forgets them (rolled back to the savepoint).
+func (h *headCache) rollback() { h.cur = h.saved }
 
 // asStore returns s as a store.Store: its readers on the pool, in
 // autocommit.

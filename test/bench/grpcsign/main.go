@@ -4,7 +4,10 @@
 // CSR check, policy, signing, the store write and audit row) and the bare
 // signature (ca.Authority.SignIntermediate), and against a real step-ca
 // signing the same CSR (JWK one-time tokens minted by the load generator,
-// TLS), all in one run on this machine.
+// TLS), all in one run on this machine. The PostgreSQL rows (postgres.go)
+// run the same gRPC load against one replica and against three sharing one
+// database, and time the watch fan-out across the replicas; -postgres=false
+// leaves them out, -pg points them at another server.
 //
 //	go run ./test/bench/grpcsign -c 64 -d 10s
 package main
@@ -12,12 +15,10 @@ package main
 import (
 	"context"
 	"crypto"
-	"crypto/tls"
 	"crypto/x509"
 	"flag"
 	"fmt"
 	"log"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -26,19 +27,25 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
-	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/keys/disk"
-	"github.com/meshroot/meshroot/server"
+	"github.com/meshroot/meshroot/store/postgres/pgtest"
 	"github.com/meshroot/meshroot/store/sqlite"
 )
 
-// profile, when set, receives a CPU profile of the gRPC phase.
-var profile string
+// profile, when set, receives a CPU profile of the gRPC row named
+// profileRow.
+var profile, profileRow string
+
+// sqliteRow names the gRPC row on SQLite.
+const sqliteRow = "gRPC SignIntermediate (mTLS renewal)"
+
+// rounds is how many turns the gRPC rows take.
+var rounds int
+
+// pgOpts configures the PostgreSQL rows (adminDSN "": left out).
+var pgOpts pgOptions
 
 // withStepCA adds the step-ca row.
 var withStepCA bool
@@ -47,10 +54,22 @@ func main() {
 	conc := flag.Int("c", 64, "concurrent callers")
 	dur := flag.Duration("d", 10*time.Second, "duration of each measurement")
 	keyType := flag.String("root", "ec-p256", "root key type")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the gRPC phase to this file")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of one gRPC row (-profile-row) to this file")
+	flag.StringVar(&profileRow, "profile-row", "sqlite", "the row -cpuprofile profiles: sqlite, pg1 or pg (the several-replica row)")
+	withPG := flag.Bool("postgres", true, "add the PostgreSQL rows (1 replica, -replicas replicas, watch fan-out), each in a database created on -pg and dropped")
+	pgDSN := flag.String("pg", pgtest.AdminDSN(), "maintenance database of the PostgreSQL server for the PostgreSQL rows (default from $"+pgtest.EnvDSN+")")
+	flag.IntVar(&pgOpts.replicas, "replicas", 3, "replicas of the several-replica PostgreSQL row")
+	flag.IntVar(&rounds, "rounds", 5, "rounds the gRPC rows take turns in (d/rounds each per round)")
+	flag.IntVar(&pgOpts.changes, "changes", 50, "changes committed for the watch fan-out latency")
 	flag.BoolVar(&withStepCA, "stepca", true, "add the step-ca row (builds step-ca into the tool cache when missing)")
 	flag.Parse()
 	profile = *cpuProfile
+	if *withPG {
+		if err := checkPostgres(context.Background(), *pgDSN); err != nil {
+			log.Fatal(err)
+		}
+		pgOpts.adminDSN = *pgDSN
+	}
 	if err := run(*conc, *dur, keys.KeyType(*keyType)); err != nil {
 		log.Fatal(err)
 	}
@@ -62,7 +81,36 @@ type result struct {
 	errors   int
 	elapsed  time.Duration
 	lat      []time.Duration
+	cpu      time.Duration
 	cpuPerOp time.Duration
+	// db is the database server's CPU for the calls, when dbKnown (a
+	// PostgreSQL row on this machine).
+	db      time.Duration
+	dbKnown bool
+}
+
+// dbPerOp is the database server's CPU per call ("-": not known).
+func (r result) dbPerOp() string {
+	if !r.dbKnown || r.calls == 0 {
+		return "-"
+	}
+	return (r.db / time.Duration(r.calls)).Round(time.Microsecond).String()
+}
+
+// add merges more calls of the same row into r.
+func (r *result) add(o result) {
+	r.name = o.name
+	r.calls += o.calls
+	r.errors += o.errors
+	r.elapsed += o.elapsed
+	r.lat = append(r.lat, o.lat...)
+	slices.Sort(r.lat)
+	r.cpu += o.cpu
+	r.db += o.db
+	r.dbKnown = o.dbKnown && (r.dbKnown || r.calls == o.calls)
+	if r.calls > 0 {
+		r.cpuPerOp = r.cpu / time.Duration(r.calls)
+	}
 }
 
 func (r result) rate() float64 { return float64(r.calls) / r.elapsed.Seconds() }
@@ -109,11 +157,32 @@ func measure(name string, conc int, d time.Duration, fn func(worker int) error) 
 	wg.Wait()
 	res.elapsed = time.Since(start)
 	res.calls = len(res.lat)
+	res.cpu = cpuTime() - cpu0
 	if res.calls > 0 {
-		res.cpuPerOp = (cpuTime() - cpu0) / time.Duration(res.calls)
+		res.cpuPerOp = res.cpu / time.Duration(res.calls)
 	}
 	slices.Sort(res.lat)
 	return res
+}
+
+// startProfile starts the CPU profile if row is the one to profile and
+// returns what stops it.
+func startProfile(row string) func() {
+	want := map[string]string{"sqlite": sqliteRow, "pg1": "gRPC PostgreSQL, 1 replica"}[profileRow]
+	if profileRow == "pg" {
+		want = fmt.Sprintf("gRPC PostgreSQL, %d replicas", pgOpts.replicas)
+	}
+	if profile == "" || row != want {
+		return func() {}
+	}
+	f, err := os.Create(profile)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		log.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 func cpuTime() time.Duration {
@@ -168,82 +237,51 @@ func run(conc int, d time.Duration, kt keys.KeyType) error {
 		return err
 	})
 
-	srv, err := server.NewServer(server.ServerConfig{
-		Service: svc, Store: st, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
-		AdminSocket: filepath.Join(dir, "admin.sock"), ServerNames: []string{"127.0.0.1"},
-		Log: slog.New(slog.DiscardHandler),
-	})
+	rep, err := startReplica(st, svc, dir, "sqlite")
 	if err != nil {
 		return err
 	}
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	served := make(chan struct{})
-	go func() { defer close(served); srv.Run(sctx) }()
-	<-srv.Ready()
-
-	// Each agent renews with the cluster's intermediate (mTLS), on its own
-	// connection, as deployed agents do.
-	issued, err := svc.IssueIntermediate(ca.WithActor(ctx, "bench"), ca.IssueRequest{Cluster: "bench", CSR: csr})
+	ag, err := dialAgents(ctx, svc, key.(crypto.Signer), csr, []*replica{rep}, conc)
 	if err != nil {
+		rep.shutdown()
 		return err
 	}
-	tb, _ := svc.TrustBundle(ctx)
-	pool := x509.NewCertPool()
-	for _, r := range tb.Roots {
-		pool.AddCert(r)
-	}
-	cert := tls.Certificate{PrivateKey: key.(crypto.Signer), Leaf: issued.Cert}
-	for _, c := range issued.Chain {
-		cert.Certificate = append(cert.Certificate, c.Raw)
-	}
-	clients := make([]meshrootv1.IssuerClient, conc)
-	var conns []*grpc.ClientConn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for i := range clients {
-		conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-			RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert},
-		})))
+	// Every gRPC row's deployment is up at once and the rows take turns,
+	// -rounds times d/rounds each, so that the load others put on the
+	// machine weighs on every row alike and their ratios hold.
+	grpcRows := []*grpcRow{{name: sqliteRow, agents: ag}}
+	var pg *pgDeployments
+	if pgOpts.adminDSN != "" {
+		pg, err = startPostgresRows(ctx, pgOpts, conc, kt, key.(crypto.Signer), csr)
 		if err != nil {
+			ag.close()
+			rep.shutdown()
 			return err
 		}
-		conns = append(conns, conn)
-		clients[i] = meshrootv1.NewIssuerClient(conn)
-		// Connect before measuring, as long-running agents are.
-		if _, err := clients[i].GetTrustBundle(ctx, &meshrootv1.GetTrustBundleRequest{}); err != nil {
-			return err
-		}
+		grpcRows = append(grpcRows, pg.rows...)
 	}
-	if profile != "" {
-		f, err := os.Create(profile)
+	measureRounds(ctx, grpcRows, d, csrDER)
+	grpcRes := grpcRows[0].res
+	var pgRes pgResults
+	if pg != nil {
+		pgRes.one, pgRes.many = pg.rows[0].res, pg.rows[1].res
+		pgRes.fan, err = measureFanOut(ctx, pg.many.replicas, pg.rows[1].agents, pgOpts.changes)
+		pg.close()
 		if err != nil {
-			return err
+			ag.close()
+			rep.shutdown()
+			return fmt.Errorf("watch fan-out: %w", err)
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
 	}
-	grpcRes := measure("gRPC SignIntermediate (mTLS renewal)", conc, d, func(w int) error {
-		_, err := clients[w].SignIntermediate(ctx, &meshrootv1.SignIntermediateRequest{Cluster: "bench", Csr: csrDER})
-		return err
-	})
-
-	pprof.StopCPUProfile()
 	// The server stops before the step-ca row: its background work (the
 	// bundle hub's poll) would otherwise count as the load generator's.
-	for _, c := range conns {
-		c.Close()
-	}
-	conns = nil
-	stop()
-	<-served
+	ag.close()
+	rep.shutdown()
+
 	rows := []result{sign, service, grpcRes}
+	if pg != nil {
+		rows = append(rows, pgRes.one, pgRes.many)
+	}
 	var step result
 	if withStepCA {
 		if step, err = measureStepCA(conc, d, csrDER); err != nil {
@@ -252,15 +290,19 @@ func run(conc int, d time.Duration, kt keys.KeyType) error {
 		rows = append(rows, step)
 	}
 
-	fmt.Printf("root %s, %d concurrent callers, %s each, GOMAXPROCS=%d\n\n", kt, conc, d, runtimeProcs())
-	fmt.Printf("%-40s %10s %9s %9s %10s %7s\n", "path", "calls/s", "p50", "p99", "CPU/call", "errors")
+	fmt.Printf("root %s, %d concurrent callers, %s each (the gRPC rows in %d alternating rounds), GOMAXPROCS=%d\n\n", kt, conc, d, rounds, runtimeProcs())
+	fmt.Printf("%-40s %10s %9s %9s %10s %12s %7s\n", "path", "calls/s", "p50", "p99", "CPU/call", "DB CPU/call", "errors")
 	for _, r := range rows {
-		fmt.Printf("%-40s %10.0f %9s %9s %10s %7d\n", r.name, r.rate(), r.pct(0.50).Round(10*time.Microsecond),
-			r.pct(0.99).Round(10*time.Microsecond), r.cpuPerOp.Round(time.Microsecond), r.errors)
+		fmt.Printf("%-40s %10.0f %9s %9s %10s %12s %7d\n", r.name, r.rate(), r.pct(0.50).Round(10*time.Microsecond),
+			r.pct(0.99).Round(10*time.Microsecond), r.cpuPerOp.Round(time.Microsecond), r.dbPerOp(), r.errors)
 	}
+	fmt.Printf("(CPU/call: this process, SQLite included; DB CPU/call: the PostgreSQL backends serving the row's database, when the server runs here)\n")
 	fmt.Printf("\ngRPC vs in-process service: %.0f%%   (target >= 70%%)\n", 100*grpcRes.rate()/service.rate())
 	fmt.Printf("gRPC vs bare signing:       %.0f%%\n", 100*grpcRes.rate()/sign.rate())
 	fmt.Printf("gRPC p99 at %d concurrent:  %s   (target < 50ms)\n", conc, grpcRes.pct(0.99).Round(10*time.Microsecond))
+	if pg != nil {
+		printPostgres(pgRes, grpcRes, pgOpts, conc)
+	}
 	if withStepCA && step.calls > 0 {
 		fmt.Printf("gRPC vs step-ca:            %.2fx  (target >= 5x; p99 %s vs %s; CPU/call %s vs %s)\n", grpcRes.rate()/step.rate(),
 			grpcRes.pct(0.99).Round(10*time.Microsecond), step.pct(0.99).Round(10*time.Microsecond),

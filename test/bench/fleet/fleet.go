@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/meshroot/meshroot/agent"
+	"github.com/meshroot/meshroot/ca"
+)
+
+// fleet is N in-process agents (the real agent package, agent.Agent.Run),
+// each keeping one registered cluster's cacerts Secret in its own fake
+// clientset, each with its own gRPC connection to the server.
+type fleet struct {
+	addr     string
+	serverCA []byte
+	admin    ca.Admin
+	log      *slog.Logger
+	members  []*member
+	wake     chan struct{}
+}
+
+type member struct {
+	name   string
+	rec    *recorder
+	a      *agent.Agent
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newFleet(addr string, admin ca.Admin, roots []byte, log *slog.Logger) *fleet {
+	return &fleet{addr: addr, admin: admin, serverCA: roots, log: log, wake: make(chan struct{}, 1)}
+}
+
+func (f *fleet) poke() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// grow registers clusters until there are n, each with a join token, and
+// starts their agents; it returns once every new agent has written its
+// cacerts Secret.
+func (f *fleet) grow(ctx context.Context, n int) error {
+	from := len(f.members)
+	if n <= from {
+		return nil
+	}
+	news := make([]*member, n-from)
+	tokens := make([]string, n-from)
+	errc := make(chan error, n-from)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i := range news {
+		name := fmt.Sprintf("c%04d", from+i)
+		news[i] = &member{name: name, rec: &recorder{notify: f.poke}}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := f.admin.AddCluster(ctx, ca.AddClusterRequest{Name: name}); err != nil {
+				errc <- fmt.Errorf("cluster add %s: %w", name, err)
+				return
+			}
+			tok, err := f.admin.CreateJoinToken(ctx, ca.JoinTokenRequest{Cluster: name, TTL: time.Hour})
+			if err != nil {
+				errc <- fmt.Errorf("token create %s: %w", name, err)
+				return
+			}
+			tokens[i] = tok.Token
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return err
+	}
+	// New agents are handed the current trust bundle, as an operator
+	// would after a rotation (the server's certificate follows the root).
+	tb, err := f.admin.TrustBundle(ctx)
+	if err != nil {
+		return err
+	}
+	if f.serverCA, err = rootsPEM(tb); err != nil {
+		return err
+	}
+	for i, m := range news {
+		a, err := agent.New(agent.Config{
+			Server: f.addr, ServerCA: f.serverCA, Cluster: m.name, JoinToken: tokens[i],
+			Kube: newRecordingKube(m.rec), Restart: agent.RestartNever, Log: f.log,
+		})
+		if err != nil {
+			return fmt.Errorf("agent %s: %w", m.name, err)
+		}
+		actx, cancel := context.WithCancel(ctx)
+		m.a, m.cancel, m.done = a, cancel, make(chan struct{})
+		go func() {
+			defer close(m.done)
+			if err := a.Run(actx); err != nil {
+				f.log.Error("agent stopped", "cluster", m.name, "error", err)
+			}
+		}()
+	}
+	f.members = append(f.members, news...)
+	_, err = f.waitAll(ctx, time.Time{}, news, func(applied) bool { return true }, 5*time.Minute)
+	return err
+}
+
+// stop ends every agent and closes its connection.
+func (f *fleet) stop() {
+	for _, m := range f.members {
+		m.cancel()
+	}
+	for _, m := range f.members {
+		<-m.done
+		m.a.Close()
+	}
+}
+
+// waitAll waits until every member in ms has written its Secret at or
+// after since in a way pred accepts, and returns for each the time of that
+// write less since (or since the zero time: the write times themselves
+// are then meaningless and only the wait matters).
+func (f *fleet) waitAll(ctx context.Context, since time.Time, ms []*member, pred func(applied) bool, timeout time.Duration) ([]time.Duration, error) {
+	if ms == nil {
+		ms = f.members
+	}
+	lat := make([]time.Duration, 0, len(ms))
+	pending := append([]*member(nil), ms...)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		rest := pending[:0]
+		for _, m := range pending {
+			if at, ok := m.rec.first(since, pred); ok {
+				lat = append(lat, at.Sub(since))
+			} else {
+				rest = append(rest, m)
+			}
+		}
+		pending = rest
+		if len(pending) == 0 {
+			return lat, nil
+		}
+		select {
+		case <-ctx.Done():
+			return lat, ctx.Err()
+		case <-deadline.C:
+			last, _ := pending[0].rec.last()
+			return lat, fmt.Errorf("%d of %d agents did not apply within %s (e.g. %s, last write: %+v)", len(pending), len(ms), timeout, pending[0].name, last)
+		case <-f.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// rootsPEM is the trust bundle's roots, for the agents' --server-ca.
+func rootsPEM(tb ca.TrustBundle) ([]byte, error) {
+	if len(tb.Roots) == 0 {
+		return nil, errors.New("the trust bundle has no roots")
+	}
+	var out []byte
+	for _, r := range tb.Roots {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})...)
+	}
+	return out, nil
+}
+
+// warnLog counts the agents' warnings and errors and keeps the first few,
+// so that a run shows whether the agents struggled without printing 1,000
+// agents' logs.
+type warnLog struct {
+	mu    sync.Mutex
+	count int
+	first []string
+}
+
+func (w *warnLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (w *warnLog) Handle(_ context.Context, r slog.Record) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.count++
+	if len(w.first) < 5 {
+		msg := r.Level.String() + " " + r.Message
+		r.Attrs(func(a slog.Attr) bool { msg += " " + a.String(); return true })
+		w.first = append(w.first, msg)
+	}
+	return nil
+}
+
+func (w *warnLog) WithAttrs(attrs []slog.Attr) slog.Handler { return &warnAttrs{w: w, attrs: attrs} }
+func (w *warnLog) WithGroup(string) slog.Handler            { return w }
+
+// warnAttrs carries With attributes (the cluster name) into warnLog.
+type warnAttrs struct {
+	w     *warnLog
+	attrs []slog.Attr
+}
+
+func (h *warnAttrs) Enabled(ctx context.Context, l slog.Level) bool { return h.w.Enabled(ctx, l) }
+func (h *warnAttrs) Handle(ctx context.Context, r slog.Record) error {
+	r.AddAttrs(h.attrs...)
+	return h.w.Handle(ctx, r)
+}
+func (h *warnAttrs) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &warnAttrs{w: h.w, attrs: append(append([]slog.Attr(nil), h.attrs...), attrs...)}
+}
+func (h *warnAttrs) WithGroup(string) slog.Handler { return h }
+
+func (w *warnLog) snapshot() (int, []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.count, append([]string(nil), w.first...)
+}

@@ -1,0 +1,186 @@
+// Command fleet measures meshroot at fleet scale in one run: one server
+// (`meshroot serve`, its own process), N in-process agents (the agent
+// package's agent.Agent.Run, one gRPC/TLS connection each over loopback,
+// Secrets in client-go fake clientsets), and the lean agent binary as a
+// process in folder mode. It prints:
+//
+//   - trust bundle fan-out to 100 and to 1,000 watching agents: from the
+//     admin call that commits a bundle change to each agent having written
+//     the new bundle into its cacerts Secret (p50, p99, max);
+//   - a full root rotation of 100 clusters through the admin API, phase
+//     by phase;
+//   - the server's RSS idle, with 1,000 watchers and after the rotation,
+//     and the lean agent's idle RSS;
+//
+// each next to its goal.
+//
+//	make build && go run ./test/bench/fleet
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/meshroot/meshroot/ca"
+)
+
+// agentWarnings collects the in-process agents' warnings.
+var agentWarnings = &warnLog{}
+
+type options struct {
+	meshroot, agentBin string
+	small, large       int
+	rounds             int
+	settle             time.Duration
+	keep               bool
+	pprof, profDir     string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.meshroot, "meshroot", "bin/meshroot", "the meshroot binary (make build)")
+	flag.StringVar(&o.agentBin, "agent", "bin/meshroot-agent", "the lean agent binary (make build)")
+	flag.IntVar(&o.small, "small", 100, "agents of the first fan-out and of the rotation")
+	flag.IntVar(&o.large, "large", 1000, "agents of the second fan-out")
+	flag.IntVar(&o.rounds, "rounds", 3, "bundle changes per fan-out are 2x this (root prepare, then rollback)")
+	flag.DurationVar(&o.settle, "settle", 5*time.Second, "idle time before each RSS reading")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (server log, data dir)")
+	flag.StringVar(&o.pprof, "pprof", "", "with a meshroot built with -tags pprof: its pprof address (127.0.0.1:PORT); saves server heap and CPU profiles and a CPU profile of the agents into -profile-dir")
+	flag.StringVar(&o.profDir, "profile-dir", ".", "where -pprof puts the profiles")
+	flag.Parse()
+	if err := run(o); err != nil {
+		if n, first := agentWarnings.snapshot(); n > 0 {
+			log.Printf("agent warnings and errors logged: %d, first: %s", n, strings.Join(first, "\n  "))
+		}
+		log.Fatal(err)
+	}
+}
+
+func run(o options) error {
+	for _, b := range []string{o.meshroot, o.agentBin} {
+		if _, err := os.Stat(b); err != nil {
+			return fmt.Errorf("%s: %v (run make build first)", b, err)
+		}
+	}
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "mr-fleet-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Printf("temporary folder kept: %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	load0 := loadavg()
+	start := time.Now()
+	var env []string
+	prof := &profiler{addr: o.pprof, dir: o.profDir}
+	if o.pprof != "" {
+		env = append(env, "MESHROOT_PPROF_LISTEN="+o.pprof)
+	}
+	srv, err := startServe(o.meshroot, dir, env)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	ctx = ca.WithActor(ctx, "bench-fleet")
+	if _, err := srv.admin.InitRoot(ctx, ca.InitRootRequest{TrustDomain: "fleet.example"}); err != nil {
+		return fmt.Errorf("root init: %w", err)
+	}
+	tb, err := srv.admin.TrustBundle(ctx)
+	if err != nil {
+		return err
+	}
+	roots, err := rootsPEM(tb)
+	if err != nil {
+		return err
+	}
+	r := &report{o: o}
+	if r.serverIdle, err = settledMem(ctx, srv.pid(), o.settle); err != nil {
+		return err
+	}
+
+	warn := agentWarnings
+	f := newFleet(srv.issuerAddr, srv.admin, roots, slog.New(warn))
+	defer f.stop()
+	t := time.Now()
+	if err := f.grow(ctx, o.small); err != nil {
+		return err
+	}
+	r.setupSmall = time.Since(t)
+	progress("%d agents bootstrapped in %s", o.small, r.setupSmall.Round(time.Millisecond))
+	if r.fanSmall, err = fanout(ctx, f, srv, o.rounds); err != nil {
+		return fmt.Errorf("fan-out to %d: %w", o.small, err)
+	}
+	progress("fan-out to %d: p50 %s p99 %s max %s", o.small, ms(pct(r.fanSmall.lat, .5)), ms(pct(r.fanSmall.lat, .99)), ms(maxDur(r.fanSmall.lat)))
+	if r.rotation, err = rotate(ctx, f, srv); err != nil {
+		return fmt.Errorf("rotation of %d clusters: %w", o.small, err)
+	}
+	progress("rotation of %d clusters: %s", o.small, ms(r.rotation.total()))
+	if r.serverAfterRotation, err = settledMem(ctx, srv.pid(), o.settle); err != nil {
+		return err
+	}
+	t = time.Now()
+	for n := o.small; n < o.large; {
+		n = min(n+o.small, o.large) // in waves, to show progress
+		if err := f.grow(ctx, n); err != nil {
+			return err
+		}
+		progress("  %d agents running", n)
+	}
+	r.setupLarge = time.Since(t)
+	progress("%d agents bootstrapped in %s", o.large, r.setupLarge.Round(time.Millisecond))
+	if r.serverWatchers, err = settledMem(ctx, srv.pid(), o.settle); err != nil {
+		return err
+	}
+	prof.heap("heap-watchers.pprof")
+	stopProf := prof.cpu("cpu-fanout.pprof", 30*time.Second)
+	r.fanLarge, err = fanout(ctx, f, srv, o.rounds)
+	stopProf()
+	if err != nil {
+		return fmt.Errorf("fan-out to %d: %w", o.large, err)
+	}
+	progress("fan-out to %d: p50 %s p99 %s max %s", o.large, ms(pct(r.fanLarge.lat, .5)), ms(pct(r.fanLarge.lat, .99)), ms(maxDur(r.fanLarge.lat)))
+	if r.serverAfterFanout, err = readMem(srv.pid()); err != nil {
+		return err
+	}
+	if r.agentIdle, err = leanAgentRSS(ctx, o.agentBin, dir, srv.issuerAddr, srv.admin, f.serverCA, o.settle); err != nil {
+		return fmt.Errorf("lean agent: %w", err)
+	}
+	r.warnings, r.firstWarnings = warn.snapshot()
+	r.serverCerts = srv.certsIssued.Load()
+	r.elapsed = time.Since(start)
+	r.load0, r.load1 = load0, loadavg()
+	r.print(os.Stdout)
+	return nil
+}
+
+// loadavg is /proc/loadavg's first three fields.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+// progress reports a finished step on stderr, so that a long run shows
+// where it is.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  "+format+"\n", append([]any{time.Now().UTC().Format("15:04:05")}, args...)...)
+}
+
+func binName(p string) string { return filepath.Base(p) }
+
+func procs() int { return runtime.GOMAXPROCS(0) }
+
+func numCPU() int { return runtime.NumCPU() }

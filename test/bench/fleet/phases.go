@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshroot/meshroot/ca"
+)
+
+// fanoutResult is what one fan-out measurement found.
+type fanoutResult struct {
+	agents  int
+	changes int
+	lat     []time.Duration // one per agent per change: admin call start -> Secret written
+	worst   []time.Duration // per change: the last agent's
+	calls   []time.Duration // the admin calls themselves
+	cpu     time.Duration   // server CPU time over the whole measurement
+	selfCPU time.Duration   // this process's (the agents') CPU time
+	bundle  bundleShape     // the message each watcher got, after the last change
+	wall    time.Duration
+}
+
+// fanout makes 2*rounds trust bundle changes (root prepare, then
+// rollback: the bundle gains a root, then loses it, the sequence going up
+// by one each time) and times each agent's write of each new bundle,
+// counted from the start of the admin call that commits it.
+func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutResult, error) {
+	res := fanoutResult{agents: len(f.members)}
+	cpu0, self0 := cpuTime(srv.pid()), cpuTime(os.Getpid())
+	t := time.Now()
+	for range rounds {
+		for _, step := range []struct {
+			name string
+			do   func() error
+		}{
+			{"root prepare", func() error { _, err := srv.admin.PrepareRoot(ctx, ca.PrepareRootRequest{}); return err }},
+			{"root rollback", func() error { _, err := srv.admin.RollbackPrepared(ctx, ca.PhaseRequest{}); return err }},
+		} {
+			tb, err := srv.admin.TrustBundle(ctx)
+			if err != nil {
+				return res, err
+			}
+			want := tb.Sequence + 1
+			t0 := time.Now()
+			if err := step.do(); err != nil {
+				return res, fmt.Errorf("%s: %w", step.name, err)
+			}
+			res.calls = append(res.calls, time.Since(t0))
+			lat, err := f.waitAll(ctx, t0, nil, func(a applied) bool { return a.sequence >= want }, 2*time.Minute)
+			if err != nil {
+				return res, fmt.Errorf("after %s: %w", step.name, err)
+			}
+			res.lat = append(res.lat, lat...)
+			res.worst = append(res.worst, maxDur(lat))
+			res.changes++
+		}
+	}
+	res.wall = time.Since(t)
+	res.cpu = cpuTime(srv.pid()) - cpu0
+	res.selfCPU = cpuTime(os.Getpid()) - self0
+	if b, err := measureBundle(ctx, srv.issuerAddr, f.serverCA); err == nil {
+		res.bundle = b
+	} else {
+		fmt.Fprintf(os.Stderr, "sizing the bundle message: %v\n", err)
+	}
+	return res, nil
+}
+
+// phase is one timed step of the rotation.
+type phase struct {
+	name string
+	d    time.Duration
+	note string
+}
+
+type rotationResult struct {
+	clusters int
+	phases   []phase
+	cpu      time.Duration
+}
+
+func (r rotationResult) total() time.Duration {
+	var t time.Duration
+	for _, p := range r.phases {
+		t += p.d
+	}
+	return t
+}
+
+// workloadTTL is retire's wait: the least the admin API carries (whole
+// seconds; 0 means the 24 h default).
+const workloadTTL = time.Second
+
+// rotate runs a full rotation through the admin API: prepare, every
+// agent applied the bundle with the new root, activate (as soon as its
+// gate lets it), every agent wrote an intermediate from the new root,
+// retire (as soon as its gate lets it, workload TTL 1 s), every agent
+// dropped the old root.
+func rotate(ctx context.Context, f *fleet, srv *serveProc) (rotationResult, error) {
+	res := rotationResult{clusters: len(f.members)}
+	cpu0 := cpuTime(srv.pid())
+	tb, err := srv.admin.TrustBundle(ctx)
+	if err != nil {
+		return res, err
+	}
+	seq := tb.Sequence
+	mark := time.Now()
+	step := func(name, note string) {
+		now := time.Now()
+		res.phases = append(res.phases, phase{name: name, d: now.Sub(mark), note: note})
+		mark = now
+	}
+	newRoot, err := srv.admin.PrepareRoot(ctx, ca.PrepareRootRequest{})
+	if err != nil {
+		return res, fmt.Errorf("root prepare: %w", err)
+	}
+	step("root prepare (admin call)", "new root "+newRoot.ID[:8]+", bundle sequence +1")
+	if _, err := f.waitAll(ctx, mark, nil, func(a applied) bool { return a.sequence > seq }, 2*time.Minute); err != nil {
+		return res, err
+	}
+	step("-> all agents applied the bundle with both roots", "")
+	tries, err := whenUngated(ctx, srv, 0, func() (ca.PhaseResult, error) { return srv.admin.ActivateRoot(ctx, ca.PhaseRequest{}) })
+	if err != nil {
+		return res, fmt.Errorf("root activate: %w", err)
+	}
+	step("root activate (gate: every cluster reported it, istiod loaded)", fmt.Sprintf("%d status polls", tries))
+	if _, err := f.waitAll(ctx, mark, nil, func(a applied) bool { return a.rootID == newRoot.ID }, 2*time.Minute); err != nil {
+		return res, err
+	}
+	step("-> all agents wrote an intermediate from the new root", "")
+	tries, err = whenUngated(ctx, srv, workloadTTL, func() (ca.PhaseResult, error) {
+		return srv.admin.RetireRoot(ctx, ca.PhaseRequest{WorkloadCertTTL: workloadTTL})
+	})
+	if err != nil {
+		return res, fmt.Errorf("root retire: %w", err)
+	}
+	step("root retire (gate: reported, istiod loaded; workload TTL 1 s)", fmt.Sprintf("%d status polls", tries))
+	if _, err := f.waitAll(ctx, mark, nil, func(a applied) bool { return a.sequence > seq+1 && a.roots == 1 }, 2*time.Minute); err != nil {
+		return res, err
+	}
+	step("-> all agents dropped the old root", "")
+	res.cpu = cpuTime(srv.pid()) - cpu0
+	return res, nil
+}
+
+// whenUngated polls `root status` (a dry run of the next phase) every
+// 50 ms until it names no blocker, then runs the phase; a phase refused
+// because a report arrived between the two is tried again. It returns how
+// many status polls it took.
+func whenUngated(ctx context.Context, srv *serveProc, ttl time.Duration, phase func() (ca.PhaseResult, error)) (int, error) {
+	deadline := time.Now().Add(2 * time.Minute)
+	polls := 0
+	var last string
+	for time.Now().Before(deadline) {
+		st, err := srv.admin.RotationStatus(ctx, ttl)
+		polls++
+		if err != nil {
+			return polls, err
+		}
+		if len(st.Blockers) == 0 {
+			res, err := phase()
+			if err == nil && res.Done {
+				return polls, nil
+			}
+			last = fmt.Sprintf("%v %v", err, res.Blockers)
+		} else {
+			last = fmt.Sprintf("%d blockers, e.g. %s: %s", len(st.Blockers), st.Blockers[0].Cluster, st.Blockers[0].Reason)
+		}
+		select {
+		case <-ctx.Done():
+			return polls, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return polls, fmt.Errorf("still gated after 2 min: %s", last)
+}
+
+// cpuTime is a process's user+system CPU time, from /proc/PID/stat.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	// fields[0] is the state (field 3); utime and stime are fields 14, 15.
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)
+	st, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func maxDur(ds []time.Duration) time.Duration {
+	var m time.Duration
+	for _, d := range ds {
+		m = max(m, d)
+	}
+	return m
+}

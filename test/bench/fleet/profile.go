@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"time"
+)
+
+// profiler fetches the server's profiles from a meshroot built with
+// -tags pprof (MESHROOT_PPROF_LISTEN) and CPU-profiles this process (the
+// agents), into dir.
+type profiler struct {
+	addr string // the server's pprof listener; "" when off
+	dir  string
+}
+
+// heap saves the server's heap profile as name.
+func (p *profiler) heap(name string) {
+	if p == nil || p.addr == "" {
+		return
+	}
+	p.fetch("/debug/pprof/heap?gc=1", name)
+}
+
+// cpu starts a server CPU profile of d in the background, and one of this
+// process; the returned func waits for both and saves them.
+func (p *profiler) cpu(name string, d time.Duration) func() {
+	if p == nil || p.addr == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d/time.Second)), "server-"+name)
+	}()
+	f, err := os.Create(filepath.Join(p.dir, "bench-"+name))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench CPU profile: %v\n", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if f != nil {
+			f.Close()
+		}
+		<-done
+	}
+}
+
+func (p *profiler) fetch(path, name string) {
+	resp, err := http.Get("http://" + p.addr + path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "profile %s: %v\n", path, err)
+		return
+	}
+	defer resp.Body.Close()
+	out := filepath.Join(p.dir, name)
+	f, err := os.Create(out)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
+	fmt.Fprintf(os.Stderr, "profile saved: %s\n", out)
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"time"
+)
+
+// Goals of issue 15.
+const (
+	goalFanoutP99   = time.Second
+	goalRotation    = time.Minute
+	goalServerIdle  = 40e6 // bytes
+	goalAgentIdle   = 25e6 // bytes
+	goalFanoutLarge = 1000
+)
+
+type report struct {
+	o                      options
+	serverIdle             memStatus
+	serverWatchers         memStatus
+	serverAfterRotation    memStatus
+	serverAfterFanout      memStatus
+	agentIdle              memStatus
+	setupSmall, setupLarge time.Duration
+	fanSmall, fanLarge     fanoutResult
+	rotation               rotationResult
+	warnings               int
+	serverCerts            int64
+	firstWarnings          []string
+	elapsed                time.Duration
+	load0, load1           string
+}
+
+// pct is the nearest-rank percentile p (0-1] of ds.
+func pct(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(math.Ceil(p*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
+
+func met(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT MET"
+}
+
+func (r *report) print(w io.Writer) {
+	fmt.Fprintf(w, "meshroot bench-fleet: %d CPUs (GOMAXPROCS %d), load average %s at start, %s at end (shared machine), %s in all\n",
+		numCPU(), procs(), r.load0, r.load1, r.elapsed.Round(time.Second))
+	fmt.Fprintf(w, "server:  %s serve, its own process (SQLite store, disk keys), Issuer gRPC/TLS on 127.0.0.1\n", binName(r.o.meshroot))
+	fmt.Fprintf(w, "agents:  in-process agent.Agent.Run (the real agent code), each with its own gRPC/TLS connection over loopback;\n")
+	fmt.Fprintf(w, "         Secrets written to an in-memory kubeclient.Interface per cluster (no kube-apiserver);\n")
+	fmt.Fprintf(w, "         istiod stood in by copying root-cert.pem to istio-ca-root-cert on each write (default istiod gate)\n")
+	fmt.Fprintf(w, "applied: the agent's Create/Update of the cacerts Secret returned, with the new bundle sequence\n")
+	fmt.Fprintf(w, "bootstrap: %d clusters registered and issued in %s; %d more in %s\n\n",
+		r.fanSmall.agents, r.setupSmall.Round(time.Millisecond), r.fanLarge.agents-r.fanSmall.agents, r.setupLarge.Round(time.Millisecond))
+
+	fmt.Fprintf(w, "Trust bundle fan-out (admin call start -> Secret written, every agent, %d changes each: root prepare / rollback)\n", r.fanSmall.changes)
+	fmt.Fprintf(w, "%-8s %8s %10s %10s %10s %14s %14s %18s %18s\n", "agents", "samples", "p50", "p99", "max", "worst change", "admin call p50", "server CPU/change", "agents CPU/change")
+	for _, f := range []fanoutResult{r.fanSmall, r.fanLarge} {
+		n := time.Duration(max(f.changes, 1))
+		fmt.Fprintf(w, "%-8d %8d %10s %10s %10s %14s %14s %18s %18s\n", f.agents, len(f.lat), ms(pct(f.lat, .5)), ms(pct(f.lat, .99)),
+			ms(maxDur(f.lat)), ms(pct(f.worst, 1)), ms(pct(f.calls, .5)), ms(f.cpu/n), ms(f.selfCPU/n))
+	}
+	for _, f := range []fanoutResult{r.fanSmall, r.fanLarge} {
+		fmt.Fprintf(w, "bundle message at %d clusters: %s\n", f.agents, f.bundle)
+	}
+	if r.fanSmall.agents > 0 && len(r.fanSmall.lat) > 0 {
+		fmt.Fprintf(w, "p99 at %d vs at %d agents: %.2fx for %.0fx the agents\n\n", r.fanLarge.agents, r.fanSmall.agents,
+			float64(pct(r.fanLarge.lat, .99))/float64(pct(r.fanSmall.lat, .99)), float64(r.fanLarge.agents)/float64(r.fanSmall.agents))
+	}
+
+	fmt.Fprintf(w, "Root rotation of %d clusters through the admin API (each phase as soon as its gate lets it)\n", r.rotation.clusters)
+	for _, p := range r.rotation.phases {
+		fmt.Fprintf(w, "  %-66s %10s  %s\n", p.name, ms(p.d), p.note)
+	}
+	fmt.Fprintf(w, "  %-66s %10s  server CPU %s\n\n", "total", ms(r.rotation.total()), r.rotation.cpu.Round(10*time.Millisecond))
+
+	fmt.Fprintf(w, "Memory (VmRSS from /proc, after %s idle; VmHWM is the peak so far)\n", r.o.settle)
+	for _, m := range []struct {
+		name string
+		m    memStatus
+	}{
+		{"server idle (root, no agents)", r.serverIdle},
+		{fmt.Sprintf("server after the rotation (%d watchers)", r.fanSmall.agents), r.serverAfterRotation},
+		{fmt.Sprintf("server with %d watchers, idle", r.fanLarge.agents), r.serverWatchers},
+		{fmt.Sprintf("server right after the %d-agent fan-out", r.fanLarge.agents), r.serverAfterFanout},
+		{"lean agent idle (" + binName(r.o.agentBin) + " --out, one cluster)", r.agentIdle},
+	} {
+		fmt.Fprintf(w, "  %-52s %7.1f MiB (%5.1f MB)   peak %7.1f MiB   %5d fds %4d threads\n", m.name, mib(m.m.rss), mb(m.m.rss), mib(m.m.hwm), m.m.fds, m.m.threads)
+	}
+	if r.serverIdle.rss > 0 {
+		fmt.Fprintf(w, "  per watcher: %.1f KiB (server RSS with %d watchers less idle, / %d)\n\n",
+			float64(r.serverWatchers.rss-r.serverIdle.rss)/1024/float64(r.fanLarge.agents), r.fanLarge.agents, r.fanLarge.agents)
+	}
+
+	fmt.Fprintf(w, "Goals\n")
+	large := pct(r.fanLarge.lat, .99)
+	fmt.Fprintf(w, "  fan-out p99 at %d agents   %10s   goal < %s     %.2fx of the goal   %s\n", r.fanLarge.agents, ms(large), goalFanoutP99,
+		float64(large)/float64(goalFanoutP99), met(r.fanLarge.agents >= goalFanoutLarge && large < goalFanoutP99))
+	fmt.Fprintf(w, "  rotation of %d clusters     %10s   goal < %s    %.2fx of the goal   %s\n", r.rotation.clusters, ms(r.rotation.total()), goalRotation,
+		float64(r.rotation.total())/float64(goalRotation), met(r.rotation.total() < goalRotation))
+	fmt.Fprintf(w, "  server idle RSS              %7.1f MB   goal < 40 MB    %.2fx of the goal   %s\n", mb(r.serverIdle.rss),
+		float64(r.serverIdle.rss)/goalServerIdle, met(float64(r.serverIdle.rss) < goalServerIdle))
+	fmt.Fprintf(w, "  agent idle RSS               %7.1f MB   goal < 25 MB    %.2fx of the goal   %s\n", mb(r.agentIdle.rss),
+		float64(r.agentIdle.rss)/goalAgentIdle, met(float64(r.agentIdle.rss) < goalAgentIdle))
+	fmt.Fprintf(w, "\nserver certificates the server issued itself over the run: %d\n", r.serverCerts)
+	fmt.Fprintf(w, "agent warnings and errors logged: %d\n", r.warnings)
+	for _, s := range r.firstWarnings {
+		fmt.Fprintf(w, "  %s\n", s)
+	}
+}
