@@ -19,6 +19,10 @@ type ApplyOptions struct {
 	IstiodDeployment string
 	Adopt            bool
 	Log              *slog.Logger
+	// CRL, when not nil, is written as ca-crl.pem in the same update as
+	// the other files (so istiod never reads new roots or a new chain
+	// with an older CRL set, and a written ca-crl.pem is never dropped).
+	CRL []byte
 }
 
 // Apply self-checks cacerts, writes it over the Secret read as cur (one
@@ -31,6 +35,9 @@ func Apply(ctx context.Context, kube kubeclient.Interface, cur *Current, cacerts
 	files, err := cacerts.Files(opts.Format, now)
 	if err != nil {
 		return fmt.Errorf("refusing to write cacerts: %w", err)
+	}
+	if opts.CRL != nil {
+		files[CRLFile] = opts.CRL
 	}
 	var oldRoots []*x509.Certificate
 	if cur.CACerts != nil {

@@ -22,78 +22,12 @@ import (
 // the proxies (PILOT_ENABLE_CA_CRL).
 const CRLFile = "ca-crl.pem"
 
-// CRLs for Envoy: once any CRL is configured, Envoy checks every CA of a
-// presented chain and refuses chains with a CA that has no current CRL.
-// So the agent writes ca-crl.pem only when every CA that may appear in a
-// fleet workload chain has one: each root of the bundle, each CA in its
-// own chain, each current cluster intermediate of the fleet.
-
-// CRLPlan is what the agent would write as ca-crl.pem, or why not.
-type CRLPlan struct {
-	// PEM is the file's content; nil when it must not be written.
-	PEM []byte
-	// Missing names the CAs without a current CRL.
-	Missing []string
-	// MinNextUpdate is the earliest nextUpdate of the CRLs in PEM.
-	MinNextUpdate time.Time
-}
-
-// PlanCRLFile picks, for each CA in cas, the current CRL with the highest
-// number among crls that it signed, and returns them PEM-concatenated; a
-// CA without one (nextUpdate less than ca.CRLMinRemaining ahead) is
-// named in Missing and PEM is nil. CRLs of other issuers (superseded
-// intermediates) ride along when current.
-func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
-	return planCRLFile(nil, cas, crls, now)
-}
-
-func planCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
-	type best struct {
-		rl  *x509.RevocationList
-		der []byte
-	}
-	byIssuer := map[string]best{}
-	parsed := make([]*x509.RevocationList, len(crls))
-	for i, der := range crls {
-		rl, err := cache.parse(der)
-		if err != nil || !rl.NextUpdate.After(now.Add(ca.CRLMinRemaining)) || rl.Number == nil {
-			continue
-		}
-		parsed[i] = rl
-		k := string(rl.RawIssuer)
-		if b, ok := byIssuer[k]; !ok || rl.Number.Cmp(b.rl.Number) > 0 {
-			byIssuer[k] = best{rl, der}
-		}
-	}
-	var p CRLPlan
-	seen := map[string]bool{}
-	for _, c := range cas {
-		if seen[string(c.Raw)] {
-			continue
-		}
-		seen[string(c.Raw)] = true
-		b, ok := byIssuer[string(c.RawSubject)]
-		if !ok || cache.checkSignature(b.rl, c) != nil {
-			p.Missing = append(p.Missing, fmt.Sprintf("%s (serial %s)", c.Subject, ca.SerialHex(c.SerialNumber)))
-		}
-	}
-	if len(p.Missing) > 0 {
-		return p
-	}
-	var buf bytes.Buffer
-	for i, der := range crls {
-		rl := parsed[i]
-		if rl == nil || !bytes.Equal(byIssuer[string(rl.RawIssuer)].der, der) {
-			continue
-		}
-		_ = pem.Encode(&buf, &pem.Block{Type: "X509 CRL", Bytes: der})
-		if p.MinNextUpdate.IsZero() || rl.NextUpdate.Before(p.MinNextUpdate) {
-			p.MinNextUpdate = rl.NextUpdate
-		}
-	}
-	p.PEM = buf.Bytes()
-	return p
-}
+// AnnotationCRLWritten marks a cacerts Secret the agent once wrote
+// ca-crl.pem into (RFC 3339 time of the first write): istiod may have
+// published it, and it never retracts a published CRL, so from then on
+// the file is kept and kept current (PlanPublishedCRLFile), even if the
+// key was lost from the Secret.
+const AnnotationCRLWritten = "meshroot.io/crl-written"
 
 // CRLCAs are the CAs that need a current CRL before ca-crl.pem is
 // written: the bundle's roots, every CA of the cluster's own chain (its
@@ -125,60 +59,121 @@ func CheckCRLFits(data map[string][]byte, file []byte) error {
 	return nil
 }
 
-// reconcileCRL writes ca-crl.pem into the cacerts Secret when every CA has
-// a current CRL, and otherwise takes it out (never a CRL file that would
-// make Envoy refuse valid chains), logging why and exposing it as a
-// metric. It also takes it out, with an error, when it would push the
-// Secret over Kubernetes' size limit. It says whether it changed the
-// Secret.
+// crlPublished reports whether cur holds ca-crl.pem, or once did.
+func crlPublished(cur *Current) bool {
+	if cur == nil || cur.Secret == nil {
+		return false
+	}
+	_, had := cur.Secret.Data[CRLFile]
+	return had || cur.Secret.Annotations[AnnotationCRLWritten] != ""
+}
+
+// planCRL is the ca-crl.pem for cacerts cc (what the Secret read as cur
+// holds, or is about to) and the bundle's CRL set: the rule before the
+// first write (PlanCRLFile) or after it (PlanPublishedCRLFile). The
+// cluster's own intermediate gets a CRL signed here when the set and the
+// Secret hold no current one, so a new intermediate is covered in the
+// same write. ok is false when the bundle carries no CRL set (a server
+// without CRLs): then the Secret's file is kept as it is. A file that
+// would push the Secret over Kubernetes' size limit is not planned: the
+// Secret's file stays (nil before the first), with an error logged.
+func (a *Agent) planCRL(cur *Current, cc *ca.CACerts, bundle *meshrootv1.TrustBundle, now time.Time) (plan CRLPlan, published, ok bool, err error) {
+	published = crlPublished(cur)
+	var held []byte
+	var data map[string][]byte
+	if cur != nil && cur.Secret != nil {
+		held, data = cur.Secret.Data[CRLFile], cur.Secret.Data
+	}
+	if bundle == nil || bundle.GetCrls() == nil {
+		return CRLPlan{PEM: held}, published, false, nil
+	}
+	set, err := wire.CRLSetFromProto(bundle.GetCrls())
+	if err != nil {
+		return CRLPlan{PEM: held}, published, false, fmt.Errorf("CRL set from server: %w", err)
+	}
+	roots, err := parseDERs(bundle.GetRoots())
+	if err != nil {
+		return CRLPlan{PEM: held}, published, false, fmt.Errorf("trust bundle from server: %w", err)
+	}
+	crls := set.CRLs
+	if own, err := ownCRL(&a.crls, cc, append(append([][]byte{}, crls...), pemCRLs(held)...), now); err != nil {
+		a.log.Warn("cannot sign the cluster's CRL", "error", err)
+	} else if own != nil {
+		crls = append(crls, own)
+	}
+	cas := CRLCAs(cc, roots, set)
+	if published {
+		plan = planPublishedCRLFile(&a.crls, cas, crls, held, now)
+	} else {
+		plan = planCRLFile(&a.crls, cas, crls, now)
+	}
+	if plan.PEM != nil {
+		if err := CheckCRLFits(data, plan.PEM); err != nil {
+			a.cfg.Metrics.failed(ErrKindCRLTooLarge)
+			a.log.Error("not writing this "+CRLFile+": "+err.Error()+
+				"; fewer revoked unexpired intermediates per root (shorter intermediate lifetimes) or fewer roots in the bundle bring it under (docs/quarantine.md)",
+				"kept", len(held))
+			plan.PEM = held
+		}
+	}
+	return plan, published, true, nil
+}
+
+// noteCRLPlan exposes plan as metrics and logs the CAs it misses.
+func (a *Agent) noteCRLPlan(plan CRLPlan, published bool, serverMissing []string) {
+	a.cfg.Metrics.crlState(len(plan.Missing), published && plan.PEM != nil)
+	if len(plan.Missing) == 0 {
+		return
+	}
+	if published {
+		a.log.Error(CRLFile+" is incomplete: istiod already publishes CRLs and never retracts them, so proxies refuse chains through these CAs until each has a current CRL",
+			"missing", strings.Join(plan.Missing, "; "), "server_missing", strings.Join(serverMissing, "; "))
+		return
+	}
+	a.log.Warn("not writing "+CRLFile+": a CA of the fleet has no current CRL, and Envoy would refuse its valid chains",
+		"missing", strings.Join(plan.Missing, "; "), "server_missing", strings.Join(serverMissing, "; "))
+}
+
+// reconcileCRL keeps ca-crl.pem in the cacerts Secret current: before the
+// first write only a complete set is written; once written it is never
+// taken out, and holds the freshest CRL of every CA that has one (see
+// crl_plan.go). A CA without a current CRL is logged and counted in
+// meshroot_agent_crl_missing_cas. It says whether it changed the Secret.
 func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle, now time.Time) (bool, error) {
 	if bundle == nil || bundle.GetCrls() == nil {
 		return false, nil // a server without CRLs: leave the Secret as it is
 	}
 	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
-	if err != nil || cur.Secret == nil || !cur.ManagedByMeshroot() {
+	if err != nil || cur.Secret == nil || cur.CACerts == nil || !cur.ManagedByMeshroot() {
 		return false, err
 	}
-	set, err := wire.CRLSetFromProto(bundle.GetCrls())
+	plan, published, _, err := a.planCRL(cur, cur.CACerts, bundle, now)
 	if err != nil {
-		return false, fmt.Errorf("CRL set from server: %w", err)
+		return false, err
 	}
-	roots, err := parseDERs(bundle.GetRoots())
-	if err != nil {
-		return false, fmt.Errorf("trust bundle from server: %w", err)
-	}
-	plan := planCRLFile(&a.crls, CRLCAs(cur.CACerts, roots, set), set.CRLs, now)
-	a.cfg.Metrics.crlMissing(len(plan.Missing))
-	if plan.PEM == nil {
-		a.log.Warn("not writing "+CRLFile+": a CA of the fleet has no current CRL, and Envoy would refuse its valid chains",
-			"missing", strings.Join(plan.Missing, "; "), "server_missing", strings.Join(set.Missing, "; "))
-	}
+	set, _ := wire.CRLSetFromProto(bundle.GetCrls())
+	a.noteCRLPlan(plan, published, set.Missing)
 	have, had := cur.Secret.Data[CRLFile]
-	if plan.PEM != nil {
-		if err := CheckCRLFits(cur.Secret.Data, plan.PEM); err != nil {
-			a.cfg.Metrics.failed(ErrKindCRLTooLarge)
-			a.log.Error("not writing " + CRLFile + ", so revocation is not enforced in this mesh: " + err.Error() +
-				"; fewer revoked unexpired intermediates per root (shorter intermediate lifetimes) or fewer roots in the bundle bring it under (docs/quarantine.md)")
-			plan.PEM = nil
-		}
-	}
-	if bytes.Equal(have, plan.PEM) && had == (plan.PEM != nil) {
-		return false, nil
+	if plan.PEM == nil || (had && bytes.Equal(have, plan.PEM)) {
+		return false, nil // never taken out: nothing to write, or nothing new
 	}
 	s := cur.Secret.DeepCopy()
-	if plan.PEM == nil {
-		delete(s.Data, CRLFile)
-	} else {
-		if s.Data == nil {
-			s.Data = map[string][]byte{}
-		}
-		s.Data[CRLFile] = plan.PEM
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	s.Data[CRLFile] = plan.PEM
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	if s.Annotations[AnnotationCRLWritten] == "" {
+		s.Annotations[AnnotationCRLWritten] = now.UTC().Format(time.RFC3339)
 	}
 	if _, err := a.cfg.Kube.Secrets(s.Namespace).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
 		return false, fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
 	}
-	a.log.Info(CRLFile+" updated", "written", plan.PEM != nil, "bytes", len(plan.PEM), "next_update", plan.MinNextUpdate)
+	a.cfg.Metrics.crlState(len(plan.Missing), true)
+	a.log.Info(CRLFile+" updated", "bytes", len(plan.PEM), "next_update", plan.MinNextUpdate, "missing", len(plan.Missing))
 	return true, nil
 }
 
@@ -226,14 +221,10 @@ func ownCRL(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) ([]by
 	if cc == nil || cc.Key == nil {
 		return nil, nil
 	}
-	cert := cc.Cert
-	for _, der := range crls {
-		rl, err := cache.parse(der)
-		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && cache.checkSignature(rl, cert) == nil &&
-			rl.NextUpdate.After(now.Add(min(ca.CRLRefreshBefore, cert.NotAfter.Sub(now)/2))) {
-			return nil, nil
-		}
+	if ownCurrent(cache, cc, crls, now) != nil {
+		return nil, nil
 	}
+	cert := cc.Cert
 	next := now.Add(ca.CRLValidity)
 	if cert.NotAfter.Before(next) {
 		next = cert.NotAfter
@@ -243,11 +234,41 @@ func ownCRL(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) ([]by
 	}, cert, cc.Key)
 }
 
-// crlForReport is the cluster's own CRL to send with its status, if due.
+// ownCurrent returns the CRL among crls that cc's intermediate signed
+// and that has at least ca.CRLRefreshBefore (or half the intermediate's
+// remaining life) left, or nil.
+func ownCurrent(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) []byte {
+	if cc == nil || cc.Cert == nil {
+		return nil
+	}
+	cert := cc.Cert
+	for _, der := range crls {
+		rl, err := cache.parse(der)
+		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && cache.checkSignature(rl, cert) == nil &&
+			rl.NextUpdate.After(now.Add(min(ca.CRLRefreshBefore, cert.NotAfter.Sub(now)/2))) {
+			return der
+		}
+	}
+	return nil
+}
+
+// crlForReport is the cluster's own CRL to send with its status, if the
+// server's set lacks a current one: the one already in ca-crl.pem when
+// it is current (signed into the write that brought a new intermediate),
+// so that the server's copy does not change the file again, else a new
+// one.
 func (a *Agent) crlForReport(cur *Current, now time.Time) []byte {
 	b := a.latestBundle()
 	if b == nil || b.GetCrls() == nil {
 		return nil
+	}
+	if ownCurrent(&a.crls, cur.CACerts, b.GetCrls().GetCrls(), now) != nil {
+		return nil
+	}
+	if cur.Secret != nil {
+		if der := ownCurrent(&a.crls, cur.CACerts, pemCRLs(cur.Secret.Data[CRLFile]), now); der != nil {
+			return der
+		}
 	}
 	der, err := ownCRL(&a.crls, cur.CACerts, b.GetCrls().GetCrls(), now)
 	if err != nil {
@@ -256,9 +277,15 @@ func (a *Agent) crlForReport(cur *Current, now time.Time) []byte {
 	return der
 }
 
-// crlMissing records how many CAs lack a current CRL.
-func (m *Metrics) crlMissing(n int) {
+// crlState records how many CAs lack a current CRL and whether cacerts
+// holds a ca-crl.pem istiod may have published.
+func (m *Metrics) crlState(missing int, published bool) {
 	if m != nil {
-		m.crl.WithLabelValues().Set(float64(n))
+		m.crl.WithLabelValues().Set(float64(missing))
+		p := 0.0
+		if published {
+			p = 1
+		}
+		m.crlPublished.WithLabelValues().Set(p)
 	}
 }

@@ -50,7 +50,7 @@ var ErrorKinds = []string{ErrKindSecretRead, ErrKindIssue, ErrKindSecretWrite, E
 type Metrics struct {
 	notAfter, nextRenewal, lastWrite, lastReport, applied *prometheus.GaugeVec
 	watch                                                 prometheus.Gauge
-	crl                                                   *prometheus.GaugeVec // see crl.go
+	crl, crlPublished                                     *prometheus.GaugeVec // see crl.go
 	errors                                                *prometheus.CounterVec
 	istiod                                                istiodMetrics
 }
@@ -74,7 +74,9 @@ func NewMetrics(reg prometheus.Registerer, cluster string) (*Metrics, error) {
 		applied: gauge("bundle_sequence",
 			"Trust bundle sequence applied in the cacerts Secret."),
 		crl: gauge("crl_missing_cas",
-			"CAs of the fleet without a current CRL; while above 0 the agent leaves ca-crl.pem out of cacerts."),
+			"CAs of the fleet without a current CRL as this agent sees them. Before the agent's first ca-crl.pem it leaves the file out while above 0; afterwards the file stays (istiod never retracts one) and proxies refuse chains through those CAs."),
+		crlPublished: gauge("crl_published",
+			"1 when the cacerts Secret holds a ca-crl.pem the agent wrote (istiod may publish it and never retracts it), else 0."),
 		watch: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "meshroot", Subsystem: "agent", Name: "watch_connected",
 			Help: "1 while the trust bundle watch to the server is receiving, else 0.", ConstLabels: labels}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "meshroot", Subsystem: "agent", Name: "errors_total",
@@ -84,7 +86,7 @@ func NewMetrics(reg prometheus.Registerer, cluster string) (*Metrics, error) {
 	for _, k := range ErrorKinds {
 		m.errors.WithLabelValues(k) // every kind starts at 0, so increase() sees the first error
 	}
-	for _, c := range []prometheus.Collector{m.notAfter, m.nextRenewal, m.lastWrite, m.lastReport, m.applied, m.watch, m.errors, m.crl, m.istiod.state, m.istiod.staleSince} {
+	for _, c := range []prometheus.Collector{m.notAfter, m.nextRenewal, m.lastWrite, m.lastReport, m.applied, m.watch, m.errors, m.crl, m.crlPublished, m.istiod.state, m.istiod.staleSince} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("agent metrics: %w", err)
 		}

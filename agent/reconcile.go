@@ -138,9 +138,21 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 	default:
 		return a.renewAt(cur.CACerts.Cert, cur.Secret.Annotations), nil
 	}
+	// ca-crl.pem goes in the same update: the CRLs for the new roots and
+	// chain when the server sent them with the bundle (it signs a new
+	// root's CRL in the same refresh), and never dropped once written.
+	crl, _, _, err := a.planCRL(cur, cacerts, bundle, now)
+	if err != nil {
+		a.log.Warn("cacerts written without a new "+CRLFile, "error", err)
+	}
+	if crl.PEM != nil {
+		if _, ok := annotations[AnnotationCRLWritten]; !ok && !crlPublished(cur) {
+			annotations[AnnotationCRLWritten] = now.UTC().Format(time.RFC3339)
+		}
+	}
 	if err := Apply(ctx, a.cfg.Kube, cur, cacerts, annotations, ApplyOptions{
 		Secret: a.cfg.Secret, Format: a.cfg.Format, Restart: a.cfg.Restart,
-		IstiodDeployment: a.cfg.IstiodDeployment, Adopt: a.cfg.Adopt, Log: a.log,
+		IstiodDeployment: a.cfg.IstiodDeployment, Adopt: a.cfg.Adopt, Log: a.log, CRL: crl.PEM,
 	}, now); err != nil {
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
 		return time.Time{}, err

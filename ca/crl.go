@@ -202,7 +202,8 @@ func sameSerials(der []byte, entries []x509.RevocationListEntry) bool {
 // FleetCRLs returns the CRL set agents write into cacerts: a current CRL
 // of every root in the bundle (signed or re-signed here when due), and the
 // last CRL each cluster's agent sent for its intermediate. A CA without a
-// current CRL is named in Missing; agents then leave ca-crl.pem out.
+// current CRL is named in Missing; agents that never wrote ca-crl.pem
+// then leave it out, the others keep it incomplete (agent/crl_plan.go).
 func (s *Service) FleetCRLs(ctx context.Context) (CRLSet, error) {
 	var set CRLSet
 	roots, err := s.store.ListRoots(ctx)

@@ -50,7 +50,7 @@ func (s *AdminServer) CreateToken(ctx context.Context, m *meshrootv1.CreateToken
 // IssueIntermediate signs an intermediate from a CSR the CLI made.
 func (s *AdminServer) IssueIntermediate(ctx context.Context, req *meshrootv1.IssueIntermediateRequest) (*meshrootv1.SignIntermediateResponse, error) {
 	out, err := s.svc.IssueIntermediate(s.as(ctx), wire.IssueRequestFromProto(req))
-	return reply(ctx, s, out, err, ok(wire.IssuedToProto))
+	return reply(ctx, s, out, s.poked(err), ok(wire.IssuedToProto)) // the CRL set's intermediates changed
 }
 
 // ListIntermediates lists issued intermediates.

@@ -15,9 +15,10 @@ import (
 )
 
 // crlMissing counts the CAs of the fleet without a current CRL: while it
-// is above 0, agents leave ca-crl.pem out of cacerts.
+// is above 0, agents that never wrote ca-crl.pem leave it out, and the
+// others keep it incomplete (agent/crl_plan.go).
 var crlMissing = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "meshroot", Name: "crl_missing_cas",
-	Help: "CAs of the fleet (roots, cluster intermediates) without a current CRL; while above 0 agents leave ca-crl.pem out."})
+	Help: "CAs of the fleet (roots, cluster intermediates) without a current CRL; while above 0 agents that never wrote ca-crl.pem leave it out, the others keep it incomplete."})
 
 // fleetCRLs is the fleet's CRL set for the hub, or the last one when the
 // store fails (a CRL stays valid until its nextUpdate).
@@ -31,7 +32,7 @@ func (h *BundleHub) fleetCRLs(ctx context.Context) ca.CRLSet {
 	}
 	crlMissing.Set(float64(len(set.Missing)))
 	if len(set.Missing) > 0 {
-		h.log.DebugContext(ctx, "CAs without a current CRL: agents leave ca-crl.pem out", "missing", set.Missing)
+		h.log.DebugContext(ctx, "CAs without a current CRL: ca-crl.pem is withheld or incomplete", "missing", set.Missing)
 	}
 	return set
 }

@@ -69,6 +69,10 @@ func (s *IssuerServer) SignIntermediate(ctx context.Context, req *meshrootv1.Sig
 		return nil, st // the service audited the refusal itself
 	}
 	issued.WithLabelValues(id.Cluster, string(id.Method)).Inc()
+	// The fleet's CRL set names every current intermediate as needing a
+	// CRL: tell the agents now, so that none writes a first ca-crl.pem
+	// that lacks this one (Envoy would refuse its chains).
+	s.hub.Poke()
 	s.log.InfoContext(ctx, "intermediate issued", "cluster", id.Cluster, "method", id.Method, "serial", ca.SerialHex(out.Cert.SerialNumber), "not_after", out.Cert.NotAfter)
 	return &meshrootv1.SignIntermediateResponse{
 		CertChain:      derList(out.Chain),

@@ -101,11 +101,18 @@ func (c *crlCluster) writeCRLFile(t *testing.T) agent.CRLPlan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := agent.PlanCRLFile(agent.CRLCAs(c.caCerts(), c.cc.roots, set), set.CRLs, time.Now())
+	// The agent's two rules: all or nothing before the first ca-crl.pem;
+	// once written (istiod may publish it and never retracts it), kept
+	// with the freshest CRL of every CA that has one.
+	cas := agent.CRLCAs(c.caCerts(), c.cc.roots, set)
 	path := filepath.Join(c.cc.dir, agent.CRLFile)
-	if p.PEM == nil {
-		_ = os.Remove(path)
+	var p agent.CRLPlan
+	if held, err := os.ReadFile(path); err == nil {
+		p = agent.PlanPublishedCRLFile(cas, set.CRLs, held, time.Now())
 	} else {
+		p = agent.PlanCRLFile(cas, set.CRLs, time.Now())
+	}
+	if p.PEM != nil {
 		writeFile(t, path, p.PEM)
 	}
 	return p
@@ -294,7 +301,9 @@ func handshake(t *testing.T, from, to *crlCluster) error {
 // and north (using only their root-cert.pem and ca-crl.pem) while east and
 // north keep accepting each other, and west gets no new intermediate with
 // any credential. A cluster without a CRL keeps ca-crl.pem from being
-// written anywhere.
+// written before the first one; afterwards the file stays (istiod never
+// retracts a CRL), the gap is named, and only that cluster's chains are
+// refused until its CRL arrives.
 func TestQuarantineEnforcedByCRLs(t *testing.T) {
 	requireOpenSSL(t)
 	dir := t.TempDir()
@@ -431,14 +440,38 @@ func TestQuarantineEnforcedByCRLs(t *testing.T) {
 		t.Errorf("west with a fresh join token: %v, want a quarantine refusal", err)
 	}
 
-	// A new cluster whose agent sends no CRL: every folder stops writing
-	// ca-crl.pem rather than writing one Envoy would fail on.
-	newCRLCluster(t, s, m, "south")
+	// A new cluster whose agent has not sent its CRL yet. The folders
+	// have written ca-crl.pem, which istiod may have published and never
+	// retracts: they keep it, with every CRL there is, and name south as
+	// missing. East and north keep accepting each other; south's chains
+	// are refused (no CRL for its intermediate) until its CRL arrives.
+	south := newCRLCluster(t, s, m, "south")
 	waitCRLs(func(p agent.CRLPlan) bool {
-		return p.PEM == nil && strings.Contains(strings.Join(p.Missing, ","), "south")
-	}, "ca-crl.pem withheld for south")
-	if _, err := os.Stat(filepath.Join(cl["east"].cc.dir, agent.CRLFile)); !os.IsNotExist(err) {
-		t.Errorf("east's ca-crl.pem is still there with south's CRL missing: %v", err)
+		return p.PEM != nil && strings.Contains(strings.Join(p.Missing, ","), "south")
+	}, "ca-crl.pem kept, south named as missing")
+	southChain := append([]*x509.Certificate{signWorkload(t, south.cc, spiffeID("south")).leaf}, south.cc.chain...)
+	for _, verifier := range []string{"east", "north"} {
+		if _, err := os.Stat(filepath.Join(cl[verifier].cc.dir, agent.CRLFile)); err != nil {
+			t.Fatalf("%s's ca-crl.pem taken out with south's CRL missing: %v", verifier, err)
+		}
+		for _, peer := range []string{"east", "north"} {
+			if err := opensslCRLVerify(t, cl[verifier].cc.dir, chains[peer]); err != nil {
+				t.Errorf("with south's CRL missing, %s refuses %s: %v", verifier, peer, err)
+			}
+			if err := handshake(t, cl[peer], cl[verifier]); err != nil {
+				t.Errorf("with south's CRL missing, mTLS %s -> %s: %v", peer, verifier, err)
+			}
+		}
+		if err := opensslCRLVerify(t, cl[verifier].cc.dir, southChain); err == nil {
+			t.Errorf("%s accepts south's chain without a CRL for south's intermediate: the all-CA rule is not applied", verifier)
+		}
+	}
+	south.sendOwnCRL(t)
+	waitCRLs(func(p agent.CRLPlan) bool { return p.PEM != nil && len(p.Missing) == 0 }, "a complete ca-crl.pem with south's CRL")
+	for _, verifier := range []string{"east", "north"} {
+		if err := opensslCRLVerify(t, cl[verifier].cc.dir, southChain); err != nil {
+			t.Errorf("%s refuses south's chain once its CRL is in: %v", verifier, err)
+		}
 	}
 }
 

@@ -314,11 +314,16 @@ func TestAgentDaemonRenewsAtomically(t *testing.T) {
 // startFollower starts a server and an agent daemon for a new cluster and
 // waits for its first cacerts.
 func startFollower(t *testing.T, name string) (*kubeenv.Cluster, *server, *proc, *cacerts) {
+	return startFollowerArgs(t, name)
+}
+
+// startFollowerArgs is startFollower with extra agent flags.
+func startFollowerArgs(t *testing.T, name string, extra ...string) (*kubeenv.Cluster, *server, *proc, *cacerts) {
 	c := kubeenv.Start(t, name)
 	s := startServer(t, "")
 	c.EnsureNamespace(t, meshNS)
 	s.cli("cluster", "add", name)
-	a := s.startAgent(t, name, c.KubeconfigPath, []string{"MESHROOT_JOIN_TOKEN=" + s.joinToken(name)})
+	a := s.startAgent(t, name, c.KubeconfigPath, []string{"MESHROOT_JOIN_TOKEN=" + s.joinToken(name)}, extra...)
 	var first *cacerts
 	eventually(t, 30*time.Second, "first cacerts", func() error {
 		a.alive(t)

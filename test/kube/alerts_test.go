@@ -342,9 +342,17 @@ func TestAlertRulesOnRealSeries(t *testing.T) {
 				{Series: `meshroot_crl_next_update_timestamp_seconds{root_id="near"}`, Values: "3600+0x30"},
 				{Series: `meshroot_crl_next_update_timestamp_seconds{root_id="far"}`, Values: "864000+0x30"},
 				{Series: `meshroot_fleet_collect_success{job="meshroot"}`, Values: "0+0x30"},
+				// ca-crl.pem: live but incomplete, withheld, complete.
+				{Series: `meshroot_agent_crl_missing_cas{cluster="live"}`, Values: "1+0x30"},
+				{Series: `meshroot_agent_crl_published{cluster="live"}`, Values: "1+0x30"},
+				{Series: `meshroot_agent_crl_missing_cas{cluster="before"}`, Values: "2+0x30"},
+				{Series: `meshroot_agent_crl_published{cluster="before"}`, Values: "0+0x30"},
+				{Series: `meshroot_agent_crl_missing_cas{cluster="complete"}`, Values: "0+0x30"},
+				{Series: `meshroot_agent_crl_published{cluster="complete"}`, Values: "1+0x30"},
 			},
-			Exprs: []exprTest{{Expr: `group by (alertname, root_id) (ALERTS{alertstate="firing"})`, EvalTime: "20m", ExpSamples: firing(
-				`alertname="MeshrootCRLNextUpdateSoon", root_id="near"`, `alertname="MeshrootFleetMetricsUnavailable"`)}},
+			Exprs: []exprTest{{Expr: `group by (alertname, root_id, cluster) (ALERTS{alertstate="firing"})`, EvalTime: "20m", ExpSamples: firing(
+				`alertname="MeshrootCRLNextUpdateSoon", root_id="near"`, `alertname="MeshrootFleetMetricsUnavailable"`,
+				`alertname="MeshrootAgentCRLIncomplete", cluster="live"`, `alertname="MeshrootAgentCRLWithheld", cluster="before"`)}},
 		}},
 	}
 	y, err := yaml.Marshal(file)

@@ -3,80 +3,106 @@ package kube
 import (
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshroot/meshroot/test/kube/kubeenv"
 )
 
-// TestAgentWritesCRLOnlyWhenComplete: the agent daemon signs its
-// intermediate's CRL, sends it, and writes ca-crl.pem (the root's CRL and
-// its own) into the cacerts Secret of a real apiserver; when the fleet
-// gains an intermediate without a CRL, it takes ca-crl.pem out rather
-// than leave a file Envoy would refuse that cluster's chains with; after
-// `cluster quarantine` of that cluster, ca-crl.pem is back and lists it.
-func TestAgentWritesCRLOnlyWhenComplete(t *testing.T) {
-	c, s, a, first := startFollower(t, "crl")
-	crlsIn := func() ([]*x509.RevocationList, bool) {
+// TestAgentCRLFileRules: the agent daemon against a real apiserver keeps
+// both rules for ca-crl.pem (issue 12 item 4). Before it ever wrote the
+// file, a fleet CA without a CRL (another cluster's intermediate) keeps it
+// out: nothing Envoy would refuse valid chains with, and istiod has no CRL
+// to keep. After `cluster quarantine` of that cluster the set is complete
+// and the file is written, listing its intermediate. From then on istiod
+// may publish it and never retracts it, so a new CA without a CRL leaves
+// the file in place, with every CRL there is, and the agent reports the
+// gap (meshroot_agent_crl_missing_cas, an error log naming the CA).
+func TestAgentCRLFileRules(t *testing.T) {
+	c := kubeenv.Start(t, "crl")
+	s := startServer(t, "")
+	c.EnsureNamespace(t, meshNS)
+	s.cli("cluster", "add", "crl")
+	issueOther := func(name string) *x509.Certificate {
+		s.cli("cluster", "add", name)
+		out := filepath.Join(t.TempDir(), name)
+		s.cli("intermediate", "issue", "--cluster", name, "--out", out, "--insecure-plaintext-key")
+		data, err := os.ReadFile(filepath.Join(out, "ca-cert.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs, err := parseCerts(data)
+		if err != nil || len(certs) != 1 {
+			t.Fatalf("%s's ca-cert.pem: %d certificates, %v", name, len(certs), err)
+		}
+		return certs[0]
+	}
+	other := issueOther("other")
+	metricsAddr := "127.0.0.1:" + freePorts(t, 1)[0]
+	a := s.startAgent(t, "crl", c.KubeconfigPath, []string{"MESHROOT_JOIN_TOKEN=" + s.joinToken("crl")}, "--metrics-addr", metricsAddr)
+	metric := func(name string) string {
+		m := agentMetric(t, metricsAddr, name)
+		return m[strings.LastIndex(m, " ")+1:]
+	}
+	crlFile := func() ([]byte, bool) {
 		sec := getSecret(t, c, meshNS, cacertsName)
-		data, ok := sec.Data["ca-crl.pem"]
-		if !ok {
+		if sec == nil {
 			return nil, false
 		}
-		var out []*x509.RevocationList
-		for blk, rest := pem.Decode(data); blk != nil; blk, rest = pem.Decode(rest) {
-			rl, err := x509.ParseRevocationList(blk.Bytes)
-			if err != nil {
-				t.Fatalf("ca-crl.pem: %v", err)
-			}
-			out = append(out, rl)
-		}
-		return out, true
+		data, ok := sec.Data[crlKey]
+		return data, ok
 	}
-	eventually(t, 30*time.Second, "ca-crl.pem with the root's CRL and the cluster's own", func() error {
+
+	// Before the first ca-crl.pem: other's intermediate has no CRL, so
+	// none is written.
+	eventually(t, 30*time.Second, "the agent sees other's intermediate without a CRL", func() error {
 		a.alive(t)
-		crls, ok := crlsIn()
-		if !ok || len(crls) != 2 {
-			return fmt.Errorf("ca-crl.pem: present %v, %d CRLs", ok, len(crls))
+		if getSecret(t, c, meshNS, cacertsName) == nil {
+			return fmt.Errorf("no cacerts yet")
 		}
-		if crls[0].CheckSignatureFrom(first.roots[0]) != nil && crls[1].CheckSignatureFrom(first.roots[0]) != nil {
-			return fmt.Errorf("no CRL signed by the root")
-		}
-		if crls[0].CheckSignatureFrom(first.cert) != nil && crls[1].CheckSignatureFrom(first.cert) != nil {
-			return fmt.Errorf("no CRL signed by the cluster's intermediate")
+		if m := metric("meshroot_agent_crl_missing_cas"); m != "1" {
+			return fmt.Errorf("meshroot_agent_crl_missing_cas %q", m)
 		}
 		return nil
 	})
-	// A second cluster's intermediate without a CRL: the file goes.
-	s.cli("cluster", "add", "other")
-	s.cli("intermediate", "issue", "--cluster", "other", "--out", filepath.Join(t.TempDir(), "other"), "--insecure-plaintext-key")
-	eventually(t, 30*time.Second, "ca-crl.pem withheld while other has no CRL", func() error {
-		a.alive(t)
-		if _, ok := crlsIn(); ok {
-			return fmt.Errorf("ca-crl.pem still there")
-		}
-		return nil
-	})
-	// Quarantined, other's intermediate is revoked and needs no CRL of its own.
+	first := mustCACerts(t, c)
+	if data, ok := crlFile(); ok {
+		t.Fatalf("ca-crl.pem written (%d CRLs) while other's intermediate has no CRL and istiod has none yet", len(parseCRLs(t, data)))
+	}
+	if m := metric("meshroot_agent_crl_published"); m != "0" {
+		t.Errorf("meshroot_agent_crl_published %q before any ca-crl.pem, want 0", m)
+	}
+	if log := a.output(); !strings.Contains(log, "not writing ca-crl.pem") || !strings.Contains(log, "CN=other") {
+		t.Errorf("the agent's log does not say why ca-crl.pem is not written:\n%s", a.tail(20))
+	}
+
+	// Quarantined, other's intermediate is revoked and needs no CRL: the
+	// set is complete and the file is written, listing it.
 	s.cli("cluster", "quarantine", "other", "--reason", "test")
-	eventually(t, 30*time.Second, "ca-crl.pem back, listing other's intermediate", func() error {
+	var written []byte
+	eventually(t, 30*time.Second, "ca-crl.pem written, listing other's intermediate", func() error {
 		a.alive(t)
-		crls, ok := crlsIn()
+		data, ok := crlFile()
 		if !ok {
 			return fmt.Errorf("no ca-crl.pem")
 		}
-		for _, rl := range crls {
-			if len(rl.RevokedCertificateEntries) == 1 {
-				return nil
+		for _, rl := range parseCRLs(t, data) {
+			for _, e := range rl.RevokedCertificateEntries {
+				if e.SerialNumber.Cmp(other.SerialNumber) == 0 {
+					written = data
+					return nil
+				}
 			}
 		}
-		return fmt.Errorf("no CRL lists other's intermediate")
+		return fmt.Errorf("no CRL in ca-crl.pem lists other's intermediate")
 	})
+	checkCRLs(t, "ca-crl.pem", written, map[string]*x509.Certificate{"root": first.roots[0], "crl": first.cert})
 	// The quarantine shows as applied by this cluster once its agent
-	// reported the ca-crl.pem that lists other's intermediate (until then
-	// pending: the file was withheld when other was quarantined).
+	// reported the ca-crl.pem that lists other's intermediate.
 	eventually(t, 30*time.Second, "cluster list: other's quarantine applied by crl", func() error {
 		var list []struct {
 			Name       string `json:"name"`
@@ -105,5 +131,33 @@ func TestAgentWritesCRLOnlyWhenComplete(t *testing.T) {
 	})
 	if st := s.cli("root", "status"); !strings.Contains(st, "quarantined other since") || !strings.Contains(st, "applied by crl\n") {
 		t.Errorf("root status:\n%s", st)
+	}
+	eventually(t, 15*time.Second, "metrics of a complete, written set", func() error {
+		if m, p := metric("meshroot_agent_crl_missing_cas"), metric("meshroot_agent_crl_published"); m != "0" || p != "1" {
+			return fmt.Errorf("missing %q, published %q", m, p)
+		}
+		return nil
+	})
+
+	// After it: a third cluster's intermediate without a CRL. The file
+	// stays as it was, and the gap is reported.
+	issueOther("third")
+	eventually(t, 30*time.Second, "the agent reports third's intermediate without a CRL", func() error {
+		a.alive(t)
+		if m := metric("meshroot_agent_crl_missing_cas"); m != "1" {
+			return fmt.Errorf("meshroot_agent_crl_missing_cas %q", m)
+		}
+		return nil
+	})
+	data, ok := crlFile()
+	if !ok {
+		t.Fatal("ca-crl.pem taken out once written: istiod would keep its old set")
+	}
+	checkCRLs(t, "ca-crl.pem with third missing", data, map[string]*x509.Certificate{"root": first.roots[0], "crl": first.cert})
+	if m := metric("meshroot_agent_crl_published"); m != "1" {
+		t.Errorf("meshroot_agent_crl_published %q, want 1", m)
+	}
+	if log := a.output(); !strings.Contains(log, "ca-crl.pem is incomplete") || !strings.Contains(log, "CN=third") {
+		t.Errorf("the agent's log does not name third's intermediate as missing a CRL:\n%s", a.tail(20))
 	}
 }

@@ -1,0 +1,212 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"time"
+
+	"github.com/meshroot/meshroot/ca"
+)
+
+// Choosing ca-crl.pem. Envoy's rule is strict: once any CRL is configured,
+// every CA of a presented chain needs a current CRL, or the chain is
+// refused. And istiod never retracts a CRL it has published in the
+// istio-ca-crl ConfigMap: a ca-crl.pem taken out of cacerts (or emptied)
+// leaves the proxies with the last one it read. Hence two rules:
+//
+//   - Before the agent ever wrote ca-crl.pem into the cluster's cacerts
+//     (istiod has no CRL), it writes the file only when every CA has a
+//     current CRL (PlanCRLFile): leaving it out breaks nothing.
+//   - Once it did (istiod may have published it), the file is never taken
+//     out and never left stale (PlanPublishedCRLFile): it holds the
+//     freshest CRL known for every CA that has one, also when some CA has
+//     none; the gap is reported (Missing), not papered over by a removal
+//     that istiod would ignore.
+
+// CRLPlan is what the agent would write as ca-crl.pem, or why not.
+type CRLPlan struct {
+	// PEM is the file's content; nil when it must not be written.
+	PEM []byte
+	// Missing names the CAs without a current CRL.
+	Missing []string
+	// MinNextUpdate is the earliest nextUpdate of the CRLs in PEM.
+	MinNextUpdate time.Time
+}
+
+// crlCandidate is one parsed CRL the plan may pick.
+type crlCandidate struct {
+	rl  *x509.RevocationList
+	der []byte
+	// tier: 2 current (more than ca.CRLMinRemaining left), 1 not yet at
+	// its nextUpdate, 0 past it.
+	tier int
+}
+
+// better says whether c should be written rather than o for the same CA:
+// a fresher tier first, then the higher CRL number, then the later
+// nextUpdate. So a CRL never gives way to one with a lower number unless
+// that one is current and it is not.
+func (c crlCandidate) better(o crlCandidate) bool {
+	if c.tier != o.tier {
+		return c.tier > o.tier
+	}
+	if n := c.rl.Number.Cmp(o.rl.Number); n != 0 {
+		return n > 0
+	}
+	return c.rl.NextUpdate.After(o.rl.NextUpdate)
+}
+
+// parseCandidates parses ders through cache (malformed ones and CRLs
+// without a number are skipped), dropping exact duplicates.
+func parseCandidates(cache *crlCache, ders [][]byte, now time.Time) []crlCandidate {
+	var out []crlCandidate
+	seen := map[string]bool{}
+	for _, der := range ders {
+		if seen[string(der)] {
+			continue
+		}
+		seen[string(der)] = true
+		rl, err := cache.parse(der)
+		if err != nil || rl.Number == nil {
+			continue
+		}
+		c := crlCandidate{rl: rl, der: der}
+		switch {
+		case rl.NextUpdate.After(now.Add(ca.CRLMinRemaining)):
+			c.tier = 2
+		case rl.NextUpdate.After(now):
+			c.tier = 1
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// issuerKey tells CAs apart that share a subject name (a cluster's
+// successive intermediates do): issuer name and key identifier.
+func issuerKey(name, keyID []byte) string { return string(name) + "\x00" + string(keyID) }
+
+// pickCRLs chooses, for each CA in cas, the best candidate it signed
+// (minTier or fresher), and for every other issuer the best current one
+// (CRLs of superseded intermediates ride along while current). It returns
+// the chosen CRLs in the candidates' order and the CAs without a current
+// CRL.
+func pickCRLs(cache *crlCache, cas []*x509.Certificate, cands []crlCandidate, minTier int) (chosen []crlCandidate, missing []string) {
+	best := map[string]int{} // issuer key -> index in cands
+	required := map[string]bool{}
+	seen := map[string]bool{}
+	for _, c := range cas {
+		if seen[string(c.Raw)] {
+			continue
+		}
+		seen[string(c.Raw)] = true
+		k := issuerKey(c.RawSubject, c.SubjectKeyId)
+		required[k] = true
+		pick := -1
+		for i, cand := range cands {
+			if cand.tier < minTier || !bytes.Equal(cand.rl.RawIssuer, c.RawSubject) || cache.checkSignature(cand.rl, c) != nil {
+				continue
+			}
+			if pick < 0 || cand.better(cands[pick]) {
+				pick = i
+			}
+		}
+		if pick < 0 || cands[pick].tier < 2 {
+			missing = append(missing, fmt.Sprintf("%s (serial %s)", c.Subject, ca.SerialHex(c.SerialNumber)))
+		}
+		if pick >= 0 {
+			best[k] = pick
+		}
+	}
+	for i, cand := range cands {
+		k := issuerKey(cand.rl.RawIssuer, cand.rl.AuthorityKeyId)
+		if required[k] || cand.tier < 2 {
+			continue
+		}
+		if j, ok := best[k]; !ok || cand.better(cands[j]) {
+			best[k] = i
+		}
+	}
+	picked := map[int]bool{}
+	for _, i := range best {
+		picked[i] = true
+	}
+	for i, cand := range cands {
+		if picked[i] {
+			chosen = append(chosen, cand)
+		}
+	}
+	return chosen, missing
+}
+
+// encodePlan PEM-concatenates chosen into p.
+func encodePlan(p *CRLPlan, chosen []crlCandidate) {
+	var buf bytes.Buffer
+	for _, c := range chosen {
+		_ = pem.Encode(&buf, &pem.Block{Type: "X509 CRL", Bytes: c.der})
+		if p.MinNextUpdate.IsZero() || c.rl.NextUpdate.Before(p.MinNextUpdate) {
+			p.MinNextUpdate = c.rl.NextUpdate
+		}
+	}
+	p.PEM = buf.Bytes()
+}
+
+// PlanCRLFile is the rule before the first ca-crl.pem: for each CA in cas
+// the current CRL with the highest number among crls that it signed,
+// PEM-concatenated; a CA without one (nextUpdate less than
+// ca.CRLMinRemaining ahead) is named in Missing and PEM is nil. CRLs of
+// other issuers (superseded intermediates) ride along when current.
+func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
+	return planCRLFile(nil, cas, crls, now)
+}
+
+func planCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
+	var p CRLPlan
+	chosen, missing := pickCRLs(cache, cas, parseCandidates(cache, crls, now), 2)
+	if p.Missing = missing; len(missing) > 0 {
+		return p
+	}
+	encodePlan(&p, chosen)
+	return p
+}
+
+// PlanPublishedCRLFile is the rule once ca-crl.pem was written (held is
+// its content, which istiod may have published): from crls (the fleet's
+// set, freshest first in preference) and the CRLs in held, for each CA in
+// cas the best CRL it signed (current before stale, then the highest
+// number: never one with a lower number than held's while that is
+// current; held's own when nothing newer is known, even stale), plus the
+// current CRLs of other issuers. The CAs without a current CRL are named
+// in Missing, but PEM is written anyway. PEM is never empty: with nothing
+// to choose it is held unchanged (nil when held is empty too).
+func PlanPublishedCRLFile(cas []*x509.Certificate, crls [][]byte, held []byte, now time.Time) CRLPlan {
+	return planPublishedCRLFile(nil, cas, crls, held, now)
+}
+
+func planPublishedCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, held []byte, now time.Time) CRLPlan {
+	all := append(append([][]byte{}, crls...), pemCRLs(held)...)
+	var p CRLPlan
+	chosen, missing := pickCRLs(cache, cas, parseCandidates(cache, all, now), 0)
+	p.Missing = missing
+	if len(chosen) == 0 {
+		if len(held) > 0 {
+			p.PEM = held
+		}
+		return p
+	}
+	encodePlan(&p, chosen)
+	return p
+}
+
+// pemCRLs returns the DER of every X509 CRL block in data.
+func pemCRLs(data []byte) [][]byte {
+	var out [][]byte
+	for blk, rest := pem.Decode(data); blk != nil; blk, rest = pem.Decode(rest) {
+		if blk.Type == "X509 CRL" {
+			out = append(out, blk.Bytes)
+		}
+	}
+	return out
+}
