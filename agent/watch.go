@@ -17,19 +17,26 @@ import (
 func (a *Agent) watch(ctx context.Context, changed chan<- struct{}) {
 	b := a.newBackoff()
 	for ctx.Err() == nil {
-		req := &meshrootv1.WatchTrustBundleRequest{Cluster: a.cfg.Cluster, HaveSequence: a.latestBundle().GetSequence()}
-		stream, err := a.client.issuer.WatchTrustBundle(ctx, req)
+		req := &meshrootv1.WatchTrustBundleRequest{Cluster: a.cfg.Cluster, HaveSequence: a.latestBundle().GetSequence(), CrlDeltas: true}
+		sctx, cancel := context.WithCancel(ctx)
+		stream, err := a.client.issuer.WatchTrustBundle(sctx, req)
 		if err == nil {
 			// The first message of every stream triggers a reconcile (and
 			// so a status report): the server may have restarted without
 			// hearing what this cluster applied.
 			first := true
+			var crls *meshrootv1.CRLSet // the whole CRL set this stream delivered
 			for {
 				msg, rerr := stream.Recv()
 				if rerr != nil {
 					err = rerr
 					break
 				}
+				if crls, rerr = ApplyCRLDelta(crls, msg.GetCrls()); rerr != nil {
+					err = rerr
+					break
+				}
+				msg.Crls = crls
 				b.reset()
 				a.cfg.Metrics.watching()
 				a.mu.Lock()
@@ -48,6 +55,7 @@ func (a *Agent) watch(ctx context.Context, changed chan<- struct{}) {
 				}
 			}
 		}
+		cancel() // ends a stream left for a bad message
 		if ctx.Err() != nil {
 			return
 		}

@@ -20,6 +20,8 @@ type Bundles struct {
 	ActiveRootID string
 	// CRLs are the fleet's revocation lists (for ca-crl.pem).
 	CRLs ca.CRLSet
+	// CRLKeys key the entries of CRLs, for watch streams sending deltas.
+	CRLKeys CRLKeys
 	// Version changes whenever Local, Federated, ActiveRootID or CRLs does.
 	Version [32]byte
 }
@@ -102,7 +104,7 @@ func (h *BundleHub) refresh(ctx context.Context) {
 		active = r.ID
 	}
 	crls := h.fleetCRLs(ctx)
-	b := Bundles{Local: tb, Federated: fed, ActiveRootID: active, CRLs: crls, Version: withCRLs(version(tb, fed, active), crls)}
+	b := Bundles{Local: tb, Federated: fed, ActiveRootID: active, CRLs: crls, CRLKeys: crlKeysOf(crls), Version: withCRLs(version(tb, fed, active), crls)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.ok && b.Version == h.current.Version {

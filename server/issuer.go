@@ -117,7 +117,7 @@ func (s *IssuerServer) GetTrustBundle(ctx context.Context, _ *meshrootv1.GetTrus
 	if !ok {
 		return nil, status.Error(codes.Unavailable, "no trust bundle yet: the server has no root (run `meshroot root init`)")
 	}
-	return s.bundleMessage(ctx, b), nil
+	return s.bundleMessage(ctx, b, nil), nil
 }
 
 // WatchTrustBundle sends the current bundle and then every change, until
@@ -137,11 +137,15 @@ func (s *IssuerServer) WatchTrustBundle(req *meshrootv1.WatchTrustBundleRequest,
 		s.log.WarnContext(ctx, "an agent holds a newer trust bundle than the store", "agent_sequence", have, "store_sequence", b.Local.Sequence)
 	}
 	var sent [32]byte
+	var crls *crlStream
+	if req.GetCrlDeltas() {
+		crls = &crlStream{}
+	}
 	first := true
 	for {
 		b, ok, changed := s.hub.Current()
 		if ok && (first || b.Version != sent) {
-			if err := stream.Send(s.bundleMessage(ctx, b)); err != nil {
+			if err := stream.Send(s.bundleMessage(ctx, b, crls)); err != nil {
 				return err
 			}
 			sent, first = b.Version, false
@@ -156,7 +160,10 @@ func (s *IssuerServer) WatchTrustBundle(req *meshrootv1.WatchTrustBundleRequest,
 	}
 }
 
-func (s *IssuerServer) bundleMessage(ctx context.Context, b Bundles) *meshrootv1.TrustBundle {
+// bundleMessage is b as a message; with crls (a watch stream of an agent
+// taking deltas) the CRL set is what changed since that stream's previous
+// message.
+func (s *IssuerServer) bundleMessage(ctx context.Context, b Bundles, crls *crlStream) *meshrootv1.TrustBundle {
 	tb := b.Local
 	msg := &meshrootv1.TrustBundle{
 		TrustDomain:        tb.TrustDomain,
@@ -165,7 +172,11 @@ func (s *IssuerServer) bundleMessage(ctx context.Context, b Bundles) *meshrootv1
 		RefreshHintSeconds: int64(s.refreshHint / time.Second),
 	}
 	msg.ActiveRootId = b.ActiveRootID
-	msg.Crls = wire.CRLSetToProto(b.CRLs)
+	if crls != nil {
+		msg.Crls = crls.message(b.CRLs, b.CRLKeys)
+	} else {
+		msg.Crls = wire.CRLSetToProto(b.CRLs)
+	}
 	for _, f := range b.Federated {
 		msg.Federated = append(msg.Federated, &meshrootv1.FederatedBundle{TrustDomain: f.TrustDomain, Roots: derList(f.Roots), Sequence: f.Sequence})
 	}

@@ -480,7 +480,11 @@ type WatchTrustBundleRequest struct {
 	// for none). A replica whose own view is older catches up from the
 	// store before it sends its first bundle, so that an agent failing over
 	// from a replica that already told it of a change never goes back.
-	HaveSequence  uint64 `protobuf:"varint,2,opt,name=have_sequence,json=haveSequence,proto3" json:"have_sequence,omitempty"`
+	HaveSequence uint64 `protobuf:"varint,2,opt,name=have_sequence,json=haveSequence,proto3" json:"have_sequence,omitempty"`
+	// CrlDeltas says the agent applies CRL set deltas: after the first
+	// message of the stream (always whole), each message's crls carries only
+	// what changed since the previous message of the same stream.
+	CrlDeltas     bool `protobuf:"varint,3,opt,name=crl_deltas,json=crlDeltas,proto3" json:"crl_deltas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -527,6 +531,13 @@ func (x *WatchTrustBundleRequest) GetHaveSequence() uint64 {
 		return x.HaveSequence
 	}
 	return 0
+}
+
+func (x *WatchTrustBundleRequest) GetCrlDeltas() bool {
+	if x != nil {
+		return x.CrlDeltas
+	}
+	return false
 }
 
 // TrustBundle is the set of roots the trust domain trusts.
@@ -637,8 +648,15 @@ type CRLSet struct {
 	// Intermediates are the fleet's current cluster intermediates (DER):
 	// each needs a current CRL in crls before an agent writes ca-crl.pem.
 	Intermediates [][]byte `protobuf:"bytes,2,rep,name=intermediates,proto3" json:"intermediates,omitempty"`
-	// Missing names the CAs the server has no current CRL for.
-	Missing       []string `protobuf:"bytes,3,rep,name=missing,proto3" json:"missing,omitempty"`
+	// Missing names the CAs the server has no current CRL for (always
+	// whole, also in a delta).
+	Missing []string `protobuf:"bytes,3,rep,name=missing,proto3" json:"missing,omitempty"`
+	// Delta says crls and intermediates hold only the entries added since
+	// the previous message of this watch stream, and removed the SHA-256 of
+	// the DER of those taken out; the receiver applies it to the set it
+	// holds from that stream. Only sent to agents that asked (crl_deltas).
+	Delta         bool     `protobuf:"varint,4,opt,name=delta,proto3" json:"delta,omitempty"`
+	Removed       [][]byte `protobuf:"bytes,5,rep,name=removed,proto3" json:"removed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -690,6 +708,20 @@ func (x *CRLSet) GetIntermediates() [][]byte {
 func (x *CRLSet) GetMissing() []string {
 	if x != nil {
 		return x.Missing
+	}
+	return nil
+}
+
+func (x *CRLSet) GetDelta() bool {
+	if x != nil {
+		return x.Delta
+	}
+	return false
+}
+
+func (x *CRLSet) GetRemoved() [][]byte {
+	if x != nil {
+		return x.Removed
 	}
 	return nil
 }
@@ -796,10 +828,12 @@ const file_meshroot_v1_issuer_proto_rawDesc = "" +
 	"\x06serial\x18\x05 \x01(\tR\x06serial\x127\n" +
 	"\tnot_after\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"1\n" +
 	"\x15GetTrustBundleRequest\x12\x18\n" +
-	"\acluster\x18\x01 \x01(\tR\acluster\"X\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\"w\n" +
 	"\x17WatchTrustBundleRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12#\n" +
-	"\rhave_sequence\x18\x02 \x01(\x04R\fhaveSequence\"\x9f\x02\n" +
+	"\rhave_sequence\x18\x02 \x01(\x04R\fhaveSequence\x12\x1d\n" +
+	"\n" +
+	"crl_deltas\x18\x03 \x01(\bR\tcrlDeltas\"\x9f\x02\n" +
 	"\vTrustBundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x14\n" +
 	"\x05roots\x18\x02 \x03(\fR\x05roots\x12\x1a\n" +
@@ -807,11 +841,13 @@ const file_meshroot_v1_issuer_proto_rawDesc = "" +
 	"\x14refresh_hint_seconds\x18\x04 \x01(\x03R\x12refreshHintSeconds\x12$\n" +
 	"\x0eactive_root_id\x18\x05 \x01(\tR\factiveRootId\x12:\n" +
 	"\tfederated\x18\x06 \x03(\v2\x1c.meshroot.v1.FederatedBundleR\tfederated\x12'\n" +
-	"\x04crls\x18\a \x01(\v2\x13.meshroot.v1.CRLSetR\x04crls\"\\\n" +
+	"\x04crls\x18\a \x01(\v2\x13.meshroot.v1.CRLSetR\x04crls\"\x8c\x01\n" +
 	"\x06CRLSet\x12\x12\n" +
 	"\x04crls\x18\x01 \x03(\fR\x04crls\x12$\n" +
 	"\rintermediates\x18\x02 \x03(\fR\rintermediates\x12\x18\n" +
-	"\amissing\x18\x03 \x03(\tR\amissing\"f\n" +
+	"\amissing\x18\x03 \x03(\tR\amissing\x12\x14\n" +
+	"\x05delta\x18\x04 \x01(\bR\x05delta\x12\x18\n" +
+	"\aremoved\x18\x05 \x03(\fR\aremoved\"f\n" +
 	"\x0fFederatedBundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x14\n" +
 	"\x05roots\x18\x02 \x03(\fR\x05roots\x12\x1a\n" +
