@@ -192,6 +192,14 @@ type JoinToken struct {
 	ExpiresAt  time.Time
 	// UsedAt is zero until the token is used.
 	UsedAt time.Time
+	// KeyHash is the SHA-256 of the public key (SubjectPublicKeyInfo) of
+	// the CSR sent by the request that spent the token, recorded with
+	// UsedAt; empty when that CSR could not be parsed. A retry of that
+	// request presents the same key (see server/authn).
+	KeyHash []byte
+	// IssuedSerial is the serial of the intermediate issued for the
+	// request that spent the token, "" until it is issued.
+	IssuedSerial string
 }
 
 // IntermediateStatus is the status of an issued cluster intermediate.
@@ -329,7 +337,15 @@ type JoinTokenWriter interface {
 	// UseJoinToken marks the token used at at. It fails with ErrNotFound
 	// when there is no such token and ErrConflict when it was used before.
 	// It does not check expiry: the caller does.
-	UseJoinToken(ctx context.Context, id string, at time.Time) error
+	// keyHash (the SHA-256 of the CSR's public key, may be empty) is
+	// recorded with it.
+	UseJoinToken(ctx context.Context, id string, at time.Time, keyHash []byte) error
+	// RecordJoinTokenIssue records serial as the intermediate issued with
+	// the used token id whose KeyHash is keyHash (not empty). It fails
+	// with ErrNotFound when there is no such token and ErrConflict when
+	// the token is unused, was spent with another key or already has a
+	// serial: of concurrent issuances with one token at most one records.
+	RecordJoinTokenIssue(ctx context.Context, id string, keyHash []byte, serial string) error
 	// DeleteExpiredJoinTokens removes tokens that expired before now and
 	// returns how many.
 	DeleteExpiredJoinTokens(ctx context.Context, now time.Time) (int, error)
