@@ -41,6 +41,7 @@ func (a *Agent) issue(ctx context.Context, cur *Current, now time.Time) (ca.Issu
 			return cerr
 		})
 		if err == nil {
+			a.creds.joinKey, a.creds.joinCSR = nil, nil // the next key is new
 			return a.issued(resp, key)
 		}
 		if c := status.Code(err); c != codes.Unauthenticated && c != codes.PermissionDenied {
@@ -59,7 +60,7 @@ func (a *Agent) issue(ctx context.Context, cur *Current, now time.Time) (ca.Issu
 	if kind == "join token" && (err == nil || status.Code(err) == codes.Unauthenticated) {
 		a.creds.used = true // spent by the first request that reached the server
 	}
-	if kind == "join token" {
+	if kind == "join token" || err == nil {
 		a.creds.joinKey, a.creds.joinCSR = nil, nil
 		if err != nil && !isRefusal(status.Code(err)) {
 			// The server may have spent the token with this key and
