@@ -17,6 +17,17 @@ import (
 // is still answered, even when the token itself has expired by then.
 const JoinRetryGrace = 10 * time.Minute
 
+// JoinRetryDeadline is when a retry of the request that spent tok stops
+// being answered: tok's expiry or JoinRetryGrace after its use, whichever
+// is later.
+func JoinRetryDeadline(tok store.JoinToken) time.Time {
+	deadline := tok.UsedAt.Add(JoinRetryGrace)
+	if tok.ExpiresAt.After(deadline) {
+		return tok.ExpiresAt
+	}
+	return deadline
+}
+
 // errJoinRaced: another request with the same join token and key recorded
 // its issuance first.
 var errJoinRaced = errors.New("join token: a concurrent request was issued first")
@@ -51,6 +62,10 @@ func (s *Service) joinTokenIssued(ctx context.Context, req IssueRequest) (string
 	}
 	if !bytes.Equal(tok.KeyHash, KeyHash(req.CSR)) {
 		return "", refusef("join token %s was spent with another key: create a new join token", req.JoinToken)
+	}
+	if d := JoinRetryDeadline(tok); tok.IssuedSerial != "" && !s.now().Before(d) {
+		return "", refusef("join token %s was used at %s and its retry window closed at %s: create a new join token",
+			req.JoinToken, tok.UsedAt.UTC().Format(time.RFC3339), d.UTC().Format(time.RFC3339))
 	}
 	return tok.IssuedSerial, nil
 }

@@ -107,6 +107,15 @@ func TestJoinRetryGetsTheSameIntermediate(t *testing.T) {
 		t.Errorf("audit chain: %v", err)
 	}
 
+	// After the retry window (the token's expiry, an hour; the grace after
+	// use is shorter): refused, even with the right key.
+	svc.SetClock(func() time.Time { return time.Now().Add(time.Hour + time.Minute) })
+	_, err = svc.IssueIntermediate(ctx, ca.IssueRequest{Cluster: "east", CSRData: csr.Raw, JoinToken: "0123456789abcdef"})
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "retry window closed") {
+		t.Errorf("retry after the window: %v, want a refusal", err)
+	}
+	svc.SetClock(time.Now)
+
 	// The intermediate is superseded (a renewal): the token's answer is
 	// gone, and a retry is refused rather than handed a dead certificate.
 	if _, err := svc.IssueIntermediate(ctx, ca.IssueRequest{Cluster: "east", CSR: csr}); err != nil {

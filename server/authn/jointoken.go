@@ -183,11 +183,7 @@ func isJoinRetry(rec store.JoinToken, keyHash []byte, now time.Time) bool {
 	if len(rec.KeyHash) == 0 || len(keyHash) == 0 || subtle.ConstantTimeCompare(rec.KeyHash, keyHash) != 1 {
 		return false
 	}
-	deadline := rec.UsedAt.Add(ca.JoinRetryGrace)
-	if rec.ExpiresAt.After(deadline) {
-		deadline = rec.ExpiresAt
-	}
-	return now.Before(deadline)
+	return now.Before(ca.JoinRetryDeadline(rec))
 }
 
 func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
