@@ -180,28 +180,6 @@ type IstiodStatus struct {
 	Detail string `json:"detail,omitempty"`
 }
 
-// JoinToken is a single-use credential that lets one cluster request its
-// intermediate once. Only a hash of the secret part is stored.
-type JoinToken struct {
-	// ID is the public part of the token, used to look it up.
-	ID      string
-	Cluster string
-	// SecretHash is the SHA-256 of the secret part.
-	SecretHash []byte
-	CreatedAt  time.Time
-	ExpiresAt  time.Time
-	// UsedAt is zero until the token is used.
-	UsedAt time.Time
-	// KeyHash is the SHA-256 of the public key (SubjectPublicKeyInfo) of
-	// the CSR sent by the request that spent the token, recorded with
-	// UsedAt; empty when that CSR could not be parsed. A retry of that
-	// request presents the same key (see server/authn).
-	KeyHash []byte
-	// IssuedSerial is the serial of the intermediate issued for the
-	// request that spent the token, "" until it is issued.
-	IssuedSerial string
-}
-
 // IntermediateStatus is the status of an issued cluster intermediate.
 type IntermediateStatus string
 
@@ -336,15 +314,11 @@ type JoinTokenWriter interface {
 	CreateJoinToken(ctx context.Context, t JoinToken) error
 	// UseJoinToken marks the token used at at. It fails with ErrNotFound
 	// when there is no such token and ErrConflict when it was used before.
-	// It does not check expiry: the caller does.
-	// keyHash (the SHA-256 of the CSR's public key, may be empty) is
-	// recorded with it.
+	// It does not check expiry: the caller does. It records keyHash.
 	UseJoinToken(ctx context.Context, id string, at time.Time, keyHash []byte) error
-	// RecordJoinTokenIssue records serial as the intermediate issued with
-	// the used token id whose KeyHash is keyHash (not empty). It fails
-	// with ErrNotFound when there is no such token and ErrConflict when
-	// the token is unused, was spent with another key or already has a
-	// serial: of concurrent issuances with one token at most one records.
+	// RecordJoinTokenIssue sets IssuedSerial of the used token id spent
+	// with keyHash (not empty): ErrNotFound when there is no such token,
+	// ErrConflict when unused, spent with another key or already set.
 	RecordJoinTokenIssue(ctx context.Context, id string, keyHash []byte, serial string) error
 	// DeleteExpiredJoinTokens removes tokens that expired before now and
 	// returns how many.
