@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -100,6 +101,13 @@ type credentialSource struct {
 	joinToken string
 	tokenFile string
 	used      bool // a join token works once
+	// joinKey and joinCSR are the key and CSR of a join-token request
+	// whose answer was lost (a deadline, a dropped connection): the server
+	// may have spent the token with that key, and answers only a retry
+	// with the same key (see server/authn). Only issue touches them; the
+	// reconcile loop runs it one at a time.
+	joinKey crypto.Signer
+	joinCSR *x509.CertificateRequest
 }
 
 // withToken adds the best available token to ctx: the projected

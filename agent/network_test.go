@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -39,6 +40,10 @@ type stubIssuer struct {
 	mu     sync.Mutex
 	bundle *meshrootv1.TrustBundle
 	gets   atomic.Int64
+	// signFail is how many SignIntermediate calls to fail (Unavailable)
+	// before signing; signKeys records the public key of every CSR.
+	signFail atomic.Int64
+	signKeys [][]byte
 }
 
 func (s *stubIssuer) current() *meshrootv1.TrustBundle {
@@ -64,6 +69,12 @@ func (s *stubIssuer) SignIntermediate(_ context.Context, req *meshrootv1.SignInt
 	csr, err := x509.ParseCertificateRequest(req.GetCsr())
 	if err != nil {
 		return nil, err
+	}
+	s.mu.Lock()
+	s.signKeys = append(s.signKeys, csr.RawSubjectPublicKeyInfo)
+	s.mu.Unlock()
+	if s.signFail.Add(-1) >= 0 {
+		return nil, status.Error(codes.Unavailable, "answer lost")
 	}
 	inter, err := s.auth.SignIntermediate(ca.IntermediateRequest{Cluster: req.GetCluster(), CSR: csr, TrustDomain: "example.org"})
 	if err != nil {

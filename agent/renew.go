@@ -20,14 +20,18 @@ import (
 // intermediate for renewal when it has a valid one, and falls back to a
 // token when the server refuses that.
 func (a *Agent) issue(ctx context.Context, cur *Current, now time.Time) (ca.Issued, crypto.Signer, error) {
-	key, err := a.cfg.KeyType.Generate()
-	if err != nil {
-		return ca.Issued{}, nil, err
+	// A join whose answer was lost is retried with the same key and CSR.
+	key, csr := a.creds.joinKey, a.creds.joinCSR
+	if key == nil {
+		var err error
+		if key, err = a.cfg.KeyType.Generate(); err != nil {
+			return ca.Issued{}, nil, err
+		}
+		if csr, err = newCSR(a.cfg.Cluster, key); err != nil {
+			return ca.Issued{}, nil, err
+		}
 	}
-	csr, err := newCSR(a.cfg.Cluster, key)
-	if err != nil {
-		return ca.Issued{}, nil, err
-	}
+	var err error
 	req := &meshrootv1.SignIntermediateRequest{Cluster: a.cfg.Cluster, Csr: csr.Raw, TtlSeconds: int64(a.cfg.TTL / time.Second)}
 	var resp *meshrootv1.SignIntermediateResponse
 	if renewal := a.renewalCert(cur, now); renewal != nil {
@@ -37,6 +41,7 @@ func (a *Agent) issue(ctx context.Context, cur *Current, now time.Time) (ca.Issu
 			return cerr
 		})
 		if err == nil {
+			a.creds.joinKey, a.creds.joinCSR = nil, nil // the next key is new
 			return a.issued(resp, key)
 		}
 		if c := status.Code(err); c != codes.Unauthenticated && c != codes.PermissionDenied {
@@ -55,14 +60,28 @@ func (a *Agent) issue(ctx context.Context, cur *Current, now time.Time) (ca.Issu
 	if kind == "join token" && (err == nil || status.Code(err) == codes.Unauthenticated) {
 		a.creds.used = true // spent by the first request that reached the server
 	}
+	if kind == "join token" || err == nil {
+		a.creds.joinKey, a.creds.joinCSR = nil, nil
+		if err != nil && !isRefusal(status.Code(err)) {
+			// The server may have spent the token with this key and
+			// issued: the retry must present the same key to get that.
+			a.creds.joinKey, a.creds.joinCSR = key, csr
+		}
+	}
 	if err != nil {
 		st := status.Convert(err)
-		if st.Code() == codes.Unauthenticated || st.Code() == codes.PermissionDenied || st.Code() == codes.InvalidArgument {
+		if isRefusal(st.Code()) {
 			return ca.Issued{}, nil, permanent(&ca.PolicyError{Err: fmt.Errorf("server refused the %s: %s", kind, st.Message())})
 		}
 		return ca.Issued{}, nil, fmt.Errorf("sign intermediate: %w", err)
 	}
 	return a.issued(resp, key)
+}
+
+// isRefusal reports whether code is the server's definite answer to a
+// request (retrying the same request cannot succeed).
+func isRefusal(code codes.Code) bool {
+	return code == codes.Unauthenticated || code == codes.PermissionDenied || code == codes.InvalidArgument
 }
 
 func (a *Agent) issued(resp *meshrootv1.SignIntermediateResponse, key crypto.Signer) (ca.Issued, crypto.Signer, error) {

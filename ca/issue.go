@@ -25,6 +25,12 @@ type IssueRequest struct {
 	// intermediate signed by a local root now carries (with DNS and IP
 	// constraints); with an upstream it is refused as before.
 	TrustDomainConstraint bool
+	// JoinToken is the id of the join token that authenticated the
+	// request, "" for other credentials. The token must be spent with the
+	// CSR's key (see KeyHash): the intermediate issued is recorded on it,
+	// and a retry with the same token and key gets that intermediate again
+	// instead of a second one.
+	JoinToken string
 }
 
 // Issued is a signed cluster intermediate with everything a cacerts needs
@@ -68,6 +74,17 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 		if req.CSR, err = parseCSR(req.CSRData); err != nil {
 			return Issued{}, refuse(err)
 		}
+	}
+	var joinKey []byte
+	if req.JoinToken != "" {
+		serial, err := s.joinTokenIssued(ctx, req)
+		if err != nil {
+			return Issued{}, err
+		}
+		if serial != "" {
+			return s.reissueJoined(ctx, actor, req, serial)
+		}
+		joinKey = KeyHash(req.CSR)
 	}
 	permitIPs, err := ParsePermittedIPs(cl.PermitIPs)
 	if err != nil {
@@ -143,11 +160,34 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 		if err := tx.CreateIntermediate(ctx, rec); err != nil {
 			return err
 		}
+		if joinKey != nil {
+			// Conditional: of concurrent requests with the token and its
+			// key, one records; the others retry and get its answer.
+			err := tx.RecordJoinTokenIssue(ctx, req.JoinToken, joinKey, rec.Serial)
+			if errors.Is(err, store.ErrConflict) {
+				return errJoinRaced
+			}
+			if err != nil {
+				return err
+			}
+		}
 		return s.audit(ctx, tx, actor, "intermediate.issue", cl.Name, "ok", map[string]any{
 			"serial": rec.Serial, "root_id": root.ID, "not_after": cert.NotAfter, "bundle_sequence": bundle.Sequence,
 			"trust_domain_constraint": !isUpstream(root),
 		})
 	})
+	if errors.Is(err, errJoinRaced) {
+		// A concurrent request with the token and this key was issued
+		// first: answer with its intermediate; ours was never recorded.
+		serial, jerr := s.joinTokenIssued(ctx, req)
+		if jerr != nil {
+			return Issued{}, jerr
+		}
+		if serial == "" {
+			return Issued{}, fmt.Errorf("join token %s: recording the issuance conflicted but no serial is recorded", req.JoinToken)
+		}
+		return s.reissueJoined(ctx, actor, req, serial)
+	}
 	if err != nil {
 		return Issued{}, err
 	}

@@ -51,7 +51,12 @@ func (s *IssuerServer) SignIntermediate(ctx context.Context, req *meshrootv1.Sig
 	if err := ca.ValidateClusterName(req.GetCluster()); err != nil {
 		return nil, s.refuse(ctx, req.GetCluster(), status.Error(codes.InvalidArgument, err.Error()))
 	}
-	id, err := s.auth.Authenticate(ctx, req.GetCluster(), credentialFrom(ctx))
+	cred := credentialFrom(ctx)
+	if cred.JoinToken != "" {
+		// The key a join token is spent with, and recognised by on a retry.
+		cred.CSRKeyHash = ca.CSRKeyHash(req.GetCsr())
+	}
+	id, err := s.auth.Authenticate(ctx, req.GetCluster(), cred)
 	if err != nil {
 		return nil, s.refuse(ctx, req.GetCluster(), toStatus(ctx, s.log, err), err)
 	}
@@ -59,9 +64,11 @@ func (s *IssuerServer) SignIntermediate(ctx context.Context, req *meshrootv1.Sig
 		return nil, s.refuse(ctx, id.Cluster, status.Error(codes.InvalidArgument, "ttl_seconds is negative"))
 	}
 	actor := ca.Actor(fmt.Sprintf("cluster:%s/%s:%s", id.Cluster, id.Method, id.Subject))
-	out, err := s.svc.IssueIntermediate(ca.WithActor(ctx, actor), ca.IssueRequest{
-		Cluster: id.Cluster, CSRData: req.GetCsr(), TTL: time.Duration(req.GetTtlSeconds()) * time.Second,
-	})
+	ireq := ca.IssueRequest{Cluster: id.Cluster, CSRData: req.GetCsr(), TTL: time.Duration(req.GetTtlSeconds()) * time.Second}
+	if id.Method == authn.MethodJoinToken {
+		ireq.JoinToken = id.Subject
+	}
+	out, err := s.svc.IssueIntermediate(ca.WithActor(ctx, actor), ireq)
 
 	if err != nil {
 		st := toStatus(ctx, s.log, err)

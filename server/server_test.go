@@ -41,6 +41,13 @@ type testServer struct {
 
 func startServer(t *testing.T, opts ...func(*server.ServerConfig)) *testServer {
 	t.Helper()
+	return startServerWrapped(t, nil, opts...)
+}
+
+// startServerWrapped is startServer with the server's store (not ts.st)
+// replaced by wrap(store), when wrap is not nil.
+func startServerWrapped(t *testing.T, wrap func(store.Store) store.Store, opts ...func(*server.ServerConfig)) *testServer {
+	t.Helper()
 	dir := t.TempDir()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(dir, "meshroot.db"))
@@ -48,17 +55,21 @@ func startServer(t *testing.T, opts ...func(*server.ServerConfig)) *testServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	served := st
+	if wrap != nil {
+		served = wrap(st)
+	}
 	km, err := disk.New(disk.Options{Dir: filepath.Join(dir, "keys"), InsecurePlaintext: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := ca.NewService(st, km, ca.Policy{})
+	svc, err := ca.NewService(served, km, ca.Policy{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := &testServer{st: st, socket: filepath.Join(dir, "run", "admin.sock"), done: make(chan error, 1)}
 	cfg := server.ServerConfig{
-		Service: svc, Store: st, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", AdminSocket: ts.socket,
+		Service: svc, Store: served, Listen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", AdminSocket: ts.socket,
 		ServerNames: []string{"localhost", "127.0.0.1"}, BundlePoll: 100 * time.Millisecond,
 		Log: slog.New(slog.DiscardHandler),
 	}

@@ -180,20 +180,6 @@ type IstiodStatus struct {
 	Detail string `json:"detail,omitempty"`
 }
 
-// JoinToken is a single-use credential that lets one cluster request its
-// intermediate once. Only a hash of the secret part is stored.
-type JoinToken struct {
-	// ID is the public part of the token, used to look it up.
-	ID      string
-	Cluster string
-	// SecretHash is the SHA-256 of the secret part.
-	SecretHash []byte
-	CreatedAt  time.Time
-	ExpiresAt  time.Time
-	// UsedAt is zero until the token is used.
-	UsedAt time.Time
-}
-
 // IntermediateStatus is the status of an issued cluster intermediate.
 type IntermediateStatus string
 
@@ -328,8 +314,12 @@ type JoinTokenWriter interface {
 	CreateJoinToken(ctx context.Context, t JoinToken) error
 	// UseJoinToken marks the token used at at. It fails with ErrNotFound
 	// when there is no such token and ErrConflict when it was used before.
-	// It does not check expiry: the caller does.
-	UseJoinToken(ctx context.Context, id string, at time.Time) error
+	// It does not check expiry: the caller does. It records keyHash.
+	UseJoinToken(ctx context.Context, id string, at time.Time, keyHash []byte) error
+	// RecordJoinTokenIssue sets IssuedSerial of the used token id spent
+	// with keyHash (not empty): ErrNotFound when there is no such token,
+	// ErrConflict when unused, spent with another key or already set.
+	RecordJoinTokenIssue(ctx context.Context, id string, keyHash []byte, serial string) error
 	// DeleteExpiredJoinTokens removes tokens that expired before now and
 	// returns how many.
 	DeleteExpiredJoinTokens(ctx context.Context, now time.Time) (int, error)

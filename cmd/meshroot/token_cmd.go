@@ -20,9 +20,10 @@ func newTokenCmd(g *globals) *cobra.Command {
 		Short: "Print a single-use join token bound to one cluster",
 		Long: `Print a single-use join token bound to one cluster. The server keeps only
 its hash. It is spent by the first request that presents it, and it expires
-after --ttl (1m to 24h). Pass it to the agent with --join-token or
-MESHROOT_JOIN_TOKEN; prefer service-account tokens for clusters that keep
-running an agent.`,
+after --ttl (1m to 24h). Only that request, retried with the same key (its
+answer was lost), gets its intermediate again (docs/security.md). Pass it
+to the agent with --join-token or MESHROOT_JOIN_TOKEN; prefer
+service-account tokens for clusters that keep running an agent.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if _, err := g.outputFormat(tableJSON.formats...); err != nil {

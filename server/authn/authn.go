@@ -60,6 +60,10 @@ type Credential struct {
 	// (the cluster's intermediate) first. The TLS handshake must already
 	// have proved possession of the leaf's private key.
 	PeerChain []*x509.Certificate
+	// CSRKeyHash is ca.KeyHash of the CSR the request carries (nil when
+	// none, or not a CSR). A join token is spent with it, and a retry of
+	// the request that spent a token is recognised by it.
+	CSRKeyHash []byte
 }
 
 // Identity is an authenticated requester.
@@ -212,7 +216,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, cluster string, cred C
 	case len(cred.PeerChain) > 0:
 		return a.authenticateMTLS(ctx, c, cred.PeerChain)
 	case cred.JoinToken != "":
-		return a.authenticateJoinToken(ctx, c, cred.JoinToken)
+		return a.authenticateJoinToken(ctx, c, cred.JoinToken, cred.CSRKeyHash)
 	case cred.BearerToken != "":
 		return a.authenticateServiceAccount(ctx, c, cred.BearerToken)
 	}

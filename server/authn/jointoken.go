@@ -44,11 +44,14 @@ var secretEncoding = base64.RawURLEncoding.Strict()
 // which holds only a hash of the token's secret.
 //
 // A join token is spent by the first request that presents it for its
-// cluster before it expires, whatever happens to that request afterwards:
-// if the request then fails (a bad CSR, a policy refusal, a lost
-// connection), the token stays spent and a new one must be created.
+// cluster before it expires, with the public key of that request's CSR.
 // Spending it first means that of any number of concurrent requests with
-// the same token at most one is ever authenticated.
+// the same token only those with that one key are ever authenticated. If
+// the request's caller gives up (its deadline passed while the server
+// worked), a retry with the same token and a CSR with the same key, before
+// the token expires or within ca.JoinRetryGrace of its use, gets the
+// intermediate issued for it, or one issued now if none was; any other
+// request with a spent token is refused.
 func NewJoinToken(cluster string, ttl time.Duration, now time.Time) (token string, rec store.JoinToken, err error) {
 	if err := ca.ValidateClusterName(cluster); err != nil {
 		return "", store.JoinToken{}, err
@@ -113,7 +116,13 @@ func isLowerHex(s string) bool {
 }
 
 // authenticateJoinToken checks token for cluster c and spends it.
-func (a *Authenticator) authenticateJoinToken(ctx context.Context, c store.Cluster, token string) (Identity, error) {
+//
+// A spent token is accepted again only for a retry of the request that
+// spent it: the same token and a CSR with the key it was spent with
+// (keyHash, compared in constant time), before the token expires or within
+// ca.JoinRetryGrace of its use, whichever is later. The issuance then
+// hands back the intermediate issued for that request.
+func (a *Authenticator) authenticateJoinToken(ctx context.Context, c store.Cluster, token string, keyHash []byte) (Identity, error) {
 	id, secret, err := parseJoinToken(token)
 	if err != nil {
 		return Identity{}, err
@@ -130,21 +139,32 @@ func (a *Authenticator) authenticateJoinToken(ctx context.Context, c store.Clust
 		return Identity{}, unauthenticated("join token secret does not match (id %s)", id)
 	}
 	now := a.now()
-	if !now.Before(rec.ExpiresAt) {
+	// A retry of the request that spent the token may come after the
+	// token expired, within the grace.
+	retry := !rec.UsedAt.IsZero() && isJoinRetry(rec, keyHash, now)
+	if !retry && !now.Before(rec.ExpiresAt) {
 		return Identity{}, unauthenticated("join token expired at %s (id %s)", fmtTime(rec.ExpiresAt), id)
 	}
 	if rec.Cluster != c.Name {
 		return Identity{}, permissionDenied("join token is for cluster %s, not %s (id %s)", rec.Cluster, c.Name, id)
+	}
+	if retry {
+		// The request that spent the token, again (its caller gave up
+		// waiting): the issuance answers with what was issued for it.
+		return Identity{Cluster: c.Name, Method: MethodJoinToken, Subject: id}, nil
 	}
 	if !rec.UsedAt.IsZero() {
 		return Identity{}, unauthenticated("join token was already used at %s (id %s)", fmtTime(rec.UsedAt), id)
 	}
 	// The conditional update decides: of concurrent requests that all got
 	// here, exactly one marks the token used.
-	err = a.st.Update(ctx, func(tx store.Tx) error { return tx.UseJoinToken(ctx, id, now) })
+	err = a.st.Update(ctx, func(tx store.Tx) error { return tx.UseJoinToken(ctx, id, now, keyHash) })
 	switch {
 	case errors.Is(err, store.ErrConflict):
 		if again, gerr := a.st.GetJoinToken(ctx, id); gerr == nil && !again.UsedAt.IsZero() {
+			if isJoinRetry(again, keyHash, now) {
+				return Identity{Cluster: c.Name, Method: MethodJoinToken, Subject: id}, nil
+			}
 			return Identity{}, unauthenticated("join token was already used at %s (id %s)", fmtTime(again.UsedAt), id)
 		}
 		return Identity{}, unauthenticated("join token was already used (id %s)", id)
@@ -155,6 +175,15 @@ func (a *Authenticator) authenticateJoinToken(ctx context.Context, c store.Clust
 		return Identity{}, fmt.Errorf("spend join token %s: %w", id, err)
 	}
 	return Identity{Cluster: c.Name, Method: MethodJoinToken, Subject: id}, nil
+}
+
+// isJoinRetry reports whether a request with keyHash at now is a retry of
+// the one that spent rec.
+func isJoinRetry(rec store.JoinToken, keyHash []byte, now time.Time) bool {
+	if len(rec.KeyHash) == 0 || len(keyHash) == 0 || subtle.ConstantTimeCompare(rec.KeyHash, keyHash) != 1 {
+		return false
+	}
+	return now.Before(ca.JoinRetryDeadline(rec))
 }
 
 func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }

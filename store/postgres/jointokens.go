@@ -12,7 +12,7 @@ import (
 	"github.com/meshroot/meshroot/store/internal/timetext"
 )
 
-const joinTokenColumns = `id, cluster, secret_hash, created_at, expires_at, used_at`
+const joinTokenColumns = `id, cluster, secret_hash, created_at, expires_at, used_at, key_hash, issued_serial`
 
 // GetJoinToken returns the join token with id.
 func (r reader) GetJoinToken(ctx context.Context, id string) (store.JoinToken, error) {
@@ -35,11 +35,11 @@ func (t *tx) CreateJoinToken(ctx context.Context, jt store.JoinToken) error {
 		return errors.New("create join token: empty token id")
 	}
 	tag, err := t.q.Exec(ctx, `INSERT INTO join_tokens (`+joinTokenColumns+`)
-		SELECT $1::text, $2::text, $3::bytea, $4::text, $5::text, $6::text
+		SELECT $1::text, $2::text, $3::bytea, $4::text, $5::text, $6::text, $7::bytea, $8::text
 		WHERE EXISTS (SELECT 1 FROM clusters WHERE name = $2::text)
 		ON CONFLICT DO NOTHING`,
 		jt.ID, jt.Cluster, nonNil(jt.SecretHash),
-		timetext.FormatOpt(jt.CreatedAt), timetext.FormatOpt(jt.ExpiresAt), timetext.FormatOpt(jt.UsedAt))
+		timetext.FormatOpt(jt.CreatedAt), timetext.FormatOpt(jt.ExpiresAt), timetext.FormatOpt(jt.UsedAt), nonNil(jt.KeyHash), jt.IssuedSerial)
 	if err != nil {
 		return fmt.Errorf("create join token %q: %w", jt.ID, err)
 	}
@@ -56,12 +56,12 @@ func (t *tx) CreateJoinToken(ctx context.Context, jt store.JoinToken) error {
 // UPDATE, so of two concurrent users exactly one succeeds. It fails with
 // store.ErrNotFound when there is no such token and store.ErrConflict when
 // it was used before. Expiry is not checked here.
-func (t *tx) UseJoinToken(ctx context.Context, id string, at time.Time) error {
+func (t *tx) UseJoinToken(ctx context.Context, id string, at time.Time, keyHash []byte) error {
 	if at.IsZero() {
 		// Stored as "", which means unused: the token could be used again.
 		return fmt.Errorf("use join token %q: zero time", id)
 	}
-	tag, err := t.q.Exec(ctx, `UPDATE join_tokens SET used_at = $1 WHERE id = $2 AND used_at = ''`, timetext.FormatOpt(at), id)
+	tag, err := t.q.Exec(ctx, `UPDATE join_tokens SET used_at = $1, key_hash = $3 WHERE id = $2 AND used_at = ''`, timetext.FormatOpt(at), id, nonNil(keyHash))
 	if err != nil {
 		return fmt.Errorf("use join token %q: %w", id, err)
 	}
@@ -77,6 +77,29 @@ func (t *tx) UseJoinToken(ctx context.Context, id string, at time.Time) error {
 		return fmt.Errorf("use join token %q: %w", id, err)
 	}
 	return fmt.Errorf("join token %q: already used at %s: %w", id, usedAt, store.ErrConflict)
+}
+
+// RecordJoinTokenIssue records serial on the used token id spent with
+// keyHash, in one conditional UPDATE: of concurrent issuances at most one
+// records. It fails with store.ErrNotFound when there is no such token and
+// store.ErrConflict when it is unused, was spent with another key or
+// already names a serial.
+func (t *tx) RecordJoinTokenIssue(ctx context.Context, id string, keyHash []byte, serial string) error {
+	if len(keyHash) == 0 || serial == "" {
+		return fmt.Errorf("record issuance on join token %q: empty key hash or serial", id)
+	}
+	tag, err := t.q.Exec(ctx, `UPDATE join_tokens SET issued_serial = $1
+		WHERE id = $2 AND used_at <> '' AND key_hash = $3 AND issued_serial = ''`, serial, id, keyHash)
+	if err != nil {
+		return fmt.Errorf("record issuance on join token %q: %w", id, err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	if _, err := t.GetJoinToken(ctx, id); err != nil {
+		return err
+	}
+	return fmt.Errorf("join token %q: unused, spent with another key or already issued: %w", id, store.ErrConflict)
 }
 
 // DeleteExpiredJoinTokens removes the tokens whose ExpiresAt is before now,
@@ -96,7 +119,7 @@ func scanJoinToken(s scanner) (store.JoinToken, error) {
 		jt                           store.JoinToken
 		createdAt, expiresAt, usedAt string
 	)
-	if err := s.Scan(&jt.ID, &jt.Cluster, &jt.SecretHash, &createdAt, &expiresAt, &usedAt); err != nil {
+	if err := s.Scan(&jt.ID, &jt.Cluster, &jt.SecretHash, &createdAt, &expiresAt, &usedAt, &jt.KeyHash, &jt.IssuedSerial); err != nil {
 		return store.JoinToken{}, err
 	}
 	var err error

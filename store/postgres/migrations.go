@@ -235,6 +235,16 @@ ALTER TABLE clusters ADD COLUMN applied_crls TEXT NOT NULL DEFAULT '';
 ALTER TABLE revocations ADD COLUMN crl_number BIGINT NOT NULL DEFAULT 0;
 `,
 	},
+	{
+		// A retried join (the first call timed out after the server
+		// committed) is recognised by the key it spent the token with and
+		// gets the intermediate recorded here.
+		name: "join token key and issued serial",
+		sql: `
+ALTER TABLE join_tokens ADD COLUMN key_hash BYTEA NOT NULL DEFAULT ''::bytea;
+ALTER TABLE join_tokens ADD COLUMN issued_serial TEXT NOT NULL DEFAULT '';
+`,
+	},
 }
 
 // migrationLockKey is the advisory lock (in the database's own lock space)

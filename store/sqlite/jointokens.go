@@ -10,7 +10,7 @@ import (
 	"github.com/meshroot/meshroot/store"
 )
 
-const joinTokenColumns = `id, cluster, secret_hash, created_at, expires_at, used_at`
+const joinTokenColumns = `id, cluster, secret_hash, created_at, expires_at, used_at, key_hash, issued_serial`
 
 // GetJoinToken returns the join token with id.
 func (r reader) GetJoinToken(ctx context.Context, id string) (store.JoinToken, error) {
@@ -32,9 +32,9 @@ func (t *tx) CreateJoinToken(ctx context.Context, jt store.JoinToken) error {
 	if jt.ID == "" {
 		return errors.New("create join token: empty token id")
 	}
-	_, err := t.q.ExecContext(ctx, `INSERT INTO join_tokens (`+joinTokenColumns+`) VALUES (?, ?, ?, ?, ?, ?)`,
+	_, err := t.q.ExecContext(ctx, `INSERT INTO join_tokens (`+joinTokenColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		jt.ID, jt.Cluster, nonNil(jt.SecretHash),
-		formatOptTime(jt.CreatedAt), formatOptTime(jt.ExpiresAt), formatOptTime(jt.UsedAt))
+		formatOptTime(jt.CreatedAt), formatOptTime(jt.ExpiresAt), formatOptTime(jt.UsedAt), nonNil(jt.KeyHash), jt.IssuedSerial)
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("join token %q: %w", jt.ID, store.ErrAlreadyExists)
@@ -51,13 +51,13 @@ func (t *tx) CreateJoinToken(ctx context.Context, jt store.JoinToken) error {
 // it was used before. Marking is a single conditional UPDATE, so of two
 // concurrent users (in this process or another) exactly one succeeds.
 // Expiry is not checked here.
-func (t *tx) UseJoinToken(ctx context.Context, id string, at time.Time) error {
+func (t *tx) UseJoinToken(ctx context.Context, id string, at time.Time, keyHash []byte) error {
 	if at.IsZero() {
 		// Stored as "", which means unused: the token could be used again.
 		return fmt.Errorf("use join token %q: zero time", id)
 	}
-	res, err := t.q.ExecContext(ctx, `UPDATE join_tokens SET used_at = ? WHERE id = ? AND used_at = ''`,
-		formatOptTime(at), id)
+	res, err := t.q.ExecContext(ctx, `UPDATE join_tokens SET used_at = ?, key_hash = ? WHERE id = ? AND used_at = ''`,
+		formatOptTime(at), nonNil(keyHash), id)
 	if err != nil {
 		return fmt.Errorf("use join token %q: %w", id, err)
 	}
@@ -79,6 +79,33 @@ func (t *tx) UseJoinToken(ctx context.Context, id string, at time.Time) error {
 		return fmt.Errorf("use join token %q: %w", id, err)
 	}
 	return fmt.Errorf("join token %q: already used at %s: %w", id, usedAt, store.ErrConflict)
+}
+
+// RecordJoinTokenIssue records serial on the used token id spent with
+// keyHash, in one conditional UPDATE: of concurrent issuances at most one
+// records. It fails with store.ErrNotFound when there is no such token and
+// store.ErrConflict when it is unused, was spent with another key or
+// already names a serial.
+func (t *tx) RecordJoinTokenIssue(ctx context.Context, id string, keyHash []byte, serial string) error {
+	if len(keyHash) == 0 || serial == "" {
+		return fmt.Errorf("record issuance on join token %q: empty key hash or serial", id)
+	}
+	res, err := t.q.ExecContext(ctx, `UPDATE join_tokens SET issued_serial = ?
+		WHERE id = ? AND used_at <> '' AND key_hash = ? AND issued_serial = ''`, serial, id, keyHash)
+	if err != nil {
+		return fmt.Errorf("record issuance on join token %q: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("record issuance on join token %q: %w", id, err)
+	}
+	if n == 1 {
+		return nil
+	}
+	if _, err := t.GetJoinToken(ctx, id); err != nil {
+		return err
+	}
+	return fmt.Errorf("join token %q: unused, spent with another key or already issued: %w", id, store.ErrConflict)
 }
 
 // DeleteExpiredJoinTokens removes the tokens whose ExpiresAt is before now,
@@ -103,7 +130,7 @@ func scanJoinToken(s scanner) (store.JoinToken, error) {
 		jt                           store.JoinToken
 		createdAt, expiresAt, usedAt string
 	)
-	if err := s.Scan(&jt.ID, &jt.Cluster, &jt.SecretHash, &createdAt, &expiresAt, &usedAt); err != nil {
+	if err := s.Scan(&jt.ID, &jt.Cluster, &jt.SecretHash, &createdAt, &expiresAt, &usedAt, &jt.KeyHash, &jt.IssuedSerial); err != nil {
 		return store.JoinToken{}, err
 	}
 	var err error

@@ -450,7 +450,7 @@ func TestUpgradeFromVersion2(t *testing.T) {
 		if err := tx.CreateJoinToken(ctx, store.JoinToken{ID: "t1", Cluster: "east", SecretHash: []byte{1}, CreatedAt: created, ExpiresAt: created.Add(time.Hour)}); err != nil {
 			return err
 		}
-		return tx.UseJoinToken(ctx, "t1", created.Add(time.Minute))
+		return tx.UseJoinToken(ctx, "t1", created.Add(time.Minute), nil)
 	})
 	if err != nil {
 		t.Fatalf("writing new fields after the upgrade: %v", err)
@@ -510,7 +510,7 @@ func TestUseJoinTokenZeroTime(t *testing.T) {
 		if err := tx.CreateJoinToken(t.Context(), store.JoinToken{ID: "t1", Cluster: "east", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 			return err
 		}
-		return tx.UseJoinToken(t.Context(), "t1", time.Time{})
+		return tx.UseJoinToken(t.Context(), "t1", time.Time{}, nil)
 	})
 	if err == nil || !strings.Contains(err.Error(), `join token "t1": zero time`) {
 		t.Errorf("UseJoinToken with the zero time: %v, want a zero time error naming the token", err)

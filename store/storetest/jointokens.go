@@ -52,7 +52,7 @@ func createJoinTokens(t *testing.T, s store.Store, tokens ...store.JoinToken) {
 
 // useJoinToken runs UseJoinToken in its own Update.
 func useJoinToken(t *testing.T, s store.Store, id string, at time.Time) error {
-	return s.Update(ctx(t), func(tx store.Tx) error { return tx.UseJoinToken(ctx(t), id, at) })
+	return s.Update(ctx(t), func(tx store.Tx) error { return tx.UseJoinToken(ctx(t), id, at, nil) })
 }
 
 func testJoinTokens(t *testing.T, s store.Store) {
@@ -60,6 +60,7 @@ func testJoinTokens(t *testing.T, s store.Store) {
 	unused := sampleJoinToken("t1", "east", base)
 	used := sampleJoinToken("t2", "east", base.Add(time.Second))
 	used.UsedAt = base.Add(2*time.Second + time.Nanosecond)
+	used.KeyHash, used.IssuedSerial = []byte("key hash of t2"), "0a1b" // copies keep both
 	createJoinTokens(t, s, unused, used)
 
 	for _, want := range []store.JoinToken{unused, used} {
@@ -237,7 +238,68 @@ func testDeleteClusterDeletesJoinTokens(t *testing.T, s store.Store) {
 func checkJoinToken(t *testing.T, got, want store.JoinToken) {
 	t.Helper()
 	if got.ID != want.ID || got.Cluster != want.Cluster || !bytes.Equal(got.SecretHash, want.SecretHash) ||
-		!got.CreatedAt.Equal(want.CreatedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) || !got.UsedAt.Equal(want.UsedAt) {
+		!got.CreatedAt.Equal(want.CreatedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) || !got.UsedAt.Equal(want.UsedAt) ||
+		!bytes.Equal(got.KeyHash, want.KeyHash) || got.IssuedSerial != want.IssuedSerial {
 		t.Errorf("join token mismatch:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// testJoinTokenIssue: the key a token was spent with is recorded with the
+// spend, and the issued serial is recorded once, only for that key.
+func testJoinTokenIssue(t *testing.T, s store.Store) {
+	createClusters(t, s, "east")
+	jt := sampleJoinToken("t1", "east", base)
+	createJoinTokens(t, s, jt, sampleJoinToken("t2", "east", base))
+	key, other := []byte("key hash one"), []byte("key hash two")
+	record := func(id string, k []byte, serial string) error {
+		return s.Update(ctx(t), func(tx store.Tx) error { return tx.RecordJoinTokenIssue(ctx(t), id, k, serial) })
+	}
+
+	err := record("t1", key, "01")
+	wantErr(t, "RecordJoinTokenIssue(unused)", err, store.ErrConflict, "t1")
+
+	used := base.Add(time.Minute)
+	if err := s.Update(ctx(t), func(tx store.Tx) error { return tx.UseJoinToken(ctx(t), "t1", used, key) }); err != nil {
+		t.Fatalf("UseJoinToken with a key hash: %v", err)
+	}
+	jt.UsedAt, jt.KeyHash = used, key
+	got, err := s.GetJoinToken(ctx(t), "t1")
+	if err != nil {
+		t.Fatalf("GetJoinToken: %v", err)
+	}
+	checkJoinToken(t, got, jt)
+
+	err = record("t1", other, "01")
+	wantErr(t, "RecordJoinTokenIssue(another key)", err, store.ErrConflict, "t1")
+	if err := record("t1", key, "01"); err != nil {
+		t.Fatalf("RecordJoinTokenIssue: %v", err)
+	}
+	err = record("t1", key, "02")
+	wantErr(t, "RecordJoinTokenIssue(again)", err, store.ErrConflict, "t1")
+	jt.IssuedSerial = "01"
+	if got, err = s.GetJoinToken(ctx(t), "t1"); err != nil {
+		t.Fatalf("GetJoinToken: %v", err)
+	}
+	checkJoinToken(t, got, jt) // the first serial stays
+
+	err = record("missing", key, "01")
+	wantErr(t, "RecordJoinTokenIssue(missing)", err, store.ErrNotFound, "missing")
+	if err := record("t2", nil, "01"); err == nil {
+		t.Error("RecordJoinTokenIssue with an empty key hash succeeded, want an error")
+	}
+
+	// Recorded in the transaction that spends: a rolled-back issuance
+	// leaves no serial.
+	_ = s.Update(ctx(t), func(tx store.Tx) error {
+		if err := tx.UseJoinToken(ctx(t), "t2", used, key); err != nil {
+			return err
+		}
+		if err := tx.RecordJoinTokenIssue(ctx(t), "t2", key, "03"); err != nil {
+			return err
+		}
+		return errors.New("roll back")
+	})
+	if got, err := s.GetJoinToken(ctx(t), "t2"); err != nil || !got.UsedAt.IsZero() || got.IssuedSerial != "" {
+		t.Errorf("after a rolled-back spend and issue, GetJoinToken(t2) = %+v, %v; want unused, no serial", got, err)
 	}
 }

@@ -77,6 +77,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"JoinTokens", testJoinTokens},
 		{"UseJoinToken", testUseJoinToken},
 		{"ConcurrentUseJoinToken", testConcurrentUseJoinToken},
+		{"JoinTokenIssue", testJoinTokenIssue},
 		{"DeleteExpiredJoinTokens", testDeleteExpiredJoinTokens},
 		{"DeleteClusterDeletesJoinTokens", testDeleteClusterDeletesJoinTokens},
 		{"FederationPeers", testFederationPeers},

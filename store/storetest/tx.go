@@ -31,7 +31,7 @@ func testTxReadsOwnWrites(t *testing.T, s store.Store) {
 		if err := tx.CreateJoinToken(ctx(t), sampleJoinToken("t1", "east", base)); err != nil {
 			return err
 		}
-		if err := tx.UseJoinToken(ctx(t), "t1", base); err != nil {
+		if err := tx.UseJoinToken(ctx(t), "t1", base, nil); err != nil {
 			return err
 		}
 		if jt, err := tx.GetJoinToken(ctx(t), "t1"); err != nil || !jt.UsedAt.Equal(base) {
