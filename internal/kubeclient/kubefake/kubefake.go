@@ -1,14 +1,17 @@
 // Package kubefake is an in-memory kubeclient.Interface for tests of
 // pure logic and for benchmarks that run many agents in one process:
-// ConfigMaps and Secrets by namespace and name, Deployments (Get, and a
-// Patch that merges pod template annotations, counted) and service account
-// tokens. Tests against Kubernetes itself use a real kube-apiserver.
+// Secrets and ConfigMaps by namespace and name, with resourceVersion
+// checked on update as the API server does; Deployments (Get, and a Patch
+// that merges pod template annotations, counted); service account tokens.
+// Tests against Kubernetes itself use a real kube-apiserver.
 package kubefake
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 
 	authnv1 "k8s.io/api/authentication/v1"
@@ -23,19 +26,22 @@ import (
 // Clientset is the in-memory cluster. Its zero value is not usable: call
 // New.
 type Clientset struct {
+	// OnSecretWrite, when set before use, is called after every Secret
+	// created or updated, with a copy of what was stored; it may call the
+	// client (the lock is not held).
+	OnSecretWrite func(ctx context.Context, namespace string, s *kubeclient.Secret)
+
 	mu      sync.Mutex
 	cms     map[string]*kubeclient.ConfigMap
 	secrets map[string]*kubeclient.Secret
 	deps    map[string]*kubeclient.Deployment
+	rv      int
 	patches int
 	token   string
-	// OnSecretWrite, when set before use, is called with every Secret
-	// created or updated (a copy), under the client's lock.
-	OnSecretWrite func(namespace string, s *kubeclient.Secret)
 }
 
-// New returns an empty cluster holding deps, whose token requests are
-// answered with token.
+// New returns an empty cluster holding deps. Token requests are answered
+// with token, or refused when it is empty.
 func New(token string, deps ...*kubeclient.Deployment) *Clientset {
 	k := &Clientset{cms: map[string]*kubeclient.ConfigMap{}, secrets: map[string]*kubeclient.Secret{}, deps: map[string]*kubeclient.Deployment{}, token: token}
 	for _, d := range deps {
@@ -62,118 +68,135 @@ func notFound(res, name string) error {
 	return apierrors.NewNotFound(schema.GroupResource{Resource: res}, name)
 }
 
+// put stores v under key after checking its resourceVersion as the API
+// server does (create: nothing there; update: the version read, if set).
+// The caller holds k.mu.
+func put[T any](k *Clientset, m map[string]*T, key string, meta *metav1.ObjectMeta, v *T, create bool, res string, metaOf func(*T) *metav1.ObjectMeta) error {
+	cur, ok := m[key]
+	switch {
+	case create && ok:
+		return apierrors.NewAlreadyExists(schema.GroupResource{Resource: res}, meta.Name)
+	case !create && !ok:
+		return notFound(res, meta.Name)
+	case !create && meta.ResourceVersion != "" && meta.ResourceVersion != metaOf(cur).ResourceVersion:
+		return apierrors.NewConflict(schema.GroupResource{Resource: res}, meta.Name, errors.New("changed since read"))
+	}
+	k.rv++
+	meta.ResourceVersion = strconv.Itoa(k.rv)
+	m[key] = v
+	return nil
+}
+
 // Secrets implements kubeclient.Interface.
-func (k *Clientset) Secrets(ns string) kubeclient.SecretInterface { return memSecrets{k, ns} }
+func (k *Clientset) Secrets(ns string) kubeclient.SecretInterface { return secrets{k, ns} }
 
 // ConfigMaps implements kubeclient.Interface.
-func (k *Clientset) ConfigMaps(ns string) kubeclient.ConfigMapInterface { return memConfigMaps{k, ns} }
+func (k *Clientset) ConfigMaps(ns string) kubeclient.ConfigMapInterface { return configMaps{k, ns} }
 
 // ServiceAccounts implements kubeclient.Interface.
 func (k *Clientset) ServiceAccounts(string) kubeclient.ServiceAccountInterface {
-	return memServiceAccounts{k}
+	return serviceAccounts{k}
 }
 
 // Deployments implements kubeclient.Interface.
-func (k *Clientset) Deployments(ns string) kubeclient.DeploymentInterface {
-	return memDeployments{k, ns}
-}
+func (k *Clientset) Deployments(ns string) kubeclient.DeploymentInterface { return deployments{k, ns} }
 
-type memSecrets struct {
+type secrets struct {
 	k  *Clientset
 	ns string
 }
 
-func (s memSecrets) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.Secret, error) {
+func (s secrets) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.Secret, error) {
 	s.k.mu.Lock()
 	defer s.k.mu.Unlock()
 	if v, ok := s.k.secrets[s.ns+"/"+name]; ok {
-		c := *v
-		return &c, nil
+		return v.DeepCopy(), nil
 	}
 	return nil, notFound("secrets", name)
 }
 
-func (s memSecrets) Create(_ context.Context, v *kubeclient.Secret, _ metav1.CreateOptions) (*kubeclient.Secret, error) {
-	s.k.mu.Lock()
-	defer s.k.mu.Unlock()
-	if _, ok := s.k.secrets[s.ns+"/"+v.Name]; ok {
-		return nil, apierrors.NewAlreadyExists(schema.GroupResource{Resource: "secrets"}, v.Name)
-	}
-	c := *v
-	s.k.secrets[s.ns+"/"+v.Name] = &c
-	if s.k.OnSecretWrite != nil {
-		w := c
-		s.k.OnSecretWrite(s.ns, &w)
-	}
-	return v, nil
+func (s secrets) Create(ctx context.Context, v *kubeclient.Secret, _ metav1.CreateOptions) (*kubeclient.Secret, error) {
+	return s.put(ctx, v, true)
 }
 
-func (s memSecrets) Update(_ context.Context, v *kubeclient.Secret, _ metav1.UpdateOptions) (*kubeclient.Secret, error) {
-	s.k.mu.Lock()
-	defer s.k.mu.Unlock()
-	if _, ok := s.k.secrets[s.ns+"/"+v.Name]; !ok {
-		return nil, notFound("secrets", v.Name)
-	}
-	c := *v
-	s.k.secrets[s.ns+"/"+v.Name] = &c
-	if s.k.OnSecretWrite != nil {
-		w := c
-		s.k.OnSecretWrite(s.ns, &w)
-	}
-	return v, nil
+func (s secrets) Update(ctx context.Context, v *kubeclient.Secret, _ metav1.UpdateOptions) (*kubeclient.Secret, error) {
+	return s.put(ctx, v, false)
 }
 
-type memConfigMaps struct {
+// put stores the Secret with stringData folded into data, as the API
+// server does, then tells OnSecretWrite.
+func (s secrets) put(ctx context.Context, v *kubeclient.Secret, create bool) (*kubeclient.Secret, error) {
+	c := v.DeepCopy()
+	c.Namespace = s.ns
+	for key, d := range c.StringData {
+		if c.Data == nil {
+			c.Data = map[string][]byte{}
+		}
+		c.Data[key] = []byte(d)
+	}
+	c.StringData = nil
+	s.k.mu.Lock()
+	err := put(s.k, s.k.secrets, s.ns+"/"+c.Name, &c.ObjectMeta, c, create, "secrets", func(x *kubeclient.Secret) *metav1.ObjectMeta { return &x.ObjectMeta })
+	s.k.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if s.k.OnSecretWrite != nil {
+		s.k.OnSecretWrite(ctx, s.ns, c.DeepCopy())
+	}
+	return c.DeepCopy(), nil
+}
+
+type configMaps struct {
 	k  *Clientset
 	ns string
 }
 
-func (s memConfigMaps) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.ConfigMap, error) {
-	s.k.mu.Lock()
-	defer s.k.mu.Unlock()
-	if v, ok := s.k.cms[s.ns+"/"+name]; ok {
-		c := *v
-		return &c, nil
+func (c configMaps) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.ConfigMap, error) {
+	c.k.mu.Lock()
+	defer c.k.mu.Unlock()
+	if v, ok := c.k.cms[c.ns+"/"+name]; ok {
+		return v.DeepCopy(), nil
 	}
 	return nil, notFound("configmaps", name)
 }
 
-func (s memConfigMaps) Create(_ context.Context, v *kubeclient.ConfigMap, _ metav1.CreateOptions) (*kubeclient.ConfigMap, error) {
-	s.k.mu.Lock()
-	defer s.k.mu.Unlock()
-	if _, ok := s.k.cms[s.ns+"/"+v.Name]; ok {
-		return nil, apierrors.NewAlreadyExists(schema.GroupResource{Resource: "configmaps"}, v.Name)
-	}
-	c := *v
-	s.k.cms[s.ns+"/"+v.Name] = &c
-	return v, nil
+func (c configMaps) Create(_ context.Context, v *kubeclient.ConfigMap, _ metav1.CreateOptions) (*kubeclient.ConfigMap, error) {
+	return c.put(v, true)
 }
 
-func (s memConfigMaps) Update(_ context.Context, v *kubeclient.ConfigMap, _ metav1.UpdateOptions) (*kubeclient.ConfigMap, error) {
-	s.k.mu.Lock()
-	defer s.k.mu.Unlock()
-	if _, ok := s.k.cms[s.ns+"/"+v.Name]; !ok {
-		return nil, notFound("configmaps", v.Name)
-	}
-	c := *v
-	s.k.cms[s.ns+"/"+v.Name] = &c
-	return v, nil
+func (c configMaps) Update(_ context.Context, v *kubeclient.ConfigMap, _ metav1.UpdateOptions) (*kubeclient.ConfigMap, error) {
+	return c.put(v, false)
 }
 
-type memServiceAccounts struct{ k *Clientset }
+func (c configMaps) put(v *kubeclient.ConfigMap, create bool) (*kubeclient.ConfigMap, error) {
+	cp := v.DeepCopy()
+	cp.Namespace = c.ns
+	c.k.mu.Lock()
+	defer c.k.mu.Unlock()
+	if err := put(c.k, c.k.cms, c.ns+"/"+cp.Name, &cp.ObjectMeta, cp, create, "configmaps", func(x *kubeclient.ConfigMap) *metav1.ObjectMeta { return &x.ObjectMeta }); err != nil {
+		return nil, err
+	}
+	return cp.DeepCopy(), nil
+}
 
-func (s memServiceAccounts) CreateToken(_ context.Context, sa string, tr *authnv1.TokenRequest, _ metav1.CreateOptions) (*authnv1.TokenRequest, error) {
+type serviceAccounts struct{ k *Clientset }
+
+func (s serviceAccounts) CreateToken(_ context.Context, sa string, tr *authnv1.TokenRequest, _ metav1.CreateOptions) (*authnv1.TokenRequest, error) {
+	if s.k.token == "" {
+		return nil, fmt.Errorf("kubefake: no service account tokens (service account %s)", sa)
+	}
 	out := tr.DeepCopy()
 	out.Status.Token = s.k.token
 	return out, nil
 }
 
-type memDeployments struct {
+type deployments struct {
 	k  *Clientset
 	ns string
 }
 
-func (s memDeployments) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.Deployment, error) {
+func (s deployments) Get(_ context.Context, name string, _ metav1.GetOptions) (*kubeclient.Deployment, error) {
 	s.k.mu.Lock()
 	defer s.k.mu.Unlock()
 	if v, ok := s.k.deps[s.ns+"/"+name]; ok {
@@ -185,7 +208,7 @@ func (s memDeployments) Get(_ context.Context, name string, _ metav1.GetOptions)
 
 // Patch understands the one patch the agent sends: pod template
 // annotations, merged.
-func (s memDeployments) Patch(_ context.Context, name string, _ types.PatchType, data []byte, _ metav1.PatchOptions, _ ...string) (*kubeclient.Deployment, error) {
+func (s deployments) Patch(_ context.Context, name string, _ types.PatchType, data []byte, _ metav1.PatchOptions, _ ...string) (*kubeclient.Deployment, error) {
 	s.k.mu.Lock()
 	defer s.k.mu.Unlock()
 	d, ok := s.k.deps[s.ns+"/"+name]

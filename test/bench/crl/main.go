@@ -84,8 +84,8 @@ type secretWrite struct {
 	data map[string][]byte
 }
 
-func (l *secretLog) record(cluster string) func(string, *kubeclient.Secret) {
-	return func(_ string, s *kubeclient.Secret) {
+func (l *secretLog) record(cluster string) func(context.Context, string, *kubeclient.Secret) {
+	return func(_ context.Context, _ string, s *kubeclient.Secret) {
 		l.mu.Lock()
 		l.writes[cluster] = append(l.writes[cluster], secretWrite{time.Now(), s.Data})
 		l.mu.Unlock()

@@ -1,0 +1,48 @@
+package kubefake_test
+
+import (
+	"context"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshroot/meshroot/internal/kubeclient"
+	"github.com/meshroot/meshroot/internal/kubeclient/kubefake"
+)
+
+// An update with the version read succeeds once; a second writer holding
+// the same read gets a conflict, as from the API server. stringData is
+// folded into data, and OnSecretWrite sees each stored write.
+func TestSecretsOptimisticConcurrency(t *testing.T) {
+	ctx := context.Background()
+	k := kubefake.New("")
+	var seen []string
+	k.OnSecretWrite = func(_ context.Context, ns string, s *kubeclient.Secret) { seen = append(seen, ns+"/"+string(s.Data["k"])) }
+	sec := k.Secrets("ns")
+	if _, err := sec.Create(ctx, &kubeclient.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s"}, StringData: map[string]string{"k": "1"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sec.Create(ctx, &kubeclient.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s"}}, metav1.CreateOptions{}); !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("second create: %v, want AlreadyExists", err)
+	}
+	a, _ := sec.Get(ctx, "s", metav1.GetOptions{})
+	b, _ := sec.Get(ctx, "s", metav1.GetOptions{})
+	a.Data["k"] = []byte("2")
+	if _, err := sec.Update(ctx, a, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b.Data["k"] = []byte("3")
+	if _, err := sec.Update(ctx, b, metav1.UpdateOptions{}); !apierrors.IsConflict(err) {
+		t.Fatalf("update from a stale read: %v, want Conflict", err)
+	}
+	if got, _ := sec.Get(ctx, "s", metav1.GetOptions{}); string(got.Data["k"]) != "2" {
+		t.Errorf("stored %q, want 2", got.Data["k"])
+	}
+	if len(seen) != 2 || seen[0] != "ns/1" || seen[1] != "ns/2" {
+		t.Errorf("OnSecretWrite saw %v, want [ns/1 ns/2]", seen)
+	}
+	if _, err := k.ServiceAccounts("ns").CreateToken(ctx, "sa", nil, metav1.CreateOptions{}); err == nil {
+		t.Error("a token without one configured")
+	}
+}
