@@ -32,6 +32,9 @@ func (s *Service) SubmitClusterCRL(ctx context.Context, cluster string, der []by
 				return refusef("intermediate %s of cluster %s is %s: sign the CRL with the current one", serial, cluster, in.Status)
 			}
 			if err := tx.PutCRL(ctx, c); errors.Is(err, store.ErrConflict) {
+				if kept, gerr := tx.GetCRL(ctx, c.Issuer); gerr == nil && bytes.Equal(kept.DER, c.DER) {
+					return errCRLKept // the same CRL again (the agent reports what it wrote): nothing to do
+				}
 				return refusef("CRL number %d of cluster %s is not above the last one kept: use a higher number", c.Number, cluster)
 			} else if err != nil {
 				return err
@@ -39,11 +42,18 @@ func (s *Service) SubmitClusterCRL(ctx context.Context, cluster string, der []by
 			return s.audit(ctx, tx, actor, "crl.submit", cluster, "ok", map[string]any{"serial": serial, "number": c.Number, "next_update": c.NextUpdate})
 		})
 	}
+	if errors.Is(err, errCRLKept) {
+		return nil
+	}
 	if err != nil {
 		return s.auditRefusal(ctx, actor, "crl.submit", cluster, err)
 	}
 	return nil
 }
+
+// errCRLKept ends the transaction of a CRL submitted again: the store
+// already keeps exactly it.
+var errCRLKept = errors.New("this CRL is already kept")
 
 // checkClusterCRL parses and checks a cluster's CRL against its active
 // intermediate.

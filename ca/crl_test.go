@@ -212,6 +212,11 @@ func TestSubmitClusterCRLRefusals(t *testing.T) {
 			t.Errorf("%s: %v, want a refusal naming %q", tc.name, err, tc.want)
 		}
 	}
+	// The kept CRL itself, sent again (an agent reports the CRL it wrote):
+	// taken as a no-op, neither refused nor audited again.
+	if err := f.svc.SubmitClusterCRL(ctx, "east", good); err != nil {
+		t.Errorf("the kept CRL sent again: %v, want nil", err)
+	}
 	wantAudit(t, f.st, "crl.submit", "denied", len(cases))
 	wantAudit(t, f.st, "crl.submit", "ok", 1)
 	kept, err := f.st.GetCRL(ctx, ca.ClusterCRLIssuer("east", ca.SerialHex(f.cert["east"].SerialNumber)))
