@@ -18,7 +18,9 @@ func TestSecretsOptimisticConcurrency(t *testing.T) {
 	ctx := context.Background()
 	k := kubefake.New("")
 	var seen []string
-	k.OnSecretWrite = func(_ context.Context, ns string, s *kubeclient.Secret) { seen = append(seen, ns+"/"+string(s.Data["k"])) }
+	k.OnSecretWrite = func(_ context.Context, ns string, s *kubeclient.Secret) {
+		seen = append(seen, ns+"/"+string(s.Data["k"]))
+	}
 	sec := k.Secrets("ns")
 	if _, err := sec.Create(ctx, &kubeclient.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s"}, StringData: map[string]string{"k": "1"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
