@@ -61,8 +61,17 @@ func TestCRLsServedDistributedAndQuarantine(t *testing.T) {
 	if _, err := mc.ReportStatus(ctx, &meshrootv1.ReportStatusRequest{Cluster: "east", BundleSequence: 1, IntermediateSerial: resp.GetSerial(), Crl: crl}); err != nil {
 		t.Fatalf("ReportStatus with a good CRL: %v", err)
 	}
-	// A replay (same number) is refused.
-	_, err = mc.ReportStatus(ctx, &meshrootv1.ReportStatusRequest{Cluster: "east", BundleSequence: 1, IntermediateSerial: resp.GetSerial(), Crl: crl})
+	// The kept CRL sent again (an agent reports the CRL it wrote) is a
+	// no-op; another CRL with the same number is refused.
+	if _, err := mc.ReportStatus(ctx, &meshrootv1.ReportStatusRequest{Cluster: "east", BundleSequence: 1, IntermediateSerial: resp.GetSerial(), Crl: crl}); err != nil {
+		t.Fatalf("ReportStatus with the kept CRL again: %v", err)
+	}
+	same, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(47 * time.Hour)},
+		issued.Cert, key.PrivateKey.(crypto.Signer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = mc.ReportStatus(ctx, &meshrootv1.ReportStatusRequest{Cluster: "east", BundleSequence: 1, IntermediateSerial: resp.GetSerial(), Crl: same})
 	wantCode(t, err, codes.InvalidArgument, "not above")
 
 	// Watchers get the root's CRL and east's, nothing missing.
