@@ -160,16 +160,19 @@ func start(name, bin string, o options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c = &Cluster{Name: name, dir: dir}
+	// cl, not c: a `return nil, err` sets c to nil before this runs, and
+	// the half-started cluster must still be stopped (Start retries).
+	cl := &Cluster{Name: name, dir: dir}
+	c = cl
 	defer func() {
 		if err != nil {
-			if c.env != nil {
-				_ = c.env.Stop()
+			if cl.env != nil {
+				_ = cl.env.Stop()
 			}
-			if tail := c.logTail(40); tail != "" {
+			if tail := cl.logTail(40); tail != "" {
 				err = fmt.Errorf("%w\napiserver log (last lines):\n%s", err, tail)
 			}
-			c.closeLogs()
+			cl.closeLogs()
 			_ = os.RemoveAll(dir)
 		}
 	}()
