@@ -104,7 +104,8 @@ func (h *BundleHub) refresh(ctx context.Context) {
 		active = r.ID
 	}
 	crls := h.fleetCRLs(ctx)
-	b := Bundles{Local: tb, Federated: fed, ActiveRootID: active, CRLs: crls, CRLKeys: crlKeysOf(crls), Version: withCRLs(version(tb, fed, active), crls)}
+	keys := crlKeysOf(crls) // hashed once: for the version and for watch streams' deltas
+	b := Bundles{Local: tb, Federated: fed, ActiveRootID: active, CRLs: crls, CRLKeys: keys, Version: withCRLs(version(tb, fed, active), keys, crls.Missing)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.ok && b.Version == h.current.Version {

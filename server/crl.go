@@ -37,19 +37,19 @@ func (h *BundleHub) fleetCRLs(ctx context.Context) ca.CRLSet {
 	return set
 }
 
-// withCRLs mixes the CRL set into a bundle version, so that watchers get
-// every new CRL.
-func withCRLs(v [32]byte, set ca.CRLSet) [32]byte {
+// withCRLs mixes the CRL set, by the keys of its entries, into a bundle
+// version, so that watchers get every new CRL.
+func withCRLs(v [32]byte, keys CRLKeys, missing []string) [32]byte {
 	h := sha256.New()
 	h.Write(v[:])
-	for _, c := range set.CRLs {
-		h.Write(c)
-		h.Write([]byte{0})
+	for _, k := range keys.CRLs {
+		h.Write(k[:])
 	}
-	for _, c := range set.Intermediates {
-		h.Write(c.Raw)
+	h.Write([]byte{0})
+	for _, k := range keys.Intermediates {
+		h.Write(k[:])
 	}
-	h.Write([]byte(strings.Join(set.Missing, "\x00")))
+	h.Write([]byte(strings.Join(missing, "\x00")))
 	copy(v[:], h.Sum(nil))
 	return v
 }
