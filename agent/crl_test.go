@@ -77,6 +77,42 @@ func TestPlanCRLFileNeverIncomplete(t *testing.T) {
 	}
 }
 
+// TestPlanCRLFileShortLivedIntermediate: an intermediate with less than
+// ca.CRLMinRemaining of life can sign no CRL that runs further; the CRL it
+// signs (OwnCRL, nextUpdate at its expiry) counts as current, so ca-crl.pem
+// is still written. One that stops before the intermediate's expiry does
+// not count.
+func TestPlanCRLFileShortLivedIntermediate(t *testing.T) {
+	root, rk := newCA(t, "root", nil, nil)
+	now := time.Now()
+	k, _ := keys.ECP256.Generate()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: "short"},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(2 * time.Minute), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, root, k.Public(), rk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, _ := x509.ParseCertificate(der)
+	cc := &ca.CACerts{Cert: short, Key: k, Chain: []*x509.Certificate{short, root}, Roots: []*x509.Certificate{root}}
+	own, err := agent.OwnCRL(cc, nil, now)
+	if err != nil || own == nil {
+		t.Fatalf("OwnCRL: %v", err)
+	}
+	cas := []*x509.Certificate{root, short}
+	rootCRL := crl(t, root, rk, 1, 48*time.Hour)
+	if p := agent.PlanCRLFile(cas, [][]byte{rootCRL, own}, now); p.PEM == nil || len(p.Missing) != 0 {
+		t.Errorf("a CRL to the intermediate's expiry: missing %v, want ca-crl.pem planned", p.Missing)
+	}
+	if again, _ := agent.OwnCRL(cc, [][]byte{rootCRL, own}, now); again != nil {
+		t.Error("OwnCRL re-signed although its CRL runs to the intermediate's expiry")
+	}
+	early := crl(t, short, k, 2, time.Minute) // stops a minute before the intermediate
+	if p := agent.PlanCRLFile(cas, [][]byte{rootCRL, early}, now); p.PEM != nil || len(p.Missing) != 1 {
+		t.Errorf("a CRL ending before the intermediate, under ca.CRLMinRemaining: planned %d bytes, missing %v; want the intermediate missing", len(p.PEM), p.Missing)
+	}
+}
+
 func pemOf(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
 }

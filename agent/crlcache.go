@@ -7,8 +7,12 @@ import (
 )
 
 // maxCachedCRLs bounds the parsed CRLs an agent keeps: the fleet's set
-// (one per root, one per cluster intermediate) and the next one.
-const maxCachedCRLs = 1024
+// (one per root, one per cluster intermediate, and the last of each
+// superseded intermediate while current) and the next one. It must hold a
+// whole set: below that, every reconcile would parse and verify the whole
+// set again (a 1,000-cluster fleet has over 1,000 CRLs, twice that during
+// a rotation). An empty cluster CRL parses to about 1 KiB.
+const maxCachedCRLs = 8192
 
 // crlCache keeps parsed CRLs by the SHA-256 of their DER. Every reconcile
 // looks at the fleet's whole CRL set several times (planning ca-crl.pem,
@@ -22,12 +26,8 @@ type crlCache struct {
 	// verified holds the (CRL, issuer) pairs whose signature checked out:
 	// hashing a 500 KB CRL and an ECDSA verification on every reconcile
 	// cost more than parsing once.
-	verified map[verifiedKey]bool
-}
-
-type verifiedKey struct {
-	rl     *x509.RevocationList
-	issuer string
+	// Keyed by CRL, then by the issuer's DER (looked up without copying it).
+	verified map[*x509.RevocationList]map[string]bool
 }
 
 // checkSignature is rl.CheckSignatureFrom(issuer), remembered when it
@@ -36,9 +36,8 @@ func (c *crlCache) checkSignature(rl *x509.RevocationList, issuer *x509.Certific
 	if c == nil {
 		return rl.CheckSignatureFrom(issuer)
 	}
-	k := verifiedKey{rl, string(issuer.Raw)}
 	c.mu.Lock()
-	ok := c.verified[k]
+	ok := c.verified[rl][string(issuer.Raw)]
 	c.mu.Unlock()
 	if ok {
 		return nil
@@ -50,9 +49,12 @@ func (c *crlCache) checkSignature(rl *x509.RevocationList, issuer *x509.Certific
 	defer c.mu.Unlock()
 	if c.m[sha256.Sum256(rl.Raw)] == rl { // only CRLs the cache holds: their pointers stay unique
 		if c.verified == nil {
-			c.verified = map[verifiedKey]bool{}
+			c.verified = map[*x509.RevocationList]map[string]bool{}
 		}
-		c.verified[k] = true
+		if c.verified[rl] == nil {
+			c.verified[rl] = map[string]bool{}
+		}
+		c.verified[rl][string(issuer.Raw)] = true
 	}
 	return nil
 }

@@ -47,7 +47,7 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 		t.Errorf("junk: %v, %d cached", err, len(c.m))
 	}
 	// Signatures: a success is remembered, a wrong issuer fails each time.
-	if err := c.checkSignature(r1, issuer); err != nil || !c.verified[verifiedKey{r1, string(issuer.Raw)}] {
+	if err := c.checkSignature(r1, issuer); err != nil || !c.verified[r1][string(issuer.Raw)] {
 		t.Errorf("checkSignature by its issuer: %v, remembered %v", err, c.verified)
 	}
 	other := testCert(t)
@@ -56,7 +56,7 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 			t.Error("a CRL checked out against another certificate")
 		}
 	}
-	if len(c.verified) != 1 {
+	if len(c.verified) != 1 || len(c.verified[r1]) != 1 {
 		t.Errorf("%d verifications remembered, want 1", len(c.verified))
 	}
 	var none *crlCache

@@ -17,13 +17,24 @@ import (
 // CRL timing: a root CRL is valid for CRLValidity and re-signed once less
 // than CRLRefreshBefore of it is left, so that every consumer holding a
 // CRL fetched at any time in between still has a current one for at least
-// CRLRefreshBefore. Agents treat a CRL with less than CRLMinRemaining left
-// as missing.
+// CRLRefreshBefore. Agents treat a CRL that is not CRLCurrent as missing.
 var (
 	CRLValidity      = 7 * 24 * time.Hour
 	CRLRefreshBefore = 5 * 24 * time.Hour
 	CRLMinRemaining  = time.Hour
 )
+
+// CRLCurrent says whether rl, signed by issuer, is current at now: its
+// nextUpdate is more than CRLMinRemaining ahead, or it covers the rest of
+// the issuer's life (a cluster intermediate with less than CRLMinRemaining
+// left, or a short-lived one, can sign no CRL that runs further than its
+// own expiry, and needs none: chains through it end there too).
+func CRLCurrent(rl *x509.RevocationList, issuer *x509.Certificate, now time.Time) bool {
+	if !rl.NextUpdate.After(now) {
+		return false
+	}
+	return rl.NextUpdate.After(now.Add(CRLMinRemaining)) || (issuer != nil && !rl.NextUpdate.Before(issuer.NotAfter))
+}
 
 // MaxClusterCRLBytes bounds a CRL an agent sends for its intermediate.
 const MaxClusterCRLBytes = 64 << 10

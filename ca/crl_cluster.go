@@ -94,7 +94,7 @@ func (s *Service) checkClusterCRL(ctx context.Context, cluster string, der []byt
 	switch {
 	case rl.Number == nil || rl.Number.Sign() <= 0 || !rl.Number.IsUint64():
 		return store.CRL{}, "", refusef("CRL of cluster %s has no valid CRL number", cluster)
-	case !rl.NextUpdate.After(now.Add(CRLMinRemaining)):
+	case !CRLCurrent(rl, cur, now):
 		return store.CRL{}, "", refusef("CRL of cluster %s is not current (nextUpdate %s)", cluster, rl.NextUpdate.UTC().Format(time.RFC3339))
 	case rl.NextUpdate.After(now.Add(MaxClusterCRLValidity)):
 		return store.CRL{}, "", refusef("CRL of cluster %s runs past %s: nextUpdate at most %s ahead", cluster, now.Add(MaxClusterCRLValidity).UTC().Format(time.RFC3339), MaxClusterCRLValidity)

@@ -260,3 +260,32 @@ func TestFleetCRLsNamesMissing(t *testing.T) {
 		t.Fatalf("after expiry: %d CRLs, missing %v", len(set.CRLs), set.Missing)
 	}
 }
+
+// TestCRLCurrent: a CRL is current with more than CRLMinRemaining left, or
+// when it runs to its issuer's expiry (a short-lived intermediate); never
+// at or past its nextUpdate.
+func TestCRLCurrent(t *testing.T) {
+	now := time.Now()
+	long := &x509.Certificate{NotAfter: now.Add(30 * 24 * time.Hour)}
+	short := &x509.Certificate{NotAfter: now.Add(2 * time.Minute)}
+	cases := []struct {
+		name   string
+		next   time.Time
+		issuer *x509.Certificate
+		want   bool
+	}{
+		{"two hours left", now.Add(2 * time.Hour), long, true},
+		{"half an hour left, issuer lives on", now.Add(30 * time.Minute), long, false},
+		{"to the short issuer's expiry", short.NotAfter, short, true},
+		{"past the short issuer's expiry", short.NotAfter.Add(time.Second), short, true},
+		{"a minute before the short issuer's expiry", short.NotAfter.Add(-time.Minute), short, false},
+		{"no issuer known", now.Add(30 * time.Minute), nil, false},
+		{"at nextUpdate", now, short, false},
+		{"past nextUpdate, issuer expired too", now.Add(-time.Minute), &x509.Certificate{NotAfter: now.Add(-2 * time.Minute)}, false},
+	}
+	for _, tc := range cases {
+		if got := ca.CRLCurrent(&x509.RevocationList{NextUpdate: tc.next}, tc.issuer, now); got != tc.want {
+			t.Errorf("%s: CRLCurrent = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
