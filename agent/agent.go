@@ -187,14 +187,20 @@ func (a *Agent) RunOnce(ctx context.Context) error {
 
 // Run keeps the Secret current until ctx ends: it renews at RenewFraction
 // of the lifetime, follows WatchTrustBundle, and backs off on errors with
-// jitter. While the server is down nothing in the cluster changes.
+// jitter. While the server is down nothing in the cluster changes. When
+// ctx ends mid-reconcile, that reconcile finishes first (ShutdownGrace).
 func (a *Agent) Run(ctx context.Context) error {
 	changed := make(chan struct{}, 1)
 	go a.watch(ctx, changed)
 	go a.pollBundle(ctx, changed) // poll.go: the refresh hint, should a push not arrive
 	b := a.newBackoff()
-	for {
-		next, err := a.Reconcile(ctx)
+	for ctx.Err() == nil {
+		// A reconcile under way when ctx ends finishes (within
+		// ShutdownGrace): an intermediate the server issued reaches the
+		// Secret.
+		rctx, done := graceful(ctx, ShutdownGrace)
+		next, err := a.Reconcile(rctx)
+		done()
 		var wait time.Duration
 		switch {
 		case err != nil && isPermanent(err):
@@ -214,4 +220,5 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-changed:
 		}
 	}
+	return nil
 }
