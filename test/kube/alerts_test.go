@@ -238,8 +238,15 @@ func TestAlertRulesOnRealSeries(t *testing.T) {
 		}
 	}
 
-	// failing: its apiserver stops; its renewal comes due and fails.
+	// failing: its apiserver stops; its renewal comes due and fails. First
+	// its ca-crl.pem must be complete (every cluster joined, the root
+	// prepared): the CRL gauges it exports keep their last value once the
+	// apiserver is gone, and an incomplete file is an alert of its own.
 	waitSample(t, failingAddr, `meshroot_agent_last_secret_write_timestamp_seconds{cluster="failing"}`, "failing wrote cacerts", func(float64) bool { return true })
+	for _, ag := range []struct{ cluster, addr string }{{"failing", failingAddr}, {"healthy", healthyAddr}} {
+		waitSample(t, ag.addr, `meshroot_agent_crl_published{cluster="`+ag.cluster+`"}`, ag.cluster+" wrote ca-crl.pem", func(v float64) bool { return v == 1 })
+		waitSample(t, ag.addr, `meshroot_agent_crl_missing_cas{cluster="`+ag.cluster+`"}`, ag.cluster+"'s ca-crl.pem is complete", func(v float64) bool { return v == 0 })
+	}
 	b.StopAPIServer(t)
 	waitSample(t, failingAddr, `meshroot_agent_next_renewal_timestamp_seconds{cluster="failing"}`, "failing's renewal overdue",
 		func(v float64) bool { return v < float64(time.Now().Unix())-1 })
@@ -261,6 +268,7 @@ func TestAlertRulesOnRealSeries(t *testing.T) {
 	s.waitReady()
 	waitSample(t, healthyAddr, `meshroot_agent_watch_connected{cluster="healthy"}`, "healthy watches the restarted server", func(v float64) bool { return v == 1 })
 	waitSample(t, s.httpAddr, `meshroot_cluster_bundle_sequence{cluster="healthy"}`, "healthy reported the prepared root's bundle", func(v float64) bool { return v == 2 })
+	waitSample(t, healthyAddr, `meshroot_agent_crl_missing_cas{cluster="healthy"}`, "healthy's ca-crl.pem is complete after the restart", func(v float64) bool { return v == 0 })
 
 	const minutes = 40
 	var input []promInput
