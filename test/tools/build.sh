@@ -10,6 +10,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${MESHROOT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshroot-test}
 mkdir -p "$cache/bin"
 
+# Pinned versions (the cache keys); istiosigner and istiod are keyed by a
+# hash of their module files too.
+kube_v=v1.37.2 etcd_v=v3.7.0 spire_v=v1.13.3 vault_v=v1.21.1 stepca_v=v0.30.2
+
 # One build per tool at a time: tests call this script too, and `go test ./...`
 # runs packages in parallel, so two callers may ask for the same tool at once.
 # The second waits for the first and then finds the binary built.
@@ -25,12 +29,12 @@ locked() {
 }
 
 build_kube() {
-  local v=v1.37.2 etcdv=v3.7.0
+  local v=$kube_v etcdv=$etcd_v
   local out="$cache/bin/kube-$v"
   if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ]; then return 0; fi
   echo "building kube-apiserver $v and etcd $etcdv into $out (cold: ~12 min on 2 cores)" >&2
   mkdir -p "$out.tmp"
-  (cd "$here/kubeapiserver" && go mod tidy >&2 &&
+  (cd "$here/kubeapiserver" &&
     go build -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37" \
       -o "$out.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2 &&
     go build -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3 >&2)
@@ -38,7 +42,7 @@ build_kube() {
 }
 
 build_spire() {
-  local v=v1.13.3
+  local v=$spire_v
   local out="$cache/bin/spire-$v"
   if [ -x "$out/spire-server" ]; then return 0; fi
   echo "building spire-server $v into $out (cold: ~20 CPU-minutes)" >&2
@@ -50,14 +54,13 @@ build_spire() {
 }
 
 build_vault() {
-  local v=v1.21.1
+  local v=$vault_v
   local out="$cache/bin/vault-$v"
   if [ -x "$out/vault" ]; then return 0; fi
   echo "building vault $v into $out (cold: ~30 CPU-minutes; test peer only, never shipped)" >&2
   mkdir -p "$out.tmp"
   (cd "$here/vault" &&
     { grep -q "hashicorp/vault v" go.mod || go get "github.com/hashicorp/vault@$v" >&2; } &&
-    go mod tidy >&2 &&
     go build -ldflags "-s -w" -o "$out.tmp/vault" github.com/hashicorp/vault >&2)
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
@@ -105,7 +108,7 @@ build_stepca() {
   # upstream's test server. Without cgo: with it, step-ca needs libpcsclite.
   # Its setup (ca.json, certificates, JWK provisioner) is written by the
   # tests themselves, so the step CLI is not built.
-  local v=v0.30.2
+  local v=$stepca_v
   local out="$cache/bin/step-ca-$v"
   if [ -x "$out/step-ca" ]; then return 0; fi
   echo "building step-ca $v into $out (cold: see docs/performance.md)" >&2
@@ -117,6 +120,34 @@ build_stepca() {
 
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(kube-apiserver spire vault)
+
+# On a fresh machine, fetch the modules of every tool still to be built in
+# the background first: the downloads (network-bound) then overlap the
+# compiles (CPU-bound) instead of running between them. `go list -deps`
+# fetches exactly the modules the build needs on this platform (go.mod and
+# go.sum are committed complete: no `go mod tidy`, which would also fetch
+# every other platform's). The module cache locks per module, so a build
+# that gets to a module first just takes it. Failures are ignored here:
+# the build itself reports them.
+prefetch() {
+  local dir=$1 pkg=$2 bin
+  for bin in "${@:3}"; do [ -x "$bin" ] && return 0; done
+  (cd "$here/$dir" && go list -deps "$pkg" >/dev/null 2>&1) || true
+}
+prefetch_pids=()
+for t in "${targets[@]}"; do
+  case "$t" in
+    kube-apiserver) prefetch kubeapiserver k8s.io/kubernetes/cmd/kube-apiserver "$cache/bin/kube-$kube_v/kube-apiserver" & ;;
+    spire) prefetch spire github.com/spiffe/spire/cmd/spire-server "$cache/bin/spire-$spire_v/spire-server" & ;;
+    vault) prefetch vault github.com/hashicorp/vault "$cache/bin/vault-$vault_v/vault" & ;;
+    # any istiod build means its modules are here (a new key rebuilds from them)
+    istiod) prefetch istiod istio.io/istio/pilot/cmd/pilot-discovery "$cache"/bin/istiod-*/pilot-discovery & ;;
+    step-ca) prefetch stepca github.com/smallstep/certificates/cmd/step-ca "$cache/bin/step-ca-$stepca_v/step-ca" & ;;
+    *) continue ;;
+  esac
+  prefetch_pids+=($!)
+done
+
 for t in "${targets[@]}"; do
   case "$t" in
     kube-apiserver) locked kube build_kube ;;
@@ -128,4 +159,5 @@ for t in "${targets[@]}"; do
     *) echo "unknown tool $t" >&2; exit 2 ;;
   esac
 done
+[ ${#prefetch_pids[@]} -eq 0 ] || wait "${prefetch_pids[@]}" 2>/dev/null || true
 echo "$cache/bin"
