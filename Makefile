@@ -23,9 +23,11 @@ demo: build
 	scripts/demo.sh
 
 ## test: what CI runs (.ci/run): installs and builds what the tests need
-## (cached), vets, runs the unit tests first, then the tests against real
-## kube-apiservers
-test: test-deps tools vet unit test-kube test-spire test-browser
+## (cached), vets, then runs the main module's tests and the modules
+## against real kube-apiservers, istiods, SPIRE and Chromium in two lanes
+## at once (test/lanes.sh)
+test: test-deps tools vet
+	test/lanes.sh
 
 ## tools: build the real components the tests run (cached under ~/.cache/meshroot-test)
 tools:

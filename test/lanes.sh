@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test part of `make test`, in two lanes at once: the main module's
+# tests (`make unit`) in one, and the modules against real components
+# (`make test-kube test-spire test-browser`) in the other. The second lane
+# spends most of its time waiting on apiservers, istiod reloads and volume
+# lags, so on 2 cores the lanes overlap instead of queueing (measured in
+# docs/performance.md, "Test suite"). The first lane streams; the second's
+# output follows when both are done. Exits non-zero if either failed.
+set -u
+cd "$(dirname "$0")/.."
+make=${MAKE:-make}
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+"$make" --no-print-directory -k test-kube test-spire test-browser >"$log" 2>&1 &
+pid=$!
+"$make" --no-print-directory unit
+rc=$?
+echo "=== unit tests done (exit $rc); waiting for test/kube, test/spire, test/browser"
+wait "$pid"
+rc2=$?
+cat "$log"
+echo "=== test/kube, test/spire, test/browser done (exit $rc2)"
+[ "$rc" -eq 0 ] && [ "$rc2" -eq 0 ]
