@@ -171,8 +171,9 @@ func encodePlan(p *CRLPlan, chosen []crlCandidate) {
 
 // PlanCRLFile is the rule before the first ca-crl.pem: for each CA in cas
 // the current CRL with the highest number among crls that it signed,
-// PEM-concatenated; a CA without one (none ca.CRLCurrent) is named in Missing and PEM is nil. CRLs of
-// other issuers (superseded intermediates) ride along when current.
+// PEM-concatenated; a CA without one (none ca.CRLCurrent) is named in
+// Missing and PEM is nil. CRLs of other issuers (superseded
+// intermediates) ride along when current.
 func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
 	return planCRLFile(nil, cas, crls, now)
 }
