@@ -14,7 +14,10 @@ import (
 // of each field takes its default.
 type Limits struct {
 	// MaxConnections bounds open TLS connections to the Issuer service;
-	// further connections wait in the kernel's backlog (default 1024).
+	// further connections wait in the kernel's backlog (default 4096).
+	// Every agent holds one for its trust bundle watch, and a second one,
+	// with its intermediate as client certificate, while it reports and
+	// renews: a fleet of N clusters needs up to 2N.
 	MaxConnections int
 	// MaxConcurrentStreams bounds concurrent calls on one connection
 	// (default 16: an agent uses two).
@@ -36,7 +39,7 @@ type Limits struct {
 
 // Defaults for Limits.
 const (
-	defaultMaxConnections       = 1024
+	defaultMaxConnections       = 4096
 	defaultMaxConcurrentStreams = 16
 	defaultRefusalBurst         = 30
 	defaultRefusalRate          = 1

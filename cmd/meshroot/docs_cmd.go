@@ -126,6 +126,7 @@ type configKey struct {
 var configKeys = map[string]configKey{
 	"dataDir":                       {"data-dir", "folder of the state database (`meshroot.db`) and disk keys (`keys/`); `./meshroot-data` with `--dev`"},
 	"store":                         {"store", "state store: a `postgres://` URL (libpq parameters: `sslmode`, `sslrootcert`, `pool_max_conns`, ...; docs/ha.md); empty: SQLite in the data dir"},
+	"maxConnections":                {"", "most open connections to the Issuer API (default `4096`): each agent holds one for its watch and a second while it reports or renews, so a fleet of N clusters needs up to 2N; more wait in the kernel's backlog"},
 	"replicaID":                     {"", "this server's name among the servers sharing a PostgreSQL store, shown by `root status` and in federation fetches (default: host name and process id; docs/ha.md)"},
 	"storeFile":                     {"store-file", "file holding the store's `postgres://` URL, for a Kubernetes Secret; refused when others may read it"},
 	"trustDomain":                   {"trust-domain", "trust domain of the root that `--dev` creates on first start"},

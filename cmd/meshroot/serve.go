@@ -51,6 +51,10 @@ type serveConfig struct {
 	FleetPage            bool         `yaml:"fleetPage"`
 	FleetPageListen      string       `yaml:"fleetPageListen"`
 	ReplicaID            string       `yaml:"replicaID"`
+	// MaxConnections bounds open connections to the Issuer service
+	// (default 4096): every agent holds one for its watch, and one more
+	// while it reports.
+	MaxConnections int `yaml:"maxConnections"`
 }
 
 // endpointConf configures the SPIFFE bundle endpoint.
@@ -110,6 +114,9 @@ func loadServeConfig(path string) (serveConfig, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return c, usageError{fmt.Errorf("config %s: %v", path, err)}
+	}
+	if c.MaxConnections < 0 {
+		return c, usageError{fmt.Errorf("config %s: maxConnections is %d: want a positive number, or leave it out for the default (4096)", path, c.MaxConnections)}
 	}
 	return c, nil
 }
@@ -312,6 +319,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		Service: svc, Store: st, Listen: cfg.Listen, HTTPListen: cfg.HTTPListen, AdminSocket: cfg.AdminSocket, AdminListen: cfg.AdminListen,
 		ServerNames: cfg.ServerSANs, RefreshHint: refreshHint, Log: log, Registry: reg, Hub: hub, Federation: leaderFederation{fed, lead},
 		FleetPage: page, FleetPageListen: cfg.FleetPageListen, Leadership: lead,
+		Limits: server.Limits{MaxConnections: cfg.MaxConnections},
 	})
 	if err != nil {
 		return err
