@@ -85,6 +85,8 @@ type Agent struct {
 
 	istiodConf confirmState // what istiod serves (confirm.go)
 	crls       crlCache     // parsed CRLs of the fleet (crlcache.go)
+	certs      certCache    // parsed intermediates of the fleet (certcache.go)
+	certConn   certConn     // the connection with the intermediate (certconn.go)
 }
 
 // New checks cfg and connects (lazily) to the server.
@@ -142,8 +144,11 @@ func New(cfg Config) (*Agent, error) {
 	return a, nil
 }
 
-// Close releases the connection to the server.
-func (a *Agent) Close() error { return a.client.close() }
+// Close releases the connections to the server.
+func (a *Agent) Close() error {
+	a.certConn.close()
+	return a.client.close()
+}
 
 // serverRoots is what verifies the server: the --server-ca roots until a
 // trust bundle has arrived, then only the bundle's roots, so that a root

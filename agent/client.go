@@ -31,9 +31,10 @@ const maxTokenFile = 16 << 10
 
 // client is a connection to the server. A connection either presents a
 // client certificate (the cluster's intermediate, for renewal) or none; the
-// agent keeps one without for the watch and token calls, and opens a short
-// one with the certificate when it renews, because an established HTTP/2
-// connection never presents a certificate it did not start with.
+// agent keeps one without for the watch and token calls, and one with the
+// certificate for renewals and reports (certconn.go), because an
+// established HTTP/2 connection never presents a certificate it did not
+// start with.
 type client struct {
 	conn   *grpc.ClientConn
 	issuer meshrootv1.IssuerClient
@@ -47,7 +48,7 @@ type client struct {
 // meshroot's server CA (ca.VerifyServerChain): a certificate for the
 // server's name that a cluster intermediate signed (whoever holds one
 // cluster's cacerts key can make one) is refused.
-func dial(servers []string, roots func() *x509.CertPool, cert *tls.Certificate) (*client, error) {
+func dial(servers []string, roots func() *x509.CertPool, cert *tls.Certificate, extra ...grpc.DialOption) (*client, error) {
 	for _, s := range servers {
 		if _, _, err := net.SplitHostPort(s); err != nil {
 			return nil, fmt.Errorf("--server %q: want host:port", s)
@@ -73,7 +74,7 @@ func dial(servers []string, roots func() *x509.CertPool, cert *tls.Certificate) 
 		}
 	}
 	tgt, opts := target(servers)
-	conn, err := grpc.NewClient(tgt, append(append(dialOptions(), opts...), grpc.WithTransportCredentials(newHostCreds(tlsFor)))...)
+	conn, err := grpc.NewClient(tgt, append(append(append(dialOptions(), opts...), extra...), grpc.WithTransportCredentials(newHostCreds(tlsFor)))...)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", strings.Join(servers, ","), err)
 	}

@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
-	"github.com/meshroot/meshroot/api/wire"
 	"github.com/meshroot/meshroot/ca"
 )
 
@@ -87,7 +86,7 @@ func (a *Agent) planCRL(cur *Current, cc *ca.CACerts, bundle *meshrootv1.TrustBu
 	if bundle == nil || bundle.GetCrls() == nil {
 		return CRLPlan{PEM: held}, published, false, nil
 	}
-	set, err := wire.CRLSetFromProto(bundle.GetCrls())
+	set, err := a.certs.crlSet(bundle.GetCrls())
 	if err != nil {
 		return CRLPlan{PEM: held}, published, false, fmt.Errorf("CRL set from server: %w", err)
 	}
@@ -138,24 +137,23 @@ func (a *Agent) noteCRLPlan(plan CRLPlan, published bool, serverMissing []string
 // first write only a complete set is written; once written it is never
 // taken out, and holds the freshest CRL of every CA that has one (see
 // crl_plan.go). A CA without a current CRL is logged and counted in
-// meshroot_agent_crl_missing_cas. It says whether it changed the Secret.
-func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle, now time.Time) (bool, error) {
+// meshroot_agent_crl_missing_cas.
+func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle, now time.Time) error {
 	if bundle == nil || bundle.GetCrls() == nil {
-		return false, nil // a server without CRLs: leave the Secret as it is
+		return nil // a server without CRLs: leave the Secret as it is
 	}
 	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
 	if err != nil || cur.Secret == nil || cur.CACerts == nil || !cur.ManagedByMeshroot() {
-		return false, err
+		return err
 	}
 	plan, published, _, err := a.planCRL(cur, cur.CACerts, bundle, now)
 	if err != nil {
-		return false, err
+		return err
 	}
-	set, _ := wire.CRLSetFromProto(bundle.GetCrls())
-	a.noteCRLPlan(plan, published, set.Missing)
+	a.noteCRLPlan(plan, published, bundle.GetCrls().GetMissing())
 	have, had := cur.Secret.Data[CRLFile]
 	if plan.PEM == nil || (had && bytes.Equal(have, plan.PEM)) {
-		return false, nil // never taken out: nothing to write, or nothing new
+		return nil // never taken out: nothing to write, or nothing new
 	}
 	s := cur.Secret.DeepCopy()
 	if s.Data == nil {
@@ -170,11 +168,11 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 	}
 	if _, err := a.cfg.Kube.Secrets(s.Namespace).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
-		return false, fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
+		return fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
 	}
 	a.cfg.Metrics.crlState(len(plan.Missing), true)
 	a.log.Info(CRLFile+" updated", "bytes", len(plan.PEM), "next_update", plan.MinNextUpdate, "missing", len(plan.Missing))
-	return true, nil
+	return nil
 }
 
 // AppliedRootCRLs returns, per root of roots (by ID), the highest number of

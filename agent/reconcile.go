@@ -44,12 +44,17 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	// Federated bundles are delivered, but a failure to write them must
-	// not keep the report from the server: it is returned after it.
+	// Federated bundles and ca-crl.pem are written, but a failure to
+	// write them must not keep the report from the server: they are
+	// returned after it.
 	var deliverErr error
 	if bundle != nil {
 		deliverErr = a.deliverFederated(ctx, bundle)
 	}
+	crlErr := a.reconcileCRL(ctx, bundle, now)
+	// One report, after every write: it says which CRLs the cluster
+	// enforces (the server shows quarantines as enforced from it), and
+	// each change of the fleet makes every agent report.
 	if !a.report(ctx, now) {
 		// The rotation gates wait for this report: try again soon, not
 		// at the next renewal.
@@ -62,13 +67,8 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 		a.cfg.Metrics.failed(ErrKindFederated)
 		return time.Time{}, deliverErr
 	}
-	changed, err := a.reconcileCRL(ctx, bundle, now)
-	if err != nil {
-		return time.Time{}, err
-	}
-	if changed {
-		// The server shows quarantines as enforced from this report.
-		a.report(ctx, now)
+	if crlErr != nil {
+		return time.Time{}, crlErr
 	}
 	return next, nil
 }

@@ -99,16 +99,6 @@ func (a *Agent) issued(resp *meshrootv1.SignIntermediateResponse, key crypto.Sig
 	}, key, nil
 }
 
-// withCert runs f over a connection that presents cert.
-func (a *Agent) withCert(cert *tls.Certificate, f func(meshrootv1.IssuerClient) error) error {
-	c, err := dial(a.servers, a.serverRoots, cert)
-	if err != nil {
-		return err
-	}
-	defer c.close()
-	return f(c.issuer)
-}
-
 // renewalCert is the current intermediate as a TLS client certificate, when
 // it is meshroot's and still valid.
 func (a *Agent) renewalCert(cur *Current, now time.Time) *tls.Certificate {

@@ -1,0 +1,67 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"fmt"
+	"sync"
+
+	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+	"github.com/meshroot/meshroot/ca"
+)
+
+// maxCachedCerts bounds the parsed certificates an agent keeps: the
+// fleet's current cluster intermediates (one per cluster, two during a
+// rotation) must fit, or every reconcile parses them all again.
+const maxCachedCerts = 8192
+
+// certCache keeps parsed certificates by the SHA-256 of their DER. The
+// CRL set of every bundle message lists each current cluster intermediate
+// of the fleet, and each message differs from the last by a few: at 1,000
+// clusters parsing the set anew cost each agent tens of milliseconds per
+// change, repeated on every cluster of the fleet. A nil cache parses
+// every time.
+type certCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]*x509.Certificate
+}
+
+// parse returns der parsed, from the cache when it was parsed before.
+// The result is shared: callers must not change it.
+func (c *certCache) parse(der []byte) (*x509.Certificate, error) {
+	if c == nil {
+		return x509.ParseCertificate(der)
+	}
+	k := sha256.Sum256(der)
+	c.mu.Lock()
+	cert, ok := c.m[k]
+	c.mu.Unlock()
+	if ok {
+		return cert, nil
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedCerts {
+		c.m = map[[sha256.Size]byte]*x509.Certificate{} // a new fleet set: start over
+	}
+	c.m[k] = cert
+	return cert, nil
+}
+
+// crlSet converts the CRL set of a bundle message, its intermediates
+// parsed through the cache (as wire.CRLSetFromProto does without one).
+func (c *certCache) crlSet(m *meshrootv1.CRLSet) (ca.CRLSet, error) {
+	inters := make([]*x509.Certificate, 0, len(m.GetIntermediates()))
+	for i, der := range m.GetIntermediates() {
+		cert, err := c.parse(der)
+		if err != nil {
+			return ca.CRLSet{}, fmt.Errorf("CRL set: certificate %d: %v", i+1, err)
+		}
+		inters = append(inters, cert)
+	}
+	return ca.CRLSet{CRLs: m.GetCrls(), Intermediates: inters, Missing: m.GetMissing()}, nil
+}

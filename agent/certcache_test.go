@@ -1,0 +1,57 @@
+package agent
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+)
+
+// TestCertCacheCRLSet: a CRL set's intermediates are parsed once and
+// found again in the next message's set; a set with junk is refused with
+// the certificate's position, as wire.CRLSetFromProto refuses it.
+func TestCertCacheCRLSet(t *testing.T) {
+	mk := func(cn string) []byte {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour),
+			IsCA: true, BasicConstraintsValid: true}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	a, b := mk("a"), mk("b")
+	var c certCache
+	first, err := c.crlSet(&meshrootv1.CRLSet{Intermediates: [][]byte{a}, Crls: [][]byte{{1}}, Missing: []string{"x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Intermediates) != 1 || first.Intermediates[0].Subject.CommonName != "a" || len(first.CRLs) != 1 || first.Missing[0] != "x" {
+		t.Fatalf("first set = %+v", first)
+	}
+	next, err := c.crlSet(&meshrootv1.CRLSet{Intermediates: [][]byte{append([]byte(nil), a...), b}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Intermediates[0] != first.Intermediates[0] {
+		t.Error("an intermediate already parsed was parsed again")
+	}
+	if next.Intermediates[1].Subject.CommonName != "b" {
+		t.Errorf("second intermediate = %s, want b", next.Intermediates[1].Subject.CommonName)
+	}
+	if _, err := c.crlSet(&meshrootv1.CRLSet{Intermediates: [][]byte{a, []byte("junk")}}); err == nil || !strings.Contains(err.Error(), "certificate 2") {
+		t.Errorf("junk intermediate: %v, want an error naming certificate 2", err)
+	}
+	var none *certCache
+	if got, err := none.parse(a); err != nil || got.Subject.CommonName != "a" {
+		t.Errorf("nil cache: %v, %v", got, err)
+	}
+}
