@@ -43,13 +43,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/meshroot/meshroot/test/toolscript"
 )
 
 // Version is the step-ca version the tools script builds.
@@ -413,11 +414,10 @@ func findBinary() (string, error) {
 	if p := os.Getenv("MESHROOT_STEPCA_BIN"); p != "" {
 		return p, nil
 	}
-	_, file, _, ok := runtime.Caller(0)
-	if !ok || !filepath.IsAbs(file) {
-		return "", fmt.Errorf("cannot find test/tools/build.sh from this package's source path: set MESHROOT_STEPCA_BIN")
+	script, err := toolscript.Path()
+	if err != nil {
+		return "", fmt.Errorf("%v (or set MESHROOT_STEPCA_BIN)", err)
 	}
-	script := filepath.Join(filepath.Dir(file), "..", "tools", "build.sh")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer

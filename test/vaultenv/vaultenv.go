@@ -28,7 +28,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,6 +35,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/meshroot/meshroot/test/toolscript"
 )
 
 // Version is the Vault server version the tools script builds.
@@ -87,7 +88,7 @@ func findBinary() (string, error) {
 	if p := os.Getenv("MESHROOT_VAULT_BIN"); p != "" {
 		return p, nil
 	}
-	script, err := buildScript()
+	script, err := toolscript.Path()
 	if err != nil {
 		return "", err
 	}
@@ -128,26 +129,6 @@ func findBinary() (string, error) {
 		return "", fmt.Errorf("%s vault did not produce %s: %v", script, bin, err)
 	}
 	return bin, nil
-}
-
-// buildScript finds test/tools/build.sh beside this package, or through
-// the module root when the source path was trimmed.
-func buildScript() (string, error) {
-	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
-		p := filepath.Join(filepath.Dir(file), "..", "tools", "build.sh")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("find the module root: %v", err)
-	}
-	p := filepath.Join(filepath.Dir(strings.TrimSpace(string(out))), "test", "tools", "build.sh")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("test/tools/build.sh not found: %v", err)
-	}
-	return p, nil
 }
 
 // Start runs an in-memory dev server (unsealed, root token "root") and
