@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,7 +22,7 @@ type fleet struct {
 	addr     string
 	serverCA []byte
 	admin    ca.Admin
-	log      *slog.Logger
+	warn     *warnLog
 	members  []*member
 	wake     chan struct{}
 }
@@ -28,13 +30,14 @@ type fleet struct {
 type member struct {
 	name   string
 	rec    *recorder
+	log    *memberLog
 	a      *agent.Agent
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-func newFleet(addr string, admin ca.Admin, roots []byte, log *slog.Logger) *fleet {
-	return &fleet{addr: addr, admin: admin, serverCA: roots, log: log, wake: make(chan struct{}, 1)}
+func newFleet(addr string, admin ca.Admin, roots []byte, warn *warnLog) *fleet {
+	return &fleet{addr: addr, admin: admin, serverCA: roots, warn: warn, wake: make(chan struct{}, 1)}
 }
 
 func (f *fleet) poke() {
@@ -59,7 +62,7 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 	sem := make(chan struct{}, 8)
 	for i := range news {
 		name := fmt.Sprintf("c%04d", from+i)
-		news[i] = &member{name: name, rec: &recorder{notify: f.poke}}
+		news[i] = &member{name: name, rec: &recorder{notify: f.poke}, log: &memberLog{warn: f.warn}}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -93,7 +96,7 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 	for i, m := range news {
 		a, err := agent.New(agent.Config{
 			Server: f.addr, ServerCA: f.serverCA, Cluster: m.name, JoinToken: tokens[i],
-			Kube: newRecordingKube(m.rec), Restart: agent.RestartNever, Log: f.log,
+			Kube: newRecordingKube(m.rec), Restart: agent.RestartNever, Log: slog.New(m.log.handler()),
 		})
 		if err != nil {
 			return fmt.Errorf("agent %s: %w", m.name, err)
@@ -103,7 +106,7 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 		go func() {
 			defer close(m.done)
 			if err := a.Run(actx); err != nil {
-				f.log.Error("agent stopped", "cluster", m.name, "error", err)
+				slog.New(m.log.handler()).Error("agent stopped", "cluster", m.name, "error", err)
 			}
 		}()
 	}
@@ -155,6 +158,9 @@ func (f *fleet) waitAll(ctx context.Context, since time.Time, ms []*member, pred
 			return lat, ctx.Err()
 		case <-deadline.C:
 			last, _ := pending[0].rec.last()
+			for _, m := range pending[:min(3, len(pending))] {
+				fmt.Fprintf(os.Stderr, "last log records of agent %s, which did not apply:\n  %s\n", m.name, strings.Join(m.log.tail(), "\n  "))
+			}
 			return lat, fmt.Errorf("%d of %d agents did not apply within %s (e.g. %s, last write: %+v)", len(pending), len(ms), timeout, pending[0].name, last)
 		case <-f.wake:
 		case <-tick.C:

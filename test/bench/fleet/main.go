@@ -22,7 +22,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -110,7 +109,7 @@ func run(o options) error {
 	}
 
 	warn := agentWarnings
-	f := newFleet(srv.issuerAddr, srv.admin, roots, slog.New(warn))
+	f := newFleet(srv.issuerAddr, srv.admin, roots, warn)
 	defer f.stop()
 	t := time.Now()
 	if err := f.grow(ctx, o.small); err != nil {
