@@ -20,8 +20,8 @@ type Bundles struct {
 	ActiveRootID string
 	// CRLs are the fleet's revocation lists (for ca-crl.pem).
 	CRLs ca.CRLSet
-	// CRLKeys key the entries of CRLs, for watch streams sending deltas.
-	CRLKeys CRLKeys
+	// CRLSnap keys the entries of CRLs, for watch streams sending deltas.
+	CRLSnap *CRLSnapshot
 	// Version changes whenever Local, Federated, ActiveRootID or CRLs does.
 	Version [32]byte
 }
@@ -104,8 +104,11 @@ func (h *BundleHub) refresh(ctx context.Context) {
 		active = r.ID
 	}
 	crls := h.fleetCRLs(ctx)
-	keys := crlKeysOf(crls) // hashed once: for the version and for watch streams' deltas
-	b := Bundles{Local: tb, Federated: fed, ActiveRootID: active, CRLs: crls, CRLKeys: keys, Version: withCRLs(version(tb, fed, active), keys, crls.Missing)}
+	h.mu.Lock()
+	prev := h.current.CRLSnap
+	h.mu.Unlock()
+	snap := newCRLSnapshot(crls, prev) // hashed once: for the version and for watch streams' deltas
+	b := Bundles{Local: tb, Federated: fed, ActiveRootID: active, CRLs: crls, CRLSnap: snap, Version: withCRLs(version(tb, fed, active), snap.Keys(), crls.Missing)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.ok && b.Version == h.current.Version {

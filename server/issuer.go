@@ -180,7 +180,11 @@ func (s *IssuerServer) bundleMessage(ctx context.Context, b Bundles, crls *crlSt
 	}
 	msg.ActiveRootId = b.ActiveRootID
 	if crls != nil {
-		msg.Crls = crls.message(b.CRLs, b.CRLKeys)
+		snap := b.CRLSnap
+		if snap == nil {
+			snap = newCRLSnapshot(b.CRLs, nil) // bundles not from the hub
+		}
+		msg.Crls = crls.message(snap)
 	} else {
 		msg.Crls = wire.CRLSetToProto(b.CRLs)
 	}
