@@ -62,7 +62,8 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 	sem := make(chan struct{}, 8)
 	for i := range news {
 		name := fmt.Sprintf("c%04d", from+i)
-		news[i] = &member{name: name, rec: &recorder{notify: f.poke}, log: &memberLog{warn: f.warn}}
+		rec := &recorder{notify: f.poke}
+		news[i] = &member{name: name, rec: rec, log: &memberLog{warn: f.warn, rec: rec}}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {

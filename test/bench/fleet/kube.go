@@ -36,11 +36,41 @@ type applied struct {
 	roots    int    // certificates in root-cert.pem
 }
 
-// recorder keeps the writes of one cluster's Secret.
+// recorder keeps the writes of one cluster's Secret, and when its agent
+// received each trust bundle over its watch (from the agent's log).
 type recorder struct {
-	mu     sync.Mutex
-	events []applied
-	notify func() // called after every write (wakes the waiters)
+	mu       sync.Mutex
+	events   []applied
+	received []receipt
+	notify   func() // called after every write (wakes the waiters)
+}
+
+// receipt is one bundle message the agent logged as received.
+type receipt struct {
+	at       time.Time
+	sequence uint64
+}
+
+func (r *recorder) receive(at time.Time, seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.received = append(r.received, receipt{at, seq})
+	if len(r.received) > 64 {
+		r.received = append(r.received[:0:0], r.received[len(r.received)-32:]...)
+	}
+}
+
+// firstReceived returns when the agent first received a bundle with at
+// least sequence seq, at or after since.
+func (r *recorder) firstReceived(since time.Time, seq uint64) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ev := range r.received {
+		if !ev.at.Before(since) && ev.sequence >= seq {
+			return ev.at, true
+		}
+	}
+	return time.Time{}, false
 }
 
 func (r *recorder) add(s *kubeclient.Secret) {

@@ -8,6 +8,11 @@ import (
 	"time"
 )
 
+// bundleReceived is what the agent logs (at info) for each trust bundle
+// its watch delivers, with its sequence: when a change reached the agent,
+// before the agent's own work to apply it.
+const bundleReceived = "trust bundle received"
+
 // memberLogSize is how many of its last log records each agent keeps.
 const memberLogSize = 40
 
@@ -16,6 +21,7 @@ const memberLogSize = 40
 // errors on to the fleet's warnLog.
 type memberLog struct {
 	warn *warnLog
+	rec  *recorder // told of each bundle received
 	mu   sync.Mutex
 	ring []string
 	next int
@@ -56,7 +62,13 @@ func (h *memberHandler) Handle(ctx context.Context, r slog.Record) error {
 	var b strings.Builder
 	b.WriteString(r.Time.Format(time.TimeOnly + ".000"))
 	b.WriteString(" " + r.Level.String() + " " + r.Message)
-	r.Attrs(func(a slog.Attr) bool { b.WriteString(" " + a.String()); return true })
+	r.Attrs(func(a slog.Attr) bool {
+		b.WriteString(" " + a.String())
+		if r.Message == bundleReceived && a.Key == "sequence" && h.m.rec != nil {
+			h.m.rec.receive(r.Time, a.Value.Uint64())
+		}
+		return true
+	})
 	h.m.add(b.String())
 	if r.Level >= slog.LevelWarn {
 		r.AddAttrs(h.attrs...)

@@ -16,8 +16,10 @@ type fanoutResult struct {
 	agents  int
 	changes int
 	lat     []time.Duration // one per agent per change: admin call start -> Secret written
+	recv    []time.Duration // one per agent per change: admin call start -> the watch delivered it
 	worst   []time.Duration // per change: the last agent's
 	calls   []time.Duration // the admin calls themselves
+	missed  int             // receipts not logged (the agent applied without logging it)
 	cpu     time.Duration   // server CPU time over the whole measurement
 	selfCPU time.Duration   // this process's (the agents') CPU time
 	bundle  bundleShape     // the message each watcher got, after the last change
@@ -55,6 +57,13 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutRe
 				return res, fmt.Errorf("after %s: %w", step.name, err)
 			}
 			res.lat = append(res.lat, lat...)
+			for _, m := range f.members {
+				if at, ok := m.rec.firstReceived(t0, want); ok {
+					res.recv = append(res.recv, at.Sub(t0))
+				} else {
+					res.missed++
+				}
+			}
 			res.worst = append(res.worst, maxDur(lat))
 			res.changes++
 		}
