@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"strings"
@@ -95,7 +94,7 @@ func (a *Agent) planCRL(cur *Current, cc *ca.CACerts, bundle *meshrootv1.TrustBu
 		return CRLPlan{PEM: held}, published, false, fmt.Errorf("trust bundle from server: %w", err)
 	}
 	crls := set.CRLs
-	if own, err := ownCRL(&a.crls, cc, append(append([][]byte{}, crls...), pemCRLs(held)...), now); err != nil {
+	if own, err := ownCRL(&a.crls, cc, append(append([][]byte{}, crls...), a.crls.pemCRLs(held)...), now); err != nil {
 		a.log.Warn("cannot sign the cluster's CRL", "error", err)
 	} else if own != nil {
 		crls = append(crls, own)
@@ -184,15 +183,8 @@ func AppliedRootCRLs(file []byte, roots []*x509.Certificate) map[string]uint64 {
 
 func appliedRootCRLs(cache *crlCache, file []byte, roots []*x509.Certificate) map[string]uint64 {
 	out := map[string]uint64{}
-	for len(file) > 0 {
-		var b *pem.Block
-		if b, file = pem.Decode(file); b == nil {
-			break
-		}
-		if b.Type != "X509 CRL" {
-			continue
-		}
-		rl, err := cache.parse(b.Bytes)
+	for _, der := range cache.pemCRLs(file) {
+		rl, err := cache.parse(der)
 		if err != nil || rl.Number == nil || !rl.Number.IsUint64() {
 			continue
 		}
@@ -264,7 +256,7 @@ func (a *Agent) crlForReport(cur *Current, now time.Time) []byte {
 		return nil
 	}
 	if cur.Secret != nil {
-		if der := ownCurrent(&a.crls, cur.CACerts, pemCRLs(cur.Secret.Data[CRLFile]), now); der != nil {
+		if der := ownCurrent(&a.crls, cur.CACerts, a.crls.pemCRLs(cur.Secret.Data[CRLFile]), now); der != nil {
 			return der
 		}
 	}

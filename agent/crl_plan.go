@@ -158,10 +158,10 @@ func pickCRLs(cache *crlCache, cas []*x509.Certificate, cands []crlCandidate, mi
 }
 
 // encodePlan PEM-concatenates chosen into p.
-func encodePlan(p *CRLPlan, chosen []crlCandidate) {
+func encodePlan(cache *crlCache, p *CRLPlan, chosen []crlCandidate) {
 	var buf bytes.Buffer
 	for _, c := range chosen {
-		_ = pem.Encode(&buf, &pem.Block{Type: "X509 CRL", Bytes: c.der})
+		buf.Write(cache.pemBlock(c.rl, c.der))
 		if p.MinNextUpdate.IsZero() || c.rl.NextUpdate.Before(p.MinNextUpdate) {
 			p.MinNextUpdate = c.rl.NextUpdate
 		}
@@ -184,7 +184,7 @@ func planCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, now ti
 	if p.Missing = missing; len(missing) > 0 {
 		return p
 	}
-	encodePlan(&p, chosen)
+	encodePlan(cache, &p, chosen)
 	return p
 }
 
@@ -202,7 +202,7 @@ func PlanPublishedCRLFile(cas []*x509.Certificate, crls [][]byte, held []byte, n
 }
 
 func planPublishedCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, held []byte, now time.Time) CRLPlan {
-	all := append(append([][]byte{}, crls...), pemCRLs(held)...)
+	all := append(append([][]byte{}, crls...), cache.pemCRLs(held)...)
 	var p CRLPlan
 	chosen, missing := pickCRLs(cache, cas, parseCandidates(cache, all, now), 0, now)
 	p.Missing = missing
@@ -212,7 +212,7 @@ func planPublishedCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byt
 		}
 		return p
 	}
-	encodePlan(&p, chosen)
+	encodePlan(cache, &p, chosen)
 	return p
 }
 

@@ -19,45 +19,89 @@ import (
 func BenchmarkPlanCRLFileFleet(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) {
-			now := time.Now()
-			mk := func(cn string, parent *x509.Certificate, pk *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
-				k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-				tmpl := &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: cn, Organization: []string{"example.org"}},
-					NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-					KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-				if parent == nil {
-					parent, pk = tmpl, k
-				}
-				der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, k.Public(), pk)
-				if err != nil {
-					b.Fatal(err)
-				}
-				c, _ := x509.ParseCertificate(der)
-				return c, k
-			}
-			crl := func(c *x509.Certificate, k *ecdsa.PrivateKey) []byte {
-				der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(48 * time.Hour)}, c, k)
-				if err != nil {
-					b.Fatal(err)
-				}
-				return der
-			}
-			root, rk := mk("root", nil, nil)
-			cas := []*x509.Certificate{root}
-			crls := [][]byte{crl(root, rk)}
-			for i := range n {
-				c, k := mk(fmt.Sprintf("cluster-%d", i), root, rk)
-				cas = append(cas, c)
-				crls = append(crls, crl(c, k))
-			}
+			f := newBenchFleet(b, n)
 			var cache crlCache
-			if p := planCRLFile(&cache, cas, crls, now); len(p.Missing) != 0 {
+			if p := planCRLFile(&cache, f.cas, f.crls, f.now); len(p.Missing) != 0 {
 				b.Fatalf("missing %v", p.Missing)
 			}
 			b.ResetTimer()
 			for b.Loop() {
-				planCRLFile(&cache, cas, crls, now)
+				planCRLFile(&cache, f.cas, f.crls, f.now)
 			}
 		})
 	}
+}
+
+// BenchmarkCRLWorkPerChangeFleet times what an agent does with ca-crl.pem
+// at every change of a fleet of N clusters once the file is written:
+// planning it again over the fleet's set and the file (as reconcileCRL
+// does), looking for its own CRL in the file, and reading which root CRLs
+// the file enforces (as the status report does). The caches are warm, as
+// after the first reconcile.
+func BenchmarkCRLWorkPerChangeFleet(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) {
+			f := newBenchFleet(b, n)
+			var cache crlCache
+			held := planCRLFile(&cache, f.cas, f.crls, f.now).PEM
+			held = append([]byte(nil), held...)
+			roots := f.cas[:1]
+			work := func() {
+				file := append([]byte(nil), held...) // each read of the Secret is a new copy
+				if p := planPublishedCRLFile(&cache, f.cas, f.crls, file, f.now); len(p.Missing) != 0 {
+					b.Fatalf("missing %v", p.Missing)
+				}
+				ownCurrent(&cache, nil, cache.pemCRLs(file), f.now)
+				if got := appliedRootCRLs(&cache, file, roots); len(got) != 1 {
+					b.Fatalf("applied root CRLs %v", got)
+				}
+			}
+			work()
+			b.ResetTimer()
+			for b.Loop() {
+				work()
+			}
+		})
+	}
+}
+
+// benchFleet is a root and N cluster intermediates, each with its CRL.
+type benchFleet struct {
+	now  time.Time
+	cas  []*x509.Certificate
+	crls [][]byte
+}
+
+func newBenchFleet(b *testing.B, n int) benchFleet {
+	now := time.Now()
+	mk := func(cn string, parent *x509.Certificate, pk *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: cn, Organization: []string{"example.org"}},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+		if parent == nil {
+			parent, pk = tmpl, k
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, k.Public(), pk)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		return c, k
+	}
+	crl := func(c *x509.Certificate, k *ecdsa.PrivateKey) []byte {
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(48 * time.Hour)}, c, k)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return der
+	}
+	root, rk := mk("root", nil, nil)
+	f := benchFleet{now: now, cas: []*x509.Certificate{root}, crls: [][]byte{crl(root, rk)}}
+	for i := range n {
+		c, k := mk(fmt.Sprintf("cluster-%d", i), root, rk)
+		f.cas = append(f.cas, c)
+		f.crls = append(f.crls, crl(c, k))
+	}
+	return f
 }

@@ -1,12 +1,15 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
+	"slices"
 	"testing"
 	"time"
 )
@@ -62,5 +65,45 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	var none *crlCache
 	if r, err := none.parse(a); err != nil || r == r1 {
 		t.Errorf("nil cache: %v, shared %v", err, r == r1)
+	}
+}
+
+// TestCRLCachePEMMemo: the decoded ca-crl.pem is reused only for the same
+// content: another file is decoded afresh, and going back decodes the
+// first again; a CRL's PEM block is what pem.EncodeToMemory makes.
+func TestCRLCachePEMMemo(t *testing.T) {
+	block := func(b []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: b}) }
+	a := append(block([]byte("one")), block([]byte("two"))...)
+	b := block([]byte("three"))
+	var c crlCache
+	for i, tc := range []struct {
+		file []byte
+		want []string
+	}{{a, []string{"one", "two"}}, {a, []string{"one", "two"}}, {b, []string{"three"}}, {a, []string{"one", "two"}}, {nil, nil}} {
+		var got []string
+		for _, d := range c.pemCRLs(append([]byte(nil), tc.file...)) {
+			got = append(got, string(d))
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("read %d: %q, want %q", i, got, tc.want)
+		}
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "issuer"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	issuer, _ := x509.ParseCertificate(der)
+	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, issuer, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := c.parse(crl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if got := c.pemBlock(rl, crl); !bytes.Equal(got, block(crl)) {
+			t.Fatalf("pemBlock = %q, want %q", got, block(crl))
+		}
 	}
 }
