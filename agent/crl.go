@@ -136,23 +136,23 @@ func (a *Agent) noteCRLPlan(plan CRLPlan, published bool, serverMissing []string
 // first write only a complete set is written; once written it is never
 // taken out, and holds the freshest CRL of every CA that has one (see
 // crl_plan.go). A CA without a current CRL is logged and counted in
-// meshroot_agent_crl_missing_cas.
-func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle, now time.Time) error {
+// meshroot_agent_crl_missing_cas. It says whether it changed the Secret.
+func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle, now time.Time) (bool, error) {
 	if bundle == nil || bundle.GetCrls() == nil {
-		return nil // a server without CRLs: leave the Secret as it is
+		return false, nil // a server without CRLs: leave the Secret as it is
 	}
 	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
 	if err != nil || cur.Secret == nil || cur.CACerts == nil || !cur.ManagedByMeshroot() {
-		return err
+		return false, err
 	}
 	plan, published, _, err := a.planCRL(cur, cur.CACerts, bundle, now)
 	if err != nil {
-		return err
+		return false, err
 	}
 	a.noteCRLPlan(plan, published, bundle.GetCrls().GetMissing())
 	have, had := cur.Secret.Data[CRLFile]
 	if plan.PEM == nil || (had && bytes.Equal(have, plan.PEM)) {
-		return nil // never taken out: nothing to write, or nothing new
+		return false, nil // never taken out: nothing to write, or nothing new
 	}
 	s := cur.Secret.DeepCopy()
 	if s.Data == nil {
@@ -167,11 +167,11 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 	}
 	if _, err := a.cfg.Kube.Secrets(s.Namespace).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
-		return fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
+		return false, fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
 	}
 	a.cfg.Metrics.crlState(len(plan.Missing), true)
 	a.log.Info(CRLFile+" updated", "bytes", len(plan.PEM), "next_update", plan.MinNextUpdate, "missing", len(plan.Missing))
-	return nil
+	return true, nil
 }
 
 // AppliedRootCRLs returns, per root of roots (by ID), the highest number of
@@ -242,19 +242,32 @@ func ownCurrent(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) [
 	return nil
 }
 
+// bundleLacksOwnCRL reports whether the latest bundle's CRL set (the
+// server's) holds no current CRL of the cluster's intermediate.
+func (a *Agent) bundleLacksOwnCRL(cur *Current, now time.Time) bool {
+	b := a.latestBundle()
+	if b == nil || b.GetCrls() == nil || cur == nil || cur.CACerts == nil {
+		return false
+	}
+	return ownCurrent(&a.crls, cur.CACerts, b.GetCrls().GetCrls(), now) == nil
+}
+
+// serverLacksOwnCRL is bundleLacksOwnCRL for the Secret as it is now.
+func (a *Agent) serverLacksOwnCRL(ctx context.Context, now time.Time) bool {
+	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
+	return err == nil && a.bundleLacksOwnCRL(cur, now)
+}
+
 // crlForReport is the cluster's own CRL to send with its status, if the
 // server's set lacks a current one: the one already in ca-crl.pem when
 // it is current (signed into the write that brought a new intermediate),
 // so that the server's copy does not change the file again, else a new
 // one.
 func (a *Agent) crlForReport(cur *Current, now time.Time) []byte {
+	if !a.bundleLacksOwnCRL(cur, now) {
+		return nil
+	}
 	b := a.latestBundle()
-	if b == nil || b.GetCrls() == nil {
-		return nil
-	}
-	if ownCurrent(&a.crls, cur.CACerts, b.GetCrls().GetCrls(), now) != nil {
-		return nil
-	}
 	if cur.Secret != nil {
 		if der := ownCurrent(&a.crls, cur.CACerts, a.crls.pemCRLs(cur.Secret.Data[CRLFile]), now); der != nil {
 			return der

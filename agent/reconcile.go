@@ -51,11 +51,21 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 	if bundle != nil {
 		deliverErr = a.deliverFederated(ctx, bundle)
 	}
-	crlErr := a.reconcileCRL(ctx, bundle, now)
-	// One report, after every write: it says which CRLs the cluster
-	// enforces (the server shows quarantines as enforced from it), and
-	// each change of the fleet makes every agent report.
-	if !a.report(ctx, now) {
+	// A new intermediate's CRL goes to the server at once: until it is in
+	// the fleet's set, every other cluster's ca-crl.pem lacks it and
+	// their proxies refuse chains through the new intermediate.
+	reported := false
+	if a.serverLacksOwnCRL(ctx, now) {
+		reported = a.report(ctx, now)
+	}
+	changed, crlErr := a.reconcileCRL(ctx, bundle, now)
+	// Otherwise one report, after every write: it says which CRLs the
+	// cluster enforces (the server shows quarantines as enforced from
+	// it), and each change of the fleet makes every agent report.
+	if !reported || changed {
+		reported = a.report(ctx, now)
+	}
+	if !reported {
 		// The rotation gates wait for this report: try again soon, not
 		// at the next renewal.
 		if retry := now.Add(5 * time.Second); retry.Before(next) {
