@@ -19,7 +19,7 @@ import (
 func BenchmarkPlanCRLFileFleet(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) {
-			f := newBenchFleet(b, n)
+			f := newBenchFleet(b, n, false)
 			var cache crlCache
 			if p := planCRLFile(&cache, f.cas, f.crls, f.now); len(p.Missing) != 0 {
 				b.Fatalf("missing %v", p.Missing)
@@ -38,10 +38,20 @@ func BenchmarkPlanCRLFileFleet(b *testing.B) {
 // does), looking for its own CRL in the file, and reading which root CRLs
 // the file enforces (as the status report does). The caches are warm, as
 // after the first reconcile.
+//
+// "rotated" is the fleet after a root rotation: each cluster has its old
+// and its new intermediate, which share a subject name, each with a CRL.
 func BenchmarkCRLWorkPerChangeFleet(b *testing.B) {
-	for _, n := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) {
-			f := newBenchFleet(b, n)
+	for _, tc := range []struct {
+		n       int
+		rotated bool
+	}{{100, false}, {1000, false}, {1000, true}} {
+		name := fmt.Sprintf("clusters=%d", tc.n)
+		if tc.rotated {
+			name += "/rotated"
+		}
+		b.Run(name, func(b *testing.B) {
+			f := newBenchFleet(b, tc.n, tc.rotated)
 			var cache crlCache
 			held := planCRLFile(&cache, f.cas, f.crls, f.now).PEM
 			held = append([]byte(nil), held...)
@@ -65,14 +75,15 @@ func BenchmarkCRLWorkPerChangeFleet(b *testing.B) {
 	}
 }
 
-// benchFleet is a root and N cluster intermediates, each with its CRL.
+// benchFleet is a root and N cluster intermediates (2N when rotated: two
+// per cluster with the same name), each with its CRL.
 type benchFleet struct {
 	now  time.Time
 	cas  []*x509.Certificate
 	crls [][]byte
 }
 
-func newBenchFleet(b *testing.B, n int) benchFleet {
+func newBenchFleet(b *testing.B, n int, rotated bool) benchFleet {
 	now := time.Now()
 	mk := func(cn string, parent *x509.Certificate, pk *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -102,6 +113,11 @@ func newBenchFleet(b *testing.B, n int) benchFleet {
 		c, k := mk(fmt.Sprintf("cluster-%d", i), root, rk)
 		f.cas = append(f.cas, c)
 		f.crls = append(f.crls, crl(c, k))
+		if rotated {
+			c, k := mk(fmt.Sprintf("cluster-%d", i), root, rk)
+			f.cas = append(f.cas, c)
+			f.crls = append(f.crls, crl(c, k))
+		}
 	}
 	return f
 }

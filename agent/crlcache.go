@@ -26,11 +26,14 @@ const maxCachedCRLs = 8192
 type crlCache struct {
 	mu sync.Mutex
 	m  map[string]*x509.RevocationList
-	// verified holds the (CRL, issuer) pairs whose signature checked out:
-	// hashing a 500 KB CRL and an ECDSA verification on every reconcile
-	// cost more than parsing once.
+	// checked holds the result of checking each (CRL, issuer) pair's
+	// signature, failures too: an ECDSA verification on every reconcile
+	// cost more than parsing once, and a cluster's successive
+	// intermediates share their subject name, so after a rotation every
+	// plan tried each cluster's CRLs against the other intermediate and
+	// failed again (300 failed verifications per plan at 300 clusters).
 	// Keyed by CRL, then by the issuer's DER (looked up without copying it).
-	verified map[*x509.RevocationList]map[string]bool
+	checked map[*x509.RevocationList]map[string]error
 	// pemOf holds the PEM block of each CRL the cache holds, as
 	// ca-crl.pem is written: re-encoding the fleet's CRLs for every plan
 	// cost about as much as decoding them.
@@ -89,33 +92,31 @@ func (c *crlCache) pemBlock(rl *x509.RevocationList, der []byte) []byte {
 	return b
 }
 
-// checkSignature is rl.CheckSignatureFrom(issuer), remembered when it
-// succeeds for a CRL from this cache.
+// checkSignature is rl.CheckSignatureFrom(issuer), its result remembered
+// for a CRL from this cache.
 func (c *crlCache) checkSignature(rl *x509.RevocationList, issuer *x509.Certificate) error {
 	if c == nil {
 		return rl.CheckSignatureFrom(issuer)
 	}
 	c.mu.Lock()
-	ok := c.verified[rl][string(issuer.Raw)]
+	res, ok := c.checked[rl][string(issuer.Raw)]
 	c.mu.Unlock()
 	if ok {
-		return nil
+		return res
 	}
-	if err := rl.CheckSignatureFrom(issuer); err != nil {
-		return err
-	}
+	res = rl.CheckSignatureFrom(issuer)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m[string(rl.Raw)] == rl { // only CRLs the cache holds: their pointers stay unique
-		if c.verified == nil {
-			c.verified = map[*x509.RevocationList]map[string]bool{}
+		if c.checked == nil {
+			c.checked = map[*x509.RevocationList]map[string]error{}
 		}
-		if c.verified[rl] == nil {
-			c.verified[rl] = map[string]bool{}
+		if c.checked[rl] == nil {
+			c.checked[rl] = map[string]error{}
 		}
-		c.verified[rl][string(issuer.Raw)] = true
+		c.checked[rl][string(issuer.Raw)] = res
 	}
-	return nil
+	return res
 }
 
 // parse returns der parsed, from the cache when it was parsed before.
@@ -138,7 +139,7 @@ func (c *crlCache) parse(der []byte) (*x509.RevocationList, error) {
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxCachedCRLs {
 		c.m = map[string]*x509.RevocationList{} // a new fleet set: start over
-		c.verified, c.pemOf = nil, nil
+		c.checked, c.pemOf = nil, nil
 	}
 	c.m[string(der)] = rl
 	return rl, nil

@@ -49,9 +49,14 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	if _, err := c.parse([]byte{1, 2, 3}); err == nil || len(c.m) != 2 {
 		t.Errorf("junk: %v, %d cached", err, len(c.m))
 	}
-	// Signatures: a success is remembered, a wrong issuer fails each time.
-	if err := c.checkSignature(r1, issuer); err != nil || !c.verified[r1][string(issuer.Raw)] {
-		t.Errorf("checkSignature by its issuer: %v, remembered %v", err, c.verified)
+	// Signatures: the result is remembered, a failure too (a cluster's
+	// successive intermediates share a name: each plan tries a CRL against
+	// both), and a failure stays a failure.
+	if err := c.checkSignature(r1, issuer); err != nil {
+		t.Errorf("checkSignature by its issuer: %v", err)
+	}
+	if res, ok := c.checked[r1][string(issuer.Raw)]; !ok || res != nil {
+		t.Errorf("success remembered: %v, %v", ok, res)
 	}
 	other := testCert(t)
 	for range 2 {
@@ -59,8 +64,11 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 			t.Error("a CRL checked out against another certificate")
 		}
 	}
-	if len(c.verified) != 1 || len(c.verified[r1]) != 1 {
-		t.Errorf("%d verifications remembered, want 1", len(c.verified))
+	if res, ok := c.checked[r1][string(other.Raw)]; !ok || res == nil {
+		t.Errorf("failure remembered: %v, %v", ok, res)
+	}
+	if len(c.checked) != 1 || len(c.checked[r1]) != 2 {
+		t.Errorf("checks remembered for %d CRLs (%d pairs), want 1 CRL, 2 pairs", len(c.checked), len(c.checked[r1]))
 	}
 	var none *crlCache
 	if r, err := none.parse(a); err != nil || r == r1 {
