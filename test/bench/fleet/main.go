@@ -63,7 +63,7 @@ func main() {
 	}
 }
 
-func run(o options) error {
+func run(o options) (err error) {
 	for _, b := range []string{o.meshroot, o.agentBin} {
 		if _, err := os.Stat(b); err != nil {
 			return fmt.Errorf("%s: %v (run make build first)", b, err)
@@ -111,6 +111,13 @@ func run(o options) error {
 	warn := agentWarnings
 	f := newFleet(srv.issuerAddr, srv.admin, roots, warn)
 	defer f.stop()
+	// Registered last, so that it runs while the server and the agents are
+	// still up.
+	defer func() {
+		if err != nil {
+			prof.goroutines()
+		}
+	}()
 	t := time.Now()
 	if err := f.grow(ctx, o.small); err != nil {
 		return err

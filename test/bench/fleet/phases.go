@@ -123,32 +123,36 @@ func rotate(ctx context.Context, f *fleet, srv *serveProc) (rotationResult, erro
 		res.phases = append(res.phases, phase{name: name, d: now.Sub(mark), note: note})
 		mark = now
 	}
+	// Each wait counts the agents' writes from the start of the admin call
+	// that commits the change: a fast agent applies it before the call
+	// returns.
+	called := time.Now()
 	newRoot, err := srv.admin.PrepareRoot(ctx, ca.PrepareRootRequest{})
 	if err != nil {
 		return res, fmt.Errorf("root prepare: %w", err)
 	}
 	step("root prepare (admin call)", "new root "+newRoot.ID[:8]+", bundle sequence +1")
-	if _, err := f.waitAll(ctx, mark, nil, func(a applied) bool { return a.sequence > seq }, 2*time.Minute); err != nil {
+	if _, err := f.waitAll(ctx, called, nil, func(a applied) bool { return a.sequence > seq }, 2*time.Minute); err != nil {
 		return res, err
 	}
 	step("-> all agents applied the bundle with both roots", "")
-	tries, err := whenUngated(ctx, srv, 0, func() (ca.PhaseResult, error) { return srv.admin.ActivateRoot(ctx, ca.PhaseRequest{}) })
+	tries, called, err := whenUngated(ctx, srv, 0, func() (ca.PhaseResult, error) { return srv.admin.ActivateRoot(ctx, ca.PhaseRequest{}) })
 	if err != nil {
 		return res, fmt.Errorf("root activate: %w", err)
 	}
 	step("root activate (gate: every cluster reported it, istiod loaded)", fmt.Sprintf("%d status polls", tries))
-	if _, err := f.waitAll(ctx, mark, nil, func(a applied) bool { return a.rootID == newRoot.ID }, 2*time.Minute); err != nil {
+	if _, err := f.waitAll(ctx, called, nil, func(a applied) bool { return a.rootID == newRoot.ID }, 2*time.Minute); err != nil {
 		return res, err
 	}
 	step("-> all agents wrote an intermediate from the new root", "")
-	tries, err = whenUngated(ctx, srv, workloadTTL, func() (ca.PhaseResult, error) {
+	tries, called, err = whenUngated(ctx, srv, workloadTTL, func() (ca.PhaseResult, error) {
 		return srv.admin.RetireRoot(ctx, ca.PhaseRequest{WorkloadCertTTL: workloadTTL})
 	})
 	if err != nil {
 		return res, fmt.Errorf("root retire: %w", err)
 	}
 	step("root retire (gate: reported, istiod loaded; workload TTL 1 s)", fmt.Sprintf("%d status polls", tries))
-	if _, err := f.waitAll(ctx, mark, nil, func(a applied) bool { return a.sequence > seq+1 && a.roots == 1 }, 2*time.Minute); err != nil {
+	if _, err := f.waitAll(ctx, called, nil, func(a applied) bool { return a.sequence > seq+1 && a.roots == 1 }, 2*time.Minute); err != nil {
 		return res, err
 	}
 	step("-> all agents dropped the old root", "")
@@ -159,8 +163,8 @@ func rotate(ctx context.Context, f *fleet, srv *serveProc) (rotationResult, erro
 // whenUngated polls `root status` (a dry run of the next phase) every
 // 50 ms until it names no blocker, then runs the phase; a phase refused
 // because a report arrived between the two is tried again. It returns how
-// many status polls it took.
-func whenUngated(ctx context.Context, srv *serveProc, ttl time.Duration, phase func() (ca.PhaseResult, error)) (int, error) {
+// many status polls it took, and when the call that ran the phase started.
+func whenUngated(ctx context.Context, srv *serveProc, ttl time.Duration, phase func() (ca.PhaseResult, error)) (int, time.Time, error) {
 	deadline := time.Now().Add(2 * time.Minute)
 	polls := 0
 	var last string
@@ -168,12 +172,13 @@ func whenUngated(ctx context.Context, srv *serveProc, ttl time.Duration, phase f
 		st, err := srv.admin.RotationStatus(ctx, ttl)
 		polls++
 		if err != nil {
-			return polls, err
+			return polls, time.Time{}, err
 		}
 		if len(st.Blockers) == 0 {
+			called := time.Now()
 			res, err := phase()
 			if err == nil && res.Done {
-				return polls, nil
+				return polls, called, nil
 			}
 			last = fmt.Sprintf("%v %v", err, res.Blockers)
 		} else {
@@ -181,11 +186,11 @@ func whenUngated(ctx context.Context, srv *serveProc, ttl time.Duration, phase f
 		}
 		select {
 		case <-ctx.Done():
-			return polls, ctx.Err()
+			return polls, time.Time{}, ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return polls, fmt.Errorf("still gated after 2 min: %s", last)
+	return polls, time.Time{}, fmt.Errorf("still gated after 2 min: %s", last)
 }
 
 // cpuTime is a process's user+system CPU time, from /proc/PID/stat.

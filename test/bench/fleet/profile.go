@@ -69,3 +69,24 @@ func (p *profiler) fetch(path, name string) {
 	_, _ = io.Copy(f, resp.Body)
 	fmt.Fprintf(os.Stderr, "profile saved: %s\n", out)
 }
+
+// goroutines saves the goroutine stacks of the server (with -pprof) and of
+// this process, for a run that failed: an agent that never applied shows
+// where its watch waits, and the server where its stream does.
+func (p *profiler) goroutines() {
+	if p == nil {
+		return
+	}
+	if p.addr != "" {
+		p.fetch("/debug/pprof/goroutine?debug=2", "server-goroutines.txt")
+	}
+	out := filepath.Join(p.dir, "bench-goroutines.txt")
+	f, err := os.Create(out)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("goroutine").WriteTo(f, 2); err == nil {
+		fmt.Fprintf(os.Stderr, "goroutines saved: %s\n", out)
+	}
+}
