@@ -41,6 +41,7 @@ type options struct {
 	settle             time.Duration
 	keep               bool
 	pprof, profDir     string
+	memLimit           int64 // this process's soft memory limit (bytes; 0: none known)
 }
 
 func main() {
@@ -55,6 +56,8 @@ func main() {
 	flag.StringVar(&o.pprof, "pprof", "", "with a meshroot built with -tags pprof: its pprof address (127.0.0.1:PORT); saves server heap and CPU profiles and a CPU profile of the agents into -profile-dir")
 	flag.StringVar(&o.profDir, "profile-dir", ".", "where -pprof puts the profiles")
 	flag.Parse()
+	o.memLimit = memLimit()
+	watchMemory(o.memLimit)
 	if err := run(o); err != nil {
 		if n, first := agentWarnings.snapshot(); n > 0 {
 			log.Printf("agent warnings and errors logged: %d, first: %s", n, strings.Join(first, "\n  "))

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"time"
 )
@@ -18,12 +19,20 @@ type profiler struct {
 	dir  string
 }
 
-// heap saves the server's heap profile as name.
+// heap saves the server's heap profile as name, and this process's (the
+// agents') as bench-name.
 func (p *profiler) heap(name string) {
 	if p == nil || p.addr == "" {
 		return
 	}
 	p.fetch("/debug/pprof/heap?gc=1", name)
+	runtime.GC()
+	f, err := os.Create(filepath.Join(p.dir, "bench-"+name))
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_ = pprof.WriteHeapProfile(f)
 }
 
 // cpu starts a server CPU profile of d in the background, and one of this

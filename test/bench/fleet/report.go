@@ -61,6 +61,9 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "agents:  in-process agent.Agent.Run (the real agent code), each with its own gRPC/TLS connection over loopback;\n")
 	fmt.Fprintf(w, "         Secrets written to an in-memory kubeclient.Interface per cluster (no kube-apiserver);\n")
 	fmt.Fprintf(w, "         istiod stood in by copying root-cert.pem to istio-ca-root-cert on each write (default istiod gate)\n")
+	if r.o.memLimit > 0 {
+		fmt.Fprintf(w, "agents' process: soft memory limit %.1f GiB (GOMEMLIMIT; every agent holds the fleet's CRL set)\n", float64(r.o.memLimit)/(1<<30))
+	}
 	fmt.Fprintf(w, "applied: the agent's Create/Update of the cacerts Secret returned, with the new bundle sequence\n")
 	fmt.Fprintf(w, "bootstrap: %d clusters registered and issued in %s; %d more in %s\n\n",
 		r.fanSmall.agents, r.setupSmall.Round(time.Millisecond), r.fanLarge.agents-r.fanSmall.agents, r.setupLarge.Round(time.Millisecond))

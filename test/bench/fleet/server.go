@@ -44,6 +44,7 @@ func startServe(bin, dir string, env []string, extra ...string) (*serveProc, err
 		"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--bundle-endpoint-listen", "127.0.0.1:0",
 		"--socket", s.socket, "--san", "127.0.0.1"}, extra...)
 	s.cmd = exec.Command(bin, args...)
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // it dies with the bench
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "MESHROOT_") {
 			s.cmd.Env = append(s.cmd.Env, kv)

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// memLimit sets this process's soft memory limit to three quarters of the
+// machine's memory, unless GOMEMLIMIT says otherwise, and returns it (0
+// when unknown). Every in-process agent holds the fleet's CRL set, its
+// intermediates parsed and its ca-crl.pem: ~5 MB per agent at 400
+// clusters, ~12 MB at 1,000, so 1,000 agents hold ~12 GB live, and with the
+// collector's default headroom (GOGC=100) they would need twice that. The
+// limit makes the collector run more often instead (its CPU is in the
+// agents' CPU figures); a real agent holds one cluster's share.
+func memLimit() int64 {
+	if v := os.Getenv("GOMEMLIMIT"); v != "" {
+		return debug.SetMemoryLimit(-1)
+	}
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kb, err := strconv.ParseInt(fields[1], 10, 64)
+			if err != nil {
+				return 0
+			}
+			limit := kb * 1024 / 4 * 3
+			debug.SetMemoryLimit(limit)
+			return limit
+		}
+	}
+	return 0
+}
+
+// watchMemory stops the bench when this process's RSS passes 90 % of the
+// machine's memory, before the kernel's OOM killer picks a process (the
+// server it started dies with it: Pdeathsig).
+func watchMemory(limit int64) {
+	if limit <= 0 {
+		return
+	}
+	hard := limit / 3 * 4 / 10 * 9 // 90 % of the memory the limit is 3/4 of
+	go func() {
+		for range time.Tick(2 * time.Second) {
+			if m, err := readMem(os.Getpid()); err == nil && m.rss > hard {
+				fmt.Fprintf(os.Stderr, "bench stopped: its RSS %.1f GiB passed 90 %% of the machine's memory\n", float64(m.rss)/(1<<30))
+				os.Exit(3)
+			}
+		}
+	}()
+}
