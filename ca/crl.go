@@ -240,17 +240,19 @@ func (s *Service) FleetCRLs(ctx context.Context) (CRLSet, error) {
 	}
 	now := s.now()
 	required := map[string]bool{}
+	parsed := s.fleetInters.begin()
 	for _, in := range inters {
 		if in.Status != store.IntermediateActive || !in.NotAfter.After(now) {
 			continue
 		}
-		certs, err := ParseCerts(in.CertPEM)
-		if err != nil || len(certs) == 0 {
+		cert, err := parsed.get(in.Serial, in.CertPEM)
+		if err != nil {
 			return set, fmt.Errorf("intermediate %s: stored certificate: %v", in.Serial, err)
 		}
-		set.Intermediates = append(set.Intermediates, certs[0])
+		set.Intermediates = append(set.Intermediates, cert)
 		required[in.Cluster+"/"+in.Serial] = true
 	}
+	s.fleetInters.end(parsed)
 	crls, err := s.store.ListCRLs(ctx)
 	if err != nil {
 		return set, err

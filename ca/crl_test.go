@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
@@ -286,6 +287,72 @@ func TestCRLCurrent(t *testing.T) {
 	for _, tc := range cases {
 		if got := ca.CRLCurrent(&x509.RevocationList{NextUpdate: tc.next}, tc.issuer, now); got != tc.want {
 			t.Errorf("%s: CRLCurrent = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestFleetCRLsFollowsRenewals: the parsed intermediates FleetCRLs keeps
+// between calls follow the store: after east renews, the set holds east's
+// new intermediate and not the superseded one, and a call after that
+// still finds both clusters' current ones.
+func TestFleetCRLsFollowsRenewals(t *testing.T) {
+	f := newCRLFleet(t)
+	ctx := ca.WithActor(context.Background(), actor)
+	serials := func() map[string]bool {
+		t.Helper()
+		set, err := f.svc.FleetCRLs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, c := range set.Intermediates {
+			out[ca.SerialHex(c.SerialNumber)] = true
+		}
+		return out
+	}
+	before := ca.SerialHex(f.cert["east"].SerialNumber)
+	if got := serials(); !got[before] || len(got) != 2 {
+		t.Fatalf("before renewal: %v", got)
+	}
+	if err := f.issue("east"); err != nil {
+		t.Fatal(err)
+	}
+	after := ca.SerialHex(f.cert["east"].SerialNumber)
+	for range 2 {
+		got := serials()
+		if got[before] || !got[after] || !got[ca.SerialHex(f.cert["west"].SerialNumber)] || len(got) != 2 {
+			t.Fatalf("after renewal: %v, want %s (not %s) and west's", got, after, before)
+		}
+	}
+}
+
+// BenchmarkFleetCRLs times one FleetCRLs call (what the bundle hub does at
+// every refresh) for a fleet of 1,000 clusters, each with an active
+// intermediate.
+func BenchmarkFleetCRLs(b *testing.B) {
+	svc, _ := newService(b)
+	ctx := ca.WithActor(context.Background(), actor)
+	if _, err := svc.InitRoot(ctx, ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
+		b.Fatal(err)
+	}
+	for i := range 1000 {
+		name := fmt.Sprintf("c%04d", i)
+		if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: name}); err != nil {
+			b.Fatal(err)
+		}
+		k, _ := keys.ECP256.Generate()
+		der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
+		if _, err := svc.IssueIntermediate(ctx, ca.IssueRequest{Cluster: name, CSRData: der}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if set, err := svc.FleetCRLs(ctx); err != nil || len(set.Intermediates) != 1000 {
+		b.Fatalf("%d intermediates, %v", len(set.Intermediates), err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := svc.FleetCRLs(ctx); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

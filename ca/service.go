@@ -44,6 +44,9 @@ type Service struct {
 	// mayResignCRL, when set, says whether this process may sign root
 	// CRLs (see SetCRLSigning).
 	mayResignCRL func() bool
+	// fleetInters keeps FleetCRLs' parsed active intermediates by serial
+	// (a serial's stored certificate never changes).
+	fleetInters interCache
 }
 
 // NewService returns a Service over st and km that issues under policy.
