@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
@@ -56,10 +57,9 @@ type CRLSnapshot struct {
 	deltas       map[uint64]*meshrootv1.CRLSet // by the id of the version a stream had
 }
 
-var snapshotIDs struct {
-	sync.Mutex
-	next uint64
-}
+// snapshotIDs numbers the snapshots, so that deltas are kept by the
+// version a stream had without holding on to that version.
+var snapshotIDs atomic.Uint64
 
 // newCRLSnapshot keys set; prev, when its keys are the same, is returned
 // instead (a change of the roots alone leaves the set's snapshot).
@@ -68,11 +68,7 @@ func newCRLSnapshot(set ca.CRLSet, prev *CRLSnapshot) *CRLSnapshot {
 	if prev != nil && prev.keys.equal(keys) && slices.Equal(prev.set.Missing, set.Missing) {
 		return prev
 	}
-	snapshotIDs.Lock()
-	snapshotIDs.next++
-	id := snapshotIDs.next
-	snapshotIDs.Unlock()
-	return &CRLSnapshot{set: set, keys: keys, id: id}
+	return &CRLSnapshot{set: set, keys: keys, id: snapshotIDs.Add(1)}
 }
 
 // Keys returns the keys of the set's entries, in its order.

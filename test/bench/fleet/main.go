@@ -57,7 +57,7 @@ func main() {
 	flag.StringVar(&o.profDir, "profile-dir", ".", "where -pprof puts the profiles")
 	flag.Parse()
 	o.memLimit = memLimit()
-	watchMemory(o.memLimit)
+	watchMemory()
 	if err := run(o); err != nil {
 		if n, first := agentWarnings.snapshot(); n > 0 {
 			log.Printf("agent warnings and errors logged: %d, first: %s", n, strings.Join(first, "\n  "))

@@ -19,9 +19,38 @@ import (
 // limit makes the collector run more often instead (its CPU is in the
 // agents' CPU figures); a real agent holds one cluster's share.
 func memLimit() int64 {
-	if v := os.Getenv("GOMEMLIMIT"); v != "" {
+	if os.Getenv("GOMEMLIMIT") != "" {
 		return debug.SetMemoryLimit(-1)
 	}
+	total := memTotal()
+	if total <= 0 {
+		return 0
+	}
+	debug.SetMemoryLimit(total / 4 * 3)
+	return total / 4 * 3
+}
+
+// watchMemory stops the bench when this process's RSS passes 90 % of the
+// machine's memory, before the kernel's OOM killer picks a process (the
+// server it started dies with it: Pdeathsig).
+func watchMemory() {
+	total := memTotal()
+	if total <= 0 {
+		return
+	}
+	go func() {
+		for range time.Tick(2 * time.Second) {
+			if m, err := readMem(os.Getpid()); err == nil && m.rss > total/10*9 {
+				fmt.Fprintf(os.Stderr, "bench stopped: its RSS %.1f GiB passed 90 %% of the machine's memory\n", float64(m.rss)/(1<<30))
+				os.Exit(3)
+			}
+		}
+	}()
+}
+
+// memTotal is the machine's memory in bytes, from /proc/meminfo (0 when
+// unknown).
+func memTotal() int64 {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0
@@ -35,28 +64,8 @@ func memLimit() int64 {
 			if err != nil {
 				return 0
 			}
-			limit := kb * 1024 / 4 * 3
-			debug.SetMemoryLimit(limit)
-			return limit
+			return kb * 1024
 		}
 	}
 	return 0
-}
-
-// watchMemory stops the bench when this process's RSS passes 90 % of the
-// machine's memory, before the kernel's OOM killer picks a process (the
-// server it started dies with it: Pdeathsig).
-func watchMemory(limit int64) {
-	if limit <= 0 {
-		return
-	}
-	hard := limit / 3 * 4 / 10 * 9 // 90 % of the memory the limit is 3/4 of
-	go func() {
-		for range time.Tick(2 * time.Second) {
-			if m, err := readMem(os.Getpid()); err == nil && m.rss > hard {
-				fmt.Fprintf(os.Stderr, "bench stopped: its RSS %.1f GiB passed 90 %% of the machine's memory\n", float64(m.rss)/(1<<30))
-				os.Exit(3)
-			}
-		}
-	}()
 }
