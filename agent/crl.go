@@ -243,19 +243,13 @@ func ownCurrent(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) [
 }
 
 // bundleLacksOwnCRL reports whether the latest bundle's CRL set (the
-// server's) holds no current CRL of the cluster's intermediate.
-func (a *Agent) bundleLacksOwnCRL(cur *Current, now time.Time) bool {
+// server's) holds no current CRL of cc's intermediate (the cluster's).
+func (a *Agent) bundleLacksOwnCRL(cc *ca.CACerts, now time.Time) bool {
 	b := a.latestBundle()
-	if b == nil || b.GetCrls() == nil || cur == nil || cur.CACerts == nil {
+	if b == nil || b.GetCrls() == nil || cc == nil {
 		return false
 	}
-	return ownCurrent(&a.crls, cur.CACerts, b.GetCrls().GetCrls(), now) == nil
-}
-
-// serverLacksOwnCRL is bundleLacksOwnCRL for the Secret as it is now.
-func (a *Agent) serverLacksOwnCRL(ctx context.Context, now time.Time) bool {
-	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
-	return err == nil && a.bundleLacksOwnCRL(cur, now)
+	return ownCurrent(&a.crls, cc, b.GetCrls().GetCrls(), now) == nil
 }
 
 // crlForReport is the cluster's own CRL to send with its status, if the
@@ -264,7 +258,7 @@ func (a *Agent) serverLacksOwnCRL(ctx context.Context, now time.Time) bool {
 // so that the server's copy does not change the file again, else a new
 // one.
 func (a *Agent) crlForReport(cur *Current, now time.Time) []byte {
-	if !a.bundleLacksOwnCRL(cur, now) {
+	if !a.bundleLacksOwnCRL(cur.CACerts, now) {
 		return nil
 	}
 	b := a.latestBundle()

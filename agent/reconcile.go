@@ -40,7 +40,7 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 			bundle = b
 		}
 	}
-	next, err := a.reconcileCACerts(ctx, cur, bundle, now)
+	next, cc, err := a.reconcileCACerts(ctx, cur, bundle, now)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -55,7 +55,7 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 	// the fleet's set, every other cluster's ca-crl.pem lacks it and
 	// their proxies refuse chains through the new intermediate.
 	reported := false
-	if a.serverLacksOwnCRL(ctx, now) {
+	if a.bundleLacksOwnCRL(cc, now) {
 		reported = a.report(ctx, now)
 	}
 	changed, crlErr := a.reconcileCRL(ctx, bundle, now)
@@ -119,8 +119,9 @@ func (a *Agent) report(ctx context.Context, now time.Time) bool {
 	return true
 }
 
-// reconcileCACerts brings the cacerts Secret up to date.
-func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *meshrootv1.TrustBundle, now time.Time) (time.Time, error) {
+// reconcileCACerts brings the cacerts Secret up to date, and returns the
+// cacerts it now holds (nil when it holds none).
+func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *meshrootv1.TrustBundle, now time.Time) (time.Time, *ca.CACerts, error) {
 	reason := a.needsIssue(cur, bundle, now)
 	var cacerts *ca.CACerts
 	var annotations map[string]string
@@ -130,7 +131,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		issued, key, err := a.issue(ctx, cur, now)
 		if err != nil {
 			a.cfg.Metrics.failed(ErrKindIssue)
-			return time.Time{}, err
+			return time.Time{}, nil, err
 		}
 		cacerts = issued.CACerts(key)
 		annotations = issued.Annotations()
@@ -138,7 +139,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 	case bundle != nil && rootsDiffer(cur.CACerts.Roots, bundle.GetRoots()) && bundle.GetSequence() > appliedSequence(cur):
 		roots, err := parseDERs(bundle.GetRoots())
 		if err != nil {
-			return time.Time{}, fmt.Errorf("trust bundle from server: %w", err)
+			return time.Time{}, nil, fmt.Errorf("trust bundle from server: %w", err)
 		}
 		cc := *cur.CACerts
 		cc.Roots = roots
@@ -146,7 +147,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		annotations = map[string]string{ca.AnnotationBundleSequence: strconv.FormatUint(bundle.GetSequence(), 10)}
 		a.log.Info("trust bundle changed; updating root-cert.pem", "sequence", bundle.GetSequence(), "roots", len(roots))
 	default:
-		return a.renewAt(cur.CACerts.Cert, cur.Secret.Annotations), nil
+		return a.renewAt(cur.CACerts.Cert, cur.Secret.Annotations), cur.CACerts, nil
 	}
 	// ca-crl.pem goes in the same update: the CRLs for the new roots and
 	// chain when the server sent them with the bundle (it signs a new
@@ -165,13 +166,13 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		IstiodDeployment: a.cfg.IstiodDeployment, Adopt: a.cfg.Adopt, Log: a.log, CRL: crl.PEM,
 	}, now); err != nil {
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
-		return time.Time{}, err
+		return time.Time{}, nil, err
 	}
 	a.cfg.Metrics.wrote(now)
 	if annotations[AnnotationIssuedAt] == "" && cur.Secret != nil {
 		annotations = cur.Secret.Annotations // a roots-only update keeps them
 	}
-	return a.renewAt(cacerts.Cert, annotations), nil
+	return a.renewAt(cacerts.Cert, annotations), cacerts, nil
 }
 
 // needsIssue says why a new intermediate is needed, or "" when the current
