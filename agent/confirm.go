@@ -33,9 +33,12 @@ const (
 	// cacerts before the agent reports it stale.
 	DefaultIstiodStaleAfter = 2 * time.Minute
 	// istiodRecheck is how soon the agent looks again while istiod has not
-	// caught up (pending or stale); unconfirmedRecheck while it cannot
-	// tell (no istiod, or no access): rarely, that is not going to change
-	// by itself soon.
+	// caught up (pending or stale), and while it cannot tell (no istiod,
+	// no access, no roots published yet) within IstiodStaleAfter of a new
+	// cacerts: an istiod starting beside a first cacerts publishes its
+	// roots seconds later, and rotation gates wait for the report.
+	// unconfirmedRecheck applies after that: rarely, for what is not going
+	// to change by itself soon.
 	istiodRecheck      = 2 * time.Second
 	unconfirmedRecheck = 30 * time.Second
 	// maxRootCertConfigMap bounds the root-cert.pem the agent parses.
@@ -198,7 +201,9 @@ func (a *Agent) istiodNext(next, now time.Time) time.Time {
 	case store.IstiodLoaded, "":
 		return next
 	case store.IstiodUnconfirmed:
-		wait = unconfirmedRecheck
+		if !now.Before(a.istiodConf.changedAt.Add(a.staleAfter())) {
+			wait = unconfirmedRecheck
+		}
 	}
 	if retry := now.Add(wait); retry.Before(next) {
 		return retry

@@ -221,6 +221,20 @@ func TestConfirmIstiodRoots(t *testing.T) {
 	if st.State != store.IstiodUnconfirmed || !strings.Contains(st.Detail, "no ConfigMap istio-system/istio-ca-root-cert") {
 		t.Errorf("without istio-ca-root-cert: %+v, want unconfirmed naming it", st)
 	}
+	// Long after the Secret changed, an unconfirmed istiod is looked at
+	// rarely; within --istiod-stale-after of a new cacerts (an istiod that
+	// has not published its roots yet) as often as a pending one.
+	if got := f.a.istiodNext(t2.Add(time.Hour), t2.Add(time.Second)); !got.Equal(t2.Add(time.Second + unconfirmedRecheck)) {
+		t.Errorf("unconfirmed, Secret unchanged since %s: next check at %s, want %s later", t1, got, unconfirmedRecheck)
+	}
+	t3 := t2.Add(time.Hour)
+	st = f.a.confirmIstiod(ctx, secret(3, inter, newRoot, oldRoot), t3)
+	if st.State != store.IstiodUnconfirmed {
+		t.Fatalf("new cacerts without istio-ca-root-cert: %+v", st)
+	}
+	if got := f.a.istiodNext(t3.Add(time.Hour), t3); !got.Equal(t3.Add(istiodRecheck)) {
+		t.Errorf("unconfirmed right after a new cacerts: next check at %s, want %s later", got, istiodRecheck)
+	}
 }
 
 // TestConfirmIstiodProbe: with the probe, matching roots are not enough:
