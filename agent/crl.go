@@ -117,19 +117,48 @@ func (a *Agent) planCRL(cur *Current, cc *ca.CACerts, bundle *meshrootv1.TrustBu
 	return plan, published, true, nil
 }
 
+// newIntermediateGrace is how long after it was issued an intermediate
+// without a CRL is expected (its agent sends the CRL with its first
+// report, seconds later): until then the CAs missing from ca-crl.pem are
+// logged at info, not as an error or a warning. A cluster that joins
+// makes every other cluster's agent see its intermediate before its CRL:
+// the 1,000-agent bench logged 65,000 errors while its fleet grew. The
+// metrics (meshroot_agent_crl_missing_cas) count them either way.
+const newIntermediateGrace = time.Minute
+
 // noteCRLPlan exposes plan as metrics and logs the CAs it misses.
-func (a *Agent) noteCRLPlan(plan CRLPlan, published bool, serverMissing []string) {
+func (a *Agent) noteCRLPlan(plan CRLPlan, published bool, serverMissing []string, now time.Time) {
 	a.cfg.Metrics.crlState(len(plan.Missing), published && plan.PEM != nil)
 	if len(plan.Missing) == 0 {
 		return
 	}
-	if published {
-		a.log.Error(CRLFile+" is incomplete: istiod already publishes CRLs and never retracts them, so proxies refuse chains through these CAs until each has a current CRL",
-			"missing", strings.Join(plan.Missing, "; "), "server_missing", strings.Join(serverMissing, "; "))
-		return
+	attrs := []any{"missing", strings.Join(plan.Missing, "; "), "server_missing", strings.Join(serverMissing, "; ")}
+	const waiting = ": waiting for the CRLs of newly issued intermediates (their agents send them with their first report)"
+	switch fresh := allNew(plan.MissingCAs, now); {
+	case published && fresh:
+		a.log.Info(CRLFile+" is incomplete"+waiting, attrs...)
+	case published:
+		a.log.Error(CRLFile+" is incomplete: istiod already publishes CRLs and never retracts them, so proxies refuse chains through these CAs until each has a current CRL", attrs...)
+	case fresh:
+		a.log.Info("not writing "+CRLFile+waiting, attrs...)
+	default:
+		a.log.Warn("not writing "+CRLFile+": a CA of the fleet has no current CRL, and Envoy would refuse its valid chains", attrs...)
 	}
-	a.log.Warn("not writing "+CRLFile+": a CA of the fleet has no current CRL, and Envoy would refuse its valid chains",
-		"missing", strings.Join(plan.Missing, "; "), "server_missing", strings.Join(serverMissing, "; "))
+}
+
+// allNew reports whether every CA in cas was issued within
+// newIntermediateGrace of now (NotBefore is set back by
+// ca.DefaultBackdate) and is not a root.
+func allNew(cas []*x509.Certificate, now time.Time) bool {
+	if len(cas) == 0 {
+		return false
+	}
+	for _, c := range cas {
+		if bytes.Equal(c.RawSubject, c.RawIssuer) || c.NotBefore.Before(now.Add(-ca.DefaultBackdate-newIntermediateGrace)) {
+			return false
+		}
+	}
+	return true
 }
 
 // reconcileCRL keeps ca-crl.pem in the cacerts Secret current: before the
@@ -149,7 +178,7 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 	if err != nil {
 		return false, err
 	}
-	a.noteCRLPlan(plan, published, bundle.GetCrls().GetMissing())
+	a.noteCRLPlan(plan, published, bundle.GetCrls().GetMissing(), now)
 	have, had := cur.Secret.Data[CRLFile]
 	if plan.PEM == nil || (had && bytes.Equal(have, plan.PEM)) {
 		return false, nil // never taken out: nothing to write, or nothing new

@@ -29,10 +29,18 @@ import (
 type CRLPlan struct {
 	// PEM is the file's content; nil when it must not be written.
 	PEM []byte
-	// Missing names the CAs without a current CRL.
-	Missing []string
+	// Missing names the CAs without a current CRL; MissingCAs are they.
+	Missing    []string
+	MissingCAs []*x509.Certificate
 	// MinNextUpdate is the earliest nextUpdate of the CRLs in PEM.
 	MinNextUpdate time.Time
+}
+
+func (p *CRLPlan) setMissing(cas []*x509.Certificate) {
+	p.MissingCAs = cas
+	for _, c := range cas {
+		p.Missing = append(p.Missing, fmt.Sprintf("%s (serial %s)", c.Subject, ca.SerialHex(c.SerialNumber)))
+	}
 }
 
 // crlCandidate is one parsed CRL the plan may pick.
@@ -93,7 +101,7 @@ func issuerKey(name, keyID []byte) string { return string(name) + "\x00" + strin
 // (CRLs of superseded intermediates ride along while current). It returns
 // the chosen CRLs in the candidates' order and the CAs without a current
 // CRL.
-func pickCRLs(cache *crlCache, cas []*x509.Certificate, cands []crlCandidate, minTier int, now time.Time) (chosen []crlCandidate, missing []string) {
+func pickCRLs(cache *crlCache, cas []*x509.Certificate, cands []crlCandidate, minTier int, now time.Time) (chosen []crlCandidate, missing []*x509.Certificate) {
 	best := map[string]int{} // issuer key -> index in cands
 	required := map[string]bool{}
 	seen := map[string]bool{}
@@ -130,7 +138,7 @@ func pickCRLs(cache *crlCache, cas []*x509.Certificate, cands []crlCandidate, mi
 			}
 		}
 		if pick < 0 || cands[pick].tier < 2 {
-			missing = append(missing, fmt.Sprintf("%s (serial %s)", c.Subject, ca.SerialHex(c.SerialNumber)))
+			missing = append(missing, c)
 		}
 		if pick >= 0 {
 			best[k] = pick
@@ -181,7 +189,7 @@ func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan 
 func planCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
 	var p CRLPlan
 	chosen, missing := pickCRLs(cache, cas, parseCandidates(cache, crls, now), 2, now)
-	if p.Missing = missing; len(missing) > 0 {
+	if p.setMissing(missing); len(missing) > 0 {
 		return p
 	}
 	encodePlan(cache, &p, chosen)
@@ -205,7 +213,7 @@ func planPublishedCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byt
 	all := append(append([][]byte{}, crls...), cache.pemCRLs(held)...)
 	var p CRLPlan
 	chosen, missing := pickCRLs(cache, cas, parseCandidates(cache, all, now), 0, now)
-	p.Missing = missing
+	p.setMissing(missing)
 	if len(chosen) == 0 {
 		if len(held) > 0 {
 			p.PEM = held
