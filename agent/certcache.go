@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
 	"sync"
@@ -15,7 +14,8 @@ import (
 // rotation) must fit, or every reconcile parses them all again.
 const maxCachedCerts = 8192
 
-// certCache keeps parsed certificates by the SHA-256 of their DER. The
+// certCache keeps parsed certificates by their DER, as crlCache keeps
+// CRLs (the map's hash of the DER is cheaper than a SHA-256 of it). The
 // CRL set of every bundle message lists each current cluster intermediate
 // of the fleet, and each message differs from the last by a few: at 1,000
 // clusters parsing the set anew cost each agent tens of milliseconds per
@@ -23,7 +23,7 @@ const maxCachedCerts = 8192
 // every time.
 type certCache struct {
 	mu sync.Mutex
-	m  map[[sha256.Size]byte]*x509.Certificate
+	m  map[string]*x509.Certificate
 }
 
 // parse returns der parsed, from the cache when it was parsed before.
@@ -32,9 +32,8 @@ func (c *certCache) parse(der []byte) (*x509.Certificate, error) {
 	if c == nil {
 		return x509.ParseCertificate(der)
 	}
-	k := sha256.Sum256(der)
 	c.mu.Lock()
-	cert, ok := c.m[k]
+	cert, ok := c.m[string(der)]
 	c.mu.Unlock()
 	if ok {
 		return cert, nil
@@ -46,9 +45,9 @@ func (c *certCache) parse(der []byte) (*x509.Certificate, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxCachedCerts {
-		c.m = map[[sha256.Size]byte]*x509.Certificate{} // a new fleet set: start over
+		c.m = map[string]*x509.Certificate{} // a new fleet set: start over
 	}
-	c.m[k] = cert
+	c.m[string(der)] = cert
 	return cert, nil
 }
 
