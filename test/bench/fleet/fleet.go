@@ -25,6 +25,7 @@ type fleet struct {
 	warn     *warnLog
 	members  []*member
 	wake     chan struct{}
+	stopped  bool
 }
 
 type member struct {
@@ -116,8 +117,12 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 	return err
 }
 
-// stop ends every agent and closes its connection.
+// stop ends every agent and closes its connection; again, it does nothing.
 func (f *fleet) stop() {
+	if f.stopped {
+		return
+	}
+	f.stopped = true
 	for _, m := range f.members {
 		m.cancel()
 	}

@@ -41,6 +41,7 @@ type options struct {
 	settle             time.Duration
 	keep               bool
 	pprof, profDir     string
+	noStreams          bool
 	memLimit           int64 // this process's soft memory limit (bytes; 0: none known)
 }
 
@@ -55,7 +56,17 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (server log, data dir)")
 	flag.StringVar(&o.pprof, "pprof", "", "with a meshroot built with -tags pprof: its pprof address (127.0.0.1:PORT); saves server heap and CPU profiles and a CPU profile of the agents into -profile-dir")
 	flag.StringVar(&o.profDir, "profile-dir", ".", "where -pprof puts the profiles")
+	flag.BoolVar(&o.noStreams, "no-streams", false, "skip the stream fan-out (the server's part alone, after the agents stop)")
+	flag.IntVar(&streamsChild.n, "streams-child", 0, "internal: run as the stream fan-out's child, holding this many watch streams")
+	flag.StringVar(&streamsChild.addr, "streams-addr", "", "internal: the stream child's server address")
+	flag.StringVar(&streamsChild.ca, "streams-ca", "", "internal: the stream child's server CA file")
 	flag.Parse()
+	if streamsChild.n > 0 {
+		if err := runStreamsChild(); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	o.memLimit = memLimit()
 	watchMemory()
 	if err := run(o); err != nil {
@@ -161,6 +172,18 @@ func run(o options) (err error) {
 	progress("fan-out to %d: p50 %s p99 %s max %s", o.large, ms(pct(r.fanLarge.lat, .5)), ms(pct(r.fanLarge.lat, .99)), ms(maxDur(r.fanLarge.lat)))
 	if r.serverAfterFanout, err = readMem(srv.pid()); err != nil {
 		return err
+	}
+	if !o.noStreams {
+		// The server's part alone: the agents stop (their streams close),
+		// and another process holds as many watch streams.
+		f.stop()
+		stopProf := prof.cpu("cpu-streams.pprof", 20*time.Second)
+		r.streams, err = streamFanout(ctx, srv, dir, f.serverCA, o.large, o.rounds)
+		stopProf()
+		if err != nil {
+			return fmt.Errorf("stream fan-out to %d: %w", o.large, err)
+		}
+		progress("stream fan-out to %d: p50 %s p99 %s max %s", o.large, ms(pct(r.streams.lat, .5)), ms(pct(r.streams.lat, .99)), ms(maxDur(r.streams.lat)))
 	}
 	if r.agentIdle, err = leanAgentRSS(ctx, o.agentBin, dir, srv.issuerAddr, srv.admin, f.serverCA, o.settle); err != nil {
 		return fmt.Errorf("lean agent: %w", err)

@@ -26,6 +26,7 @@ type report struct {
 	agentIdle              memStatus
 	setupSmall, setupLarge time.Duration
 	fanSmall, fanLarge     fanoutResult
+	streams                streamResult
 	rotation               rotationResult
 	warnings               int
 	serverCerts            int64
@@ -80,6 +81,14 @@ func (r *report) print(w io.Writer) {
 	for _, f := range []fanoutResult{r.fanSmall, r.fanLarge} {
 		fmt.Fprintf(w, "%-8d %8d %10s %10s %10s %8d\n", f.agents, len(f.recv), ms(pct(f.recv, .5)), ms(pct(f.recv, .99)), ms(maxDur(f.recv)), f.missed)
 	}
+	if st := r.streams; st.changes > 0 {
+		n := time.Duration(st.changes)
+		fmt.Fprintf(w, "Server fan-out alone (the agents stopped; %d watch streams in another process, each its own TLS connection,\n", st.streams)
+		fmt.Fprintf(w, "asking for CRL deltas as agents do; receive and decode only; admin call start -> received; streams opened in %s)\n", st.setup.Round(time.Millisecond))
+		fmt.Fprintf(w, "%-8s %8s %10s %10s %10s %14s %18s %18s\n", "streams", "samples", "p50", "p99", "max", "worst change", "server CPU/change", "streams CPU/change")
+		fmt.Fprintf(w, "%-8d %8d %10s %10s %10s %14s %18s %18s\n", st.streams, len(st.lat), ms(pct(st.lat, .5)), ms(pct(st.lat, .99)),
+			ms(maxDur(st.lat)), ms(pct(st.worst, 1)), ms(st.cpu/n), ms(st.childCPU/n))
+	}
 	for _, f := range []fanoutResult{r.fanSmall, r.fanLarge} {
 		fmt.Fprintf(w, "bundle message at %d clusters: %s\n", f.agents, f.bundle)
 	}
@@ -119,6 +128,11 @@ func (r *report) print(w io.Writer) {
 	recv := pct(r.fanLarge.recv, .99)
 	fmt.Fprintf(w, "  ... received, p99 at %d     %10s   goal < %s     %.2fx of the goal   %s (delivery only: the agents share this machine's cores)\n", r.fanLarge.agents, ms(recv), goalFanoutP99,
 		float64(recv)/float64(goalFanoutP99), met(r.fanLarge.agents >= goalFanoutLarge && recv < goalFanoutP99 && r.fanLarge.missed == 0))
+	if st := r.streams; st.changes > 0 {
+		p := pct(st.lat, .99)
+		fmt.Fprintf(w, "  ... server alone, p99 at %d  %10s   goal < %s     %.2fx of the goal   %s (watch streams only, the agents stopped)\n", st.streams, ms(p), goalFanoutP99,
+			float64(p)/float64(goalFanoutP99), met(st.streams >= goalFanoutLarge && p < goalFanoutP99))
+	}
 	fmt.Fprintf(w, "  rotation of %d clusters     %10s   goal < %s    %.2fx of the goal   %s\n", r.rotation.clusters, ms(r.rotation.total()), goalRotation,
 		float64(r.rotation.total())/float64(goalRotation), met(r.rotation.total() < goalRotation))
 	fmt.Fprintf(w, "  server idle RSS              %7.1f MB   goal < 40 MB    %.2fx of the goal   %s\n", mb(r.serverIdle.rss),
