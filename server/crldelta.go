@@ -166,3 +166,13 @@ func (s *crlStream) message(snap *CRLSnapshot) *meshrootv1.CRLSet {
 	s.last = snap
 	return m
 }
+
+// copy is a stream in the same place as s (nil for nil), to build a
+// message from without moving s.
+func (s *crlStream) copy() *crlStream {
+	if s == nil {
+		return nil
+	}
+	c := *s
+	return &c
+}

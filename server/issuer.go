@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -33,12 +34,16 @@ type IssuerServer struct {
 	// refusals, when set, records refusals bounded and summarised per
 	// peer (NewServer sets it).
 	refusals *refusals
+	// msgs are the watch streams' shared encodings of the current bundles.
+	msgs watchMessages
 }
 
 // NewIssuerServer returns the Issuer service over svc, authenticating
 // requesters with auth and serving bundles from hub.
 func NewIssuerServer(svc *ca.Service, auth *authn.Authenticator, hub *BundleHub, log *slog.Logger, refreshHint time.Duration) *IssuerServer {
-	return &IssuerServer{svc: svc, auth: auth, hub: hub, log: log, refreshHint: refreshHint, stopping: make(chan struct{})}
+	s := &IssuerServer{svc: svc, auth: auth, hub: hub, log: log, refreshHint: refreshHint, stopping: make(chan struct{})}
+	s.msgs.current = func() [32]byte { b, _, _ := hub.Current(); return b.Version }
+	return s
 }
 
 // Stop ends every WatchTrustBundle stream; agents reconnect to another
@@ -152,7 +157,7 @@ func (s *IssuerServer) WatchTrustBundle(req *meshrootv1.WatchTrustBundleRequest,
 	for {
 		b, ok, changed := s.hub.Current()
 		if ok && (first || b.Version != sent) {
-			if err := stream.Send(s.bundleMessage(ctx, b, crls)); err != nil {
+			if err := s.sendBundle(stream, b, crls); err != nil {
 				return err
 			}
 			sent, first = b.Version, false
@@ -165,6 +170,26 @@ func (s *IssuerServer) WatchTrustBundle(req *meshrootv1.WatchTrustBundleRequest,
 		case <-changed:
 		}
 	}
+}
+
+// sendBundle sends b on a watch stream, as the encoding that every stream
+// in the same place shares (watchMessages).
+func (s *IssuerServer) sendBundle(stream grpc.ServerStream, b Bundles, crls *crlStream) error {
+	if b.CRLSnap == nil { // bundles not from the hub: nothing to share
+		return stream.SendMsg(s.bundleMessage(stream.Context(), b, crls))
+	}
+	had := crls.copy()
+	pm, err := s.msgs.get(b.Version, crls.key(), func() (*grpc.PreparedMsg, error) {
+		pm := &grpc.PreparedMsg{}
+		return pm, pm.Encode(stream, s.bundleMessage(stream.Context(), b, had))
+	})
+	if err != nil {
+		return err
+	}
+	if crls != nil {
+		crls.last = b.CRLSnap
+	}
+	return stream.SendMsg(pm)
 }
 
 // bundleMessage is b as a message; with crls (a watch stream of an agent
