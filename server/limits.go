@@ -94,6 +94,12 @@ func (l Limits) issuerServerOptions() []grpc.ServerOption {
 		// connection can make the server buffer stays at 64 KiB.
 		grpc.InitialWindowSize(64 << 10),
 		grpc.InitialConnWindowSize(64 << 10),
+		// Every agent holds a connection for its watch, idle between
+		// changes: its write buffer is released after each flush, and its
+		// read buffer is 8 KiB (requests are CSRs and status reports),
+		// instead of 32 KiB of each kept per connection.
+		grpc.SharedWriteBuffer(true),
+		grpc.ReadBufferSize(8 << 10),
 		// A TLS handshake must finish in this time.
 		grpc.ConnectionTimeout(10 * time.Second),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
