@@ -29,12 +29,19 @@ type ApplyOptions struct {
 // create or update with a resourceVersion precondition) and rolls istiod
 // when opts.Restart says so. Nothing is written when the check fails.
 func Apply(ctx context.Context, kube kubeclient.Interface, cur *Current, cacerts *ca.CACerts, annotations map[string]string, opts ApplyOptions, now time.Time) error {
+	_, err := apply(ctx, kube, cur, cacerts, annotations, opts, now)
+	return err
+}
+
+// apply is Apply, returning the Secret as written (nil when the write
+// failed or nothing was written).
+func apply(ctx context.Context, kube kubeclient.Interface, cur *Current, cacerts *ca.CACerts, annotations map[string]string, opts ApplyOptions, now time.Time) (*kubeclient.Secret, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
 	files, err := cacerts.Files(opts.Format, now)
 	if err != nil {
-		return fmt.Errorf("refusing to write cacerts: %w", err)
+		return nil, fmt.Errorf("refusing to write cacerts: %w", err)
 	}
 	if opts.CRL != nil {
 		files[CRLFile] = opts.CRL
@@ -43,8 +50,9 @@ func Apply(ctx context.Context, kube kubeclient.Interface, cur *Current, cacerts
 	if cur.CACerts != nil {
 		oldRoots = cur.CACerts.Roots
 	}
-	if _, err := WriteSecret(ctx, kube, opts.Secret, cur, opts.Format, files, annotations, opts.Adopt); err != nil {
-		return err
+	written, err := WriteSecret(ctx, kube, opts.Secret, cur, opts.Format, files, annotations, opts.Adopt)
+	if err != nil {
+		return nil, err
 	}
 	opts.Log.Info("cacerts written", "secret", opts.Secret.Namespace+"/"+opts.Secret.Name,
 		"serial", ca.SerialHex(cacerts.Cert.SerialNumber), "not_after", cacerts.Cert.NotAfter.UTC().Format(time.RFC3339), "roots", len(cacerts.Roots))
@@ -52,13 +60,13 @@ func Apply(ctx context.Context, kube kubeclient.Interface, cur *Current, cacerts
 	restart, why, err := d.decide(ctx, opts.Restart, compareRoots(oldRoots, cacerts.Roots, cur.Secret == nil))
 	if err != nil {
 		opts.Log.Warn("cannot decide whether to restart istiod", "error", err)
-		return nil
+		return written, nil
 	}
 	if restart {
 		if err := d.restart(ctx, now); err != nil {
-			return err
+			return written, err
 		}
 		opts.Log.Info("istiod restarted", "reason", why)
 	}
-	return nil
+	return written, nil
 }

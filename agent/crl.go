@@ -165,23 +165,23 @@ func allNew(cas []*x509.Certificate, now time.Time) bool {
 // first write only a complete set is written; once written it is never
 // taken out, and holds the freshest CRL of every CA that has one (see
 // crl_plan.go). A CA without a current CRL is logged and counted in
-// meshroot_agent_crl_missing_cas. It says whether it changed the Secret.
-func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle, now time.Time) (bool, error) {
+// meshroot_agent_crl_missing_cas. It works on the Secret as cur holds it
+// and returns it as it now is, and whether it changed it.
+func (a *Agent) reconcileCRL(ctx context.Context, cur *Current, bundle *meshrootv1.TrustBundle, now time.Time) (*Current, bool, error) {
 	if bundle == nil || bundle.GetCrls() == nil {
-		return false, nil // a server without CRLs: leave the Secret as it is
+		return cur, false, nil // a server without CRLs: leave the Secret as it is
 	}
-	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
-	if err != nil || cur.Secret == nil || cur.CACerts == nil || !cur.ManagedByMeshroot() {
-		return false, err
+	if cur.Secret == nil || cur.CACerts == nil || !cur.ManagedByMeshroot() {
+		return cur, false, nil
 	}
 	plan, published, _, err := a.planCRL(cur, cur.CACerts, bundle, now)
 	if err != nil {
-		return false, err
+		return cur, false, err
 	}
 	a.noteCRLPlan(plan, published, bundle.GetCrls().GetMissing(), now)
 	have, had := cur.Secret.Data[CRLFile]
 	if plan.PEM == nil || (had && bytes.Equal(have, plan.PEM)) {
-		return false, nil // never taken out: nothing to write, or nothing new
+		return cur, false, nil // never taken out: nothing to write, or nothing new
 	}
 	s := cur.Secret.DeepCopy()
 	if s.Data == nil {
@@ -194,13 +194,14 @@ func (a *Agent) reconcileCRL(ctx context.Context, bundle *meshrootv1.TrustBundle
 	if s.Annotations[AnnotationCRLWritten] == "" {
 		s.Annotations[AnnotationCRLWritten] = now.UTC().Format(time.RFC3339)
 	}
-	if _, err := a.cfg.Kube.Secrets(s.Namespace).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+	written, err := a.cfg.Kube.Secrets(s.Namespace).Update(ctx, s, metav1.UpdateOptions{})
+	if err != nil {
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
-		return false, fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
+		return cur, false, fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)
 	}
 	a.cfg.Metrics.crlState(len(plan.Missing), true)
 	a.log.Info(CRLFile+" updated", "bytes", len(plan.PEM), "next_update", plan.MinNextUpdate, "missing", len(plan.Missing))
-	return true, nil
+	return &Current{Secret: written, CACerts: cur.CACerts, Format: cur.Format, Problem: cur.Problem}, true, nil
 }
 
 // AppliedRootCRLs returns, per root of roots (by ID), the highest number of

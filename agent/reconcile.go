@@ -40,10 +40,14 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 			bundle = b
 		}
 	}
-	next, cc, err := a.reconcileCACerts(ctx, cur, bundle, now)
+	// Each step works on the Secret as the one before left it (as read,
+	// or as its write returned it): one read per reconcile, not one per
+	// step, of a Secret that holds the fleet's CRLs.
+	next, cur, err := a.reconcileCACerts(ctx, cur, bundle, now)
 	if err != nil {
 		return time.Time{}, err
 	}
+	cc := cur.CACerts
 	// Federated bundles and ca-crl.pem are written, but a failure to
 	// write them must not keep the report from the server: they are
 	// returned after it.
@@ -56,14 +60,14 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 	// their proxies refuse chains through the new intermediate.
 	reported := false
 	if a.bundleLacksOwnCRL(cc, now) {
-		reported = a.report(ctx, now)
+		reported = a.report(ctx, cur, now)
 	}
-	changed, crlErr := a.reconcileCRL(ctx, bundle, now)
+	cur, changed, crlErr := a.reconcileCRL(ctx, cur, bundle, now)
 	// Otherwise one report, after every write: it says which CRLs the
 	// cluster enforces (the server shows quarantines as enforced from
 	// it), and each change of the fleet makes every agent report.
 	if !reported || changed {
-		reported = a.report(ctx, now)
+		reported = a.report(ctx, cur, now)
 	}
 	if !reported {
 		// The rotation gates wait for this report: try again soon, not
@@ -86,12 +90,11 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 // report tells the server what the cluster now runs with (rotation phases
 // wait for it). It authenticates with the intermediate it just wrote, or a
 // service-account token; a failure is logged and retried next time.
-func (a *Agent) report(ctx context.Context, now time.Time) bool {
-	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
-	if err != nil || cur.CACerts == nil || cur.Secret == nil {
+func (a *Agent) report(ctx context.Context, cur *Current, now time.Time) bool {
+	if cur.CACerts == nil || cur.Secret == nil {
 		return false
 	}
-	a.observe(cur)
+	var err error
 	req := &meshrootv1.ReportStatusRequest{
 		Cluster: a.cfg.Cluster, BundleSequence: appliedSequence(cur), IntermediateSerial: ca.SerialHex(cur.CACerts.Cert.SerialNumber),
 	}
@@ -120,8 +123,8 @@ func (a *Agent) report(ctx context.Context, now time.Time) bool {
 }
 
 // reconcileCACerts brings the cacerts Secret up to date, and returns the
-// cacerts it now holds (nil when it holds none).
-func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *meshrootv1.TrustBundle, now time.Time) (time.Time, *ca.CACerts, error) {
+// Secret as it now is (cur, or what its write returned).
+func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *meshrootv1.TrustBundle, now time.Time) (time.Time, *Current, error) {
 	reason := a.needsIssue(cur, bundle, now)
 	var cacerts *ca.CACerts
 	var annotations map[string]string
@@ -131,7 +134,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		issued, key, err := a.issue(ctx, cur, now)
 		if err != nil {
 			a.cfg.Metrics.failed(ErrKindIssue)
-			return time.Time{}, nil, err
+			return time.Time{}, cur, err
 		}
 		cacerts = issued.CACerts(key)
 		annotations = issued.Annotations()
@@ -139,7 +142,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 	case bundle != nil && rootsDiffer(cur.CACerts.Roots, bundle.GetRoots()) && bundle.GetSequence() > appliedSequence(cur):
 		roots, err := parseDERs(bundle.GetRoots())
 		if err != nil {
-			return time.Time{}, nil, fmt.Errorf("trust bundle from server: %w", err)
+			return time.Time{}, cur, fmt.Errorf("trust bundle from server: %w", err)
 		}
 		cc := *cur.CACerts
 		cc.Roots = roots
@@ -147,7 +150,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		annotations = map[string]string{ca.AnnotationBundleSequence: strconv.FormatUint(bundle.GetSequence(), 10)}
 		a.log.Info("trust bundle changed; updating root-cert.pem", "sequence", bundle.GetSequence(), "roots", len(roots))
 	default:
-		return a.renewAt(cur.CACerts.Cert, cur.Secret.Annotations), cur.CACerts, nil
+		return a.renewAt(cur.CACerts.Cert, cur.Secret.Annotations), cur, nil
 	}
 	// ca-crl.pem goes in the same update: the CRLs for the new roots and
 	// chain when the server sent them with the bundle (it signs a new
@@ -161,18 +164,22 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 			annotations[AnnotationCRLWritten] = now.UTC().Format(time.RFC3339)
 		}
 	}
-	if err := Apply(ctx, a.cfg.Kube, cur, cacerts, annotations, ApplyOptions{
+	written, err := apply(ctx, a.cfg.Kube, cur, cacerts, annotations, ApplyOptions{
 		Secret: a.cfg.Secret, Format: a.cfg.Format, Restart: a.cfg.Restart,
 		IstiodDeployment: a.cfg.IstiodDeployment, Adopt: a.cfg.Adopt, Log: a.log, CRL: crl.PEM,
-	}, now); err != nil {
+	}, now)
+	if written == nil {
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
-		return time.Time{}, nil, err
+		return time.Time{}, cur, err
+	}
+	cur = currentOf(written)
+	a.observe(cur)
+	if err != nil { // written, but rolling istiod failed
+		a.cfg.Metrics.failed(ErrKindSecretWrite)
+		return time.Time{}, cur, err
 	}
 	a.cfg.Metrics.wrote(now)
-	if annotations[AnnotationIssuedAt] == "" && cur.Secret != nil {
-		annotations = cur.Secret.Annotations // a roots-only update keeps them
-	}
-	return a.renewAt(cacerts.Cert, annotations), cacerts, nil
+	return a.renewAt(cacerts.Cert, written.Annotations), cur, nil
 }
 
 // needsIssue says why a new intermediate is needed, or "" when the current

@@ -55,9 +55,14 @@ func ReadSecret(ctx context.Context, kube kubeclient.Interface, ref SecretRef) (
 	if err != nil {
 		return nil, fmt.Errorf("read Secret %s/%s: %w", ref.Namespace, ref.Name, err)
 	}
+	return currentOf(s), nil
+}
+
+// currentOf parses s (as read, or as a write returned it).
+func currentOf(s *kubeclient.Secret) *Current {
 	cur := &Current{Secret: s}
 	cur.CACerts, cur.Format, cur.Problem = parseSecret(s.Data)
-	return cur, nil
+	return cur
 }
 
 // parseSecret reads cacerts files in either layout.
