@@ -66,6 +66,12 @@ func crlPublished(cur *Current) bool {
 	return had || cur.Secret.Annotations[AnnotationCRLWritten] != ""
 }
 
+// plannedCRL is a ca-crl.pem plan a write already carried.
+type plannedCRL struct {
+	plan      CRLPlan
+	published bool
+}
+
 // planCRL is the ca-crl.pem for cacerts cc (what the Secret read as cur
 // holds, or is about to) and the bundle's CRL set: the rule before the
 // first write (PlanCRLFile) or after it (PlanPublishedCRLFile). The
@@ -166,10 +172,16 @@ func allNew(cas []*x509.Certificate, now time.Time) bool {
 // taken out, and holds the freshest CRL of every CA that has one (see
 // crl_plan.go). A CA without a current CRL is logged and counted in
 // meshroot_agent_crl_missing_cas. It works on the Secret as cur holds it
-// and returns it as it now is, and whether it changed it.
-func (a *Agent) reconcileCRL(ctx context.Context, cur *Current, bundle *meshrootv1.TrustBundle, now time.Time) (*Current, bool, error) {
+// and returns it as it now is, and whether it changed it. planned, when
+// not nil, is the plan the cacerts write of this reconcile carried: it is
+// not made again.
+func (a *Agent) reconcileCRL(ctx context.Context, cur *Current, bundle *meshrootv1.TrustBundle, planned *plannedCRL, now time.Time) (*Current, bool, error) {
 	if bundle == nil || bundle.GetCrls() == nil {
 		return cur, false, nil // a server without CRLs: leave the Secret as it is
+	}
+	if planned != nil {
+		a.noteCRLPlan(planned.plan, planned.published, bundle.GetCrls().GetMissing(), now)
+		return cur, false, nil
 	}
 	if cur.Secret == nil || cur.CACerts == nil || !cur.ManagedByMeshroot() {
 		return cur, false, nil

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
@@ -95,6 +96,12 @@ func TestPlanPublishedCRLFile(t *testing.T) {
 			p := agent.PlanPublishedCRLFile(tc.cas, tc.fleet, tc.held, now)
 			if p.PEM == nil {
 				t.Fatalf("nothing planned: ca-crl.pem would be taken out (missing %v)", p.Missing)
+			}
+			// A reconcile that wrote this file does not plan it again
+			// (reconcileCRL takes the plan of the cacerts write): planning
+			// from the written file must give the same file.
+			if again := agent.PlanPublishedCRLFile(tc.cas, tc.fleet, p.PEM, now); !bytes.Equal(again.PEM, p.PEM) {
+				t.Errorf("planning again from the written file changes it: %v -> %v", crlsIn(t, p.PEM), crlsIn(t, again.PEM))
 			}
 			for _, c := range []struct {
 				who  string

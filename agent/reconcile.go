@@ -43,7 +43,7 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 	// Each step works on the Secret as the one before left it (as read,
 	// or as its write returned it): one read per reconcile, not one per
 	// step, of a Secret that holds the fleet's CRLs.
-	next, cur, err := a.reconcileCACerts(ctx, cur, bundle, now)
+	next, cur, planned, err := a.reconcileCACerts(ctx, cur, bundle, now)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -62,7 +62,7 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 	if a.bundleLacksOwnCRL(cc, now) {
 		reported = a.report(ctx, cur, now)
 	}
-	cur, changed, crlErr := a.reconcileCRL(ctx, cur, bundle, now)
+	cur, changed, crlErr := a.reconcileCRL(ctx, cur, bundle, planned, now)
 	// Otherwise one report, after every write: it says which CRLs the
 	// cluster enforces (the server shows quarantines as enforced from
 	// it), and each change of the fleet makes every agent report.
@@ -123,8 +123,9 @@ func (a *Agent) report(ctx context.Context, cur *Current, now time.Time) bool {
 }
 
 // reconcileCACerts brings the cacerts Secret up to date, and returns the
-// Secret as it now is (cur, or what its write returned).
-func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *meshrootv1.TrustBundle, now time.Time) (time.Time, *Current, error) {
+// Secret as it now is (cur, or what its write returned) and, when that
+// write carried a ca-crl.pem planned from bundle, the plan.
+func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *meshrootv1.TrustBundle, now time.Time) (time.Time, *Current, *plannedCRL, error) {
 	reason := a.needsIssue(cur, bundle, now)
 	var cacerts *ca.CACerts
 	var annotations map[string]string
@@ -134,7 +135,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		issued, key, err := a.issue(ctx, cur, now)
 		if err != nil {
 			a.cfg.Metrics.failed(ErrKindIssue)
-			return time.Time{}, cur, err
+			return time.Time{}, cur, nil, err
 		}
 		cacerts = issued.CACerts(key)
 		annotations = issued.Annotations()
@@ -142,7 +143,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 	case bundle != nil && rootsDiffer(cur.CACerts.Roots, bundle.GetRoots()) && bundle.GetSequence() > appliedSequence(cur):
 		roots, err := parseDERs(bundle.GetRoots())
 		if err != nil {
-			return time.Time{}, cur, fmt.Errorf("trust bundle from server: %w", err)
+			return time.Time{}, cur, nil, fmt.Errorf("trust bundle from server: %w", err)
 		}
 		cc := *cur.CACerts
 		cc.Roots = roots
@@ -150,14 +151,20 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		annotations = map[string]string{ca.AnnotationBundleSequence: strconv.FormatUint(bundle.GetSequence(), 10)}
 		a.log.Info("trust bundle changed; updating root-cert.pem", "sequence", bundle.GetSequence(), "roots", len(roots))
 	default:
-		return a.renewAt(cur.CACerts.Cert, cur.Secret.Annotations), cur, nil
+		return a.renewAt(cur.CACerts.Cert, cur.Secret.Annotations), cur, nil, nil
 	}
 	// ca-crl.pem goes in the same update: the CRLs for the new roots and
 	// chain when the server sent them with the bundle (it signs a new
 	// root's CRL in the same refresh), and never dropped once written.
-	crl, _, _, err := a.planCRL(cur, cacerts, bundle, now)
+	crl, published, planOK, err := a.planCRL(cur, cacerts, bundle, now)
 	if err != nil {
 		a.log.Warn("cacerts written without a new "+CRLFile, "error", err)
+	}
+	var planned *plannedCRL
+	if err == nil && planOK && published && crl.PEM != nil {
+		// Written with this ca-crl.pem under the rule for a published
+		// file: planning again from the written Secret gives it again.
+		planned = &plannedCRL{plan: crl, published: published}
 	}
 	if crl.PEM != nil {
 		if _, ok := annotations[AnnotationCRLWritten]; !ok && !crlPublished(cur) {
@@ -170,16 +177,16 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 	}, now)
 	if written == nil {
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
-		return time.Time{}, cur, err
+		return time.Time{}, cur, nil, err
 	}
 	cur = currentOf(written)
 	a.observe(cur)
 	if err != nil { // written, but rolling istiod failed
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
-		return time.Time{}, cur, err
+		return time.Time{}, cur, nil, err
 	}
 	a.cfg.Metrics.wrote(now)
-	return a.renewAt(cacerts.Cert, written.Annotations), cur, nil
+	return a.renewAt(cacerts.Cert, written.Annotations), cur, planned, nil
 }
 
 // needsIssue says why a new intermediate is needed, or "" when the current
