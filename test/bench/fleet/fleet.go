@@ -117,6 +117,19 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 	return err
 }
 
+// stopMembers ends the agents of ms and closes their connections; their
+// clusters stay registered.
+func (f *fleet) stopMembers(ms []*member) {
+	for _, m := range ms {
+		m.cancel()
+	}
+	for _, m := range ms {
+		<-m.done
+		m.a.Close()
+		m.a = nil
+	}
+}
+
 // stop ends every agent and closes its connection; again, it does nothing.
 func (f *fleet) stop() {
 	if f.stopped {
@@ -128,7 +141,9 @@ func (f *fleet) stop() {
 	}
 	for _, m := range f.members {
 		<-m.done
-		m.a.Close()
+		if m.a != nil {
+			m.a.Close()
+		}
 	}
 }
 

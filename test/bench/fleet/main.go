@@ -42,6 +42,7 @@ type options struct {
 	keep               bool
 	pprof, profDir     string
 	noStreams          bool
+	streamsOnly        bool
 	memLimit           int64 // this process's soft memory limit (bytes; 0: none known)
 }
 
@@ -56,6 +57,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (server log, data dir)")
 	flag.StringVar(&o.pprof, "pprof", "", "with a meshroot built with -tags pprof: its pprof address (127.0.0.1:PORT); saves server heap and CPU profiles and a CPU profile of the agents into -profile-dir")
 	flag.StringVar(&o.profDir, "profile-dir", ".", "where -pprof puts the profiles")
+	flag.BoolVar(&o.streamsOnly, "streams-only", false, "only the server's fan-out alone: -large clusters join in waves of -small agents, which stop once joined, then -large watch streams")
 	flag.BoolVar(&o.noStreams, "no-streams", false, "skip the stream fan-out (the server's part alone, after the agents stop)")
 	flag.IntVar(&streamsChild.n, "streams-child", 0, "internal: run as the stream fan-out's child, holding this many watch streams")
 	flag.StringVar(&streamsChild.addr, "streams-addr", "", "internal: the stream child's server address")
@@ -125,6 +127,9 @@ func run(o options) (err error) {
 	warn := agentWarnings
 	f := newFleet(srv.issuerAddr, srv.admin, roots, warn)
 	defer f.stop()
+	if o.streamsOnly {
+		return streamsOnly(ctx, o, srv, f, dir, os.Stdout)
+	}
 	// Registered last, so that it runs while the server and the agents are
 	// still up.
 	defer func() {
