@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"time"
 )
 
@@ -34,9 +35,20 @@ func streamsOnly(ctx context.Context, o options, srv *serveProc, f *fleet, dir s
 	if err != nil {
 		return err
 	}
+	before, err := settledMem(ctx, srv.pid(), o.settle)
+	if err != nil {
+		return err
+	}
+	// The peak from here on: the streams' first messages (the whole set
+	// each) and the changes.
+	peakReset := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", srv.pid()), []byte("5"), 0)
 	st, err := streamFanout(ctx, srv, dir, f.serverCA, o.large, o.rounds)
 	if err != nil {
 		return fmt.Errorf("stream fan-out to %d: %w", o.large, err)
+	}
+	after, err := readMem(srv.pid())
+	if err != nil {
+		return err
 	}
 	n := time.Duration(max(st.changes, 1))
 	fmt.Fprintf(w, "meshroot bench-fleet -streams-only: %d CPUs, load average %s\n", numCPU(), loadavg())
@@ -45,6 +57,12 @@ func streamsOnly(ctx context.Context, o options, srv *serveProc, f *fleet, dir s
 	fmt.Fprintf(w, "%-8s %8s %10s %10s %10s %14s %18s %18s\n", "streams", "samples", "p50", "p99", "max", "worst change", "server CPU/change", "streams CPU/change")
 	fmt.Fprintf(w, "%-8d %8d %10s %10s %10s %14s %18s %18s\n", st.streams, len(st.lat), ms(pct(st.lat, .5)), ms(pct(st.lat, .99)),
 		ms(maxDur(st.lat)), ms(pct(st.worst, 1)), ms(st.cpu/n), ms(st.childCPU/n))
+	fmt.Fprintf(w, "server RSS: %.1f MiB with no watchers (after %s idle); %.1f MiB after the fan-out with %d streams", mib(before.rss), o.settle, mib(after.rss), st.streams)
+	if peakReset == nil {
+		fmt.Fprintf(w, ", peak %.1f MiB while they opened and during the changes\n", mib(after.hwm))
+	} else {
+		fmt.Fprintf(w, " (peak not known: %v)\n", peakReset)
+	}
 	p := pct(st.lat, .99)
 	fmt.Fprintf(w, "goal: p99 < %s at %d watchers: %s (%.2fx of the goal)\n", goalFanoutP99, goalFanoutLarge, met(st.streams >= goalFanoutLarge && p < goalFanoutP99), float64(p)/float64(goalFanoutP99))
 	return nil
