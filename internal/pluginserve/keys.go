@@ -42,23 +42,18 @@ func (s *keyServer) manager(ctx context.Context, uri string) (keys.KeyManager, e
 	if km, ok := s.managers[uri]; ok {
 		return km, nil
 	}
+	// The backend's own errors keep their kinds (as in meshroot before the
+	// plugin: a bad URI is no usage error, a missing configuration is).
 	km, err := keys.Open(ctx, uri, keys.Config{})
 	if err != nil {
-		return nil, invalid(err)
+		return nil, err
 	}
 	s.managers[uri] = km
 	return km, nil
 }
 
-// invalid marks err, an error of opening a backend from its configuration,
-// as a bad request; it keeps err's message and kinds.
-func invalid(err error) error {
-	if errors.Is(err, keys.ErrNotConfigured) {
-		return err
-	}
-	return invalidError{err}
-}
-
+// invalidError marks an error about the request (pluginrpc.ErrInvalid),
+// keeping its message and kinds.
 type invalidError struct{ error }
 
 func (e invalidError) Unwrap() []error { return []error{e.error, pluginrpc.ErrInvalid} }
@@ -81,7 +76,7 @@ func (s *keyServer) CreateKey(ctx context.Context, req *pluginv1.CreateKeyReques
 	}
 	kt, err := keys.ParseKeyType(req.GetKeyType())
 	if err != nil {
-		return nil, pluginrpc.ToStatus(invalid(err))
+		return nil, pluginrpc.ToStatus(invalidError{err})
 	}
 	k, err := km.CreateKey(ctx, req.GetName(), kt)
 	if err != nil {
