@@ -74,19 +74,36 @@ func (h *Host) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// connect returns a connection to a running, healthy plugin, starting it
-// (again) when needed. what names the backend the caller needs, for errors:
-// "awskms key manager", "step-ca upstream".
+// connect returns a connection to a running plugin that answers, starting
+// it (again) when needed. what names the backend the caller needs, for
+// errors: "awskms key manager", "step-ca upstream".
+//
+// Each use asks the plugin's health service first (one round trip on the
+// socket, outside the lock): a plugin that was killed may still look
+// connected for a moment, and its death must cost the next call nothing.
 func (h *Host) connect(ctx context.Context, what string) (*grpc.ClientConn, error) {
+	h.mu.Lock()
+	client, conn, closed := h.client, h.conn, h.closed
+	h.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("%s: meshroot-plugin was stopped: meshroot is shutting down", what)
+	}
+	if client != nil && !client.Exited() && healthy(ctx, conn) {
+		return conn, nil
+	}
+	// The caller's deadline, not the plugin, may have failed the check.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, fmt.Errorf("%s: meshroot-plugin was stopped: meshroot is shutting down", what)
 	}
+	if h.client != client && h.client != nil {
+		return h.conn, nil // another call started it again meanwhile
+	}
 	if h.client != nil {
-		if !h.client.Exited() && h.healthy(ctx) {
-			return h.conn, nil
-		}
 		h.logger().Warn("meshroot-plugin is gone: starting it again", "pid", h.pid(), "for", what)
 		h.stopLocked()
 	}
@@ -96,11 +113,12 @@ func (h *Host) connect(ctx context.Context, what string) (*grpc.ClientConn, erro
 	return h.conn, nil
 }
 
-// healthy asks the plugin's health service, within ctx and healthTimeout.
-func (h *Host) healthy(ctx context.Context) bool {
+// healthy asks the plugin's health service, within ctx and healthTimeout:
+// it also reconnects a connection that went idle.
+func healthy(ctx context.Context, conn *grpc.ClientConn) bool {
 	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
 	defer cancel()
-	_, err := healthpb.NewHealthClient(h.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: plugin.GRPCServiceName})
+	_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: plugin.GRPCServiceName})
 	return err == nil
 }
 
