@@ -2,6 +2,7 @@
 GO      ?= go
 BIN     := bin/meshroot
 AGENT   := bin/meshroot-agent
+PLUGIN  := bin/meshroot-plugin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
@@ -9,9 +10,12 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 
 all: build
 
-## build: bin/meshroot (server, CLI, agent) and bin/meshroot-agent (the lean agent)
+## build: bin/meshroot (server, CLI, agent), bin/meshroot-plugin (cloud KMS
+## keys and the step-ca upstream, run by meshroot next to it) and
+## bin/meshroot-agent (the lean agent)
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/meshroot
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(PLUGIN) ./cmd/meshroot-plugin
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(AGENT) ./cmd/meshroot-agent
 
 ## run: build, then start a dev server on 127.0.0.1 (data in ./meshroot-data)

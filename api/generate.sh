@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the Go code of api/meshroot/v1 from its .proto files with
+# Regenerates the Go code of api/meshroot/v1 and api/meshroot/plugin/v1
+# (meshroot-plugin's services) from their .proto files with
 # protoc (Debian's protobuf-compiler) and pinned protoc-gen-go and
 # protoc-gen-go-grpc, installed into the tool cache when missing.
 set -euo pipefail
@@ -18,5 +19,5 @@ protoc -I . -I /usr/include \
   --plugin=protoc-gen-go-grpc="$bin/protoc-gen-go-grpc-$PROTOC_GEN_GO_GRPC" \
   --go_out=. --go_opt=paths=source_relative \
   --go-grpc_out=. --go-grpc_opt=paths=source_relative \
-  meshroot/v1/*.proto
-echo "generated: $(ls meshroot/v1/*.go | tr '\n' ' ')"
+  meshroot/v1/*.proto meshroot/plugin/v1/*.proto
+echo "generated: $(ls meshroot/v1/*.go meshroot/plugin/v1/*.go | tr '\n' ' ')"

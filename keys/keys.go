@@ -9,7 +9,9 @@
 // vaulttransit ("vault-transit"). The backend alone parses and formats its
 // URIs and references; callers only ask the catalog (Open, NewRouter).
 // A program gets the backends it imports: the in-cluster agent imports
-// none. keystest is the conformance suite every backend passes.
+// none, and meshroot registers the kms schemes through
+// internal/pluginhost, whose key managers run in meshroot-plugin (which
+// imports kms). keystest is the conformance suite every backend passes.
 package keys
 
 import (

@@ -164,6 +164,7 @@ var configKeys = map[string]configKey{
 	"keys.stepCA.keyFile":           {"step-ca-key-file", "step-ca upstream: the JWK provisioner's private key (PEM)"},
 	"keys.stepCA.serverKeyFile":     {"step-ca-server-key-file", "step-ca upstream: the private key (PEM) of the JWK provisioner that signs meshroot's server CA (without it: the encrypted key step-ca holds, decrypted with passwordFile)"},
 	"keys.stepCA.passwordFile":      {"step-ca-password-file", "step-ca upstream: file holding the password of the provisioner key (without keyFile: of the encrypted key step-ca holds)"},
+	"keys.plugin":                   {"plugin", "the `meshroot-plugin` binary, in which cloud KMS keys and the step-ca upstream run (default: next to `meshroot`, then in `$PATH`; docs/keys.md)"},
 	"federation.minRefresh":         {"", "shortest interval between fetches of a peer's bundle"},
 	"federation.maxRefresh":         {"", "longest interval between fetches of a peer's bundle"},
 	"federation.caFile":             {"", "PEM roots added to the system's for https_web peers"},

@@ -15,8 +15,8 @@ import (
 
 	// The key backends register their URI schemes with the key catalog.
 	// Only the server and the CLI import them; the agent imports none.
+	// The cloud KMS key managers run in meshroot-plugin (plugin.go).
 	_ "github.com/meshroot/meshroot/keys/disk"
-	_ "github.com/meshroot/meshroot/keys/kms"
 	_ "github.com/meshroot/meshroot/keys/pkcs11"
 	_ "github.com/meshroot/meshroot/keys/vaulttransit"
 )
@@ -38,6 +38,10 @@ type keysConfig struct {
 	Vault vaultConfig `yaml:"vault"`
 	// StepCA is the provisioner key for step-ca upstreams.
 	StepCA stepCAConfig `yaml:"stepCA"`
+	// Plugin is the meshroot-plugin binary, which runs the cloud KMS key
+	// managers and the step-ca upstream; empty looks next to meshroot,
+	// then in $PATH.
+	Plugin string `yaml:"plugin"`
 }
 
 // stepCAConfig is the JWK provisioner keys meshroot signs step-ca's
@@ -80,6 +84,7 @@ func (v vaultConfig) client() vaultclient.Config {
 // backends open on first use, so one that is down or unconfigured fails
 // only the keys that live in it.
 func keyManager(_ context.Context, cfg keysConfig, dataDir string, pass []byte, plaintext bool) (*keys.Router, error) {
+	usePlugin(cfg)
 	r, err := keys.NewRouter(keys.Config{
 		Create: cfg.Create, Dir: diskKeyDir(cfg, dataDir), GroupReadable: cfg.groupReadable,
 		Passphrase: pass, InsecurePlaintext: plaintext, Vault: cfg.Vault.client(),
@@ -101,8 +106,9 @@ func diskKeyDir(cfg keysConfig, dataDir string) string {
 
 // upstreamOpener opens vault-pki://MOUNT[?issuer=NAME] with the Vault
 // connection in cfg, and step-ca://HOST:PORT?provisioner=NAME&fingerprint=HEX
-// with the provisioner key in cfg.
+// with the provisioner key in cfg (in meshroot-plugin).
 func upstreamOpener(cfg keysConfig) ca.UpstreamOpener {
+	usePlugin(cfg)
 	var mu sync.Mutex
 	open := map[string]ca.Upstream{}
 	return func(ctx context.Context, ref string) (ca.Upstream, error) {

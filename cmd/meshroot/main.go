@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/cmd/internal/agentcmd"
+	"github.com/meshroot/meshroot/internal/pluginrpc"
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/store"
 )
@@ -30,6 +31,7 @@ func main() {
 }
 
 func run(args []string) int {
+	defer plugins.Close()
 	cmd := newRootCmd()
 	cmd.SetArgs(args)
 	err := cmd.Execute()
@@ -54,7 +56,7 @@ func exitCode(err error) int {
 	var ce *store.ChainError
 	var pe *ca.PolicyError
 	switch {
-	case errors.As(err, &ue), errors.As(err, &aue), errors.Is(err, keys.ErrNotConfigured):
+	case errors.As(err, &ue), errors.As(err, &aue), errors.Is(err, keys.ErrNotConfigured), errors.Is(err, pluginrpc.ErrInvalid):
 		return exitUsage
 	case errors.As(err, &ce), errors.As(err, &te): // `audit verify` on a data dir, or against an anchor
 		return exitTamper

@@ -68,6 +68,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.keys.StepCA.KeyFile, "step-ca-key-file", "", "step-ca upstream: the JWK provisioner's private key (PEM)")
 	pf.StringVar(&g.keys.StepCA.ServerKeyFile, "step-ca-server-key-file", "", "step-ca upstream: the server CA provisioner's private key (PEM)")
 	pf.StringVar(&g.keys.StepCA.PasswordFile, "step-ca-password-file", "", "step-ca upstream: file holding the password of the provisioner key")
+	pf.StringVar(&g.keys.Plugin, "plugin", "", "the meshroot-plugin binary, which runs cloud KMS keys and the step-ca upstream (default: meshroot-plugin next to meshroot, then in $PATH)")
 	pf.StringVar(&g.socket, "socket", defaultSocket(), "the server's admin socket; the CLI talks to the server through it unless --data-dir is given (env MESHROOT_SOCKET)")
 
 	cmd.AddCommand(

@@ -226,6 +226,7 @@ func runServe(cmd *cobra.Command, g *globals, cfg serveConfig, dev bool) error {
 		}
 	}
 	log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+	plugins.SetLogger(log)
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -440,6 +441,7 @@ func mergeKeys(cfg *keysConfig, flags keysConfig, pf *pflag.FlagSet) {
 		{"step-ca-key-file", &cfg.StepCA.KeyFile, flags.StepCA.KeyFile},
 		{"step-ca-server-key-file", &cfg.StepCA.ServerKeyFile, flags.StepCA.ServerKeyFile},
 		{"step-ca-password-file", &cfg.StepCA.PasswordFile, flags.StepCA.PasswordFile},
+		{"plugin", &cfg.Plugin, flags.Plugin},
 	} {
 		if pf.Changed(f.flag) || *f.dst == "" {
 			*f.dst = f.value

@@ -1,7 +1,5 @@
-//go:build !noazurekms
-
 package kms
 
-// Azure Key Vault registers itself with step's kms; build with -tags noazurekms to
-// leave it (and its SDK) out of the binary.
+// Azure Key Vault registers itself with step's kms. This package, and so the
+// SDK, is linked by meshroot-plugin only, never by meshroot itself.
 import _ "go.step.sm/crypto/kms/azurekms"

@@ -62,7 +62,7 @@ var allowedAttrs = map[apiv1.Type][]string{
 func newCloud(typ apiv1.Type, raw string, u *uri.URI) (*cloudBackend, error) {
 	label := string(typ) + " key manager"
 	if _, ok := apiv1.LoadKeyManagerNewFunc(typ); !ok {
-		return nil, fmt.Errorf("%s: this binary was built without %s support (build tag no%s): use a build without that tag", label, typ, typ)
+		return nil, fmt.Errorf("%s: this binary lacks %s support: cloud KMS keys are used through meshroot-plugin (docs/keys.md)", label, typ)
 	}
 	c := &cloudBackend{typ: typ, open: openKMS, stepOpts: apiv1.Options{Type: typ}}
 	switch typ {

@@ -32,7 +32,7 @@
 // KMS APIs that step exposes cannot search, so ListKeys returns an error
 // wrapping errors.ErrUnsupported.
 //
-// The cloud backends, and their SDKs (about 28 MB of binary together), can
-// be left out with the build tags noawskms, nocloudkms and noazurekms; New
-// then reports that the binary lacks them.
+// The cloud backends and their SDKs (about 28 MB of binary together) are
+// linked by meshroot-plugin only: meshroot reaches them through it
+// (internal/pluginhost), so that the server's own binary stays small.
 package kms

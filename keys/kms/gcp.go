@@ -1,7 +1,5 @@
-//go:build !nocloudkms
-
 package kms
 
-// Google Cloud KMS registers itself with step's kms; build with -tags nocloudkms to
-// leave it (and its SDK) out of the binary.
+// Google Cloud KMS registers itself with step's kms. This package, and so the
+// SDK, is linked by meshroot-plugin only, never by meshroot itself.
 import _ "go.step.sm/crypto/kms/cloudkms"

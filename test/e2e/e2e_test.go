@@ -38,7 +38,7 @@ import (
 
 const trustDomain = "example.org"
 
-// meshrootBin is the binary TestMain builds.
+// meshrootBin is the binary TestMain builds, with meshroot-plugin next to it.
 var meshrootBin string
 
 func TestMain(m *testing.M) {
@@ -53,11 +53,15 @@ func buildAndRun(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	meshrootBin = filepath.Join(dir, "meshroot")
-	build := exec.Command("go", "build", "-o", meshrootBin, "github.com/meshroot/meshroot/cmd/meshroot")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: go build meshroot:", err)
-		return 1
+	// meshroot-plugin goes next to meshroot, where meshroot looks for it
+	// first: the step-ca upstream and cloud KMS keys run in it.
+	for _, name := range []string{"meshroot", "meshroot-plugin"} {
+		build := exec.Command("go", "build", "-o", filepath.Join(dir, name), "github.com/meshroot/meshroot/cmd/"+name)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: go build %s: %v\n", name, err)
+			return 1
+		}
 	}
 	return m.Run()
 }
