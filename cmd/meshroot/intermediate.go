@@ -15,7 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.step.sm/crypto/x509util"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/internal/fsutil"
