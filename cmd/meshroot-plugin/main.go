@@ -3,7 +3,7 @@
 // their SDKs: the cloud KMS key managers (awskms, cloudkms, azurekms) and
 // the step-ca upstream. meshroot starts it as a child process at the first
 // use of one of them, talks gRPC to it over a Unix socket in a 0700 folder
-// (hashicorp/go-plugin, with mutual TLS), restarts it if it died, and
+// (the folder keeps other users out), restarts it if it died, and
 // stops it when it exits; the plugin dies with its parent. See
 // docs/keys.md, "The plugin".
 package main

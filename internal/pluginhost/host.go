@@ -1,21 +1,24 @@
 package pluginhost
 
 import (
+	"bufio"
 	"context"
-	"errors"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -34,10 +37,25 @@ type Host struct {
 	mu     sync.Mutex
 	path   string // configured binary; "" looks next to os.Executable, then in $PATH
 	log    *slog.Logger
-	client *plugin.Client
+	child  *child
 	conn   *grpc.ClientConn
 	dir    string // the socket's 0700 folder
 	closed bool
+}
+
+// child is a started plugin process.
+type child struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once it exited
+}
+
+func (c *child) hasExited() bool {
+	select {
+	case <-c.exited:
+		return true
+	default:
+		return false
+	}
 }
 
 // New returns a host that will look for the plugin at path when it is
@@ -83,12 +101,12 @@ func (h *Host) logger() *slog.Logger {
 // connected for a moment, and its death must cost the next call nothing.
 func (h *Host) connect(ctx context.Context, what string) (*grpc.ClientConn, error) {
 	h.mu.Lock()
-	client, conn, closed := h.client, h.conn, h.closed
+	c, conn, closed := h.child, h.conn, h.closed
 	h.mu.Unlock()
 	if closed {
 		return nil, fmt.Errorf("%s: meshroot-plugin was stopped: meshroot is shutting down", what)
 	}
-	if client != nil && !client.Exited() && healthy(ctx, conn) {
+	if c != nil && !c.hasExited() && healthy(ctx, conn) {
 		return conn, nil
 	}
 	// The caller's deadline, not the plugin, may have failed the check.
@@ -100,10 +118,10 @@ func (h *Host) connect(ctx context.Context, what string) (*grpc.ClientConn, erro
 	if h.closed {
 		return nil, fmt.Errorf("%s: meshroot-plugin was stopped: meshroot is shutting down", what)
 	}
-	if h.client != client && h.client != nil {
+	if h.child != c && h.child != nil {
 		return h.conn, nil // another call started it again meanwhile
 	}
-	if h.client != nil {
+	if h.child != nil {
 		h.logger().Warn("meshroot-plugin is gone: starting it again", "pid", h.pid(), "for", what)
 		h.stopLocked()
 	}
@@ -118,15 +136,15 @@ func (h *Host) connect(ctx context.Context, what string) (*grpc.ClientConn, erro
 func healthy(ctx context.Context, conn *grpc.ClientConn) bool {
 	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
 	defer cancel()
-	_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: plugin.GRPCServiceName})
-	return err == nil
+	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	return err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING
 }
 
 func (h *Host) pid() int {
-	if h.client == nil || h.client.ReattachConfig() == nil || h.client.ReattachConfig().Pid == 0 {
+	if h.child == nil {
 		return 0
 	}
-	return h.client.ReattachConfig().Pid
+	return h.child.cmd.Process.Pid
 }
 
 // startLocked starts the plugin and connects to it.
@@ -143,29 +161,26 @@ func (h *Host) startLocked(what string) error {
 		os.RemoveAll(dir)
 		return fmt.Errorf("%s: a folder for meshroot-plugin's socket: %w", what, err)
 	}
-	cmd := exec.Command(path)
-	cmd.Env = append(os.Environ(),
-		plugin.EnvUnixSocketDir+"="+dir,
-		pluginrpc.EnvParentPID+"="+strconv.Itoa(os.Getpid()))
-	// The kernel kills the plugin when meshroot dies, whatever the reason.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  pluginrpc.Handshake,
-		Plugins:          plugin.PluginSet{pluginrpc.Name: hostPlugin{}},
-		Cmd:              cmd,
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		StartTimeout:     StartTimeout,
-		Logger:           hclog.NewNullLogger(),
-		Stderr:           newLineLogger(h.logger()),
-	})
-	conn, err := dispense(client)
-	if err != nil {
-		client.Kill()
+	sock := filepath.Join(dir, "plugin.sock")
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
 		os.RemoveAll(dir)
-		return fmt.Errorf("%s: meshroot-plugin (%s) did not start: %v: run %s --help to check the binary, and see meshroot's log for its output", what, path, err, path)
+		return err
 	}
-	h.client, h.conn, h.dir = client, conn, dir
+	token := hex.EncodeToString(raw[:])
+	c, err := startChild(path, sock, token, newLineLogger(h.logger()))
+	if err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("%s: meshroot-plugin (%s) did not start: %v: see meshroot's log for its output", what, path, err)
+	}
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(pluginrpc.TokenCredentials(token)))
+	if err != nil {
+		c.kill()
+		os.RemoveAll(dir)
+		return fmt.Errorf("%s: meshroot-plugin's socket %s: %w", what, sock, err)
+	}
+	h.child, h.conn, h.dir = c, conn, dir
 	// The server's log notes it; a CLI command (default logger) does not.
 	lvl := slog.LevelDebug
 	if h.log != nil {
@@ -175,32 +190,81 @@ func (h *Host) startLocked(what string) error {
 	return nil
 }
 
-// dispense performs the handshake and returns the gRPC connection.
-func dispense(client *plugin.Client) (*grpc.ClientConn, error) {
-	rpc, err := client.Client()
+// startChild starts the plugin at path, serving on sock and answering
+// calls that carry token, and waits for its ready line (StartTimeout at
+// most). Its stderr goes to stderr.
+func startChild(path, sock, token string, stderr *lineLogger) (*child, error) {
+	cmd := exec.Command(path)
+	cmd.Env = append(os.Environ(),
+		pluginrpc.EnvCookie+"="+pluginrpc.Cookie,
+		pluginrpc.EnvSocket+"="+sock,
+		pluginrpc.EnvParentPID+"="+strconv.Itoa(os.Getpid()))
+	cmd.Stderr = stderr
+	// The kernel kills the plugin when meshroot dies, whatever the reason.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Stdin = strings.NewReader(token + "\n") // a pipe, not the environment
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	raw, err := rpc.Dispense(pluginrpc.Name)
-	if err != nil {
+	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	conn, ok := raw.(*grpc.ClientConn)
-	if !ok {
-		return nil, fmt.Errorf("the plugin dispensed %T, not a gRPC connection", raw)
+	c := &child{cmd: cmd, exited: make(chan struct{})}
+	first := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		line := ""
+		if sc.Scan() {
+			line = sc.Text()
+		}
+		first <- line
+		for sc.Scan() { // anything later on stdout goes to the log too
+			stderr.line([]byte(sc.Text()))
+		}
+	}()
+	go func() { _ = cmd.Wait(); close(c.exited) }()
+	select {
+	case line := <-first:
+		if strings.TrimSpace(line) == pluginrpc.Ready {
+			return c, nil
+		}
+		c.kill()
+		if line == "" {
+			return nil, fmt.Errorf("it exited before it served (%v)", cmd.ProcessState)
+		}
+		return nil, fmt.Errorf("it said %q, not %q: it is not meshroot-plugin, or of another version", trim(line), pluginrpc.Ready)
+	case <-time.After(StartTimeout):
+		c.kill()
+		return nil, fmt.Errorf("it did not say it serves within %s", StartTimeout)
 	}
-	return conn, nil
+}
+
+// kill stops the process and waits for it.
+func (c *child) kill() {
+	_ = c.cmd.Process.Kill()
+	<-c.exited
+}
+
+func trim(s string) string {
+	if len(s) > 120 {
+		return s[:120] + "..."
+	}
+	return s
 }
 
 // stopLocked stops a running plugin and removes its socket folder.
 func (h *Host) stopLocked() {
-	if h.client != nil {
-		h.client.Kill()
+	if h.conn != nil {
+		h.conn.Close()
+	}
+	if h.child != nil {
+		h.child.kill()
 	}
 	if h.dir != "" {
 		os.RemoveAll(h.dir)
 	}
-	h.client, h.conn, h.dir = nil, nil, ""
+	h.child, h.conn, h.dir = nil, nil, ""
 }
 
 // Close stops the plugin if it runs. Later calls fail until SetPath.
@@ -234,17 +298,4 @@ func fail(what string, err error) error {
 		return fmt.Errorf("%s: meshroot-plugin stopped answering (%s): it is started again on the next call", what, st.Message())
 	}
 	return pluginrpc.FromStatus(err)
-}
-
-// hostPlugin hands go-plugin's gRPC connection out as it is.
-type hostPlugin struct{ plugin.NetRPCUnsupportedPlugin }
-
-// GRPCServer is the plugin's side, never the host's.
-func (hostPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
-	return errors.New("meshroot does not serve plugins")
-}
-
-// GRPCClient returns conn.
-func (hostPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
-	return conn, nil
 }

@@ -13,6 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	pluginv1 "github.com/meshroot/meshroot/api/meshroot/plugin/v1"
 	"github.com/meshroot/meshroot/internal/pluginrpc"
 	"github.com/meshroot/meshroot/keys"
 )
@@ -171,6 +178,33 @@ func TestSocketFolderAndClose(t *testing.T) {
 	if sockets == 0 {
 		t.Errorf("no socket in %s: %v", dir, entries)
 	}
+	// A process that reaches the socket but was not handed the start's
+	// token is refused: without one, with a wrong one; the host's own
+	// calls carry it.
+	for name, opts := range map[string][]grpc.DialOption{
+		"no token":      nil,
+		"another token": {grpc.WithPerRPCCredentials(pluginrpc.TokenCredentials(strings.Repeat("ab", 32)))},
+	} {
+		conn, err := grpc.NewClient("unix://"+filepath.Join(dir, "plugin.sock"), append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("%s: the plugin answered %v, want Unauthenticated", name, err)
+		}
+		_, err = pluginv1.NewKeyManagerClient(conn).ListKeys(context.Background(), &pluginv1.ListKeysRequest{})
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("%s: ListKeys answered %v, want Unauthenticated", name, err)
+		}
+		conn.Close()
+	}
+	if _, err := KeyBackend(h, KMSSchemes...).Open(context.Background(), "awskms:region=eu-west-1", keysConfig()); err != nil {
+		t.Errorf("the host's own call after the refused ones: %v", err)
+	}
+	if h.PID() != pid {
+		t.Errorf("the plugin was restarted (pid %d, was %d)", h.PID(), pid)
+	}
 	h.Close()
 	waitGone(t, pid, 5*time.Second)
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
@@ -217,7 +251,7 @@ func TestMissingPlugin(t *testing.T) {
 	}
 }
 
-// TestNotAPlugin: a binary that does not answer go-plugin's handshake
+// TestNotAPlugin: a binary that does not say it serves (pluginrpc.Ready)
 // fails the start with a clear error and leaves nothing behind.
 func TestNotAPlugin(t *testing.T) {
 	h := New("/bin/true", nil)
@@ -225,6 +259,21 @@ func TestNotAPlugin(t *testing.T) {
 	_, err := KeyBackend(h, KMSSchemes...).Open(context.Background(), "awskms:", keysConfig())
 	if err == nil || !strings.Contains(err.Error(), "awskms key manager: meshroot-plugin (/bin/true) did not start") {
 		t.Errorf("not a plugin: %v", err)
+	}
+	if h.SocketDir() != "" || h.PID() != 0 {
+		t.Errorf("a failed start left socket folder %q, pid %d", h.SocketDir(), h.PID())
+	}
+
+	// One that says something else, and would go on running.
+	other := filepath.Join(t.TempDir(), "other")
+	if err := os.WriteFile(other, []byte("#!/bin/sh\necho 'some other program'\nexec sleep 60\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	h = New(other, nil)
+	defer h.Close()
+	_, err = KeyBackend(h, KMSSchemes...).Open(context.Background(), "awskms:", keysConfig())
+	if err == nil || !strings.Contains(err.Error(), `it said "some other program"`) {
+		t.Errorf("another program: %v", err)
 	}
 	if h.SocketDir() != "" || h.PID() != 0 {
 		t.Errorf("a failed start left socket folder %q, pid %d", h.SocketDir(), h.PID())

@@ -13,9 +13,9 @@ import (
 const maxLine = 64 << 10
 
 // lineLogger forwards the plugin's stderr to meshroot's log, one record a
-// line: go-plugin's JSON lines (hclog: @level, @message, fields) at their
-// level with their fields, anything else (a panic, a message before the
-// logger exists) at warn.
+// line: the plugin's slog JSON lines (level, msg, fields) at their level
+// with their fields, anything else (a panic, a message before the logger
+// exists) at warn.
 type lineLogger struct {
 	log *slog.Logger
 	mu  sync.Mutex
@@ -55,11 +55,11 @@ func (l *lineLogger) line(b []byte) {
 		l.log.Warn(string(b))
 		return
 	}
-	msg, _ := rec["@message"].(string)
-	lvl, _ := rec["@level"].(string)
+	msg, _ := rec[slog.MessageKey].(string)
+	lvl, _ := rec[slog.LevelKey].(string)
 	attrs := make([]any, 0, 2*len(rec))
 	for k, v := range rec {
-		if !strings.HasPrefix(k, "@") {
+		if k != slog.MessageKey && k != slog.LevelKey && k != slog.TimeKey {
 			attrs = append(attrs, k, v)
 		}
 	}
@@ -68,7 +68,7 @@ func (l *lineLogger) line(b []byte) {
 
 func level(s string) slog.Level {
 	switch strings.ToLower(s) {
-	case "trace", "debug":
+	case "debug":
 		return slog.LevelDebug
 	case "warn":
 		return slog.LevelWarn

@@ -1,16 +1,23 @@
 package pluginserve
 
 import (
-	"context"
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"os"
+	"os/signal"
+	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	pluginv1 "github.com/meshroot/meshroot/api/meshroot/plugin/v1"
 	"github.com/meshroot/meshroot/internal/pluginrpc"
@@ -21,23 +28,44 @@ import (
 )
 
 // Serve serves the plugin's services to the meshroot that started this
-// process, until it is told to stop or its parent is gone. It returns an
-// error, without serving, when the process was not started by meshroot.
+// process (internal/pluginrpc: the socket it names, then the ready line on
+// stdout), until SIGTERM or until its parent is gone. It returns an error,
+// without serving, when the process was not started by meshroot.
 func Serve() error {
-	if os.Getenv(pluginrpc.Handshake.MagicCookieKey) != pluginrpc.Handshake.MagicCookieValue {
+	if os.Getenv(pluginrpc.EnvCookie) != pluginrpc.Cookie {
 		return errors.New("meshroot-plugin runs the cloud KMS key managers and the step-ca upstream for meshroot, which starts it when it needs them: it is not run by hand (docs/keys.md)")
+	}
+	sock := os.Getenv(pluginrpc.EnvSocket)
+	if !filepath.IsAbs(sock) {
+		return fmt.Errorf("meshroot-plugin: %s=%q is not an absolute socket path: the meshroot that started it is of another version", pluginrpc.EnvSocket, sock)
+	}
+	// JSON lines on stderr, which meshroot forwards to its own log.
+	slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, nil)))
+	token, err := bufio.NewReader(io.LimitReader(os.Stdin, 256)).ReadString('\n')
+	if token = strings.TrimSpace(token); len(token) < 32 {
+		return fmt.Errorf("meshroot-plugin: no token on stdin (%v): the meshroot that started it is of another version", err)
+	}
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("meshroot-plugin: listen on %s: %w", sock, err)
 	}
 	ks, us := newKeyServer(), newUpstreamServer()
 	defer ks.close()
+	s := grpc.NewServer(pluginrpc.TokenCheck(token)...)
+	pluginv1.RegisterKeyManagerServer(s, ks)
+	pluginv1.RegisterUpstreamServer(s, us)
+	healthpb.RegisterHealthServer(s, health.NewServer()) // "" serving
 	go exitWithParent()
-	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: pluginrpc.Handshake,
-		Plugins:         plugin.PluginSet{pluginrpc.Name: &grpcPlugin{keys: ks, upstreams: us}},
-		GRPCServer:      plugin.DefaultGRPCServer,
-		// JSON lines on stderr, which meshroot forwards to its own log.
-		Logger: hclog.New(&hclog.LoggerOptions{Name: "meshroot-plugin", Level: hclog.Info, Output: os.Stderr, JSONFormat: true}),
-	})
-	return nil
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-stop
+		s.GracefulStop()
+	}()
+	if _, err := fmt.Fprintln(os.Stdout, pluginrpc.Ready); err != nil {
+		return err
+	}
+	return s.Serve(ln)
 }
 
 // exitWithParent ends the process once its parent is gone: the host sets
@@ -54,23 +82,4 @@ func exitWithParent() {
 			os.Exit(1)
 		}
 	}
-}
-
-// grpcPlugin registers the services on go-plugin's gRPC server.
-type grpcPlugin struct {
-	plugin.NetRPCUnsupportedPlugin
-	keys      *keyServer
-	upstreams *upstreamServer
-}
-
-// GRPCServer registers KeyManager and Upstream.
-func (p *grpcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	pluginv1.RegisterKeyManagerServer(s, p.keys)
-	pluginv1.RegisterUpstreamServer(s, p.upstreams)
-	return nil
-}
-
-// GRPCClient is the host's side, which this process never is.
-func (p *grpcPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (any, error) {
-	return nil, errors.New("meshroot-plugin is not a plugin host")
 }
