@@ -7,9 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/fsutil"
 )
 
 // Metadata keys, as the server reads them.
@@ -116,7 +115,7 @@ type credentialSource struct {
 // token if it was not used yet. It reports which it added.
 func (s *credentialSource) withToken(ctx context.Context) (context.Context, string, error) {
 	if s.tokenFile != "" {
-		b, err := readSmall(s.tokenFile, maxTokenFile)
+		b, err := fsutil.ReadBounded(s.tokenFile, maxTokenFile)
 		if err == nil && len(strings.TrimSpace(string(b))) > 0 {
 			return metadata.AppendToOutgoingContext(ctx, mdAuthorization, "Bearer "+strings.TrimSpace(string(b))), "service-account token", nil
 		}
@@ -135,20 +134,4 @@ func errOr(err error, s string) any {
 		return err
 	}
 	return s
-}
-
-func readSmall(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return b, nil
 }

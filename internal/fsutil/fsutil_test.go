@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -52,5 +53,26 @@ func TestWriteFileExclusive(t *testing.T) {
 func TestWriteFileMissingFolder(t *testing.T) {
 	if err := WriteFile(filepath.Join(t.TempDir(), "no", "such"), nil, 0o600); err == nil {
 		t.Fatal("write into a missing folder succeeded")
+	}
+}
+
+// TestReadBounded: a file at the limit is read; one byte more, or an
+// endless device, is refused without reading past the limit.
+func TestReadBounded(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte("12345"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := ReadBounded(p, 5); err != nil || string(b) != "12345" {
+		t.Fatalf("at the limit: %q, %v", b, err)
+	}
+	if _, err := ReadBounded(p, 4); err == nil || !strings.Contains(err.Error(), "larger than 4 bytes") {
+		t.Fatalf("over the limit: %v", err)
+	}
+	if _, err := ReadBounded("/dev/zero", 1<<10); err == nil {
+		t.Fatal("/dev/zero was read")
+	}
+	if _, err := ReadBounded(filepath.Join(t.TempDir(), "none"), 5); !os.IsNotExist(err) {
+		t.Fatalf("missing file: %v", err)
 	}
 }

@@ -3,12 +3,11 @@ package pluginserve
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/url"
-	"os"
 	"strings"
 
 	pluginv1 "github.com/meshroot/meshroot/api/meshroot/plugin/v1"
+	"github.com/meshroot/meshroot/internal/fsutil"
 	"github.com/meshroot/meshroot/upstream/stepca"
 )
 
@@ -38,7 +37,7 @@ func openStepCA(ctx context.Context, cfg *pluginv1.UpstreamConfig) (*stepca.Upst
 	}
 	var password string
 	if f := cfg.GetPasswordFile(); f != "" {
-		b, err := readBounded(f, maxPasswordFile)
+		b, err := fsutil.ReadBounded(f, maxPasswordFile)
 		if err != nil {
 			return nil, invalidf("step-ca provisioner password: %v", err)
 		}
@@ -53,21 +52,4 @@ func openStepCA(ctx context.Context, cfg *pluginv1.UpstreamConfig) (*stepca.Upst
 
 func invalidf(format string, args ...any) error {
 	return invalidError{fmt.Errorf(format, args...)}
-}
-
-// readBounded reads a file of at most limit bytes.
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return b, nil
 }

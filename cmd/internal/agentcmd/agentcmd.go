@@ -24,6 +24,7 @@ import (
 
 	"github.com/meshroot/meshroot/agent"
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/fsutil"
 	"github.com/meshroot/meshroot/internal/kubeclient"
 	"github.com/meshroot/meshroot/keys"
 )
@@ -268,17 +269,8 @@ func serveAgentMetrics(ctx context.Context, addr, cluster string, log *slog.Logg
 	return m, nil
 }
 
-// ReadBounded reads a file of at most limit bytes.
-func ReadBounded(path string, limit int64) ([]byte, error) {
-	info, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if info.Size() > limit {
-		return nil, fmt.Errorf("%s is %d bytes: at most %d are read", path, info.Size(), limit)
-	}
-	return os.ReadFile(path)
-}
+// ReadBounded reads a file of at most limit bytes (fsutil.ReadBounded).
+func ReadBounded(path string, limit int64) ([]byte, error) { return fsutil.ReadBounded(path, limit) }
 
 // ApplyEnv sets every flag the user did not give from MESHROOT_<FLAG> in the
 // environment (dashes become underscores).

@@ -35,13 +35,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutRe
 	cpu0, self0 := cpuTime(srv.pid()), cpuTime(os.Getpid())
 	t := time.Now()
 	for range rounds {
-		for _, step := range []struct {
-			name string
-			do   func() error
-		}{
-			{"root prepare", func() error { _, err := srv.admin.PrepareRoot(ctx, ca.PrepareRootRequest{}); return err }},
-			{"root rollback", func() error { _, err := srv.admin.RollbackPrepared(ctx, ca.PhaseRequest{}); return err }},
-		} {
+		for _, step := range bundleChanges(ctx, srv) {
 			tb, err := srv.admin.TrustBundle(ctx)
 			if err != nil {
 				return res, err
@@ -77,6 +71,21 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutRe
 		fmt.Fprintf(os.Stderr, "sizing the bundle message: %v\n", err)
 	}
 	return res, nil
+}
+
+// bundleChange is one admin call that changes the trust bundle.
+type bundleChange struct {
+	name string
+	do   func() error
+}
+
+// bundleChanges are a round of the fan-outs: root prepare (the bundle
+// gains a root), then rollback (it loses it), the sequence up by one each.
+func bundleChanges(ctx context.Context, srv *serveProc) []bundleChange {
+	return []bundleChange{
+		{"root prepare", func() error { _, err := srv.admin.PrepareRoot(ctx, ca.PrepareRootRequest{}); return err }},
+		{"root rollback", func() error { _, err := srv.admin.RollbackPrepared(ctx, ca.PhaseRequest{}); return err }},
+	}
 }
 
 // phase is one timed step of the rotation.

@@ -23,7 +23,6 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
-	"github.com/meshroot/meshroot/ca"
 )
 
 // The stream fan-out isolates the server's part of a fan-out. With 1,000
@@ -92,13 +91,7 @@ func streamFanout(ctx context.Context, srv *serveProc, dir string, roots []byte,
 	progress("%d watch streams open in %s", n, res.setup.Round(time.Millisecond))
 	cpu0, child0 := cpuTime(srv.pid()), cpuTime(cmd.Process.Pid)
 	for range rounds {
-		for _, step := range []struct {
-			name string
-			do   func() error
-		}{
-			{"root prepare", func() error { _, err := srv.admin.PrepareRoot(ctx, ca.PrepareRootRequest{}); return err }},
-			{"root rollback", func() error { _, err := srv.admin.RollbackPrepared(ctx, ca.PhaseRequest{}); return err }},
-		} {
+		for _, step := range bundleChanges(ctx, srv) {
 			tb, err := srv.admin.TrustBundle(ctx)
 			if err != nil {
 				return res, err
