@@ -24,6 +24,11 @@ type Bundles struct {
 	CRLSnap *CRLSnapshot
 	// Version changes whenever Local, Federated, ActiveRootID or CRLs does.
 	Version [32]byte
+	// Gen numbers the hub's changes (0: bundles not from a hub). Unlike
+	// Version, which two states with the same content share (a root
+	// prepared, then rolled back), it names one state exactly: the
+	// bundle's sequence, the federated bundles' sequences and all.
+	Gen uint64
 }
 
 // BundleHub holds the current bundles and tells watchers when they change.
@@ -114,6 +119,7 @@ func (h *BundleHub) refresh(ctx context.Context) {
 	if h.ok && b.Version == h.current.Version {
 		return
 	}
+	b.Gen = h.current.Gen + 1
 	h.current, h.ok = b, true
 	close(h.changed)
 	h.changed = make(chan struct{})

@@ -42,7 +42,7 @@ type IssuerServer struct {
 // requesters with auth and serving bundles from hub.
 func NewIssuerServer(svc *ca.Service, auth *authn.Authenticator, hub *BundleHub, log *slog.Logger, refreshHint time.Duration) *IssuerServer {
 	s := &IssuerServer{svc: svc, auth: auth, hub: hub, log: log, refreshHint: refreshHint, stopping: make(chan struct{})}
-	s.msgs.current = func() [32]byte { b, _, _ := hub.Current(); return b.Version }
+	s.msgs.current = func() uint64 { b, _, _ := hub.Current(); return b.Gen }
 	return s
 }
 
@@ -179,7 +179,7 @@ func (s *IssuerServer) sendBundle(stream grpc.ServerStream, b Bundles, crls *crl
 		return stream.SendMsg(s.bundleMessage(stream.Context(), b, crls))
 	}
 	had := crls.copy()
-	pm, err := s.msgs.get(b.Version, crls.key(), func() (*grpc.PreparedMsg, error) {
+	pm, err := s.msgs.get(b.Gen, crls.key(), func() (*grpc.PreparedMsg, error) {
 		pm := &grpc.PreparedMsg{}
 		return pm, pm.Encode(stream, s.bundleMessage(stream.Context(), b, had))
 	})

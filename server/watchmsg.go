@@ -21,12 +21,13 @@ import (
 // every stream encodes alike: the server registers no compressor
 // (TestWatchMessagesNoCompressor fails if one is linked).
 type watchMessages struct {
-	// current is the hub's current version: only its messages are kept.
-	current func() [32]byte
+	// current is the hub's current generation (Bundles.Gen): only its
+	// messages are kept.
+	current func() uint64
 
-	mu      sync.Mutex
-	version [32]byte
-	byKey   map[watchKey]*encodedMsg
+	mu    sync.Mutex
+	gen   uint64
+	byKey map[watchKey]*encodedMsg
 }
 
 // watchKey names one message of a version: the CRL form and, for deltas,
@@ -68,18 +69,20 @@ type encodedMsg struct {
 	err  error
 }
 
-// get returns the encoding of key for version, calling encode once for
-// all the streams that ask for it together. Messages of another version
-// than the hub's current one (a stream that read the hub just before a
-// change) are encoded for that stream alone.
-func (w *watchMessages) get(version [32]byte, key watchKey, encode func() (*grpc.PreparedMsg, error)) (*grpc.PreparedMsg, error) {
+// get returns the encoding of key for the hub's state gen, calling encode
+// once for all the streams that ask for it together. Messages of another
+// state than the hub's current one (a stream that read the hub just
+// before a change) are encoded for that stream alone. States are told
+// apart by generation, not by Version: a root prepared and rolled back
+// returns to an earlier Version with a higher bundle sequence.
+func (w *watchMessages) get(gen uint64, key watchKey, encode func() (*grpc.PreparedMsg, error)) (*grpc.PreparedMsg, error) {
 	w.mu.Lock()
-	if w.version != version || w.byKey == nil {
-		if version != w.current() {
+	if w.gen != gen || w.byKey == nil {
+		if gen == 0 || gen != w.current() {
 			w.mu.Unlock()
 			return encode()
 		}
-		w.version, w.byKey = version, map[watchKey]*encodedMsg{}
+		w.gen, w.byKey = gen, map[watchKey]*encodedMsg{}
 	}
 	e, ok := w.byKey[key]
 	if !ok {

@@ -17,8 +17,8 @@ import (
 // current one is encoded per stream and not kept; past the bound, a new
 // key is encoded per stream too.
 func TestWatchMessagesEncodeOnce(t *testing.T) {
-	cur := [32]byte{1}
-	w := &watchMessages{current: func() [32]byte { return cur }}
+	cur := uint64(1)
+	w := &watchMessages{current: func() uint64 { return cur }}
 	var encodes atomic.Int32
 	enc := func() (*grpc.PreparedMsg, error) { encodes.Add(1); return &grpc.PreparedMsg{}, nil }
 
@@ -51,20 +51,26 @@ func TestWatchMessagesEncodeOnce(t *testing.T) {
 		t.Fatalf("%d encodings for 4 keys", n)
 	}
 
-	old := [32]byte{2}
+	old := uint64(0) // bundles not from the hub
 	w.get(old, watchKey{form: formFirst}, enc)
 	w.get(old, watchKey{form: formFirst}, enc)
 	if n := encodes.Load(); n != 6 {
-		t.Fatalf("a version that is not the current one: %d encodings in all, want 6 (not kept)", n)
+		t.Fatalf("bundles not from the hub: %d encodings in all, want 6 (not kept)", n)
 	}
-	if pm, _ := w.get(cur, watchKey{form: formDelta, from: 7}, enc); pm != got[0] || encodes.Load() != 6 {
+	old = 7 // a state that is not the current one
+	w.get(old, watchKey{form: formFirst}, enc)
+	w.get(old, watchKey{form: formFirst}, enc)
+	if n := encodes.Load(); n != 8 {
+		t.Fatalf("a state that is not the current one: %d encodings in all, want 8 (not kept)", n)
+	}
+	if pm, _ := w.get(cur, watchKey{form: formDelta, from: 7}, enc); pm != got[0] || encodes.Load() != 8 {
 		t.Fatal("a stream on an older version evicted the current version's encodings")
 	}
 
-	// A change: the new version replaces the old one's encodings.
-	cur = [32]byte{3}
+	// A change: the new state replaces the old one's encodings.
+	cur = 3
 	w.get(cur, watchKey{form: formDelta, from: 7}, enc)
-	if n := encodes.Load(); n != 7 {
+	if n := encodes.Load(); n != 9 {
 		t.Fatalf("after a change, the message was not encoded anew: %d", n)
 	}
 
