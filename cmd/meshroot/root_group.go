@@ -12,7 +12,7 @@ import (
 	"go.step.sm/crypto/pemutil"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/cmd/internal/agentcmd"
+	"github.com/meshroot/meshroot/internal/fsutil"
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/store"
 )
@@ -213,7 +213,7 @@ func initUpstream(cmd *cobra.Command, g *globals, td, upstream string) error {
 }
 
 // readBounded reads a file of at most limit bytes.
-var readBounded = agentcmd.ReadBounded
+var readBounded = fsutil.ReadBounded
 
 // readUpTo reads at most limit bytes of a file.
 func readUpTo(path string, limit int64) ([]byte, error) {

@@ -145,7 +145,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	if f.renewFraction <= 0 || f.renewFraction >= 1 {
 		return UsageError{fmt.Errorf("--renew-fraction %v: use a number between 0 and 1", f.renewFraction)}
 	}
-	caPEM, err := ReadBounded(f.serverCA, maxServerCAFile)
+	caPEM, err := fsutil.ReadBounded(f.serverCA, maxServerCAFile)
 	if err != nil {
 		return UsageError{fmt.Errorf("--server-ca: %w", err)}
 	}
@@ -268,9 +268,6 @@ func serveAgentMetrics(ctx context.Context, addr, cluster string, log *slog.Logg
 	}()
 	return m, nil
 }
-
-// ReadBounded reads a file of at most limit bytes (fsutil.ReadBounded).
-func ReadBounded(path string, limit int64) ([]byte, error) { return fsutil.ReadBounded(path, limit) }
 
 // ApplyEnv sets every flag the user did not give from MESHROOT_<FLAG> in the
 // environment (dashes become underscores).
