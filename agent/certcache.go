@@ -26,8 +26,37 @@ type certCache struct {
 	m  map[string]*x509.Certificate
 }
 
-// parse returns der parsed, from the cache when it was parsed before.
-// The result is shared: callers must not change it.
+// leanCert is cert with only what the agent reads of a fleet's
+// intermediate: its DER, names and key identifiers (matching CRLs to their
+// CA), serial number, validity, the CA constraints and public key (checking
+// a CRL's signature). Extensions, SANs, name constraints and policies are
+// left out: every agent of the fleet keeps every cluster's intermediate.
+func leanCert(cert *x509.Certificate) *x509.Certificate {
+	return &x509.Certificate{
+		Raw:                   cert.Raw,
+		RawSubject:            cert.RawSubject,
+		RawIssuer:             cert.RawIssuer,
+		Version:               cert.Version,
+		SerialNumber:          cert.SerialNumber,
+		Subject:               cert.Subject,
+		NotBefore:             cert.NotBefore,
+		NotAfter:              cert.NotAfter,
+		KeyUsage:              cert.KeyUsage,
+		BasicConstraintsValid: cert.BasicConstraintsValid,
+		IsCA:                  cert.IsCA,
+		MaxPathLen:            cert.MaxPathLen,
+		MaxPathLenZero:        cert.MaxPathLenZero,
+		SubjectKeyId:          cert.SubjectKeyId,
+		AuthorityKeyId:        cert.AuthorityKeyId,
+		PublicKeyAlgorithm:    cert.PublicKeyAlgorithm,
+		PublicKey:             cert.PublicKey,
+		SignatureAlgorithm:    cert.SignatureAlgorithm,
+		Signature:             cert.Signature,
+	}
+}
+
+// parse returns der parsed (leanCert), from the cache when it was parsed
+// before. The result is shared: callers must not change it.
 func (c *certCache) parse(der []byte) (*x509.Certificate, error) {
 	if c == nil {
 		return x509.ParseCertificate(der)
@@ -42,8 +71,12 @@ func (c *certCache) parse(der []byte) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
+	cert = leanCert(cert)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if cached, ok := c.m[string(der)]; ok { // parsed meanwhile by another caller
+		return cached, nil
+	}
 	if c.m == nil || len(c.m) >= maxCachedCerts {
 		c.m = map[string]*x509.Certificate{} // a new fleet set: start over
 	}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"sync"
@@ -11,48 +12,89 @@ import (
 // superseded intermediate while current) and the next one. It must hold a
 // whole set: below that, every reconcile would parse and verify the whole
 // set again (a 1,000-cluster fleet has over 1,000 CRLs, twice that during
-// a rotation). An empty cluster CRL parses to about 1 KiB. The DER itself
-// is the key: a lookup hashes it with the map's hash, several times
-// cheaper than the SHA-256 it used to compute, and a reconcile makes
-// several lookups per CRL of the fleet.
+// a rotation). The DER itself is the key: a lookup hashes it with the
+// map's hash, several times cheaper than a SHA-256 of it, and a reconcile
+// makes several lookups per CRL of the fleet.
 const maxCachedCRLs = 8192
 
-// crlCache keeps parsed CRLs by their DER. Every reconcile
-// looks at the fleet's whole CRL set several times (planning ca-crl.pem,
-// finding the cluster's own CRL, reporting what the file holds) and nearly
-// all of it is unchanged from the last one; a root CRL with 10,000 entries
-// takes tens of milliseconds to parse and one hash to find again. A nil
-// cache parses every time.
+// crlCache keeps parsed CRLs by their DER. Every reconcile looks at the
+// fleet's whole CRL set several times (planning ca-crl.pem, finding the
+// cluster's own CRL, reporting what the file holds) and nearly all of it
+// is unchanged from the last one; a root CRL with 10,000 entries takes
+// tens of milliseconds to parse and one hash to find again. A nil cache
+// parses every time.
+//
+// Every agent of a fleet keeps one entry per CRL of the fleet, so an
+// entry holds what the agent reads and no more (crlEntry): at 1,000
+// clusters the cache is most of what an agent holds beyond its idle
+// memory (BenchmarkFleetStateHeld).
 type crlCache struct {
 	mu sync.Mutex
-	m  map[string]*x509.RevocationList
-	// checked holds the result of checking each (CRL, issuer) pair's
-	// signature, failures too: an ECDSA verification on every reconcile
-	// cost more than parsing once, and a cluster's successive
-	// intermediates share their subject name, so after a rotation every
-	// plan tried each cluster's CRLs against the other intermediate and
-	// failed again (300 failed verifications per plan at 300 clusters).
-	// Keyed by CRL, then by the issuer's DER (looked up without copying it).
-	checked map[*x509.RevocationList]map[string]error
-	// pemOf holds the PEM block of each CRL the cache holds, as
-	// ca-crl.pem is written: re-encoding the fleet's CRLs for every plan
-	// cost about as much as decoding them.
-	pemOf map[*x509.RevocationList][]byte
+	m  map[string]*crlEntry
 	// pemSrc and pemDERs remember the last ca-crl.pem decoded: a
 	// reconcile reads the Secret's file several times (planning, the
-	// report) and decoding 1,000 CRLs' PEM takes ~2 ms each time.
-	pemSrc  string
+	// report) and decoding 1,000 CRLs' PEM takes ~2 ms each time. pemSrc
+	// is the file as the caller passed it, not a copy (the Secret the
+	// agent holds anyway): callers never change a file they passed.
+	pemSrc  []byte
 	pemDERs [][]byte
 }
 
+// crlEntry is one CRL of the cache.
+type crlEntry struct {
+	// rl is the CRL with only the fields the agent reads (leanCRL).
+	rl *x509.RevocationList
+	// pem is its PEM block as ca-crl.pem holds it, once encoded:
+	// re-encoding the fleet's CRLs for every plan cost about as much as
+	// decoding them.
+	pem []byte
+	// checked holds the result of checking its signature against each
+	// issuer tried, failures too: an ECDSA verification on every
+	// reconcile cost more than parsing once, and a cluster's successive
+	// intermediates share their subject name, so after a rotation every
+	// plan tried each cluster's CRLs against the other intermediate and
+	// failed again (300 failed verifications per plan at 300 clusters).
+	// A CRL names one issuer, so the list holds the CAs of that name: one,
+	// two across a rotation.
+	checked []checkedIssuer
+}
+
+// checkedIssuer is the result of checking a CRL's signature with the
+// certificate whose DER is raw (shared with that certificate, not copied).
+type checkedIssuer struct {
+	raw []byte
+	err error
+}
+
+// leanCRL is rl with only what the agent reads of a CRL: its DER and the
+// signed part (the signature check), issuer name and key identifier,
+// number and update times. The revoked entries are left out: the agent
+// passes them through to istiod, it does not read them, and a root CRL
+// with 10,000 entries parses to megabytes of them.
+func leanCRL(rl *x509.RevocationList) *x509.RevocationList {
+	return &x509.RevocationList{
+		Raw:                  rl.Raw,
+		RawTBSRevocationList: rl.RawTBSRevocationList,
+		RawIssuer:            rl.RawIssuer,
+		Signature:            rl.Signature,
+		SignatureAlgorithm:   rl.SignatureAlgorithm,
+		AuthorityKeyId:       rl.AuthorityKeyId,
+		Number:               rl.Number,
+		ThisUpdate:           rl.ThisUpdate,
+		NextUpdate:           rl.NextUpdate,
+	}
+}
+
 // pemCRLs returns the DER of every X509 CRL block in data (shared: callers
-// must not change it).
+// must not change it). A CRL the cache holds is returned as the cache's
+// copy, so the decoded one is not kept twice. data is remembered as it
+// is: callers must not change it afterwards.
 func (c *crlCache) pemCRLs(data []byte) [][]byte {
 	if c == nil {
 		return pemCRLs(data)
 	}
 	c.mu.Lock()
-	if c.pemDERs != nil && c.pemSrc == string(data) {
+	if c.pemDERs != nil && bytes.Equal(c.pemSrc, data) {
 		ders := c.pemDERs
 		c.mu.Unlock()
 		return ders
@@ -64,8 +106,22 @@ func (c *crlCache) pemCRLs(data []byte) [][]byte {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.pemSrc, c.pemDERs = string(data), ders
+	for i, der := range ders {
+		if e, ok := c.m[string(der)]; ok {
+			ders[i] = e.rl.Raw
+		}
+	}
+	c.pemSrc, c.pemDERs = data, ders
 	return ders
+}
+
+// entry returns the cache's entry for rl, if rl is the cache's own.
+// Callers hold c.mu.
+func (c *crlCache) entry(rl *x509.RevocationList) *crlEntry {
+	if e, ok := c.m[string(rl.Raw)]; ok && e.rl == rl {
+		return e
+	}
+	return nil
 }
 
 // pemBlock returns rl (whose DER is der) as a PEM block, encoded once for
@@ -75,19 +131,17 @@ func (c *crlCache) pemBlock(rl *x509.RevocationList, der []byte) []byte {
 		return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
 	}
 	c.mu.Lock()
-	b, ok := c.pemOf[rl]
-	c.mu.Unlock()
-	if ok {
-		return b
+	e := c.entry(rl)
+	if e != nil && e.pem != nil {
+		c.mu.Unlock()
+		return e.pem
 	}
-	b = pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m[string(der)] == rl {
-		if c.pemOf == nil {
-			c.pemOf = map[*x509.RevocationList][]byte{}
-		}
-		c.pemOf[rl] = b
+	c.mu.Unlock()
+	b := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+	if e != nil {
+		c.mu.Lock()
+		e.pem = b
+		c.mu.Unlock()
 	}
 	return b
 }
@@ -99,48 +153,50 @@ func (c *crlCache) checkSignature(rl *x509.RevocationList, issuer *x509.Certific
 		return rl.CheckSignatureFrom(issuer)
 	}
 	c.mu.Lock()
-	res, ok := c.checked[rl][string(issuer.Raw)]
-	c.mu.Unlock()
-	if ok {
-		return res
+	e := c.entry(rl)
+	if e != nil {
+		for _, ch := range e.checked {
+			if bytes.Equal(ch.raw, issuer.Raw) {
+				c.mu.Unlock()
+				return ch.err
+			}
+		}
 	}
-	res = rl.CheckSignatureFrom(issuer)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m[string(rl.Raw)] == rl { // only CRLs the cache holds: their pointers stay unique
-		if c.checked == nil {
-			c.checked = map[*x509.RevocationList]map[string]error{}
-		}
-		if c.checked[rl] == nil {
-			c.checked[rl] = map[string]error{}
-		}
-		c.checked[rl][string(issuer.Raw)] = res
+	c.mu.Unlock()
+	res := rl.CheckSignatureFrom(issuer)
+	if e != nil {
+		c.mu.Lock()
+		e.checked = append(e.checked, checkedIssuer{raw: issuer.Raw, err: res})
+		c.mu.Unlock()
 	}
 	return res
 }
 
-// parse returns der parsed, from the cache when it was parsed before.
-// The result is shared: callers must not change it.
+// parse returns der parsed (leanCRL), from the cache when it was parsed
+// before. The result is shared: callers must not change it.
 func (c *crlCache) parse(der []byte) (*x509.RevocationList, error) {
 	if c == nil {
 		return x509.ParseRevocationList(der)
 	}
 	c.mu.Lock()
-	rl, ok := c.m[string(der)]
+	e, ok := c.m[string(der)]
 	c.mu.Unlock()
 	if ok {
-		return rl, nil
+		return e.rl, nil
 	}
 	rl, err := x509.ParseRevocationList(der)
 	if err != nil {
 		return nil, err
 	}
+	rl = leanCRL(rl)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxCachedCRLs {
-		c.m = map[string]*x509.RevocationList{} // a new fleet set: start over
-		c.checked, c.pemOf = nil, nil
+	if e, ok := c.m[string(der)]; ok { // parsed meanwhile by another caller
+		return e.rl, nil
 	}
-	c.m[string(der)] = rl
+	if c.m == nil || len(c.m) >= maxCachedCRLs {
+		c.m = map[string]*crlEntry{} // a new fleet set: start over
+	}
+	c.m[string(der)] = &crlEntry{rl: rl}
 	return rl, nil
 }

@@ -55,8 +55,8 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	if err := c.checkSignature(r1, issuer); err != nil {
 		t.Errorf("checkSignature by its issuer: %v", err)
 	}
-	if res, ok := c.checked[r1][string(issuer.Raw)]; !ok || res != nil {
-		t.Errorf("success remembered: %v, %v", ok, res)
+	if ch := c.m[string(a)].checked; len(ch) != 1 || !bytes.Equal(ch[0].raw, issuer.Raw) || ch[0].err != nil {
+		t.Errorf("success remembered: %+v", ch)
 	}
 	other := testCert(t)
 	for range 2 {
@@ -64,11 +64,45 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 			t.Error("a CRL checked out against another certificate")
 		}
 	}
-	if res, ok := c.checked[r1][string(other.Raw)]; !ok || res == nil {
-		t.Errorf("failure remembered: %v, %v", ok, res)
+	if ch := c.m[string(a)].checked; len(ch) != 2 || !bytes.Equal(ch[1].raw, other.Raw) || ch[1].err == nil {
+		t.Errorf("failure remembered: %+v, want 2 issuers checked, the second failed", ch)
 	}
-	if len(c.checked) != 1 || len(c.checked[r1]) != 2 {
-		t.Errorf("checks remembered for %d CRLs (%d pairs), want 1 CRL, 2 pairs", len(c.checked), len(c.checked[r1]))
+	if ch := c.m[string(b)].checked; len(ch) != 0 {
+		t.Errorf("checks remembered for the CRL never checked: %+v", ch)
+	}
+	// A CRL that is not the cache's own (parsed elsewhere) is checked, not
+	// remembered under the cache's copy.
+	foreign, _ := x509.ParseRevocationList(a)
+	if err := c.checkSignature(foreign, other); err == nil {
+		t.Error("a foreign parse of the CRL checked out against another certificate")
+	}
+	if ch := c.m[string(a)].checked; len(ch) != 2 {
+		t.Errorf("a foreign CRL's check landed in the cache: %+v", ch)
+	}
+	// The cache keeps the fields the agent reads, not the revoked entries
+	// (a root CRL of 10,000 entries parses to megabytes of them).
+	revoked, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(3), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour),
+		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: big.NewInt(7), RevocationTime: time.Now()}}}, issuer, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, _ := x509.ParseRevocationList(revoked)
+	lean, err := c.parse(revoked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lean.RevokedCertificateEntries != nil || lean.Number.Cmp(full.Number) != 0 || !lean.NextUpdate.Equal(full.NextUpdate) || !lean.ThisUpdate.Equal(full.ThisUpdate) ||
+		!bytes.Equal(lean.RawIssuer, full.RawIssuer) || !bytes.Equal(lean.AuthorityKeyId, full.AuthorityKeyId) || !bytes.Equal(lean.Raw, revoked) {
+		t.Errorf("cached CRL: %+v\nwant the fields of %+v without its entries", lean, full)
+	}
+	if err := c.checkSignature(lean, issuer); err != nil {
+		t.Errorf("the cached CRL's signature: %v", err)
+	}
+	// ca-crl.pem's CRLs that the cache holds come back as the cache's
+	// bytes, not a second decoded copy.
+	ders := c.pemCRLs(append(block(a), block(revoked)...))
+	if len(ders) != 2 || &ders[0][0] != &c.m[string(a)].rl.Raw[0] || &ders[1][0] != &lean.Raw[0] {
+		t.Error("ca-crl.pem's CRLs were kept as decoded copies, not the cache's")
 	}
 	var none *crlCache
 	if r, err := none.parse(a); err != nil || r == r1 {
@@ -80,7 +114,6 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 // content: another file is decoded afresh, and going back decodes the
 // first again; a CRL's PEM block is what pem.EncodeToMemory makes.
 func TestCRLCachePEMMemo(t *testing.T) {
-	block := func(b []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: b}) }
 	a := append(block([]byte("one")), block([]byte("two"))...)
 	b := block([]byte("three"))
 	var c crlCache
@@ -115,3 +148,6 @@ func TestCRLCachePEMMemo(t *testing.T) {
 		}
 	}
 }
+
+// block is der as a PEM block of ca-crl.pem.
+func block(der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}) }
