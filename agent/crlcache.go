@@ -31,13 +31,43 @@ const maxCachedCRLs = 8192
 type crlCache struct {
 	mu sync.Mutex
 	m  map[string]*crlEntry
-	// pemSrc and pemDERs remember the last ca-crl.pem decoded: a
-	// reconcile reads the Secret's file several times (planning, the
-	// report) and decoding 1,000 CRLs' PEM takes ~2 ms each time. pemSrc
-	// is the file as the caller passed it, not a copy (the Secret the
-	// agent holds anyway): callers never change a file they passed.
-	pemSrc  []byte
-	pemDERs [][]byte
+	// file is the last ca-crl.pem decoded: a reconcile reads the
+	// Secret's file several times (planning, the report) and decoding
+	// 1,000 CRLs' PEM takes ~2 ms each time.
+	file pemFile
+}
+
+// pemFile is a ca-crl.pem decoded. When the file is exactly the PEM blocks
+// of CRLs the cache holds, as the agent writes it, it is remembered as
+// those entries, not as bytes: recognising it again is one comparison of
+// the file with their blocks, and the file itself (~1 MB at 1,000
+// clusters) is not kept between reconciles. Any other file is remembered
+// as passed (not copied: callers never change a file they passed).
+type pemFile struct {
+	canonical bool
+	entries   []*crlEntry // canonical: the file is their PEM blocks, in order
+	src       []byte      // not canonical: the file
+	ders      [][]byte    // its CRLs' DER; nil when nothing was decoded yet
+}
+
+// matches reports whether data is the file f was decoded from. Callers
+// hold the cache's lock.
+func (f *pemFile) matches(data []byte) bool {
+	switch {
+	case f.ders == nil:
+		return false
+	case !f.canonical:
+		return bytes.Equal(f.src, data)
+	}
+	off := 0
+	for _, e := range f.entries {
+		n := len(e.pem)
+		if n == 0 || off+n > len(data) || !bytes.Equal(data[off:off+n], e.pem) {
+			return false
+		}
+		off += n
+	}
+	return off == len(data)
 }
 
 // crlEntry is one CRL of the cache.
@@ -86,16 +116,17 @@ func leanCRL(rl *x509.RevocationList) *x509.RevocationList {
 }
 
 // pemCRLs returns the DER of every X509 CRL block in data (shared: callers
-// must not change it). A CRL the cache holds is returned as the cache's
-// copy, so the decoded one is not kept twice. data is remembered as it
-// is: callers must not change it afterwards.
+// must not change it). The CRLs are parsed into the cache and returned as
+// the cache's bytes, so the decoded ones are not kept twice. data is
+// remembered as it is when it is not the cache's CRLs' blocks: callers
+// must not change it afterwards.
 func (c *crlCache) pemCRLs(data []byte) [][]byte {
 	if c == nil {
 		return pemCRLs(data)
 	}
 	c.mu.Lock()
-	if c.pemDERs != nil && bytes.Equal(c.pemSrc, data) {
-		ders := c.pemDERs
+	if c.file.matches(data) {
+		ders := c.file.ders
 		c.mu.Unlock()
 		return ders
 	}
@@ -104,14 +135,31 @@ func (c *crlCache) pemCRLs(data []byte) [][]byte {
 	if ders == nil {
 		ders = [][]byte{}
 	}
+	for _, der := range ders {
+		_, _ = c.parse(der) // malformed ones stay out, and the file is not canonical
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	f := pemFile{canonical: true, entries: make([]*crlEntry, 0, len(ders)), ders: ders}
 	for i, der := range ders {
-		if e, ok := c.m[string(der)]; ok {
-			ders[i] = e.rl.Raw
+		e, ok := c.m[string(der)]
+		if !ok {
+			f.canonical, f.entries = false, nil
+			break
 		}
+		if e.pem == nil {
+			e.pem = pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: e.rl.Raw})
+		}
+		ders[i] = e.rl.Raw
+		f.entries = append(f.entries, e)
 	}
-	c.pemSrc, c.pemDERs = data, ders
+	if f.canonical && !f.matches(data) { // other blocks, text or line breaks
+		f.canonical, f.entries = false, nil
+	}
+	if !f.canonical {
+		f.src = data
+	}
+	c.file = f
 	return ders
 }
 

@@ -110,6 +110,55 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	}
 }
 
+// TestCRLCacheFileNotKept: a ca-crl.pem made of the cache's CRLs' blocks
+// (as the agent writes it) is recognised again without the cache keeping
+// the file; a change of one byte is decoded afresh; a file with anything
+// else in it is remembered as passed, and still recognised.
+func TestCRLCacheFileNotKept(t *testing.T) {
+	issuer, k := testIssuer(t)
+	mk := func(n int64) []byte {
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(n), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, issuer, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	one, two := mk(1), mk(2)
+	file := append(block(one), block(two)...)
+	var c crlCache
+	first := c.pemCRLs(append([]byte(nil), file...))
+	if len(first) != 2 || !bytes.Equal(first[0], one) || !bytes.Equal(first[1], two) {
+		t.Fatalf("decoded %d CRLs", len(first))
+	}
+	if !c.file.canonical || c.file.src != nil {
+		t.Errorf("the agent's own file was kept (canonical %v, %d bytes)", c.file.canonical, len(c.file.src))
+	}
+	again := c.pemCRLs(append([]byte(nil), file...)) // the next read of the Secret: another copy
+	if len(again) != 2 || &again[0] != &first[0] {
+		t.Error("the same file was decoded again")
+	}
+	changed := append([]byte(nil), file...)
+	changed[len(block(one))+40] ^= 1 // inside the second block's base64
+	if got := c.pemCRLs(changed); len(got) == 2 && &got[0] == &first[0] {
+		t.Error("a changed file was taken for the one decoded before")
+	}
+	// Other text around the blocks: not the cache's blocks, kept as passed.
+	odd := append([]byte("# written by hand\n"), file...)
+	got := c.pemCRLs(odd)
+	if len(got) != 2 || c.file.canonical || &c.file.src[0] != &odd[0] {
+		t.Errorf("a file with a comment: %d CRLs, canonical %v", len(got), c.file.canonical)
+	}
+	if again := c.pemCRLs(odd); &again[0] != &got[0] {
+		t.Error("the file with a comment was decoded again")
+	}
+	if got := c.pemCRLs(file); !c.file.canonical || len(got) != 2 {
+		t.Error("back to the agent's file: not recognised as the cache's blocks")
+	}
+	if got := c.pemCRLs(nil); len(got) != 0 || got == nil {
+		t.Errorf("no file: %v", got)
+	}
+}
+
 // TestCRLCachePEMMemo: the decoded ca-crl.pem is reused only for the same
 // content: another file is decoded afresh, and going back decodes the
 // first again; a CRL's PEM block is what pem.EncodeToMemory makes.
