@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -34,24 +35,24 @@ func TestCertCacheCRLSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(first.Intermediates) != 1 || first.Intermediates[0].Subject.CommonName != "a" || len(first.CRLs) != 1 || first.Missing[0] != "x" {
+	if len(first.intermediates) != 1 || !strings.HasPrefix(first.intermediates[0].name(), "CN=a ") || len(first.crls) != 1 {
 		t.Fatalf("first set = %+v", first)
 	}
 	next, err := c.crlSet(&meshrootv1.CRLSet{Intermediates: [][]byte{append([]byte(nil), a...), b}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if next.Intermediates[0] != first.Intermediates[0] {
+	if next.intermediates[0] != first.intermediates[0] {
 		t.Error("an intermediate already parsed was parsed again")
 	}
-	if next.Intermediates[1].Subject.CommonName != "b" {
-		t.Errorf("second intermediate = %s, want b", next.Intermediates[1].Subject.CommonName)
+	if got := next.intermediates[1]; !strings.HasPrefix(got.name(), "CN=b ") || !bytes.Equal(got.raw, b) || got.cert != nil {
+		t.Errorf("second intermediate = %q (kept parsed: %v), want b, not kept parsed", got.name(), got.cert != nil)
 	}
 	if _, err := c.crlSet(&meshrootv1.CRLSet{Intermediates: [][]byte{a, []byte("junk")}}); err == nil || !strings.Contains(err.Error(), "certificate 2") {
 		t.Errorf("junk intermediate: %v, want an error naming certificate 2", err)
 	}
 	var none *certCache
-	if got, err := none.parse(a); err != nil || got.Subject.CommonName != "a" {
+	if got, err := none.parse(a); err != nil || got.cert == nil || got.cert.Subject.CommonName != "a" {
 		t.Errorf("nil cache: %v, %v", got, err)
 	}
 }

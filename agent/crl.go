@@ -30,6 +30,8 @@ const AnnotationCRLWritten = "meshroot.io/crl-written"
 // CRLCAs are the CAs that need a current CRL before ca-crl.pem is
 // written: the bundle's roots, every CA of the cluster's own chain (its
 // intermediate included) and the fleet's current cluster intermediates.
+// The agent's own plan (planCRL) takes the same CAs, the fleet's
+// intermediates as its cache keeps them.
 func CRLCAs(cc *ca.CACerts, roots []*x509.Certificate, set ca.CRLSet) []*x509.Certificate {
 	cas := append(append([]*x509.Certificate{}, roots...), set.Intermediates...)
 	if cc != nil {
@@ -99,13 +101,16 @@ func (a *Agent) planCRL(cur *Current, cc *ca.CACerts, bundle *meshrootv1.TrustBu
 	if err != nil {
 		return CRLPlan{PEM: held}, published, false, fmt.Errorf("trust bundle from server: %w", err)
 	}
-	crls := set.CRLs
+	crls := set.crls
 	if own, err := ownCRL(&a.crls, cc, append(append([][]byte{}, crls...), a.crls.pemCRLs(held)...), now); err != nil {
 		a.log.Warn("cannot sign the cluster's CRL", "error", err)
 	} else if own != nil {
 		crls = append(crls, own)
 	}
-	cas := CRLCAs(cc, roots, set)
+	cas := append(crlCAs(roots), set.intermediates...)
+	if cc != nil {
+		cas = append(cas, crlCAs(cc.Chain)...)
+	}
 	if published {
 		plan = planPublishedCRLFile(&a.crls, cas, crls, held, now)
 	} else {
@@ -140,7 +145,7 @@ func (a *Agent) noteCRLPlan(plan CRLPlan, published bool, serverMissing []string
 	}
 	attrs := []any{"missing", strings.Join(plan.Missing, "; "), "server_missing", strings.Join(serverMissing, "; ")}
 	const waiting = ": waiting for the CRLs of newly issued intermediates (their agents send them with their first report)"
-	switch fresh := allNew(plan.MissingCAs, now); {
+	switch fresh := allNew(plan.missingCAs, now); {
 	case published && fresh:
 		a.log.Info(CRLFile+" is incomplete"+waiting, attrs...)
 	case published:
@@ -155,12 +160,12 @@ func (a *Agent) noteCRLPlan(plan CRLPlan, published bool, serverMissing []string
 // allNew reports whether every CA in cas was issued within
 // newIntermediateGrace of now (NotBefore is set back by
 // ca.DefaultBackdate) and is not a root.
-func allNew(cas []*x509.Certificate, now time.Time) bool {
+func allNew(cas []*crlCA, now time.Time) bool {
 	if len(cas) == 0 {
 		return false
 	}
 	for _, c := range cas {
-		if bytes.Equal(c.RawSubject, c.RawIssuer) || c.NotBefore.Before(now.Add(-ca.DefaultBackdate-newIntermediateGrace)) {
+		if bytes.Equal(c.rawSubject, c.rawIssuer) || c.notBefore.Before(now.Add(-ca.DefaultBackdate-newIntermediateGrace)) {
 			return false
 		}
 	}
@@ -225,13 +230,14 @@ func AppliedRootCRLs(file []byte, roots []*x509.Certificate) map[string]uint64 {
 
 func appliedRootCRLs(cache *crlCache, file []byte, roots []*x509.Certificate) map[string]uint64 {
 	out := map[string]uint64{}
+	cas := crlCAs(roots)
 	for _, der := range cache.pemCRLs(file) {
 		rl, err := cache.parse(der)
 		if err != nil || rl.Number == nil || !rl.Number.IsUint64() {
 			continue
 		}
-		for _, r := range roots {
-			if bytes.Equal(rl.RawIssuer, r.RawSubject) && cache.checkSignature(rl, r) == nil {
+		for i, r := range roots {
+			if bytes.Equal(rl.RawIssuer, r.RawSubject) && cache.checkSignature(rl, cas[i]) == nil {
 				id := ca.RootID(r)
 				out[id] = max(out[id], rl.Number.Uint64())
 			}
@@ -274,9 +280,10 @@ func ownCurrent(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) [
 		return nil
 	}
 	cert := cc.Cert
+	issuer := crlCAOf(cert, true)
 	for _, der := range crls {
 		rl, err := cache.parse(der)
-		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && cache.checkSignature(rl, cert) == nil &&
+		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && cache.checkSignature(rl, issuer) == nil &&
 			rl.NextUpdate.After(now.Add(min(ca.CRLRefreshBefore, cert.NotAfter.Sub(now)/2))) {
 			return der
 		}

@@ -36,7 +36,7 @@ func TestNoteCRLPlanLevels(t *testing.T) {
 		var buf bytes.Buffer
 		a := &Agent{log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 		var plan CRLPlan
-		plan.setMissing(tc.cas)
+		plan.setMissing(crlCAs(tc.cas))
 		a.noteCRLPlan(plan, tc.published, nil, now)
 		out := buf.String()
 		if !strings.Contains(out, "level="+tc.level.String()) || !strings.Contains(out, tc.msg) {

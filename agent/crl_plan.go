@@ -3,7 +3,6 @@ package agent
 import (
 	"crypto/x509"
 	"encoding/pem"
-	"fmt"
 	"time"
 
 	"github.com/meshroot/meshroot/ca"
@@ -28,17 +27,17 @@ import (
 type CRLPlan struct {
 	// PEM is the file's content; nil when it must not be written.
 	PEM []byte
-	// Missing names the CAs without a current CRL; MissingCAs are they.
+	// Missing names the CAs without a current CRL.
 	Missing    []string
-	MissingCAs []*x509.Certificate
+	missingCAs []*crlCA
 	// MinNextUpdate is the earliest nextUpdate of the CRLs in PEM.
 	MinNextUpdate time.Time
 }
 
-func (p *CRLPlan) setMissing(cas []*x509.Certificate) {
-	p.MissingCAs = cas
+func (p *CRLPlan) setMissing(cas []*crlCA) {
+	p.missingCAs = cas
 	for _, c := range cas {
-		p.Missing = append(p.Missing, fmt.Sprintf("%s (serial %s)", c.Subject, ca.SerialHex(c.SerialNumber)))
+		p.Missing = append(p.Missing, c.name())
 	}
 }
 
@@ -100,7 +99,7 @@ func issuerKey(name, keyID []byte) string { return string(name) + "\x00" + strin
 // (CRLs of superseded intermediates ride along while current). It returns
 // the chosen CRLs in the candidates' order and the CAs without a current
 // CRL.
-func pickCRLs(cache *crlCache, cas []*x509.Certificate, cands []crlCandidate, minTier int, now time.Time) (chosen []crlCandidate, missing []*x509.Certificate) {
+func pickCRLs(cache *crlCache, cas []*crlCA, cands []crlCandidate, minTier int, now time.Time) (chosen []crlCandidate, missing []*crlCA) {
 	best := map[string]int{} // issuer key -> index in cands
 	required := map[string]bool{}
 	seen := map[string]bool{}
@@ -111,21 +110,21 @@ func pickCRLs(cache *crlCache, cas []*x509.Certificate, cands []crlCandidate, mi
 		byIssuer[string(cand.rl.RawIssuer)] = append(byIssuer[string(cand.rl.RawIssuer)], i)
 	}
 	for _, c := range cas {
-		if seen[string(c.Raw)] {
+		if seen[string(c.raw)] {
 			continue
 		}
-		seen[string(c.Raw)] = true
-		k := issuerKey(c.RawSubject, c.SubjectKeyId)
+		seen[string(c.raw)] = true
+		k := issuerKey(c.rawSubject, c.keyID)
 		required[k] = true
 		pick := -1
-		for _, i := range byIssuer[string(c.RawSubject)] {
+		for _, i := range byIssuer[string(c.rawSubject)] {
 			cand := cands[i]
 			if cache.checkSignature(cand.rl, c) != nil {
 				continue
 			}
 			// A CRL that runs to its CA's own expiry is current for it
 			// (ca.CRLCurrent): a short-lived intermediate signs no longer one.
-			if cand.tier == 1 && ca.CRLCurrent(cand.rl, c, now) {
+			if cand.tier == 1 && ca.CRLCurrentUntil(cand.rl, c.notAfter, now) {
 				cand.tier = 2
 				cands[i].tier = 2
 			}
@@ -192,10 +191,10 @@ func encodePlan(cache *crlCache, p *CRLPlan, chosen []crlCandidate) {
 // Missing and PEM is nil. CRLs of other issuers (superseded
 // intermediates) ride along when current.
 func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
-	return planCRLFile(nil, cas, crls, now)
+	return planCRLFile(nil, crlCAs(cas), crls, now)
 }
 
-func planCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
+func planCRLFile(cache *crlCache, cas []*crlCA, crls [][]byte, now time.Time) CRLPlan {
 	var p CRLPlan
 	chosen, missing := pickCRLs(cache, cas, parseCandidates(cache, crls, now), 2, now)
 	if p.setMissing(missing); len(missing) > 0 {
@@ -215,10 +214,10 @@ func planCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, now ti
 // in Missing, but PEM is written anyway. PEM is never empty: with nothing
 // to choose it is held unchanged (nil when held is empty too).
 func PlanPublishedCRLFile(cas []*x509.Certificate, crls [][]byte, held []byte, now time.Time) CRLPlan {
-	return planPublishedCRLFile(nil, cas, crls, held, now)
+	return planPublishedCRLFile(nil, crlCAs(cas), crls, held, now)
 }
 
-func planPublishedCRLFile(cache *crlCache, cas []*x509.Certificate, crls [][]byte, held []byte, now time.Time) CRLPlan {
+func planPublishedCRLFile(cache *crlCache, cas []*crlCA, crls [][]byte, held []byte, now time.Time) CRLPlan {
 	all := append(append([][]byte{}, crls...), cache.pemCRLs(held)...)
 	var p CRLPlan
 	chosen, missing := pickCRLs(cache, cas, parseCandidates(cache, all, now), 0, now)

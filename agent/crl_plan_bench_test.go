@@ -21,12 +21,12 @@ func BenchmarkPlanCRLFileFleet(b *testing.B) {
 		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) {
 			f := newBenchFleet(b, n, false)
 			var cache crlCache
-			if p := planCRLFile(&cache, f.cas, f.crls, f.now); len(p.Missing) != 0 {
+			if p := planCRLFile(&cache, crlCAs(f.cas), f.crls, f.now); len(p.Missing) != 0 {
 				b.Fatalf("missing %v", p.Missing)
 			}
 			b.ResetTimer()
 			for b.Loop() {
-				planCRLFile(&cache, f.cas, f.crls, f.now)
+				planCRLFile(&cache, crlCAs(f.cas), f.crls, f.now)
 			}
 		})
 	}
@@ -53,12 +53,12 @@ func BenchmarkCRLWorkPerChangeFleet(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			f := newBenchFleet(b, tc.n, tc.rotated)
 			var cache crlCache
-			held := planCRLFile(&cache, f.cas, f.crls, f.now).PEM
+			held := planCRLFile(&cache, crlCAs(f.cas), f.crls, f.now).PEM
 			held = append([]byte(nil), held...)
 			roots := f.cas[:1]
 			work := func() {
 				file := append([]byte(nil), held...) // each read of the Secret is a new copy
-				if p := planPublishedCRLFile(&cache, f.cas, f.crls, file, f.now); len(p.Missing) != 0 {
+				if p := planPublishedCRLFile(&cache, crlCAs(f.cas), f.crls, file, f.now); len(p.Missing) != 0 {
 					b.Fatalf("missing %v", p.Missing)
 				}
 				ownCurrent(&cache, nil, cache.pemCRLs(file), f.now)

@@ -195,29 +195,39 @@ func (c *crlCache) pemBlock(rl *x509.RevocationList, der []byte) []byte {
 }
 
 // checkSignature is rl.CheckSignatureFrom(issuer), its result remembered
-// for a CRL from this cache.
-func (c *crlCache) checkSignature(rl *x509.RevocationList, issuer *x509.Certificate) error {
+// for a CRL from this cache. An issuer the caller did not keep parsed (a
+// fleet intermediate) is parsed for the check.
+func (c *crlCache) checkSignature(rl *x509.RevocationList, issuer *crlCA) error {
 	if c == nil {
-		return rl.CheckSignatureFrom(issuer)
+		return verifyCRL(rl, issuer)
 	}
 	c.mu.Lock()
 	e := c.entry(rl)
 	if e != nil {
 		for _, ch := range e.checked {
-			if bytes.Equal(ch.raw, issuer.Raw) {
+			if bytes.Equal(ch.raw, issuer.raw) {
 				c.mu.Unlock()
 				return ch.err
 			}
 		}
 	}
 	c.mu.Unlock()
-	res := rl.CheckSignatureFrom(issuer)
+	res := verifyCRL(rl, issuer)
 	if e != nil {
 		c.mu.Lock()
-		e.checked = append(e.checked, checkedIssuer{raw: issuer.Raw, err: res})
+		e.checked = append(e.checked, checkedIssuer{raw: issuer.raw, err: res})
 		c.mu.Unlock()
 	}
 	return res
+}
+
+// verifyCRL checks rl's signature with issuer's key.
+func verifyCRL(rl *x509.RevocationList, issuer *crlCA) error {
+	cert, err := issuer.certificate()
+	if err != nil {
+		return err
+	}
+	return rl.CheckSignatureFrom(cert)
 }
 
 // parse returns der parsed (leanCRL), from the cache when it was parsed

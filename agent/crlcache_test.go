@@ -52,7 +52,8 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	// Signatures: the result is remembered, a failure too (a cluster's
 	// successive intermediates share a name: each plan tries a CRL against
 	// both), and a failure stays a failure.
-	if err := c.checkSignature(r1, issuer); err != nil {
+	// The issuer as the fleet's intermediates are kept: parsed again for the check.
+	if err := c.checkSignature(r1, crlCAOf(issuer, false)); err != nil {
 		t.Errorf("checkSignature by its issuer: %v", err)
 	}
 	if ch := c.m[string(a)].checked; len(ch) != 1 || !bytes.Equal(ch[0].raw, issuer.Raw) || ch[0].err != nil {
@@ -60,7 +61,7 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	}
 	other := testCert(t)
 	for range 2 {
-		if err := c.checkSignature(r1, other); err == nil {
+		if err := c.checkSignature(r1, crlCAOf(other, true)); err == nil {
 			t.Error("a CRL checked out against another certificate")
 		}
 	}
@@ -73,7 +74,7 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	// A CRL that is not the cache's own (parsed elsewhere) is checked, not
 	// remembered under the cache's copy.
 	foreign, _ := x509.ParseRevocationList(a)
-	if err := c.checkSignature(foreign, other); err == nil {
+	if err := c.checkSignature(foreign, crlCAOf(other, true)); err == nil {
 		t.Error("a foreign parse of the CRL checked out against another certificate")
 	}
 	if ch := c.m[string(a)].checked; len(ch) != 2 {
@@ -95,7 +96,7 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 		!bytes.Equal(lean.RawIssuer, full.RawIssuer) || !bytes.Equal(lean.AuthorityKeyId, full.AuthorityKeyId) || !bytes.Equal(lean.Raw, revoked) {
 		t.Errorf("cached CRL: %+v\nwant the fields of %+v without its entries", lean, full)
 	}
-	if err := c.checkSignature(lean, issuer); err != nil {
+	if err := c.checkSignature(lean, crlCAOf(issuer, true)); err != nil {
 		t.Errorf("the cached CRL's signature: %v", err)
 	}
 	// ca-crl.pem's CRLs that the cache holds come back as the cache's

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"crypto/x509"
 	"fmt"
 	"runtime"
 	"testing"
@@ -37,13 +36,13 @@ func BenchmarkFleetStateHeld(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				cas := append(append([]*x509.Certificate{}, roots...), s.Intermediates...)
-				file := planCRLFile(&a.crls, cas, s.CRLs, f.now).PEM
+				cas := append(crlCAs(roots), s.intermediates...)
+				file := planCRLFile(&a.crls, cas, s.crls, f.now).PEM
 				if file == nil {
 					b.Fatal("no ca-crl.pem planned")
 				}
 				file = append([]byte(nil), file...) // the Secret's copy
-				p := planPublishedCRLFile(&a.crls, cas, s.CRLs, file, f.now)
+				p := planPublishedCRLFile(&a.crls, cas, s.crls, file, f.now)
 				if len(p.Missing) != 0 {
 					b.Fatalf("missing %v", p.Missing)
 				}

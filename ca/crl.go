@@ -30,10 +30,19 @@ var (
 // left, or a short-lived one, can sign no CRL that runs further than its
 // own expiry, and needs none: chains through it end there too).
 func CRLCurrent(rl *x509.RevocationList, issuer *x509.Certificate, now time.Time) bool {
+	if issuer == nil {
+		return CRLCurrentUntil(rl, time.Time{}, now)
+	}
+	return CRLCurrentUntil(rl, issuer.NotAfter, now)
+}
+
+// CRLCurrentUntil is CRLCurrent for an issuer known by its expiry
+// (notAfter; zero when unknown).
+func CRLCurrentUntil(rl *x509.RevocationList, notAfter time.Time, now time.Time) bool {
 	if !rl.NextUpdate.After(now) {
 		return false
 	}
-	return rl.NextUpdate.After(now.Add(CRLMinRemaining)) || (issuer != nil && !rl.NextUpdate.Before(issuer.NotAfter))
+	return rl.NextUpdate.After(now.Add(CRLMinRemaining)) || (!notAfter.IsZero() && !rl.NextUpdate.Before(notAfter))
 }
 
 // MaxClusterCRLBytes bounds a CRL an agent sends for its intermediate.
