@@ -21,12 +21,13 @@ func BenchmarkPlanCRLFileFleet(b *testing.B) {
 		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) {
 			f := newBenchFleet(b, n, false)
 			var cache crlCache
-			if p := planCRLFile(&cache, crlCAs(f.cas), f.crls, f.now); len(p.Missing) != 0 {
+			cas := crlCAs(f.cas) // as the agent's certCache keeps them
+			if p := planCRLFile(&cache, cas, f.crls, f.now); len(p.Missing) != 0 {
 				b.Fatalf("missing %v", p.Missing)
 			}
 			b.ResetTimer()
 			for b.Loop() {
-				planCRLFile(&cache, crlCAs(f.cas), f.crls, f.now)
+				planCRLFile(&cache, cas, f.crls, f.now)
 			}
 		})
 	}
@@ -53,12 +54,13 @@ func BenchmarkCRLWorkPerChangeFleet(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			f := newBenchFleet(b, tc.n, tc.rotated)
 			var cache crlCache
-			held := planCRLFile(&cache, crlCAs(f.cas), f.crls, f.now).PEM
+			cas := crlCAs(f.cas) // as the agent's certCache keeps them
+			held := planCRLFile(&cache, cas, f.crls, f.now).PEM
 			held = append([]byte(nil), held...)
 			roots := f.cas[:1]
 			work := func() {
 				file := append([]byte(nil), held...) // each read of the Secret is a new copy
-				if p := planPublishedCRLFile(&cache, crlCAs(f.cas), f.crls, file, f.now); len(p.Missing) != 0 {
+				if p := planPublishedCRLFile(&cache, cas, f.crls, file, f.now); len(p.Missing) != 0 {
 					b.Fatalf("missing %v", p.Missing)
 				}
 				ownCurrent(&cache, nil, cache.pemCRLs(file), f.now)
