@@ -12,11 +12,12 @@ import (
 
 // memLimit sets this process's soft memory limit to three quarters of the
 // machine's memory, unless GOMEMLIMIT says otherwise, and returns it (0
-// when unknown). Every in-process agent holds the fleet's CRL set, its
-// intermediates parsed and its ca-crl.pem: ~5 MB per agent at 400
-// clusters, ~12 MB at 1,000, so 1,000 agents hold ~12 GB live, and with the
-// collector's default headroom (GOGC=100) they would need twice that. The
-// limit makes the collector run more often instead (its CPU is in the
+// when unknown). Every in-process agent holds the fleet's CRL set and
+// its caches, and its in-memory API server a Secret with the fleet's
+// ca-crl.pem: 1,000 agents held 7.3 GB live at 1,000 clusters (12.8 GB
+// before the agent's caches were trimmed; docs/performance.md), and with
+// the collector's default headroom (GOGC=100) they would need twice that.
+// The limit makes the collector run more often instead (its CPU is in the
 // agents' CPU figures); a real agent holds one cluster's share.
 func memLimit() int64 {
 	if os.Getenv("GOMEMLIMIT") != "" {
