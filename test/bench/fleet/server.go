@@ -116,9 +116,10 @@ func (s *serveProc) stop() {
 
 // memStatus is a process's resident memory, from /proc/PID/status.
 type memStatus struct {
-	rss, hwm int64 // bytes: VmRSS, VmHWM (peak)
-	threads  int
-	fds      int // open file descriptors (connections among them)
+	rss, hwm   int64 // bytes: VmRSS, VmHWM (peak)
+	file, anon int64 // bytes: RssFile (the mapped binary, mostly), RssAnon
+	threads    int
+	fds        int // open file descriptors (connections among them)
 }
 
 func readMem(pid int) (memStatus, error) {
@@ -140,6 +141,10 @@ func readMem(pid int) (memStatus, error) {
 			m.rss = kb << 10
 		case "VmHWM:":
 			m.hwm = kb << 10
+		case "RssFile:":
+			m.file = kb << 10
+		case "RssAnon:":
+			m.anon = kb << 10
 		case "Threads:":
 			m.threads = int(kb)
 		}
