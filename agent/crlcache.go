@@ -148,7 +148,7 @@ func (c *crlCache) pemCRLs(data []byte) [][]byte {
 			break
 		}
 		if e.pem == nil {
-			e.pem = pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: e.rl.Raw})
+			e.pem = crlPEM(e.rl.Raw)
 		}
 		ders[i] = e.rl.Raw
 		f.entries = append(f.entries, e)
@@ -176,7 +176,7 @@ func (c *crlCache) entry(rl *x509.RevocationList) *crlEntry {
 // a CRL from this cache.
 func (c *crlCache) pemBlock(rl *x509.RevocationList, der []byte) []byte {
 	if c == nil {
-		return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+		return crlPEM(der)
 	}
 	c.mu.Lock()
 	e := c.entry(rl)
@@ -185,7 +185,7 @@ func (c *crlCache) pemBlock(rl *x509.RevocationList, der []byte) []byte {
 		return e.pem
 	}
 	c.mu.Unlock()
-	b := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+	b := crlPEM(der)
 	if e != nil {
 		c.mu.Lock()
 		e.pem = b
@@ -257,4 +257,9 @@ func (c *crlCache) parse(der []byte) (*x509.RevocationList, error) {
 	}
 	c.m[string(der)] = &crlEntry{rl: rl}
 	return rl, nil
+}
+
+// crlPEM is der as a PEM block of ca-crl.pem.
+func crlPEM(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
 }
