@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/cmd/internal/agentcmd"
+	_ "github.com/meshroot/meshroot/cmd/internal/pprofdebug" // net/http/pprof in -tags pprof builds only
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/cmd/internal/agentcmd"
+	_ "github.com/meshroot/meshroot/cmd/internal/pprofdebug" // net/http/pprof in -tags pprof builds only
 	"github.com/meshroot/meshroot/internal/pluginrpc"
 	"github.com/meshroot/meshroot/keys"
 	"github.com/meshroot/meshroot/store"

@@ -14,8 +14,10 @@ import (
 
 // leanAgentRSS runs the lean agent binary as its own process in folder
 // mode (--out), for a cluster of its own, waits until it has written
-// cacerts and has been idle for settle, and returns its memory.
-func leanAgentRSS(ctx context.Context, bin, dir, addr string, admin ca.Admin, roots []byte, settle time.Duration) (memStatus, error) {
+// cacerts and has been idle for settle, and returns its memory. With
+// prof's address set, the agent serves pprof there (a -tags pprof build),
+// and its memory statistics and heap profile are saved after the reading.
+func leanAgentRSS(ctx context.Context, bin, dir, addr string, admin ca.Admin, roots []byte, settle time.Duration, prof *profiler) (memStatus, error) {
 	const name = "lean-agent"
 	if _, err := admin.AddCluster(ctx, ca.AddClusterRequest{Name: name}); err != nil {
 		return memStatus{}, err
@@ -37,6 +39,9 @@ func leanAgentRSS(ctx context.Context, bin, dir, addr string, admin ca.Admin, ro
 	defer logf.Close()
 	cmd := exec.Command(bin, "--server", addr, "--server-ca", caFile, "--cluster", name, "--out", out)
 	cmd.Env = append(os.Environ(), "MESHROOT_JOIN_TOKEN="+tok.Token)
+	if prof.addr != "" {
+		cmd.Env = append(cmd.Env, "MESHROOT_PPROF_LISTEN="+prof.addr)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return memStatus{}, err
@@ -66,5 +71,11 @@ func leanAgentRSS(ctx context.Context, bin, dir, addr string, admin ca.Admin, ro
 			return memStatus{}, fmt.Errorf("%s wrote no cacerts into %s in 2 min (log %s)", bin, out, logf.Name())
 		}
 	}
-	return settledMem(ctx, cmd.Process.Pid, settle)
+	m, err := settledMem(ctx, cmd.Process.Pid, settle)
+	if err == nil && prof.addr != "" {
+		// After the reading: the heap profile's collection changes it.
+		prof.fetch("/debug/pprof/heap?debug=1", "agent-memstats.txt")
+		prof.fetch("/debug/pprof/heap?gc=1", "agent-heap.pprof")
+	}
+	return m, err
 }

@@ -41,6 +41,7 @@ type options struct {
 	settle             time.Duration
 	keep               bool
 	pprof, profDir     string
+	agentPprof         string
 	noStreams          bool
 	streamsOnly        bool
 	memLimit           int64 // this process's soft memory limit (bytes; 0: none known)
@@ -57,6 +58,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (server log, data dir)")
 	flag.StringVar(&o.pprof, "pprof", "", "with a meshroot built with -tags pprof: its pprof address (127.0.0.1:PORT); saves server heap and CPU profiles and a CPU profile of the agents into -profile-dir")
 	flag.StringVar(&o.profDir, "profile-dir", ".", "where -pprof puts the profiles")
+	flag.StringVar(&o.agentPprof, "agent-pprof", "", "with a meshroot-agent built with -tags pprof: the lean agent's pprof address (127.0.0.1:PORT); after its RSS reading, saves its memory statistics (agent-memstats.txt) and heap profile (agent-heap.pprof) into -profile-dir")
 	flag.BoolVar(&o.streamsOnly, "streams-only", false, "only the server's fan-out alone: -large clusters join in waves of -small agents, which stop once joined, then -large watch streams")
 	flag.BoolVar(&o.noStreams, "no-streams", false, "skip the stream fan-out (the server's part alone, after the agents stop)")
 	flag.IntVar(&streamsChild.n, "streams-child", 0, "internal: run as the stream fan-out's child, holding this many watch streams")
@@ -199,7 +201,8 @@ func run(o options) (err error) {
 		}
 		progress("stream fan-out to %d: p50 %s p99 %s max %s", o.large, ms(pct(r.streams.lat, .5)), ms(pct(r.streams.lat, .99)), ms(maxDur(r.streams.lat)))
 	}
-	if r.agentIdle, err = leanAgentRSS(ctx, o.agentBin, dir, srv.issuerAddr, srv.admin, f.serverCA, o.settle); err != nil {
+	agentProf := &profiler{addr: o.agentPprof, dir: o.profDir}
+	if r.agentIdle, err = leanAgentRSS(ctx, o.agentBin, dir, srv.issuerAddr, srv.admin, f.serverCA, o.settle, agentProf); err != nil {
 		return fmt.Errorf("lean agent: %w", err)
 	}
 	r.warnings, r.firstWarnings = warn.snapshot()

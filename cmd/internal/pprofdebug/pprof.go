@@ -1,18 +1,22 @@
 //go:build pprof
 
-package main
+package pprofdebug
 
 import (
 	"net"
 	"net/http"
 	_ "net/http/pprof" // the profiling handlers, on their own listener
 	"os"
+	"runtime"
+	"strconv"
 )
 
-// A build with -tags pprof serves net/http/pprof on the loopback address
-// in MESHROOT_PPROF_LISTEN (for profiling, e.g. by test/bench/fleet
-// -profile). Release builds do not contain it.
 func init() {
+	// MESHROOT_MEMPROFILE_RATE sets runtime.MemProfileRate (1: every
+	// allocation), for heap profiles of a small heap.
+	if r, err := strconv.Atoi(os.Getenv("MESHROOT_MEMPROFILE_RATE")); err == nil && r > 0 {
+		runtime.MemProfileRate = r
+	}
 	addr := os.Getenv("MESHROOT_PPROF_LISTEN")
 	if addr == "" {
 		return
