@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -90,4 +91,44 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// methodsByName are packages that call methods by name through
+// reflection (html/template) or link one that does (gRPC's
+// golang.org/x/net/trace). With any of them linked, the linker keeps
+// every exported method of every type the binary holds: meshroot-agent
+// grew by 23 % (17.0 -> 20.9 MB) and its idle RSS by 2.4 MiB.
+var methodsByName = regexp.MustCompile(`^(golang\.org/x/net/trace|html/template)$`)
+
+// TestNoMethodsByName fails if meshroot-agent, built with the tags the
+// Makefile and the Dockerfile build it with, links a package that calls
+// methods by name, and if those builds drop grpcnotrace.
+func TestNoMethodsByName(t *testing.T) {
+	for _, f := range []string{"../../Makefile", "../../deploy/Dockerfile"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "grpcnotrace") {
+			t.Errorf("%s does not build with -tags grpcnotrace: gRPC then links golang.org/x/net/trace", f)
+		}
+	}
+	for _, tc := range []struct {
+		tags string
+		want bool // the pattern matches a package linked
+	}{{"grpcnotrace", false}, {"", true}} { // the second shows the check can fail
+		out, err := exec.Command("go", "list", "-tags="+tc.tags, "-deps", ".").CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps: %v\n%s", err, out)
+		}
+		var hits []string
+		for _, p := range strings.Fields(string(out)) {
+			if methodsByName.MatchString(p) {
+				hits = append(hits, p)
+			}
+		}
+		if got := len(hits) > 0; got != tc.want {
+			t.Errorf("with -tags=%q meshroot-agent links %v; want a package that calls methods by name: %v", tc.tags, hits, tc.want)
+		}
+	}
 }

@@ -130,7 +130,7 @@ fi
 [ -x "$spire" ] || die "no spire-server at $spire"
 
 echo "building meshroot (as make build does)" >&2
-go build -trimpath -ldflags "-s -w" -o "$work/meshroot" ./cmd/meshroot
+go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$work/meshroot" ./cmd/meshroot
 # Start both from a cold page cache (see above).
 sync "$work/meshroot"
 for b in "$work/meshroot" "$spire"; do dd if="$b" iflag=nocache count=0 status=none; done

@@ -46,8 +46,8 @@ die() { echo "idle-rss bench: $*" >&2; exit 1; }
 for c in openssl dd awk; do command -v "$c" >/dev/null || die "$c is needed"; done
 
 echo "building meshroot and meshroot-agent (as make build does)" >&2
-go build -trimpath -ldflags "-s -w" -o "$work/meshroot" ./cmd/meshroot
-go build -trimpath -ldflags "-s -w" -o "$work/meshroot-agent" ./cmd/meshroot-agent
+go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$work/meshroot" ./cmd/meshroot
+go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$work/meshroot-agent" ./cmd/meshroot-agent
 mr=$work/meshroot
 # own NAME BIN: a copy of BIN for one process, out of the page cache. Each
 # process gets its own copy: pages another process faulted in would
