@@ -66,9 +66,16 @@ type Config struct {
 	RenewFraction float64
 	// MaxBackoff caps the wait between failed attempts (default 5m).
 	MaxBackoff time.Duration
-	Metrics    *Metrics // nil: no metrics
-	Log        *slog.Logger
-	Now        func() time.Time
+	// ReturnMemory is for a process that runs this one agent (the agent
+	// commands): after a reconcile, once the process allocated more than
+	// 1 MiB since it last did, the agent collects and returns the freed
+	// heap to the OS, so that it idles at its live data rather than at
+	// its last reconcile's peak (memory.go). Leave it off where many
+	// agents share a process: each would force a collection of all.
+	ReturnMemory bool
+	Metrics      *Metrics // nil: no metrics
+	Log          *slog.Logger
+	Now          func() time.Time
 }
 
 // Agent keeps one cluster's cacerts Secret current.
@@ -87,6 +94,7 @@ type Agent struct {
 	crls       crlCache     // parsed CRLs of the fleet (crlcache.go)
 	certs      certCache    // parsed intermediates of the fleet (certcache.go)
 	certConn   certConn     // the connection with the intermediate (certconn.go)
+	memory     memoryReturn // Config.ReturnMemory (memory.go)
 }
 
 // New checks cfg and connects (lazily) to the server.
@@ -133,7 +141,8 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Log.With("cluster", cfg.Cluster), serverCA: serverCA,
-		creds: &credentialSource{joinToken: cfg.JoinToken, tokenFile: cfg.TokenFile},
+		creds:  &credentialSource{joinToken: cfg.JoinToken, tokenFile: cfg.TokenFile},
+		memory: memoryReturn{enabled: cfg.ReturnMemory},
 	}
 	if a.servers, err = ParseServers(append([]string{cfg.Server}, cfg.Servers...)); err != nil {
 		return nil, err
@@ -206,6 +215,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		rctx, done := graceful(ctx, ShutdownGrace)
 		next, err := a.Reconcile(rctx)
 		done()
+		a.memory.afterReconcile()
 		var wait time.Duration
 		switch {
 		case err != nil && isPermanent(err):

@@ -165,6 +165,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		Kube: kube, Secret: agent.SecretRef{Namespace: f.namespace, Name: f.secretName}, Format: format, KeyType: kt,
 		TTL: f.ttl, Restart: restart, IstiodDeployment: f.istiod, Adopt: f.adopt, Log: log, RenewFraction: f.renewFraction,
 		MeshConfig: meshConfigName(f.meshConfig), Metrics: metrics, IstiodStaleAfter: f.istiodStaleAfter, Probe: f.probe,
+		ReturnMemory: true, // the process runs this one agent
 	})
 	if err != nil {
 		return UsageError{err}

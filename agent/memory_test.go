@@ -1,0 +1,68 @@
+package agent
+
+import (
+	"runtime"
+	"runtime/metrics"
+	"testing"
+)
+
+// TestMemoryReturnThreshold: memory goes back to the OS after a reconcile
+// once more than returnMemoryAfter was allocated since it last did, and
+// never when Config.ReturnMemory is off.
+func TestMemoryReturnThreshold(t *testing.T) {
+	var allocated uint64
+	frees := 0
+	m := memoryReturn{enabled: true, allocated: func() uint64 { return allocated }, free: func() { frees++ }}
+	steps := []struct {
+		alloc uint64
+		want  bool
+	}{
+		{returnMemoryAfter + 1, true}, // the first reconcile (the join) allocated much
+		{100 << 10, false},            // rechecks of a small fleet: little each
+		{100 << 10, false},
+		{returnMemoryAfter - 200<<10, true}, // together over the threshold
+		{returnMemoryAfter - 1, false},
+		{1, true},
+	}
+	for i, s := range steps {
+		allocated += s.alloc
+		if got := m.afterReconcile(); got != s.want {
+			t.Errorf("step %d (+%d B): returned %v, want %v", i, s.alloc, got, s.want)
+		}
+	}
+	if frees != 3 {
+		t.Errorf("memory returned %d times, want 3", frees)
+	}
+	off := memoryReturn{allocated: func() uint64 { return 1 << 40 }, free: func() { t.Error("returned memory with ReturnMemory off") }}
+	if off.afterReconcile() {
+		t.Error("ReturnMemory off: afterReconcile reported a return")
+	}
+}
+
+// TestMemoryReturnReleases uses the real runtime: after 8 MiB of garbage,
+// afterReconcile returns the freed heap, so that the heap the runtime
+// keeps mapped but unused shrinks to what it holds for the live data.
+func TestMemoryReturnReleases(t *testing.T) {
+	if heapAllocated() == 0 {
+		t.Fatal("runtime/metrics has no /gc/heap/allocs:bytes: ReturnMemory would never return memory")
+	}
+	m := memoryReturn{enabled: true}
+	m.afterReconcile() // start from a returned heap
+	var keep [][]byte
+	for range 64 {
+		keep = append(keep, make([]byte, 128<<10)) // 8 MiB, live until dropped
+	}
+	runtime.KeepAlive(keep)
+	keep = nil
+	if !m.afterReconcile() {
+		t.Fatal("8 MiB allocated, and no memory returned")
+	}
+	s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+	metrics.Read(s)
+	// Free heap still mapped after a return: what the scavenger could not
+	// release (partly used pages). Other tests' goroutines may allocate
+	// meanwhile, so allow a margin far below the 8 MiB dropped.
+	if free := s[0].Value.Uint64(); free > 2<<20 {
+		t.Errorf("after returning memory the runtime keeps %d KiB of free heap mapped; want under 2 MiB", free>>10)
+	}
+}
