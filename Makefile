@@ -37,8 +37,13 @@ demo: build
 ## test: what CI runs (.ci/run): installs and builds what the tests need
 ## (cached), vets, then runs the main module's tests and the modules
 ## against real kube-apiservers, istiods, SPIRE and Chromium in two lanes
-## at once (test/lanes.sh)
-test: test-deps tools vet
+## at once (test/lanes.sh). On a fresh machine the tools compile while
+## the Debian packages download and install, which leave the CPU idle.
+test:
+	@$(MAKE) --no-print-directory tools & tools=$$!; \
+	  $(MAKE) --no-print-directory test-deps; deps=$$?; \
+	  wait $$tools; built=$$?; [ $$deps -eq 0 ] && [ $$built -eq 0 ]
+	@$(MAKE) --no-print-directory vet
 	test/lanes.sh
 
 # The tests and vet build with -trimpath: the build cache's keys then
@@ -52,9 +57,13 @@ test: test-deps tools vet
 # (test/tools/build.sh) build as their projects do.
 vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-crl bench-fleet bench-bundle bench-idle: export GOFLAGS := $(strip $(filter-out -trimpath -tags=$(GOTAGS),$(GOFLAGS)) -trimpath -tags=$(GOTAGS))
 
-## tools: build the real components the tests run (cached under ~/.cache/meshroot-test)
+## tools: build the real components the tests run (cached under ~/.cache/meshroot-test),
+## in two streams at once: each compile leaves the CPU idle while it links
+## (one core) and while its modules download, and the other fills it
 tools:
-	test/tools/build.sh kube-apiserver spire vault istiosigner istiod step-ca >/dev/null
+	@test/tools/build.sh kube-apiserver istiosigner istiod >/dev/null & kube=$$!; \
+	  test/tools/build.sh spire vault step-ca >/dev/null; rest=$$?; \
+	  wait $$kube && [ $$rest -eq 0 ]
 
 # Debian packages the tests need; installed only when missing.
 test-deps:
