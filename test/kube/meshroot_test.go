@@ -309,11 +309,7 @@ func startServerOn(t *testing.T, host, configYAML string, initArgs ...string) *s
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	dir := t.TempDir()
-	ports := freePorts(t, 2)
-	s := &server{
-		t: t, dataDir: filepath.Join(dir, "data"), socket: filepath.Join(sockDir, "admin.sock"),
-		addr: net.JoinHostPort(host, ports[0]), httpAddr: "127.0.0.1:" + ports[1], caPEM: filepath.Join(dir, "server-ca.pem"),
-	}
+	s := newServer(t, host, freePorts(t, 2), sockDir, dir)
 	if configYAML != "" {
 		s.config = writeFile(t, dir, "config.yaml", []byte(configYAML))
 	}
@@ -326,9 +322,46 @@ func startServerOn(t *testing.T, host, configYAML string, initArgs ...string) *s
 	return s
 }
 
+// newServer is a server (not started) with its gRPC port ports[0] on host
+// and its HTTP port ports[1], its admin socket in sockDir and its data in
+// dir.
+func newServer(t *testing.T, host string, ports []string, sockDir, dir string) *server {
+	return &server{
+		t: t, dataDir: filepath.Join(dir, "data"), socket: filepath.Join(sockDir, "admin.sock"),
+		addr: net.JoinHostPort(host, ports[0]), httpAddr: "127.0.0.1:" + ports[1], caPEM: filepath.Join(dir, "server-ca.pem"),
+	}
+}
+
 // start starts the server process and waits until it answers /healthz and
 // its admin socket exists (it is ready only once it has a root).
+//
+// freePorts' ports are free when picked, not when the server binds them:
+// meanwhile another process may take one, as the source port of an
+// outgoing connection (the tests' apiservers, istiods and agents make
+// many). On the server's first start, when it exits because its address
+// is in use, start picks new ports and starts it again; a restart keeps
+// its address, which the agents know.
 func (s *server) start() {
+	s.t.Helper()
+	for attempt := 1; ; attempt++ {
+		err := s.launch()
+		if err == nil {
+			return
+		}
+		if s.starts == 1 && attempt < 3 && s.proc.exited() && strings.Contains(s.proc.output(), "address already in use") {
+			s.t.Logf("server: %v; starting it on other ports", err)
+			ports := freePorts(s.t, 2)
+			s.addr, s.httpAddr = net.JoinHostPort(s.host(), ports[0]), "127.0.0.1:"+ports[1]
+			s.starts = 0
+			continue
+		}
+		s.t.Fatalf("%s: %v; output:\n%s", s.proc.name, err, s.proc.tail(60))
+	}
+}
+
+// launch starts the server process once and waits up to 20 s until it
+// answers /healthz and its admin socket exists, or it exits.
+func (s *server) launch() error {
 	s.t.Helper()
 	args := []string{"serve", "--data-dir", s.dataDir, "--listen", s.addr, "--http-listen", s.httpAddr,
 		"--socket", s.socket, "--san", s.host(), "--insecure-plaintext-key", "--bundle-endpoint-listen", "127.0.0.1:0"}
@@ -341,13 +374,23 @@ func (s *server) start() {
 		name = fmt.Sprintf("server (start %d)", s.starts)
 	}
 	s.proc = startProc(s.t, name, nil, args...)
-	eventually(s.t, 20*time.Second, "server answers /healthz", func() error {
-		s.proc.alive(s.t)
-		if _, err := os.Stat(s.socket); err != nil {
-			return err
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if s.proc.exited() {
+			return fmt.Errorf("exited (%v) before it answered /healthz", s.proc.waitErr)
 		}
-		return httpOK("http://" + s.httpAddr + "/healthz")
-	})
+		_, err := os.Stat(s.socket)
+		if err == nil {
+			err = httpOK("http://" + s.httpAddr + "/healthz")
+		}
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no answer on /healthz within 20s: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func (s *server) waitReady() {
