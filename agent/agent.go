@@ -67,8 +67,8 @@ type Config struct {
 	// MaxBackoff caps the wait between failed attempts (default 5m).
 	MaxBackoff time.Duration
 	// ReturnMemory is for a process that runs this one agent (the agent
-	// commands): after a reconcile, once the process allocated more than
-	// 1 MiB since it last did, the agent collects and returns the freed
+	// commands): after a reconcile, once the process allocated 1 MiB or
+	// more since it last did, the agent collects and returns the freed
 	// heap to the OS, so that it idles at its live data rather than at
 	// its last reconcile's peak (memory.go). Leave it off where many
 	// agents share a process: each would force a collection of all.

@@ -24,8 +24,8 @@ type memoryReturn struct {
 	free      func()        // collect, and return the free heap to the OS
 }
 
-// afterReconcile returns memory to the OS when the process allocated more
-// than returnMemoryAfter since it last did; it reports whether it did.
+// afterReconcile returns memory to the OS when the process allocated at
+// least returnMemoryAfter since it last did; it reports whether it did.
 func (m *memoryReturn) afterReconcile() bool {
 	if !m.enabled {
 		return false

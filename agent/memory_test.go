@@ -7,7 +7,7 @@ import (
 )
 
 // TestMemoryReturnThreshold: memory goes back to the OS after a reconcile
-// once more than returnMemoryAfter was allocated since it last did, and
+// once returnMemoryAfter or more was allocated since it last did, and
 // never when Config.ReturnMemory is off.
 func TestMemoryReturnThreshold(t *testing.T) {
 	var allocated uint64
