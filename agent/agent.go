@@ -142,7 +142,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: cfg.Log.With("cluster", cfg.Cluster), serverCA: serverCA,
 		creds:  &credentialSource{joinToken: cfg.JoinToken, tokenFile: cfg.TokenFile},
-		memory: memoryReturn{enabled: cfg.ReturnMemory},
+		memory: newMemoryReturn(cfg.ReturnMemory),
 	}
 	if a.servers, err = ParseServers(append([]string{cfg.Server}, cfg.Servers...)); err != nil {
 		return nil, err

@@ -24,21 +24,23 @@ type memoryReturn struct {
 	free      func()        // collect, and return the free heap to the OS
 }
 
+// newMemoryReturn returns memory to the OS after reconciles when enabled,
+// measuring allocations with runtime/metrics.
+func newMemoryReturn(enabled bool) memoryReturn {
+	return memoryReturn{enabled: enabled, allocated: heapAllocated, free: debug.FreeOSMemory}
+}
+
 // afterReconcile returns memory to the OS when the process allocated at
 // least returnMemoryAfter since it last did; it reports whether it did.
 func (m *memoryReturn) afterReconcile() bool {
 	if !m.enabled {
 		return false
 	}
-	allocated, free := m.allocated, m.free
-	if allocated == nil {
-		allocated, free = heapAllocated, debug.FreeOSMemory
-	}
-	if allocated()-m.last < returnMemoryAfter {
+	if m.allocated()-m.last < returnMemoryAfter {
 		return false
 	}
-	free()
-	m.last = allocated()
+	m.free()
+	m.last = m.allocated()
 	return true
 }
 

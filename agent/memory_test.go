@@ -61,7 +61,7 @@ func TestMemoryReturnReleases(t *testing.T) {
 	if heapAllocated() == 0 {
 		t.Fatal("runtime/metrics has no /gc/heap/allocs:bytes: ReturnMemory would never return memory")
 	}
-	m := memoryReturn{enabled: true}
+	m := newMemoryReturn(true)
 	m.afterReconcile() // start from a returned heap
 	var keep [][]byte
 	for range 64 {
