@@ -82,11 +82,15 @@ func TestAgentWithRootInSoftHSM2(t *testing.T) {
 // transit engine enabled and returns its address.
 func startVault(t *testing.T) string {
 	t.Helper()
-	vault := filepath.Join(toolBin(t, "vault"), "vault-v1.21.1", "vault")
+	// Vault's minimal build, with the Kubernetes auth method as the
+	// external plugin beside it (test/tools/build.sh), which a dev server
+	// registers at start from -dev-plugin-dir.
+	dir := filepath.Join(toolBin(t, "vault"), "vault-v1.21.1-minimal")
 	port := freePorts(t, 1)[0]
 	addr := "http://127.0.0.1:" + port
 	var vlog bytes.Buffer
-	v := exec.Command(vault, "server", "-dev", "-dev-root-token-id=root", "-dev-listen-address=127.0.0.1:"+port)
+	v := exec.Command(filepath.Join(dir, "vault"), "server", "-dev", "-dev-root-token-id=root", "-dev-listen-address=127.0.0.1:"+port,
+		"-dev-plugin-dir="+filepath.Join(dir, "plugins"))
 	v.Stdout, v.Stderr = &vlog, &vlog
 	if err := v.Start(); err != nil {
 		t.Fatal(err)

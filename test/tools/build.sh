@@ -13,6 +13,8 @@ mkdir -p "$cache/bin"
 # Pinned versions (the cache keys); istiosigner and istiod are keyed by a
 # hash of their module files too.
 kube_v=v1.37.2 etcd_v=v3.7.0 spire_v=v1.13.3 vault_v=v1.21.1 stepca_v=v0.30.2
+# Vault's Kubernetes auth method, at the version vault_v pins in go.mod.
+vault_kube_auth=github.com/hashicorp/vault-plugin-auth-kubernetes/cmd/vault-plugin-auth-kubernetes
 
 # One build per tool at a time: tests call this script too, and `go test ./...`
 # runs packages in parallel, so two callers may ask for the same tool at once.
@@ -54,14 +56,25 @@ build_spire() {
 }
 
 build_vault() {
+  # Vault's own minimal build (the `minimal` tag, its Makefile's
+  # BUILD_MINIMAL): Vault's core with raft and in-memory storage and the
+  # engines meshroot talks to (PKI, Transit, KV; auth: token, AppRole,
+  # cert, userpass, JWT/OIDC), without the ~40 cloud and database plugins
+  # and storage backends whose SDKs are most of the full build (128 MB of
+  # Go source instead of 308). The one plugin meshroot needs beyond it,
+  # Kubernetes auth, is built from the version this Vault pins and runs as
+  # an external plugin: plugins/kubernetes, which vaultenv hands to dev
+  # servers (-dev-plugin-dir registers it under that name). It is built
+  # with the same tag so that the packages both link compile once.
   local v=$vault_v
-  local out="$cache/bin/vault-$v"
-  if [ -x "$out/vault" ]; then return 0; fi
-  echo "building vault $v into $out (cold: ~30 CPU-minutes; test peer only, never shipped)" >&2
-  mkdir -p "$out.tmp"
+  local out="$cache/bin/vault-$v-minimal"
+  if [ -x "$out/vault" ] && [ -x "$out/plugins/kubernetes" ]; then return 0; fi
+  echo "building vault $v (minimal) and its Kubernetes auth plugin into $out (cold: see docs/performance.md; test peer only, never shipped)" >&2
+  mkdir -p "$out.tmp/plugins"
   (cd "$here/vault" &&
     { grep -q "hashicorp/vault v" go.mod || go get "github.com/hashicorp/vault@$v" >&2; } &&
-    go build -ldflags "-s -w" -o "$out.tmp/vault" github.com/hashicorp/vault >&2)
+    go build -tags minimal -ldflags "-s -w" -o "$out.tmp/vault" github.com/hashicorp/vault >&2 &&
+    go build -tags minimal -ldflags "-s -w" -o "$out.tmp/plugins/kubernetes" "$vault_kube_auth" >&2)
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
@@ -130,16 +143,17 @@ targets=("$@")
 # that gets to a module first just takes it. Failures are ignored here:
 # the build itself reports them.
 prefetch() {
-  local dir=$1 pkg=$2 bin
+  local dir=$1 pkgs=$2 bin
   for bin in "${@:3}"; do [ -x "$bin" ] && return 0; done
-  (cd "$here/$dir" && go list -deps "$pkg" >/dev/null 2>&1) || true
+  # $pkgs: flags and packages, as the build passes them ($pkgs unquoted)
+  (cd "$here/$dir" && go list -deps $pkgs >/dev/null 2>&1) || true
 }
 prefetch_pids=()
 for t in "${targets[@]}"; do
   case "$t" in
     kube-apiserver) prefetch kubeapiserver k8s.io/kubernetes/cmd/kube-apiserver "$cache/bin/kube-$kube_v/kube-apiserver" & ;;
     spire) prefetch spire github.com/spiffe/spire/cmd/spire-server "$cache/bin/spire-$spire_v/spire-server" & ;;
-    vault) prefetch vault github.com/hashicorp/vault "$cache/bin/vault-$vault_v/vault" & ;;
+    vault) prefetch vault "-tags minimal github.com/hashicorp/vault $vault_kube_auth" "$cache/bin/vault-$vault_v-minimal/plugins/kubernetes" & ;;
     # any istiod build means its modules are here (a new key rebuilds from them)
     istiod) prefetch istiod istio.io/istio/pilot/cmd/pilot-discovery "$cache"/bin/istiod-*/pilot-discovery & ;;
     step-ca) prefetch stepca github.com/smallstep/certificates/cmd/step-ca "$cache/bin/step-ca-$stepca_v/step-ca" & ;;

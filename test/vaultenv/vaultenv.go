@@ -5,14 +5,19 @@
 // AppRoles.
 //
 // The binary comes from test/tools/build.sh, which builds Vault once per
-// machine into ~/.cache/meshroot-test/bin/vault-v1.21.1 (about 30 CPU
-// minutes cold: run `test/tools/build.sh vault` before `go test`, or raise
-// -timeout). MESHROOT_VAULT_BIN overrides the binary. Vault is BSL-licensed:
-// it is a test peer only, never shipped.
+// machine into ~/.cache/meshroot-test/bin/vault-v1.21.1-minimal (run
+// `test/tools/build.sh vault` before `go test`, or raise -timeout): Vault's
+// own minimal build (its `minimal` tag: the core, raft and in-memory
+// storage, PKI, Transit, KV, and the token, AppRole, cert, userpass and JWT
+// auth methods), with the Kubernetes auth method as an external plugin in
+// plugins/kubernetes beside it, which dev servers register at start.
+// MESHROOT_VAULT_BIN overrides the binary (a full build has Kubernetes
+// auth built in; a plugins folder beside it is used when present). Vault is
+// BSL-licensed: it is a test peer only, never shipped.
 //
-// Servers listen on 127.0.0.1 only. A dev server also binds the port after
-// its API port, so ports are taken two apart. Each server costs 250-300 MB
-// of memory and stops in t.Cleanup.
+// Servers listen on 127.0.0.1 only. A server also binds the port after its
+// API port (the cluster port), so ports are taken two apart. Each server
+// costs 250-300 MB of memory and stops in t.Cleanup.
 package vaultenv
 
 import (
@@ -41,6 +46,10 @@ import (
 
 // Version is the Vault server version the tools script builds.
 const Version = "v1.21.1"
+
+// Dir is the folder under the tool cache's bin folder that holds the
+// server (vault) and its plugins folder.
+const Dir = "vault-" + Version + "-minimal"
 
 // DevRootToken is the root token of dev servers.
 const DevRootToken = "root"
@@ -124,7 +133,7 @@ func findBinary() (string, error) {
 		return "", fmt.Errorf("%s vault: %v\n%s", script, err, stderr.String())
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	bin := filepath.Join(lines[len(lines)-1], "vault-"+Version, "vault")
+	bin := filepath.Join(lines[len(lines)-1], Dir, "vault")
 	if _, err := os.Stat(bin); err != nil {
 		return "", fmt.Errorf("%s vault did not produce %s: %v", script, bin, err)
 	}
@@ -142,8 +151,8 @@ func Start(t testing.TB) *Vault {
 	return v
 }
 
-// StartPersistent runs a server with file storage, initialises it with a
-// single unseal key and unseals it. Seal, Unseal, Stop and Restart work on
+// StartPersistent runs a server with integrated (raft) storage, one node,
+// initialises it with a single unseal key and unseals it. Seal, Unseal, Stop and Restart work on
 // it without losing data.
 func StartPersistent(t testing.TB) *Vault {
 	t.Helper()
@@ -197,23 +206,36 @@ func (v *Vault) launch() error {
 	if v.persistent {
 		cfg := filepath.Join(v.dir, "vault.hcl")
 		data := filepath.Join(v.dir, "data")
-		hcl := fmt.Sprintf(`storage "file" {
-  path = %q
+		if err := os.MkdirAll(data, 0o700); err != nil {
+			return err
+		}
+		hcl := fmt.Sprintf(`storage "raft" {
+  path    = %q
+  node_id = "vaultenv"
 }
 listener "tcp" {
   address     = "127.0.0.1:%d"
   tls_disable = 1
 }
 api_addr      = "http://127.0.0.1:%d"
+cluster_addr  = "https://127.0.0.1:%d"
 disable_mlock = true
 ui            = false
-`, data, v.port, v.port)
+`, data, v.port, v.port, v.port+1)
+		if plugins := v.pluginDir(); plugins != "" {
+			hcl += fmt.Sprintf("plugin_directory = %q\n", plugins)
+		}
 		if err := os.WriteFile(cfg, []byte(hcl), 0o600); err != nil {
 			return err
 		}
 		args = []string{"server", "-config=" + cfg}
 	} else {
 		args = []string{"server", "-dev", "-dev-root-token-id=" + DevRootToken, fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", v.port), "-dev-no-store-token"}
+		if plugins := v.pluginDir(); plugins != "" {
+			// Registers every binary in it under its file name
+			// (plugins/kubernetes: the Kubernetes auth method).
+			args = append(args, "-dev-plugin-dir="+plugins)
+		}
 	}
 	v.logPath = filepath.Join(v.dir, fmt.Sprintf("vault-%d.log", time.Now().UnixNano()))
 	logf, err := os.Create(v.logPath)
@@ -232,6 +254,16 @@ ui            = false
 	go func() { wait <- cmd.Wait(); logf.Close() }()
 	v.cmd, v.wait = cmd, wait
 	return nil
+}
+
+// pluginDir is the plugins folder beside the binary, or "" when there is
+// none (a full build from MESHROOT_VAULT_BIN).
+func (v *Vault) pluginDir() string {
+	dir := filepath.Join(filepath.Dir(v.bin), "plugins")
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return ""
+	}
+	return dir
 }
 
 // cleanEnv is the server's environment: no VAULT_* settings from the test's

@@ -3,6 +3,8 @@ package vaultenv
 import (
 	"net/http"
 	"testing"
+
+	"github.com/hashicorp/vault/api"
 )
 
 func TestDevServerSealUnseal(t *testing.T) {
@@ -56,4 +58,32 @@ func TestPersistentRestartKeepsData(t *testing.T) {
 	}
 	v.Seal(t)
 	v.Unseal(t)
+}
+
+// TestDevServerKubernetesAuthPlugin: the minimal build has no Kubernetes
+// auth method of its own; a dev server registers the one built beside it
+// (plugins/kubernetes) at start, so that `auth enable kubernetes` works as
+// on a full build, and the catalog shows it is the external plugin.
+func TestDevServerKubernetesAuthPlugin(t *testing.T) {
+	v := Start(t)
+	c := v.Client(t)
+	if v.pluginDir() == "" {
+		t.Skipf("no plugins folder beside %s (MESHROOT_VAULT_BIN names a full build?)", v.bin)
+	}
+	if err := c.Sys().EnableAuthWithOptions("kubernetes", &api.EnableAuthOptions{Type: "kubernetes"}); err != nil {
+		t.Fatalf("enable kubernetes auth: %v\n%s", err, v.logTail(20))
+	}
+	if _, err := c.Logical().Write("auth/kubernetes/config", map[string]any{"kubernetes_host": "https://127.0.0.1:1", "disable_local_ca_jwt": true}); err != nil {
+		t.Fatalf("the plugin does not serve its config path: %v", err)
+	}
+	p, err := c.Sys().GetPluginWithContext(t.Context(), &api.GetPluginInput{Name: "kubernetes", Type: api.PluginTypeCredential})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Builtin {
+		t.Errorf("catalog entry for kubernetes is builtin: the server is not the minimal build")
+	}
+	if p.SHA256 == "" {
+		t.Errorf("catalog entry for kubernetes has no sha256: %+v", p)
+	}
 }
