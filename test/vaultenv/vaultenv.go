@@ -1,8 +1,8 @@
 // Package vaultenv runs a real HashiCorp Vault server for meshroot's tests:
-// in-memory dev servers (Start) and file-storage servers that can be
-// sealed, stopped and restarted with their data (StartPersistent), plus
-// helpers to enable Transit and PKI, write policies, and make tokens and
-// AppRoles.
+// in-memory dev servers (Start) and servers with integrated (raft) storage
+// that can be sealed, stopped and restarted with their data
+// (StartPersistent), plus helpers to enable Transit and PKI, write
+// policies, and make tokens and AppRoles.
 //
 // The binary comes from test/tools/build.sh, which builds Vault once per
 // machine into ~/.cache/meshroot-test/bin/vault-v1.21.1-minimal (run
