@@ -152,8 +152,10 @@ func Start(t testing.TB) *Vault {
 }
 
 // StartPersistent runs a server with integrated (raft) storage, one node,
-// initialises it with a single unseal key and unseals it. Seal, Unseal, Stop and Restart work on
-// it without losing data.
+// initialises it with a single unseal key and unseals it. Seal, Unseal,
+// Stop and Restart work on it without losing data. It has the minimal
+// build's auth methods only: the Kubernetes plugin is registered by dev
+// servers (Start).
 func StartPersistent(t testing.TB) *Vault {
 	t.Helper()
 	v := &Vault{t: t, bin: Binary(t), dir: t.TempDir(), persistent: true}
@@ -222,9 +224,6 @@ cluster_addr  = "https://127.0.0.1:%d"
 disable_mlock = true
 ui            = false
 `, data, v.port, v.port, v.port+1)
-		if plugins := v.pluginDir(); plugins != "" {
-			hcl += fmt.Sprintf("plugin_directory = %q\n", plugins)
-		}
 		if err := os.WriteFile(cfg, []byte(hcl), 0o600); err != nil {
 			return err
 		}
