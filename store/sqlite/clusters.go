@@ -192,6 +192,9 @@ func encodeServiceAccounts(accounts []string) (string, error) {
 // decodeServiceAccounts parses clusters.service_accounts. An empty array
 // is returned as nil.
 func decodeServiceAccounts(s string) ([]string, error) {
+	if s == "[]" {
+		return nil, nil // what encodeServiceAccounts stores for none
+	}
 	var accounts []string
 	if err := json.Unmarshal([]byte(s), &accounts); err != nil {
 		return nil, fmt.Errorf("stored value %q is not a JSON array of strings: %w", s, err)
