@@ -31,6 +31,12 @@ type IssueRequest struct {
 	// and a retry with the same token and key gets that intermediate again
 	// instead of a second one.
 	JoinToken string
+	// Registered, when set, is Cluster's record as the caller read it a
+	// moment ago (the server's authentication of the requester reads it),
+	// and the service does not read it again. The issuing transaction
+	// checks, as it always does, that this registration is still the
+	// current one and not quarantined.
+	Registered *store.Cluster
 }
 
 // Issued is a signed cluster intermediate with everything a cacerts needs
@@ -62,7 +68,7 @@ func (s *Service) IssueIntermediate(ctx context.Context, req IssueRequest) (Issu
 }
 
 func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Issued, error) {
-	cl, err := s.cluster(ctx, req.Cluster)
+	cl, err := s.requested(ctx, req)
 	if err != nil {
 		return Issued{}, err
 	}
@@ -192,6 +198,21 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 		return Issued{}, err
 	}
 	return Issued{Cert: cert, Chain: append([]*x509.Certificate{cert}, above...), Bundle: bundle, RootID: root.ID}, nil
+}
+
+// requested returns the record of the cluster req is for: req.Registered
+// when the caller read it, else the store's.
+func (s *Service) requested(ctx context.Context, req IssueRequest) (store.Cluster, error) {
+	if req.Registered == nil {
+		return s.cluster(ctx, req.Cluster)
+	}
+	if err := ValidateClusterName(req.Cluster); err != nil {
+		return store.Cluster{}, refuse(err)
+	}
+	if req.Registered.Name != req.Cluster {
+		return store.Cluster{}, fmt.Errorf("internal error: issuance for cluster %q was handed the record of cluster %q", req.Cluster, req.Registered.Name)
+	}
+	return *req.Registered, nil
 }
 
 // ListIntermediates lists issued intermediates of a cluster ("" for all).

@@ -198,3 +198,61 @@ func TestServicePrepareRoot(t *testing.T) {
 		t.Errorf("issued under %s with %d roots; want the active root %s and both roots", out.RootID, len(out.Bundle.Roots), active.ID)
 	}
 }
+
+// TestIssueWithRegistrationReadByTheCaller: a record handed in with the
+// request (the server's authentication read it) saves the service a read,
+// and the issuing transaction still refuses a record that stopped being
+// the cluster's current registration.
+func TestIssueWithRegistrationReadByTheCaller(t *testing.T) {
+	ctx := ca.WithActor(context.Background(), actor)
+	svc, st := newService(t)
+	if _, err := svc.InitRoot(ctx, ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: "east"}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := st.GetCluster(ctx, "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, _ := csrFor(t)
+
+	out, err := svc.IssueIntermediate(ctx, ca.IssueRequest{Cluster: "east", CSR: csr, Registered: &rec})
+	if err != nil {
+		t.Fatalf("issue with the current registration: %v", err)
+	}
+	if out.Cert.Subject.CommonName != "east" {
+		t.Fatalf("issued for %q, want east", out.Cert.Subject.CommonName)
+	}
+
+	// Another cluster's record is a caller's bug, never an issuance.
+	if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: "west"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.IssueIntermediate(ctx, ca.IssueRequest{Cluster: "west", CSR: csr, Registered: &rec}); err == nil {
+		t.Fatal("issued for west with east's record")
+	}
+
+	// east removed and registered again: the record read before is stale.
+	if err := svc.RemoveCluster(ctx, "east"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // a new registration time
+	if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: "east"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc.IssueIntermediate(ctx, ca.IssueRequest{Cluster: "east", CSR: csr, Registered: &rec})
+	if err == nil || !strings.Contains(err.Error(), "registered again") {
+		t.Fatalf("issue with the removed registration's record: err = %v, want a refusal naming the new registration", err)
+	}
+	ints, err := svc.ListIntermediates(ctx, "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ints {
+		if i.CreatedAt.After(rec.CreatedAt) && i.Status == store.IntermediateActive {
+			t.Fatalf("an intermediate was recorded for the new registration from the stale record: %+v", i)
+		}
+	}
+}

@@ -76,6 +76,8 @@ type Identity struct {
 	// "system:serviceaccount:NAMESPACE:NAME", or the serial (lower-case hex)
 	// of the intermediate presented for renewal.
 	Subject string
+	// Registration is the cluster's record as authentication read it.
+	Registration store.Cluster
 }
 
 // Code is the kind of refusal.
@@ -212,13 +214,20 @@ func (a *Authenticator) Authenticate(ctx context.Context, cluster string, cred C
 	if err != nil {
 		return Identity{}, fmt.Errorf("authenticate for cluster %s: %w", cluster, err)
 	}
+	var id Identity
 	switch {
 	case len(cred.PeerChain) > 0:
-		return a.authenticateMTLS(ctx, c, cred.PeerChain)
+		id, err = a.authenticateMTLS(ctx, c, cred.PeerChain)
 	case cred.JoinToken != "":
-		return a.authenticateJoinToken(ctx, c, cred.JoinToken, cred.CSRKeyHash)
+		id, err = a.authenticateJoinToken(ctx, c, cred.JoinToken, cred.CSRKeyHash)
 	case cred.BearerToken != "":
-		return a.authenticateServiceAccount(ctx, c, cred.BearerToken)
+		id, err = a.authenticateServiceAccount(ctx, c, cred.BearerToken)
+	default:
+		return Identity{}, unauthenticated("no credential: send a join token, a service-account token or the cluster's intermediate as client certificate")
 	}
-	return Identity{}, unauthenticated("no credential: send a join token, a service-account token or the cluster's intermediate as client certificate")
+	if err != nil {
+		return Identity{}, err
+	}
+	id.Registration = c
+	return id, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -109,13 +110,18 @@ func wantInternal(t testing.TB, err error, want ...string) {
 	}
 }
 
-// wantIdentity fails unless err is nil and id is want.
+// wantIdentity fails unless err is nil, id is want and id carries the
+// registration of want's cluster.
 func wantIdentity(t testing.TB, id Identity, err error, want Identity) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("Authenticate: %v", err)
 	}
-	if id != want {
+	if id.Registration.Name != want.Cluster || id.Registration.CreatedAt.IsZero() {
+		t.Fatalf("identity's registration = %+v, want cluster %s's record", id.Registration, want.Cluster)
+	}
+	id.Registration = want.Registration
+	if !reflect.DeepEqual(id, want) {
 		t.Fatalf("identity = %+v, want %+v", id, want)
 	}
 }
