@@ -67,16 +67,32 @@ func TestMemoryReturnReleases(t *testing.T) {
 	for range 64 {
 		keep = append(keep, make([]byte, 128<<10)) // 8 MiB, live until dropped
 	}
+	releasedLive := heapMetric(t, "/memory/classes/heap/released:bytes")
 	runtime.KeepAlive(keep)
 	keep = nil
 	if !m.afterReconcile() {
 		t.Fatal("8 MiB allocated, and no memory returned")
 	}
-	s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
-	metrics.Read(s)
-	// Free heap still mapped after a return: what the scavenger could not
-	// release (partly used pages); a margin far below the 8 MiB dropped.
-	if free := s[0].Value.Uint64(); free > 2<<20 {
-		t.Errorf("after returning memory the runtime keeps %d KiB of free heap mapped; want under 2 MiB", free>>10)
+	// The dropped 8 MiB went back to the OS: the heap the runtime holds
+	// released grew by most of it (the rest: partly used pages).
+	if back := heapMetric(t, "/memory/classes/heap/released:bytes") - releasedLive; back < 6<<20 {
+		t.Errorf("after dropping 8 MiB and returning memory, %d KiB more heap is released to the OS; want at least 6 MiB", back>>10)
 	}
+	// What stays mapped but free is far below what was dropped. (A GC
+	// cycle finishing just after the return can leave a little here: up to
+	// 3 MiB was seen on a loaded machine in 2 runs of 30.)
+	if free := heapMetric(t, "/memory/classes/heap/free:bytes"); free > 4<<20 {
+		t.Errorf("after returning memory the runtime keeps %d KiB of free heap mapped; want under 4 MiB", free>>10)
+	}
+}
+
+// heapMetric reads one uint64 runtime metric.
+func heapMetric(t *testing.T, name string) uint64 {
+	t.Helper()
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		t.Fatalf("runtime/metrics has no %s", name)
+	}
+	return s[0].Value.Uint64()
 }
