@@ -36,13 +36,7 @@ func spendToken(t *testing.T, st store.Store, id string, csr *x509.CertificateRe
 // and audited.
 func TestJoinRetryGetsTheSameIntermediate(t *testing.T) {
 	ctx := ca.WithActor(context.Background(), actor)
-	svc, st := newService(t)
-	if _, err := svc.InitRoot(ctx, ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: "east"}); err != nil {
-		t.Fatal(err)
-	}
+	svc, st := newServiceWithCluster(t, "east")
 	csr, _ := csrFor(t)
 	spendToken(t, st, "0123456789abcdef", csr)
 
@@ -131,13 +125,7 @@ func TestJoinRetryGetsTheSameIntermediate(t *testing.T) {
 // key, every one gets the same intermediate and only one is recorded.
 func TestJoinRetryConcurrent(t *testing.T) {
 	ctx := ca.WithActor(context.Background(), actor)
-	svc, st := newService(t)
-	if _, err := svc.InitRoot(ctx, ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: "east"}); err != nil {
-		t.Fatal(err)
-	}
+	svc, st := newServiceWithCluster(t, "east")
 	csr, _ := csrFor(t)
 	spendToken(t, st, "fedcba9876543210", csr)
 	const n = 4

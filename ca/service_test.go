@@ -39,6 +39,21 @@ func newService(t testing.TB) (*ca.Service, store.Store) {
 	return svc, st
 }
 
+// newServiceWithCluster is newService with an active root for example.org
+// and the cluster name registered.
+func newServiceWithCluster(t testing.TB, name string) (*ca.Service, store.Store) {
+	t.Helper()
+	ctx := ca.WithActor(context.Background(), actor)
+	svc, st := newService(t)
+	if _, err := svc.InitRoot(ctx, ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	return svc, st
+}
+
 func csrFor(t testing.TB) (*x509.CertificateRequest, keys.KeyType) {
 	t.Helper()
 	k, _ := keys.ECP256.Generate()
@@ -205,13 +220,7 @@ func TestServicePrepareRoot(t *testing.T) {
 // the cluster's current registration.
 func TestIssueWithRegistrationReadByTheCaller(t *testing.T) {
 	ctx := ca.WithActor(context.Background(), actor)
-	svc, st := newService(t)
-	if _, err := svc.InitRoot(ctx, ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: "east"}); err != nil {
-		t.Fatal(err)
-	}
+	svc, st := newServiceWithCluster(t, "east")
 	rec, err := st.GetCluster(ctx, "east")
 	if err != nil {
 		t.Fatal(err)
