@@ -22,8 +22,8 @@
 # request's cost, which caps the ratio of rates; so that the servers'
 # capacity shows too, each server is measured a second time pinned to one
 # core with wrk pinned to the other (taskset; PINNED=0 skips it, and it is
-# skipped on a machine with fewer than 2 cores). Exits non-zero only when a server fails to start or
-# wrk fails, not when a target is missed.
+# skipped on a machine with fewer than 2 cores). Exits non-zero only when
+# a server fails to start or wrk fails, not when a target is missed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
@@ -261,17 +261,19 @@ m_rps=$rps m_p50=$p50 m_p99=$p99 m_cpu=$cpu m_rss=$rss m_xfer=$xfer
 bench spire "$sp_pid" "$sp_url"
 s_rps=$rps s_p50=$p50 s_p99=$p99 s_cpu=$cpu s_rss=$rss s_xfer=$xfer
 if [ "$pinned" = 1 ]; then
-  # Pinned: every thread of the server on CPU 1, wrk on CPU 0.
-  ncpu=$(nproc)
+  # Pinned: every thread of the server on CPU 1, wrk on CPU 0; then the
+  # server gets its CPUs back.
   wrk_cpu=(taskset -c 0)
   pin() { taskset -a -p -c "$2" "$1" >/dev/null || die "taskset $1"; }
+  cpus() { taskset -p -c "$1" | sed 's/.*: //'; }
+  mr_cpus=$(cpus "$mr_pid") sp_cpus=$(cpus "$sp_pid")
   pin "$mr_pid" 1
   bench meshroot "$mr_pid" "$mr_url"
-  pin "$mr_pid" "0-$((ncpu - 1))"
+  pin "$mr_pid" "$mr_cpus"
   pm_rps=$rps pm_p50=$p50 pm_p99=$p99 pm_cpu=$cpu pm_xfer=$xfer
   pin "$sp_pid" 1
   bench spire "$sp_pid" "$sp_url"
-  pin "$sp_pid" "0-$((ncpu - 1))"
+  pin "$sp_pid" "$sp_cpus"
   ps_rps=$rps ps_p50=$p50 ps_p99=$p99 ps_cpu=$cpu ps_xfer=$xfer
   wrk_cpu=()
 fi
