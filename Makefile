@@ -3,6 +3,7 @@ GO      ?= go
 BIN     := bin/meshroot
 AGENT   := bin/meshroot-agent
 PLUGIN  := bin/meshroot-plugin
+RELAY   := bin/meshroot-bundle
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # gRPC without golang.org/x/net/trace (its grpcnotrace build tag): that
@@ -19,12 +20,14 @@ GOTAGS  := grpcnotrace
 all: build
 
 ## build: bin/meshroot (server, CLI, agent), bin/meshroot-plugin (cloud KMS
-## keys and the step-ca upstream, run by meshroot next to it) and
-## bin/meshroot-agent (the lean agent)
+## keys and the step-ca upstream, run by meshroot next to it),
+## bin/meshroot-agent (the lean agent) and bin/meshroot-bundle (the bundle
+## endpoint for the network edge, relaying meshroot's)
 build:
 	$(GO) build -trimpath -tags $(GOTAGS) -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/meshroot
 	$(GO) build -trimpath -tags $(GOTAGS) -ldflags "$(LDFLAGS)" -o $(PLUGIN) ./cmd/meshroot-plugin
 	$(GO) build -trimpath -tags $(GOTAGS) -ldflags "$(LDFLAGS)" -o $(AGENT) ./cmd/meshroot-agent
+	$(GO) build -trimpath -tags $(GOTAGS) -ldflags "$(LDFLAGS)" -o $(RELAY) ./cmd/meshroot-bundle
 
 ## run: build, then start a dev server on 127.0.0.1 (data in ./meshroot-data)
 run: build
