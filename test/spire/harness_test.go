@@ -47,6 +47,7 @@ const (
 
 var (
 	meshrootBin string // built by TestMain
+	relayBin    string // meshroot-bundle, built by TestMain
 	spireBin    string // spire-server v1.13.3 from test/tools/build.sh
 )
 
@@ -71,6 +72,15 @@ func setup(m *testing.M) int {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "spire tests: go build meshroot:", err)
+		return 1
+	}
+
+	relayBin = filepath.Join(dir, "meshroot-bundle")
+	build = exec.Command("go", "build", "-o", relayBin, "github.com/meshroot/meshroot/cmd/meshroot-bundle")
+	build.Dir = repo
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "spire tests: go build meshroot-bundle:", err)
 		return 1
 	}
 
@@ -422,6 +432,50 @@ func startMeshroot(t *testing.T, opts meshrootOpts) *meshrootServer {
 		return nil
 	})
 	return m
+}
+
+// relayProc is a running meshroot-bundle.
+type relayProc struct {
+	*proc
+	url string
+}
+
+// startRelay runs meshroot-bundle with args (which must listen on port 0)
+// and waits for its start line and for it to serve a bundle.
+func startRelay(t *testing.T, args ...string) *relayProc {
+	t.Helper()
+	r := &relayProc{proc: startProc(t, "meshroot-bundle", nil, relayBin, args...)}
+	timeout := time.After(20 * time.Second)
+	for r.url == "" {
+		select {
+		case line := <-r.lines:
+			var rec struct {
+				Msg            string `json:"msg"`
+				BundleEndpoint string `json:"bundle_endpoint"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "meshroot-bundle starting" {
+				r.url = "https://" + rec.BundleEndpoint + "/"
+			}
+		case <-r.exited:
+			t.Fatalf("meshroot-bundle exited: %v\n%s", r.err, r.logs())
+		case <-timeout:
+			t.Fatal("meshroot-bundle printed no start line within 20 s")
+		}
+	}
+	insecure := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	defer insecure.CloseIdleConnections()
+	eventually(t, 15*time.Second, "meshroot-bundle serves a bundle", func() error {
+		resp, err := insecure.Get(r.url)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("HTTP %s", resp.Status)
+		}
+		return nil
+	})
+	return r
 }
 
 // cli runs `meshroot --socket S args...` and fails the test on error.

@@ -39,7 +39,7 @@ func TestSPIREFederatesWithMeshrootWeb(t *testing.T) {
 		federatesWith:   []spireFederation{{td: meshrootTD, url: mr.endpointURL, profile: "https_web"}},
 		sslCertFile:     ca.pemFile,
 	})
-	spireFollowsMeshroot(t, mr, sp, federation.WithWebPKIRoots(ca.pool))
+	spireFollowsMeshroot(t, mr, sp, mr.endpointURL, federation.WithWebPKIRoots(ca.pool))
 }
 
 // TestSPIREFederatesWithMeshrootSPIFFE: the same through meshroot's
@@ -71,14 +71,47 @@ func TestSPIREFederatesWithMeshrootSPIFFE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spireFollowsMeshroot(t, mr, sp, federation.WithSPIFFEAuth(local, spiffeid.RequireFromString(meshrootEndpointID)))
+	spireFollowsMeshroot(t, mr, sp, mr.endpointURL, federation.WithSPIFFEAuth(local, spiffeid.RequireFromString(meshrootEndpointID)))
+}
+
+// TestSPIREFederatesWithMeshrootRelay: SPIRE fetches meshroot's bundle from
+// meshroot-bundle, the edge relay (https_web, a certificate from a test CA
+// SPIRE trusts), which relays it from meshroot's https_spiffe endpoint,
+// authenticated first with a bootstrap bundle and then with the bundle it
+// holds; a root meshroot prepares reaches SPIRE through the relay. The
+// relay refuses to start without a way to authenticate the upstream.
+func TestSPIREFederatesWithMeshrootRelay(t *testing.T) {
+	t.Parallel()
+	mr := startMeshroot(t, meshrootOpts{profile: "https_spiffe"})
+	doc, _ := mr.localBundle()
+	bootstrap := filepath.Join(t.TempDir(), "bootstrap.json")
+	writeFile(t, bootstrap, doc)
+	ca := newTestCA(t)
+	cert, key := ca.serverCert(t, "meshroot-bundle-relay")
+	base := []string{"--trust-domain", meshrootTD, "--upstream", mr.endpointURL + "/", "--cert", cert, "--key", key, "--listen", "127.0.0.1:0", "--poll", "1s"}
+
+	if out, err := run(context.Background(), relayBin, append(base, "--upstream-id", meshrootEndpointID)...); err == nil || !strings.Contains(err.Error(), "exit status 2") || !strings.Contains(err.Error(), "--upstream-bundle") {
+		t.Fatalf("meshroot-bundle with an https_spiffe upstream and nothing to authenticate it: %v %s", err, out)
+	}
+
+	relay := startRelay(t, append(base, "--upstream-bundle", bootstrap, "--cache-file", filepath.Join(t.TempDir(), "bundle.json"))...)
+	sp := startSPIRE(t, spireOpts{
+		endpointProfile: "https_spiffe",
+		federatesWith:   []spireFederation{{td: meshrootTD, url: relay.url, profile: "https_web"}},
+		sslCertFile:     ca.pemFile,
+	})
+	spireFollowsMeshroot(t, mr, sp, relay.url, federation.WithWebPKIRoots(ca.pool))
+	if !strings.Contains(relay.logs(), `"msg":"bundle relay: serving a new bundle"`) {
+		t.Errorf("the relay did not log the bundles it took:\n%s", relay.logs())
+	}
 }
 
 // spireFollowsMeshroot checks that SPIRE, federated with mr, holds exactly
 // meshroot's roots with meshroot's refresh hint after a forced refresh, and
 // that a root added by `meshroot root prepare` reaches SPIRE on its next
-// refresh. auth authenticates meshroot's endpoint for go-spiffe.
-func spireFollowsMeshroot(t *testing.T, mr *meshrootServer, sp *spireServer, auth federation.FetchOption) {
+// refresh. url is the endpoint SPIRE fetches from (meshroot's, or a relay
+// of it) and auth authenticates it for go-spiffe.
+func spireFollowsMeshroot(t *testing.T, mr *meshrootServer, sp *spireServer, url string, auth federation.FetchOption) {
 	t.Helper()
 	roots := mr.roots()
 	if len(roots) != 1 {
@@ -115,9 +148,10 @@ func spireFollowsMeshroot(t *testing.T, mr *meshrootServer, sp *spireServer, aut
 		if len(both) != 2 || !slices.ContainsFunc(both, roots[0].Equal) {
 			t.Fatalf("meshroot's bundle after root prepare: %d roots, want the old one and a new one", len(both))
 		}
-		// meshroot's endpoint serves the new bundle (go-spiffe's client).
-		eventually(t, 10*time.Second, "meshroot's endpoint serves the prepared root", func() error {
-			b, err := federation.FetchBundle(context.Background(), meshrootTrustDomain, mr.endpointURL, auth)
+		// The endpoint SPIRE fetches from serves the new bundle (go-spiffe's
+		// client).
+		eventually(t, 10*time.Second, "the endpoint serves the prepared root", func() error {
+			b, err := federation.FetchBundle(context.Background(), meshrootTrustDomain, url, auth)
 			if err != nil {
 				return err
 			}
