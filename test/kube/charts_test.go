@@ -151,6 +151,8 @@ func TestLint(t *testing.T) {
 		{serverChart, map[string]any{"serviceMonitor": map[string]any{"enabled": true}, "tokenReview": map[string]any{"enabled": true}}},
 		{agentChart, nil},
 		{agentChart, map[string]any{"mode": "deployment"}},
+		{bundleChart, bundleValues(nil)},
+		{bundleChart, bundleValues(map[string]any{"upstream": map[string]any{"url": "https://m:8444/", "profile": "https_web"}})},
 	} {
 		l := action.NewLint()
 		l.Namespace = releaseNS
@@ -520,6 +522,7 @@ func TestChartsServerDryRun(t *testing.T) {
 		{serverChart, "ha", haValues(map[string]any{"podAntiAffinity": "hard"})},
 		{agentChart, "agent-job", map[string]any{"mode": "job"}},
 		{agentChart, "agent-deploy", map[string]any{"mode": "deployment", "cluster": "east"}},
+		{bundleChart, "edge", bundleValues(nil)},
 	}
 	for _, tc := range cases {
 		r := render(t, tc.chart, tc.release, tc.vals)
