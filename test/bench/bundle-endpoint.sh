@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # SPIFFE bundle endpoint: meshroot's (https_web) vs SPIRE's (https_web), the
-# same wrk load on each in one run, on 127.0.0.1.
+# same wrk load on each in one run, on 127.0.0.1; and meshroot-bundle, the
+# edge relay of meshroot's endpoint (https_web, holding no CA key), as a
+# third server under the same load.
 #
 # Usage: test/bench/bundle-endpoint.sh [duration] [connections] [threads]
 #        (defaults: 10s 32 2, i.e. wrk -t2 -c32 -d10s --latency, keep-alive)
@@ -121,7 +123,7 @@ to_ms() {
 # Certificates: a test CA and one server certificate (IP 127.0.0.1) each.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
   -subj "/CN=meshroot bench CA" -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-for n in meshroot spire; do
+for n in meshroot relay spire; do
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$n bundle endpoint" \
     -keyout "$work/$n.key" -out "$work/$n.csr" 2>/dev/null
   openssl x509 -req -in "$work/$n.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 1 \
@@ -138,9 +140,10 @@ fi
 
 echo "building meshroot (as make build does)" >&2
 go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$work/meshroot" ./cmd/meshroot
-# Start both from a cold page cache (see above).
-sync "$work/meshroot"
-for b in "$work/meshroot" "$spire"; do dd if="$b" iflag=nocache count=0 status=none; done
+go build -trimpath -tags grpcnotrace -ldflags "-s -w" -o "$work/meshroot-bundle" ./cmd/meshroot-bundle
+# Start all from a cold page cache (see above).
+sync "$work/meshroot" "$work/meshroot-bundle"
+for b in "$work/meshroot" "$work/meshroot-bundle" "$spire"; do dd if="$b" iflag=nocache count=0 status=none; done
 
 # meshroot: https_web bundle endpoint, a root for meshroot.test.
 sock=$work/mr.sock
@@ -205,15 +208,37 @@ pids+=("$sp_pid")
 sp_url="https://127.0.0.1:$sp_port/"
 
 wait_https "$mr_url" "meshroot" "$mr_pid"
+
+# meshroot-bundle relaying meshroot's endpoint (authenticated with the
+# bench CA), polling every 5 s (its default).
+"$work/meshroot-bundle" --trust-domain meshroot.test --upstream "$mr_url" --upstream-ca "$work/ca.pem" \
+  --cert "$work/relay.pem" --key "$work/relay.key" --listen 127.0.0.1:0 >"$work/relay.log" 2>&1 &
+rl_pid=$!
+pids+=("$rl_pid")
+rl_addr=
+for _ in $(seq 100); do
+  rl_addr=$(sed -n 's/.*"msg":"meshroot-bundle starting".*"bundle_endpoint":"\([^"]*\)".*/\1/p' "$work/relay.log")
+  [ -n "$rl_addr" ] && break
+  kill -0 "$rl_pid" 2>/dev/null || die "meshroot-bundle exited"
+  sleep 0.1
+done
+[ -n "$rl_addr" ] || die "meshroot-bundle printed no start line"
+rl_url="https://$rl_addr/"
+
+wait_https "$rl_url" "meshroot-bundle" "$rl_pid"
 wait_https "$sp_url" "spire-server" "$sp_pid"
-# Both must really serve bundles to a client that checks the certificate.
-for u in "$mr_url" "$sp_url"; do
+# All must really serve bundles to a client that checks the certificate.
+for u in "$mr_url" "$rl_url" "$sp_url"; do
   curl -sf --cacert "$work/ca.pem" "$u" | grep -q '"x509-svid"' || die "$u does not serve a SPIFFE bundle"
 done
+# The relay serves meshroot's document, byte for byte.
+[ "$(curl -sf --cacert "$work/ca.pem" "$mr_url")" = "$(curl -sf --cacert "$work/ca.pem" "$rl_url")" ] ||
+  die "meshroot-bundle serves another document than meshroot's endpoint"
 
 # Idle memory: both serve, nothing has loaded them yet.
 sleep 3
 m_idle=$(rss_mib "$mr_pid") m_parts=$(rss_parts "$mr_pid")
+r_idle=$(rss_mib "$rl_pid") r_parts=$(rss_parts "$rl_pid")
 s_idle=$(rss_mib "$sp_pid") s_parts=$(rss_parts "$sp_pid")
 
 # run_wrk OUT ARGS...: wrk in the background, so that a signal reaches the
@@ -258,6 +283,8 @@ bench() {
 echo "load: wrk -t$threads -c$conns -d$duration --latency URL (keep-alive; ${warmup} warm-up each), $(nproc) cores" >&2
 bench meshroot "$mr_pid" "$mr_url"
 m_rps=$rps m_p50=$p50 m_p99=$p99 m_cpu=$cpu m_rss=$rss m_xfer=$xfer
+bench relay "$rl_pid" "$rl_url"
+r_rps=$rps r_p50=$p50 r_p99=$p99 r_cpu=$cpu r_rss=$rss r_xfer=$xfer
 bench spire "$sp_pid" "$sp_url"
 s_rps=$rps s_p50=$p50 s_p99=$p99 s_cpu=$cpu s_rss=$rss s_xfer=$xfer
 if [ "$pinned" = 1 ]; then
@@ -266,11 +293,15 @@ if [ "$pinned" = 1 ]; then
   wrk_cpu=(taskset -c 0)
   pin() { taskset -a -p -c "$2" "$1" >/dev/null || die "taskset $1"; }
   cpus() { taskset -p -c "$1" | sed 's/.*: //'; }
-  mr_cpus=$(cpus "$mr_pid") sp_cpus=$(cpus "$sp_pid")
+  mr_cpus=$(cpus "$mr_pid") rl_cpus=$(cpus "$rl_pid") sp_cpus=$(cpus "$sp_pid")
   pin "$mr_pid" 1
   bench meshroot "$mr_pid" "$mr_url"
   pin "$mr_pid" "$mr_cpus"
   pm_rps=$rps pm_p50=$p50 pm_p99=$p99 pm_cpu=$cpu pm_xfer=$xfer
+  pin "$rl_pid" 1
+  bench relay "$rl_pid" "$rl_url"
+  pin "$rl_pid" "$rl_cpus"
+  pr_rps=$rps pr_p50=$p50 pr_p99=$p99 pr_cpu=$cpu pr_xfer=$xfer
   pin "$sp_pid" 1
   bench spire "$sp_pid" "$sp_url"
   pin "$sp_pid" "$sp_cpus"
@@ -287,17 +318,21 @@ row() {
     "$(awk -v c="$5" -v r="$2" -v s="$secs" 'BEGIN {print (r > 0 ? 1e6 * c / (r * s) : 0)}')" "$6"
 }
 row meshroot "$m_rps" "$m_p50" "$m_p99" "$m_cpu" "$m_xfer"
+row relay "$r_rps" "$r_p50" "$r_p99" "$r_cpu" "$r_xfer"
 row spire "$s_rps" "$s_p50" "$s_p99" "$s_cpu" "$s_xfer"
 if [ "$pinned" = 1 ]; then
   echo "pinned: the server's threads on CPU 1, wrk on CPU 0"
   row meshroot "$pm_rps" "$pm_p50" "$pm_p99" "$pm_cpu" "$pm_xfer"
+  row relay "$pr_rps" "$pr_p50" "$pr_p99" "$pr_cpu" "$pr_xfer"
   row spire "$ps_rps" "$ps_p50" "$ps_p99" "$ps_cpu" "$ps_xfer"
 fi
 echo
 printf '%-10s %14s %16s %16s %18s\n' server "RSS idle MiB" "idle: file MiB" "idle: anon MiB" "RSS under load MiB"
 mrow() { printf '%-10s %14.1f %16.1f %16.1f %18.1f\n' "$1" "$2" "${3% *}" "${3#* }" "$4"; }
 mrow meshroot "$m_idle" "$m_parts" "$m_rss"
+mrow relay "$r_idle" "$r_parts" "$r_rss"
 mrow spire "$s_idle" "$s_parts" "$s_rss"
+echo "(relay: meshroot-bundle, serving meshroot's bundle at the edge; it runs beside the meshroot server, which it fetches from)"
 echo
 awk -v m="$m_rps" -v s="$s_rps" -v t="$target" 'BEGIN {
   r = m / s
@@ -313,4 +348,22 @@ awk -v m="$m_idle" -v s="$s_idle" 'BEGIN { printf "ratio meshroot/SPIRE RSS idle
 awk -v m="$m_rss" -v s="$s_rss" -v t="$rss_target" 'BEGIN {
   r = m / s
   printf "ratio meshroot/SPIRE RSS under load: %.2f (target <= %.2f): %s\n", r, t, (r <= t ? "MET" : "NOT MET")
+}'
+echo "the edge relay (meshroot-bundle) against SPIRE:"
+awk -v m="$r_rps" -v s="$s_rps" -v t="$target" 'BEGIN {
+  r = m / s
+  printf "ratio relay/SPIRE requests/s: %.2f (target >= %.1f): %s\n", r, t, (r >= t ? "MET" : "NOT MET")
+}'
+if [ "$pinned" = 1 ]; then
+  awk -v m="$pr_rps" -v s="$ps_rps" -v t="$target" 'BEGIN {
+    printf "ratio relay/SPIRE requests/s, each server on one core, wrk on the other: %.2f (target >= %.1f): %s\n", m / s, t, (m / s >= t ? "MET" : "NOT MET")
+  }'
+fi
+awk -v m="$r_idle" -v s="$s_idle" 'BEGIN { printf "ratio relay/SPIRE RSS idle: %.2f\n", m / s }'
+awk -v m="$r_rss" -v s="$s_rss" -v t="$rss_target" 'BEGIN {
+  r = m / s
+  printf "ratio relay/SPIRE RSS under load: %.2f (target <= %.2f): %s\n", r, t, (r <= t ? "MET" : "NOT MET")
+}'
+awk -v r="$r_rss" -v m="$m_idle" -v s="$s_rss" 'BEGIN {
+  printf "ratio (relay under load + meshroot server idle)/SPIRE RSS: %.2f (both processes, for a deployment that runs the relay on the CA'"'"'s node)\n", (r + m) / s
 }'
