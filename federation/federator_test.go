@@ -5,13 +5,14 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/base64"
-	"github.com/meshroot/meshroot/internal/testca"
 	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshroot/meshroot/internal/testca"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -22,23 +23,8 @@ import (
 	"github.com/meshroot/meshroot/store"
 )
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer = testca.SyncBuffer
 
 func addPeer(t *testing.T, st store.Store, p store.FederationPeer) {
 	t.Helper()

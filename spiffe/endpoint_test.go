@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"github.com/meshroot/meshroot/internal/testca"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +12,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/meshroot/meshroot/internal/testca"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -46,20 +47,7 @@ func writePair(t *testing.T, certFile, keyFile string, c tls.Certificate) {
 // startEndpoint runs ep until the test ends and checks it stops cleanly.
 func startEndpoint(t *testing.T, ep *Endpoint) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ep.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
+	testca.Run(t, ep.Run)
 }
 
 // fixedBundle returns the trust bundle of svc as a handler source.

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,33 +21,12 @@ import (
 	"github.com/meshroot/meshroot/spiffe"
 )
 
-func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// pair writes a 127.0.0.1 server certificate from c and its key.
-func pair(t *testing.T, c *testca.CA) (certFile, keyFile string) {
-	t.Helper()
-	dir := t.TempDir()
-	leaf := c.Leaf(t, testca.LeafOpts{IP: true})
-	key, err := x509.MarshalPKCS8PrivateKey(leaf.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return writePEM(t, dir, "cert.pem", "CERTIFICATE", leaf.Certificate[0]), writePEM(t, dir, "key.pem", "PRIVATE KEY", key)
-}
-
 // TestFlags: what the command refuses before it starts, with exit code 2
 // for flags and 1 for files, and a message that names the problem.
 func TestFlags(t *testing.T) {
 	t.Parallel()
 	c := testca.New(t, "")
-	cert, key := pair(t, c)
+	cert, key := c.LeafFiles(t)
 	notPEM := filepath.Join(t.TempDir(), "garbage")
 	if err := os.WriteFile(notPEM, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
@@ -82,31 +60,13 @@ func TestFlags(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects the command's log from its goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestServesUpstreamBundle runs the command against meshroot's bundle
 // endpoint (https_web) and fetches the relayed bundle from it; it stops
 // with exit code 0 when its context ends.
 func TestServesUpstreamBundle(t *testing.T) {
 	t.Parallel()
 	upCA := testca.New(t, "")
-	upCert, upKey := pair(t, upCA)
+	upCert, upKey := upCA.LeafFiles(t)
 	root := testca.New(t, "").Cert
 	tb := ca.TrustBundle{TrustDomain: "example.org", Roots: []*x509.Certificate{root}, Sequence: 4, RefreshHint: time.Minute}
 	ep, err := spiffe.NewEndpoint(spiffe.EndpointConfig{Listen: "127.0.0.1:0", Profile: spiffe.ProfileWeb, CertFile: upCert, KeyFile: upKey,
@@ -117,11 +77,14 @@ func TestServesUpstreamBundle(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = ep.Run(ctx) }()
-	upCAFile := writePEM(t, t.TempDir(), "up-ca.pem", "CERTIFICATE", upCA.Cert.Raw)
+	upCAFile := filepath.Join(t.TempDir(), "up-ca.pem")
+	if err := os.WriteFile(upCAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: upCA.Cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	relayCA := testca.New(t, "")
-	cert, key := pair(t, relayCA)
-	logs := &lockedBuffer{}
+	cert, key := relayCA.LeafFiles(t)
+	logs := &testca.SyncBuffer{}
 	rctx, stop := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {

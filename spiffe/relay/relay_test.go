@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -40,9 +39,7 @@ type upstream struct {
 func startUpstream(t *testing.T) *upstream {
 	t.Helper()
 	u := &upstream{ca: testca.New(t, "")}
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writePair(t, certFile, keyFile, u.ca.Leaf(t, testca.LeafOpts{IP: true}))
+	certFile, keyFile := u.ca.LeafFiles(t)
 	h := spiffe.NewHandler(func() (ca.TrustBundle, bool) {
 		tb := u.serve.Load()
 		if tb == nil {
@@ -54,7 +51,7 @@ func startUpstream(t *testing.T) *upstream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, ep.Run)
+	testca.Run(t, ep.Run)
 	u.url = "https://" + ep.Addr() + "/"
 	return u
 }
@@ -62,39 +59,6 @@ func startUpstream(t *testing.T) *upstream {
 // set makes the upstream serve roots under seq.
 func (u *upstream) set(seq uint64, roots ...*x509.Certificate) {
 	u.serve.Store(&ca.TrustBundle{TrustDomain: td.String(), Roots: roots, Sequence: seq, RefreshHint: 7 * time.Second})
-}
-
-// run runs f until the test ends.
-func run(t *testing.T, f func(context.Context) error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
-}
-
-func writePair(t *testing.T, certFile, keyFile string, c tls.Certificate) {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func root(t *testing.T) *x509.Certificate { return testca.New(t, "").Cert }
@@ -117,15 +81,13 @@ func newRelay(t *testing.T, cfg Config) *Relay {
 func serveRelay(t *testing.T, r *Relay) (string, *x509.CertPool) {
 	t.Helper()
 	c := testca.New(t, "")
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writePair(t, certFile, keyFile, c.Leaf(t, testca.LeafOpts{IP: true}))
+	certFile, keyFile := c.LeafFiles(t)
 	ep, err := spiffe.NewEndpoint(spiffe.EndpointConfig{Listen: "127.0.0.1:0", Profile: spiffe.ProfileWeb, CertFile: certFile, KeyFile: keyFile,
 		Handler: spiffe.NewHandler(r.Bundle, 0, testca.QuietLog(t)), Log: testca.QuietLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, ep.Run)
+	testca.Run(t, ep.Run)
 	return "https://" + ep.Addr() + "/", c.Pool()
 }
 
@@ -335,7 +297,7 @@ func TestRelayRunPolls(t *testing.T) {
 	a, b := root(t), root(t)
 	up.set(1, a)
 	r := newRelay(t, Config{URL: up.url, Roots: up.ca.Pool(), Poll: MinPoll})
-	run(t, r.Run)
+	testca.Run(t, r.Run)
 	testca.WaitFor(t, 5*time.Second, "the first fetch", func() bool { s, ok := r.Sequence(); return ok && s == 1 })
 	up.set(2, a, b)
 	start := time.Now()
@@ -373,12 +335,12 @@ func TestRelaySPIFFEUpstream(t *testing.T) {
 		return tb, err == nil
 	}
 	svids := spiffe.NewSVIDSource(svc, td.String(), 0, testca.QuietLog(t))
-	run(t, svids.Run)
+	testca.Run(t, svids.Run)
 	ep, err := spiffe.NewEndpoint(spiffe.EndpointConfig{Listen: "127.0.0.1:0", Profile: spiffe.ProfileSPIFFE, SVIDs: svids, Handler: spiffe.NewHandler(source, 0, nil), Log: testca.QuietLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, ep.Run)
+	testca.Run(t, ep.Run)
 	url := "https://" + ep.Addr() + "/"
 	id := spiffeid.RequireFromPath(td, spiffe.BundleEndpointPath)
 	tb, err := svc.TrustBundle(ctx)

@@ -96,6 +96,19 @@ wait_https() {
   die "$2 does not serve its bundle at $1"
 }
 
+# endpoint_addr LOG MSG PID NAME: the bundle_endpoint address of the JSON
+# start line MSG that the process PID writes to LOG (10 s at most).
+endpoint_addr() {
+  local addr
+  for _ in $(seq 100); do
+    addr=$(sed -n "s/.*\"msg\":\"$2\".*\"bundle_endpoint\":\"\([^\"]*\)\".*/\1/p" "$1")
+    [ -n "$addr" ] && { echo "$addr"; return; }
+    kill -0 "$3" 2>/dev/null || die "$4 exited"
+    sleep 0.1
+  done
+  die "$4 printed no start line"
+}
+
 # cpu_ticks PID: utime+stime in clock ticks (fields 14 and 15 of
 # /proc/PID/stat, counted after the parenthesised command name).
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
@@ -155,14 +168,7 @@ printf 'refreshHint: 5m\n' >"$work/meshroot.yaml"
   --config "$work/meshroot.yaml" >"$work/meshroot.log" 2>&1 &
 mr_pid=$!
 pids+=("$mr_pid")
-mr_addr=
-for _ in $(seq 100); do
-  mr_addr=$(sed -n 's/.*"msg":"meshroot server starting".*"bundle_endpoint":"\([^"]*\)".*/\1/p' "$work/meshroot.log")
-  [ -n "$mr_addr" ] && break
-  kill -0 "$mr_pid" 2>/dev/null || die "meshroot serve exited"
-  sleep 0.1
-done
-[ -n "$mr_addr" ] || die "meshroot serve printed no start line"
+mr_addr=$(endpoint_addr "$work/meshroot.log" "meshroot server starting" "$mr_pid" "meshroot serve")
 "$work/meshroot" --socket "$sock" root init --trust-domain meshroot.test >/dev/null
 mr_url="https://$mr_addr/"
 
@@ -215,14 +221,7 @@ wait_https "$mr_url" "meshroot" "$mr_pid"
   --cert "$work/relay.pem" --key "$work/relay.key" --listen 127.0.0.1:0 >"$work/relay.log" 2>&1 &
 rl_pid=$!
 pids+=("$rl_pid")
-rl_addr=
-for _ in $(seq 100); do
-  rl_addr=$(sed -n 's/.*"msg":"meshroot-bundle starting".*"bundle_endpoint":"\([^"]*\)".*/\1/p' "$work/relay.log")
-  [ -n "$rl_addr" ] && break
-  kill -0 "$rl_pid" 2>/dev/null || die "meshroot-bundle exited"
-  sleep 0.1
-done
-[ -n "$rl_addr" ] || die "meshroot-bundle printed no start line"
+rl_addr=$(endpoint_addr "$work/relay.log" "meshroot-bundle starting" "$rl_pid" "meshroot-bundle")
 rl_url="https://$rl_addr/"
 
 wait_https "$rl_url" "meshroot-bundle" "$rl_pid"

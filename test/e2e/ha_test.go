@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto/x509"
 	"io"
 	"net/http"
@@ -10,31 +9,16 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/testca"
 	"github.com/meshroot/meshroot/store/postgres/pgtest"
 )
 
-// lockedBuffer collects a process's output for the test to read.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer = testca.SyncBuffer
 
 // startAgent runs `meshroot agent` with args and env in the background.
 func startAgent(t *testing.T, env []string, args ...string) {

@@ -417,11 +417,18 @@ func startMeshroot(t *testing.T, opts meshrootOpts) *meshrootServer {
 	}
 	m.endpointURL = "https://" + m.endpoint
 	m.cli("root", "init", "--trust-domain", meshrootTD)
-	// Readiness only: the endpoint's authentication is checked by the tests.
+	waitServes(t, m.endpointURL+"/", "meshroot's bundle endpoint serves the bundle")
+	return m
+}
+
+// waitServes waits until url answers 200. Readiness only: the endpoint's
+// authentication is checked by the tests.
+func waitServes(t *testing.T, url, what string) {
+	t.Helper()
 	insecure := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	defer insecure.CloseIdleConnections()
-	eventually(t, 15*time.Second, "meshroot's bundle endpoint serves the bundle", func() error {
-		resp, err := insecure.Get(m.endpointURL + "/")
+	eventually(t, 15*time.Second, what, func() error {
+		resp, err := insecure.Get(url)
 		if err != nil {
 			return err
 		}
@@ -431,7 +438,6 @@ func startMeshroot(t *testing.T, opts meshrootOpts) *meshrootServer {
 		}
 		return nil
 	})
-	return m
 }
 
 // relayProc is a running meshroot-bundle.
@@ -462,19 +468,7 @@ func startRelay(t *testing.T, args ...string) *relayProc {
 			t.Fatal("meshroot-bundle printed no start line within 20 s")
 		}
 	}
-	insecure := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	defer insecure.CloseIdleConnections()
-	eventually(t, 15*time.Second, "meshroot-bundle serves a bundle", func() error {
-		resp, err := insecure.Get(r.url)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("HTTP %s", resp.Status)
-		}
-		return nil
-	})
+	waitServes(t, r.url, "meshroot-bundle serves a bundle")
 	return r
 }
 
