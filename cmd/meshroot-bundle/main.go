@@ -40,7 +40,7 @@ Usage:
   meshroot-bundle --trust-domain TD --upstream URL --cert FILE --key FILE [flags]
 
 The relay fetches the bundle from --upstream at once and every --poll,
-refuses a bundle whose sequence goes back (or that changes under the same
+refuses a bundle whose sequence goes back (or whose roots change under the same
 sequence), keeps serving the last good bundle while the upstream cannot be
 reached, and answers 503 until it holds one. It serves the https_web
 profile only: the https_spiffe profile needs an SVID of the trust domain,

@@ -246,11 +246,15 @@ func (r *Relay) check(b *spiffebundle.Bundle, cur *held) (*held, error) {
 		case seq < cur.tb.Sequence:
 			return nil, bundle.Errorf(bundle.ReasonLowerSequence, "the upstream serves sequence %d, lower than the %d held: refused as a rollback (if the upstream's state was restored from a backup on purpose, delete the relay's cache file and restart it)", seq, cur.tb.Sequence)
 		case seq == cur.tb.Sequence:
-			hint, _ := b.RefreshHint()
-			if slices.EqualFunc(roots, cur.tb.Roots, (*x509.Certificate).Equal) && hint == cur.tb.RefreshHint {
+			if !slices.EqualFunc(roots, cur.tb.Roots, (*x509.Certificate).Equal) {
+				return nil, bundle.Errorf(bundle.ReasonLowerSequence, "the upstream serves other roots under the sequence %d held: refused (a meshroot endpoint changes the sequence with every change of its roots)", seq)
+			}
+			// The same roots: a new refresh hint (the server's
+			// refreshHint setting changed) is taken, as it changes no
+			// trust; the same document is no change at all.
+			if hint, _ := b.RefreshHint(); hint == cur.tb.RefreshHint {
 				return nil, nil
 			}
-			return nil, bundle.Errorf(bundle.ReasonLowerSequence, "the upstream serves other roots or another refresh hint under the sequence %d held: refused (a meshroot endpoint changes the sequence with every change)", seq)
 		}
 	}
 	hint, _ := b.RefreshHint()

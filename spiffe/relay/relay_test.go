@@ -169,7 +169,8 @@ func TestRelayFollowsUpstream(t *testing.T) {
 
 // TestRelayRefusesWhatItMustNot: a lower sequence (rollback), other roots
 // under the sequence held, an upstream it cannot authenticate and an
-// unreachable one all leave the bundle held in service.
+// unreachable one all leave the bundle held in service; a new refresh
+// hint under the same sequence and roots is taken.
 func TestRelayRefusesWhatItMustNot(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t)
@@ -191,6 +192,16 @@ func TestRelayRefusesWhatItMustNot(t *testing.T) {
 		t.Errorf("same sequence, other roots: refused with %v", err)
 	}
 	wantServed(t, fetch(t, url, pool), 5, a, b)
+
+	// The same roots under the same sequence with another refresh hint
+	// (the server's setting changed) is taken: it changes no trust.
+	up.serve.Store(&ca.TrustBundle{TrustDomain: td.String(), Roots: []*x509.Certificate{a, b}, Sequence: 5, RefreshHint: time.Minute})
+	mustRefresh(t, r, true)
+	if tb, _ := r.Bundle(); tb.RefreshHint != time.Minute || tb.Sequence != 5 {
+		t.Fatalf("after a new refresh hint the relay holds hint %v, sequence %d; want 1m0s, 5", tb.RefreshHint, tb.Sequence)
+	}
+	up.set(5, a, b) // back to 7 s for the checks below
+	mustRefresh(t, r, true)
 
 	// A relay that trusts another CA refuses this upstream's certificate
 	// (an impostor between the relay and the upstream).
