@@ -66,20 +66,7 @@ func getPeer(t *testing.T, st store.Store, td string) store.FederationPeer {
 // runFederator runs f until the test ends and checks Run returns promptly.
 func runFederator(t *testing.T, f *Federator) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("Run did not return within 5s of cancel")
-		}
-	})
+	testca.Run(t, f.Run)
 }
 
 func count(td, result string) float64 {

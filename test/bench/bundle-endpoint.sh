@@ -333,36 +333,25 @@ mrow relay "$r_idle" "$r_parts" "$r_rss"
 mrow spire "$s_idle" "$s_parts" "$s_rss"
 echo "(relay: meshroot-bundle, serving meshroot's bundle at the edge; it runs beside the meshroot server, which it fetches from)"
 echo
-awk -v m="$m_rps" -v s="$s_rps" -v t="$target" 'BEGIN {
-  r = m / s
-  printf "ratio meshroot/SPIRE requests/s: %.2f (target >= %.1f): %s\n", r, t, (r >= t ? "MET" : "NOT MET")
-}'
-if [ "$pinned" = 1 ]; then
-  awk -v m="$pm_rps" -v s="$ps_rps" -v t="$target" 'BEGIN {
-    printf "ratio meshroot/SPIRE requests/s, each server on one core, wrk on the other: %.2f (target >= %.1f): %s\n", m / s, t, (m / s >= t ? "MET" : "NOT MET")
+# ratios NAME RPS PINNED_RPS P99 IDLE RSS: NAME's ratios against SPIRE's.
+ratios() {
+  awk -v n="$1" -v m="$2" -v s="$s_rps" -v t="$target" 'BEGIN {
+    printf "ratio %s/SPIRE requests/s: %.2f (target >= %.1f): %s\n", n, m / s, t, (m / s >= t ? "MET" : "NOT MET")
   }'
-fi
-awk -v m="$m_p99" -v s="$s_p99" 'BEGIN { printf "ratio meshroot/SPIRE p99 latency: %.2f (lower is better)\n", m / s }'
-awk -v m="$m_idle" -v s="$s_idle" 'BEGIN { printf "ratio meshroot/SPIRE RSS idle: %.2f\n", m / s }'
-awk -v m="$m_rss" -v s="$s_rss" -v t="$rss_target" 'BEGIN {
-  r = m / s
-  printf "ratio meshroot/SPIRE RSS under load: %.2f (target <= %.2f): %s\n", r, t, (r <= t ? "MET" : "NOT MET")
-}'
+  if [ "$pinned" = 1 ]; then
+    awk -v n="$1" -v m="$3" -v s="$ps_rps" -v t="$target" 'BEGIN {
+      printf "ratio %s/SPIRE requests/s, each server on one core, wrk on the other: %.2f (target >= %.1f): %s\n", n, m / s, t, (m / s >= t ? "MET" : "NOT MET")
+    }'
+  fi
+  awk -v n="$1" -v m="$4" -v s="$s_p99" 'BEGIN { printf "ratio %s/SPIRE p99 latency: %.2f (lower is better)\n", n, m / s }'
+  awk -v n="$1" -v m="$5" -v s="$s_idle" 'BEGIN { printf "ratio %s/SPIRE RSS idle: %.2f\n", n, m / s }'
+  awk -v n="$1" -v m="$6" -v s="$s_rss" -v t="$rss_target" 'BEGIN {
+    printf "ratio %s/SPIRE RSS under load: %.2f (target <= %.2f): %s\n", n, m / s, t, (m / s <= t ? "MET" : "NOT MET")
+  }'
+}
+ratios meshroot "$m_rps" "${pm_rps:-0}" "$m_p99" "$m_idle" "$m_rss"
 echo "the edge relay (meshroot-bundle) against SPIRE:"
-awk -v m="$r_rps" -v s="$s_rps" -v t="$target" 'BEGIN {
-  r = m / s
-  printf "ratio relay/SPIRE requests/s: %.2f (target >= %.1f): %s\n", r, t, (r >= t ? "MET" : "NOT MET")
-}'
-if [ "$pinned" = 1 ]; then
-  awk -v m="$pr_rps" -v s="$ps_rps" -v t="$target" 'BEGIN {
-    printf "ratio relay/SPIRE requests/s, each server on one core, wrk on the other: %.2f (target >= %.1f): %s\n", m / s, t, (m / s >= t ? "MET" : "NOT MET")
-  }'
-fi
-awk -v m="$r_idle" -v s="$s_idle" 'BEGIN { printf "ratio relay/SPIRE RSS idle: %.2f\n", m / s }'
-awk -v m="$r_rss" -v s="$s_rss" -v t="$rss_target" 'BEGIN {
-  r = m / s
-  printf "ratio relay/SPIRE RSS under load: %.2f (target <= %.2f): %s\n", r, t, (r <= t ? "MET" : "NOT MET")
-}'
+ratios relay "$r_rps" "${pr_rps:-0}" "$r_p99" "$r_idle" "$r_rss"
 awk -v r="$r_rss" -v m="$m_idle" -v s="$s_rss" 'BEGIN {
   printf "ratio (relay under load + meshroot server idle)/SPIRE RSS: %.2f (both processes, for a deployment that runs the relay on the CA'"'"'s node)\n", (r + m) / s
 }'
