@@ -27,6 +27,7 @@ import (
 
 	_ "github.com/meshroot/meshroot/cmd/internal/pprofdebug" // net/http/pprof in -tags pprof builds only
 	"github.com/meshroot/meshroot/federation/bundle"
+	"github.com/meshroot/meshroot/internal/fsutil"
 	"github.com/meshroot/meshroot/spiffe"
 	"github.com/meshroot/meshroot/spiffe/relay"
 )
@@ -152,7 +153,7 @@ func (c config) relayConfig(log *slog.Logger) (relay.Config, error) {
 		return relay.Config{}, usageErrorf("--upstream-ca is for an https_web upstream, --upstream-bundle and --upstream-id for an https_spiffe one: give one kind")
 	}
 	if c.upstreamCA != "" {
-		pem, err := readSmall(c.upstreamCA)
+		pem, err := fsutil.ReadBounded(c.upstreamCA, bundle.MaxSize)
 		if err != nil {
 			return relay.Config{}, fmt.Errorf("--upstream-ca: %w", err)
 		}
@@ -185,7 +186,7 @@ func (c config) relayConfig(log *slog.Logger) (relay.Config, error) {
 
 // readBootstrap reads the bootstrap bundle (document or PEM).
 func readBootstrap(td spiffeid.TrustDomain, path string) (*spiffebundle.Bundle, error) {
-	data, err := readSmall(path)
+	data, err := fsutil.ReadBounded(path, bundle.MaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("--upstream-bundle: %w", err)
 	}
@@ -194,23 +195,6 @@ func readBootstrap(td spiffeid.TrustDomain, path string) (*spiffebundle.Bundle, 
 		return nil, fmt.Errorf("--upstream-bundle %s: %w", path, err)
 	}
 	return b, nil
-}
-
-// readSmall reads a file of at most bundle.MaxSize bytes.
-func readSmall(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, bundle.MaxSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > bundle.MaxSize {
-		return nil, fmt.Errorf("%s is over %d bytes", path, bundle.MaxSize)
-	}
-	return data, nil
 }
 
 // serve runs the relay and its endpoint until ctx ends.
