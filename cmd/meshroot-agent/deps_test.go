@@ -2,10 +2,11 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/meshroot/meshroot/internal/depcheck"
 )
 
 // forbidden are packages the lean agent must not link: the CA's key
@@ -16,31 +17,13 @@ var forbidden = regexp.MustCompile(`^github\.com/meshroot/meshroot/(keys/[^/]+|s
 // TestLeanDependencies lists what the meshroot-agent binary links and
 // fails on any CA key backend, store, Vault client or cloud SDK.
 func TestLeanDependencies(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list -deps: %v\n%s", err, out)
-	}
-	pkgs := strings.Fields(string(out))
-	if len(pkgs) < 50 || !contains(pkgs, "github.com/meshroot/meshroot/agent") {
-		t.Fatalf("go list -deps listed %d packages without the agent: %.300s", len(pkgs), out)
-	}
-	for _, p := range pkgs {
-		if forbidden.MatchString(p) {
-			t.Errorf("meshroot-agent links %s", p)
-		}
+	pkgs := depcheck.Deps(t, ".", "github.com/meshroot/meshroot/agent")
+	for _, p := range depcheck.Matching(pkgs, forbidden) {
+		t.Errorf("meshroot-agent links %s", p)
 	}
 	// The check itself can fail: meshroot's own binary links them.
-	full, err := exec.Command("go", "list", "-deps", "../meshroot").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list -deps ../meshroot: %v\n%s", err, full)
-	}
-	var hits int
-	for _, p := range strings.Fields(string(full)) {
-		if forbidden.MatchString(p) {
-			hits++
-		}
-	}
-	if hits == 0 {
+	full := depcheck.Deps(t, "../meshroot", "github.com/meshroot/meshroot/server")
+	if len(depcheck.Matching(full, forbidden)) == 0 {
 		t.Errorf("the pattern matches nothing meshroot links: it checks nothing")
 	}
 }
@@ -58,39 +41,15 @@ var clientset = regexp.MustCompile(`^k8s\.io/client-go/(kubernetes|applyconfigur
 // packages.
 func TestNoClientset(t *testing.T) {
 	for _, pkg := range []string{".", "../meshroot"} {
-		out, err := exec.Command("go", "list", "-deps", pkg).CombinedOutput()
-		if err != nil {
-			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
-		}
-		for _, p := range strings.Fields(string(out)) {
-			if clientset.MatchString(p) {
-				t.Errorf("%s links %s: use internal/kubeclient", pkg, p)
-			}
+		for _, p := range depcheck.Matching(depcheck.Deps(t, pkg, ""), clientset) {
+			t.Errorf("%s links %s: use internal/kubeclient", pkg, p)
 		}
 	}
 	// The check itself can fail: the clientset links what it names.
-	out, err := exec.Command("go", "list", "-deps", "k8s.io/client-go/kubernetes").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list -deps k8s.io/client-go/kubernetes: %v\n%s", err, out)
+	out := depcheck.Deps(t, "k8s.io/client-go/kubernetes", "")
+	if hits := depcheck.Matching(out, clientset); len(hits) < 100 {
+		t.Errorf("the pattern matches %d of the clientset's packages: it checks nothing", len(hits))
 	}
-	var hits int
-	for _, p := range strings.Fields(string(out)) {
-		if clientset.MatchString(p) {
-			hits++
-		}
-	}
-	if hits < 100 {
-		t.Errorf("the pattern matches %d of the clientset's packages: it checks nothing", hits)
-	}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // methodsByName are packages that call methods by name through
@@ -117,16 +76,7 @@ func TestNoMethodsByName(t *testing.T) {
 		tags string
 		want bool // the pattern matches a package linked
 	}{{"grpcnotrace", false}, {"", true}} { // the second shows the check can fail
-		out, err := exec.Command("go", "list", "-tags="+tc.tags, "-deps", ".").CombinedOutput()
-		if err != nil {
-			t.Fatalf("go list -deps: %v\n%s", err, out)
-		}
-		var hits []string
-		for _, p := range strings.Fields(string(out)) {
-			if methodsByName.MatchString(p) {
-				hits = append(hits, p)
-			}
-		}
+		hits := depcheck.Matching(depcheck.Deps(t, ".", "", "-tags="+tc.tags), methodsByName)
 		if got := len(hits) > 0; got != tc.want {
 			t.Errorf("with -tags=%q meshroot-agent links %v; want a package that calls methods by name: %v", tc.tags, hits, tc.want)
 		}

@@ -1,11 +1,12 @@
 package main
 
 import (
-	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/meshroot/meshroot/internal/depcheck"
 )
 
 // pluginOnly are the packages that only meshroot-plugin may link: step-ca's
@@ -14,23 +15,10 @@ import (
 // they are ~23 MB of binary and ~14 MB of idle RSS (docs/performance.md).
 var pluginOnly = regexp.MustCompile(`^(github\.com/smallstep/certificates|github\.com/aws/aws-sdk-go-v2|cloud\.google\.com/go/kms|github\.com/Azure/azure-sdk-for-go|go\.step\.sm/crypto/kms/(awskms|cloudkms|azurekms)|github\.com/meshroot/meshroot/(upstream/stepca|keys/kms))(/|$)`)
 
-func deps(t *testing.T, pkg string) []string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-deps", pkg).CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
-	}
-	pkgs := strings.Fields(string(out))
-	if len(pkgs) < 50 {
-		t.Fatalf("go list -deps %s listed %d packages: %.300s", pkg, len(pkgs), out)
-	}
-	return pkgs
-}
-
 // TestMeshrootLinksNoPluginBackends fails if meshroot links step-ca, a
 // cloud SDK or a cloud KMS driver: they belong in meshroot-plugin.
 func TestMeshrootLinksNoPluginBackends(t *testing.T) {
-	pkgs := deps(t, "../meshroot")
+	pkgs := depcheck.Deps(t, "../meshroot", "github.com/meshroot/meshroot/server")
 	if !slices.Contains(pkgs, "github.com/meshroot/meshroot/internal/pluginhost") {
 		t.Errorf("meshroot does not link internal/pluginhost: how does it reach the plugin?")
 	}
@@ -50,7 +38,7 @@ func TestMeshrootLinksNoPluginBackends(t *testing.T) {
 // and every cloud KMS driver (and so the pattern above matches what it
 // must: the check checks something).
 func TestPluginLinksTheBackends(t *testing.T) {
-	pkgs := deps(t, ".")
+	pkgs := depcheck.Deps(t, ".", "")
 	for _, want := range []string{
 		"github.com/meshroot/meshroot/upstream/stepca",
 		"github.com/smallstep/certificates/cas/stepcas",
@@ -63,12 +51,7 @@ func TestPluginLinksTheBackends(t *testing.T) {
 			t.Errorf("meshroot-plugin does not link %s", want)
 		}
 	}
-	var hits []string
-	for _, p := range pkgs {
-		if pluginOnly.MatchString(p) {
-			hits = append(hits, p)
-		}
-	}
+	hits := depcheck.Matching(pkgs, pluginOnly)
 	for _, prefix := range []string{"github.com/smallstep/certificates", "github.com/aws/aws-sdk-go-v2", "cloud.google.com/go/kms", "github.com/Azure/azure-sdk-for-go"} {
 		if !slices.ContainsFunc(hits, func(p string) bool { return strings.HasPrefix(p, prefix) }) {
 			t.Errorf("the pattern matches nothing of %s in meshroot-plugin: it checks nothing", prefix)
