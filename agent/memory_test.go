@@ -74,9 +74,15 @@ func TestMemoryReturnReleases(t *testing.T) {
 		t.Fatal("8 MiB allocated, and no memory returned")
 	}
 	// The dropped 8 MiB went back to the OS: the heap the runtime holds
-	// released grew by most of it (the rest: partly used pages).
-	if back := heapMetric(t, "/memory/classes/heap/released:bytes") - releasedLive; back < 6<<20 {
-		t.Errorf("after dropping 8 MiB and returning memory, %d KiB more heap is released to the OS; want at least 6 MiB", back>>10)
+	// released grew by most of it. Not all: pages of the dropped spans that
+	// the runtime reuses at once, for its own and this test's allocations,
+	// stay. 8.5-8.8 MiB came back in 40 runs, and 5.9 MiB in one run of 40
+	// on a loaded machine (CI failed on that once, against a 6 MiB bound);
+	// without the return it is ~0 this soon.
+	back := heapMetric(t, "/memory/classes/heap/released:bytes") - releasedLive
+	t.Logf("released after the return: %d KiB more", back>>10)
+	if back < 4<<20 {
+		t.Errorf("after dropping 8 MiB and returning memory, %d KiB more heap is released to the OS; want at least 4 MiB", back>>10)
 	}
 	// What stays mapped but free is far below what was dropped. (A GC
 	// cycle finishing just after the return can leave a little here: up to
