@@ -18,11 +18,9 @@ const (
 
 // DSN parameters. busy_timeout comes first so that the other pragmas wait
 // for a lock rather than fail; journal_mode is persistent in the file and is
-// set by the writer, which connects first. The writer does not checkpoint
-// inside its commits (wal_autocheckpoint(0)): the store checkpoints beside
-// it (checkpoint.go).
+// set by the writer, which connects first.
 const (
-	writerParams = "_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_pragma=wal_autocheckpoint(0)&_txlock=immediate"
+	writerParams = "_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_txlock=immediate"
 	readerParams = "_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_pragma=query_only(1)"
 	// readerConns is the size of the reader pool.
 	readerConns = 4

@@ -15,9 +15,6 @@
 //   - a reader pool with a few query-only connections, used by the Reader
 //     methods of Store. WAL lets them read the last committed state while a
 //     write is in progress, so a slow Update does not stall reads.
-//   - a checkpointer connection that copies the WAL back into the database
-//     file beside the writer, so that commits do not wait for it (see
-//     checkpoint.go).
 //
 // Reads made through the Store inside an Update's fn do not see that Update's
 // uncommitted writes: use the Tx passed to fn. fn must not call Update on the
@@ -53,7 +50,6 @@ type Store struct {
 	// writes queues Updates, in arrival order, for the one writer goroutine
 	// (database/sql would hand the writer connection to a random waiter).
 	writes     chan *writeReq
-	ckpt       *checkpointer // the WAL's checkpoints, see checkpoint.go
 	closing    chan struct{}
 	closeOnce  sync.Once
 	writerDone chan struct{}
@@ -100,17 +96,10 @@ func open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	ck, err := openPool(ctx, abs, checkpointParams, 1)
-	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("sqlite store %q: open: %w", abs, err)
-	}
-	s.ckpt = newCheckpointer(ck)
 	s.wc, s.rc = newStmtCache(s.w, true), newStmtCache(s.r, false)
 	s.reader = reader{q: cachedDB{db: s.r, cache: s.rc}}
 	s.writes, s.closing, s.writerDone = make(chan *writeReq), make(chan struct{}), make(chan struct{})
 	go s.writer()
-	go s.ckpt.run(s.closing)
 	return s, nil
 }
 
@@ -194,9 +183,6 @@ func (s *Store) writer() {
 		var first *writeReq
 		select {
 		case first = <-s.writes:
-		case <-s.ckpt.done: // idle: finish the checkpoint now
-			s.finishCheckpoint()
-			continue
 		case <-s.closing:
 			return
 		}
@@ -214,7 +200,6 @@ func (s *Store) writer() {
 			}
 		}
 		s.runBatch(batch)
-		s.afterBatch()
 	}
 }
 
@@ -292,7 +277,6 @@ func (s *Store) Close() error {
 	if s.closing != nil {
 		s.closeOnce.Do(func() { close(s.closing) })
 		<-s.writerDone
-		<-s.ckpt.exited
 	}
 	var errs []error
 	if s.rc != nil {
@@ -301,9 +285,6 @@ func (s *Store) Close() error {
 	}
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
-	}
-	if s.ckpt != nil {
-		errs = append(errs, s.ckpt.db.Close())
 	}
 	if s.w != nil {
 		errs = append(errs, s.w.Close())
