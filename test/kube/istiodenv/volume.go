@@ -204,10 +204,7 @@ func (s *syncer) watch(ctx context.Context) {
 			if ctx.Err() == nil {
 				s.setErr(fmt.Errorf("watching Secret %s/%s: %w", s.namespace, s.name, err))
 			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(syncPoll):
-			}
+			pause(ctx)
 			continue
 		}
 		for ev := range w.ResultChan() {
@@ -223,6 +220,15 @@ func (s *syncer) watch(ctx context.Context) {
 			// Secret, and so does the volume.
 		}
 		w.Stop()
+		pause(ctx) // a watch that keeps ending at once must not spin
+	}
+}
+
+// pause waits syncPoll, or until ctx ends.
+func pause(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(syncPoll):
 	}
 }
 
