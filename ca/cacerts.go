@@ -90,6 +90,10 @@ func (c *CACerts) Verify(now time.Time) error {
 
 // VerifyCerts runs every check of Verify except the key match, for
 // certificates whose key stays elsewhere (an intermediate issued from a CSR).
+//
+// A pass is remembered for the same certificates (by their bytes) for as
+// long as all of them are valid (verifymemo.go): the next call with them
+// returns at once.
 func (c *CACerts) VerifyCerts(now time.Time) error {
 	if c.Cert == nil {
 		return errors.New("cacerts: intermediate certificate missing")
@@ -97,6 +101,20 @@ func (c *CACerts) VerifyCerts(now time.Time) error {
 	if len(c.Chain) == 0 || len(c.Roots) == 0 {
 		return errors.New("cacerts: chain or roots missing")
 	}
+	k := certsKey(c)
+	if verifiedCerts.passed(k, now) {
+		return nil
+	}
+	if err := c.verifyCerts(now); err != nil {
+		return err
+	}
+	verifiedCerts.remember(k, c, now)
+	return nil
+}
+
+// verifyCerts is VerifyCerts without the memo, for a set with an
+// intermediate, a chain and roots.
+func (c *CACerts) verifyCerts(now time.Time) error {
 	if now.Before(c.Cert.NotBefore) || now.After(c.Cert.NotAfter) {
 		return fmt.Errorf("cacerts: the intermediate is not valid now (valid %s to %s)", c.Cert.NotBefore.Format(time.RFC3339), c.Cert.NotAfter.Format(time.RFC3339))
 	}
