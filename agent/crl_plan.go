@@ -179,6 +179,7 @@ func encodePlan(cache *crlCache, p *CRLPlan, chosen []crlCandidate) {
 		}
 	}
 	p.PEM = bytes.Join(blocks, nil) // one allocation, at the file's size
+	cache.planned(chosen)
 }
 
 // PlanCRLFile is the rule before the first ca-crl.pem: for each CA in cas

@@ -172,6 +172,31 @@ func (c *crlCache) entry(rl *x509.RevocationList) *crlEntry {
 	return nil
 }
 
+// planned records a planned ca-crl.pem (the PEM blocks of chosen, in
+// order) as the last file decoded: the agent's next reading of the
+// Secret's file, once it wrote the plan, is recognised by comparing it
+// with those blocks (pemFile.matches) instead of decoding ~1,000 CRLs'
+// PEM again. A plan that is not written costs one decode at the next
+// reading, as before. Nothing is recorded unless every CRL of chosen is
+// the cache's, with its block encoded (encodePlan just did that).
+func (c *crlCache) planned(chosen []crlCandidate) {
+	if c == nil || len(chosen) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := pemFile{canonical: true, entries: make([]*crlEntry, 0, len(chosen)), ders: make([][]byte, 0, len(chosen))}
+	for _, cand := range chosen {
+		e := c.entry(cand.rl)
+		if e == nil || e.pem == nil {
+			return
+		}
+		f.entries = append(f.entries, e)
+		f.ders = append(f.ders, e.rl.Raw)
+	}
+	c.file = f
+}
+
 // pemBlock returns rl (whose DER is der) as a PEM block, encoded once for
 // a CRL from this cache.
 func (c *crlCache) pemBlock(rl *x509.RevocationList, der []byte) []byte {

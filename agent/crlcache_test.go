@@ -201,3 +201,35 @@ func TestCRLCachePEMMemo(t *testing.T) {
 
 // block is der as a PEM block of ca-crl.pem.
 func block(der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}) }
+
+// TestCRLCachePlannedFile: the file a plan makes is recognised at the next
+// reading of the Secret without decoding it, and a file that differs from
+// the plan by one byte is still decoded afresh.
+func TestCRLCachePlannedFile(t *testing.T) {
+	issuer, k := testIssuer(t)
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(7), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, issuer, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c crlCache
+	p := planCRLFile(&c, crlCAs([]*x509.Certificate{issuer}), [][]byte{der}, time.Now())
+	if p.PEM == nil || len(p.Missing) != 0 {
+		t.Fatalf("plan: %d bytes, missing %v", len(p.PEM), p.Missing)
+	}
+	if !c.file.canonical || !c.file.matches(p.PEM) {
+		t.Fatal("the planned file was not recorded as the last file decoded")
+	}
+	// The Secret as read back: another copy of the same bytes.
+	got := c.pemCRLs(append([]byte(nil), p.PEM...))
+	if len(got) != 1 || &got[0][0] != &c.file.entries[0].rl.Raw[0] {
+		t.Fatal("the written plan was decoded again, or came back as another copy")
+	}
+	changed := append([]byte(nil), p.PEM...)
+	changed[40] ^= 1
+	if c.file.matches(changed) {
+		t.Fatal("a file one byte off the plan matches it")
+	}
+	if got := c.pemCRLs(changed); len(got) == 1 && bytes.Equal(got[0], der) {
+		t.Fatal("a file one byte off the plan decoded to the plan's CRL")
+	}
+}
