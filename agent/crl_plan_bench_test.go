@@ -77,6 +77,44 @@ func BenchmarkCRLWorkPerChangeFleet(b *testing.B) {
 	}
 }
 
+// BenchmarkCRLChangeFleet times an agent's ca-crl.pem work at a root
+// prepare in a fleet of N clusters, as in bench-fleet's fan-out: the set
+// gains a new root and its CRL, and the agent plans the file over the new
+// set and the file it holds, writes the plan, and reads the Secret back
+// for its report (its own CRL, which root CRLs the file enforces). Each
+// iteration starts from the same held file with a root not seen before
+// (made with the timer stopped).
+func BenchmarkCRLChangeFleet(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) {
+			f := newBenchFleet(b, n, false)
+			var cache crlCache
+			cas := crlCAs(f.cas)
+			held := append([]byte(nil), planCRLFile(&cache, cas, f.crls, f.now).PEM...)
+			change := func(next benchFleet) {
+				set := append(append([]*x509.Certificate{}, f.cas...), next.cas...)
+				p := planPublishedCRLFile(&cache, crlCAs(set), append(append([][]byte{}, f.crls...), next.crls...), append([]byte(nil), held...), f.now)
+				if len(p.Missing) != 0 {
+					b.Fatalf("missing %v", p.Missing)
+				}
+				file := append([]byte(nil), p.PEM...) // written, then read back: a new copy
+				ownCurrent(&cache, nil, cache.pemCRLs(file), f.now)
+				if got := appliedRootCRLs(&cache, file, []*x509.Certificate{f.cas[0], next.cas[0]}); len(got) != 2 {
+					b.Fatalf("applied root CRLs %v", got)
+				}
+			}
+			change(newBenchFleet(b, 0, false))
+			b.ResetTimer()
+			for b.Loop() {
+				b.StopTimer()
+				next := newBenchFleet(b, 0, false) // the prepared root
+				b.StartTimer()
+				change(next)
+			}
+		})
+	}
+}
+
 // benchFleet is a root and N cluster intermediates (2N when rotated: two
 // per cluster with the same name), each with its CRL.
 type benchFleet struct {
