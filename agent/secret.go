@@ -143,7 +143,11 @@ func WriteSecret(ctx context.Context, kube kubeclient.Interface, ref SecretRef, 
 	if prev.Secret.Type != "" && prev.Secret.Type != secretType {
 		return nil, fmt.Errorf("Secret %s/%s has type %s, but format %s needs %s: the type cannot change; delete the Secret first", ref.Namespace, ref.Name, prev.Secret.Type, format, secretType)
 	}
-	s := prev.Secret.DeepCopy()
+	// Copy everything but the data, which files replaces: at 1,000
+	// clusters ca-crl.pem alone is ~1 MB.
+	meta := *prev.Secret
+	meta.Data, meta.StringData = nil, nil
+	s := meta.DeepCopy()
 	if s.Labels == nil {
 		s.Labels = map[string]string{}
 	}
