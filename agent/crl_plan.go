@@ -46,6 +46,7 @@ func (p *CRLPlan) setMissing(cas []*crlCA) {
 type crlCandidate struct {
 	rl  *x509.RevocationList
 	der []byte
+	e   *crlEntry // rl's entry (the cache's, or made for this plan)
 	// tier: 2 current (more than ca.CRLMinRemaining left, or to the end
 	// of its CA's life), 1 not yet at its nextUpdate, 0 past it.
 	tier int
@@ -66,20 +67,36 @@ func (c crlCandidate) better(o crlCandidate) bool {
 }
 
 // parseCandidates parses ders through cache (malformed ones and CRLs
-// without a number are skipped), dropping exact duplicates.
+// without a number are skipped), dropping exact duplicates: the same
+// entry of the cache, or without one the same DER.
 func parseCandidates(cache *crlCache, ders [][]byte, now time.Time) []crlCandidate {
-	var out []crlCandidate
-	seen := map[string]bool{}
+	out := make([]crlCandidate, 0, len(ders))
+	var seen map[string]bool
+	var seenEntry map[*crlEntry]bool
+	if cache == nil {
+		seen = make(map[string]bool, len(ders))
+	} else {
+		seenEntry = make(map[*crlEntry]bool, len(ders))
+	}
 	for _, der := range ders {
-		if seen[string(der)] {
+		if seen != nil {
+			if seen[string(der)] {
+				continue
+			}
+			seen[string(der)] = true
+		}
+		e, err := cache.parseEntry(der)
+		if err != nil || e.rl.Number == nil {
 			continue
 		}
-		seen[string(der)] = true
-		rl, err := cache.parse(der)
-		if err != nil || rl.Number == nil {
-			continue
+		if seenEntry != nil {
+			if seenEntry[e] {
+				continue
+			}
+			seenEntry[e] = true
 		}
-		c := crlCandidate{rl: rl, der: der}
+		rl := e.rl
+		c := crlCandidate{rl: rl, der: der, e: e}
 		switch {
 		case rl.NextUpdate.After(now.Add(ca.CRLMinRemaining)):
 			c.tier = 2
@@ -91,36 +108,42 @@ func parseCandidates(cache *crlCache, ders [][]byte, now time.Time) []crlCandida
 	return out
 }
 
-// issuerKey tells CAs apart that share a subject name (a cluster's
-// successive intermediates do): issuer name and key identifier.
-func issuerKey(name, keyID []byte) string { return string(name) + "\x00" + string(keyID) }
-
 // pickCRLs chooses, for each CA in cas, the best candidate it signed
 // (minTier or fresher), and for every other issuer the best current one
 // (CRLs of superseded intermediates ride along while current). It returns
 // the chosen CRLs in the candidates' order and the CAs without a current
-// CRL.
+// CRL. CAs and CRLs are matched by their precomputed identifiers (crlCA,
+// crlEntry): at 1,000 clusters a plan looks up each of ~1,000 CAs and
+// CRLs several times, on every change of the fleet.
 func pickCRLs(cache *crlCache, cas []*crlCA, cands []crlCandidate, minTier int, now time.Time) (chosen []crlCandidate, missing []*crlCA) {
-	best := map[string]int{} // issuer key -> index in cands
-	required := map[string]bool{}
-	seen := map[string]bool{}
-	// Candidates by issuer name: each CA looks only at CRLs naming it, so
-	// that a fleet of N clusters plans in O(N), not O(N^2).
-	byIssuer := make(map[string][]int, len(cands))
-	for i, cand := range cands {
-		byIssuer[string(cand.rl.RawIssuer)] = append(byIssuer[string(cand.rl.RawIssuer)], i)
+	best := make(map[[32]byte]int, len(cas)) // issuer key -> index in cands
+	required := make(map[[32]byte]bool, len(cas))
+	seen := make(map[[32]byte]bool, len(cas))
+	// Candidates by issuer name, as lists threaded through next (in the
+	// candidates' order): each CA looks only at CRLs naming it, so that a
+	// fleet of N clusters plans in O(N), not O(N^2).
+	first := make(map[[32]byte]int, len(cands))
+	next := make([]int, len(cands))
+	for i := len(cands) - 1; i >= 0; i-- {
+		k := cands[i].e.issuer
+		if j, ok := first[k]; ok {
+			next[i] = j
+		} else {
+			next[i] = -1
+		}
+		first[k] = i
 	}
 	for _, c := range cas {
-		if seen[string(c.raw)] {
+		if seen[c.id] {
 			continue
 		}
-		seen[string(c.raw)] = true
-		k := issuerKey(c.rawSubject, c.keyID)
-		required[k] = true
+		seen[c.id] = true
+		required[c.key] = true
 		pick := -1
-		for _, i := range byIssuer[string(c.rawSubject)] {
+		i, ok := first[c.subject]
+		for ; ok && i >= 0; i = next[i] {
 			cand := cands[i]
-			if cache.checkSignature(cand.rl, c) != nil {
+			if cache.checkEntry(cand.e, c) != nil {
 				continue
 			}
 			// A CRL that runs to its CA's own expiry is current for it
@@ -140,11 +163,11 @@ func pickCRLs(cache *crlCache, cas []*crlCA, cands []crlCandidate, minTier int, 
 			missing = append(missing, c)
 		}
 		if pick >= 0 {
-			best[k] = pick
+			best[c.key] = pick
 		}
 	}
 	for i, cand := range cands {
-		k := issuerKey(cand.rl.RawIssuer, cand.rl.AuthorityKeyId)
+		k := cand.e.issuerKey
 		if required[k] || cand.tier < 2 {
 			continue
 		}
@@ -152,10 +175,13 @@ func pickCRLs(cache *crlCache, cas []*crlCA, cands []crlCandidate, minTier int, 
 			best[k] = i
 		}
 	}
-	picked := map[int]bool{}
+	picked := make([]bool, len(cands))
+	n := 0
 	for _, i := range best {
 		picked[i] = true
+		n++
 	}
+	chosen = make([]crlCandidate, 0, n)
 	for i, cand := range cands {
 		if picked[i] {
 			chosen = append(chosen, cand)
@@ -173,7 +199,7 @@ func encodePlan(cache *crlCache, p *CRLPlan, chosen []crlCandidate) {
 	}
 	blocks := make([][]byte, len(chosen))
 	for i, c := range chosen {
-		blocks[i] = cache.pemBlock(c.rl, c.der)
+		blocks[i] = cache.entryPEM(c.e)
 		if p.MinNextUpdate.IsZero() || c.rl.NextUpdate.Before(p.MinNextUpdate) {
 			p.MinNextUpdate = c.rl.NextUpdate
 		}

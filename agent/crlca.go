@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -27,6 +29,11 @@ type crlCA struct {
 	keyID      []byte // subject key identifier
 	notBefore  time.Time
 	notAfter   time.Time
+	// id tells CAs apart (SHA-256 of raw); subject and key match them
+	// with the CRLs they signed (issuerIDs of rawSubject and keyID, as a
+	// crlEntry's issuer and issuerKey). Computed once: the plan looks
+	// up every CA of the fleet by them on every change.
+	id, subject, key [32]byte
 }
 
 // crlCAOf is c as the CRL plan reads it; keep says whether to keep c
@@ -34,8 +41,9 @@ type crlCA struct {
 func crlCAOf(c *x509.Certificate, keep bool) *crlCA {
 	out := &crlCA{
 		raw: c.Raw, rawSubject: c.RawSubject, rawIssuer: c.RawIssuer, keyID: c.SubjectKeyId,
-		notBefore: c.NotBefore, notAfter: c.NotAfter,
+		notBefore: c.NotBefore, notAfter: c.NotAfter, id: sha256.Sum256(c.Raw),
 	}
+	out.subject, out.key = issuerIDs(c.RawSubject, c.SubjectKeyId)
 	if keep {
 		out.cert = c
 	}
@@ -68,4 +76,20 @@ func (c *crlCA) name() string {
 		return fmt.Sprintf("a CA that no longer parses: %v", err)
 	}
 	return fmt.Sprintf("%s (serial %s)", cert.Subject, ca.SerialHex(cert.SerialNumber))
+}
+
+// issuerIDs identify a CA by name, and by name and key identifier (CAs
+// that share a name, as a cluster's successive intermediates do, differ
+// by key): the SHA-256 of the DER name, and of the name's length, the
+// name and the key identifier.
+func issuerIDs(name, keyID []byte) (byName, byKey [32]byte) {
+	byName = sha256.Sum256(name)
+	h := sha256.New()
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(name)))
+	h.Write(n[:])
+	h.Write(name)
+	h.Write(keyID)
+	h.Sum(byKey[:0])
+	return byName, byKey
 }

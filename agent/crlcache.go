@@ -74,6 +74,11 @@ func (f *pemFile) matches(data []byte) bool {
 type crlEntry struct {
 	// rl is the CRL with only the fields the agent reads (leanCRL).
 	rl *x509.RevocationList
+	// issuer and issuerKey identify the CA that the CRL names (issuerIDs):
+	// the plan groups and matches the fleet's CRLs by them on every
+	// change, and hashing 32 bytes is cheaper than hashing (and, as a new
+	// map key, copying) the issuer's name.
+	issuer, issuerKey [32]byte
 	// pem is its PEM block as ca-crl.pem holds it, once encoded:
 	// re-encoding the fleet's CRLs for every plan cost about as much as
 	// decoding them.
@@ -177,8 +182,9 @@ func (c *crlCache) entry(rl *x509.RevocationList) *crlEntry {
 // Secret's file, once it wrote the plan, is recognised by comparing it
 // with those blocks (pemFile.matches) instead of decoding ~1,000 CRLs'
 // PEM again. A plan that is not written costs one decode at the next
-// reading, as before. Nothing is recorded unless every CRL of chosen is
-// the cache's, with its block encoded (encodePlan just did that).
+// reading, as before. Nothing is recorded unless every CRL of chosen has
+// its entry with its block encoded (encodePlan just did that); an entry
+// the cache has since let go still holds its block.
 func (c *crlCache) planned(chosen []crlCandidate) {
 	if c == nil || len(chosen) == 0 {
 		return
@@ -187,7 +193,7 @@ func (c *crlCache) planned(chosen []crlCandidate) {
 	defer c.mu.Unlock()
 	f := pemFile{canonical: true, entries: make([]*crlEntry, 0, len(chosen)), ders: make([][]byte, 0, len(chosen))}
 	for _, cand := range chosen {
-		e := c.entry(cand.rl)
+		e := cand.e
 		if e == nil || e.pem == nil {
 			return
 		}
@@ -205,18 +211,23 @@ func (c *crlCache) pemBlock(rl *x509.RevocationList, der []byte) []byte {
 	}
 	c.mu.Lock()
 	e := c.entry(rl)
-	if e != nil && e.pem != nil {
-		c.mu.Unlock()
-		return e.pem
-	}
 	c.mu.Unlock()
-	b := crlPEM(der)
-	if e != nil {
-		c.mu.Lock()
-		e.pem = b
-		c.mu.Unlock()
+	if e == nil {
+		return crlPEM(der)
 	}
-	return b
+	return c.entryPEM(e)
+}
+
+// entryPEM is e's CRL as a PEM block, encoded once.
+func (c *crlCache) entryPEM(e *crlEntry) []byte {
+	if c != nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+	}
+	if e.pem == nil {
+		e.pem = crlPEM(e.rl.Raw)
+	}
+	return e.pem
 }
 
 // checkSignature is rl.CheckSignatureFrom(issuer), its result remembered
@@ -228,21 +239,28 @@ func (c *crlCache) checkSignature(rl *x509.RevocationList, issuer *crlCA) error 
 	}
 	c.mu.Lock()
 	e := c.entry(rl)
-	if e != nil {
-		for _, ch := range e.checked {
-			if bytes.Equal(ch.raw, issuer.raw) {
-				c.mu.Unlock()
-				return ch.err
-			}
+	c.mu.Unlock()
+	if e == nil {
+		return verifyCRL(rl, issuer)
+	}
+	return c.checkEntry(e, issuer)
+}
+
+// checkEntry is checkSignature for a CRL the caller holds as an entry
+// (parseEntry): no lookup by its DER. The result is remembered in e, also
+// for an entry made without a cache (which the caller drops).
+func (c *crlCache) checkEntry(e *crlEntry, issuer *crlCA) error {
+	if c != nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+	}
+	for _, ch := range e.checked {
+		if bytes.Equal(ch.raw, issuer.raw) {
+			return ch.err
 		}
 	}
-	c.mu.Unlock()
-	res := verifyCRL(rl, issuer)
-	if e != nil {
-		c.mu.Lock()
-		e.checked = append(e.checked, checkedIssuer{raw: issuer.raw, err: res})
-		c.mu.Unlock()
-	}
+	res := verifyCRL(e.rl, issuer)
+	e.checked = append(e.checked, checkedIssuer{raw: issuer.raw, err: res})
 	return res
 }
 
@@ -261,27 +279,52 @@ func (c *crlCache) parse(der []byte) (*x509.RevocationList, error) {
 	if c == nil {
 		return x509.ParseRevocationList(der)
 	}
+	e, err := c.parseEntry(der)
+	if err != nil {
+		return nil, err
+	}
+	return e.rl, nil
+}
+
+// parseEntry returns der parsed as an entry: the cache's own, shared
+// (callers must not change it), or without a cache one made for the
+// caller (the whole CRL, not leanCRL: nothing is kept).
+func (c *crlCache) parseEntry(der []byte) (*crlEntry, error) {
+	if c == nil {
+		rl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			return nil, err
+		}
+		return newCRLEntry(rl), nil
+	}
 	c.mu.Lock()
 	e, ok := c.m[string(der)]
 	c.mu.Unlock()
 	if ok {
-		return e.rl, nil
+		return e, nil
 	}
 	rl, err := x509.ParseRevocationList(der)
 	if err != nil {
 		return nil, err
 	}
-	rl = leanCRL(rl)
+	fresh := newCRLEntry(leanCRL(rl))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.m[string(der)]; ok { // parsed meanwhile by another caller
-		return e.rl, nil
+		return e, nil
 	}
 	if c.m == nil || len(c.m) >= maxCachedCRLs {
 		c.m = map[string]*crlEntry{} // a new fleet set: start over
 	}
-	c.m[string(der)] = &crlEntry{rl: rl}
-	return rl, nil
+	c.m[string(der)] = fresh
+	return fresh, nil
+}
+
+// newCRLEntry is rl as an entry, with its issuer's identifiers.
+func newCRLEntry(rl *x509.RevocationList) *crlEntry {
+	e := &crlEntry{rl: rl}
+	e.issuer, e.issuerKey = issuerIDs(rl.RawIssuer, rl.AuthorityKeyId)
+	return e
 }
 
 // crlPEM is der as a PEM block of ca-crl.pem.
