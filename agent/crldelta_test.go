@@ -2,6 +2,7 @@ package agent
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -63,4 +64,130 @@ func join(ds [][]byte) []byte {
 		out = append(out, string(d))
 	}
 	return []byte(strings.Join(out, "|"))
+}
+
+// TestCRLStreamCarriesKeys applies a run of deltas through one stream,
+// which keeps its entries' keys from set to set, and checks each result
+// against ApplyCRLDelta from the set before (which hashes the whole set):
+// removals of entries the stream held from the whole set, from a delta
+// before its keys were computed, and from one after.
+func TestCRLStreamCarriesKeys(t *testing.T) {
+	key := func(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }
+	ds := func(ss ...string) [][]byte {
+		var out [][]byte
+		for _, s := range ss {
+			out = append(out, []byte(s))
+		}
+		return out
+	}
+	steps := []struct {
+		m       *meshrootv1.CRLSet
+		crls    string
+		inters  string
+		hasKeys bool
+	}{
+		{&meshrootv1.CRLSet{Crls: ds("a", "b"), Intermediates: ds("i1")}, "a|b", "i1", false},
+		{&meshrootv1.CRLSet{Delta: true, Crls: ds("c")}, "a|b|c", "i1", false},                                                                 // no removal: no hashing
+		{&meshrootv1.CRLSet{Delta: true, Crls: ds("d"), Intermediates: ds("i2"), Removed: [][]byte{key("c"), key("i1")}}, "a|b|d", "i2", true}, // keys computed
+		{&meshrootv1.CRLSet{Delta: true, Crls: ds("e"), Removed: [][]byte{key("d"), key("a")}}, "b|e", "i2", true},                             // d's key was carried
+		{&meshrootv1.CRLSet{Delta: true, Removed: [][]byte{key("e"), key("i2"), key("absent")}}, "b", "", true},
+		{&meshrootv1.CRLSet{Crls: ds("x")}, "x", "", false}, // a whole set starts over
+	}
+	var s crlStream
+	var prev *meshrootv1.CRLSet
+	for i, st := range steps {
+		want, err := ApplyCRLDelta(prev, st.m)
+		if err != nil {
+			t.Fatalf("step %d: reference: %v", i, err)
+		}
+		got, err := s.apply(st.m)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if string(join(got.GetCrls())) != st.crls || string(join(got.GetIntermediates())) != st.inters {
+			t.Fatalf("step %d: CRLs %q, intermediates %q; want %q, %q", i, join(got.GetCrls()), join(got.GetIntermediates()), st.crls, st.inters)
+		}
+		if string(join(want.GetCrls())) != st.crls || string(join(want.GetIntermediates())) != st.inters {
+			t.Fatalf("step %d: ApplyCRLDelta gives %q, %q", i, join(want.GetCrls()), join(want.GetIntermediates()))
+		}
+		if (s.crlKeys != nil) != st.hasKeys {
+			t.Errorf("step %d: keys held %v, want %v", i, s.crlKeys != nil, st.hasKeys)
+		}
+		if s.crlKeys != nil {
+			for j, d := range got.GetCrls() {
+				if s.crlKeys[j] != sha256.Sum256(d) {
+					t.Fatalf("step %d: the key of CRL %q is not its SHA-256", i, d)
+				}
+			}
+			for j, d := range got.GetIntermediates() {
+				if s.interKeys[j] != sha256.Sum256(d) {
+					t.Fatalf("step %d: the key of intermediate %q is not its SHA-256", i, d)
+				}
+			}
+		}
+		prev = got
+	}
+
+	// A refused delta leaves the stream as it was.
+	held := s.set
+	if _, err := s.apply(&meshrootv1.CRLSet{Delta: true, Removed: [][]byte{[]byte("short")}}); err == nil {
+		t.Fatal("a short key was accepted")
+	}
+	if s.set != held {
+		t.Error("a refused delta replaced the stream's set")
+	}
+}
+
+// BenchmarkCRLDeltaRenewal applies the delta of one renewal in a fleet of
+// 1,000 clusters (a CRL and an intermediate out, their successors in) to
+// the set an agent holds: "stream" as the agent's watch does, the keys
+// carried from the last set; "rehash" as a stateless ApplyCRLDelta, which
+// hashes the whole set each time.
+func BenchmarkCRLDeltaRenewal(b *testing.B) {
+	const n = 1000
+	entry := func(kind string, i, gen int) []byte {
+		d := make([]byte, 500)
+		copy(d, fmt.Sprintf("%s %d %d", kind, i, gen))
+		return d
+	}
+	whole := &meshrootv1.CRLSet{}
+	for i := range n {
+		whole.Crls = append(whole.Crls, entry("crl", i, 0))
+		whole.Intermediates = append(whole.Intermediates, entry("inter", i, 0))
+	}
+	renewal := func(held *meshrootv1.CRLSet, k int) *meshrootv1.CRLSet {
+		// The oldest entries go, as the fleet renews round-robin.
+		oldCRL, oldInter := held.Crls[0], held.Intermediates[0]
+		ck, ik := sha256.Sum256(oldCRL), sha256.Sum256(oldInter)
+		return &meshrootv1.CRLSet{Delta: true, Crls: [][]byte{entry("crl", k, 1)}, Intermediates: [][]byte{entry("inter", k, 1)},
+			Removed: [][]byte{ck[:], ik[:]}}
+	}
+	b.Run("stream", func(b *testing.B) {
+		var s crlStream
+		_, _ = s.apply(whole)
+		k := 0
+		for b.Loop() {
+			if _, err := s.apply(renewal(s.set, k)); err != nil {
+				b.Fatal(err)
+			}
+			k++
+		}
+		if len(s.set.Crls) != n {
+			b.Fatalf("%d CRLs held, want %d", len(s.set.Crls), n)
+		}
+	})
+	b.Run("rehash", func(b *testing.B) {
+		held := whole
+		k := 0
+		for b.Loop() {
+			var err error
+			if held, err = ApplyCRLDelta(held, renewal(held, k)); err != nil {
+				b.Fatal(err)
+			}
+			k++
+		}
+		if len(held.Crls) != n {
+			b.Fatalf("%d CRLs held, want %d", len(held.Crls), n)
+		}
+	})
 }

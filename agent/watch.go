@@ -25,18 +25,19 @@ func (a *Agent) watch(ctx context.Context, changed chan<- struct{}) {
 			// so a status report): the server may have restarted without
 			// hearing what this cluster applied.
 			first := true
-			var crls *meshrootv1.CRLSet // the whole CRL set this stream delivered
+			var crls crlStream // the whole CRL set this stream delivered
 			for {
 				msg, rerr := stream.Recv()
 				if rerr != nil {
 					err = rerr
 					break
 				}
-				if crls, rerr = ApplyCRLDelta(crls, msg.GetCrls()); rerr != nil {
+				set, rerr := crls.apply(msg.GetCrls())
+				if rerr != nil {
 					err = rerr
 					break
 				}
-				msg.Crls = crls
+				msg.Crls = set
 				b.reset()
 				a.cfg.Metrics.watching()
 				a.mu.Lock()
