@@ -169,8 +169,14 @@ func (u *Upstream) open(ctx context.Context, prov, keyFile string) (*stepcas.Ste
 // no context and its client sets no timeout, so a step-ca that accepts
 // connections and never answers would otherwise hang the caller. f is
 // abandoned (left to finish in the background) when the deadline passes.
-func call[T any](ctx context.Context, u *Upstream, what string, f func() (T, error)) (T, error) {
-	ctx, cancel := context.WithTimeout(ctx, u.timeout)
+//
+// The error of an abandoned call wraps the context's (errors.Is
+// context.DeadlineExceeded or context.Canceled), so that a caller across
+// the plugin boundary still sees a deadline as a deadline; it says whether
+// the upstream's timeout or the caller's context ended the wait.
+func call[T any](parent context.Context, u *Upstream, what string, f func() (T, error)) (T, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(parent, u.timeout)
 	defer cancel()
 	type result struct {
 		v   T
@@ -189,7 +195,10 @@ func call[T any](ctx context.Context, u *Upstream, what string, f func() (T, err
 		}
 		return r.v, nil
 	case <-ctx.Done():
-		return zero, fmt.Errorf("%s: %s at %s: no answer within %s: is step-ca running and reachable?", component, what, u.url.Host, u.timeout)
+		if err := parent.Err(); err != nil {
+			return zero, fmt.Errorf("%s: %s at %s: the caller stopped waiting after %s: %w", component, what, u.url.Host, time.Since(start).Round(time.Millisecond), err)
+		}
+		return zero, fmt.Errorf("%s: %s at %s: no answer within %s (%w): is step-ca running and reachable?", component, what, u.url.Host, u.timeout, ctx.Err())
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"net/url"
@@ -345,10 +346,23 @@ func TestStepCADown(t *testing.T) {
 	}()
 	start = time.Now()
 	_, err = New(ctx, Options{URL: "https://" + l.Addr().String(), Fingerprint: c.Fingerprint, Provisioner: stepcaenv.Intermediate, KeyFile: c.ProvisionerKeyFile(stepcaenv.Intermediate), Timeout: 2 * time.Second})
-	if err == nil || !strings.Contains(err.Error(), "no answer within 2s") {
-		t.Fatalf("a silent server: want a timeout error, got %v", err)
+	if err == nil || !strings.Contains(err.Error(), "no answer within 2s") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a silent server: want a timeout error that is context.DeadlineExceeded, got %v", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("a silent server held New for %s", d)
+	}
+	// The caller's deadline, shorter than the upstream's timeout, ends the
+	// wait too, and is reported as the caller's: still a deadline, which
+	// the plugin boundary carries as one (internal/pluginhost).
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	_, err = New(short, Options{URL: "https://" + l.Addr().String(), Fingerprint: c.Fingerprint, Provisioner: stepcaenv.Intermediate, KeyFile: c.ProvisionerKeyFile(stepcaenv.Intermediate), Timeout: 30 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "the caller stopped waiting") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a silent server and a caller's 500ms deadline: want the caller's deadline, got %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the caller's 500ms deadline held New for %s", d)
 	}
 }
