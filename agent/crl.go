@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -102,7 +103,7 @@ func (a *Agent) planCRL(cur *Current, cc *ca.CACerts, bundle *meshrootv1.TrustBu
 		return CRLPlan{PEM: held}, published, false, fmt.Errorf("trust bundle from server: %w", err)
 	}
 	crls := set.crls
-	if own, err := ownCRL(&a.crls, cc, append(append([][]byte{}, crls...), a.crls.pemCRLs(held)...), now); err != nil {
+	if own, err := ownCRL(&a.crls, &a.crlNumbers, cc, append(append([][]byte{}, crls...), a.crls.pemCRLs(held)...), now); err != nil {
 		a.log.Warn("cannot sign the cluster's CRL", "error", err)
 	} else if own != nil {
 		crls = append(crls, own)
@@ -252,10 +253,32 @@ func appliedRootCRLs(cache *crlCache, file []byte, roots []*x509.Certificate) ma
 // else nil. Its number is the time in nanoseconds, so it increases
 // across restarts; its nextUpdate stops at the intermediate's expiry.
 func OwnCRL(cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
-	return ownCRL(nil, cc, crls, now)
+	return ownCRL(nil, nil, cc, crls, now)
 }
 
-func ownCRL(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
+// crlNumbers hands out the numbers of the CRLs an agent signs for its
+// intermediate: the time in nanoseconds, or one above the last number
+// when that is not higher. One reconcile may sign two (one for its status
+// report while ca-crl.pem is not written yet, then one for the file) with
+// the same now; the server keeps a cluster's CRL only when its number is
+// above the last one kept, so the second must be higher, not equal.
+type crlNumbers struct {
+	mu   sync.Mutex
+	last int64
+}
+
+// next is the number of the next CRL signed at now (nil: the time).
+func (n *crlNumbers) next(now time.Time) *big.Int {
+	if n == nil {
+		return big.NewInt(now.UnixNano())
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.last = max(now.UnixNano(), n.last+1)
+	return big.NewInt(n.last)
+}
+
+func ownCRL(cache *crlCache, nums *crlNumbers, cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
 	if cc == nil || cc.Key == nil {
 		return nil, nil
 	}
@@ -268,7 +291,7 @@ func ownCRL(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) ([]by
 		next = cert.NotAfter
 	}
 	return x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number: big.NewInt(now.UnixNano()), ThisUpdate: now.Add(-time.Minute), NextUpdate: next,
+		Number: nums.next(now), ThisUpdate: now.Add(-time.Minute), NextUpdate: next,
 	}, cert, cc.Key)
 }
 
@@ -316,7 +339,7 @@ func (a *Agent) crlForReport(cur *Current, now time.Time) []byte {
 			return der
 		}
 	}
-	der, err := ownCRL(&a.crls, cur.CACerts, b.GetCrls().GetCrls(), now)
+	der, err := ownCRL(&a.crls, &a.crlNumbers, cur.CACerts, b.GetCrls().GetCrls(), now)
 	if err != nil {
 		a.log.Warn("cannot sign the cluster's CRL", "error", err)
 	}
