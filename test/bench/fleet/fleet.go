@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/meshroot/meshroot/agent"
 	"github.com/meshroot/meshroot/ca"
@@ -201,13 +203,65 @@ func rootsPEM(tb ca.TrustBundle) ([]byte, error) {
 	return out, nil
 }
 
-// warnLog counts the agents' warnings and errors and keeps the first few,
-// so that a run shows whether the agents struggled without printing 1,000
-// agents' logs.
+// warnLog counts the agents' warnings and errors, by kind, and keeps the
+// first few, so that a run shows whether and how the agents struggled
+// without printing 1,000 agents' logs.
 type warnLog struct {
 	mu    sync.Mutex
 	count int
 	first []string
+	kinds map[string]int // warnKind -> count
+}
+
+// maxWarnLine bounds a kept warning line: a CRL warning at 1,000 clusters
+// names every CA it misses.
+const maxWarnLine = 400
+
+// warnKind is what tells warnings apart: level, message and the start of
+// the error, with numbers (CRL numbers, ports, serials) blanked out.
+func warnKind(r slog.Record) string {
+	kind := r.Level.String() + " " + r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != "error" {
+			return true
+		}
+		msg := []rune(a.Value.String())
+		var b strings.Builder
+		for i, c := range msg {
+			if i >= 90 {
+				b.WriteString("...")
+				break
+			}
+			if unicode.IsDigit(c) {
+				c = '#'
+			}
+			b.WriteRune(c)
+		}
+		kind += ": " + b.String()
+		return false
+	})
+	return kind
+}
+
+// topKinds returns the n most frequent kinds, most frequent first.
+func (w *warnLog) topKinds(n int) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	kinds := make([]string, 0, len(w.kinds))
+	for k := range w.kinds {
+		kinds = append(kinds, k)
+	}
+	sort.Slice(kinds, func(i, j int) bool {
+		if w.kinds[kinds[i]] != w.kinds[kinds[j]] {
+			return w.kinds[kinds[i]] > w.kinds[kinds[j]]
+		}
+		return kinds[i] < kinds[j]
+	})
+	var out []string
+	for _, k := range kinds[:min(n, len(kinds))] {
+		out = append(out, fmt.Sprintf("%6d  %s", w.kinds[k], k))
+	}
+	return out
 }
 
 func (w *warnLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
@@ -216,9 +270,16 @@ func (w *warnLog) Handle(_ context.Context, r slog.Record) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.count++
+	if w.kinds == nil {
+		w.kinds = map[string]int{}
+	}
+	w.kinds[warnKind(r)]++
 	if len(w.first) < 5 {
 		msg := r.Level.String() + " " + r.Message
 		r.Attrs(func(a slog.Attr) bool { msg += " " + a.String(); return true })
+		if len(msg) > maxWarnLine {
+			msg = msg[:maxWarnLine] + "..."
+		}
 		w.first = append(w.first, msg)
 	}
 	return nil

@@ -206,6 +206,7 @@ func run(o options) (err error) {
 		return fmt.Errorf("lean agent: %w", err)
 	}
 	r.warnings, r.firstWarnings = warn.snapshot()
+	r.warningKinds = warn.topKinds(8)
 	r.serverCerts = srv.certsIssued.Load()
 	r.elapsed = time.Since(start)
 	r.load0, r.load1 = load0, loadavg()

@@ -29,6 +29,7 @@ type report struct {
 	streams                streamResult
 	rotation               rotationResult
 	warnings               int
+	warningKinds           []string // the most frequent kinds, with their counts
 	serverCerts            int64
 	firstWarnings          []string
 	elapsed                time.Duration
@@ -151,6 +152,13 @@ func (r *report) print(w io.Writer) {
 		float64(r.agentIdle.rss)/goalAgentIdle, met(float64(r.agentIdle.rss) < goalAgentIdle))
 	fmt.Fprintf(w, "\nserver certificates the server issued itself over the run: %d\n", r.serverCerts)
 	fmt.Fprintf(w, "agent warnings and errors logged: %d\n", r.warnings)
+	if len(r.warningKinds) > 0 {
+		fmt.Fprintf(w, "  by kind (numbers blanked as #), the most frequent first:\n")
+		for _, s := range r.warningKinds {
+			fmt.Fprintf(w, "  %s\n", s)
+		}
+		fmt.Fprintf(w, "  the first ones:\n")
+	}
 	for _, s := range r.firstWarnings {
 		fmt.Fprintf(w, "  %s\n", s)
 	}
