@@ -220,14 +220,20 @@ func (c *crlCache) pemBlock(rl *x509.RevocationList, der []byte) []byte {
 
 // entryPEM is e's CRL as a PEM block, encoded once.
 func (c *crlCache) entryPEM(e *crlEntry) []byte {
-	if c != nil {
-		c.mu.Lock()
-		defer c.mu.Unlock()
+	c.lock()
+	b := e.pem
+	c.unlock()
+	if b != nil {
+		return b
 	}
+	b = crlPEM(e.rl.Raw) // not under the lock
+	c.lock()
 	if e.pem == nil {
-		e.pem = crlPEM(e.rl.Raw)
+		e.pem = b
 	}
-	return e.pem
+	b = e.pem
+	c.unlock()
+	return b
 }
 
 // checkSignature is rl.CheckSignatureFrom(issuer), its result remembered
@@ -250,18 +256,32 @@ func (c *crlCache) checkSignature(rl *x509.RevocationList, issuer *crlCA) error 
 // (parseEntry): no lookup by its DER. The result is remembered in e, also
 // for an entry made without a cache (which the caller drops).
 func (c *crlCache) checkEntry(e *crlEntry, issuer *crlCA) error {
-	if c != nil {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-	}
+	c.lock()
 	for _, ch := range e.checked {
 		if bytes.Equal(ch.raw, issuer.raw) {
+			c.unlock()
 			return ch.err
 		}
 	}
-	res := verifyCRL(e.rl, issuer)
+	c.unlock()
+	res := verifyCRL(e.rl, issuer) // not under the lock: an ECDSA verification
+	c.lock()
 	e.checked = append(e.checked, checkedIssuer{raw: issuer.raw, err: res})
+	c.unlock()
 	return res
+}
+
+// lock and unlock hold c.mu; without a cache they do nothing.
+func (c *crlCache) lock() {
+	if c != nil {
+		c.mu.Lock()
+	}
+}
+
+func (c *crlCache) unlock() {
+	if c != nil {
+		c.mu.Unlock()
+	}
 }
 
 // verifyCRL checks rl's signature with issuer's key.
