@@ -241,7 +241,11 @@ func PlanPublishedCRLFile(cas []*x509.Certificate, crls [][]byte, held []byte, n
 }
 
 func planPublishedCRLFile(cache *crlCache, cas []*crlCA, crls [][]byte, held []byte, now time.Time) CRLPlan {
-	all := append(append([][]byte{}, crls...), cache.pemCRLs(held)...)
+	// held's CRLs first: what stays keeps its place in the file, and only
+	// what changed moves, so the same CRLs in another order of the set (a
+	// polled bundle's against the watch's, which appends what a delta
+	// adds) plan the file held, and istiod is not made to publish it again.
+	all := append(append([][]byte{}, cache.pemCRLs(held)...), crls...)
 	var p CRLPlan
 	chosen, missing := pickCRLs(cache, cas, parseCandidates(cache, all, now), 0, now)
 	p.setMissing(missing)

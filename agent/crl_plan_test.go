@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -102,6 +103,13 @@ func TestPlanPublishedCRLFile(t *testing.T) {
 			// from the written file must give the same file.
 			if again := agent.PlanPublishedCRLFile(tc.cas, tc.fleet, p.PEM, now); !bytes.Equal(again.PEM, p.PEM) {
 				t.Errorf("planning again from the written file changes it: %v -> %v", crlsIn(t, p.PEM), crlsIn(t, again.PEM))
+			}
+			// Nor does the same set in another order (a polled bundle's
+			// whole set against the one a watch built from deltas).
+			reversed := slices.Clone(tc.fleet)
+			slices.Reverse(reversed)
+			if again := agent.PlanPublishedCRLFile(tc.cas, reversed, p.PEM, now); !bytes.Equal(again.PEM, p.PEM) {
+				t.Errorf("planning from the written file with the set reversed changes it: %v -> %v", crlsIn(t, p.PEM), crlsIn(t, again.PEM))
 			}
 			for _, c := range []struct {
 				who  string
