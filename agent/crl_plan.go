@@ -44,9 +44,7 @@ func (p *CRLPlan) setMissing(cas []*crlCA) {
 
 // crlCandidate is one parsed CRL the plan may pick.
 type crlCandidate struct {
-	rl  *x509.RevocationList
-	der []byte
-	e   *crlEntry // rl's entry (the cache's, or made for this plan)
+	e *crlEntry // the CRL's entry (the cache's, or made for this plan)
 	// tier: 2 current (more than ca.CRLMinRemaining left, or to the end
 	// of its CA's life), 1 not yet at its nextUpdate, 0 past it.
 	tier int
@@ -60,10 +58,10 @@ func (c crlCandidate) better(o crlCandidate) bool {
 	if c.tier != o.tier {
 		return c.tier > o.tier
 	}
-	if n := c.rl.Number.Cmp(o.rl.Number); n != 0 {
+	if n := c.e.rl.Number.Cmp(o.e.rl.Number); n != 0 {
 		return n > 0
 	}
-	return c.rl.NextUpdate.After(o.rl.NextUpdate)
+	return c.e.rl.NextUpdate.After(o.e.rl.NextUpdate)
 }
 
 // parseCandidates parses ders through cache (malformed ones and CRLs
@@ -96,7 +94,7 @@ func parseCandidates(cache *crlCache, ders [][]byte, now time.Time) []crlCandida
 			seenEntry[e] = true
 		}
 		rl := e.rl
-		c := crlCandidate{rl: rl, der: der, e: e}
+		c := crlCandidate{e: e}
 		switch {
 		case rl.NextUpdate.After(now.Add(ca.CRLMinRemaining)):
 			c.tier = 2
@@ -148,7 +146,7 @@ func pickCRLs(cache *crlCache, cas []*crlCA, cands []crlCandidate, minTier int, 
 			}
 			// A CRL that runs to its CA's own expiry is current for it
 			// (ca.CRLCurrent): a short-lived intermediate signs no longer one.
-			if cand.tier == 1 && ca.CRLCurrentUntil(cand.rl, c.notAfter, now) {
+			if cand.tier == 1 && ca.CRLCurrentUntil(cand.e.rl, c.notAfter, now) {
 				cand.tier = 2
 				cands[i].tier = 2
 			}
@@ -200,8 +198,8 @@ func encodePlan(cache *crlCache, p *CRLPlan, chosen []crlCandidate) {
 	blocks := make([][]byte, len(chosen))
 	for i, c := range chosen {
 		blocks[i] = cache.entryPEM(c.e)
-		if p.MinNextUpdate.IsZero() || c.rl.NextUpdate.Before(p.MinNextUpdate) {
-			p.MinNextUpdate = c.rl.NextUpdate
+		if p.MinNextUpdate.IsZero() || c.e.rl.NextUpdate.Before(p.MinNextUpdate) {
+			p.MinNextUpdate = c.e.rl.NextUpdate
 		}
 	}
 	p.PEM = bytes.Join(blocks, nil) // one allocation, at the file's size

@@ -203,21 +203,6 @@ func (c *crlCache) planned(chosen []crlCandidate) {
 	c.file = f
 }
 
-// pemBlock returns rl (whose DER is der) as a PEM block, encoded once for
-// a CRL from this cache.
-func (c *crlCache) pemBlock(rl *x509.RevocationList, der []byte) []byte {
-	if c == nil {
-		return crlPEM(der)
-	}
-	c.mu.Lock()
-	e := c.entry(rl)
-	c.mu.Unlock()
-	if e == nil {
-		return crlPEM(der)
-	}
-	return c.entryPEM(e)
-}
-
 // entryPEM is e's CRL as a PEM block, encoded once.
 func (c *crlCache) entryPEM(e *crlEntry) []byte {
 	c.lock()

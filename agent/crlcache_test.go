@@ -188,13 +188,13 @@ func TestCRLCachePEMMemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rl, err := c.parse(crl)
+	e, err := c.parseEntry(crl)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
-		if got := c.pemBlock(rl, crl); !bytes.Equal(got, block(crl)) {
-			t.Fatalf("pemBlock = %q, want %q", got, block(crl))
+		if got := c.entryPEM(e); !bytes.Equal(got, block(crl)) {
+			t.Fatalf("entryPEM = %q, want %q", got, block(crl))
 		}
 	}
 }
