@@ -102,11 +102,13 @@ func (a *Agent) planCRL(cur *Current, cc *ca.CACerts, bundle *meshrootv1.TrustBu
 	if err != nil {
 		return CRLPlan{PEM: held}, published, false, fmt.Errorf("trust bundle from server: %w", err)
 	}
-	crls := set.crls
-	if own, err := ownCRL(&a.crls, &a.crlNumbers, cc, append(append([][]byte{}, crls...), a.crls.pemCRLs(held)...), now); err != nil {
+	crls := a.crls.setEntries(bundle.GetCrls())
+	if own, err := ownCRL(&a.crls, &a.crlNumbers, cc, now, crls, a.crls.fileEntries(held)); err != nil {
 		a.log.Warn("cannot sign the cluster's CRL", "error", err)
 	} else if own != nil {
-		crls = append(crls, own)
+		if e, err := a.crls.parseEntry(own); err == nil {
+			crls = append(crls[:len(crls):len(crls)], e) // a copy: crls is the cache's
+		}
 	}
 	cas := append(crlCAs(roots), set.intermediates...)
 	if cc != nil {
@@ -232,13 +234,13 @@ func AppliedRootCRLs(file []byte, roots []*x509.Certificate) map[string]uint64 {
 func appliedRootCRLs(cache *crlCache, file []byte, roots []*x509.Certificate) map[string]uint64 {
 	out := map[string]uint64{}
 	cas := crlCAs(roots)
-	for _, der := range cache.pemCRLs(file) {
-		rl, err := cache.parse(der)
-		if err != nil || rl.Number == nil || !rl.Number.IsUint64() {
+	for _, e := range cache.fileEntries(file) {
+		rl := e.rl
+		if rl.Number == nil || !rl.Number.IsUint64() {
 			continue
 		}
 		for i, r := range roots {
-			if bytes.Equal(rl.RawIssuer, r.RawSubject) && cache.checkSignature(rl, cas[i]) == nil {
+			if e.issuer == cas[i].subject && cache.checkEntry(e, cas[i]) == nil {
 				id := ca.RootID(r)
 				out[id] = max(out[id], rl.Number.Uint64())
 			}
@@ -253,7 +255,8 @@ func appliedRootCRLs(cache *crlCache, file []byte, roots []*x509.Certificate) ma
 // else nil. Its number is the time in nanoseconds, so it increases
 // across restarts; its nextUpdate stops at the intermediate's expiry.
 func OwnCRL(cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
-	return ownCRL(nil, nil, cc, crls, now)
+	var c *crlCache
+	return ownCRL(nil, nil, cc, now, c.entries(crls))
 }
 
 // crlNumbers hands out the numbers of the CRLs an agent signs for its
@@ -278,11 +281,13 @@ func (n *crlNumbers) next(now time.Time) *big.Int {
 	return big.NewInt(n.last)
 }
 
-func ownCRL(cache *crlCache, nums *crlNumbers, cc *ca.CACerts, crls [][]byte, now time.Time) ([]byte, error) {
+// ownCRL is OwnCRL for the CRLs in lists (the fleet's set, the file's),
+// entries of cache, numbered by nums.
+func ownCRL(cache *crlCache, nums *crlNumbers, cc *ca.CACerts, now time.Time, lists ...[]*crlEntry) ([]byte, error) {
 	if cc == nil || cc.Key == nil {
 		return nil, nil
 	}
-	if ownCurrent(cache, cc, crls, now) != nil {
+	if ownCurrent(cache, cc, now, lists...) != nil {
 		return nil, nil
 	}
 	cert := cc.Cert
@@ -295,20 +300,22 @@ func ownCRL(cache *crlCache, nums *crlNumbers, cc *ca.CACerts, crls [][]byte, no
 	}, cert, cc.Key)
 }
 
-// ownCurrent returns the CRL among crls that cc's intermediate signed
+// ownCurrent returns the first CRL in lists that cc's intermediate signed
 // and that has at least ca.CRLRefreshBefore (or half the intermediate's
-// remaining life) left, or nil.
-func ownCurrent(cache *crlCache, cc *ca.CACerts, crls [][]byte, now time.Time) []byte {
+// remaining life) left, or nil. CRLs naming another issuer are passed
+// over by their issuer ID, without a signature check.
+func ownCurrent(cache *crlCache, cc *ca.CACerts, now time.Time, lists ...[]*crlEntry) *crlEntry {
 	if cc == nil || cc.Cert == nil {
 		return nil
 	}
 	cert := cc.Cert
 	issuer := crlCAOf(cert, true)
-	for _, der := range crls {
-		rl, err := cache.parse(der)
-		if err == nil && bytes.Equal(rl.RawIssuer, cert.RawSubject) && cache.checkSignature(rl, issuer) == nil &&
-			rl.NextUpdate.After(now.Add(min(ca.CRLRefreshBefore, cert.NotAfter.Sub(now)/2))) {
-			return der
+	fresh := now.Add(min(ca.CRLRefreshBefore, cert.NotAfter.Sub(now)/2))
+	for _, es := range lists {
+		for _, e := range es {
+			if e.issuer == issuer.subject && e.rl.NextUpdate.After(fresh) && cache.checkEntry(e, issuer) == nil {
+				return e
+			}
 		}
 	}
 	return nil
@@ -321,7 +328,7 @@ func (a *Agent) bundleLacksOwnCRL(cc *ca.CACerts, now time.Time) bool {
 	if b == nil || b.GetCrls() == nil || cc == nil {
 		return false
 	}
-	return ownCurrent(&a.crls, cc, b.GetCrls().GetCrls(), now) == nil
+	return ownCurrent(&a.crls, cc, now, a.crls.setEntries(b.GetCrls())) == nil
 }
 
 // crlForReport is the cluster's own CRL to send with its status, if the
@@ -335,11 +342,11 @@ func (a *Agent) crlForReport(cur *Current, now time.Time) []byte {
 	}
 	b := a.latestBundle()
 	if cur.Secret != nil {
-		if der := ownCurrent(&a.crls, cur.CACerts, a.crls.pemCRLs(cur.Secret.Data[CRLFile]), now); der != nil {
-			return der
+		if e := ownCurrent(&a.crls, cur.CACerts, now, a.crls.fileEntries(cur.Secret.Data[CRLFile])); e != nil {
+			return e.rl.Raw
 		}
 	}
-	der, err := ownCRL(&a.crls, &a.crlNumbers, cur.CACerts, b.GetCrls().GetCrls(), now)
+	der, err := ownCRL(&a.crls, &a.crlNumbers, cur.CACerts, now, a.crls.setEntries(b.GetCrls()))
 	if err != nil {
 		a.log.Warn("cannot sign the cluster's CRL", "error", err)
 	}

@@ -64,41 +64,22 @@ func (c crlCandidate) better(o crlCandidate) bool {
 	return c.e.rl.NextUpdate.After(o.e.rl.NextUpdate)
 }
 
-// parseCandidates parses ders through cache (malformed ones and CRLs
-// without a number are skipped), dropping exact duplicates: the same
-// entry of the cache, or without one the same DER.
-func parseCandidates(cache *crlCache, ders [][]byte, now time.Time) []crlCandidate {
-	out := make([]crlCandidate, 0, len(ders))
-	var seen map[string]bool
-	var seenEntry map[*crlEntry]bool
-	if cache == nil {
-		seen = make(map[string]bool, len(ders))
-	} else {
-		seenEntry = make(map[*crlEntry]bool, len(ders))
-	}
-	for _, der := range ders {
-		if seen != nil {
-			if seen[string(der)] {
-				continue
-			}
-			seen[string(der)] = true
-		}
-		e, err := cache.parseEntry(der)
-		if err != nil || e.rl.Number == nil {
+// candidates are the plan's candidates among es (CRLs without a number
+// are skipped), each entry once: the fleet's set and the file share
+// their entries.
+func candidates(es []*crlEntry, now time.Time) []crlCandidate {
+	out := make([]crlCandidate, 0, len(es))
+	seen := make(map[*crlEntry]bool, len(es))
+	for _, e := range es {
+		if e.rl.Number == nil || seen[e] {
 			continue
 		}
-		if seenEntry != nil {
-			if seenEntry[e] {
-				continue
-			}
-			seenEntry[e] = true
-		}
-		rl := e.rl
+		seen[e] = true
 		c := crlCandidate{e: e}
 		switch {
-		case rl.NextUpdate.After(now.Add(ca.CRLMinRemaining)):
+		case e.rl.NextUpdate.After(now.Add(ca.CRLMinRemaining)):
 			c.tier = 2
-		case rl.NextUpdate.After(now):
+		case e.rl.NextUpdate.After(now):
 			c.tier = 1
 		}
 		out = append(out, c)
@@ -212,12 +193,14 @@ func encodePlan(cache *crlCache, p *CRLPlan, chosen []crlCandidate) {
 // Missing and PEM is nil. CRLs of other issuers (superseded
 // intermediates) ride along when current.
 func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan {
-	return planCRLFile(nil, crlCAs(cas), crls, now)
+	var once crlCache // the same DER twice is one CRL
+	return planCRLFile(&once, crlCAs(cas), once.entries(crls), now)
 }
 
-func planCRLFile(cache *crlCache, cas []*crlCA, crls [][]byte, now time.Time) CRLPlan {
+// planCRLFile is PlanCRLFile for the CRLs crls, entries of cache.
+func planCRLFile(cache *crlCache, cas []*crlCA, crls []*crlEntry, now time.Time) CRLPlan {
 	var p CRLPlan
-	chosen, missing := pickCRLs(cache, cas, parseCandidates(cache, crls, now), 2, now)
+	chosen, missing := pickCRLs(cache, cas, candidates(crls, now), 2, now)
 	if p.setMissing(missing); len(missing) > 0 {
 		return p
 	}
@@ -235,17 +218,21 @@ func planCRLFile(cache *crlCache, cas []*crlCA, crls [][]byte, now time.Time) CR
 // in Missing, but PEM is written anyway. PEM is never empty: with nothing
 // to choose it is held unchanged (nil when held is empty too).
 func PlanPublishedCRLFile(cas []*x509.Certificate, crls [][]byte, held []byte, now time.Time) CRLPlan {
-	return planPublishedCRLFile(nil, crlCAs(cas), crls, held, now)
+	var once crlCache // the same DER twice is one CRL
+	return planPublishedCRLFile(&once, crlCAs(cas), once.entries(crls), held, now)
 }
 
-func planPublishedCRLFile(cache *crlCache, cas []*crlCA, crls [][]byte, held []byte, now time.Time) CRLPlan {
+// planPublishedCRLFile is PlanPublishedCRLFile for the CRLs crls, entries
+// of cache.
+func planPublishedCRLFile(cache *crlCache, cas []*crlCA, crls []*crlEntry, held []byte, now time.Time) CRLPlan {
 	// held's CRLs first: what stays keeps its place in the file, and only
 	// what changed moves, so the same CRLs in another order of the set (a
 	// polled bundle's against the watch's, which appends what a delta
 	// adds) plan the file held, and istiod is not made to publish it again.
-	all := append(append([][]byte{}, cache.pemCRLs(held)...), crls...)
+	file := cache.fileEntries(held)
+	all := append(append(make([]*crlEntry, 0, len(file)+len(crls)), file...), crls...)
 	var p CRLPlan
-	chosen, missing := pickCRLs(cache, cas, parseCandidates(cache, all, now), 0, now)
+	chosen, missing := pickCRLs(cache, cas, candidates(all, now), 0, now)
 	p.setMissing(missing)
 	if len(chosen) == 0 {
 		if len(held) > 0 {

@@ -10,6 +10,9 @@ import (
 	"math/big"
 	"testing"
 	"time"
+
+	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
+	"github.com/meshroot/meshroot/ca"
 )
 
 // BenchmarkPlanCRLFileFleet times one agent planning ca-crl.pem for a
@@ -22,12 +25,13 @@ func BenchmarkPlanCRLFileFleet(b *testing.B) {
 			f := newBenchFleet(b, n, false)
 			var cache crlCache
 			cas := crlCAs(f.cas) // as the agent's certCache keeps them
-			if p := planCRLFile(&cache, cas, f.crls, f.now); len(p.Missing) != 0 {
+			set := &meshrootv1.CRLSet{Crls: f.crls}
+			if p := planCRLFile(&cache, cas, cache.setEntries(set), f.now); len(p.Missing) != 0 {
 				b.Fatalf("missing %v", p.Missing)
 			}
 			b.ResetTimer()
 			for b.Loop() {
-				planCRLFile(&cache, cas, f.crls, f.now)
+				planCRLFile(&cache, cas, cache.setEntries(set), f.now)
 			}
 		})
 	}
@@ -55,15 +59,19 @@ func BenchmarkCRLWorkPerChangeFleet(b *testing.B) {
 			f := newBenchFleet(b, tc.n, tc.rotated)
 			var cache crlCache
 			cas := crlCAs(f.cas) // as the agent's certCache keeps them
-			held := planCRLFile(&cache, cas, f.crls, f.now).PEM
+			set := &meshrootv1.CRLSet{Crls: f.crls}
+			held := planCRLFile(&cache, cas, cache.setEntries(set), f.now).PEM
 			held = append([]byte(nil), held...)
 			roots := f.cas[:1]
+			own := &ca.CACerts{Cert: f.cas[len(f.cas)-1]}
 			work := func() {
 				file := append([]byte(nil), held...) // each read of the Secret is a new copy
-				if p := planPublishedCRLFile(&cache, cas, f.crls, file, f.now); len(p.Missing) != 0 {
+				if p := planPublishedCRLFile(&cache, cas, cache.setEntries(set), file, f.now); len(p.Missing) != 0 {
 					b.Fatalf("missing %v", p.Missing)
 				}
-				ownCurrent(&cache, nil, cache.pemCRLs(file), f.now)
+				if ownCurrent(&cache, own, f.now, cache.fileEntries(file)) == nil {
+					b.Fatal("the cluster's own CRL is not in the file")
+				}
 				if got := appliedRootCRLs(&cache, file, roots); len(got) != 1 {
 					b.Fatalf("applied root CRLs %v", got)
 				}
@@ -93,15 +101,19 @@ func BenchmarkCRLChangeFleet(b *testing.B) {
 			f := newBenchFleet(b, n, false)
 			var cache crlCache
 			cas := crlCAs(f.cas)
-			held := append([]byte(nil), planCRLFile(&cache, cas, f.crls, f.now).PEM...)
+			held := append([]byte(nil), planCRLFile(&cache, cas, cache.entries(f.crls), f.now).PEM...)
+			own := &ca.CACerts{Cert: f.cas[len(f.cas)-1]}
 			change := func(next benchFleet, file []byte) {
 				set := append(append([]*crlCA{}, cas...), crlCAs(next.cas)...)
-				p := planPublishedCRLFile(&cache, set, append(append([][]byte{}, f.crls...), next.crls...), file, f.now)
+				msg := &meshrootv1.CRLSet{Crls: append(append([][]byte{}, f.crls...), next.crls...)} // the change's message
+				p := planPublishedCRLFile(&cache, set, cache.setEntries(msg), file, f.now)
 				if len(p.Missing) != 0 {
 					b.Fatalf("missing %v", p.Missing)
 				}
 				file = append([]byte(nil), p.PEM...) // written, then read back: a new copy
-				ownCurrent(&cache, nil, cache.pemCRLs(file), f.now)
+				if ownCurrent(&cache, own, f.now, cache.fileEntries(file)) == nil {
+					b.Fatal("the cluster's own CRL is not in the file")
+				}
 				if got := appliedRootCRLs(&cache, file, []*x509.Certificate{f.cas[0], next.cas[0]}); len(got) != 2 {
 					b.Fatalf("applied root CRLs %v", got)
 				}
@@ -129,6 +141,7 @@ func BenchmarkCRLChangeFleet(b *testing.B) {
 type benchFleet struct {
 	now  time.Time
 	cas  []*x509.Certificate
+	keys []*ecdsa.PrivateKey // of cas
 	crls [][]byte
 }
 
@@ -150,21 +163,21 @@ func newBenchFleet(b *testing.B, n int, rotated bool) benchFleet {
 		return c, k
 	}
 	crl := func(c *x509.Certificate, k *ecdsa.PrivateKey) []byte {
-		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(48 * time.Hour)}, c, k)
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(ca.CRLValidity)}, c, k) // as agents sign them
 		if err != nil {
 			b.Fatal(err)
 		}
 		return der
 	}
 	root, rk := mk("root", nil, nil)
-	f := benchFleet{now: now, cas: []*x509.Certificate{root}, crls: [][]byte{crl(root, rk)}}
+	f := benchFleet{now: now, cas: []*x509.Certificate{root}, keys: []*ecdsa.PrivateKey{rk}, crls: [][]byte{crl(root, rk)}}
 	for i := range n {
 		c, k := mk(fmt.Sprintf("cluster-%d", i), root, rk)
-		f.cas = append(f.cas, c)
+		f.cas, f.keys = append(f.cas, c), append(f.keys, k)
 		f.crls = append(f.crls, crl(c, k))
 		if rotated {
 			c, k := mk(fmt.Sprintf("cluster-%d", i), root, rk)
-			f.cas = append(f.cas, c)
+			f.cas, f.keys = append(f.cas, c), append(f.keys, k)
 			f.crls = append(f.crls, crl(c, k))
 		}
 	}

@@ -17,7 +17,7 @@ import (
 // parsed x509.Certificate is ~1.5 KB before its fields' contents, so the
 // fleet's intermediates are kept as this (~0.3 KB besides the DER) and
 // parsed again only to check a CRL signature the cache has not seen
-// (crlCache.checkSignature).
+// (crlCache.checkEntry).
 type crlCA struct {
 	// cert is the parsed certificate when the caller had one (the roots,
 	// the cluster's own chain); nil for a fleet intermediate from

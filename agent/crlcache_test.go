@@ -12,6 +12,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 )
 
 // TestCRLCacheParsesOnce: the same DER is parsed once and found again;
@@ -36,32 +38,32 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	}
 	a, b := mk(1), mk(2)
 	var c crlCache
-	r1, err := c.parse(a)
+	e1, err := c.parseEntry(a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r2, _ := c.parse(append([]byte(nil), a...)); r2 != r1 {
+	if e2, _ := c.parseEntry(append([]byte(nil), a...)); e2 != e1 {
 		t.Error("the same CRL was parsed again")
 	}
-	if r3, _ := c.parse(b); r3 == r1 || r3.Number.Int64() != 2 {
-		t.Errorf("another CRL: %v", r3.Number)
+	if e3, _ := c.parseEntry(b); e3 == e1 || e3.rl.Number.Int64() != 2 {
+		t.Errorf("another CRL: %v", e3.rl.Number)
 	}
-	if _, err := c.parse([]byte{1, 2, 3}); err == nil || len(c.m) != 2 {
+	if _, err := c.parseEntry([]byte{1, 2, 3}); err == nil || len(c.m) != 2 {
 		t.Errorf("junk: %v, %d cached", err, len(c.m))
 	}
 	// Signatures: the result is remembered, a failure too (a cluster's
 	// successive intermediates share a name: each plan tries a CRL against
 	// both), and a failure stays a failure.
 	// The issuer as the fleet's intermediates are kept: parsed again for the check.
-	if err := c.checkSignature(r1, crlCAOf(issuer, false)); err != nil {
-		t.Errorf("checkSignature by its issuer: %v", err)
+	if err := c.checkEntry(e1, crlCAOf(issuer, false)); err != nil {
+		t.Errorf("checkEntry by its issuer: %v", err)
 	}
 	if ch := c.m[string(a)].checked; len(ch) != 1 || !bytes.Equal(ch[0].raw, issuer.Raw) || ch[0].err != nil {
 		t.Errorf("success remembered: %+v", ch)
 	}
 	other := testCert(t)
 	for range 2 {
-		if err := c.checkSignature(r1, crlCAOf(other, true)); err == nil {
+		if err := c.checkEntry(e1, crlCAOf(other, true)); err == nil {
 			t.Error("a CRL checked out against another certificate")
 		}
 	}
@@ -71,15 +73,6 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	if ch := c.m[string(b)].checked; len(ch) != 0 {
 		t.Errorf("checks remembered for the CRL never checked: %+v", ch)
 	}
-	// A CRL that is not the cache's own (parsed elsewhere) is checked, not
-	// remembered under the cache's copy.
-	foreign, _ := x509.ParseRevocationList(a)
-	if err := c.checkSignature(foreign, crlCAOf(other, true)); err == nil {
-		t.Error("a foreign parse of the CRL checked out against another certificate")
-	}
-	if ch := c.m[string(a)].checked; len(ch) != 2 {
-		t.Errorf("a foreign CRL's check landed in the cache: %+v", ch)
-	}
 	// The cache keeps the fields the agent reads, not the revoked entries
 	// (a root CRL of 10,000 entries parses to megabytes of them).
 	revoked, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(3), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour),
@@ -88,26 +81,76 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	full, _ := x509.ParseRevocationList(revoked)
-	lean, err := c.parse(revoked)
+	le, err := c.parseEntry(revoked)
 	if err != nil {
 		t.Fatal(err)
 	}
+	lean := le.rl
 	if lean.RevokedCertificateEntries != nil || lean.Number.Cmp(full.Number) != 0 || !lean.NextUpdate.Equal(full.NextUpdate) || !lean.ThisUpdate.Equal(full.ThisUpdate) ||
 		!bytes.Equal(lean.RawIssuer, full.RawIssuer) || !bytes.Equal(lean.AuthorityKeyId, full.AuthorityKeyId) || !bytes.Equal(lean.Raw, revoked) {
 		t.Errorf("cached CRL: %+v\nwant the fields of %+v without its entries", lean, full)
 	}
-	if err := c.checkSignature(lean, crlCAOf(issuer, true)); err != nil {
+	if err := c.checkEntry(le, crlCAOf(issuer, true)); err != nil {
 		t.Errorf("the cached CRL's signature: %v", err)
 	}
 	// ca-crl.pem's CRLs that the cache holds come back as the cache's
-	// bytes, not a second decoded copy.
-	ders := c.pemCRLs(append(block(a), block(revoked)...))
+	// bytes, not a second decoded copy, and as the cache's entries.
+	file := append(block(a), block(revoked)...)
+	ders := c.pemCRLs(file)
 	if len(ders) != 2 || &ders[0][0] != &c.m[string(a)].rl.Raw[0] || &ders[1][0] != &lean.Raw[0] {
 		t.Error("ca-crl.pem's CRLs were kept as decoded copies, not the cache's")
 	}
+	if es := c.fileEntries(append([]byte(nil), file...)); len(es) != 2 || es[0] != e1 || es[1] != le {
+		t.Errorf("ca-crl.pem's entries: %v, want the cache's two", es)
+	}
 	var none *crlCache
-	if r, err := none.parse(a); err != nil || r == r1 {
-		t.Errorf("nil cache: %v, shared %v", err, r == r1)
+	if e, err := none.parseEntry(a); err != nil || e == e1 {
+		t.Errorf("nil cache: %v, shared %v", err, e == e1)
+	}
+	// Without a cache, a check is remembered in the caller's entry only.
+	mine, _ := none.parseEntry(a)
+	if err := none.checkEntry(mine, crlCAOf(other, true)); err == nil || len(mine.checked) != 1 || len(c.m[string(a)].checked) != 2 {
+		t.Errorf("nil cache check: %v, %d remembered, %d in the cache", err, len(mine.checked), len(c.m[string(a)].checked))
+	}
+}
+
+// TestCRLCacheSetEntries: a bundle's CRL set is resolved to the cache's
+// entries once, and found again by the set itself; another set (the next
+// delta's, even with the same CRLs) is resolved anew; junk is left out.
+func TestCRLCacheSetEntries(t *testing.T) {
+	issuer, k := testIssuer(t)
+	mk := func(n int64) []byte {
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(n), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, issuer, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	a, b := mk(1), mk(2)
+	var c crlCache
+	set := &meshrootv1.CRLSet{Crls: [][]byte{a, {1, 2, 3}, b}}
+	es := c.setEntries(set)
+	if len(es) != 2 || es[0].rl.Number.Int64() != 1 || es[1].rl.Number.Int64() != 2 {
+		t.Fatalf("entries of the set: %v, want the two CRLs in order", es)
+	}
+	if again := c.setEntries(set); &again[0] != &es[0] {
+		t.Error("the same set was resolved again")
+	}
+	// The next delta's set: a new message with b, then a.
+	next := &meshrootv1.CRLSet{Crls: [][]byte{append([]byte(nil), b...), a}}
+	got := c.setEntries(next)
+	if len(got) != 2 || got[0] != es[1] || got[1] != es[0] {
+		t.Errorf("the next set: %v, want the cache's entries of b and a", got)
+	}
+	if again := c.setEntries(set); &again[0] == &got[0] || again[0] != es[0] {
+		t.Error("the earlier set was answered with the later set's entries")
+	}
+	var none *crlCache
+	if got := none.setEntries(set); len(got) != 2 || got[0] == es[0] {
+		t.Errorf("nil cache: %v", got)
+	}
+	if got := c.setEntries(nil); len(got) != 0 {
+		t.Errorf("no set: %v", got)
 	}
 }
 
@@ -212,7 +255,7 @@ func TestCRLCachePlannedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	var c crlCache
-	p := planCRLFile(&c, crlCAs([]*x509.Certificate{issuer}), [][]byte{der}, time.Now())
+	p := planCRLFile(&c, crlCAs([]*x509.Certificate{issuer}), c.entries([][]byte{der}), time.Now())
 	if p.PEM == nil || len(p.Missing) != 0 {
 		t.Fatalf("plan: %d bytes, missing %v", len(p.PEM), p.Missing)
 	}

@@ -22,7 +22,7 @@ func TestOwnCRLNumbersRise(t *testing.T) {
 	var nums crlNumbers
 	number := func(at time.Time) int64 {
 		t.Helper()
-		der, err := ownCRL(nil, &nums, cc, nil, at)
+		der, err := ownCRL(nil, &nums, cc, at)
 		if err != nil || der == nil {
 			t.Fatalf("ownCRL: %v, %v", der, err)
 		}

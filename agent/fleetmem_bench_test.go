@@ -37,12 +37,12 @@ func BenchmarkFleetStateHeld(b *testing.B) {
 					b.Fatal(err)
 				}
 				cas := append(crlCAs(roots), s.intermediates...)
-				file := planCRLFile(&a.crls, cas, s.crls, f.now).PEM
+				file := planCRLFile(&a.crls, cas, a.crls.setEntries(a.bundle.GetCrls()), f.now).PEM
 				if file == nil {
 					b.Fatal("no ca-crl.pem planned")
 				}
 				file = append([]byte(nil), file...) // the Secret's copy
-				p := planPublishedCRLFile(&a.crls, cas, s.crls, file, f.now)
+				p := planPublishedCRLFile(&a.crls, cas, a.crls.setEntries(a.bundle.GetCrls()), file, f.now)
 				if len(p.Missing) != 0 {
 					b.Fatalf("missing %v", p.Missing)
 				}
