@@ -93,6 +93,7 @@ type Agent struct {
 	istiodConf confirmState // what istiod serves (confirm.go)
 	crls       crlCache     // parsed CRLs of the fleet (crlcache.go)
 	certs      certCache    // parsed intermediates of the fleet (certcache.go)
+	secret     parsedSecret // the cacerts files parsed last (secretmemo.go)
 	crlNumbers crlNumbers   // numbers of the CRLs it signs for its intermediate (crl.go)
 	certConn   certConn     // the connection with the intermediate (certconn.go)
 	memory     memoryReturn // Config.ReturnMemory (memory.go)

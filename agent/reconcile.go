@@ -19,7 +19,7 @@ import (
 // intermediate should next be renewed.
 func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 	now := a.cfg.Now()
-	cur, err := ReadSecret(ctx, a.cfg.Kube, a.cfg.Secret)
+	cur, err := readSecret(ctx, a.cfg.Kube, a.cfg.Secret, &a.secret)
 	if err != nil {
 		a.cfg.Metrics.failed(ErrKindSecretRead)
 		return time.Time{}, err
@@ -179,7 +179,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
 		return time.Time{}, cur, nil, err
 	}
-	cur = currentOf(written)
+	cur = currentOf(written, &a.secret)
 	a.observe(cur)
 	if err != nil { // written, but rolling istiod failed
 		a.cfg.Metrics.failed(ErrKindSecretWrite)

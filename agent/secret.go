@@ -48,6 +48,11 @@ func (c *Current) ManagedByMeshroot() bool {
 
 // ReadSecret reads and parses the cacerts Secret.
 func ReadSecret(ctx context.Context, kube kubeclient.Interface, ref SecretRef) (*Current, error) {
+	return readSecret(ctx, kube, ref, nil)
+}
+
+// readSecret is ReadSecret, parsing through memo (nil: none).
+func readSecret(ctx context.Context, kube kubeclient.Interface, ref SecretRef, memo *parsedSecret) (*Current, error) {
 	s, err := kube.Secrets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return &Current{}, nil
@@ -55,24 +60,29 @@ func ReadSecret(ctx context.Context, kube kubeclient.Interface, ref SecretRef) (
 	if err != nil {
 		return nil, fmt.Errorf("read Secret %s/%s: %w", ref.Namespace, ref.Name, err)
 	}
-	return currentOf(s), nil
+	return currentOf(s, memo), nil
 }
 
-// currentOf parses s (as read, or as a write returned it).
-func currentOf(s *kubeclient.Secret) *Current {
+// currentOf parses s (as read, or as a write returned it) through memo
+// (nil: none).
+func currentOf(s *kubeclient.Secret, memo *parsedSecret) *Current {
 	cur := &Current{Secret: s}
-	cur.CACerts, cur.Format, cur.Problem = parseSecret(s.Data)
+	cur.CACerts, cur.Format, cur.Problem = memo.parse(s.Data)
 	return cur
+}
+
+// secretFiles are the names of the cacerts files in data's layout: the
+// tls.crt layout when data has tls.crt, else Istio's.
+func secretFiles(data map[string][]byte) (format ca.Format, certFile, keyFile, chainFile, rootFile string) {
+	if _, ok := data[ca.TLSCertFile]; ok {
+		return ca.FormatTLS, ca.TLSCertFile, ca.TLSKeyFile, ca.TLSCertFile, ca.TLSCAFile
+	}
+	return ca.FormatIstio, ca.CACertFile, ca.CAKeyFile, ca.CertChainFile, ca.RootCertFile
 }
 
 // parseSecret reads cacerts files in either layout.
 func parseSecret(data map[string][]byte) (*ca.CACerts, ca.Format, error) {
-	format := ca.FormatIstio
-	certFile, keyFile, chainFile, rootFile := ca.CACertFile, ca.CAKeyFile, ca.CertChainFile, ca.RootCertFile
-	if _, ok := data[ca.TLSCertFile]; ok {
-		format = ca.FormatTLS
-		certFile, keyFile, chainFile, rootFile = ca.TLSCertFile, ca.TLSKeyFile, ca.TLSCertFile, ca.TLSCAFile
-	}
+	format, certFile, keyFile, chainFile, rootFile := secretFiles(data)
 	certs, err := ca.ParseCerts(data[certFile])
 	if err != nil {
 		return nil, format, fmt.Errorf("%s: %w", certFile, err)
