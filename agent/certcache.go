@@ -23,6 +23,12 @@ const maxCachedCerts = 8192
 type certCache struct {
 	mu sync.Mutex
 	m  map[string]*crlCA
+	// set and setCAs are the last CRL set whose intermediates were all
+	// resolved by the watch stream that built it (resolved), and those
+	// intermediates: crlSet answers for that set without looking up
+	// its ~1,000 intermediates by their DER.
+	set    *meshrootv1.CRLSet
+	setCAs []*crlCA
 }
 
 // parse returns der as the CRL plan reads it, from the cache when it was
@@ -68,6 +74,14 @@ type fleetCRLs struct {
 // through the cache. A certificate that does not parse is refused with
 // its position, as wire.CRLSetFromProto refuses it.
 func (c *certCache) crlSet(m *meshrootv1.CRLSet) (fleetCRLs, error) {
+	if c != nil && m != nil {
+		c.mu.Lock()
+		set, cas := c.set, c.setCAs
+		c.mu.Unlock()
+		if set == m {
+			return fleetCRLs{crls: m.GetCrls(), intermediates: cas}, nil
+		}
+	}
 	inters := make([]*crlCA, 0, len(m.GetIntermediates()))
 	for i, der := range m.GetIntermediates() {
 		info, err := c.parse(der)
@@ -77,4 +91,23 @@ func (c *certCache) crlSet(m *meshrootv1.CRLSet) (fleetCRLs, error) {
 		inters = append(inters, info)
 	}
 	return fleetCRLs{crls: m.GetCrls(), intermediates: inters}, nil
+}
+
+// resolved records cas as set's intermediates, in order (what crlSet
+// would return), resolved by the watch stream that built set from the
+// last one (crlStream). A set with an intermediate that does not parse
+// (a nil in cas) is not recorded: crlSet refuses it. cas is kept:
+// callers must not change it.
+func (c *certCache) resolved(set *meshrootv1.CRLSet, cas []*crlCA) {
+	if c == nil || set == nil {
+		return
+	}
+	for _, ca := range cas {
+		if ca == nil {
+			return
+		}
+	}
+	c.mu.Lock()
+	c.set, c.setCAs = set, cas
+	c.mu.Unlock()
 }

@@ -213,6 +213,20 @@ func (c *crlCache) setEntries(set *meshrootv1.CRLSet) []*crlEntry {
 	return es
 }
 
+// resolved records es as the entries of set's CRLs that parse, in order
+// (what setEntries would return), resolved by the watch stream that
+// built set from the last one (crlStream). es is kept: callers must not
+// change it.
+func (c *crlCache) resolved(set *meshrootv1.CRLSet, es []*crlEntry) {
+	if c == nil || set == nil {
+		return
+	}
+	es = withoutNil(es)
+	c.mu.Lock()
+	c.set, c.setEnts = set, es
+	c.mu.Unlock()
+}
+
 // fileEntries returns the entries of the CRLs in a ca-crl.pem file that
 // parse, in order. The file the agent wrote is recognised as the entries
 // it was planned from (pemFile), without a lookup. The result is shared:

@@ -26,11 +26,25 @@ func ApplyCRLDelta(base, m *meshrootv1.CRLSet) (*meshrootv1.CRLSet, error) {
 // hash of what was added since, not of the whole set: at 1,000 clusters
 // every renewal in the fleet removes a CRL and an intermediate, and hashing
 // all 2,000 entries again cost every agent ~1 MB of SHA-256.
+//
+// With the agent's caches (crls and certs), the stream also carries each
+// entry's parsed form from set to set, and hands the caches every new set
+// already resolved (crlCache.setEntries, certCache.crlSet): a change
+// costs a lookup of what it added, not of the fleet's ~2,000 CRLs and
+// intermediates by their DER.
 type crlStream struct {
 	set *meshrootv1.CRLSet
 	// crlKeys and interKeys are the keys of set's CRLs and
 	// intermediates, in order; nil until needed.
 	crlKeys, interKeys [][32]byte
+
+	crls  *crlCache  // nil: nothing is resolved
+	certs *certCache // nil: nothing is resolved
+	// ents and cas are set's CRLs and intermediates as the caches hold
+	// them, in order (nil where one does not parse); nil when not
+	// resolved.
+	ents []*crlEntry
+	cas  []*crlCA
 }
 
 // apply returns the whole set m describes (ApplyCRLDelta), and holds it
@@ -38,6 +52,8 @@ type crlStream struct {
 func (s *crlStream) apply(m *meshrootv1.CRLSet) (*meshrootv1.CRLSet, error) {
 	if m == nil || !m.GetDelta() {
 		s.set, s.crlKeys, s.interKeys = m, nil, nil
+		s.ents, s.cas = nil, nil
+		s.resolve(nil, nil)
 		return m, nil
 	}
 	base := s.set
@@ -57,36 +73,87 @@ func (s *crlStream) apply(m *meshrootv1.CRLSet) (*meshrootv1.CRLSet, error) {
 	if len(removed) > 0 && s.crlKeys == nil {
 		s.crlKeys, s.interKeys = derKeys(base.GetCrls()), derKeys(base.GetIntermediates())
 	}
-	crls, crlKeys := keep(base.GetCrls(), s.crlKeys, removed, m.GetCrls())
-	inters, interKeys := keep(base.GetIntermediates(), s.interKeys, removed, m.GetIntermediates())
-	s.set = &meshrootv1.CRLSet{Crls: crls, Intermediates: inters, Missing: m.GetMissing()}
-	s.crlKeys, s.interKeys = crlKeys, interKeys
+	crlIdx := kept(base.GetCrls(), s.crlKeys, removed)
+	interIdx := kept(base.GetIntermediates(), s.interKeys, removed)
+	added, addedInters := len(m.GetCrls()), len(m.GetIntermediates())
+	s.set = &meshrootv1.CRLSet{
+		Crls:          append(pick(base.GetCrls(), crlIdx, added), m.GetCrls()...),
+		Intermediates: append(pick(base.GetIntermediates(), interIdx, addedInters), m.GetIntermediates()...),
+		Missing:       m.GetMissing(),
+	}
+	if s.crlKeys != nil {
+		s.crlKeys = append(pick(s.crlKeys, crlIdx, added), derKeys(m.GetCrls())...)
+		s.interKeys = append(pick(s.interKeys, interIdx, addedInters), derKeys(m.GetIntermediates())...)
+	}
+	var ents []*crlEntry
+	var cas []*crlCA
+	if s.ents != nil {
+		ents, cas = pick(s.ents, crlIdx, added), pick(s.cas, interIdx, addedInters)
+	}
+	s.resolve(ents, cas)
 	return s.set, nil
 }
 
-// keep returns ders (whose keys are keys, or nil when not computed)
-// without the removed ones, with added appended, and the result's keys
-// (nil when keys is).
-func keep(ders [][]byte, keys [][32]byte, removed map[[32]byte]bool, added [][]byte) ([][]byte, [][32]byte) {
-	out := make([][]byte, 0, len(ders)+len(added))
-	var outKeys [][32]byte
-	if keys != nil {
-		outKeys = make([][32]byte, 0, len(ders)+len(added))
+// resolve makes s.ents and s.cas those of s.set, given those of the
+// entries kept from the last set (a prefix of it; nil: none resolved),
+// and hands the set to the caches resolved. Without caches it does
+// nothing.
+func (s *crlStream) resolve(ents []*crlEntry, cas []*crlCA) {
+	if s.crls == nil || s.certs == nil || s.set == nil {
+		return
 	}
-	for i, d := range ders {
+	crls, inters := s.set.GetCrls(), s.set.GetIntermediates()
+	for _, der := range crls[len(ents):] {
+		e, _ := s.crls.parseEntry(der) // nil when it does not parse
+		ents = append(ents, e)
+	}
+	for _, der := range inters[len(cas):] {
+		c, _ := s.certs.parse(der) // nil when it does not parse
+		cas = append(cas, c)
+	}
+	s.ents, s.cas = ents, cas
+	s.crls.resolved(s.set, ents)
+	s.certs.resolved(s.set, cas)
+}
+
+// withoutNil returns xs without its nil elements: xs itself when it has
+// none.
+func withoutNil[T any](xs []*T) []*T {
+	for i, x := range xs {
+		if x == nil {
+			out := append(make([]*T, 0, len(xs)-1), xs[:i]...)
+			for _, y := range xs[i+1:] {
+				if y != nil {
+					out = append(out, y)
+				}
+			}
+			return out
+		}
+	}
+	return xs
+}
+
+// kept returns the indices of ders (whose keys are keys, or nil when not
+// computed) that removed does not name.
+func kept(ders [][]byte, keys [][32]byte, removed map[[32]byte]bool) []int {
+	out := make([]int, 0, len(ders))
+	for i := range ders {
 		if len(removed) > 0 && removed[keys[i]] {
 			continue
 		}
-		out = append(out, d)
-		if keys != nil {
-			outKeys = append(outKeys, keys[i])
-		}
+		out = append(out, i)
 	}
-	out = append(out, added...)
-	if keys != nil {
-		outKeys = append(outKeys, derKeys(added)...)
+	return out
+}
+
+// pick returns the elements of xs at idx, in a new slice with room for
+// extra more.
+func pick[T any](xs []T, idx []int, extra int) []T {
+	out := make([]T, len(idx), len(idx)+extra)
+	for i, j := range idx {
+		out[i] = xs[j]
 	}
-	return out, outKeys
+	return out
 }
 
 // derKeys are the SHA-256 of each of ders.

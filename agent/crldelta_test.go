@@ -1,10 +1,15 @@
 package agent
 
 import (
+	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"fmt"
+	"math/big"
 	"strings"
 	"testing"
+	"time"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 )
@@ -190,4 +195,105 @@ func BenchmarkCRLDeltaRenewal(b *testing.B) {
 			b.Fatalf("%d CRLs held, want %d", len(held.Crls), n)
 		}
 	})
+}
+
+// TestCRLStreamResolves: a stream with the agent's caches hands every set
+// it builds to them resolved, in the set's order (a junk CRL left out);
+// what a delta keeps is carried from the last set, not looked up again
+// (the caches are emptied between steps: a lookup would parse anew and
+// give another entry); a set with an intermediate that does not parse is
+// not recorded for the certificates, so crlSet still refuses it.
+func TestCRLStreamResolves(t *testing.T) {
+	crl := func() []byte {
+		issuer, k := testIssuer(t)
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, issuer, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	inter := func() []byte { return testCert(t).Raw }
+	c1, c2, c3 := crl(), crl(), crl()
+	i1, i2, i3 := inter(), inter(), inter()
+	junk := []byte("not a certificate")
+	key := func(d []byte) []byte { h := sha256.Sum256(d); return h[:] }
+	var crls crlCache
+	var certs certCache
+	s := crlStream{crls: &crls, certs: &certs}
+	steps := []struct {
+		m          *meshrootv1.CRLSet
+		carried    int  // entries and intermediates carried from the last set read (not counted when intersOK is false)
+		intersOK   bool // every intermediate parses
+		wantCRLs   [][]byte
+		wantInters [][]byte
+	}{
+		{&meshrootv1.CRLSet{Crls: [][]byte{c1, junk, c2}, Intermediates: [][]byte{i1, i2}}, 0, true, [][]byte{c1, c2}, [][]byte{i1, i2}},
+		{&meshrootv1.CRLSet{Delta: true, Crls: [][]byte{c3}, Intermediates: [][]byte{i3}, Removed: [][]byte{key(c1), key(i1)}}, 2, true, [][]byte{c2, c3}, [][]byte{i2, i3}},
+		{&meshrootv1.CRLSet{Delta: true, Intermediates: [][]byte{junk}}, 0, false, [][]byte{c2, c3}, nil},
+		{&meshrootv1.CRLSet{Delta: true, Removed: [][]byte{key(junk), key(c2)}}, 3, true, [][]byte{c3}, [][]byte{i2, i3}},
+	}
+	var lastEnts map[string]*crlEntry
+	var lastCAs map[string]*crlCA
+	for i, st := range steps {
+		set, err := s.apply(st.m)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		crls.mu.Lock()
+		recorded := crls.set == set
+		crls.mu.Unlock()
+		if !recorded {
+			t.Fatalf("step %d: the set was not handed to the CRL cache", i)
+		}
+		es := crls.setEntries(set)
+		if len(es) != len(st.wantCRLs) {
+			t.Fatalf("step %d: %d entries, want %d", i, len(es), len(st.wantCRLs))
+		}
+		carried := 0
+		ents := map[string]*crlEntry{}
+		for j, e := range es {
+			if !bytes.Equal(e.rl.Raw, st.wantCRLs[j]) {
+				t.Fatalf("step %d: entry %d is not the set's CRL %d", i, j, j)
+			}
+			if lastEnts[string(e.rl.Raw)] == e {
+				carried++
+			}
+			ents[string(e.rl.Raw)] = e
+		}
+		fleet, err := certs.crlSet(set)
+		switch {
+		case !st.intersOK:
+			if err == nil {
+				t.Errorf("step %d: a set with an intermediate that does not parse was read", i)
+			}
+		case err != nil:
+			t.Fatalf("step %d: %v", i, err)
+		default:
+			if len(fleet.intermediates) != len(st.wantInters) {
+				t.Fatalf("step %d: %d intermediates, want %d", i, len(fleet.intermediates), len(st.wantInters))
+			}
+			cas := map[string]*crlCA{}
+			for j, c := range fleet.intermediates {
+				if !bytes.Equal(c.raw, st.wantInters[j]) {
+					t.Fatalf("step %d: intermediate %d is not the set's", i, j)
+				}
+				if lastCAs[string(c.raw)] == c {
+					carried++
+				}
+				cas[string(c.raw)] = c
+			}
+			lastCAs = cas
+		}
+		if st.intersOK && carried != st.carried {
+			t.Errorf("step %d: %d carried from the last set, want %d", i, carried, st.carried)
+		}
+		lastEnts = ents
+		// Empty the caches: only what the stream carries survives.
+		crls.mu.Lock()
+		crls.m = nil
+		crls.mu.Unlock()
+		certs.mu.Lock()
+		certs.m = nil
+		certs.mu.Unlock()
+	}
 }

@@ -25,7 +25,7 @@ func (a *Agent) watch(ctx context.Context, changed chan<- struct{}) {
 			// so a status report): the server may have restarted without
 			// hearing what this cluster applied.
 			first := true
-			var crls crlStream // the whole CRL set this stream delivered
+			crls := crlStream{crls: &a.crls, certs: &a.certs} // the whole CRL set this stream delivered
 			for {
 				msg, rerr := stream.Recv()
 				if rerr != nil {
