@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -58,7 +59,7 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	if err := c.checkEntry(e1, crlCAOf(issuer, false)); err != nil {
 		t.Errorf("checkEntry by its issuer: %v", err)
 	}
-	if ch := c.m[string(a)].checked; len(ch) != 1 || !bytes.Equal(ch[0].raw, issuer.Raw) || ch[0].err != nil {
+	if ch := c.m[string(a)].checked; len(ch) != 1 || ch[0].id != sha256.Sum256(issuer.Raw) || ch[0].err != nil {
 		t.Errorf("success remembered: %+v", ch)
 	}
 	other := testCert(t)
@@ -67,7 +68,7 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 			t.Error("a CRL checked out against another certificate")
 		}
 	}
-	if ch := c.m[string(a)].checked; len(ch) != 2 || !bytes.Equal(ch[1].raw, other.Raw) || ch[1].err == nil {
+	if ch := c.m[string(a)].checked; len(ch) != 2 || ch[1].id != sha256.Sum256(other.Raw) || ch[1].err == nil {
 		t.Errorf("failure remembered: %+v, want 2 issuers checked, the second failed", ch)
 	}
 	if ch := c.m[string(b)].checked; len(ch) != 0 {
@@ -274,5 +275,37 @@ func TestCRLCachePlannedFile(t *testing.T) {
 	}
 	if got := c.pemCRLs(changed); len(got) == 1 && bytes.Equal(got[0], der) {
 		t.Fatal("a file one byte off the plan decoded to the plan's CRL")
+	}
+}
+
+// TestCandidatesOnce: an entry the set and the file share is one
+// candidate; the next plan takes it again; a CRL without a number is not
+// a candidate.
+func TestCandidatesOnce(t *testing.T) {
+	issuer, k := testIssuer(t)
+	now := time.Now()
+	mk := func(n *big.Int) []byte {
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: n, ThisUpdate: now, NextUpdate: now.Add(2 * time.Hour)}, issuer, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	var c crlCache
+	es := c.entries([][]byte{mk(big.NewInt(1)), mk(big.NewInt(2))})
+	noNumber, err := c.parseEntry(mk(big.NewInt(3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	noNumber.rl.Number = nil
+	all := []*crlEntry{es[0], es[1], noNumber, es[1], es[0]}
+	for plan := range 2 {
+		got := candidates(all, now)
+		if len(got) != 2 || got[0].e != es[0] || got[1].e != es[1] {
+			t.Fatalf("plan %d: %d candidates, want the two numbered entries once each", plan, len(got))
+		}
+		if got[0].tier != 2 {
+			t.Errorf("plan %d: tier %d for a CRL with two hours left, want 2", plan, got[0].tier)
+		}
 	}
 }
