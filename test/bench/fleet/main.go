@@ -175,9 +175,20 @@ func run(o options) (err error) {
 	}
 	r.setupLarge = time.Since(t)
 	progress("%d agents bootstrapped in %s", o.large, r.setupLarge.Round(time.Millisecond))
+	// The last joins' work (their CRLs reaching every agent's set, each a
+	// change of the fleet's CRL set, and their reports) goes on for a
+	// while after the last agent wrote its cacerts: the fan-out measures
+	// a fleet at rest, as a fleet whose clusters joined long ago is.
+	if r.quietLarge, err = waitQuiet(ctx, srv.pid(), 3*time.Minute); err != nil {
+		return err
+	}
+	progress("fleet at rest %s after the last join", r.quietLarge.Round(time.Second))
+	rest0, restT := cpuTime(os.Getpid()), time.Now()
 	if r.serverWatchers, err = settledMem(ctx, srv.pid(), o.settle); err != nil {
 		return err
 	}
+	r.restWait = time.Since(restT)
+	r.restLarge = (cpuTime(os.Getpid()) - rest0).Seconds() / r.restWait.Seconds()
 	prof.heap("heap-watchers.pprof")
 	stopProf := prof.cpu("cpu-fanout.pprof", 30*time.Second)
 	r.fanLarge, err = fanout(ctx, f, srv, o.rounds)

@@ -73,6 +73,36 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutRe
 	return res, nil
 }
 
+// quietCPU is the CPU, as a share of one core, below which the agents'
+// process and the server count as at rest (waitQuiet), measured over
+// quietWindow: with no change, a fleet's agents and server only answer
+// keepalives and timers.
+const (
+	quietCPU    = 0.05
+	quietWindow = 2 * time.Second
+)
+
+// waitQuiet waits until this process (the agents) and the server each
+// use less than quietCPU of a core over quietWindow, or until limit has
+// passed (then it goes on: the rest rate the report prints shows it). It
+// returns how long it waited.
+func waitQuiet(ctx context.Context, serverPID int, limit time.Duration) (time.Duration, error) {
+	t := time.Now()
+	for time.Since(t) < limit {
+		self0, srv0 := cpuTime(os.Getpid()), cpuTime(serverPID)
+		select {
+		case <-ctx.Done():
+			return time.Since(t), ctx.Err()
+		case <-time.After(quietWindow):
+		}
+		self, srv := cpuTime(os.Getpid())-self0, cpuTime(serverPID)-srv0
+		if self.Seconds() < quietCPU*quietWindow.Seconds() && srv.Seconds() < quietCPU*quietWindow.Seconds() {
+			break
+		}
+	}
+	return time.Since(t), nil
+}
+
 // bundleChange is one admin call that changes the trust bundle.
 type bundleChange struct {
 	name string

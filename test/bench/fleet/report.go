@@ -26,14 +26,21 @@ type report struct {
 	agentIdle              memStatus
 	setupSmall, setupLarge time.Duration
 	fanSmall, fanLarge     fanoutResult
-	streams                streamResult
-	rotation               rotationResult
-	warnings               int
-	warningKinds           []string // the most frequent kinds, with their counts
-	serverCerts            int64
-	firstWarnings          []string
-	elapsed                time.Duration
-	load0, load1           string
+	// restLarge is the agents' process CPU per second of wall time in the
+	// idle wait right before the large fan-out: work the fleet does with
+	// no change (late joiners' rechecks, retries, the collector), which
+	// the fan-out's "agents CPU/change" also counts.
+	restLarge     float64
+	restWait      time.Duration
+	quietLarge    time.Duration // the wait for the fleet to come to rest after its last join
+	streams       streamResult
+	rotation      rotationResult
+	warnings      int
+	warningKinds  []string // the most frequent kinds, with their counts
+	serverCerts   int64
+	firstWarnings []string
+	elapsed       time.Duration
+	load0, load1  string
 }
 
 // pct is the nearest-rank percentile p (0-1] of ds.
@@ -76,6 +83,13 @@ func (r *report) print(w io.Writer) {
 		n := time.Duration(max(f.changes, 1))
 		fmt.Fprintf(w, "%-8d %8d %10s %10s %10s %14s %14s %18s %18s\n", f.agents, len(f.lat), ms(pct(f.lat, .5)), ms(pct(f.lat, .99)),
 			ms(maxDur(f.lat)), ms(pct(f.worst, 1)), ms(pct(f.calls, .5)), ms(f.cpu/n), ms(f.selfCPU/n))
+	}
+	if f := r.fanLarge; f.changes > 0 && r.restWait > 0 {
+		rest := time.Duration(r.restLarge * float64(f.wall) / float64(f.changes))
+		fmt.Fprintf(w, "agents at rest before the fan-out to %d (waited %s after the last join for the fleet's CPU to fall under %.0f %% of a core):\n",
+			f.agents, r.quietLarge.Round(time.Second), quietCPU*100)
+		fmt.Fprintf(w, "  %.0f ms of CPU per s over the next %s; at that rate, %s of each change's %s is background\n",
+			r.restLarge*1000, r.restWait.Round(time.Second), ms(rest), ms(f.selfCPU/time.Duration(f.changes)))
 	}
 	fmt.Fprintf(w, "Received (admin call start -> the agent's watch delivered the new bundle, before the agent's own work)\n")
 	fmt.Fprintf(w, "%-8s %8s %10s %10s %10s %8s\n", "agents", "samples", "p50", "p99", "max", "missed")
