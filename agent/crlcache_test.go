@@ -120,13 +120,7 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 // delta's, even with the same CRLs) is resolved anew; junk is left out.
 func TestCRLCacheSetEntries(t *testing.T) {
 	issuer, k := testIssuer(t)
-	mk := func(n int64) []byte {
-		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(n), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, issuer, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der
-	}
+	mk := func(n int64) []byte { return testCRL(t, issuer, k, n, time.Hour) }
 	a, b := mk(1), mk(2)
 	var c crlCache
 	set := &meshrootv1.CRLSet{Crls: [][]byte{a, {1, 2, 3}, b}}
@@ -161,13 +155,7 @@ func TestCRLCacheSetEntries(t *testing.T) {
 // else in it is remembered as passed, and still recognised.
 func TestCRLCacheFileNotKept(t *testing.T) {
 	issuer, k := testIssuer(t)
-	mk := func(n int64) []byte {
-		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(n), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, issuer, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der
-	}
+	mk := func(n int64) []byte { return testCRL(t, issuer, k, n, time.Hour) }
 	one, two := mk(1), mk(2)
 	file := append(block(one), block(two)...)
 	var c crlCache
@@ -284,16 +272,10 @@ func TestCRLCachePlannedFile(t *testing.T) {
 func TestCandidatesOnce(t *testing.T) {
 	issuer, k := testIssuer(t)
 	now := time.Now()
-	mk := func(n *big.Int) []byte {
-		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: n, ThisUpdate: now, NextUpdate: now.Add(2 * time.Hour)}, issuer, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der
-	}
+	mk := func(n int64) []byte { return testCRL(t, issuer, k, n, 2*time.Hour) }
 	var c crlCache
-	es := c.entries([][]byte{mk(big.NewInt(1)), mk(big.NewInt(2))})
-	noNumber, err := c.parseEntry(mk(big.NewInt(3)))
+	es := c.entries([][]byte{mk(1), mk(2)})
+	noNumber, err := c.parseEntry(mk(3))
 	if err != nil {
 		t.Fatal(err)
 	}

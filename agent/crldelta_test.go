@@ -2,11 +2,8 @@ package agent
 
 import (
 	"bytes"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"fmt"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -206,11 +203,7 @@ func BenchmarkCRLDeltaRenewal(b *testing.B) {
 func TestCRLStreamResolves(t *testing.T) {
 	crl := func() []byte {
 		issuer, k := testIssuer(t)
-		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, issuer, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der
+		return testCRL(t, issuer, k, 1, time.Hour)
 	}
 	inter := func() []byte { return testCert(t).Raw }
 	c1, c2, c3 := crl(), crl(), crl()

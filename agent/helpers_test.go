@@ -42,3 +42,14 @@ func testIssuer(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
 	c, _ := x509.ParseCertificate(der)
 	return c, k
 }
+
+// testCRL is a CRL of issuer numbered n, from now until now+valid.
+func testCRL(t *testing.T, issuer *x509.Certificate, key *ecdsa.PrivateKey, n int64, valid time.Duration) []byte {
+	t.Helper()
+	now := time.Now()
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(n), ThisUpdate: now, NextUpdate: now.Add(valid)}, issuer, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
