@@ -25,7 +25,7 @@ type certCache struct {
 	m  map[string]*crlCA
 	// set and setCAs are the last CRL set whose intermediates were all
 	// resolved by the watch stream that built it (resolved), and those
-	// intermediates: crlSet answers for that set without looking up
+	// intermediates: intermediates answers for that set without looking up
 	// its ~1,000 intermediates by their DER.
 	set    *meshrootv1.CRLSet
 	setCAs []*crlCA
@@ -64,39 +64,33 @@ func (c *certCache) parse(der []byte) (*crlCA, error) {
 	return info, nil
 }
 
-// fleetCRLs is the CRL set of a bundle message as the agent reads it.
-type fleetCRLs struct {
-	crls          [][]byte
-	intermediates []*crlCA
-}
-
-// crlSet reads the CRL set of a bundle message, its intermediates
+// intermediates reads the intermediates of a bundle message's CRL set
 // through the cache. A certificate that does not parse is refused with
 // its position, as wire.CRLSetFromProto refuses it.
-func (c *certCache) crlSet(m *meshrootv1.CRLSet) (fleetCRLs, error) {
+func (c *certCache) intermediates(m *meshrootv1.CRLSet) ([]*crlCA, error) {
 	if c != nil && m != nil {
 		c.mu.Lock()
 		set, cas := c.set, c.setCAs
 		c.mu.Unlock()
 		if set == m {
-			return fleetCRLs{crls: m.GetCrls(), intermediates: cas}, nil
+			return cas, nil
 		}
 	}
 	inters := make([]*crlCA, 0, len(m.GetIntermediates()))
 	for i, der := range m.GetIntermediates() {
 		info, err := c.parse(der)
 		if err != nil {
-			return fleetCRLs{}, fmt.Errorf("CRL set: certificate %d: %v", i+1, err)
+			return nil, fmt.Errorf("CRL set: certificate %d: %v", i+1, err)
 		}
 		inters = append(inters, info)
 	}
-	return fleetCRLs{crls: m.GetCrls(), intermediates: inters}, nil
+	return inters, nil
 }
 
-// resolved records cas as set's intermediates, in order (what crlSet
+// resolved records cas as set's intermediates, in order (what intermediates
 // would return), resolved by the watch stream that built set from the
 // last one (crlStream). A set with an intermediate that does not parse
-// (a nil in cas) is not recorded: crlSet refuses it. cas is kept:
+// (a nil in cas) is not recorded: intermediates refuses it. cas is kept:
 // callers must not change it.
 func (c *certCache) resolved(set *meshrootv1.CRLSet, cas []*crlCA) {
 	if c == nil || set == nil {

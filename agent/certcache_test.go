@@ -31,24 +31,24 @@ func TestCertCacheCRLSet(t *testing.T) {
 	}
 	a, b := mk("a"), mk("b")
 	var c certCache
-	first, err := c.crlSet(&meshrootv1.CRLSet{Intermediates: [][]byte{a}, Crls: [][]byte{{1}}, Missing: []string{"x"}})
+	first, err := c.intermediates(&meshrootv1.CRLSet{Intermediates: [][]byte{a}, Crls: [][]byte{{1}}, Missing: []string{"x"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(first.intermediates) != 1 || !strings.HasPrefix(first.intermediates[0].name(), "CN=a ") || len(first.crls) != 1 {
+	if len(first) != 1 || !strings.HasPrefix(first[0].name(), "CN=a ") {
 		t.Fatalf("first set = %+v", first)
 	}
-	next, err := c.crlSet(&meshrootv1.CRLSet{Intermediates: [][]byte{append([]byte(nil), a...), b}})
+	next, err := c.intermediates(&meshrootv1.CRLSet{Intermediates: [][]byte{append([]byte(nil), a...), b}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if next.intermediates[0] != first.intermediates[0] {
+	if next[0] != first[0] {
 		t.Error("an intermediate already parsed was parsed again")
 	}
-	if got := next.intermediates[1]; !strings.HasPrefix(got.name(), "CN=b ") || !bytes.Equal(got.raw, b) || got.cert != nil {
+	if got := next[1]; !strings.HasPrefix(got.name(), "CN=b ") || !bytes.Equal(got.raw, b) || got.cert != nil {
 		t.Errorf("second intermediate = %q (kept parsed: %v), want b, not kept parsed", got.name(), got.cert != nil)
 	}
-	if _, err := c.crlSet(&meshrootv1.CRLSet{Intermediates: [][]byte{a, []byte("junk")}}); err == nil || !strings.Contains(err.Error(), "certificate 2") {
+	if _, err := c.intermediates(&meshrootv1.CRLSet{Intermediates: [][]byte{a, []byte("junk")}}); err == nil || !strings.Contains(err.Error(), "certificate 2") {
 		t.Errorf("junk intermediate: %v, want an error naming certificate 2", err)
 	}
 	var none *certCache

@@ -94,7 +94,7 @@ func (a *Agent) planCRL(cur *Current, cc *ca.CACerts, bundle *meshrootv1.TrustBu
 	if bundle == nil || bundle.GetCrls() == nil {
 		return CRLPlan{PEM: held}, published, false, nil
 	}
-	set, err := a.certs.crlSet(bundle.GetCrls())
+	inters, err := a.certs.intermediates(bundle.GetCrls())
 	if err != nil {
 		return CRLPlan{PEM: held}, published, false, fmt.Errorf("CRL set from server: %w", err)
 	}
@@ -110,7 +110,7 @@ func (a *Agent) planCRL(cur *Current, cc *ca.CACerts, bundle *meshrootv1.TrustBu
 			crls = append(crls[:len(crls):len(crls)], e) // a copy: crls is the cache's
 		}
 	}
-	cas := append(crlCAs(roots), set.intermediates...)
+	cas := append(crlCAs(roots), inters...)
 	if cc != nil {
 		cas = append(cas, crlCAs(cc.Chain)...)
 	}

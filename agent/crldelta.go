@@ -29,7 +29,7 @@ func ApplyCRLDelta(base, m *meshrootv1.CRLSet) (*meshrootv1.CRLSet, error) {
 //
 // With the agent's caches (crls and certs), the stream also carries each
 // entry's parsed form from set to set, and hands the caches every new set
-// already resolved (crlCache.setEntries, certCache.crlSet): a change
+// already resolved (crlCache.setEntries, certCache.intermediates): a change
 // costs a lookup of what it added, not of the fleet's ~2,000 CRLs and
 // intermediates by their DER.
 type crlStream struct {

@@ -199,7 +199,7 @@ func BenchmarkCRLDeltaRenewal(b *testing.B) {
 // what a delta keeps is carried from the last set, not looked up again
 // (the caches are emptied between steps: a lookup would parse anew and
 // give another entry); a set with an intermediate that does not parse is
-// not recorded for the certificates, so crlSet still refuses it.
+// not recorded for the certificates, so intermediates still refuses it.
 func TestCRLStreamResolves(t *testing.T) {
 	crl := func() []byte {
 		issuer, k := testIssuer(t)
@@ -253,7 +253,7 @@ func TestCRLStreamResolves(t *testing.T) {
 			}
 			ents[string(e.rl.Raw)] = e
 		}
-		fleet, err := certs.crlSet(set)
+		got, err := certs.intermediates(set)
 		switch {
 		case !st.intersOK:
 			if err == nil {
@@ -262,11 +262,11 @@ func TestCRLStreamResolves(t *testing.T) {
 		case err != nil:
 			t.Fatalf("step %d: %v", i, err)
 		default:
-			if len(fleet.intermediates) != len(st.wantInters) {
-				t.Fatalf("step %d: %d intermediates, want %d", i, len(fleet.intermediates), len(st.wantInters))
+			if len(got) != len(st.wantInters) {
+				t.Fatalf("step %d: %d intermediates, want %d", i, len(got), len(st.wantInters))
 			}
 			cas := map[string]*crlCA{}
-			for j, c := range fleet.intermediates {
+			for j, c := range got {
 				if !bytes.Equal(c.raw, st.wantInters[j]) {
 					t.Fatalf("step %d: intermediate %d is not the set's", i, j)
 				}

@@ -32,11 +32,11 @@ func BenchmarkFleetStateHeld(b *testing.B) {
 			for b.Loop() {
 				before := liveHeap()
 				a := &Agent{bundle: &meshrootv1.TrustBundle{Crls: cloneSet(set)}}
-				s, err := a.certs.crlSet(a.bundle.GetCrls())
+				inters, err := a.certs.intermediates(a.bundle.GetCrls())
 				if err != nil {
 					b.Fatal(err)
 				}
-				cas := append(crlCAs(roots), s.intermediates...)
+				cas := append(crlCAs(roots), inters...)
 				file := planCRLFile(&a.crls, cas, a.crls.setEntries(a.bundle.GetCrls()), f.now).PEM
 				if file == nil {
 					b.Fatal("no ca-crl.pem planned")
