@@ -18,8 +18,10 @@ func TestSecretsOptimisticConcurrency(t *testing.T) {
 	ctx := context.Background()
 	k := kubefake.New("")
 	var seen []string
+	var stored []*kubeclient.Secret
 	k.OnSecretWrite = func(_ context.Context, ns string, s *kubeclient.Secret) {
 		seen = append(seen, ns+"/"+string(s.Data["k"]))
+		stored = append(stored, s)
 	}
 	sec := k.Secrets("ns")
 	if _, err := sec.Create(ctx, &kubeclient.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s"}, StringData: map[string]string{"k": "1"}}, metav1.CreateOptions{}); err != nil {
@@ -43,6 +45,21 @@ func TestSecretsOptimisticConcurrency(t *testing.T) {
 	}
 	if len(seen) != 2 || seen[0] != "ns/1" || seen[1] != "ns/2" {
 		t.Errorf("OnSecretWrite saw %v, want [ns/1 ns/2]", seen)
+	}
+	// What the hook was given stays as it was written: the later write
+	// stored a new Secret, and callers only ever get copies.
+	if got := string(stored[0].Data["k"]); got != "1" {
+		t.Errorf("the first write's Secret now holds %q, want 1", got)
+	}
+	a.Data["k"] = []byte("changed by the caller")
+	if got := string(stored[1].Data["k"]); got != "2" {
+		t.Errorf("the stored Secret changed with the caller's copy: %q", got)
+	}
+	if n := k.SecretGets(); n != 3 {
+		t.Errorf("SecretGets = %d, want 3", n)
+	}
+	if n := k.SecretWrites(); n != 2 {
+		t.Errorf("SecretWrites = %d, want 2 (the refused create and update not counted)", n)
 	}
 	if _, err := k.ServiceAccounts("ns").CreateToken(ctx, "sa", nil, metav1.CreateOptions{}); err == nil {
 		t.Error("a token without one configured")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshroot/meshroot/agent"
 	"github.com/meshroot/meshroot/ca"
+	"github.com/meshroot/meshroot/internal/kubeclient/kubefake"
 )
 
 // fleet is N in-process agents (the real agent package, agent.Agent.Run),
@@ -33,6 +34,7 @@ type fleet struct {
 type member struct {
 	name   string
 	rec    *recorder
+	kube   *kubefake.Clientset // its cluster's API (newRecordingKube)
 	log    *memberLog
 	a      *agent.Agent
 	cancel context.CancelFunc
@@ -98,9 +100,10 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 		return err
 	}
 	for i, m := range news {
+		m.kube = newRecordingKube(m.rec)
 		a, err := agent.New(agent.Config{
 			Server: f.addr, ServerCA: f.serverCA, Cluster: m.name, JoinToken: tokens[i],
-			Kube: newRecordingKube(m.rec), Restart: agent.RestartNever, Log: slog.New(m.log.handler()),
+			Kube: m.kube, Restart: agent.RestartNever, Log: slog.New(m.log.handler()),
 		})
 		if err != nil {
 			return fmt.Errorf("agent %s: %w", m.name, err)
@@ -308,4 +311,16 @@ func (w *warnLog) snapshot() (int, []string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.count, append([]string(nil), w.first...)
+}
+
+// secretIO is how many times the fleet's agents read and wrote their
+// cacerts Secrets so far (their clusters' APIs count them).
+func (f *fleet) secretIO() (reads, writes int) {
+	for _, m := range f.members {
+		if m.kube != nil {
+			reads += m.kube.SecretGets()
+			writes += m.kube.SecretWrites()
+		}
+	}
+	return reads, writes
 }

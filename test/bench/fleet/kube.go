@@ -113,7 +113,7 @@ func (r *recorder) last() (applied, bool) {
 // ConfigMaps, no Deployments, so no istiod is rolled, and no tokens). Each
 // write of the cacerts Secret is recorded, then played to istiod:
 // root-cert.pem copied into istio-ca-root-cert.
-func newRecordingKube(rec *recorder) kubeclient.Interface {
+func newRecordingKube(rec *recorder) *kubefake.Clientset {
 	k := kubefake.New("")
 	ref := agent.DefaultSecret
 	k.OnSecretWrite = func(ctx context.Context, ns string, s *kubeclient.Secret) {

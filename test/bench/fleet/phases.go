@@ -22,6 +22,8 @@ type fanoutResult struct {
 	missed  int             // receipts not logged (the agent applied without logging it)
 	cpu     time.Duration   // server CPU time over the whole measurement
 	selfCPU time.Duration   // this process's (the agents') CPU time
+	reads   int             // the agents' reads of their cacerts Secrets over the measurement
+	writes  int             // and their writes
 	bundle  bundleShape     // the message each watcher got, after the last change
 	wall    time.Duration
 }
@@ -33,6 +35,7 @@ type fanoutResult struct {
 func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutResult, error) {
 	res := fanoutResult{agents: len(f.members)}
 	cpu0, self0 := cpuTime(srv.pid()), cpuTime(os.Getpid())
+	reads0, writes0 := f.secretIO()
 	t := time.Now()
 	for range rounds {
 		for _, step := range bundleChanges(ctx, srv) {
@@ -65,6 +68,8 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutRe
 	res.wall = time.Since(t)
 	res.cpu = cpuTime(srv.pid()) - cpu0
 	res.selfCPU = cpuTime(os.Getpid()) - self0
+	reads, writes := f.secretIO()
+	res.reads, res.writes = reads-reads0, writes-writes0
 	if b, err := measureBundle(ctx, srv.issuerAddr, f.serverCA); err == nil {
 		res.bundle = b
 	} else {
