@@ -94,6 +94,7 @@ type Agent struct {
 	crls       crlCache     // parsed CRLs of the fleet (crlcache.go)
 	certs      certCache    // parsed intermediates of the fleet (certcache.go)
 	secret     parsedSecret // the cacerts files parsed last (secretmemo.go)
+	known      knownSecret  // the Secret as the last reconcile left it (knownsecret.go)
 	crlNumbers crlNumbers   // numbers of the CRLs it signs for its intermediate (crl.go)
 	certConn   certConn     // the connection with the intermediate (certconn.go)
 	memory     memoryReturn // Config.ReturnMemory (memory.go)
@@ -210,13 +211,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.watch(ctx, changed)
 	go a.pollBundle(ctx, changed) // poll.go: the refresh hint, should a push not arrive
 	b := a.newBackoff()
+	// A reconcile that a bundle change or a recheck (istiod's
+	// confirmation, a report to retry) wakes starts from the Secret as
+	// the last one left it; the first, a renewal, a retry after a failure
+	// and one at least every StatusReportInterval read it
+	// (knownsecret.go).
+	fromKnown := false
 	for ctx.Err() == nil {
 		// A reconcile under way when ctx ends finishes (within
 		// ShutdownGrace): an intermediate the server issued reaches the
 		// Secret.
 		rctx, done := graceful(ctx, ShutdownGrace)
-		next, err := a.Reconcile(rctx)
+		next, recheck, err := a.reconcile(rctx, fromKnown)
 		done()
+		fromKnown = false
 		a.memory.afterReconcile()
 		var wait time.Duration
 		switch {
@@ -234,7 +242,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(max(wait, 0)):
+			fromKnown = recheck
 		case <-changed:
+			fromKnown = true
 		}
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 	"github.com/meshroot/meshroot/api/wire"
@@ -18,15 +19,51 @@ import (
 // Reconcile brings the Secret up to date once and returns when the
 // intermediate should next be renewed.
 func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
+	next, _, err := a.reconcile(ctx, false)
+	return next, err
+}
+
+// reconcile is Reconcile. With fromKnown it starts from the Secret as the
+// last successful reconcile left it, when there is one, instead of
+// reading it (knownsecret.go); should the Secret have changed since, the
+// write fails with a conflict and the reconcile starts again from a read.
+// recheck reports that next is not the renewal but a recheck (of istiod's
+// confirmation, or a status report to retry), which may start from the
+// known Secret too.
+func (a *Agent) reconcile(ctx context.Context, fromKnown bool) (next time.Time, recheck bool, err error) {
+	cur, at := a.known.take(a.cfg.Now(), StatusReportInterval)
+	if !fromKnown || cur == nil {
+		return a.reconcileFrom(ctx, nil, time.Time{})
+	}
+	next, recheck, err = a.reconcileFrom(ctx, cur, at)
+	if err != nil && apierrors.IsConflict(err) {
+		a.log.Info("the cacerts Secret changed since the agent last wrote or read it; reading it again", "error", err)
+		return a.reconcileFrom(ctx, nil, time.Time{})
+	}
+	return next, recheck, err
+}
+
+// reconcileFrom is one reconcile from cur, which came from the API at at,
+// or from a read of the Secret when cur is nil.
+func (a *Agent) reconcileFrom(ctx context.Context, cur *Current, at time.Time) (time.Time, bool, error) {
+	next, renewAt, err := a.reconcileSecret(ctx, cur, at)
+	return next, err == nil && next.Before(renewAt), err
+}
+
+// reconcileSecret is reconcileFrom, returning when to reconcile next and
+// when the intermediate is due for renewal.
+func (a *Agent) reconcileSecret(ctx context.Context, cur *Current, at time.Time) (next, renewAt time.Time, err error) {
 	now := a.cfg.Now()
-	cur, err := readSecret(ctx, a.cfg.Kube, a.cfg.Secret, &a.secret)
-	if err != nil {
-		a.cfg.Metrics.failed(ErrKindSecretRead)
-		return time.Time{}, err
+	from := cur
+	if cur == nil {
+		if cur, err = readSecret(ctx, a.cfg.Kube, a.cfg.Secret, &a.secret); err != nil {
+			a.cfg.Metrics.failed(ErrKindSecretRead)
+			return time.Time{}, time.Time{}, err
+		}
 	}
 	a.observe(cur)
 	if cur.Secret != nil && !cur.ManagedByMeshroot() && !a.cfg.Adopt {
-		return time.Time{}, permanent(&ca.PolicyError{Err: fmt.Errorf("Secret %s/%s exists and is not managed by meshroot: delete it, or pass --adopt to replace it", a.cfg.Secret.Namespace, a.cfg.Secret.Name)})
+		return time.Time{}, time.Time{}, permanent(&ca.PolicyError{Err: fmt.Errorf("Secret %s/%s exists and is not managed by meshroot: delete it, or pass --adopt to replace it", a.cfg.Secret.Namespace, a.cfg.Secret.Name)})
 	}
 	bundle := a.latestBundle()
 	if bundle == nil {
@@ -45,8 +82,9 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 	// step, of a Secret that holds the fleet's CRLs.
 	next, cur, planned, err := a.reconcileCACerts(ctx, cur, bundle, now)
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, time.Time{}, err
 	}
+	renewAt = next
 	cc := cur.CACerts
 	// Federated bundles and ca-crl.pem are written, but a failure to
 	// write them must not keep the report from the server: they are
@@ -79,12 +117,16 @@ func (a *Agent) Reconcile(ctx context.Context) (time.Time, error) {
 	next = a.istiodNext(next, now)
 	if deliverErr != nil {
 		a.cfg.Metrics.failed(ErrKindFederated)
-		return time.Time{}, deliverErr
+		return time.Time{}, time.Time{}, deliverErr
 	}
 	if crlErr != nil {
-		return time.Time{}, crlErr
+		return time.Time{}, time.Time{}, crlErr
 	}
-	return next, nil
+	if cur != from { // read or written now
+		at = now
+	}
+	a.known.set(cur, at)
+	return next, renewAt, nil
 }
 
 // report tells the server what the cluster now runs with (rotation phases

@@ -448,6 +448,52 @@ func TestAgentSurvivesAPIServerRestart(t *testing.T) {
 	waitRoots(t, c, s, a, first, 30*time.Second)
 }
 
+// TestAgentBundleChangeOverForeignEdit: a reconcile that a bundle change
+// wakes starts from the Secret as the agent last wrote it, without reading
+// it (agent/knownsecret.go). Someone edits the Secret in between; the
+// real apiserver refuses the agent's write (its resourceVersion is
+// stale), and the agent reads the Secret and writes the change over it in
+// the same reconcile: the new roots land, the edit stays, nothing fails.
+func TestAgentBundleChangeOverForeignEdit(t *testing.T) {
+	c, s, a, first := startFollower(t, "foreignedit")
+	ctx := context.Background()
+	var settled *corev1.Secret
+	eventually(t, 15*time.Second, "the agent writes ca-crl.pem once every CA has a CRL", func() error {
+		if settled = getSecret(t, c, meshNS, cacertsName); settled == nil || len(settled.Data["ca-crl.pem"]) == 0 {
+			return fmt.Errorf("no ca-crl.pem in cacerts yet")
+		}
+		return nil
+	})
+	// istiod's part, played by the test: publish the Secret's roots, so
+	// that the agent confirms istiod and makes no timed recheck (which
+	// reads the Secret) while the test edits it.
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "istio-ca-root-cert", Namespace: meshNS},
+		Data: map[string]string{"root-cert.pem": string(settled.Data["root-cert.pem"])}}
+	if _, err := c.Client.CoreV1().ConfigMaps(meshNS).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitIstiodLoaded(t, s, c, 1, 20*time.Second)
+
+	sec := getSecret(t, c, meshNS, cacertsName)
+	sec.Annotations["example.org/owner"] = "ops"
+	if _, err := c.Client.CoreV1().Secrets(meshNS).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mark := len(a.output())
+	s.cli("root", "prepare")
+	waitRoots(t, c, s, a, first, 15*time.Second)
+	if got := getSecret(t, c, meshNS, cacertsName).Annotations["example.org/owner"]; got != "ops" {
+		t.Errorf("the agent's write dropped the edit made since its last one: annotation %q, want ops", got)
+	}
+	out := a.output()[mark:]
+	if !strings.Contains(out, "changed since the agent last wrote or read it") {
+		t.Errorf("the agent did not log the conflict it recovered from:\n%s", out)
+	}
+	if strings.Contains(out, "reconcile failed") {
+		t.Errorf("the conflict failed the reconcile instead of a read and a write in the same one:\n%s", out)
+	}
+}
+
 // TestIstiodRestart checks --restart-istiod: auto rolls istiod (stamps its
 // pod template) when cacerts is created and when the root set changes under
 // an istiod without ISTIO_MULTIROOT_MESH, but not when an istiod with it
