@@ -10,9 +10,11 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
+	"weak"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
 )
@@ -189,6 +191,59 @@ func TestCRLCacheFileNotKept(t *testing.T) {
 	}
 	if got := c.pemCRLs(nil); len(got) != 0 || got == nil {
 		t.Errorf("no file: %v", got)
+	}
+}
+
+// TestCRLCacheFileSeen: the slice found to be the decoded file is
+// recognised again without comparing it (a reconcile passes the same
+// Secret's file three or four times), but only that slice: an equal copy
+// is compared, a copy with a changed byte is decoded afresh, and the
+// cache does not keep the slice alive.
+func TestCRLCacheFileSeen(t *testing.T) {
+	issuer, k := testIssuer(t)
+	one, two := testCRL(t, issuer, k, 1, time.Hour), testCRL(t, issuer, k, 2, time.Hour)
+	file := append(block(one), block(two)...)
+	var c crlCache
+	read := append([]byte(nil), file...)
+	first := c.pemCRLs(read)
+	if len(first) != 2 {
+		t.Fatalf("decoded %d CRLs", len(first))
+	}
+	// The contract is that callers never change a file they passed;
+	// breaking it here shows that the same slice is not compared again.
+	read[len(read)/2] ^= 1
+	if again := c.pemCRLs(read); len(again) != 2 || &again[0] != &first[0] {
+		t.Error("the same slice was compared (and decoded) again")
+	}
+	read[len(read)/2] ^= 1
+	changed := append([]byte(nil), file...)
+	changed[len(block(one))+40] ^= 1
+	if got := c.pemCRLs(changed); len(got) == 2 && &got[0] == &first[0] {
+		t.Error("a changed copy of the same length was taken for the file")
+	}
+	if got := c.pemCRLs(append([]byte(nil), file...)); len(got) != 2 || !bytes.Equal(got[1], two) {
+		t.Errorf("an equal copy: %d CRLs", len(got))
+	}
+	// A shorter slice of the seen one starts at the same byte: compared,
+	// and it is not the file.
+	if got := c.pemCRLs(read[:len(block(one))]); len(got) != 1 {
+		t.Errorf("the seen slice's first block alone: %d CRLs, want 1", len(got))
+	}
+	// The cache holds the seen slice weakly: once nothing else does, it
+	// is freed.
+	var c2 crlCache
+	gone := func() weak.Pointer[byte] {
+		big := append(append([]byte(nil), file...), file...)
+		c2.pemCRLs(big)
+		return weak.Make(&big[0])
+	}()
+	runtime.GC()
+	runtime.GC()
+	if gone.Value() != nil {
+		t.Error("the cache keeps the file it saw alive")
+	}
+	if c2.file.seenLen != 2*len(file) {
+		t.Errorf("seen length %d, want %d", c2.file.seenLen, 2*len(file))
 	}
 }
 
