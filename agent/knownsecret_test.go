@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -17,25 +16,36 @@ import (
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/internal/kubeclient"
 	"github.com/meshroot/meshroot/internal/kubeclient/kubefake"
+	"github.com/meshroot/meshroot/internal/testca"
 	"github.com/meshroot/meshroot/store"
 )
 
-// lockedBuffer is a bytes.Buffer for a logger and a test's reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+// runKubeAgent runs an agent for cluster east against server, writing
+// to kube and logging to log, until stop returns (or the test ends).
+func runKubeAgent(t *testing.T, server string, rootPEM []byte, kube kubeclient.Interface, log io.Writer) (a *Agent, stop func()) {
+	t.Helper()
+	a, err := New(Config{
+		Server: server, ServerCA: rootPEM, Cluster: "east", JoinToken: "mrt.test", Kube: kube,
+		Restart: RestartNever, MaxBackoff: 2 * time.Second, Log: slog.New(slog.NewTextHandler(log, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return a, stop
 }
 
 // TestWokenReconcileStartsFromKnownSecret: a reconcile that a bundle
@@ -44,7 +54,7 @@ func (l *lockedBuffer) String() string {
 // Secret someone else changed since fails that write with a conflict; the
 // agent reads it again and writes the change over it in the same
 // reconcile, keeping their edit, and logs no failure. Reconcile, the
-// public call, and timed reconciles read as before.
+// public call, reads as before.
 func TestWokenReconcileStartsFromKnownSecret(t *testing.T) {
 	stub, addr, rootPEM := startStub(t, time.Second, false)
 	kube := kubefake.New("")
@@ -55,8 +65,8 @@ func TestWokenReconcileStartsFromKnownSecret(t *testing.T) {
 		last = s
 		mu.Unlock()
 		// istiod publishes the new roots at once, as bench-fleet's
-		// stand-in does, so no istiod recheck (a timed reconcile, which
-		// reads) comes between the changes.
+		// stand-in does: the agent confirms istiod in the reconcile
+		// that wrote, and no recheck comes between the changes.
 		cms := kube.ConfigMaps(ns)
 		data := map[string]string{"root-cert.pem": string(s.Data[ca.RootCertFile])}
 		if cm, err := cms.Get(ctx, RootCertConfigMap, metav1.GetOptions{}); err == nil {
@@ -79,19 +89,9 @@ func TestWokenReconcileStartsFromKnownSecret(t *testing.T) {
 		certs, _ := ca.ParseCerts(s.Data[ca.RootCertFile])
 		return len(certs)
 	}
-	logs := &lockedBuffer{}
-	a, err := New(Config{
-		Server: addr, ServerCA: rootPEM, Cluster: "east", JoinToken: "mrt.test", Kube: kube,
-		Restart: RestartNever, MaxBackoff: 2 * time.Second, Log: slog.New(slog.NewTextHandler(logs, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	logs := &testca.SyncBuffer{}
+	a, stop := runKubeAgent(t, addr, rootPEM, kube, logs)
+	ctx := context.Background()
 	waitFor(t, 15*time.Second, "first cacerts with one root", func() bool { return roots() == 1 })
 	waitFor(t, 15*time.Second, "istiod confirmed (no timed recheck pending)", func() bool { return a.IstiodStatus().State == store.IstiodLoaded })
 
@@ -144,10 +144,7 @@ func TestWokenReconcileStartsFromKnownSecret(t *testing.T) {
 		t.Errorf("the conflict failed the reconcile instead of a read and a write in the same one:\n%s", out)
 	}
 
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run: %v", err)
-	}
+	stop()
 	// Reconcile, the public call, always reads.
 	gets = kube.SecretGets()
 	if _, err := a.Reconcile(context.Background()); err != nil {
@@ -171,18 +168,8 @@ func TestIstiodRecheckStartsFromKnownSecret(t *testing.T) {
 		defer mu.Unlock()
 		last = s
 	}
-	a, err := New(Config{
-		Server: addr, ServerCA: rootPEM, Cluster: "east", JoinToken: "mrt.test", Kube: kube,
-		Restart: RestartNever, MaxBackoff: 2 * time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	a, _ := runKubeAgent(t, addr, rootPEM, kube, io.Discard)
+	ctx := context.Background()
 	waitFor(t, 15*time.Second, "first cacerts, istiod unconfirmed (no ConfigMap)", func() bool {
 		return a.IstiodStatus().State == store.IstiodUnconfirmed
 	})
@@ -198,10 +185,6 @@ func TestIstiodRecheckStartsFromKnownSecret(t *testing.T) {
 	waitFor(t, 10*time.Second, "istiod confirmed by a recheck", func() bool { return a.IstiodStatus().State == store.IstiodLoaded })
 	if n := kube.SecretGets() - gets; n != 0 {
 		t.Errorf("istiod's rechecks read the Secret %d times, want 0", n)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run: %v", err)
 	}
 }
 
