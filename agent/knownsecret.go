@@ -17,7 +17,10 @@ import (
 // Nothing is lost by not reading: every write carries the known Secret's
 // resourceVersion, so a Secret changed since (by a person, another
 // writer) fails the write with a conflict, and the reconcile starts again
-// from a read (Agent.reconcile). A change that needs no write is not
+// from a read (Agent.reconcile); should that reconcile have been issued a
+// new intermediate first (a bundle change that needs one), the one from
+// the read asks again, as a write that lost a race with an edit always
+// did. A change that needs no write is not
 // checked against the cluster until a reconcile reads: the first, a
 // renewal, a retry after a failure, and any reconcile once the known
 // Secret came from the API (a read, or a write's answer) more than
