@@ -127,13 +127,9 @@ func newConfirmFixture(t *testing.T, restart RestartMode, probeAddr string) *con
 // publish makes istio-ca-root-cert in istio-system hold roots.
 func (f *confirmFixture) publish(roots ...*x509.Certificate) {
 	f.t.Helper()
-	cm := &kubeclient.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "istio-system", Name: RootCertConfigMap},
-		Data: map[string]string{"root-cert.pem": string(ca.EncodeCerts(roots))}}
-	ctx := context.Background()
-	if _, err := f.kube.ConfigMaps("istio-system").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
-		if _, err := f.kube.ConfigMaps("istio-system").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
-			f.t.Fatal(err)
-		}
+	data := map[string]string{"root-cert.pem": string(ca.EncodeCerts(roots))}
+	if err := f.kube.PutConfigMap(context.Background(), "istio-system", RootCertConfigMap, data); err != nil {
+		f.t.Fatal(err)
 	}
 }
 

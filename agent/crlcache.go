@@ -264,6 +264,23 @@ func (c *crlCache) resolved(set *meshrootv1.CRLSet, es []*crlEntry) {
 	c.mu.Unlock()
 }
 
+// withoutNil returns xs without its nil elements: xs itself when it has
+// none.
+func withoutNil[T any](xs []*T) []*T {
+	for i, x := range xs {
+		if x == nil {
+			out := append(make([]*T, 0, len(xs)-1), xs[:i]...)
+			for _, y := range xs[i+1:] {
+				if y != nil {
+					out = append(out, y)
+				}
+			}
+			return out
+		}
+	}
+	return xs
+}
+
 // fileEntries returns the entries of the CRLs in a ca-crl.pem file that
 // parse, in order. The file the agent wrote is recognised as the entries
 // it was planned from (pemFile), without a lookup. The result is shared:

@@ -116,23 +116,6 @@ func (s *crlStream) resolve(ents []*crlEntry, cas []*crlCA) {
 	s.certs.resolved(s.set, cas)
 }
 
-// withoutNil returns xs without its nil elements: xs itself when it has
-// none.
-func withoutNil[T any](xs []*T) []*T {
-	for i, x := range xs {
-		if x == nil {
-			out := append(make([]*T, 0, len(xs)-1), xs[:i]...)
-			for _, y := range xs[i+1:] {
-				if y != nil {
-					out = append(out, y)
-				}
-			}
-			return out
-		}
-	}
-	return xs
-}
-
 // kept returns the indices of ders (whose keys are keys, or nil when not
 // computed) that removed does not name.
 func kept(ders [][]byte, keys [][32]byte, removed map[[32]byte]bool) []int {

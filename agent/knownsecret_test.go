@@ -48,6 +48,25 @@ func runKubeAgent(t *testing.T, server string, rootPEM []byte, kube kubeclient.I
 	return a, stop
 }
 
+// lastWrite keeps the last Secret a kubefake cluster stored (record is
+// its OnSecretWrite).
+type lastWrite struct {
+	mu sync.Mutex
+	s  *kubeclient.Secret
+}
+
+func (l *lastWrite) record(s *kubeclient.Secret) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.s = s
+}
+
+func (l *lastWrite) get() *kubeclient.Secret {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.s
+}
+
 // TestWokenReconcileStartsFromKnownSecret: a reconcile that a bundle
 // change wakes works from the Secret the agent last wrote, without reading
 // it again (at 1,000 clusters a ~1 MB read per cluster per change). A
@@ -58,29 +77,15 @@ func runKubeAgent(t *testing.T, server string, rootPEM []byte, kube kubeclient.I
 func TestWokenReconcileStartsFromKnownSecret(t *testing.T) {
 	stub, addr, rootPEM := startStub(t, time.Second, false)
 	kube := kubefake.New("")
-	var mu sync.Mutex
-	var last *kubeclient.Secret
+	var last lastWrite
 	kube.OnSecretWrite = func(ctx context.Context, ns string, s *kubeclient.Secret) {
-		mu.Lock()
-		last = s
-		mu.Unlock()
+		last.record(s)
 		// istiod publishes the new roots at once, as bench-fleet's
 		// stand-in does: the agent confirms istiod in the reconcile
 		// that wrote, and no recheck comes between the changes.
-		cms := kube.ConfigMaps(ns)
-		data := map[string]string{"root-cert.pem": string(s.Data[ca.RootCertFile])}
-		if cm, err := cms.Get(ctx, RootCertConfigMap, metav1.GetOptions{}); err == nil {
-			cm.Data = data
-			_, _ = cms.Update(ctx, cm, metav1.UpdateOptions{})
-		} else {
-			_, _ = cms.Create(ctx, &kubeclient.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: RootCertConfigMap, Namespace: ns}, Data: data}, metav1.CreateOptions{})
-		}
+		_ = kube.PutConfigMap(ctx, ns, RootCertConfigMap, map[string]string{"root-cert.pem": string(s.Data[ca.RootCertFile])})
 	}
-	written := func() *kubeclient.Secret {
-		mu.Lock()
-		defer mu.Unlock()
-		return last
-	}
+	written := last.get
 	roots := func() int {
 		s := written()
 		if s == nil {
@@ -161,24 +166,16 @@ func TestWokenReconcileStartsFromKnownSecret(t *testing.T) {
 func TestIstiodRecheckStartsFromKnownSecret(t *testing.T) {
 	_, addr, rootPEM := startStub(t, time.Hour, false)
 	kube := kubefake.New("")
-	var mu sync.Mutex
-	var last *kubeclient.Secret
-	kube.OnSecretWrite = func(_ context.Context, _ string, s *kubeclient.Secret) {
-		mu.Lock()
-		defer mu.Unlock()
-		last = s
-	}
+	var last lastWrite
+	kube.OnSecretWrite = func(_ context.Context, _ string, s *kubeclient.Secret) { last.record(s) }
 	a, _ := runKubeAgent(t, addr, rootPEM, kube, io.Discard)
 	ctx := context.Background()
 	waitFor(t, 15*time.Second, "first cacerts, istiod unconfirmed (no ConfigMap)", func() bool {
 		return a.IstiodStatus().State == store.IstiodUnconfirmed
 	})
 	gets := kube.SecretGets()
-	mu.Lock()
-	roots := string(last.Data[ca.RootCertFile])
-	mu.Unlock()
-	cm := &kubeclient.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: RootCertConfigMap, Namespace: DefaultSecret.Namespace}, Data: map[string]string{"root-cert.pem": roots}}
-	if _, err := kube.ConfigMaps(DefaultSecret.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+	roots := map[string]string{"root-cert.pem": string(last.get().Data[ca.RootCertFile])}
+	if err := kube.PutConfigMap(ctx, DefaultSecret.Namespace, RootCertConfigMap, roots); err != nil {
 		t.Fatal(err)
 	}
 	// Nothing but a recheck can see it: the bundle does not change.

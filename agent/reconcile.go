@@ -44,26 +44,20 @@ func (a *Agent) reconcile(ctx context.Context, fromKnown bool) (next time.Time, 
 }
 
 // reconcileFrom is one reconcile from cur, which came from the API at at,
-// or from a read of the Secret when cur is nil.
-func (a *Agent) reconcileFrom(ctx context.Context, cur *Current, at time.Time) (time.Time, bool, error) {
-	next, renewAt, err := a.reconcileSecret(ctx, cur, at)
-	return next, err == nil && next.Before(renewAt), err
-}
-
-// reconcileSecret is reconcileFrom, returning when to reconcile next and
-// when the intermediate is due for renewal.
-func (a *Agent) reconcileSecret(ctx context.Context, cur *Current, at time.Time) (next, renewAt time.Time, err error) {
+// or from a read of the Secret when cur is nil; its results are
+// reconcile's.
+func (a *Agent) reconcileFrom(ctx context.Context, cur *Current, at time.Time) (next time.Time, recheck bool, err error) {
 	now := a.cfg.Now()
 	from := cur
 	if cur == nil {
 		if cur, err = readSecret(ctx, a.cfg.Kube, a.cfg.Secret, &a.secret); err != nil {
 			a.cfg.Metrics.failed(ErrKindSecretRead)
-			return time.Time{}, time.Time{}, err
+			return time.Time{}, false, err
 		}
 	}
 	a.observe(cur)
 	if cur.Secret != nil && !cur.ManagedByMeshroot() && !a.cfg.Adopt {
-		return time.Time{}, time.Time{}, permanent(&ca.PolicyError{Err: fmt.Errorf("Secret %s/%s exists and is not managed by meshroot: delete it, or pass --adopt to replace it", a.cfg.Secret.Namespace, a.cfg.Secret.Name)})
+		return time.Time{}, false, permanent(&ca.PolicyError{Err: fmt.Errorf("Secret %s/%s exists and is not managed by meshroot: delete it, or pass --adopt to replace it", a.cfg.Secret.Namespace, a.cfg.Secret.Name)})
 	}
 	bundle := a.latestBundle()
 	if bundle == nil {
@@ -82,9 +76,9 @@ func (a *Agent) reconcileSecret(ctx context.Context, cur *Current, at time.Time)
 	// step, of a Secret that holds the fleet's CRLs.
 	next, cur, planned, err := a.reconcileCACerts(ctx, cur, bundle, now)
 	if err != nil {
-		return time.Time{}, time.Time{}, err
+		return time.Time{}, false, err
 	}
-	renewAt = next
+	renewAt := next
 	cc := cur.CACerts
 	// Federated bundles and ca-crl.pem are written, but a failure to
 	// write them must not keep the report from the server: they are
@@ -117,16 +111,16 @@ func (a *Agent) reconcileSecret(ctx context.Context, cur *Current, at time.Time)
 	next = a.istiodNext(next, now)
 	if deliverErr != nil {
 		a.cfg.Metrics.failed(ErrKindFederated)
-		return time.Time{}, time.Time{}, deliverErr
+		return time.Time{}, false, deliverErr
 	}
 	if crlErr != nil {
-		return time.Time{}, time.Time{}, crlErr
+		return time.Time{}, false, crlErr
 	}
 	if cur != from { // read or written now
 		at = now
 	}
 	a.known.set(cur, at)
-	return next, renewAt, nil
+	return next, next.Before(renewAt), nil
 }
 
 // report tells the server what the cluster now runs with (rotation phases

@@ -61,6 +61,20 @@ func New(token string, deps ...*kubeclient.Deployment) *Clientset {
 // Patches is how many Deployment patches the client received.
 func (k *Clientset) Patches() int { k.mu.Lock(); defer k.mu.Unlock(); return k.patches }
 
+// PutConfigMap creates the ConfigMap ns/name with data, or replaces the
+// data of the one there: what a writer outside the code under test
+// writes (istiod publishing its roots in istio-ca-root-cert).
+func (k *Clientset) PutConfigMap(ctx context.Context, ns, name string, data map[string]string) error {
+	cms := k.ConfigMaps(ns)
+	if cm, err := cms.Get(ctx, name, metav1.GetOptions{}); err == nil {
+		cm.Data = data
+		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+		return err
+	}
+	_, err := cms.Create(ctx, &kubeclient.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: data}, metav1.CreateOptions{})
+	return err
+}
+
 // SecretGets returns how many times a Secret was read (Get), found or not.
 func (k *Clientset) SecretGets() int { k.mu.Lock(); defer k.mu.Unlock(); return k.secretGets }
 

@@ -65,3 +65,18 @@ func TestSecretsOptimisticConcurrency(t *testing.T) {
 		t.Error("a token without one configured")
 	}
 }
+
+// PutConfigMap creates the ConfigMap, then replaces its data.
+func TestPutConfigMap(t *testing.T) {
+	ctx := context.Background()
+	k := kubefake.New("")
+	for _, v := range []string{"1", "2"} {
+		if err := k.PutConfigMap(ctx, "ns", "cm", map[string]string{"k": v}); err != nil {
+			t.Fatal(err)
+		}
+		cm, err := k.ConfigMaps("ns").Get(ctx, "cm", metav1.GetOptions{})
+		if err != nil || cm.Data["k"] != v || cm.Namespace != "ns" {
+			t.Fatalf("after putting %s: %+v, %v", v, cm, err)
+		}
+	}
+}

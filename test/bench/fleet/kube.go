@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/meshroot/meshroot/agent"
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/internal/kubeclient"
@@ -121,14 +119,7 @@ func newRecordingKube(rec *recorder) *kubefake.Clientset {
 			return
 		}
 		rec.add(s)
-		cms := k.ConfigMaps(ns)
-		data := map[string]string{"root-cert.pem": string(s.Data["root-cert.pem"])}
-		if cm, err := cms.Get(ctx, agent.RootCertConfigMap, metav1.GetOptions{}); err == nil {
-			cm.Data = data
-			_, _ = cms.Update(ctx, cm, metav1.UpdateOptions{})
-		} else {
-			_, _ = cms.Create(ctx, &kubeclient.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: agent.RootCertConfigMap, Namespace: ns}, Data: data}, metav1.CreateOptions{})
-		}
+		_ = k.PutConfigMap(ctx, ns, agent.RootCertConfigMap, map[string]string{"root-cert.pem": string(s.Data["root-cert.pem"])})
 	}
 	return k
 }
