@@ -213,12 +213,21 @@ func encodePlan(cache *crlCache, p *CRLPlan, chosen []crlCandidate) {
 	blocks := make([][]byte, len(chosen))
 	for i, c := range chosen {
 		blocks[i] = cache.entryPEM(c.e)
-		if p.MinNextUpdate.IsZero() || c.e.rl.NextUpdate.Before(p.MinNextUpdate) {
-			p.MinNextUpdate = c.e.rl.NextUpdate
-		}
 	}
+	p.MinNextUpdate = minNextUpdate(chosen)
 	p.PEM = bytes.Join(blocks, nil) // one allocation, at the file's size
 	cache.planned(chosen)
+}
+
+// minNextUpdate is the earliest nextUpdate of chosen's CRLs.
+func minNextUpdate(chosen []crlCandidate) time.Time {
+	var earliest time.Time
+	for _, c := range chosen {
+		if earliest.IsZero() || c.e.rl.NextUpdate.Before(earliest) {
+			earliest = c.e.rl.NextUpdate
+		}
+	}
+	return earliest
 }
 
 // PlanCRLFile is the rule before the first ca-crl.pem: for each CA in cas
@@ -272,6 +281,13 @@ func planPublishedCRLFile(cache *crlCache, cas []*crlCA, crls []*crlEntry, held 
 		if len(held) > 0 {
 			p.PEM = held
 		}
+		return p
+	}
+	if cache.isFile(held, chosen) {
+		// The file held is the plan (the roots changed, not the CRLs):
+		// held itself, not a ~1 MB copy of it at every such change.
+		p.PEM = held
+		p.MinNextUpdate = minNextUpdate(chosen)
 		return p
 	}
 	encodePlan(cache, &p, chosen)

@@ -324,6 +324,29 @@ func (c *crlCache) planned(chosen []crlCandidate) {
 	c.file = f
 }
 
+// isFile reports whether chosen are, in order, exactly the CRLs of held,
+// a file the cache decoded last and knows as their PEM blocks and nothing
+// else (as the agent writes it): then held is the plan's file as it
+// stands. A file written otherwise (other blocks, text, line breaks) is
+// never reused, so that the plan rewrites it in the agent's form.
+func (c *crlCache) isFile(held []byte, chosen []crlCandidate) bool {
+	if c == nil || len(held) == 0 {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := &c.file
+	if !f.canonical || len(f.entries) != len(chosen) || !f.matches(held) {
+		return false
+	}
+	for i, cand := range chosen {
+		if cand.e != f.entries[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // entryPEM is e's CRL as a PEM block, encoded once.
 func (c *crlCache) entryPEM(e *crlEntry) []byte {
 	c.lock()

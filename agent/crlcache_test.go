@@ -346,3 +346,40 @@ func TestCandidatesOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanKeepsUnchangedFile: when a published plan picks exactly the CRLs
+// of the file the Secret holds (the roots changed, not the CRLs), the
+// plan's file is that slice itself, not a new copy; a new CRL, or a file
+// with anything besides the agent's blocks, makes a new file.
+func TestPlanKeepsUnchangedFile(t *testing.T) {
+	a, ak := testIssuer(t)
+	b, bk := testIssuer(t)
+	a1, b1 := testCRL(t, a, ak, 1, 2*time.Hour), testCRL(t, b, bk, 1, 3*time.Hour)
+	cas := crlCAs([]*x509.Certificate{a, b})
+	var c crlCache
+	now := time.Now()
+	first := planPublishedCRLFile(&c, cas, c.entries([][]byte{a1, b1}), nil, now)
+	if len(first.PEM) == 0 || len(first.Missing) != 0 {
+		t.Fatalf("first plan: %d bytes, missing %v", len(first.PEM), first.Missing)
+	}
+	held := append([]byte(nil), first.PEM...) // the Secret as read back
+	again := planPublishedCRLFile(&c, cas, c.entries([][]byte{b1, a1}), held, now)
+	if !bytes.Equal(again.PEM, held) || &again.PEM[0] != &held[0] {
+		t.Error("the same CRLs planned a new copy of the file the Secret holds")
+	}
+	if want := first.MinNextUpdate; !again.MinNextUpdate.Equal(want) {
+		t.Errorf("kept file: earliest nextUpdate %v, want %v", again.MinNextUpdate, want)
+	}
+
+	a2 := testCRL(t, a, ak, 2, 3*time.Hour)
+	next := planPublishedCRLFile(&c, cas, c.entries([][]byte{a2, b1}), held, now)
+	if len(next.PEM) == 0 || &next.PEM[0] == &held[0] || !bytes.Contains(next.PEM, block(a2)) || bytes.Contains(next.PEM, block(a1)) {
+		t.Error("a newer CRL did not make a new file with it in place of the old one")
+	}
+
+	odd := append([]byte("# written by hand\n"), held...)
+	fixed := planPublishedCRLFile(&c, cas, c.entries([][]byte{a1, b1}), odd, now)
+	if !bytes.Equal(fixed.PEM, held) {
+		t.Errorf("a file with a comment was kept (%d bytes), not rewritten in the agent's form", len(fixed.PEM))
+	}
+}
