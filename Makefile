@@ -58,7 +58,14 @@ test:
 # They also build with the binaries' tags (GOTAGS), and so do the
 # benchmarks: what is tested and measured is what is shipped. The tools
 # (test/tools/build.sh) build as their projects do.
-vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-crl bench-fleet bench-bundle bench-idle: export GOFLAGS := $(strip $(filter-out -trimpath -tags=$(GOTAGS),$(GOFLAGS)) -trimpath -tags=$(GOTAGS))
+#
+# And they link without DWARF (-ldflags=-w; the shipped binaries link
+# with -s -w): `go test -count=1` links every package's test binary on
+# every run, ~50 links, and DWARF is about a quarter of each (a third of
+# meshroot's). Stack traces do not need it. The harnesses link meshroot's
+# commands through test/tools/meshroot-bins.sh, once per content.
+TESTFLAGS := -trimpath -tags=$(GOTAGS) -ldflags=-w
+vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-crl bench-fleet bench-bundle bench-idle: export GOFLAGS := $(strip $(filter-out $(TESTFLAGS) -ldflags=%,$(GOFLAGS)) $(TESTFLAGS))
 
 ## tools: build the real components the tests run (cached under ~/.cache/meshroot-test),
 ## in two streams at once: each compile leaves the CPU idle while it links

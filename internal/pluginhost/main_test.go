@@ -33,10 +33,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	pluginBin = filepath.Join(dir, BinaryName)
-	build := exec.Command("go", "build", "-o", pluginBin, "github.com/meshroot/meshroot/cmd/meshroot-plugin")
+	// linked once per content for every harness of `make test`
+	build := exec.Command(filepath.Join("..", "..", "test", "tools", "meshroot-bins.sh"), dir, BinaryName)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "go build meshroot-plugin:", err)
+		fmt.Fprintln(os.Stderr, "test/tools/meshroot-bins.sh "+BinaryName+":", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}

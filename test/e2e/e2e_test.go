@@ -55,15 +55,22 @@ func buildAndRun(m *testing.M) int {
 	meshrootBin = filepath.Join(dir, "meshroot")
 	// meshroot-plugin goes next to meshroot, where meshroot looks for it
 	// first: the step-ca upstream and cloud KMS keys run in it.
-	for _, name := range []string{"meshroot", "meshroot-plugin"} {
-		build := exec.Command("go", "build", "-o", filepath.Join(dir, name), "github.com/meshroot/meshroot/cmd/"+name)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: go build %s: %v\n", name, err)
-			return 1
-		}
+	if err := buildCommands(dir, "meshroot", "meshroot-plugin"); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
 	}
 	return m.Run()
+}
+
+// buildCommands puts meshroot's commands names into dir, linked once per
+// content for every harness of `make test` (test/tools/meshroot-bins.sh).
+func buildCommands(dir string, names ...string) error {
+	build := exec.Command(filepath.Join("..", "tools", "meshroot-bins.sh"), append([]string{dir}, names...)...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("test/tools/meshroot-bins.sh %s: %v", strings.Join(names, " "), err)
+	}
+	return nil
 }
 
 // ---------------------------------------------------------------------------

@@ -25,14 +25,10 @@ func leanAgent(t *testing.T) string {
 	t.Helper()
 	agentOnce.Do(func() {
 		agentPath = filepath.Join(filepath.Dir(meshrootBin), "meshroot-agent")
-		out, err := exec.Command("go", "build", "-o", agentPath, "github.com/meshroot/meshroot/cmd/meshroot-agent").CombinedOutput()
-		if err != nil {
-			agentErr = err
-			agentPath = string(out)
-		}
+		agentErr = buildCommands(filepath.Dir(meshrootBin), "meshroot-agent")
 	})
 	if agentErr != nil {
-		t.Fatalf("go build meshroot-agent: %v\n%s", agentErr, agentPath)
+		t.Fatal(agentErr)
 	}
 	return agentPath
 }

@@ -82,7 +82,8 @@ func meshrootBin(t testing.TB) string {
 
 func buildMeshroot() (string, error) { return buildBinary("meshroot") }
 
-// buildBinary builds cmd/NAME of this checkout into the cache folder.
+// buildBinary builds cmd/NAME of this checkout into the checkout's folder
+// of the test cache.
 func buildBinary(name string) (string, error) {
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
@@ -101,19 +102,13 @@ func buildBinary(name string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	tmp := filepath.Join(dir, fmt.Sprintf(".%s-%d", name, os.Getpid()))
-	cmd := exec.Command("go", "build", "-o", tmp, "github.com/meshroot/meshroot/cmd/"+name)
+	// linked once per content for every harness (test/tools/meshroot-bins.sh)
+	cmd := exec.Command(filepath.Join(root, "test", "tools", "meshroot-bins.sh"), dir, name)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		_ = os.Remove(tmp)
-		return "", fmt.Errorf("go build in %s: %v\n%s", root, err, out)
+		return "", fmt.Errorf("test/tools/meshroot-bins.sh %s in %s: %v\n%s", name, root, err, out)
 	}
-	final := filepath.Join(dir, name)
-	if err := os.Rename(tmp, final); err != nil {
-		_ = os.Remove(tmp)
-		return "", err
-	}
-	return final, nil
+	return filepath.Join(dir, name), nil
 }
 
 // childEnv is this process's environment without MESHROOT_* variables

@@ -66,21 +66,13 @@ func setup(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 
-	meshrootBin = filepath.Join(dir, "meshroot")
-	build := exec.Command("go", "build", "-o", meshrootBin, "github.com/meshroot/meshroot/cmd/meshroot")
+	// linked once per content for every harness of `make test`
+	meshrootBin, relayBin = filepath.Join(dir, "meshroot"), filepath.Join(dir, "meshroot-bundle")
+	build := exec.Command(filepath.Join(repo, "test", "tools", "meshroot-bins.sh"), dir, "meshroot", "meshroot-bundle")
 	build.Dir = repo
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "spire tests: go build meshroot:", err)
-		return 1
-	}
-
-	relayBin = filepath.Join(dir, "meshroot-bundle")
-	build = exec.Command("go", "build", "-o", relayBin, "github.com/meshroot/meshroot/cmd/meshroot-bundle")
-	build.Dir = repo
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "spire tests: go build meshroot-bundle:", err)
+		fmt.Fprintln(os.Stderr, "spire tests: test/tools/meshroot-bins.sh meshroot meshroot-bundle:", err)
 		return 1
 	}
 
