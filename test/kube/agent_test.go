@@ -192,6 +192,9 @@ func TestAgentServiceAccountToken(t *testing.T) {
 // superseded, and renewals authenticate with the current intermediate
 // (mTLS) rather than the spent join token.
 func TestAgentDaemonRenewsAtomically(t *testing.T) {
+	// A 20 s watch of the Secret: beside the other waiting tests (after
+	// the package's sequential ones), not in a row with them.
+	t.Parallel()
 	c := kubeenv.Start(t, "renew")
 	s := startServer(t, "policy:\n  minTTL: 1m\n  defaultTTL: 2m\n  maxTTL: 1h\n")
 	c.EnsureNamespace(t, meshNS)

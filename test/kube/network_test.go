@@ -150,6 +150,9 @@ func (r *relay) stall() {
 // writes the new bundle, all within 60 s. (Without client keepalives the
 // agent would wait on the dead stream indefinitely.)
 func TestAgentWatchSurvivesSilentNAT(t *testing.T) {
+	// ~40 s of waiting on keepalive timers: beside the other waiting
+	// tests (after the package's sequential ones), not in a row with them.
+	t.Parallel()
 	c := kubeenv.Start(t, "nat")
 	s := startServer(t, "")
 	c.EnsureNamespace(t, meshNS)
