@@ -144,9 +144,10 @@ func readFileBounded(path string, limit int) ([]byte, error) {
 	return b, nil
 }
 
-// write replaces the object in dir: files into a new folder, ..data
-// swapped to it in one rename, one symlink per file name through ..data,
-// then the old folder and the names no longer in the set are removed.
+// write replaces the object in dir: files into a new folder, one symlink
+// per file name through ..data, ..data swapped to the new folder in one
+// rename, then the old folder and the names no longer in the set are
+// removed.
 func write(dir string, s *stored) error {
 	for name := range s.Files {
 		if !validFileName(name) {
@@ -175,6 +176,21 @@ func write(dir string, s *stored) error {
 			return err
 		}
 	}
+	// Each name's link through ..data before ..data moves: on the first
+	// write (and for a name new to the set) the links dangle until the
+	// rename, so that a reader sees every file appear at once, never
+	// ca-cert.pem without root-cert.pem.
+	for name := range s.Files {
+		link := filepath.Join(dir, name)
+		if t, err := os.Readlink(link); err == nil && t == filepath.Join(dataLink, name) {
+			continue
+		}
+		_ = os.Remove(link)
+		if err := os.Symlink(filepath.Join(dataLink, name), link); err != nil {
+			os.RemoveAll(ts)
+			return err
+		}
+	}
 	tmpLink := filepath.Join(dir, "..data_tmp")
 	_ = os.Remove(tmpLink)
 	if err := os.Symlink(filepath.Base(ts), tmpLink); err != nil {
@@ -186,16 +202,6 @@ func write(dir string, s *stored) error {
 		return err
 	}
 	syncDir(dir)
-	for name := range s.Files {
-		link := filepath.Join(dir, name)
-		if t, err := os.Readlink(link); err == nil && t == filepath.Join(dataLink, name) {
-			continue
-		}
-		_ = os.Remove(link)
-		if err := os.Symlink(filepath.Join(dataLink, name), link); err != nil {
-			return err
-		}
-	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		link := filepath.Join(dir, e.Name())
