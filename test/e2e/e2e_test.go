@@ -62,7 +62,7 @@ func buildAndRun(m *testing.M) int {
 	return m.Run()
 }
 
-// buildCommands puts meshroot's commands names into dir, linked once per
+// buildCommands puts the named commands of meshroot into dir, linked once per
 // content for every harness of `make test` (test/tools/meshroot-bins.sh).
 func buildCommands(dir string, names ...string) error {
 	build := exec.Command(filepath.Join("..", "tools", "meshroot-bins.sh"), append([]string{dir}, names...)...)
