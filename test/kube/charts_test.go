@@ -43,9 +43,12 @@ import (
 	"github.com/meshroot/meshroot/test/kube/kubeenv"
 )
 
+// TestMain runs the tests with their clusters reused from test to test
+// (kubeenv.Main): a cluster a test started is reset and handed to the next
+// one instead of a new etcd and apiserver each time.
 func TestMain(m *testing.M) {
 	ctrllog.SetLogger(logr.Discard())
-	os.Exit(m.Run())
+	os.Exit(kubeenv.Main(m))
 }
 
 const (

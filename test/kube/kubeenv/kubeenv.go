@@ -7,7 +7,8 @@
 // the harness creates ServiceAccounts itself), answers TokenReview, and
 // serves its OIDC discovery document and JWKS to anonymous clients on
 // 127.0.0.1. Several clusters may run in one test process (each costs about
-// 300 MB of memory).
+// 300 MB of memory). Under Main, a test's cluster is reset and reused by
+// the next test instead of stopped.
 //
 // The binaries come from test/tools/build.sh, which builds them once per
 // machine into a cache (about 12 minutes on a cold 2-core machine: run
@@ -92,16 +93,37 @@ type Cluster struct {
 	// certificate (for 127.0.0.1 and localhost).
 	CAPEM []byte
 
+	// The processes, which a later test may reuse (see Main); each test
+	// gets its own Cluster value.
+	*controlPlane
+
+	httpOnce   sync.Once
+	httpClient *http.Client
+}
+
+// controlPlane is one etcd and kube-apiserver pair with its folder.
+type controlPlane struct {
 	baseURL string // https://127.0.0.1:<port>, no trailing slash
 	dir     string
 	env     *envtest.Environment
 	logs    []*os.File
+	reaper  *reaper
+
+	// admin is the admin configuration envtest made; each lease gets a
+	// copy as its Config.
+	admin *rest.Config
+	// kubeconfig is the admin kubeconfig file in dir.
+	kubeconfig string
+	issuer     string
+	// snap is etcd's content when the apiserver was first ready: what a
+	// reused cluster is reset to. Nil when the cluster is not reused.
+	snap *etcdSnapshot
 
 	mu      sync.Mutex
 	stopped bool // the apiserver alone was stopped by StopAPIServer
-
-	httpOnce   sync.Once
-	httpClient *http.Client
+	// restarted: StopAPIServer was called during the lease, so the
+	// cluster is not reused.
+	restarted bool
 }
 
 // Option changes how Start configures the apiserver.
@@ -111,6 +133,12 @@ type options struct {
 	trailingSlash bool
 	rsaKey        bool
 	flags         [][]string
+}
+
+// isDefault reports whether no option was given: only such clusters are
+// reused between tests.
+func (o options) isDefault() bool {
+	return !o.trailingSlash && !o.rsaKey && len(o.flags) == 0
 }
 
 // WithIssuerTrailingSlash makes the issuer "https://127.0.0.1:<port>/", as
@@ -133,11 +161,28 @@ func WithAPIServerFlag(name string, values ...string) Option {
 
 // Start starts etcd and kube-apiserver for the test and stops them (SIGTERM,
 // a wait, then SIGKILL) and removes their data in t.Cleanup.
+//
+// In a test binary whose TestMain runs through Main, a cluster started
+// without options is instead reset to its first state and kept for the
+// next test that starts one (see Main): same issuer, keys and address,
+// none of the earlier test's objects.
 func Start(t testing.TB, name string, opts ...Option) *Cluster {
 	t.Helper()
 	var o options
 	for _, opt := range opts {
 		opt(&o)
+	}
+	reusable := reuse.Load() && o.isDefault()
+	if reusable {
+		if cp := idle.take(); cp != nil {
+			c, err := cp.lease(name)
+			if err != nil {
+				cp.stop(t)
+				t.Fatalf("kubeenv: reusing a cluster for %q: %v", name, err)
+			}
+			t.Cleanup(func() { c.release(t) })
+			return c
+		}
 	}
 	bin := binDir(t)
 	var errs []error
@@ -146,7 +191,12 @@ func Start(t testing.TB, name string, opts ...Option) *Cluster {
 	for attempt := 0; attempt < 3; attempt++ {
 		c, err := start(name, bin, o)
 		if err == nil {
-			t.Cleanup(func() { c.cleanup(t) })
+			if reusable {
+				if err := c.takeSnapshot(); err != nil {
+					t.Logf("kubeenv: cluster %q will not be reused: %v", name, err)
+				}
+			}
+			t.Cleanup(func() { c.release(t) })
 			return c
 		}
 		errs = append(errs, err)
@@ -162,7 +212,7 @@ func start(name, bin string, o options) (c *Cluster, err error) {
 	}
 	// cl, not c: a `return nil, err` sets c to nil before this runs, and
 	// the half-started cluster must still be stopped (Start retries).
-	cl := &Cluster{Name: name, dir: dir}
+	cl := &Cluster{Name: name, controlPlane: &controlPlane{dir: dir}}
 	c = cl
 	defer func() {
 		if err != nil {
@@ -174,9 +224,14 @@ func start(name, bin string, o options) (c *Cluster, err error) {
 			}
 			cl.closeLogs()
 			_ = os.RemoveAll(dir)
+			cl.reaper.done()
 		}
 	}()
-
+	// Should this process die without stopping the cluster (a panic, go
+	// test's timeout), the reaper stops it.
+	if cl.reaper, err = startReaper(dir); err != nil {
+		return nil, fmt.Errorf("starting the reaper of %s: %w", dir, err)
+	}
 	certDir := filepath.Join(dir, "apiserver")
 	etcdDir := filepath.Join(dir, "etcd")
 	for _, d := range []string{certDir, etcdDir} {
@@ -251,7 +306,7 @@ func start(name, bin string, o options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c.Config = cfg
+	c.Config = rest.CopyConfig(cfg)
 	c.CAPEM = append([]byte(nil), cfg.CAData...)
 	if c.Client, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, err
@@ -271,7 +326,28 @@ func start(name, bin string, o options) (c *Cluster, err error) {
 	}); err != nil {
 		return nil, err
 	}
+	c.admin = rest.CopyConfig(cfg)
+	c.kubeconfig = c.KubeconfigPath
+	c.issuer = c.Issuer
 	return c, nil
+}
+
+// lease returns a new Cluster value for a test on these processes.
+func (cp *controlPlane) lease(name string) (*Cluster, error) {
+	cfg := rest.CopyConfig(cp.admin)
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Cluster{
+		Name:           name,
+		Config:         cfg,
+		Client:         client,
+		KubeconfigPath: cp.kubeconfig,
+		Issuer:         cp.issuer,
+		CAPEM:          append([]byte(nil), cfg.CAData...),
+		controlPlane:   cp,
+	}, nil
 }
 
 // allowAnonymousDiscovery binds the built-in ClusterRole
@@ -321,29 +397,26 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	}
 }
 
-func (c *Cluster) cleanup(t testing.TB) {
-	if c.env != nil {
-		if err := c.env.Stop(); err != nil {
-			t.Errorf("kubeenv: stopping cluster %q: %v", c.Name, err)
+// stop stops the processes and removes their folder.
+func (cp *controlPlane) stop(t testing.TB) {
+	if cp.env != nil {
+		if err := cp.env.Stop(); err != nil {
+			t.Errorf("kubeenv: stopping the cluster in %s: %v", cp.dir, err)
 		}
 	}
-	if t.Failed() {
-		if tail := c.logTail(60); tail != "" {
-			t.Logf("kubeenv: cluster %q apiserver log (last lines):\n%s", c.Name, tail)
-		}
-	}
-	c.closeLogs()
+	cp.closeLogs()
 	// A process killed after the stop timeout may still be going away.
 	for i := 0; ; i++ {
-		err := os.RemoveAll(c.dir)
+		err := os.RemoveAll(cp.dir)
 		if err == nil || i == 20 {
 			if err != nil {
-				t.Logf("kubeenv: removing %s: %v", c.dir, err)
+				t.Logf("kubeenv: removing %s: %v", cp.dir, err)
 			}
-			return
+			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	cp.reaper.done()
 }
 
 // StopAPIServer stops the apiserver (SIGTERM, a wait, then SIGKILL) and
@@ -356,6 +429,7 @@ func (c *Cluster) StopAPIServer(t testing.TB) {
 	if c.stopped {
 		t.Fatalf("kubeenv: apiserver of %q already stopped", c.Name)
 	}
+	c.restarted = true // its watch caches and controllers start afresh: not reused
 	if err := c.env.ControlPlane.APIServer.Stop(); err != nil {
 		t.Fatalf("kubeenv: stopping apiserver of %q: %v", c.Name, err)
 	}
@@ -579,7 +653,7 @@ func freePort() (string, error) {
 	return port, err
 }
 
-func (c *Cluster) openLog(name string) (*os.File, error) {
+func (c *controlPlane) openLog(name string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(c.dir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -588,7 +662,7 @@ func (c *Cluster) openLog(name string) (*os.File, error) {
 	return f, nil
 }
 
-func (c *Cluster) closeLogs() {
+func (c *controlPlane) closeLogs() {
 	for _, f := range c.logs {
 		_ = f.Close()
 	}
@@ -596,7 +670,7 @@ func (c *Cluster) closeLogs() {
 }
 
 // logTail returns the last n lines of the apiserver's log.
-func (c *Cluster) logTail(n int) string {
+func (c *controlPlane) logTail(n int) string {
 	data, err := os.ReadFile(filepath.Join(c.dir, "apiserver.log"))
 	if err != nil || len(data) == 0 {
 		return ""

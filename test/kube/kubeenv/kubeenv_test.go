@@ -27,7 +27,7 @@ import (
 
 func TestMain(m *testing.M) {
 	ctrllog.SetLogger(logr.Discard())
-	os.Exit(m.Run())
+	os.Exit(kubeenv.Main(m))
 }
 
 // k8sClaims are the claims of a service-account token.
