@@ -502,6 +502,7 @@ func TestAgentBundleChangeOverForeignEdit(t *testing.T) {
 // an istiod without ISTIO_MULTIROOT_MESH, but not when an istiod with it
 // gets a superset of its roots; never leaves it alone.
 func TestIstiodRestart(t *testing.T) {
+	t.Parallel() // test/kube/run.sh: the istiod tests three at a time
 	c := kubeenv.Start(t, "istiod")
 	s := startServer(t, "")
 	c.EnsureNamespace(t, meshNS)

@@ -202,6 +202,9 @@ func waitSample(t *testing.T, addr, series, what string, ok func(float64) bool) 
 // written into the server's database while it is stopped, with Debian's
 // sqlite3; everything else is reached for real.
 func TestAlertRulesOnRealSeries(t *testing.T) {
+	// Mostly waits for renewals to come due and samples to change: beside
+	// the other waiting tests (after the package's sequential ones).
+	t.Parallel()
 	promtool := toolPath(t, "promtool", "prometheus")
 	sqlite := toolPath(t, "sqlite3", "sqlite3")
 	a := kubeenv.Start(t, "alerts-a")

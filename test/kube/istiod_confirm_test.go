@@ -150,6 +150,7 @@ func agentMetric(t testing.TB, addr, name string) string {
 // fresh volume) serves the new roots, the agent reports loaded, and
 // activate passes.
 func TestIstiodConfirmStaleRestart(t *testing.T) {
+	t.Parallel() // test/kube/run.sh: the istiod tests three at a time
 	istiodenv.Binary(t)
 	s := startServer(t, rotationConfig)
 	c := kubeenv.Start(t, "east")

@@ -74,6 +74,7 @@ func parseCRLs(t testing.TB, data []byte) []*x509.RevocationList {
 // with a stale CRL or a lower CRL number. Last, with the agent stopped,
 // ca-crl.pem is removed by hand: istiod keeps istio-ca-crl as it was.
 func TestIstiodCRLConfigMap(t *testing.T) {
+	t.Parallel() // test/kube/run.sh: the istiod tests three at a time
 	istiodenv.Binary(t)
 	start := time.Now()
 	metricsAddr := "127.0.0.1:" + freePorts(t, 1)[0]

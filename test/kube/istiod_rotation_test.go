@@ -342,6 +342,7 @@ func (e *istiodRotationEnv) checkOldRootOnlyPeer(t *testing.T, oldRoot *x509.Cer
 // both istiods serve the new state. Then, on the same clusters and
 // istiods, the same rotation again with `root prepare --cross-sign`.
 func TestIstiodRotationNoOutage(t *testing.T) {
+	t.Parallel() // test/kube/run.sh: the istiod tests three at a time
 	e := startIstiodRotationEnv(t, 0)
 	if !t.Run("prepare", func(t *testing.T) { e.rotate(t, false) }) {
 		return
@@ -352,6 +353,7 @@ func TestIstiodRotationNoOutage(t *testing.T) {
 // TestIstiodRotationLaggingSync (issue 11 item 6a): west's volume lags its
 // Secret by 60 s; the gates wait for west's istiod, zero failures.
 func TestIstiodRotationLaggingSync(t *testing.T) {
+	t.Parallel() // test/kube/run.sh: the istiod tests three at a time
 	if testing.Short() {
 		t.Skip("a 60 s kubelet lag: several minutes")
 	}

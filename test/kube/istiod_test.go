@@ -61,6 +61,7 @@ type istiodCluster struct {
 // swapped in by renaming ..data, is what istiod signs with within a bound;
 // and with the folder's sync paused istiod keeps signing with the old one.
 func TestIstiodWorkloadMutualTLS(t *testing.T) {
+	t.Parallel()        // test/kube/run.sh: the istiod tests three at a time
 	istiodenv.Binary(t) // skips before anything starts when it is absent and MESHROOT_SKIP_ISTIOD=1
 	start := time.Now()
 	s := startServer(t, istiodConfig)

@@ -87,6 +87,7 @@ func mustTLSCACerts(t testing.TB, c *kubeenv.Cluster) *tlsCACerts {
 // reloads the layout: both roots, then the new intermediate, each
 // confirmed by the agent.
 func TestIstiodTLSLayout(t *testing.T) {
+	t.Parallel() // test/kube/run.sh: the istiod tests three at a time
 	istiodenv.Binary(t)
 	start := time.Now()
 	s := startServer(t, rotationConfig)

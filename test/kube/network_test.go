@@ -213,6 +213,10 @@ func vmRSS(t *testing.T, pid int) int {
 // against the same server (docs/performance.md records the figures). The
 // lean agent must not use more.
 func TestAgentIdleRSS(t *testing.T) {
+	// Mostly a 10 s idle wait: beside the other waiting tests. What it
+	// measures, each agent's own resident memory, does not depend on the
+	// CPU the others take.
+	t.Parallel()
 	c := kubeenv.Start(t, "rss")
 	s := startServer(t, "")
 	for _, name := range []string{"full", "lean"} {
