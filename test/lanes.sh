@@ -5,7 +5,9 @@
 # spends most of its time waiting on apiservers, istiod reloads and volume
 # lags, so on 2 cores the lanes overlap instead of queueing (measured in
 # docs/performance.md, "Test suite"). The first lane streams; the second's
-# output follows when both are done. Exits non-zero if either failed.
+# output follows when both are done; each lane's closing line says how many
+# seconds after the start it ended (the long pole). Exits non-zero if
+# either failed.
 set -u
 cd "$(dirname "$0")/.."
 make=${MAKE:-make}
@@ -15,9 +17,9 @@ trap 'rm -f "$log"' EXIT
 pid=$!
 "$make" --no-print-directory unit
 rc=$?
-echo "=== unit tests done (exit $rc); waiting for test/kube, test/spire, test/browser"
+echo "=== unit tests done (exit $rc) after ${SECONDS} s; waiting for test/kube, test/spire, test/browser"
 wait "$pid"
 rc2=$?
 cat "$log"
-echo "=== test/kube, test/spire, test/browser done (exit $rc2)"
+echo "=== test/kube, test/spire, test/browser done (exit $rc2) after ${SECONDS} s"
 [ "$rc" -eq 0 ] && [ "$rc2" -eq 0 ]

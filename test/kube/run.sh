@@ -10,10 +10,12 @@ set -u
 cd "$(dirname "$0")"
 go vet ./... || exit 1
 log=$(mktemp)
-go test -count=1 -timeout 40m -parallel 3 -run '^TestIstiod' . >"$log" 2>&1 &
+(go test -count=1 -timeout 40m -parallel 3 -run '^TestIstiod' .; r=$?
+  echo "=== test/kube, the istiod tests: done (exit $r) after ${SECONDS} s"; exit $r) >"$log" 2>&1 &
 pid=$!
 go test -count=1 -timeout 40m -skip '^TestIstiod' ./...
 rc=$?
+echo "=== test/kube, the other tests: done (exit $rc) after ${SECONDS} s"
 wait "$pid"
 rc2=$?
 cat "$log"
