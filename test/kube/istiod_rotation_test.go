@@ -130,8 +130,13 @@ func istiodServes(ctx context.Context, w *istiodenv.Workload, wantRoots []string
 
 // gateUntil runs a rotation phase until it passes; every refusal must come
 // while some istiod does not serve what the phase needs yet (served), and
-// when it passes both must. It returns the time it passed.
-func gateUntil(t *testing.T, s *server, phase []string, timeout time.Duration, served func() error) (time.Time, int) {
+// when it passes both must: just before the call, or else just after it
+// (after: served, or for a phase that changes what istiods serve, served
+// or the state the phase leads to, per istiod: retire drops the old root,
+// and on a busy machine west already published the new root alone when
+// the test looked after the command's success). It returns the time the
+// phase passed.
+func gateUntil(t *testing.T, s *server, phase []string, timeout time.Duration, served, after func() error) (time.Time, int) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	refusals := 0
@@ -139,8 +144,10 @@ func gateUntil(t *testing.T, s *server, phase []string, timeout time.Duration, s
 		before := served()
 		r := s.cliResult(phase...)
 		if r.code == 0 {
-			if err := served(); err != nil {
-				t.Errorf("meshroot %s passed while an istiod did not serve the new state: %v", strings.Join(phase, " "), err)
+			if before != nil {
+				if err := after(); err != nil {
+					t.Errorf("meshroot %s passed while an istiod did not serve the new state: just before the call %v; just after it %v", strings.Join(phase, " "), before, err)
+				}
 			}
 			return time.Now(), refusals
 		}
@@ -204,10 +211,34 @@ func startIstiodRotationEnv(t *testing.T, westLag time.Duration) *istiodRotation
 // both checks that both istiods publish exactly wantRoots and, when
 // wantRoot is set, sign under root wantRoot.
 func (e *istiodRotationEnv) both(wantRoots []string, wantRoot string) func() error {
+	return e.each(istiodState{wantRoots, wantRoot})
+}
+
+// istiodState is what an istiod serves: the roots it publishes (IDs) and
+// the root its intermediate is under ("": any).
+type istiodState struct {
+	roots  []string
+	signer string
+}
+
+// each reports whether every istiod serves one of the states, naming the
+// first istiod that serves none by what the first state's check said.
+func (e *istiodRotationEnv) each(states ...istiodState) func() error {
 	return func() error {
 		for name, w := range e.ws {
-			if err := istiodServes(context.Background(), w, wantRoots, wantRoot); err != nil {
-				return fmt.Errorf("%s: %v", name, err)
+			var first error
+			for _, st := range states {
+				err := istiodServes(context.Background(), w, st.roots, st.signer)
+				if err == nil {
+					first = nil
+					break
+				}
+				if first == nil {
+					first = err
+				}
+			}
+			if first != nil {
+				return fmt.Errorf("%s: %v", name, first)
 			}
 		}
 		return nil
@@ -254,7 +285,7 @@ func (e *istiodRotationEnv) rotate(t *testing.T, crossSign bool) {
 	})
 	// The gate is tried at once and every second: it must refuse while an
 	// istiod does not serve the new root, and pass only when both do.
-	at, refused := gateUntil(t, s, []string{"root", "activate"}, westLag+60*time.Second, e.both([]string{oldID, newID}, ""))
+	at, refused := gateUntil(t, s, []string{"root", "activate"}, westLag+60*time.Second, e.both([]string{oldID, newID}, ""), e.both([]string{oldID, newID}, ""))
 	tr.setPhase("activated")
 	t.Logf("root activate passed %s after prepare (%d refusals)", at.Sub(prepared).Round(100*time.Millisecond), refused)
 	// The gate opens only once the server has both istiods confirmed at
@@ -270,7 +301,8 @@ func (e *istiodRotationEnv) rotate(t *testing.T, crossSign bool) {
 	}
 	e.checkOldRootOnlyPeer(t, oldRoot, newID, crossSign)
 	time.Sleep(3 * time.Second)
-	at, refused = gateUntil(t, s, []string{"root", "retire", "--workload-cert-ttl", "4s"}, westLag+90*time.Second, e.both([]string{oldID, newID}, newID))
+	at, refused = gateUntil(t, s, []string{"root", "retire", "--workload-cert-ttl", "4s"}, westLag+90*time.Second, e.both([]string{oldID, newID}, newID),
+		e.each(istiodState{[]string{oldID, newID}, newID}, istiodState{[]string{newID}, newID}))
 	tr.setPhase("retired")
 	t.Logf("root retire passed %s after activate (%d refusals)", at.Sub(activated).Round(100*time.Millisecond), refused)
 	if westLag > 0 && at.Sub(activated) < westLag {
