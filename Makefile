@@ -124,17 +124,8 @@ no-big-files:
 	@big=$$(git ls-files -z 2>/dev/null | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk '$$1 > 2097152 {print $$2" ("$$1" bytes)"}'); \
 	  if [ -n "$$big" ]; then echo "tracked files over 2 MB (build output does not belong in git; git rm --cached them and ignore them):"; echo "$$big"; exit 1; fi
 
-## unit: the main module's tests. test/e2e, the longest package (3-5
-## minutes on a slow machine), runs in a go test process of its own started
-## first, beside the others: `go test ./...` starts packages in import-path
-## order, so test/e2e used to start last and run alone at the end with most
-## of the CPU idle. Its output follows the others'.
 unit:
-	@log=$$(mktemp); \
-	  $(GO) test -count=1 -timeout 20m ./test/e2e/ >$$log 2>&1 & e2e=$$!; \
-	  $(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test/e2e$$'); rest=$$?; \
-	  wait $$e2e; e2e_rc=$$?; cat $$log; rm -f $$log; \
-	  [ $$rest -eq 0 ] && [ $$e2e_rc -eq 0 ]
+	$(GO) test -count=1 -timeout 20m ./...
 
 test-kube:
 	test/kube/run.sh
