@@ -183,14 +183,10 @@ func (c *Cluster) reset(ctx context.Context) error {
 func (c *Cluster) waitServes(ctx context.Context) error {
 	wantNS := c.snap.names("/registry/namespaces/")
 	wantCRB := c.snap.names("/registry/clusterrolebindings/")
-	cl, err := c.controlPlane.lease(c.Name)
-	if err != nil {
-		return err
-	}
 	var last string
 	for {
-		nss, err1 := cl.Client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
-		crbs, err2 := cl.Client.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{})
+		nss, err1 := c.Client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+		crbs, err2 := c.Client.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{})
 		if err1 == nil && err2 == nil {
 			var gotNS, gotCRB []string
 			for _, n := range nss.Items {
