@@ -253,9 +253,9 @@ func start(name, bin string, o options) (c *Cluster, err error) {
 		return nil, err
 	}
 	c.baseURL = "https://" + net.JoinHostPort("127.0.0.1", port)
-	c.Issuer = c.baseURL
+	c.issuer = c.baseURL
 	if o.trailingSlash {
-		c.Issuer += "/"
+		c.issuer += "/"
 	}
 
 	api := &envtest.APIServer{
@@ -273,7 +273,7 @@ func start(name, bin string, o options) (c *Cluster, err error) {
 	// off (no "kubernetes" Endpoints are needed here).
 	args.Set("advertise-address", "127.0.0.1")
 	args.Set("endpoint-reconciler-type", "none")
-	args.Set("service-account-issuer", c.Issuer)
+	args.Set("service-account-issuer", c.issuer)
 	args.Set("service-account-jwks-uri", c.baseURL+"/openid/v1/jwks")
 	args.Set("anonymous-auth", "true")
 	if o.rsaKey {
@@ -306,9 +306,9 @@ func start(name, bin string, o options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c.Config = rest.CopyConfig(cfg)
-	c.CAPEM = append([]byte(nil), cfg.CAData...)
-	if c.Client, err = kubernetes.NewForConfig(cfg); err != nil {
+	c.admin = cfg
+	c.kubeconfig = filepath.Join(dir, "admin.kubeconfig")
+	if c, err = c.lease(name); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
@@ -319,20 +319,17 @@ func start(name, bin string, o options) (c *Cluster, err error) {
 	if err := c.allowAnonymousDiscovery(ctx); err != nil {
 		return nil, err
 	}
-	c.KubeconfigPath = filepath.Join(dir, "admin.kubeconfig")
 	if err := writeKubeconfig(c.KubeconfigPath, cfg, "admin", func(a *clientcmdapi.AuthInfo) {
 		a.ClientCertificateData = cfg.CertData
 		a.ClientKeyData = cfg.KeyData
 	}); err != nil {
 		return nil, err
 	}
-	c.admin = rest.CopyConfig(cfg)
-	c.kubeconfig = c.KubeconfigPath
-	c.issuer = c.Issuer
 	return c, nil
 }
 
-// lease returns a new Cluster value for a test on these processes.
+// lease returns a new Cluster value for a test on these processes (the
+// first test's too).
 func (cp *controlPlane) lease(name string) (*Cluster, error) {
 	cfg := rest.CopyConfig(cp.admin)
 	client, err := kubernetes.NewForConfig(cfg)
