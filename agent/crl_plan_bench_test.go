@@ -37,6 +37,27 @@ func BenchmarkPlanCRLFileFleet(b *testing.B) {
 	}
 }
 
+// BenchmarkPlanCRLFileNewAgent times an agent with a new CRL cache (a
+// `--once` run, a restart) planning ca-crl.pem for a fleet of N clusters
+// after a root rotation: each cluster has its old and its new
+// intermediate, which share a subject name, each with a CRL. Every CRL is
+// parsed and matched with its CA; a CRL that names another key than a CA
+// of its name is not verified against it (crlCache.checkEntry).
+func BenchmarkPlanCRLFileNewAgent(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("clusters=%d/rotated", n), func(b *testing.B) {
+			f := newBenchFleet(b, n, true)
+			set := &meshrootv1.CRLSet{Crls: f.crls}
+			for b.Loop() {
+				var cache crlCache
+				if p := planCRLFile(&cache, crlCAs(f.cas), cache.setEntries(set), f.now); len(p.Missing) != 0 {
+					b.Fatalf("missing %v", p.Missing)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkCRLWorkPerChangeFleet times what an agent does with ca-crl.pem
 // at every change of a fleet of N clusters once the file is written:
 // planning it again over the fleet's set and the file (as reconcileCRL

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"runtime"
 	"slices"
@@ -64,7 +65,9 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	if ch := c.m[string(a)].checked; len(ch) != 1 || ch[0].id != sha256.Sum256(issuer.Raw) || ch[0].err != nil {
 		t.Errorf("success remembered: %+v", ch)
 	}
-	other := testCert(t)
+	// A CA with the issuer's key identifier but another key: verified,
+	// and the failure remembered.
+	other := caWithKeyID(t, "issuer", issuer.SubjectKeyId)
 	for range 2 {
 		if err := c.checkEntry(e1, crlCAOf(other, true)); err == nil {
 			t.Error("a CRL checked out against another certificate")
@@ -109,6 +112,11 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	var none *crlCache
 	if e, err := none.parseEntry(a); err != nil || e == e1 {
 		t.Errorf("nil cache: %v, shared %v", err, e == e1)
+	}
+	// A CA with another key identifier is refused without a verification
+	// and nothing is remembered.
+	if err := c.checkEntry(e1, crlCAOf(testCert(t), true)); !errors.Is(err, errOtherKey) || len(c.m[string(a)].checked) != 2 {
+		t.Errorf("another key identifier: %v, %d remembered; want errOtherKey and still 2", err, len(c.m[string(a)].checked))
 	}
 	// Without a cache, a check is remembered in the caller's entry only.
 	mine, _ := none.parseEntry(a)
@@ -381,5 +389,69 @@ func TestPlanKeepsUnchangedFile(t *testing.T) {
 	fixed := planPublishedCRLFile(&c, cas, c.entries([][]byte{a1, b1}), odd, now)
 	if !bytes.Equal(fixed.PEM, held) {
 		t.Errorf("a file with a comment was kept (%d bytes), not rewritten in the agent's form", len(fixed.PEM))
+	}
+}
+
+// caWithKeyID is a self-signed CA named cn whose subject key identifier is
+// keyID, with a key of its own.
+func caWithKeyID(t *testing.T, cn string, keyID []byte) *x509.Certificate {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serial++
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, SubjectKeyId: keyID, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c
+}
+
+// TestCRLOtherKeyIDNotVerified: a CRL whose authority key identifier is not
+// its issuer's subject key identifier is refused by checkEntry without an
+// ECDSA verification, even when the issuer's key did sign it (the
+// signature would check out: the refusal comes before it); a CRL without
+// an authority key identifier, and a CA without a subject key identifier,
+// are verified as before.
+func TestCRLOtherKeyIDNotVerified(t *testing.T) {
+	issuer, key := testIssuer(t)
+	// The same CA as CreateRevocationList sees it, claiming another key
+	// identifier: the CRL names it, signed with the CA's real key.
+	claimed := *issuer
+	claimed.SubjectKeyId = bytes.Repeat([]byte{0x42}, len(issuer.SubjectKeyId))
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, &claimed, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c crlCache
+	e, err := c.parseEntry(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rl.CheckSignatureFrom(issuer); err != nil {
+		t.Fatalf("the CRL's signature does not check out against its CA (%v): the test would not show the verification was skipped", err)
+	}
+	if err := c.checkEntry(e, crlCAOf(issuer, true)); !errors.Is(err, errOtherKey) {
+		t.Errorf("checkEntry of a CRL naming another key identifier: %v, want errOtherKey", err)
+	}
+	if len(e.checked) != 0 {
+		t.Errorf("checks remembered: %+v, want none (no verification was made)", e.checked)
+	}
+	// A CA without a subject key identifier: the signature decides.
+	noKeyID := crlCAOf(issuer, true)
+	noKeyID.keyID = nil
+	if err := c.checkEntry(e, noKeyID); err != nil {
+		t.Errorf("checkEntry by a CA without a key identifier: %v, want the signature to decide (valid)", err)
+	}
+	// A CRL without an authority key identifier: the signature decides.
+	noAKI := *e.rl
+	noAKI.AuthorityKeyId = nil
+	bare := &crlEntry{rl: &noAKI}
+	if err := c.checkEntry(bare, crlCAOf(issuer, true)); err != nil {
+		t.Errorf("checkEntry of a CRL without an authority key identifier: %v, want the signature to decide (valid)", err)
+	}
+	if err := c.checkEntry(bare, crlCAOf(caWithKeyID(t, "issuer", issuer.SubjectKeyId), true)); err == nil || errors.Is(err, errOtherKey) {
+		t.Errorf("checkEntry of a CRL without an authority key identifier by another key: %v, want a signature failure", err)
 	}
 }
