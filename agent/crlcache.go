@@ -131,7 +131,8 @@ type crlEntry struct {
 	// failed again (300 failed verifications per plan at 300 clusters).
 	// A CRL names one issuer, so the list holds the CAs of that name and
 	// key identifier (checkEntry refuses the others unverified): one,
-	// more only for CAs without key identifiers.
+	// more for certificates of one key (a root and its cross-signed
+	// copy) or CAs without key identifiers.
 	checked []checkedIssuer
 	// plan is the number of the last plan that took the entry as a
 	// candidate (candidates).
