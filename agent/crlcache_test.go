@@ -440,14 +440,14 @@ func TestCRLOtherKeyIDNotVerified(t *testing.T) {
 	}
 	// A CA without a subject key identifier: the signature decides.
 	noKeyID := crlCAOf(issuer, true)
-	noKeyID.keyID = nil
+	noKeyID.keyID, noKeyID.keyed = nil, false
 	if err := c.checkEntry(e, noKeyID); err != nil {
 		t.Errorf("checkEntry by a CA without a key identifier: %v, want the signature to decide (valid)", err)
 	}
 	// A CRL without an authority key identifier: the signature decides.
 	noAKI := *e.rl
 	noAKI.AuthorityKeyId = nil
-	bare := &crlEntry{rl: &noAKI}
+	bare := newCRLEntry(&noAKI)
 	if err := c.checkEntry(bare, crlCAOf(issuer, true)); err != nil {
 		t.Errorf("checkEntry of a CRL without an authority key identifier: %v, want the signature to decide (valid)", err)
 	}
