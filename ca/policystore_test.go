@@ -24,7 +24,7 @@ func TestStoredPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	km, err := disk.New(disk.Options{Dir: filepath.Join(dir, "keys"), Passphrase: []byte("test passphrase")})
+	km, err := disk.New(disk.Options{Dir: filepath.Join(dir, "keys"), InsecurePlaintext: true}) // as newService's
 	if err != nil {
 		t.Fatal(err)
 	}
