@@ -34,9 +34,6 @@ type crlCA struct {
 	// crlEntry's issuer and issuerKey). Computed once: the plan looks
 	// up every CA of the fleet by them on every change.
 	id, subject, key [32]byte
-	// keyed says the CA has a subject key identifier: then key tells
-	// which CRLs it can have signed (crlCache.checkEntry).
-	keyed bool
 }
 
 // crlCAOf is c as the CRL plan reads it; keep says whether to keep c
@@ -47,7 +44,6 @@ func crlCAOf(c *x509.Certificate, keep bool) *crlCA {
 		notBefore: c.NotBefore, notAfter: c.NotAfter, id: sha256.Sum256(c.Raw),
 	}
 	out.subject, out.key = issuerIDs(c.RawSubject, c.SubjectKeyId)
-	out.keyed = len(c.SubjectKeyId) > 0
 	if keep {
 		out.cert = c
 	}

@@ -119,9 +119,6 @@ type crlEntry struct {
 	// change, and hashing 32 bytes is cheaper than hashing (and, as a new
 	// map key, copying) the issuer's name.
 	issuer, issuerKey [32]byte
-	// keyed says the CRL has an authority key identifier: then issuerKey
-	// tells which CA can have signed it (checkEntry).
-	keyed bool
 	// pem is its PEM block as ca-crl.pem holds it, once encoded:
 	// re-encoding the fleet's CRLs for every plan cost about as much as
 	// decoding them.
@@ -387,13 +384,8 @@ func (c *crlCache) entryPEM(e *crlEntry) []byte {
 // to CRL verifications, most of them these). A CRL or CA without a key
 // identifier is verified as before.
 func (c *crlCache) checkEntry(e *crlEntry, issuer *crlCA) error {
-	// The identifiers' hashes, kept in both structs, not the identifiers
-	// themselves: a plan makes this check for every CA of the fleet, and
-	// reading the key identifiers would touch two more objects each time.
-	// (The warm benchmarks, BenchmarkCRLWorkPerChangeFleet and
-	// BenchmarkPlanCRLFileFleet, show no difference either way beyond
-	// their +-15 % run-to-run spread.)
-	if e.keyed && issuer.keyed && e.issuerKey != issuer.key {
+	// issuerKey and key hash the name and the key identifier (issuerIDs).
+	if len(e.rl.AuthorityKeyId) > 0 && len(issuer.keyID) > 0 && e.issuerKey != issuer.key {
 		return errOtherKey
 	}
 	c.lock()
@@ -474,7 +466,7 @@ func (c *crlCache) parseEntry(der []byte) (*crlEntry, error) {
 
 // newCRLEntry is rl as an entry, with its issuer's identifiers.
 func newCRLEntry(rl *x509.RevocationList) *crlEntry {
-	e := &crlEntry{rl: rl, keyed: len(rl.AuthorityKeyId) > 0}
+	e := &crlEntry{rl: rl}
 	e.issuer, e.issuerKey = issuerIDs(rl.RawIssuer, rl.AuthorityKeyId)
 	return e
 }

@@ -440,7 +440,7 @@ func TestCRLOtherKeyIDNotVerified(t *testing.T) {
 	}
 	// A CA without a subject key identifier: the signature decides.
 	noKeyID := crlCAOf(issuer, true)
-	noKeyID.keyID, noKeyID.keyed = nil, false
+	noKeyID.keyID = nil
 	if err := c.checkEntry(e, noKeyID); err != nil {
 		t.Errorf("checkEntry by a CA without a key identifier: %v, want the signature to decide (valid)", err)
 	}
