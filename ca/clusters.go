@@ -173,13 +173,19 @@ func (s *Service) RemoveCluster(ctx context.Context, name string) error {
 // maxAuditedSerials bounds the serials a cluster.remove audit row lists.
 const maxAuditedSerials = 100
 
-// RecordContact stores that a cluster's agent was heard from now, with what
-// it reported; zero fields keep their previous value.
-func (s *Service) RecordContact(ctx context.Context, name string, st store.ClusterStatus) error {
+// recordContact stores that the agent of registration reg was heard from
+// now, with what it reported; zero fields keep their previous value. It is
+// refused when reg is no longer the cluster's registration.
+func (s *Service) recordContact(ctx context.Context, reg store.Cluster, st store.ClusterStatus) error {
 	return s.store.Update(ctx, func(tx store.Tx) error {
-		c, err := tx.GetCluster(ctx, name)
-		if err != nil {
+		c, err := tx.GetCluster(ctx, reg.Name)
+		if errors.Is(err, store.ErrNotFound) {
+			return refusef("cluster %s was removed: its agent's report is not recorded", reg.Name)
+		} else if err != nil {
 			return err
+		}
+		if !c.CreatedAt.Equal(reg.CreatedAt) {
+			return refusef("cluster %s was removed and registered again during the report: the report of the earlier registration is not recorded", reg.Name)
 		}
 		cur := c.Status
 		cur.LastContact = s.now().UTC()
@@ -195,6 +201,6 @@ func (s *Service) RecordContact(ctx context.Context, name string, st store.Clust
 		if st.AppliedCRLs != nil {
 			cur.AppliedCRLs = st.AppliedCRLs
 		}
-		return tx.UpdateClusterStatus(ctx, name, cur)
+		return tx.UpdateClusterStatus(ctx, reg.Name, cur)
 	})
 }

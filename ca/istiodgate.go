@@ -16,15 +16,41 @@ const (
 	maxSerialLen    = 64
 )
 
-// ReportIstiod records what a cluster's agent applied (as ReportStatus)
-// together with what it confirmed istiod serves. ist.State "" records
-// nothing about istiod (an agent that does not confirm). appliedCRLs are
-// the root CRL numbers in the cluster's ca-crl.pem (nil: not reported,
-// empty: no ca-crl.pem), for the quarantine enforcement status.
-func (s *Service) ReportIstiod(ctx context.Context, cluster string, bundleSequence uint64, serial string, ist store.IstiodStatus, appliedCRLs map[string]uint64) error {
-	if err := checkAppliedCRLs(appliedCRLs); err != nil {
+// StatusReport is what a cluster's agent says it applied: the trust bundle
+// sequence, the intermediate it runs with, what it confirmed istiod
+// serves, and the root CRL numbers in its ca-crl.pem.
+type StatusReport struct {
+	Cluster string
+	// Registered, when set, is the registration of Cluster the caller
+	// authenticated the agent against (the server's authentication reads
+	// it). The report is recorded only while that registration is the
+	// cluster's current one: an agent of a registration removed (and its
+	// name registered again) meanwhile does not speak for the new one.
+	// Without it, the registration read at the report's start is the one.
+	Registered *store.Cluster
+	// BundleSequence is the trust bundle applied: at most the server's.
+	BundleSequence uint64
+	// IntermediateSerial is the intermediate the cluster runs with; it
+	// must have been issued to this registration. "" keeps the last one.
+	IntermediateSerial string
+	// Istiod is what the agent confirmed istiod serves; State "" records
+	// nothing about istiod (an agent that does not confirm).
+	Istiod store.IstiodStatus
+	// AppliedCRLs are the root CRL numbers in the cluster's ca-crl.pem
+	// (nil: not reported, empty: no ca-crl.pem), for the quarantine
+	// enforcement status.
+	AppliedCRLs map[string]uint64
+}
+
+// Report records what a cluster's agent applied (see StatusReport) and
+// that it was heard from now. The report is checked against the cluster's
+// registration and the server's bundle sequence; the registration is
+// checked again inside the transaction that records it.
+func (s *Service) Report(ctx context.Context, r StatusReport) error {
+	if err := checkAppliedCRLs(r.AppliedCRLs); err != nil {
 		return err
 	}
+	ist := r.Istiod
 	switch ist.State {
 	case "", store.IstiodLoaded, store.IstiodPending, store.IstiodStale, store.IstiodUnconfirmed:
 	default:
@@ -33,28 +59,44 @@ func (s *Service) ReportIstiod(ctx context.Context, cluster string, bundleSequen
 	if len(ist.Detail) > maxIstiodDetail || len(ist.Roots) > maxIstiodRoots || len(ist.Serial) > maxSerialLen {
 		return refusef("istiod report too large: detail at most %d bytes, at most %d roots", maxIstiodDetail, maxIstiodRoots)
 	}
-	for _, r := range ist.Roots {
-		if len(r) > 128 {
+	for _, root := range ist.Roots {
+		if len(root) > 128 {
 			return refusef("istiod report: root ID longer than 128 bytes")
 		}
 	}
-	if ist.BundleSequence > bundleSequence || (ist.State == store.IstiodLoaded && ist.BundleSequence != bundleSequence) {
-		return refusef("istiod bundle sequence %d does not match the applied %d", ist.BundleSequence, bundleSequence)
+	if ist.BundleSequence > r.BundleSequence || (ist.State == store.IstiodLoaded && ist.BundleSequence != r.BundleSequence) {
+		return refusef("istiod bundle sequence %d does not match the applied %d", ist.BundleSequence, r.BundleSequence)
 	}
+	reg := r.Registered
+	if reg == nil {
+		c, err := s.cluster(ctx, r.Cluster)
+		if err != nil {
+			return err
+		}
+		reg = &c
+	} else if reg.Name != r.Cluster {
+		return fmt.Errorf("internal error: the report of cluster %q was handed the registration of cluster %q", r.Cluster, reg.Name)
+	}
+	// The bundle sequence only grows and an intermediate's cluster and
+	// issue time never change: these two checks hold once they pass.
 	cur, err := s.store.BundleSequence(ctx)
 	if err != nil {
 		return err
 	}
-	if bundleSequence > cur {
-		return refusef("reported bundle sequence %d is ahead of the server's %d", bundleSequence, cur)
+	if r.BundleSequence > cur {
+		return refusef("reported bundle sequence %d is ahead of the server's %d", r.BundleSequence, cur)
 	}
-	if serial != "" {
-		in, err := s.store.GetIntermediate(ctx, serial)
-		if err != nil || in.Cluster != cluster {
-			return refusef("intermediate %s is not one issued to cluster %s", serial, cluster)
+	if r.IntermediateSerial != "" {
+		in, err := s.store.GetIntermediate(ctx, r.IntermediateSerial)
+		if err != nil || in.Cluster != r.Cluster {
+			return refusef("intermediate %s is not one issued to cluster %s", r.IntermediateSerial, r.Cluster)
+		}
+		if in.CreatedAt.Before(reg.CreatedAt) {
+			return refusef("intermediate %s was issued to an earlier registration of cluster %s (removed; registered again at %s)",
+				r.IntermediateSerial, r.Cluster, reg.CreatedAt.UTC().Format(time.RFC3339))
 		}
 	}
-	return s.RecordContact(ctx, cluster, store.ClusterStatus{BundleSequence: bundleSequence, IntermediateSerial: serial, Istiod: ist, AppliedCRLs: appliedCRLs})
+	return s.recordContact(ctx, *reg, store.ClusterStatus{BundleSequence: r.BundleSequence, IntermediateSerial: r.IntermediateSerial, Istiod: ist, AppliedCRLs: r.AppliedCRLs})
 }
 
 // SetClusterGate marks what makes cluster ready for a rotation phase:

@@ -21,7 +21,7 @@ func reportIstiod(t *testing.T, svc *ca.Service, st store.Store, cluster string,
 	}
 	ist := store.IstiodStatus{State: state, BundleSequence: istiodSeq, Serial: istiodSerial, Detail: "saw " + state,
 		Since: time.Now(), StaleSince: time.Now()}
-	if err := svc.ReportIstiod(ctx, cluster, seq, cl.Status.IntermediateSerial, ist, nil); err != nil {
+	if err := svc.Report(ctx, ca.StatusReport{Cluster: cluster, BundleSequence: seq, IntermediateSerial: cl.Status.IntermediateSerial, Istiod: ist}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -47,13 +47,13 @@ func TestActivateGatesOnIstiod(t *testing.T) {
 	}
 	// A report of "loaded" for another sequence than the Secret's is refused.
 	cl, _ := st.GetCluster(ctx, "east")
-	if err := svc.ReportIstiod(ctx, "east", 2, cl.Status.IntermediateSerial, store.IstiodStatus{State: store.IstiodLoaded, BundleSequence: 1}, nil); err == nil {
+	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", BundleSequence: 2, IntermediateSerial: cl.Status.IntermediateSerial, Istiod: store.IstiodStatus{State: store.IstiodLoaded, BundleSequence: 1}}); err == nil {
 		t.Error("loaded at sequence 1 with the Secret at 2 was accepted")
 	}
-	if err := svc.ReportIstiod(ctx, "east", 2, "", store.IstiodStatus{State: "bogus"}, nil); err == nil {
+	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", BundleSequence: 2, Istiod: store.IstiodStatus{State: "bogus"}}); err == nil {
 		t.Error("an unknown istiod state was accepted")
 	}
-	if err := svc.ReportIstiod(ctx, "east", 2, "", store.IstiodStatus{State: store.IstiodPending, Detail: strings.Repeat("x", 2000)}, nil); err == nil {
+	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", BundleSequence: 2, Istiod: store.IstiodStatus{State: store.IstiodPending, Detail: strings.Repeat("x", 2000)}}); err == nil {
 		t.Error("an oversized istiod detail was accepted")
 	}
 
@@ -136,5 +136,87 @@ func TestRetireGatesOnIstiodSerial(t *testing.T) {
 	reportIstiod(t, svc, st, "east", 2, store.IstiodLoaded, 2, east.Status.IntermediateSerial)
 	if res, err := svc.RetireRoot(ca.WithActor(ctx, actor), ca.PhaseRequest{WorkloadCertTTL: time.Nanosecond}); err != nil || !res.Done {
 		t.Fatalf("retire: %+v, %v", res, err)
+	}
+}
+
+// TestReportOfRemovedRegistration: a report is recorded for the
+// registration its agent was authenticated against, and only while that
+// registration is the cluster's: an agent of a cluster removed and
+// registered again meanwhile, or one naming an intermediate of the
+// earlier registration, does not move the new registration's status
+// (which the rotation gates read).
+func TestReportOfRemovedRegistration(t *testing.T) {
+	ctx := ca.WithActor(context.Background(), actor)
+	svc, st, _ := rotationFixture(t)
+	old, err := st.GetCluster(ctx, "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldSerial := old.Status.IntermediateSerial
+	if _, err := svc.PrepareRoot(ctx, ca.PrepareRootRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	report := func(reg *store.Cluster, serial string) error {
+		return svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: reg, BundleSequence: 2, IntermediateSerial: serial,
+			Istiod: store.IstiodStatus{State: store.IstiodLoaded, BundleSequence: 2, Serial: serial, Since: time.Now()}})
+	}
+	// The registration as authenticated, still current: recorded.
+	if err := report(&old, oldSerial); err != nil {
+		t.Fatalf("report of the current registration: %v", err)
+	}
+	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: &old, BundleSequence: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := svc.RemoveCluster(ctx, "east"); err != nil {
+		t.Fatal(err)
+	}
+	if err := report(&old, oldSerial); err == nil || !strings.Contains(err.Error(), "removed") {
+		t.Fatalf("report for a removed cluster: err = %v, want a refusal saying it was removed", err)
+	}
+	time.Sleep(2 * time.Millisecond) // a new registration time
+	if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: "east"}); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := st.GetCluster(ctx, "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The earlier registration's agent, authenticated a moment before the
+	// removal: refused inside the transaction.
+	err = svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: &old, BundleSequence: 2})
+	if err == nil || !strings.Contains(err.Error(), "registered again") {
+		t.Fatalf("report of the removed registration: err = %v, want a refusal naming the new registration", err)
+	}
+	// The new registration naming the earlier registration's intermediate:
+	// refused, with or without the registration handed in.
+	for _, reg := range []*store.Cluster{&fresh, nil} {
+		if err := report(reg, oldSerial); err == nil || !strings.Contains(err.Error(), "earlier registration") {
+			t.Fatalf("report naming the removed registration's intermediate (registration handed in: %v): err = %v", reg != nil, err)
+		}
+	}
+	// Another cluster's registration handed in is a caller's bug.
+	west, err := st.GetCluster(ctx, "west")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: &west, BundleSequence: 2}); err == nil {
+		t.Fatal("east's report recorded with west's registration")
+	}
+	got, err := st.GetCluster(ctx, "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.BundleSequence != 0 || got.Status.IntermediateSerial != "" || got.Status.Istiod.State != "" || !got.Status.LastContact.IsZero() {
+		t.Fatalf("the new registration's status moved: %+v", got.Status)
+	}
+
+	// The new registration's own report is recorded.
+	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: &fresh, BundleSequence: 2}); err != nil {
+		t.Fatalf("report of the new registration: %v", err)
+	}
+	if got, err = st.GetCluster(ctx, "east"); err != nil || got.Status.BundleSequence != 2 {
+		t.Fatalf("after its own report: %+v, %v", got.Status, err)
 	}
 }

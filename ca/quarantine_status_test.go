@@ -25,7 +25,7 @@ func TestQuarantineEnforcementPerCluster(t *testing.T) {
 	}
 	report := func(cluster string, applied map[string]uint64) {
 		t.Helper()
-		if err := f.svc.ReportIstiod(ctx, cluster, 0, "", store.IstiodStatus{}, applied); err != nil {
+		if err := f.svc.Report(ctx, ca.StatusReport{Cluster: cluster, AppliedCRLs: applied}); err != nil {
 			t.Fatalf("report of %s: %v", cluster, err)
 		}
 	}
@@ -101,10 +101,10 @@ func TestQuarantineEnforcementPerCluster(t *testing.T) {
 	for i := range ca.MaxAppliedCRLs + 1 {
 		big[fmt.Sprint(i)] = 1
 	}
-	if err := f.svc.ReportIstiod(ctx, "north", 0, "", store.IstiodStatus{}, big); err == nil {
+	if err := f.svc.Report(ctx, ca.StatusReport{Cluster: "north", AppliedCRLs: big}); err == nil {
 		t.Error("a report naming too many roots was accepted")
 	}
-	if err := f.svc.ReportIstiod(ctx, "north", 0, "", store.IstiodStatus{}, map[string]uint64{strings.Repeat("r", 129): 1}); err == nil {
+	if err := f.svc.Report(ctx, ca.StatusReport{Cluster: "north", AppliedCRLs: map[string]uint64{strings.Repeat("r", 129): 1}}); err == nil {
 		t.Error("a report with an oversized root ID was accepted")
 	}
 	// Released: no longer listed.
@@ -143,7 +143,7 @@ func TestQuarantineEnforcementUnrecordedRevocation(t *testing.T) {
 	if !qs[0].Listed || qs[0].Required[f.root.ID] != c.Number {
 		t.Fatalf("after the root CRL: listed %v, required %v; want %d", qs[0].Listed, qs[0].Required, c.Number)
 	}
-	if err := f.svc.ReportIstiod(ctx, "east", 0, "", store.IstiodStatus{}, map[string]uint64{f.root.ID: c.Number}); err != nil {
+	if err := f.svc.Report(ctx, ca.StatusReport{Cluster: "east", AppliedCRLs: map[string]uint64{f.root.ID: c.Number}}); err != nil {
 		t.Fatal(err)
 	}
 	if qs, _ = f.svc.ListQuarantines(ctx); len(qs[0].Pending()) != 0 {

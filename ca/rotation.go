@@ -358,7 +358,7 @@ func (s *Service) RotationStatus(ctx context.Context, workloadCertTTL time.Durat
 // bundle sequence (at most the current one) and the serial of the
 // intermediate it runs with (which must be that cluster's).
 func (s *Service) ReportStatus(ctx context.Context, cluster string, bundleSequence uint64, serial string) error {
-	return s.ReportIstiod(ctx, cluster, bundleSequence, serial, store.IstiodStatus{}, nil)
+	return s.Report(ctx, StatusReport{Cluster: cluster, BundleSequence: bundleSequence, IntermediateSerial: serial})
 }
 
 func short(id string) string {

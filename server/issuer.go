@@ -238,7 +238,11 @@ func (s *IssuerServer) ReportStatus(ctx context.Context, req *meshrootv1.ReportS
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
-	if err := s.svc.ReportIstiod(ctx, id.Cluster, req.GetBundleSequence(), req.GetIntermediateSerial(), wire.IstiodFromReport(req), wire.AppliedCRLsFromReport(req)); err != nil {
+	if err := s.svc.Report(ctx, ca.StatusReport{
+		Cluster: id.Cluster, Registered: &id.Registration,
+		BundleSequence: req.GetBundleSequence(), IntermediateSerial: req.GetIntermediateSerial(),
+		Istiod: wire.IstiodFromReport(req), AppliedCRLs: wire.AppliedCRLsFromReport(req),
+	}); err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
 	if err := s.submitCRL(ctx, id.Cluster, string(id.Method), req.GetCrl()); err != nil {
