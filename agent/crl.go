@@ -214,7 +214,7 @@ func (a *Agent) reconcileCRL(ctx context.Context, cur *Current, bundle *meshroot
 	if s.Annotations[AnnotationCRLWritten] == "" {
 		s.Annotations[AnnotationCRLWritten] = now.UTC().Format(time.RFC3339)
 	}
-	written, err := a.cfg.Kube.Secrets(s.Namespace).Update(ctx, s, metav1.UpdateOptions{})
+	written, err := a.cfg.Kube.Secrets(s.Namespace).UpdateMeta(ctx, s, metav1.UpdateOptions{})
 	if err != nil {
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
 		return cur, false, fmt.Errorf("update %s in Secret %s/%s: %w", CRLFile, s.Namespace, s.Name, err)

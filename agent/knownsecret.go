@@ -6,7 +6,8 @@ import (
 )
 
 // knownSecret is the cacerts Secret as the agent's last successful
-// reconcile left it: as read, or as its last write returned it. A
+// reconcile left it: as read, or as written (the data the agent sent,
+// with the metadata the API server answered: UpdateMeta). A
 // reconcile that a trust bundle change or a recheck (of istiod's
 // confirmation, a status report to retry) wakes starts from it instead
 // of reading the Secret again. At 1,000 clusters the Secret is ~1 MB (the

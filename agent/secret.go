@@ -168,7 +168,8 @@ func WriteSecret(ctx context.Context, kube kubeclient.Interface, ref SecretRef, 
 	maps.Copy(s.Annotations, annotations)
 	s.Data = files // the whole set, so no file of the old layout lingers
 	s.StringData = nil
-	out, err := kube.Secrets(ref.Namespace).Update(ctx, s, metav1.UpdateOptions{})
+	// The answer's metadata is enough: the data is files.
+	out, err := kube.Secrets(ref.Namespace).UpdateMeta(ctx, s, metav1.UpdateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("update Secret %s/%s: %w", ref.Namespace, ref.Name, err)
 	}

@@ -180,6 +180,11 @@ func (s countingSecrets) Update(ctx context.Context, v *kubeclient.Secret, opts 
 	return s.SecretInterface.Update(ctx, v, opts)
 }
 
+func (s countingSecrets) UpdateMeta(ctx context.Context, v *kubeclient.Secret, opts metav1.UpdateOptions) (*kubeclient.Secret, error) {
+	s.k.writes.Add(1)
+	return s.SecretInterface.UpdateMeta(ctx, v, opts)
+}
+
 // TestAgentReadsSecretOncePerReconcile: a reconcile reads the cacerts
 // Secret once; its later steps (ca-crl.pem, the status report) work on
 // what the write returned. The Secret holds the fleet's CRLs (about

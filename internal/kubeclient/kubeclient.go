@@ -36,6 +36,16 @@ type SecretInterface interface {
 	Get(ctx context.Context, name string, opts metav1.GetOptions) (*Secret, error)
 	Create(ctx context.Context, s *Secret, opts metav1.CreateOptions) (*Secret, error)
 	Update(ctx context.Context, s *Secret, opts metav1.UpdateOptions) (*Secret, error)
+	// UpdateMeta is Update with the API server asked to answer with the
+	// stored Secret's metadata only (PartialObjectMetadata): the Secret
+	// it returns holds that metadata and s's Type and Data (not copied),
+	// which are what the server stored unless an admission webhook
+	// changed them. A cacerts Secret holding a fleet's CRLs is ~1 MB, and
+	// Update's answer carries all of it back to be decoded. An API
+	// server that cannot answer so refuses before it writes (406), and
+	// gets an Update; so does a Secret with StringData, which the server
+	// folds into the data it stores.
+	UpdateMeta(ctx context.Context, s *Secret, opts metav1.UpdateOptions) (*Secret, error)
 }
 
 // ConfigMapInterface reads and writes ConfigMaps of one namespace.

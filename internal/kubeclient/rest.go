@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	authnv1 "k8s.io/api/authentication/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -82,7 +83,7 @@ func restClient(cfg *rest.Config, hc *http.Client, apiPath string, gv schema.Gro
 
 // Secrets implements Interface.
 func (c *Client) Secrets(ns string) SecretInterface {
-	return resource[Secret, *Secret]{c.core, coreV1.WithKind("Secret"), ns, "secrets"}
+	return secrets{resource[Secret, *Secret]{c.core, coreV1.WithKind("Secret"), ns, "secrets"}}
 }
 
 // ConfigMaps implements Interface.
@@ -150,6 +151,41 @@ func (r resource[T, P]) Patch(ctx context.Context, name string, pt types.PatchTy
 	_, pc := codecs()
 	return decode[T, P](r.c.Patch(pt).NamespaceIfScoped(r.namespace, r.namespace != "").Resource(r.name).Name(name).
 		SubResource(subresources...).VersionedParams(&opts, pc).Body(data).Do(ctx))
+}
+
+// secrets are the Secrets of one namespace.
+type secrets struct {
+	resource[Secret, *Secret]
+}
+
+// acceptMetadata asks for an object's metadata only, as
+// PartialObjectMetadata (meta.k8s.io/v1: Kubernetes 1.15 and later).
+const acceptMetadata = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+// UpdateMeta implements SecretInterface.
+func (r secrets) UpdateMeta(ctx context.Context, s *Secret, opts metav1.UpdateOptions) (*Secret, error) {
+	if s != nil && len(s.StringData) > 0 {
+		return r.Update(ctx, s, opts) // the server folds stringData into the data it stores
+	}
+	body, err := r.encode(s)
+	if err != nil {
+		return nil, err
+	}
+	_, pc := codecs()
+	meta, err := decode[metav1.PartialObjectMetadata](r.c.Put().Namespace(r.namespace).Resource(r.name).Name(s.GetName()).
+		VersionedParams(&opts, pc).SetHeader("Accept", acceptMetadata).Body(body).Do(ctx))
+	if apierrors.IsNotAcceptable(err) {
+		// Refused at content negotiation, before the update: no
+		// PartialObjectMetadata here. The whole answer, then.
+		return r.Update(ctx, s, opts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if meta.Kind != "PartialObjectMetadata" {
+		return nil, fmt.Errorf("kubeclient: update Secret %s/%s: the API server answered with a %q, not the PartialObjectMetadata asked for", r.namespace, s.GetName(), meta.Kind)
+	}
+	return &Secret{TypeMeta: s.TypeMeta, ObjectMeta: meta.ObjectMeta, Immutable: s.Immutable, Type: s.Type, Data: s.Data}, nil
 }
 
 // encode is obj's JSON with its kind and apiVersion set.

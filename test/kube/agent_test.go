@@ -375,9 +375,21 @@ func waitRoots(t *testing.T, c *kubeenv.Cluster, s *server, a *proc, first *cace
 }
 
 // TestAgentFollowsBundle: after `root prepare` the running agent puts both
-// roots into root-cert.pem and keeps its intermediate.
+// roots into root-cert.pem and keeps its intermediate. Its writes after
+// the first keep only the metadata the API server answers with
+// (kubeclient's UpdateMeta) and start from it: a resourceVersion that
+// was not the stored one would fail the next write with a conflict.
 func TestAgentFollowsBundle(t *testing.T) {
 	c, s, a, first := startFollower(t, "follow")
+	// The write that adds ca-crl.pem is an update from the created
+	// Secret; root prepare's is an update from that update's answer.
+	eventually(t, 15*time.Second, "the agent writes ca-crl.pem once every CA has a CRL", func() error {
+		if sec := getSecret(t, c, meshNS, cacertsName); sec == nil || len(sec.Data["ca-crl.pem"]) == 0 {
+			return fmt.Errorf("no ca-crl.pem in cacerts yet")
+		}
+		return nil
+	})
+	mark := len(a.output())
 	s.cli("root", "prepare")
 	if len(s.bundle()) != 2 {
 		t.Fatalf("the trust bundle has %d roots after root prepare, want 2", len(s.bundle()))
@@ -389,6 +401,13 @@ func TestAgentFollowsBundle(t *testing.T) {
 	// The intermediate still chains to the first root only.
 	if !cc.top().Equal(first.roots[0]) {
 		t.Errorf("cert-chain.pem ends with %s, want the first root", cc.top().Subject)
+	}
+	out := a.output()[mark:]
+	if !strings.Contains(out, "trust bundle changed; updating root-cert.pem") {
+		t.Errorf("the agent did not log the bundle change it wrote:\n%s", out)
+	}
+	if strings.Contains(a.output(), "changed since the agent last wrote or read it") || strings.Contains(out, "reconcile failed") {
+		t.Errorf("a write from the answer of the one before conflicted or failed:\n%s", a.output())
 	}
 }
 

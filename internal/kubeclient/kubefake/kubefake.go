@@ -152,9 +152,33 @@ func (s secrets) Update(ctx context.Context, v *kubeclient.Secret, _ metav1.Upda
 	return s.put(ctx, v, false)
 }
 
-// put stores the Secret with stringData folded into data, as the API
-// server does, then tells OnSecretWrite.
+// UpdateMeta stores v as Update does and answers as an API server asked
+// for PartialObjectMetadata: the stored metadata, with v's type and data
+// (not copied).
+func (s secrets) UpdateMeta(ctx context.Context, v *kubeclient.Secret, _ metav1.UpdateOptions) (*kubeclient.Secret, error) {
+	if v != nil && len(v.StringData) > 0 {
+		return s.put(ctx, v, false)
+	}
+	stored, err := s.store(ctx, v, false)
+	if err != nil {
+		return nil, err
+	}
+	return &kubeclient.Secret{TypeMeta: v.TypeMeta, ObjectMeta: *stored.ObjectMeta.DeepCopy(), Immutable: v.Immutable, Type: v.Type, Data: v.Data}, nil
+}
+
+// put stores the Secret and answers with a copy of what it stored.
 func (s secrets) put(ctx context.Context, v *kubeclient.Secret, create bool) (*kubeclient.Secret, error) {
+	stored, err := s.store(ctx, v, create)
+	if err != nil {
+		return nil, err
+	}
+	return stored.DeepCopy(), nil
+}
+
+// store stores the Secret with stringData folded into data, as the API
+// server does, then tells OnSecretWrite. It returns the stored Secret,
+// which is never changed (a write stores a new one).
+func (s secrets) store(ctx context.Context, v *kubeclient.Secret, create bool) (*kubeclient.Secret, error) {
 	c := v.DeepCopy()
 	c.Namespace = s.ns
 	for key, d := range c.StringData {
@@ -176,7 +200,7 @@ func (s secrets) put(ctx context.Context, v *kubeclient.Secret, create bool) (*k
 	if s.k.OnSecretWrite != nil {
 		s.k.OnSecretWrite(ctx, s.ns, c)
 	}
-	return c.DeepCopy(), nil
+	return c, nil
 }
 
 type configMaps struct {
