@@ -381,14 +381,6 @@ func waitRoots(t *testing.T, c *kubeenv.Cluster, s *server, a *proc, first *cace
 // was not the stored one would fail the next write with a conflict.
 func TestAgentFollowsBundle(t *testing.T) {
 	c, s, a, first := startFollower(t, "follow")
-	// The write that adds ca-crl.pem is an update from the created
-	// Secret; root prepare's is an update from that update's answer.
-	eventually(t, 15*time.Second, "the agent writes ca-crl.pem once every CA has a CRL", func() error {
-		if sec := getSecret(t, c, meshNS, cacertsName); sec == nil || len(sec.Data["ca-crl.pem"]) == 0 {
-			return fmt.Errorf("no ca-crl.pem in cacerts yet")
-		}
-		return nil
-	})
 	mark := len(a.output())
 	s.cli("root", "prepare")
 	if len(s.bundle()) != 2 {
@@ -402,12 +394,23 @@ func TestAgentFollowsBundle(t *testing.T) {
 	if !cc.top().Equal(first.roots[0]) {
 		t.Errorf("cert-chain.pem ends with %s, want the first root", cc.top().Subject)
 	}
+
+	// root prepare's write was an update from the created Secret; the
+	// rollback's is an update from that update's answer.
+	s.cli("root", "rollback")
+	eventually(t, 15*time.Second, "cacerts holds the first root alone again", func() error {
+		a.alive(t)
+		if cc := mustCACerts(t, c); !sameCerts(cc.roots, first.roots) || cc.seq != 3 {
+			return fmt.Errorf("root-cert.pem has %d roots at bundle sequence %d; want the first root at 3", len(cc.roots), cc.seq)
+		}
+		return nil
+	})
 	out := a.output()[mark:]
-	if !strings.Contains(out, "trust bundle changed; updating root-cert.pem") {
-		t.Errorf("the agent did not log the bundle change it wrote:\n%s", out)
+	if n := strings.Count(out, "trust bundle changed; updating root-cert.pem"); n != 2 {
+		t.Errorf("the agent logged %d bundle changes written, want 2:\n%s", n, out)
 	}
-	if strings.Contains(a.output(), "changed since the agent last wrote or read it") || strings.Contains(out, "reconcile failed") {
-		t.Errorf("a write from the answer of the one before conflicted or failed:\n%s", a.output())
+	if strings.Contains(out, "changed since the agent last wrote or read it") || strings.Contains(out, "reconcile failed") {
+		t.Errorf("a write from the answer of the one before conflicted or failed:\n%s", out)
 	}
 }
 
