@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/meshroot/meshroot/store"
@@ -132,21 +133,34 @@ func (s *Service) CreateJoinToken(ctx context.Context, req JoinTokenRequest) (Jo
 	if s.minter == nil {
 		return JoinToken{}, errors.New("internal error: this authority has no join token minter (SetJoinTokenMinter)")
 	}
+	reg, err := s.cluster(ctx, req.Cluster)
+	if err != nil {
+		return JoinToken{}, s.auditRefusal(ctx, actor, "token.create", req.Cluster, err)
+	}
 	token, t, err := s.minter(req.Cluster, req.TTL, s.now())
 	if err != nil {
 		return JoinToken{}, s.auditRefusal(ctx, actor, "token.create", req.Cluster, refuse(err))
 	}
-	if _, err := s.cluster(ctx, t.Cluster); err != nil {
-		return JoinToken{}, s.auditRefusal(ctx, actor, "token.create", t.Cluster, err)
+	if t.Cluster != reg.Name {
+		return JoinToken{}, fmt.Errorf("internal error: the join token minter made a token for cluster %q, asked for %q", t.Cluster, reg.Name)
 	}
 	err = s.store.Update(ctx, func(tx store.Tx) error {
+		// The token is for the registration it was asked for: not for
+		// one made after that was removed (which deleted its tokens).
+		if cur, err := tx.GetCluster(ctx, reg.Name); errors.Is(err, store.ErrNotFound) {
+			return refusef("cluster %s was removed meanwhile: no join token made", reg.Name)
+		} else if err != nil {
+			return err
+		} else if !cur.CreatedAt.Equal(reg.CreatedAt) {
+			return refusef("cluster %s was removed and registered again meanwhile: ask for a join token again", reg.Name)
+		}
 		if err := tx.CreateJoinToken(ctx, t); err != nil {
 			return err
 		}
 		return s.audit(ctx, tx, actor, "token.create", t.Cluster, "ok", map[string]any{"token_id": t.ID, "expires_at": t.ExpiresAt})
 	})
 	if err != nil {
-		return JoinToken{}, err
+		return JoinToken{}, s.auditRefusal(ctx, actor, "token.create", reg.Name, err)
 	}
 	return JoinToken{Token: token, Cluster: t.Cluster, ExpiresAt: t.ExpiresAt}, nil
 }

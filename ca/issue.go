@@ -104,7 +104,7 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 	}
 	// The stored policy, read on every issuance: whichever process set it
 	// last (server, data-dir CLI), every path issues under it.
-	pol, _, err := s.Policy(ctx)
+	pol, polRaw, err := s.policyRead(ctx)
 	if err != nil {
 		return Issued{}, err
 	}
@@ -145,12 +145,20 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 		// The cluster may have been removed (and its name registered
 		// again) since it was read: the intermediate belongs to the
 		// registration it was requested for, or to none.
-		if cur, err := tx.GetCluster(ctx, cl.Name); errors.Is(err, store.ErrNotFound) {
+		cur, err := tx.GetCluster(ctx, cl.Name)
+		if errors.Is(err, store.ErrNotFound) {
 			return refusef("cluster %s was removed during issuance", cl.Name)
 		} else if err != nil {
 			return err
 		} else if !cur.CreatedAt.Equal(cl.CreatedAt) {
 			return refusef("cluster %s was removed and registered again during issuance: retry", cl.Name)
+		}
+		// The policy may have been changed since it was read: an
+		// intermediate signed under the one it replaced is not recorded.
+		if raw, err := tx.Meta(ctx, MetaPolicy); err != nil {
+			return err
+		} else if raw != polRaw {
+			return refusef("the intermediate policy was changed during issuance: retry")
 		}
 		if err := refuseQuarantined(ctx, tx, cl.Name); err != nil {
 			return err
@@ -158,7 +166,9 @@ func (s *Service) issue(ctx context.Context, actor Actor, req IssueRequest) (Iss
 		if _, err := tx.SupersedeIntermediates(ctx, cl.Name, rec.CreatedAt); err != nil {
 			return err
 		}
-		status := cl.Status
+		// The status as it is now, not as it was read: a gate set or a
+		// report recorded meanwhile stays.
+		status := cur.Status
 		status.LastContact, status.IntermediateSerial = rec.CreatedAt, rec.Serial
 		if err := tx.UpdateClusterStatus(ctx, cl.Name, status); err != nil {
 			return err
@@ -254,6 +264,13 @@ func (s *Service) RevokeIntermediate(ctx context.Context, serial, reason string)
 		return in, nil
 	}
 	err = s.store.Update(ctx, func(tx store.Tx) error {
+		// Revoked meanwhile (a quarantine, another revoke): its first
+		// reason stays, as it would have had this call come second.
+		if cur, err := tx.GetIntermediate(ctx, serial); err != nil {
+			return err
+		} else if cur.Status == store.IntermediateRevoked {
+			return nil
+		}
 		if err := tx.UpdateIntermediateStatus(ctx, serial, store.IntermediateRevoked); err != nil {
 			return err
 		}

@@ -76,11 +76,26 @@ func PolicyJSON(p Policy) ([]byte, error) {
 // when none is stored, the one the service was made with; every zero field
 // set to its default. stored says whether it came from the store.
 func (s *Service) Policy(ctx context.Context) (p Policy, stored bool, err error) {
-	p, stored, err = LoadPolicy(ctx, s.store)
-	if err != nil || stored {
-		return p, stored, err
+	p, raw, err := s.policyRead(ctx)
+	return p, raw != "", err
+}
+
+// policyRead is Policy with the stored text it came from ("" when none is
+// stored), which an issuing transaction compares with the stored text
+// when it commits.
+func (s *Service) policyRead(ctx context.Context) (Policy, string, error) {
+	raw, err := s.store.Meta(ctx, MetaPolicy)
+	if err != nil {
+		return Policy{}, "", fmt.Errorf("load intermediate policy: %w", err)
 	}
-	return s.policy.withDefaults(), false, nil
+	if raw == "" {
+		return s.policy.withDefaults(), "", nil
+	}
+	p, err := decodePolicy(raw)
+	if err != nil {
+		return Policy{}, "", err
+	}
+	return p.withDefaults(), raw, nil
 }
 
 // SetPolicy validates p and stores it (zero fields as their defaults) as the
