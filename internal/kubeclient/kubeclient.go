@@ -44,7 +44,9 @@ type SecretInterface interface {
 	// Update's answer carries all of it back to be decoded. An API
 	// server that cannot answer so refuses before it writes (406), and
 	// gets an Update; so does a Secret with StringData, which the server
-	// folds into the data it stores.
+	// folds into the data it stores. An answer with the whole Secret
+	// (the Accept parameters dropped on the way) is returned as Update
+	// returns it.
 	UpdateMeta(ctx context.Context, s *Secret, opts metav1.UpdateOptions) (*Secret, error)
 }
 

@@ -172,20 +172,36 @@ func (r secrets) UpdateMeta(ctx context.Context, s *Secret, opts metav1.UpdateOp
 		return nil, err
 	}
 	_, pc := codecs()
-	meta, err := decode[metav1.PartialObjectMetadata](r.c.Put().Namespace(r.namespace).Resource(r.name).Name(s.GetName()).
-		VersionedParams(&opts, pc).SetHeader("Accept", acceptMetadata).Body(body).Do(ctx))
-	if apierrors.IsNotAcceptable(err) {
-		// Refused at content negotiation, before the update: no
-		// PartialObjectMetadata here. The whole answer, then.
-		return r.Update(ctx, s, opts)
-	}
+	res := r.c.Put().Namespace(r.namespace).Resource(r.name).Name(s.GetName()).
+		VersionedParams(&opts, pc).SetHeader("Accept", acceptMetadata).Body(body).Do(ctx)
+	raw, err := res.Raw()
 	if err != nil {
+		err = res.Error() // the Status in the body, when there is one
+		if apierrors.IsNotAcceptable(err) {
+			// Refused at content negotiation, before the update: no
+			// PartialObjectMetadata here. The whole answer, then.
+			return r.Update(ctx, s, opts)
+		}
 		return nil, err
 	}
-	if meta.Kind != "PartialObjectMetadata" {
-		return nil, fmt.Errorf("kubeclient: update Secret %s/%s: the API server answered with a %q, not the PartialObjectMetadata asked for", r.namespace, s.GetName(), meta.Kind)
+	var meta metav1.PartialObjectMetadata
+	if err := json.Unmarshal(raw, &meta); err != nil {
+		return nil, fmt.Errorf("kubeclient: decode the answer to an update of Secret %s/%s: %w", r.namespace, s.GetName(), err)
 	}
-	return &Secret{TypeMeta: s.TypeMeta, ObjectMeta: meta.ObjectMeta, Immutable: s.Immutable, Type: s.Type, Data: s.Data}, nil
+	switch meta.Kind {
+	case "PartialObjectMetadata":
+		return &Secret{TypeMeta: s.TypeMeta, ObjectMeta: meta.ObjectMeta, Immutable: s.Immutable, Type: s.Type, Data: s.Data}, nil
+	case "Secret":
+		// The update was made, and answered as Update's is (something
+		// between the client and the API server dropped the request's
+		// Accept parameters): that answer is as good.
+		out := new(Secret)
+		if err := json.Unmarshal(raw, out); err != nil {
+			return nil, fmt.Errorf("kubeclient: decode the answer to an update of Secret %s/%s: %w", r.namespace, s.GetName(), err)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("kubeclient: update Secret %s/%s: the API server answered with a %q, not the PartialObjectMetadata asked for", r.namespace, s.GetName(), meta.Kind)
 }
 
 // encode is obj's JSON with its kind and apiVersion set.

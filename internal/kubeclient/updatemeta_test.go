@@ -56,7 +56,8 @@ func (a *apiLike) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // UpdateMeta asks for the stored metadata only, and answers with that
 // metadata and the data it sent; an API server that cannot answer so
-// (406, before it writes) gets a plain Update.
+// (406, before it writes) gets a plain Update, and a whole Secret as the
+// answer is taken as Update's.
 func TestSecretUpdateMeta(t *testing.T) {
 	ctx := context.Background()
 	data := map[string][]byte{"ca-cert.pem": []byte("PEM"), "ca-crl.pem": bytes.Repeat([]byte("C"), 4096)}
@@ -116,18 +117,25 @@ func TestSecretUpdateMeta(t *testing.T) {
 		t.Errorf("UpdateMeta on a conflict: %v, want the Conflict status", err)
 	}
 
-	// An answer that is not PartialObjectMetadata is refused: its data
-	// would not be what was sent.
+	// The whole Secret as the answer (the Accept parameters dropped on
+	// the way): the update was made, and that answer is the Secret
+	// stored. Any other kind is an error.
+	kind := "Secret"
 	odd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"kind":"Secret","apiVersion":"v1","metadata":{"name":"cacerts","resourceVersion":"9"}}`)
+		io.WriteString(w, `{"kind":"`+kind+`","apiVersion":"v1","metadata":{"name":"cacerts","resourceVersion":"9"},"type":"Opaque","data":{"ca-cert.pem":"U1RPUkVE"}}`)
 	}))
 	defer odd.Close()
 	if c, err = New(&rest.Config{Host: odd.URL}); err != nil {
 		t.Fatal(err)
 	}
+	out, err := c.Secrets("istio-system").UpdateMeta(ctx, sent(), metav1.UpdateOptions{})
+	if err != nil || out.ResourceVersion != "9" || string(out.Data["ca-cert.pem"]) != "STORED" || len(out.Data) != 1 {
+		t.Errorf("UpdateMeta answered with the whole Secret: %+v, %v; want that Secret", out, err)
+	}
+	kind = "ConfigMap"
 	if _, err := c.Secrets("istio-system").UpdateMeta(ctx, sent(), metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "PartialObjectMetadata") {
-		t.Errorf("UpdateMeta answered with a whole Secret: %v, want an error naming the answer", err)
+		t.Errorf("UpdateMeta answered with a ConfigMap: %v, want an error naming the answer", err)
 	}
 }
 
