@@ -2,7 +2,6 @@ package ca_test
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -10,9 +9,7 @@ import (
 
 	"github.com/meshroot/meshroot/ca"
 	"github.com/meshroot/meshroot/keys"
-	"github.com/meshroot/meshroot/keys/disk"
 	"github.com/meshroot/meshroot/store"
-	"github.com/meshroot/meshroot/store/sqlite"
 )
 
 // interleaved is a store's Updater that runs a function, once, when the
@@ -46,29 +43,12 @@ func (u *interleaved) Update(ctx context.Context, fn func(store.Tx) error) error
 // whose writes can be interleaved.
 func newInterleavedService(t *testing.T) (*ca.Service, store.Store, *interleaved) {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "meshroot.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	km, err := disk.New(disk.Options{Dir: filepath.Join(dir, "keys"), InsecurePlaintext: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &interleaved{Updater: st.Updater}
-	st.Updater = u
-	svc, err := ca.NewService(st, km, ca.Policy{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := ca.WithActor(context.Background(), actor)
-	if _, err := svc.InitRoot(ctx, ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: "east"}); err != nil {
-		t.Fatal(err)
-	}
+	u := &interleaved{}
+	svc, st := newServiceOver(t, func(st store.Store) store.Store {
+		u.Updater, st.Updater = st.Updater, u
+		return st
+	})
+	addRootAndCluster(t, svc, "east")
 	return svc, st, u
 }
 

@@ -27,12 +27,21 @@ const actor = ca.Actor("test")
 // encryption; test/e2e runs the service with encrypted keys end to end.
 func newService(t testing.TB) (*ca.Service, store.Store) {
 	t.Helper()
+	return newServiceOver(t, nil)
+}
+
+// newServiceOver is newService over wrap(the store), when wrap is set.
+func newServiceOver(t testing.TB, wrap func(store.Store) store.Store) (*ca.Service, store.Store) {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "meshroot.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	if wrap != nil {
+		st = wrap(st)
+	}
 	km, err := disk.New(disk.Options{Dir: filepath.Join(dir, "keys"), InsecurePlaintext: true})
 	if err != nil {
 		t.Fatal(err)
@@ -48,15 +57,22 @@ func newService(t testing.TB) (*ca.Service, store.Store) {
 // and the cluster name registered.
 func newServiceWithCluster(t testing.TB, name string) (*ca.Service, store.Store) {
 	t.Helper()
-	ctx := ca.WithActor(context.Background(), actor)
 	svc, st := newService(t)
+	addRootAndCluster(t, svc, name)
+	return svc, st
+}
+
+// addRootAndCluster gives svc an active root for example.org and
+// registers the cluster name.
+func addRootAndCluster(t testing.TB, svc *ca.Service, name string) {
+	t.Helper()
+	ctx := ca.WithActor(context.Background(), actor)
 	if _, err := svc.InitRoot(ctx, ca.InitRootRequest{TrustDomain: "example.org"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: name}); err != nil {
 		t.Fatal(err)
 	}
-	return svc, st
 }
 
 func csrFor(t testing.TB) (*x509.CertificateRequest, keys.KeyType) {
