@@ -21,18 +21,25 @@ const maxStoredPolicy = 64 << 10
 // LoadPolicy returns the policy stored in r, with every zero field set to
 // its default, and whether one was stored (the defaults when not).
 func LoadPolicy(ctx context.Context, r store.MetaReader) (Policy, bool, error) {
+	p, raw, err := loadPolicy(ctx, r)
+	return p, raw != "", err
+}
+
+// loadPolicy is LoadPolicy with the stored text the policy came from (""
+// when none is stored).
+func loadPolicy(ctx context.Context, r store.MetaReader) (Policy, string, error) {
 	raw, err := r.Meta(ctx, MetaPolicy)
 	if err != nil {
-		return Policy{}, false, fmt.Errorf("load intermediate policy: %w", err)
+		return Policy{}, "", fmt.Errorf("load intermediate policy: %w", err)
 	}
 	if raw == "" {
-		return Policy{}.withDefaults(), false, nil
+		return Policy{}.withDefaults(), "", nil
 	}
 	p, err := decodePolicy(raw)
 	if err != nil {
-		return Policy{}, false, err
+		return Policy{}, "", err
 	}
-	return p.withDefaults(), true, nil
+	return p.withDefaults(), raw, nil
 }
 
 func decodePolicy(raw string) (Policy, error) {
@@ -84,18 +91,11 @@ func (s *Service) Policy(ctx context.Context) (p Policy, stored bool, err error)
 // stored), which an issuing transaction compares with the stored text
 // when it commits.
 func (s *Service) policyRead(ctx context.Context) (Policy, string, error) {
-	raw, err := s.store.Meta(ctx, MetaPolicy)
-	if err != nil {
-		return Policy{}, "", fmt.Errorf("load intermediate policy: %w", err)
+	p, raw, err := loadPolicy(ctx, s.store)
+	if err == nil && raw == "" {
+		p = s.policy.withDefaults()
 	}
-	if raw == "" {
-		return s.policy.withDefaults(), "", nil
-	}
-	p, err := decodePolicy(raw)
-	if err != nil {
-		return Policy{}, "", err
-	}
-	return p.withDefaults(), raw, nil
+	return p, raw, err
 }
 
 // SetPolicy validates p and stores it (zero fields as their defaults) as the
