@@ -203,28 +203,52 @@ func (sc *pickScratch) put() {
 	pickScratches.Put(sc)
 }
 
-// encodePlan PEM-concatenates chosen into p.
-// The file is allocated at its size: every agent of a fleet keeps its
-// last one (~1 MB at 1,000 clusters) until the next change.
-func encodePlan(cache *crlCache, p *CRLPlan, chosen []crlCandidate) {
-	if len(chosen) == 0 {
-		return // nothing to write: PEM stays nil
-	}
-	blocks := make([][]byte, len(chosen))
-	for i, c := range chosen {
-		blocks[i] = cache.entryPEM(c.e)
-	}
-	p.MinNextUpdate = minNextUpdate(chosen)
-	p.PEM = bytes.Join(blocks, nil) // one allocation, at the file's size
-	cache.planned(chosen)
+// planBlock is one CRL of a planned ca-crl.pem, with what encoding the
+// file and recording it read of the CRL (kept together, so that a plan
+// made from the last one reads its ~1,000 CRLs from one array, not from
+// each CRL's entry: crl_memo.go).
+type planBlock struct {
+	e          *crlEntry
+	pem, der   []byte
+	nextUpdate time.Time
 }
 
-// minNextUpdate is the earliest nextUpdate of chosen's CRLs.
-func minNextUpdate(chosen []crlCandidate) time.Time {
+// planBlocks are chosen's CRLs as blocks, their PEM encoded once.
+func planBlocks(cache *crlCache, chosen []crlCandidate) []planBlock {
+	out := make([]planBlock, len(chosen))
+	for i, c := range chosen {
+		out[i] = blockOf(cache, c.e)
+	}
+	return out
+}
+
+// blockOf is e as a block of the plan.
+func blockOf(cache *crlCache, e *crlEntry) planBlock {
+	return planBlock{e: e, pem: cache.entryPEM(e), der: e.rl.Raw, nextUpdate: e.rl.NextUpdate}
+}
+
+// encodePlan PEM-concatenates blocks into p.
+// The file is allocated at its size: every agent of a fleet keeps its
+// last one (~1 MB at 1,000 clusters) until the next change.
+func encodePlan(cache *crlCache, p *CRLPlan, blocks []planBlock) {
+	if len(blocks) == 0 {
+		return // nothing to write: PEM stays nil
+	}
+	pems := make([][]byte, len(blocks))
+	for i, b := range blocks {
+		pems[i] = b.pem
+	}
+	p.MinNextUpdate = minNextUpdate(blocks)
+	p.PEM = bytes.Join(pems, nil) // one allocation, at the file's size, not zeroed first
+	cache.planned(blocks)
+}
+
+// minNextUpdate is the earliest nextUpdate of blocks' CRLs.
+func minNextUpdate(blocks []planBlock) time.Time {
 	var earliest time.Time
-	for _, c := range chosen {
-		if earliest.IsZero() || c.e.rl.NextUpdate.Before(earliest) {
-			earliest = c.e.rl.NextUpdate
+	for _, b := range blocks {
+		if earliest.IsZero() || b.nextUpdate.Before(earliest) {
+			earliest = b.nextUpdate
 		}
 	}
 	return earliest
@@ -242,12 +266,13 @@ func PlanCRLFile(cas []*x509.Certificate, crls [][]byte, now time.Time) CRLPlan 
 
 // planCRLFile is PlanCRLFile for the CRLs crls, entries of cache.
 func planCRLFile(cache *crlCache, cas []*crlCA, crls []*crlEntry, now time.Time) CRLPlan {
+	cache.forgetPlan() // the next published plan is made whole
 	var p CRLPlan
 	chosen, missing := pickCRLs(cache, cas, candidates(crls, now), 2, now)
 	if p.setMissing(missing); len(missing) > 0 {
 		return p
 	}
-	encodePlan(cache, &p, chosen)
+	encodePlan(cache, &p, planBlocks(cache, chosen))
 	return p
 }
 
@@ -268,29 +293,43 @@ func PlanPublishedCRLFile(cas []*x509.Certificate, crls [][]byte, held []byte, n
 // planPublishedCRLFile is PlanPublishedCRLFile for the CRLs crls, entries
 // of cache.
 func planPublishedCRLFile(cache *crlCache, cas []*crlCA, crls []*crlEntry, held []byte, now time.Time) CRLPlan {
+	if cache != nil {
+		cache.memo.mu.Lock()
+		defer cache.memo.mu.Unlock()
+	}
 	// held's CRLs first: what stays keeps its place in the file, and only
 	// what changed moves, so the same CRLs in another order of the set (a
 	// polled bundle's against the watch's, which appends what a delta
 	// adds) plan the file held, and istiod is not made to publish it again.
 	file := cache.fileEntries(held)
-	all := append(append(make([]*crlEntry, 0, len(file)+len(crls)), file...), crls...)
+	blocks, last, missing, ok := cache.nextPlan(cas, crls, file, now)
+	if !ok {
+		all := append(append(make([]*crlEntry, 0, len(file)+len(crls)), file...), crls...)
+		cands := candidates(all, now)
+		var chosen []crlCandidate
+		chosen, missing = pickCRLs(cache, cas, cands, 0, now)
+		blocks = planBlocks(cache, chosen)
+		cache.recordPlan(cas, crls, cands, blocks, missing, now)
+	}
 	var p CRLPlan
-	chosen, missing := pickCRLs(cache, cas, candidates(all, now), 0, now)
 	p.setMissing(missing)
-	if len(chosen) == 0 {
+	if len(blocks) == 0 {
 		if len(held) > 0 {
 			p.PEM = held
 		}
 		return p
 	}
-	if cache.isFile(held, chosen) {
+	if cache.isFile(held, blocks) {
 		// The file held is the plan (the roots changed, not the CRLs):
 		// held itself, not a ~1 MB copy of it at every such change.
 		p.PEM = held
-		p.MinNextUpdate = minNextUpdate(chosen)
+		p.MinNextUpdate = minNextUpdate(blocks)
 		return p
 	}
-	encodePlan(cache, &p, chosen)
+	if ok && encodeFromFile(cache, &p, blocks, last, held) {
+		return p
+	}
+	encodePlan(cache, &p, blocks)
 	return p
 }
 

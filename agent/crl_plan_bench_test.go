@@ -229,3 +229,101 @@ func newBenchFleet(b *testing.B, n int, rotated bool) benchFleet {
 	}
 	return f
 }
+
+// BenchmarkCRLFleetRenewals times an agent planning ca-crl.pem at each
+// change of a 1,000-cluster fleet at rest: a cluster renews its CRL (the
+// set loses the old one and gains the new, as a watch delta does), and
+// the agent plans over the new set and the file it wrote at the last
+// change. One op is one agent's change: the new set (its new CRL parsed
+// and its signature checked beforehand, the same for both ways) and the
+// plan. "from-last" plans from the last plan (crl_memo.go), "whole" plans
+// whole as before it. With agents=64 the agents (their own caches, as in
+// bench-fleet) take the changes in turn, so what a plan reads is mostly
+// out of the CPU's caches.
+func BenchmarkCRLFleetRenewals(b *testing.B) {
+	f := newBenchFleet(b, 1000, false)
+	for _, agents := range []int{1, 64} {
+		for _, mode := range []string{"from-last", "whole"} {
+			b.Run(fmt.Sprintf("agents=%d/%s", agents, mode), func(b *testing.B) {
+				wholePlansOnly = mode == "whole"
+				defer func() { wholePlansOnly = false }()
+				// The changes, each a cluster's CRL renewed with the next number.
+				n := b.N/agents + 1
+				type change struct {
+					cluster int
+					der     []byte
+				}
+				changes := make([]change, n)
+				numbers := make([]int64, len(f.cas))
+				for i := range changes {
+					k := 1 + (i*7919)%(len(f.cas)-1)
+					numbers[k]++
+					der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1 + numbers[k]), ThisUpdate: f.now, NextUpdate: f.now.Add(ca.CRLValidity)}, f.cas[k], f.keys[k])
+					if err != nil {
+						b.Fatal(err)
+					}
+					changes[i] = change{cluster: k, der: der}
+				}
+				type agent struct {
+					cache  crlCache
+					inters []*crlCA    // as certCache keeps them
+					ents   []*crlEntry // the set, as the watch stream resolves it
+					of     []int       // the cluster of each CRL of ents
+					held   []byte      // the file written
+					next   int         // the next change
+					pre    []*crlEntry // the changes' CRLs, parsed and checked
+				}
+				as := make([]*agent, agents)
+				for i := range as {
+					a := &agent{inters: crlCAs(f.cas[1:])}
+					a.ents = a.cache.entries(f.crls)
+					for k := range f.crls {
+						a.of = append(a.of, k)
+					}
+					p := planPublishedCRLFile(&a.cache, append(crlCAs(f.cas[:1]), a.inters...), a.ents, nil, f.now)
+					if len(p.Missing) != 0 {
+						b.Fatalf("missing %v", p.Missing)
+					}
+					a.held = p.PEM
+					for _, ch := range changes[:n] {
+						e, err := a.cache.parseEntry(ch.der)
+						if err != nil {
+							b.Fatal(err)
+						}
+						if err := a.cache.checkEntry(e, a.inters[ch.cluster-1]); err != nil {
+							b.Fatal(err)
+						}
+						a.pre = append(a.pre, e)
+					}
+					as[i] = a
+				}
+				b.ResetTimer()
+				for i := range b.N {
+					a := as[i%agents]
+					ch, e := changes[a.next], a.pre[a.next]
+					a.next++
+					ents := make([]*crlEntry, 0, len(a.ents))
+					of := make([]int, 0, len(a.of))
+					for j, x := range a.ents {
+						if a.of[j] != ch.cluster {
+							ents, of = append(ents, x), append(of, a.of[j])
+						}
+					}
+					a.ents, a.of = append(ents, e), append(of, ch.cluster)
+					cas := append(crlCAs(f.cas[:1]), a.inters...) // the roots read anew
+					p := planPublishedCRLFile(&a.cache, cas, a.ents, a.held, f.now)
+					if len(p.Missing) != 0 || len(p.PEM) == 0 {
+						b.Fatalf("missing %v", p.Missing)
+					}
+					a.held = p.PEM
+				}
+				b.StopTimer()
+				fromLast := 0
+				for _, a := range as {
+					fromLast += a.cache.memo.fromLast
+				}
+				b.ReportMetric(float64(fromLast)/float64(b.N), "from-last/op")
+			})
+		}
+	}
+}

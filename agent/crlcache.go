@@ -46,6 +46,9 @@ type crlCache struct {
 	// their DER each time was 15 % of the agents' CPU at 1,000 clusters.
 	set     *meshrootv1.CRLSet
 	setEnts []*crlEntry
+	// memo is the last published plan, kept to plan the next one from
+	// what changed (crl_memo.go).
+	memo planMemo
 }
 
 // pemFile is a ca-crl.pem decoded. When the file is exactly the PEM blocks
@@ -301,49 +304,47 @@ func (c *crlCache) fileEntries(data []byte) []*crlEntry {
 	return c.entries(ders)
 }
 
-// planned records a planned ca-crl.pem (the PEM blocks of chosen, in
+// planned records a planned ca-crl.pem (the PEM blocks of blocks, in
 // order) as the last file decoded: the agent's next reading of the
 // Secret's file, once it wrote the plan, is recognised by comparing it
 // with those blocks (pemFile.matches) instead of decoding ~1,000 CRLs'
 // PEM again. A plan that is not written costs one decode at the next
-// reading, as before. Nothing is recorded unless every CRL of chosen has
-// its entry with its block encoded (encodePlan just did that); an entry
-// the cache has since let go still holds its block.
-func (c *crlCache) planned(chosen []crlCandidate) {
-	if c == nil || len(chosen) == 0 {
+// reading, as before. Nothing is recorded unless every block has its
+// entry and PEM (planBlocks made them so); an entry the cache has since
+// let go still holds its block.
+func (c *crlCache) planned(blocks []planBlock) {
+	if c == nil || len(blocks) == 0 {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	f := pemFile{canonical: true, entries: make([]*crlEntry, 0, len(chosen)), ders: make([][]byte, 0, len(chosen))}
-	for _, cand := range chosen {
-		e := cand.e
-		if e == nil || e.pem == nil {
+	f := pemFile{canonical: true, entries: make([]*crlEntry, len(blocks)), ders: make([][]byte, len(blocks))}
+	for i, b := range blocks {
+		if b.e == nil || b.pem == nil {
 			return
 		}
-		f.entries = append(f.entries, e)
-		f.ders = append(f.ders, e.rl.Raw)
+		f.entries[i], f.ders[i] = b.e, b.der
 	}
+	c.mu.Lock()
 	c.file = f
+	c.mu.Unlock()
 }
 
-// isFile reports whether chosen are, in order, exactly the CRLs of held,
+// isFile reports whether blocks are, in order, exactly the CRLs of held,
 // a file the cache decoded last and knows as their PEM blocks and nothing
 // else (as the agent writes it): then held is the plan's file as it
 // stands. A file written otherwise (other blocks, text, line breaks) is
 // never reused, so that the plan rewrites it in the agent's form.
-func (c *crlCache) isFile(held []byte, chosen []crlCandidate) bool {
+func (c *crlCache) isFile(held []byte, blocks []planBlock) bool {
 	if c == nil || len(held) == 0 {
 		return false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f := &c.file
-	if !f.canonical || len(f.entries) != len(chosen) || !f.matches(held) {
+	if !f.canonical || len(f.entries) != len(blocks) || !f.matches(held) {
 		return false
 	}
-	for i, cand := range chosen {
-		if cand.e != f.entries[i] {
+	for i, b := range blocks {
+		if b.e != f.entries[i] {
 			return false
 		}
 	}
