@@ -130,15 +130,23 @@ func (c *CACerts) verifyCerts(now time.Time) error {
 	if !bytes.Equal(c.Chain[0].Raw, c.Cert.Raw) {
 		return errors.New("cacerts: cert-chain.pem does not start with the intermediate")
 	}
-	for i := 0; i+1 < len(c.Chain); i++ {
-		if err := c.Chain[i].CheckSignatureFrom(c.Chain[i+1]); err != nil {
-			return fmt.Errorf("cacerts: cert-chain.pem entry %d (%q) is not signed by entry %d (%q)", i, c.Chain[i].Subject, i+1, c.Chain[i+1].Subject)
+	// A chain that verified to its own top, a root, verifies to any set of
+	// roots holding that root (verifymemo.go): a change of the bundle's
+	// other roots does not check its signatures again.
+	ck := chainKey(c)
+	anchored := verifiedChains.passed(ck, now)
+	if !anchored {
+		chainChecks.Add(1)
+		for i := 0; i+1 < len(c.Chain); i++ {
+			if err := c.Chain[i].CheckSignatureFrom(c.Chain[i+1]); err != nil {
+				return fmt.Errorf("cacerts: cert-chain.pem entry %d (%q) is not signed by entry %d (%q)", i, c.Chain[i].Subject, i+1, c.Chain[i+1].Subject)
+			}
 		}
 	}
 	top := c.Chain[len(c.Chain)-1]
 	inRoots := false
 	for i, r := range c.Roots {
-		if !r.IsCA || !isSelfSigned(r) {
+		if !r.IsCA || !rootSelfSigned(r, now) {
 			return fmt.Errorf("cacerts: root-cert.pem entry %d (%q) is not a self-signed CA", i, r.Subject)
 		}
 		if now.Before(r.NotBefore) || now.After(r.NotAfter) {
@@ -149,6 +157,14 @@ func (c *CACerts) verifyCerts(now time.Time) error {
 	if !inRoots {
 		return fmt.Errorf("cacerts: cert-chain.pem ends at %q, which is not in root-cert.pem", top.Subject)
 	}
+	if anchored {
+		return nil
+	}
+	if _, err := verifyChain(c.Chain, []*x509.Certificate{top}, now); err == nil {
+		verifiedChains.remember(ck, &CACerts{Cert: c.Cert, Chain: c.Chain}, now)
+		return nil
+	}
+	// Not to its top alone: a path through another of the roots.
 	if _, err := verifyChain(c.Chain, c.Roots, now); err != nil {
 		return fmt.Errorf("cacerts: the chain does not verify to root-cert.pem: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"hash"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,6 +41,51 @@ const certsMemoMax = 4096
 
 // verifiedCerts is the process's memo.
 var verifiedCerts = certsMemo{ok: map[[sha256.Size]byte]validity{}}
+
+// verifiedChains remembers the chains (an intermediate and cert-chain.pem)
+// that x509 path building verified to the chain's own top, a self-signed
+// root: the same chain verifies to any set of roots that holds that root
+// (path building needs one path; more roots only offer more), so when the
+// bundle's other roots change (a rotation's prepare, a rollback) the
+// chain's signatures are not checked again. The roots themselves are
+// checked at every call, each self-signature remembered
+// (verifiedRoots): that the chain's top is among them, that each is a
+// self-signed CA valid now.
+var verifiedChains = certsMemo{ok: map[[sha256.Size]byte]validity{}}
+
+// chainChecks counts the chains whose signatures were checked (tests).
+var chainChecks atomic.Int64
+
+// verifiedRoots remembers the roots whose self-signature checked.
+var verifiedRoots = certsMemo{ok: map[[sha256.Size]byte]validity{}}
+
+// chainKey hashes c's intermediate and chain (not its roots).
+func chainKey(c *CACerts) [sha256.Size]byte {
+	h := sha256.New()
+	writeTagged(h, 'c', c.Cert.Raw)
+	for _, cert := range c.Chain {
+		writeTagged(h, 'p', cert.Raw)
+	}
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// rootSelfSigned is isSelfSigned(r), remembered while r is valid.
+func rootSelfSigned(r *x509.Certificate, now time.Time) bool {
+	h := sha256.New()
+	writeTagged(h, 's', r.Raw)
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	if verifiedRoots.passed(k, now) {
+		return true
+	}
+	if !isSelfSigned(r) {
+		return false
+	}
+	verifiedRoots.remember(k, &CACerts{Cert: r}, now)
+	return true
+}
 
 // certsKey hashes the certificate set of c.
 func certsKey(c *CACerts) [sha256.Size]byte {

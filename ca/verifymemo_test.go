@@ -64,6 +64,49 @@ func TestVerifyCertsMemo(t *testing.T) {
 	}
 }
 
+// TestVerifyCertsChainAcrossRootChanges: a chain that verified to its
+// root is not checked again when the bundle's other roots change (a
+// rotation's prepare adds one, a rollback removes it), and that memo
+// never stands in for the checks of the roots themselves: the chain's
+// root must be among them, and each must be a self-signed CA.
+func TestVerifyCertsChainAcrossRootChanges(t *testing.T) {
+	now := time.Now()
+	good, _ := testCACerts(t)
+	root := good.Roots[0]
+	next, _ := testRoot(t, keys.ECP256)
+	before := chainChecks.Load()
+	if err := good.VerifyCerts(now); err != nil {
+		t.Fatalf("valid cacerts refused: %v", err)
+	}
+	if got := chainChecks.Load() - before; got != 1 {
+		t.Fatalf("the chain was checked %d times, want 1", got)
+	}
+	prepared := &CACerts{Cert: good.Cert, Chain: good.Chain, Roots: []*x509.Certificate{root, next}}
+	rolledBack := &CACerts{Cert: good.Cert, Chain: good.Chain, Roots: []*x509.Certificate{root}}
+	for _, c := range []*CACerts{prepared, rolledBack, prepared} {
+		if err := c.VerifyCerts(now); err != nil {
+			t.Fatalf("with roots %d: %v", len(c.Roots), err)
+		}
+	}
+	if got := chainChecks.Load() - before; got != 1 {
+		t.Fatalf("the chain was checked %d times across root changes, want 1", got)
+	}
+	// The chain's root left the bundle: refused, memo or not.
+	gone := &CACerts{Cert: good.Cert, Chain: good.Chain, Roots: []*x509.Certificate{next}}
+	if err := gone.VerifyCerts(now); err == nil || !strings.Contains(err.Error(), "not in root-cert.pem") {
+		t.Fatalf("the chain's root not in the bundle: VerifyCerts = %v", err)
+	}
+	// A certificate among the roots that is not self-signed: refused.
+	bad := &CACerts{Cert: good.Cert, Chain: good.Chain, Roots: []*x509.Certificate{root, good.Cert}}
+	if err := bad.VerifyCerts(now); err == nil || !strings.Contains(err.Error(), "not a self-signed CA") {
+		t.Fatalf("an intermediate among the roots: VerifyCerts = %v", err)
+	}
+	// Past the chain's validity the memo holds nothing.
+	if err := prepared.VerifyCerts(good.Cert.NotAfter.Add(time.Second)); err == nil {
+		t.Fatal("after the intermediate's expiry the chain passed")
+	}
+}
+
 // TestVerifyCertsMemoBounded checks that the memo does not grow past its
 // bound when every check is of a new set (the server's case).
 func TestVerifyCertsMemoBounded(t *testing.T) {
@@ -122,12 +165,42 @@ func BenchmarkCACertsVerify(b *testing.B) {
 			}
 		}
 	})
+	// A rotation's prepare at every op: the same chain, a root never
+	// seen added to the bundle (its self-signature is checked; the
+	// chain's signatures are not, once they verified to its root).
+	b.Run("roots-changed", func(b *testing.B) {
+		cc := issue()
+		if err := cc.Verify(now); err != nil {
+			b.Fatal(err)
+		}
+		next := make([]*x509.Certificate, b.N)
+		for i := range next {
+			next[i], _ = testRoot(b, keys.ECP256)
+		}
+		b.ResetTimer()
+		for i := range b.N {
+			c := &CACerts{Cert: cc.Cert, Key: cc.Key, Chain: cc.Chain, Roots: []*x509.Certificate{root, next[i]}}
+			if err := c.Verify(now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("new", func(b *testing.B) {
 		cc := issue()
 		for b.Loop() {
+			forgetVerified() // every check as of a set never seen
 			if err := cc.verifyCerts(now); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
+}
+
+// forgetVerified empties the memos of chains and roots.
+func forgetVerified() {
+	for _, m := range []*certsMemo{&verifiedChains, &verifiedRoots} {
+		m.mu.Lock()
+		clear(m.ok)
+		m.mu.Unlock()
+	}
 }
