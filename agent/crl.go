@@ -234,16 +234,28 @@ func AppliedRootCRLs(file []byte, roots []*x509.Certificate) map[string]uint64 {
 func appliedRootCRLs(cache *crlCache, file []byte, roots []*x509.Certificate) map[string]uint64 {
 	out := map[string]uint64{}
 	cas := crlCAs(roots)
-	for _, e := range cache.fileEntries(file) {
+	note := func(e *crlEntry, i int) {
 		rl := e.rl
-		if rl.Number == nil || !rl.Number.IsUint64() {
-			continue
+		if rl.Number != nil && rl.Number.IsUint64() && e.issuer == cas[i].subject && cache.checkEntry(e, cas[i]) == nil {
+			id := ca.RootID(roots[i])
+			out[id] = max(out[id], rl.Number.Uint64())
 		}
-		for i, r := range roots {
-			if e.issuer == cas[i].subject && cache.checkEntry(e, cas[i]) == nil {
-				id := ca.RootID(r)
-				out[id] = max(out[id], rl.Number.Uint64())
+	}
+	entries := cache.fileEntries(file)
+	// The file the agent planned last: its CRLs of each root's name are
+	// known without reading the ~1,000 others (crl_memo.go).
+	if cache.withPlanned(entries, func(named func([32]byte) []*crlEntry) {
+		for i := range roots {
+			for _, e := range named(cas[i].subject) {
+				note(e, i)
 			}
+		}
+	}) {
+		return out
+	}
+	for _, e := range entries {
+		for i := range roots {
+			note(e, i)
 		}
 	}
 	return out

@@ -347,6 +347,35 @@ func (c *crlCache) nextPlan(cas []*crlCA, crls, file []*crlEntry, now time.Time)
 	return blocks, m.spareChosen, missing, true
 }
 
+// withPlanned calls f, and reports true, when entries are the CRLs of
+// the last published plan, in its order: f gets a function returning the
+// plan's CRLs that name an issuer (the SHA-256 of its name), so a reader
+// of the file looks at the few it wants instead of ~1,000. The plan is
+// held for f's call.
+func (c *crlCache) withPlanned(entries []*crlEntry, f func(named func([32]byte) []*crlEntry)) bool {
+	if c == nil {
+		return false
+	}
+	m := &c.memo
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.valid || len(entries) != len(m.chosen) {
+		return false
+	}
+	for i, b := range m.chosen {
+		if entries[i] != b.e {
+			return false
+		}
+	}
+	f(func(name [32]byte) []*crlEntry {
+		if g := m.groups[name]; g != nil {
+			return g.chosen
+		}
+		return nil
+	})
+	return true
+}
+
 // align compares b with a, the list it was made from, pointer by pointer,
 // matching them in order: added are the indices in b of the elements
 // not matched, removed those in a. With keys (a's order keys), newKeys

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
+	"maps"
 	"math/big"
 	mrand "math/rand/v2"
 	"slices"
@@ -234,6 +235,9 @@ func TestPlanFromLastMatchesWhole(t *testing.T) {
 				}
 				if !got.MinNextUpdate.Equal(want.MinNextUpdate) {
 					t.Fatalf("step %d: earliest nextUpdate %v from the last plan, %v whole", step, got.MinNextUpdate, want.MinNextUpdate)
+				}
+				if a, w := appliedRootCRLs(&memo, got.PEM, roots), AppliedRootCRLs(got.PEM, roots); !maps.Equal(a, w) {
+					t.Fatalf("step %d: root CRLs applied %v from the plan, %v from the file", step, a, w)
 				}
 				before, held = held, got.PEM
 			}
