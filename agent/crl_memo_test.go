@@ -60,11 +60,7 @@ func newMemoFleet(t *testing.T, rnd *mrand.Rand) memoFleet {
 	}
 	f := memoFleet{t0: t0}
 	crlOf := func(c *x509.Certificate, k crypto.Signer, n int64, this, next time.Time) {
-		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(n), ThisUpdate: this, NextUpdate: next}, c, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.crls = append(f.crls, der)
+		f.crls = append(f.crls, memoCRL(t, c, k, n, this, next))
 	}
 	// nextUpdates: spread over the test's hours (tiers change as its clock
 	// runs), past, far, and the CA's own end.
@@ -304,8 +300,8 @@ func TestAlignKeys(t *testing.T) {
 // else changed.
 func TestPlanFromLastTierOfAddedCRL(t *testing.T) {
 	t0 := time.Now()
-	root, rk := newTestCA(t, "root", nil, nil)
-	east, ek := newTestCA(t, "east", root, rk)
+	root, rk := confirmCA(t, "root", nil, nil)
+	east, ek := confirmCA(t, "east", root, rk)
 	rootCRL := memoCRL(t, root, rk, 1, t0, t0.Add(7*24*time.Hour))
 	older := memoCRL(t, east, ek, 1, t0, t0.Add(7*24*time.Hour))
 	newer := memoCRL(t, east, ek, 2, t0, t0.Add(90*time.Minute))
@@ -327,29 +323,6 @@ func TestPlanFromLastTierOfAddedCRL(t *testing.T) {
 	if got := crlNumbersOf(t, p.PEM); len(got) != 2 || got[1] != "east/1/"+t0.Add(7*24*time.Hour).Format("15:04") {
 		t.Fatalf("with the newer CRL 45 minutes from its nextUpdate the file holds %v, want the older one", got)
 	}
-}
-
-func newTestCA(t *testing.T, cn string, parent *x509.Certificate, parentKey crypto.Signer) (*x509.Certificate, crypto.Signer) {
-	t.Helper()
-	k, err := keys.ECP256.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(30 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	if parent == nil {
-		parent, parentKey = tmpl, k
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, k.Public(), parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, k
 }
 
 func memoCRL(t *testing.T, issuer *x509.Certificate, key crypto.Signer, n int64, this, next time.Time) []byte {
