@@ -550,6 +550,6 @@ func encodeFromFile(cache *crlCache, p *CRLPlan, blocks, last []planBlock, file 
 	}
 	p.MinNextUpdate = minNextUpdate(blocks)
 	p.PEM = bytes.Join(parts, nil) // one allocation, at the file's size, not zeroed first
-	cache.planned(blocks)
+	cache.planned(blocks, p.PEM)
 	return true
 }

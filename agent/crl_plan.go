@@ -240,7 +240,7 @@ func encodePlan(cache *crlCache, p *CRLPlan, blocks []planBlock) {
 	}
 	p.MinNextUpdate = minNextUpdate(blocks)
 	p.PEM = bytes.Join(pems, nil) // one allocation, at the file's size, not zeroed first
-	cache.planned(blocks)
+	cache.planned(blocks, p.PEM)
 }
 
 // minNextUpdate is the earliest nextUpdate of blocks' CRLs.

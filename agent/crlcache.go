@@ -311,8 +311,11 @@ func (c *crlCache) fileEntries(data []byte) []*crlEntry {
 // PEM again. A plan that is not written costs one decode at the next
 // reading, as before. Nothing is recorded unless every block has its
 // entry and PEM (planBlocks made them so); an entry the cache has since
-// let go still holds its block.
-func (c *crlCache) planned(blocks []planBlock) {
+// let go still holds its block. file is the plan's file, the blocks
+// joined: the agent writes that very slice into the Secret and reads it
+// back from there, so it is recognised by its address (pemFile.seen)
+// without comparing ~1 MB with the blocks.
+func (c *crlCache) planned(blocks []planBlock, file []byte) {
 	if c == nil || len(blocks) == 0 {
 		return
 	}
@@ -323,6 +326,7 @@ func (c *crlCache) planned(blocks []planBlock) {
 		}
 		f.entries[i], f.ders[i] = b.e, b.der
 	}
+	f.saw(file)
 	c.mu.Lock()
 	c.file = f
 	c.mu.Unlock()
