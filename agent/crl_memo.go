@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"slices"
 	"sync"
 	"time"
@@ -548,8 +547,6 @@ func encodeFromFile(cache *crlCache, p *CRLPlan, blocks, last []planBlock, file 
 	for _, b := range blocks[j:] {
 		parts = append(parts, b.pem)
 	}
-	p.MinNextUpdate = minNextUpdate(blocks)
-	p.PEM = bytes.Join(parts, nil) // one allocation, at the file's size, not zeroed first
-	cache.planned(blocks, p.PEM)
+	setPlanFile(cache, p, blocks, parts)
 	return true
 }

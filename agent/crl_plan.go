@@ -238,8 +238,14 @@ func encodePlan(cache *crlCache, p *CRLPlan, blocks []planBlock) {
 	for i, b := range blocks {
 		pems[i] = b.pem
 	}
+	setPlanFile(cache, p, blocks, pems)
+}
+
+// setPlanFile makes p's file of parts, the PEM blocks of blocks in order
+// (each part one block or a run of them), and records it as planned.
+func setPlanFile(cache *crlCache, p *CRLPlan, blocks []planBlock, parts [][]byte) {
 	p.MinNextUpdate = minNextUpdate(blocks)
-	p.PEM = bytes.Join(pems, nil) // one allocation, at the file's size, not zeroed first
+	p.PEM = bytes.Join(parts, nil) // one allocation, at the file's size, not zeroed first
 	cache.planned(blocks, p.PEM)
 }
 
