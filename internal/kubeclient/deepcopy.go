@@ -20,6 +20,21 @@ func (s *Secret) DeepCopy() *Secret {
 	return &out
 }
 
+// CopySharingData returns a copy of s whose Data map holds s's byte
+// slices, not copies of them; everything else is copied as DeepCopy
+// copies it.
+func (s *Secret) CopySharingData() *Secret {
+	if s == nil {
+		return nil
+	}
+	out := *s
+	out.Data, out.StringData = nil, nil
+	c := out.DeepCopy()
+	c.Data = maps.Clone(s.Data)
+	c.StringData = maps.Clone(s.StringData)
+	return c
+}
+
 // DeepCopy returns a copy of cm that shares nothing with it.
 func (cm *ConfigMap) DeepCopy() *ConfigMap {
 	if cm == nil {

@@ -35,6 +35,18 @@ type Clientset struct {
 	// process, would count copying it as the agents' work.
 	OnSecretWrite func(ctx context.Context, namespace string, s *kubeclient.Secret)
 
+	// ShareData, when set before use, makes a Secret write keep the
+	// byte slices of the data it was given instead of copies of them
+	// (the map and the metadata are still copied). The writer must not
+	// change a slice after writing it. The agent never does: the Secret
+	// it knows after a write holds the slices it sent (agent/knownsecret.go),
+	// and planning ca-crl.pem only reads the file it starts from
+	// (TestPlanFromLastMatchesWhole). At 1,000 clusters a cacerts Secret
+	// is ~1 MB, and storing a copy of it is the API server's work, which
+	// bench-fleet's in-memory clusters would otherwise count as the
+	// agents'. Reads (Get) still return copies.
+	ShareData bool
+
 	mu      sync.Mutex
 	cms     map[string]*kubeclient.ConfigMap
 	secrets map[string]*kubeclient.Secret
@@ -179,7 +191,12 @@ func (s secrets) put(ctx context.Context, v *kubeclient.Secret, create bool) (*k
 // server does, then tells OnSecretWrite. It returns the stored Secret,
 // which is never changed (a write stores a new one).
 func (s secrets) store(ctx context.Context, v *kubeclient.Secret, create bool) (*kubeclient.Secret, error) {
-	c := v.DeepCopy()
+	var c *kubeclient.Secret
+	if s.k.ShareData {
+		c = v.CopySharingData()
+	} else {
+		c = v.DeepCopy()
+	}
 	c.Namespace = s.ns
 	for key, d := range c.StringData {
 		if c.Data == nil {

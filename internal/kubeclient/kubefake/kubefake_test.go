@@ -66,6 +66,44 @@ func TestSecretsOptimisticConcurrency(t *testing.T) {
 	}
 }
 
+// By default a write stores copies of the data's bytes; with ShareData
+// it keeps the writer's slices, and copies the rest: the data map, the
+// metadata, and every read.
+func TestSecretsShareData(t *testing.T) {
+	for _, share := range []bool{false, true} {
+		ctx := context.Background()
+		k := kubefake.New("")
+		k.ShareData = share
+		var stored *kubeclient.Secret
+		k.OnSecretWrite = func(_ context.Context, _ string, s *kubeclient.Secret) { stored = s }
+		v := &kubeclient.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s", Annotations: map[string]string{"a": "1"}}, Data: map[string][]byte{"k": []byte("abc")}}
+		if _, err := k.Secrets("ns").Create(ctx, v, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		v.Data["k"][0] = 'x' // in place: what ShareData's writer promises not to do
+		v.Data["other"] = []byte("new key")
+		v.Annotations["a"] = "2"
+		want := "abc"
+		if share {
+			want = "xbc"
+		}
+		if got := string(stored.Data["k"]); got != want {
+			t.Errorf("ShareData=%v: stored %q after the writer changed its slice, want %q", share, got, want)
+		}
+		if _, ok := stored.Data["other"]; ok {
+			t.Errorf("ShareData=%v: a key the writer added after the write is stored", share)
+		}
+		if got := stored.Annotations["a"]; got != "1" {
+			t.Errorf("ShareData=%v: stored annotation %q after the writer changed its own, want 1", share, got)
+		}
+		got, _ := k.Secrets("ns").Get(ctx, "s", metav1.GetOptions{})
+		got.Data["k"][1] = 'y'
+		if string(stored.Data["k"]) != want {
+			t.Errorf("ShareData=%v: a change to what Get returned reached the stored Secret: %q", share, stored.Data["k"])
+		}
+	}
+}
+
 // PutConfigMap creates the ConfigMap, then replaces its data.
 func TestPutConfigMap(t *testing.T) {
 	ctx := context.Background()
