@@ -28,6 +28,7 @@ type fleet struct {
 	warn     *warnLog
 	members  []*member
 	wake     chan struct{}
+	kubeCopy bool // the clusters store copies of the Secrets written (-kube-copy)
 	stopped  bool
 }
 
@@ -100,7 +101,7 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 		return err
 	}
 	for i, m := range news {
-		m.kube = newRecordingKube(m.rec)
+		m.kube = newRecordingKube(m.rec, f.kubeCopy)
 		a, err := agent.New(agent.Config{
 			Server: f.addr, ServerCA: f.serverCA, Cluster: m.name, JoinToken: tokens[i],
 			Kube: m.kube, Restart: agent.RestartNever, Log: slog.New(m.log.handler()),

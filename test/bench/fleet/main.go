@@ -43,6 +43,7 @@ type options struct {
 	pprof, profDir     string
 	agentPprof         string
 	noStreams          bool
+	kubeCopy           bool
 	streamsOnly        bool
 	memLimit           int64 // this process's soft memory limit (bytes; 0: none known)
 }
@@ -60,6 +61,7 @@ func main() {
 	flag.StringVar(&o.profDir, "profile-dir", ".", "where -pprof puts the profiles")
 	flag.StringVar(&o.agentPprof, "agent-pprof", "", "with a meshroot-agent built with -tags pprof: the lean agent's pprof address (127.0.0.1:PORT); after its RSS reading, saves its memory statistics (agent-memstats.txt) and heap profile (agent-heap.pprof) into -profile-dir")
 	flag.BoolVar(&o.streamsOnly, "streams-only", false, "only the server's fan-out alone: -large clusters join in waves of -small agents, which stop once joined, then -large watch streams")
+	flag.BoolVar(&o.kubeCopy, "kube-copy", false, "the in-memory clusters store a copy of each Secret written (~1 MB at 1,000 clusters), as before 2026-12-02: an API server's work, counted then as the agents'")
 	flag.BoolVar(&o.noStreams, "no-streams", false, "skip the stream fan-out (the server's part alone, after the agents stop)")
 	flag.IntVar(&streamsChild.n, "streams-child", 0, "internal: run as the stream fan-out's child, holding this many watch streams")
 	flag.StringVar(&streamsChild.addr, "streams-addr", "", "internal: the stream child's server address")
@@ -137,6 +139,7 @@ func run(o options) (err error) {
 
 	warn := agentWarnings
 	f := newFleet(srv.issuerAddr, srv.admin, roots, warn)
+	f.kubeCopy = o.kubeCopy
 	defer f.stop()
 	if o.streamsOnly {
 		return streamsOnly(ctx, o, srv, f, dir, os.Stdout)

@@ -68,7 +68,11 @@ func (r *report) print(w io.Writer) {
 		numCPU(), procs(), r.load0, r.load1, r.elapsed.Round(time.Second))
 	fmt.Fprintf(w, "server:  %s serve, its own process (SQLite store, disk keys), Issuer gRPC/TLS on 127.0.0.1\n", binName(r.o.meshroot))
 	fmt.Fprintf(w, "agents:  in-process agent.Agent.Run (the real agent code), each with its own gRPC/TLS connection over loopback;\n")
-	fmt.Fprintf(w, "         Secrets written to an in-memory kubeclient.Interface per cluster (no kube-apiserver);\n")
+	if r.o.kubeCopy {
+		fmt.Fprintf(w, "         Secrets written to an in-memory kubeclient.Interface per cluster (no kube-apiserver), stored as copies (-kube-copy);\n")
+	} else {
+		fmt.Fprintf(w, "         Secrets written to an in-memory kubeclient.Interface per cluster (no kube-apiserver), stored without copying the data;\n")
+	}
 	fmt.Fprintf(w, "         istiod stood in by copying root-cert.pem to istio-ca-root-cert on each write (default istiod gate)\n")
 	if r.o.memLimit > 0 {
 		fmt.Fprintf(w, "agents' process: soft memory limit %.1f GiB (GOMEMLIMIT; every agent holds the fleet's CRL set)\n", float64(r.o.memLimit)/(1<<30))
