@@ -25,6 +25,7 @@ type fanoutResult struct {
 	reads   int             // the agents' reads of their cacerts Secrets over the measurement
 	writes  int             // and their writes
 	bundle  bundleShape     // the message each watcher got, after the last change
+	gc      gcStats         // this process's collector over the measurement
 	wall    time.Duration
 }
 
@@ -35,6 +36,7 @@ type fanoutResult struct {
 func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutResult, error) {
 	res := fanoutResult{agents: len(f.members)}
 	cpu0, self0 := cpuTime(srv.pid()), cpuTime(os.Getpid())
+	gc0 := readGCStats()
 	reads0, writes0 := f.secretIO()
 	t := time.Now()
 	for range rounds {
@@ -68,6 +70,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutRe
 	res.wall = time.Since(t)
 	res.cpu = cpuTime(srv.pid()) - cpu0
 	res.selfCPU = cpuTime(os.Getpid()) - self0
+	res.gc = readGCStats().since(gc0)
 	reads, writes := f.secretIO()
 	res.reads, res.writes = reads-reads0, writes-writes0
 	if b, err := measureBundle(ctx, srv.issuerAddr, f.serverCA); err == nil {

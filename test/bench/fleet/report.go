@@ -95,6 +95,12 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "  %.0f ms of CPU per s over the next %s; at that rate, %s of each change's %s is background\n",
 			r.restLarge*1000, r.restWait.Round(time.Second), ms(rest), ms(f.selfCPU/time.Duration(f.changes)))
 	}
+	fmt.Fprintf(w, "agents' process (Go runtime) over each fan-out: collections; collector CPU and heap allocated per change; live heap after\n")
+	for _, f := range []fanoutResult{r.fanSmall, r.fanLarge} {
+		n := max(f.changes, 1)
+		fmt.Fprintf(w, "  %d agents: %d collections, %s and %.1f MiB per change, %.0f MiB live\n",
+			f.agents, f.gc.cycles, ms(f.gc.cpu/time.Duration(n)), float64(f.gc.alloc)/float64(n)/(1<<20), float64(f.gc.live)/(1<<20))
+	}
 	fmt.Fprintf(w, "cacerts Secret reads / writes per agent per change:")
 	for _, f := range []fanoutResult{r.fanSmall, r.fanLarge} {
 		if n := float64(f.agents * f.changes); n > 0 {
