@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
@@ -82,20 +83,26 @@ func secretFiles(data map[string][]byte) (format ca.Format, certFile, keyFile, c
 
 // parseSecret reads cacerts files in either layout.
 func parseSecret(data map[string][]byte) (*ca.CACerts, ca.Format, error) {
+	return parseSecretWith(data, x509.ParseCertificate, parseKey)
+}
+
+// parseSecretWith is parseSecret with every certificate's DER handed to
+// parse, and the key file to key.
+func parseSecretWith(data map[string][]byte, parse func(der []byte) (*x509.Certificate, error), key func(pemData []byte) (crypto.Signer, error)) (*ca.CACerts, ca.Format, error) {
 	format, certFile, keyFile, chainFile, rootFile := secretFiles(data)
-	certs, err := ca.ParseCerts(data[certFile])
+	certs, err := ca.ParseCertsWith(data[certFile], parse)
 	if err != nil {
 		return nil, format, fmt.Errorf("%s: %w", certFile, err)
 	}
-	key, err := parseKey(data[keyFile])
+	signer, err := key(data[keyFile])
 	if err != nil {
 		return nil, format, fmt.Errorf("%s: %w", keyFile, err)
 	}
-	chain, err := ca.ParseCerts(data[chainFile])
+	chain, err := ca.ParseCertsWith(data[chainFile], parse)
 	if err != nil {
 		return nil, format, fmt.Errorf("%s: %w", chainFile, err)
 	}
-	roots, err := ca.ParseCerts(data[rootFile])
+	roots, err := ca.ParseCertsWith(data[rootFile], parse)
 	if err != nil {
 		return nil, format, fmt.Errorf("%s: %w", rootFile, err)
 	}
@@ -107,7 +114,7 @@ func parseSecret(data map[string][]byte) (*ca.CACerts, ca.Format, error) {
 			}
 		}
 	}
-	return &ca.CACerts{Cert: certs[0], Key: key, Chain: chain, Roots: roots}, format, nil
+	return &ca.CACerts{Cert: certs[0], Key: signer, Chain: chain, Roots: roots}, format, nil
 }
 
 func parseKey(pemData []byte) (crypto.Signer, error) {

@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"maps"
 	"math/big"
 	"testing"
 	"time"
@@ -17,6 +19,8 @@ import (
 // of the Secret is) come back as the CACerts parsed before; a change of
 // any file, the other layout, or a file that no longer parses is parsed
 // afresh, and a failure is not remembered; a nil memo parses every time.
+// Files that changed take the certificates and key that did not change
+// from the last parse.
 func TestParsedSecretMemo(t *testing.T) {
 	now := time.Now()
 	cc := testCACerts(t, now)
@@ -46,6 +50,32 @@ func TestParsedSecretMemo(t *testing.T) {
 	got, _, err := memo.parse(grown)
 	if err != nil || got == first || len(got.Roots) != 2 {
 		t.Fatalf("changed root-cert.pem: %v, the earlier parse %v, %d roots", err, got == first, len(got.Roots))
+	}
+	// What did not change is taken from the last parse; the new root is
+	// parsed.
+	if got.Cert != first.Cert || got.Key != first.Key || got.Roots[0] != first.Roots[0] {
+		t.Error("a new root-cert.pem: the unchanged certificate, key and first root were parsed again")
+	}
+	if !got.Roots[1].Equal(other.Roots[0]) {
+		t.Error("a new root-cert.pem: its second root is not the root added")
+	}
+	// Another intermediate with its own key: both parsed afresh.
+	swapped := read(grown)
+	otherFiles, err := other.Files(ca.FormatIstio, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	swapped[ca.CACertFile], swapped[ca.CAKeyFile] = otherFiles[ca.CACertFile], otherFiles[ca.CAKeyFile]
+	sw, _, err := memo.parse(swapped)
+	if err != nil || !sw.Cert.Equal(other.Cert) || !sw.Cert.PublicKey.(*ecdsa.PublicKey).Equal(sw.Key.Public()) {
+		t.Fatalf("another intermediate and key: %v", err)
+	}
+	if sw.Key == got.Key {
+		t.Error("a new key file kept the last parse's key")
+	}
+	got, _, err = memo.parse(read(grown))
+	if err != nil || !got.Cert.Equal(cc.Cert) || !got.Cert.PublicKey.(*ecdsa.PublicKey).Equal(got.Key.Public()) {
+		t.Fatalf("back to the first intermediate: %v", err)
 	}
 	// A key that does not parse: an error, and the last good parse stays.
 	broken := read(grown)
@@ -94,4 +124,36 @@ func testCACerts(t *testing.T, now time.Time) *ca.CACerts {
 		t.Fatal(err)
 	}
 	return cc
+}
+
+// BenchmarkParsedSecretRootChange: the cacerts Secret of a bundle change,
+// root-cert.pem gaining a root and losing it in turn (bench-fleet's
+// prepare and rollback), parsed through the memo ("memo") and whole
+// ("whole", parseSecret).
+func BenchmarkParsedSecretRootChange(b *testing.B) {
+	now := time.Now()
+	cc := testCACerts(&testing.T{}, now)
+	files, err := cc.Files(ca.FormatIstio, now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	other := testCACerts(&testing.T{}, now)
+	grown := maps.Clone(files)
+	grown[ca.RootCertFile] = append(bytes.Clone(files[ca.RootCertFile]), ca.EncodeCerts(other.Roots)...)
+	variants := []map[string][]byte{files, grown}
+	b.Run("memo", func(b *testing.B) {
+		var memo parsedSecret
+		for i := 0; b.Loop(); i++ {
+			if _, _, err := memo.parse(variants[i%2]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("whole", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			if _, _, err := parseSecret(variants[i%2]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

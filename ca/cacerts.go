@@ -228,6 +228,13 @@ func EncodeCerts(certs []*x509.Certificate) []byte {
 // ParseCerts parses one or more PEM CERTIFICATE blocks, refusing other
 // block types and trailing garbage.
 func ParseCerts(data []byte) ([]*x509.Certificate, error) {
+	return ParseCertsWith(data, x509.ParseCertificate)
+}
+
+// ParseCertsWith is ParseCerts with each certificate's DER handed to
+// parse: x509.ParseCertificate, or a cache of certificates parsed before
+// that falls back to it.
+func ParseCertsWith(data []byte, parse func(der []byte) (*x509.Certificate, error)) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	rest := data
 	for {
@@ -239,7 +246,7 @@ func ParseCerts(data []byte) ([]*x509.Certificate, error) {
 		if block.Type != "CERTIFICATE" {
 			return nil, fmt.Errorf("PEM block %d is %q: want CERTIFICATE", len(certs)+1, block.Type)
 		}
-		c, err := x509.ParseCertificate(block.Bytes)
+		c, err := parse(block.Bytes)
 		if err != nil {
 			return nil, fmt.Errorf("PEM block %d: %v", len(certs)+1, err)
 		}
