@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
@@ -50,6 +51,14 @@ func TestCertCacheCRLSet(t *testing.T) {
 	}
 	if _, err := c.intermediates(&meshrootv1.CRLSet{Intermediates: [][]byte{a, []byte("junk")}}); err == nil || !strings.Contains(err.Error(), "certificate 2") {
 		t.Errorf("junk intermediate: %v, want an error naming certificate 2", err)
+	}
+	// Kept by hash, answered only for the same bytes: an entry under a's
+	// hash that is not a (a collision, planted) is not a's.
+	c.mu.Lock()
+	c.m[sha256.Sum256(a)] = next[1]
+	c.mu.Unlock()
+	if got, err := c.parse(a); err != nil || !bytes.Equal(got.raw, a) || !strings.HasPrefix(got.name(), "CN=a ") {
+		t.Errorf("a under a hash holding b: got %q, %v", got.name(), err)
 	}
 	var none *certCache
 	if got, err := none.parse(a); err != nil || got.cert == nil || got.cert.Subject.CommonName != "a" {
