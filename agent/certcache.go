@@ -2,9 +2,9 @@ package agent
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
+	"hash/maphash"
 	"sync"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
@@ -15,20 +15,24 @@ import (
 // rotation) must fit, or every reconcile parses them all again.
 const maxCachedCerts = 8192
 
-// certCache keeps the fleet's intermediates by the SHA-256 of their DER,
-// parsed once into what the CRL plan reads (crlCA). Keyed by the DER
-// itself, as crlCache keeps CRLs, the map held a copy of every
+// certCache keeps the fleet's intermediates by a seeded 64-bit hash of
+// their DER (hash/maphash, as fast as the map's own hash of a string
+// key), parsed once into what the CRL plan reads (crlCA). Keyed by the
+// DER itself, as crlCache keeps CRLs, the map held a copy of every
 // intermediate beside the one the CRL set holds: ~0.6 MB per agent at
 // 1,000 clusters, which the collector of bench-fleet's 1,000 in-process
-// agents marks at every cycle. The hash is the crlCA's id, computed
-// anyway; a hit is checked byte for byte. The CRL set of every
+// agents marks at every cycle. A hit is checked byte for byte; a
+// collision is a miss, and the later certificate takes the slot. (A
+// SHA-256 key made a whole set's lookups 2.2x slower:
+// BenchmarkCRLReconcileFleet.) The CRL set of every
 // bundle message lists each current cluster intermediate of the fleet,
 // and each message differs from the last by a few: at 1,000 clusters
 // parsing the set anew cost each agent tens of milliseconds per change,
 // repeated on every cluster of the fleet. A nil cache parses every time.
 type certCache struct {
-	mu sync.Mutex
-	m  map[[sha256.Size]byte]*crlCA
+	mu   sync.Mutex
+	m    map[uint64]*crlCA
+	seed maphash.Seed // set with m
 	// set and setCAs are the last CRL set whose intermediates were all
 	// resolved by the watch stream that built it (resolved), and those
 	// intermediates: intermediates answers for that set without looking up
@@ -47,9 +51,12 @@ func (c *certCache) parse(der []byte) (*crlCA, error) {
 		}
 		return crlCAOf(cert, true), nil
 	}
-	id := sha256.Sum256(der)
+	var cached *crlCA
+	var ok bool
 	c.mu.Lock()
-	cached, ok := c.m[id]
+	if c.m != nil { // a zero seed cannot hash
+		cached, ok = c.m[maphash.Bytes(c.seed, der)]
+	}
 	c.mu.Unlock()
 	if ok && bytes.Equal(cached.raw, der) {
 		return cached, nil
@@ -61,11 +68,12 @@ func (c *certCache) parse(der []byte) (*crlCA, error) {
 	info := crlCAOf(cert, false)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedCerts {
+		c.m, c.seed = map[uint64]*crlCA{}, maphash.MakeSeed() // a new fleet set: start over
+	}
+	id := maphash.Bytes(c.seed, der)
 	if cached, ok := c.m[id]; ok && bytes.Equal(cached.raw, der) { // parsed meanwhile by another caller
 		return cached, nil
-	}
-	if c.m == nil || len(c.m) >= maxCachedCerts {
-		c.m = map[[sha256.Size]byte]*crlCA{} // a new fleet set: start over
 	}
 	c.m[id] = info
 	return info, nil
