@@ -51,14 +51,10 @@ func (c *certCache) parse(der []byte) (*crlCA, error) {
 		}
 		return crlCAOf(cert, true), nil
 	}
-	var cached *crlCA
-	var ok bool
 	c.mu.Lock()
-	if c.m != nil { // a zero seed cannot hash
-		cached, ok = c.m[maphash.Bytes(c.seed, der)]
-	}
+	cached := c.lookup(der)
 	c.mu.Unlock()
-	if ok && bytes.Equal(cached.raw, der) {
+	if cached != nil {
 		return cached, nil
 	}
 	cert, err := x509.ParseCertificate(der)
@@ -68,15 +64,25 @@ func (c *certCache) parse(der []byte) (*crlCA, error) {
 	info := crlCAOf(cert, false)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if cached := c.lookup(der); cached != nil { // parsed meanwhile by another caller
+		return cached, nil
+	}
 	if c.m == nil || len(c.m) >= maxCachedCerts {
 		c.m, c.seed = map[uint64]*crlCA{}, maphash.MakeSeed() // a new fleet set: start over
 	}
-	id := maphash.Bytes(c.seed, der)
-	if cached, ok := c.m[id]; ok && bytes.Equal(cached.raw, der) { // parsed meanwhile by another caller
-		return cached, nil
-	}
-	c.m[id] = info
+	c.m[maphash.Bytes(c.seed, der)] = info
 	return info, nil
+}
+
+// lookup returns der's entry if the cache holds it. The caller holds c.mu.
+func (c *certCache) lookup(der []byte) *crlCA {
+	if c.m == nil { // no seed yet: a zero seed cannot hash
+		return nil
+	}
+	if cached, ok := c.m[maphash.Bytes(c.seed, der)]; ok && bytes.Equal(cached.raw, der) {
+		return cached
+	}
+	return nil
 }
 
 // intermediates reads the intermediates of a bundle message's CRL set
