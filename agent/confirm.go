@@ -56,6 +56,12 @@ type confirmState struct {
 	restarted  bool      // istiod was rolled for that content
 	st         store.IstiodStatus
 	lastLoaded store.IstiodStatus
+	// published and publishedIDs are the last root-cert.pem read from
+	// istiod's ConfigMap and the IDs of its roots: a fleet change makes
+	// every agent report, and each report reads the ConfigMap, which
+	// changes far less often than that.
+	published    string
+	publishedIDs []string
 }
 
 // confirmIstiod compares what istiod serves with the Secret cur and
@@ -74,7 +80,7 @@ func (a *Agent) confirmIstiod(ctx context.Context, cur *Current, now time.Time) 
 		c.key, c.changedAt, c.restarted = key, now, false
 	}
 	st := store.IstiodStatus{BundleSequence: c.lastLoaded.BundleSequence, Serial: c.lastLoaded.Serial}
-	seen, err := a.istiodRoots(ctx)
+	seen, err := a.istiodRoots(ctx, c)
 	switch {
 	case err != nil:
 		st.State, st.Detail = store.IstiodUnconfirmed, err.Error()
@@ -148,8 +154,10 @@ func (a *Agent) rollStale(ctx context.Context, c *confirmState, now time.Time) s
 	return "; rolled Deployment " + a.cfg.IstiodDeployment
 }
 
-// istiodRoots reads the IDs of the roots istiod publishes, sorted.
-func (a *Agent) istiodRoots(ctx context.Context) ([]string, error) {
+// istiodRoots reads the IDs of the roots istiod publishes, sorted. The
+// certificates are parsed again only when root-cert.pem differs from the
+// one c remembers (c.mu held).
+func (a *Agent) istiodRoots(ctx context.Context, c *confirmState) ([]string, error) {
 	ns := a.cfg.Secret.Namespace
 	cm, err := a.cfg.Kube.ConfigMaps(ns).Get(ctx, RootCertConfigMap, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -161,6 +169,9 @@ func (a *Agent) istiodRoots(ctx context.Context) ([]string, error) {
 	data := cm.Data["root-cert.pem"]
 	if len(data) > maxRootCertConfigMap {
 		return nil, fmt.Errorf("ConfigMap %s/%s root-cert.pem is larger than %d bytes", ns, RootCertConfigMap, maxRootCertConfigMap)
+	}
+	if c.publishedIDs != nil && data == c.published {
+		return c.publishedIDs, nil
 	}
 	var certs []*x509.Certificate
 	rest := []byte(data)
@@ -181,7 +192,8 @@ func (a *Agent) istiodRoots(ctx context.Context) ([]string, error) {
 	if len(certs) == 0 {
 		return nil, fmt.Errorf("ConfigMap %s/%s holds no root-cert.pem certificates", ns, RootCertConfigMap)
 	}
-	return rootIDs(certs), nil
+	c.published, c.publishedIDs = data, rootIDs(certs)
+	return c.publishedIDs, nil
 }
 
 func (a *Agent) staleAfter() time.Duration {

@@ -209,6 +209,20 @@ func TestConfirmIstiodRoots(t *testing.T) {
 		t.Errorf("loaded: next check at %s, want the normal schedule", got)
 	}
 
+	// The agent remembers the roots it parsed, but not past a change of
+	// the ConfigMap: a root-cert.pem that no longer parses is seen.
+	bad := map[string]string{"root-cert.pem": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}
+	if err := f.kube.PutConfigMap(ctx, "istio-system", RootCertConfigMap, bad); err != nil {
+		t.Fatal(err)
+	}
+	st = f.a.confirmIstiod(ctx, prepared, t2.Add(time.Second))
+	if st.State != store.IstiodUnconfirmed || !strings.Contains(st.Detail, "root-cert.pem") {
+		t.Errorf("after istio-ca-root-cert changed to a bad certificate: %+v, want unconfirmed naming root-cert.pem", st)
+	}
+	f.publish(newRoot, oldRoot)
+	st = f.a.confirmIstiod(ctx, prepared, t2.Add(time.Second))
+	f.want(st, store.IstiodLoaded, 2, serial)
+
 	// No ConfigMap (no istiod): unconfirmed, and it says why.
 	if err := f.kube.DeleteConfigMap("istio-system", RootCertConfigMap); err != nil {
 		t.Fatal(err)
