@@ -134,7 +134,7 @@ func pickCRLs(cache *crlCache, cas []*crlCA, cands []crlCandidate, minTier int, 
 			}
 			// A CRL that runs to its CA's own expiry is current for it
 			// (ca.CRLCurrent): a short-lived intermediate signs no longer one.
-			if cand.tier == 1 && ca.CRLCurrentUntil(cand.e.rl, c.notAfter, now) {
+			if cand.tier == 1 && ca.CRLCurrentUntil(cand.e.rl.NextUpdate, c.notAfter, now) {
 				cand.tier = 2
 				cands[i].tier = 2
 			}

@@ -5,8 +5,10 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"math/big"
 	"sync"
 	"sync/atomic"
+	"time"
 	"weak"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
@@ -116,12 +118,7 @@ func (f *pemFile) saw(data []byte) {
 // crlEntry is one CRL of the cache.
 type crlEntry struct {
 	// rl is the CRL with only the fields the agent reads (leanCRL).
-	rl *x509.RevocationList
-	// issuer and issuerKey identify the CA that the CRL names (issuerIDs):
-	// the plan groups and matches the fleet's CRLs by them on every
-	// change, and hashing 32 bytes is cheaper than hashing (and, as a new
-	// map key, copying) the issuer's name.
-	issuer, issuerKey [32]byte
+	rl *leanRevocationList
 	// pem is its PEM block as ca-crl.pem holds it, once encoded:
 	// re-encoding the fleet's CRLs for every plan cost about as much as
 	// decoding them.
@@ -140,6 +137,13 @@ type crlEntry struct {
 	// plan is the number of the last plan that took the entry as a
 	// candidate (candidates).
 	plan atomic.Uint64
+	// issuer and issuerKey identify the CA that the CRL names (issuerIDs):
+	// the plan groups and matches the fleet's CRLs by them on every
+	// change, and hashing 32 bytes is cheaper than hashing (and, as a new
+	// map key, copying) the issuer's name. Last: a collection scans an
+	// object up to its last pointer, and every agent holds one entry per
+	// cluster of the fleet.
+	issuer, issuerKey [32]byte
 }
 
 // checkedIssuer is the result of checking a CRL's signature with the
@@ -147,17 +151,33 @@ type crlEntry struct {
 // fleet's ~1,000 CRLs up in these lists, and comparing 32 bytes is
 // cheaper than comparing the issuers' ~700 bytes of DER.
 type checkedIssuer struct {
-	id  [32]byte
 	err error
+	id  [32]byte // after err: a collection scans up to the last pointer
 }
 
-// leanCRL is rl with only what the agent reads of a CRL: its DER and the
+// leanRevocationList is what the agent reads of a CRL: its DER and the
 // signed part (the signature check), issuer name and key identifier,
-// number and update times. The revoked entries are left out: the agent
-// passes them through to istiod, it does not read them, and a root CRL
-// with 10,000 entries parses to megabytes of them.
-func leanCRL(rl *x509.RevocationList) *x509.RevocationList {
-	return &x509.RevocationList{
+// number and update times, with x509.RevocationList's field names. Every
+// agent keeps one per CRL of the fleet, and an x509.RevocationList is
+// ~580 bytes of fields that almost all hold pointers, which every
+// collection scans: this is a third of it. The revoked entries are left
+// out: the agent passes them through to istiod, it does not read them,
+// and a root CRL with 10,000 entries parses to megabytes of them.
+type leanRevocationList struct {
+	Raw                  []byte
+	RawTBSRevocationList []byte
+	RawIssuer            []byte
+	Signature            []byte
+	AuthorityKeyId       []byte
+	Number               *big.Int // nil: the CRL has no number
+	ThisUpdate           time.Time
+	NextUpdate           time.Time
+	SignatureAlgorithm   x509.SignatureAlgorithm
+}
+
+// leanCRL is rl as a leanRevocationList (sharing its byte slices).
+func leanCRL(rl *x509.RevocationList) *leanRevocationList {
+	return &leanRevocationList{
 		Raw:                  rl.Raw,
 		RawTBSRevocationList: rl.RawTBSRevocationList,
 		RawIssuer:            rl.RawIssuer,
@@ -168,6 +188,17 @@ func leanCRL(rl *x509.RevocationList) *x509.RevocationList {
 		ThisUpdate:           rl.ThisUpdate,
 		NextUpdate:           rl.NextUpdate,
 	}
+}
+
+// CheckSignatureFrom is x509.RevocationList.CheckSignatureFrom: it
+// verifies that the CRL was signed by parent's key.
+func (rl *leanRevocationList) CheckSignatureFrom(parent *x509.Certificate) error {
+	full := x509.RevocationList{
+		Raw: rl.Raw, RawTBSRevocationList: rl.RawTBSRevocationList, RawIssuer: rl.RawIssuer,
+		Signature: rl.Signature, SignatureAlgorithm: rl.SignatureAlgorithm, AuthorityKeyId: rl.AuthorityKeyId,
+		Number: rl.Number, ThisUpdate: rl.ThisUpdate, NextUpdate: rl.NextUpdate,
+	}
+	return full.CheckSignatureFrom(parent)
 }
 
 // pemCRLs returns the DER of every X509 CRL block in data (shared: callers
@@ -427,7 +458,7 @@ func (c *crlCache) unlock() {
 var errOtherKey = errors.New("the CRL's issuer name and authority key identifier are not the CA's subject name and subject key identifier")
 
 // verifyCRL checks rl's signature with issuer's key.
-func verifyCRL(rl *x509.RevocationList, issuer *crlCA) error {
+func verifyCRL(rl *leanRevocationList, issuer *crlCA) error {
 	cert, err := issuer.certificate()
 	if err != nil {
 		return err
@@ -437,14 +468,14 @@ func verifyCRL(rl *x509.RevocationList, issuer *crlCA) error {
 
 // parseEntry returns der parsed as an entry: the cache's own, shared
 // (callers must not change it), or without a cache one made for the
-// caller (the whole CRL, not leanCRL: nothing is kept).
+// caller.
 func (c *crlCache) parseEntry(der []byte) (*crlEntry, error) {
 	if c == nil {
 		rl, err := x509.ParseRevocationList(der)
 		if err != nil {
 			return nil, err
 		}
-		return newCRLEntry(rl), nil
+		return newCRLEntry(leanCRL(rl)), nil
 	}
 	c.mu.Lock()
 	e, ok := c.m[string(der)]
@@ -470,7 +501,7 @@ func (c *crlCache) parseEntry(der []byte) (*crlEntry, error) {
 }
 
 // newCRLEntry is rl as an entry, with its issuer's identifiers.
-func newCRLEntry(rl *x509.RevocationList) *crlEntry {
+func newCRLEntry(rl *leanRevocationList) *crlEntry {
 	e := &crlEntry{rl: rl}
 	e.issuer, e.issuerKey = issuerIDs(rl.RawIssuer, rl.AuthorityKeyId)
 	return e

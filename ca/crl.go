@@ -31,18 +31,18 @@ var (
 // own expiry, and needs none: chains through it end there too).
 func CRLCurrent(rl *x509.RevocationList, issuer *x509.Certificate, now time.Time) bool {
 	if issuer == nil {
-		return CRLCurrentUntil(rl, time.Time{}, now)
+		return CRLCurrentUntil(rl.NextUpdate, time.Time{}, now)
 	}
-	return CRLCurrentUntil(rl, issuer.NotAfter, now)
+	return CRLCurrentUntil(rl.NextUpdate, issuer.NotAfter, now)
 }
 
-// CRLCurrentUntil is CRLCurrent for an issuer known by its expiry
-// (notAfter; zero when unknown).
-func CRLCurrentUntil(rl *x509.RevocationList, notAfter time.Time, now time.Time) bool {
-	if !rl.NextUpdate.After(now) {
+// CRLCurrentUntil is CRLCurrent for a CRL known by its nextUpdate and an
+// issuer known by its expiry (notAfter; zero when unknown).
+func CRLCurrentUntil(nextUpdate, notAfter, now time.Time) bool {
+	if !nextUpdate.After(now) {
 		return false
 	}
-	return rl.NextUpdate.After(now.Add(CRLMinRemaining)) || (!notAfter.IsZero() && !rl.NextUpdate.Before(notAfter))
+	return nextUpdate.After(now.Add(CRLMinRemaining)) || (!notAfter.IsZero() && !nextUpdate.Before(notAfter))
 }
 
 // MaxClusterCRLBytes bounds a CRL an agent sends for its intermediate.
