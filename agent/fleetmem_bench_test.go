@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"runtime"
+	"runtime/metrics"
 	"testing"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
@@ -18,6 +19,10 @@ import (
 // held-B/agent: the
 // live heap after a GC with that state kept, less the heap before it was
 // built; in a fleet, every agent holds this much on top of its idle RSS.
+// held-objects/agent and scan-B/agent are the objects and the scannable
+// bytes (runtime/metrics /gc/scan/heap:bytes: what holds pointers) in
+// that state: what a collection marks, and so what it costs, while the
+// bytes of DER, PEM and files are only marked live.
 func BenchmarkFleetStateHeld(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) {
@@ -29,9 +34,10 @@ func BenchmarkFleetStateHeld(b *testing.B) {
 			}
 			set.Crls = append(set.Crls, append([]byte(nil), f.crls[0]...))
 			roots := f.cas[:1]
-			var held uint64
+			var held, objects, scan uint64
 			for b.Loop() {
 				before := liveHeap()
+				before2 := heapShape()
 				a := &Agent{bundle: &meshrootv1.TrustBundle{Crls: cloneSet(set)}}
 				inters, err := a.certs.intermediates(a.bundle.GetCrls())
 				if err != nil {
@@ -49,11 +55,15 @@ func BenchmarkFleetStateHeld(b *testing.B) {
 				}
 				appliedRootCRLs(&a.crls, file, roots)
 				after := liveHeap()
+				after2 := heapShape()
 				runtime.KeepAlive(a)
 				runtime.KeepAlive(file)
 				held = after - before
+				objects, scan = after2.objects-before2.objects, after2.scan-before2.scan
 			}
 			b.ReportMetric(float64(held), "held-B/agent")
+			b.ReportMetric(float64(objects), "held-objects/agent")
+			b.ReportMetric(float64(scan), "scan-B/agent")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -70,6 +80,17 @@ func cloneSet(m *meshrootv1.CRLSet) *meshrootv1.CRLSet {
 		out.Intermediates = append(out.Intermediates, append([]byte(nil), d...))
 	}
 	return out
+}
+
+// heapState is the heap's live objects and scannable bytes as of the last
+// collection.
+type heapState struct{ objects, scan uint64 }
+
+// heapShape reads heapState; call it right after liveHeap.
+func heapShape() heapState {
+	s := []metrics.Sample{{Name: "/gc/heap/objects:objects"}, {Name: "/gc/scan/heap:bytes"}}
+	metrics.Read(s)
+	return heapState{objects: s[0].Value.Uint64(), scan: s[1].Value.Uint64()}
 }
 
 // liveHeap is the heap in use after a full collection.
