@@ -76,7 +76,7 @@ func Start(t testing.TB) *Server {
 	if out, err := s.cmd(filepath.Join(bin, "initdb"), "-D", s.dataDir(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync").CombinedOutput(); err != nil {
 		t.Fatalf("pgenv: initdb: %v\n%s", err, out)
 	}
-	if s.Port, err = freePort(); err != nil {
+	if s.Port, err = stablePort(); err != nil {
 		t.Fatal(err)
 	}
 	s.Start(t)

@@ -248,7 +248,7 @@ func start(name, bin string, o options) (c *Cluster, err error) {
 		return nil, err
 	}
 
-	port, err := freePort()
+	port, err := stablePort()
 	if err != nil {
 		return nil, err
 	}
