@@ -93,6 +93,8 @@ type Agent struct {
 	istiodConf confirmState // what istiod serves (confirm.go)
 	crls       crlCache     // parsed CRLs of the fleet (crlcache.go)
 	certs      certCache    // parsed intermediates of the fleet (certcache.go)
+	roots      rootMemo     // the bundle's roots parsed last (rootmemo.go)
+	keyPEM     keyPEMMemo   // the key as the last write encoded it (keypem.go)
 	secret     parsedSecret // the cacerts files parsed last (secretmemo.go)
 	known      knownSecret  // the Secret as the last reconcile left it (knownsecret.go)
 	crlNumbers crlNumbers   // numbers of the CRLs it signs for its intermediate (crl.go)

@@ -98,7 +98,7 @@ func (a *Agent) planCRL(cur *Current, cc *ca.CACerts, bundle *meshrootv1.TrustBu
 	if err != nil {
 		return CRLPlan{PEM: held}, published, false, fmt.Errorf("CRL set from server: %w", err)
 	}
-	roots, err := parseDERs(bundle.GetRoots())
+	roots, err := a.roots.parse(bundle.GetRoots())
 	if err != nil {
 		return CRLPlan{PEM: held}, published, false, fmt.Errorf("trust bundle from server: %w", err)
 	}

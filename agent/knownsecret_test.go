@@ -111,11 +111,17 @@ func TestWokenReconcileStartsFromKnownSecret(t *testing.T) {
 
 	// A change: written from what the agent knows, with no read.
 	gets := kube.SecretGets()
+	firstKey := string(written().Data[ca.CAKeyFile])
 	second := testCert(t)
 	setRoots(2, second.Raw)
 	waitFor(t, 15*time.Second, "cacerts with both roots", func() bool { return roots() == 2 })
 	if n := kube.SecretGets() - gets; n != 0 {
 		t.Errorf("the reconcile the change woke read the Secret %d times, want 0", n)
+	}
+	// The key file is written again as it was (keyPEMMemo: not encoded
+	// again for a change of the roots).
+	if got := string(written().Data[ca.CAKeyFile]); got != firstKey || !strings.HasPrefix(got, "-----BEGIN PRIVATE KEY-----") {
+		t.Errorf("ca-key.pem after a roots change:\n%s\nwant the first write's:\n%s", got, firstKey)
 	}
 
 	// Someone edits the Secret; the next change's write from the known

@@ -177,7 +177,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		annotations = issued.Annotations()
 		annotations[AnnotationIssuedAt] = now.UTC().Format(time.RFC3339)
 	case bundle != nil && rootsDiffer(cur.CACerts.Roots, bundle.GetRoots()) && bundle.GetSequence() > appliedSequence(cur):
-		roots, err := parseDERs(bundle.GetRoots())
+		roots, err := a.roots.parse(bundle.GetRoots())
 		if err != nil {
 			return time.Time{}, cur, nil, fmt.Errorf("trust bundle from server: %w", err)
 		}
@@ -207,6 +207,7 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 			annotations[AnnotationCRLWritten] = now.UTC().Format(time.RFC3339)
 		}
 	}
+	cacerts.KeyPEM = a.keyPEM.get(cacerts.Key) // cacerts is this reconcile's own
 	written, err := apply(ctx, a.cfg.Kube, cur, cacerts, annotations, ApplyOptions{
 		Secret: a.cfg.Secret, Format: a.cfg.Format, Restart: a.cfg.Restart,
 		IstiodDeployment: a.cfg.IstiodDeployment, Adopt: a.cfg.Adopt, Log: a.log, CRL: crl.PEM,
@@ -215,6 +216,8 @@ func (a *Agent) reconcileCACerts(ctx context.Context, cur *Current, bundle *mesh
 		a.cfg.Metrics.failed(ErrKindSecretWrite)
 		return time.Time{}, cur, nil, err
 	}
+	_, _, keyFile, _, _ := secretFiles(written.Data)
+	a.keyPEM.set(cacerts.Key, written.Data[keyFile])
 	cur = currentOf(written, &a.secret)
 	a.observe(cur)
 	if err != nil { // written, but rolling istiod failed

@@ -68,6 +68,11 @@ type CACerts struct {
 	Chain []*x509.Certificate
 	// Roots is every root the mesh trusts (old and new during rotation).
 	Roots []*x509.Certificate
+	// KeyPEM, when not nil, is Key as an earlier Files wrote it (a PKCS#8
+	// PEM block): Files writes it as is instead of encoding Key again,
+	// which costs a scalar multiplication per write. Set it only from the
+	// key file of a Files of the same Key.
+	KeyPEM []byte
 }
 
 // Verify runs the checks istiod skips, so that a broken cacerts never
@@ -180,11 +185,13 @@ func (c *CACerts) Files(f Format, now time.Time) (map[string][]byte, error) {
 		if err := c.Verify(now); err != nil {
 			return nil, err
 		}
-		keyBlock, err := pemutil.Serialize(c.Key, pemutil.WithPKCS8(true))
-		if err != nil {
-			return nil, fmt.Errorf("cacerts: encode key: %w", err)
+		if key = c.KeyPEM; key == nil {
+			keyBlock, err := pemutil.Serialize(c.Key, pemutil.WithPKCS8(true))
+			if err != nil {
+				return nil, fmt.Errorf("cacerts: encode key: %w", err)
+			}
+			key = pem.EncodeToMemory(keyBlock)
 		}
-		key = pem.EncodeToMemory(keyBlock)
 	} else if err := c.VerifyCerts(now); err != nil {
 		return nil, err
 	}

@@ -116,6 +116,20 @@ func TestCACertsFiles(t *testing.T) {
 	if c, _ := ParseCerts(tls[TLSCertFile]); len(c) != 1 || !c[0].Equal(cc.Cert) {
 		t.Errorf("tls.crt should hold only the intermediate below the root")
 	}
+	// KeyPEM, an earlier Files' key file, is written as is (the same
+	// bytes), and the checks still run: a key that does not match the
+	// intermediate is refused before KeyPEM is looked at.
+	again := *cc
+	again.KeyPEM = istio[CAKeyFile]
+	reused, err := again.Files(FormatIstio, now)
+	if err != nil || &reused[CAKeyFile][0] != &istio[CAKeyFile][0] {
+		t.Errorf("with KeyPEM: err %v, key file reused: %v", err, err == nil && &reused[CAKeyFile][0] == &istio[CAKeyFile][0])
+	}
+	other, _ := testCACerts(t)
+	again.Key = other.Key
+	if files, err := again.Files(FormatIstio, now); err == nil || files != nil {
+		t.Errorf("another key with KeyPEM set: files %v, err %v; want refused", keysOf(files), err)
+	}
 	// Without a key, the key file is left out but the certificates are checked.
 	cc.Key = nil
 	noKey, err := cc.Files(FormatIstio, now)
