@@ -235,10 +235,9 @@ func appliedRootCRLs(cache *crlCache, file []byte, roots []*x509.Certificate) ma
 	out := map[string]uint64{}
 	cas := crlCAs(roots)
 	note := func(e *crlEntry, i int) {
-		rl := e.rl
-		if rl.Number != nil && rl.Number.IsUint64() && e.issuer == cas[i].subject && cache.checkEntry(e, cas[i]) == nil {
+		if n, ok := e.rl.Number.uint64(); ok && e.issuer == cas[i].subject && cache.checkEntry(e, cas[i]) == nil {
 			id := ca.RootID(roots[i])
-			out[id] = max(out[id], rl.Number.Uint64())
+			out[id] = max(out[id], n)
 		}
 	}
 	entries := cache.fileEntries(file)

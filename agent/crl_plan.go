@@ -60,7 +60,7 @@ func (c crlCandidate) better(o crlCandidate) bool {
 	if c.tier != o.tier {
 		return c.tier > o.tier
 	}
-	if n := c.e.rl.Number.Cmp(o.e.rl.Number); n != 0 {
+	if n := c.e.rl.Number.cmp(o.e.rl.Number); n != 0 {
 		return n > 0
 	}
 	return c.e.rl.NextUpdate.After(o.e.rl.NextUpdate)
@@ -77,7 +77,7 @@ func candidates(es []*crlEntry, now time.Time) []crlCandidate {
 	out := make([]crlCandidate, 0, len(es))
 	plan := planNumbers.Add(1)
 	for _, e := range es {
-		if e.rl.Number == nil || e.plan.Swap(plan) == plan {
+		if !e.rl.Number.ok || e.plan.Swap(plan) == plan {
 			continue
 		}
 		c := crlCandidate{e: e}

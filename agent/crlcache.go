@@ -132,8 +132,13 @@ type crlEntry struct {
 	// A CRL names one issuer, so the list holds the CAs of that name and
 	// key identifier (checkEntry refuses the others unverified): one,
 	// more for certificates of one key (a root and its cross-signed
-	// copy) or CAs without key identifiers.
-	checked []checkedIssuer
+	// copy) or CAs without key identifiers. The first result is held in
+	// the entry itself (checked1, when checks > 0), the others in
+	// checkedMore: one slice per CRL of the fleet was one more object
+	// for every collection to mark.
+	checkedMore []checkedIssuer
+	checked1    checkedIssuer
+	checks      int
 	// plan is the number of the last plan that took the entry as a
 	// candidate (candidates).
 	plan atomic.Uint64
@@ -169,10 +174,69 @@ type leanRevocationList struct {
 	RawIssuer            []byte
 	Signature            []byte
 	AuthorityKeyId       []byte
-	Number               *big.Int // nil: the CRL has no number
 	ThisUpdate           time.Time
 	NextUpdate           time.Time
+	Number               crlNumber
 	SignatureAlgorithm   x509.SignatureAlgorithm
+}
+
+// crlNumber is a CRL's number, held in the struct when it fits in 64
+// bits, as meshroot's do (the signing time in nanoseconds): a *big.Int
+// is two more objects per CRL of the fleet for every collection to mark.
+type crlNumber struct {
+	big   *big.Int // the number when it does not fit in small
+	small uint64
+	ok    bool // the CRL has a number
+}
+
+// numberOf is n as a crlNumber (nil: no number).
+func numberOf(n *big.Int) crlNumber {
+	switch {
+	case n == nil:
+		return crlNumber{}
+	case n.Sign() >= 0 && n.IsUint64():
+		return crlNumber{small: n.Uint64(), ok: true}
+	default:
+		return crlNumber{big: n, ok: true}
+	}
+}
+
+// toBig is n as a big.Int (nil: no number).
+func (n crlNumber) toBig() *big.Int {
+	switch {
+	case !n.ok:
+		return nil
+	case n.big != nil:
+		return n.big
+	default:
+		return new(big.Int).SetUint64(n.small)
+	}
+}
+
+// cmp compares n and o as big.Int.Cmp does; a missing number counts as 0.
+func (n crlNumber) cmp(o crlNumber) int {
+	if n.big == nil && o.big == nil {
+		switch {
+		case n.small < o.small:
+			return -1
+		case n.small > o.small:
+			return 1
+		}
+		return 0
+	}
+	a, b := n.toBig(), o.toBig()
+	if a == nil {
+		a = new(big.Int)
+	}
+	if b == nil {
+		b = new(big.Int)
+	}
+	return a.Cmp(b)
+}
+
+// uint64 is n when the CRL has a number that fits in 64 bits.
+func (n crlNumber) uint64() (uint64, bool) {
+	return n.small, n.ok && n.big == nil
 }
 
 // leanCRL is rl as a leanRevocationList (sharing its byte slices).
@@ -184,7 +248,7 @@ func leanCRL(rl *x509.RevocationList) *leanRevocationList {
 		Signature:            rl.Signature,
 		SignatureAlgorithm:   rl.SignatureAlgorithm,
 		AuthorityKeyId:       rl.AuthorityKeyId,
-		Number:               rl.Number,
+		Number:               numberOf(rl.Number),
 		ThisUpdate:           rl.ThisUpdate,
 		NextUpdate:           rl.NextUpdate,
 	}
@@ -196,7 +260,7 @@ func (rl *leanRevocationList) CheckSignatureFrom(parent *x509.Certificate) error
 	full := x509.RevocationList{
 		Raw: rl.Raw, RawTBSRevocationList: rl.RawTBSRevocationList, RawIssuer: rl.RawIssuer,
 		Signature: rl.Signature, SignatureAlgorithm: rl.SignatureAlgorithm, AuthorityKeyId: rl.AuthorityKeyId,
-		Number: rl.Number, ThisUpdate: rl.ThisUpdate, NextUpdate: rl.NextUpdate,
+		Number: rl.Number.toBig(), ThisUpdate: rl.ThisUpdate, NextUpdate: rl.NextUpdate,
 	}
 	return full.CheckSignatureFrom(parent)
 }
@@ -425,7 +489,11 @@ func (c *crlCache) checkEntry(e *crlEntry, issuer *crlCA) error {
 		return errOtherKey
 	}
 	c.lock()
-	for _, ch := range e.checked {
+	if e.checks > 0 && e.checked1.id == issuer.id {
+		c.unlock()
+		return e.checked1.err
+	}
+	for _, ch := range e.checkedMore {
 		if ch.id == issuer.id {
 			c.unlock()
 			return ch.err
@@ -434,9 +502,23 @@ func (c *crlCache) checkEntry(e *crlEntry, issuer *crlCA) error {
 	c.unlock()
 	res := verifyCRL(e.rl, issuer) // not under the lock: an ECDSA verification
 	c.lock()
-	e.checked = append(e.checked, checkedIssuer{id: issuer.id, err: res})
+	ch := checkedIssuer{id: issuer.id, err: res}
+	if e.checks == 0 {
+		e.checked1 = ch
+	} else {
+		e.checkedMore = append(e.checkedMore, ch)
+	}
+	e.checks++
 	c.unlock()
 	return res
+}
+
+// checked is the results checkEntry remembers for e, in the order made.
+func (e *crlEntry) checked() []checkedIssuer {
+	if e.checks == 0 {
+		return nil
+	}
+	return append([]checkedIssuer{e.checked1}, e.checkedMore...)
 }
 
 // lock and unlock hold c.mu; without a cache they do nothing.

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"math"
 	"math/big"
 	"runtime"
 	"slices"
@@ -49,7 +50,7 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	if e2, _ := c.parseEntry(append([]byte(nil), a...)); e2 != e1 {
 		t.Error("the same CRL was parsed again")
 	}
-	if e3, _ := c.parseEntry(b); e3 == e1 || e3.rl.Number.Int64() != 2 {
+	if e3, _ := c.parseEntry(b); e3 == e1 || e3.rl.Number.toBig().Int64() != 2 {
 		t.Errorf("another CRL: %v", e3.rl.Number)
 	}
 	if _, err := c.parseEntry([]byte{1, 2, 3}); err == nil || len(c.m) != 2 {
@@ -62,7 +63,7 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	if err := c.checkEntry(e1, crlCAOf(issuer, false)); err != nil {
 		t.Errorf("checkEntry by its issuer: %v", err)
 	}
-	if ch := c.m[string(a)].checked; len(ch) != 1 || ch[0].id != sha256.Sum256(issuer.Raw) || ch[0].err != nil {
+	if ch := c.m[string(a)].checked(); len(ch) != 1 || ch[0].id != sha256.Sum256(issuer.Raw) || ch[0].err != nil {
 		t.Errorf("success remembered: %+v", ch)
 	}
 	// A CA with the issuer's key identifier but another key: verified,
@@ -73,10 +74,10 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 			t.Error("a CRL checked out against another certificate")
 		}
 	}
-	if ch := c.m[string(a)].checked; len(ch) != 2 || ch[1].id != sha256.Sum256(other.Raw) || ch[1].err == nil {
+	if ch := c.m[string(a)].checked(); len(ch) != 2 || ch[1].id != sha256.Sum256(other.Raw) || ch[1].err == nil {
 		t.Errorf("failure remembered: %+v, want 2 issuers checked, the second failed", ch)
 	}
-	if ch := c.m[string(b)].checked; len(ch) != 0 {
+	if ch := c.m[string(b)].checked(); len(ch) != 0 {
 		t.Errorf("checks remembered for the CRL never checked: %+v", ch)
 	}
 	// The cache keeps the fields the agent reads (leanRevocationList has no
@@ -93,7 +94,7 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	lean := le.rl
-	if lean.Number.Cmp(full.Number) != 0 || !lean.NextUpdate.Equal(full.NextUpdate) || !lean.ThisUpdate.Equal(full.ThisUpdate) ||
+	if lean.Number.cmp(numberOf(full.Number)) != 0 || !lean.NextUpdate.Equal(full.NextUpdate) || !lean.ThisUpdate.Equal(full.ThisUpdate) ||
 		!bytes.Equal(lean.RawIssuer, full.RawIssuer) || !bytes.Equal(lean.AuthorityKeyId, full.AuthorityKeyId) || !bytes.Equal(lean.Raw, revoked) {
 		t.Errorf("cached CRL: %+v\nwant the fields of %+v without its entries", lean, full)
 	}
@@ -116,13 +117,13 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	}
 	// A CA with another key identifier is refused without a verification
 	// and nothing is remembered.
-	if err := c.checkEntry(e1, crlCAOf(testCert(t), true)); !errors.Is(err, errOtherKey) || len(c.m[string(a)].checked) != 2 {
-		t.Errorf("another key identifier: %v, %d remembered; want errOtherKey and still 2", err, len(c.m[string(a)].checked))
+	if err := c.checkEntry(e1, crlCAOf(testCert(t), true)); !errors.Is(err, errOtherKey) || len(c.m[string(a)].checked()) != 2 {
+		t.Errorf("another key identifier: %v, %d remembered; want errOtherKey and still 2", err, len(c.m[string(a)].checked()))
 	}
 	// Without a cache, a check is remembered in the caller's entry only.
 	mine, _ := none.parseEntry(a)
-	if err := none.checkEntry(mine, crlCAOf(other, true)); err == nil || len(mine.checked) != 1 || len(c.m[string(a)].checked) != 2 {
-		t.Errorf("nil cache check: %v, %d remembered, %d in the cache", err, len(mine.checked), len(c.m[string(a)].checked))
+	if err := none.checkEntry(mine, crlCAOf(other, true)); err == nil || len(mine.checked()) != 1 || len(c.m[string(a)].checked()) != 2 {
+		t.Errorf("nil cache check: %v, %d remembered, %d in the cache", err, len(mine.checked()), len(c.m[string(a)].checked()))
 	}
 }
 
@@ -136,7 +137,7 @@ func TestCRLCacheSetEntries(t *testing.T) {
 	var c crlCache
 	set := &meshrootv1.CRLSet{Crls: [][]byte{a, {1, 2, 3}, b}}
 	es := c.setEntries(set)
-	if len(es) != 2 || es[0].rl.Number.Int64() != 1 || es[1].rl.Number.Int64() != 2 {
+	if len(es) != 2 || es[0].rl.Number.toBig().Int64() != 1 || es[1].rl.Number.toBig().Int64() != 2 {
 		t.Fatalf("entries of the set: %v, want the two CRLs in order", es)
 	}
 	if again := c.setEntries(set); &again[0] != &es[0] {
@@ -343,7 +344,7 @@ func TestCandidatesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	noNumber.rl.Number = nil
+	noNumber.rl.Number = crlNumber{}
 	all := []*crlEntry{es[0], es[1], noNumber, es[1], es[0]}
 	for plan := range 2 {
 		got := candidates(all, now)
@@ -436,8 +437,8 @@ func TestCRLOtherKeyIDNotVerified(t *testing.T) {
 	if err := c.checkEntry(e, crlCAOf(issuer, true)); !errors.Is(err, errOtherKey) {
 		t.Errorf("checkEntry of a CRL naming another key identifier: %v, want errOtherKey", err)
 	}
-	if len(e.checked) != 0 {
-		t.Errorf("checks remembered: %+v, want none (no verification was made)", e.checked)
+	if len(e.checked()) != 0 {
+		t.Errorf("checks remembered: %+v, want none (no verification was made)", e.checked())
 	}
 	// A CA without a subject key identifier: the signature decides.
 	noKeyID := crlCAOf(issuer, true)
@@ -454,5 +455,42 @@ func TestCRLOtherKeyIDNotVerified(t *testing.T) {
 	}
 	if err := c.checkEntry(bare, crlCAOf(caWithKeyID(t, "issuer", issuer.SubjectKeyId), true)); err == nil || errors.Is(err, errOtherKey) {
 		t.Errorf("checkEntry of a CRL without an authority key identifier by another key: %v, want a signature failure", err)
+	}
+}
+
+// TestCRLNumber: numbers held in 64 bits and as big.Int compare as
+// big.Int does, across the two forms; a missing number compares as 0 and
+// is not a uint64; a negative one is kept as big.Int.
+func TestCRLNumber(t *testing.T) {
+	huge, _ := new(big.Int).SetString("123456789012345678901234567890", 10)
+	maxU := new(big.Int).SetUint64(math.MaxUint64)
+	nums := []*big.Int{big.NewInt(-5), nil, big.NewInt(0), big.NewInt(7), maxU, huge}
+	for i, a := range nums {
+		for j, b := range nums {
+			av, bv := a, b
+			if av == nil {
+				av = new(big.Int)
+			}
+			if bv == nil {
+				bv = new(big.Int)
+			}
+			if got, want := numberOf(a).cmp(numberOf(b)), av.Cmp(bv); got != want {
+				t.Errorf("cmp(%v, %v) = %d, want %d (%d, %d)", a, b, got, want, i, j)
+			}
+		}
+	}
+	if n, ok := numberOf(maxU).uint64(); !ok || n != math.MaxUint64 {
+		t.Errorf("2^64-1: %d, %v", n, ok)
+	}
+	for _, n := range []*big.Int{nil, big.NewInt(-5), huge} {
+		if v, ok := numberOf(n).uint64(); ok {
+			t.Errorf("%v as uint64: %d, want none", n, v)
+		}
+	}
+	if numberOf(nil).ok || !numberOf(big.NewInt(0)).ok {
+		t.Error("ok: a missing number must not be ok, 0 must be")
+	}
+	if got := numberOf(huge).toBig(); got.Cmp(huge) != 0 {
+		t.Errorf("toBig of a 97-bit number: %v", got)
 	}
 }
