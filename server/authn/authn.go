@@ -158,9 +158,11 @@ type Authenticator struct {
 	jwksTTL     time.Duration
 
 	mu       sync.Mutex
-	oidc     map[string]*oidcKeys      // by cluster name
-	reviewer map[string]*tokenReviewer // by cluster name
-	verified map[[32]byte]validity     // chains verified against a root set
+	oidc     map[string]*oidcKeys       // by cluster name
+	reviewer map[string]*tokenReviewer  // by cluster name
+	verified map[[32]byte]verifiedChain // chains verified, with their paths' roots
+	// verifications counts the chains verified afresh (tests).
+	verifications int
 }
 
 // New returns an Authenticator over the clusters, join tokens and

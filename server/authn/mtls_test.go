@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math/big"
+	"sync"
 	"testing"
 	"time"
 
@@ -243,6 +244,70 @@ func TestMTLSRootLeftBundle(t *testing.T) {
 	}})
 	_, err := a.Authenticate(context.Background(), "east", Credential{PeerChain: f.chain(f.active)})
 	wantRefusal(t, err, Unauthenticated, "does not verify against the trust bundle")
+}
+
+// TestMTLSVerifiedAcrossRootChanges: a chain verified once is not
+// verified again while its path's root stays in the trust bundle, also
+// when the bundle gains and loses other roots (a rotation's prepare and
+// rollback); once its root leaves the bundle it is refused, and it is
+// verified again when the root comes back.
+func TestMTLSVerifiedAcrossRootChanges(t *testing.T) {
+	f := newMTLSFixture(t)
+	other := newCert(t, nil, caTemplate("next root", false))
+	var mu sync.Mutex
+	roots := []*x509.Certificate{f.root.cert}
+	setRoots := func(rs ...*x509.Certificate) {
+		mu.Lock()
+		defer mu.Unlock()
+		roots = rs
+	}
+	a := New(f.st, Options{Now: f.clk.Now, Roots: func(context.Context) ([]*x509.Certificate, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return roots, nil
+	}})
+	auth := func() error {
+		_, err := a.Authenticate(context.Background(), "east", Credential{PeerChain: f.chain(f.active)})
+		return err
+	}
+	verifications := func() int {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.verifications
+	}
+	if err := auth(); err != nil || verifications() != 1 {
+		t.Fatalf("first: %v, %d verifications; want 1", err, verifications())
+	}
+	setRoots(f.root.cert, other.cert) // prepare
+	if err := auth(); err != nil || verifications() != 1 {
+		t.Errorf("a root added: %v, %d verifications; want the chain remembered (1)", err, verifications())
+	}
+	setRoots(other.cert, f.root.cert) // another order
+	if err := auth(); err != nil || verifications() != 1 {
+		t.Errorf("roots reordered: %v, %d verifications; want 1", err, verifications())
+	}
+	setRoots(other.cert) // the chain's root left
+	wantRefusal(t, auth(), Unauthenticated, "does not verify against the trust bundle")
+	setRoots(f.root.cert)
+	if err := auth(); err != nil {
+		t.Errorf("the root back: %v", err)
+	}
+	// A revoked intermediate is refused even though its chain verified.
+	if _, err := a.Authenticate(context.Background(), "east", Credential{PeerChain: f.chain(f.revoked)}); err == nil {
+		t.Error("a revoked intermediate authenticated")
+	}
+	n := verifications()
+	setRoots(f.root.cert, other.cert)
+	wantRefusal(t, func() error {
+		_, err := a.Authenticate(context.Background(), "east", Credential{PeerChain: f.chain(f.revoked)})
+		return err
+	}(), Unauthenticated, "revoked")
+	if verifications() != n {
+		t.Errorf("the revoked chain was verified again after a root was added (%d -> %d)", n, verifications())
+	}
+	// The memo ends with the path's first expiry, whatever the roots.
+	f.clk.Advance(25 * time.Hour)
+	wantRefusal(t, auth(), Unauthenticated, "does not verify against the trust bundle", "expired")
 }
 
 func TestMTLSServerErrors(t *testing.T) {
