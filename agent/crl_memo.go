@@ -86,6 +86,14 @@ type planGroup struct {
 	cas    []*crlCA     // the CAs of the name, as in cas (an element twice if there twice)
 	set    []keyedEntry // the set's CRLs naming it, in no order (sorted by key when planned)
 	chosen []*crlEntry  // the plan's CRLs naming it, in the file's order
+	// The lists start in these arrays, which hold a cluster's usual
+	// group (its intermediate, its CRL and the one it replaces, the one
+	// chosen): every agent holds a group per cluster of the fleet, and
+	// three slices of their own were three more objects each for every
+	// collection to mark. A list that outgrows its array moves out.
+	casBuf    [1]*crlCA
+	setBuf    [2]keyedEntry
+	chosenBuf [1]*crlEntry
 }
 
 // keyedEntry is a CRL of the set with its order key.
@@ -149,6 +157,7 @@ func (m *planMemo) group(name [32]byte) *planGroup {
 	g := m.groups[name]
 	if g == nil {
 		g = &planGroup{}
+		g.cas, g.set, g.chosen = g.casBuf[:0], g.setBuf[:0], g.chosenBuf[:0]
 		m.groups[name] = g
 	}
 	return g
