@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"slices"
 	"sync"
 	"time"
@@ -61,7 +62,11 @@ type planMemo struct {
 	// CRL of it changes tier.
 	now, validUntil time.Time
 	// crls and cas are the lists planned (the set's CRLs, the CAs), keys
-	// the CRLs' order keys (increasing).
+	// the CRLs' order keys (increasing). crls and cas are the caller's
+	// slices, kept as they are (callers never change a list they planned:
+	// the watch stream makes a new one per change): copying them was two
+	// thousand pointer writes per change, each a write barrier while a
+	// collection marks.
 	crls []*crlEntry
 	keys []int64
 	cas  []*crlCA
@@ -72,10 +77,8 @@ type planMemo struct {
 	groups  map[[32]byte]*planGroup
 	// whole and fromLast count the plans made each way (tests).
 	whole, fromLast int
-	// spare buffers, swapped with crls, keys and cas.
-	spareCRLs []*crlEntry
+	// spareKeys is a buffer, swapped with keys.
 	spareKeys []int64
-	spareCAs  []*crlCA
 	// spareChosen is the plan before chosen (the file the plan was
 	// made from: encodeFromFile), and the buffer of the next.
 	spareChosen []planBlock
@@ -116,7 +119,8 @@ func (c *crlCache) forgetPlan() {
 
 // recordPlan keeps a published plan made whole: blocks chosen among
 // cands (the file's CRLs and crls) for cas at now, missing the CAs
-// without a current CRL. The caller holds c.memo.mu.
+// without a current CRL; cas and crls are kept. The caller holds
+// c.memo.mu.
 func (c *crlCache) recordPlan(cas []*crlCA, crls []*crlEntry, cands []crlCandidate, blocks []planBlock, missing []*crlCA, now time.Time) {
 	if c == nil || wholePlansOnly {
 		return
@@ -129,12 +133,12 @@ func (c *crlCache) recordPlan(cas []*crlCA, crls []*crlEntry, cands []crlCandida
 	for _, cand := range cands {
 		m.foldTier(cand.e, now)
 	}
-	m.crls = append(m.crls[:0], crls...)
+	m.crls = crls
 	m.keys = m.keys[:0]
 	for i := range crls {
 		m.keys = append(m.keys, int64(i+1)*planMemoGap)
 	}
-	m.cas = append(m.cas[:0], cas...)
+	m.cas = cas
 	m.chosen, m.spareChosen = blocks, nil
 	m.missing = missing
 	m.groups = make(map[[32]byte]*planGroup, len(cas))
@@ -181,7 +185,7 @@ func (m *planMemo) foldTier(e *crlEntry, now time.Time) {
 // nextPlan is the published plan for cas and crls with the file file (its
 // CRLs' entries) at now, made from the last plan when file is that plan's
 // and the change allows (see above); ok is false when it must be made
-// whole. The caller holds c.memo.mu.
+// whole. cas and crls are kept. The caller holds c.memo.mu.
 func (c *crlCache) nextPlan(cas []*crlCA, crls, file []*crlEntry, now time.Time) (blocks, last []planBlock, missing []*crlCA, ok bool) {
 	if c == nil || wholePlansOnly {
 		return nil, nil, nil, false
@@ -260,15 +264,7 @@ func (c *crlCache) nextPlan(cas []*crlCA, crls, file []*crlEntry, now time.Time)
 			caSet.add(x)
 		}
 	}
-	slices.SortFunc(setPart, func(a, b keyedEntry) int {
-		switch {
-		case a.key < b.key:
-			return -1
-		case a.key > b.key:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(setPart, func(a, b keyedEntry) int { return cmp.Compare(a.key, b.key) })
 	all := make([]*crlEntry, 0, oldChosen.len()+len(setPart))
 	for _, b := range m.chosen {
 		if oldChosen.has(b.e) {
@@ -347,9 +343,8 @@ func (c *crlCache) nextPlan(cas []*crlCA, crls, file []*crlEntry, now time.Time)
 
 	m.fromLast++
 	m.now = now
-	m.spareCRLs, m.crls = m.crls, append(m.spareCRLs[:0], crls...)
+	m.crls, m.cas = crls, cas
 	m.spareKeys, m.keys = m.keys, newKeys
-	m.spareCAs, m.cas = m.cas, append(m.spareCAs[:0], cas...)
 	m.spareChosen, m.chosen = m.chosen, blocks
 	m.missing = missing
 	return blocks, m.spareChosen, missing, true

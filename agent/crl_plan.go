@@ -297,7 +297,8 @@ func PlanPublishedCRLFile(cas []*x509.Certificate, crls [][]byte, held []byte, n
 }
 
 // planPublishedCRLFile is PlanPublishedCRLFile for the CRLs crls, entries
-// of cache.
+// of cache. The cache keeps cas and crls for the next plan: callers must
+// not change them afterwards.
 func planPublishedCRLFile(cache *crlCache, cas []*crlCA, crls []*crlEntry, held []byte, now time.Time) CRLPlan {
 	if cache != nil {
 		cache.memo.mu.Lock()
