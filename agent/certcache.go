@@ -1,10 +1,8 @@
 package agent
 
 import (
-	"bytes"
 	"crypto/x509"
 	"fmt"
-	"hash/maphash"
 	"sync"
 
 	meshrootv1 "github.com/meshroot/meshroot/api/meshroot/v1"
@@ -15,24 +13,15 @@ import (
 // rotation) must fit, or every reconcile parses them all again.
 const maxCachedCerts = 8192
 
-// certCache keeps the fleet's intermediates by a seeded 64-bit hash of
-// their DER (hash/maphash, as fast as the map's own hash of a string
-// key), parsed once into what the CRL plan reads (crlCA). Keyed by the
-// DER itself, as crlCache keeps CRLs, the map held a copy of every
-// intermediate beside the one the CRL set holds: ~0.6 MB per agent at
-// 1,000 clusters, which the collector of bench-fleet's 1,000 in-process
-// agents marks at every cycle. A hit is checked byte for byte; a
-// collision is a miss, and the later certificate takes the slot. (A
-// SHA-256 key made a whole set's lookups 2.2x slower:
-// BenchmarkCRLReconcileFleet.) The CRL set of every
+// certCache keeps the fleet's intermediates by their DER (derIndex),
+// parsed once into what the CRL plan reads (crlCA). The CRL set of every
 // bundle message lists each current cluster intermediate of the fleet,
 // and each message differs from the last by a few: at 1,000 clusters
 // parsing the set anew cost each agent tens of milliseconds per change,
 // repeated on every cluster of the fleet. A nil cache parses every time.
 type certCache struct {
-	mu   sync.Mutex
-	m    map[uint64]*crlCA
-	seed maphash.Seed // set with m
+	mu sync.Mutex
+	m  derIndex[*crlCA]
 	// set and setCAs are the last CRL set whose intermediates were all
 	// resolved by the watch stream that built it (resolved), and those
 	// intermediates: intermediates answers for that set without looking up
@@ -67,22 +56,14 @@ func (c *certCache) parse(der []byte) (*crlCA, error) {
 	if cached := c.lookup(der); cached != nil { // parsed meanwhile by another caller
 		return cached, nil
 	}
-	if c.m == nil || len(c.m) >= maxCachedCerts {
-		c.m, c.seed = map[uint64]*crlCA{}, maphash.MakeSeed() // a new fleet set: start over
-	}
-	c.m[maphash.Bytes(c.seed, der)] = info
+	c.m.put(der, info, maxCachedCerts)
 	return info, nil
 }
 
 // lookup returns der's entry if the cache holds it. The caller holds c.mu.
 func (c *certCache) lookup(der []byte) *crlCA {
-	if c.m == nil { // no seed yet: a zero seed cannot hash
-		return nil
-	}
-	if cached, ok := c.m[maphash.Bytes(c.seed, der)]; ok && bytes.Equal(cached.raw, der) {
-		return cached
-	}
-	return nil
+	v, _ := c.m.get(der)
+	return v
 }
 
 // intermediates reads the intermediates of a bundle message's CRL set

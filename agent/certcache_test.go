@@ -55,7 +55,7 @@ func TestCertCacheCRLSet(t *testing.T) {
 	// Kept by hash, answered only for the same bytes: an entry under a's
 	// hash that is not a (a collision, planted) is not a's.
 	c.mu.Lock()
-	c.m[maphash.Bytes(c.seed, a)] = next[1]
+	c.m.m[maphash.Bytes(c.m.seed, a)] = next[1]
 	c.mu.Unlock()
 	if got, err := c.parse(a); err != nil || !bytes.Equal(got.raw, a) || !strings.HasPrefix(got.name(), "CN=a ") {
 		t.Errorf("a under a hash holding b: got %q, %v", got.name(), err)

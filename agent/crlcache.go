@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -19,9 +20,8 @@ import (
 // superseded intermediate while current) and the next one. It must hold a
 // whole set: below that, every reconcile would parse and verify the whole
 // set again (a 1,000-cluster fleet has over 1,000 CRLs, twice that during
-// a rotation). The DER itself is the key: a lookup hashes it with the
-// map's hash, several times cheaper than a SHA-256 of it, and a reconcile
-// makes several lookups per CRL of the fleet.
+// a rotation). They are found by their DER (derIndex): a reconcile makes
+// several lookups per CRL of the fleet.
 const maxCachedCRLs = 8192
 
 // crlCache keeps parsed CRLs by their DER. Every reconcile looks at the
@@ -37,7 +37,7 @@ const maxCachedCRLs = 8192
 // memory (BenchmarkFleetStateHeld).
 type crlCache struct {
 	mu sync.Mutex
-	m  map[string]*crlEntry
+	m  derIndex[*crlEntry]
 	// file is the last ca-crl.pem decoded: a reconcile reads the
 	// Secret's file several times (planning, the report) and decoding
 	// 1,000 CRLs' PEM takes ~2 ms each time.
@@ -117,8 +117,9 @@ func (f *pemFile) saw(data []byte) {
 
 // crlEntry is one CRL of the cache.
 type crlEntry struct {
-	// rl is the CRL with only the fields the agent reads (leanCRL).
-	rl *leanRevocationList
+	// rl is the CRL with only the fields the agent reads (leanCRL), in
+	// the entry itself: one object less per CRL of the fleet.
+	rl leanRevocationList
 	// pem is its PEM block as ca-crl.pem holds it, once encoded:
 	// re-encoding the fleet's CRLs for every plan cost about as much as
 	// decoding them.
@@ -216,13 +217,7 @@ func (n crlNumber) toBig() *big.Int {
 // cmp compares n and o as big.Int.Cmp does; a missing number counts as 0.
 func (n crlNumber) cmp(o crlNumber) int {
 	if n.big == nil && o.big == nil {
-		switch {
-		case n.small < o.small:
-			return -1
-		case n.small > o.small:
-			return 1
-		}
-		return 0
+		return cmp.Compare(n.small, o.small)
 	}
 	a, b := n.toBig(), o.toBig()
 	if a == nil {
@@ -240,8 +235,8 @@ func (n crlNumber) uint64() (uint64, bool) {
 }
 
 // leanCRL is rl as a leanRevocationList (sharing its byte slices).
-func leanCRL(rl *x509.RevocationList) *leanRevocationList {
-	return &leanRevocationList{
+func leanCRL(rl *x509.RevocationList) leanRevocationList {
+	return leanRevocationList{
 		Raw:                  rl.Raw,
 		RawTBSRevocationList: rl.RawTBSRevocationList,
 		RawIssuer:            rl.RawIssuer,
@@ -292,7 +287,7 @@ func (c *crlCache) pemCRLs(data []byte) [][]byte {
 	defer c.mu.Unlock()
 	f := pemFile{canonical: true, entries: make([]*crlEntry, 0, len(ders)), ders: ders}
 	for i, der := range ders {
-		e, ok := c.m[string(der)]
+		e, ok := c.m.get(der)
 		if !ok {
 			f.canonical, f.entries = false, nil
 			break
@@ -500,7 +495,7 @@ func (c *crlCache) checkEntry(e *crlEntry, issuer *crlCA) error {
 		}
 	}
 	c.unlock()
-	res := verifyCRL(e.rl, issuer) // not under the lock: an ECDSA verification
+	res := verifyCRL(&e.rl, issuer) // not under the lock: an ECDSA verification
 	c.lock()
 	ch := checkedIssuer{id: issuer.id, err: res}
 	if e.checks == 0 {
@@ -560,7 +555,7 @@ func (c *crlCache) parseEntry(der []byte) (*crlEntry, error) {
 		return newCRLEntry(leanCRL(rl)), nil
 	}
 	c.mu.Lock()
-	e, ok := c.m[string(der)]
+	e, ok := c.m.get(der)
 	c.mu.Unlock()
 	if ok {
 		return e, nil
@@ -572,18 +567,15 @@ func (c *crlCache) parseEntry(der []byte) (*crlEntry, error) {
 	fresh := newCRLEntry(leanCRL(rl))
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.m[string(der)]; ok { // parsed meanwhile by another caller
+	if e, ok := c.m.get(der); ok { // parsed meanwhile by another caller
 		return e, nil
 	}
-	if c.m == nil || len(c.m) >= maxCachedCRLs {
-		c.m = map[string]*crlEntry{} // a new fleet set: start over
-	}
-	c.m[string(der)] = fresh
+	c.m.put(der, fresh, maxCachedCRLs) // full: a new fleet set, start over
 	return fresh, nil
 }
 
 // newCRLEntry is rl as an entry, with its issuer's identifiers.
-func newCRLEntry(rl *leanRevocationList) *crlEntry {
+func newCRLEntry(rl leanRevocationList) *crlEntry {
 	e := &crlEntry{rl: rl}
 	e.issuer, e.issuerKey = issuerIDs(rl.RawIssuer, rl.AuthorityKeyId)
 	return e

@@ -53,8 +53,8 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	if e3, _ := c.parseEntry(b); e3 == e1 || e3.rl.Number.toBig().Int64() != 2 {
 		t.Errorf("another CRL: %v", e3.rl.Number)
 	}
-	if _, err := c.parseEntry([]byte{1, 2, 3}); err == nil || len(c.m) != 2 {
-		t.Errorf("junk: %v, %d cached", err, len(c.m))
+	if _, err := c.parseEntry([]byte{1, 2, 3}); err == nil || c.m.len() != 2 {
+		t.Errorf("junk: %v, %d cached", err, c.m.len())
 	}
 	// Signatures: the result is remembered, a failure too (a cluster's
 	// successive intermediates share a name: each plan tries a CRL against
@@ -63,7 +63,7 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	if err := c.checkEntry(e1, crlCAOf(issuer, false)); err != nil {
 		t.Errorf("checkEntry by its issuer: %v", err)
 	}
-	if ch := c.m[string(a)].checked(); len(ch) != 1 || ch[0].id != sha256.Sum256(issuer.Raw) || ch[0].err != nil {
+	if ch := c.entry(a).checked(); len(ch) != 1 || ch[0].id != sha256.Sum256(issuer.Raw) || ch[0].err != nil {
 		t.Errorf("success remembered: %+v", ch)
 	}
 	// A CA with the issuer's key identifier but another key: verified,
@@ -74,10 +74,10 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 			t.Error("a CRL checked out against another certificate")
 		}
 	}
-	if ch := c.m[string(a)].checked(); len(ch) != 2 || ch[1].id != sha256.Sum256(other.Raw) || ch[1].err == nil {
+	if ch := c.entry(a).checked(); len(ch) != 2 || ch[1].id != sha256.Sum256(other.Raw) || ch[1].err == nil {
 		t.Errorf("failure remembered: %+v, want 2 issuers checked, the second failed", ch)
 	}
-	if ch := c.m[string(b)].checked(); len(ch) != 0 {
+	if ch := c.entry(b).checked(); len(ch) != 0 {
 		t.Errorf("checks remembered for the CRL never checked: %+v", ch)
 	}
 	// The cache keeps the fields the agent reads (leanRevocationList has no
@@ -105,7 +105,7 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	// bytes, not a second decoded copy, and as the cache's entries.
 	file := append(block(a), block(revoked)...)
 	ders := c.pemCRLs(file)
-	if len(ders) != 2 || &ders[0][0] != &c.m[string(a)].rl.Raw[0] || &ders[1][0] != &lean.Raw[0] {
+	if len(ders) != 2 || &ders[0][0] != &c.entry(a).rl.Raw[0] || &ders[1][0] != &lean.Raw[0] {
 		t.Error("ca-crl.pem's CRLs were kept as decoded copies, not the cache's")
 	}
 	if es := c.fileEntries(append([]byte(nil), file...)); len(es) != 2 || es[0] != e1 || es[1] != le {
@@ -117,13 +117,13 @@ func TestCRLCacheParsesOnce(t *testing.T) {
 	}
 	// A CA with another key identifier is refused without a verification
 	// and nothing is remembered.
-	if err := c.checkEntry(e1, crlCAOf(testCert(t), true)); !errors.Is(err, errOtherKey) || len(c.m[string(a)].checked()) != 2 {
-		t.Errorf("another key identifier: %v, %d remembered; want errOtherKey and still 2", err, len(c.m[string(a)].checked()))
+	if err := c.checkEntry(e1, crlCAOf(testCert(t), true)); !errors.Is(err, errOtherKey) || len(c.entry(a).checked()) != 2 {
+		t.Errorf("another key identifier: %v, %d remembered; want errOtherKey and still 2", err, len(c.entry(a).checked()))
 	}
 	// Without a cache, a check is remembered in the caller's entry only.
 	mine, _ := none.parseEntry(a)
-	if err := none.checkEntry(mine, crlCAOf(other, true)); err == nil || len(mine.checked()) != 1 || len(c.m[string(a)].checked()) != 2 {
-		t.Errorf("nil cache check: %v, %d remembered, %d in the cache", err, len(mine.checked()), len(c.m[string(a)].checked()))
+	if err := none.checkEntry(mine, crlCAOf(other, true)); err == nil || len(mine.checked()) != 1 || len(c.entry(a).checked()) != 2 {
+		t.Errorf("nil cache check: %v, %d remembered, %d in the cache", err, len(mine.checked()), len(c.entry(a).checked()))
 	}
 }
 
@@ -447,9 +447,9 @@ func TestCRLOtherKeyIDNotVerified(t *testing.T) {
 		t.Errorf("checkEntry by a CA without a key identifier: %v, want the signature to decide (valid)", err)
 	}
 	// A CRL without an authority key identifier: the signature decides.
-	noAKI := *e.rl
+	noAKI := e.rl
 	noAKI.AuthorityKeyId = nil
-	bare := newCRLEntry(&noAKI)
+	bare := newCRLEntry(noAKI)
 	if err := c.checkEntry(bare, crlCAOf(issuer, true)); err != nil {
 		t.Errorf("checkEntry of a CRL without an authority key identifier: %v, want the signature to decide (valid)", err)
 	}
@@ -493,4 +493,10 @@ func TestCRLNumber(t *testing.T) {
 	if got := numberOf(huge).toBig(); got.Cmp(huge) != 0 {
 		t.Errorf("toBig of a 97-bit number: %v", got)
 	}
+}
+
+// entry is the cache's entry for der, or nil.
+func (c *crlCache) entry(der []byte) *crlEntry {
+	e, _ := c.m.get(der)
+	return e
 }

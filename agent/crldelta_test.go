@@ -283,10 +283,10 @@ func TestCRLStreamResolves(t *testing.T) {
 		lastEnts = ents
 		// Empty the caches: only what the stream carries survives.
 		crls.mu.Lock()
-		crls.m = nil
+		crls.m = derIndex[*crlEntry]{}
 		crls.mu.Unlock()
 		certs.mu.Lock()
-		certs.m = nil
+		certs.m = derIndex[*crlCA]{}
 		certs.mu.Unlock()
 	}
 }
