@@ -18,6 +18,7 @@ type fanoutResult struct {
 	lat     []time.Duration // one per agent per change: admin call start -> Secret written
 	recv    []time.Duration // one per agent per change: admin call start -> the watch delivered it
 	worst   []time.Duration // per change: the last agent's
+	gcEnds  []uint64        // per change: collections of this process that ended during it
 	calls   []time.Duration // the admin calls themselves
 	missed  int             // receipts not logged (the agent applied without logging it)
 	cpu     time.Duration   // server CPU time over the whole measurement
@@ -46,6 +47,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutRe
 				return res, err
 			}
 			want := tb.Sequence + 1
+			cycles0 := readGCStats().cycles
 			t0 := time.Now()
 			if err := step.do(); err != nil {
 				return res, fmt.Errorf("%s: %w", step.name, err)
@@ -64,6 +66,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutRe
 				}
 			}
 			res.worst = append(res.worst, maxDur(lat))
+			res.gcEnds = append(res.gcEnds, readGCStats().cycles-cycles0)
 			res.changes++
 		}
 	}

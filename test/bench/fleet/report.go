@@ -101,6 +101,18 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "  %d agents: %d collections, %s and %.1f MiB per change, %.0f MiB live\n",
 			f.agents, f.gc.cycles, ms(f.gc.cpu/time.Duration(n)), float64(f.gc.alloc)/float64(n)/(1<<20), float64(f.gc.live)/(1<<20))
 	}
+	fmt.Fprintf(w, "each change's last agent (ms; * a collection of the agents' process ended during the change):\n")
+	for _, f := range []fanoutResult{r.fanSmall, r.fanLarge} {
+		fmt.Fprintf(w, "  %d agents:", f.agents)
+		for i, d := range f.worst {
+			mark := ""
+			if i < len(f.gcEnds) && f.gcEnds[i] > 0 {
+				mark = "*"
+			}
+			fmt.Fprintf(w, " %.0f%s", float64(d)/1e6, mark)
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "cacerts Secret reads / writes per agent per change:")
 	for _, f := range []fanoutResult{r.fanSmall, r.fanLarge} {
 		if n := float64(f.agents * f.changes); n > 0 {
