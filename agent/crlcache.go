@@ -134,12 +134,12 @@ type crlEntry struct {
 	// key identifier (checkEntry refuses the others unverified): one,
 	// more for certificates of one key (a root and its cross-signed
 	// copy) or CAs without key identifiers. The first result is held in
-	// the entry itself (checked1, when checks > 0), the others in
-	// checkedMore: one slice per CRL of the fleet was one more object
-	// for every collection to mark.
+	// the entry itself (checked1, when has1), the others in checkedMore:
+	// one slice per CRL of the fleet was one more object for every
+	// collection to mark.
 	checkedMore []checkedIssuer
 	checked1    checkedIssuer
-	checks      int
+	has1        bool
 	// plan is the number of the last plan that took the entry as a
 	// candidate (candidates).
 	plan atomic.Uint64
@@ -484,7 +484,7 @@ func (c *crlCache) checkEntry(e *crlEntry, issuer *crlCA) error {
 		return errOtherKey
 	}
 	c.lock()
-	if e.checks > 0 && e.checked1.id == issuer.id {
+	if e.has1 && e.checked1.id == issuer.id {
 		c.unlock()
 		return e.checked1.err
 	}
@@ -498,19 +498,18 @@ func (c *crlCache) checkEntry(e *crlEntry, issuer *crlCA) error {
 	res := verifyCRL(&e.rl, issuer) // not under the lock: an ECDSA verification
 	c.lock()
 	ch := checkedIssuer{id: issuer.id, err: res}
-	if e.checks == 0 {
-		e.checked1 = ch
+	if !e.has1 {
+		e.checked1, e.has1 = ch, true
 	} else {
 		e.checkedMore = append(e.checkedMore, ch)
 	}
-	e.checks++
 	c.unlock()
 	return res
 }
 
 // checked is the results checkEntry remembers for e, in the order made.
 func (e *crlEntry) checked() []checkedIssuer {
-	if e.checks == 0 {
+	if !e.has1 {
 		return nil
 	}
 	return append([]checkedIssuer{e.checked1}, e.checkedMore...)
