@@ -41,9 +41,9 @@ func (c *certCache) parse(der []byte) (*crlCA, error) {
 		return crlCAOf(cert, true), nil
 	}
 	c.mu.Lock()
-	cached := c.lookup(der)
+	cached, ok := c.m.get(der)
 	c.mu.Unlock()
-	if cached != nil {
+	if ok {
 		return cached, nil
 	}
 	cert, err := x509.ParseCertificate(der)
@@ -53,17 +53,11 @@ func (c *certCache) parse(der []byte) (*crlCA, error) {
 	info := crlCAOf(cert, false)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cached := c.lookup(der); cached != nil { // parsed meanwhile by another caller
+	if cached, ok := c.m.get(der); ok { // parsed meanwhile by another caller
 		return cached, nil
 	}
 	c.m.put(der, info, maxCachedCerts)
 	return info, nil
-}
-
-// lookup returns der's entry if the cache holds it. The caller holds c.mu.
-func (c *certCache) lookup(der []byte) *crlCA {
-	v, _ := c.m.get(der)
-	return v
 }
 
 // intermediates reads the intermediates of a bundle message's CRL set

@@ -8,7 +8,6 @@ import (
 // derHolder is what a derIndex holds: something parsed from a DER
 // encoding, which it still refers to.
 type derHolder interface {
-	comparable
 	der() []byte
 }
 
@@ -33,7 +32,7 @@ func (x *derIndex[T]) get(der []byte) (T, bool) {
 	if x.m == nil { // no seed yet: a zero seed cannot hash
 		return zero, false
 	}
-	if v, ok := x.m[maphash.Bytes(x.seed, der)]; ok && v != zero && bytes.Equal(v.der(), der) {
+	if v, ok := x.m[maphash.Bytes(x.seed, der)]; ok && bytes.Equal(v.der(), der) {
 		return v, true
 	}
 	return zero, false
