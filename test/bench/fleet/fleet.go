@@ -18,9 +18,10 @@ import (
 	"github.com/meshroot/meshroot/internal/kubeclient/kubefake"
 )
 
-// fleet is N in-process agents (the real agent package, agent.Agent.Run),
-// each keeping one registered cluster's cacerts Secret in its own fake
-// clientset, each with its own gRPC connection to the server.
+// fleet is N agents (the real agent package, agent.Agent.Run), in this
+// process or in agent shards (shard.go), each keeping one registered
+// cluster's cacerts Secret in its own fake clientset, each with its own
+// gRPC connection to the server.
 type fleet struct {
 	addr     string
 	serverCA []byte
@@ -30,16 +31,24 @@ type fleet struct {
 	wake     chan struct{}
 	kubeCopy bool // the clusters store copies of the Secrets written (-kube-copy)
 	stopped  bool
+	procs    int   // agent shards (-agent-procs); 1: the agents run in this process
+	memLimit int64 // the soft memory limit the shards share
+	shards   []*shardProc
 }
 
 type member struct {
-	name   string
-	rec    *recorder
-	kube   *kubefake.Clientset // its cluster's API (newRecordingKube)
+	name string
+	rec  *recorder
+	// In this process: the agent, its cluster's API (newRecordingKube)
+	// and its log.
+	kube   *kubefake.Clientset
 	log    *memberLog
 	a      *agent.Agent
 	cancel context.CancelFunc
 	done   chan struct{}
+	// In an agent shard: the shard and the member's number there.
+	shard *shardProc
+	id    int
 }
 
 func newFleet(addr string, admin ca.Admin, roots []byte, warn *warnLog) *fleet {
@@ -100,6 +109,12 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 	if f.serverCA, err = rootsPEM(tb); err != nil {
 		return err
 	}
+	if f.procs > 1 {
+		if err := f.startShards(news, from, tokens); err != nil {
+			return err
+		}
+		news = nil
+	}
 	for i, m := range news {
 		m.kube = newRecordingKube(m.rec, f.kubeCopy)
 		a, err := agent.New(agent.Config{
@@ -119,20 +134,90 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 		}()
 	}
 	f.members = append(f.members, news...)
-	_, err = f.waitAll(ctx, time.Time{}, news, func(applied) bool { return true }, 5*time.Minute)
+	_, err = f.waitAll(ctx, time.Time{}, f.members[from:], func(applied) bool { return true }, 5*time.Minute)
 	return err
+}
+
+// startShards starts the agents of news (members from on) in the agent
+// shards, member i in shard i mod procs, starting the shards first if
+// need be.
+func (f *fleet) startShards(news []*member, from int, tokens []string) error {
+	for len(f.shards) < f.procs {
+		s, err := startShard(len(f.shards), f.procs, f.memLimit, f.warn)
+		if err != nil {
+			return fmt.Errorf("agent shard: %w", err)
+		}
+		f.shards = append(f.shards, s)
+	}
+	for i, m := range news {
+		id := from + i
+		if err := f.shards[id%f.procs].start(m, id, tokens[i], f.addr, f.serverCA, f.kubeCopy); err != nil {
+			return err
+		}
+		f.members = append(f.members, m)
+	}
+	return nil
+}
+
+// tail is m's last log records.
+func (m *member) tail() []string {
+	if m.shard != nil {
+		ev, err := m.shard.call(shardCmd{Op: "tail", ID: m.id})
+		if err != nil {
+			return []string{err.Error()}
+		}
+		return ev.Tail
+	}
+	return m.log.tail()
+}
+
+// agentsCPU is the agents' CPU time so far: this process's and its
+// shards'.
+func (f *fleet) agentsCPU() time.Duration {
+	t := cpuTime(os.Getpid())
+	for _, s := range f.shards {
+		t += cpuTime(s.pid())
+	}
+	return t
+}
+
+// gcStats is the agents' processes' collectors: this process's, or with
+// shards theirs (this process then holds no agent).
+func (f *fleet) gcStats() gcStats {
+	if len(f.shards) == 0 {
+		return readGCStats()
+	}
+	var g gcStats
+	for _, s := range f.shards {
+		if ev, err := s.call(shardCmd{Op: "stats"}); err == nil {
+			g = g.add(ev.GC)
+		}
+	}
+	return g
 }
 
 // stopMembers ends the agents of ms and closes their connections; their
 // clusters stay registered.
 func (f *fleet) stopMembers(ms []*member) {
+	byShard := map[*shardProc][]int{}
 	for _, m := range ms {
-		m.cancel()
+		if m.shard != nil {
+			byShard[m.shard] = append(byShard[m.shard], m.id)
+		} else {
+			m.cancel()
+		}
+	}
+	for s, ids := range byShard {
+		if _, err := s.call(shardCmd{Op: "stop", IDs: ids}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
 	}
 	for _, m := range ms {
-		<-m.done
-		m.a.Close()
-		m.a = nil
+		if m.shard == nil {
+			<-m.done
+			m.a.Close()
+			m.a = nil
+		}
 	}
 }
 
@@ -143,12 +228,19 @@ func (f *fleet) stop() {
 	}
 	f.stopped = true
 	for _, m := range f.members {
-		m.cancel()
+		if m.shard == nil {
+			m.cancel()
+		}
+	}
+	for _, s := range f.shards {
+		s.close()
 	}
 	for _, m := range f.members {
-		<-m.done
-		if m.a != nil {
-			m.a.Close()
+		if m.shard == nil {
+			<-m.done
+			if m.a != nil {
+				m.a.Close()
+			}
 		}
 	}
 }
@@ -186,7 +278,7 @@ func (f *fleet) waitAll(ctx context.Context, since time.Time, ms []*member, pred
 		case <-deadline.C:
 			last, _ := pending[0].rec.last()
 			for _, m := range pending[:min(3, len(pending))] {
-				fmt.Fprintf(os.Stderr, "last log records of agent %s, which did not apply:\n  %s\n", m.name, strings.Join(m.log.tail(), "\n  "))
+				fmt.Fprintf(os.Stderr, "last log records of agent %s, which did not apply:\n  %s\n", m.name, strings.Join(m.tail(), "\n  "))
 			}
 			return lat, fmt.Errorf("%d of %d agents did not apply within %s (e.g. %s, last write: %+v)", len(pending), len(ms), timeout, pending[0].name, last)
 		case <-f.wake:
@@ -215,6 +307,9 @@ type warnLog struct {
 	count int
 	first []string
 	kinds map[string]int // warnKind -> count
+	// fwd, in an agent shard, takes each warning (kind and line) instead:
+	// the bench counts them (shard.go).
+	fwd func(kind, msg string)
 }
 
 // maxWarnLine bounds a kept warning line: a CRL warning at 1,000 clusters
@@ -271,22 +366,42 @@ func (w *warnLog) topKinds(n int) []string {
 func (w *warnLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
 
 func (w *warnLog) Handle(_ context.Context, r slog.Record) error {
+	msg := func() string {
+		msg := r.Level.String() + " " + r.Message
+		r.Attrs(func(a slog.Attr) bool { msg += " " + a.String(); return true })
+		if len(msg) > maxWarnLine {
+			msg = msg[:maxWarnLine] + "..."
+		}
+		return msg
+	}
+	if w.fwd != nil {
+		w.fwd(warnKind(r), msg())
+		return nil
+	}
+	w.mu.Lock()
+	keep := len(w.first) < 5
+	w.mu.Unlock()
+	line := ""
+	if keep {
+		line = msg()
+	}
+	w.add(warnKind(r), line)
+	return nil
+}
+
+// add counts one warning of kind, and keeps its line (when not "") if
+// fewer than five are kept.
+func (w *warnLog) add(kind, line string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.count++
 	if w.kinds == nil {
 		w.kinds = map[string]int{}
 	}
-	w.kinds[warnKind(r)]++
-	if len(w.first) < 5 {
-		msg := r.Level.String() + " " + r.Message
-		r.Attrs(func(a slog.Attr) bool { msg += " " + a.String(); return true })
-		if len(msg) > maxWarnLine {
-			msg = msg[:maxWarnLine] + "..."
-		}
-		w.first = append(w.first, msg)
+	w.kinds[kind]++
+	if len(w.first) < 5 && line != "" {
+		w.first = append(w.first, line)
 	}
-	return nil
 }
 
 func (w *warnLog) WithAttrs(attrs []slog.Attr) slog.Handler { return &warnAttrs{w: w, attrs: attrs} }
@@ -321,6 +436,12 @@ func (f *fleet) secretIO() (reads, writes int) {
 		if m.kube != nil {
 			reads += m.kube.SecretGets()
 			writes += m.kube.SecretWrites()
+		}
+	}
+	for _, s := range f.shards {
+		if ev, err := s.call(shardCmd{Op: "stats"}); err == nil {
+			reads += ev.Reads
+			writes += ev.Writes
 		}
 	}
 	return reads, writes

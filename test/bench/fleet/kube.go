@@ -42,6 +42,9 @@ type recorder struct {
 	events   []applied
 	received []receipt
 	notify   func() // called after every write (wakes the waiters)
+	// fwd, in an agent shard, takes each write and receipt instead: the
+	// bench keeps them, in the shard's member (shard.go).
+	fwd func(shardEvent)
 }
 
 // receipt is one bundle message the agent logged as received.
@@ -51,6 +54,10 @@ type receipt struct {
 }
 
 func (r *recorder) receive(at time.Time, seq uint64) {
+	if r.fwd != nil {
+		r.fwd(shardEvent{Ev: "received", At: at.UnixNano(), Seq: seq})
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.received = append(r.received, receipt{at, seq})
@@ -75,6 +82,15 @@ func (r *recorder) firstReceived(since time.Time, seq uint64) (time.Time, bool) 
 func (r *recorder) add(s *kubeclient.Secret) {
 	seq, _ := strconv.ParseUint(s.Annotations[ca.AnnotationBundleSequence], 10, 64)
 	ev := applied{at: time.Now(), sequence: seq, rootID: s.Annotations[ca.AnnotationRootID], roots: pemCerts(s.Data["root-cert.pem"])}
+	if r.fwd != nil {
+		r.fwd(shardEvent{Ev: "applied", At: ev.at.UnixNano(), Seq: ev.sequence, Root: ev.rootID, Roots: ev.roots})
+		return
+	}
+	r.put(ev)
+}
+
+// put keeps one write and wakes the waiters.
+func (r *recorder) put(ev applied) {
 	r.mu.Lock()
 	r.events = append(r.events, ev)
 	if len(r.events) > 64 { // keep the tail; waiters look at recent writes

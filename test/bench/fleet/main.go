@@ -45,7 +45,8 @@ type options struct {
 	noStreams          bool
 	kubeCopy           bool
 	streamsOnly        bool
-	memLimit           int64 // this process's soft memory limit (bytes; 0: none known)
+	memLimit           int64 // the agents' soft memory limit (bytes; 0: none known)
+	agentProcs         int   // processes the agents run in (1: this one)
 }
 
 func main() {
@@ -63,10 +64,18 @@ func main() {
 	flag.BoolVar(&o.streamsOnly, "streams-only", false, "only the server's fan-out alone: -large clusters join in waves of -small agents, which stop once joined, then -large watch streams")
 	flag.BoolVar(&o.kubeCopy, "kube-copy", false, "the in-memory clusters store a copy of each Secret written (~1 MB at 1,000 clusters), as before 2026-12-02: an API server's work, counted then as the agents'")
 	flag.BoolVar(&o.noStreams, "no-streams", false, "skip the stream fan-out (the server's part alone, after the agents stop)")
+	flag.IntVar(&o.agentProcs, "agent-procs", 1, "run the agents in this many child processes (agent shards), each holding every Nth agent; 1: in this process")
+	flag.BoolVar(&shardChild, "agent-shard", false, "internal: run as an agent shard (commands on stdin, events on stdout)")
 	flag.IntVar(&streamsChild.n, "streams-child", 0, "internal: run as the stream fan-out's child, holding this many watch streams")
 	flag.StringVar(&streamsChild.addr, "streams-addr", "", "internal: the stream child's server address")
 	flag.StringVar(&streamsChild.ca, "streams-ca", "", "internal: the stream child's server CA file")
 	flag.Parse()
+	if shardChild {
+		if err := runAgentShard(); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if streamsChild.n > 0 {
 		if err := runStreamsChild(); err != nil {
 			log.Fatal(err)
@@ -140,6 +149,8 @@ func run(o options) (err error) {
 	warn := agentWarnings
 	f := newFleet(srv.issuerAddr, srv.admin, roots, warn)
 	f.kubeCopy = o.kubeCopy
+	f.procs, f.memLimit = max(o.agentProcs, 1), o.memLimit
+	prof.shards = f
 	defer f.stop()
 	if o.streamsOnly {
 		return streamsOnly(ctx, o, srv, f, dir, os.Stdout)
@@ -182,16 +193,16 @@ func run(o options) (err error) {
 	// change of the fleet's CRL set, and their reports) goes on for a
 	// while after the last agent wrote its cacerts: the fan-out measures
 	// a fleet at rest, as a fleet whose clusters joined long ago is.
-	if r.quietLarge, err = waitQuiet(ctx, srv.pid(), 3*time.Minute); err != nil {
+	if r.quietLarge, err = waitQuiet(ctx, srv.pid(), f.agentsCPU, 3*time.Minute); err != nil {
 		return err
 	}
 	progress("fleet at rest %s after the last join", r.quietLarge.Round(time.Second))
-	rest0, restT := cpuTime(os.Getpid()), time.Now()
+	rest0, restT := f.agentsCPU(), time.Now()
 	if r.serverWatchers, err = settledMem(ctx, srv.pid(), o.settle); err != nil {
 		return err
 	}
 	r.restWait = time.Since(restT)
-	r.restLarge = (cpuTime(os.Getpid()) - rest0).Seconds() / r.restWait.Seconds()
+	r.restLarge = (f.agentsCPU() - rest0).Seconds() / r.restWait.Seconds()
 	prof.heap("heap-watchers.pprof")
 	stopProf := prof.cpu("cpu-fanout.pprof", 30*time.Second)
 	r.fanLarge, err = fanout(ctx, f, srv, o.rounds)

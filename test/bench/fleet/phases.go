@@ -36,8 +36,8 @@ type fanoutResult struct {
 // counted from the start of the admin call that commits it.
 func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutResult, error) {
 	res := fanoutResult{agents: len(f.members)}
-	cpu0, self0 := cpuTime(srv.pid()), cpuTime(os.Getpid())
-	gc0 := readGCStats()
+	cpu0, self0 := cpuTime(srv.pid()), f.agentsCPU()
+	gc0 := f.gcStats()
 	reads0, writes0 := f.secretIO()
 	t := time.Now()
 	for range rounds {
@@ -47,7 +47,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutRe
 				return res, err
 			}
 			want := tb.Sequence + 1
-			cycles0 := readGCStats().cycles
+			cycles0 := f.gcStats().cycles
 			t0 := time.Now()
 			if err := step.do(); err != nil {
 				return res, fmt.Errorf("%s: %w", step.name, err)
@@ -66,14 +66,14 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutRe
 				}
 			}
 			res.worst = append(res.worst, maxDur(lat))
-			res.gcEnds = append(res.gcEnds, readGCStats().cycles-cycles0)
+			res.gcEnds = append(res.gcEnds, f.gcStats().cycles-cycles0)
 			res.changes++
 		}
 	}
 	res.wall = time.Since(t)
 	res.cpu = cpuTime(srv.pid()) - cpu0
-	res.selfCPU = cpuTime(os.Getpid()) - self0
-	res.gc = readGCStats().since(gc0)
+	res.selfCPU = f.agentsCPU() - self0
+	res.gc = f.gcStats().since(gc0)
 	reads, writes := f.secretIO()
 	res.reads, res.writes = reads-reads0, writes-writes0
 	if b, err := measureBundle(ctx, srv.issuerAddr, f.serverCA); err == nil {
@@ -93,20 +93,20 @@ const (
 	quietWindow = 2 * time.Second
 )
 
-// waitQuiet waits until this process (the agents) and the server each
-// use less than quietCPU of a core over quietWindow, or until limit has
+// waitQuiet waits until the agents (agentsCPU) and the server each use
+// less than quietCPU of a core over quietWindow, or until limit has
 // passed (then it goes on: the rest rate the report prints shows it). It
 // returns how long it waited.
-func waitQuiet(ctx context.Context, serverPID int, limit time.Duration) (time.Duration, error) {
+func waitQuiet(ctx context.Context, serverPID int, agentsCPU func() time.Duration, limit time.Duration) (time.Duration, error) {
 	t := time.Now()
 	for time.Since(t) < limit {
-		self0, srv0 := cpuTime(os.Getpid()), cpuTime(serverPID)
+		self0, srv0 := agentsCPU(), cpuTime(serverPID)
 		select {
 		case <-ctx.Done():
 			return time.Since(t), ctx.Err()
 		case <-time.After(quietWindow):
 		}
-		self, srv := cpuTime(os.Getpid())-self0, cpuTime(serverPID)-srv0
+		self, srv := agentsCPU()-self0, cpuTime(serverPID)-srv0
 		if self.Seconds() < quietCPU*quietWindow.Seconds() && srv.Seconds() < quietCPU*quietWindow.Seconds() {
 			break
 		}

@@ -15,8 +15,22 @@ import (
 // -tags pprof (MESHROOT_PPROF_LISTEN) and CPU-profiles this process (the
 // agents), into dir.
 type profiler struct {
-	addr string // the server's pprof listener; "" when off
-	dir  string
+	addr   string // the server's pprof listener; "" when off
+	dir    string
+	shards *fleet // its agent shards are profiled too
+}
+
+// eachShard sends each of the fleet's agent shards op with its copy of
+// profile name.
+func (p *profiler) eachShard(op, name string) {
+	if p.shards == nil {
+		return
+	}
+	for i, s := range p.shards.shards {
+		if _, err := s.call(shardCmd{Op: op, Path: shardProfile(p.dir, name, i)}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}
 }
 
 // heap saves the server's heap profile as name, and this process's (the
@@ -26,6 +40,7 @@ func (p *profiler) heap(name string) {
 		return
 	}
 	p.fetch("/debug/pprof/heap?gc=1", name)
+	p.eachShard("heap", name)
 	runtime.GC()
 	f, err := os.Create(filepath.Join(p.dir, "bench-"+name))
 	if err != nil {
@@ -53,7 +68,9 @@ func (p *profiler) cpu(name string, d time.Duration) func() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench CPU profile: %v\n", err)
 	}
+	p.eachShard("cpu-start", name)
 	return func() {
+		p.eachShard("cpu-stop", name)
 		pprof.StopCPUProfile()
 		if f != nil {
 			f.Close()

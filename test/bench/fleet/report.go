@@ -67,7 +67,12 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "meshroot bench-fleet: %d CPUs (GOMAXPROCS %d), load average %s at start, %s at end (shared machine), %s in all\n",
 		numCPU(), procs(), r.load0, r.load1, r.elapsed.Round(time.Second))
 	fmt.Fprintf(w, "server:  %s serve, its own process (SQLite store, disk keys), Issuer gRPC/TLS on 127.0.0.1\n", binName(r.o.meshroot))
-	fmt.Fprintf(w, "agents:  in-process agent.Agent.Run (the real agent code), each with its own gRPC/TLS connection over loopback;\n")
+	if r.o.agentProcs > 1 {
+		fmt.Fprintf(w, "agents:  agent.Agent.Run (the real agent code) in %d child processes of this bench (-agent-procs), the agents dealt out evenly;\n", r.o.agentProcs)
+		fmt.Fprintf(w, "         each agent with its own gRPC/TLS connection over loopback; agents' CPU is the children's and this process's;\n")
+	} else {
+		fmt.Fprintf(w, "agents:  in-process agent.Agent.Run (the real agent code), each with its own gRPC/TLS connection over loopback;\n")
+	}
 	if r.o.kubeCopy {
 		fmt.Fprintf(w, "         Secrets written to an in-memory kubeclient.Interface per cluster (no kube-apiserver), stored as copies (-kube-copy);\n")
 	} else {
@@ -75,7 +80,7 @@ func (r *report) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "         istiod stood in by copying root-cert.pem to istio-ca-root-cert on each write (default istiod gate)\n")
 	if r.o.memLimit > 0 {
-		fmt.Fprintf(w, "agents' process: soft memory limit %.1f GiB (GOMEMLIMIT; every agent holds the fleet's CRL set)\n", float64(r.o.memLimit)/(1<<30))
+		fmt.Fprintf(w, "agents' processes: soft memory limit %.1f GiB in all (GOMEMLIMIT, split evenly; every agent holds the fleet's CRL set)\n", float64(r.o.memLimit)/(1<<30))
 	}
 	fmt.Fprintf(w, "applied: the agent's Create/Update of the cacerts Secret returned, with the new bundle sequence\n")
 	fmt.Fprintf(w, "bootstrap: %d clusters registered and issued in %s; %d more in %s\n\n",
@@ -95,19 +100,22 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "  %.0f ms of CPU per s over the next %s; at that rate, %s of each change's %s is background\n",
 			r.restLarge*1000, r.restWait.Round(time.Second), ms(rest), ms(f.selfCPU/time.Duration(f.changes)))
 	}
-	fmt.Fprintf(w, "agents' process (Go runtime) over each fan-out: collections; collector CPU and heap allocated per change; live heap after\n")
+	fmt.Fprintf(w, "agents' processes (Go runtime, summed) over each fan-out: collections; collector CPU and heap allocated per change; live heap after\n")
 	for _, f := range []fanoutResult{r.fanSmall, r.fanLarge} {
 		n := max(f.changes, 1)
 		fmt.Fprintf(w, "  %d agents: %d collections, %s and %.1f MiB per change, %.0f MiB live\n",
 			f.agents, f.gc.cycles, ms(f.gc.cpu/time.Duration(n)), float64(f.gc.alloc)/float64(n)/(1<<20), float64(f.gc.live)/(1<<20))
 	}
-	fmt.Fprintf(w, "each change's last agent (ms; * a collection of the agents' process ended during the change):\n")
+	fmt.Fprintf(w, "each change's last agent (ms; * a collection of an agents' process ended during the change; with shards, the count):\n")
 	for _, f := range []fanoutResult{r.fanSmall, r.fanLarge} {
 		fmt.Fprintf(w, "  %d agents:", f.agents)
 		for i, d := range f.worst {
 			mark := ""
 			if i < len(f.gcEnds) && f.gcEnds[i] > 0 {
 				mark = "*"
+				if r.o.agentProcs > 1 {
+					mark += fmt.Sprint(f.gcEnds[i])
+				}
 			}
 			fmt.Fprintf(w, " %.0f%s", float64(d)/1e6, mark)
 		}

@@ -37,3 +37,34 @@ func TestWarnLogKinds(t *testing.T) {
 		}
 	}
 }
+
+// TestWarnLogForwarded: an agent shard's warnings reach the bench's
+// warnLog counted and kept as they would be in one process (the shard
+// forwards kind and line; the bench adds them).
+func TestWarnLogForwarded(t *testing.T) {
+	bench := &warnLog{}
+	shard := &warnLog{fwd: bench.add}
+	local := &warnLog{}
+	for _, w := range []*warnLog{shard, local} {
+		log := slog.New(w)
+		for i, c := range []string{"c0001", "c0002", "c0003", "c0004", "c0005", "c0006"} {
+			log.With("cluster", c).Warn("status report failed; will retry", "error", errors.New("attempt "+c[1:]), "n", i)
+		}
+		log.Error("ca-crl.pem is incomplete", "missing", strings.Repeat("x", 2*maxWarnLine))
+		log.Info("not counted")
+	}
+	if n, _ := shard.snapshot(); n != 0 {
+		t.Errorf("the shard counted %d warnings itself, want 0 (it forwards them)", n)
+	}
+	nb, fb := bench.snapshot()
+	nl, fl := local.snapshot()
+	if nb != 7 || nb != nl {
+		t.Errorf("forwarded: %d warnings counted, in one process %d; want 7 each", nb, nl)
+	}
+	if strings.Join(fb, "\n") != strings.Join(fl, "\n") || len(fb) != 5 {
+		t.Errorf("kept lines differ or are not 5:\nforwarded:\n%s\nlocal:\n%s", strings.Join(fb, "\n"), strings.Join(fl, "\n"))
+	}
+	if kb, kl := bench.topKinds(8), local.topKinds(8); strings.Join(kb, "\n") != strings.Join(kl, "\n") {
+		t.Errorf("kinds differ:\nforwarded:\n%s\nlocal:\n%s", strings.Join(kb, "\n"), strings.Join(kl, "\n"))
+	}
+}
