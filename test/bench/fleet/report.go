@@ -68,7 +68,7 @@ func (r *report) print(w io.Writer) {
 		numCPU(), procs(), r.load0, r.load1, r.elapsed.Round(time.Second))
 	fmt.Fprintf(w, "server:  %s serve, its own process (SQLite store, disk keys), Issuer gRPC/TLS on 127.0.0.1\n", binName(r.o.meshroot))
 	if r.o.agentProcs > 1 {
-		fmt.Fprintf(w, "agents:  agent.Agent.Run (the real agent code) in %d child processes of this bench (-agent-procs), the agents dealt out evenly;\n", r.o.agentProcs)
+		fmt.Fprintf(w, "agents:  agent.Agent.Run (the real agent code) in %d child processes of this bench (-agent-procs, GOMAXPROCS %d each), the agents dealt out evenly;\n", r.o.agentProcs, shardMaxProcs(r.o.agentProcs))
 		fmt.Fprintf(w, "         each agent with its own gRPC/TLS connection over loopback; agents' CPU is the children's and this process's;\n")
 	} else {
 		fmt.Fprintf(w, "agents:  in-process agent.Agent.Run (the real agent code), each with its own gRPC/TLS connection over loopback;\n")

@@ -105,14 +105,22 @@ type shardProc struct {
 	waitErr error
 }
 
-// startShard starts shard index of n, with its share of memLimit.
+// shardMaxProcs is each of n shards' GOMAXPROCS: the machine's CPUs
+// shared out, at least one. With more Ps than cores in all, a shard's
+// idle Ps run its collector's idle mark workers on cores another shard's
+// agents wait for: 8 shards of GOMAXPROCS 2 on two cores took 1.9x the
+// agents' CPU per change of one process (docs/performance.md).
+func shardMaxProcs(n int) int { return max(1, runtime.NumCPU()/n) }
+
+// startShard starts shard index of n, with its share of memLimit and of
+// the CPUs.
 func startShard(index, n int, memLimit int64, warn *warnLog) (*shardProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(self, "-agent-shard")
-	cmd.Env = os.Environ()
+	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(shardMaxProcs(n)))
 	if memLimit > 0 {
 		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+strconv.FormatInt(memLimit/int64(n), 10))
 	}
