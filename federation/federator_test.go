@@ -352,6 +352,7 @@ func TestFederatorPeerRemoval(t *testing.T) {
 	if err := st.Update(ctx, func(tx store.Tx) error { return tx.DeleteFederationPeer(ctx, "gone.org") }); err != nil {
 		t.Fatal(err)
 	}
+	staysBefore := pb.requests.Load()
 	waitFor(t, 5*time.Second, "gone.org's watcher to stop", func() bool { return !f.running("gone.org") })
 	n := pa.requests.Load()
 	f.Refresh("gone.org") // no watcher: a no-op apart from a store poll
@@ -359,9 +360,12 @@ func TestFederatorPeerRemoval(t *testing.T) {
 	if got := pa.requests.Load(); got != n {
 		t.Fatalf("gone.org fetched %d more times after its removal", got-n)
 	}
-	if !f.running("stays.org") || pb.requests.Load() < 2 {
+	if !f.running("stays.org") {
 		t.Fatal("stays.org's watcher stopped too")
 	}
+	// Its next fetch is due within MaxRefresh; on a loaded machine the
+	// timer may fire late, so the test waits for it rather than a count.
+	waitFor(t, 5*time.Second, "stays.org fetched again after gone.org's removal", func() bool { return pb.requests.Load() > staysBefore })
 	if n := seriesOf(t, reg, "gone.org"); n != 0 {
 		t.Fatalf("%d metric series left for the removed peer", n)
 	}
