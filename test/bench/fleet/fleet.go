@@ -117,25 +117,34 @@ func (f *fleet) grow(ctx context.Context, n int) error {
 	}
 	for i, m := range news {
 		m.kube = newRecordingKube(m.rec, f.kubeCopy)
-		a, err := agent.New(agent.Config{
-			Server: f.addr, ServerCA: f.serverCA, Cluster: m.name, JoinToken: tokens[i],
-			Kube: m.kube, Restart: agent.RestartNever, Log: slog.New(m.log.handler()),
-		})
-		if err != nil {
-			return fmt.Errorf("agent %s: %w", m.name, err)
+		if m.a, m.cancel, m.done, err = runAgent(ctx, f.addr, f.serverCA, m.name, tokens[i], m.kube, m.log); err != nil {
+			return err
 		}
-		actx, cancel := context.WithCancel(ctx)
-		m.a, m.cancel, m.done = a, cancel, make(chan struct{})
-		go func() {
-			defer close(m.done)
-			if err := a.Run(actx); err != nil {
-				slog.New(m.log.handler()).Error("agent stopped", "cluster", m.name, "error", err)
-			}
-		}()
 	}
 	f.members = append(f.members, news...)
 	_, err = f.waitAll(ctx, time.Time{}, f.members[from:], func(applied) bool { return true }, 5*time.Minute)
 	return err
+}
+
+// runAgent starts the agent of cluster name, writing to kube and logging
+// to log, until cancel; done closes when it has stopped.
+func runAgent(ctx context.Context, server string, serverCA []byte, name, token string, kube *kubefake.Clientset, log *memberLog) (a *agent.Agent, cancel context.CancelFunc, done chan struct{}, err error) {
+	a, err = agent.New(agent.Config{
+		Server: server, ServerCA: serverCA, Cluster: name, JoinToken: token,
+		Kube: kube, Restart: agent.RestartNever, Log: slog.New(log.handler()),
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("agent %s: %w", name, err)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := a.Run(actx); err != nil {
+			slog.New(log.handler()).Error("agent stopped", "cluster", name, "error", err)
+		}
+	}()
+	return a, cancel, done, nil
 }
 
 // startShards starts the agents of news (members from on) in the agent

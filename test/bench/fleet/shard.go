@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -306,24 +305,13 @@ func runAgentShard() error {
 		case "start":
 			id := c.ID
 			rec := &recorder{fwd: func(ev shardEvent) { ev.ID = id; out.emit(ev) }}
-			sa := &shardAgent{kube: newRecordingKube(rec, c.KubeCopy), log: &memberLog{warn: warn, rec: rec}, done: make(chan struct{})}
-			a, err := agent.New(agent.Config{
-				Server: c.Server, ServerCA: c.ServerCA, Cluster: c.Name, JoinToken: c.Token,
-				Kube: sa.kube, Restart: agent.RestartNever, Log: slog.New(sa.log.handler()),
-			})
-			if err != nil {
-				rep.Err = fmt.Sprintf("agent %s: %v", c.Name, err)
+			sa := &shardAgent{kube: newRecordingKube(rec, c.KubeCopy), log: &memberLog{warn: warn, rec: rec}}
+			var err error
+			if sa.a, sa.cancel, sa.done, err = runAgent(ctx, c.Server, c.ServerCA, c.Name, c.Token, sa.kube, sa.log); err != nil {
+				rep.Err = err.Error()
 				break
 			}
-			actx, cancel := context.WithCancel(ctx)
-			sa.a, sa.cancel = a, cancel
 			agents[id] = sa
-			go func() {
-				defer close(sa.done)
-				if err := a.Run(actx); err != nil {
-					slog.New(sa.log.handler()).Error("agent stopped", "cluster", c.Name, "error", err)
-				}
-			}()
 		case "stop":
 			stop(c.IDs)
 		case "stats":
