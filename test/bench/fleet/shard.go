@@ -14,7 +14,6 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/meshroot/meshroot/agent"
@@ -114,26 +113,12 @@ func shardMaxProcs(n int) int { return max(1, runtime.NumCPU()/n) }
 // startShard starts shard index of n, with its share of memLimit and of
 // the CPUs.
 func startShard(index, n int, memLimit int64, warn *warnLog) (*shardProc, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(self, "-agent-shard")
-	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(shardMaxProcs(n)))
+	env := []string{"GOMAXPROCS=" + strconv.Itoa(shardMaxProcs(n))}
 	if memLimit > 0 {
-		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+strconv.FormatInt(memLimit/int64(n), 10))
+		env = append(env, "GOMEMLIMIT="+strconv.FormatInt(memLimit/int64(n), 10))
 	}
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	in, err := cmd.StdinPipe()
+	cmd, in, out, err := startChild(env, "-agent-shard")
 	if err != nil {
-		return nil, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	s := &shardProc{index: index, cmd: cmd, in: in, warn: warn, members: map[int]*member{},

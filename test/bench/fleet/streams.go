@@ -10,12 +10,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -60,23 +58,9 @@ func streamFanout(ctx context.Context, srv *serveProc, dir string, roots []byte,
 	if err := os.WriteFile(caFile, roots, 0o600); err != nil {
 		return res, err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return res, err
-	}
-	cmd := exec.Command(self, "-streams-child", strconv.Itoa(n), "-streams-addr", srv.issuerAddr, "-streams-ca", caFile)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return res, err
-	}
-	outPipe, err := cmd.StdoutPipe()
-	if err != nil {
-		return res, err
-	}
 	t := time.Now()
-	if err := cmd.Start(); err != nil {
+	cmd, in, outPipe, err := startChild(nil, "-streams-child", strconv.Itoa(n), "-streams-addr", srv.issuerAddr, "-streams-ca", caFile)
+	if err != nil {
 		return res, err
 	}
 	defer func() {
