@@ -245,8 +245,12 @@ func TestAlertRulesOnRealSeries(t *testing.T) {
 	// its ca-crl.pem must be complete (every cluster joined, the root
 	// prepared): the CRL gauges it exports keep their last value once the
 	// apiserver is gone, and an incomplete file is an alert of its own.
+	// Complete means complete for the prepared root's bundle (sequence 2):
+	// a file complete for sequence 1 turns incomplete when that bundle
+	// arrives, until the CRLs of the clusters joined before it follow.
 	waitSample(t, failingAddr, `meshroot_agent_last_secret_write_timestamp_seconds{cluster="failing"}`, "failing wrote cacerts", func(float64) bool { return true })
 	for _, ag := range []struct{ cluster, addr string }{{"failing", failingAddr}, {"healthy", healthyAddr}} {
+		waitSample(t, ag.addr, `meshroot_agent_bundle_sequence{cluster="`+ag.cluster+`"}`, ag.cluster+" applied the prepared root's bundle", func(v float64) bool { return v == 2 })
 		waitSample(t, ag.addr, `meshroot_agent_crl_published{cluster="`+ag.cluster+`"}`, ag.cluster+" wrote ca-crl.pem", func(v float64) bool { return v == 1 })
 		waitSample(t, ag.addr, `meshroot_agent_crl_missing_cas{cluster="`+ag.cluster+`"}`, ag.cluster+"'s ca-crl.pem is complete", func(v float64) bool { return v == 0 })
 	}
