@@ -192,7 +192,8 @@ build_istiod() {
   elif [ ! -x "$out/pilot-discovery" ]; then
     echo "building istiod (pilot-discovery, istio.io/istio $v) into $out (cold: ~7.5 CPU-minutes after istiosigner, binary ~130 MB)" >&2
     mkdir -p "$out.tmp"
-    (cd "$src" && go build "$gcflags" -ldflags "-s -w" -o "$out.tmp/pilot-discovery" istio.io/istio/pilot/cmd/pilot-discovery >&2)
+    # shellcheck disable=SC2046
+    (cd "$src" && go build "$gcflags" -ldflags "-s -w" -o "$out.tmp/pilot-discovery" $(spec istiod | cut -d' ' -f2-) >&2)
     rm -rf "$out" && mv "$out.tmp" "$out"
   fi
   echo "istiod $out/pilot-discovery"
@@ -208,7 +209,8 @@ build_stepca() {
   echo "building step-ca $v into $out (cold: see docs/performance.md)" >&2
   mkdir -p "$out.tmp"
   (cd "$here/stepca" &&
-    go build "$gcflags" -tags noyubikey,nopkcs11 -ldflags "-s -w" -o "$out.tmp/step-ca" github.com/smallstep/certificates/cmd/step-ca >&2)
+    # shellcheck disable=SC2046 # flags and package, as spec gives them
+    go build "$gcflags" -ldflags "-s -w" -o "$out.tmp/step-ca" $(spec step-ca | cut -d' ' -f2-) >&2)
   stamp step-ca "$out.tmp"
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
