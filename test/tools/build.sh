@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the heavy test binaries (real components the end-to-end tests run)
-# once per machine into a cache that survives between runs, keyed by version.
+# once per machine into a cache that survives between runs, keyed by version
+# and by a stamp of each tool's module files (modkey).
 # Usage: test/tools/build.sh [kube-apiserver|spire|vault|istiosigner|istiod|step-ca] ...
 # (no argument: kube-apiserver, spire and vault);
 #        test/tools/build.sh --list   what each tool compiles (for align.sh);
@@ -112,7 +113,7 @@ locked() {
 build_kube() {
   local v=$kube_v etcdv=$etcd_v
   local out="$cache/bin/kube-$v"
-  if fresh kube-apiserver "$out" kube-apiserver etcd; then return 0; fi
+  if built kube-apiserver; then return 0; fi
   echo "building kube-apiserver $v and etcd $etcdv into $out (cold: ~12 min on 2 cores)" >&2
   mkdir -p "$out.tmp"
   (cd "$here/kubeapiserver" &&
@@ -126,7 +127,7 @@ build_kube() {
 build_spire() {
   local v=$spire_v
   local out="$cache/bin/spire-$v"
-  if fresh spire "$out" spire-server; then return 0; fi
+  if built spire; then return 0; fi
   echo "building spire-server $v into $out (cold: ~20 CPU-minutes)" >&2
   mkdir -p "$out.tmp"
   (cd "$here/spire" &&
@@ -149,7 +150,7 @@ build_vault() {
   # with the same tag so that the packages both link compile once.
   local v=$vault_v
   local out="$cache/bin/vault-$v-minimal"
-  if fresh vault "$out" vault plugins/kubernetes; then return 0; fi
+  if built vault; then return 0; fi
   echo "building vault $v (minimal) and its Kubernetes auth plugin into $out (cold: see docs/performance.md; test peer only, never shipped)" >&2
   mkdir -p "$out.tmp/plugins"
   (cd "$here/vault" &&
@@ -201,11 +202,12 @@ build_istiod() {
 
 build_stepca() {
   # smallstep's step-ca, a peer for signing comparisons and the step-ca
-  # upstream's test server, with the tags spec gives. Its setup (ca.json, certificates, JWK provisioner) is written by the
-  # tests themselves, so the step CLI is not built.
+  # upstream's test server, with the tags spec gives. Its setup (ca.json,
+  # certificates, JWK provisioner) is written by the tests themselves, so
+  # the step CLI is not built.
   local v=$stepca_v
   local out="$cache/bin/step-ca-$v"
-  if fresh step-ca "$out" step-ca; then return 0; fi
+  if built step-ca; then return 0; fi
   echo "building step-ca $v into $out (cold: see docs/performance.md)" >&2
   mkdir -p "$out.tmp"
   (cd "$here/stepca" &&
