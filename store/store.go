@@ -301,6 +301,15 @@ type ClusterWriter interface {
 	DeleteCluster(ctx context.Context, name string) error
 	// UpdateClusterStatus records what a cluster's agent reported.
 	UpdateClusterStatus(ctx context.Context, name string, st ClusterStatus) error
+	// RecordContact merges an agent's report into the status of the
+	// cluster called name, in one conditional update, while its
+	// registration is the one created at createdAt: LastContact is set
+	// from st; BundleSequence (when not zero), IntermediateSerial (when
+	// set), Istiod (when its State is set) and AppliedCRLs (when not nil)
+	// replace the recorded ones; the rest, Gate included, is kept. It
+	// fails with ErrNotFound when no cluster called name was created at
+	// createdAt (it was removed, perhaps registered again since).
+	RecordContact(ctx context.Context, name string, createdAt time.Time, st ClusterStatus) error
 }
 
 // JoinTokenReader reads the clusters' join tokens.

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/meshroot/meshroot/store"
+	"github.com/meshroot/meshroot/store/internal/contactset"
 	"github.com/meshroot/meshroot/store/internal/crljson"
 	"github.com/meshroot/meshroot/store/internal/istiodjson"
 	"github.com/meshroot/meshroot/store/internal/timetext"
@@ -93,6 +96,22 @@ func (t *tx) UpdateClusterStatus(ctx context.Context, name string, st store.Clus
 		return fmt.Errorf("update cluster %q status: %w", name, err)
 	}
 	return affected(tag, "cluster", name)
+}
+
+// RecordContact merges a status report into the cluster's status while
+// its registration is the one created at createdAt (store.ClusterWriter):
+// one UPDATE, which a status report of each cluster at every change of
+// the fleet makes the server's most frequent write.
+func (t *tx) RecordContact(ctx context.Context, name string, createdAt time.Time, st store.ClusterStatus) error {
+	q, args, err := contactset.Statement(st, name, createdAt, func(n int) string { return "$" + strconv.Itoa(n) })
+	if err != nil {
+		return fmt.Errorf("record contact of cluster %q: %w", name, err)
+	}
+	tag, err := t.q.Exec(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("record contact of cluster %q: %w", name, err)
+	}
+	return affected(tag, "cluster registered at "+timetext.Format(createdAt), name)
 }
 
 // DeleteCluster removes the cluster called name and, in the same

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/meshroot/meshroot/store"
+	"github.com/meshroot/meshroot/store/internal/contactset"
 	"github.com/meshroot/meshroot/store/internal/crljson"
 	"github.com/meshroot/meshroot/store/internal/istiodjson"
 )
@@ -106,6 +108,22 @@ func (t *tx) UpdateClusterStatus(ctx context.Context, name string, st store.Clus
 		return fmt.Errorf("update cluster %q status: %w", name, err)
 	}
 	return mustAffect(res, "cluster", name)
+}
+
+// RecordContact merges a status report into the cluster's status while
+// its registration is the one created at createdAt (store.ClusterWriter):
+// one UPDATE, which a status report of each cluster at every change of
+// the fleet makes the server's most frequent write.
+func (t *tx) RecordContact(ctx context.Context, name string, createdAt time.Time, st store.ClusterStatus) error {
+	q, args, err := contactset.Statement(st, name, createdAt, func(int) string { return "?" })
+	if err != nil {
+		return fmt.Errorf("record contact of cluster %q: %w", name, err)
+	}
+	res, err := t.q.ExecContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("record contact of cluster %q: %w", name, err)
+	}
+	return mustAffect(res, "cluster registered at "+formatTime(createdAt), name)
 }
 
 // DeleteCluster removes the cluster called name and, in the same

@@ -190,6 +190,69 @@ func testUpdateClusterStatus(t *testing.T, s store.Store) {
 	}
 }
 
+func testRecordContact(t *testing.T, s store.Store) {
+	c := sampleCluster("east", base)
+	c.Status.Gate = store.GateIstiod
+	c.Status.Istiod = store.IstiodStatus{State: store.IstiodPending, BundleSequence: 41, Since: base.Add(time.Hour), Detail: "waiting"}
+	c.Status.AppliedCRLs = map[string]uint64{"r1": 7}
+	update(t, s, func(tx store.Tx) error { return tx.CreateCluster(ctx(t), c) })
+	record := func(createdAt time.Time, st store.ClusterStatus) error {
+		return s.Update(ctx(t), func(tx store.Tx) error { return tx.RecordContact(ctx(t), "east", createdAt, st) })
+	}
+	want := c
+	check := func(what string) {
+		t.Helper()
+		got, err := s.GetCluster(ctx(t), "east")
+		if err != nil {
+			t.Fatalf("%s: GetCluster: %v", what, err)
+		}
+		checkCluster(t, got, want)
+	}
+
+	// A report of nothing but contact keeps everything else.
+	if err := record(base, store.ClusterStatus{LastContact: base.Add(2 * time.Hour)}); err != nil {
+		t.Fatalf("RecordContact(contact only): %v", err)
+	}
+	want.Status.LastContact = base.Add(2 * time.Hour)
+	check("contact only")
+
+	// Sequence and serial replace theirs; istiod, the CRLs and the gate stay.
+	if err := record(base, store.ClusterStatus{LastContact: base.Add(3 * time.Hour), BundleSequence: 1<<63 - 1, IntermediateSerial: "0d"}); err != nil {
+		t.Fatalf("RecordContact(sequence, serial): %v", err)
+	}
+	want.Status.LastContact, want.Status.BundleSequence, want.Status.IntermediateSerial = base.Add(3*time.Hour), 1<<63-1, "0d"
+	check("sequence and serial")
+
+	// Istiod and the applied CRLs (empty: no ca-crl.pem) replace theirs;
+	// a Gate in the report is not the agent's to set.
+	ist := store.IstiodStatus{State: store.IstiodLoaded, BundleSequence: 44, Serial: "0d", Probed: true, Roots: []string{"r1"}, Since: base.Add(4 * time.Hour)}
+	if err := record(base, store.ClusterStatus{LastContact: base.Add(4 * time.Hour), BundleSequence: 44, Istiod: ist, AppliedCRLs: map[string]uint64{}, Gate: store.GateSecret}); err != nil {
+		t.Fatalf("RecordContact(istiod, CRLs): %v", err)
+	}
+	want.Status.LastContact, want.Status.BundleSequence, want.Status.Istiod, want.Status.AppliedCRLs = base.Add(4*time.Hour), 44, ist, map[string]uint64{}
+	check("istiod and CRLs")
+
+	// Another registration's report (the cluster removed and registered
+	// again: another creation time) changes nothing.
+	err := record(base.Add(-time.Nanosecond), store.ClusterStatus{LastContact: base.Add(5 * time.Hour), BundleSequence: 45})
+	wantErr(t, "RecordContact(another registration)", err, store.ErrNotFound, "east")
+	check("another registration")
+
+	// A sequence beyond what is storable is refused, and nothing is written.
+	if err := record(base, store.ClusterStatus{LastContact: base.Add(6 * time.Hour), BundleSequence: 1 << 63}); err == nil || errors.Is(err, store.ErrNotFound) {
+		t.Errorf("RecordContact(sequence 1<<63): %v, want an error about the value", err)
+	}
+	check("sequence too large")
+
+	err = s.Update(ctx(t), func(tx store.Tx) error {
+		return tx.RecordContact(ctx(t), "north", base, store.ClusterStatus{LastContact: base})
+	})
+	wantErr(t, "RecordContact(missing)", err, store.ErrNotFound, "north")
+	if _, err := s.GetCluster(ctx(t), "north"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetCluster after RecordContact(missing): %v, want ErrNotFound", err)
+	}
+}
+
 // checkCluster compares every field. A want with no service accounts
 // requires got.Auth.ServiceAccounts to be nil; likewise for the permitted
 // names and ranges.

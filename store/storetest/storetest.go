@@ -74,6 +74,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ClusterAuthAndStatus", testClusterAuthAndStatus},
 		{"ClusterNoServiceAccounts", testClusterNoServiceAccounts},
 		{"UpdateClusterStatus", testUpdateClusterStatus},
+		{"RecordContact", testRecordContact},
 		{"JoinTokens", testJoinTokens},
 		{"UseJoinToken", testUseJoinToken},
 		{"ConcurrentUseJoinToken", testConcurrentUseJoinToken},
