@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/meshroot/meshroot/store"
 )
@@ -177,7 +178,17 @@ const maxAuditedSerials = 100
 // now, with what it reported; zero fields keep their previous value. It is
 // refused when reg is no longer the cluster's registration.
 func (s *Service) recordContact(ctx context.Context, reg store.Cluster, st store.ClusterStatus) error {
+	st.LastContact = s.now().UTC()
+	st.Gate = ""
 	return s.store.Update(ctx, func(tx store.Tx) error {
+		// One conditional update: the registration's check is its WHERE
+		// clause, so no read of the row comes before it (a report of every
+		// cluster at each change of the fleet: the server's most frequent
+		// write). The read below only says why it was refused.
+		err := tx.RecordContact(ctx, reg.Name, reg.CreatedAt, st)
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
 		c, err := tx.GetCluster(ctx, reg.Name)
 		if errors.Is(err, store.ErrNotFound) {
 			return refusef("cluster %s was removed: its agent's report is not recorded", reg.Name)
@@ -187,20 +198,6 @@ func (s *Service) recordContact(ctx context.Context, reg store.Cluster, st store
 		if !c.CreatedAt.Equal(reg.CreatedAt) {
 			return refusef("cluster %s was removed and registered again during the report: the report of the earlier registration is not recorded", reg.Name)
 		}
-		cur := c.Status
-		cur.LastContact = s.now().UTC()
-		if st.BundleSequence != 0 {
-			cur.BundleSequence = st.BundleSequence
-		}
-		if st.IntermediateSerial != "" {
-			cur.IntermediateSerial = st.IntermediateSerial
-		}
-		if st.Istiod.State != "" {
-			cur.Istiod = st.Istiod
-		}
-		if st.AppliedCRLs != nil {
-			cur.AppliedCRLs = st.AppliedCRLs
-		}
-		return tx.UpdateClusterStatus(ctx, reg.Name, cur)
+		return fmt.Errorf("internal error: cluster %s registered at %s refused the report of that registration", reg.Name, reg.CreatedAt.UTC().Format(time.RFC3339Nano))
 	})
 }

@@ -40,6 +40,11 @@ type StatusReport struct {
 	// (nil: not reported, empty: no ca-crl.pem), for the quarantine
 	// enforcement status.
 	AppliedCRLs map[string]uint64
+	// Intermediate, when set, is the record of IntermediateSerial as the
+	// caller read it (authentication by that intermediate reads it): its
+	// cluster and issue time never change, so Report checks them without
+	// another read. A record of another serial is ignored.
+	Intermediate *store.Intermediate
 }
 
 // Report records what a cluster's agent applied (see StatusReport) and
@@ -79,16 +84,26 @@ func (s *Service) Report(ctx context.Context, r StatusReport) error {
 	}
 	// The bundle sequence only grows and an intermediate's cluster and
 	// issue time never change: these two checks hold once they pass.
-	cur, err := s.store.BundleSequence(ctx)
-	if err != nil {
-		return err
-	}
-	if r.BundleSequence > cur {
-		return refusef("reported bundle sequence %d is ahead of the server's %d", r.BundleSequence, cur)
+	if r.BundleSequence > s.seqSeen.Load() {
+		cur, err := s.store.BundleSequence(ctx)
+		if err != nil {
+			return err
+		}
+		s.sawSequence(cur)
+		if r.BundleSequence > cur {
+			return refusef("reported bundle sequence %d is ahead of the server's %d", r.BundleSequence, cur)
+		}
 	}
 	if r.IntermediateSerial != "" {
-		in, err := s.store.GetIntermediate(ctx, r.IntermediateSerial)
-		if err != nil || in.Cluster != r.Cluster {
+		in := r.Intermediate
+		if in == nil || in.Serial != r.IntermediateSerial {
+			rec, err := s.store.GetIntermediate(ctx, r.IntermediateSerial)
+			if err != nil {
+				return refusef("intermediate %s is not one issued to cluster %s", r.IntermediateSerial, r.Cluster)
+			}
+			in = &rec
+		}
+		if in.Cluster != r.Cluster {
 			return refusef("intermediate %s is not one issued to cluster %s", r.IntermediateSerial, r.Cluster)
 		}
 		if in.CreatedAt.Before(reg.CreatedAt) {
@@ -97,6 +112,17 @@ func (s *Service) Report(ctx context.Context, r StatusReport) error {
 		}
 	}
 	return s.recordContact(ctx, *reg, store.ClusterStatus{BundleSequence: r.BundleSequence, IntermediateSerial: r.IntermediateSerial, Istiod: ist, AppliedCRLs: r.AppliedCRLs})
+}
+
+// sawSequence raises seqSeen to seq, a bundle sequence read from the
+// store.
+func (s *Service) sawSequence(seq uint64) {
+	for {
+		seen := s.seqSeen.Load()
+		if seq <= seen || s.seqSeen.CompareAndSwap(seen, seq) {
+			return
+		}
+	}
 }
 
 // SetClusterGate marks what makes cluster ready for a rotation phase:

@@ -220,3 +220,66 @@ func TestReportOfRemovedRegistration(t *testing.T) {
 		t.Fatalf("after its own report: %+v, %v", got.Status, err)
 	}
 }
+
+// TestReportChecksWithoutRereads: a report's bundle sequence is checked
+// against the server's without a read while it is at or below one already
+// read (the sequence only grows), and read again when it is above; the
+// intermediate record authentication read is checked as the store's would
+// be, and one of another serial is not taken for the reported one.
+func TestReportChecksWithoutRereads(t *testing.T) {
+	ctx := ca.WithActor(context.Background(), actor)
+	svc, st, _ := rotationFixture(t)
+	east, err := st.GetCluster(ctx, "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	west, err := st.GetCluster(ctx, "west")
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := func(seq uint64, serial string, rec *store.Intermediate) error {
+		return svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: &east, BundleSequence: seq, IntermediateSerial: serial, Intermediate: rec})
+	}
+	if err := report(1, "", nil); err != nil {
+		t.Fatalf("report of the current sequence: %v", err)
+	}
+	if err := report(2, "", nil); err == nil || !strings.Contains(err.Error(), "ahead of the server's 1") {
+		t.Fatalf("report ahead of the server: %v, want a refusal", err)
+	}
+	if _, err := svc.PrepareRoot(ctx, ca.PrepareRootRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// The sequence moved on: the one read before no longer bounds it.
+	if err := report(2, "", nil); err != nil {
+		t.Fatalf("report of the new sequence: %v", err)
+	}
+	if err := report(3, "", nil); err == nil || !strings.Contains(err.Error(), "ahead of the server's 2") {
+		t.Fatalf("report ahead of the new sequence: %v, want a refusal", err)
+	}
+
+	eastRec, err := st.GetIntermediate(ctx, east.Status.IntermediateSerial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	westRec, err := st.GetIntermediate(ctx, west.Status.IntermediateSerial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// West's intermediate, its record handed in: checked, refused.
+	if err := report(2, westRec.Serial, &westRec); err == nil || !strings.Contains(err.Error(), "not one issued to cluster east") {
+		t.Fatalf("east reporting west's intermediate with its record: %v, want a refusal", err)
+	}
+	// West's intermediate with east's record handed in: the record is of
+	// another serial, so the store's is read, and it is refused.
+	if err := report(2, westRec.Serial, &eastRec); err == nil || !strings.Contains(err.Error(), "not one issued to cluster east") {
+		t.Fatalf("east reporting west's intermediate with east's record: %v, want a refusal", err)
+	}
+	// Its own, with its record: recorded.
+	if err := report(2, eastRec.Serial, &eastRec); err != nil {
+		t.Fatalf("east reporting its own intermediate: %v", err)
+	}
+	got, err := st.GetCluster(ctx, "east")
+	if err != nil || got.Status.BundleSequence != 2 || got.Status.IntermediateSerial != eastRec.Serial {
+		t.Fatalf("east's status after its reports: %+v, %v", got.Status, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshroot/meshroot/keys"
@@ -47,6 +48,10 @@ type Service struct {
 	// fleetInters keeps FleetCRLs' parsed active intermediates by serial
 	// (a serial's stored certificate never changes).
 	fleetInters interCache
+	// seqSeen is the highest bundle sequence read from the store. The
+	// sequence only grows, so a status report at or below it is not
+	// ahead of the server's without another read (Report).
+	seqSeen atomic.Uint64
 }
 
 // NewService returns a Service over st and km that issues under policy.

@@ -242,6 +242,7 @@ func (s *IssuerServer) ReportStatus(ctx context.Context, req *meshrootv1.ReportS
 		Cluster: id.Cluster, Registered: &id.Registration,
 		BundleSequence: req.GetBundleSequence(), IntermediateSerial: req.GetIntermediateSerial(),
 		Istiod: wire.IstiodFromReport(req), AppliedCRLs: wire.AppliedCRLsFromReport(req),
+		Intermediate: id.Intermediate,
 	}); err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}

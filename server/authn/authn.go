@@ -78,6 +78,10 @@ type Identity struct {
 	Subject string
 	// Registration is the cluster's record as authentication read it.
 	Registration store.Cluster
+	// Intermediate is, for MethodMTLS, the presented intermediate's record
+	// as authentication read it (a status report checks it again without
+	// another read); nil for the other methods.
+	Intermediate *store.Intermediate
 }
 
 // Code is the kind of refusal.

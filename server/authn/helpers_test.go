@@ -121,6 +121,16 @@ func wantIdentity(t testing.TB, id Identity, err error, want Identity) {
 		t.Fatalf("identity's registration = %+v, want cluster %s's record", id.Registration, want.Cluster)
 	}
 	id.Registration = want.Registration
+	// By client certificate, the presented intermediate's record comes
+	// with the identity; by the other methods, none.
+	if in := id.Intermediate; want.Method == MethodMTLS {
+		if in == nil || in.Serial != want.Subject || in.Cluster != want.Cluster {
+			t.Fatalf("identity's intermediate = %+v, want the record of %s issued to %s", in, want.Subject, want.Cluster)
+		}
+	} else if in != nil {
+		t.Fatalf("identity by %s carries an intermediate record %+v", want.Method, in)
+	}
+	id.Intermediate = want.Intermediate
 	if !reflect.DeepEqual(id, want) {
 		t.Fatalf("identity = %+v, want %+v", id, want)
 	}

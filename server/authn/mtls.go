@@ -123,7 +123,7 @@ func (a *Authenticator) authenticateMTLS(ctx context.Context, c store.Cluster, c
 	default:
 		return Identity{}, unauthenticated("intermediate %s has unknown status %q", serial, rec.Status)
 	}
-	return Identity{Cluster: c.Name, Method: MethodMTLS, Subject: serial}, nil
+	return Identity{Cluster: c.Name, Method: MethodMTLS, Subject: serial, Intermediate: &rec}, nil
 }
 
 // checkSupersededGrace refuses a superseded intermediate whose renewal grace
