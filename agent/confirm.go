@@ -183,9 +183,12 @@ func (a *Agent) istiodRoots(ctx context.Context, c *confirmState) ([]string, err
 		if b.Type != "CERTIFICATE" {
 			continue
 		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("ConfigMap %s/%s root-cert.pem: %v", ns, RootCertConfigMap, err)
+		c := a.roots.known(b.Bytes)
+		if c == nil {
+			var err error
+			if c, err = x509.ParseCertificate(b.Bytes); err != nil {
+				return nil, fmt.Errorf("ConfigMap %s/%s root-cert.pem: %v", ns, RootCertConfigMap, err)
+			}
 		}
 		certs = append(certs, c)
 	}

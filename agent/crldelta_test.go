@@ -60,6 +60,53 @@ func TestApplyCRLDelta(t *testing.T) {
 	}
 }
 
+// TestApplyCRLDeltaShares: a list the delta leaves as it was is the
+// base's own (no copy); a list it changes is a new one, and the base's
+// stays as it was, also when a later delta grows the new list.
+func TestApplyCRLDeltaShares(t *testing.T) {
+	a, b, c, d := []byte("crl a"), []byte("crl b"), []byte("crl c"), []byte("crl d")
+	i1 := []byte("inter 1")
+	key := func(d []byte) []byte { h := sha256.Sum256(d); return h[:] }
+	base := &meshrootv1.CRLSet{Crls: [][]byte{a, b}, Intermediates: [][]byte{i1}}
+	// A root's prepare: a CRL added, no intermediate touched.
+	got, err := ApplyCRLDelta(base, &meshrootv1.CRLSet{Delta: true, Crls: [][]byte{c}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &got.GetIntermediates()[0] != &base.GetIntermediates()[0] {
+		t.Error("the intermediates, unchanged, were copied")
+	}
+	if s := string(join(got.GetCrls())); s != "crl a|crl b|crl c" || &got.GetCrls()[0] == &base.GetCrls()[0] {
+		t.Errorf("CRLs after adding c: %s (shared with the base: %v), want a new crl a|crl b|crl c", s, &got.GetCrls()[0] == &base.GetCrls()[0])
+	}
+	// A removal of something neither list holds changes neither.
+	same, err := ApplyCRLDelta(got, &meshrootv1.CRLSet{Delta: true, Removed: [][]byte{key(d)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &same.GetCrls()[0] != &got.GetCrls()[0] || &same.GetIntermediates()[0] != &got.GetIntermediates()[0] {
+		t.Error("a delta removing nothing held copied the lists")
+	}
+	// The rollback, then a new prepare from it: the earlier sets keep
+	// what they held.
+	back, err := ApplyCRLDelta(got, &meshrootv1.CRLSet{Delta: true, Removed: [][]byte{key(c)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ApplyCRLDelta(back, &meshrootv1.CRLSet{Delta: true, Crls: [][]byte{d}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		set  *meshrootv1.CRLSet
+		want string
+	}{{base, "crl a|crl b"}, {got, "crl a|crl b|crl c"}, {back, "crl a|crl b"}, {again, "crl a|crl b|crl d"}} {
+		if s := string(join(tc.set.GetCrls())); s != tc.want {
+			t.Errorf("CRLs %s, want %s", s, tc.want)
+		}
+	}
+}
+
 func join(ds [][]byte) []byte {
 	var out []string
 	for _, d := range ds {

@@ -41,6 +41,16 @@ func (m *rootMemo) parse(ders [][]byte) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
+// known is the certificate of the last parse whose DER is der, or nil:
+// istiod publishes the roots the agent wrote, so its ConfigMap's are
+// nearly always these (istiodRoots).
+func (m *rootMemo) known(der []byte) *x509.Certificate {
+	m.mu.Lock()
+	last := m.certs
+	m.mu.Unlock()
+	return certWithDER(last, der)
+}
+
 // certWithDER is the certificate of certs whose DER is der, or nil.
 func certWithDER(certs []*x509.Certificate, der []byte) *x509.Certificate {
 	for _, c := range certs {

@@ -37,3 +37,30 @@ func TestRootMemo(t *testing.T) {
 		t.Errorf("after a failed parse, root b = %p (%v), want the one parsed before (%p)", again[0], err, both[1])
 	}
 }
+
+// TestRootMemoKnown: istiod's published roots are looked up among those
+// parsed last by their DER (the same certificate, no parse); another DER,
+// or one that differs in a byte, is not known.
+func TestRootMemoKnown(t *testing.T) {
+	a, _ := confirmCA(t, "root a", nil, nil)
+	b, _ := confirmCA(t, "root b", nil, nil)
+	var m rootMemo
+	if m.known(a.Raw) != nil {
+		t.Fatal("an empty memo knows root a")
+	}
+	parsed, err := m.parse([][]byte{bytes.Clone(a.Raw)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.known(bytes.Clone(a.Raw)); got != parsed[0] {
+		t.Errorf("known(a) = %p, want the certificate parsed (%p)", got, parsed[0])
+	}
+	if got := m.known(b.Raw); got != nil {
+		t.Errorf("known(b) = %v, want nil: b was not parsed", got.Subject)
+	}
+	flipped := bytes.Clone(a.Raw)
+	flipped[len(flipped)-1] ^= 1
+	if got := m.known(flipped); got != nil {
+		t.Error("a DER differing from a's in its last byte is taken for a")
+	}
+}
