@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/meshroot/meshroot/store"
 )
@@ -198,6 +197,28 @@ func (s *Service) recordContact(ctx context.Context, reg store.Cluster, st store
 		if !c.CreatedAt.Equal(reg.CreatedAt) {
 			return refusef("cluster %s was removed and registered again during the report: the report of the earlier registration is not recorded", reg.Name)
 		}
-		return fmt.Errorf("internal error: cluster %s registered at %s refused the report of that registration", reg.Name, reg.CreatedAt.UTC().Format(time.RFC3339Nano))
+		// The same registration, its creation time stored in another
+		// form than the store writes today (the UPDATE compares the
+		// text): merge and write the row as read.
+		return tx.UpdateClusterStatus(ctx, reg.Name, mergeContact(c.Status, st))
 	})
+}
+
+// mergeContact is cur with what report st sets (RecordContact's merge):
+// its LastContact, and its other fields where set; the gate is kept.
+func mergeContact(cur, st store.ClusterStatus) store.ClusterStatus {
+	cur.LastContact = st.LastContact
+	if st.BundleSequence != 0 {
+		cur.BundleSequence = st.BundleSequence
+	}
+	if st.IntermediateSerial != "" {
+		cur.IntermediateSerial = st.IntermediateSerial
+	}
+	if st.Istiod.State != "" {
+		cur.Istiod = st.Istiod
+	}
+	if st.AppliedCRLs != nil {
+		cur.AppliedCRLs = st.AppliedCRLs
+	}
+	return cur
 }
