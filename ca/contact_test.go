@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/meshroot/meshroot/ca"
-	"github.com/meshroot/meshroot/keys/disk"
-	"github.com/meshroot/meshroot/store/sqlite"
 )
 
 // TestReportWithCreationTimeInAnotherForm: a status report is recorded in
@@ -20,20 +18,8 @@ import (
 func TestReportWithCreationTimeInAnotherForm(t *testing.T) {
 	ctx := ca.WithActor(context.Background(), actor)
 	dir := t.TempDir()
+	svc, st := newServiceIn(t, dir, nil)
 	path := filepath.Join(dir, "meshroot.db")
-	st, err := sqlite.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	km, err := disk.New(disk.Options{Dir: filepath.Join(dir, "keys"), InsecurePlaintext: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := ca.NewService(st, km, ca.Policy{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := svc.AddCluster(ctx, ca.AddClusterRequest{Name: "east", TrustDomain: "example.org"}); err != nil {
 		t.Fatal(err)
 	}

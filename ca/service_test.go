@@ -33,7 +33,13 @@ func newService(t testing.TB) (*ca.Service, store.Store) {
 // newServiceOver is newService over wrap(the store), when wrap is set.
 func newServiceOver(t testing.TB, wrap func(store.Store) store.Store) (*ca.Service, store.Store) {
 	t.Helper()
-	dir := t.TempDir()
+	return newServiceIn(t, t.TempDir(), wrap)
+}
+
+// newServiceIn is newServiceOver with its files in dir: the SQLite file
+// meshroot.db and the keys folder keys.
+func newServiceIn(t testing.TB, dir string, wrap func(store.Store) store.Store) (*ca.Service, store.Store) {
+	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "meshroot.db"))
 	if err != nil {
 		t.Fatal(err)
