@@ -178,7 +178,6 @@ const maxAuditedSerials = 100
 // refused when reg is no longer the cluster's registration.
 func (s *Service) recordContact(ctx context.Context, reg store.Cluster, st store.ClusterStatus) error {
 	st.LastContact = s.now().UTC()
-	st.Gate = ""
 	return s.store.Update(ctx, func(tx store.Tx) error {
 		// One conditional update: the registration's check is its WHERE
 		// clause, so no read of the row comes before it (a report of every
