@@ -205,6 +205,30 @@ type Intermediate struct {
 	SupersededAt time.Time
 }
 
+// Registration is one registration of a cluster: its name and when it was
+// registered. A cluster removed and registered again under the same name
+// is another registration, and what was issued to the earlier one is not
+// the new one's.
+type Registration struct {
+	Name      string
+	CreatedAt time.Time
+}
+
+// Registration returns c's registration.
+func (c Cluster) Registration() Registration {
+	return Registration{Name: c.Name, CreatedAt: c.CreatedAt}
+}
+
+// RegisteredIntermediate is an intermediate and the current registration
+// of its cluster, read together (GetRegisteredIntermediate).
+type RegisteredIntermediate struct {
+	Intermediate Intermediate
+	// Registration is the current registration of Intermediate.Cluster: a
+	// later one than the intermediate was issued to when the cluster was
+	// removed and registered again since.
+	Registration Registration
+}
+
 // AuditEntry is one row of the append-only audit log. Seq, PrevHash and Hash
 // are assigned by AppendAudit.
 type AuditEntry struct {
@@ -337,6 +361,13 @@ type JoinTokenWriter interface {
 // IntermediateReader reads the issued cluster intermediates.
 type IntermediateReader interface {
 	GetIntermediate(ctx context.Context, serial string) (Intermediate, error)
+	// GetRegisteredIntermediate returns the intermediate with serial and
+	// the current registration of its cluster, in one read (a status
+	// report authenticated by the intermediate needs both, and every
+	// cluster reports after every change of the fleet). It fails with
+	// ErrNotFound when there is no such intermediate or its cluster is
+	// not registered now.
+	GetRegisteredIntermediate(ctx context.Context, serial string) (RegisteredIntermediate, error)
 	// ListIntermediates returns the intermediates of cluster (all clusters
 	// when cluster is empty), oldest first.
 	ListIntermediates(ctx context.Context, cluster string) ([]Intermediate, error)

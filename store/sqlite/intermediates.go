@@ -24,6 +24,40 @@ func (r reader) GetIntermediate(ctx context.Context, serial string) (store.Inter
 	return in, nil
 }
 
+// registeredIntermediateQuery reads an intermediate (intermediateColumns)
+// and the creation time of its cluster's registration.
+const registeredIntermediateQuery = `SELECT i.serial, i.cluster, i.root_id, i.not_before, i.not_after, i.status, i.cert_pem, i.created_at, i.superseded_at, c.created_at
+	FROM intermediates i JOIN clusters c ON c.name = i.cluster WHERE i.serial = ?`
+
+// GetRegisteredIntermediate returns the intermediate with serial and the
+// current registration of its cluster, in one statement.
+func (r reader) GetRegisteredIntermediate(ctx context.Context, serial string) (store.RegisteredIntermediate, error) {
+	var registered string
+	in, err := scanIntermediate(withExtra{r.q.QueryRowContext(ctx, registeredIntermediateQuery, serial), []any{&registered}})
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.RegisteredIntermediate{}, fmt.Errorf("intermediate %q of a registered cluster: %w", serial, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.RegisteredIntermediate{}, fmt.Errorf("get intermediate %q: %w", serial, err)
+	}
+	at, err := parseTime(registered)
+	if err != nil {
+		return store.RegisteredIntermediate{}, fmt.Errorf("cluster %q created_at: %w", in.Cluster, err)
+	}
+	return store.RegisteredIntermediate{Intermediate: in, Registration: store.Registration{Name: in.Cluster, CreatedAt: at}}, nil
+}
+
+// withExtra is a row whose columns are a scan function's, then extra's.
+type withExtra struct {
+	row   scanner
+	extra []any
+}
+
+// Scan scans dest, then extra.
+func (w withExtra) Scan(dest ...any) error {
+	return w.row.Scan(append(dest, w.extra...)...)
+}
+
 // ListIntermediatesByStatus returns the intermediates of every cluster in
 // status, oldest first.
 func (r reader) ListIntermediatesByStatus(ctx context.Context, status store.IntermediateStatus) ([]store.Intermediate, error) {

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -222,4 +223,68 @@ func checkIntermediate(t *testing.T, got, want store.Intermediate) {
 		!got.SupersededAt.Equal(want.SupersededAt) {
 		t.Errorf("intermediate mismatch:\n got %+v\nwant %+v", got, want)
 	}
+}
+
+func testRegisteredIntermediate(t *testing.T, s store.Store) {
+	east := sampleIntermediate("0a", "east", "r1", base.Add(time.Second))
+	orphan := sampleIntermediate("0b", "gone", "r1", base.Add(time.Second))
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateRoot(ctx(t), sampleRoot("r1", base)); err != nil {
+			return err
+		}
+		if err := tx.CreateCluster(ctx(t), sampleCluster("east", base)); err != nil {
+			return err
+		}
+		for _, in := range []store.Intermediate{east, orphan} {
+			if err := tx.CreateIntermediate(ctx(t), in); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	check := func(what string, got store.RegisteredIntermediate, want store.Intermediate, registered time.Time) {
+		t.Helper()
+		checkIntermediate(t, got.Intermediate, want)
+		if got.Registration.Name != want.Cluster || !got.Registration.CreatedAt.Equal(registered) {
+			t.Errorf("%s: registration = %+v, want cluster %s registered at %s", what, got.Registration, want.Cluster, registered)
+		}
+	}
+	got, err := s.GetRegisteredIntermediate(ctx(t), "0a")
+	if err != nil {
+		t.Fatalf("GetRegisteredIntermediate: %v", err)
+	}
+	check("GetRegisteredIntermediate", got, east, base)
+
+	// No such intermediate, or its cluster is not registered.
+	_, err = s.GetRegisteredIntermediate(ctx(t), "ff")
+	wantErr(t, "GetRegisteredIntermediate(missing)", err, store.ErrNotFound, "ff")
+	_, err = s.GetRegisteredIntermediate(ctx(t), "0b")
+	wantErr(t, "GetRegisteredIntermediate(cluster not registered)", err, store.ErrNotFound, "0b")
+
+	// Removed and registered again: the intermediate comes with the new
+	// registration, later than it was issued; in a transaction, as the
+	// transaction left it.
+	later := base.Add(time.Hour)
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.DeleteCluster(ctx(t), "east"); err != nil {
+			return err
+		}
+		if _, err := tx.GetRegisteredIntermediate(ctx(t), "0a"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("GetRegisteredIntermediate in the transaction that removed its cluster: err = %v, want ErrNotFound", err)
+		}
+		if err := tx.CreateCluster(ctx(t), sampleCluster("east", later)); err != nil {
+			return err
+		}
+		got, err := tx.GetRegisteredIntermediate(ctx(t), "0a")
+		if err != nil {
+			return err
+		}
+		check("GetRegisteredIntermediate in the transaction", got, east, later)
+		return nil
+	})
+	got, err = s.GetRegisteredIntermediate(ctx(t), "0a")
+	if err != nil {
+		t.Fatalf("GetRegisteredIntermediate after registering again: %v", err)
+	}
+	check("GetRegisteredIntermediate after registering again", got, east, later)
 }

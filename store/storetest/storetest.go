@@ -61,6 +61,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UpdateIntermediateStatus", testUpdateIntermediateStatus},
 		{"SupersedeIntermediates", testSupersedeIntermediates},
 		{"RevokeClusterIntermediates", testRevokeClusterIntermediates},
+		{"RegisteredIntermediate", testRegisteredIntermediate},
 		{"TxReadsOwnWrites", testTxReadsOwnWrites},
 		{"UpdateRollsBackOnError", testUpdateRollsBackOnError},
 		{"UpdateRollsBackOnPanic", testUpdateRollsBackOnPanic},
