@@ -176,7 +176,7 @@ const maxAuditedSerials = 100
 // recordContact stores that the agent of registration reg was heard from
 // now, with what it reported; zero fields keep their previous value. It is
 // refused when reg is no longer the cluster's registration.
-func (s *Service) recordContact(ctx context.Context, reg store.Cluster, st store.ClusterStatus) error {
+func (s *Service) recordContact(ctx context.Context, reg store.Registration, st store.ClusterStatus) error {
 	st.LastContact = s.now().UTC()
 	return s.store.Update(ctx, func(tx store.Tx) error {
 		// One conditional update: the registration's check is its WHERE

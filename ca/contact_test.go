@@ -40,7 +40,7 @@ func TestReportWithCreationTimeInAnotherForm(t *testing.T) {
 		t.Fatalf("after storing the creation time as %s: %v, %v; want the same instant", other, again.CreatedAt, err)
 	}
 
-	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: &reg, AppliedCRLs: map[string]uint64{"r": 3}}); err != nil {
+	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: reg.Registration(), AppliedCRLs: map[string]uint64{"r": 3}}); err != nil {
 		t.Fatalf("report of the registration: %v", err)
 	}
 	got, err := st.GetCluster(ctx, "east")

@@ -26,8 +26,9 @@ type StatusReport struct {
 	// it). The report is recorded only while that registration is the
 	// cluster's current one: an agent of a registration removed (and its
 	// name registered again) meanwhile does not speak for the new one.
-	// Without it, the registration read at the report's start is the one.
-	Registered *store.Cluster
+	// Without it (zero), the registration read at the report's start is
+	// the one.
+	Registered store.Registration
 	// BundleSequence is the trust bundle applied: at most the server's.
 	BundleSequence uint64
 	// IntermediateSerial is the intermediate the cluster runs with; it
@@ -73,12 +74,12 @@ func (s *Service) Report(ctx context.Context, r StatusReport) error {
 		return refusef("istiod bundle sequence %d does not match the applied %d", ist.BundleSequence, r.BundleSequence)
 	}
 	reg := r.Registered
-	if reg == nil {
+	if reg == (store.Registration{}) {
 		c, err := s.cluster(ctx, r.Cluster)
 		if err != nil {
 			return err
 		}
-		reg = &c
+		reg = c.Registration()
 	} else if reg.Name != r.Cluster {
 		return fmt.Errorf("internal error: the report of cluster %q was handed the registration of cluster %q", r.Cluster, reg.Name)
 	}
@@ -111,7 +112,7 @@ func (s *Service) Report(ctx context.Context, r StatusReport) error {
 				r.IntermediateSerial, r.Cluster, reg.CreatedAt.UTC().Format(time.RFC3339))
 		}
 	}
-	return s.recordContact(ctx, *reg, store.ClusterStatus{BundleSequence: r.BundleSequence, IntermediateSerial: r.IntermediateSerial, Istiod: ist, AppliedCRLs: r.AppliedCRLs})
+	return s.recordContact(ctx, reg, store.ClusterStatus{BundleSequence: r.BundleSequence, IntermediateSerial: r.IntermediateSerial, Istiod: ist, AppliedCRLs: r.AppliedCRLs})
 }
 
 // sawSequence raises seqSeen to seq, a bundle sequence read from the

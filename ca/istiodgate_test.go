@@ -156,22 +156,22 @@ func TestReportOfRemovedRegistration(t *testing.T) {
 	if _, err := svc.PrepareRoot(ctx, ca.PrepareRootRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	report := func(reg *store.Cluster, serial string) error {
+	report := func(reg store.Registration, serial string) error {
 		return svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: reg, BundleSequence: 2, IntermediateSerial: serial,
 			Istiod: store.IstiodStatus{State: store.IstiodLoaded, BundleSequence: 2, Serial: serial, Since: time.Now()}})
 	}
 	// The registration as authenticated, still current: recorded.
-	if err := report(&old, oldSerial); err != nil {
+	if err := report(old.Registration(), oldSerial); err != nil {
 		t.Fatalf("report of the current registration: %v", err)
 	}
-	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: &old, BundleSequence: 1}); err != nil {
+	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: old.Registration(), BundleSequence: 1}); err != nil {
 		t.Fatal(err)
 	}
 
 	if err := svc.RemoveCluster(ctx, "east"); err != nil {
 		t.Fatal(err)
 	}
-	if err := report(&old, oldSerial); err == nil || !strings.Contains(err.Error(), "removed") {
+	if err := report(old.Registration(), oldSerial); err == nil || !strings.Contains(err.Error(), "removed") {
 		t.Fatalf("report for a removed cluster: err = %v, want a refusal saying it was removed", err)
 	}
 	time.Sleep(2 * time.Millisecond) // a new registration time
@@ -185,15 +185,15 @@ func TestReportOfRemovedRegistration(t *testing.T) {
 
 	// The earlier registration's agent, authenticated a moment before the
 	// removal: refused inside the transaction.
-	err = svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: &old, BundleSequence: 2})
+	err = svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: old.Registration(), BundleSequence: 2})
 	if err == nil || !strings.Contains(err.Error(), "registered again") {
 		t.Fatalf("report of the removed registration: err = %v, want a refusal naming the new registration", err)
 	}
 	// The new registration naming the earlier registration's intermediate:
 	// refused, with or without the registration handed in.
-	for _, reg := range []*store.Cluster{&fresh, nil} {
+	for _, reg := range []store.Registration{fresh.Registration(), {}} {
 		if err := report(reg, oldSerial); err == nil || !strings.Contains(err.Error(), "earlier registration") {
-			t.Fatalf("report naming the removed registration's intermediate (registration handed in: %v): err = %v", reg != nil, err)
+			t.Fatalf("report naming the removed registration's intermediate (registration handed in: %v): err = %v", reg != store.Registration{}, err)
 		}
 	}
 	// Another cluster's registration handed in is a caller's bug.
@@ -201,7 +201,7 @@ func TestReportOfRemovedRegistration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: &west, BundleSequence: 2}); err == nil {
+	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: west.Registration(), BundleSequence: 2}); err == nil {
 		t.Fatal("east's report recorded with west's registration")
 	}
 	got, err := st.GetCluster(ctx, "east")
@@ -213,7 +213,7 @@ func TestReportOfRemovedRegistration(t *testing.T) {
 	}
 
 	// The new registration's own report is recorded.
-	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: &fresh, BundleSequence: 2}); err != nil {
+	if err := svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: fresh.Registration(), BundleSequence: 2}); err != nil {
 		t.Fatalf("report of the new registration: %v", err)
 	}
 	if got, err = st.GetCluster(ctx, "east"); err != nil || got.Status.BundleSequence != 2 {
@@ -238,7 +238,7 @@ func TestReportChecksWithoutRereads(t *testing.T) {
 		t.Fatal(err)
 	}
 	report := func(seq uint64, serial string, rec *store.Intermediate) error {
-		return svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: &east, BundleSequence: seq, IntermediateSerial: serial, Intermediate: rec})
+		return svc.Report(ctx, ca.StatusReport{Cluster: "east", Registered: east.Registration(), BundleSequence: seq, IntermediateSerial: serial, Intermediate: rec})
 	}
 	if err := report(1, "", nil); err != nil {
 		t.Fatalf("report of the current sequence: %v", err)

@@ -70,7 +70,7 @@ func (s *IssuerServer) SignIntermediate(ctx context.Context, req *meshrootv1.Sig
 	}
 	actor := ca.Actor(fmt.Sprintf("cluster:%s/%s:%s", id.Cluster, id.Method, id.Subject))
 	ireq := ca.IssueRequest{Cluster: id.Cluster, CSRData: req.GetCsr(), TTL: time.Duration(req.GetTtlSeconds()) * time.Second,
-		Registered: &id.Registration}
+		Registered: id.Record}
 	if id.Method == authn.MethodJoinToken {
 		ireq.JoinToken = id.Subject
 	}
@@ -234,12 +234,12 @@ func derList(certs []*x509.Certificate) [][]byte {
 func (s *IssuerServer) ReportStatus(ctx context.Context, req *meshrootv1.ReportStatusRequest) (*meshrootv1.ReportStatusResponse, error) {
 	cred := credentialFrom(ctx)
 	cred.JoinToken = "" // single-use tokens are for issuance only
-	id, err := s.auth.Authenticate(ctx, req.GetCluster(), cred)
+	id, err := s.auth.AuthenticateReport(ctx, req.GetCluster(), cred)
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
 	if err := s.svc.Report(ctx, ca.StatusReport{
-		Cluster: id.Cluster, Registered: &id.Registration,
+		Cluster: id.Cluster, Registered: id.Registration,
 		BundleSequence: req.GetBundleSequence(), IntermediateSerial: req.GetIntermediateSerial(),
 		Istiod: wire.IstiodFromReport(req), AppliedCRLs: wire.AppliedCRLsFromReport(req),
 		Intermediate: id.Intermediate,

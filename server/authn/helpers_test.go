@@ -111,14 +111,29 @@ func wantInternal(t testing.TB, err error, want ...string) {
 }
 
 // wantIdentity fails unless err is nil, id is want and id carries the
-// registration of want's cluster.
+// registration of want's cluster and its record (as Authenticate reads
+// it).
 func wantIdentity(t testing.TB, id Identity, err error, want Identity) {
+	t.Helper()
+	if err == nil && (id.Record == nil || id.Record.Registration() != id.Registration) {
+		t.Fatalf("identity's record = %+v, want the record of registration %+v", id.Record, id.Registration)
+	}
+	id.Record = nil
+	wantReportIdentity(t, id, err, want)
+}
+
+// wantReportIdentity is wantIdentity for AuthenticateReport by client
+// certificate, which does not read the cluster's record.
+func wantReportIdentity(t testing.TB, id Identity, err error, want Identity) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("Authenticate: %v", err)
 	}
 	if id.Registration.Name != want.Cluster || id.Registration.CreatedAt.IsZero() {
-		t.Fatalf("identity's registration = %+v, want cluster %s's record", id.Registration, want.Cluster)
+		t.Fatalf("identity's registration = %+v, want cluster %s's", id.Registration, want.Cluster)
+	}
+	if id.Record != nil {
+		t.Fatalf("identity's record = %+v, want none (not read)", id.Record)
 	}
 	id.Registration = want.Registration
 	// By client certificate, the presented intermediate's record comes

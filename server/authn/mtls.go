@@ -18,14 +18,16 @@ import (
 const maxPeerChain = 8
 
 // authenticateMTLS authenticates renewal by a cluster's intermediate,
-// presented as TLS client certificate (chain[0]), for cluster c.
+// presented as TLS client certificate (chain[0]), for the cluster
+// registered as reg. rec, when not nil, is the record of chain[0]'s serial
+// as read with reg (it is read otherwise).
 //
 // This checks the certificate only. Possession of its private key was
 // proved by the TLS handshake, in which the client signed the handshake
 // transcript with that key (CertificateVerify); the transport must pass
 // only a chain that the handshake authenticated, never one taken from
 // request data.
-func (a *Authenticator) authenticateMTLS(ctx context.Context, c store.Cluster, chain []*x509.Certificate) (Identity, error) {
+func (a *Authenticator) authenticateMTLS(ctx context.Context, c store.Registration, chain []*x509.Certificate, known *store.Intermediate) (Identity, error) {
 	if len(chain) > maxPeerChain {
 		return Identity{}, unauthenticated("client certificate chain has %d certificates: at most %d are accepted", len(chain), maxPeerChain)
 	}
@@ -78,12 +80,9 @@ func (a *Authenticator) authenticateMTLS(ctx context.Context, c store.Cluster, c
 		}
 		a.rememberVerified(key, paths)
 	}
-	rec, err := a.st.GetIntermediate(ctx, serial)
-	if errors.Is(err, store.ErrNotFound) {
-		return Identity{}, unauthenticated("certificate was not issued by meshroot (serial %s)", serial)
-	}
+	rec, err := a.intermediate(ctx, serial, known)
 	if err != nil {
-		return Identity{}, fmt.Errorf("look up intermediate %s: %w", serial, err)
+		return Identity{}, err
 	}
 	// The serial is random, but the recorded certificate itself must be the
 	// one presented: a certificate under the same roots that merely shares
@@ -124,6 +123,22 @@ func (a *Authenticator) authenticateMTLS(ctx context.Context, c store.Cluster, c
 		return Identity{}, unauthenticated("intermediate %s has unknown status %q", serial, rec.Status)
 	}
 	return Identity{Cluster: c.Name, Method: MethodMTLS, Subject: serial, Intermediate: &rec}, nil
+}
+
+// intermediate returns the record of the intermediate with serial: known
+// when it is that record, else read.
+func (a *Authenticator) intermediate(ctx context.Context, serial string, known *store.Intermediate) (store.Intermediate, error) {
+	if known != nil && known.Serial == serial {
+		return *known, nil
+	}
+	rec, err := a.st.GetIntermediate(ctx, serial)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Intermediate{}, unauthenticated("certificate was not issued by meshroot (serial %s)", serial)
+	}
+	if err != nil {
+		return store.Intermediate{}, fmt.Errorf("look up intermediate %s: %w", serial, err)
+	}
+	return rec, nil
 }
 
 // checkSupersededGrace refuses a superseded intermediate whose renewal grace

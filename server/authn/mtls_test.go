@@ -92,6 +92,24 @@ type mtlsFixture struct {
 	foreign *testCA
 	// leaf is a workload certificate under active.
 	leaf *testCA
+	// report makes auth call AuthenticateReport, not Authenticate.
+	report bool
+}
+
+// forEachEntry runs fn with a fixture of its own for each way in:
+// Authenticate and AuthenticateReport, whose outcomes must be the same.
+func forEachEntry(t *testing.T, fn func(t *testing.T, f *mtlsFixture)) {
+	for _, report := range []bool{false, true} {
+		name := "Authenticate"
+		if report {
+			name = "AuthenticateReport"
+		}
+		t.Run(name, func(t *testing.T) {
+			f := newMTLSFixture(t)
+			f.report = report
+			fn(t, f)
+		})
+	}
 }
 
 func newMTLSFixture(t testing.TB) *mtlsFixture {
@@ -164,21 +182,31 @@ func (f *mtlsFixture) chain(c *testCA) []*x509.Certificate {
 }
 
 func (f *mtlsFixture) auth(cluster string, chain []*x509.Certificate) (Identity, error) {
+	if f.report {
+		return f.a.AuthenticateReport(context.Background(), cluster, Credential{PeerChain: chain})
+	}
 	return f.a.Authenticate(context.Background(), cluster, Credential{PeerChain: chain})
 }
 
-func TestMTLS(t *testing.T) {
-	f := newMTLSFixture(t)
+func TestMTLS(t *testing.T) { forEachEntry(t, testMTLS) }
+
+func testMTLS(t *testing.T, f *mtlsFixture) {
 	for name, c := range map[string]*testCA{"active": f.active, "superseded": f.superseded} {
 		t.Run(name, func(t *testing.T) {
 			id, err := f.auth("east", f.chain(c))
-			wantIdentity(t, id, err, Identity{Cluster: "east", Method: MethodMTLS, Subject: ca.SerialHex(c.cert.SerialNumber)})
+			want := Identity{Cluster: "east", Method: MethodMTLS, Subject: ca.SerialHex(c.cert.SerialNumber)}
+			if f.report {
+				wantReportIdentity(t, id, err, want)
+			} else {
+				wantIdentity(t, id, err, want)
+			}
 		})
 	}
 }
 
-func TestMTLSRefusals(t *testing.T) {
-	f := newMTLSFixture(t)
+func TestMTLSRefusals(t *testing.T) { forEachEntry(t, testMTLSRefusals) }
+
+func testMTLSRefusals(t *testing.T, f *mtlsFixture) {
 	serial := func(c *testCA) string { return ca.SerialHex(c.cert.SerialNumber) }
 	long := make([]*x509.Certificate, 9)
 	for i := range long {
@@ -216,6 +244,10 @@ func TestMTLSRefusals(t *testing.T) {
 			[]string{"intermediate " + serial(f.revoked) + " is revoked"}},
 		{"superseded beyond the grace period", "east", f.chain(f.staleSuperseded), Unauthenticated,
 			[]string{"intermediate " + serial(f.staleSuperseded) + " was superseded at 2026-03-01T11:49:59Z, more than the renewal grace period 10m0s ago, and can no longer renew"}},
+		{"cluster not registered", "north", f.chain(f.active), PermissionDenied,
+			[]string{"cluster north is not registered"}},
+		{"cluster name invalid", "East", f.chain(f.active), PermissionDenied,
+			[]string{"cluster name"}},
 		{"superseded at an unrecorded time", "east", f.chain(f.legacySuperseded), Unauthenticated,
 			[]string{"intermediate " + serial(f.legacySuperseded) + " was superseded (at a time not recorded) and can no longer renew"}},
 	} {
@@ -226,8 +258,9 @@ func TestMTLSRefusals(t *testing.T) {
 	}
 }
 
-func TestMTLSExpiresWithClock(t *testing.T) {
-	f := newMTLSFixture(t)
+func TestMTLSExpiresWithClock(t *testing.T) { forEachEntry(t, testMTLSExpiresWithClock) }
+
+func testMTLSExpiresWithClock(t *testing.T, f *mtlsFixture) {
 	if _, err := f.auth("east", f.chain(f.active)); err != nil {
 		t.Fatal(err)
 	}
@@ -325,8 +358,9 @@ func TestMTLSServerErrors(t *testing.T) {
 // TestMTLSSupersededGrace: a superseded intermediate renews only within the
 // stored policy's grace period after it was superseded (10 minutes by
 // default; here it was superseded at t0-1m).
-func TestMTLSSupersededGrace(t *testing.T) {
-	f := newMTLSFixture(t)
+func TestMTLSSupersededGrace(t *testing.T) { forEachEntry(t, testMTLSSupersededGrace) }
+
+func testMTLSSupersededGrace(t *testing.T, f *mtlsFixture) {
 	if _, err := f.auth("east", f.chain(f.superseded)); err != nil {
 		t.Fatalf("within the grace period: %v", err)
 	}
@@ -354,8 +388,9 @@ func TestMTLSSupersededGrace(t *testing.T) {
 // TestMTLSEarlierRegistration: an intermediate issued to a cluster that was
 // removed does not renew for a cluster registered later under the same name,
 // even when it was left active (as versions before removal revoked them did).
-func TestMTLSEarlierRegistration(t *testing.T) {
-	f := newMTLSFixture(t)
+func TestMTLSEarlierRegistration(t *testing.T) { forEachEntry(t, testMTLSEarlierRegistration) }
+
+func testMTLSEarlierRegistration(t *testing.T, f *mtlsFixture) {
 	if _, err := f.auth("east", f.chain(f.active)); err != nil {
 		t.Fatal(err)
 	}
@@ -367,4 +402,83 @@ func TestMTLSEarlierRegistration(t *testing.T) {
 	})
 	_, err := f.auth("east", f.chain(f.active))
 	wantRefusal(t, err, PermissionDenied, "intermediate "+ca.SerialHex(f.active.cert.SerialNumber)+" was issued at 2026-03-01T12:00:00Z to an earlier registration of cluster east, which was removed")
+}
+
+// readCounter is a store that counts authentication's reads, and fails
+// GetRegisteredIntermediate with failRegistered when it is set.
+type readCounter struct {
+	store.Store
+	mu                                  sync.Mutex
+	clusters, intermediates, registered int
+	failRegistered                      error
+}
+
+func (r *readCounter) GetCluster(ctx context.Context, name string) (store.Cluster, error) {
+	r.mu.Lock()
+	r.clusters++
+	r.mu.Unlock()
+	return r.Store.GetCluster(ctx, name)
+}
+
+func (r *readCounter) GetIntermediate(ctx context.Context, serial string) (store.Intermediate, error) {
+	r.mu.Lock()
+	r.intermediates++
+	r.mu.Unlock()
+	return r.Store.GetIntermediate(ctx, serial)
+}
+
+func (r *readCounter) GetRegisteredIntermediate(ctx context.Context, serial string) (store.RegisteredIntermediate, error) {
+	r.mu.Lock()
+	r.registered++
+	fail := r.failRegistered
+	r.mu.Unlock()
+	if fail != nil {
+		return store.RegisteredIntermediate{}, fail
+	}
+	return r.Store.GetRegisteredIntermediate(ctx, serial)
+}
+
+func (r *readCounter) counts() [3]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := [3]int{r.clusters, r.intermediates, r.registered}
+	r.clusters, r.intermediates, r.registered = 0, 0, 0
+	return n
+}
+
+// TestAuthenticateReportReads: a status report by the cluster's own
+// intermediate reads the intermediate and its cluster's registration
+// once, together, not the cluster's record; Authenticate reads the record
+// and the intermediate. Another cluster's intermediate takes
+// Authenticate's reads (they say why it is refused), and a store failure
+// is a failure, not a refusal.
+func TestAuthenticateReportReads(t *testing.T) {
+	f := newMTLSFixture(t)
+	rc := &readCounter{Store: f.st}
+	a := New(rc, Options{Now: f.clk.Now, Roots: func(context.Context) ([]*x509.Certificate, error) {
+		return []*x509.Certificate{f.root.cert}, nil
+	}})
+	ctx := context.Background()
+	cred := Credential{PeerChain: f.chain(f.active)}
+
+	id, err := a.AuthenticateReport(ctx, "east", cred)
+	wantReportIdentity(t, id, err, Identity{Cluster: "east", Method: MethodMTLS, Subject: ca.SerialHex(f.active.cert.SerialNumber)})
+	if got, want := rc.counts(), [3]int{0, 0, 1}; got != want {
+		t.Errorf("AuthenticateReport read clusters, intermediates, registered intermediates %v times, want %v", got, want)
+	}
+	if _, err := a.Authenticate(ctx, "east", cred); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := rc.counts(), [3]int{1, 1, 0}; got != want {
+		t.Errorf("Authenticate read clusters, intermediates, registered intermediates %v times, want %v", got, want)
+	}
+	_, err = a.AuthenticateReport(ctx, "east", Credential{PeerChain: f.chain(f.west)})
+	wantRefusal(t, err, PermissionDenied, "is for cluster west, not east")
+	if got, want := rc.counts(), [3]int{1, 1, 1}; got != want {
+		t.Errorf("AuthenticateReport of another cluster's intermediate read %v times, want %v", got, want)
+	}
+
+	rc.failRegistered = errors.New("database is locked")
+	_, err = a.AuthenticateReport(ctx, "east", cred)
+	wantInternal(t, err, "authenticate for cluster east", "database is locked")
 }
