@@ -6,7 +6,8 @@
 //
 //   - trust bundle fan-out to 100 and to 1,000 watching agents: from the
 //     admin call that commits a bundle change to each agent having written
-//     the new bundle into its cacerts Secret (p50, p99, max);
+//     the new bundle into its cacerts Secret (p50, p99, max), each change
+//     from a fleet at rest; then at 1,000 the same changes back to back;
 //   - a full root rotation of 100 clusters through the admin API, phase
 //     by phase;
 //   - the server's RSS idle, with 1,000 watchers and after the rotation,
@@ -43,6 +44,7 @@ type options struct {
 	pprof, profDir     string
 	agentPprof         string
 	noStreams          bool
+	burst              bool
 	kubeCopy           bool
 	streamsOnly        bool
 	memLimit           int64 // the agents' soft memory limit (bytes; 0: none known)
@@ -63,6 +65,7 @@ func main() {
 	flag.StringVar(&o.agentPprof, "agent-pprof", "", "with a meshroot-agent built with -tags pprof: the lean agent's pprof address (127.0.0.1:PORT); after its RSS reading, saves its memory statistics (agent-memstats.txt) and heap profile (agent-heap.pprof) into -profile-dir")
 	flag.BoolVar(&o.streamsOnly, "streams-only", false, "only the server's fan-out alone: -large clusters join in waves of -small agents, which stop once joined, then -large watch streams")
 	flag.BoolVar(&o.kubeCopy, "kube-copy", false, "the in-memory clusters store a copy of each Secret written (~1 MB at 1,000 clusters), as before 2026-12-02: an API server's work, counted then as the agents'")
+	flag.BoolVar(&o.burst, "burst", true, "after the fan-out to -large, time as many changes again back to back: each as soon as every agent applied the last (the fan-out's method before 2026-12-03)")
 	flag.BoolVar(&o.noStreams, "no-streams", false, "skip the stream fan-out (the server's part alone, after the agents stop)")
 	flag.IntVar(&o.agentProcs, "agent-procs", 1, "run the agents in this many child processes (agent shards), each holding every Nth agent; 1: in this process")
 	flag.BoolVar(&shardChild, "agent-shard", false, "internal: run as an agent shard (commands on stdin, events on stdout)")
@@ -168,7 +171,7 @@ func run(o options) (err error) {
 	}
 	r.setupSmall = time.Since(t)
 	progress("%d agents bootstrapped in %s", o.small, r.setupSmall.Round(time.Millisecond))
-	if r.fanSmall, err = fanout(ctx, f, srv, o.rounds); err != nil {
+	if r.fanSmall, err = fanout(ctx, f, srv, o.rounds, false); err != nil {
 		return fmt.Errorf("fan-out to %d: %w", o.small, err)
 	}
 	progress("fan-out to %d: p50 %s p99 %s max %s", o.small, ms(pct(r.fanSmall.lat, .5)), ms(pct(r.fanSmall.lat, .99)), ms(maxDur(r.fanSmall.lat)))
@@ -205,12 +208,18 @@ func run(o options) (err error) {
 	r.restLarge = (f.agentsCPU() - rest0).Seconds() / r.restWait.Seconds()
 	prof.heap("heap-watchers.pprof")
 	stopProf := prof.cpu("cpu-fanout.pprof", 30*time.Second)
-	r.fanLarge, err = fanout(ctx, f, srv, o.rounds)
+	r.fanLarge, err = fanout(ctx, f, srv, o.rounds, false)
 	stopProf()
 	if err != nil {
 		return fmt.Errorf("fan-out to %d: %w", o.large, err)
 	}
 	progress("fan-out to %d: p50 %s p99 %s max %s", o.large, ms(pct(r.fanLarge.lat, .5)), ms(pct(r.fanLarge.lat, .99)), ms(maxDur(r.fanLarge.lat)))
+	if o.burst {
+		if r.fanBurst, err = fanout(ctx, f, srv, o.rounds, true); err != nil {
+			return fmt.Errorf("fan-out to %d, changes back to back: %w", o.large, err)
+		}
+		progress("fan-out to %d, changes back to back: p50 %s p99 %s max %s", o.large, ms(pct(r.fanBurst.lat, .5)), ms(pct(r.fanBurst.lat, .99)), ms(maxDur(r.fanBurst.lat)))
+	}
 	if r.serverAfterFanout, err = readMem(srv.pid()); err != nil {
 		return err
 	}

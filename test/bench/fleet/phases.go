@@ -28,20 +28,42 @@ type fanoutResult struct {
 	bundle  bundleShape     // the message each watcher got, after the last change
 	gc      gcStats         // this process's collector over the measurement
 	wall    time.Duration
+	// burst: each change right after every agent applied the last, not
+	// from a fleet at rest.
+	burst bool
+	rest  time.Duration // the waits for the fleet to come to rest, summed (not burst)
 }
 
 // fanout makes 2*rounds trust bundle changes (root prepare, then
 // rollback: the bundle gains a root, then loses it, the sequence going up
 // by one each time) and times each agent's write of each new bundle,
 // counted from the start of the admin call that commits it.
-func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutResult, error) {
-	res := fanoutResult{agents: len(f.members)}
+//
+// Unless burst, each change starts from a fleet at rest (waitQuiet, at
+// most changeRestLimit): a change's latency is its own, not the last
+// change's status reports and writes too; after the last change the fleet
+// comes to rest as well, so that the CPU figures hold every change's
+// work (and the waits' background, which the report's rest rate shows).
+// With burst each change starts as soon as every agent applied the last.
+func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst bool) (fanoutResult, error) {
+	res := fanoutResult{agents: len(f.members), burst: burst}
 	cpu0, self0 := cpuTime(srv.pid()), f.agentsCPU()
 	gc0 := f.gcStats()
 	reads0, writes0 := f.secretIO()
 	t := time.Now()
+	rest := func() error {
+		if burst {
+			return nil
+		}
+		d, err := waitQuiet(ctx, srv.pid(), f.agentsCPU, changeRestLimit)
+		res.rest += d
+		return err
+	}
 	for range rounds {
 		for _, step := range bundleChanges(ctx, srv) {
+			if err := rest(); err != nil {
+				return res, err
+			}
 			tb, err := srv.admin.TrustBundle(ctx)
 			if err != nil {
 				return res, err
@@ -70,6 +92,9 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutRe
 			res.changes++
 		}
 	}
+	if err := rest(); err != nil {
+		return res, err
+	}
 	res.wall = time.Since(t)
 	res.cpu = cpuTime(srv.pid()) - cpu0
 	res.selfCPU = f.agentsCPU() - self0
@@ -91,6 +116,8 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int) (fanoutRe
 const (
 	quietCPU    = 0.05
 	quietWindow = 2 * time.Second
+	// changeRestLimit bounds the wait for rest between two changes.
+	changeRestLimit = 30 * time.Second
 )
 
 // waitQuiet waits until the agents (agentsCPU) and the server each use
