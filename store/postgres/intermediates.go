@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/meshroot/meshroot/store"
+	"github.com/meshroot/meshroot/store/internal/rowscan"
 	"github.com/meshroot/meshroot/store/internal/timetext"
 )
 
@@ -35,7 +36,7 @@ const registeredIntermediateQuery = `SELECT i.serial, i.cluster, i.root_id, i.no
 // current registration of its cluster, in one statement.
 func (r reader) GetRegisteredIntermediate(ctx context.Context, serial string) (store.RegisteredIntermediate, error) {
 	var registered string
-	in, err := scanIntermediate(withExtra{r.q.QueryRow(ctx, registeredIntermediateQuery, serial), []any{&registered}})
+	in, err := scanIntermediate(rowscan.WithExtra{Row: r.q.QueryRow(ctx, registeredIntermediateQuery, serial), Extra: []any{&registered}})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.RegisteredIntermediate{}, fmt.Errorf("intermediate %q of a registered cluster: %w", serial, store.ErrNotFound)
 	}
@@ -47,17 +48,6 @@ func (r reader) GetRegisteredIntermediate(ctx context.Context, serial string) (s
 		return store.RegisteredIntermediate{}, fmt.Errorf("cluster %q created_at: %w", in.Cluster, err)
 	}
 	return store.RegisteredIntermediate{Intermediate: in, Registration: store.Registration{Name: in.Cluster, CreatedAt: at}}, nil
-}
-
-// withExtra is a row whose columns are a scan function's, then extra's.
-type withExtra struct {
-	row   scanner
-	extra []any
-}
-
-// Scan scans dest, then extra.
-func (w withExtra) Scan(dest ...any) error {
-	return w.row.Scan(append(dest, w.extra...)...)
 }
 
 // ListIntermediatesByStatus returns the intermediates of every cluster in

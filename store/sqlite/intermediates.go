@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshroot/meshroot/store"
+	"github.com/meshroot/meshroot/store/internal/rowscan"
 )
 
 const intermediateColumns = `serial, cluster, root_id, not_before, not_after, status, cert_pem, created_at, superseded_at`
@@ -33,7 +34,7 @@ const registeredIntermediateQuery = `SELECT i.serial, i.cluster, i.root_id, i.no
 // current registration of its cluster, in one statement.
 func (r reader) GetRegisteredIntermediate(ctx context.Context, serial string) (store.RegisteredIntermediate, error) {
 	var registered string
-	in, err := scanIntermediate(withExtra{r.q.QueryRowContext(ctx, registeredIntermediateQuery, serial), []any{&registered}})
+	in, err := scanIntermediate(rowscan.WithExtra{Row: r.q.QueryRowContext(ctx, registeredIntermediateQuery, serial), Extra: []any{&registered}})
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.RegisteredIntermediate{}, fmt.Errorf("intermediate %q of a registered cluster: %w", serial, store.ErrNotFound)
 	}
@@ -45,17 +46,6 @@ func (r reader) GetRegisteredIntermediate(ctx context.Context, serial string) (s
 		return store.RegisteredIntermediate{}, fmt.Errorf("cluster %q created_at: %w", in.Cluster, err)
 	}
 	return store.RegisteredIntermediate{Intermediate: in, Registration: store.Registration{Name: in.Cluster, CreatedAt: at}}, nil
-}
-
-// withExtra is a row whose columns are a scan function's, then extra's.
-type withExtra struct {
-	row   scanner
-	extra []any
-}
-
-// Scan scans dest, then extra.
-func (w withExtra) Scan(dest ...any) error {
-	return w.row.Scan(append(dest, w.extra...)...)
 }
 
 // ListIntermediatesByStatus returns the intermediates of every cluster in
