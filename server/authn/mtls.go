@@ -19,8 +19,8 @@ const maxPeerChain = 8
 
 // authenticateMTLS authenticates renewal by a cluster's intermediate,
 // presented as TLS client certificate (chain[0]), for the cluster
-// registered as reg. rec, when not nil, is the record of chain[0]'s serial
-// as read with reg (it is read otherwise).
+// registered as c. known, when not nil, is the record of chain[0]'s
+// serial as read with c (it is read otherwise).
 //
 // This checks the certificate only. Possession of its private key was
 // proved by the TLS handshake, in which the client signed the handshake

@@ -26,9 +26,10 @@ func (r reader) GetIntermediate(ctx context.Context, serial string) (store.Inter
 }
 
 // registeredIntermediateQuery reads an intermediate (intermediateColumns)
-// and the creation time of its cluster's registration.
-const registeredIntermediateQuery = `SELECT i.serial, i.cluster, i.root_id, i.not_before, i.not_after, i.status, i.cert_pem, i.created_at, i.superseded_at, c.created_at
-	FROM intermediates i JOIN clusters c ON c.name = i.cluster WHERE i.serial = ?`
+// and the creation time of its cluster's registration (renamed, so that
+// the intermediate's own columns are named as everywhere else).
+const registeredIntermediateQuery = `SELECT ` + intermediateColumns + `, registered_at FROM intermediates
+	JOIN (SELECT name, created_at AS registered_at FROM clusters) c ON c.name = intermediates.cluster WHERE serial = ?`
 
 // GetRegisteredIntermediate returns the intermediate with serial and the
 // current registration of its cluster, in one statement.
