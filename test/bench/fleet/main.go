@@ -42,6 +42,7 @@ type options struct {
 	settle             time.Duration
 	keep               bool
 	pprof, profDir     string
+	profWindow         time.Duration
 	agentPprof         string
 	noStreams          bool
 	burst              bool
@@ -62,6 +63,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary folder (server log, data dir)")
 	flag.StringVar(&o.pprof, "pprof", "", "with a meshroot built with -tags pprof: its pprof address (127.0.0.1:PORT); saves server heap and CPU profiles and a CPU profile of the agents into -profile-dir")
 	flag.StringVar(&o.profDir, "profile-dir", ".", "where -pprof puts the profiles")
+	flag.DurationVar(&o.profWindow, "profile-window", 4*time.Second, "with -pprof: each change of the fan-out to -large is CPU-profiled (server-cpu-<kind>-<n>.pprof, bench-cpu-<kind>-<n>.pprof) for this long (whole seconds) from its admin call's start")
 	flag.StringVar(&o.agentPprof, "agent-pprof", "", "with a meshroot-agent built with -tags pprof: the lean agent's pprof address (127.0.0.1:PORT); after its RSS reading, saves its memory statistics (agent-memstats.txt) and heap profile (agent-heap.pprof) into -profile-dir")
 	flag.BoolVar(&o.streamsOnly, "streams-only", false, "only the server's fan-out alone: -large clusters join in waves of -small agents, which stop once joined, then -large watch streams")
 	flag.BoolVar(&o.kubeCopy, "kube-copy", false, "the in-memory clusters store a copy of each Secret written (~1 MB at 1,000 clusters), as before 2026-12-02: an API server's work, counted then as the agents'")
@@ -114,7 +116,7 @@ func run(o options) (err error) {
 	load0 := loadavg()
 	start := time.Now()
 	var env []string
-	prof := &profiler{addr: o.pprof, dir: o.profDir}
+	prof := &profiler{addr: o.pprof, dir: o.profDir, window: o.profWindow.Round(time.Second)}
 	if o.pprof != "" {
 		env = append(env, "MESHROOT_PPROF_LISTEN="+o.pprof)
 	}
@@ -171,7 +173,7 @@ func run(o options) (err error) {
 	}
 	r.setupSmall = time.Since(t)
 	progress("%d agents bootstrapped in %s", o.small, r.setupSmall.Round(time.Millisecond))
-	if r.fanSmall, err = fanout(ctx, f, srv, o.rounds, false); err != nil {
+	if r.fanSmall, err = fanout(ctx, f, srv, o.rounds, false, nil); err != nil {
 		return fmt.Errorf("fan-out to %d: %w", o.small, err)
 	}
 	progress("fan-out to %d: p50 %s p99 %s max %s", o.small, ms(pct(r.fanSmall.lat, .5)), ms(pct(r.fanSmall.lat, .99)), ms(maxDur(r.fanSmall.lat)))
@@ -207,15 +209,13 @@ func run(o options) (err error) {
 	r.restWait = time.Since(restT)
 	r.restLarge = (f.agentsCPU() - rest0).Seconds() / r.restWait.Seconds()
 	prof.heap("heap-watchers.pprof")
-	stopProf := prof.cpu("cpu-fanout.pprof", 30*time.Second)
-	r.fanLarge, err = fanout(ctx, f, srv, o.rounds, false)
-	stopProf()
+	r.fanLarge, err = fanout(ctx, f, srv, o.rounds, false, prof)
 	if err != nil {
 		return fmt.Errorf("fan-out to %d: %w", o.large, err)
 	}
 	progress("fan-out to %d: p50 %s p99 %s max %s", o.large, ms(pct(r.fanLarge.lat, .5)), ms(pct(r.fanLarge.lat, .99)), ms(maxDur(r.fanLarge.lat)))
 	if o.burst {
-		if r.fanBurst, err = fanout(ctx, f, srv, o.rounds, true); err != nil {
+		if r.fanBurst, err = fanout(ctx, f, srv, o.rounds, true, nil); err != nil {
 			return fmt.Errorf("fan-out to %d, changes back to back: %w", o.large, err)
 		}
 		progress("fan-out to %d, changes back to back: p50 %s p99 %s max %s", o.large, ms(pct(r.fanBurst.lat, .5)), ms(pct(r.fanBurst.lat, .99)), ms(maxDur(r.fanBurst.lat)))

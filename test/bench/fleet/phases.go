@@ -32,6 +32,19 @@ type fanoutResult struct {
 	// from a fleet at rest.
 	burst bool
 	rest  time.Duration // the waits for the fleet to come to rest, summed (not burst)
+	// byChange: each change's own figures, in order.
+	byChange []changeStat
+}
+
+// changeStat is one change of a fan-out: its kind (bundleChange.name),
+// every agent's latency, its admin call, and (from a fleet at rest) the
+// CPU from its start to the next change's (its aftermath included: the
+// status reports, the istiod rechecks).
+type changeStat struct {
+	kind          string
+	lat           []time.Duration
+	call          time.Duration
+	cpu, agentCPU time.Duration // 0 when burst: the changes' work overlaps
 }
 
 // fanout makes 2*rounds trust bundle changes (root prepare, then
@@ -45,18 +58,27 @@ type fanoutResult struct {
 // comes to rest as well, so that the CPU figures hold every change's
 // work (and the waits' background, which the report's rest rate shows).
 // With burst each change starts as soon as every agent applied the last.
-func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst bool) (fanoutResult, error) {
+//
+// With prof on (and not burst), each change is CPU-profiled, the server
+// and the agents, for prof.window from the start of its admin call:
+// cpu-<kind>-<n>.pprof, n counting the changes from 1.
+func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst bool, prof *profiler) (fanoutResult, error) {
 	res := fanoutResult{agents: len(f.members), burst: burst}
 	cpu0, self0 := cpuTime(srv.pid()), f.agentsCPU()
 	gc0 := f.gcStats()
 	reads0, writes0 := f.secretIO()
 	t := time.Now()
+	var cpuAt, selfAt time.Duration // at the last change's start
 	rest := func() error {
 		if burst {
 			return nil
 		}
 		d, err := waitQuiet(ctx, srv.pid(), f.agentsCPU, changeRestLimit)
 		res.rest += d
+		if n := len(res.byChange); n > 0 {
+			c := &res.byChange[n-1]
+			c.cpu, c.agentCPU = cpuTime(srv.pid())-cpuAt, f.agentsCPU()-selfAt
+		}
 		return err
 	}
 	for range rounds {
@@ -64,6 +86,11 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 			if err := rest(); err != nil {
 				return res, err
 			}
+			stopProf := func() {}
+			if !burst {
+				stopProf = prof.change(changeProfile(step.name, res.changes+1))
+			}
+			cpuAt, selfAt = cpuTime(srv.pid()), f.agentsCPU()
 			tb, err := srv.admin.TrustBundle(ctx)
 			if err != nil {
 				return res, err
@@ -74,11 +101,14 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 			if err := step.do(); err != nil {
 				return res, fmt.Errorf("%s: %w", step.name, err)
 			}
-			res.calls = append(res.calls, time.Since(t0))
+			call := time.Since(t0)
+			res.calls = append(res.calls, call)
 			lat, err := f.waitAll(ctx, t0, nil, func(a applied) bool { return a.sequence >= want }, 2*time.Minute)
+			stopProf()
 			if err != nil {
 				return res, fmt.Errorf("after %s: %w", step.name, err)
 			}
+			res.byChange = append(res.byChange, changeStat{kind: step.name, lat: lat, call: call})
 			res.lat = append(res.lat, lat...)
 			for _, m := range f.members {
 				if at, ok := m.rec.firstReceived(t0, want); ok {
@@ -107,6 +137,12 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 		fmt.Fprintf(os.Stderr, "sizing the bundle message: %v\n", err)
 	}
 	return res, nil
+}
+
+// changeProfile names the CPU profile of the fan-out's change n of kind:
+// cpu-<kind's last word>-<n>.pprof (cpu-prepare-01.pprof).
+func changeProfile(kind string, n int) string {
+	return fmt.Sprintf("cpu-%s-%02d.pprof", kind[strings.LastIndexByte(kind, ' ')+1:], n)
 }
 
 // quietCPU is the CPU, as a share of one core, below which the agents'

@@ -18,6 +18,8 @@ type profiler struct {
 	addr   string // the server's pprof listener; "" when off
 	dir    string
 	shards *fleet // its agent shards are profiled too
+	// window is how long change profiles each change (whole seconds).
+	window time.Duration
 }
 
 // eachShard sends each of the fleet's agent shards op with its copy of
@@ -76,6 +78,22 @@ func (p *profiler) cpu(name string, d time.Duration) func() {
 			f.Close()
 		}
 		<-done
+	}
+}
+
+// change CPU-profiles one bundle change, the server and this process (the
+// agents), for p.window from now, as name (server-name and bench-name).
+// The returned func, called once every agent applied the change, waits
+// out the window and saves both.
+func (p *profiler) change(name string) func() {
+	if p == nil || p.addr == "" {
+		return func() {}
+	}
+	end := time.Now().Add(p.window)
+	stop := p.cpu(name, p.window)
+	return func() {
+		time.Sleep(time.Until(end))
+		stop()
 	}
 }
 

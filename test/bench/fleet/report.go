@@ -63,6 +63,41 @@ func (f fanoutResult) label() string {
 	return fmt.Sprint(f.agents)
 }
 
+// kindStat is the changes of one kind in a fan-out, pooled: every
+// agent's latency, each change's last agent and admin call, and the mean
+// CPU per change.
+type kindStat struct {
+	kind              string
+	lat, worst, calls []time.Duration
+	cpu, agentCPU     time.Duration
+}
+
+// byKind pools cs by kind, the kinds in the order they first came.
+func byKind(cs []changeStat) []kindStat {
+	var out []kindStat
+	at := map[string]int{}
+	for _, c := range cs {
+		i, ok := at[c.kind]
+		if !ok {
+			i = len(out)
+			at[c.kind] = i
+			out = append(out, kindStat{kind: c.kind})
+		}
+		k := &out[i]
+		k.lat = append(k.lat, c.lat...)
+		k.worst = append(k.worst, maxDur(c.lat))
+		k.calls = append(k.calls, c.call)
+		k.cpu += c.cpu
+		k.agentCPU += c.agentCPU
+	}
+	for i := range out {
+		n := time.Duration(len(out[i].calls))
+		out[i].cpu /= n
+		out[i].agentCPU /= n
+	}
+	return out
+}
+
 // pct is the nearest-rank percentile p (0-1] of ds.
 func pct(ds []time.Duration, p float64) time.Duration {
 	if len(ds) == 0 {
@@ -114,6 +149,18 @@ func (r *report) print(w io.Writer) {
 		n := time.Duration(max(f.changes, 1))
 		fmt.Fprintf(w, "%-8s %8d %10s %10s %10s %14s %14s %18s %18s %10s\n", f.label(), len(f.lat), ms(pct(f.lat, .5)), ms(pct(f.lat, .99)),
 			ms(maxDur(f.lat)), ms(pct(f.worst, 1)), ms(pct(f.calls, .5)), ms(f.cpu/n), ms(f.selfCPU/n), f.rest.Round(100*time.Millisecond))
+	}
+	fmt.Fprintf(w, "by kind of change (CPU from each change's start to the next one's, its status reports and istiod rechecks included; b2b: overlapped, not shown)\n")
+	fmt.Fprintf(w, "%-8s %-14s %8s %10s %10s %16s %16s %14s %18s %18s\n", "agents", "change", "samples", "p50", "p99", "last agent p50", "last agent max", "admin call p50", "server CPU/change", "agents CPU/change")
+	for _, f := range r.fanouts() {
+		for _, k := range byKind(f.byChange) {
+			cpu, agents := "-", "-"
+			if !f.burst {
+				cpu, agents = ms(k.cpu), ms(k.agentCPU)
+			}
+			fmt.Fprintf(w, "%-8s %-14s %8d %10s %10s %16s %16s %14s %18s %18s\n", f.label(), k.kind, len(k.lat), ms(pct(k.lat, .5)), ms(pct(k.lat, .99)),
+				ms(pct(k.worst, .5)), ms(maxDur(k.worst)), ms(pct(k.calls, .5)), cpu, agents)
+		}
 	}
 	if f := r.fanLarge; f.changes > 0 && r.restWait > 0 {
 		rest := time.Duration(r.restLarge * float64(f.wall) / float64(f.changes))

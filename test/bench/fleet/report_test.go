@@ -1,0 +1,51 @@
+package main
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestByKindPoolsChangesOfOneKind(t *testing.T) {
+	ms := func(ns ...int) []time.Duration {
+		out := make([]time.Duration, len(ns))
+		for i, n := range ns {
+			out[i] = time.Duration(n) * time.Millisecond
+		}
+		return out
+	}
+	cs := []changeStat{
+		{kind: "root prepare", lat: ms(10, 30), call: 5 * time.Millisecond, cpu: 100 * time.Millisecond, agentCPU: 200 * time.Millisecond},
+		{kind: "root rollback", lat: ms(7, 8), call: 2 * time.Millisecond, cpu: 40 * time.Millisecond, agentCPU: 60 * time.Millisecond},
+		{kind: "root prepare", lat: ms(50, 20), call: 9 * time.Millisecond, cpu: 300 * time.Millisecond, agentCPU: 400 * time.Millisecond},
+	}
+	ks := byKind(cs)
+	if len(ks) != 2 || ks[0].kind != "root prepare" || ks[1].kind != "root rollback" {
+		t.Fatalf("kinds %+v, want root prepare then root rollback", ks)
+	}
+	p := ks[0]
+	if !slices.Equal(p.lat, ms(10, 30, 50, 20)) {
+		t.Errorf("prepare latencies %v, want both changes' agents", p.lat)
+	}
+	if !slices.Equal(p.worst, ms(30, 50)) {
+		t.Errorf("prepare last agents %v, want 30ms and 50ms", p.worst)
+	}
+	if !slices.Equal(p.calls, ms(5, 9)) {
+		t.Errorf("prepare admin calls %v", p.calls)
+	}
+	if p.cpu != 200*time.Millisecond || p.agentCPU != 300*time.Millisecond {
+		t.Errorf("prepare CPU per change %v / %v, want the means 200ms / 300ms", p.cpu, p.agentCPU)
+	}
+	if r := ks[1]; r.cpu != 40*time.Millisecond || len(r.lat) != 2 {
+		t.Errorf("rollback %+v", r)
+	}
+}
+
+func TestChangeProfileNames(t *testing.T) {
+	if got := changeProfile("root prepare", 3); got != "cpu-prepare-03.pprof" {
+		t.Errorf("changeProfile = %q", got)
+	}
+	if got := changeProfile("rollback", 12); got != "cpu-rollback-12.pprof" {
+		t.Errorf("changeProfile = %q", got)
+	}
+}
