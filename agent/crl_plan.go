@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"sync"
@@ -245,7 +244,7 @@ func encodePlan(cache *crlCache, p *CRLPlan, blocks []planBlock) {
 // (each part one block or a run of them), and records it as planned.
 func setPlanFile(cache *crlCache, p *CRLPlan, blocks []planBlock, parts [][]byte) {
 	p.MinNextUpdate = minNextUpdate(blocks)
-	p.PEM = bytes.Join(parts, nil) // one allocation, at the file's size, not zeroed first
+	p.PEM = cache.joinFile(parts)
 	cache.planned(blocks, p.PEM)
 }
 

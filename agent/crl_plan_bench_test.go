@@ -136,19 +136,31 @@ func BenchmarkCRLWorkPerChangeFleet(b *testing.B) {
 // gains a new root and its CRL, and the agent plans the file over the new
 // set and the file it holds, writes the plan, and reads the Secret back
 // for its report (its own CRL, which root CRLs the file enforces). Each
-// iteration starts, with the timer stopped, from the same held file, last
-// read by the agent as in a fleet (its report after the last change), and
-// a root not seen before. The fleet's intermediates are kept as the
+// iteration starts, with the timer stopped, from the same held file, as
+// the agent's last plan made it and last read (its report after the last
+// change), and a root not seen before. The fleet's intermediates are kept as the
 // agent's certCache keeps them; the new root is read anew, as the agent
-// reads the bundle's roots.
+// reads the bundle's roots. read=copy: the held file is a new copy, as a
+// read from an API server is; read=written: it is the file the agent
+// wrote last, as the Secret it knows holds it (the agent's case after its
+// own writes, and bench-fleet's).
 func BenchmarkCRLChangeFleet(b *testing.B) {
-	for _, n := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) {
+	for _, tc := range []struct {
+		n       int
+		written bool
+	}{{100, false}, {1000, false}, {1000, true}} {
+		name := fmt.Sprintf("clusters=%d/read=copy", tc.n)
+		if tc.written {
+			name = fmt.Sprintf("clusters=%d/read=written", tc.n)
+		}
+		n := tc.n
+		b.Run(name, func(b *testing.B) {
 			f := newBenchFleet(b, n, false)
 			var cache crlCache
 			cas := crlCAs(f.cas)
 			held := append([]byte(nil), planCRLFile(&cache, cas, cache.entries(f.crls), f.now).PEM...)
 			own := &ca.CACerts{Cert: f.cas[len(f.cas)-1]}
+			base := &meshrootv1.CRLSet{Crls: f.crls}
 			change := func(next benchFleet, file []byte) {
 				set := append(append([]*crlCA{}, cas...), crlCAs(next.cas)...)
 				msg := &meshrootv1.CRLSet{Crls: append(append([][]byte{}, f.crls...), next.crls...)} // the change's message
@@ -156,7 +168,10 @@ func BenchmarkCRLChangeFleet(b *testing.B) {
 				if len(p.Missing) != 0 {
 					b.Fatalf("missing %v", p.Missing)
 				}
-				file = append([]byte(nil), p.PEM...) // written, then read back: a new copy
+				file = p.PEM // written, and known as written
+				if !tc.written {
+					file = append([]byte(nil), p.PEM...) // written, then read back: a new copy
+				}
 				if ownCurrent(&cache, own, f.now, cache.fileEntries(file)) == nil {
 					b.Fatal("the cluster's own CRL is not in the file")
 				}
@@ -166,7 +181,15 @@ func BenchmarkCRLChangeFleet(b *testing.B) {
 			}
 			prepare := func() (benchFleet, []byte) {
 				next := newBenchFleet(b, 0, false) // the prepared root
-				file := append([]byte(nil), held...)
+				// The agent's last plan, over the set before the change,
+				// made the file it holds (and is its memo's last).
+				p := planPublishedCRLFile(&cache, cas, cache.setEntries(base), append([]byte(nil), held...), f.now)
+				file := append([]byte(nil), p.PEM...)
+				if tc.written {
+					// As the agent's write left it: that plan's file was
+					// made by joinFile (this one may be held, unchanged).
+					file = cache.joinFile([][]byte{p.PEM})
+				}
 				cache.pemCRLs(file) // the agent's last reading of its Secret
 				return next, file
 			}

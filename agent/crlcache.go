@@ -51,6 +51,11 @@ type crlCache struct {
 	// memo is the last published plan, kept to plan the next one from
 	// what changed (crl_memo.go).
 	memo planMemo
+	// grown is the last ca-crl.pem joinFile made, up to its length; its
+	// spare capacity, past that, is the next file's room (crlgrow.go).
+	grown []byte
+	// grewInPlace counts the files joinFile made in the last one's room.
+	grewInPlace int
 }
 
 // pemFile is a ca-crl.pem decoded. When the file is exactly the PEM blocks
