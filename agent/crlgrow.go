@@ -6,11 +6,11 @@ import "bytes"
 // share of its size (plus fileGrowthMin): room for the CRLs the next
 // changes add. A root prepared, a cluster joined, an intermediate renewed:
 // each adds one CRL at the end of the file and keeps the rest. At 1,000
-// clusters the file is ~1 MB; copying it for each such change was a fifth
-// of the agents' CPU in a prepare's fan-out, and allocating it drove most
-// of their collections (docs/performance.md, session 29).
+// clusters the file is ~0.5 MB; copying it for each such change was a fifth
+// of the agents' CPU in a prepare's fan-out, and about half of what they
+// allocated per change (docs/performance.md, session 29).
 const (
-	fileGrowth    = 16 // 1/16: ~64 KiB, ~130 CRLs, at 1 MB
+	fileGrowth    = 16 // 1/16: ~64 KiB, ~130 CRLs, for a 1 MB file
 	fileGrowthMin = 4 << 10
 )
 
