@@ -45,6 +45,10 @@ type changeStat struct {
 	lat           []time.Duration
 	call          time.Duration
 	cpu, agentCPU time.Duration // 0 when burst: the changes' work overlaps
+	// steal is the CPU time the hypervisor gave other guests while this
+	// machine's guest wanted it, summed over its CPUs, from the admin
+	// call's start until every agent applied (/proc/stat).
+	steal time.Duration
 }
 
 // fanout makes 2*rounds trust bundle changes (root prepare, then
@@ -91,6 +95,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 				stopProf = prof.change(changeProfile(step.name, res.changes+1))
 			}
 			cpuAt, selfAt = cpuTime(srv.pid()), f.agentsCPU()
+			steal0 := stealTime()
 			tb, err := srv.admin.TrustBundle(ctx)
 			if err != nil {
 				return res, err
@@ -108,7 +113,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 			if err != nil {
 				return res, fmt.Errorf("after %s: %w", step.name, err)
 			}
-			res.byChange = append(res.byChange, changeStat{kind: step.name, lat: lat, call: call})
+			res.byChange = append(res.byChange, changeStat{kind: step.name, lat: lat, call: call, steal: stealTime() - steal0})
 			res.lat = append(res.lat, lat...)
 			for _, m := range f.members {
 				if at, ok := m.rec.firstReceived(t0, want); ok {
@@ -318,6 +323,28 @@ func cpuTime(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(fields[11], 10, 64)
 	st, _ := strconv.ParseInt(fields[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// stealTime is the machine's steal time so far, all CPUs summed (0 when
+// unknown).
+func stealTime() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	return procStatSteal(b)
+}
+
+// procStatSteal is the steal time in a /proc/stat: the eighth number of
+// its first line, the cpu line, in USER_HZ ticks (0 when it has none).
+func procStatSteal(b []byte) time.Duration {
+	line, _, _ := strings.Cut(string(b), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return 0
+	}
+	n, _ := strconv.ParseInt(fields[8], 10, 64)
+	return time.Duration(n) * time.Second / 100
 }
 
 func maxDur(ds []time.Duration) time.Duration {

@@ -190,6 +190,14 @@ func (r *report) print(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
+	fmt.Fprintf(w, "steal during each change (ms of CPU the hypervisor gave others, both CPUs, admin call start -> every agent applied):\n")
+	for _, f := range r.fanouts() {
+		fmt.Fprintf(w, "  %s agents:", f.label())
+		for _, c := range f.byChange {
+			fmt.Fprintf(w, " %.0f", float64(c.steal)/1e6)
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "cacerts Secret reads / writes per agent per change:")
 	for _, f := range r.fanouts() {
 		if n := float64(f.agents * f.changes); n > 0 {

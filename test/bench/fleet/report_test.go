@@ -49,3 +49,16 @@ func TestChangeProfileNames(t *testing.T) {
 		t.Errorf("changeProfile = %q", got)
 	}
 }
+
+func TestProcStatSteal(t *testing.T) {
+	stat := "cpu  623752 96 128837 722427 3007 0 6368 28535 0 0\ncpu0 311876 48 64418 361213 1503 0 3184 14267 0 0\n"
+	if got, want := procStatSteal([]byte(stat)), 285350*time.Millisecond; got != want {
+		t.Errorf("steal %v, want %v (28535 ticks of the cpu line)", got, want)
+	}
+	if got := procStatSteal([]byte("cpu0 1 2 3 4 5 6 7 8 9 10\n")); got != 0 {
+		t.Errorf("steal %v from a file without the cpu line, want 0", got)
+	}
+	if got := procStatSteal([]byte("cpu  1 2 3 4\n")); got != 0 {
+		t.Errorf("steal %v from a kernel without the field, want 0", got)
+	}
+}
