@@ -17,9 +17,7 @@ type fanoutResult struct {
 	changes int
 	lat     []time.Duration // one per agent per change: admin call start -> Secret written
 	recv    []time.Duration // one per agent per change: admin call start -> the watch delivered it
-	worst   []time.Duration // per change: the last agent's
 	gcEnds  []uint64        // per change: collections of this process that ended during it
-	calls   []time.Duration // the admin calls themselves
 	missed  int             // receipts not logged (the agent applied without logging it)
 	cpu     time.Duration   // server CPU time over the whole measurement
 	selfCPU time.Duration   // this process's (the agents') CPU time
@@ -90,24 +88,24 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 			if err := rest(); err != nil {
 				return res, err
 			}
-			stopProf := func() {}
-			if !burst {
-				stopProf = prof.change(changeProfile(step.name, res.changes+1))
-			}
-			cpuAt, selfAt = cpuTime(srv.pid()), f.agentsCPU()
-			steal0 := stealTime()
 			tb, err := srv.admin.TrustBundle(ctx)
 			if err != nil {
 				return res, err
 			}
 			want := tb.Sequence + 1
 			cycles0 := f.gcStats().cycles
+			stopProf := func() {}
+			if !burst {
+				stopProf = prof.change(changeProfile(step.name, res.changes+1))
+			}
+			cpuAt, selfAt = cpuTime(srv.pid()), f.agentsCPU()
+			steal0 := stealTime()
 			t0 := time.Now()
 			if err := step.do(); err != nil {
+				stopProf()
 				return res, fmt.Errorf("%s: %w", step.name, err)
 			}
 			call := time.Since(t0)
-			res.calls = append(res.calls, call)
 			lat, err := f.waitAll(ctx, t0, nil, func(a applied) bool { return a.sequence >= want }, 2*time.Minute)
 			stopProf()
 			if err != nil {
@@ -122,7 +120,6 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 					res.missed++
 				}
 			}
-			res.worst = append(res.worst, maxDur(lat))
 			res.gcEnds = append(res.gcEnds, f.gcStats().cycles-cycles0)
 			res.changes++
 		}

@@ -72,6 +72,24 @@ type kindStat struct {
 	cpu, agentCPU     time.Duration
 }
 
+// add pools change c into k (its CPU summed: byKind takes the mean).
+func (k *kindStat) add(c changeStat) {
+	k.lat = append(k.lat, c.lat...)
+	k.worst = append(k.worst, maxDur(c.lat))
+	k.calls = append(k.calls, c.call)
+	k.cpu += c.cpu
+	k.agentCPU += c.agentCPU
+}
+
+// allChanges pools every change of cs, whatever its kind (CPU summed).
+func allChanges(cs []changeStat) kindStat {
+	var k kindStat
+	for _, c := range cs {
+		k.add(c)
+	}
+	return k
+}
+
 // byKind pools cs by kind, the kinds in the order they first came.
 func byKind(cs []changeStat) []kindStat {
 	var out []kindStat
@@ -83,12 +101,7 @@ func byKind(cs []changeStat) []kindStat {
 			at[c.kind] = i
 			out = append(out, kindStat{kind: c.kind})
 		}
-		k := &out[i]
-		k.lat = append(k.lat, c.lat...)
-		k.worst = append(k.worst, maxDur(c.lat))
-		k.calls = append(k.calls, c.call)
-		k.cpu += c.cpu
-		k.agentCPU += c.agentCPU
+		out[i].add(c)
 	}
 	for i := range out {
 		n := time.Duration(len(out[i].calls))
@@ -147,8 +160,9 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "%-8s %8s %10s %10s %10s %14s %14s %18s %18s %10s\n", "agents", "samples", "p50", "p99", "max", "worst change", "admin call p50", "server CPU/change", "agents CPU/change", "rest")
 	for _, f := range r.fanouts() {
 		n := time.Duration(max(f.changes, 1))
+		all := allChanges(f.byChange)
 		fmt.Fprintf(w, "%-8s %8d %10s %10s %10s %14s %14s %18s %18s %10s\n", f.label(), len(f.lat), ms(pct(f.lat, .5)), ms(pct(f.lat, .99)),
-			ms(maxDur(f.lat)), ms(pct(f.worst, 1)), ms(pct(f.calls, .5)), ms(f.cpu/n), ms(f.selfCPU/n), f.rest.Round(100*time.Millisecond))
+			ms(maxDur(f.lat)), ms(pct(all.worst, 1)), ms(pct(all.calls, .5)), ms(f.cpu/n), ms(f.selfCPU/n), f.rest.Round(100*time.Millisecond))
 	}
 	fmt.Fprintf(w, "by kind of change (CPU from each change's start to the next one's, its status reports and istiod rechecks included; b2b: overlapped, not shown)\n")
 	fmt.Fprintf(w, "%-8s %-14s %8s %10s %10s %16s %16s %14s %18s %18s\n", "agents", "change", "samples", "p50", "p99", "last agent p50", "last agent max", "admin call p50", "server CPU/change", "agents CPU/change")
@@ -178,7 +192,7 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "each change's last agent (ms; * a collection of an agents' process ended during the change; with shards, the count):\n")
 	for _, f := range r.fanouts() {
 		fmt.Fprintf(w, "  %s agents:", f.label())
-		for i, d := range f.worst {
+		for i, d := range allChanges(f.byChange).worst {
 			mark := ""
 			if i < len(f.gcEnds) && f.gcEnds[i] > 0 {
 				mark = "*"

@@ -39,6 +39,9 @@ func TestByKindPoolsChangesOfOneKind(t *testing.T) {
 	if r := ks[1]; r.cpu != 40*time.Millisecond || len(r.lat) != 2 {
 		t.Errorf("rollback %+v", r)
 	}
+	if all := allChanges(cs); !slices.Equal(all.worst, ms(30, 8, 50)) || !slices.Equal(all.calls, ms(5, 2, 9)) {
+		t.Errorf("all changes: last agents %v, admin calls %v; want each change's, in order", all.worst, all.calls)
+	}
 }
 
 func TestChangeProfileNames(t *testing.T) {
