@@ -25,5 +25,6 @@ func init() {
 	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
 		panic("MESHROOT_PPROF_LISTEN must be a loopback host:port")
 	}
+	startFlightRecorder()
 	go func() { _ = http.ListenAndServe(addr, nil) }()
 }

@@ -43,6 +43,7 @@ type options struct {
 	keep               bool
 	pprof, profDir     string
 	profWindow         time.Duration
+	traceSlow          time.Duration
 	agentPprof         string
 	noStreams          bool
 	burst              bool
@@ -64,6 +65,7 @@ func main() {
 	flag.StringVar(&o.pprof, "pprof", "", "with a meshroot built with -tags pprof: its pprof address (127.0.0.1:PORT); saves server heap and CPU profiles and a CPU profile of the agents into -profile-dir")
 	flag.StringVar(&o.profDir, "profile-dir", ".", "where -pprof puts the profiles")
 	flag.DurationVar(&o.profWindow, "profile-window", 4*time.Second, "with -pprof: each change of the fan-out to -large is CPU-profiled (server-cpu-<kind>-<n>.pprof, bench-cpu-<kind>-<n>.pprof) for this long (whole seconds) from its admin call's start")
+	flag.DurationVar(&o.traceSlow, "trace-slow", 0, "during the fan-outs to -large, keep runtime/trace flight recorders of the agents (this process) and, with -pprof, of the server; save both into -profile-dir for each change whose slowest agent took this long or more (bench-trace-<kind>-<n>.trace, server-...; b2b- for changes back to back); 0: off")
 	flag.StringVar(&o.agentPprof, "agent-pprof", "", "with a meshroot-agent built with -tags pprof: the lean agent's pprof address (127.0.0.1:PORT); after its RSS reading, saves its memory statistics (agent-memstats.txt) and heap profile (agent-heap.pprof) into -profile-dir")
 	flag.BoolVar(&o.streamsOnly, "streams-only", false, "only the server's fan-out alone: -large clusters join in waves of -small agents, which stop once joined, then -large watch streams")
 	flag.BoolVar(&o.kubeCopy, "kube-copy", false, "the in-memory clusters store a copy of each Secret written (~1 MB at 1,000 clusters), as before 2026-12-02: an API server's work, counted then as the agents'")
@@ -119,6 +121,9 @@ func run(o options) (err error) {
 	prof := &profiler{addr: o.pprof, dir: o.profDir, window: o.profWindow.Round(time.Second)}
 	if o.pprof != "" {
 		env = append(env, "MESHROOT_PPROF_LISTEN="+o.pprof)
+		if o.traceSlow > 0 {
+			env = append(env, "MESHROOT_FLIGHT_RECORDER="+slowTraceWindow.String())
+		}
 	}
 	// The server and the lean agent run from their own copies, out of the
 	// page cache, so that their idle RSS is comparable with make
@@ -173,7 +178,7 @@ func run(o options) (err error) {
 	}
 	r.setupSmall = time.Since(t)
 	progress("%d agents bootstrapped in %s", o.small, r.setupSmall.Round(time.Millisecond))
-	if r.fanSmall, err = fanout(ctx, f, srv, o.rounds, false, nil); err != nil {
+	if r.fanSmall, err = fanout(ctx, f, srv, o.rounds, false, nil, nil); err != nil {
 		return fmt.Errorf("fan-out to %d: %w", o.small, err)
 	}
 	progress("fan-out to %d: p50 %s p99 %s max %s", o.small, ms(pct(r.fanSmall.lat, .5)), ms(pct(r.fanSmall.lat, .99)), ms(maxDur(r.fanSmall.lat)))
@@ -209,13 +214,18 @@ func run(o options) (err error) {
 	r.restWait = time.Since(restT)
 	r.restLarge = (f.agentsCPU() - rest0).Seconds() / r.restWait.Seconds()
 	prof.heap("heap-watchers.pprof")
-	r.fanLarge, err = fanout(ctx, f, srv, o.rounds, false, prof)
+	slow, err := startSlowTrace(o.traceSlow, o.profDir, o.pprof)
+	if err != nil {
+		return err
+	}
+	defer slow.stop()
+	r.fanLarge, err = fanout(ctx, f, srv, o.rounds, false, prof, slow)
 	if err != nil {
 		return fmt.Errorf("fan-out to %d: %w", o.large, err)
 	}
 	progress("fan-out to %d: p50 %s p99 %s max %s", o.large, ms(pct(r.fanLarge.lat, .5)), ms(pct(r.fanLarge.lat, .99)), ms(maxDur(r.fanLarge.lat)))
 	if o.burst {
-		if r.fanBurst, err = fanout(ctx, f, srv, o.rounds, true, nil); err != nil {
+		if r.fanBurst, err = fanout(ctx, f, srv, o.rounds, true, nil, slow); err != nil {
 			return fmt.Errorf("fan-out to %d, changes back to back: %w", o.large, err)
 		}
 		progress("fan-out to %d, changes back to back: p50 %s p99 %s max %s", o.large, ms(pct(r.fanBurst.lat, .5)), ms(pct(r.fanBurst.lat, .99)), ms(maxDur(r.fanBurst.lat)))
@@ -238,6 +248,9 @@ func run(o options) (err error) {
 	agentProf := &profiler{addr: o.agentPprof, dir: o.profDir}
 	if r.agentIdle, err = leanAgentRSS(ctx, o.agentBin, dir, srv.issuerAddr, srv.admin, f.serverCA, o.settle, agentProf); err != nil {
 		return fmt.Errorf("lean agent: %w", err)
+	}
+	if slow != nil {
+		r.slowTraces = slow.saved
 	}
 	r.warnings, r.firstWarnings = warn.snapshot()
 	r.warningKinds = warn.topKinds(8)

@@ -63,8 +63,10 @@ type changeStat struct {
 //
 // With prof on (and not burst), each change is CPU-profiled, the server
 // and the agents, for prof.window from the start of its admin call:
-// cpu-<kind>-<n>.pprof, n counting the changes from 1.
-func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst bool, prof *profiler) (fanoutResult, error) {
+// cpu-<kind>-<n>.pprof, n counting the changes from 1. With slow on, the
+// traces of each change whose slowest agent took slow.min or more are
+// saved as it ends.
+func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst bool, prof *profiler, slow *slowTrace) (fanoutResult, error) {
 	res := fanoutResult{agents: len(f.members), burst: burst}
 	cpu0, self0 := cpuTime(srv.pid()), f.agentsCPU()
 	gc0 := f.gcStats()
@@ -111,6 +113,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 			if err != nil {
 				return res, fmt.Errorf("after %s: %w", step.name, err)
 			}
+			slow.changeDone(step.name, res.changes+1, burst, maxDur(lat))
 			res.byChange = append(res.byChange, changeStat{kind: step.name, lat: lat, call: call, steal: stealTime() - steal0})
 			res.lat = append(res.lat, lat...)
 			for _, m := range f.members {

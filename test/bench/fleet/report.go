@@ -42,6 +42,7 @@ type report struct {
 	firstWarnings []string
 	elapsed       time.Duration
 	load0, load1  string
+	slowTraces    int // changes whose traces -trace-slow saved
 }
 
 // fanouts are the fan-outs measured: to -small and -large agents, each
@@ -149,6 +150,9 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "         istiod stood in by copying root-cert.pem to istio-ca-root-cert on each write (default istiod gate)\n")
 	if r.o.memLimit > 0 {
 		fmt.Fprintf(w, "agents' processes: soft memory limit %.1f GiB in all (GOMEMLIMIT, split evenly; every agent holds the fleet's CRL set)\n", float64(r.o.memLimit)/(1<<30))
+	}
+	if r.o.traceSlow > 0 {
+		fmt.Fprintf(w, "traces:  runtime/trace flight recorders on in the fan-outs to %d (-trace-slow %s: the figures include their cost); %d slow changes' traces saved\n", r.fanLarge.agents, r.o.traceSlow, r.slowTraces)
 	}
 	fmt.Fprintf(w, "applied: the agent's Create/Update of the cacerts Secret returned, with the new bundle sequence\n")
 	fmt.Fprintf(w, "bootstrap: %d clusters registered and issued in %s; %d more in %s\n\n",

@@ -65,3 +65,19 @@ func TestProcStatSteal(t *testing.T) {
 		t.Errorf("steal %v from a kernel without the field, want 0", got)
 	}
 }
+
+func TestChangeTraceNames(t *testing.T) {
+	for _, c := range []struct {
+		kind  string
+		n     int
+		burst bool
+		want  string
+	}{
+		{"root prepare", 3, false, "trace-prepare-03.trace"},
+		{"rollback", 12, true, "trace-b2b-rollback-12.trace"},
+	} {
+		if got := changeTrace(c.kind, c.n, c.burst); got != c.want {
+			t.Errorf("changeTrace(%q, %d, %v) = %q, want %q", c.kind, c.n, c.burst, got, c.want)
+		}
+	}
+}
