@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -102,6 +103,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 			}
 			cpuAt, selfAt = cpuTime(srv.pid()), f.agentsCPU()
 			steal0 := stealTime()
+			trace.Log(ctx, "bench-fleet", "change start: "+step.name) // a mark in -trace-slow's traces
 			t0 := time.Now()
 			if err := step.do(); err != nil {
 				stopProf()
@@ -113,6 +115,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 			if err != nil {
 				return res, fmt.Errorf("after %s: %w", step.name, err)
 			}
+			trace.Log(ctx, "bench-fleet", "change applied by every agent: "+step.name)
 			slow.changeDone(step.name, res.changes+1, burst, maxDur(lat))
 			res.byChange = append(res.byChange, changeStat{kind: step.name, lat: lat, call: call, steal: stealTime() - steal0})
 			res.lat = append(res.lat, lat...)
