@@ -19,14 +19,17 @@ type fanoutResult struct {
 	lat     []time.Duration // one per agent per change: admin call start -> Secret written
 	recv    []time.Duration // one per agent per change: admin call start -> the watch delivered it
 	gcEnds  []uint64        // per change: collections of this process that ended during it
-	missed  int             // receipts not logged (the agent applied without logging it)
-	cpu     time.Duration   // server CPU time over the whole measurement
-	selfCPU time.Duration   // this process's (the agents') CPU time
-	reads   int             // the agents' reads of their cacerts Secrets over the measurement
-	writes  int             // and their writes
-	bundle  bundleShape     // the message each watcher got, after the last change
-	gc      gcStats         // this process's collector over the measurement
-	wall    time.Duration
+	// gcStarts, per change: a collection started during it and none
+	// ended (the collector's CPU grew by its first pause alone).
+	gcStarts []bool
+	missed   int           // receipts not logged (the agent applied without logging it)
+	cpu      time.Duration // server CPU time over the whole measurement
+	selfCPU  time.Duration // this process's (the agents') CPU time
+	reads    int           // the agents' reads of their cacerts Secrets over the measurement
+	writes   int           // and their writes
+	bundle   bundleShape   // the message each watcher got, after the last change
+	gc       gcStats       // this process's collector over the measurement
+	wall     time.Duration
 	// burst: each change right after every agent applied the last, not
 	// from a fleet at rest.
 	burst bool
@@ -96,7 +99,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 				return res, err
 			}
 			want := tb.Sequence + 1
-			cycles0 := f.gcStats().cycles
+			gcAt := f.gcStats()
 			stopProf := func() {}
 			if !burst {
 				stopProf = prof.change(changeProfile(step.name, res.changes+1))
@@ -111,11 +114,11 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 			}
 			call := time.Since(t0)
 			lat, err := f.waitAll(ctx, t0, nil, func(a applied) bool { return a.sequence >= want }, 2*time.Minute)
+			trace.Log(ctx, "bench-fleet", "change applied by every agent: "+step.name)
 			stopProf()
 			if err != nil {
 				return res, fmt.Errorf("after %s: %w", step.name, err)
 			}
-			trace.Log(ctx, "bench-fleet", "change applied by every agent: "+step.name)
 			slow.changeDone(step.name, res.changes+1, burst, maxDur(lat))
 			res.byChange = append(res.byChange, changeStat{kind: step.name, lat: lat, call: call, steal: stealTime() - steal0})
 			res.lat = append(res.lat, lat...)
@@ -126,7 +129,9 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 					res.missed++
 				}
 			}
-			res.gcEnds = append(res.gcEnds, f.gcStats().cycles-cycles0)
+			gc := f.gcStats().since(gcAt)
+			res.gcEnds = append(res.gcEnds, gc.cycles)
+			res.gcStarts = append(res.gcStarts, gc.cycles == 0 && gc.cpu > 0)
 			res.changes++
 		}
 	}

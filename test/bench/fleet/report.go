@@ -193,16 +193,15 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "  %s agents: %d collections, %s and %.1f MiB per change, %.0f MiB live\n",
 			f.label(), f.gc.cycles, ms(f.gc.cpu/time.Duration(n)), float64(f.gc.alloc)/float64(n)/(1<<20), float64(f.gc.live)/(1<<20))
 	}
-	fmt.Fprintf(w, "each change's last agent (ms; * a collection of an agents' process ended during the change; with shards, the count):\n")
+	fmt.Fprintf(w, "each change's last agent (ms; * a collection of an agents' process ended during the change, with shards the count;\n")
+	fmt.Fprintf(w, "  in one process, + one started and ~ one started earlier still marking: the whole change inside its mark phase):\n")
 	for _, f := range r.fanouts() {
 		fmt.Fprintf(w, "  %s agents:", f.label())
+		marks := gcMarks(f.gcEnds, f.gcStarts, r.o.agentProcs > 1)
 		for i, d := range allChanges(f.byChange).worst {
 			mark := ""
-			if i < len(f.gcEnds) && f.gcEnds[i] > 0 {
-				mark = "*"
-				if r.o.agentProcs > 1 {
-					mark += fmt.Sprint(f.gcEnds[i])
-				}
+			if i < len(marks) {
+				mark = marks[i]
 			}
 			fmt.Fprintf(w, " %.0f%s", float64(d)/1e6, mark)
 		}
@@ -313,4 +312,32 @@ func (r *report) print(w io.Writer) {
 	for _, s := range r.firstWarnings {
 		fmt.Fprintf(w, "  %s\n", s)
 	}
+}
+
+// gcMarks marks each change by the agents' collections: "*" one ended
+// during it (with shards, "*N": N ended across them); in one process,
+// "+" one started and none ended, and "~" none started or ended but one
+// that started in an earlier change had not ended yet, so the change lay
+// inside its mark phase. A change in which one ended and another started
+// shows as "*" alone.
+func gcMarks(ends []uint64, starts []bool, shards bool) []string {
+	out := make([]string, len(ends))
+	marking := false
+	for i, n := range ends {
+		switch {
+		case n > 0:
+			out[i] = "*"
+			if shards {
+				out[i] += fmt.Sprint(n)
+			}
+			marking = false
+		case shards:
+		case i < len(starts) && starts[i]:
+			out[i] = "+"
+			marking = true
+		case marking:
+			out[i] = "~"
+		}
+	}
+	return out
 }

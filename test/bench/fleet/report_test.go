@@ -2,6 +2,7 @@ package main
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -79,5 +80,21 @@ func TestChangeTraceNames(t *testing.T) {
 		if got := changeTrace(c.kind, c.n, c.burst); got != c.want {
 			t.Errorf("changeTrace(%q, %d, %v) = %q, want %q", c.kind, c.n, c.burst, got, c.want)
 		}
+	}
+}
+
+func TestGCMarks(t *testing.T) {
+	ends := []uint64{0, 0, 0, 0, 1, 0, 2}
+	starts := []bool{false, true, false, false, false, false, false}
+	got := strings.Join(gcMarks(ends, starts, false), ",")
+	if want := ",+,~,~,*,,*"; got != want {
+		t.Errorf("one process: %q, want %q", got, want)
+	}
+	got = strings.Join(gcMarks(ends, starts, true), ",")
+	if want := ",,,,*1,,*2"; got != want {
+		t.Errorf("shards: %q, want %q", got, want)
+	}
+	if got := gcMarks([]uint64{0, 0}, nil, false); got[0] != "" || got[1] != "" {
+		t.Errorf("no starts recorded: %q", got)
 	}
 }
