@@ -51,3 +51,16 @@ func readGCStats() gcStats {
 func (g gcStats) since(before gcStats) gcStats {
 	return gcStats{cycles: g.cycles - before.cycles, cpu: g.cpu - before.cpu, alloc: g.alloc - before.alloc, live: g.live}
 }
+
+// gcEdge is what the agents' collector did over a stretch of time: ends
+// collections ended, or, when none did, started says one began (the
+// collector's CPU grew by the first pause of a collection alone).
+type gcEdge struct {
+	ends    uint64
+	started bool
+}
+
+// edgeOf reads a gcEdge off the difference of two readings.
+func edgeOf(d gcStats) gcEdge {
+	return gcEdge{ends: d.cycles, started: d.cycles == 0 && d.cpu > 0}
+}

@@ -18,18 +18,18 @@ type fanoutResult struct {
 	changes int
 	lat     []time.Duration // one per agent per change: admin call start -> Secret written
 	recv    []time.Duration // one per agent per change: admin call start -> the watch delivered it
-	gcEnds  []uint64        // per change: collections of this process that ended during it
-	// gcStarts, per change: a collection started during it and none
-	// ended (the collector's CPU grew by its first pause alone).
-	gcStarts []bool
-	missed   int           // receipts not logged (the agent applied without logging it)
-	cpu      time.Duration // server CPU time over the whole measurement
-	selfCPU  time.Duration // this process's (the agents') CPU time
-	reads    int           // the agents' reads of their cacerts Secrets over the measurement
-	writes   int           // and their writes
-	bundle   bundleShape   // the message each watcher got, after the last change
-	gc       gcStats       // this process's collector over the measurement
-	wall     time.Duration
+	// gcDuring and gcBefore are, per change, the agents' collections
+	// that ended or started during it, and between the last change's end
+	// and its start (the wait for rest).
+	gcDuring, gcBefore []gcEdge
+	missed             int           // receipts not logged (the agent applied without logging it)
+	cpu                time.Duration // server CPU time over the whole measurement
+	selfCPU            time.Duration // this process's (the agents') CPU time
+	reads              int           // the agents' reads of their cacerts Secrets over the measurement
+	writes             int           // and their writes
+	bundle             bundleShape   // the message each watcher got, after the last change
+	gc                 gcStats       // this process's collector over the measurement
+	wall               time.Duration
 	// burst: each change right after every agent applied the last, not
 	// from a fleet at rest.
 	burst bool
@@ -74,6 +74,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 	res := fanoutResult{agents: len(f.members), burst: burst}
 	cpu0, self0 := cpuTime(srv.pid()), f.agentsCPU()
 	gc0 := f.gcStats()
+	gcLast := gc0 // at the last change's end
 	reads0, writes0 := f.secretIO()
 	t := time.Now()
 	var cpuAt, selfAt time.Duration // at the last change's start
@@ -100,6 +101,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 			}
 			want := tb.Sequence + 1
 			gcAt := f.gcStats()
+			res.gcBefore = append(res.gcBefore, edgeOf(gcAt.since(gcLast)))
 			stopProf := func() {}
 			if !burst {
 				stopProf = prof.change(changeProfile(step.name, res.changes+1))
@@ -129,9 +131,8 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 					res.missed++
 				}
 			}
-			gc := f.gcStats().since(gcAt)
-			res.gcEnds = append(res.gcEnds, gc.cycles)
-			res.gcStarts = append(res.gcStarts, gc.cycles == 0 && gc.cpu > 0)
+			gcLast = f.gcStats()
+			res.gcDuring = append(res.gcDuring, edgeOf(gcLast.since(gcAt)))
 			res.changes++
 		}
 	}

@@ -197,7 +197,7 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "  in one process, + one started and ~ one started earlier still marking: the whole change inside its mark phase):\n")
 	for _, f := range r.fanouts() {
 		fmt.Fprintf(w, "  %s agents:", f.label())
-		marks := gcMarks(f.gcEnds, f.gcStarts, r.o.agentProcs > 1)
+		marks := gcMarks(f.gcDuring, f.gcBefore, r.o.agentProcs > 1)
 		for i, d := range allChanges(f.byChange).worst {
 			mark := ""
 			if i < len(marks) {
@@ -314,25 +314,33 @@ func (r *report) print(w io.Writer) {
 	}
 }
 
-// gcMarks marks each change by the agents' collections: "*" one ended
-// during it (with shards, "*N": N ended across them); in one process,
-// "+" one started and none ended, and "~" none started or ended but one
-// that started in an earlier change had not ended yet, so the change lay
-// inside its mark phase. A change in which one ended and another started
-// shows as "*" alone.
-func gcMarks(ends []uint64, starts []bool, shards bool) []string {
-	out := make([]string, len(ends))
+// gcMarks marks each change by the agents' collections during it, and
+// before it (since the last change's end): "*" one ended during it (with
+// shards, "*N": N ended across them); in one process, "+" one started
+// during it and none ended, and "~" one was marking when it started
+// (begun during an earlier change or the wait before it, not ended since)
+// and went on through it. A stretch in which one ended and another
+// started counts as an end alone.
+func gcMarks(during, before []gcEdge, shards bool) []string {
+	out := make([]string, len(during))
 	marking := false
-	for i, n := range ends {
+	for i, d := range during {
+		if i < len(before) {
+			if b := before[i]; b.ends > 0 {
+				marking = false
+			} else if b.started {
+				marking = true
+			}
+		}
 		switch {
-		case n > 0:
+		case d.ends > 0:
 			out[i] = "*"
 			if shards {
-				out[i] += fmt.Sprint(n)
+				out[i] += fmt.Sprint(d.ends)
 			}
 			marking = false
 		case shards:
-		case i < len(starts) && starts[i]:
+		case d.started:
 			out[i] = "+"
 			marking = true
 		case marking:

@@ -84,17 +84,32 @@ func TestChangeTraceNames(t *testing.T) {
 }
 
 func TestGCMarks(t *testing.T) {
-	ends := []uint64{0, 0, 0, 0, 1, 0, 2}
-	starts := []bool{false, true, false, false, false, false, false}
-	got := strings.Join(gcMarks(ends, starts, false), ",")
-	if want := ",+,~,~,*,,*"; got != want {
+	end, start, none := gcEdge{ends: 1}, gcEdge{started: true}, gcEdge{}
+	during := []gcEdge{none, start, none, none, end, none, {ends: 2}, none, none, none, none}
+	before := []gcEdge{none, none, none, none, none, none, none, start, none, end, none}
+	// 1 starts, 2-3 inside its mark, 4 sees it end; 6 two end; one starts
+	// in the wait before 7 (7-8 inside it) and ends in the wait before 9.
+	got := strings.Join(gcMarks(during, before, false), ",")
+	if want := ",+,~,~,*,,*,~,~,,"; got != want {
 		t.Errorf("one process: %q, want %q", got, want)
 	}
-	got = strings.Join(gcMarks(ends, starts, true), ",")
-	if want := ",,,,*1,,*2"; got != want {
+	got = strings.Join(gcMarks(during, before, true), ",")
+	if want := ",,,,*1,,*2,,,,"; got != want {
 		t.Errorf("shards: %q, want %q", got, want)
 	}
-	if got := gcMarks([]uint64{0, 0}, nil, false); got[0] != "" || got[1] != "" {
-		t.Errorf("no starts recorded: %q", got)
+	if got := strings.Join(gcMarks([]gcEdge{none, none}, nil, false), ","); got != "," {
+		t.Errorf("nothing recorded before: %q", got)
+	}
+}
+
+func TestEdgeOf(t *testing.T) {
+	if e := edgeOf(gcStats{cycles: 0, cpu: time.Microsecond}); e.ends != 0 || !e.started {
+		t.Errorf("the collector's CPU grew with no end: %+v, want a start", e)
+	}
+	if e := edgeOf(gcStats{cycles: 1, cpu: time.Second}); e.ends != 1 || e.started {
+		t.Errorf("one ended: %+v, want an end alone", e)
+	}
+	if e := edgeOf(gcStats{}); e.ends != 0 || e.started {
+		t.Errorf("nothing happened: %+v", e)
 	}
 }
