@@ -155,6 +155,7 @@ func TestPlanFromLastMatchesWhole(t *testing.T) {
 			roots := []*x509.Certificate{f.roots[0]}
 			now := f.t0
 			var held, before, heldCopy, beforeCopy []byte
+			inFile := 0 // CRLs seen pointing into the last file, over the steps
 			steps := 400
 			for step := range steps {
 				// The change.
@@ -246,8 +247,27 @@ func TestPlanFromLastMatchesWhole(t *testing.T) {
 				if !bytes.Equal(held, heldCopy) || !bytes.Equal(before, beforeCopy) {
 					t.Fatalf("step %d: planning changed a file written before", step)
 				}
+				// Each CRL's PEM in the cache is its own or the last
+				// file's (pointIntoFile), never an older file's.
+				for _, e := range memo.m.m {
+					if e.pem == nil {
+						continue
+					}
+					if !bytes.Equal(e.pem, crlPEM(e.rl.Raw)) {
+						t.Fatalf("step %d: a cached CRL's PEM block is not its own", step)
+					}
+					if e.inFile != 0 && e.inFile != memo.fileNo {
+						t.Fatalf("step %d: a CRL's PEM is a slice of file %d, not of the last (%d): an old file kept alive", step, e.inFile, memo.fileNo)
+					}
+					if e.inFile != 0 {
+						inFile++
+					}
+				}
 				before, held = held, got.PEM
 				beforeCopy, heldCopy = heldCopy, bytes.Clone(got.PEM)
+			}
+			if inFile == 0 {
+				t.Fatalf("no CRL's PEM was ever the written file's bytes: the test does not test that")
 			}
 			if memo.memo.fromLast < steps/2 {
 				t.Fatalf("only %d of %d plans were made from the last one (%d whole): the test does not test that", memo.memo.fromLast, steps, memo.memo.whole)

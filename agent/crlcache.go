@@ -56,6 +56,10 @@ type crlCache struct {
 	grown []byte
 	// grewInPlace counts the files joinFile made in the last one's room.
 	grewInPlace int
+	// fileNo numbers the planned files whose blocks the entries' PEM
+	// points into, and inFile is the last one's entries (pointIntoFile).
+	fileNo uint32
+	inFile []*crlEntry
 }
 
 // pemFile is a ca-crl.pem decoded. When the file is exactly the PEM blocks
@@ -145,6 +149,9 @@ type crlEntry struct {
 	checkedMore []checkedIssuer
 	checked1    checkedIssuer
 	has1        bool
+	// inFile is the number of the file (crlCache.fileNo) that pem is a
+	// slice of, 0 when pem is its own (pointIntoFile).
+	inFile uint32
 	// plan is the number of the last plan that took the entry as a
 	// candidate (candidates).
 	plan atomic.Uint64
@@ -424,7 +431,47 @@ func (c *crlCache) planned(blocks []planBlock, file []byte) {
 	f.saw(file)
 	c.mu.Lock()
 	c.file = f
+	c.pointIntoFile(blocks, file, f.entries)
 	c.mu.Unlock()
+}
+
+// pointIntoFile makes each block's PEM, and its entry's, the block's
+// bytes in file (the blocks' PEM joined, as the agent writes it) instead
+// of a copy of their own. Every agent keeps its last file (the Secret
+// holds it), and the blocks kept beside it held the same ~0.5 MB again
+// at 1,000 clusters (docs/performance.md, session 30). The slices are
+// capped at their block, and no file is changed once made (joinFile), so
+// the bytes they see never change. An entry that pointed into the last
+// file and is not in this one gets its own copy back: a CRL that left
+// the plan but stays in the cache would otherwise keep a whole old file
+// alive. Nothing changes unless file is exactly as long as the blocks.
+// entries are the blocks' entries, in order (kept: never changed).
+// Callers hold c.mu.
+func (c *crlCache) pointIntoFile(blocks []planBlock, file []byte, entries []*crlEntry) {
+	n := 0
+	for _, b := range blocks {
+		n += len(b.pem)
+	}
+	if n != len(file) {
+		return
+	}
+	if c.fileNo++; c.fileNo == 0 {
+		c.fileNo++ // 0 means no file
+	}
+	off := 0
+	for i := range blocks {
+		b := &blocks[i]
+		end := off + len(b.pem)
+		b.pem = file[off:end:end]
+		b.e.pem, b.e.inFile = b.pem, c.fileNo
+		off = end
+	}
+	for _, e := range c.inFile {
+		if e.inFile != 0 && e.inFile != c.fileNo {
+			e.pem, e.inFile = bytes.Clone(e.pem), 0
+		}
+	}
+	c.inFile = entries
 }
 
 // isFile reports whether blocks are, in order, exactly the CRLs of held,
