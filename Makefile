@@ -15,7 +15,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # gRPC and its dependents once, as the binaries are built.
 GOTAGS  := grpcnotrace
 
-.PHONY: no-big-files no-merge-markers all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-bundle bench-idle bench-crl bench-fleet generate clean
+.PHONY: no-big-files no-merge-markers all build run demo test test-deps test-postgres tools vet unit test-kube test-spire test-browser test-tracestat fuzz bench bench-grpc bench-bundle bench-idle bench-crl bench-fleet generate clean
 
 all: build
 
@@ -65,7 +65,7 @@ test:
 # meshroot's). Stack traces do not need it. The harnesses link meshroot's
 # commands through test/tools/meshroot-bins.sh, once per content.
 TESTFLAGS := -trimpath -tags=$(GOTAGS) -ldflags=-w
-vet unit test-kube test-spire test-browser fuzz bench bench-grpc bench-crl bench-fleet bench-bundle bench-idle: export GOFLAGS := $(strip $(filter-out $(TESTFLAGS) -ldflags=%,$(GOFLAGS)) $(TESTFLAGS))
+vet unit test-kube test-spire test-browser test-tracestat fuzz bench bench-grpc bench-crl bench-fleet bench-bundle bench-idle: export GOFLAGS := $(strip $(filter-out $(TESTFLAGS) -ldflags=%,$(GOFLAGS)) $(TESTFLAGS))
 
 ## tools: build the real components the tests run (cached under ~/.cache/meshroot-test),
 ## in two streams at once: each compile leaves the CPU idle while it links
@@ -132,6 +132,11 @@ test-kube:
 
 test-spire:
 	cd test/spire && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
+
+## test-tracestat: the reader of bench-fleet's -trace-slow traces (its own
+## module: meshroot does not depend on golang.org/x/exp)
+test-tracestat:
+	cd test/bench/tracestat && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
 
 ## test-browser: the fleet page in headless Chromium over the DevTools
 ## protocol (its own module: meshroot does not depend on chromedp);

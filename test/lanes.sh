@@ -16,14 +16,14 @@ ended=$(mktemp)
 trap 'rm -f "$log" "$ended"' EXIT
 # The second lane notes when it ended: its output is held until both are
 # done, so the line below would otherwise give the later lane's time.
-("$make" --no-print-directory -k test-kube test-spire test-browser >"$log" 2>&1
+("$make" --no-print-directory -k test-kube test-spire test-browser test-tracestat >"$log" 2>&1
   r=$?; echo "$SECONDS" >"$ended"; exit $r) &
 pid=$!
 "$make" --no-print-directory unit
 rc=$?
-echo "=== unit tests done (exit $rc) after ${SECONDS} s; waiting for test/kube, test/spire, test/browser"
+echo "=== unit tests done (exit $rc) after ${SECONDS} s; waiting for test/kube, test/spire, test/browser, test/bench/tracestat"
 wait "$pid"
 rc2=$?
 cat "$log"
-echo "=== test/kube, test/spire, test/browser done (exit $rc2) after $(cat "$ended") s"
+echo "=== test/kube, test/spire, test/browser, test/bench/tracestat done (exit $rc2) after $(cat "$ended") s"
 [ "$rc" -eq 0 ] && [ "$rc2" -eq 0 ]
