@@ -156,7 +156,13 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 // changeProfile names the CPU profile of the fan-out's change n of kind:
 // cpu-<kind's last word>-<n>.pprof (cpu-prepare-01.pprof).
 func changeProfile(kind string, n int) string {
-	return fmt.Sprintf("cpu-%s-%02d.pprof", kind[strings.LastIndexByte(kind, ' ')+1:], n)
+	return fmt.Sprintf("cpu-%s-%02d.pprof", kindWord(kind), n)
+}
+
+// kindWord is the last word of a change's kind ("prepare" of "root
+// prepare"), as the files of one change are named.
+func kindWord(kind string) string {
+	return kind[strings.LastIndexByte(kind, ' ')+1:]
 }
 
 // quietCPU is the CPU, as a share of one core, below which the agents'

@@ -102,7 +102,7 @@ func (s *slowTrace) stop() {
 // trace-<kind's last word>-<n>.trace, with b2b- before the kind for
 // changes made back to back (trace-b2b-prepare-03.trace).
 func changeTrace(kind string, n int, burst bool) string {
-	k := kind[strings.LastIndexByte(kind, ' ')+1:]
+	k := kindWord(kind)
 	if burst {
 		k = "b2b-" + k
 	}
