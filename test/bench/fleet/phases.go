@@ -108,7 +108,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 			}
 			cpuAt, selfAt = cpuTime(srv.pid()), f.agentsCPU()
 			steal0 := stealTime()
-			trace.Log(ctx, "bench-fleet", "change start: "+step.name) // a mark in -trace-slow's traces
+			trace.Log(ctx, traceCategory, "change start: "+step.name) // a mark in -trace-slow's traces
 			t0 := time.Now()
 			if err := step.do(); err != nil {
 				stopProf()
@@ -116,7 +116,7 @@ func fanout(ctx context.Context, f *fleet, srv *serveProc, rounds int, burst boo
 			}
 			call := time.Since(t0)
 			lat, err := f.waitAll(ctx, t0, nil, func(a applied) bool { return a.sequence >= want }, 2*time.Minute)
-			trace.Log(ctx, "bench-fleet", "change applied by every agent: "+step.name)
+			trace.Log(ctx, traceCategory, "change applied by every agent: "+step.name)
 			stopProf()
 			if err != nil {
 				return res, fmt.Errorf("after %s: %w", step.name, err)

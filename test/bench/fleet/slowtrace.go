@@ -11,6 +11,11 @@ import (
 	"time"
 )
 
+// traceCategory is the runtime/trace log category of each change's marks
+// ("change start: <kind>", "change applied by every agent: <kind>"), which
+// test/bench/tracestat looks for (its markCategory and startPrefix).
+const traceCategory = "bench-fleet"
+
 // slowTraceWindow is how much execution the flight recorders keep: a
 // change's wait for rest (quietWindow and more), its admin call and its
 // delivery to the slowest agent all fit inside it.
